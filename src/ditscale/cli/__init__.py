@@ -1,0 +1,75 @@
+"""The ``ditscale`` command line: thin commands over the library.
+
+Each command lives in its own module of this package with two functions::
+
+    def add_parser(subparsers) -> argparse.ArgumentParser   # declares the command's arguments
+    def run(args: argparse.Namespace) -> int                 # does the work, returns an exit status
+
+Modules are imported only when their command runs, so ``ditscale flops`` does not import torch.
+A :class:`ditscale.errors.DitscaleError` is printed as one line (``ditscale: error: ...``) with
+exit status 2 and no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ditscale import __version__
+from ditscale.errors import DitscaleError
+
+# command name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "flops": ("ditscale.cli.flops", "analytic FLOPs and parameters of a DiT config"),
+    "sample": ("ditscale.cli.sample", "sample an image grid from a checkpoint"),
+    "train": ("ditscale.cli.train", "train a DiT from a YAML config or preset"),
+    "extract-latents": ("ditscale.cli.extract_latents", "encode a dataset into a VAE latent store"),
+    "fit": ("ditscale.cli.fit", "fit scaling laws to a CSV of runs (flops, params, tokens, loss)"),
+    "study": ("ditscale.cli.study", "plan, run, predict and compare scaling-law studies"),
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ditscale",
+        description="Train diffusion transformers and predict how they scale with compute.",
+    )
+    parser.add_argument("--version", action="version", version=f"ditscale {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        if only is not None and name != only:
+            sub.add_parser(name, help=help_text)
+            continue
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            if err.name and err.name.startswith("ditscale.cli"):
+                continue  # command not available in this build
+            raise
+        p = mod.add_parser(sub)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Import only the module of the command being run (fast start, no torch for `flops`).
+    only = argv[0] if argv and argv[0] in COMMANDS else None
+    parser = build_parser(only)
+    args = parser.parse_args(argv)
+    if getattr(args, "_run", None) is None:
+        parser.print_help()
+        return 0 if not argv else 2
+    try:
+        return int(args._run(args) or 0)
+    except DitscaleError as err:
+        print(f"ditscale: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ditscale: interrupted; completed work is saved, run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from ditscale.cli import main
+
+sys.exit(main())

@@ -1,0 +1,28 @@
+"""User-facing errors.
+
+Every error a user can cause (bad config, bad checkpoint, bad data, bad CSV) is raised as a
+:class:`DitscaleError` whose message is one line: what was wrong, and what to do. The CLI prints
+that line and exits with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class DitscaleError(Exception):
+    """An error caused by the user's input. ``str(err)`` is a one-line explanation and remedy."""
+
+
+class ConfigError(DitscaleError, ValueError):
+    """A config, preset, spec or command-line override is invalid."""
+
+
+class CheckpointError(DitscaleError):
+    """A checkpoint or weights file cannot be used (missing, corrupt, wrong keys/shapes, unsafe)."""
+
+
+class DataError(DitscaleError):
+    """A dataset, image folder, latent store or CSV is missing, empty or malformed."""
+
+
+class TrainingError(DitscaleError):
+    """A training run cannot continue (e.g. the loss became NaN); earlier checkpoints are kept."""
