@@ -66,6 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     except DitscaleError as err:
         print(f"ditscale: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `ditscale flops ... | head`
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("ditscale: interrupted; completed work is saved, run the same command again to resume", file=sys.stderr)
         return 130

@@ -1,0 +1,154 @@
+"""``ditscale flops MODEL``: MACs per forward pass, parameters and training FLOPs of a DiT config.
+
+Pure Python (no torch import). Examples::
+
+    ditscale flops DiT-XL/2                      # table: 118.64 GMACs, 675,129,632 parameters
+    ditscale flops DiT-XL/2 --input-size 64      # 512x512 images: 524.61 GMACs
+    ditscale flops custom --depth 8 --hidden-size 512 --num-heads 8 --patch-size 2 --json
+    ditscale flops DiT-B/2 --flops 1e18          # images (and tokens) a 1e18-FLOP budget buys
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from ditscale.errors import ConfigError
+from ditscale.flops import (
+    forward_macs,
+    images_for_flops,
+    param_counts,
+    train_flops_6nd,
+    train_flops_exact,
+)
+from ditscale.models.config import BLOCK_DESIGNS, CONDITIONINGS, MODEL_NAMES, DiTConfig, named_config
+
+# DiTConfig fields settable from the command line (option --input-size sets input_size, ...)
+CONFIG_FIELDS = (
+    "input_size", "in_channels", "block", "conditioning", "context_dim", "context_len",
+    "num_classes", "depth", "hidden_size", "num_heads", "patch_size", "mlp_ratio",
+)
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "flops",
+        help="analytic FLOPs and parameters of a DiT config",
+        description="MACs of one forward pass of one image (the DiT paper's 'Gflops' are GMACs), "
+        "parameters, and training FLOPs per image (exact: 6 x MACs; 6ND: 6 x non-embedding params x tokens).",
+    )
+    p.add_argument("model", metavar="MODEL", help=f"a paper config ({MODEL_NAMES[0]} ... {MODEL_NAMES[-1]}) or 'custom'")
+    p.add_argument("--input-size", type=int, help="latent side (32 for 256x256 images, 64 for 512x512); default 32")
+    p.add_argument("--in-channels", type=int, help="input channels (4 for SD-VAE latents); default 4")
+    p.add_argument("--block", choices=BLOCK_DESIGNS, help="block design; default adaln_zero")
+    p.add_argument("--conditioning", choices=CONDITIONINGS, help="condition input; default class")
+    p.add_argument("--context-dim", type=int, help="text-token width (text conditioning)")
+    p.add_argument("--context-len", type=int, help="text tokens per image (text conditioning)")
+    p.add_argument("--num-classes", type=int, help="classes (class conditioning); default 1000")
+    p.add_argument("--depth", type=int, help="blocks (custom ladder models)")
+    p.add_argument("--hidden-size", type=int, help="width d (custom ladder models)")
+    p.add_argument("--num-heads", type=int, help="attention heads (custom ladder models)")
+    p.add_argument("--patch-size", type=int, help="patch side (custom ladder models)")
+    p.add_argument("--mlp-ratio", type=float, help="MLP width / d; default 4")
+    p.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--images", type=float, metavar="N", help="also give the training FLOPs of N images")
+    budget.add_argument("--flops", type=float, metavar="F", help="also give the images a budget of F training FLOPs buys")
+    return p
+
+
+def build_config(args: argparse.Namespace) -> DiTConfig:
+    """The :class:`DiTConfig` named by ``args.model`` ("custom" = the DiTConfig defaults) with the given options."""
+    overrides = {f: getattr(args, f) for f in CONFIG_FIELDS if getattr(args, f) is not None}
+    if args.model.strip().lower() == "custom":
+        return DiTConfig.from_dict(overrides)
+    return named_config(args.model, **overrides)
+
+
+def report(name: str, cfg: DiTConfig, images: float | None = None, flops: float | None = None) -> dict[str, Any]:
+    """Everything ``ditscale flops`` prints, as JSON-ready data (MACs and FLOPs per image unless named otherwise)."""
+    macs = forward_macs(cfg)
+    params = param_counts(cfg)
+    out: dict[str, Any] = {
+        "model": name,
+        "config": cfg.to_dict(),
+        "tokens_per_image": cfg.num_patches,
+        "params": params.total,
+        "trainable_params": params.trainable,
+        "non_embedding_params": params.non_embedding,
+        "param_components": params.components,
+        "forward_macs": macs.total,
+        "forward_gmacs": macs.total / 1e9,
+        "forward_flops": 2 * macs.total,
+        "components": macs.as_components(),
+        "train_flops_per_image": {"exact": train_flops_exact(cfg, 1), "6nd": train_flops_6nd(cfg, 1)},
+    }
+    if images is not None:
+        out["budget"] = {
+            "images": images,
+            "tokens": images * cfg.num_patches,
+            "train_flops_exact": train_flops_exact(cfg, images),
+            "train_flops_6nd": train_flops_6nd(cfg, images),
+        }
+    if flops is not None:
+        exact, six = images_for_flops(cfg, flops), images_for_flops(cfg, flops, convention="6nd")
+        out["budget"] = {
+            "flops": flops,
+            "images_exact": exact,
+            "images_6nd": six,
+            "tokens_exact": exact * cfg.num_patches,
+            "tokens_6nd": six * cfg.num_patches,
+        }
+    return out
+
+
+def format_table(r: dict[str, Any]) -> str:
+    cfg = r["config"]
+    lines = [
+        f"{r['model']}: input {cfg['input_size']}x{cfg['input_size']}x{cfg['in_channels']}, patch {cfg['patch_size']}, "
+        f"d {cfg['hidden_size']}, depth {cfg['depth']}, heads {cfg['num_heads']}, "
+        f"block {cfg['block']}, conditioning {cfg['conditioning']}",
+        f"tokens per image       {r['tokens_per_image']:,}",
+        f"parameters             {r['params']:,} total, {r['trainable_params']:,} trainable, "
+        f"{r['non_embedding_params']:,} non-embedding",
+        "",
+        "forward pass, one image      GMACs        %",
+    ]
+    total = r["forward_macs"]
+    for name, value in r["components"].items():
+        lines.append(f"  {name:<22} {value / 1e9:>11.4f} {100 * value / total:>8.2f}")
+    lines += [
+        f"  {'total':<22} {total / 1e9:>11.4f} {100.0:>8.2f}   (= {r['forward_flops'] / 1e9:.2f} GFLOPs)",
+        "",
+        "training FLOPs per image (forward + backward)",
+        f"  exact, 6 x MACs        {r['train_flops_per_image']['exact']:.4e}",
+        f"  6ND, 6 x N x tokens    {r['train_flops_per_image']['6nd']:.4e}",
+    ]
+    b = r.get("budget")
+    if b and "images" in b:
+        lines += [
+            "",
+            f"training on {b['images']:.6g} images ({b['tokens']:.4e} tokens)",
+            f"  exact                  {b['train_flops_exact']:.4e} FLOPs",
+            f"  6ND                    {b['train_flops_6nd']:.4e} FLOPs",
+        ]
+    elif b:
+        lines += [
+            "",
+            f"a budget of {b['flops']:.4e} training FLOPs buys",
+            f"  exact                  {b['images_exact']:.6g} images ({b['tokens_exact']:.4e} tokens)",
+            f"  6ND                    {b['images_6nd']:.6g} images ({b['tokens_6nd']:.4e} tokens)",
+        ]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    for opt in ("images", "flops"):
+        value = getattr(args, opt)
+        if value is not None and not value >= 0:
+            raise ConfigError(f"--{opt} must be a non-negative number, got {value}")
+    cfg = build_config(args)
+    r = report(args.model, cfg, images=args.images, flops=args.flops)
+    print(json.dumps(r, indent=2) if args.json else format_table(r))
+    return 0

@@ -1,0 +1,252 @@
+"""Exact MAC, FLOP and parameter accounting of a DiT (pure Python: no torch import).
+
+Units, as in ``docs/design.md``:
+
+- **MACs** (multiply-accumulates) of ONE forward pass of ONE image. The DiT paper's "Gflops"
+  are GMACs: :func:`forward_macs` of ``DiT-XL/2`` at latent 32 is 118.64e9, Table 4 of the paper.
+- **FLOPs** = 2 x MACs. Training costs forward + backward = 3 forward passes, so
+  :func:`train_flops_exact` is ``6 * forward_macs(config).total * images`` FLOPs.
+- **6ND**: :func:`train_flops_6nd` is ``6 * N * D`` FLOPs with N = non-embedding parameters and
+  D = image tokens seen (``tokens_per_image * images``), the Kaplan/Chinchilla estimate.
+- **tokens** = image tokens ``(input_size / patch_size) ** 2`` per image; **images** = samples.
+
+Counting convention (reproduces the paper, see ``docs/flops.md``): every matmul and the patch
+convolution count ``in_features x out_features`` MACs per token (biases, activations, softmax,
+the modulation arithmetic and residual adds are free), attention counts ``2 * S_q * S_k * d`` MACs
+(QK^T and AV), and every LayerNorm counts one op per input element (the ``norm`` component).
+The matmul part (``MacBreakdown.matmul``) equals ``torch.utils.flop_counter`` / 2 exactly (math SDPA).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from ditscale.errors import ConfigError
+from ditscale.models.config import DiTConfig, resolve_config
+
+__all__ = [
+    "FREQUENCY_EMBEDDING_SIZE",
+    "MacBreakdown",
+    "ParamCounts",
+    "forward_macs",
+    "forward_flops",
+    "param_counts",
+    "tokens_per_image",
+    "train_flops_exact",
+    "train_flops_6nd",
+    "images_for_flops",
+]
+
+FREQUENCY_EMBEDDING_SIZE = 256  # sinusoidal timestep features fed to the timestep MLP (reference DiT)
+ADALN_CHUNKS = {"adaln_zero": 6, "adaln": 4}  # modulation outputs per block, in units of hidden_size
+
+@dataclass(frozen=True)
+class MacBreakdown:
+    """MACs of one forward pass of one image, by component (1 MAC = 2 FLOPs).
+
+    Attributes:
+        attn_proj: qkv and output projections of self-attention over the image tokens.
+        attn_scores: QK^T and attention-weighted sum of V over the image tokens (2 * T^2 * d per block).
+        mlp: fc1 and fc2 over the image tokens.
+        modulation: adaLN linears (blocks and final layer), applied once per image to c.
+        embed: patch-embedding conv, timestep MLP (256 -> d -> d) and the text context embedder.
+        final: final linear decoder (d -> p * p * out_channels per token).
+        conditioning: cross-attention layers (cross_attn), or the extra cost of the condition
+            tokens carried through every block (in_context).
+        norm: LayerNorms, one op per input element (not a matmul; needed to reproduce the DiT paper).
+    """
+
+    attn_proj: int = 0
+    attn_scores: int = 0
+    mlp: int = 0
+    modulation: int = 0
+    embed: int = 0
+    final: int = 0
+    conditioning: int = 0
+    norm: int = 0
+
+    @property
+    def total(self) -> int:
+        """All MACs of the forward pass (the DiT paper's "flops")."""
+        return sum(self.as_components().values())
+
+    @property
+    def matmul(self) -> int:
+        """MACs of matmuls and convolutions only (``total - norm``): what FlopCounterMode counts, / 2."""
+        return self.total - self.norm
+
+    def as_components(self) -> dict[str, int]:
+        """Component name -> MACs, without the total."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def as_dict(self) -> dict[str, int]:
+        """Component name -> MACs, plus ``"total"``."""
+        return {**self.as_components(), "total": self.total}
+
+
+@dataclass(frozen=True)
+class ParamCounts:
+    """Parameter counts (scalars) of a DiT, equal to the torch model's.
+
+    Attributes:
+        total: ``sum(p.numel() for p in model.parameters())``, including the frozen ``pos_embed``
+            (the reference's count: DiT-XL/2 = 675,129,632).
+        trainable: ``total`` minus ``pos_embed`` (fixed sin-cos, ``requires_grad=False``); the
+            DiT paper's "Params (M)" are this number rounded to millions.
+        non_embedding: the N of 6ND: ``total`` minus the input embeddings and the output
+            projection, i.e. minus ``patch_embed``, ``pos_embed``, ``t_embedder``, ``y_embedder``,
+            ``context_embedder`` and ``final_linear``. What remains is the transformer blocks
+            (attention, MLP, adaLN modulation, cross-attention, LayerNorm affines) and the final
+            layer's adaLN modulation / LayerNorm.
+        components: name -> count; names: patch_embed, pos_embed, t_embedder, y_embedder,
+            context_embedder, attn, mlp, modulation, cross_attn, norm, final_linear (zeros omitted).
+    """
+
+    total: int
+    trainable: int
+    non_embedding: int
+    components: dict[str, int]
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+EMBEDDING_COMPONENTS = ("patch_embed", "pos_embed", "t_embedder", "y_embedder", "context_embedder", "final_linear")
+
+
+def _condition_tokens(cfg: DiTConfig) -> int:
+    """Condition tokens of the cross_attn / in_context designs: the timestep token plus the class
+    token or the ``context_len`` text tokens."""
+    return 1 + {"class": 1, "text": cfg.context_len, "none": 0}[cfg.conditioning]
+
+
+def _block_macs(tokens: int, d: int, mlp_hidden: int) -> tuple[int, int, int]:
+    """(attn_proj, attn_scores, mlp) MACs of one transformer block over ``tokens`` tokens."""
+    return 4 * tokens * d * d, 2 * tokens * tokens * d, 2 * tokens * d * mlp_hidden
+
+
+def forward_macs(config: Any) -> MacBreakdown:
+    """MACs (multiply-accumulates) of ONE forward pass of ONE image, split by component.
+
+    ``config`` is a :class:`DiTConfig`, a paper name ("DiT-XL/2") or a dict of config fields.
+    Text conditioning is counted at its maximum length ``context_len``. Units: MACs; the DiT
+    paper's "Gflops" are ``forward_macs(...).total / 1e9`` (e.g. DiT-XL/2: 118.64).
+    """
+    cfg = resolve_config(config)
+    T, d, L, H = cfg.num_patches, cfg.hidden_size, cfg.depth, cfg.mlp_hidden
+    p = cfg.patch_size
+    attn_proj, attn_scores, mlp = (L * m for m in _block_macs(T, d, H))
+
+    embed = T * cfg.in_channels * p * p * d + FREQUENCY_EMBEDDING_SIZE * d + d * d
+    if cfg.conditioning == "text":
+        embed += cfg.context_len * cfg.context_dim * d
+    final = T * d * p * p * cfg.out_channels
+
+    modulation = conditioning = 0
+    norms_per_block, norm_tokens = 2, T
+    if cfg.block in ADALN_CHUNKS:
+        modulation = L * d * ADALN_CHUNKS[cfg.block] * d + d * 2 * d  # blocks + final layer
+    elif cfg.block == "cross_attn":
+        m = _condition_tokens(cfg)
+        # q and out projections on the image tokens, k/v on the condition tokens, scores QK^T and AV.
+        conditioning = L * (2 * T * d * d + m * d * 2 * d + 2 * T * m * d)
+        norms_per_block = 3
+    else:  # in_context: the condition tokens join the sequence of every block
+        S = T + _condition_tokens(cfg)
+        conditioning = L * (sum(_block_macs(S, d, H)) - sum(_block_macs(T, d, H)))
+        norm_tokens = S
+    norm = L * norms_per_block * norm_tokens * d + T * d  # + the final LayerNorm on the image tokens
+    return MacBreakdown(
+        attn_proj=attn_proj,
+        attn_scores=attn_scores,
+        mlp=mlp,
+        modulation=modulation,
+        embed=embed,
+        final=final,
+        conditioning=conditioning,
+        norm=norm,
+    )
+
+
+def param_counts(config: Any) -> ParamCounts:
+    """Parameter counts (number of scalars) of the DiT built from ``config``; see :class:`ParamCounts`.
+
+    Equal to the torch model (``ditscale.models.create_model``) parameter by parameter.
+    """
+    cfg = resolve_config(config)
+    T, d, L, H = cfg.num_patches, cfg.hidden_size, cfg.depth, cfg.mlp_hidden
+    pp_out = cfg.patch_size**2 * cfg.out_channels
+    c = {
+        "patch_embed": cfg.in_channels * cfg.patch_size**2 * d + d,
+        "pos_embed": T * d,
+        "t_embedder": FREQUENCY_EMBEDDING_SIZE * d + d + d * d + d,
+        "y_embedder": (cfg.num_classes + int(cfg.class_dropout_prob > 0)) * d if cfg.conditioning == "class" else 0,
+        "context_embedder": cfg.context_dim * d + d if cfg.conditioning == "text" else 0,
+        "attn": L * (4 * d * d + 4 * d),
+        "mlp": L * (2 * d * H + H + d),
+        "modulation": 0,
+        "cross_attn": 0,
+        "norm": 0,
+        "final_linear": d * pp_out + pp_out,
+    }
+    if cfg.block in ADALN_CHUNKS:  # non-affine LayerNorms; adaLN linears in the blocks and the final layer
+        k = ADALN_CHUNKS[cfg.block]
+        c["modulation"] = L * (k * d * d + k * d) + 2 * d * d + 2 * d
+    else:  # affine LayerNorms (weight + bias): 2 or 3 per block, plus the final one
+        norms = 3 if cfg.block == "cross_attn" else 2
+        c["norm"] = (L * norms + 1) * 2 * d
+        if cfg.block == "cross_attn":
+            c["cross_attn"] = L * (4 * d * d + 4 * d)
+    total = sum(c.values())
+    return ParamCounts(
+        total=total,
+        trainable=total - c["pos_embed"],
+        non_embedding=total - sum(c[k] for k in EMBEDDING_COMPONENTS),
+        components={k: v for k, v in c.items() if v},
+    )
+
+
+def tokens_per_image(config: Any) -> int:
+    """Image tokens per image, ``(input_size / patch_size) ** 2`` (condition tokens not included)."""
+    return resolve_config(config).num_patches
+
+
+def forward_flops(config: Any) -> int:
+    """FLOPs of one forward pass of one image: ``2 * forward_macs(config).total``."""
+    return 2 * forward_macs(config).total
+
+
+def _count(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{name} must be a non-negative number, got {value!r}")
+    return value
+
+
+def train_flops_exact(config: Any, images: float) -> float:
+    """Training FLOPs for ``images`` images (samples), forward + backward: ``6 * forward_macs.total * images``.
+
+    3 forward-pass costs per image (backward = 2 x forward), 2 FLOPs per MAC. Units: FLOPs.
+    """
+    return float(6 * forward_macs(config).total * _count(images, "images"))
+
+
+def train_flops_6nd(config: Any, images: float) -> float:
+    """Training FLOPs for ``images`` images by the 6ND rule: ``6 * N * D`` with N = non-embedding
+    parameters and D = ``tokens_per_image * images`` image tokens. Units: FLOPs."""
+    cfg = resolve_config(config)
+    return float(6 * param_counts(cfg).non_embedding * cfg.num_patches * _count(images, "images"))
+
+
+def images_for_flops(config: Any, flops: float, convention: str = "exact") -> float:
+    """Images (samples, as a float) whose training costs ``flops`` FLOPs: the inverse of
+    :func:`train_flops_exact` (``convention="exact"``) or of :func:`train_flops_6nd` (``"6nd"``)."""
+    flops = _count(flops, "flops")
+    cfg = resolve_config(config)
+    if convention == "exact":
+        return flops / (6 * forward_macs(cfg).total)
+    if convention == "6nd":
+        return flops / (6 * param_counts(cfg).non_embedding * cfg.num_patches)
+    raise ConfigError(f"unknown FLOP convention {convention!r}; choose 'exact' or '6nd'")

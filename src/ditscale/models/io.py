@@ -1,0 +1,243 @@
+"""Model weights I/O: safetensors with the config in the metadata, safe ``.pt`` loading, strict key checks.
+
+- :func:`save_model` writes ``model.safetensors`` atomically; the metadata key ``"ditscale"`` holds
+  JSON ``{"model": DiTConfig dict, **metadata}`` so the model can be rebuilt without other files.
+- :func:`load_state_dict_file` reads ``.safetensors``, or ``.pt``/``.pth``/``.bin`` with
+  ``torch.load(weights_only=True)`` (nothing in the file is executed), including the reference
+  training checkpoints ``{"model", "ema", "opt", "args"}`` (the EMA weights are taken).
+- :func:`load_state_dict_strict` names missing, unexpected and shape-mismatched keys.
+- :func:`load_model` rebuilds a :class:`~ditscale.models.dit.DiT` and loads its weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from ditscale.errors import CheckpointError
+from ditscale.io import atomic_path
+from ditscale.models.config import MODEL_SIZES, DiTConfig, resolve_config
+
+METADATA_KEY = "ditscale"
+TORCH_SUFFIXES = (".pt", ".pth", ".bin")
+STATE_DICT_KEYS = ("ema", "model", "state_dict")  # where training checkpoints keep weights, in preference order
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DDP / torch.compile wrappers
+MAX_NAMED = 3  # keys named per category in a mismatch message
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    while True:
+        inner = getattr(model, "_orig_mod", None)
+        inner = inner if inner is not None else getattr(model, "module", None)
+        if not isinstance(inner, torch.nn.Module):
+            return model
+        model = inner
+
+
+def _existing(path: str | Path) -> Path:
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"weights file {str(p)!r} does not exist; check the path")
+    if p.suffix != ".safetensors" and p.suffix not in TORCH_SUFFIXES:
+        raise CheckpointError(f"{p} has an unknown weights suffix {p.suffix!r}; use .safetensors, .pt, .pth or .bin")
+    return p
+
+
+def save_model(model: torch.nn.Module, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
+    """Write the model's state_dict (all tensors, incl. ``pos_embed``) to a safetensors file, atomically.
+
+    The safetensors metadata key ``"ditscale"`` holds JSON ``{"model": model.config.to_dict(), **metadata}``
+    (``metadata`` must be JSON-serialisable, e.g. ``{"diffusion": DiffusionConfig dict, "step": 1000}``).
+    Returns the path written.
+    """
+    model = _unwrap(model)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    info = {"model": model.config.to_dict(), **(metadata or {})}
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(info)})
+    return path
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The ``"ditscale"`` metadata of a safetensors file as a dict (``{}`` for files without it, incl. ``.pt``)."""
+    p = _existing(path)
+    if p.suffix != ".safetensors":
+        return {}
+    try:
+        with safe_open(str(p), framework="pt") as fh:
+            raw = (fh.metadata() or {}).get(METADATA_KEY)
+    except Exception as err:  # safetensors raises its own SafetensorError for corrupt headers
+        raise CheckpointError(f"{p} is not a readable safetensors file ({_first_line(err)}); re-save it or pick another file") from None
+    if raw is None:
+        return {}
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        raise CheckpointError(f"{p} has corrupt '{METADATA_KEY}' metadata (not JSON); re-save the model") from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    )
+
+
+def _torch_load(p: Path) -> Any:
+    try:
+        # weights_only: tensors and plain containers only; argparse.Namespace for the reference "args".
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if found:
+            raise CheckpointError(
+                f"refusing to load {p}: it pickles {found.group(1)}, not just tensors (unsafe to unpickle); "
+                "re-save the weights with torch.save(model.state_dict(), path) or as safetensors"
+            ) from None
+        raise CheckpointError(f"{p} is not a readable PyTorch checkpoint (corrupt or not written by torch.save)") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise CheckpointError(f"{p} is not a readable PyTorch checkpoint ({_first_line(err)}); re-download or re-save it") from None
+
+
+def _pick_state_dict(obj: Any, key: str | None, p: Path) -> dict[str, torch.Tensor]:
+    if key is None and _is_state_dict(obj):
+        return dict(obj)
+    if isinstance(obj, dict):
+        candidates = [key] if key is not None else [k for k in STATE_DICT_KEYS if k in obj]
+        for k in candidates:
+            if k not in obj:
+                raise CheckpointError(f"{p} has no {k!r} entry (it has {_listing([repr(x) for x in obj])}); pick one of those")
+            if _is_state_dict(obj[k]):
+                return dict(obj[k])
+    raise CheckpointError(
+        f"{p} holds a {type(obj).__name__} that is not a state dict (names -> tensors) nor a checkpoint with "
+        f"{'/'.join(STATE_DICT_KEYS)} state dicts; save model.state_dict() instead"
+    )
+
+
+def _strip_wrapper_prefixes(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    for prefix in WRAPPER_PREFIXES:
+        if sd and all(k.startswith(prefix) for k in sd):
+            sd = {k[len(prefix):]: v for k, v in sd.items()}
+    return sd
+
+
+def load_state_dict_file(path: str | Path, key: str | None = None) -> dict[str, torch.Tensor]:
+    """Read a state dict (CPU tensors) from ``.safetensors`` or ``.pt``/``.pth``/``.bin``.
+
+    Torch files are read with ``weights_only=True`` (only ``argparse.Namespace`` is allowed besides
+    tensors and containers); a file pickling anything else raises :class:`CheckpointError` without
+    running it. A dict holding state dicts under ``"ema"``, ``"model"`` or ``"state_dict"`` (the
+    reference training checkpoint) yields the first present, in that order, or the one named by
+    ``key``. ``module.``/``_orig_mod.`` prefixes (DDP, torch.compile) are stripped.
+    """
+    p = _existing(path)
+    if p.suffix == ".safetensors":
+        try:
+            sd = load_file(str(p), device="cpu")
+        except Exception as err:  # SafetensorError (corrupt/truncated) or OSError
+            raise CheckpointError(f"{p} is not a readable safetensors file ({_first_line(err)}); re-save it or pick another file") from None
+        if key is not None:
+            raise CheckpointError(f"{p} is a safetensors file with a single state dict; drop key={key!r}")
+    else:
+        sd = _pick_state_dict(_torch_load(p), key, p)
+    return _strip_wrapper_prefixes(sd)
+
+
+def describe_config(config: DiTConfig) -> str:
+    """Short human name of a config, e.g. "DiT-S/2 (input_size 32)" or "DiT(depth=4, hidden_size=64, patch_size=2) (input_size 8)"."""
+    size = next((s for s, dims in MODEL_SIZES.items() if dims == (config.depth, config.hidden_size, config.num_heads)), None)
+    name = (
+        f"DiT-{size}/{config.patch_size}" if size
+        else f"DiT(depth={config.depth}, hidden_size={config.hidden_size}, patch_size={config.patch_size})"
+    )
+    extra = "".join(
+        f", {field} {getattr(config, field)}" for field, default in (("block", "adaln_zero"), ("conditioning", "class"))
+        if getattr(config, field) != default
+    )
+    return f"{name} (input_size {config.input_size}{extra})"
+
+
+def _listing(keys: list[str]) -> str:
+    more = f" (+{len(keys) - MAX_NAMED} more)" if len(keys) > MAX_NAMED else ""
+    return ", ".join(keys[:MAX_NAMED]) + more
+
+
+def load_state_dict_strict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
+    """Load ``state_dict`` into ``model`` requiring exactly the same keys and shapes.
+
+    Raises :class:`CheckpointError` with one line naming (the first few) shape-mismatched keys with
+    both shapes, missing keys and unexpected keys, and the model it was checked against.
+    """
+    model = _unwrap(model)
+    expected = model.state_dict()
+    mismatched = [
+        f"shape mismatch at {k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items() if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
+    ]
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    problems = mismatched[:MAX_NAMED]
+    if len(mismatched) > MAX_NAMED:
+        problems.append(f"{len(mismatched) - MAX_NAMED} more shape mismatches")
+    if missing:
+        problems.append(f"missing keys {_listing(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys {_listing(unexpected)}")
+    if problems:
+        target = describe_config(model.config) if isinstance(getattr(model, "config", None), DiTConfig) else type(model).__name__
+        raise CheckpointError(
+            f"checkpoint does not match {target}: {'; '.join(problems)} — pass the right --model/--image-size"
+        )
+    model.load_state_dict(state_dict, strict=True)
+
+
+def load_model(
+    path: str | Path,
+    model: "str | DiTConfig | dict | torch.nn.Module | None" = None,
+    *,
+    map_location: str | torch.device = "cpu",
+    key: str | None = None,
+    **overrides: Any,
+):
+    """Build a DiT and load weights from ``path`` strictly; returns it in eval mode on ``map_location``.
+
+    The architecture comes from ``model`` when given (a paper name such as "DiT-XL/2", a
+    :class:`DiTConfig`, a dict, or an existing module to load into), else from the file's
+    ``"ditscale"`` metadata. ``overrides`` change config fields (e.g. ``input_size=64`` for the
+    512x512 official checkpoint, ``gradient_checkpointing=True``). Official ``.pt`` files carry no
+    config: ``load_model("DiT-XL-2-256x256.pt", "DiT-XL/2")``.
+    """
+    from ditscale.models.dit import DiT
+
+    p = _existing(path)
+    if isinstance(model, torch.nn.Module):
+        if overrides:
+            raise CheckpointError(f"config overrides {sorted(overrides)} cannot apply to an existing model; build it with them")
+        net = model
+    else:
+        if model is None:
+            config = read_metadata(p).get("model")
+            if config is None:
+                raise CheckpointError(
+                    f"{p} carries no model config (an official or plain .pt file); pass the model, "
+                    "e.g. load_model(path, 'DiT-XL/2', input_size=32) or --model DiT-XL/2 --image-size 256"
+                )
+            model = config
+        net = DiT(resolve_config(model, **overrides))
+    load_state_dict_strict(net, load_state_dict_file(p, key=key))
+    return net.to(map_location).eval()

@@ -1,0 +1,164 @@
+"""Model weights I/O: safetensors round trip with config, safe .pt loading, strict key/shape errors."""
+
+import argparse
+import json
+
+import pytest
+import torch
+
+from ditscale.errors import CheckpointError, ConfigError
+from ditscale.models import DiTConfig, create_model, named_config
+from ditscale.models.io import (
+    describe_config,
+    load_model,
+    load_state_dict_file,
+    load_state_dict_strict,
+    read_metadata,
+    save_model,
+)
+
+TINY = DiTConfig(input_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=2, num_heads=4, num_classes=10)
+
+
+def random_model(config: DiTConfig = TINY, seed: int = 0):
+    torch.manual_seed(seed)
+    model = create_model(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.copy_(torch.randn_like(p))
+    return model
+
+
+def test_safetensors_round_trip_is_bit_exact_with_config(tmp_path):
+    config = TINY.replace(block="cross_attn", learn_sigma=False)
+    model = random_model(config)
+    path = save_model(model, tmp_path / "run" / "model.safetensors", metadata={"diffusion": {"kind": "flow"}, "step": 7})
+    assert sorted(p.name for p in path.parent.iterdir()) == ["model.safetensors"]  # no temp file left behind
+    assert read_metadata(path) == {"model": config.to_dict(), "diffusion": {"kind": "flow"}, "step": 7}
+
+    loaded = load_model(path)
+    assert loaded.config == config and not loaded.training
+    want, got = model.state_dict(), loaded.state_dict()
+    assert list(got) == list(want)
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    assert not loaded.pos_embed.requires_grad
+    assert load_model(path, gradient_checkpointing=True).config == config.replace(gradient_checkpointing=True)
+
+
+def test_plain_pt_state_dict_loads_with_weights_only(tmp_path):
+    model = random_model()
+    path = tmp_path / "weights.pt"
+    torch.save(model.state_dict(), path)
+    sd = load_state_dict_file(path)
+    assert all(torch.equal(sd[k], v) for k, v in model.state_dict().items()) and len(sd) == len(model.state_dict())
+    assert read_metadata(path) == {}
+    with pytest.raises(CheckpointError, match="carries no model config"):
+        load_model(path)
+    loaded = load_model(path, TINY.to_dict())
+    assert torch.equal(loaded.final_layer.linear.weight, model.final_layer.linear.weight)
+    ddp = tmp_path / "ddp.pth"  # DDP-wrapped keys "module.*"
+    torch.save({f"module.{k}": v for k, v in model.state_dict().items()}, ddp)
+    assert list(load_state_dict_file(ddp)) == list(model.state_dict())
+
+
+def test_reference_training_checkpoint_takes_ema(tmp_path):
+    model, ema = random_model(seed=1), random_model(seed=2)
+    # the layout of AdamW.state_dict() (building a real AdamW imports torch._dynamo: seconds)
+    opt = {
+        "state": {0: {"step": torch.tensor(1.0), "exp_avg": torch.ones(3), "exp_avg_sq": torch.ones(3)}},
+        "param_groups": [{"lr": 1e-4, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0, "amsgrad": False, "params": [0]}],
+    }
+    args = argparse.Namespace(model="DiT-XL/2", image_size=256, num_classes=1000, global_batch_size=256, vae="ema")
+    path = tmp_path / "0050000.pt"
+    torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt, "args": args}, path)
+
+    sd = load_state_dict_file(path)
+    assert all(torch.equal(sd[k], v) for k, v in ema.state_dict().items())
+    sd_model = load_state_dict_file(path, key="model")
+    assert torch.equal(sd_model["blocks.0.attn.qkv.weight"], model.blocks[0].attn.qkv.weight)
+    with pytest.raises(CheckpointError, match=r"has no 'state_dict' entry \(it has 'model', 'ema', 'opt' \(\+1 more\)\)"):
+        load_state_dict_file(path, key="state_dict")
+    with pytest.raises(CheckpointError, match="not a state dict"):
+        load_state_dict_file(path, key="args")
+    loaded = load_model(path, "DiT-S/2", input_size=8, depth=2, hidden_size=32, num_heads=4, num_classes=10)
+    assert torch.equal(loaded.y_embedder.embedding_table.weight, ema.y_embedder.embedding_table.weight)
+
+
+EXECUTED = []
+
+
+def _payload():
+    EXECUTED.append("ran")
+    return {}
+
+
+class Malicious:
+    def __reduce__(self):
+        return (_payload, ())
+
+
+def test_arbitrary_pickle_is_refused_without_running_it(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"model": random_model().state_dict(), "extra": Malicious()}, path)
+    with pytest.raises(CheckpointError, match=r"refusing to load .*evil\.pt: it pickles \S*_payload, not just tensors") as err:
+        load_state_dict_file(path)
+    assert EXECUTED == [] and "\n" not in str(err.value)
+    listing = tmp_path / "list.pt"
+    torch.save([torch.zeros(1)], listing)
+    with pytest.raises(CheckpointError, match="holds a list that is not a state dict"):
+        load_state_dict_file(listing)
+
+
+def test_unreadable_files(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_model(tmp_path / "nope.safetensors")
+    path = save_model(random_model(), tmp_path / "model.safetensors")
+    truncated = tmp_path / "cut.safetensors"
+    truncated.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        load_state_dict_file(truncated)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint" * 4)
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+        load_state_dict_file(garbage)
+    odd = tmp_path / "weights.npz"
+    odd.write_bytes(b"x")
+    with pytest.raises(CheckpointError, match="unknown weights suffix '.npz'"):
+        load_state_dict_file(odd)
+
+
+def test_shape_mismatch_names_key_and_both_shapes(tmp_path):
+    path = save_model(random_model(TINY.replace(input_size=16)), tmp_path / "big.safetensors")
+    with pytest.raises(CheckpointError) as err:
+        load_model(path, TINY)
+    assert str(err.value) == (
+        "checkpoint does not match DiT(depth=2, hidden_size=32, patch_size=2) (input_size 8): "
+        "shape mismatch at pos_embed: checkpoint (1, 64, 32) vs model (1, 16, 32) — pass the right --model/--image-size"
+    )
+    assert describe_config(named_config("DiT-S/2")) == "DiT-S/2 (input_size 32)"
+    assert describe_config(named_config("DiT-XL/2", block="in_context")) == "DiT-XL/2 (input_size 32, block in_context)"
+
+
+def test_missing_and_unexpected_keys_named():
+    model = random_model()
+    before = model.blocks[0].attn.qkv.weight.clone()
+    sd = dict(random_model(seed=1).state_dict())
+    for k in ["final_layer.linear.bias", "blocks.1.mlp.fc2.weight"]:
+        del sd[k]
+    sd["blocks.2.attn.qkv.weight"] = torch.zeros(96, 32)
+    with pytest.raises(CheckpointError) as err:
+        load_state_dict_strict(model, sd)
+    assert str(err.value) == (
+        "checkpoint does not match DiT(depth=2, hidden_size=32, patch_size=2) (input_size 8): "
+        "missing keys blocks.1.mlp.fc2.weight, final_layer.linear.bias; unexpected keys blocks.2.attn.qkv.weight"
+        " — pass the right --model/--image-size"
+    )
+    assert torch.equal(model.blocks[0].attn.qkv.weight, before)  # nothing was loaded
+
+
+def test_metadata_with_bad_config_is_rejected(tmp_path):
+    path = save_model(random_model(), tmp_path / "m.safetensors", metadata={"model": {**TINY.to_dict(), "widht": 3}})
+    assert json.loads(json.dumps(read_metadata(path)))["model"]["widht"] == 3
+    with pytest.raises(ConfigError, match="unknown key 'widht'"):
+        load_model(path)
