@@ -1,0 +1,235 @@
+"""``ditscale sample CKPT``: sample an image grid (and optionally an ``.npz``) from a checkpoint.
+
+CKPT is one of:
+
+- a ``.safetensors`` written by ``save_model`` or the trainer (model and diffusion configs in its metadata);
+- an official / reference ``.pt`` state dict (``DiT-XL-2-256x256.pt``): pass ``--model DiT-XL/2
+  --image-size 256`` (the latent side is image-size // 8);
+- a training checkpoint folder ``RUN/checkpoints/step_XXXXXXXX/`` (EMA weights unless ``--no-ema``);
+- a training run folder ``RUN/`` (its newest checkpoint).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ditscale.errors import CheckpointError, ConfigError
+
+# Class labels of DiT's sample.py (ImageNet: 207 golden retriever, 360 otter, 387 red panda, ...).
+DIT_DEMO_CLASSES = (207, 360, 387, 974, 88, 979, 417, 279)
+WEIGHT_FILES = {True: ("ema.safetensors", "model.safetensors"), False: ("model.safetensors", "ema.safetensors")}
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "sample",
+        help="sample an image grid from a checkpoint",
+        description="Sample images from a DiT checkpoint (.safetensors, official .pt, checkpoint or run folder) "
+        "and write them as a PNG grid and optionally an .npz (key arr_0, ADM's FID format).",
+    )
+    p.add_argument("ckpt", metavar="CKPT", help="weights file, checkpoint folder or training run folder")
+    p.add_argument("--out", default="sample.png", help="image grid to write (default: sample.png)")
+    p.add_argument("--npz", default=None, help="also write the uint8 images (N, H, W, 3) to this .npz")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--classes", default=None, help="comma-separated class labels, one image each (e.g. 207,360)")
+    which.add_argument("--num-images", type=int, default=None, help="N images of random classes (seeded)")
+    p.add_argument("--seed", type=int, default=0, help="seeds labels and noise (default: 0)")
+    p.add_argument("--sampler", choices=("ddpm", "ddim", "euler", "heun"), default=None,
+                   help="ddpm/ddim for gaussian models (default ddpm), euler/heun for flow models (default euler)")
+    p.add_argument("--steps", default=None, help="sampling steps (default: 250 gaussian, as DiT; 50 flow)")
+    p.add_argument("--cfg-scale", type=float, default=None,
+                   help="classifier-free guidance scale (default: 4.0 as DiT's sample.py when the model has a null class, else 1)")
+    p.add_argument("--guided-channels", type=int, default=None,
+                   help="channels guidance acts on (default: the diffusion config's, 3 as DiT)")
+    p.add_argument("--vae", default=None, help="diffusers AutoencoderKL folder or hub id, for latent models")
+    p.add_argument("--model", default=None, help="architecture for files without metadata, e.g. DiT-XL/2")
+    p.add_argument("--model-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a DiTConfig field (repeatable), e.g. --model-opt in_channels=3")
+    p.add_argument("--image-size", type=int, default=None, help="image side in pixels, for files without metadata")
+    p.add_argument("--num-classes", type=int, default=None, help="classes, for files without metadata (default 1000)")
+    p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True,
+                   help="use the EMA weights of a training checkpoint (default) or the raw ones (--no-ema)")
+    p.add_argument("--nrow", type=int, default=None, help="images per grid row (default: ceil(sqrt(N)))")
+    p.add_argument("--batch-size", type=int, default=32, help="images per sampler call (default: 32)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def _note(text: str) -> None:
+    print(f"ditscale sample: {text}", file=sys.stderr)
+
+
+def resolve_weights(ckpt: str | Path, ema: bool = True) -> Path:
+    """The weights file of CKPT: the file itself, a checkpoint folder's EMA (or raw) weights, or
+    those of a run folder's newest checkpoint."""
+    path = Path(ckpt).expanduser()
+    if not path.exists():
+        raise CheckpointError(
+            f"checkpoint '{ckpt}' does not exist; pass a .safetensors/.pt file, a checkpoint folder or a run folder"
+        )
+    if path.is_file():
+        return path
+    if not any((path / name).is_file() for name in WEIGHT_FILES[ema]) and (path / "checkpoints").is_dir():
+        from ditscale.train.checkpoint import list_checkpoints
+
+        found = [p for _, p in list_checkpoints(path / "checkpoints") if any((p / n).is_file() for n in WEIGHT_FILES[ema])]
+        if not found:
+            raise CheckpointError(f"run folder '{ckpt}' has no checkpoint with weights yet; train longer or pass a weights file")
+        path = found[0]
+        _note(f"newest checkpoint: {path}")
+    for name in WEIGHT_FILES[ema]:
+        if (path / name).is_file():
+            if name != WEIGHT_FILES[ema][0]:
+                _note(f"{WEIGHT_FILES[ema][0]} not found in {path}; using {name}")
+            return path / name
+    raise CheckpointError(
+        f"'{ckpt}' is a folder without ema.safetensors/model.safetensors or checkpoints/; "
+        "pass a weights file, a checkpoint folder or a run folder"
+    )
+
+
+def _model_config(args: argparse.Namespace, meta: dict, vae_factor: int):
+    """The DiTConfig from the flags (which win) or the file's metadata."""
+    from ditscale.config import parse_override
+    from ditscale.models.config import DiTConfig, named_config
+
+    opts = {}
+    for text in args.model_opt:
+        key, value = parse_override(text)
+        opts[".".join(key)] = value
+    if "model" in meta and not (args.model or opts or args.image_size or args.num_classes):
+        return DiTConfig.from_dict(meta["model"])
+    if args.model:
+        base = named_config(args.model).to_dict()
+    elif "model" in meta or opts:
+        base = DiTConfig.from_dict(meta.get("model", {})).to_dict()
+    else:
+        raise ConfigError(
+            "this weights file carries no model config (an official or plain .pt): pass --model NAME and "
+            "--image-size PX, e.g. --model DiT-XL/2 --image-size 256"
+        )
+    if args.num_classes is not None:
+        base["num_classes"] = args.num_classes
+    base.update(opts)
+    if args.image_size is not None:
+        latent = base["in_channels"] not in (1, 3) or args.vae is not None
+        f = vae_factor if latent else 1
+        if args.image_size % f:
+            raise ConfigError(f"--image-size {args.image_size} is not divisible by the VAE's downsampling {f}")
+        base["input_size"] = args.image_size // f
+    elif "model" not in meta and "input_size" not in opts:
+        raise ConfigError("pass --image-size PX (e.g. 256 for DiT-XL-2-256x256.pt) for a file without model config")
+    return DiTConfig.from_dict(base)
+
+
+def _load_vae(name: str, device: str):
+    from ditscale.data.vae import load_vae  # imports diffusers: only when a VAE is needed
+
+    return load_vae(name, device=device)
+
+
+def _downsample(vae) -> int:
+    from ditscale.data.vae import downsample_factor
+
+    return downsample_factor(vae)
+
+
+def _vae_from_run(weights: Path) -> str | None:
+    """The VAE a run's latent store was extracted with, when ``weights`` lies in a training run folder."""
+    import json
+
+    from ditscale.config import load_yaml
+
+    for run in (weights.parent.parent.parent, weights.parent):
+        if (run / "config.yaml").is_file():
+            try:
+                data = load_yaml(run / "config.yaml").get("data") or {}
+                if data.get("name") == "latents" and data.get("path"):
+                    return json.loads((Path(data["path"]) / "plan.json").read_text()).get("vae")
+            except (ConfigError, OSError, ValueError, AttributeError):
+                return None
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ditscale.diffusion import create_diffusion
+    from ditscale.generate import save_grid, save_npz, sample_images
+    from ditscale.models import create_model
+    from ditscale.models.io import describe_config, load_state_dict_file, load_state_dict_strict, read_metadata
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    weights = resolve_weights(args.ckpt, args.ema)
+    meta = read_metadata(weights)
+
+    vae = _load_vae(args.vae, device) if args.vae else None
+    config = _model_config(args, meta, vae_factor=_downsample(vae) if vae is not None else 8)
+    if config.conditioning == "text":
+        raise ConfigError(
+            "text-conditional models need prompts, which `ditscale sample` does not take yet; "
+            "use ditscale.generate.sample_images(model, diffusion, context=...)"
+        )
+    if vae is None and config.in_channels not in (1, 3):
+        name = _vae_from_run(weights)
+        if name is None:
+            raise ConfigError(
+                f"this model works in VAE latent space ({config.in_channels} channels): pass --vae PATH_OR_ID "
+                "(a diffusers AutoencoderKL folder, or e.g. stabilityai/sd-vae-ft-ema)"
+            )
+        _note(f"using the run's VAE {name}")
+        vae = _load_vae(name, device)
+
+    model = create_model(config)
+    if weights.suffix != ".safetensors" and not args.ema:
+        try:  # a reference training checkpoint {"model", "ema", ...}: take the raw weights
+            state_dict = load_state_dict_file(weights, key="model")
+        except CheckpointError:  # a plain state dict: nothing to choose
+            state_dict = load_state_dict_file(weights)
+    else:
+        state_dict = load_state_dict_file(weights)
+    load_state_dict_strict(model, state_dict)
+    model.to(device).eval()
+
+    diff_cfg = meta.get("diffusion") if "diffusion" in meta else {"learn_sigma": config.learn_sigma}
+    diffusion = create_diffusion(diff_cfg)
+    if diffusion.model_out_channels(config.in_channels) != config.out_channels:
+        raise ConfigError(
+            f"the model outputs {config.out_channels} channels but its {type(diffusion).__name__} needs "
+            f"{diffusion.model_out_channels(config.in_channels)}; check learn_sigma of the model and diffusion configs"
+        )
+
+    labels, num_images = None, args.num_images
+    if args.classes is not None:
+        try:
+            labels = [int(c) for c in args.classes.replace(" ", "").split(",") if c]
+        except ValueError:
+            raise ConfigError(f"--classes must be comma-separated integers, got {args.classes!r}") from None
+    elif num_images is None:
+        num_images = len(DIT_DEMO_CLASSES)
+        if config.conditioning == "class" and config.num_classes == 1000:
+            labels = list(DIT_DEMO_CLASSES)
+    if config.conditioning != "class" and labels is not None:
+        raise ConfigError("this model is unconditional and takes no --classes; use --num-images N")
+    has_null = config.conditioning == "class" and config.class_dropout_prob > 0
+    cfg_scale = args.cfg_scale if args.cfg_scale is not None else (4.0 if has_null else 1.0)
+    steps = args.steps
+    if steps is not None and steps.isdigit():
+        steps = int(steps)
+
+    _note(f"{describe_config(config)} from {weights} on {device}, cfg-scale {cfg_scale}")
+    images = sample_images(
+        model, diffusion, labels=labels, num_images=None if labels is not None else num_images, seed=args.seed,
+        sampler=args.sampler, steps=steps, cfg_scale=cfg_scale,
+        guided_channels="auto" if args.guided_channels is None else args.guided_channels,
+        vae=vae, device=device, progress=not args.quiet, batch_size=args.batch_size,
+    )
+    out = save_grid(images, args.out, nrow=args.nrow)
+    n, h, w, _ = images.shape
+    print(f"wrote a grid of {n} images ({w}x{h} px) to {out}")
+    if args.npz:
+        print(f"wrote {n} images to {save_npz(images, args.npz)} (key arr_0)")
+    return 0

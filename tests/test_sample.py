@@ -1,0 +1,311 @@
+"""Image generation (seeded sampling, guidance, VAE decoding, grids) and the ``ditscale sample`` command."""
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ditscale.cli import main
+from ditscale.data.vae import decode, make_tiny_vae
+from ditscale.diffusion import create_diffusion
+from ditscale.errors import ConfigError
+from ditscale.generate import make_grid, sample_images, sample_latents, save_grid, save_npz, to_uint8
+from ditscale.models import create_model
+from ditscale.models.io import save_model
+
+PIXEL = dict(input_size=8, patch_size=4, in_channels=3, hidden_size=32, depth=1, num_heads=2, num_classes=5)
+LATENT = dict(PIXEL, input_size=4, patch_size=2, in_channels=4)
+STEPS = 4
+
+
+def tiny_model(seed=0, **overrides):
+    """A tiny DiT whose zero-initialised layers are perturbed, so outputs depend on inputs and labels."""
+    model = create_model({**PIXEL, **overrides})
+    g = torch.Generator().manual_seed(seed)
+    for p in model.parameters():
+        if p.requires_grad:
+            p.data.add_(0.2 * torch.randn(p.shape, generator=g))
+    return model.eval()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run ~100x faster on one thread than with OpenMP threads fighting for a busy CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model()
+
+
+@pytest.fixture(scope="module")
+def diffusion():
+    return create_diffusion()
+
+
+# uint8 conversion and grids -------------------------------------------------------------------
+def test_to_uint8_matches_dit_sample_ddp():
+    x = torch.tensor([-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5]).view(1, 1, 1, 7)
+    out = to_uint8(x)  # clamp(127.5 x + 128, 0, 255), truncated; grey -> RGB
+    assert out.shape == (1, 1, 7, 3) and out.dtype == np.uint8
+    assert out[0, 0, :, 0].tolist() == [0, 0, 64, 128, 191, 255, 255]
+    assert (out[..., 0] == out[..., 2]).all()
+    rgb = to_uint8(torch.zeros(2, 3, 4, 5))
+    assert rgb.shape == (2, 4, 5, 3) and (rgb == 128).all()
+
+
+def test_make_grid_layout():
+    imgs = np.stack([np.full((4, 6, 3), 10 * (i + 1), np.uint8) for i in range(5)])
+    grid = make_grid(imgs)  # ceil(sqrt(5)) = 3 per row -> 2 rows, 2 px padding
+    assert grid.shape == (2 * (4 + 2) + 2, 3 * (6 + 2) + 2, 3)
+    assert (grid[2:6, 2:8] == 10).all() and (grid[2:6, 10:16] == 20).all()
+    assert (grid[8:12, 10:16] == 50).all()  # 5th image: row 1, column 1
+    assert (grid[8:12, 18:24] == 0).all()  # empty slot
+    assert grid[:2].sum() == 0 and grid[:, :2].sum() == 0 and grid[6:8].sum() == 0
+    assert make_grid(imgs, nrow=5).shape == (8, 42, 3)
+    with pytest.raises(ConfigError):
+        make_grid(imgs.astype(np.float32))
+
+
+def test_save_grid_and_npz(tmp_path):
+    imgs = np.random.default_rng(0).integers(0, 256, (3, 5, 5, 3), dtype=np.uint8)
+    save_grid(imgs, tmp_path / "g.png", nrow=3)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "g.png")), make_grid(imgs, 3))
+    save_npz(imgs, tmp_path / "s.npz")
+    with np.load(tmp_path / "s.npz") as data:
+        assert list(data.keys()) == ["arr_0"] and np.array_equal(data["arr_0"], imgs)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.png", "s.npz"]  # no temp files left
+
+
+# sample_images --------------------------------------------------------------------------------
+def test_sampling_is_seeded(model, diffusion):
+    a = sample_images(model, diffusion, labels=[0, 1, 4], steps=STEPS, progress=False)
+    b = sample_images(model, diffusion, labels=[0, 1, 4], steps=STEPS, progress=False)
+    c = sample_images(model, diffusion, labels=[0, 1, 4], steps=STEPS, progress=False, seed=1)
+    assert a.shape == (3, 8, 8, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_unguided_equals_direct_sampler_call(model, diffusion):
+    labels = torch.tensor([3, 1])
+    g = torch.Generator().manual_seed(7)
+    noise = torch.randn(2, 3, 8, 8, generator=g)
+    x = diffusion.sample(model, noise.shape, steps=STEPS, noise=noise, model_kwargs={"y": labels}, generator=g)
+    got = sample_images(model, diffusion, labels=labels, seed=7, steps=STEPS, progress=False)
+    assert np.array_equal(got, to_uint8(x.clamp(-1, 1)))
+
+
+def test_random_labels_and_batches(model, diffusion):
+    n = 3
+    labels = torch.randint(0, 5, (n,), generator=torch.Generator().manual_seed(2))  # as sample_ddp.py
+    by_count = sample_images(model, diffusion, num_images=n, seed=2, steps=STEPS, progress=False)
+    assert np.array_equal(by_count, sample_images(model, diffusion, labels=labels, seed=2, steps=STEPS, progress=False))
+    batched = sample_latents(model, diffusion, labels=labels, seed=2, steps=STEPS, progress=False, batch_size=2)
+    first = sample_latents(model, diffusion, labels=labels[:2], seed=2, steps=STEPS, progress=False, batch_size=2)
+    assert batched.shape == (3, 3, 8, 8) and torch.equal(batched[:2], first)
+
+
+def test_cfg_matches_reference_forward_with_cfg(model, diffusion):
+    labels = torch.tensor([0, 2])
+    null = torch.full_like(labels, 5)  # the null class is num_classes
+
+    def reference(scale, sampler):  # DiT sample.py: z doubled, y = [labels, null], model.forward_with_cfg
+        g = torch.Generator().manual_seed(0)
+        z = torch.randn(2, 3, 8, 8, generator=g)
+        z = torch.cat([z, z])
+        fn = lambda x, t, y: model.forward_with_cfg(x, t, y, scale, guided_channels=3)  # noqa: E731
+        out = diffusion.sample(fn, z.shape, sampler=sampler, steps=STEPS, noise=z,
+                               model_kwargs={"y": torch.cat([labels, null])}, generator=g)
+        return out[:2]
+
+    guided = sample_latents(model, diffusion, labels=labels, cfg_scale=4.0, steps=STEPS, progress=False)
+    assert torch.equal(guided, reference(4.0, "ddpm"))
+    plain = sample_latents(model, diffusion, labels=labels, cfg_scale=1.0, steps=STEPS, progress=False)
+    assert (guided - plain).abs().max() > 0.05  # guidance changes the samples
+    # With scale 1 the guided (doubled-batch) path is the conditional model: same DDIM samples.
+    plain_ddim = sample_latents(model, diffusion, labels=labels, cfg_scale=1.0, sampler="ddim", steps=STEPS, progress=False)
+    ref = reference(1.0, "ddim")
+    assert (ref - plain_ddim).abs().max() <= 1e-5 * plain_ddim.abs().max()  # float rounding only
+
+
+def test_text_guidance_uses_an_all_masked_null_context(diffusion):
+    model = tiny_model(conditioning="text", context_dim=8, context_len=4)
+    ctx = torch.randn(2, 4, 8, generator=torch.Generator().manual_seed(1))
+    mask = torch.tensor([[True, True, False, False], [True, True, True, True]])
+    got = sample_latents(model, diffusion, context=ctx, context_mask=mask, cfg_scale=3.0, steps=STEPS, progress=False)
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(2, 3, 8, 8, generator=g)
+    fn = lambda x, t, **kw: model.forward_with_cfg(x, t, None, 3.0, guided_channels=3, **kw)  # noqa: E731
+    ref = diffusion.sample(fn, (4, 3, 8, 8), steps=STEPS, noise=torch.cat([z, z]), generator=g,
+                           model_kwargs={"context": torch.cat([ctx, ctx]), "context_mask": torch.cat([mask, mask])})
+    assert torch.equal(got, ref[:2])
+    with pytest.raises(ConfigError, match="text-conditional: pass context"):
+        sample_latents(model, diffusion, num_images=1, progress=False)
+
+
+def test_latent_model_decodes_with_vae(diffusion):
+    model, vae = tiny_model(**LATENT), make_tiny_vae()
+    images = sample_images(model, diffusion, labels=[1, 2], steps=STEPS, vae=vae, progress=False)
+    assert images.shape == (2, 32, 32, 3)
+    latents = sample_latents(model, diffusion, labels=[1, 2], steps=STEPS, progress=False)
+    assert latents.shape == (2, 4, 4, 4)
+    assert np.array_equal(images, to_uint8(decode(vae, latents)))
+    with pytest.raises(ConfigError, match="VAE latent space"):
+        sample_images(model, diffusion, labels=[1], steps=STEPS, progress=False)
+    with pytest.raises(ConfigError, match="3 latent channels"):
+        sample_images(model, diffusion, labels=[1], vae=make_tiny_vae(latent_channels=3), progress=False)
+
+
+def test_grey_and_flow_models():
+    flow = create_diffusion(kind="flow")
+    grey = tiny_model(in_channels=1, learn_sigma=False, conditioning="none")
+    out = sample_images(grey, flow, num_images=2, steps=3, progress=False)
+    assert out.shape == (2, 8, 8, 3) and (out[..., 0] == out[..., 1]).all()
+    g = torch.Generator().manual_seed(0)
+    x = flow.sample(grey, (2, 1, 8, 8), sampler="euler", steps=3, noise=torch.randn(2, 1, 8, 8, generator=g))
+    assert np.array_equal(out, to_uint8(x.clamp(-1, 1)))
+
+
+def test_user_errors(model, diffusion):
+    with pytest.raises(ConfigError, match="out of range: this model has 5 classes"):
+        sample_images(model, diffusion, labels=[5], progress=False)
+    with pytest.raises(ConfigError, match="2 labels were given but num_images=3"):
+        sample_images(model, diffusion, labels=[0, 1], num_images=3, progress=False)
+    no_null = tiny_model(class_dropout_prob=0.0)
+    with pytest.raises(ConfigError, match="no null class"):
+        sample_images(no_null, diffusion, labels=[0], cfg_scale=2.0, progress=False)
+
+
+# ditscale sample ------------------------------------------------------------------------------
+TINY_OPTS = ["--model-opt", "in_channels=3", "--model-opt", "patch_size=4", "--model-opt", "hidden_size=32",
+             "--model-opt", "depth=1", "--model-opt", "num_heads=2", "--num-classes", "5", "--image-size", "8"]
+
+
+def _cli(capsys, *argv):
+    code = main(["sample", *argv, "--quiet", "--steps", str(STEPS)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_reference_pt(model, diffusion, tmp_path, capsys):
+    torch.save(model.state_dict(), tmp_path / "ref.pt")
+    out_png, npz = tmp_path / "grid.png", tmp_path / "s.npz"
+    code, out, err = _cli(capsys, str(tmp_path / "ref.pt"), *TINY_OPTS, "--classes", "0,1,2,3", "--cfg-scale", "1.5",
+                          "--out", str(out_png), "--npz", str(npz))
+    assert code == 0, err
+    assert f"to {out_png}" in out
+    assert Image.open(out_png).size == (2 * 10 + 2, 2 * 10 + 2)  # 4 images of 8 px, 2 per row
+    expected = sample_images(model, diffusion, labels=[0, 1, 2, 3], cfg_scale=1.5, steps=STEPS, progress=False)
+    with np.load(npz) as data:
+        assert np.array_equal(data["arr_0"], expected)
+
+    # A reference training checkpoint {"model", "ema", "opt", "args"}: EMA by default, raw with --no-ema.
+    raw = tiny_model(seed=5)
+    torch.save({"model": raw.state_dict(), "ema": model.state_dict(), "opt": {}, "args": argparse.Namespace(lr=1e-4)},
+               tmp_path / "train.pt")
+    for extra, weights in (([], model), (["--no-ema"], raw)):
+        code, out, err = _cli(capsys, str(tmp_path / "train.pt"), *TINY_OPTS, "--classes", "1,2", "--cfg-scale", "1",
+                              "--out", str(out_png), "--npz", str(npz), *extra)
+        assert code == 0, err
+        with np.load(npz) as data:
+            assert np.array_equal(data["arr_0"], sample_images(weights, diffusion, labels=[1, 2], steps=STEPS, progress=False))
+
+
+def test_cli_named_config_latent_pt(tmp_path, capsys):
+    net = create_model("DiT-S/8", depth=1, input_size=8, num_classes=1000)  # official-style, 64 px through the VAE
+    torch.save(net.state_dict(), tmp_path / "official.pt")
+    make_tiny_vae().save_pretrained(tmp_path / "vae")
+    code, out, err = _cli(capsys, str(tmp_path / "official.pt"), "--model", "DiT-S/8", "--model-opt", "depth=1",
+                          "--image-size", "64", "--vae", str(tmp_path / "vae"), "--num-images", "3", "--nrow", "3",
+                          "--out", str(tmp_path / "g.png"))
+    assert code == 0, err
+    assert Image.open(tmp_path / "g.png").size == (3 * 66 + 2, 66 + 2)
+
+
+def test_cli_safetensors_and_training_folders(model, tmp_path, capsys):
+    flow_cfg = {"kind": "flow"}
+    flow_model = tiny_model(seed=1, learn_sigma=False)
+    ema_model = tiny_model(seed=2, learn_sigma=False)
+    save_model(flow_model, tmp_path / "m.safetensors", {"diffusion": flow_cfg})
+    code, out, err = _cli(capsys, str(tmp_path / "m.safetensors"), "--num-images", "2", "--seed", "3",
+                          "--out", str(tmp_path / "a.png"), "--npz", str(tmp_path / "a.npz"))
+    assert code == 0, err
+    flow = create_diffusion(flow_cfg)
+    with np.load(tmp_path / "a.npz") as data:
+        assert np.array_equal(data["arr_0"], sample_images(flow_model, flow, num_images=2, seed=3, cfg_scale=4.0,
+                                                           steps=STEPS, progress=False))
+
+    run = tmp_path / "run"
+    for step, ema in ((5, model), (10, ema_model)):  # the older checkpoint holds other weights
+        ckpt = run / "checkpoints" / f"step_{step:08d}"
+        save_model(flow_model if step == 10 else model, ckpt / "model.safetensors", {"diffusion": flow_cfg})
+        save_model(ema, ckpt / "ema.safetensors", {"diffusion": flow_cfg})
+    newest = run / "checkpoints" / "step_00000010"
+    for target, weights, extra in ((run, ema_model, []), (newest, flow_model, ["--no-ema"])):
+        code, out, err = _cli(capsys, str(target), "--classes", "4", "--cfg-scale", "1", "--out", str(tmp_path / "b.png"),
+                              "--npz", str(tmp_path / "b.npz"), *extra)
+        assert code == 0, err
+        assert (f"newest checkpoint: {newest}" in err) == (target == run)
+        expected = sample_images(weights, flow, labels=[4], steps=STEPS, progress=False)
+        with np.load(tmp_path / "b.npz") as data:
+            assert np.array_equal(data["arr_0"], expected)
+
+
+def test_cli_takes_the_vae_of_the_runs_latent_store(tmp_path, capsys):
+    make_tiny_vae().save_pretrained(tmp_path / "vae")
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "plan.json").write_text(json.dumps({"vae": str(tmp_path / "vae")}))
+    run = tmp_path / "run"
+    save_model(tiny_model(**LATENT), run / "checkpoints" / "step_00000001" / "ema.safetensors")
+    (run / "config.yaml").write_text(f"data:\n  name: latents\n  path: {tmp_path / 'store'}\n")
+    code, out, err = _cli(capsys, str(run), "--classes", "0", "--out", str(tmp_path / "g.png"))
+    assert code == 0, err
+    assert f"using the run's VAE {tmp_path / 'vae'}" in err
+    assert Image.open(tmp_path / "g.png").size == (36, 36)  # one 32 px image (4 latent px x 8) + 2 px padding
+
+
+def _error_line(code, out, err):
+    assert code == 2
+    assert "Traceback" not in err and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ditscale: error: ")
+    return lines[0]
+
+
+def test_cli_errors(model, tmp_path, capsys):
+    torch.save(model.state_dict(), tmp_path / "ref.pt")
+    line = _error_line(*_cli(capsys, str(tmp_path / "missing.pt")))
+    assert "does not exist" in line
+    line = _error_line(*_cli(capsys, str(tmp_path / "ref.pt"), "--model", "DiT-XXL/2", "--image-size", "8"))
+    assert "unknown model 'DiT-XXL/2'" in line
+    line = _error_line(*_cli(capsys, str(tmp_path / "ref.pt"), *TINY_OPTS[:-2], "--image-size", "16"))
+    assert "pos_embed" in line and "(1, 4, 32)" in line and "(1, 16, 32)" in line
+    line = _error_line(*_cli(capsys, str(tmp_path / "ref.pt")))
+    assert "--model" in line and "--image-size" in line
+    torch.save(model, tmp_path / "whole.pt")  # a pickled module, not a state dict
+    line = _error_line(*_cli(capsys, str(tmp_path / "whole.pt"), *TINY_OPTS))
+    assert "refusing to load" in line
+    save_model(tiny_model(**LATENT), tmp_path / "latent.safetensors")
+    line = _error_line(*_cli(capsys, str(tmp_path / "latent.safetensors")))
+    assert "this model works in VAE latent space" in line and "--vae" in line
+    line = _error_line(*_cli(capsys, str(tmp_path / "latent.safetensors"), "--vae", str(tmp_path / "novae")))
+    assert "VAE folder" in line
+    (tmp_path / "empty").mkdir()
+    line = _error_line(*_cli(capsys, str(tmp_path / "empty")))
+    assert "without ema.safetensors/model.safetensors" in line
+    save_model(tiny_model(conditioning="text", context_dim=8, context_len=4), tmp_path / "text.safetensors")
+    line = _error_line(*_cli(capsys, str(tmp_path / "text.safetensors")))
+    assert "text-conditional models need prompts" in line
+    save_model(model, tmp_path / "m.safetensors", {"diffusion": {"kind": "flow"}})  # 6 output channels, flow needs 3
+    line = _error_line(*_cli(capsys, str(tmp_path / "m.safetensors")))
+    assert "outputs 6 channels but its RectifiedFlow needs 3" in line
+    line = _error_line(*_cli(capsys, str(tmp_path / "ref.pt"), *TINY_OPTS, "--classes", "1,x"))
+    assert "--classes must be comma-separated integers" in line
