@@ -1,0 +1,176 @@
+"""``shapes``: an embedded, infinite, procedural dataset of coloured shapes with captions.
+
+Item ``i`` of seed ``s`` is drawn from a hash of ``(s, split, i)``: a shape kind (6), a
+colour (8), a size (3), a position on a 3x3 grid (9) and a background colour (one of the 7 other
+colours), plus a small continuous jitter of position (+-4% of the side) and size (+-10%). It is
+rendered at any resolution with vectorised numpy signed-distance functions and anti-aliased edges
+(pixel coverage = clip(0.5 - distance in pixels, 0, 1)), and described by a caption such as
+``"a small red circle at the top left on a blue background"``.
+
+The class label is the shape kind (index into :data:`KINDS`), or ``kind * 8 + colour`` with
+``shapes_label="kind_color"``. The "val" split is a different seed stream of the same generator.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+import struct
+
+import numpy as np
+import torch
+
+from ditscale.data.config import RNG_SHAPES, DataConfig, EpochDataset, check_split
+
+KINDS = ("circle", "square", "triangle", "diamond", "cross", "ring")
+COLORS: dict[str, tuple[int, int, int]] = {
+    "red": (230, 30, 30),
+    "green": (30, 170, 60),
+    "blue": (40, 70, 230),
+    "yellow": (245, 215, 30),
+    "orange": (245, 130, 20),
+    "purple": (140, 50, 190),
+    "white": (245, 245, 245),
+    "black": (20, 20, 20),
+}
+COLOR_NAMES = tuple(COLORS)
+SIZES = {"small": 0.10, "medium": 0.16, "large": 0.22}  # half-extent as a fraction of the side
+SIZE_NAMES = tuple(SIZES)
+# 3x3 grid: (row, col) -> name; centres at 0.25, 0.5, 0.75 of the side.
+POSITIONS = (
+    "top left", "top", "top right",
+    "left", "center", "right",
+    "bottom left", "bottom", "bottom right",
+)  # fmt: skip
+GRID = (0.25, 0.5, 0.75)
+JITTER = 0.04  # position jitter, fraction of the side
+LENGTH = 2**31  # "infinite": items are generated on demand
+
+_PALETTE = np.array([COLORS[c] for c in COLOR_NAMES], dtype=np.float32) / 127.5 - 1.0  # (8, 3) in [-1, 1]
+_SPLIT_STREAM = {"train": 0, "val": 1}
+
+
+def sample_attributes(seed: int, index: int, split: str = "train") -> dict:
+    """The attributes of item ``index``: names plus the continuous ``cx, cy, r`` (fractions of the side).
+
+    They are read off a 128-bit BLAKE2b hash of (seed, split, index): a counter-based generator,
+    cheap (~2 us) and stable across numpy versions, so a seed names the same images forever.
+    """
+    key = struct.pack("<4Q", seed, RNG_SHAPES, _SPLIT_STREAM[split], index)
+    u = int.from_bytes(hashlib.blake2b(key, digest_size=16).digest(), "little")
+    draws = []
+    for k in (6, 8, 3, 9, 7, 1 << 20, 1 << 20, 1 << 20):  # kind, colour, size, position, background, 3 jitters
+        u, r = divmod(u, k)
+        draws.append(r)
+    kind, color, size, pos, bg = draws[:5]
+    jx, jy, js = (r / (1 << 19) - 1.0 for r in draws[5:])  # uniform in [-1, 1)
+    bg = bg + (bg >= color)  # any colour but the shape's
+    return {
+        "kind": KINDS[kind],
+        "color": COLOR_NAMES[color],
+        "size": SIZE_NAMES[size],
+        "position": POSITIONS[pos],
+        "background": COLOR_NAMES[bg],
+        "cx": GRID[pos % 3] + JITTER * jx,
+        "cy": GRID[pos // 3] + JITTER * jy,
+        "r": SIZES[SIZE_NAMES[size]] * (1.0 + 0.1 * js),
+    }
+
+
+def caption_of(attrs: dict) -> str:
+    """``"a {size} {color} {kind} at the {position} on a(n) {background} background"``."""
+    a = attrs
+    article = "an" if a["background"][0] in "aeiou" else "a"
+    return f"a {a['size']} {a['color']} {a['kind']} at the {a['position']} on {article} {a['background']} background"
+
+
+def shape_distance(kind: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
+    """Signed distance (fraction of the side, < 0 inside) of a shape of half-extent ``r`` centred at 0.
+
+    ``dx`` is a row ``(1, S)`` and ``dy`` a column ``(S, 1)`` of offsets (y grows downwards).
+    """
+    if kind == "circle":
+        return np.sqrt(dx * dx + dy * dy) - r
+    if kind == "square":
+        return np.maximum(np.abs(dx), np.abs(dy)) - r
+    if kind == "diamond":
+        return (np.abs(dx) + np.abs(dy) - r) * (1.0 / math.sqrt(2.0))
+    if kind == "triangle":  # equilateral, apex up, circumradius 1.2 r, centroid at the centre
+        s = 0.5 * math.sqrt(3.0)
+        return np.maximum(dy, np.maximum(s * dx - 0.5 * dy, -s * dx - 0.5 * dy)) - 0.6 * r
+    if kind == "cross":  # plus sign: two bars of half-width r / 3
+        ax, ay, w = np.abs(dx), np.abs(dy), r / 3.0
+        return np.minimum(np.maximum(ax - r, ay - w), np.maximum(ax - w, ay - r))
+    if kind == "ring":  # annulus between 0.4 r and r
+        return np.abs(np.sqrt(dx * dx + dy * dy) - 0.7 * r) - 0.3 * r
+    raise ValueError(f"unknown shape kind {kind!r}")
+
+
+@functools.lru_cache(maxsize=16)
+def _pixel_centres(image_size: int) -> np.ndarray:
+    return (np.arange(image_size, dtype=np.float32) + 0.5) / image_size
+
+
+def render(attrs: dict, image_size: int) -> np.ndarray:
+    """Float32 image ``(3, S, S)`` in [-1, 1] of the shape described by ``attrs``, anti-aliased."""
+    centres = _pixel_centres(image_size)
+    dx = (centres - np.float32(attrs["cx"]))[None, :]
+    dy = (centres - np.float32(attrs["cy"]))[:, None]
+    cover = shape_distance(attrs["kind"], dx, dy, np.float32(attrs["r"]))  # (S, S) distance ...
+    cover *= np.float32(-image_size)
+    cover += np.float32(0.5)
+    np.clip(cover, 0.0, 1.0, out=cover)  # ... -> pixel coverage (in place: large images stay fast)
+    fg = _PALETTE[COLOR_NAMES.index(attrs["color"])]
+    bg = _PALETTE[COLOR_NAMES.index(attrs["background"])]
+    rest = np.float32(1.0) - cover
+    out, tmp = np.empty((3, image_size, image_size), dtype=np.float32), np.empty_like(cover)
+    for c in range(3):  # cover * fg + (1 - cover) * bg: exactly fg inside and exactly bg outside
+        np.multiply(cover, fg[c], out=out[c])
+        out[c] += np.multiply(rest, bg[c], out=tmp)
+    return out
+
+
+def _mirror(caption: str) -> str:
+    return caption.replace("left", "\0").replace("right", "left").replace("\0", "right")
+
+
+class ShapesDataset(EpochDataset):
+    """Map-style view of the infinite shapes stream: ``len`` is 2**31, item ``i`` is generated on demand.
+
+    Items: ``{"x": (3, S, S) float32 in [-1, 1], "y": int64 label[, "caption": str]}``. Iterate
+    indices sequentially (they are i.i.d. already); do not build a permutation of 2**31 indices.
+    """
+
+    def __init__(self, cfg: DataConfig, split: str = "train"):
+        check_split(split)
+        self.split, self.seed, self.image_size = split, cfg.seed, cfg.image_size
+        self.captions = cfg.captions
+        self.random_flip = bool(cfg.random_flip)  # default off
+        self.kind_color = cfg.shapes_label == "kind_color"
+
+    @property
+    def num_classes(self) -> int:
+        return len(KINDS) * len(COLORS) if self.kind_color else len(KINDS)
+
+    def __len__(self) -> int:
+        return LENGTH
+
+    def attributes(self, index: int) -> dict:
+        return sample_attributes(self.seed, index, self.split)
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < LENGTH:
+            raise IndexError(index)
+        a = self.attributes(index)
+        x = render(a, self.image_size)
+        label = KINDS.index(a["kind"])
+        if self.kind_color:
+            label = label * len(COLORS) + COLOR_NAMES.index(a["color"])
+        flip = self.flip_for(index)
+        if flip:
+            x = x[:, :, ::-1]
+        item = {"x": torch.from_numpy(np.ascontiguousarray(x)), "y": torch.tensor(label, dtype=torch.int64)}
+        if self.captions:
+            item["caption"] = _mirror(caption_of(a)) if flip else caption_of(a)
+        return item

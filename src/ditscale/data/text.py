@@ -1,0 +1,221 @@
+"""Text encoders for caption-conditioned DiTs: a small trained word encoder, or a frozen HF encoder.
+
+Both have the same interface::
+
+    emb, mask = encoder.encode(["a small red circle at the top left on a blue background"])
+    # emb (N, L, encoder.context_dim) float32, mask (N, L) bool (True = a real token), L = encoder.max_length
+
+* :class:`WordTextEncoder` (``torch.nn.Module``, trained with the DiT): a :class:`WordTokenizer`
+  (word-level, vocabulary built from the captions; the shapes captions have a closed vocabulary),
+  token + learned position embeddings and 1-2 small pre-norm transformer layers.
+* :class:`HFTextEncoder` (frozen): a Hugging Face CLIP text model or T5 encoder from a local folder
+  or hub id (``local_files_only`` unless ``DITSCALE_ALLOW_DOWNLOAD=1``), its outputs cached on
+  disk, one ``.safetensors`` file per (model, max_length, caption).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Iterable
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ditscale.errors import CheckpointError, ConfigError
+from ditscale.io import atomic_path, atomic_write_json
+
+PAD, UNK = "<pad>", "<unk>"
+_WORD = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")
+
+
+def split_words(text: str) -> list[str]:
+    """Lower-cased words and single punctuation marks: ``"A red, big" -> ["a", "red", ",", "big"]``."""
+    return _WORD.findall(text.lower())
+
+
+class WordTokenizer:
+    """Word-level tokenizer: id 0 is ``<pad>``, id 1 ``<unk>`` (any word not in the vocabulary)."""
+
+    def __init__(self, words: Iterable[str]):
+        self.vocab = [PAD, UNK] + sorted(set(words) - {PAD, UNK})
+        self.ids = {w: i for i, w in enumerate(self.vocab)}
+
+    @classmethod
+    def from_captions(cls, captions: Iterable[str], min_count: int = 1) -> "WordTokenizer":
+        """Vocabulary of the words occurring at least ``min_count`` times in ``captions``."""
+        counts = Counter(w for c in captions for w in split_words(c))
+        return cls(w for w, n in counts.items() if n >= min_count)
+
+    @classmethod
+    def for_shapes(cls) -> "WordTokenizer":
+        """The closed vocabulary of the ``shapes`` caption grammar (no caption maps to ``<unk>``)."""
+        from ditscale.data.shapes import COLOR_NAMES, KINDS, POSITIONS, SIZE_NAMES
+
+        words = "a an at the on background".split() + list(KINDS + COLOR_NAMES + SIZE_NAMES)
+        return cls(words + [w for p in POSITIONS for w in p.split()])
+
+    @classmethod
+    def for_dataset(cls, cfg) -> "WordTokenizer":
+        """The vocabulary of a captioned dataset ``cfg`` (a ``DataConfig``): the shapes grammar for
+        shapes (and latent stores extracted from shapes), else the words of all its captions."""
+        if cfg.name == "shapes":
+            return cls.for_shapes()
+        if cfg.name == "digits":
+            from ditscale.data.digits import DIGIT_WORDS
+
+            return cls(["the", "digit", *DIGIT_WORDS])
+        if cfg.name == "captions":
+            from ditscale.data.folder import list_caption_pairs
+
+            return cls.from_captions(list_caption_pairs(cfg.path)[2])
+        if cfg.name == "latents":
+            from ditscale.data.latents import read_meta
+
+            meta = read_meta(cfg.path)
+            if meta["source"]["name"] == "shapes":
+                return cls.for_shapes()
+            root = Path(cfg.path).expanduser()
+            shards = (json.loads((root / s["file"]).with_suffix(".json").read_text()) for s in meta["shards"])
+            return cls.from_captions(c for rec in shards for c in rec["captions"] or [])
+        raise ConfigError(f"data.name={cfg.name!r} has no captions to build a vocabulary from")
+
+    def __len__(self) -> int:
+        return len(self.vocab)
+
+    def encode(self, captions: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids ``(N, max_length)`` int64, padded with 0 / truncated, and mask ``(N, max_length)`` bool.
+
+        An empty caption is encoded as one ``<unk>`` token, so every row has a real token.
+        """
+        ids = torch.zeros(len(captions), max_length, dtype=torch.int64)
+        for row, text in enumerate(captions):
+            toks = [self.ids.get(w, 1) for w in split_words(text)][:max_length] or [1]
+            ids[row, : len(toks)] = torch.tensor(toks)
+        return ids, ids != 0
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the vocabulary as JSON ``{"vocab": [...]}`` (atomically)."""
+        atomic_write_json(path, {"vocab": self.vocab})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "WordTokenizer":
+        return cls(json.loads(Path(path).read_text())["vocab"])
+
+
+class WordTextEncoder(nn.Module):
+    """Trainable caption encoder: embeddings + learned positions + ``num_layers`` pre-norm transformer layers.
+
+    ``forward(ids, mask) -> (N, L, context_dim)``; outputs at padding positions are zero.
+    Save ``encoder.tokenizer`` (``WordTokenizer.save``) next to the weights.
+    """
+
+    def __init__(self, tokenizer: WordTokenizer, context_dim: int = 64, max_length: int = 16,
+                 num_layers: int = 1, num_heads: int = 4):  # fmt: skip
+        super().__init__()
+        if context_dim % num_heads:
+            raise ConfigError(f"text context_dim {context_dim} must be divisible by num_heads {num_heads}")
+        self.tokenizer, self.context_dim, self.max_length = tokenizer, context_dim, max_length
+        self.tok_emb = nn.Embedding(len(tokenizer), context_dim)
+        self.pos_emb = nn.Parameter(torch.zeros(1, max_length, context_dim))
+        layer = nn.TransformerEncoderLayer(
+            context_dim, num_heads, 4 * context_dim, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+        )
+        self.layers = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(context_dim)
+        nn.init.normal_(self.tok_emb.weight, std=0.02)
+        nn.init.normal_(self.pos_emb, std=0.02)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h = self.tok_emb(ids) + self.pos_emb[:, : ids.shape[1]]
+        h = self.norm(self.layers(h, src_key_padding_mask=~mask))
+        return h * mask[..., None]
+
+    def encode(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(emb (N, max_length, context_dim), mask (N, max_length) bool)`` on the module's device."""
+        ids, mask = self.tokenizer.encode(captions, self.max_length)
+        device = self.tok_emb.weight.device
+        return self(ids.to(device), mask.to(device)), mask.to(device)
+
+
+def _download_allowed() -> bool:
+    return os.environ.get("DITSCALE_ALLOW_DOWNLOAD", "").strip().lower() in {"1", "true", "yes"}
+
+
+class HFTextEncoder:
+    """A frozen Hugging Face text encoder (CLIP text model, T5 encoder, or any ``AutoModel``), disk-cached.
+
+    Args:
+        name_or_path: a local folder (``save_pretrained`` of tokenizer + model) or a hub id, e.g.
+            ``"openai/clip-vit-large-patch14"`` or ``"google/t5-v1_1-xxl"``.
+        max_length: tokens per caption L (padded / truncated to exactly L); default 77 (CLIP).
+        cache_dir: where embeddings are cached (None = no cache). Entries are keyed by the SHA-256 of
+            (model id, max_length, caption); clear the folder if the weights at a path change.
+        device, dtype: where the model runs; embeddings are returned as float32 on ``device``.
+    """
+
+    def __init__(self, name_or_path: str | os.PathLike, *, max_length: int = 77, cache_dir: str | os.PathLike | None = None,
+                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):  # fmt: skip
+        from transformers import AutoConfig, AutoModel, AutoTokenizer, CLIPTextModel, T5EncoderModel
+
+        local = Path(name_or_path).expanduser()
+        self.model_id = str(local.resolve()) if local.exists() else str(name_or_path)
+        source = str(local) if local.exists() else str(name_or_path)
+        only_local = not _download_allowed()
+        try:
+            config = AutoConfig.from_pretrained(source, local_files_only=only_local)
+            cls = {"t5": T5EncoderModel, "mt5": T5EncoderModel, "clip": CLIPTextModel,
+                   "clip_text_model": CLIPTextModel}.get(config.model_type, AutoModel)  # fmt: skip
+            self.tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=only_local)
+            model = cls.from_pretrained(source, local_files_only=only_local)
+        except (OSError, ValueError) as err:
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+            raise CheckpointError(
+                f"text encoder '{name_or_path}' could not be loaded ({reason}); give a local folder with "
+                "tokenizer + model files, or set DITSCALE_ALLOW_DOWNLOAD=1 to fetch a hub id"
+            ) from None
+        if getattr(model.config, "is_encoder_decoder", False):
+            model = model.get_encoder()
+        self.model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+        self.device, self.max_length = torch.device(device), max_length
+        self.context_dim = int(self.model.config.hidden_size)
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+
+    def _cache_file(self, caption: str) -> Path:
+        key = hashlib.sha256(f"{self.model_id}\0{self.max_length}\0{caption}".encode("utf-8")).hexdigest()
+        return self.cache_dir / key[:2] / f"{key}.safetensors"
+
+    @torch.no_grad()
+    def _run(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        tok = self.tokenizer(captions, padding="max_length", truncation=True, max_length=self.max_length,
+                             return_tensors="pt")  # fmt: skip
+        ids, mask = tok["input_ids"].to(self.device), tok["attention_mask"].to(self.device)
+        emb = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        return emb.float(), mask.bool()
+
+    def encode(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(emb (N, max_length, context_dim) float32, mask (N, max_length) bool)``; cached captions skip the model."""
+        if self.cache_dir is None:
+            return self._run(list(captions))
+        emb = torch.empty(len(captions), self.max_length, self.context_dim, device=self.device)
+        mask = torch.empty(len(captions), self.max_length, dtype=torch.bool, device=self.device)
+        missing = []
+        for i, c in enumerate(captions):
+            f = self._cache_file(c)
+            if f.is_file():
+                entry = load_file(f)
+                emb[i], mask[i] = entry["emb"], entry["mask"]
+            else:
+                missing.append(i)
+        if missing:
+            new_emb, new_mask = self._run([captions[i] for i in missing])
+            for j, i in enumerate(missing):
+                emb[i], mask[i] = new_emb[j], new_mask[j]
+                with atomic_path(self._cache_file(captions[i])) as tmp:
+                    save_file({"emb": new_emb[j].cpu().contiguous(), "mask": new_mask[j].cpu().contiguous()}, str(tmp))
+        return emb, mask

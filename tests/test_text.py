@@ -1,0 +1,113 @@
+"""Text encoders: word tokenizer, trainable WordTextEncoder, frozen cached HFTextEncoder (tiny offline models)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ditscale.data import DataConfig, build_dataset
+from ditscale.data.text import HFTextEncoder, WordTextEncoder, WordTokenizer, split_words
+from ditscale.errors import CheckpointError
+
+
+def test_word_tokenizer(tmp_path):
+    assert split_words("A red, BIG square!") == ["a", "red", ",", "big", "square", "!"]
+    tok = WordTokenizer.from_captions(["a red square", "a blue circle", "a red circle"], min_count=2)
+    assert tok.vocab == ["<pad>", "<unk>", "a", "circle", "red"]
+    ids, mask = tok.encode(["a red square", "", "a red circle a red circle"], max_length=4)
+    assert ids.tolist() == [[2, 4, 1, 0], [1, 0, 0, 0], [2, 4, 3, 2]]  # unk = 1, pad = 0, truncated to 4
+    assert mask.tolist() == [[True, True, True, False], [True, False, False, False], [True] * 4]
+    tok.save(tmp_path / "vocab.json")
+    assert WordTokenizer.load(tmp_path / "vocab.json").vocab == tok.vocab
+
+
+def test_shapes_vocabulary_is_closed():
+    tok = WordTokenizer.for_shapes()
+    ds = build_dataset(DataConfig(captions=True))
+    captions = [ds[i]["caption"] for i in range(300)]
+    ids, mask = tok.encode(captions, max_length=16)
+    assert (ids != 1).all()  # no <unk>
+    lengths = mask.sum(1)
+    assert lengths.min() >= 10 and lengths.max() <= 12  # "a small red circle at the top left on a blue background"
+    assert len(tok) == 2 + 6 + 6 + 8 + 3 + 5  # specials, grammar words, kinds, colours, sizes, position words
+
+
+def test_tokenizer_for_dataset(tmp_path):
+    assert WordTokenizer.for_dataset(DataConfig()).vocab == WordTokenizer.for_shapes().vocab
+    digits = WordTokenizer.for_dataset(DataConfig(name="digits"))
+    assert len(digits) == 2 + 12 and (digits.encode(["the digit seven"], 3)[0] != 1).all()
+    (tmp_path / "i.csv").write_text("image,caption\na.png,Big dog\nb.png,big cat!\n")
+    caps = WordTokenizer.for_dataset(DataConfig(name="captions", path=str(tmp_path / "i.csv")))
+    assert caps.vocab == ["<pad>", "<unk>", "!", "big", "cat", "dog"]
+
+
+def test_word_text_encoder_shapes_mask_and_gradients():
+    torch.manual_seed(0)
+    tok = WordTokenizer.for_shapes()
+    enc = WordTextEncoder(tok, context_dim=32, max_length=12, num_layers=2, num_heads=4)
+    captions = ["a small red circle at the top left on a blue background", "a large green ring"]
+    emb, mask = enc.encode(captions)
+    assert emb.shape == (2, 12, 32) and enc.context_dim == 32 and enc.max_length == 12
+    assert mask.sum(1).tolist() == [12, 4]
+    assert (emb[1, 4:] == 0).all() and (emb[1, :4].abs().sum(-1) > 0).all()
+    # Padding does not leak into real tokens: the same caption alone gives the same embedding.
+    alone, _ = enc.encode(["a large green ring"])
+    torch.testing.assert_close(alone[0], emb[1], atol=1e-5, rtol=1e-5)
+    emb.square().mean().backward()
+    assert enc.tok_emb.weight.grad[tok.ids["green"]].abs().sum() > 0
+    assert enc.tok_emb.weight.grad[tok.ids["purple"]].abs().sum() == 0  # unused word, no gradient
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
+
+    path = tmp_path_factory.mktemp("clip")
+    words = "[PAD] [UNK] [BOS] [EOS] a small large red blue circle square at the top left on background".split()
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]").save_pretrained(path)
+    config = CLIPTextConfig(vocab_size=len(words), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                            num_attention_heads=2, max_position_embeddings=16, pad_token_id=0, bos_token_id=2,
+                            eos_token_id=3)  # fmt: skip
+    torch.manual_seed(0)
+    CLIPTextModel(config).save_pretrained(path)
+    return path
+
+
+def test_hf_encoder_cache_hit_skips_the_model(tiny_clip, tmp_path):
+    enc = HFTextEncoder(tiny_clip, max_length=8, cache_dir=tmp_path / "cache")
+    assert (enc.context_dim, enc.max_length) == (32, 8)
+    captions = ["a small red circle", "a large blue square at the top left", "a small red circle"]
+    emb, mask = enc.encode(captions)
+    assert emb.shape == (3, 8, 32) and emb.dtype == torch.float32
+    assert mask.sum(1).tolist() == [4, 8, 4]
+    assert len(list((tmp_path / "cache").rglob("*.safetensors"))) == 2  # one file per distinct caption
+    torch.testing.assert_close(emb[0], emb[2])
+    uncached = HFTextEncoder(tiny_clip, max_length=8)
+    torch.testing.assert_close(uncached.encode(captions[:1])[0][0], emb[0], atol=1e-5, rtol=1e-5)
+
+    calls = []
+    forward = enc.model.forward
+    enc.model.forward = lambda *a, **k: calls.append(1) or forward(*a, **k)
+    emb2, mask2 = enc.encode(captions[::-1])
+    assert calls == [] and torch.equal(emb2, emb.flip(0)) and torch.equal(mask2, mask.flip(0))
+    enc.encode(["a large red square", "a small red circle"])
+    assert calls == [1]  # only the new caption went through the model, in one batch
+
+
+def test_hf_encoder_t5_uses_encoder_only(tmp_path, tiny_clip):
+    from transformers import AutoTokenizer, T5Config, T5Model
+
+    torch.manual_seed(0)
+    T5Model(T5Config(vocab_size=18, d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2)).save_pretrained(tmp_path)
+    AutoTokenizer.from_pretrained(tiny_clip).save_pretrained(tmp_path)
+    enc = HFTextEncoder(tmp_path, max_length=6)
+    emb, mask = enc.encode(["a red circle"])
+    assert type(enc.model).__name__ == "T5EncoderModel" and emb.shape == (1, 6, 16) and mask.sum() == 3
+
+
+def test_hf_encoder_missing_model_is_a_one_line_error(tmp_path):
+    with pytest.raises(CheckpointError, match="text encoder '.*nothing' could not be loaded"):
+        HFTextEncoder(tmp_path / "nothing")
