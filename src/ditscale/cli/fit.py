@@ -1,0 +1,135 @@
+"""``ditscale fit isoflop|parametric|envelope CSV``: fit scaling laws to a CSV of runs.
+
+Prints the laws with 90% bootstrap intervals and flags edge/degenerate budgets; ``--json`` prints
+the laws.json shape instead (floats at full precision). Warnings go to stderr as one line each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+
+from ditscale.io import atomic_write_json
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("fit", help="fit scaling laws to a CSV of runs (flops, params, tokens, loss)",
+                              description="Fit scaling laws (Chinchilla Approaches 1-3) to a CSV with columns "
+                                          "flops (FLOPs), params (N), tokens (D), loss; optional budget, run_id, seed, weight.")
+    p.add_argument("method", choices=("isoflop", "parametric", "envelope"),
+                   help="isoflop: parabolas per budget (Approach 2); parametric: L(N,D) (Approach 3); "
+                        "envelope: best run per compute (Approach 1)")
+    p.add_argument("csv", help="runs CSV (e.g. a study's runs.csv)")
+    p.add_argument("--json", action="store_true", help="print the fit as JSON (the laws.json shape)")
+    p.add_argument("--out", metavar="PATH", help="also write the JSON to PATH (atomically)")
+    p.add_argument("--bootstrap", type=int, default=None, metavar="N",
+                   help="bootstrap resamples for 90%% intervals (default 1000; 200 for parametric; 0: none)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--predict", type=float, metavar="FLOPS", help="predict the compute-optimal N, D, loss at this compute")
+    p.add_argument("--tokens-per-image", type=float, metavar="T", help="with --predict: also report D in images (D / T)")
+    p.add_argument("--robust", action="store_true", help="isoflop: Huber-robust parabolas")
+    p.add_argument("--saturating", action="store_true", help="predict the loss with E + k C^-gamma (isoflop, envelope)")
+    p.add_argument("--bins-per-decade", type=int, default=8, help="envelope: FLOP bins per decade (default 8)")
+    p.add_argument("--min-runs-per-bin", type=int, default=2, help="envelope: runs a bin needs to count (default 2)")
+    p.add_argument("--backtest", type=int, metavar="K", help="refit without the K largest budgets and report the "
+                                                            "prediction error of their compute-optimal loss")
+    return p
+
+
+def _interval(ci, fmt="{:.4g}") -> str:
+    return "" if ci is None else "[" + ", ".join(fmt.format(x) for x in ci) + "]"
+
+
+def _format_compute_laws(d: dict, boot) -> list[str]:
+    lines = []
+    for law, name in (("params_law", "N_opt (params)"), ("tokens_law", "D_opt (tokens)"), ("loss_law", "L_opt")):
+        e = d[law]
+        ci = e["ci90"] or {}
+        lines.append(f"  {name:15s} = {e['coefficient']:.4g} * C^{e['exponent']:.4f}"
+                     + (f"   exponent 90% {_interval(ci.get('exponent'), '{:.4f}')}, coefficient {_interval(ci.get('coefficient'))}" if boot else ""))
+    s = d["loss_law_saturating"]
+    if s is not None:
+        ci = s["ci90"] or {}
+        lines.append(f"  {'L_opt':15s} = {s['E']:.4g} + {s['k']:.4g} * C^-{s['gamma']:.4f}"
+                     + (f"   E {_interval(ci.get('E'))}, gamma {_interval(ci.get('gamma'), '{:.4f}')}" if boot else ""))
+    return lines
+
+
+def format_fit(fit, boot) -> str:
+    """Human-readable summary of a fit and its bootstrap."""
+    d = fit.to_dict(boot)
+    how = f"; 90% intervals from {boot.n_resamples} bootstrap resamples (seed {boot.seed})" if boot else ""
+    if fit.method == "parametric":
+        lines = [f"parametric fit (Approach 3) of {fit.n_runs} runs: L(N, D) = E + A / N^alpha + B / D^beta{how}"]
+        for k in ("E", "A", "B", "alpha", "beta"):
+            lines.append(f"  {k:5s} = {d[k]:.6g}" + (f"   90% {_interval(d['ci90'][k])}  se {d['se'][k]:.3g}" if boot else ""))
+        for law, name in (("n_opt_law", "N_opt (params)"), ("d_opt_law", "D_opt (tokens)")):
+            e = d[law]
+            lines.append(f"  {name:15s} = {e['coefficient']:.4g} * C^{e['exponent']:.4f}"
+                         + (f"   exponent 90% {_interval(e['ci90']['exponent'], '{:.4f}')}" if boot else "") + "   (C = 6ND)")
+        return "\n".join(lines)
+    if fit.method == "isoflop":
+        lines = [f"isoflop fit (Approach 2) of {fit.n_runs} runs in {len(fit.budgets)} budgets{how}", *_format_compute_laws(d, boot)]
+        lines.append(f"  {'budget (FLOPs)':>14s} {'runs':>5s} {'N* (params)':>12s} {'D* (tokens)':>12s} {'L*':>10s}")
+        for b in fit.budgets:
+            flag = "  degenerate (not convex; left out)" if b.degenerate else "  edge (optimum at the edge of the runs)" if b.edge else ""
+            lines.append(f"  {b.flops:14.4g} {b.n_runs:5d} {b.n_opt:12.4g} {b.d_opt:12.4g} {b.loss_opt:10.5g}{flag}")
+        return "\n".join(lines)
+    lines = [f"envelope fit (Approach 1) of {fit.n_runs} points, {len(fit.envelope)} envelope points{how}",
+             *_format_compute_laws(d, boot)]
+    lines.append(f"  {'C (FLOPs)':>14s} {'N (params)':>12s} {'D (tokens)':>12s} {'loss':>10s}  run")
+    for p in fit.envelope:
+        lines.append(f"  {p.flops:14.4g} {p.n_opt:12.4g} {p.d_opt:12.4g} {p.loss_opt:10.5g}  {p.run_id}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ditscale.laws import FitConfig, backtest, fit_runs, predict, read_runs_csv
+    from ditscale.laws.powerlaw import FitWarning
+
+    runs = read_runs_csv(args.csv)
+    cfg = FitConfig(method=args.method, bootstrap=args.bootstrap, seed=args.seed, robust=args.robust,
+                    bins_per_decade=args.bins_per_decade, min_runs_per_bin=args.min_runs_per_bin)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", FitWarning)
+        fit, boot = fit_runs(runs, cfg)
+        pred = None
+        if args.predict is not None:
+            pred = predict(fit, args.predict, boot=boot, tokens_per_image=args.tokens_per_image, saturating=args.saturating)
+    rows = None
+    if args.backtest is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FitWarning)  # the refits' warnings are not about the user's fit
+            rows = backtest(runs, args.backtest, method=args.method, saturating=args.saturating, **cfg.fit_options())
+    seen = set()
+    for w in caught:
+        msg = str(w.message)
+        if issubclass(w.category, FitWarning) and msg not in seen:
+            seen.add(msg)
+            print(f"ditscale: warning: {msg}", file=sys.stderr)
+    out = fit.to_dict(boot)
+    if pred is not None:
+        out["prediction"] = pred.to_dict()
+    if rows is not None:
+        out["backtest"] = [r.to_dict() for r in rows]
+    if args.out:
+        atomic_write_json(args.out, out)
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    print(format_fit(fit, boot))
+    if pred is not None:
+        def est(e, unit=""):
+            return f"{e.value:.4g}" + (f" {unit}" if unit else "") + (f" {_interval(e.ci90)}" if e.ci90 else "")
+        text = f"prediction at C = {pred.flops:.4g} FLOPs: N_opt = {est(pred.n_opt, 'params')}, D_opt = {est(pred.d_opt, 'tokens')}"
+        if pred.images_opt is not None:
+            text += f" = {est(pred.images_opt, 'images')}"
+        print(text + f", L_opt = {est(pred.loss_opt)}")
+    if rows is not None:
+        print(f"backtest (refit without the {args.backtest} largest budgets):")
+        for r in rows:
+            print(f"  C = {r.flops:.4g} FLOPs: predicted L* {r.predicted_loss:.5g}, actual {r.actual_loss:.5g}, "
+                  f"relative error {r.relative_error:+.2%}")
+    return 0

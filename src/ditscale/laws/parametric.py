@@ -1,0 +1,220 @@
+"""Approach 3: fit ``L(N, D) = E + A / N^alpha + B / D^beta`` to all runs (Chinchilla, Epoch AI refit).
+
+As Epoch AI's replication (Besiroglu et al. 2024) we minimise, over theta = (a, b, e, alpha, beta)
+with A = exp(a), B = exp(b), E = exp(e)::
+
+    sum_i Huber_delta( LSE(a - alpha log N_i, b - beta log D_i, e) - log L_i ),   delta = 1e-3
+
+with L-BFGS-B (analytic gradient, float64, gtol 1e-10, ftol 1e-14) from a grid of starts alpha,
+beta in {0, 0.5, ..., 2}, e in {-1, -0.5, ..., 1}, a, b in {0, 5, ..., 25} (4500 starts), keeping
+the best. To stay fast we evaluate the objective at all 4500 grid points (vectorised) and run
+L-BFGS-B only from the ``top_k`` best; ``top_k=None`` runs it from every grid point (the check that
+both find the same optimum is in docs/laws.md).
+
+N is parameters, D tokens; the compute-optimal allocation assumes C = 6 N D (FLOPs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import minimize
+
+from ditscale.errors import DataError
+from ditscale.laws.powerlaw import PowerLaw
+from ditscale.laws.runs import Runs
+
+GRID = {
+    "a": np.arange(0.0, 25.1, 5.0),
+    "b": np.arange(0.0, 25.1, 5.0),
+    "e": np.arange(-1.0, 1.01, 0.5),
+    "alpha": np.arange(0.0, 2.01, 0.5),
+    "beta": np.arange(0.0, 2.01, 0.5),
+}
+THETA = ("a", "b", "e", "alpha", "beta")
+LBFGS_OPTIONS = {"gtol": 1e-10, "ftol": 1e-14, "maxiter": 10000, "maxfun": 20000, "maxcor": 20}
+
+
+def grid_starts() -> np.ndarray:
+    """The (4500, 5) grid of starting points, columns (a, b, e, alpha, beta)."""
+    mesh = np.meshgrid(*(GRID[k] for k in THETA), indexing="ij")
+    return np.stack([m.reshape(-1) for m in mesh], axis=1)
+
+
+def _terms(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray):
+    """Per-run exponents (t1, t2, t3) and LSE for theta of shape (5,) or (K, 5)."""
+    a, b, e, alpha, beta = (theta[..., i, None] for i in range(5))
+    t1 = a - alpha * log_n
+    t2 = b - beta * log_d
+    t3 = np.broadcast_to(e, t1.shape)
+    m = np.maximum(np.maximum(t1, t2), t3)
+    lse = m + np.log(np.exp(t1 - m) + np.exp(t2 - m) + np.exp(t3 - m))
+    return t1, t2, t3, lse
+
+
+def huber(r: np.ndarray, delta: float) -> np.ndarray:
+    """Huber loss: r^2 / 2 for |r| <= delta, delta (|r| - delta / 2) beyond."""
+    ar = np.abs(r)
+    return np.where(ar <= delta, 0.5 * r * r, delta * (ar - 0.5 * delta))
+
+
+def objective(theta, log_n, log_d, log_l, delta=1e-3, weights=None):
+    """Sum of Huber(LSE - log L) over runs, and its gradient in theta = (a, b, e, alpha, beta)."""
+    theta = np.asarray(theta, dtype=np.float64)
+    t1, t2, t3, lse = _terms(theta, log_n, log_d)
+    r = lse - log_l
+    w = 1.0 if weights is None else weights
+    psi = w * np.clip(r, -delta, delta)  # d Huber / d r
+    p1, p2, p3 = np.exp(t1 - lse), np.exp(t2 - lse), np.exp(t3 - lse)  # d LSE / d t_k
+    grad = np.array([(psi * p1).sum(), (psi * p2).sum(), (psi * p3).sum(), -(psi * p1 * log_n).sum(), -(psi * p2 * log_d).sum()])
+    return float((w * huber(r, delta)).sum()), grad
+
+
+def grid_objective(starts: np.ndarray, log_n, log_d, log_l, delta=1e-3, weights=None) -> np.ndarray:
+    """Objective at each row of ``starts`` (K, 5), vectorised (chunks of 500 rows)."""
+    w = 1.0 if weights is None else weights
+    out = []
+    for chunk in np.array_split(starts, max(1, len(starts) // 500)):
+        r = _terms(chunk, log_n, log_d)[3] - log_l
+        out.append((w * huber(r, delta)).sum(-1))
+    return np.concatenate(out)
+
+
+def one_blas_thread():
+    """Context limiting BLAS to one thread: scipy's L-BFGS-B calls BLAS on 5x20 matrices, and a
+    multi-threaded OpenBLAS then spends ~30x longer synchronising threads than computing (more so on
+    a busy machine). Uses threadpoolctl (installed with scikit-learn) when available."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - speed only
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
+
+
+def minimize_from(theta0, log_n, log_d, log_l, delta=1e-3, weights=None):
+    """L-BFGS-B from ``theta0``; returns scipy's OptimizeResult."""
+    return minimize(objective, np.asarray(theta0, dtype=np.float64), args=(log_n, log_d, log_l, delta, weights),
+                    jac=True, method="L-BFGS-B", options=LBFGS_OPTIONS)
+
+
+@dataclass(frozen=True)
+class ParametricFit:
+    """Fitted ``L(N, D) = E + A / N^alpha + B / D^beta`` (N parameters, D tokens).
+
+    ``n_opt_law``/``d_opt_law`` give the compute-optimal parameters and tokens under C = 6 N D
+    (FLOPs): ``N_opt = G (C/6)^a``, ``D_opt = G^-1 (C/6)^b`` with ``G = (alpha A / (beta B))^(1/(alpha+beta))``,
+    ``a = beta / (alpha + beta)``, ``b = alpha / (alpha + beta)``.
+    """
+
+    E: float
+    A: float
+    B: float
+    alpha: float
+    beta: float
+    objective: float
+    n_runs: int
+    options: dict = field(default_factory=dict)
+    method: str = "parametric"
+
+    @property
+    def theta(self) -> np.ndarray:
+        return np.log([self.A, self.B, self.E]).tolist() + [self.alpha, self.beta]
+
+    def loss(self, params, tokens):
+        """Predicted loss at N = ``params``, D = ``tokens``."""
+        return self.E + self.A / np.asarray(params, float) ** self.alpha + self.B / np.asarray(tokens, float) ** self.beta
+
+    @property
+    def n_opt_law(self) -> PowerLaw:
+        v = allocation(self.values())
+        return PowerLaw(float(v["n_opt_law.coefficient"]), float(v["n_opt_law.exponent"]))
+
+    @property
+    def d_opt_law(self) -> PowerLaw:
+        v = allocation(self.values())
+        return PowerLaw(float(v["d_opt_law.coefficient"]), float(v["d_opt_law.exponent"]))
+
+    def values(self) -> dict[str, float]:
+        """Fitted numbers by name (E, A, B, alpha, beta; the allocation laws' coefficient and exponent)."""
+        v = {"E": self.E, "A": self.A, "B": self.B, "alpha": self.alpha, "beta": self.beta}
+        return {**v, **{k: float(x) for k, x in allocation(v).items()}}
+
+    @staticmethod
+    def optimum(values, flops, saturating: bool = False):
+        """Compute-optimal (N params, D tokens, loss) at ``flops`` FLOPs from named values (arrays broadcast)."""
+        c = np.asarray(flops, dtype=np.float64)
+        n = values["n_opt_law.coefficient"] * c ** values["n_opt_law.exponent"]
+        d = values["d_opt_law.coefficient"] * c ** values["d_opt_law.exponent"]
+        loss = values["E"] + values["A"] / n ** values["alpha"] + values["B"] / d ** values["beta"]
+        return n, d, loss
+
+    def to_dict(self, boot=None) -> dict:
+        """JSON-ready summary (floats at full precision); with ``boot``, 90% intervals and standard errors."""
+        keys = ("E", "A", "B", "alpha", "beta")
+        out = {"method": self.method, **{k: getattr(self, k) for k in keys}}
+        out["ci90"] = None if boot is None else {k: boot.ci90(k) for k in keys}
+        out["se"] = None if boot is None else {k: boot.se(k) for k in keys}
+        for law in ("n_opt_law", "d_opt_law"):
+            p = getattr(self, law)
+            out[law] = {"coefficient": p.coefficient, "exponent": p.exponent,
+                        "ci90": None if boot is None else {f: boot.ci90(f"{law}.{f}") for f in ("coefficient", "exponent")}}
+        out.update(n_runs=self.n_runs, objective=self.objective, options=dict(self.options))
+        out["bootstrap"] = None if boot is None else boot.info()
+        return out
+
+
+def allocation(values) -> dict:
+    """Compute-optimal allocation under C = 6 N D from E, A, B, alpha, beta (floats or arrays).
+
+    Returns ``n_opt_law.coefficient/exponent`` (N_opt = coef * C^exp, parameters) and
+    ``d_opt_law.coefficient/exponent`` (D_opt in tokens), C in FLOPs.
+    """
+    A, B, alpha, beta = (np.asarray(values[k], dtype=np.float64) for k in ("A", "B", "alpha", "beta"))
+    s = alpha + beta
+    with np.errstate(invalid="ignore", divide="ignore"):
+        log_g = (np.log(alpha * A) - np.log(beta * B)) / s
+        a, b = beta / s, alpha / s
+    return {
+        "n_opt_law.coefficient": np.exp(log_g - a * np.log(6.0)),
+        "n_opt_law.exponent": a,
+        "d_opt_law.coefficient": np.exp(-log_g - b * np.log(6.0)),
+        "d_opt_law.exponent": b,
+    }
+
+
+def fit_parametric(runs: Runs, *, delta: float = 1e-3, top_k: int | None = 20,
+                   weights: np.ndarray | None = None, start: np.ndarray | None = None) -> ParametricFit:
+    """Fit ``L(N, D) = E + A/N^alpha + B/D^beta`` (N params, D tokens) Epoch-AI style (see module doc).
+
+    Args:
+        runs: the runs (flops unused; N = params, D = tokens).
+        delta: Huber threshold on log-loss residuals (1e-3 as Chinchilla and Epoch AI).
+        top_k: run L-BFGS-B from the ``top_k`` grid points with the lowest objective (None: all 4500).
+        weights: optional per-run weights (the bootstrap passes resampling counts), multiplying the
+            runs' own ``weight`` column if it has one.
+        start: a single start theta = (a, b, e, alpha, beta) instead of the grid (bootstrap warm start).
+    """
+    if len(runs) < 6:
+        raise DataError(f"the parametric fit has 5 parameters and needs at least 6 runs, got {len(runs)}; add runs")
+    log_n, log_d, log_l = np.log(runs.params), np.log(runs.tokens), np.log(runs.loss)
+    if runs.weight is not None:
+        weights = runs.weight if weights is None else runs.weight * weights
+    if start is not None:
+        starts = np.asarray(start, dtype=np.float64)[None]
+    else:
+        starts = grid_starts()
+        if top_k is not None and top_k < len(starts):
+            f0 = grid_objective(starts, log_n, log_d, log_l, delta, weights)
+            starts = starts[np.argsort(f0, kind="stable")[:top_k]]
+    best = None
+    with one_blas_thread():
+        for theta0 in starts:
+            res = minimize_from(theta0, log_n, log_d, log_l, delta, weights)
+            if np.isfinite(res.fun) and (best is None or res.fun < best.fun):
+                best = res
+    a, b, e, alpha, beta = best.x
+    opts = {"delta": delta, "top_k": top_k, "starts": len(starts)}
+    return ParametricFit(E=float(np.exp(e)), A=float(np.exp(a)), B=float(np.exp(b)), alpha=float(alpha), beta=float(beta),
+                         objective=float(best.fun), n_runs=len(runs), options=opts)

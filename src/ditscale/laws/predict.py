@@ -1,0 +1,131 @@
+"""Predictions from fitted laws at a target compute, nearest model of a family, and backtests."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from ditscale.errors import DataError
+from ditscale.laws.bootstrap import interval90
+from ditscale.laws.runs import Runs
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A predicted value with its bootstrap 90% interval ``[lo, hi]`` (None without a bootstrap)."""
+
+    value: float
+    ci90: list[float] | None = None
+
+    def to_dict(self) -> dict:
+        return {"value": self.value, "ci90": self.ci90}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Compute-optimal allocation at ``flops`` FLOPs.
+
+    Attributes:
+        n_opt: parameters; d_opt: training tokens; images_opt: training images
+            (``d_opt / tokens_per_image``, None unless tokens_per_image was given); loss_opt: loss.
+        nearest: ``(name, params)`` of the family member closest to n_opt in log N, or None.
+    """
+
+    flops: float
+    n_opt: Estimate
+    d_opt: Estimate
+    loss_opt: Estimate
+    images_opt: Estimate | None = None
+    nearest: tuple[str, float] | None = None
+
+    def to_dict(self) -> dict:
+        return {"flops": self.flops, "n_opt": self.n_opt.to_dict(), "d_opt": self.d_opt.to_dict(),
+                "loss_opt": self.loss_opt.to_dict(),
+                "images_opt": None if self.images_opt is None else self.images_opt.to_dict(),
+                "nearest": None if self.nearest is None else {"name": self.nearest[0], "params": self.nearest[1]}}
+
+
+def nearest_model(params: float, family: Sequence[tuple[str, float]]) -> tuple[str, float]:
+    """The ``(name, params)`` of ``family`` closest to ``params`` in log distance |log N - log N_i|."""
+    if not family:
+        raise DataError("the model family is empty; give (name, params) pairs")
+    return min(family, key=lambda m: abs(math.log(m[1]) - math.log(params)))
+
+
+def predict(fit, flops: float, *, boot=None, tokens_per_image: float | None = None,
+            family: Sequence[tuple[str, float]] | None = None, saturating: bool = False) -> Prediction:
+    """Compute-optimal N (params), D (tokens), loss at ``flops`` FLOPs, with bootstrap intervals.
+
+    Args:
+        fit: an isoflop, envelope or parametric fit.
+        flops: target training compute, FLOPs.
+        boot: the fit's :class:`Bootstrap`; gives each estimate a 90% interval.
+        tokens_per_image: image tokens per training image; adds ``images_opt`` = D / tokens_per_image.
+        family: ``(name, params)`` pairs; adds the member nearest to N_opt (log distance).
+        saturating: for isoflop/envelope fits, predict the loss with ``E + k C^-gamma`` instead of
+            the pure power law (parametric fits always use L(N_opt, D_opt)).
+    """
+    if not (flops > 0 and math.isfinite(flops)):
+        raise DataError(f"target compute must be a positive number of FLOPs, got {flops!r}")
+    if saturating and getattr(fit, "loss_law_saturating", True) is None:
+        raise DataError("the saturating loss law was not fitted (needs 4 or more budgets); predict without it")
+    point = [float(x) for x in fit.optimum(fit.values(), flops, saturating)]
+    draws = fit.optimum(boot.samples, flops, saturating) if boot is not None else (None,) * 3
+    est = [Estimate(p, None if d is None else interval90(d)) for p, d in zip(point, draws)]
+    images = None
+    if tokens_per_image is not None:
+        if tokens_per_image <= 0:
+            raise DataError(f"tokens_per_image must be positive, got {tokens_per_image}")
+        lo_hi = est[1].ci90 and [x / tokens_per_image for x in est[1].ci90]
+        images = Estimate(point[1] / tokens_per_image, lo_hi)
+    near = nearest_model(point[0], family) if family else None
+    return Prediction(float(flops), est[0], est[1], est[2], images, near)
+
+
+@dataclass(frozen=True)
+class BacktestRow:
+    """One held-out budget: its FLOPs, the refit's predicted compute-optimal loss, the budget's own
+    isoFLOP minimum L* ("actual"), and ``relative_error = (predicted - actual) / actual``."""
+
+    flops: float
+    predicted_loss: float
+    actual_loss: float
+    relative_error: float
+
+    def to_dict(self) -> dict:
+        return {"flops": self.flops, "predicted_loss": self.predicted_loss, "actual_loss": self.actual_loss,
+                "relative_error": self.relative_error}
+
+
+def backtest(runs: Runs, k: int = 1, method: str = "isoflop", saturating: bool = False, **options) -> list[BacktestRow]:
+    """Refit without the ``k`` largest budgets and predict their compute-optimal loss.
+
+    The "actual" loss of a held-out budget is the minimum L* of its own isoFLOP parabola (fitted on
+    all runs; with the same options when ``method`` is "isoflop"). ``method`` is the refit:
+    "isoflop", "parametric" or "envelope"; ``options`` go to its fit function (``budget_rtol``, an
+    isoflop option, also defines the budgets for every method). Losses are in the runs' loss units.
+    """
+    from ditscale.laws import FIT_FUNCTIONS
+    from ditscale.laws.isoflop import fit_isoflop
+
+    if method not in FIT_FUNCTIONS:
+        raise DataError(f"unknown method {method!r}; use one of {', '.join(FIT_FUNCTIONS)}")
+    rtol = options.get("budget_rtol", 0.1)
+    label, budget_flops = runs.budgets(rtol)
+    if not 1 <= k <= len(budget_flops) - 2:
+        raise DataError(f"backtest holds out k={k} of {len(budget_flops)} budgets; keep at least 2: use 1 <= k <= "
+                        f"{len(budget_flops) - 2}")
+    iso_opts = options if method == "isoflop" else {"budget_rtol": rtol}
+    actual = {b.flops: b.loss_opt for b in fit_isoflop(runs, **iso_opts).budgets}
+    held = np.arange(len(budget_flops) - k, len(budget_flops))
+    fit_opts = options if method == "isoflop" else {key: v for key, v in options.items() if key != "budget_rtol"}
+    refit = FIT_FUNCTIONS[method](runs.take(~np.isin(label, held)), **fit_opts)
+    rows = []
+    for b in held:
+        c = float(budget_flops[b])
+        pred = float(refit.optimum(refit.values(), c, saturating)[2])
+        rows.append(BacktestRow(c, pred, actual[c], (pred - actual[c]) / actual[c]))
+    return rows

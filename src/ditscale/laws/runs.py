@@ -1,0 +1,174 @@
+"""The table of training runs that scaling laws are fitted to, and its CSV reader.
+
+One row per run (or per logged point of a training curve): training compute ``flops`` (FLOPs),
+``params`` N (parameters), ``tokens`` D (image tokens seen), final ``loss``; optionally the
+nominal isoFLOP ``budget`` (FLOPs) the run belongs to, a ``run_id`` and a ``seed``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ditscale.errors import DataError
+
+REQUIRED = ("flops", "params", "tokens", "loss")
+FIELDS = REQUIRED + ("budget", "run_id", "seed", "weight")
+RUN_ID_ALIASES = ("run_id", "run", "model")  # first one present names the run (or training curve)
+
+
+@dataclass(frozen=True)
+class Runs:
+    """Columns of a runs table as float64 numpy arrays of equal length (validated on creation).
+
+    Attributes:
+        flops: training compute per run, FLOPs (not MACs).
+        params: N, model parameters.
+        tokens: D, training tokens seen (image tokens, not images).
+        loss: final (or logged) loss of the run.
+        budget: nominal isoFLOP budget of each run in FLOPs, or None (then budgets are found by
+            grouping ``flops``, see :meth:`budgets`).
+        run_id: name of each run (rows sharing a run_id are points of one training curve), or None.
+        seed: training seed of each run, or None; with seeds, the seed replicates of one
+            configuration (same params and tokens) are resampled together by the bootstrap.
+        weight: optional positive weight of each run in the isoFLOP parabolas and the parametric
+            objective (e.g. the inverse variance of its loss), or None for equal weights.
+    """
+
+    flops: np.ndarray
+    params: np.ndarray
+    tokens: np.ndarray
+    loss: np.ndarray
+    budget: np.ndarray | None = None
+    run_id: np.ndarray | None = None
+    seed: np.ndarray | None = None
+    weight: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n = None
+        for name in REQUIRED + ("budget", "weight"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            arr = np.asarray(value, dtype=np.float64).reshape(-1)
+            if n is not None and len(arr) != n:
+                raise DataError(f"column '{name}' has {len(arr)} values but 'flops' has {n}; give equal-length columns")
+            n = len(arr)
+            bad = np.flatnonzero(~(np.isfinite(arr) & (arr > 0)))
+            if len(bad):
+                raise DataError(
+                    f"column '{name}' row {bad[0]} is {float(arr[bad[0]])!r}; every {name} value must be a positive finite number"
+                )
+            object.__setattr__(self, name, arr)
+        if n == 0:
+            raise DataError("the runs table is empty; give at least one run")
+        for name in ("run_id", "seed"):
+            value = getattr(self, name)
+            if value is not None:
+                arr = np.asarray(value).reshape(-1)
+                if len(arr) != n:
+                    raise DataError(f"column '{name}' has {len(arr)} values but 'flops' has {n}; give equal-length columns")
+                object.__setattr__(self, name, arr)
+
+    def __len__(self) -> int:
+        return len(self.flops)
+
+    def take(self, index: np.ndarray) -> "Runs":
+        """The rows ``index`` (integer indices or a boolean mask) as a new table."""
+        pick = lambda a: None if a is None else a[index]  # noqa: E731
+        return Runs(*(pick(getattr(self, f)) for f in FIELDS))
+
+    def budgets(self, rtol: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+        """Group runs into isoFLOP budgets.
+
+        Returns ``(label, budget_flops)``: ``label[i]`` indexes ``budget_flops`` (ascending, FLOPs).
+        With a ``budget`` column its distinct values are the budgets. Without one, runs are sorted
+        by ``flops`` and a new budget starts wherever the next run has more than ``(1 + rtol)``
+        times the FLOPs of the previous one; a budget's FLOPs is the median of its runs'.
+        """
+        if self.budget is not None:
+            values, label = np.unique(self.budget, return_inverse=True)
+            return label, values
+        order = np.argsort(self.flops, kind="stable")
+        logf = np.log(self.flops[order])
+        starts = np.concatenate([[True], np.diff(logf) > math.log1p(rtol)])
+        sorted_label = np.cumsum(starts) - 1
+        label = np.empty(len(self), dtype=np.int64)
+        label[order] = sorted_label
+        bounds = np.flatnonzero(np.concatenate([starts, [True]]))
+        flops = self.flops[order]
+        return label, np.array([np.median(flops[i:j]) for i, j in zip(bounds[:-1], bounds[1:])])
+
+    def groups(self) -> np.ndarray:
+        """Resampling unit of each row for the bootstrap, as integer labels 0..G-1.
+
+        With ``seed``: rows with the same params and tokens (to 6 significant digits), i.e. one
+        configuration's seed replicates; else with ``run_id``: rows sharing a run_id (one run or
+        training curve); else each row is its own unit.
+        """
+        if self.seed is not None:
+            keys = np.stack([np.round(np.log(self.params), 6), np.round(np.log(self.tokens), 6)], axis=1)
+            return np.unique(keys, axis=0, return_inverse=True)[1].reshape(-1)
+        if self.run_id is not None:
+            return np.unique(self.run_id.astype(str), return_inverse=True)[1].reshape(-1)
+        return np.arange(len(self))
+
+
+def read_runs_csv(path: str | Path) -> Runs:
+    """Read a runs CSV with columns ``flops, params, tokens, loss`` (FLOPs, parameters, tokens, loss).
+
+    Optional columns: ``budget`` (nominal isoFLOP budget, FLOPs), ``run_id`` (or ``run`` or
+    ``model``: rows sharing it are points of one training curve), ``seed``, ``weight``. Other columns are
+    ignored. Raises :class:`DataError` naming the file, column and line of any missing column,
+    non-numeric, NaN, infinite, zero or negative value.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"runs file {str(path)!r} does not exist; give a CSV with columns flops, params, tokens, loss")
+    with open(path, newline="", encoding="utf-8-sig") as fh:  # tolerate a spreadsheet BOM
+        reader = csv.reader(fh)
+        header = [h.strip() for h in next(reader, [])]
+        rows = [r for r in reader if any(cell.strip() for cell in r)]
+    for name in REQUIRED:
+        if name not in header:
+            raise DataError(f"{path.name} has no column '{name}'; need flops, params, tokens, loss")
+    if not rows:
+        raise DataError(f"{path.name} has no data rows; add one row per training run")
+    numeric = [c for c in REQUIRED + ("budget", "weight") if c in header]
+    columns: dict[str, list] = {c: [] for c in numeric}
+    for line, row in enumerate(rows, start=2):
+        if len(row) != len(header):
+            raise DataError(f"{path.name} line {line} has {len(row)} fields but the header has {len(header)}; fix that row")
+        for name in numeric:
+            text = row[header.index(name)].strip()
+            try:
+                value = float(text)
+            except ValueError:
+                raise DataError(f"{path.name} line {line}: column '{name}' is {text!r}, not a number; fix or remove that row") from None
+            if not (math.isfinite(value) and value > 0):
+                raise DataError(
+                    f"{path.name} line {line}: column '{name}' is {text!r}; {name} must be a positive finite number"
+                )
+            columns[name].append(value)
+    id_col = next((c for c in RUN_ID_ALIASES if c in header), None)
+    run_id = np.array([r[header.index(id_col)].strip() for r in rows]) if id_col else None
+    seed = None
+    if "seed" in header:
+        try:
+            seed = np.array([int(float(r[header.index("seed")])) for r in rows])
+        except ValueError:
+            raise DataError(f"{path.name}: column 'seed' must hold integers; fix or remove it") from None
+    return Runs(
+        flops=np.array(columns["flops"]),
+        params=np.array(columns["params"]),
+        tokens=np.array(columns["tokens"]),
+        loss=np.array(columns["loss"]),
+        budget=np.array(columns["budget"]) if "budget" in columns else None,
+        run_id=run_id,
+        seed=seed,
+        weight=np.array(columns["weight"]) if "weight" in columns else None,
+    )
