@@ -1,0 +1,195 @@
+"""``ditscale study plan|run|predict|compare|report``: isoFLOP scaling studies from the command line.
+
+::
+
+    ditscale study plan --preset quickstart [--out DIR] [--json | --csv]
+    ditscale study run --preset quickstart --out DIR [--workers 2] [--launcher local|slurm] [--max-runs K]
+    ditscale study predict DIR --flops 1e21 [--json]
+    ditscale study compare DIR_A DIR_B [--flops 1e21] [--json]
+    ditscale study report DIR
+
+A spec is a YAML path (positional) or a built-in preset (``--preset NAME``); ``--set key.path=value``
+overrides any spec key (repeatable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _spec_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", nargs="?", help="study spec YAML file")
+    p.add_argument("--preset", help="built-in study preset (e.g. quickstart) instead of a YAML file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a spec key, e.g. --set hparams.lr=2e-3 (repeatable)")
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("study", help="plan, run, predict and compare scaling-law studies",
+                              description="IsoFLOP scaling studies of a DiT family: plan the runs, train them "
+                                          "(resumable, parallel, Slurm), fit laws with intervals, backtest, report.")
+    sub = p.add_subparsers(dest="study_command", metavar="ACTION", required=True)
+
+    q = sub.add_parser("plan", help="print the table of runs of a study")
+    _spec_args(q)
+    q.add_argument("--out", help="study folder: use its finished budgets to centre the remaining grids")
+    fmt = q.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print the plan as JSON (runs, dropped, warnings)")
+    fmt.add_argument("--csv", action="store_true", help="print the plan as CSV")
+
+    q = sub.add_parser("run", help="run (or continue) a study, then fit and report")
+    _spec_args(q)
+    q.add_argument("--out", required=True, help="study folder (created; running again continues it)")
+    q.add_argument("--workers", type=int, default=None, help="parallel local worker processes (default: the spec's)")
+    q.add_argument("--launcher", choices=("local", "slurm"), default="local", help="where runs execute (default local)")
+    q.add_argument("--max-runs", type=int, default=None, help="train at most this many runs now, then stop")
+    q.add_argument("--retry-failed", action="store_true", help="train again runs that failed before")
+    q.add_argument("--no-progress", action="store_true", help="no progress bar")
+    q.add_argument("--slurm-cluster", default=None, choices=("slurm", "local", "debug"),
+                   help="submitit cluster (default: Slurm when available; local: subprocesses, for testing)")
+    q.add_argument("--slurm-partition", default=None, help="Slurm partition")
+    q.add_argument("--slurm-time", type=int, default=60, help="minutes per run job (default 60)")
+    q.add_argument("--slurm-gpus-per-node", type=int, default=0, help="GPUs per run job (default 0)")
+    q.add_argument("--slurm-tasks-per-node", type=int, default=1,
+                   help="processes per run job; >1 runs each run distributed, one process per GPU (torchrun-style)")
+    q.add_argument("--slurm-cpus-per-task", type=int, default=2, help="CPUs per process (default 2)")
+    q.add_argument("--slurm-mem-gb", type=float, default=None, help="memory per job, GB")
+    q.add_argument("--slurm-array-parallelism", type=int, default=64, help="most jobs running at once (default 64)")
+
+    q = sub.add_parser("predict", help="compute-optimal N, D and loss at a budget, from a finished study")
+    q.add_argument("dir", help="study folder")
+    q.add_argument("--flops", type=float, default=None, help="target training compute in FLOPs (default: the spec's target_flops)")
+    q.add_argument("--json", action="store_true", help="print JSON")
+
+    q = sub.add_parser("compare", help="two studies' laws side by side, with intervals")
+    q.add_argument("dir_a", help="first study folder")
+    q.add_argument("dir_b", help="second study folder")
+    q.add_argument("--flops", type=float, default=None, help="also compare the losses both predict at this compute")
+    q.add_argument("--json", action="store_true", help="print JSON")
+
+    q = sub.add_parser("report", help="refit a finished study and rewrite laws.json, the figures and report.html")
+    q.add_argument("dir", help="study folder")
+    return p
+
+
+def _load(args):
+    from ditscale.errors import ConfigError
+    from ditscale.study import load_spec
+
+    if bool(args.spec) == bool(args.preset):
+        raise ConfigError("give a study spec YAML file or --preset NAME (exactly one)")
+    return load_spec(args.preset or args.spec, args.overrides)
+
+
+def _interval(ci, fmt=".4g") -> str:
+    return "" if not ci else f"  90% [{ci[0]:{fmt}}, {ci[1]:{fmt}}]"
+
+
+def _plan(args) -> int:
+    from ditscale.study import current_plan
+
+    plan = current_plan(_load(args), args.out)
+    if args.json:
+        print(json.dumps(plan.to_json(), indent=2))
+    elif args.csv:
+        sys.stdout.write(plan.to_csv())
+    else:
+        print(plan.table())
+    if not args.json:
+        for w in plan.warnings:
+            print(f"warning: {w}", file=sys.stderr)
+    return 0
+
+
+def _run(args) -> int:
+    from ditscale.study import run_study
+    from ditscale.study.launchers import SlurmOptions
+
+    spec = _load(args)
+    slurm = None
+    if args.launcher == "slurm":
+        slurm = SlurmOptions(cluster=args.slurm_cluster, partition=args.slurm_partition, time_min=args.slurm_time,
+                             gpus_per_node=args.slurm_gpus_per_node, tasks_per_node=args.slurm_tasks_per_node,
+                             cpus_per_task=args.slurm_cpus_per_task, mem_gb=args.slurm_mem_gb,
+                             array_parallelism=args.slurm_array_parallelism)
+    out = run_study(spec, args.out, workers=args.workers, launcher=args.launcher, slurm=slurm, max_runs=args.max_runs,
+                    retry_failed=args.retry_failed, progress=not args.no_progress,
+                    echo=lambda m: print(m, file=sys.stderr))
+    print(f"{len(out.trained)} run(s) trained, {len(out.skipped)} already done, {len(out.failed)} failed, "
+          f"{len(out.busy)} taken by other workers; {out.wall_s:.0f} s")
+    if out.laws:
+        _print_laws_summary(out.laws, args.out)
+    return 0 if out.complete or args.max_runs is not None else 1
+
+
+def _print_laws_summary(laws: dict, out_dir) -> None:
+    for law, name in (("params_law", "N_opt (params)"), ("tokens_law", "D_opt (tokens)"), ("loss_law", "L_opt")):
+        f = laws[law]
+        ci = (f.get("ci90") or {}).get("exponent")
+        print(f"  {name:15s} = {f['coefficient']:.4g} * C^{f['exponent']:.4f}{_interval(ci, '.4f')}")
+    for row in laws.get("backtest", []):
+        print(f"  backtest at {row['flops']:.3g} FLOPs: predicted L* {row['predicted_loss']:.4f}, actual "
+              f"{row['actual_loss']:.4f}, error {row['relative_error']:+.2%}")
+    print(f"  report: {out_dir}/report.html")
+
+
+def _predict(args) -> int:
+    from ditscale.study.analyze import load_study_spec, predict_study
+
+    flops = args.flops if args.flops is not None else load_study_spec(args.dir).target_flops
+    pred = predict_study(args.dir, flops)
+    if args.json:
+        print(json.dumps(pred, indent=2))
+        return 0
+    near = pred["nearest"]
+    img = pred["images_opt"]
+    print(f"compute-optimal at C = {pred['flops']:.4g} training FLOPs:")
+    print(f"  N_opt  {pred['n_opt']['value']:.4g} non-embedding params{_interval(pred['n_opt']['ci90'])}")
+    print(f"  D_opt  {pred['d_opt']['value']:.4g} tokens{_interval(pred['d_opt']['ci90'])}")
+    print(f"         {img['value']:.4g} images ({pred['tokens_per_image']} tokens each){_interval(img['ci90'])}")
+    print(f"  L_opt  {pred['loss_opt']['value']:.4f}{_interval(pred['loss_opt']['ci90'], '.4f')}")
+    where = "" if near["in_ladder"] else " (beyond the trained ladder, by the family rule)"
+    print(f"  nearest family model: {near['name']} (depth {near['depth']}, width {near['hidden_size']}, "
+          f"{near['num_heads']} heads; {near['params']:,} non-embedding / {near['params_total']:,} params){where}")
+    for row in pred["backtest"]:
+        print(f"  backtest: refit without {row['flops']:.3g} FLOPs predicts L* {row['predicted_loss']:.4f}"
+              f"{_interval(row.get('predicted_ci90'), '.4f')}, actual {row['actual_loss']:.4f}, "
+              f"error {row['relative_error']:+.2%}")
+    for w in pred.get("warnings", []):
+        print(f"warning: {w}", file=sys.stderr)
+    return 0
+
+
+def _compare(args) -> int:
+    from ditscale.study.analyze import compare_studies
+
+    comp = compare_studies(args.dir_a, args.dir_b, flops=args.flops)
+    if args.json:
+        print(json.dumps(comp, indent=2))
+        return 0
+    print(f"A = {comp['a']['study']} ({comp['a']['dir']}), B = {comp['b']['study']} ({comp['b']['dir']})")
+    print(f"{'value':32s} {'A':>12s} {'B':>12s} {'A - B':>12s}  90% interval of A - B   resolved")
+    for d in comp["differences"]:
+        ci = d["ci90"]
+        ci_s = "" if not ci else f"[{ci[0]:+.4g}, {ci[1]:+.4g}]"
+        res = {True: "yes", False: "no", None: "-"}[d["resolved"]]
+        print(f"{d['name']:32s} {d['a']:12.4g} {d['b']:12.4g} {d['difference']:+12.4g}  {ci_s:22s} {res}")
+    if comp["flops"] is not None:
+        for k in ("a", "b"):
+            est = comp[f"loss_{k}"]
+            print(f"loss at {comp['flops']:.3g} FLOPs, {k.upper()}: {est['value']:.4f}{_interval(est['ci90'], '.4f')}")
+    return 0
+
+
+def _report(args) -> int:
+    from ditscale.study.analyze import analyze_study
+
+    laws = analyze_study(args.dir)
+    _print_laws_summary(laws, args.dir)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    return {"plan": _plan, "run": _run, "predict": _predict, "compare": _compare, "report": _report}[args.study_command](args)

@@ -1,0 +1,218 @@
+"""Figures of a scaling study (matplotlib, Agg backend; PNG files).
+
+- :func:`isoflop_figure`: loss vs N per budget (colour = budget), the fitted parabolas, the
+  optima (stars; hollow when at the edge of the grid); the held-out budget in a dashed style with
+  the backtest's predicted L* and its 90% interval.
+- :func:`laws_figure`: N_opt, D_opt and L_opt vs C on log axes, the fitted power laws with their
+  90% bootstrap bands, extrapolated to the target budget; the backtest refit dashed.
+- :func:`residuals_figure`: each run's loss relative to its budget's parabola, with the measured
+  seed-to-seed spread as a band.
+
+Axes: C in training FLOPs, N non-embedding parameters, D image tokens.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+
+def _yerr(value: float, ci) -> list | None:
+    """Error-bar lengths below/above ``value`` for an interval (0 where a percentile interval excludes the point)."""
+    if not ci:
+        return None
+    return [[max(0.0, value - ci[0])], [max(0.0, ci[1] - value)]]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _budget_colours(budgets: np.ndarray):
+    plt = _plt()
+    cmap = plt.get_cmap("viridis")
+    if len(budgets) == 1:
+        return {float(budgets[0]): cmap(0.2)}
+    logs = np.log(budgets)
+    t = (logs - logs.min()) / (logs.max() - logs.min())
+    return {float(b): cmap(0.1 + 0.75 * v) for b, v in zip(budgets, t)}
+
+
+def _fmt_flops(x: float) -> str:
+    from ditscale.study.plan import fmt_flops
+
+    return fmt_flops(x)
+
+
+def budget_parabola(log_n: np.ndarray, loss: np.ndarray) -> np.ndarray:
+    """Coefficients ``(c0, c1, c2)`` of ``loss = c0 + c1 x + c2 x^2`` in ``x = log N`` (unscaled)."""
+    from ditscale.laws.isoflop import parabola_fit
+
+    center, scale = log_n.mean(), max(np.ptp(log_n), 1e-12)
+    c0, c1, c2 = parabola_fit((log_n - center) / scale, loss, np.ones((1, len(log_n))))[0]
+    # back to unscaled x: loss = c0 + c1 (x - m)/s + c2 (x - m)^2 / s^2
+    a2 = c2 / scale**2
+    a1 = c1 / scale - 2 * c2 * center / scale**2
+    a0 = c0 - c1 * center / scale + c2 * center**2 / scale**2
+    return np.array([a0, a1, a2])
+
+
+def isoflop_figure(runs, laws: dict, path: str | Path) -> Path:
+    """Loss vs N per budget with parabolas and optima; returns ``path``."""
+    plt = _plt()
+    label, budgets = runs.budgets()
+    colours = _budget_colours(budgets)
+    held = {b["flops"] for b in laws.get("budgets", []) if b.get("held_out")}
+    optima = {b["flops"]: b for b in laws.get("budgets", [])}
+    backtest = {row["flops"]: row for row in laws.get("backtest", [])}
+    fig, ax = plt.subplots(figsize=(7.5, 5.0), dpi=120)
+    for i, c in enumerate(budgets):
+        c = float(c)
+        idx = label == i
+        n, loss = runs.params[idx], runs.loss[idx]
+        colour = colours[c]
+        is_held = c in held
+        name = f"{_fmt_flops(c)} FLOPs" + (" (held out)" if is_held else "")
+        ax.scatter(n, loss, color=colour, marker="s" if is_held else "o", s=28, zorder=3,
+                   facecolors="none" if is_held else colour, linewidths=1.4, label=name)
+        if len(np.unique(n)) >= 3:
+            coef = budget_parabola(np.log(n), loss)
+            xs = np.linspace(np.log(n.min()) - 0.15, np.log(n.max()) + 0.15, 100)
+            ax.plot(np.exp(xs), coef[0] + coef[1] * xs + coef[2] * xs**2, color=colour, lw=1.6,
+                    linestyle="--" if is_held else "-", zorder=2)
+        opt = optima.get(c)
+        if opt and not opt.get("degenerate") and np.isfinite(opt.get("loss_opt", np.nan)):
+            ax.scatter([opt["n_opt"]], [opt["loss_opt"]], marker="*", s=190, zorder=4, edgecolors="black",
+                       facecolors="white" if opt.get("edge") else colour, linewidths=0.9)
+        row = backtest.get(c)
+        if row is not None:
+            n_at = opt["n_opt"] if opt else float(np.exp(np.log(n).mean()))
+            yerr = _yerr(row["predicted_loss"], row.get("predicted_ci90"))
+            ax.errorbar([n_at * 1.12], [row["predicted_loss"]], yerr=yerr, fmt="D", color="crimson", ms=6,
+                        capsize=3, zorder=5, label=f"backtest prediction ({row['relative_error']:+.1%})")
+    ax.set_xscale("log")
+    ax.set_xlabel("N, non-embedding parameters")
+    ax.set_ylabel("validation loss")
+    ax.set_title("isoFLOP curves (stars: parabola minima; hollow star: at the grid's edge)")
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def _band(boot, law: str, cs: np.ndarray):
+    if boot is None:
+        return None
+    a = boot.samples[f"{law}.coefficient"][:, None]
+    b = boot.samples[f"{law}.exponent"][:, None]
+    with np.errstate(over="ignore", invalid="ignore"):
+        y = a * cs[None, :] ** b
+    ok = np.all(np.isfinite(y), axis=1)
+    if ok.sum() < 10:
+        return None
+    return np.percentile(y[ok], [5, 95], axis=0)
+
+
+def laws_figure(laws: dict, path: str | Path, *, boot=None, target_flops: float | None = None,
+                tokens_per_image: int | None = None) -> Path:
+    """N_opt, D_opt and L_opt vs C (log axes) with fits, bands and the extrapolation; returns ``path``."""
+    plt = _plt()
+    budgets = [b for b in laws["budgets"] if not b.get("degenerate")]
+    cs = np.array([b["flops"] for b in budgets])
+    held = np.array([bool(b.get("held_out")) for b in budgets])
+    edge = np.array([bool(b.get("edge")) for b in budgets])
+    hi = max(cs.max(), target_flops or 0)
+    grid = np.logspace(np.log10(cs.min() / 1.5), np.log10(hi * 1.5), 200)
+    panels = [("params_law", "n_opt", "N_opt, non-embedding parameters"),
+              ("tokens_law", "d_opt", "D_opt, image tokens"),
+              ("loss_law", "loss_opt", "L_opt, validation loss")]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), dpi=110)
+    pred = laws.get("prediction") or {}
+    bt_fit = laws.get("backtest_fit")
+    for ax, (law, key, ylabel) in zip(axes, panels):
+        fit = laws[law]
+        y = fit["coefficient"] * grid ** fit["exponent"]
+        ax.plot(grid, y, color="tab:blue", lw=1.8,
+                label=f"fit, all budgets: {fit['coefficient']:.3g} C^{fit['exponent']:.3f}")
+        band = _band(boot, law, grid)
+        if band is not None:
+            ax.fill_between(grid, band[0], band[1], color="tab:blue", alpha=0.18, lw=0, label="90% bootstrap band")
+        if bt_fit and bt_fit.get(law):
+            f2 = bt_fit[law]
+            ax.plot(grid, f2["coefficient"] * grid ** f2["exponent"], color="crimson", lw=1.2, ls="--",
+                    label=f"backtest refit: C^{f2['exponent']:.3f}")
+        vals = np.array([b[key] for b in budgets])
+        fitted = ~held
+        ax.scatter(cs[fitted & ~edge], vals[fitted & ~edge], color="black", zorder=4, s=30, label="budget optima")
+        if (fitted & edge).any():
+            ax.scatter(cs[fitted & edge], vals[fitted & edge], facecolors="white", edgecolors="black", zorder=4, s=30,
+                       label="optimum at grid edge")
+        if held.any():
+            ax.scatter(cs[held], vals[held], marker="s", facecolors="none", edgecolors="crimson", linewidths=1.5,
+                       zorder=5, s=46, label="held-out budget")
+        if key == "loss_opt":
+            for row in laws.get("backtest", []):
+                yerr = _yerr(row["predicted_loss"], row.get("predicted_ci90"))
+                ax.errorbar([row["flops"]], [row["predicted_loss"]], yerr=yerr, fmt="D", color="crimson", ms=5,
+                            capsize=3, zorder=6, label=f"predicted ({row['relative_error']:+.1%})")
+        p = pred.get(key)
+        if target_flops and p:
+            ax.errorbar([target_flops], [p["value"]], yerr=_yerr(p["value"], p.get("ci90")), fmt="o", color="tab:orange", ms=6, capsize=3,
+                        zorder=6, label=f"target {_fmt_flops(target_flops)}: {p['value']:.3g}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("C, training FLOPs")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.25)
+        ax.legend(fontsize=7, frameon=False, loc="best")
+    axes[0].set_title("compute-optimal model size")
+    axes[1].set_title("compute-optimal data")
+    axes[2].set_title("compute-optimal loss")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def residuals_figure(runs, laws: dict, path: str | Path) -> Path:
+    """Relative residual ``loss / parabola - 1`` of every run vs N, by budget; returns ``path``."""
+    plt = _plt()
+    label, budgets = runs.budgets()
+    colours = _budget_colours(budgets)
+    fig, ax = plt.subplots(figsize=(7.5, 3.8), dpi=120)
+    noise = (laws.get("noise") or {}).get("seed_spread")
+    if noise:
+        ax.axhspan(-noise, noise, color="grey", alpha=0.18, lw=0, label=f"seed-to-seed spread (±{noise:.2%})")
+    held = {b["flops"] for b in laws.get("budgets", []) if b.get("held_out")}
+    for i, c in enumerate(budgets):
+        idx = label == i
+        n, loss = runs.params[idx], runs.loss[idx]
+        if len(np.unique(n)) < 3:
+            continue
+        coef = budget_parabola(np.log(n), loss)
+        x = np.log(n)
+        r = loss / (coef[0] + coef[1] * x + coef[2] * x * x) - 1
+        is_held = float(c) in held
+        ax.scatter(n, r, color=colours[float(c)], marker="s" if is_held else "o", s=24,
+                   label=f"{_fmt_flops(float(c))}" + (" (held out)" if is_held else ""))
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("N, non-embedding parameters")
+    ax.set_ylabel("loss / parabola - 1")
+    ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:+.1%}"))
+    ax.set_title("isoFLOP residuals vs measurement noise")
+    ax.grid(True, alpha=0.25)
+    ax.legend(fontsize=8, frameon=False, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,191 @@
+"""Where a study's runs execute: local worker processes or Slurm jobs through submitit.
+
+A launcher gets a list of :class:`RunTask` and calls ``on_done(task, outcome)`` as each finishes,
+where ``outcome`` is what :func:`ditscale.study.run.execute_run` returned ("trained", "done",
+"busy" or "failed: <message>").
+
+- :class:`LocalLauncher`: ``workers`` spawned processes on this machine, each with
+  ``torch.set_num_threads(cores // workers)`` so they do not oversubscribe the CPU.
+- :class:`SlurmLauncher`: one submitit job per run (``submitit.AutoExecutor``; ``cluster="local"``
+  runs the jobs as local subprocesses, which is how it is tested). With ``tasks_per_node > 1`` each
+  job is a distributed run: submitit starts one task per GPU and every task exports the
+  ``torchrun`` variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) before training.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class RunTask:
+    """One run to execute: its folder, its TrainConfig as a dict, and torch threads to use."""
+
+    run_id: str
+    run_dir: str
+    config: dict
+    config_sha: str
+    flops: float
+    threads: int = 1
+
+
+def available_cores() -> int:
+    """CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def threads_per_worker(workers: int) -> int:
+    """torch threads for each of ``workers`` processes sharing this machine's cores."""
+    return max(1, available_cores() // max(1, workers))
+
+
+def _init_worker(threads: int) -> None:
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _local_entry(task: RunTask) -> str:
+    from ditscale.study.run import execute_run
+
+    return execute_run(task)
+
+
+class LocalLauncher:
+    """Run tasks in ``workers`` spawned processes (or in this process when ``workers`` is 0)."""
+
+    def __init__(self, workers: int = 1):
+        self.workers = workers
+        self._pool: cf.ProcessPoolExecutor | None = None
+
+    def _ensure_pool(self) -> cf.ProcessPoolExecutor:
+        if self._pool is None:
+            ctx = multiprocessing.get_context("spawn")
+            threads = threads_per_worker(self.workers)
+            self._pool = cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,))
+        return self._pool
+
+    def run(self, tasks: list[RunTask], on_done: Callable[[RunTask, str], None]) -> None:
+        if self.workers == 0:
+            for task in tasks:
+                on_done(task, _local_entry(task))
+            return
+        pool = self._ensure_pool()
+        futures = {pool.submit(_local_entry, t): t for t in tasks}
+        try:
+            for fut in cf.as_completed(futures):
+                task = futures[fut]
+                try:
+                    outcome = fut.result()
+                except Exception as err:  # a crashed worker process (BrokenProcessPool) or an unexpected bug
+                    outcome = f"failed: {type(err).__name__}: {err}"
+                on_done(task, outcome)
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            self.close(wait=False)
+            raise
+
+    def close(self, wait: bool = True) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=wait, cancel_futures=True)
+            self._pool = None
+
+
+def _slurm_entry(task: RunTask) -> str:
+    """Job body: export torchrun variables for multi-task jobs, then execute the run."""
+    import submitit
+
+    env = submitit.JobEnvironment()
+    if env.num_tasks > 1:
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    from ditscale.study.run import execute_run
+
+    return execute_run(task, main_rank=env.global_rank == 0)
+
+
+@dataclass
+class SlurmOptions:
+    """Slurm resources of each run's job (submitit parameter names without the ``slurm_`` prefix).
+
+    ``cluster``: None picks Slurm when available, "slurm" forces it, "local" runs jobs as local
+    subprocesses (testing), "debug" in this process.
+    """
+
+    cluster: str | None = None
+    partition: str | None = None
+    time_min: int = 60
+    gpus_per_node: int = 0
+    tasks_per_node: int = 1
+    cpus_per_task: int = 2
+    mem_gb: float | None = None
+    array_parallelism: int = 64
+    extra: dict = field(default_factory=dict)
+
+
+class SlurmLauncher:
+    """Submit one submitit job per run and wait for them (logs in ``folder``)."""
+
+    def __init__(self, folder: str | Path, options: SlurmOptions | None = None, poll_s: float = 1.0):
+        self.folder = Path(folder)
+        self.options = options or SlurmOptions()
+        self.poll_s = poll_s
+
+    def executor(self):
+        import submitit
+
+        o = self.options
+        ex = submitit.AutoExecutor(folder=str(self.folder / "%j"), cluster=o.cluster)
+        params = dict(timeout_min=o.time_min, tasks_per_node=o.tasks_per_node, cpus_per_task=o.cpus_per_task,
+                      gpus_per_node=o.gpus_per_node, name="ditscale-study")
+        if o.mem_gb is not None:
+            params["mem_gb"] = o.mem_gb
+        if ex.cluster == "slurm":
+            params["slurm_array_parallelism"] = o.array_parallelism
+            if o.partition:
+                params["slurm_partition"] = o.partition
+            params.update({k if k.startswith("slurm_") else f"slurm_{k}": v for k, v in o.extra.items()})
+        ex.update_parameters(**params)
+        return ex
+
+    def run(self, tasks: list[RunTask], on_done: Callable[[RunTask, str], None]) -> None:
+        if not tasks:
+            return
+        ex = self.executor()
+        tasks = [RunTask(**{**t.__dict__, "threads": self.options.cpus_per_task}) for t in tasks]
+        jobs = []
+        with ex.batch():
+            for t in tasks:
+                jobs.append(ex.submit(_slurm_entry, t))
+        pending = dict(zip(jobs, tasks))
+        try:
+            while pending:
+                for job in [j for j in pending if j.done()]:
+                    task = pending.pop(job)
+                    try:
+                        result = job.results()[0]  # rank 0's outcome
+                    except Exception as err:  # submitit.core.utils.FailedJobError and friends
+                        result = f"failed: job {job.job_id}: {str(err).strip().splitlines()[-1] if str(err).strip() else err}"
+                    on_done(task, result)
+                if pending:
+                    time.sleep(self.poll_s)
+        except BaseException:
+            for job in pending:
+                try:
+                    job.cancel(check=False)
+                except Exception:
+                    pass
+            raise
+
+    def close(self, wait: bool = True) -> None:
+        pass

@@ -1,0 +1,304 @@
+"""The plan of a study: which model trains at which budget, for how many images and steps.
+
+Pure Python (no torch): it needs only the FLOP accounting of :mod:`ditscale.flops`.
+
+For every budget C (training FLOPs, exact convention) the planner predicts the compute-optimal
+non-embedding parameter count N*(C) (the prior law, or the law fitted to the budgets already done)
+and picks ``models_per_budget`` rungs of the family spread evenly in log N over a factor ``span``
+centred on N*. Each run trains on ``floor(C / (6 x forward MACs))`` images (its exact FLOPs are
+therefore at most C), in ``ceil(images / batch)`` optimizer steps. Runs with fewer than
+``min_steps`` steps are dropped; a grid that does not have models on both sides of N* is warned
+about.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import asdict, dataclass, fields
+
+from ditscale.study.spec import StudySpec
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One training run of a study.
+
+    Attributes:
+        run_id: folder name under ``DIR/runs/``.
+        budget: the isoFLOP budget, training FLOPs.
+        depth, hidden_size, num_heads: the rung.
+        params: total parameters.
+        params_non_embedding: non-embedding parameters N (the scaling-law N).
+        macs_per_image: forward MACs of one image.
+        images: training images (samples) seen.
+        tokens: training image tokens seen, D = images x tokens per image.
+        batch_size: images per optimizer step.
+        steps: optimizer steps (the last batch may be smaller).
+        lr: peak learning rate after the width rule.
+        warmup_steps: linear warmup steps.
+        flops_exact: training FLOPs, 3 x forward MACs x 2 x images (<= budget).
+        flops_6nd: 6 x N x D FLOPs.
+        seed: training seed.
+        role: "grid" (a point of the isoFLOP curve) or "repeat" (a seed replicate).
+        n_opt: the predicted compute-optimal N the budget's grid is centred on.
+        centre: where ``n_opt`` came from: "prior" or "fit".
+    """
+
+    run_id: str
+    budget: float
+    depth: int
+    hidden_size: int
+    num_heads: int
+    params: int
+    params_non_embedding: int
+    macs_per_image: int
+    images: int
+    tokens: int
+    batch_size: int
+    steps: int
+    lr: float
+    warmup_steps: int
+    flops_exact: float
+    flops_6nd: float
+    seed: int
+    role: str
+    n_opt: float
+    centre: str
+
+    @property
+    def flops_ratio(self) -> float:
+        """Exact training FLOPs / 6ND (dimensionless)."""
+        return self.flops_exact / self.flops_6nd
+
+    def row(self) -> dict:
+        """The run as a flat dict (CSV/JSON row), with ``flops_ratio``."""
+        out = asdict(self)
+        out["flops_ratio"] = round(self.flops_ratio, 6)
+        return out
+
+
+COLUMNS = [f.name for f in fields(PlannedRun)] + ["flops_ratio"]
+
+
+@dataclass
+class Plan:
+    """The runs of a study plus the planner's warnings and the runs it dropped."""
+
+    runs: list[PlannedRun]
+    warnings: list[str]
+    dropped: list[PlannedRun]
+
+    def by_budget(self) -> dict[float, list[PlannedRun]]:
+        out: dict[float, list[PlannedRun]] = {}
+        for r in self.runs:
+            out.setdefault(r.budget, []).append(r)
+        return out
+
+    def to_csv(self) -> str:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        for r in self.runs:
+            writer.writerow(r.row())
+        return buf.getvalue()
+
+    def to_json(self) -> dict:
+        return {
+            "runs": [r.row() for r in self.runs],
+            "dropped": [r.row() for r in self.dropped],
+            "warnings": list(self.warnings),
+        }
+
+    def table(self) -> str:
+        """A human-readable table of the plan."""
+        head = f"{'run_id':<24} {'budget':>8} {'d':>3} {'width':>5} {'N (non-emb)':>11} {'N total':>9} " \
+               f"{'images':>8} {'tokens D':>9} {'steps':>6} {'batch':>5} {'lr':>8} {'exact/6ND':>9}"
+        lines = [head, "-" * len(head)]
+        for r in self.runs:
+            lines.append(
+                f"{r.run_id:<24} {r.budget:>8.2g} {r.depth:>3} {r.hidden_size:>5} {r.params_non_embedding:>11,} "
+                f"{r.params:>9.3g} {r.images:>8,} {r.tokens:>9.3g} {r.steps:>6} {r.batch_size:>5} {r.lr:>8.2e} "
+                f"{r.flops_ratio:>9.3f}"
+            )
+        total = sum(r.flops_exact for r in self.runs)
+        lines.append(f"{len(self.runs)} runs, {total:.3g} training FLOPs in all")
+        return "\n".join(lines)
+
+
+def fmt_flops(x: float) -> str:
+    """Compact FLOPs label for ids and legends: 3e11, 1.5e12."""
+    exp = int(math.floor(math.log10(x)))
+    mant = round(x / 10**exp, 2)
+    if mant >= 10:
+        mant, exp = mant / 10, exp + 1
+    text = f"{mant:.2f}".rstrip("0").rstrip(".")
+    return f"{text}e{exp}"
+
+
+def run_id_for(budget: float, rung: tuple[int, int, int], seed: int) -> str:
+    """Folder name of a run: ``c<budget>-d<depth>w<width>h<heads>-s<seed>``."""
+    d, w, h = rung
+    return f"c{fmt_flops(budget)}-d{d}w{w}h{h}-s{seed}"
+
+
+def rung_config(spec: StudySpec, rung: tuple[int, int, int]):
+    """The resolved :class:`~ditscale.models.config.DiTConfig` of a rung (dataset fields filled in)."""
+    return train_config(spec, rung, budget=1.0, batch_size=1, steps=1, seed=spec.seed).model_config()
+
+
+def train_config(spec: StudySpec, rung: tuple[int, int, int], *, budget: float, batch_size: int, steps: int, seed: int):
+    """The :class:`~ditscale.train.TrainConfig` of one run of ``spec`` (``budget`` in FLOPs)."""
+    from ditscale.config import from_dict
+    from ditscale.train.config import OptimConfig, TrainConfig
+
+    hp = spec.hparams
+    d, w, h = rung
+    optim = OptimConfig(
+        lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay, grad_clip=hp.grad_clip,
+        warmup_steps=int(round(hp.warmup_fraction * steps)), schedule=hp.schedule,
+        cooldown_frac=hp.cooldown_frac, min_lr_ratio=hp.min_lr_ratio,
+        width_rule=hp.width_rule, base_width=hp.base_width,
+    )
+    extra = dict(spec.train)
+    extra.setdefault("ckpt_every", max(25, steps // 4))
+    data = {
+        "model": {**spec.family.model, "depth": d, "hidden_size": w, "num_heads": h},
+        "diffusion": dict(spec.diffusion),
+        "data": dict(spec.data),
+        "batch_size": batch_size,
+        "flops": float(budget),
+        "val": asdict(spec.val),
+        "seed": seed,
+        **extra,
+    }
+    cfg = from_dict(TrainConfig, data, where="run config")
+    return cfg.replace(optim=optim)
+
+
+def ladder_sizes(spec: StudySpec) -> list[tuple[tuple[int, int, int], object, object]]:
+    """``(rung, DiTConfig, ParamCounts)`` of every rung, sorted by non-embedding parameters."""
+    from ditscale.flops import param_counts
+
+    out = []
+    for rung in spec.family.ladder():
+        cfg = rung_config(spec, rung)
+        out.append((rung, cfg, param_counts(cfg)))
+    out.sort(key=lambda t: t[2].non_embedding)
+    return out
+
+
+def choose_grid(log_sizes: list[float], log_centre: float, count: int, log_span: float) -> list[int]:
+    """Indices of ``count`` distinct rungs (``log_sizes`` ascending) best matching ``count`` points
+    evenly spaced in log N over ``[log_centre - log_span / 2, log_centre + log_span / 2]``.
+
+    "Best" is the least total squared log distance between the i-th point and the i-th chosen rung
+    (an order-preserving matching, solved exactly by dynamic programming), so on a ladder coarser
+    than the points the grid stays centred on the optimum instead of drifting to one side.
+    """
+    n = len(log_sizes)
+    if count >= n:
+        return list(range(n))
+    points = [log_centre + log_span * (i / (count - 1) - 0.5) for i in range(count)]
+    inf = float("inf")
+    # cost[k][i]: best cost of matching points[0..k] with rung i taking point k
+    cost = [[inf] * n for _ in range(count)]
+    back = [[-1] * n for _ in range(count)]
+    for i in range(n):
+        cost[0][i] = (log_sizes[i] - points[0]) ** 2
+    for k in range(1, count):
+        best, arg = inf, -1
+        for i in range(k, n):
+            if cost[k - 1][i - 1] < best:
+                best, arg = cost[k - 1][i - 1], i - 1
+            cost[k][i] = best + (log_sizes[i] - points[k]) ** 2
+            back[k][i] = arg
+    i = min(range(count - 1, n), key=lambda j: (cost[count - 1][j], j))
+    chosen = [i]
+    for k in range(count - 1, 0, -1):
+        i = back[k][i]
+        chosen.append(i)
+    return sorted(chosen)
+
+
+def make_plan(spec: StudySpec, centres: dict[float, tuple[float, str]] | None = None) -> Plan:
+    """Plan every run of ``spec``.
+
+    ``centres`` maps a budget (FLOPs) to ``(N*, source)``: the non-embedding parameter count its
+    grid is centred on and where that came from ("prior" or "fit"); budgets missing from it use
+    the spec's prior. Units: budgets and FLOPs columns in training FLOPs; ``tokens`` in image tokens.
+    """
+    from ditscale.flops import forward_macs, images_for_flops, tokens_per_image, train_flops_6nd, train_flops_exact
+    from ditscale.train.schedules import width_scaled_lr
+
+    centres = dict(centres or {})
+    sizes = ladder_sizes(spec)
+    log_n = [math.log(p.non_embedding) for _, _, p in sizes]
+    runs: list[PlannedRun] = []
+    dropped: list[PlannedRun] = []
+    warnings: list[str] = []
+    smallest = spec.budgets[0]
+    for bi, budget in enumerate(spec.budgets):
+        n_opt, source = centres.get(budget, (spec.prior.n_opt(budget), "prior"))
+        picked = choose_grid(log_n, math.log(n_opt), spec.models_per_budget, math.log(spec.span))
+        batch = spec.hparams.batch_for(budget, smallest)
+        repeated = set(picked) if bi < spec.repeat.budgets else set()
+        if repeated and spec.repeat.models:
+            near = sorted(picked, key=lambda i: (abs(log_n[i] - math.log(n_opt)), i))
+            repeated = set(near[: spec.repeat.models])
+        kept: list[PlannedRun] = []
+        for i in picked:
+            rung, cfg, pc = sizes[i]
+            seeds = [spec.seed] + (list(spec.repeat.seeds) if i in repeated else [])
+            images = int(images_for_flops(cfg, budget))
+            steps = math.ceil(images / batch) if images else 0
+            for seed in seeds:
+                run = PlannedRun(
+                    run_id=run_id_for(budget, rung, seed), budget=budget, depth=rung[0], hidden_size=rung[1],
+                    num_heads=rung[2], params=int(pc.total), params_non_embedding=int(pc.non_embedding),
+                    macs_per_image=int(forward_macs(cfg).total), images=images,
+                    tokens=images * int(tokens_per_image(cfg)), batch_size=batch, steps=steps,
+                    lr=width_scaled_lr(spec.hparams.lr, rung[1], spec.hparams.width_rule, spec.hparams.base_width),
+                    warmup_steps=int(round(spec.hparams.warmup_fraction * steps)),
+                    flops_exact=float(train_flops_exact(cfg, images)), flops_6nd=float(train_flops_6nd(cfg, images)),
+                    seed=seed, role="grid" if seed == spec.seed else "repeat", n_opt=float(n_opt), centre=source,
+                )
+                (kept if steps >= spec.min_steps else dropped).append(run)
+        short = [r for r in dropped if r.budget == budget and r.seed == spec.seed]
+        if short:
+            warnings.append(
+                f"budget {fmt_flops(budget)}: dropped {len(short)} run(s) with fewer than min_steps={spec.min_steps} "
+                f"steps ({', '.join(f'{r.run_id} ({r.steps} steps)' for r in short)}); raise the budget or lower the batch"
+            )
+        sizes_kept = [r.params_non_embedding for r in kept if r.role == "grid"]
+        label = f"budget {fmt_flops(budget)}: predicted optimum N={n_opt:.3g} ({source})"
+        if len(sizes_kept) < 3:
+            warnings.append(f"{label}: only {len(sizes_kept)} runs left, too few for an isoFLOP parabola")
+        elif n_opt <= min(sizes_kept):
+            why = "the smallest model of the family is too big" if picked[0] == 0 else "its smaller models were dropped"
+            warnings.append(f"{label} is below the grid ({min(sizes_kept):.3g}..{max(sizes_kept):.3g}): {why}; add smaller rungs")
+        elif n_opt >= max(sizes_kept):
+            why = "the largest model of the family is too small" if picked[-1] == len(sizes) - 1 else \
+                f"its larger models were dropped (fewer than {spec.min_steps} steps)"
+            warnings.append(f"{label} is above the grid ({min(sizes_kept):.3g}..{max(sizes_kept):.3g}): {why}")
+        runs.extend(kept)
+    return Plan(runs=runs, warnings=warnings, dropped=dropped)
+
+
+def read_plan_csv(text: str) -> list[dict]:
+    """Rows of a ``plan.csv`` (numbers parsed) as dicts."""
+    rows = []
+    for row in csv.DictReader(io.StringIO(text)):
+        out = {}
+        for k, v in row.items():
+            for conv in (int, float):
+                try:
+                    out[k] = conv(v)
+                    break
+                except (TypeError, ValueError):
+                    continue
+            else:
+                out[k] = v
+        rows.append(out)
+    return rows

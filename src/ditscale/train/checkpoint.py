@@ -1,0 +1,214 @@
+"""Crash-safe training checkpoints.
+
+Layout of ``OUT/checkpoints/step_XXXXXXXX/`` (step = optimizer steps completed)::
+
+    model.safetensors      raw weights; metadata "ditscale" = {"model": DiTConfig, "diffusion": DiffusionConfig}
+    ema.safetensors        EMA weights, same metadata (``ditscale sample`` loads either)
+    optimizer.safetensors  optimizer state tensors, flattened as "<param name>::<state name>"
+    [text_encoder.safetensors]  a trained text encoder, when there is one
+    state.json             step, data position, RNG states, accumulators, optimizer param groups,
+                           and the SHA-256 of every other file
+
+A checkpoint is written into a hidden temporary folder (every file fsynced), then renamed into
+place and the parent folder fsynced, so a killed writer leaves either nothing or a complete
+checkpoint. :func:`latest_checkpoint` returns the newest checkpoint whose checksums verify and
+skips corrupt or truncated ones with a warning.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import random
+import re
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from ditscale.errors import CheckpointError
+from ditscale.io import _fsync_dir, sha256_file
+
+STEP_DIR = re.compile(r"^step_(\d{8,})$")
+SEP = "::"
+
+
+def step_dir_name(step: int) -> str:
+    """Folder name of the checkpoint after ``step`` optimizer steps (``step_00000100``)."""
+    return f"step_{step:08d}"
+
+
+def weights_metadata(model_config: dict, diffusion_config: dict) -> dict[str, str]:
+    """Safetensors metadata shared with ``ditscale.models.io``: {"ditscale": JSON of both configs}."""
+    return {"ditscale": json.dumps({"model": model_config, "diffusion": diffusion_config})}
+
+
+# Optimizer state <-> flat tensors --------------------------------------------------------------
+def flatten_optimizer_state(osd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimizer state dict keyed by parameter name (``get_optimizer_state_dict``) into
+    flat tensors ``{"<param>::<key>": tensor}`` and a JSON-ready remainder."""
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for pname, st in osd["state"].items():
+        for key, val in st.items():
+            if isinstance(val, torch.Tensor):
+                tensors[f"{pname}{SEP}{key}"] = val.detach().to("cpu", copy=True).contiguous()
+            else:
+                scalars.setdefault(str(pname), {})[key] = val
+    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in osd["param_groups"]]
+    return tensors, {"param_groups": groups, "scalars": scalars}
+
+
+def unflatten_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    """Inverse of :func:`flatten_optimizer_state`."""
+    state: dict[str, dict[str, Any]] = {}
+    for flat, val in tensors.items():
+        pname, key = flat.rsplit(SEP, 1)
+        state.setdefault(pname, {})[key] = val
+    for pname, st in meta.get("scalars", {}).items():
+        state.setdefault(pname, {}).update(st)
+    groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in meta["param_groups"]]
+    return {"state": state, "param_groups": groups}
+
+
+# RNG states (a safety net: every per-step draw is seeded by (seed, step) anyway) ---------------
+def _b64(t: torch.Tensor) -> str:
+    return base64.b64encode(t.numpy().tobytes()).decode("ascii")
+
+
+def rng_state() -> dict[str, Any]:
+    """The torch (CPU and CUDA), numpy and python RNG states, JSON-ready."""
+    np_state = np.random.get_state()
+    out = {
+        "torch": _b64(torch.get_rng_state()),
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["cuda"] = [_b64(s) for s in torch.cuda.get_rng_state_all()]
+    return out
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore states written by :func:`rng_state` (missing parts are left alone)."""
+    if "torch" in state:
+        torch.set_rng_state(torch.frombuffer(bytearray(base64.b64decode(state["torch"])), dtype=torch.uint8))
+    if "numpy" in state:
+        name, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    if "python" in state:
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        states = [torch.frombuffer(bytearray(base64.b64decode(s)), dtype=torch.uint8) for s in state["cuda"]]
+        if len(states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(states)
+
+
+# Writing ---------------------------------------------------------------------------------------
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as fh:
+        os.fsync(fh.fileno())
+
+
+def write_checkpoint(
+    root: str | Path,
+    step: int,
+    weights: dict[str, tuple[dict[str, torch.Tensor], dict[str, str] | None]],
+    state: dict[str, Any],
+    *,
+    keep: int | None = None,
+) -> Path:
+    """Write ``root/step_XXXXXXXX`` atomically and return its path.
+
+    ``weights`` maps a file stem ("model", "ema", "optimizer", ...) to (tensors, safetensors
+    metadata); ``state`` (JSON-ready) goes to ``state.json`` with ``"step"`` and ``"files"``
+    (name -> SHA-256) added. Then only the newest ``keep`` checkpoints are kept.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / step_dir_name(step)
+    tmp = root / f".tmp_{step_dir_name(step)}_{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    files = {}
+    for stem, (tensors, meta) in weights.items():
+        path = tmp / f"{stem}.safetensors"
+        save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(path), metadata=meta)
+        _fsync_file(path)
+        files[path.name] = sha256_file(path)
+    body = {**state, "step": int(step), "files": files}
+    path = tmp / "state.json"
+    path.write_text(json.dumps(body, indent=1, allow_nan=False) + "\n")
+    _fsync_file(path)
+    _fsync_dir(tmp)
+    if final.exists():  # e.g. a re-run of the same step after a crash between save and prune
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync_dir(root)
+    if keep is not None:
+        prune_checkpoints(root, keep)
+    return final
+
+
+def list_checkpoints(root: str | Path) -> list[tuple[int, Path]]:
+    """(step, path) of every ``step_*`` folder under ``root``, newest first (not verified)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := STEP_DIR.match(p.name))]
+    return sorted(found, reverse=True)
+
+
+def prune_checkpoints(root: str | Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` checkpoints, and leftover temporary folders."""
+    root = Path(root)
+    for _, path in list_checkpoints(root)[keep:]:
+        shutil.rmtree(path, ignore_errors=True)
+    for path in root.glob(".tmp_step_*"):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# Reading ---------------------------------------------------------------------------------------
+def verify_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The parsed ``state.json`` of checkpoint ``path`` after checking every file's SHA-256.
+
+    Raises :class:`CheckpointError` saying what is wrong (missing file, bad JSON, checksum mismatch).
+    """
+    path = Path(path)
+    try:
+        state = json.loads((path / "state.json").read_text())
+        files = state["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise CheckpointError(f"checkpoint {path} has a missing or unreadable state.json") from None
+    for name, digest in files.items():
+        f = path / name
+        if not f.is_file():
+            raise CheckpointError(f"checkpoint {path} is missing {name}")
+        if sha256_file(f) != digest:
+            raise CheckpointError(f"checkpoint {path}: {name} does not match its SHA-256 (corrupt or truncated)")
+    return state
+
+
+def latest_checkpoint(root: str | Path) -> tuple[Path, dict[str, Any]] | None:
+    """(path, state) of the newest checkpoint under ``root`` that verifies, or None.
+
+    Checkpoints that fail verification are skipped with a warning naming them.
+    """
+    for _, path in list_checkpoints(root):
+        try:
+            return path, verify_checkpoint(path)
+        except CheckpointError as err:
+            warnings.warn(f"skipping checkpoint: {err}; resuming from an older one", stacklevel=2)
+    return None
+
+
+def load_tensors(path: str | Path, stem: str, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """The tensors of ``<checkpoint>/<stem>.safetensors``."""
+    return load_file(str(Path(path) / f"{stem}.safetensors"), device=str(device))

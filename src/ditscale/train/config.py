@@ -1,0 +1,292 @@
+"""Training configs (pure Python; no torch import, so study planning can build and inspect them).
+
+A run is described by one :class:`TrainConfig`, built strictly with :func:`ditscale.config.from_dict`
+(unknown keys raise :class:`ConfigError` naming them) from a preset
+(``ditscale/presets/train/NAME.yaml``) or a YAML file, plus dotted overrides::
+
+    cfg = load_train_config("tiny", ["optim.lr=3e-4", "max_steps=200"])
+
+The defaults are the DiT recipe (Peebles & Xie 2022, Sec. 4): AdamW, lr 1e-4 constant, no weight
+decay, EMA decay 0.9999, global batch 256.
+
+The ``model``, ``diffusion`` and ``data`` sections are kept as plain mappings here and are
+validated strictly by their own modules' configs (``DiTConfig``, ``DiffusionConfig``,
+``DataConfig``) in :func:`load_train_config` and at the start of training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ditscale.config import apply_overrides, from_dict, load_yaml, to_dict
+from ditscale.errors import ConfigError
+from ditscale.models.config import DiTConfig
+
+PRESET_DIR = Path(__file__).resolve().parent.parent / "presets" / "train"
+
+
+@dataclass
+class OptimConfig:
+    """AdamW and its learning-rate schedule.
+
+    Attributes:
+        lr: peak learning rate (before the width rule).
+        betas, eps, weight_decay: AdamW hyper-parameters (DiT: (0.9, 0.999), 1e-8, 0).
+        grad_clip: max global gradient L2 norm, or None for no clipping.
+        warmup_steps: linear warmup from 0 to the peak lr over this many optimizer steps.
+        schedule: "constant", "cosine" (to ``min_lr_ratio * lr`` at the last step) or "wsd"
+            (warmup-stable-decay: constant, then a linear cooldown over the last ``cooldown_frac``
+            of the run to ``min_lr_ratio * lr``).
+        cooldown_frac: fraction of the total steps used by the "wsd" cooldown.
+        min_lr_ratio: final lr / peak lr for "cosine" and "wsd".
+        width_rule: "none", "inverse" (lr * base_width / hidden_size, the muP rule for Adam on
+            hidden weights) or "inverse_sqrt" (lr * sqrt(base_width / hidden_size)).
+        base_width: the hidden size at which ``lr`` is the tuned value (needed by a width rule).
+    """
+
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    grad_clip: float | None = None
+    warmup_steps: int = 0
+    schedule: Literal["constant", "cosine", "wsd"] = "constant"
+    cooldown_frac: float = 0.2
+    min_lr_ratio: float = 0.0
+    width_rule: Literal["none", "inverse", "inverse_sqrt"] = "none"
+    base_width: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ConfigError(f"optim.lr must be positive, got {self.lr}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ConfigError(f"optim.grad_clip must be positive or null, got {self.grad_clip}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if not 0.0 <= self.cooldown_frac <= 1.0:
+            raise ConfigError(f"optim.cooldown_frac must be in [0, 1], got {self.cooldown_frac}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ConfigError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.width_rule != "none" and (self.base_width is None or self.base_width <= 0):
+            raise ConfigError(
+                f"optim.width_rule={self.width_rule!r} needs optim.base_width (the width the lr was tuned at)"
+            )
+
+
+@dataclass
+class ValConfig:
+    """Low-noise validation loss on a fixed held-out set (see :mod:`ditscale.train.validate`).
+
+    Attributes:
+        every: evaluate every this many optimizer steps (0: only at the end of the run).
+        num_images: first ``num_images`` images of the "val" split (0 disables validation).
+        num_timesteps: size of the fixed timestep grid; every image is evaluated at every grid point.
+        batch_size: images x timesteps per forward pass (does not change the result).
+        seed: seed of the fixed validation noise (keep it equal across the runs of a study).
+        buckets: number of equal timestep buckets reported in ``val_loss_buckets``.
+        weights: which weights give the headline ``val_loss``: "raw" (default; EMA with decay
+            0.9999 is meaningless for short scaling runs) or "ema". Both are always recorded.
+    """
+
+    every: int = 0
+    num_images: int = 256
+    num_timesteps: int = 8
+    batch_size: int = 256
+    seed: int = 0
+    buckets: int = 4
+    weights: Literal["raw", "ema"] = "raw"
+
+    def __post_init__(self) -> None:
+        for name in ("every", "num_images"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"val.{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("num_timesteps", "batch_size", "buckets"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"val.{name} must be positive, got {getattr(self, name)}")
+        if self.buckets > self.num_timesteps:
+            raise ConfigError(
+                f"val.buckets ({self.buckets}) exceeds val.num_timesteps ({self.num_timesteps}); lower buckets"
+            )
+
+
+@dataclass
+class TrainConfig:
+    """One training run.
+
+    Attributes:
+        model: DiT config fields, optionally with ``name`` (a paper config such as "DiT-S/2");
+            ``in_channels``, ``num_classes`` and ``input_size`` default to the dataset's.
+        diffusion: :class:`ditscale.diffusion.DiffusionConfig` fields.
+        data: :class:`ditscale.data.DataConfig` fields.
+        optim: :class:`OptimConfig`.
+        batch_size: global batch in images (split over ranks).
+        max_steps: optimizer steps to run; exactly one of ``max_steps`` and ``flops``.
+        flops: exact training-compute budget in FLOPs (3 x forward MACs x 2 per image); the run
+            trains on floor(flops / per-image FLOPs) images, the last batch smaller.
+        ema_decay: decay of the exponential moving average of the weights (DiT: 0.9999).
+        val: :class:`ValConfig`.
+        log_every: write a metrics line every this many steps.
+        ckpt_every: write a checkpoint every this many steps (0: only at the end).
+        keep_checkpoints: newest checkpoints kept (older ones deleted).
+        seed: seed of the model init and of every per-step random draw.
+        device: "auto" (cuda when available), "cpu" or "cuda".
+        precision: "fp32" or "bf16" (bf16 autocast on GPU only; on CPU a warning and fp32).
+        compile: ``torch.compile`` the model (GPU only; ignored with a warning on CPU).
+        text_encoder: None, "word" (a small word-embedding encoder trained with the model) or a
+            Hugging Face model path/id (frozen), for text-conditioned models.
+        fsdp: shard with FSDP2 (``fully_shard`` per block and the root) instead of DDP.
+        peak_flops: peak FLOP/s used for MFU; None = measured fp32 matmul peak on CPU, the known
+            bf16 peak of the GPU by name.
+        tensorboard: also write TensorBoard scalars to ``OUT/tb`` (when tensorboard is installed).
+
+    DataLoader workers are ``data.num_workers``.
+    """
+
+    model: dict[str, Any] = field(default_factory=dict)
+    diffusion: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    batch_size: int = 256
+    max_steps: int | None = None
+    flops: float | None = None
+    ema_decay: float = 0.9999
+    val: ValConfig = field(default_factory=ValConfig)
+    log_every: int = 10
+    ckpt_every: int = 1000
+    keep_checkpoints: int = 2
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"
+    compile: bool = False
+    text_encoder: str | None = None
+    fsdp: bool = False
+    peak_flops: float | None = None
+    tensorboard: bool = False
+
+    def __post_init__(self) -> None:
+        if self.batch_size <= 0:
+            raise ConfigError(f"batch_size must be positive, got {self.batch_size}")
+        if (self.max_steps is None) == (self.flops is None):
+            raise ConfigError(
+                "give exactly one of max_steps and flops (a step count or an exact training-FLOP budget); "
+                f"got max_steps={self.max_steps}, flops={self.flops}"
+            )
+        if self.max_steps is not None and self.max_steps <= 0:
+            raise ConfigError(f"max_steps must be positive, got {self.max_steps}")
+        if self.flops is not None and self.flops <= 0:
+            raise ConfigError(f"flops must be positive, got {self.flops}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        for name in ("log_every", "keep_checkpoints"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.ckpt_every < 0:
+            raise ConfigError(f"ckpt_every must be >= 0, got {self.ckpt_every}")
+        for name in ("model", "diffusion", "data"):
+            if not isinstance(getattr(self, name), dict):
+                raise ConfigError(f"{name} must be a mapping of its config fields")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data copy (YAML/JSON-ready)."""
+        return to_dict(self)
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        """A validated copy with some top-level fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    # Typed views of the sections owned by other modules (imported lazily) -----------------------
+    def diffusion_config(self):
+        """The :class:`ditscale.diffusion.config.DiffusionConfig` of this run (strict)."""
+        from ditscale.diffusion.config import DiffusionConfig
+
+        return from_dict(DiffusionConfig, self.diffusion, where="diffusion")
+
+    def data_config(self):
+        """The :class:`ditscale.data.config.DataConfig` of this run (strict)."""
+        from ditscale.data.config import DataConfig
+
+        return from_dict(DataConfig, self.data, where="data")
+
+    def model_config(self, *, text=None):
+        """The resolved :class:`~ditscale.models.config.DiTConfig` of this run.
+
+        Unless given in ``model``: ``in_channels``, ``input_size`` and ``num_classes`` come from
+        ``dataset_info(data)`` (channels, image side, classes), ``learn_sigma`` from the diffusion
+        process (True only for gaussian with learned variance); with a text encoder ``text``
+        (``.context_dim``, ``.max_length``) ``conditioning`` defaults to "text" and
+        ``context_dim``/``context_len`` to the encoder's.
+        """
+        from ditscale.models.config import resolve_config
+
+        spec = dict(self.model)
+        name = spec.pop("name", None)
+        unknown = [k for k in spec if k not in _DIT_FIELDS]
+        if unknown:
+            from_dict(DiTConfig, spec, where="model")  # raises the standard unknown-key message
+        from ditscale.data import dataset_info
+
+        info = dataset_info(self.data_config())
+        filled = {"in_channels": info.channels, "input_size": info.image_size, "num_classes": info.num_classes}
+        for key, value in filled.items():
+            if key not in spec and value:
+                spec[key] = value
+        spec.setdefault("learn_sigma", self.diffusion_config().learns_sigma)
+        if text is not None:
+            spec.setdefault("conditioning", "text")
+            spec.setdefault("context_dim", int(text.context_dim))
+            spec.setdefault("context_len", int(text.max_length))
+        return resolve_config(name, **spec) if name else resolve_config(spec)
+
+
+_DIT_FIELDS = tuple(f.name for f in dataclasses.fields(DiTConfig))
+
+
+def preset_names() -> list[str]:
+    """Names of the built-in training presets."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def load_train_dict(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """The raw mapping of a preset name or YAML path with dotted overrides applied (not validated)."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        data = load_yaml(path)
+    else:
+        preset = PRESET_DIR / f"{name_or_path}.yaml"
+        if not preset.is_file():
+            raise ConfigError(
+                f"unknown training config {str(name_or_path)!r}: not a YAML file nor a preset; "
+                f"presets: {', '.join(preset_names())}"
+            )
+        data = load_yaml(preset)
+    return apply_overrides(data, list(overrides))
+
+
+def load_train_config(
+    name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = (), *, check_sections: bool = True
+) -> TrainConfig:
+    """Build a :class:`TrainConfig` from a preset name or YAML path plus ``key.path=value`` overrides.
+
+    With ``check_sections`` the ``model``/``diffusion``/``data`` sections are also validated by
+    their modules' configs, so a typo anywhere is a one-line :class:`ConfigError` naming the key.
+    """
+    cfg = from_dict(TrainConfig, load_train_dict(name_or_path, overrides), where="train config")
+    if check_sections:
+        check_config(cfg)
+    return cfg
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """Validate the sections owned by other modules (raises :class:`ConfigError` naming bad keys)."""
+    cfg.diffusion_config()
+    cfg.data_config()
+    spec = {k: v for k, v in cfg.model.items() if k != "name"}
+    if any(k not in _DIT_FIELDS for k in spec):
+        from_dict(DiTConfig, spec, where="model")
+    if cfg.model.get("name"):
+        from ditscale.models.config import named_config
+
+        named_config(str(cfg.model["name"]))

@@ -1,0 +1,143 @@
+"""Run metrics: ``OUT/metrics.jsonl``, optional TensorBoard, a tqdm bar, and MFU.
+
+MFU (model FLOPs utilisation) = achieved training FLOP/s / peak FLOP/s, where the achieved rate
+counts the exact model FLOPs (3 x forward MACs x 2 per image, ``ditscale.flops``) of the images
+processed per second, and the peak is ``peak_flops`` from the config, else the dense bf16 peak of
+a known GPU, else (CPU) a short fp32 matmul measurement made once per process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ditscale.io import append_jsonl
+
+# Dense (no sparsity) bf16 tensor-core peaks in FLOP/s, from the vendors' data sheets.
+GPU_BF16_PEAK_FLOPS: dict[str, float] = {
+    "H200": 989e12,
+    "H100 SXM": 989e12,
+    "H100 80GB HBM3": 989e12,
+    "H100 NVL": 835e12,
+    "H100 PCIe": 756e12,
+    "H100": 756e12,
+    "GH200": 989e12,
+    "B200": 2250e12,
+    "A100": 312e12,
+    "A800": 312e12,
+    "L40S": 362e12,
+    "L4": 121e12,
+    "A10G": 70e12,
+    "A10": 125e12,
+    "RTX 4090": 165e12,
+    "RTX 3090": 71e12,
+}
+
+_MEASURED_PEAK: dict[str, float] = {}
+
+
+def gpu_peak_flops(device_name: str) -> float | None:
+    """Dense bf16 peak FLOP/s of a GPU from its ``torch.cuda.get_device_name`` (None if unknown)."""
+    for key in sorted(GPU_BF16_PEAK_FLOPS, key=len, reverse=True):  # most specific name first
+        if key.lower() in device_name.lower():
+            return GPU_BF16_PEAK_FLOPS[key]
+    return None
+
+
+def measure_matmul_peak(size: int = 512, seconds: float = 0.5, device: str = "cpu") -> float:
+    """Achieved fp32 FLOP/s of a square matmul (2 * size^3 FLOPs each) over ~``seconds``; cached."""
+    key = f"{device}:{size}"
+    if key not in _MEASURED_PEAK:
+        a = torch.randn(size, size, device=device)
+        b = torch.randn(size, size, device=device)
+        torch.mm(a, b)  # warm-up
+        n, start = 0, time.perf_counter()
+        while True:
+            torch.mm(a, b)
+            n += 1
+            elapsed = time.perf_counter() - start
+            if elapsed >= seconds:
+                break
+        _MEASURED_PEAK[key] = 2.0 * size**3 * n / elapsed
+    return _MEASURED_PEAK[key]
+
+
+def peak_flops(device: torch.device, configured: float | None = None) -> float | None:
+    """Peak FLOP/s used for MFU: ``configured``, else a known GPU's bf16 peak, else the measured CPU fp32 peak."""
+    if configured:
+        return float(configured)
+    if device.type == "cuda":
+        return gpu_peak_flops(torch.cuda.get_device_name(device))
+    return measure_matmul_peak()
+
+
+class MetricsLog:
+    """Appends records to ``OUT/metrics.jsonl`` (rank 0 only) and mirrors scalars to TensorBoard.
+
+    ``truncate_after(step)`` drops records past a resumed checkpoint, so the log of a resumed run
+    equals that of an uninterrupted one.
+    """
+
+    def __init__(self, out_dir: str | Path, *, enabled: bool = True, tensorboard: bool = False):
+        self.path = Path(out_dir) / "metrics.jsonl"
+        self.enabled = enabled
+        self.writer = None
+        if enabled and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(str(Path(out_dir) / "tb"))
+            except ImportError:  # tensorboard is optional
+                self.writer = None
+
+    def truncate_after(self, step: int) -> None:
+        """Keep only records with ``step <= step`` (atomic rewrite)."""
+        if not self.enabled or not self.path.exists():
+            return
+        from ditscale.io import atomic_write_text
+
+        kept = []
+        for line in self.path.read_text().splitlines():
+            try:
+                if json.loads(line).get("step", 0) <= step:
+                    kept.append(line)
+            except ValueError:
+                continue  # a line torn by a crash
+        atomic_write_text(self.path, "".join(k + "\n" for k in kept))
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        append_jsonl(self.path, record)
+        if self.writer is not None:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k != "step" and v is not None:
+                    self.writer.add_scalar(k, v, record["step"])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def read_metrics(out_dir: str | Path) -> list[dict[str, Any]]:
+    """All records of ``OUT/metrics.jsonl``."""
+    path = Path(out_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def progress_bar(total: int, initial: int, enabled: bool | None, desc: str = "train"):
+    """A tqdm bar over optimizer steps; shown when ``enabled`` or (None) when stderr is a terminal."""
+    from tqdm import tqdm
+
+    show = enabled if enabled is not None else sys.stderr.isatty()
+    if os.environ.get("RANK", "0") != "0":
+        show = False
+    return tqdm(total=total, initial=initial, desc=desc, disable=not show, dynamic_ncols=True, unit="step")

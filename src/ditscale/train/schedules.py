@@ -1,0 +1,63 @@
+"""Learning-rate schedules (pure math, no torch).
+
+``lr_at(step, total_steps, optim)`` is the learning rate used for optimizer step ``step``
+(0-based) of a run of ``total_steps`` steps. All schedules start with a linear warmup
+``lr * (step + 1) / warmup_steps`` for the first ``warmup_steps`` steps, then:
+
+- "constant": ``lr`` (the DiT recipe).
+- "cosine": ``lr * (m + (1 - m) * (1 + cos(pi * p)) / 2)`` with ``p`` going linearly from 0 at the
+  first step after warmup to 1 at the last step, ``m = min_lr_ratio``.
+- "wsd" (warmup-stable-decay): ``lr`` until the cooldown, which covers the last
+  ``round(cooldown_frac * total_steps)`` steps and decays linearly so the last step uses
+  ``lr * m``.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ditscale.train.config import OptimConfig
+
+
+def width_scaled_lr(lr: float, hidden_size: int, rule: str = "none", base_width: int | None = None) -> float:
+    """Peak lr after the width rule: "none" -> lr, "inverse" -> lr * base / width (muP for Adam),
+    "inverse_sqrt" -> lr * sqrt(base / width)."""
+    if rule == "none":
+        return lr
+    ratio = base_width / hidden_size
+    if rule == "inverse":
+        return lr * ratio
+    if rule == "inverse_sqrt":
+        return lr * math.sqrt(ratio)
+    raise ValueError(f"unknown width rule {rule!r}")
+
+
+def lr_factor(step: int, total_steps: int, optim: OptimConfig) -> float:
+    """Multiplier of the peak lr at 0-based optimizer ``step`` of ``total_steps`` (dimensionless)."""
+    warm = optim.warmup_steps
+    if step < warm:
+        return (step + 1) / warm
+    m = optim.min_lr_ratio
+    if optim.schedule == "constant":
+        return 1.0
+    if optim.schedule == "cosine":
+        span = total_steps - 1 - warm
+        p = 1.0 if span <= 0 else min(1.0, (step - warm) / span)
+        return m + (1.0 - m) * 0.5 * (1.0 + math.cos(math.pi * p))
+    if optim.schedule == "wsd":
+        cool = round(optim.cooldown_frac * total_steps)
+        start = total_steps - cool  # first cooldown step
+        if cool <= 0 or step < start:
+            return 1.0
+        # step start -> 1 - (1 - m) / cool, ..., last step (total - 1) -> m
+        p = (step - start + 1) / cool
+        return 1.0 - (1.0 - m) * min(1.0, p)
+    raise ValueError(f"unknown schedule {optim.schedule!r}")
+
+
+def lr_at(step: int, total_steps: int, optim: OptimConfig, hidden_size: int | None = None) -> float:
+    """Learning rate of 0-based optimizer ``step``: width-scaled peak lr x :func:`lr_factor`."""
+    peak = optim.lr
+    if hidden_size is not None:
+        peak = width_scaled_lr(optim.lr, hidden_size, optim.width_rule, optim.base_width)
+    return peak * lr_factor(step, total_steps, optim)
