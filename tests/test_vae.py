@@ -7,15 +7,6 @@ from ditscale.data.vae import VAE_SCALE, decode, downsample_factor, encode, enco
 from ditscale.errors import CheckpointError
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run much faster on one thread than with OpenMP threads fighting for a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def vae():
     return make_tiny_vae()
