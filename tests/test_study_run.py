@@ -123,6 +123,7 @@ print(execute_run(task))
 """
 
 
+@pytest.mark.slow
 def test_interrupted_study_completes_without_redoing_runs(study, tmp_path):
     src, _ = study
     out = tmp_path / "s"
@@ -192,6 +193,7 @@ def test_a_run_held_by_a_live_worker_is_left_alone(tmp_path):
         execute_run(changed)
 
 
+@pytest.mark.slow
 def test_submitit_local_executor_runs_one_run(tmp_path):
     spec = micro_spec()
     from ditscale.study.plan import make_plan
@@ -204,7 +206,7 @@ def test_submitit_local_executor_runs_one_run(tmp_path):
     assert seen == [(run.run_id, "trained")]
     res = json.loads((tmp_path / "runs" / run.run_id / "result.json").read_text())
     assert res["status"] == "done" and res["flops_exact"] == run.flops_exact
-    assert list((tmp_path / "slurm").glob("*/*_log.out"))  # submitit's job logs
+    assert list((tmp_path / "slurm").glob("*_0_log.out"))  # submitit's job logs
 
 
 def test_predict_and_compare_json(study, capsys):

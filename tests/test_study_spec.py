@@ -64,6 +64,9 @@ def test_valid_spec_sorts_budgets_and_builds_the_ladder():
         ({"train": {"batch_size": 4}}, "study-owned key 'batch_size' in train"),
         ({"repeat": {"budgets": 1, "seeds": [0]}}, "repeat.seeds contains the study seed 0"),
         ({"hparams": {"warmup_fraction": 1.5}}, "hparams.warmup_fraction must be in [0, 1)"),
+        ({"hparams": {"ema_fraction": 0.1}, "train": {"ema_decay": 0.99}}, "'ema_decay (set by hparams.ema_fraction)'"),
+        ({"laws": {"method": "parametric"}}, "studies fit isoFLOP profiles"),
+        ({"laws": {"bootstrapp": 10}}, "unknown key 'bootstrapp' in study spec.laws"),
     ],
 )
 def test_malformed_spec_is_a_one_line_config_error_naming_the_problem(changes, message):

@@ -170,12 +170,15 @@ def _compare(args) -> int:
         print(json.dumps(comp, indent=2))
         return 0
     print(f"A = {comp['a']['study']} ({comp['a']['dir']}), B = {comp['b']['study']} ({comp['b']['dir']})")
-    print(f"{'value':32s} {'A':>12s} {'B':>12s} {'A - B':>12s}  90% interval of A - B   resolved")
+    def cell(value: float, interval, sign: str = "") -> str:
+        text = f"{value:{sign}.4g}"
+        return text if not interval else f"{text} [{interval[0]:.4g}, {interval[1]:.4g}]"
+
+    print(f"{'value':28s} {'A (90% interval)':>30s} {'B (90% interval)':>30s} {'A - B (90% interval)':>32s}  resolved")
     for d in comp["differences"]:
-        ci = d["ci90"]
-        ci_s = "" if not ci else f"[{ci[0]:+.4g}, {ci[1]:+.4g}]"
         res = {True: "yes", False: "no", None: "-"}[d["resolved"]]
-        print(f"{d['name']:32s} {d['a']:12.4g} {d['b']:12.4g} {d['difference']:+12.4g}  {ci_s:22s} {res}")
+        a, b, diff = cell(d["a"], d["a_ci90"]), cell(d["b"], d["b_ci90"]), cell(d["difference"], d["ci90"], "+")
+        print(f"{d['name']:28s} {a:>30s} {b:>30s} {diff:>32s}  {res}")
     if comp["flops"] is not None:
         for k in ("a", "b"):
             est = comp[f"loss_{k}"]

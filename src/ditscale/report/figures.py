@@ -173,7 +173,7 @@ def laws_figure(laws: dict, path: str | Path, *, boot=None, target_flops: float 
         ax.set_xlabel("C, training FLOPs")
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.25)
-        ax.legend(fontsize=7, frameon=False, loc="best")
+        ax.legend(fontsize=7, frameon=False, loc="lower left" if key == "loss_opt" else "upper left")
     axes[0].set_title("compute-optimal model size")
     axes[1].set_title("compute-optimal data")
     axes[2].set_title("compute-optimal loss")

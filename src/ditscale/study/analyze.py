@@ -27,7 +27,6 @@ from ditscale.io import atomic_write_json
 from ditscale.study.spec import PAPER_LAWS, StudySpec, spec_from_dict
 
 
-
 def load_study_spec(out_dir: str | Path) -> StudySpec:
     """The spec a study folder was run with (``DIR/spec.yaml``)."""
     path = Path(out_dir) / "spec.yaml"
@@ -135,7 +134,7 @@ def tokens_per_image(spec: StudySpec) -> int:
 
 
 # -- noise ----------------------------------------------------------------------------------------
-def noise_summary(runs, fit) -> dict:
+def noise_summary(runs) -> dict:
     """Seed-to-seed spread vs the spread of the isoFLOP residuals, both relative to the loss.
 
     ``seed_spread``: pooled standard deviation of log loss among seed replicates of one (budget, N)
@@ -244,12 +243,13 @@ def parametric_summary(runs) -> dict | None:
     return out if all(math.isfinite(out.get(k, float("nan"))) for k in ("E", "A", "B", "alpha", "beta")) else None
 
 
-def predict_study(out_dir: str | Path, flops: float, *, fitted=None) -> dict:
+def predict_study(out_dir: str | Path, flops: float, *, fitted=None, with_backtest: bool = True) -> dict:
     """Compute-optimal model at ``flops`` training FLOPs from the study in ``out_dir`` (JSON-ready).
 
     Keys: ``flops``; ``n_opt`` (non-embedding params), ``d_opt`` (tokens), ``images_opt`` (images),
     ``loss_opt``, each ``{"value", "ci90"}``; ``nearest`` (the family member nearest N_opt:
-    name, depth, hidden_size, num_heads, params, params_total); ``backtest`` (see :func:`backtest_study`).
+    name, depth, hidden_size, num_heads, params, params_total, in_ladder); ``tokens_per_image``;
+    ``backtest`` (see :func:`backtest_study`; unless ``with_backtest`` is False); ``warnings``.
     """
     from ditscale.flops import param_counts
     from ditscale.laws import predict
@@ -271,12 +271,13 @@ def predict_study(out_dir: str | Path, flops: float, *, fitted=None) -> dict:
                       "params": int(param_counts(cfg).non_embedding), "params_total": int(param_counts(cfg).total),
                       "in_ladder": rung in spec.family.ladder()}
     out["tokens_per_image"] = tpi
-    out["backtest"] = backtest_study(runs, spec)["rows"]
+    if with_backtest:
+        out["backtest"] = backtest_study(runs, spec)["rows"]
     out["warnings"] = warns
     return out
 
 
-def _wall(out_dir: Path, runs_csv) -> dict:
+def _wall(out_dir: Path) -> dict:
     try:
         data = json.loads((out_dir / "wall.json").read_text())
     except (OSError, ValueError):
@@ -313,12 +314,11 @@ def analyze_study(out_dir: str | Path, spec: StudySpec | None = None, *, report:
     laws["parametric"] = parametric_summary(runs)
     laws["backtest"] = bt["rows"]
     laws["backtest_fit"] = bt["fit"]
-    laws["prediction"] = predict_study(out_dir, spec.target_flops, fitted=(runs, fit, boot, warns))
-    laws["prediction"].pop("backtest", None)
-    laws["noise"] = noise_summary(runs, fit)
+    laws["prediction"] = predict_study(out_dir, spec.target_flops, fitted=(runs, fit, boot, warns), with_backtest=False)
+    laws["noise"] = noise_summary(runs)
     laws["paper"] = PAPER_LAWS
     laws["warnings"] = warns
-    laws["wall_time"] = _wall(out_dir, runs)
+    laws["wall_time"] = _wall(out_dir)
     atomic_write_json(out_dir / "laws.json", laws)
     if report:
         from ditscale.report import write_report
@@ -335,7 +335,8 @@ def compare_studies(dir_a: str | Path, dir_b: str | Path, *, flops: float | None
 
     _, fa, ba, _ = fit_study(dir_a)
     _, fb, bb, _ = fit_study(dir_b, seed_offset=1)  # independent bootstraps, also for a study compared with itself
-    comp = compare(fa, ba, fb, bb, flops=flops)
+    with np.errstate(over="ignore", invalid="ignore"):  # heavy-tailed bootstrap coefficients
+        comp = compare(fa, ba, fb, bb, flops=flops)
     out = comp.to_dict()
     ci = lambda boot, name: None if boot is None else boot.ci90(name)  # noqa: E731
     for d in out["differences"]:

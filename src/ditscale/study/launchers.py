@@ -15,6 +15,7 @@ where ``outcome`` is what :func:`ditscale.study.run.execute_run` returned ("trai
 from __future__ import annotations
 
 import concurrent.futures as cf
+from concurrent.futures.process import BrokenProcessPool
 import multiprocessing
 import os
 import time
@@ -82,14 +83,18 @@ class LocalLauncher:
             return
         pool = self._ensure_pool()
         futures = {pool.submit(_local_entry, t): t for t in tasks}
+        broken = False
         try:
             for fut in cf.as_completed(futures):
                 task = futures[fut]
                 try:
                     outcome = fut.result()
                 except Exception as err:  # a crashed worker process (BrokenProcessPool) or an unexpected bug
+                    broken |= isinstance(err, BrokenProcessPool)
                     outcome = f"failed: {type(err).__name__}: {err}"
                 on_done(task, outcome)
+            if broken:  # a worker died (e.g. killed): the next call starts a fresh pool
+                self.close(wait=False)
         except BaseException:
             for fut in futures:
                 fut.cancel()
@@ -145,7 +150,7 @@ class SlurmLauncher:
         import submitit
 
         o = self.options
-        ex = submitit.AutoExecutor(folder=str(self.folder / "%j"), cluster=o.cluster)
+        ex = submitit.AutoExecutor(folder=str(self.folder), cluster=o.cluster)
         params = dict(timeout_min=o.time_min, tasks_per_node=o.tasks_per_node, cpus_per_task=o.cpus_per_task,
                       gpus_per_node=o.gpus_per_node, name="ditscale-study")
         if o.mem_gb is not None:

@@ -163,6 +163,8 @@ def train_config(spec: StudySpec, rung: tuple[int, int, int], *, budget: float, 
     )
     extra = dict(spec.train)
     extra.setdefault("ckpt_every", max(25, steps // 4))
+    if hp.ema_fraction is not None:
+        extra["ema_decay"] = hp.ema_decay_for(steps)
     data = {
         "model": {**spec.family.model, "depth": d, "hidden_size": w, "num_heads": h},
         "diffusion": dict(spec.diffusion),

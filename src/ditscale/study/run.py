@@ -5,7 +5,7 @@ Folder layout (``DIR``)::
     spec.yaml            the spec, as run
     plan.csv             the planned runs; a budget's rows are frozen once it starts
     runs/<run_id>/       one training run folder each (``ditscale.train``): result.json, checkpoints, ...
-        study.json       the run's plan row and the SHA-256 of its TrainConfig
+        study.json       the SHA-256 of its TrainConfig (resume-safe keys left out) and its CPU seconds
         run.lock         held while a worker trains it (see :mod:`ditscale.study.locks`)
         failed.json      why it failed (a later ``study run --retry-failed`` tries again)
     runs.csv             one row per finished run (flops, params, tokens, loss, budget, run_id, seed)
@@ -14,7 +14,7 @@ Folder layout (``DIR``)::
 Idempotent and resumable: a run with a valid ``result.json`` is never trained again; a run
 stopped midway resumes from its own last checkpoint; a study stopped midway continues with the
 runs not done. Budgets run from the smallest up: with ``adaptive`` the two smallest run first
-(centred on the prior), every later budget is centred on the law fitted to the budgets done.
+(centred on the prior), every later budget is centred from the budgets done (``analyze.fit_so_far``).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import yaml
 from ditscale.errors import ConfigError, DitscaleError
 from ditscale.io import atomic_write_json, atomic_write_text
 from ditscale.study.launchers import LocalLauncher, RunTask, SlurmLauncher, threads_per_worker
-from ditscale.study.plan import COLUMNS, Plan, PlannedRun, fmt_flops, make_plan, read_plan_csv, train_config
+from ditscale.study.plan import Plan, PlannedRun, fmt_flops, make_plan, read_plan_csv, train_config
 from ditscale.study.spec import StudySpec
 
 RUNS_CSV_COLUMNS = ["run_id", "budget", "seed", "role", "depth", "hidden_size", "num_heads", "params",
@@ -125,7 +125,7 @@ def execute_run(task: RunTask, main_rank: bool = True) -> str:
             if main_rank:
                 atomic_write_json(run_dir / "failed.json", {"run_id": task.run_id, "error": str(err), "time": time.time()})
             return f"failed: {err}"
-        if main_rank:  # CPU seconds of this process (all its threads): the run's cost on a machine of its own
+        if main_rank:  # CPU seconds (all threads) of the call that finished the run: its cost on an idle machine
             atomic_write_json(run_dir / "study.json", {"run_id": task.run_id, "config_sha": task.config_sha,
                                                       "cpu_s": round(time.process_time() - cpu0, 3)})
         return "trained"
@@ -190,6 +190,7 @@ def _write_plan(out_dir: Path, runs: list[PlannedRun]) -> None:
 
 
 def task_for(spec: StudySpec, out_dir: Path, run: PlannedRun, threads: int = 1) -> RunTask:
+    """The :class:`RunTask` of a planned run of study folder ``out_dir`` (``threads`` 0: leave torch's)."""
     cfg = train_config(spec, (run.depth, run.hidden_size, run.num_heads), budget=run.budget,
                        batch_size=run.batch_size, steps=run.steps, seed=run.seed).to_dict()
     return RunTask(run_id=run.run_id, run_dir=str(out_dir / "runs" / run.run_id), config=cfg,
@@ -302,6 +303,7 @@ def run_study(
     trained, skipped, failed, busy = [], [], [], []
     budget_left = math.inf if max_runs is None else max_runs
     bar = None
+    submitted, n_done = [0], [0]
     try:
         for stage in _stages(spec):
             plan = current_plan(spec, out)
@@ -312,7 +314,7 @@ def run_study(
                     echo(f"warning: {w}")
             all_runs = [r for b in spec.budgets for r in (frozen.get(b) or [])] + \
                 [r for r in stage_runs if r.budget not in frozen]
-            all_runs.sort(key=lambda r: (spec.budgets.index(r.budget), r.params_non_embedding, r.seed))
+            all_runs.sort(key=lambda r: (r.budget, r.params_non_embedding, r.seed))
             _write_plan(out, all_runs)
             tasks = []
             for run in stage_runs:
@@ -333,18 +335,16 @@ def run_study(
             if not tasks:
                 continue
             budget_left -= len(tasks)
+            # the bar advances by each run's FLOPs (so the ETA weighs runs by their cost) and counts runs
             if bar is None and progress:
-                bar = tqdm(total=0, unit="FLOP", unit_scale=True, dynamic_ncols=True, desc=f"study {spec.name}",
-                           bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix} [{elapsed}<{remaining}]")
-                bar.set_postfix_str("0 runs")
+                bar = tqdm(total=0, dynamic_ncols=True, bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]")
+            submitted[0] += len(tasks)
             if bar is not None:
                 bar.total += sum(t.flops for t in tasks)
-                bar.refresh()
-            n_stage = len(tasks)
-            done_stage = [0]
+                bar.set_description_str(f"study {spec.name}: {n_done[0]}/{submitted[0]} runs")
 
             def on_done(task: RunTask, outcome: str) -> None:
-                done_stage[0] += 1
+                n_done[0] += 1
                 if outcome == "trained":
                     trained.append(task.run_id)
                 elif outcome == "done":
@@ -355,8 +355,8 @@ def run_study(
                     failed.append(task.run_id)
                     echo(f"warning: run {task.run_id} {outcome}")
                 if bar is not None:
+                    bar.set_description_str(f"study {spec.name}: {n_done[0]}/{submitted[0]} runs", refresh=False)
                     bar.update(task.flops)
-                    bar.set_postfix_str(f"{len(trained) + len(skipped)} runs done, stage {done_stage[0]}/{n_stage}")
 
             runner.run(tasks, on_done)
             if budget_left <= 0:

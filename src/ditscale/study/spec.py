@@ -169,6 +169,9 @@ class HparamConfig:
         batch_size: images per optimizer step at the smallest budget.
         batch_exponent: batch = batch_size * (budget / smallest budget) ** batch_exponent, rounded
             to a power of two (0: the same batch for every run).
+        ema_fraction: average the weights over the last ``ema_fraction`` of each run: EMA decay
+            ``1 - 1 / (ema_fraction * steps)`` (None: the run's ``train.ema_decay``). With a
+            constant lr and ``val.weights: ema`` this gives the least seed-to-seed noise.
         weight_decay, grad_clip, betas: AdamW settings.
     """
 
@@ -181,6 +184,7 @@ class HparamConfig:
     cooldown_frac: float = 0.2
     batch_size: int = 32
     batch_exponent: float = 0.0
+    ema_fraction: float | None = None
     weight_decay: float = 0.0
     grad_clip: float | None = 1.0
     betas: tuple[float, float] = (0.9, 0.999)
@@ -192,6 +196,14 @@ class HparamConfig:
             raise ConfigError(f"hparams.warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
         if not 0.0 <= self.batch_exponent <= 1.0:
             raise ConfigError(f"hparams.batch_exponent must be in [0, 1], got {self.batch_exponent}")
+        if self.ema_fraction is not None and not 0.0 < self.ema_fraction <= 1.0:
+            raise ConfigError(f"hparams.ema_fraction must be in (0, 1] or null, got {self.ema_fraction}")
+
+    def ema_decay_for(self, steps: int) -> float | None:
+        """EMA decay of a run of ``steps`` optimizer steps (None: not set by the rule)."""
+        if self.ema_fraction is None:
+            return None
+        return 1.0 - 1.0 / max(1.0, self.ema_fraction * steps)
 
     def batch_for(self, budget: float, smallest: float) -> int:
         """Global batch (images) of a run at ``budget`` FLOPs."""
@@ -315,6 +327,8 @@ class StudySpec:
         owned = {"model", "diffusion", "data", "optim", "batch_size", "max_steps", "flops", "val", "seed"}
         valid = {f.name for f in dataclasses.fields(TrainConfig)} - owned
         bad = [k for k in self.train if k not in valid]
+        if self.hparams.ema_fraction is not None and "ema_decay" in self.train:
+            bad.append("ema_decay (set by hparams.ema_fraction)")
         if bad:
             raise ConfigError(
                 f"unknown or study-owned key {', '.join(map(repr, bad))} in train; valid keys: {', '.join(sorted(valid))}"
