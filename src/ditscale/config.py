@@ -210,3 +210,20 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{p} must contain a YAML mapping at the top level, got {type(data).__name__}")
     return data
+
+
+def load_preset_or_yaml(name_or_path: str | Path, preset_dir: str | Path, what: str) -> dict[str, Any]:
+    """The YAML mapping at ``name_or_path``, or of the built-in preset ``preset_dir/NAME.yaml``.
+
+    ``what`` names the kind of config in the one-line error for an unknown name ("study", ...).
+    """
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        return load_yaml(path)
+    preset = Path(preset_dir) / f"{name_or_path}.yaml"
+    if not preset.is_file():
+        names = sorted(p.stem for p in Path(preset_dir).glob("*.yaml"))
+        raise ConfigError(
+            f"unknown {what} {str(name_or_path)!r}: not a YAML file nor a preset; presets: {', '.join(names)}"
+        )
+    return load_yaml(preset)

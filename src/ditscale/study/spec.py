@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ditscale.config import apply_overrides, from_dict, load_yaml, to_dict
+from ditscale.config import apply_overrides, from_dict, load_preset_or_yaml, to_dict
 from ditscale.errors import ConfigError
 from ditscale.laws import FitConfig
 from ditscale.train.config import ValConfig
@@ -351,14 +351,5 @@ def spec_from_dict(data: dict[str, Any]) -> StudySpec:
 
 def load_spec(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> StudySpec:
     """A :class:`StudySpec` from a YAML path or a preset name, with dotted ``key=value`` overrides."""
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        data = load_yaml(path)
-    else:
-        preset = PRESET_DIR / f"{name_or_path}.yaml"
-        if not preset.is_file():
-            raise ConfigError(
-                f"unknown study {str(name_or_path)!r}: not a YAML file nor a preset; presets: {', '.join(preset_names())}"
-            )
-        data = load_yaml(preset)
+    data = load_preset_or_yaml(name_or_path, PRESET_DIR, "study")
     return spec_from_dict(apply_overrides(data, list(overrides)))

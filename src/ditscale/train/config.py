@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ditscale.config import apply_overrides, from_dict, load_yaml, to_dict
+from ditscale.config import apply_overrides, from_dict, load_preset_or_yaml, to_dict
 from ditscale.errors import ConfigError
 from ditscale.models.config import DiTConfig
 
@@ -251,17 +251,7 @@ def preset_names() -> list[str]:
 
 def load_train_dict(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     """The raw mapping of a preset name or YAML path with dotted overrides applied (not validated)."""
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.is_file():
-        data = load_yaml(path)
-    else:
-        preset = PRESET_DIR / f"{name_or_path}.yaml"
-        if not preset.is_file():
-            raise ConfigError(
-                f"unknown training config {str(name_or_path)!r}: not a YAML file nor a preset; "
-                f"presets: {', '.join(preset_names())}"
-            )
-        data = load_yaml(preset)
+    data = load_preset_or_yaml(name_or_path, PRESET_DIR, "training config")
     return apply_overrides(data, list(overrides))
 
 
