@@ -6,6 +6,8 @@ make them ~100x slower; tests that need more threads set them explicitly.
 
 import os
 
+import pytest
+
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may download during tests
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -16,3 +18,22 @@ try:
     torch.set_num_threads(1)
 except ImportError:  # pragma: no cover - torch is a core dependency
     pass
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory):
+    """A tiny random CLIP text model + word-level tokenizer saved to a folder (built offline, 32-wide)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
+
+    path = tmp_path_factory.mktemp("clip")
+    words = "[PAD] [UNK] [BOS] [EOS] a small large red blue circle square at the top left on background".split()
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]").save_pretrained(path)
+    config = CLIPTextConfig(vocab_size=len(words), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                            num_attention_heads=2, max_position_embeddings=16, pad_token_id=0, bos_token_id=2,
+                            eos_token_id=3)  # fmt: skip
+    torch.manual_seed(0)
+    CLIPTextModel(config).save_pretrained(path)
+    return path

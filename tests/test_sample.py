@@ -69,10 +69,18 @@ def test_save_grid_and_npz(tmp_path):
     imgs = np.random.default_rng(0).integers(0, 256, (3, 5, 5, 3), dtype=np.uint8)
     save_grid(imgs, tmp_path / "g.png", nrow=3)
     assert np.array_equal(np.asarray(Image.open(tmp_path / "g.png")), make_grid(imgs, 3))
+    save_grid(imgs, tmp_path / "big.png", nrow=3, upscale=3)
+    big = np.asarray(Image.open(tmp_path / "big.png"))
+    assert big.shape == (2 + 15 + 2, 3 * (15 + 2) + 2, 3)
+    for i, j, a, b in ((0, 0, 0, 0), (4, 1, 2, 1), (2, 3, 1, 2)):  # every 3x3 block is one source pixel
+        assert (big[2 + 3 * i + a, 2 + 3 * j + b] == imgs[0, i, j]).all()
+        assert (big[2 + 3 * i + a, 2 + 17 + 3 * j + b] == imgs[1, i, j]).all()
+    with pytest.raises(ConfigError, match="upscale must be a positive integer"):
+        make_grid(imgs, upscale=0)
     save_npz(imgs, tmp_path / "s.npz")
     with np.load(tmp_path / "s.npz") as data:
         assert list(data.keys()) == ["arr_0"] and np.array_equal(data["arr_0"], imgs)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.png", "s.npz"]  # no temp files left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.png", "g.png", "s.npz"]  # no temp files left
 
 
 # sample_images --------------------------------------------------------------------------------
@@ -192,11 +200,16 @@ def test_cli_reference_pt(model, diffusion, tmp_path, capsys):
     code, out, err = _cli(capsys, str(tmp_path / "ref.pt"), *TINY_OPTS, "--classes", "0,1,2,3", "--cfg-scale", "1.5",
                           "--out", str(out_png), "--npz", str(npz))
     assert code == 0, err
-    assert f"to {out_png}" in out
-    assert Image.open(out_png).size == (2 * 10 + 2, 2 * 10 + 2)  # 4 images of 8 px, 2 per row
+    assert f"(8x8 px, shown 8x) to {out_png}" in out
     expected = sample_images(model, diffusion, labels=[0, 1, 2, 3], cfg_scale=1.5, steps=STEPS, progress=False)
     with np.load(npz) as data:
-        assert np.array_equal(data["arr_0"], expected)
+        assert np.array_equal(data["arr_0"], expected)  # the .npz keeps the sampled pixels
+    # 4 images of 8 px, 2 per row, enlarged to 64 px by pixel repetition
+    assert np.array_equal(np.asarray(Image.open(out_png)), make_grid(expected.repeat(8, 1).repeat(8, 2), 2))
+    code, out, err = _cli(capsys, str(tmp_path / "ref.pt"), *TINY_OPTS, "--classes", "0,1,2,3", "--cfg-scale", "1.5",
+                          "--out", str(out_png), "--upscale", "1")
+    assert code == 0 and "(8x8 px) to" in out
+    assert Image.open(out_png).size == (2 * 10 + 2, 2 * 10 + 2)
 
     # A reference training checkpoint {"model", "ema", "opt", "args"}: EMA by default, raw with --no-ema.
     raw = tiny_model(seed=5)
@@ -260,7 +273,7 @@ def test_cli_takes_the_vae_of_the_runs_latent_store(tmp_path, capsys):
     code, out, err = _cli(capsys, str(run), "--classes", "0", "--out", str(tmp_path / "g.png"))
     assert code == 0, err
     assert f"using the run's VAE {tmp_path / 'vae'}" in err
-    assert Image.open(tmp_path / "g.png").size == (36, 36)  # one 32 px image (4 latent px x 8) + 2 px padding
+    assert Image.open(tmp_path / "g.png").size == (68, 68)  # one 32 px image (4 latent px x 8) shown 2x + 2 px padding
 
 
 def _error_line(code, out, err):
@@ -294,9 +307,83 @@ def test_cli_errors(model, tmp_path, capsys):
     assert "without ema.safetensors/model.safetensors" in line
     save_model(tiny_model(conditioning="text", context_dim=8, context_len=4), tmp_path / "text.safetensors")
     line = _error_line(*_cli(capsys, str(tmp_path / "text.safetensors")))
-    assert "text-conditional models need prompts" in line
+    assert "text-conditional: pass --prompt TEXT (repeatable) or --prompts FILE" in line
+    line = _error_line(*_cli(capsys, str(tmp_path / "text.safetensors"), "--prompt", "a red circle"))
+    assert "no text encoder was found next to its weights" in line and "--text-encoder" in line
+    line = _error_line(*_cli(capsys, str(tmp_path / "text.safetensors"), "--prompts", str(tmp_path / "none.txt")))
+    assert "--prompts file" in line and "does not exist" in line
     save_model(model, tmp_path / "m.safetensors", {"diffusion": {"kind": "flow"}})  # 6 output channels, flow needs 3
     line = _error_line(*_cli(capsys, str(tmp_path / "m.safetensors")))
     assert "outputs 6 channels but its RectifiedFlow needs 3" in line
     line = _error_line(*_cli(capsys, str(tmp_path / "ref.pt"), *TINY_OPTS, "--classes", "1,x"))
     assert "--classes must be comma-separated integers" in line
+    line = _error_line(*_cli(capsys, str(tmp_path / "ref.pt"), *TINY_OPTS, "--prompt", "a red circle"))
+    assert "--prompt/--prompts are for text-conditional models" in line
+
+
+# Text-conditional models --------------------------------------------------------------------------
+PROMPTS = ["a large red circle at the center on a blue background", "a small white cross at the top on a black background"]
+
+
+def test_cli_samples_a_text_run_with_its_trained_word_encoder(tmp_path, capsys):
+    from ditscale.data.text import load_word_encoder
+    from ditscale.models.io import load_state_dict_file, read_metadata
+    from ditscale.train.config import load_train_config
+    from ditscale.train.loop import train
+
+    micro = ["model.hidden_size=32", "model.depth=1", "model.num_heads=2", "model.patch_size=4", "data.image_size=8",
+             "batch_size=8", "max_steps=3", "val.every=0", "ckpt_every=0", "optim.warmup_steps=1"]
+    train(load_train_config("tiny-text", micro), tmp_path / "run", progress=False)
+    final = tmp_path / "run" / "checkpoints" / "step_00000003"
+    (tmp_path / "p.txt").write_text(PROMPTS[0] + "\n\n" + PROMPTS[1] + "\n")
+    for how in (["--prompt", PROMPTS[0], "--prompt", PROMPTS[1]], ["--prompts", str(tmp_path / "p.txt")]):
+        code, out, err = _cli(capsys, str(tmp_path / "run"), *how, "--out", str(tmp_path / "g.png"),
+                              "--npz", str(tmp_path / "t.npz"))
+        assert code == 0, err
+        assert "cfg-scale 4.0" in err  # trained with caption dropout: guided by default, as class models
+        with np.load(tmp_path / "t.npz") as data:
+            images = data["arr_0"]
+
+        # the same through the library: the EMA DiT and the EMA of the trained encoder, newest checkpoint
+        encoder = load_word_encoder(final / "text_encoder_ema.safetensors")
+        trained = load_state_dict_file(final / "text_encoder_ema.safetensors")
+        assert all(torch.equal(encoder.state_dict()[k], v) for k, v in trained.items())
+        meta = read_metadata(final / "ema.safetensors")
+        net = create_model(meta["model"])
+        net.load_state_dict(load_state_dict_file(final / "ema.safetensors"))
+        context, mask = encoder.encode(PROMPTS)
+        expected = sample_images(net, create_diffusion(meta["diffusion"]), context=context, context_mask=mask,
+                                 cfg_scale=4.0, steps=STEPS, progress=False)
+        assert images.shape == (2, 8, 8, 3) and np.array_equal(images, expected)
+    assert not np.array_equal(images[0], images[1])  # the prompt reaches the model
+
+
+def test_cli_text_model_with_a_hugging_face_encoder(tiny_clip, diffusion, tmp_path, capsys):
+    from ditscale.data.text import HFTextEncoder
+
+    net = tiny_model(conditioning="text", context_dim=32, context_len=6, block="cross_attn")
+    save_model(net, tmp_path / "t.safetensors")
+    prompts = ["a small red circle", "a large blue square at the top left"]
+    code, out, err = _cli(capsys, str(tmp_path / "t.safetensors"), "--prompt", prompts[0], "--prompt", prompts[1],
+                          "--text-encoder", str(tiny_clip), "--cfg-scale", "2", "--out", str(tmp_path / "g.png"),
+                          "--npz", str(tmp_path / "t.npz"))
+    assert code == 0, err
+    context, mask = HFTextEncoder(tiny_clip, max_length=6).encode(prompts)
+    expected = sample_images(net, diffusion, context=context, context_mask=mask, cfg_scale=2.0, steps=STEPS,
+                             progress=False)
+    with np.load(tmp_path / "t.npz") as data:
+        assert np.array_equal(data["arr_0"], expected)
+    # a run folder: the frozen encoder is the one its config names
+    run = tmp_path / "run"
+    save_model(net, run / "checkpoints" / "step_00000001" / "ema.safetensors")
+    (run / "config.yaml").write_text(f"text_encoder: {tiny_clip}\n")
+    code, out, err = _cli(capsys, str(run), "--prompt", prompts[0], "--prompt", prompts[1], "--cfg-scale", "2",
+                          "--out", str(tmp_path / "g.png"), "--npz", str(tmp_path / "r.npz"))
+    assert code == 0, err
+    with np.load(tmp_path / "r.npz") as data:
+        assert np.array_equal(data["arr_0"], expected)
+    wide = tiny_model(conditioning="text", context_dim=16, context_len=6)
+    save_model(wide, tmp_path / "w.safetensors")
+    line = _error_line(*_cli(capsys, str(tmp_path / "w.safetensors"), "--prompt", "a red circle",
+                             "--text-encoder", str(tiny_clip)))
+    assert "gives 32-wide embeddings but the model takes 16" in line

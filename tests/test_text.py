@@ -58,24 +58,6 @@ def test_word_text_encoder_shapes_mask_and_gradients():
     assert enc.tok_emb.weight.grad[tok.ids["purple"]].abs().sum() == 0  # unused word, no gradient
 
 
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
-
-    path = tmp_path_factory.mktemp("clip")
-    words = "[PAD] [UNK] [BOS] [EOS] a small large red blue circle square at the top left on background".split()
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]").save_pretrained(path)
-    config = CLIPTextConfig(vocab_size=len(words), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                            num_attention_heads=2, max_position_embeddings=16, pad_token_id=0, bos_token_id=2,
-                            eos_token_id=3)  # fmt: skip
-    torch.manual_seed(0)
-    CLIPTextModel(config).save_pretrained(path)
-    return path
-
-
 def test_hf_encoder_cache_hit_skips_the_model(tiny_clip, tmp_path):
     enc = HFTextEncoder(tiny_clip, max_length=8, cache_dir=tmp_path / "cache")
     assert (enc.context_dim, enc.max_length) == (32, 8)

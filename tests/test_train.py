@@ -154,7 +154,9 @@ def test_text_conditioned_run_saves_and_resumes_its_word_encoder(tmp_path):
     meta = read_metadata(final / "text_encoder.safetensors")
     assert meta["text_encoder"] == "word" and meta["max_length"] == 16 and "circle" in meta["vocab"]
     assert read_metadata(final / "model.safetensors")["model"]["conditioning"] == "text"
-    for stem in ("model", "ema", "text_encoder"):
+    raw, averaged = (ckpt.load_tensors(final, s) for s in ("text_encoder", "text_encoder_ema"))
+    assert raw.keys() == averaged.keys() and not all(torch.equal(raw[k], averaged[k]) for k in raw)  # the EMA moves too
+    for stem in ("model", "ema", "text_encoder", "text_encoder_ema"):
         a = ckpt.load_tensors(tmp_path / "ref" / "checkpoints" / "step_00000004", stem)
         b = ckpt.load_tensors(final, stem)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

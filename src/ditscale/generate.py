@@ -218,15 +218,21 @@ def sample_images(
     ])
 
 
-def make_grid(images: np.ndarray, nrow: int | None = None, padding: int = 2) -> np.ndarray:
+def make_grid(images: np.ndarray, nrow: int | None = None, padding: int = 2, upscale: int = 1) -> np.ndarray:
     """Tile uint8 images ``(N, H, W, 3)`` into one ``(rows*(H+p)+p, cols*(W+p)+p, 3)`` array.
 
     ``nrow`` images per row (default ``ceil(sqrt(N))``), black ``padding`` pixels between and around
-    them, as ``torchvision.utils.make_grid``.
+    them, as ``torchvision.utils.make_grid``. ``upscale`` > 1 first enlarges every image that many
+    times by pixel repetition (nearest neighbour), so tiny images stay visible (H, W are then the
+    enlarged sizes; the padding is not scaled).
     """
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8 or len(images) == 0:
         raise ConfigError(f"expected a non-empty uint8 array (N, H, W, 3), got {images.dtype} {images.shape}")
+    if int(upscale) != upscale or upscale < 1:
+        raise ConfigError(f"upscale must be a positive integer, got {upscale}")
+    if upscale > 1:
+        images = images.repeat(upscale, axis=1).repeat(upscale, axis=2)
     n, h, w, _ = images.shape
     cols = min(n, nrow or math.ceil(math.sqrt(n)))
     rows = math.ceil(n / cols)
@@ -237,7 +243,7 @@ def make_grid(images: np.ndarray, nrow: int | None = None, padding: int = 2) -> 
     return grid
 
 
-def save_grid(images: np.ndarray, path: str | Path, nrow: int | None = None, padding: int = 2) -> Path:
+def save_grid(images: np.ndarray, path: str | Path, nrow: int | None = None, padding: int = 2, upscale: int = 1) -> Path:
     """Write uint8 images ``(N, H, W, 3)`` as one image grid (see :func:`make_grid`), atomically.
 
     The format follows the suffix (PNG when unknown or missing). Returns the path written.
@@ -246,7 +252,7 @@ def save_grid(images: np.ndarray, path: str | Path, nrow: int | None = None, pad
 
     path = Path(path)
     fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
-    grid = Image.fromarray(make_grid(images, nrow, padding))
+    grid = Image.fromarray(make_grid(images, nrow, padding, upscale))
     with atomic_path(path) as tmp:
         grid.save(tmp, format=fmt)
     return path

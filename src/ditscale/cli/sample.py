@@ -7,11 +7,16 @@ CKPT is one of:
   --image-size 256`` (the latent side is image-size // 8);
 - a training checkpoint folder ``RUN/checkpoints/step_XXXXXXXX/`` (EMA weights unless ``--no-ema``);
 - a training run folder ``RUN/`` (its newest checkpoint).
+
+Class-conditional models take ``--classes`` or ``--num-images``; text-conditional ones take
+``--prompt TEXT`` (repeatable) or ``--prompts FILE`` and encode them with the checkpoint's trained
+``text_encoder.safetensors`` or the run's Hugging Face encoder (``--text-encoder`` overrides).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -35,15 +40,23 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     which = p.add_mutually_exclusive_group()
     which.add_argument("--classes", default=None, help="comma-separated class labels, one image each (e.g. 207,360)")
     which.add_argument("--num-images", type=int, default=None, help="N images of random classes (seeded)")
+    which.add_argument("--prompt", action="append", default=None, metavar="TEXT",
+                       help="a caption for a text-conditional model, one image each (repeatable)")
+    which.add_argument("--prompts", default=None, metavar="FILE",
+                       help="a text file of captions, one per line, one image each (text-conditional models)")
     p.add_argument("--seed", type=int, default=0, help="seeds labels and noise (default: 0)")
     p.add_argument("--sampler", choices=("ddpm", "ddim", "euler", "heun"), default=None,
                    help="ddpm/ddim for gaussian models (default ddpm), euler/heun for flow models (default euler)")
     p.add_argument("--steps", default=None, help="sampling steps (default: 250 gaussian, as DiT; 50 flow)")
     p.add_argument("--cfg-scale", type=float, default=None,
-                   help="classifier-free guidance scale (default: 4.0 as DiT's sample.py when the model has a null class, else 1)")
+                   help="classifier-free guidance scale (default: 4.0 as DiT's sample.py when the model was trained with "
+                   "label/caption dropout, else 1)")
     p.add_argument("--guided-channels", type=int, default=None,
                    help="channels guidance acts on (default: the diffusion config's, 3 as DiT)")
     p.add_argument("--vae", default=None, help="diffusers AutoencoderKL folder or hub id, for latent models")
+    p.add_argument("--text-encoder", default=None, metavar="PATH_OR_ID",
+                   help="text encoder of a text-conditional model (default: the checkpoint's trained "
+                   "text_encoder.safetensors, else the run config's Hugging Face encoder)")
     p.add_argument("--model", default=None, help="architecture for files without metadata, e.g. DiT-XL/2")
     p.add_argument("--model-opt", action="append", default=[], metavar="KEY=VALUE",
                    help="override a DiTConfig field (repeatable), e.g. --model-opt in_channels=3")
@@ -52,6 +65,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True,
                    help="use the EMA weights of a training checkpoint (default) or the raw ones (--no-ema)")
     p.add_argument("--nrow", type=int, default=None, help="images per grid row (default: ceil(sqrt(N)))")
+    p.add_argument("--upscale", type=int, default=None,
+                   help="enlarge each image in the grid K times, nearest neighbour (default: enough to make images "
+                   "at least 64 px, so 4 for 16 px images; 1 keeps the pixels as sampled; --npz is never scaled)")
     p.add_argument("--batch-size", type=int, default=32, help="images per sampler call (default: 32)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -137,21 +153,80 @@ def _downsample(vae) -> int:
     return downsample_factor(vae)
 
 
-def _vae_from_run(weights: Path) -> str | None:
-    """The VAE a run's latent store was extracted with, when ``weights`` lies in a training run folder."""
-    import json
-
+def _run_config(weights: Path) -> dict:
+    """The training config (``config.yaml``) of the run ``weights`` lies in, or {} outside a run folder."""
     from ditscale.config import load_yaml
 
     for run in (weights.parent.parent.parent, weights.parent):
         if (run / "config.yaml").is_file():
             try:
-                data = load_yaml(run / "config.yaml").get("data") or {}
-                if data.get("name") == "latents" and data.get("path"):
-                    return json.loads((Path(data["path"]) / "plan.json").read_text()).get("vae")
-            except (ConfigError, OSError, ValueError, AttributeError):
-                return None
+                data = load_yaml(run / "config.yaml")
+            except (ConfigError, OSError, ValueError):
+                return {}
+            return data if isinstance(data, dict) else {}
+    return {}
+
+
+def _vae_from_run(weights: Path) -> str | None:
+    """The VAE a run's latent store was extracted with, when ``weights`` lies in a training run folder."""
+    import json
+
+    data = _run_config(weights).get("data") or {}
+    if isinstance(data, dict) and data.get("name") == "latents" and data.get("path"):
+        try:
+            return json.loads((Path(data["path"]) / "plan.json").read_text()).get("vae")
+        except (OSError, ValueError, AttributeError):
+            return None
     return None
+
+
+def _read_prompts(args: argparse.Namespace) -> list[str] | None:
+    """The captions of --prompt / --prompts (None when neither is given)."""
+    if args.prompts is None:
+        return args.prompt
+    path = Path(args.prompts).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"--prompts file '{args.prompts}' does not exist; give a text file with one caption per line")
+    prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not prompts:
+        raise ConfigError(f"--prompts file '{args.prompts}' holds no captions; write one caption per line")
+    return prompts
+
+
+def _text_encoder(args: argparse.Namespace, weights: Path, config, device: str):
+    """--text-encoder, else the checkpoint's trained text encoder (its EMA next to EMA weights), else the run
+    config's Hugging Face encoder."""
+    from ditscale.data import text as T
+
+    name = args.text_encoder
+    if name is None:
+        stems = ("text_encoder_ema", "text_encoder") if weights.name == "ema.safetensors" else ("text_encoder",)
+        found = [weights.parent / f"{s}.safetensors" for s in stems if (weights.parent / f"{s}.safetensors").is_file()]
+        name = str(found[0]) if found else _run_config(weights).get("text_encoder")
+        if name == "word":
+            raise ConfigError(
+                f"the run trained a word encoder but {weights.parent / 'text_encoder.safetensors'} is missing; "
+                "pass --text-encoder PATH/text_encoder.safetensors"
+            )
+    if not name:
+        raise ConfigError(
+            "this model is text-conditional and no text encoder was found next to its weights: pass --text-encoder "
+            "(a text_encoder.safetensors, or a Hugging Face folder / hub id)"
+        )
+    if str(name).endswith(".safetensors"):
+        encoder = T.load_word_encoder(name, device)
+    else:
+        if args.quiet:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+        encoder = T.HFTextEncoder(name, max_length=config.context_len, device=device)
+    if encoder.context_dim != config.context_dim:
+        raise ConfigError(
+            f"text encoder '{name}' gives {encoder.context_dim}-wide embeddings but the model takes {config.context_dim}; "
+            "pass the encoder the model was trained with"
+        )
+    return encoder
 
 
 def run(args: argparse.Namespace) -> int:
@@ -168,10 +243,13 @@ def run(args: argparse.Namespace) -> int:
 
     vae = _load_vae(args.vae, device) if args.vae else None
     config = _model_config(args, meta, vae_factor=_downsample(vae) if vae is not None else 8)
-    if config.conditioning == "text":
+    prompts = _read_prompts(args)
+    if config.conditioning == "text" and prompts is None:
+        raise ConfigError("this model is text-conditional: pass --prompt TEXT (repeatable) or --prompts FILE")
+    if config.conditioning != "text" and prompts is not None:
         raise ConfigError(
-            "text-conditional models need prompts, which `ditscale sample` does not take yet; "
-            "use ditscale.generate.sample_images(model, diffusion, context=...)"
+            f"--prompt/--prompts are for text-conditional models; this one has conditioning={config.conditioning!r}: "
+            "use --classes or --num-images"
         )
     if vae is None and config.in_channels not in (1, 3):
         name = _vae_from_run(weights)
@@ -202,8 +280,13 @@ def run(args: argparse.Namespace) -> int:
             f"{diffusion.model_out_channels(config.in_channels)}; check learn_sigma of the model and diffusion configs"
         )
 
-    labels, num_images = None, args.num_images
-    if args.classes is not None:
+    labels, num_images, context, context_mask = None, args.num_images, None, None
+    if prompts is not None:
+        encoder = _text_encoder(args, weights, config, device)
+        with torch.no_grad():
+            context, context_mask = encoder.encode(prompts)
+        num_images = len(prompts)
+    elif args.classes is not None:
         try:
             labels = [int(c) for c in args.classes.replace(" ", "").split(",") if c]
         except ValueError:
@@ -214,7 +297,7 @@ def run(args: argparse.Namespace) -> int:
             labels = list(DIT_DEMO_CLASSES)
     if config.conditioning != "class" and labels is not None:
         raise ConfigError("this model is unconditional and takes no --classes; use --num-images N")
-    has_null = config.conditioning == "class" and config.class_dropout_prob > 0
+    has_null = config.conditioning in ("class", "text") and config.class_dropout_prob > 0
     cfg_scale = args.cfg_scale if args.cfg_scale is not None else (4.0 if has_null else 1.0)
     steps = args.steps
     if steps is not None and steps.isdigit():
@@ -222,14 +305,17 @@ def run(args: argparse.Namespace) -> int:
 
     _note(f"{describe_config(config)} from {weights} on {device}, cfg-scale {cfg_scale}")
     images = sample_images(
-        model, diffusion, labels=labels, num_images=None if labels is not None else num_images, seed=args.seed,
+        model, diffusion, labels=labels, context=context, context_mask=context_mask,
+        num_images=None if labels is not None else num_images, seed=args.seed,
         sampler=args.sampler, steps=steps, cfg_scale=cfg_scale,
         guided_channels="auto" if args.guided_channels is None else args.guided_channels,
         vae=vae, device=device, progress=not args.quiet, batch_size=args.batch_size,
     )
-    out = save_grid(images, args.out, nrow=args.nrow)
     n, h, w, _ = images.shape
-    print(f"wrote a grid of {n} images ({w}x{h} px) to {out}")
+    upscale = args.upscale if args.upscale is not None else max(1, math.ceil(64 / min(h, w)))
+    out = save_grid(images, args.out, nrow=args.nrow, upscale=upscale)
+    shown = f", shown {upscale}x" if upscale > 1 else ""
+    print(f"wrote a grid of {n} images ({w}x{h} px{shown}) to {out}")
     if args.npz:
         print(f"wrote {n} images to {save_npz(images, args.npz)} (key arr_0)")
     return 0

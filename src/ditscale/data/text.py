@@ -143,6 +143,41 @@ class WordTextEncoder(nn.Module):
         return self(ids.to(device), mask.to(device)), mask.to(device)
 
 
+def load_word_encoder(path: str | os.PathLike, device: str | torch.device = "cpu") -> WordTextEncoder:
+    """The trained :class:`WordTextEncoder` of a checkpoint's ``text_encoder.safetensors``.
+
+    The file's metadata (key ``"ditscale"``) holds the vocabulary and sizes the trainer wrote:
+    ``{"text_encoder": "word", "context_dim", "max_length", "num_layers", "num_heads", "vocab"}``.
+    """
+    from safetensors import safe_open
+
+    from ditscale.models.io import METADATA_KEY
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise CheckpointError(f"text encoder file '{p}' does not exist; pass the text_encoder.safetensors of a checkpoint")
+    with safe_open(str(p), framework="pt") as f:
+        raw = (f.metadata() or {}).get(METADATA_KEY)
+    try:
+        spec = json.loads(raw) if raw else {}
+        sizes = {k: int(spec[k]) for k in ("context_dim", "max_length", "num_layers", "num_heads")}
+        vocab = list(spec["vocab"])
+    except (ValueError, KeyError, TypeError):
+        raise CheckpointError(
+            f"'{p}' has no word-encoder metadata (vocabulary and sizes); it was not written by `ditscale train`"
+        ) from None
+    if spec.get("text_encoder") != "word":
+        raise CheckpointError(f"'{p}' holds a {spec.get('text_encoder')!r} text encoder, not a trained word encoder")
+    tokenizer = WordTokenizer([])
+    tokenizer.vocab, tokenizer.ids = vocab, {w: i for i, w in enumerate(vocab)}  # exactly the saved ids
+    encoder = WordTextEncoder(tokenizer, **sizes)
+    try:
+        encoder.load_state_dict(load_file(str(p)))
+    except RuntimeError as err:
+        raise CheckpointError(f"'{p}' does not match its own word-encoder sizes ({str(err).splitlines()[0][:160]})") from None
+    return encoder.to(device).eval()
+
+
 def _download_allowed() -> bool:
     return os.environ.get("DITSCALE_ALLOW_DOWNLOAD", "").strip().lower() in {"1", "true", "yes"}
 

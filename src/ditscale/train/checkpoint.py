@@ -5,7 +5,8 @@ Layout of ``OUT/checkpoints/step_XXXXXXXX/`` (step = optimizer steps completed):
     model.safetensors      raw weights; metadata "ditscale" = {"model": DiTConfig, "diffusion": DiffusionConfig}
     ema.safetensors        EMA weights, same metadata (``ditscale sample`` loads either)
     optimizer.safetensors  optimizer state tensors, flattened as "<param name>::<state name>"
-    [text_encoder.safetensors]  a trained text encoder, when there is one
+    [text_encoder.safetensors]      a trained text encoder, when there is one (raw weights) ...
+    [text_encoder_ema.safetensors]  ... and its EMA, the partner of ema.safetensors
     state.json             step, data position, RNG states, accumulators, optimizer param groups,
                            and the SHA-256 of every other file
 

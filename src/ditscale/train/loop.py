@@ -277,7 +277,9 @@ def _train(cfg: TrainConfig, out: Path, info: DistInfo, *, progress: bool | None
     model = create_model(mcfg).to(device)
     trainable: torch.nn.Module = model if text is None or not _has_params(text) else _Joint(model, text)
     net = wrap_model(trainable, info, device, fsdp=cfg.fsdp)
-    ema = EMA(model, cfg.ema_decay)  # after wrapping: under FSDP2 it holds shards like the model
+    # After wrapping (under FSDP2 it holds shards like the model); a jointly trained text encoder is
+    # averaged too, so the EMA DiT is always paired with the EMA encoder it was averaged alongside.
+    ema = EMA(trainable, cfg.ema_decay)
     if cfg.compile and device.type == "cuda":
         net = torch.compile(net)
     elif cfg.compile:
@@ -357,7 +359,7 @@ def _train(cfg: TrainConfig, out: Path, info: DistInfo, *, progress: bool | None
             grad_norm = float(torch.nn.utils.clip_grad_norm_(net.parameters(), o.grad_clip))
         opt.step()
         opt.zero_grad(set_to_none=True)
-        ema.update(model)
+        ema.update(trainable)
 
         done_steps = step + 1
         acc.add(step_loss, tail=step >= tail_start)
@@ -377,7 +379,7 @@ def _train(cfg: TrainConfig, out: Path, info: DistInfo, *, progress: bool | None
             acc.reset_log()
             interval_images, interval_time = 0, 0.0
         if validator is not None and cfg.val.every and done_steps % cfg.val.every == 0 and done_steps < plan.total_steps:
-            log.write({"step": done_steps, **plan.counters(done_steps), **_validate(validator, net, model, ema, cfg)})
+            log.write({"step": done_steps, **plan.counters(done_steps), **_validate(validator, net, trainable, ema, cfg)})
         if cfg.ckpt_every and done_steps % cfg.ckpt_every == 0 and done_steps < plan.total_steps:
             save(done_steps)
     bar.close()
@@ -385,7 +387,7 @@ def _train(cfg: TrainConfig, out: Path, info: DistInfo, *, progress: bool | None
 
     # Finish ---------------------------------------------------------------------------------------
     final_ckpt = save(plan.total_steps) if start < plan.total_steps or found_path is None else Path(found_path)
-    val = _validate(validator, net, model, ema, cfg) if validator is not None else {}
+    val = _validate(validator, net, trainable, ema, cfg) if validator is not None else {}
     if val:
         log.write({"step": plan.total_steps, **plan.counters(plan.total_steps), **val})
     c = plan.counters(plan.total_steps)
@@ -513,7 +515,8 @@ class _Accumulators:
 
 
 def _validate(validator: Validator, net, model, ema: EMA, cfg: TrainConfig) -> dict[str, Any]:
-    """Validation with the raw and the EMA weights; ``val_loss`` is the one named by ``val.weights``."""
+    """Validation with the raw and the EMA weights of ``model`` (the module the EMA tracks);
+    ``val_loss`` is the one named by ``val.weights``."""
     raw = validator.evaluate(net)
     reshard(net)
     backup = [p.detach().clone() for p in model.parameters()]
@@ -560,10 +563,12 @@ def _save_checkpoint(out, step, trainable, text, ema, opt, acc, plan, cfg, weigh
     def meta(kind: str) -> dict[str, str]:
         return {METADATA_KEY: json.dumps({**weights_meta, "step": step, "weights": kind})}
 
-    weights = {"model": (dit_sd, meta("raw")), "ema": (ema_sd, meta("ema")), "optimizer": (opt_tensors, None)}
+    weights = {"model": (dit_sd, meta("raw")), "ema": (_split_joint(ema_sd, "dit.") if joint else ema_sd, meta("ema")),
+               "optimizer": (opt_tensors, None)}
     if joint:
-        spec = {"text_encoder": "word", **WORD_ENCODER, "vocab": text.tokenizer.vocab}
-        weights["text_encoder"] = (_split_joint(model_sd, "text."), {METADATA_KEY: json.dumps(spec)})
+        spec = {METADATA_KEY: json.dumps({"text_encoder": "word", **WORD_ENCODER, "vocab": text.tokenizer.vocab})}
+        weights["text_encoder"] = (_split_joint(model_sd, "text."), spec)
+        weights["text_encoder_ema"] = (_split_joint(ema_sd, "text."), spec)
     state = {
         "config": to_dict(cfg),
         "data_position": plan.counters(step)["images"],
@@ -581,13 +586,15 @@ def _load_checkpoint(path: Path, state, trainable, text, ema: EMA, opt, mcfg) ->
     """Restore weights, EMA, optimizer and RNG from a verified checkpoint; returns its step."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
 
-    sd = ckpt.load_tensors(path, "model")
+    sd, ema_sd = ckpt.load_tensors(path, "model"), ckpt.load_tensors(path, "ema")
     if isinstance(trainable, _Joint):
-        sd = {**{f"dit.{k}": v for k, v in sd.items()},
-              **{f"text.{k}": v for k, v in ckpt.load_tensors(path, "text_encoder").items()}}
+        text_sd = ckpt.load_tensors(path, "text_encoder")
+        text_ema = ckpt.load_tensors(path, "text_encoder_ema") if (path / "text_encoder_ema.safetensors").is_file() else text_sd
+        sd = {**{f"dit.{k}": v for k, v in sd.items()}, **{f"text.{k}": v for k, v in text_sd.items()}}
+        ema_sd = {**{f"dit.{k}": v for k, v in ema_sd.items()}, **{f"text.{k}": v for k, v in text_ema.items()}}
     opts = StateDictOptions(full_state_dict=True, strict=True)
     set_model_state_dict(trainable, sd, options=opts)
-    ema.load_state_dict(ckpt.load_tensors(path, "ema"))
+    ema.load_state_dict(ema_sd)
     osd = ckpt.unflatten_optimizer_state(ckpt.load_tensors(path, "optimizer"), state["optimizer"])
     set_optimizer_state_dict(trainable, opt, osd, options=StateDictOptions(full_state_dict=True))
     ckpt.set_rng_state(state.get("rng", {}))
