@@ -377,6 +377,43 @@ def test_flow_loss_hand_computed():
     assert out["loss"].tolist() == [5.0]
 
 
+def test_flow_x0_prediction_loss_is_the_velocity_mse():
+    flow = create_diffusion(kind="flow", flow_predict="x0")
+    assert flow.predict == "x0" and "predict='x0'" in repr(flow)
+    x0 = torch.tensor([[1.0, 2.0], [1.0, 2.0]])
+    noise = torch.tensor([[3.0, -1.0], [3.0, -1.0]])
+    t = torch.tensor([0.25, 0.02])
+    pred = torch.tensor([[0.5, 2.5]])  # the model's x0
+    out = flow.training_losses(lambda x, tm: pred.expand_as(x), x0, t, noise=noise)["loss"]
+    # t = 0.25: ((0.5 - 1)^2 + (2.5 - 2)^2) / 2 / 0.25^2 = 0.25 / 0.0625 = 4; t = 0.02: weight capped at 1 / 0.05^2
+    assert out.tolist() == pytest.approx([4.0, 0.25 / 0.05**2], rel=1e-6)
+    # ... which is the velocity MSE of the derived velocity (x_t - x0_pred) / t
+    x_t = flow.q_sample(x0[:1], t[:1], noise[:1])
+    v = flow.velocity(lambda x, tm: pred.expand_as(x), x_t, t[:1])
+    assert ((v - (noise[:1] - x0[:1])) ** 2).mean().item() == pytest.approx(out[0].item(), rel=1e-6)
+    with pytest.raises(ConfigError, match="undefined at t = 0"):
+        flow.velocity(lambda x, tm: x, x_t, torch.zeros(1))
+    with pytest.raises(ConfigError, match="flow_predict must be one of v, x0"):
+        DiffusionConfig(kind="flow", flow_predict="eps")
+
+
+def test_flow_x0_model_samples_its_target_and_v_model_agrees():
+    """An oracle x0 model (always the same image) lands exactly on it with Euler or Heun, and an
+    oracle velocity model of the same straight path gives the same samples."""
+    target = torch.tensor([[[[0.5, -0.25], [1.0, 0.0]]]], dtype=torch.float64)
+    x1 = torch.randn(1, 1, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    x0_flow, v_flow = create_diffusion(kind="flow", flow_predict="x0"), create_diffusion(kind="flow")
+    for sampler in ("euler", "heun"):
+        got = x0_flow.sample(lambda x, tm: target.expand_as(x), x1.shape, sampler=sampler, steps=5, noise=x1)
+        torch.testing.assert_close(got, target, rtol=0, atol=1e-14)
+        v_oracle = lambda x, tm: (x - target) / (tm / 1000).view(-1, 1, 1, 1)  # noqa: E731
+        torch.testing.assert_close(v_flow.sample(v_oracle, x1.shape, sampler="euler", steps=5, noise=x1), target,
+                                   rtol=0, atol=1e-14)
+    x_t = x0_flow.q_sample(target, torch.tensor([0.4]), x1)
+    torch.testing.assert_close(x0_flow.predict_x0(lambda x, tm: target.expand_as(x), x_t, torch.tensor([0.4])), target)
+    torch.testing.assert_close(v_flow.predict_x0(v_oracle, x_t, torch.tensor([0.4], dtype=torch.float64)), target)
+
+
 def test_time_grid():
     assert time_grid(4).tolist() == [1.0, 0.75, 0.5, 0.25, 0.0]
     shifted = time_grid(2, shift=3.0).tolist()  # 3 * 0.5 / (1 + 2 * 0.5) = 0.75

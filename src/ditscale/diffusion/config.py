@@ -18,6 +18,7 @@ KINDS = ("gaussian", "flow")
 NOISE_SCHEDULES = ("linear", "cosine")
 PREDICTIONS = ("epsilon", "x0", "v")
 TIME_SAMPLINGS = ("uniform", "logit_normal")
+FLOW_PREDICTIONS = ("v", "x0")
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -49,6 +50,11 @@ class DiffusionConfig:
             (t = sigmoid(n), n ~ N(logit_mean, logit_std^2)).
         logit_mean: flow only; mean of the logit-normal.
         logit_std: flow only; standard deviation of the logit-normal.
+        flow_predict: flow only; what the model outputs: "v" (the velocity noise - x_0, Liang et
+            al.) or "x0" (the clean input, as JiT, Li & He 2025: the velocity used by the samplers
+            is derived as (x_t - x0) / t and the loss stays the velocity MSE,
+            |x0_pred - x0|^2 / t^2, with t floored at 0.05 in the weight). x0 prediction leaves
+            the network a clean, low-dimensional target instead of noise it must copy through.
         guided_channels: classifier-free guidance acts on the first this many output channels
             (DiT guides 3 of the 4 latent channels); None guides all of them.
     """
@@ -64,6 +70,7 @@ class DiffusionConfig:
     time_sampling: str = "uniform"
     logit_mean: float = 0.0
     logit_std: float = 1.0
+    flow_predict: str = "v"
     guided_channels: int | None = 3
 
     def __post_init__(self) -> None:
@@ -71,6 +78,7 @@ class DiffusionConfig:
         _check_choice("noise_schedule", self.noise_schedule, NOISE_SCHEDULES)
         _check_choice("predict", self.predict, PREDICTIONS)
         _check_choice("time_sampling", self.time_sampling, TIME_SAMPLINGS)
+        _check_choice("flow_predict", self.flow_predict, FLOW_PREDICTIONS)
         if self.diffusion_steps < 1:
             raise ConfigError(f"DiffusionConfig.diffusion_steps must be >= 1, got {self.diffusion_steps}")
         if self.logit_std <= 0:
