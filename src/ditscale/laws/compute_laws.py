@@ -62,3 +62,9 @@ class ComputeLaws:
             entry["se"] = None if boot is None else {f: boot.se(f"{law}.{f}") for f in fields}
             out[law] = entry
         return out
+
+    def fit_dict(self, boot, points_key: str, points) -> dict:
+        """JSON-ready summary of an Approach 1 or 2 fit: method, laws, its per-budget ``points`` under
+        ``points_key``, n_runs, options and the bootstrap's info (subclasses carry those fields)."""
+        return {"method": self.method, **self.laws_dict(boot), points_key: [p.to_dict() for p in points],
+                "n_runs": self.n_runs, "options": dict(self.options), "bootstrap": None if boot is None else boot.info()}

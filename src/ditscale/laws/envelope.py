@@ -49,8 +49,7 @@ class EnvelopeFit(ComputeLaws):
 
     def to_dict(self, boot=None) -> dict:
         """JSON-ready summary (floats at full precision); with ``boot``, 90% intervals and standard errors."""
-        return {"method": self.method, **self.laws_dict(boot), "envelope": [p.to_dict() for p in self.envelope],
-                "n_runs": self.n_runs, "options": dict(self.options), "bootstrap": None if boot is None else boot.info()}
+        return self.fit_dict(boot, "envelope", self.envelope)
 
 
 def envelope_points(runs: Runs, bins_per_decade: int = 8, min_runs_per_bin: int = 2) -> np.ndarray:

@@ -100,8 +100,7 @@ class IsoflopFit(ComputeLaws):
 
     def to_dict(self, boot=None) -> dict:
         """JSON-ready summary (floats at full precision); with ``boot``, 90% intervals and standard errors."""
-        return {"method": self.method, **self.laws_dict(boot), "budgets": [b.to_dict() for b in self.budgets],
-                "n_runs": self.n_runs, "options": dict(self.options), "bootstrap": None if boot is None else boot.info()}
+        return self.fit_dict(boot, "budgets", self.budgets)
 
 
 def check_budgets(runs: Runs, label: np.ndarray, budget_flops: np.ndarray) -> None:
