@@ -100,6 +100,27 @@ class BacktestRow:
                 "relative_error": self.relative_error}
 
 
+def holdout_split(runs: Runs, k: int, budget_rtol: float = 0.1) -> tuple[Runs, np.ndarray]:
+    """The runs of all but the ``k`` largest budgets, and the held-out budgets' FLOPs (ascending)."""
+    label, budget_flops = runs.budgets(budget_rtol)
+    if not 1 <= k <= len(budget_flops) - 2:
+        raise DataError(f"backtest holds out k={k} of {len(budget_flops)} budgets; keep at least 2: use 1 <= k <= "
+                        f"{len(budget_flops) - 2}")
+    held = np.arange(len(budget_flops) - k, len(budget_flops))
+    return runs.take(~np.isin(label, held)), budget_flops[held]
+
+
+def backtest_rows(refit, full_isoflop, held_flops, saturating: bool = False) -> list[BacktestRow]:
+    """Rows of a backtest: ``refit`` (fitted without the held-out budgets) predicts each budget of
+    ``held_flops``; the "actual" loss is that budget's L* in ``full_isoflop``, the isoFLOP fit of all runs."""
+    actual = {b.flops: b.loss_opt for b in full_isoflop.budgets}
+    rows = []
+    for c in map(float, held_flops):
+        pred = float(refit.optimum(refit.values(), c, saturating)[2])
+        rows.append(BacktestRow(c, pred, actual[c], (pred - actual[c]) / actual[c]))
+    return rows
+
+
 def backtest(runs: Runs, k: int = 1, method: str = "isoflop", saturating: bool = False, **options) -> list[BacktestRow]:
     """Refit without the ``k`` largest budgets and predict their compute-optimal loss.
 
@@ -114,18 +135,8 @@ def backtest(runs: Runs, k: int = 1, method: str = "isoflop", saturating: bool =
     if method not in FIT_FUNCTIONS:
         raise DataError(f"unknown method {method!r}; use one of {', '.join(FIT_FUNCTIONS)}")
     rtol = options.get("budget_rtol", 0.1)
-    label, budget_flops = runs.budgets(rtol)
-    if not 1 <= k <= len(budget_flops) - 2:
-        raise DataError(f"backtest holds out k={k} of {len(budget_flops)} budgets; keep at least 2: use 1 <= k <= "
-                        f"{len(budget_flops) - 2}")
+    train, held_flops = holdout_split(runs, k, rtol)
     iso_opts = options if method == "isoflop" else {"budget_rtol": rtol}
-    actual = {b.flops: b.loss_opt for b in fit_isoflop(runs, **iso_opts).budgets}
-    held = np.arange(len(budget_flops) - k, len(budget_flops))
     fit_opts = options if method == "isoflop" else {key: v for key, v in options.items() if key != "budget_rtol"}
-    refit = FIT_FUNCTIONS[method](runs.take(~np.isin(label, held)), **fit_opts)
-    rows = []
-    for b in held:
-        c = float(budget_flops[b])
-        pred = float(refit.optimum(refit.values(), c, saturating)[2])
-        rows.append(BacktestRow(c, pred, actual[c], (pred - actual[c]) / actual[c]))
-    return rows
+    refit = FIT_FUNCTIONS[method](train, **fit_opts)
+    return backtest_rows(refit, fit_isoflop(runs, **iso_opts), held_flops, saturating)

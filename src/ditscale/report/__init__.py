@@ -15,17 +15,18 @@ from ditscale.report.html import render_html, write_html
 __all__ = ["isoflop_figure", "laws_figure", "render_html", "residuals_figure", "write_html", "write_report"]
 
 
-def write_report(out_dir: str | Path, laws: dict, spec=None, *, runs=None, fit=None, boot=None) -> Path:
+def write_report(out_dir: str | Path, laws: dict, spec=None, *, runs=None, boot=None) -> Path:
     """Figures and ``report.html`` of the study in ``out_dir``; returns the HTML path.
 
     ``laws`` is the laws.json dict; ``runs`` (a :class:`ditscale.laws.Runs`) and ``boot`` (its
-    bootstrap, for the bands) are read / recomputed from the folder when not given.
+    bootstrap, for the bands; None draws no bands) are read / recomputed from the folder when
+    ``runs`` is not given.
     """
     out_dir = Path(out_dir)
-    if runs is None or boot is None:
+    if runs is None:
         from ditscale.study.analyze import fit_study
 
-        runs, fit, boot, _ = fit_study(out_dir)
+        runs, _, boot, _ = fit_study(out_dir)
     target = (laws.get("prediction") or {}).get("flops") or getattr(spec, "target_flops", None)
     figs = [
         (isoflop_figure(runs, laws, out_dir / "isoflop.png"),

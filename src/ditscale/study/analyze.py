@@ -202,31 +202,33 @@ def fit_study(out_dir: str | Path, spec: StudySpec | None = None, *, seed_offset
     return runs, fit, boot, sorted({str(w.message) for w in caught})
 
 
-def backtest_study(runs, spec: StudySpec) -> dict:
+def backtest_study(runs, spec: StudySpec, fit=None) -> dict:
     """Refit without the ``spec.holdout`` largest budgets and predict their compute-optimal loss.
 
-    Returns ``{"rows": [{flops, predicted_loss, predicted_ci90, actual_loss, relative_error,
-    within_ci90}], "fit": the refit's laws (JSON shape), "budgets": fitted budget FLOPs}``.
+    ``fit`` is the study's isoFLOP fit of all runs (``fit_study``), which gives the held-out
+    budgets' actual L*; it is refitted when not given. Returns ``{"rows": [{flops,
+    predicted_loss, predicted_ci90, actual_loss, relative_error, within_ci90}], "fit": the
+    refit's laws (JSON shape), "budgets": fitted budget FLOPs}``.
     """
-    from ditscale.laws import backtest, bootstrap, fit_isoflop, predict
+    from ditscale.laws import bootstrap, fit_isoflop, predict
+    from ditscale.laws.predict import backtest_rows, holdout_split
 
     cfg, holdout = spec.laws, spec.holdout
-    label, budget_flops = runs.budgets(cfg.budget_rtol)
+    budget_flops = [float(c) for c in runs.budgets(cfg.budget_rtol)[1]]
     if holdout < 1:
-        return {"rows": [], "fit": None, "budgets": [float(c) for c in budget_flops]}
-    keep = budget_flops[: len(budget_flops) - holdout]
+        return {"rows": [], "fit": None, "budgets": budget_flops}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        rows = backtest(runs, k=holdout, **cfg.fit_options())
-        sub = runs.take(np.isin(label, np.arange(len(keep))))
+        sub, held_flops = holdout_split(runs, holdout, cfg.budget_rtol)
         refit = fit_isoflop(sub, **cfg.fit_options())
         boot = bootstrap(sub, refit, cfg.resamples, cfg.seed) if cfg.resamples else None
+        rows = backtest_rows(refit, fit if fit is not None else fit_isoflop(runs, **cfg.fit_options()), held_flops)
     out = []
     for row in rows:
         est = predict(refit, row.flops, boot=boot).loss_opt
         out.append({**row.to_dict(), "predicted_ci90": est.ci90,
                     "within_ci90": None if est.ci90 is None else bool(est.ci90[0] <= row.actual_loss <= est.ci90[1])})
-    return {"rows": out, "fit": refit.to_dict(boot), "budgets": [float(c) for c in keep]}
+    return {"rows": out, "fit": refit.to_dict(boot), "budgets": budget_flops[: len(budget_flops) - holdout]}
 
 
 def parametric_summary(runs) -> dict | None:
@@ -272,7 +274,7 @@ def predict_study(out_dir: str | Path, flops: float, *, fitted=None, with_backte
                       "in_ladder": rung in spec.family.ladder()}
     out["tokens_per_image"] = tpi
     if with_backtest:
-        out["backtest"] = backtest_study(runs, spec)["rows"]
+        out["backtest"] = backtest_study(runs, spec, fit)["rows"]
     out["warnings"] = warns
     return out
 
@@ -307,7 +309,7 @@ def analyze_study(out_dir: str | Path, spec: StudySpec | None = None, *, report:
     spec = spec or load_study_spec(out_dir)
     runs, fit, boot, warns = fit_study(out_dir, spec)
     laws = {"study": spec.name, **fit.to_dict(boot)}
-    bt = backtest_study(runs, spec)
+    bt = backtest_study(runs, spec, fit)
     held = {row["flops"] for row in bt["rows"]}
     for b in laws["budgets"]:
         b["held_out"] = b["flops"] in held
@@ -323,7 +325,7 @@ def analyze_study(out_dir: str | Path, spec: StudySpec | None = None, *, report:
     if report:
         from ditscale.report import write_report
 
-        write_report(out_dir, laws, spec, runs=runs, fit=fit, boot=boot)
+        write_report(out_dir, laws, spec, runs=runs, boot=boot)
     return laws
 
 
