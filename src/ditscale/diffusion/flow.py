@@ -27,13 +27,12 @@ from ditscale.diffusion.common import (
     mean_flat,
     split_model_output,
 )
-from ditscale.diffusion.config import DiffusionConfig
+from ditscale.diffusion.config import FLOW_PREDICTIONS, DiffusionConfig
 from ditscale.errors import ConfigError
 
 SAMPLERS = ("euler", "heun")
 TIME_SCALE = 1000.0  # the model sees TIME_SCALE * t
 X0_WEIGHT_T_MIN = 0.05  # x0 prediction: the loss weight 1 / t^2 is capped at 1 / 0.05^2
-PREDICTIONS = ("v", "x0")
 
 
 def time_grid(steps: int, shift: float = 1.0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -75,7 +74,7 @@ class RectifiedFlow:
     ) -> None:
         if time_sampling not in ("uniform", "logit_normal"):
             raise ConfigError(f"unknown time sampling {time_sampling!r}; choose uniform or logit_normal")
-        if predict not in PREDICTIONS:
+        if predict not in FLOW_PREDICTIONS:
             raise ConfigError(f"unknown flow prediction {predict!r}; choose v or x0")
         self.predict = predict
         self.time_sampling = time_sampling

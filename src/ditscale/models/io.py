@@ -33,7 +33,8 @@ WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DDP / torch.compile wrappers
 MAX_NAMED = 3  # keys named per category in a mismatch message
 
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The underlying module of a DDP / torch.compile wrapper (the module itself when unwrapped)."""
     while True:
         inner = getattr(model, "_orig_mod", None)
         inner = inner if inner is not None else getattr(model, "module", None)
@@ -58,7 +59,7 @@ def save_model(model: torch.nn.Module, path: str | Path, metadata: dict[str, Any
     (``metadata`` must be JSON-serialisable, e.g. ``{"diffusion": DiffusionConfig dict, "step": 1000}``).
     Returns the path written.
     """
-    model = _unwrap(model)
+    model = unwrap(model)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     info = {"model": model.config.to_dict(), **(metadata or {})}
     path = Path(path)
@@ -183,7 +184,7 @@ def load_state_dict_strict(model: torch.nn.Module, state_dict: dict[str, torch.T
     Raises :class:`CheckpointError` with one line naming (the first few) shape-mismatched keys with
     both shapes, missing keys and unexpected keys, and the model it was checked against.
     """
-    model = _unwrap(model)
+    model = unwrap(model)
     expected = model.state_dict()
     mismatched = [
         f"shape mismatch at {k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"

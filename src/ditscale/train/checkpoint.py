@@ -44,11 +44,6 @@ def step_dir_name(step: int) -> str:
     return f"step_{step:08d}"
 
 
-def weights_metadata(model_config: dict, diffusion_config: dict) -> dict[str, str]:
-    """Safetensors metadata shared with ``ditscale.models.io``: {"ditscale": JSON of both configs}."""
-    return {"ditscale": json.dumps({"model": model_config, "diffusion": diffusion_config})}
-
-
 # Optimizer state <-> flat tensors --------------------------------------------------------------
 def flatten_optimizer_state(osd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Split an optimizer state dict keyed by parameter name (``get_optimizer_state_dict``) into

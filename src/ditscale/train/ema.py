@@ -11,14 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The underlying module of a DDP / torch.compile wrapper."""
-    while True:
-        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
-        if inner is None:
-            return model
-        model = inner
+from ditscale.models.io import unwrap
 
 
 def full_tensor(t: torch.Tensor) -> torch.Tensor:

@@ -275,7 +275,8 @@ def _train(cfg: TrainConfig, out: Path, info: DistInfo, *, progress: bool | None
     plan = make_plan(cfg, mcfg)
     torch.manual_seed(cfg.seed)  # identical init on every rank
     model = create_model(mcfg).to(device)
-    trainable: torch.nn.Module = model if text is None or not _has_params(text) else _Joint(model, text)
+    joint = text is not None and _has_params(text)  # a text encoder trained with the model
+    trainable: torch.nn.Module = _Joint(model, text) if joint else model
     net = wrap_model(trainable, info, device, fsdp=cfg.fsdp)
     # After wrapping (under FSDP2 it holds shards like the model); a jointly trained text encoder is
     # averaged too, so the EMA DiT is always paired with the EMA encoder it was averaged alongside.
@@ -299,7 +300,7 @@ def _train(cfg: TrainConfig, out: Path, info: DistInfo, *, progress: bool | None
     found_path = broadcast_object(str(found[0]) if found else None, info)
     if found_path is not None:
         state = ckpt.verify_checkpoint(found_path) if not info.is_main else found[1]
-        start = _load_checkpoint(Path(found_path), state, trainable, text, ema, opt, mcfg)
+        start = _load_checkpoint(Path(found_path), state, trainable, ema, opt)
         acc = _Accumulators(**state["accumulators"])
         if state["data_position"] != plan.counters(start)["images"]:
             raise TrainingError(f"checkpoint {found_path} is at data position {state['data_position']}, "
@@ -313,7 +314,7 @@ def _train(cfg: TrainConfig, out: Path, info: DistInfo, *, progress: bool | None
     if cfg.val.num_images > 0:
         validator = Validator(
             build_dataset(data_cfg, "val"), diffusion, diff_cfg.kind, cfg.val, device=device, info=info,
-            conditioning=mcfg.conditioning, encode_text=None if _has_params(text) else _encoder_fn(text),
+            conditioning=mcfg.conditioning, encode_text=None if joint else _encoder_fn(text),
         )
     peak = peak_flops(device, cfg.peak_flops) if info.is_main else None
     drop_p = mcfg.class_dropout_prob if mcfg.conditioning != "none" else 0.0
@@ -344,7 +345,7 @@ def _train(cfg: TrainConfig, out: Path, info: DistInfo, *, progress: bool | None
         noise = torch.randn((n, *batch["x"].shape[1:]), generator=g)[lo:hi].to(device)
         drop = (torch.rand(n, generator=g) < drop_p).long()[lo:hi].to(device)
         x = batch["x"].to(device, non_blocking=True)
-        kwargs = _model_kwargs(mcfg.conditioning, batch, drop, text, device)
+        kwargs = _model_kwargs(mcfg.conditioning, batch, drop, text, device, joint)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
             losses = diffusion.training_losses(net, x, t, model_kwargs=kwargs, noise=noise)["loss"].float()
         local_sum = losses.sum()
@@ -446,11 +447,11 @@ def _encoder_fn(text):
     return encode
 
 
-def _model_kwargs(conditioning: str, batch: dict, drop: torch.Tensor, text, device) -> dict[str, Any]:
+def _model_kwargs(conditioning: str, batch: dict, drop: torch.Tensor, text, device, joint: bool) -> dict[str, Any]:
     if conditioning == "class":
         return {"y": batch["y"].to(device), "force_drop_ids": drop}
     if conditioning == "text":
-        if _has_params(text):  # trained jointly: encoded inside the wrapped module
+        if joint:  # trained jointly: encoded inside the wrapped module
             return {"captions": list(batch["caption"]), "force_drop_ids": drop}
         with torch.no_grad():
             context, mask = text.encode(list(batch["caption"]))
@@ -536,7 +537,7 @@ def _validate(validator: Validator, net, model, ema: EMA, cfg: TrainConfig) -> d
     }
 
 
-def _state_dicts(trainable, opt, info: DistInfo):
+def _state_dicts(trainable, opt):
     """Full model and optimizer state dicts (collective under FSDP; CPU tensors)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
 
@@ -551,7 +552,7 @@ def _split_joint(sd: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Te
 def _save_checkpoint(out, step, trainable, text, ema, opt, acc, plan, cfg, weights_meta, info) -> Path | None:
     from ditscale.models.io import METADATA_KEY
 
-    model_sd, opt_sd = _state_dicts(trainable, opt, info)
+    model_sd, opt_sd = _state_dicts(trainable, opt)
     ema_sd = ema.state_dict()
     if not info.is_main:
         barrier(info)
@@ -582,7 +583,7 @@ def _save_checkpoint(out, step, trainable, text, ema, opt, acc, plan, cfg, weigh
     return path
 
 
-def _load_checkpoint(path: Path, state, trainable, text, ema: EMA, opt, mcfg) -> int:
+def _load_checkpoint(path: Path, state, trainable, ema: EMA, opt) -> int:
     """Restore weights, EMA, optimizer and RNG from a verified checkpoint; returns its step."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
 
