@@ -160,3 +160,14 @@ def test_text_conditioned_run_saves_and_resumes_its_word_encoder(tmp_path):
         a = ckpt.load_tensors(tmp_path / "ref" / "checkpoints" / "step_00000004", stem)
         b = ckpt.load_tensors(final, stem)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_word_encoder_vocabulary_comes_from_the_dataset(tmp_path):
+    """Captioned digits (no data.path) get the digit vocabulary, not a caption-folder scan."""
+    cfg = load_train_config("tiny-text", MICRO + ["max_steps=2", "data.name=digits", "data.image_size=8"])
+    result = train(cfg, tmp_path, progress=False)
+    assert result["steps"] == 2
+    from ditscale.models.io import read_metadata
+
+    vocab = read_metadata(tmp_path / "checkpoints" / "step_00000002" / "text_encoder.safetensors")["vocab"]
+    assert "digit" in vocab and "circle" not in vocab

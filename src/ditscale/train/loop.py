@@ -210,7 +210,7 @@ def build_text_encoder(cfg: TrainConfig, out: Path, device: torch.device):
     """The text encoder of a text-conditioned run (None without ``text_encoder``).
 
     "word": a :class:`~ditscale.data.text.WordTextEncoder` (:data:`WORD_ENCODER` sizes) trained with
-    the model, its vocabulary the shapes grammar or the training captions. Anything else: a frozen
+    the model, its vocabulary from :meth:`~ditscale.data.text.WordTokenizer.for_dataset`. Anything else: a frozen
     Hugging Face encoder (path or hub id), embeddings cached in ``$DITSCALE_TEXT_CACHE`` or ``OUT/text_cache``.
     """
     if not cfg.text_encoder:
@@ -224,12 +224,7 @@ def build_text_encoder(cfg: TrainConfig, out: Path, device: torch.device):
     if not dataset_info(data_cfg).has_captions:
         raise ConfigError(f"text_encoder={cfg.text_encoder!r} needs captions; set data.captions=true")
     if cfg.text_encoder == "word":
-        if data_cfg.name == "shapes":
-            tokenizer = T.WordTokenizer.for_shapes()
-        else:
-            from ditscale.data.folder import list_caption_pairs
-
-            tokenizer = T.WordTokenizer.from_captions(list_caption_pairs(data_cfg.path)[2])
+        tokenizer = T.WordTokenizer.for_dataset(data_cfg)  # shapes grammar, digit words, or the captions' words
         torch.manual_seed(cfg.seed + 1)
         return T.WordTextEncoder(tokenizer, **WORD_ENCODER).to(device)
     cache = os.environ.get("DITSCALE_TEXT_CACHE") or str(out / "text_cache")
