@@ -140,11 +140,12 @@ def read_runs_csv(path: str | Path) -> Runs:
         raise DataError(f"{path.name} has no data rows; add one row per training run")
     numeric = [c for c in REQUIRED + ("budget", "weight") if c in header]
     columns: dict[str, list] = {c: [] for c in numeric}
+    where = {c: header.index(c) for c in header}
     for line, row in enumerate(rows, start=2):
         if len(row) != len(header):
             raise DataError(f"{path.name} line {line} has {len(row)} fields but the header has {len(header)}; fix that row")
         for name in numeric:
-            text = row[header.index(name)].strip()
+            text = row[where[name]].strip()
             try:
                 value = float(text)
             except ValueError:
@@ -155,11 +156,11 @@ def read_runs_csv(path: str | Path) -> Runs:
                 )
             columns[name].append(value)
     id_col = next((c for c in RUN_ID_ALIASES if c in header), None)
-    run_id = np.array([r[header.index(id_col)].strip() for r in rows]) if id_col else None
+    run_id = np.array([r[where[id_col]].strip() for r in rows]) if id_col else None
     seed = None
     if "seed" in header:
         try:
-            seed = np.array([int(float(r[header.index("seed")])) for r in rows])
+            seed = np.array([int(float(r[where["seed"]])) for r in rows])
         except ValueError:
             raise DataError(f"{path.name}: column 'seed' must hold integers; fix or remove it") from None
     return Runs(

@@ -122,8 +122,7 @@ def _band(boot, law: str, cs: np.ndarray):
     return np.percentile(y[ok], [5, 95], axis=0)
 
 
-def laws_figure(laws: dict, path: str | Path, *, boot=None, target_flops: float | None = None,
-                tokens_per_image: int | None = None) -> Path:
+def laws_figure(laws: dict, path: str | Path, *, boot=None, target_flops: float | None = None) -> Path:
     """N_opt, D_opt and L_opt vs C (log axes) with fits, bands and the extrapolation; returns ``path``."""
     plt = _plt()
     budgets = [b for b in laws["budgets"] if not b.get("degenerate")]
