@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
+import textwrap
 import warnings
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+import ditscale
 from ditscale.config import from_dict
 from ditscale.data import DataConfig, DataInfo, build_dataset, collate, dataset_info
 from ditscale.data.folder import center_crop_arr
@@ -324,3 +331,104 @@ def test_caption_index_without_columns(tmp_path):
     (tmp_path / "i.csv").write_text("file,text\na.png,hello\n")
     with pytest.raises(DataError, match="needs columns 'image' and 'caption'"):
         build_dataset(cfg(name="captions", path=str(tmp_path / "i.csv")))
+
+
+# ------------------------------------------------------------------------ torch-free dataset description
+
+# Run in a fresh interpreter where importing torch fails (a meta-path finder refuses it): describes
+# each DataConfig given as JSON, and lists the heavy modules that got imported anyway.
+_DESCRIBE_WITHOUT_TORCH = textwrap.dedent(
+    """
+    import dataclasses, json, sys
+
+    class RefuseTorch:
+        def find_spec(self, name, path=None, target=None):
+            if name == "torch" or name.startswith("torch."):
+                raise ImportError(f"{name} is blocked in this test")
+            return None
+
+    sys.meta_path.insert(0, RefuseTorch())
+    try:
+        import torch
+    except ImportError:
+        pass
+    else:
+        raise SystemExit("the finder did not block torch")
+    from ditscale.data import DataConfig, dataset_info
+    from ditscale.errors import DataError
+
+    out = []
+    for raw in json.loads(sys.argv[1]):
+        try:
+            out.append(dataclasses.asdict(dataset_info(DataConfig(**raw))))
+        except DataError as err:
+            out.append(str(err))
+    dataset_modules = ("build", "shapes", "digits", "folder", "latents", "latent_dataset", "base", "text", "vae")
+    heavy = [m for m in sys.modules if m.split(".")[0] in ("torch", "numpy", "PIL")]
+    heavy += [m for m in sys.modules if m in {"ditscale.data." + d for d in dataset_modules}]
+    print(json.dumps({"infos": out, "heavy": sorted(heavy)}))
+    """
+)
+
+
+def describe_without_torch(configs: list[DataConfig]) -> list:
+    """``dataset_info`` of each config (or its DataError message), computed with torch unimportable."""
+    from dataclasses import asdict
+
+    src = str(Path(ditscale.__file__).resolve().parents[1])
+    path = [src] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
+    arg = json.dumps([asdict(c) for c in configs])
+    proc = subprocess.run([sys.executable, "-c", _DESCRIBE_WITHOUT_TORCH, arg], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["heavy"] == []  # no torch, numpy, PIL or dataset module was imported
+    return [DataInfo(**r) if isinstance(r, dict) else r for r in result["infos"]]
+
+
+def _caption_folder(root: Path) -> Path:
+    for name in ("x", "y"):
+        _png(root / f"{name}.png")
+        (root / f"{name}.txt").write_text(f"caption {name}")
+    return root
+
+
+def test_dataset_info_without_torch(image_root, tmp_path):
+    configs = [
+        cfg(shapes_label="kind_color"),
+        cfg(captions=True),
+        cfg(name="digits", channels=1, image_size=16),
+        cfg(name="folder", path=str(image_root), image_size=8),
+        cfg(name="captions", path=str(_caption_folder(tmp_path / "cap")), image_size=4),
+        cfg(name="folder", path=str(tmp_path / "nope")),
+    ]
+    infos = describe_without_torch(configs)
+    # The values the tests above establish with torch imported.
+    assert infos[:5] == [
+        DataInfo(48, 3, 32, False, False),
+        DataInfo(6, 3, 32, False, True),
+        DataInfo(10, 1, 16, False, False),
+        DataInfo(2, 3, 8, False, False),
+        DataInfo(1, 3, 4, False, True),
+    ]
+    assert [info.infinite for info in infos[:5]] == [True, True, False, False, False]
+    assert infos[:5] == [dataset_info(c) for c in configs[:5]]
+    assert infos[5] == f"dataset folder '{tmp_path / 'nope'}' does not exist; set data.path to " + (
+        "a folder of class sub-folders (root/<class>/<image>)"
+    )
+
+
+def test_infinite_is_a_dataset_attribute(image_root, tmp_path):
+    configs = [
+        cfg(),
+        cfg(name="digits"),
+        cfg(name="folder", path=str(image_root), image_size=8),
+        cfg(name="captions", path=str(_caption_folder(tmp_path / "cap")), image_size=4, val_fraction=0.0),
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the folder's bad.png
+        datasets = [build_dataset(c) for c in configs]
+    assert [ds.infinite for ds in datasets] == [True, False, False, False]
+    assert [ds.infinite for ds in datasets] == [dataset_info(c).infinite for c in configs]
+    assert [ds.num_classes for ds in datasets] == [dataset_info(c).num_classes for c in configs]
+    assert len(datasets[0]) == 2**31  # a bound kept for DataLoader compatibility, not the signal

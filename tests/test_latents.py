@@ -11,11 +11,12 @@ import torch
 
 from ditscale.config import from_dict
 from ditscale.data import DataConfig, DataInfo, build_dataset, dataset_info
-from ditscale.data.config import RNG_LATENT, item_rng
+from ditscale.data.base import RNG_LATENT, item_rng
 from ditscale.data.latents import extract_latents, read_meta, verify_latent_store
 from ditscale.data.vae import VAE_SCALE, encode_moments, load_vae, make_tiny_vae
 from ditscale.errors import ConfigError, DataError
 from ditscale.io import sha256_file
+from test_data import describe_without_torch
 
 SOURCE = DataConfig(name="digits", image_size=16, channels=1)  # 16 px -> 4x4x4 latents (downsample 4)
 KW = dict(count=10, val_count=3, shard_size=4, batch_size=3, dtype="float32", progress=False)
@@ -139,6 +140,30 @@ def test_latent_store_errors(store, tmp_path, vae_dir):
     (partial / "shard-00001.npy").write_bytes(bytes(data))
     (partial / "meta.json").write_text((out / "meta.json").read_text())
     assert verify_latent_store(partial) == ["shard-00001.npy"]
+
+
+def _build_error(c: DataConfig) -> str:
+    with pytest.raises(DataError) as err:
+        build_dataset(c)
+    return str(err.value)
+
+
+def test_dataset_info_reads_only_meta_json_without_torch(store, tmp_path):
+    out, _ = store
+    meta_only = tmp_path / "meta_only"  # a store with every file but meta.json gone
+    meta_only.mkdir()
+    shutil.copy(out / "meta.json", meta_only / "meta.json")
+    partial = tmp_path / "partial"  # an unfinished extraction
+    partial.mkdir()
+    shutil.copy(out / "plan.json", partial / "plan.json")
+    wrong_shape = from_dict(DataConfig, {"name": "latents", "path": str(out)})
+    errors = [wrong_shape, latents_cfg(out, captions=True), latents_cfg(partial), latents_cfg(tmp_path / "none")]
+    infos = describe_without_torch([latents_cfg(out), latents_cfg(meta_only), *errors])
+    assert infos[:2] == [DataInfo(10, 4, 4, True, False)] * 2  # as test_latent_items_resample_... establishes
+    assert infos[0] == dataset_info(latents_cfg(out)) and not infos[0].infinite
+    assert infos[2:] == [_build_error(c) for c in errors]  # the messages LatentDataset gives
+    assert "shape (4, 4, 4) but the config expects (3, 32, 32)" in infos[2]
+    assert "has no captions" in infos[3] and "is incomplete" in infos[4] and "does not exist" in infos[5]
 
 
 def test_cli_extracts_shapes_with_captions(vae_dir, tmp_path, capsys):

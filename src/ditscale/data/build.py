@@ -1,10 +1,15 @@
-"""``build_dataset`` and ``dataset_info``: the two functions the trainer calls."""
+"""``build_dataset`` and ``collate``: the torch side of the two functions the trainer calls.
+
+``dataset_info`` (the torch-free description) lives in :mod:`ditscale.data.info`; it is
+re-exported here, its old home.
+"""
 
 from __future__ import annotations
 
 import torch
 
-from ditscale.data.config import DataConfig, DataInfo, check_split
+from ditscale.data.config import DataConfig, check_split
+from ditscale.data.info import dataset_info  # noqa: F401  (re-exported)
 
 
 def build_dataset(cfg: DataConfig, split: str = "train") -> torch.utils.data.Dataset:
@@ -12,7 +17,10 @@ def build_dataset(cfg: DataConfig, split: str = "train") -> torch.utils.data.Dat
 
     Items are dicts ``{"x": float32 (C, H, W), "y": int64 label[, "caption": str]}``: images in
     [-1, 1], or latents already multiplied by the VAE scale. Every dataset has ``set_epoch(epoch)``;
-    an item is a pure function of (cfg.seed, split, index, epoch).
+    an item is a pure function of (cfg.seed, split, index, epoch). Every dataset has ``num_classes``
+    and the class attribute ``infinite``: True only for procedural data ("shapes"), whose ``len``
+    (2**31) is just a bound for DataLoader compatibility; read such a dataset sequentially (no
+    permutation, no epochs). Decide on ``dataset.infinite``, never on the length.
     """
     check_split(split)
     if cfg.name == "shapes":
@@ -31,33 +39,9 @@ def build_dataset(cfg: DataConfig, split: str = "train") -> torch.utils.data.Dat
         from ditscale.data.folder import CaptionDataset
 
         return CaptionDataset(cfg, split)
-    from ditscale.data.latents import LatentDataset
+    from ditscale.data.latent_dataset import LatentDataset
 
     return LatentDataset(cfg, split)
-
-
-def dataset_info(cfg: DataConfig) -> DataInfo:
-    """Classes, channels, side and kind of the items of ``cfg`` (cheap: lists folders, reads meta.json)."""
-    if cfg.name == "latents":
-        from ditscale.data.latents import LatentDataset
-
-        ds = LatentDataset(cfg, "train")  # validates the shape against cfg
-        return DataInfo(ds.num_classes, ds.shape[0], ds.shape[1], True, cfg.captions)
-    if cfg.name == "shapes":
-        from ditscale.data.shapes import COLORS, KINDS
-
-        num_classes = len(KINDS) * (len(COLORS) if cfg.shapes_label == "kind_color" else 1)
-    elif cfg.name == "digits":
-        num_classes = 10
-    elif cfg.name == "folder":
-        from ditscale.data.folder import find_classes
-
-        num_classes = len(find_classes(cfg.path))
-    else:
-        from ditscale.data.folder import list_caption_pairs
-
-        num_classes = max(list_caption_pairs(cfg.path)[3]) + 1
-    return DataInfo(num_classes, cfg.channels, cfg.image_size, False, cfg.captions or cfg.name == "captions")
 
 
 def collate(items: list[dict]) -> dict:

@@ -1,24 +1,23 @@
-"""``DataConfig`` and ``DataInfo``, plus the few helpers every dataset shares.
+"""``DataConfig`` (which dataset, how to load it) and ``DataInfo`` (what the model must know about it).
 
-Determinism contract: an item is a pure function of (dataset seed, split, index, epoch). Every
-random choice made while loading an item (a flip, a latent posterior sample) comes from
-:func:`item_rng`, a generator seeded by those numbers, never from global RNG state, so a resumed
-training run sees exactly the same data.
+Pure Python: planning (``ditscale study plan``, ``ditscale flops``) reads these without torch. The
+helpers every torch dataset shares (``item_rng``, ``EpochDataset``, ...) live in
+:mod:`ditscale.data.base`; they stay importable from here for old code (loaded on first use).
 """
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
-
-import numpy as np
-import torch
 
 from ditscale.errors import ConfigError
 
 DATASET_NAMES = ("shapes", "digits", "folder", "captions", "latents")
+INFINITE_DATASETS = ("shapes",)  # procedural: items are generated on demand, there are no epochs
 SPLITS = ("train", "val")
+
+
+# ---------------------------------------------------------------------------------------- config
 
 
 @dataclass
@@ -79,12 +78,24 @@ class DataConfig:
             raise ConfigError(f"data.path is required for the {self.name!r} dataset; set data.path=DIR")
 
 
+def check_split(split: str) -> None:
+    """Raise a ConfigError unless ``split`` is "train" or "val"."""
+    if split not in SPLITS:
+        raise ConfigError(f"split must be 'train' or 'val', got {split!r}")
+
+
+# ------------------------------------------------------------------------------------ description
+
+
 @dataclass(frozen=True)
 class DataInfo:
-    """What the model needs to know about a dataset.
+    """What the model (and the planner) needs to know about a dataset; see ``dataset_info``.
 
     ``channels`` and ``image_size`` describe the items' ``x`` (latent channels and side for latent
     stores); ``num_classes`` is the number of labels ``y`` takes (the model adds the null class).
+    ``infinite`` is True for procedural data (generated on demand: read sequentially, no epochs).
+    It is left out of ``==``: two descriptions are equal when a model configured for one fits the
+    other, and the data order is not the model's concern.
     """
 
     num_classes: int
@@ -92,58 +103,18 @@ class DataInfo:
     image_size: int
     is_latent: bool
     has_captions: bool
+    infinite: bool = field(default=False, compare=False)
 
 
-def check_split(split: str) -> None:
-    if split not in SPLITS:
-        raise ConfigError(f"split must be 'train' or 'val', got {split!r}")
+# -------------------------------------------------------------- old home of the dataset helpers
+
+_MOVED_TO_BASE = ("item_rng", "RNG_SHAPES", "RNG_FLIP", "RNG_LATENT", "heldout_mask", "EpochDataset", "to_minus1_1")
 
 
-def item_rng(*keys: int) -> np.random.Generator:
-    """A numpy generator seeded by non-negative integers, e.g. ``(seed, purpose, epoch, index)``."""
-    return np.random.default_rng(np.random.SeedSequence([int(k) for k in keys]))
+def __getattr__(name: str):
+    """``from ditscale.data.config import item_rng`` (and the other shared helpers) keeps working."""
+    if name in _MOVED_TO_BASE:
+        from ditscale.data import base
 
-
-# Purpose tags for item_rng, so that (seed, epoch, index) streams for different uses never coincide.
-RNG_SHAPES, RNG_FLIP, RNG_LATENT = 1, 2, 3
-
-
-def heldout_mask(keys: list[str], fraction: float) -> np.ndarray:
-    """Bool mask of the fixed held-out ("val") items among ``keys`` (stable ids, e.g. relative paths).
-
-    Items are ranked by the SHA-1 of their key and the first ``round(fraction * n)`` (at least one
-    when ``fraction > 0`` and n >= 2) are held out: independent of the seed and of the listing
-    order; adding or removing items only moves items near the cut.
-    """
-    n = len(keys)
-    n_val = int(round(fraction * n))
-    if fraction > 0 and n >= 2:
-        n_val = min(max(n_val, 1), n - 1)
-    order = sorted(range(n), key=lambda i: hashlib.sha1(keys[i].encode("utf-8")).digest())
-    mask = np.zeros(n, dtype=bool)
-    mask[order[:n_val]] = True
-    return mask
-
-
-class EpochDataset(torch.utils.data.Dataset):
-    """Base of all ditscale datasets: an ``epoch`` that per-item randomness depends on."""
-
-    epoch: int = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose flips / latent samples ``__getitem__`` returns (call before each epoch)."""
-        self.epoch = int(epoch)
-
-    def flip_for(self, index: int) -> bool:
-        """Whether item ``index`` is mirrored this epoch: a fair coin from (seed, epoch, index)."""
-        if not self.random_flip:
-            return False
-        return bool(item_rng(self.seed, RNG_FLIP, self.epoch, index).integers(2))
-
-
-def to_minus1_1(arr: np.ndarray) -> torch.Tensor:
-    """uint8 image ``(H, W)`` or ``(H, W, C)`` -> float32 tensor ``(C, H, W)`` in [-1, 1]."""
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    x = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))).float()
-    return x / 127.5 - 1.0
+        return getattr(base, name)
+    raise AttributeError(f"module 'ditscale.data.config' has no attribute {name!r}")

@@ -3,7 +3,7 @@
 1797 greyscale 8x8 images with 17 ink levels (0..16) and labels 0-9. Item ``x`` is the image
 bilinearly resized to ``image_size`` (``torch.nn.functional.interpolate``, ``align_corners=False``),
 mapped so that ink 0 (background) is -1 and ink 16 is +1, with 1 or 3 (repeated) channels.
-A fixed 10% (``val_fraction``) is held out as "val" (see :func:`ditscale.data.config.heldout_mask`).
+A fixed 10% (``val_fraction``) is held out as "val" (see :func:`ditscale.data.base.heldout_mask`).
 Random flips are off by default: a mirrored digit is a different glyph.
 """
 
@@ -13,7 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ditscale.data.config import DataConfig, EpochDataset, check_split, heldout_mask
+from ditscale.data.base import EpochDataset, heldout_mask
+from ditscale.data.config import DataConfig, check_split
 from ditscale.errors import ConfigError
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")

@@ -12,12 +12,11 @@ naming the file with ``"fail"``. A file whose header is fine but whose pixels ca
 item that loads instead (index + 1, + 2, ... modulo the length) and warns once.
 
 The "val" split is a fixed held-out fraction ranked by the hash of each file's relative path
-(:func:`ditscale.data.config.heldout_mask`), so it does not depend on the seed or listing order.
+(:func:`ditscale.data.base.heldout_mask`), so it does not depend on the seed or listing order.
 """
 
 from __future__ import annotations
 
-import csv
 import os
 import warnings
 from pathlib import Path
@@ -26,10 +25,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ditscale.data.config import DataConfig, EpochDataset, check_split, heldout_mask, to_minus1_1
+from ditscale.data.base import EpochDataset, heldout_mask, to_minus1_1
+from ditscale.data.config import DataConfig, check_split
+from ditscale.data.listing import (  # noqa: F401  (find_classes & co. are re-exported: their old home)
+    IMAGE_EXTENSIONS,
+    find_classes,
+    list_caption_pairs,
+    list_image_folder,
+    read_caption_index,
+)
 from ditscale.errors import ConfigError, DataError
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm", ".pgm")
 
 
 def center_crop_arr(image: Image.Image, image_size: int) -> np.ndarray:
@@ -49,10 +54,6 @@ def center_crop_arr(image: Image.Image, image_size: int) -> np.ndarray:
     return arr[top : top + image_size, left : left + image_size]
 
 
-def _is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
-
-
 def _header_ok(path: Path) -> bool:
     try:
         with Image.open(path) as im:
@@ -61,11 +62,17 @@ def _header_ok(path: Path) -> bool:
         return False
 
 
-def _existing_dir(path: str | None, what: str) -> Path:
-    root = Path(path or "").expanduser()
-    if not root.exists():
-        raise DataError(f"dataset folder '{root}' does not exist; set data.path to {what}")
-    return root
+def _readable_headers(files: list[Path], on_bad_image: str) -> tuple[list[int], list[Path]]:
+    """``(indices of files whose header PIL reads, unreadable files)``; DataError on one with "fail"."""
+    good, skipped = [], []
+    for i, f in enumerate(files):
+        if _header_ok(f):
+            good.append(i)
+        elif on_bad_image == "fail":
+            raise DataError(f"cannot read image '{f}'; remove or fix it, or set data.on_bad_image=skip")
+        else:
+            skipped.append(f)
+    return good, skipped
 
 
 class _ImageFiles(EpochDataset):
@@ -77,15 +84,7 @@ class _ImageFiles(EpochDataset):
         if split == "val" and cfg.val_fraction == 0:
             raise ConfigError("data.val_fraction is 0, so there is no val split; set it to e.g. 0.1")
         self.on_bad_image, self.root = cfg.on_bad_image, root
-        good = []
-        self.skipped: list[Path] = []
-        for i, f in enumerate(files):
-            if _header_ok(f):
-                good.append(i)
-            elif cfg.on_bad_image == "fail":
-                raise DataError(f"cannot read image '{f}'; remove or fix it, or set data.on_bad_image=skip")
-            else:
-                self.skipped.append(f)
+        good, self.skipped = _readable_headers(files, cfg.on_bad_image)
         if self.skipped:
             warnings.warn(
                 f"skipped {len(self.skipped)} unreadable image(s) under '{root}' (first: '{self.skipped[0]}'); "
@@ -142,12 +141,6 @@ class _ImageFiles(EpochDataset):
         return item
 
 
-def find_classes(root: str | Path) -> list[str]:
-    """Sorted names of the class sub-folders of an ImageNet-layout ``root`` (hidden folders ignored)."""
-    root = _existing_dir(str(root), "a folder of class sub-folders (root/<class>/<image>)")
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
 class ImageFolderDataset(_ImageFiles):
     """ImageNet layout: ``root/<class_name>/**/<image>``; label = index of the class in sorted names.
 
@@ -155,53 +148,12 @@ class ImageFolderDataset(_ImageFiles):
     """
 
     def __init__(self, cfg: DataConfig, split: str = "train"):
-        self.classes = find_classes(cfg.path)
-        root = Path(cfg.path).expanduser()
-        files, labels = [], []
-        for label, name in enumerate(self.classes):
-            found = sorted(p for p in (root / name).rglob("*") if p.is_file() and _is_image(p))
-            files += found
-            labels += [label] * len(found)
-        if not files:
-            raise DataError(
-                f"dataset folder '{root}' has no images in class sub-folders (expected root/<class>/<image>)"
-            )
+        root, self.classes, files, labels = list_image_folder(cfg.path)
         self._setup(cfg, split, root, files, labels, None)
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
-
-
-def read_caption_index(path: Path) -> list[dict]:
-    """Rows ``{"image": str, "caption": str[, "label": int]}`` of a ``.csv`` or ``.parquet`` index."""
-    if path.suffix.lower() == ".parquet":
-        try:
-            import pyarrow.parquet as pq
-        except ImportError:  # pragma: no cover - pyarrow is in the dev extras
-            raise DataError("reading a .parquet caption index needs pyarrow; pip install pyarrow or use a CSV") from None
-        rows = pq.read_table(path).to_pylist()
-    else:
-        with open(path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-    if not rows or not {"image", "caption"} <= set(rows[0]):
-        raise DataError(f"caption index '{path}' needs columns 'image' and 'caption' and at least one row")
-    return rows
-
-
-def list_caption_pairs(path: str | None) -> tuple[Path, list[Path], list[str], list[int]]:
-    """``(root, image files, captions, labels)`` of a caption folder or ``.csv`` / ``.parquet`` index."""
-    path = _existing_dir(path, "a folder of image + .txt pairs or a .csv/.parquet index")
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and _is_image(p) and p.with_suffix(".txt").is_file())
-        if not files:
-            raise DataError(f"dataset folder '{path}' has no image-caption pairs (expected name.png + name.txt)")
-        captions = [f.with_suffix(".txt").read_text(encoding="utf-8").strip() for f in files]
-        return path, files, captions, [0] * len(files)
-    rows = read_caption_index(path)
-    files = [path.parent / str(r["image"]) for r in rows]
-    labels = [int(r["label"]) if r.get("label") not in (None, "") else 0 for r in rows]
-    return path.parent, files, [str(r["caption"]) for r in rows], labels
 
 
 class CaptionDataset(_ImageFiles):

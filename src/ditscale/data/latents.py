@@ -1,20 +1,12 @@
-"""Latent stores: encode a dataset once with a VAE, then train on memory-mapped posteriors.
+"""Latent stores: encode a dataset once with a VAE (:func:`extract_latents`), then train on them.
 
-A store is a folder::
+The store layout and ``meta.json`` are described in :mod:`ditscale.data.store` (pure Python); the
+dataset that reads a store is :class:`ditscale.data.latent_dataset.LatentDataset`. Both are
+re-exported here (``read_meta``, ``verify_latent_store``, ``LatentDataset``), their old home.
 
-    plan.json                 what is being extracted (written first; a resume must match it)
-    shard-00000.npy ...       float16/32 (n, 2, 2, C, h, w): [flip][mean | std] of the VAE posterior
-    shard-00000.json ...      written last per shard: start, count, sha256, labels (and captions)
-    meta.json                 written when every shard is done: plan + shard list + checksums
-
-Index 1 of the flip axis is the encoding of the horizontally mirrored image. Items ``0 .. n_train-1``
-are the source's "train" split and the next ``n_val`` its "val" split. Each shard is written to a
-temp file and renamed (atomic), so an interrupted extraction resumes by skipping finished shards;
-workers each take whole shards, so the bytes do not depend on the number of workers.
-
-:class:`LatentDataset` memory-maps the shards and, per item, picks a flip and draws
-``z = (mean + std * eps) * scale`` from ``item_rng(seed, RNG_LATENT, epoch, index)``: a fresh flip
-and posterior sample every epoch (fast-DiT freezes one of each per image), identical on resume.
+Extraction writes each shard to a temp file and renames it (atomic), so an interrupted extraction
+resumes by skipping finished shards; workers each take whole shards, so the bytes do not depend on
+the number of workers.
 """
 
 from __future__ import annotations
@@ -32,65 +24,96 @@ import torch
 from tqdm.auto import tqdm
 
 from ditscale.config import to_dict
-from ditscale.data.config import RNG_LATENT, DataConfig, EpochDataset, check_split, item_rng
+from ditscale.data.config import INFINITE_DATASETS, DataConfig
+from ditscale.data.latent_dataset import LatentDataset  # noqa: F401  (re-exported)
+from ditscale.data.store import (  # noqa: F401  (read_meta, verify_latent_store re-exported)
+    STORE_FORMAT,
+    STORE_VERSION,
+    read_meta,
+    shard_name,
+    verify_latent_store,
+)
 from ditscale.errors import ConfigError, DataError
 from ditscale.io import atomic_path, atomic_write_json, sha256_file
 
-STORE_FORMAT = "ditscale-latents"
-STORE_VERSION = 1
 
-
-def _shard_name(s: int) -> str:
-    return f"shard-{s:05d}"
-
-
-def read_meta(path: str | os.PathLike) -> dict:
-    """The ``meta.json`` of a finished latent store, with a DataError saying what to do if absent."""
-    root = Path(path).expanduser()
-    if not root.is_dir():
-        raise DataError(f"latent store '{root}' does not exist; create it with `ditscale extract-latents`")
-    meta_file = root / "meta.json"
-    if not meta_file.is_file():
-        hint = "rerun the same `ditscale extract-latents` command to finish it" if (root / "plan.json").is_file() else (
-            "create it with `ditscale extract-latents`"
-        )
-        raise DataError(f"latent store '{root}' is incomplete (no meta.json); {hint}")
-    meta = json.loads(meta_file.read_text())
-    if meta.get("format") != STORE_FORMAT or meta.get("version") != STORE_VERSION:
-        raise DataError(f"'{root}' is not a version-{STORE_VERSION} ditscale latent store; re-extract it")
-    return meta
-
-
-def verify_latent_store(path: str | os.PathLike) -> list[str]:
-    """Names of the shard files of a store whose SHA-256 differs from ``meta.json`` (empty = intact)."""
-    root = Path(path)
-    meta = read_meta(root)
-    bad = []
-    for shard in meta["shards"]:
-        f = root / shard["file"]
-        if not f.is_file() or sha256_file(f) != shard["sha256"]:
-            bad.append(shard["file"])
-    return bad
-
-
-# ----------------------------------------------------------------------------------------- extraction
+# ------------------------------------------------------------------------------------------- sources
 
 
 def _sources(cfg: DataConfig, count: int | None, val_count: int | None) -> tuple[dict, int, int]:
     """The source datasets (no random flips) and how many train / val items to encode."""
     from ditscale.data.build import build_dataset
 
-    has_val = cfg.name == "shapes" or cfg.val_fraction > 0
+    has_val = cfg.name in INFINITE_DATASETS or cfg.val_fraction > 0
     datasets = {s: build_dataset(cfg, s) for s in (("train", "val") if has_val else ("train",))}
     n_train, n_val = len(datasets["train"]), len(datasets["val"]) if has_val else 0
-    if cfg.name == "shapes":  # infinite
+    if datasets["train"].infinite:
         if count is None:
-            raise ConfigError("the shapes dataset is infinite; give --count N (train images to encode)")
+            raise ConfigError(f"the {cfg.name} dataset is infinite; give --count N (train images to encode)")
         n_train, n_val = count, count // 10 if val_count is None else val_count
     else:
         n_train = n_train if count is None else min(count, n_train)
         n_val = n_val if val_count is None else min(val_count, n_val)
     return datasets, n_train, n_val
+
+
+def _check_options(cfg: DataConfig, dtype: str, batch_size: int, workers: int, shard_size: int) -> None:
+    if dtype not in ("float16", "float32"):
+        raise ConfigError(f"latent dtype must be 'float16' or 'float32', got {dtype!r}")
+    if batch_size < 1 or workers < 1 or shard_size < 1:
+        raise ConfigError("batch size, workers and shard size must be positive integers")
+    if cfg.name == "latents":
+        raise ConfigError("the source of extract-latents must be an image dataset, not a latent store")
+
+
+# -------------------------------------------------------------------------------------------- plan
+
+
+def _make_plan(src: DataConfig, vae: str, datasets: dict, n_train: int, n_val: int, dtype: str,
+               shard_size: int) -> dict:  # fmt: skip
+    """The ``plan.json`` of an extraction: what ``meta.json`` will hold, less the shard list."""
+    from ditscale.data.vae import VAE_SCALE, downsample_factor, load_vae
+
+    probe = load_vae(vae, device="cpu")
+    f, channels = downsample_factor(probe), int(probe.config.latent_channels)
+    del probe
+    if src.image_size % f:
+        raise ConfigError(f"image_size {src.image_size} is not divisible by the VAE's downsampling {f}; change data.image_size")
+    plan = {
+        "format": STORE_FORMAT,
+        "version": STORE_VERSION,
+        "vae": str(vae),
+        "scale": VAE_SCALE,
+        "dtype": dtype,
+        "shape": [channels, src.image_size // f, src.image_size // f],
+        "image_size": src.image_size,
+        "count": n_train + n_val,
+        "splits": {"train": n_train, "val": n_val},
+        "shard_size": shard_size,
+        "num_classes": int(datasets["train"].num_classes),
+        "has_captions": src.captions,
+        "source": to_dict(src),
+    }
+    if getattr(datasets["train"], "classes", None):
+        plan["classes"] = list(datasets["train"].classes)
+    return plan
+
+
+def _claim_store(out: Path, plan: dict) -> None:
+    """Write ``plan.json`` into ``out``, or check that an unfinished store there has the same plan."""
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / "plan.json").is_file():
+        old = json.loads((out / "plan.json").read_text())
+        if old != plan:
+            diff = sorted(k for k in set(old) | set(plan) if old.get(k) != plan.get(k))
+            raise DataError(f"'{out}' holds a different extraction (differs in {', '.join(diff)}); use another --out")
+    else:
+        atomic_write_json(out / "plan.json", plan)
+    for stale in out.glob(".shard-*.tmp"):  # left by a killed run; finished shards were renamed
+        stale.unlink()
+
+
+# ------------------------------------------------------------------------------------------ encoding
 
 
 class _Extractor:
@@ -110,7 +133,7 @@ class _Extractor:
     def write_shard(self, s: int, progress=None) -> dict:
         from ditscale.data.vae import encode_moments
 
-        p, name = self.plan, _shard_name(s)
+        p, name = self.plan, shard_name(s)
         start, end = s * p["shard_size"], min(p["count"], (s + 1) * p["shard_size"])
         labels, captions = [], []
         with atomic_path(self.out / f"{name}.npy") as tmp:
@@ -156,7 +179,51 @@ def _worker_shard(s: int) -> int:
 
 
 def _finished(out: Path, s: int) -> bool:
-    return (out / f"{_shard_name(s)}.json").is_file() and (out / f"{_shard_name(s)}.npy").is_file()
+    return (out / f"{shard_name(s)}.json").is_file() and (out / f"{shard_name(s)}.npy").is_file()
+
+
+def _encode_shards(out: Path, plan: dict, datasets: dict, todo: list[int], device: str, batch_size: int,
+                   workers: int, progress: bool) -> None:  # fmt: skip
+    """Write shards ``todo`` of ``plan``, in this process or in ``workers`` processes of whole shards."""
+    shard_size = plan["shard_size"]
+    todo_images = sum(min(plan["count"], (s + 1) * shard_size) - s * shard_size for s in todo)
+    bar = tqdm(total=todo_images, unit="img", desc="extract-latents", disable=not progress or not todo)
+    # On CPU every worker encodes with one thread: float sums then do not depend on the number of
+    # workers, so a store is byte-identical however it was extracted (use --workers for more cores).
+    on_cpu = torch.device(device).type == "cpu"
+    threads = 1 if on_cpu else max(1, (os.cpu_count() or 1) // workers)
+    saved_threads = torch.get_num_threads()
+    try:
+        if workers == 1 or len(todo) <= 1:
+            torch.set_num_threads(threads)
+            extractor = _Extractor(str(out), plan, datasets, device, batch_size) if todo else None
+            for s in todo:
+                extractor.write_shard(s, bar)
+        else:
+            # fork (CPU) shares the parent's imports; CUDA cannot be forked, so GPUs spawn fresh processes.
+            fork = on_cpu and "fork" in multiprocessing.get_all_start_methods()
+            ctx = multiprocessing.get_context("fork" if fork else "spawn")
+            init = (str(out), plan, datasets, device, batch_size, threads)
+            with concurrent.futures.ProcessPoolExecutor(min(workers, len(todo)), ctx, _init_worker, init) as pool:
+                for n in pool.map(_worker_shard, todo):
+                    bar.update(n)
+    finally:
+        torch.set_num_threads(saved_threads)
+        bar.close()
+
+
+def _write_meta(out: Path, plan: dict, num_shards: int) -> dict:
+    """Write ``meta.json`` (the plan plus every shard's file, start, count and SHA-256) and return it."""
+    shards = []
+    for s in range(num_shards):
+        rec = json.loads((out / f"{shard_name(s)}.json").read_text())
+        shards.append({k: rec[k] for k in ("file", "start", "count", "sha256")})
+    meta = dict(plan, shards=shards)
+    atomic_write_json(out / "meta.json", meta)
+    return meta
+
+
+# ------------------------------------------------------------------------------------- entry point
 
 
 def extract_latents(
@@ -190,160 +257,15 @@ def extract_latents(
     Returns:
         the ``meta.json`` contents, plus ``"shards_written"`` and ``"shards_skipped"`` of this call.
     """
-    if dtype not in ("float16", "float32"):
-        raise ConfigError(f"latent dtype must be 'float16' or 'float32', got {dtype!r}")
-    if batch_size < 1 or workers < 1 or shard_size < 1:
-        raise ConfigError("batch size, workers and shard size must be positive integers")
-    if cfg.name == "latents":
-        raise ConfigError("the source of extract-latents must be an image dataset, not a latent store")
+    _check_options(cfg, dtype, batch_size, workers, shard_size)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     out = Path(out).expanduser()
     src = dataclasses.replace(cfg, random_flip=False, captions=cfg.captions or cfg.name == "captions")
     datasets, n_train, n_val = _sources(src, count, val_count)
-    from ditscale.data.vae import VAE_SCALE, downsample_factor, load_vae
-
-    probe = load_vae(vae, device="cpu")
-    f, channels = downsample_factor(probe), int(probe.config.latent_channels)
-    del probe
-    if src.image_size % f:
-        raise ConfigError(f"image_size {src.image_size} is not divisible by the VAE's downsampling {f}; change data.image_size")
-    plan = {
-        "format": STORE_FORMAT,
-        "version": STORE_VERSION,
-        "vae": str(vae),
-        "scale": VAE_SCALE,
-        "dtype": dtype,
-        "shape": [channels, src.image_size // f, src.image_size // f],
-        "image_size": src.image_size,
-        "count": n_train + n_val,
-        "splits": {"train": n_train, "val": n_val},
-        "shard_size": shard_size,
-        "num_classes": int(datasets["train"].num_classes),
-        "has_captions": src.captions,
-        "source": to_dict(src),
-    }
-    if getattr(datasets["train"], "classes", None):
-        plan["classes"] = list(datasets["train"].classes)
-    out.mkdir(parents=True, exist_ok=True)
-    if (out / "plan.json").is_file():
-        old = json.loads((out / "plan.json").read_text())
-        if old != plan:
-            diff = sorted(k for k in set(old) | set(plan) if old.get(k) != plan.get(k))
-            raise DataError(f"'{out}' holds a different extraction (differs in {', '.join(diff)}); use another --out")
-    else:
-        atomic_write_json(out / "plan.json", plan)
-
-    for stale in out.glob(".shard-*.tmp"):  # left by a killed run; finished shards were renamed
-        stale.unlink()
+    plan = _make_plan(src, vae, datasets, n_train, n_val, dtype, shard_size)
+    _claim_store(out, plan)
     num_shards = math.ceil(plan["count"] / shard_size)
     todo = [s for s in range(num_shards) if not _finished(out, s)]
-    todo_images = sum(min(plan["count"], (s + 1) * shard_size) - s * shard_size for s in todo)
-    bar = tqdm(total=todo_images, unit="img", desc="extract-latents", disable=not progress or not todo)
-    # On CPU every worker encodes with one thread: float sums then do not depend on the number of
-    # workers, so a store is byte-identical however it was extracted (use --workers for more cores).
-    on_cpu = torch.device(device).type == "cpu"
-    threads = 1 if on_cpu else max(1, (os.cpu_count() or 1) // workers)
-    saved_threads = torch.get_num_threads()
-    try:
-        if workers == 1 or len(todo) <= 1:
-            torch.set_num_threads(threads)
-            extractor = _Extractor(str(out), plan, datasets, device, batch_size) if todo else None
-            for s in todo:
-                extractor.write_shard(s, bar)
-        else:
-            # fork (CPU) shares the parent's imports; CUDA cannot be forked, so GPUs spawn fresh processes.
-            fork = on_cpu and "fork" in multiprocessing.get_all_start_methods()
-            ctx = multiprocessing.get_context("fork" if fork else "spawn")
-            init = (str(out), plan, datasets, device, batch_size, threads)
-            with concurrent.futures.ProcessPoolExecutor(min(workers, len(todo)), ctx, _init_worker, init) as pool:
-                for n in pool.map(_worker_shard, todo):
-                    bar.update(n)
-    finally:
-        torch.set_num_threads(saved_threads)
-        bar.close()
-
-    shards = []
-    for s in range(num_shards):
-        rec = json.loads((out / f"{_shard_name(s)}.json").read_text())
-        shards.append({k: rec[k] for k in ("file", "start", "count", "sha256")})
-    meta = dict(plan, shards=shards)
-    atomic_write_json(out / "meta.json", meta)
+    _encode_shards(out, plan, datasets, todo, device, batch_size, workers, progress)
+    meta = _write_meta(out, plan, num_shards)
     return dict(meta, shards_written=len(todo), shards_skipped=num_shards - len(todo))
-
-
-# ------------------------------------------------------------------------------------------- dataset
-
-
-class LatentDataset(EpochDataset):
-    """Memory-mapped latent store; items ``{"x": (C, h, w) float32 scaled latent, "y": int64[, "caption"]}``.
-
-    ``x = (mean + std * eps) * scale`` of the image or (``random_flip``, default on) its mirror,
-    both drawn from ``item_rng(seed, RNG_LATENT, epoch, index)``.
-    """
-
-    def __init__(self, cfg: DataConfig, split: str = "train"):
-        check_split(split)
-        self.root = Path(cfg.path).expanduser()
-        meta = read_meta(self.root)
-        shape = tuple(meta["shape"])
-        want = (cfg.channels, cfg.image_size, cfg.image_size)
-        if shape != want:
-            raise DataError(
-                f"latent store '{self.root}' holds latents of shape {shape} but the config expects {want} "
-                f"(data.channels, data.image_size); set data.channels={shape[0]} data.image_size={shape[1]}, "
-                "or extract latents at the matching image size"
-            )
-        if cfg.captions and not meta["has_captions"]:
-            raise DataError(f"latent store '{self.root}' has no captions; extract it from a captioned dataset")
-        self.meta, self.shape, self.scale = meta, shape, float(meta["scale"])
-        self.offset = 0 if split == "train" else meta["splits"]["train"]
-        self.length = meta["splits"][split]
-        if self.length == 0:
-            raise DataError(f"latent store '{self.root}' has no {split} items; re-extract with a {split} split")
-        labels, captions = [], []
-        for shard in meta["shards"]:
-            rec = json.loads((self.root / shard["file"]).with_suffix(".json").read_text())
-            labels += rec["labels"]
-            captions += rec["captions"] or []
-        self.labels = torch.tensor(labels[self.offset : self.offset + self.length], dtype=torch.int64)
-        self.caption_list = captions[self.offset : self.offset + self.length] if cfg.captions else None
-        self.num_classes = int(meta["num_classes"])
-        self.seed = cfg.seed
-        self.random_flip = True if cfg.random_flip is None else cfg.random_flip
-        self._maps: dict[int, np.ndarray] = {}
-
-    def __getstate__(self) -> dict:  # DataLoader workers open their own memory maps
-        return dict(self.__dict__, _maps={})
-
-    def __len__(self) -> int:
-        return self.length
-
-    def _shard(self, s: int) -> np.ndarray:
-        if s not in self._maps:
-            shard = self.meta["shards"][s]
-            try:
-                arr = np.load(self.root / shard["file"], mmap_mode="r")
-            except (OSError, ValueError) as err:
-                raise DataError(f"cannot read '{self.root / shard['file']}' ({err}); re-extract this store") from None
-            if arr.shape != (shard["count"], 2, 2, *self.shape):
-                raise DataError(f"'{self.root / shard['file']}' has shape {arr.shape}, not as in meta.json; re-extract")
-            self._maps[s] = arr
-        return self._maps[s]
-
-    def moments(self, index: int) -> np.ndarray:
-        """Stored ``(2 flips, 2 [mean, std], C, h, w)`` of item ``index`` (unscaled, store dtype)."""
-        s, r = divmod(self.offset + index, self.meta["shard_size"])
-        return self._shard(s)[r]
-
-    def __getitem__(self, index: int) -> dict:
-        if not 0 <= index < self.length:
-            raise IndexError(index)
-        m = self.moments(index)
-        rng = item_rng(self.seed, RNG_LATENT, self.epoch, index)
-        flip = int(rng.integers(2)) if self.random_flip else 0
-        eps = rng.standard_normal(self.shape, dtype=np.float32)
-        z = (m[flip, 0].astype(np.float32) + m[flip, 1].astype(np.float32) * eps) * np.float32(self.scale)
-        item = {"x": torch.from_numpy(z), "y": self.labels[index].clone()}
-        if self.caption_list is not None:
-            item["caption"] = self.caption_list[index]
-        return item

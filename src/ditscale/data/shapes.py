@@ -7,8 +7,10 @@ rendered at any resolution with vectorised numpy signed-distance functions and a
 (pixel coverage = clip(0.5 - distance in pixels, 0, 1)), and described by a caption such as
 ``"a small red circle at the top left on a blue background"``.
 
-The class label is the shape kind (index into :data:`KINDS`), or ``kind * 8 + colour`` with
+The class label is the shape kind (index into ``KINDS``), or ``kind * 8 + colour`` with
 ``shapes_label="kind_color"``. The "val" split is a different seed stream of the same generator.
+The grammar's words and geometry (``KINDS``, ``COLORS``, ``SIZES``, ``POSITIONS``, ``GRID``) live in
+:mod:`ditscale.data.shapes_grammar` (pure Python) and are importable from here too.
 """
 
 from __future__ import annotations
@@ -21,31 +23,21 @@ import struct
 import numpy as np
 import torch
 
-from ditscale.data.config import RNG_SHAPES, DataConfig, EpochDataset, check_split
+from ditscale.data.base import RNG_SHAPES, EpochDataset
+from ditscale.data.config import DataConfig, check_split
+from ditscale.data.shapes_grammar import (  # noqa: F401  (re-exported: the grammar's old home)
+    COLOR_NAMES,
+    COLORS,
+    GRID,
+    JITTER,
+    KINDS,
+    POSITIONS,
+    SIZE_NAMES,
+    SIZES,
+    shapes_num_classes,
+)
 
-KINDS = ("circle", "square", "triangle", "diamond", "cross", "ring")
-COLORS: dict[str, tuple[int, int, int]] = {
-    "red": (230, 30, 30),
-    "green": (30, 170, 60),
-    "blue": (40, 70, 230),
-    "yellow": (245, 215, 30),
-    "orange": (245, 130, 20),
-    "purple": (140, 50, 190),
-    "white": (245, 245, 245),
-    "black": (20, 20, 20),
-}
-COLOR_NAMES = tuple(COLORS)
-SIZES = {"small": 0.10, "medium": 0.16, "large": 0.22}  # half-extent as a fraction of the side
-SIZE_NAMES = tuple(SIZES)
-# 3x3 grid: (row, col) -> name; centres at 0.25, 0.5, 0.75 of the side.
-POSITIONS = (
-    "top left", "top", "top right",
-    "left", "center", "right",
-    "bottom left", "bottom", "bottom right",
-)  # fmt: skip
-GRID = (0.25, 0.5, 0.75)
-JITTER = 0.04  # position jitter, fraction of the side
-LENGTH = 2**31  # "infinite": items are generated on demand
+LENGTH = 2**31  # "infinite": items are generated on demand; a bound for DataLoader compatibility
 
 _PALETTE = np.array([COLORS[c] for c in COLOR_NAMES], dtype=np.float32) / 127.5 - 1.0  # (8, 3) in [-1, 1]
 _SPLIT_STREAM = {"train": 0, "val": 1}
@@ -140,7 +132,10 @@ class ShapesDataset(EpochDataset):
 
     Items: ``{"x": (3, S, S) float32 in [-1, 1], "y": int64 label[, "caption": str]}``. Iterate
     indices sequentially (they are i.i.d. already); do not build a permutation of 2**31 indices.
+    ``infinite`` is True: the trainer reads that, not the length.
     """
+
+    infinite = True
 
     def __init__(self, cfg: DataConfig, split: str = "train"):
         check_split(split)
@@ -151,7 +146,7 @@ class ShapesDataset(EpochDataset):
 
     @property
     def num_classes(self) -> int:
-        return len(KINDS) * len(COLORS) if self.kind_color else len(KINDS)
+        return shapes_num_classes("kind_color" if self.kind_color else "kind")
 
     def __len__(self) -> int:
         return LENGTH

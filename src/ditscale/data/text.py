@@ -55,7 +55,7 @@ class WordTokenizer:
     @classmethod
     def for_shapes(cls) -> "WordTokenizer":
         """The closed vocabulary of the ``shapes`` caption grammar (no caption maps to ``<unk>``)."""
-        from ditscale.data.shapes import COLOR_NAMES, KINDS, POSITIONS, SIZE_NAMES
+        from ditscale.data.shapes_grammar import COLOR_NAMES, KINDS, POSITIONS, SIZE_NAMES
 
         words = "a an at the on background".split() + list(KINDS + COLOR_NAMES + SIZE_NAMES)
         return cls(words + [w for p in POSITIONS for w in p.split()])
@@ -71,18 +71,16 @@ class WordTokenizer:
 
             return cls(["the", "digit", *DIGIT_WORDS])
         if cfg.name == "captions":
-            from ditscale.data.folder import list_caption_pairs
+            from ditscale.data.listing import list_caption_pairs
 
             return cls.from_captions(list_caption_pairs(cfg.path)[2])
         if cfg.name == "latents":
-            from ditscale.data.latents import read_meta
+            from ditscale.data.store import read_meta, read_shard_records
 
             meta = read_meta(cfg.path)
             if meta["source"]["name"] == "shapes":
                 return cls.for_shapes()
-            root = Path(cfg.path).expanduser()
-            shards = (json.loads((root / s["file"]).with_suffix(".json").read_text()) for s in meta["shards"])
-            return cls.from_captions(c for rec in shards for c in rec["captions"] or [])
+            return cls.from_captions(read_shard_records(Path(cfg.path).expanduser(), meta)[1])
         raise ConfigError(f"data.name={cfg.name!r} has no captions to build a vocabulary from")
 
     def __len__(self) -> int:

@@ -1,0 +1,103 @@
+"""The latent-store format: layout, ``meta.json`` and its checks (pure Python: no torch, no numpy).
+
+A store is a folder::
+
+    plan.json                 what is being extracted (written first; a resume must match it)
+    shard-00000.npy ...       float16/32 (n, 2, 2, C, h, w): [flip][mean | std] of the VAE posterior
+    shard-00000.json ...      written last per shard: start, count, sha256, labels (and captions)
+    meta.json                 written when every shard is done: plan + shard list + checksums
+
+Index 1 of the flip axis is the encoding of the horizontally mirrored image. Items ``0 .. n_train-1``
+are the source's "train" split and the next ``n_val`` its "val" split. ``meta.json`` alone
+describes the store (shape, scale, counts, splits, classes, captions), so planning reads only it.
+Writing: :mod:`ditscale.data.latents`; reading items: :mod:`ditscale.data.latent_dataset`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from ditscale.data.config import DataConfig, check_split
+from ditscale.errors import DataError
+from ditscale.io import sha256_file
+
+STORE_FORMAT = "ditscale-latents"
+STORE_VERSION = 1
+
+
+def shard_name(s: int) -> str:
+    """File stem of shard ``s``: ``"shard-00000"``."""
+    return f"shard-{s:05d}"
+
+
+def read_meta(path: str | os.PathLike) -> dict:
+    """The ``meta.json`` of a finished latent store, with a DataError saying what to do if absent."""
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise DataError(f"latent store '{root}' does not exist; create it with `ditscale extract-latents`")
+    meta_file = root / "meta.json"
+    if not meta_file.is_file():
+        hint = "rerun the same `ditscale extract-latents` command to finish it" if (root / "plan.json").is_file() else (
+            "create it with `ditscale extract-latents`"
+        )
+        raise DataError(f"latent store '{root}' is incomplete (no meta.json); {hint}")
+    meta = json.loads(meta_file.read_text())
+    if meta.get("format") != STORE_FORMAT or meta.get("version") != STORE_VERSION:
+        raise DataError(f"'{root}' is not a version-{STORE_VERSION} ditscale latent store; re-extract it")
+    return meta
+
+
+def check_store_fits(root: Path, meta: dict, cfg: DataConfig) -> tuple[int, int, int]:
+    """The store's latent shape ``(C, h, w)``, after checking it and its captions against ``cfg``.
+
+    Raises a DataError naming both shapes when they differ from ``(data.channels, data.image_size,
+    data.image_size)``, and one when ``cfg.captions`` asks for captions the store does not have.
+    """
+    shape = tuple(meta["shape"])
+    want = (cfg.channels, cfg.image_size, cfg.image_size)
+    if shape != want:
+        raise DataError(
+            f"latent store '{root}' holds latents of shape {shape} but the config expects {want} "
+            f"(data.channels, data.image_size); set data.channels={shape[0]} data.image_size={shape[1]}, "
+            "or extract latents at the matching image size"
+        )
+    if cfg.captions and not meta["has_captions"]:
+        raise DataError(f"latent store '{root}' has no captions; extract it from a captioned dataset")
+    return shape
+
+
+def split_range(root: Path, meta: dict, split: str) -> tuple[int, int]:
+    """``(offset, length)`` of ``split`` among the store's items (train first, then val); not empty."""
+    check_split(split)
+    offset = 0 if split == "train" else meta["splits"]["train"]
+    length = meta["splits"][split]
+    if length == 0:
+        raise DataError(f"latent store '{root}' has no {split} items; re-extract with a {split} split")
+    return offset, length
+
+
+def read_shard_records(root: Path, meta: dict) -> tuple[list[int], list[str]]:
+    """``(labels, captions)`` of every item of the store, in item order, from the shards' JSON files.
+
+    ``captions`` is empty for a store without captions. Reads one small JSON file per shard.
+    """
+    labels, captions = [], []
+    for shard in meta["shards"]:
+        rec = json.loads((root / shard["file"]).with_suffix(".json").read_text())
+        labels += rec["labels"]
+        captions += rec["captions"] or []
+    return labels, captions
+
+
+def verify_latent_store(path: str | os.PathLike) -> list[str]:
+    """Names of the shard files of a store whose SHA-256 differs from ``meta.json`` (empty = intact)."""
+    root = Path(path)
+    meta = read_meta(root)
+    bad = []
+    for shard in meta["shards"]:
+        f = root / shard["file"]
+        if not f.is_file() or sha256_file(f) != shard["sha256"]:
+            bad.append(shard["file"])
+    return bad
