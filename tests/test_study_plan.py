@@ -8,7 +8,7 @@ import math
 import pytest
 
 from ditscale.cli import main
-from ditscale.study.plan import choose_grid, fmt_flops, make_plan, run_id_for
+from ditscale.study.plan import choose_grid, fmt_flops, plan_study, run_id_for
 
 from test_study_spec import spec_with
 
@@ -31,7 +31,7 @@ def test_one_row_by_hand():
     assert MACS == 76_992 and N_NON_EMB == 3_312
     spec = spec_with(budgets=[1e9, 2e9, 4e9], prior={"coefficient": 3312 / 1e9**0.5, "exponent": 0.5},
                      hparams={"batch_size": 8, "lr": 1e-3, "base_width": 32, "warmup_fraction": 0.1})
-    row = next(r for r in make_plan(spec).runs if r.run_id == "c1e9-d1w16h2-s0")
+    row = next(r for r in plan_study(spec).runs if r.run_id == "c1e9-d1w16h2-s0")
     images = 2164  # floor(1e9 / (6 * 76,992)) : 2164 * 461,952 = 999,664,128 <= 1e9 < 2165 * 461,952
     assert row.macs_per_image == MACS
     assert row.params_non_embedding == N_NON_EMB
@@ -63,7 +63,7 @@ def test_grid_brackets_the_prior_optimum_and_moves_with_the_budget():
                              "model": {"patch_size": 2, "block": "in_context", "learn_sigma": False}},
                      budgets=[1e10, 4e10, 1.6e11], models_per_budget=5, span=8,
                      prior={"coefficient": 12_000 / 1e10**0.5, "exponent": 0.5})
-    plan = make_plan(spec)
+    plan = plan_study(spec)
     assert plan.warnings == []
     for budget, runs in plan.by_budget().items():
         n_star = 12_000 * (budget / 1e10) ** 0.5  # 12k, 24k, 48k
@@ -79,16 +79,16 @@ def test_grid_brackets_the_prior_optimum_and_moves_with_the_budget():
 
 
 def test_warnings_when_the_grid_cannot_bracket_the_optimum():
-    low = make_plan(spec_with(prior={"coefficient": 10.0 / 1e9**0.5, "exponent": 0.5}))
+    low = plan_study(spec_with(prior={"coefficient": 10.0 / 1e9**0.5, "exponent": 0.5}))
     assert any("below the grid" in w and "smallest model of the family is too big" in w for w in low.warnings)
-    high = make_plan(spec_with(prior={"coefficient": 1e6 / 1e9**0.5, "exponent": 0.5}))
+    high = plan_study(spec_with(prior={"coefficient": 1e6 / 1e9**0.5, "exponent": 0.5}))
     assert any("above the grid" in w and "largest model of the family is too small" in w for w in high.warnings)
 
 
 def test_runs_with_too_few_steps_are_dropped_and_reported():
     spec = spec_with(min_steps=150, hparams={"batch_size": 8},
                      prior={"coefficient": 5000 / 1e9**0.5, "exponent": 0.5})
-    plan = make_plan(spec)
+    plan = plan_study(spec)
     dropped = {r.run_id: r.steps for r in plan.dropped}
     assert dropped and all(steps < 150 for steps in dropped.values())
     assert all(r.steps >= 150 for r in plan.runs)
@@ -96,7 +96,7 @@ def test_runs_with_too_few_steps_are_dropped_and_reported():
 
 
 def test_repeat_adds_seed_replicates_of_the_smallest_budgets():
-    plan = make_plan(spec_with(repeat={"budgets": 1, "seeds": [7]}))
+    plan = plan_study(spec_with(repeat={"budgets": 1, "seeds": [7]}))
     repeats = [r for r in plan.runs if r.role == "repeat"]
     assert {r.budget for r in repeats} == {1e9} and {r.seed for r in repeats} == {7}
     grid = {(r.depth, r.hidden_size) for r in plan.runs if r.budget == 1e9 and r.role == "grid"}
@@ -130,7 +130,7 @@ def test_repeat_can_be_limited_to_the_models_nearest_the_optimum():
                              "model": {"patch_size": 2, "block": "in_context", "learn_sigma": False}},
                      models_per_budget=5, repeat={"budgets": 2, "models": 1, "seeds": [5]},
                      prior={"coefficient": 9000 / 1e9**0.5, "exponent": 0.5})
-    plan = make_plan(spec)
+    plan = plan_study(spec)
     repeats = [r for r in plan.runs if r.role == "repeat"]
     # one replicate in each of the 2 smallest budgets: the rung nearest N* in log N. Non-embedding
     # params at depth 1: width 24 -> 7,272, width 32 -> 12,768. N* = 9,000 at 1e9 (nearest: 24),

@@ -113,10 +113,10 @@ def test_second_run_trains_nothing(study, capsys):
 KILL_SCRIPT = """
 import json, sys
 from ditscale.study import spec_from_dict
-from ditscale.study.plan import make_plan
+from ditscale.study.plan import plan_study
 from ditscale.study.run import execute_run, task_for
 spec = spec_from_dict(json.loads(sys.argv[1]))
-run = next(r for r in make_plan(spec).runs if r.run_id == sys.argv[2])
+run = next(r for r in plan_study(spec).runs if r.run_id == sys.argv[2])
 task = task_for(spec, __import__("pathlib").Path(sys.argv[3]), run, threads=1)
 task.config["ckpt_every"] = 5  # resume-safe: the study's config hash ignores it
 print(execute_run(task))
@@ -170,9 +170,9 @@ def test_interrupted_study_completes_without_redoing_runs(study, tmp_path):
 
 def test_a_run_held_by_a_live_worker_is_left_alone(tmp_path):
     spec = micro_spec()
-    from ditscale.study.plan import make_plan
+    from ditscale.study.plan import plan_study
 
-    run = make_plan(spec).runs[0]
+    run = plan_study(spec).runs[0]
     task = task_for(spec, tmp_path, run)
     lock = RunLock(tmp_path / "runs" / run.run_id / "run.lock")
     assert lock.acquire()
@@ -196,9 +196,9 @@ def test_a_run_held_by_a_live_worker_is_left_alone(tmp_path):
 @pytest.mark.slow
 def test_submitit_local_executor_runs_one_run(tmp_path):
     spec = micro_spec()
-    from ditscale.study.plan import make_plan
+    from ditscale.study.plan import plan_study
 
-    run = make_plan(spec).runs[0]
+    run = plan_study(spec).runs[0]
     task = task_for(spec, tmp_path, run, threads=1)
     seen = []
     launcher = SlurmLauncher(tmp_path / "slurm", SlurmOptions(cluster="local", cpus_per_task=1, time_min=10), poll_s=0.2)

@@ -151,6 +151,18 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+def flatten_dotted(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``: a nested mapping keyed by dotted paths (the override
+    syntax). Empty mappings stay as values, so ``{"model": {}}`` and ``{}`` differ."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten_dotted(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Parse ``"a.b.c=value"`` into (["a", "b", "c"], value), the value read as YAML (``1e-4`` is a float)."""
     if "=" not in text:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ditscale.errors import ConfigError
-from ditscale.models.config import DiTConfig, resolve_config
+from ditscale.models.config import EMBEDDING_PARAMETERS, FREQUENCY_EMBEDDING_SIZE, DiTConfig, resolve_config
 
 __all__ = [
     "FREQUENCY_EMBEDDING_SIZE",
@@ -38,10 +38,11 @@ __all__ = [
     "train_flops_exact",
     "train_flops_6nd",
     "images_for_flops",
+    "images_in_budget",
 ]
 
-FREQUENCY_EMBEDDING_SIZE = 256  # sinusoidal timestep features fed to the timestep MLP (reference DiT)
 ADALN_CHUNKS = {"adaln_zero": 6, "adaln": 4}  # modulation outputs per block, in units of hidden_size
+
 
 @dataclass(frozen=True)
 class MacBreakdown:
@@ -114,7 +115,7 @@ class ParamCounts:
         return dataclasses.asdict(self)
 
 
-EMBEDDING_COMPONENTS = ("patch_embed", "pos_embed", "t_embedder", "y_embedder", "context_embedder", "final_linear")
+EMBEDDING_COMPONENTS = tuple(EMBEDDING_PARAMETERS)  # left out of ParamCounts.non_embedding
 
 
 def _condition_tokens(cfg: DiTConfig) -> int:
@@ -250,3 +251,19 @@ def images_for_flops(config: Any, flops: float, convention: str = "exact") -> fl
     if convention == "6nd":
         return flops / (6 * param_counts(cfg).non_embedding * cfg.num_patches)
     raise ConfigError(f"unknown FLOP convention {convention!r}; choose 'exact' or '6nd'")
+
+
+def images_in_budget(config: Any, flops: float) -> int:
+    """The most whole images whose exact training FLOPs fit in ``flops`` (an int, possibly 0).
+
+    ``floor(images_for_flops)`` guarded both ways against float rounding of the division, so
+    ``images * train_flops_exact(config, 1) <= flops < (images + 1) * train_flops_exact(config, 1)``
+    holds exactly. Training runs with a FLOP budget and the study planner both count images here.
+    """
+    per_image = float(train_flops_exact(config, 1))
+    images = math.floor(images_for_flops(config, flops))
+    while (images + 1) * per_image <= flops:
+        images += 1
+    while images > 0 and images * per_image > flops:
+        images -= 1
+    return images

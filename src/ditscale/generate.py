@@ -2,13 +2,15 @@
 
 :func:`sample_images` follows DiT's ``sample.py`` / ``sample_ddp.py``: draw Gaussian noise in the
 model's input space, run the diffusion sampler (with classifier-free guidance as a doubled batch:
-conditional half first, null class second), decode latents with the VAE (divided by 0.18215) and
-convert to uint8 as ``clamp(127.5 * x + 128, 0, 255)`` (``sample_ddp.py``, whose ``.npz`` feeds
-ADM's FID suite). Pixel-space models (1 or 3 input channels) skip the VAE.
+conditional half first, the model's null condition second, chosen by ``force_drop_ids``), decode
+latents with the VAE (divided by 0.18215) and convert to uint8 as ``clamp(127.5 * x + 128, 0, 255)``
+(``sample_ddp.py``, whose ``.npz`` feeds ADM's FID suite). Pixel-space models (1 or 3 input
+channels) skip the VAE.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 from typing import Any, Sequence
@@ -16,8 +18,10 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ditscale.diffusion.guidance import cfg_model_fn
 from ditscale.errors import ConfigError
 from ditscale.io import atomic_path
+from ditscale.models.guidance import guidance_drop_ids
 
 DEFAULT_STEPS = {"gaussian": 250, "flow": 50}  # DiT samples with 250 DDPM steps
 DEFAULT_SAMPLER = {"gaussian": "ddpm", "flow": "euler"}
@@ -65,6 +69,78 @@ def _labels(model, labels, num_images, generator: torch.Generator) -> tuple[torc
     return labels, num_images
 
 
+# -- the steps of sample_latents ----------------------------------------------------------------------
+def _sampler_and_steps(diffusion: Any, sampler: str | None, steps: int | str | None) -> tuple[str, int | str]:
+    """The sampler and step count, defaulting per process kind (DiT: 250 DDPM steps; flow: 50 Euler steps)."""
+    kind = _kind(diffusion)
+    return sampler or DEFAULT_SAMPLER[kind], DEFAULT_STEPS[kind] if steps is None else steps
+
+
+def _check_context(cfg: Any, context: torch.Tensor | None, num_images: int | None) -> int | None:
+    """The number of images, checked against the text context (one caption per image)."""
+    if context is not None:
+        num_images = num_images if num_images is not None else len(context)
+        if len(context) != num_images:
+            raise ConfigError(f"context holds {len(context)} captions but num_images={num_images}; give one per image")
+    elif cfg.conditioning == "text":
+        raise ConfigError("this model is text-conditional: pass context (text-token embeddings, one row per image)")
+    return num_images
+
+
+def _check_guidance(cfg: Any, cfg_scale: float) -> bool:
+    """Whether sampling is guided (``cfg_scale != 1``); raise if the model has no null condition to guide with."""
+    guided = cfg_scale != 1.0
+    if guided and cfg.conditioning == "none":
+        raise ConfigError("classifier-free guidance needs a conditional model; this one is unconditional: use cfg_scale 1")
+    if guided and cfg.conditioning == "class" and cfg.class_dropout_prob <= 0:
+        raise ConfigError("this model was trained without label dropout, so it has no null class for guidance: use cfg_scale 1")
+    return guided
+
+
+def _guided_channels(diffusion: Any, guided_channels: int | str | None, in_channels: int) -> int:
+    """Channels guidance acts on: "auto" takes the diffusion config's (3 as DiT), None all input channels;
+    never more than the input channels, so learned-variance channels stay unguided."""
+    if guided_channels == "auto":
+        config = getattr(diffusion, "config", None)
+        guided_channels = getattr(config, "guided_channels", 3) if config is not None else 3
+    return in_channels if guided_channels is None else min(guided_channels, in_channels)
+
+
+def _condition_kwargs(labels: torch.Tensor | None, context: torch.Tensor | None, context_mask: torch.Tensor | None,
+                      lo: int, b: int, device: torch.device) -> dict[str, Any]:
+    """Model kwargs of images ``lo .. lo + b``: class labels ``y``, or text ``context`` and its keep-mask."""
+    kwargs: dict[str, Any] = {}
+    if labels is not None:
+        kwargs["y"] = labels[lo:lo + b].to(device)
+    if context is not None:
+        ctx = context[lo:lo + b].to(device)
+        keep = (
+            torch.ones(ctx.shape[:2], dtype=torch.bool, device=device) if context_mask is None
+            else context_mask[lo:lo + b].to(device=device, dtype=torch.bool)
+        )
+        kwargs["context"], kwargs["context_mask"] = ctx, keep
+    return kwargs
+
+
+@contextlib.contextmanager
+def _eval_mode(model: torch.nn.Module):
+    """Run ``model`` in eval mode, restoring its training mode after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def _guidance_kwargs(kwargs: dict[str, Any], b: int, device: torch.device) -> dict[str, Any]:
+    """``kwargs`` of ``b`` images doubled into a guidance batch: the same condition twice, the second
+    half switched to the model's null condition by ``force_drop_ids`` (null class, or no text)."""
+    doubled = {key: torch.cat([value, value]) for key, value in kwargs.items()}
+    doubled["force_drop_ids"] = guidance_drop_ids(b, device)
+    return doubled
+
+
 @torch.no_grad()
 def sample_latents(
     model: torch.nn.Module,
@@ -105,64 +181,30 @@ def sample_latents(
         batch_size: images per sampler call (a guided call runs 2 x batch_size through the model).
     """
     cfg = model.config
-    kind = _kind(diffusion)
-    sampler = sampler or DEFAULT_SAMPLER[kind]
-    steps = DEFAULT_STEPS[kind] if steps is None else steps
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-    if context is not None:
-        num_images = num_images if num_images is not None else len(context)
-        if len(context) != num_images:
-            raise ConfigError(f"context holds {len(context)} captions but num_images={num_images}; give one per image")
-    elif cfg.conditioning == "text":
-        raise ConfigError("this model is text-conditional: pass context (text-token embeddings, one row per image)")
-    label_gen = torch.Generator().manual_seed(seed)
-    labels, n = _labels(model, labels, num_images, label_gen)
-    guided = cfg_scale != 1.0
-    if guided and cfg.conditioning == "none":
-        raise ConfigError("classifier-free guidance needs a conditional model; this one is unconditional: use cfg_scale 1")
-    if guided and cfg.conditioning == "class" and cfg.class_dropout_prob <= 0:
-        raise ConfigError("this model was trained without label dropout, so it has no null class for guidance: use cfg_scale 1")
-    if guided_channels == "auto":
-        config = getattr(diffusion, "config", None)
-        guided_channels = getattr(config, "guided_channels", 3) if config is not None else 3
-    k = cfg.in_channels if guided_channels is None else min(guided_channels, cfg.in_channels)
-
-    from ditscale.diffusion import cfg_model_fn
-
+    sampler, steps = _sampler_and_steps(diffusion, sampler, steps)
+    num_images = _check_context(cfg, context, num_images)
+    labels, n = _labels(model, labels, num_images, torch.Generator().manual_seed(seed))
+    guided = _check_guidance(cfg, cfg_scale)
+    k = _guided_channels(diffusion, guided_channels, cfg.in_channels)
     device = torch.device(device)
     generator = torch.Generator(device=device).manual_seed(seed)
     model_fn = cfg_model_fn(model, cfg_scale, guided_channels=k) if guided else model
     shape = (cfg.in_channels, cfg.input_size, cfg.input_size)
-    was_training = model.training
-    model.eval()
     out = []
-    try:
+    with _eval_mode(model):
         for lo in range(0, n, batch_size):
             b = min(batch_size, n - lo)
             noise = torch.randn((b, *shape), generator=generator, device=device)
-            kwargs: dict[str, Any] = {}
-            if labels is not None:
-                y = labels[lo:lo + b].to(device)
-                kwargs["y"] = torch.cat([y, torch.full_like(y, cfg.num_classes)]) if guided else y
-            if context is not None:
-                ctx = context[lo:lo + b].to(device)
-                keep = (
-                    torch.ones(ctx.shape[:2], dtype=torch.bool, device=device) if context_mask is None
-                    else context_mask[lo:lo + b].to(device=device, dtype=torch.bool)
-                )
-                if guided:  # the null condition is "no text": every token masked out
-                    ctx, keep = torch.cat([ctx, ctx]), torch.cat([keep, torch.zeros_like(keep)])
-                kwargs["context"], kwargs["context_mask"] = ctx, keep
+            kwargs = _condition_kwargs(labels, context, context_mask, lo, b, device)
             if guided:
-                noise = torch.cat([noise, noise])
+                noise, kwargs = torch.cat([noise, noise]), _guidance_kwargs(kwargs, b, device)
             x = diffusion.sample(
                 model_fn, tuple(noise.shape), sampler=sampler, steps=steps, noise=noise, model_kwargs=kwargs,
                 generator=generator, progress=progress, device=device,
             )
             out.append(x[:b].float().cpu())
-    finally:
-        model.train(was_training)
     return torch.cat(out)
 
 

@@ -42,34 +42,30 @@ def _interval(ci, fmt="{:.4g}") -> str:
     return "" if ci is None else "[" + ", ".join(fmt.format(x) for x in ci) + "]"
 
 
-def _format_compute_laws(d: dict, boot) -> list[str]:
+def _format_compute_laws(d, boot) -> list[str]:
+    """The three compute laws and the saturating loss law of ``d`` (a :class:`FitSummary`), with
+    intervals when bootstrapped."""
     lines = []
     for law, name in (("params_law", "N_opt (params)"), ("tokens_law", "D_opt (tokens)"), ("loss_law", "L_opt")):
-        e = d[law]
-        ci = e["ci90"] or {}
-        lines.append(f"  {name:15s} = {e['coefficient']:.4g} * C^{e['exponent']:.4f}"
-                     + (f"   exponent 90% {_interval(ci.get('exponent'), '{:.4f}')}, coefficient {_interval(ci.get('coefficient'))}" if boot else ""))
-    s = d["loss_law_saturating"]
+        e = d.law(law)
+        lines.append(f"  {name:15s} = {e.coefficient:.4g} * C^{e.exponent:.4f}"
+                     + (f"   exponent 90% {_interval(e.interval('exponent'), '{:.4f}')}, coefficient "
+                        f"{_interval(e.interval('coefficient'))}" if boot else ""))
+    s = d.loss_law_saturating
     if s is not None:
-        ci = s["ci90"] or {}
-        lines.append(f"  {'L_opt':15s} = {s['E']:.4g} + {s['k']:.4g} * C^-{s['gamma']:.4f}"
-                     + (f"   E {_interval(ci.get('E'))}, gamma {_interval(ci.get('gamma'), '{:.4f}')}" if boot else ""))
+        lines.append(f"  {'L_opt':15s} = {s.E:.4g} + {s.k:.4g} * C^-{s.gamma:.4f}"
+                     + (f"   E {_interval(s.interval('E'))}, gamma {_interval(s.interval('gamma'), '{:.4f}')}" if boot else ""))
     return lines
 
 
 def format_fit(fit, boot) -> str:
     """Human-readable summary of a fit and its bootstrap."""
-    d = fit.to_dict(boot)
+    from ditscale.laws.summary import FitSummary
+
     how = f"; 90% intervals from {boot.n_resamples} bootstrap resamples (seed {boot.seed})" if boot else ""
     if fit.method == "parametric":
-        lines = [f"parametric fit (Approach 3) of {fit.n_runs} runs: L(N, D) = E + A / N^alpha + B / D^beta{how}"]
-        for k in ("E", "A", "B", "alpha", "beta"):
-            lines.append(f"  {k:5s} = {d[k]:.6g}" + (f"   90% {_interval(d['ci90'][k])}  se {d['se'][k]:.3g}" if boot else ""))
-        for law, name in (("n_opt_law", "N_opt (params)"), ("d_opt_law", "D_opt (tokens)")):
-            e = d[law]
-            lines.append(f"  {name:15s} = {e['coefficient']:.4g} * C^{e['exponent']:.4f}"
-                         + (f"   exponent 90% {_interval(e['ci90']['exponent'], '{:.4f}')}" if boot else "") + "   (C = 6ND)")
-        return "\n".join(lines)
+        return "\n".join(_format_parametric(fit, boot, how))
+    d = FitSummary.from_dict(fit.to_dict(boot))
     if fit.method == "isoflop":
         lines = [f"isoflop fit (Approach 2) of {fit.n_runs} runs in {len(fit.budgets)} budgets{how}", *_format_compute_laws(d, boot)]
         lines.append(f"  {'budget (FLOPs)':>14s} {'runs':>5s} {'N* (params)':>12s} {'D* (tokens)':>12s} {'L*':>10s}")
@@ -83,6 +79,21 @@ def format_fit(fit, boot) -> str:
     for p in fit.envelope:
         lines.append(f"  {p.flops:14.4g} {p.n_opt:12.4g} {p.d_opt:12.4g} {p.loss_opt:10.5g}  {p.run_id}")
     return "\n".join(lines)
+
+
+def _format_parametric(fit, boot, how: str) -> list[str]:
+    """Approach 3's five values (with intervals and standard errors) and its allocation laws."""
+    from ditscale.laws.summary import ParametricSummary
+
+    d = ParametricSummary.from_dict(fit.to_dict(boot))
+    lines = [f"parametric fit (Approach 3) of {fit.n_runs} runs: L(N, D) = E + A / N^alpha + B / D^beta{how}"]
+    for k in ("E", "A", "B", "alpha", "beta"):
+        lines.append(f"  {k:5s} = {getattr(d, k):.6g}" + (f"   90% {_interval(d.interval(k))}  se {d.se[k]:.3g}" if boot else ""))
+    for law, name in (("n_opt_law", "N_opt (params)"), ("d_opt_law", "D_opt (tokens)")):
+        e = getattr(d, law)
+        lines.append(f"  {name:15s} = {e.coefficient:.4g} * C^{e.exponent:.4f}"
+                     + (f"   exponent 90% {_interval(e.interval('exponent'), '{:.4f}')}" if boot else "") + "   (C = 6ND)")
+    return lines
 
 
 def run(args: argparse.Namespace) -> int:

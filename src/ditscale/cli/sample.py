@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from ditscale.errors import CheckpointError, ConfigError
+from ditscale.train.rundir import RunDir
 
 # Class labels of DiT's sample.py (ImageNet: 207 golden retriever, 360 otter, 387 red panda, ...).
 DIT_DEMO_CLASSES = (207, 360, 387, 974, 88, 979, 417, 279)
@@ -88,10 +89,11 @@ def resolve_weights(ckpt: str | Path, ema: bool = True) -> Path:
         )
     if path.is_file():
         return path
-    if not any((path / name).is_file() for name in WEIGHT_FILES[ema]) and (path / "checkpoints").is_dir():
+    run = RunDir(path)
+    if not any((path / name).is_file() for name in WEIGHT_FILES[ema]) and run.checkpoints.is_dir():
         from ditscale.train.checkpoint import list_checkpoints
 
-        found = [p for _, p in list_checkpoints(path / "checkpoints") if any((p / n).is_file() for n in WEIGHT_FILES[ema])]
+        found = [p for _, p in list_checkpoints(run.checkpoints) if any((p / n).is_file() for n in WEIGHT_FILES[ema])]
         if not found:
             raise CheckpointError(f"run folder '{ckpt}' has no checkpoint with weights yet; train longer or pass a weights file")
         path = found[0]
@@ -157,14 +159,14 @@ def _run_config(weights: Path) -> dict:
     """The training config (``config.yaml``) of the run ``weights`` lies in, or {} outside a run folder."""
     from ditscale.config import load_yaml
 
-    for run in (weights.parent.parent.parent, weights.parent):
-        if (run / "config.yaml").is_file():
-            try:
-                data = load_yaml(run / "config.yaml")
-            except (ConfigError, OSError, ValueError):
-                return {}
-            return data if isinstance(data, dict) else {}
-    return {}
+    run = RunDir.containing(weights)
+    if run is None:
+        return {}
+    try:
+        data = load_yaml(run.config)
+    except (ConfigError, OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _vae_from_run(weights: Path) -> str | None:
@@ -229,21 +231,8 @@ def _text_encoder(args: argparse.Namespace, weights: Path, config, device: str):
     return encoder
 
 
-def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from ditscale.diffusion import create_diffusion
-    from ditscale.generate import save_grid, save_npz, sample_images
-    from ditscale.models import create_model
-    from ditscale.models.io import describe_config, load_state_dict_file, load_state_dict_strict, read_metadata
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    weights = resolve_weights(args.ckpt, args.ema)
-    meta = read_metadata(weights)
-
-    vae = _load_vae(args.vae, device) if args.vae else None
-    config = _model_config(args, meta, vae_factor=_downsample(vae) if vae is not None else 8)
-    prompts = _read_prompts(args)
+def _check_prompts(config, prompts: list[str] | None) -> None:
+    """Prompts go with text-conditional models, and only with them."""
     if config.conditioning == "text" and prompts is None:
         raise ConfigError("this model is text-conditional: pass --prompt TEXT (repeatable) or --prompts FILE")
     if config.conditioning != "text" and prompts is not None:
@@ -251,18 +240,27 @@ def run(args: argparse.Namespace) -> int:
             f"--prompt/--prompts are for text-conditional models; this one has conditioning={config.conditioning!r}: "
             "use --classes or --num-images"
         )
-    if vae is None and config.in_channels not in (1, 3):
-        name = _vae_from_run(weights)
-        if name is None:
-            raise ConfigError(
-                f"this model works in VAE latent space ({config.in_channels} channels): pass --vae PATH_OR_ID "
-                "(a diffusers AutoencoderKL folder, or e.g. stabilityai/sd-vae-ft-ema)"
-            )
-        _note(f"using the run's VAE {name}")
-        vae = _load_vae(name, device)
+
+
+def _latent_vae(weights: Path, config, device: str):
+    """The VAE of a latent-space model given no --vae: the one its run's latent store was extracted with."""
+    name = _vae_from_run(weights)
+    if name is None:
+        raise ConfigError(
+            f"this model works in VAE latent space ({config.in_channels} channels): pass --vae PATH_OR_ID "
+            "(a diffusers AutoencoderKL folder, or e.g. stabilityai/sd-vae-ft-ema)"
+        )
+    _note(f"using the run's VAE {name}")
+    return _load_vae(name, device)
+
+
+def _load_weights(config, weights: Path, ema: bool, device: str):
+    """The model of ``config`` with the weights of ``weights`` (strict), in eval mode on ``device``."""
+    from ditscale.models import create_model
+    from ditscale.models.io import load_state_dict_file, load_state_dict_strict
 
     model = create_model(config)
-    if weights.suffix != ".safetensors" and not args.ema:
+    if weights.suffix != ".safetensors" and not ema:
         try:  # a reference training checkpoint {"model", "ema", ...}: take the raw weights
             state_dict = load_state_dict_file(weights, key="model")
         except CheckpointError:  # a plain state dict: nothing to choose
@@ -270,23 +268,33 @@ def run(args: argparse.Namespace) -> int:
     else:
         state_dict = load_state_dict_file(weights)
     load_state_dict_strict(model, state_dict)
-    model.to(device).eval()
+    return model.to(device).eval()
 
-    diff_cfg = meta.get("diffusion") if "diffusion" in meta else {"learn_sigma": config.learn_sigma}
-    diffusion = create_diffusion(diff_cfg)
+
+def _diffusion_for(meta: dict, config):
+    """The weights file's diffusion process (DiT's default without metadata), checked against the model."""
+    from ditscale.diffusion import create_diffusion
+
+    diffusion = create_diffusion(meta.get("diffusion") if "diffusion" in meta else {"learn_sigma": config.learn_sigma})
     if diffusion.model_out_channels(config.in_channels) != config.out_channels:
         raise ConfigError(
             f"the model outputs {config.out_channels} channels but its {type(diffusion).__name__} needs "
             f"{diffusion.model_out_channels(config.in_channels)}; check learn_sigma of the model and diffusion configs"
         )
+    return diffusion
 
-    labels, num_images, context, context_mask = None, args.num_images, None, None
+
+def _conditions(args: argparse.Namespace, config, prompts, weights: Path, device: str) -> dict:
+    """What to draw: ``labels`` or ``num_images``, or ``context``/``context_mask`` of the prompts."""
+    import torch
+
     if prompts is not None:
         encoder = _text_encoder(args, weights, config, device)
         with torch.no_grad():
             context, context_mask = encoder.encode(prompts)
-        num_images = len(prompts)
-    elif args.classes is not None:
+        return {"labels": None, "num_images": len(prompts), "context": context, "context_mask": context_mask}
+    labels, num_images = None, args.num_images
+    if args.classes is not None:
         try:
             labels = [int(c) for c in args.classes.replace(" ", "").split(",") if c]
         except ValueError:
@@ -297,20 +305,19 @@ def run(args: argparse.Namespace) -> int:
             labels = list(DIT_DEMO_CLASSES)
     if config.conditioning != "class" and labels is not None:
         raise ConfigError("this model is unconditional and takes no --classes; use --num-images N")
-    has_null = config.conditioning in ("class", "text") and config.class_dropout_prob > 0
-    cfg_scale = args.cfg_scale if args.cfg_scale is not None else (4.0 if has_null else 1.0)
-    steps = args.steps
-    if steps is not None and steps.isdigit():
-        steps = int(steps)
+    return {"labels": labels, "num_images": None if labels is not None else num_images, "context": None,
+            "context_mask": None}
 
-    _note(f"{describe_config(config)} from {weights} on {device}, cfg-scale {cfg_scale}")
-    images = sample_images(
-        model, diffusion, labels=labels, context=context, context_mask=context_mask,
-        num_images=None if labels is not None else num_images, seed=args.seed,
-        sampler=args.sampler, steps=steps, cfg_scale=cfg_scale,
-        guided_channels="auto" if args.guided_channels is None else args.guided_channels,
-        vae=vae, device=device, progress=not args.quiet, batch_size=args.batch_size,
-    )
+
+def _cfg_scale(args: argparse.Namespace, config) -> float:
+    """--cfg-scale, else 4.0 for a model trained with a null condition (DiT's demo), else 1.0 (no guidance)."""
+    has_null = config.conditioning in ("class", "text") and config.class_dropout_prob > 0
+    return args.cfg_scale if args.cfg_scale is not None else (4.0 if has_null else 1.0)
+
+
+def _write_outputs(args: argparse.Namespace, images) -> None:
+    from ditscale.generate import save_grid, save_npz
+
     n, h, w, _ = images.shape
     upscale = args.upscale if args.upscale is not None else max(1, math.ceil(64 / min(h, w)))
     out = save_grid(images, args.out, nrow=args.nrow, upscale=upscale)
@@ -318,4 +325,38 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote a grid of {n} images ({w}x{h} px{shown}) to {out}")
     if args.npz:
         print(f"wrote {n} images to {save_npz(images, args.npz)} (key arr_0)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ditscale.generate import sample_images
+    from ditscale.models.io import describe_config, read_metadata
+
+    # The weights, the model config and what to condition on
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    weights = resolve_weights(args.ckpt, args.ema)
+    meta = read_metadata(weights)
+    vae = _load_vae(args.vae, device) if args.vae else None
+    config = _model_config(args, meta, vae_factor=_downsample(vae) if vae is not None else 8)
+    prompts = _read_prompts(args)
+    _check_prompts(config, prompts)
+    if vae is None and config.in_channels not in (1, 3):
+        vae = _latent_vae(weights, config, device)
+
+    # The model and its diffusion process
+    model = _load_weights(config, weights, args.ema, device)
+    diffusion = _diffusion_for(meta, config)
+
+    # Sample and write
+    conditions = _conditions(args, config, prompts, weights, device)
+    cfg_scale = _cfg_scale(args, config)
+    steps = int(args.steps) if args.steps is not None and args.steps.isdigit() else args.steps
+    _note(f"{describe_config(config)} from {weights} on {device}, cfg-scale {cfg_scale}")
+    images = sample_images(
+        model, diffusion, **conditions, seed=args.seed, sampler=args.sampler, steps=steps, cfg_scale=cfg_scale,
+        guided_channels="auto" if args.guided_channels is None else args.guided_channels,
+        vae=vae, device=device, progress=not args.quiet, batch_size=args.batch_size,
+    )
+    _write_outputs(args, images)
     return 0

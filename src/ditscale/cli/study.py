@@ -124,66 +124,82 @@ def _run(args) -> int:
     return 0 if out.complete or args.max_runs is not None else 1
 
 
-def _print_laws_summary(laws: dict, out_dir) -> None:
+def _print_laws_summary(laws, out_dir) -> None:
+    """The laws (with exponent intervals) and the backtest of laws.json (its dict or view)."""
+    from ditscale.laws.summary import LawsSummary
+
+    view = laws if isinstance(laws, LawsSummary) else LawsSummary.from_dict(laws)
     for law, name in (("params_law", "N_opt (params)"), ("tokens_law", "D_opt (tokens)"), ("loss_law", "L_opt")):
-        f = laws[law]
-        ci = (f.get("ci90") or {}).get("exponent")
-        print(f"  {name:15s} = {f['coefficient']:.4g} * C^{f['exponent']:.4f}{_interval(ci, '.4f')}")
-    for row in laws.get("backtest", []):
-        print(f"  backtest at {row['flops']:.3g} FLOPs: predicted L* {row['predicted_loss']:.4f}, actual "
-              f"{row['actual_loss']:.4f}, error {row['relative_error']:+.2%}")
+        f = view.law(law)
+        print(f"  {name:15s} = {f.coefficient:.4g} * C^{f.exponent:.4f}{_interval(f.interval('exponent'), '.4f')}")
+    for row in view.backtest:
+        print(f"  backtest at {row.flops:.3g} FLOPs: predicted L* {row.predicted_loss:.4f}, actual "
+              f"{row.actual_loss:.4f}, error {row.relative_error:+.2%}")
     print(f"  report: {out_dir}/report.html")
 
 
 def _predict(args) -> int:
+    from ditscale.laws.summary import PredictionSummary
     from ditscale.study.analyze import load_study_spec, predict_study
 
-    flops = args.flops if args.flops is not None else load_study_spec(args.dir).target_flops
-    pred = predict_study(args.dir, flops)
+    spec = load_study_spec(args.dir)
+    flops = args.flops if args.flops is not None else spec.target_flops
+    pred = predict_study(args.dir, flops, spec=spec)
     if args.json:
         print(json.dumps(pred, indent=2))
         return 0
-    near = pred["nearest"]
-    img = pred["images_opt"]
-    print(f"compute-optimal at C = {pred['flops']:.4g} training FLOPs:")
-    print(f"  N_opt  {pred['n_opt']['value']:.4g} non-embedding params{_interval(pred['n_opt']['ci90'])}")
-    print(f"  D_opt  {pred['d_opt']['value']:.4g} tokens{_interval(pred['d_opt']['ci90'])}")
-    print(f"         {img['value']:.4g} images ({pred['tokens_per_image']} tokens each){_interval(img['ci90'])}")
-    print(f"  L_opt  {pred['loss_opt']['value']:.4f}{_interval(pred['loss_opt']['ci90'], '.4f')}")
-    where = "" if near["in_ladder"] else " (beyond the trained ladder, by the family rule)"
-    print(f"  nearest family model: {near['name']} (depth {near['depth']}, width {near['hidden_size']}, "
-          f"{near['num_heads']} heads; {near['params']:,} non-embedding / {near['params_total']:,} params){where}")
-    for row in pred["backtest"]:
-        print(f"  backtest: refit without {row['flops']:.3g} FLOPs predicts L* {row['predicted_loss']:.4f}"
-              f"{_interval(row.get('predicted_ci90'), '.4f')}, actual {row['actual_loss']:.4f}, "
-              f"error {row['relative_error']:+.2%}")
-    for w in pred.get("warnings", []):
-        print(f"warning: {w}", file=sys.stderr)
+    _print_prediction(PredictionSummary.from_dict(pred))
     return 0
 
 
+def _print_prediction(pred) -> None:
+    """``study predict``'s text: N, D (tokens and images), loss with intervals, nearest model, backtest."""
+    near = pred.nearest
+    print(f"compute-optimal at C = {pred.flops:.4g} training FLOPs:")
+    print(f"  N_opt  {pred.n_opt.value:.4g} non-embedding params{_interval(pred.n_opt.ci90)}")
+    print(f"  D_opt  {pred.d_opt.value:.4g} tokens{_interval(pred.d_opt.ci90)}")
+    if pred.images_opt.value is not None:
+        print(f"         {pred.images_opt.value:.4g} images ({pred.tokens_per_image} tokens each)"
+              f"{_interval(pred.images_opt.ci90)}")
+    print(f"  L_opt  {pred.loss_opt.value:.4f}{_interval(pred.loss_opt.ci90, '.4f')}")
+    where = "" if near.in_ladder else " (beyond the trained ladder, by the family rule)"
+    print(f"  nearest family model: {near.name} (depth {near.depth}, width {near.hidden_size}, "
+          f"{near.num_heads} heads; {near.params:,} non-embedding / {near.params_total:,} params){where}")
+    for row in pred.backtest:
+        print(f"  backtest: refit without {row.flops:.3g} FLOPs predicts L* {row.predicted_loss:.4f}"
+              f"{_interval(row.predicted_ci90, '.4f')}, actual {row.actual_loss:.4f}, "
+              f"error {row.relative_error:+.2%}")
+    for w in pred.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+
+
 def _compare(args) -> int:
+    from ditscale.laws.summary import ComparisonSummary
     from ditscale.study.analyze import compare_studies
 
     comp = compare_studies(args.dir_a, args.dir_b, flops=args.flops)
     if args.json:
         print(json.dumps(comp, indent=2))
         return 0
-    print(f"A = {comp['a']['study']} ({comp['a']['dir']}), B = {comp['b']['study']} ({comp['b']['dir']})")
+    _print_comparison(ComparisonSummary.from_dict(comp))
+    return 0
+
+
+def _print_comparison(comp) -> None:
+    """``study compare``'s text: one row per shared value (A, B, A - B with intervals), then the losses."""
     def cell(value: float, interval, sign: str = "") -> str:
         text = f"{value:{sign}.4g}"
         return text if not interval else f"{text} [{interval[0]:.4g}, {interval[1]:.4g}]"
 
+    print(f"A = {comp.a.study} ({comp.a.dir}), B = {comp.b.study} ({comp.b.dir})")
     print(f"{'value':28s} {'A (90% interval)':>30s} {'B (90% interval)':>30s} {'A - B (90% interval)':>32s}  resolved")
-    for d in comp["differences"]:
-        res = {True: "yes", False: "no", None: "-"}[d["resolved"]]
-        a, b, diff = cell(d["a"], d["a_ci90"]), cell(d["b"], d["b_ci90"]), cell(d["difference"], d["ci90"], "+")
-        print(f"{d['name']:28s} {a:>30s} {b:>30s} {diff:>32s}  {res}")
-    if comp["flops"] is not None:
-        for k in ("a", "b"):
-            est = comp[f"loss_{k}"]
-            print(f"loss at {comp['flops']:.3g} FLOPs, {k.upper()}: {est['value']:.4f}{_interval(est['ci90'], '.4f')}")
-    return 0
+    for d in comp.differences:
+        res = {True: "yes", False: "no", None: "-"}[d.resolved]
+        a, b, diff = cell(d.a, d.a_ci90), cell(d.b, d.b_ci90), cell(d.difference, d.ci90, "+")
+        print(f"{d.name:28s} {a:>30s} {b:>30s} {diff:>32s}  {res}")
+    if comp.flops is not None:
+        for k, est in (("A", comp.loss_a), ("B", comp.loss_b)):
+            print(f"loss at {comp.flops:.3g} FLOPs, {k}: {est.value:.4f}{_interval(est.ci90, '.4f')}")
 
 
 def _report(args) -> int:

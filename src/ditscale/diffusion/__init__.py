@@ -4,24 +4,33 @@
   :class:`RectifiedFlow` (Liang et al.) from a :class:`DiffusionConfig`.
 - Both offer ``sample_t``, ``training_losses``, ``model_time`` and ``sample``.
 - :func:`cfg_model_fn` wraps a model for classifier-free guidance (DiT's ``forward_with_cfg``).
+
+The config (:mod:`ditscale.diffusion.config`) is pure Python and imported eagerly; everything else
+needs torch and is imported on first use, so reading a run's diffusion config stays torch-free.
 """
 
-from ditscale.diffusion.common import mean_flat
-from ditscale.diffusion.config import DiffusionConfig, create_diffusion, resolve_diffusion_config
-from ditscale.diffusion.flow import RectifiedFlow, time_grid
-from ditscale.diffusion.gaussian import GaussianDiffusion, named_betas
-from ditscale.diffusion.guidance import cfg_model_fn
-from ditscale.diffusion.respace import space_timesteps
+from ditscale.diffusion.config import DiffusionConfig, resolve_diffusion_config
 
-__all__ = [
-    "DiffusionConfig",
-    "GaussianDiffusion",
-    "RectifiedFlow",
-    "cfg_model_fn",
-    "create_diffusion",
-    "mean_flat",
-    "named_betas",
-    "resolve_diffusion_config",
-    "space_timesteps",
-    "time_grid",
-]
+# public name -> the submodule that defines it (imported lazily: torch)
+_LAZY = {
+    "GaussianDiffusion": "gaussian",
+    "named_betas": "gaussian",
+    "RectifiedFlow": "flow",
+    "time_grid": "flow",
+    "cfg_model_fn": "guidance",
+    "create_diffusion": "create",
+    "mean_flat": "common",
+    "space_timesteps": "respace",
+}
+
+__all__ = sorted(["DiffusionConfig", "resolve_diffusion_config", *_LAZY])
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'ditscale.diffusion' has no attribute {name!r}")
+    from ditscale.diffusion import common, create, flow, gaussian, guidance, respace
+
+    modules = {"common": common, "create": create, "flow": flow, "gaussian": gaussian, "guidance": guidance,
+               "respace": respace}
+    return getattr(modules[_LAZY[name]], name)

@@ -1,8 +1,7 @@
-"""The diffusion process config and its factory.
+"""The diffusion process config (pure Python; the factory is :mod:`ditscale.diffusion.create`).
 
-``create_diffusion()`` with no arguments gives DiT's training process: a linear beta schedule over
-1000 steps, epsilon prediction, learned-range variance trained by the hybrid loss (MSE + VB).
-``create_diffusion(kind="flow")`` gives the rectified flow of Liang et al. (velocity prediction).
+The defaults are DiT's training process: a linear beta schedule over 1000 steps, epsilon
+prediction, learned-range variance trained by the hybrid loss (MSE + VB).
 """
 
 from __future__ import annotations
@@ -120,21 +119,3 @@ def resolve_diffusion_config(cfg: "DiffusionConfig | dict[str, Any] | None" = No
         raise ConfigError(f"diffusion config must be a DiffusionConfig or a mapping, got {type(cfg).__name__}")
     return DiffusionConfig.from_dict({**cfg, **overrides})
 
-
-def create_diffusion(cfg: "DiffusionConfig | dict[str, Any] | None" = None, **overrides: Any):
-    """Build the process described by ``cfg`` (with field ``overrides``).
-
-    Returns a :class:`~ditscale.diffusion.gaussian.GaussianDiffusion` (``kind="gaussian"``; the
-    defaults equal DiT's ``create_diffusion(timestep_respacing="")``) or a
-    :class:`~ditscale.diffusion.flow.RectifiedFlow` (``kind="flow"``).
-
-    Example: ``create_diffusion(timestep_respacing="250")`` is DiT's 250-step sampling process.
-    """
-    cfg = resolve_diffusion_config(cfg, **overrides)
-    if cfg.kind == "flow":
-        from ditscale.diffusion.flow import RectifiedFlow
-
-        return RectifiedFlow.from_config(cfg)
-    from ditscale.diffusion.gaussian import GaussianDiffusion
-
-    return GaussianDiffusion.from_config(cfg)

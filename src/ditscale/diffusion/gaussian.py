@@ -129,8 +129,14 @@ class GaussianDiffusion:
         self.config = config
         self._respaced: dict[tuple[int, ...], GaussianDiffusion] = {}
 
-        # Respacing: keep some original steps; beta'_k = 1 - abar(kept_k) / abar(kept_{k-1}).
-        base_alphas_cumprod = np.cumprod(1.0 - base_betas)
+        keep, kept_betas = self._respace(use_timesteps)
+        self.timestep_map = np.array(keep, dtype=np.int64)
+        self._timestep_map = torch.from_numpy(self.timestep_map)
+        self._set_schedule(np.array(kept_betas, dtype=np.float64))
+
+    def _respace(self, use_timesteps: Sequence[int] | None) -> tuple[list[int], list[float]]:
+        """The kept original steps and their betas, ``beta'_k = 1 - abar(kept_k) / abar(kept_{k-1})``."""
+        base_alphas_cumprod = np.cumprod(1.0 - self.base_betas)
         keep = sorted(set(range(self.original_num_steps) if use_timesteps is None else (int(i) for i in use_timesteps)))
         if not keep or keep[0] < 0 or keep[-1] >= self.original_num_steps:
             raise ConfigError(f"use_timesteps must be within [0, {self.original_num_steps}), got {keep[:1]}..{keep[-1:]}")
@@ -138,10 +144,10 @@ class GaussianDiffusion:
         for i in keep:
             kept_betas.append(1 - base_alphas_cumprod[i] / last)
             last = base_alphas_cumprod[i]
-        self.timestep_map = np.array(keep, dtype=np.int64)
-        self._timestep_map = torch.from_numpy(self.timestep_map)
+        return keep, kept_betas
 
-        b = np.array(kept_betas, dtype=np.float64)
+    def _set_schedule(self, b: np.ndarray) -> None:
+        """The float64 per-step coefficients of the process with betas ``b`` (reference names)."""
         self.betas = b
         self.num_timesteps = len(b)
         alphas = 1.0 - b
@@ -150,7 +156,6 @@ class GaussianDiffusion:
         self.alphas_cumprod_next = np.append(self.alphas_cumprod[1:], 0.0)
         self.sqrt_alphas_cumprod = np.sqrt(self.alphas_cumprod)
         self.sqrt_one_minus_alphas_cumprod = np.sqrt(1.0 - self.alphas_cumprod)
-        self.log_one_minus_alphas_cumprod = np.log(1.0 - self.alphas_cumprod)
         self.sqrt_recip_alphas_cumprod = np.sqrt(1.0 / self.alphas_cumprod)
         self.sqrt_recipm1_alphas_cumprod = np.sqrt(1.0 / self.alphas_cumprod - 1)
         # Posterior q(x_{t-1} | x_t, x_0); its variance is 0 at t = 0, so the log uses t = 1's value there.
@@ -208,14 +213,6 @@ class GaussianDiffusion:
         return split_model_output(model_fn(x, self.model_time(t), **(model_kwargs or {})))
 
     # Forward process ----------------------------------------------------------------------------
-    def q_mean_variance(self, x_start: torch.Tensor, t: torch.Tensor):
-        """Mean, variance and log variance of q(x_t | x_0) (variance terms broadcast to ``x_start``'s shape)."""
-        n = x_start.ndim
-        mean = self._gather(self.sqrt_alphas_cumprod, t, n) * x_start
-        variance = self._gather(1.0 - self.alphas_cumprod, t, n).expand_as(x_start)
-        log_variance = self._gather(self.log_one_minus_alphas_cumprod, t, n).expand_as(x_start)
-        return mean, variance, log_variance
-
     def q_sample(self, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         """x_t = sqrt(abar_t) * x_0 + sqrt(1 - abar_t) * noise (a draw from q(x_t | x_0))."""
         if noise is None:

@@ -1,4 +1,8 @@
-"""Classifier-free guidance (Ho & Salimans), batched exactly as DiT's ``forward_with_cfg``."""
+"""Classifier-free guidance (Ho & Salimans) for any model_fn, batched exactly as DiT's ``forward_with_cfg``.
+
+The combination itself lives in :func:`ditscale.models.guidance.apply_guidance` (shared with
+``DiT.forward_with_cfg``); this module wraps a model_fn for the samplers.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +12,16 @@ import torch
 
 from ditscale.diffusion.common import ModelFn, split_model_output
 from ditscale.errors import ConfigError
+from ditscale.models.guidance import apply_guidance
 
 
 def cfg_model_fn(model_fn: ModelFn, cfg_scale: float, guided_channels: int | None = 3) -> ModelFn:
     """A model_fn applying classifier-free guidance to a doubled batch; works for eps and velocity models.
 
     The batch ``x`` (2B samples) holds the conditional half first and the unconditional half
-    second; the caller sets the conditioning accordingly (e.g. ``y = cat([labels, null_labels])``).
-    As DiT, only ``x[:B]`` is used: the model runs on ``cat([x[:B], x[:B]])``, then on the first
+    second; the caller sets the conditioning accordingly (e.g. ``y = cat([labels, null_labels])``
+    as DiT's ``sample.py``, or ``force_drop_ids = guidance_drop_ids(B)`` for a DiT). As DiT, only
+    ``x[:B]`` is used: the model runs on ``cat([x[:B], x[:B]])``, then on the first
     ``guided_channels`` output channels ``out = uncond + cfg_scale * (cond - uncond)`` for both
     halves, while the remaining channels (DiT: the 4th latent channel and the variance channels)
     are the model's own outputs for the whole batch. ``guided_channels=None`` guides all channels.
@@ -29,11 +35,7 @@ def cfg_model_fn(model_fn: ModelFn, cfg_scale: float, guided_channels: int | Non
             raise ConfigError(f"classifier-free guidance needs an even batch (conditional + unconditional halves), got {len(x)}")
         half = x[: len(x) // 2]
         out, extra = split_model_output(model_fn(torch.cat([half, half], dim=0), t, **model_kwargs))
-        k = out.shape[1] if guided_channels is None else guided_channels
-        eps, rest = out[:, :k], out[:, k:]
-        cond, uncond = torch.split(eps, len(eps) // 2, dim=0)
-        half_eps = uncond + cfg_scale * (cond - uncond)
-        out = torch.cat([torch.cat([half_eps, half_eps], dim=0), rest], dim=1)
+        out = apply_guidance(out, cfg_scale, guided_channels)
         return out if extra is None else (out, extra)
 
     guided.model = model_fn  # lets samplers find the model's device

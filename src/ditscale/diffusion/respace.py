@@ -24,23 +24,34 @@ def space_timesteps(num_timesteps: int, section_counts: str | int | Sequence[int
     """
     if isinstance(section_counts, int):
         section_counts = str(section_counts)
-    if isinstance(section_counts, str):
-        text = section_counts.strip()
-        if text == "":
-            return list(range(num_timesteps))
-        if text.startswith("ddim"):
-            try:
-                wanted = int(text[len("ddim"):])
-            except ValueError:
-                raise ConfigError(f"bad timestep respacing {text!r}; write 'ddimN' with an integer N, e.g. 'ddim50'") from None
-            for stride in range(1, num_timesteps):
-                steps = range(0, num_timesteps, stride)
-                if len(steps) == wanted:
-                    return list(steps)
-            raise ConfigError(
-                f"cannot take exactly {wanted} DDIM steps of {num_timesteps} with an integer stride; "
-                "choose another count or use plain spacing like '50'"
-            )
+    text = section_counts.strip() if isinstance(section_counts, str) else None
+    if text == "":
+        return list(range(num_timesteps))
+    if text is not None and text.startswith("ddim"):
+        return _ddim_steps(num_timesteps, text)
+    counts = _section_counts(section_counts, text)
+    return _sections(num_timesteps, counts, section_counts)
+
+
+def _ddim_steps(num_timesteps: int, text: str) -> list[int]:
+    """``"ddimN"``: ``range(0, T, stride)`` with the integer stride giving exactly N steps (DDIM paper)."""
+    try:
+        wanted = int(text[len("ddim"):])
+    except ValueError:
+        raise ConfigError(f"bad timestep respacing {text!r}; write 'ddimN' with an integer N, e.g. 'ddim50'") from None
+    for stride in range(1, num_timesteps):
+        steps = range(0, num_timesteps, stride)
+        if len(steps) == wanted:
+            return list(steps)
+    raise ConfigError(
+        f"cannot take exactly {wanted} DDIM steps of {num_timesteps} with an integer stride; "
+        "choose another count or use plain spacing like '50'"
+    )
+
+
+def _section_counts(section_counts: str | int | Sequence[int], text: str | None) -> list[int]:
+    """Steps per section from ``"a,b,c"`` / ``"N"`` (``text``) or a sequence; each at least 1."""
+    if text is not None:
         try:
             counts = [int(part) for part in text.split(",")]
         except ValueError:
@@ -51,7 +62,12 @@ def space_timesteps(num_timesteps: int, section_counts: str | int | Sequence[int
         counts = [int(c) for c in section_counts]
     if not counts or min(counts) < 1:
         raise ConfigError(f"timestep respacing {section_counts!r} must ask for at least 1 step per section")
+    return counts
 
+
+def _sections(num_timesteps: int, counts: list[int], section_counts) -> list[int]:
+    """Cut ``T`` steps into ``len(counts)`` equal sections (the first ``T % sections`` one longer)
+    and keep ``counts[i]`` evenly spaced steps of section i (fractional stride, rounded half to even)."""
     size_per, extra = divmod(num_timesteps, len(counts))
     kept: list[int] = []
     start = 0

@@ -14,88 +14,32 @@ Quick use::
     fit, boot = fit_runs(runs, {"method": "isoflop", "bootstrap": 1000})
     predict(fit, 1e21, boot=boot).n_opt      # Estimate(value=..., ci90=[lo, hi]), parameters
     fit.to_dict(boot)                        # the laws.json shape
+    LawsSummary.read("DIR/laws.json")        # a typed view of a study's laws.json
+
+Modules (no cycles among them): ``runs`` (the table), ``powerlaw``, ``compute_laws``, the three
+estimators ``envelope`` / ``isoflop`` (also the one home of the isoFLOP parabola and the edge rule) /
+``parametric``, ``bootstrap``, ``fit`` (:class:`FitConfig`, :func:`fit_runs`), ``predict`` (with
+the backtest), ``compare``, ``noise`` (seed vs parabola scatter), ``summary`` (laws.json view).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from ditscale.config import from_dict
-from ditscale.errors import ConfigError
 from ditscale.laws.bootstrap import Bootstrap, bootstrap
 from ditscale.laws.compare import Comparison, Difference, compare
 from ditscale.laws.envelope import EnvelopeFit, EnvelopePoint, fit_envelope
-from ditscale.laws.isoflop import BudgetOptimum, IsoflopFit, fit_isoflop
+from ditscale.laws.fit import DEFAULT_RESAMPLES, FIT_FUNCTIONS, FitConfig, fit_runs
+from ditscale.laws.isoflop import BudgetOptimum, IsoflopFit, LogNParabola, fit_isoflop, fit_log_n_parabola
+from ditscale.laws.noise import noise_summary
 from ditscale.laws.parametric import ParametricFit, fit_parametric
 from ditscale.laws.powerlaw import FitWarning, PowerLaw, SaturatingLaw, fit_power_law, fit_saturating
 from ditscale.laws.predict import BacktestRow, Estimate, Prediction, backtest, nearest_model, predict
 from ditscale.laws.runs import Runs, read_runs_csv
-
-FIT_FUNCTIONS = {"isoflop": fit_isoflop, "parametric": fit_parametric, "envelope": fit_envelope}
-DEFAULT_RESAMPLES = {"isoflop": 1000, "envelope": 1000, "parametric": 200}
-
-
-@dataclass
-class FitConfig:
-    """How to fit laws to a study's runs (e.g. the ``laws:`` section of a study spec).
-
-    Attributes:
-        method: "isoflop" (Approach 2), "parametric" (Approach 3) or "envelope" (Approach 1).
-        bootstrap: resamples for the intervals (0: none; None: 1000, or 200 for parametric).
-        seed: bootstrap seed.
-        robust, tokens, edge_margin, exclude_edge, budget_rtol: isoflop options (:func:`fit_isoflop`).
-        bins_per_decade, min_runs_per_bin, flops_range: envelope options (:func:`fit_envelope`).
-        delta, top_k: parametric options (:func:`fit_parametric`).
-    """
-
-    method: str = "isoflop"
-    bootstrap: int | None = None
-    seed: int = 0
-    robust: bool = False
-    tokens: str = "interpolate"
-    edge_margin: float = 0.05
-    exclude_edge: bool = False
-    budget_rtol: float = 0.1
-    bins_per_decade: int = 8
-    min_runs_per_bin: int = 2
-    flops_range: tuple[float, float] | None = None
-    delta: float = 1e-3
-    top_k: int | None = 20
-
-    def __post_init__(self) -> None:
-        if self.method not in FIT_FUNCTIONS:
-            raise ConfigError(f"unknown fit method {self.method!r}; choose one of {', '.join(FIT_FUNCTIONS)}")
-        if self.tokens not in ("interpolate", "6nd"):
-            raise ConfigError(f"tokens must be 'interpolate' or '6nd', got {self.tokens!r}")
-        if self.bootstrap is not None and self.bootstrap < 0:
-            raise ConfigError(f"bootstrap must be >= 0 resamples, got {self.bootstrap}")
-
-    @property
-    def resamples(self) -> int:
-        return DEFAULT_RESAMPLES[self.method] if self.bootstrap is None else self.bootstrap
-
-    def fit_options(self) -> dict:
-        """Keyword arguments of the method's fit function."""
-        if self.method == "isoflop":
-            keys = ("robust", "tokens", "edge_margin", "exclude_edge", "budget_rtol")
-        elif self.method == "envelope":
-            keys = ("bins_per_decade", "min_runs_per_bin", "flops_range")
-        else:
-            keys = ("delta", "top_k")
-        return {k: getattr(self, k) for k in keys}
-
-
-def fit_runs(runs: Runs, config: FitConfig | dict | None = None):
-    """Fit ``config.method`` to ``runs`` and bootstrap it; returns ``(fit, Bootstrap or None)``."""
-    cfg = config if isinstance(config, FitConfig) else from_dict(FitConfig, config or {}, where="laws config")
-    fit = FIT_FUNCTIONS[cfg.method](runs, **cfg.fit_options())
-    boot = bootstrap(runs, fit, cfg.resamples, cfg.seed) if cfg.resamples else None
-    return fit, boot
-
+from ditscale.laws.summary import LawsSummary
 
 __all__ = [
-    "BacktestRow", "Bootstrap", "BudgetOptimum", "Comparison", "Difference", "EnvelopeFit", "EnvelopePoint",
-    "Estimate", "FIT_FUNCTIONS", "FitConfig", "FitWarning", "IsoflopFit", "ParametricFit", "PowerLaw",
-    "Prediction", "Runs", "SaturatingLaw", "backtest", "bootstrap", "compare", "fit_envelope", "fit_isoflop",
-    "fit_parametric", "fit_power_law", "fit_runs", "fit_saturating", "nearest_model", "predict", "read_runs_csv",
+    "BacktestRow", "Bootstrap", "BudgetOptimum", "Comparison", "DEFAULT_RESAMPLES", "Difference", "EnvelopeFit",
+    "EnvelopePoint", "Estimate", "FIT_FUNCTIONS", "FitConfig", "FitWarning", "IsoflopFit", "LawsSummary",
+    "LogNParabola", "ParametricFit", "PowerLaw", "Prediction", "Runs", "SaturatingLaw", "backtest", "bootstrap",
+    "compare", "fit_envelope", "fit_isoflop", "fit_log_n_parabola", "fit_parametric", "fit_power_law", "fit_runs",
+    "fit_saturating", "nearest_model", "noise_summary", "predict", "read_runs_csv",
 ]

@@ -26,7 +26,7 @@ import numpy as np
 
 from ditscale.errors import DataError
 from ditscale.laws.compute_laws import LAW_FIELDS
-from ditscale.laws.isoflop import budget_optima, laws_from_optima
+from ditscale.laws.isoflop import budget_optima, inside_grid, laws_from_optima
 from ditscale.laws.powerlaw import FitWarning, fit_saturating
 from ditscale.laws.runs import Runs
 
@@ -109,8 +109,7 @@ def _bootstrap_isoflop(runs, fit, n, rng):
     if opts["exclude_edge"]:
         for b, point in enumerate(fit.budgets):
             lo, hi = np.log(point.params_range)
-            margin = opts["edge_margin"] * (hi - lo)
-            use[:, b] &= (opt["log_n"][:, b] >= lo + margin) & (opt["log_n"][:, b] <= hi - margin)
+            use[:, b] &= inside_grid(opt["log_n"][:, b], lo, hi, opts["edge_margin"])
     samples = laws_from_optima(budget_flops, opt, use)
     sat = np.full((n, 3), np.nan)
     with warnings.catch_warnings():

@@ -61,6 +61,69 @@ def parabola_fit(x: np.ndarray, y: np.ndarray, weights: np.ndarray, huber_delta:
 
 
 @dataclass(frozen=True)
+class LogNParabola:
+    """Parabolas ``y = c0 + c1 x + c2 x^2`` in centred, rescaled ``x = (log N - center) / scale``.
+
+    The one home of the isoFLOP parabola (the fits, their bootstrap, the noise summary and the
+    report's figures all fit it here). Centring log N and dividing by its range keeps the normal
+    equations well conditioned. ``coef`` is ``(B, 3)``: one parabola per weight row.
+    """
+
+    coef: np.ndarray
+    center: float
+    scale: float
+
+    def x(self, log_n: np.ndarray) -> np.ndarray:
+        """The fit's variable ``(log N - center) / scale`` at ``log_n``."""
+        return (log_n - self.center) / self.scale
+
+    def __call__(self, log_n: np.ndarray) -> np.ndarray:
+        """``(B, n)`` values of the parabolas at ``log_n`` ``(n,)``."""
+        x = self.x(log_n)
+        c = self.coef
+        return c[:, :1] + c[:, 1:2] * x + c[:, 2:3] * x * x
+
+    def minimum(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(log N*, y*, curvature)``, each ``(B,)``: the vertex ``x* = -c1 / 2 c2``, ``y* = c0 - c1^2 / 4 c2``
+        (NaN where the parabola does not open upwards, c2 <= 0) and ``c2`` in y per (log N)^2."""
+        c0, c1, c2 = self.coef.T
+        ok = c2 > 0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            xs = np.where(ok, -c1 / (2 * c2), np.nan)
+            y = np.where(ok, c0 - c1 * c1 / (4 * c2), np.nan)
+        return self.center + self.scale * xs, y, c2 / self.scale**2
+
+    def unscaled(self) -> np.ndarray:
+        """``(B, 3)`` coefficients ``(a0, a1, a2)`` of ``y = a0 + a1 log N + a2 (log N)^2``."""
+        c0, c1, c2 = self.coef.T
+        m, s = self.center, self.scale
+        # y = c0 + c1 (log N - m) / s + c2 (log N - m)^2 / s^2, expanded
+        a2 = c2 / s**2
+        a1 = c1 / s - 2 * c2 * m / s**2
+        a0 = c0 - c1 * m / s + c2 * m**2 / s**2
+        return np.stack([a0, a1, a2], axis=1)
+
+
+def fit_log_n_parabola(log_n: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None,
+                       huber_delta: float | None = None) -> LogNParabola:
+    """The isoFLOP parabola of ``y`` (e.g. loss) in log N (``log_n`` ``(n,)``, natural log of parameters).
+
+    ``weights`` is ``(B, n)`` (one fit per row; None: one equal-weight fit); ``huber_delta`` makes it
+    a Huber M-estimate (see :func:`parabola_fit`). Needs 3 distinct N with positive weight per row.
+    """
+    center, scale = log_n.mean(), max(np.ptp(log_n), 1e-12)
+    w = np.ones((1, len(log_n))) if weights is None else weights
+    return LogNParabola(parabola_fit((log_n - center) / scale, y, w, huber_delta), center, scale)
+
+
+def inside_grid(log_n, lo: float, hi: float, edge_margin: float):
+    """The edge rule: True where log N* lies in ``[lo + m, hi - m]``, ``m = edge_margin * (hi - lo)``,
+    for a budget whose runs span ``lo .. hi`` in log N (False for NaN). Works on scalars and arrays."""
+    margin = edge_margin * (hi - lo)
+    return (log_n >= lo + margin) & (log_n <= hi - margin)
+
+
+@dataclass(frozen=True)
 class BudgetOptimum:
     """The compute-optimal point of one isoFLOP budget.
 
@@ -126,16 +189,8 @@ def budget_optima(runs: Runs, label: np.ndarray, budget_flops: np.ndarray, weigh
     for b, c in enumerate(budget_flops):
         idx = np.flatnonzero(label == b)
         log_n = np.log(runs.params[idx])
-        center, scale = log_n.mean(), max(np.ptp(log_n), 1e-12)
-        x = (log_n - center) / scale
-        coef = parabola_fit(x, runs.loss[idx], weights[:, idx], huber_delta)
-        c0, c1, c2 = coef.T
-        ok = c2 > 0
-        with np.errstate(invalid="ignore", divide="ignore"):
-            xs = np.where(ok, -c1 / (2 * c2), np.nan)
-            out["loss"][:, b] = np.where(ok, c0 - c1 * c1 / (4 * c2), np.nan)
-        out["curvature"][:, b] = c2 / scale**2
-        out["log_n"][:, b] = center + scale * xs
+        parabola = fit_log_n_parabola(log_n, runs.loss[idx], weights[:, idx], huber_delta)
+        out["log_n"][:, b], out["loss"][:, b], out["curvature"][:, b] = parabola.minimum()
         if tokens == "interpolate":
             intercept, slope = loglog_fit(log_n, np.log(runs.tokens[idx])[None, :].repeat(shape[0], 0), weights[:, idx])
             out["log_d"][:, b] = intercept + slope * out["log_n"][:, b]
@@ -163,9 +218,7 @@ def robust_scale(runs: Runs, label: np.ndarray, budget_flops: np.ndarray, weight
     for b in range(len(budget_flops)):
         idx = np.flatnonzero(label == b)
         log_n = np.log(runs.params[idx])
-        x = (log_n - log_n.mean()) / max(np.ptp(log_n), 1e-12)
-        coef = parabola_fit(x, runs.loss[idx], weights[None, idx])[0]
-        res.append(runs.loss[idx] - (coef[0] + coef[1] * x + coef[2] * x * x))
+        res.append(runs.loss[idx] - fit_log_n_parabola(log_n, runs.loss[idx], weights[None, idx])(log_n)[0])
     sigma = 1.4826 * float(np.median(np.abs(np.concatenate(res))))
     return max(HUBER_K * sigma, 1e-12 * float(np.median(runs.loss)))
 
@@ -197,8 +250,7 @@ def fit_isoflop(runs: Runs, *, robust: bool = False, tokens: str = "interpolate"
         lo, hi = np.log(runs.params[idx].min()), np.log(runs.params[idx].max())
         log_n = opt["log_n"][0, b]
         degenerate = not np.isfinite(log_n)
-        margin = edge_margin * (hi - lo)
-        edge = (not degenerate) and not (lo + margin <= log_n <= hi - margin)
+        edge = (not degenerate) and not inside_grid(log_n, lo, hi, edge_margin)
         if degenerate:
             warnings.warn(f"budget {c:.4g} FLOPs: loss is not convex in log N (curvature {opt['curvature'][0, b]:.3g}); "
                           "left out of the laws: add runs on both sides of the optimum", FitWarning, stacklevel=2)

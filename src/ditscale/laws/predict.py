@@ -10,6 +10,8 @@ import numpy as np
 
 from ditscale.errors import DataError
 from ditscale.laws.bootstrap import interval90
+from ditscale.laws.fit import FIT_FUNCTIONS
+from ditscale.laws.isoflop import fit_isoflop
 from ditscale.laws.runs import Runs
 
 
@@ -129,9 +131,6 @@ def backtest(runs: Runs, k: int = 1, method: str = "isoflop", saturating: bool =
     "isoflop", "parametric" or "envelope"; ``options`` go to its fit function (``budget_rtol``, an
     isoflop option, also defines the budgets for every method). Losses are in the runs' loss units.
     """
-    from ditscale.laws import FIT_FUNCTIONS
-    from ditscale.laws.isoflop import fit_isoflop
-
     if method not in FIT_FUNCTIONS:
         raise DataError(f"unknown method {method!r}; use one of {', '.join(FIT_FUNCTIONS)}")
     rtol = options.get("budget_rtol", 0.1)

@@ -29,6 +29,20 @@ MODEL_SIZES: dict[str, tuple[int, int, int]] = {
 PATCH_SIZES = (2, 4, 8)
 MODEL_NAMES: tuple[str, ...] = tuple(f"DiT-{s}/{p}" for s in MODEL_SIZES for p in PATCH_SIZES)
 
+FREQUENCY_EMBEDDING_SIZE = 256  # sinusoidal timestep features fed to the timestep MLP (reference DiT)
+
+# The embedding parameters, left out of the "non-embedding" count (the N of 6ND): the input
+# embeddings and the output projection. Component name in ``ditscale.flops.param_counts`` ->
+# state_dict key prefix of ``ditscale.models.dit.DiT``; both count exactly these parameters.
+EMBEDDING_PARAMETERS: dict[str, str] = {
+    "patch_embed": "x_embedder.",
+    "pos_embed": "pos_embed",
+    "t_embedder": "t_embedder.",
+    "y_embedder": "y_embedder.",
+    "context_embedder": "context_embedder.",
+    "final_linear": "final_layer.linear.",
+}
+
 
 @dataclass(frozen=True)
 class DiTConfig:

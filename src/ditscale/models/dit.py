@@ -27,11 +27,11 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from ditscale.errors import ConfigError, DataError
-from ditscale.models.config import DiTConfig, resolve_config
+from ditscale.models.config import EMBEDDING_PARAMETERS, FREQUENCY_EMBEDDING_SIZE, DiTConfig, resolve_config
+from ditscale.models.guidance import apply_guidance, guidance_drop_ids
 
-FREQUENCY_EMBEDDING_SIZE = 256  # width of the sinusoidal timestep features (reference)
-# Left out of the "non-embedding" count (the N of 6ND): input embeddings and the output projection.
-EMBEDDING_PREFIXES = ("pos_embed", "x_embedder.", "t_embedder.", "y_embedder.", "context_embedder.", "final_layer.linear.")
+# state_dict key prefixes left out of the "non-embedding" count (the N of 6ND), as ditscale.flops.
+EMBEDDING_PREFIXES = tuple(EMBEDDING_PARAMETERS.values())
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -291,6 +291,16 @@ def _key_mask(keep: torch.Tensor | None) -> torch.Tensor | None:
     return keep[:, None, None, :]
 
 
+def _pooled_condition(c: torch.Tensor, tokens: torch.Tensor | None, keep: torch.Tensor | None) -> torch.Tensor:
+    """``c`` (N, D) plus the condition: the class embedding, or the masked mean of the text tokens."""
+    if keep is not None:
+        m = keep.to(tokens.dtype)[..., None]
+        return c + (tokens * m).sum(1) / m.sum(1).clamp(min=1.0)
+    if tokens is not None:
+        return c + tokens[:, 0]
+    return c
+
+
 class DiT(nn.Module):
     """Diffusion transformer built from a :class:`DiTConfig`; see the module docstring for the designs."""
 
@@ -428,44 +438,46 @@ class DiT(nn.Module):
         Returns:
             (N, out_channels, input_size, input_size).
         """
-        cfg = self.config
         self._check_inputs(x, y, context, context_mask)
         x = self.x_embedder(x) + self.pos_embed  # (N, T, D)
         c = self.t_embedder(t)  # (N, D)
-        tokens, keep = None, None  # condition tokens (N, L, D) beside t, and their keep-mask
-        if cfg.conditioning == "class":
-            tokens = self.y_embedder(y, self.training, force_drop_ids)[:, None]
-        elif cfg.conditioning == "text":
-            tokens, keep = self._embed_context(context, context_mask, force_drop_ids)
-
-        num_cond = 0
-        if cfg.block in ("adaln_zero", "adaln"):
-            if keep is not None:  # masked mean of the projected text tokens
-                m = keep.to(tokens.dtype)[..., None]
-                c = c + (tokens * m).sum(1) / m.sum(1).clamp(min=1.0)
-            elif tokens is not None:
-                c = c + tokens[:, 0]
-            args = (c,)
+        tokens, keep = self._condition(y, context, context_mask, force_drop_ids)
+        if self.config.block in ("adaln_zero", "adaln"):  # the condition joins c, which modulates every block
+            c = _pooled_condition(c, tokens, keep)
+            args, num_cond = (c,), 0
         else:
-            cond, cond_keep = c[:, None], None
-            if tokens is not None:
-                cond = torch.cat([cond, tokens], dim=1)
-                if keep is not None:
-                    cond_keep = torch.cat([torch.ones_like(keep[:, :1]), keep], dim=1)
-            if cfg.block == "cross_attn":
-                args = (cond, _key_mask(cond_keep))
-            else:
-                num_cond = cond.shape[1]
-                if cond_keep is not None:
-                    cond_keep = torch.cat([cond_keep, cond_keep.new_ones(x.shape[0], x.shape[1])], dim=1)
-                x = torch.cat([cond, x], dim=1)
-                args = (_key_mask(cond_keep),)
-
-        use_ckpt = cfg.gradient_checkpointing and self.training and torch.is_grad_enabled()
+            x, args, num_cond = self._token_inputs(x, c, tokens, keep)
+        use_ckpt = self.config.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for block in self.blocks:
             x = checkpoint(block, x, *args, use_reentrant=False) if use_ckpt else block(x, *args)
         x = self.final_layer(x[:, num_cond:], c)  # (N, T, p*p*out_channels)
         return self.unpatchify(x)
+
+    def _condition(self, y, context, context_mask, force_drop_ids):
+        """Condition tokens (N, L, D) beside the timestep and their keep-mask (N, L) (None: all kept;
+        both None for an unconditional model), with CFG dropout / the null condition applied."""
+        if self.config.conditioning == "class":
+            return self.y_embedder(y, self.training, force_drop_ids)[:, None], None
+        if self.config.conditioning == "text":
+            return self._embed_context(context, context_mask, force_drop_ids)
+        return None, None
+
+    def _token_inputs(self, x, c, tokens, keep):
+        """Block inputs of the token designs: ``(x, args, num_cond)``.
+
+        Cross-attention attends to ``[t, condition tokens]``; in-context prepends them to ``x``
+        (``num_cond`` tokens, removed before the final layer).
+        """
+        cond, cond_keep = c[:, None], None
+        if tokens is not None:
+            cond = torch.cat([cond, tokens], dim=1)
+            if keep is not None:
+                cond_keep = torch.cat([torch.ones_like(keep[:, :1]), keep], dim=1)
+        if self.config.block == "cross_attn":
+            return x, (cond, _key_mask(cond_keep)), 0
+        if cond_keep is not None:
+            cond_keep = torch.cat([cond_keep, cond_keep.new_ones(x.shape[0], x.shape[1])], dim=1)
+        return torch.cat([cond, x], dim=1), (_key_mask(cond_keep),), cond.shape[1]
 
     def forward_with_cfg(
         self,
@@ -490,14 +502,9 @@ class DiT(nn.Module):
             raise ConfigError("classifier-free guidance needs a conditional model (conditioning='none'); sample with cfg_scale=1")
         half = x[: len(x) // 2]
         combined = torch.cat([half, half], dim=0)
-        drop = None
-        if self.config.conditioning == "text":
-            drop = torch.cat([torch.zeros(len(half), dtype=torch.long), torch.ones(len(half), dtype=torch.long)])
+        drop = guidance_drop_ids(len(half)) if self.config.conditioning == "text" else None
         out = self.forward(combined, t, y, context=context, context_mask=context_mask, force_drop_ids=drop)
-        eps, rest = out[:, :guided_channels], out[:, guided_channels:]
-        cond_eps, uncond_eps = torch.split(eps, len(eps) // 2, dim=0)
-        half_eps = uncond_eps + cfg_scale * (cond_eps - uncond_eps)
-        return torch.cat([torch.cat([half_eps, half_eps], dim=0), rest], dim=1)
+        return apply_guidance(out, cfg_scale, guided_channels)
 
 
 def create_model(name_or_config: "str | DiTConfig | dict", **overrides) -> DiT:

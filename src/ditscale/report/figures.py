@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ditscale.laws.isoflop import fit_log_n_parabola
+from ditscale.laws.summary import BacktestSummary, BudgetSummary, LawsSummary
 
 
 def _yerr(value: float, ci) -> list | None:
@@ -52,51 +54,29 @@ def _fmt_flops(x: float) -> str:
 
 
 def budget_parabola(log_n: np.ndarray, loss: np.ndarray) -> np.ndarray:
-    """Coefficients ``(c0, c1, c2)`` of ``loss = c0 + c1 x + c2 x^2`` in ``x = log N`` (unscaled)."""
-    from ditscale.laws.isoflop import parabola_fit
-
-    center, scale = log_n.mean(), max(np.ptp(log_n), 1e-12)
-    c0, c1, c2 = parabola_fit((log_n - center) / scale, loss, np.ones((1, len(log_n))))[0]
-    # back to unscaled x: loss = c0 + c1 (x - m)/s + c2 (x - m)^2 / s^2
-    a2 = c2 / scale**2
-    a1 = c1 / scale - 2 * c2 * center / scale**2
-    a0 = c0 - c1 * center / scale + c2 * center**2 / scale**2
-    return np.array([a0, a1, a2])
+    """Coefficients ``(c0, c1, c2)`` of ``loss = c0 + c1 x + c2 x^2`` in ``x = log N`` (unscaled): the
+    isoFLOP parabola of :func:`ditscale.laws.isoflop.fit_log_n_parabola`, for plotting on log axes."""
+    return fit_log_n_parabola(log_n, loss).unscaled()[0]
 
 
-def isoflop_figure(runs, laws: dict, path: str | Path) -> Path:
-    """Loss vs N per budget with parabolas and optima; returns ``path``."""
+def _view(laws: "dict | LawsSummary") -> LawsSummary:
+    return laws if isinstance(laws, LawsSummary) else LawsSummary.from_dict(laws)
+
+
+def isoflop_figure(runs, laws: "dict | LawsSummary", path: str | Path) -> Path:
+    """Loss vs N per budget with parabolas and optima; returns ``path``. ``laws``: laws.json's dict or view."""
     plt = _plt()
+    view = _view(laws)
     label, budgets = runs.budgets()
     colours = _budget_colours(budgets)
-    held = {b["flops"] for b in laws.get("budgets", []) if b.get("held_out")}
-    optima = {b["flops"]: b for b in laws.get("budgets", [])}
-    backtest = {row["flops"]: row for row in laws.get("backtest", [])}
+    held = {b.flops for b in view.budgets if b.held_out}
+    optima = {b.flops: b for b in view.budgets}
+    backtest = {row.flops: row for row in view.backtest}
     fig, ax = plt.subplots(figsize=(7.5, 5.0), dpi=120)
     for i, c in enumerate(budgets):
         c = float(c)
         idx = label == i
-        n, loss = runs.params[idx], runs.loss[idx]
-        colour = colours[c]
-        is_held = c in held
-        name = f"{_fmt_flops(c)} FLOPs" + (" (held out)" if is_held else "")
-        ax.scatter(n, loss, color=colour, marker="s" if is_held else "o", s=28, zorder=3,
-                   facecolors="none" if is_held else colour, linewidths=1.4, label=name)
-        if len(np.unique(n)) >= 3:
-            coef = budget_parabola(np.log(n), loss)
-            xs = np.linspace(np.log(n.min()) - 0.15, np.log(n.max()) + 0.15, 100)
-            ax.plot(np.exp(xs), coef[0] + coef[1] * xs + coef[2] * xs**2, color=colour, lw=1.6,
-                    linestyle="--" if is_held else "-", zorder=2)
-        opt = optima.get(c)
-        if opt and not opt.get("degenerate") and np.isfinite(opt.get("loss_opt", np.nan)):
-            ax.scatter([opt["n_opt"]], [opt["loss_opt"]], marker="*", s=190, zorder=4, edgecolors="black",
-                       facecolors="white" if opt.get("edge") else colour, linewidths=0.9)
-        row = backtest.get(c)
-        if row is not None:
-            n_at = opt["n_opt"] if opt else float(np.exp(np.log(n).mean()))
-            yerr = _yerr(row["predicted_loss"], row.get("predicted_ci90"))
-            ax.errorbar([n_at * 1.12], [row["predicted_loss"]], yerr=yerr, fmt="D", color="crimson", ms=6,
-                        capsize=3, zorder=5, label=f"backtest prediction ({row['relative_error']:+.1%})")
+        _draw_budget(ax, runs.params[idx], runs.loss[idx], c, colours[c], c in held, optima.get(c), backtest.get(c))
     ax.set_xscale("log")
     ax.set_xlabel("N, non-embedding parameters")
     ax.set_ylabel("validation loss")
@@ -107,6 +87,27 @@ def isoflop_figure(runs, laws: dict, path: str | Path) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+def _draw_budget(ax, n: np.ndarray, loss: np.ndarray, c: float, colour, is_held: bool,
+                 opt: BudgetSummary | None, row: BacktestSummary | None) -> None:
+    """One budget of the isoFLOP figure: its runs, parabola, optimum (star) and backtest prediction."""
+    name = f"{_fmt_flops(c)} FLOPs" + (" (held out)" if is_held else "")
+    ax.scatter(n, loss, color=colour, marker="s" if is_held else "o", s=28, zorder=3,
+               facecolors="none" if is_held else colour, linewidths=1.4, label=name)
+    if len(np.unique(n)) >= 3:
+        coef = budget_parabola(np.log(n), loss)
+        xs = np.linspace(np.log(n.min()) - 0.15, np.log(n.max()) + 0.15, 100)
+        ax.plot(np.exp(xs), coef[0] + coef[1] * xs + coef[2] * xs**2, color=colour, lw=1.6,
+                linestyle="--" if is_held else "-", zorder=2)
+    if opt and not opt.degenerate and np.isfinite(np.nan if opt.loss_opt is None else opt.loss_opt):
+        ax.scatter([opt.n_opt], [opt.loss_opt], marker="*", s=190, zorder=4, edgecolors="black",
+                   facecolors="white" if opt.edge else colour, linewidths=0.9)
+    if row is not None:
+        n_at = opt.n_opt if opt else float(np.exp(np.log(n).mean()))
+        yerr = _yerr(row.predicted_loss, row.predicted_ci90)
+        ax.errorbar([n_at * 1.12], [row.predicted_loss], yerr=yerr, fmt="D", color="crimson", ms=6,
+                    capsize=3, zorder=5, label=f"backtest prediction ({row.relative_error:+.1%})")
 
 
 def _band(boot, law: str, cs: np.ndarray):
@@ -122,51 +123,34 @@ def _band(boot, law: str, cs: np.ndarray):
     return np.percentile(y[ok], [5, 95], axis=0)
 
 
-def laws_figure(laws: dict, path: str | Path, *, boot=None, target_flops: float | None = None) -> Path:
-    """N_opt, D_opt and L_opt vs C (log axes) with fits, bands and the extrapolation; returns ``path``."""
-    plt = _plt()
-    budgets = [b for b in laws["budgets"] if not b.get("degenerate")]
-    cs = np.array([b["flops"] for b in budgets])
-    held = np.array([bool(b.get("held_out")) for b in budgets])
-    edge = np.array([bool(b.get("edge")) for b in budgets])
-    hi = max(cs.max(), target_flops or 0)
-    grid = np.logspace(np.log10(cs.min() / 1.5), np.log10(hi * 1.5), 200)
-    panels = [("params_law", "n_opt", "N_opt, non-embedding parameters"),
+LAW_PANELS = [("params_law", "n_opt", "N_opt, non-embedding parameters"),
               ("tokens_law", "d_opt", "D_opt, image tokens"),
               ("loss_law", "loss_opt", "L_opt, validation loss")]
+
+
+def laws_figure(laws: "dict | LawsSummary", path: str | Path, *, boot=None, target_flops: float | None = None) -> Path:
+    """N_opt, D_opt and L_opt vs C (log axes) with fits, bands and the extrapolation; returns ``path``.
+
+    ``laws``: laws.json's dict or view; ``boot``: the fit's bootstrap (bands; None draws none)."""
+    plt = _plt()
+    view = _view(laws)
+    budgets = [b for b in view.budgets if not b.degenerate]
+    cs = np.array([b.flops for b in budgets])
+    hi = max(cs.max(), target_flops or 0)
+    grid = np.logspace(np.log10(cs.min() / 1.5), np.log10(hi * 1.5), 200)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), dpi=110)
-    pred = laws.get("prediction") or {}
-    bt_fit = laws.get("backtest_fit")
-    for ax, (law, key, ylabel) in zip(axes, panels):
-        fit = laws[law]
-        y = fit["coefficient"] * grid ** fit["exponent"]
-        ax.plot(grid, y, color="tab:blue", lw=1.8,
-                label=f"fit, all budgets: {fit['coefficient']:.3g} C^{fit['exponent']:.3f}")
-        band = _band(boot, law, grid)
-        if band is not None:
-            ax.fill_between(grid, band[0], band[1], color="tab:blue", alpha=0.18, lw=0, label="90% bootstrap band")
-        if bt_fit and bt_fit.get(law):
-            f2 = bt_fit[law]
-            ax.plot(grid, f2["coefficient"] * grid ** f2["exponent"], color="crimson", lw=1.2, ls="--",
-                    label=f"backtest refit: C^{f2['exponent']:.3f}")
-        vals = np.array([b[key] for b in budgets])
-        fitted = ~held
-        ax.scatter(cs[fitted & ~edge], vals[fitted & ~edge], color="black", zorder=4, s=30, label="budget optima")
-        if (fitted & edge).any():
-            ax.scatter(cs[fitted & edge], vals[fitted & edge], facecolors="white", edgecolors="black", zorder=4, s=30,
-                       label="optimum at grid edge")
-        if held.any():
-            ax.scatter(cs[held], vals[held], marker="s", facecolors="none", edgecolors="crimson", linewidths=1.5,
-                       zorder=5, s=46, label="held-out budget")
+    for ax, (law, key, ylabel) in zip(axes, LAW_PANELS):
+        _draw_law(ax, view, law, grid, boot)
+        _draw_optima(ax, budgets, key)
         if key == "loss_opt":
-            for row in laws.get("backtest", []):
-                yerr = _yerr(row["predicted_loss"], row.get("predicted_ci90"))
-                ax.errorbar([row["flops"]], [row["predicted_loss"]], yerr=yerr, fmt="D", color="crimson", ms=5,
-                            capsize=3, zorder=6, label=f"predicted ({row['relative_error']:+.1%})")
-        p = pred.get(key)
-        if target_flops and p:
-            ax.errorbar([target_flops], [p["value"]], yerr=_yerr(p["value"], p.get("ci90")), fmt="o", color="tab:orange", ms=6, capsize=3,
-                        zorder=6, label=f"target {_fmt_flops(target_flops)}: {p['value']:.3g}")
+            for row in view.backtest:
+                yerr = _yerr(row.predicted_loss, row.predicted_ci90)
+                ax.errorbar([row.flops], [row.predicted_loss], yerr=yerr, fmt="D", color="crimson", ms=5,
+                            capsize=3, zorder=6, label=f"predicted ({row.relative_error:+.1%})")
+        est = getattr(view.prediction, key) if view.prediction is not None else None
+        if target_flops and est is not None and est.value is not None:
+            ax.errorbar([target_flops], [est.value], yerr=_yerr(est.value, est.ci90), fmt="o", color="tab:orange", ms=6,
+                        capsize=3, zorder=6, label=f"target {_fmt_flops(target_flops)}: {est.value:.3g}")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("C, training FLOPs")
@@ -182,16 +166,47 @@ def laws_figure(laws: dict, path: str | Path, *, boot=None, target_flops: float 
     return Path(path)
 
 
-def residuals_figure(runs, laws: dict, path: str | Path) -> Path:
+def _draw_law(ax, view: LawsSummary, law: str, grid: np.ndarray, boot) -> None:
+    """The fitted power law over ``grid``, its bootstrap band, and the backtest refit (dashed)."""
+    fit = view.law(law)
+    y = fit.coefficient * grid ** fit.exponent
+    ax.plot(grid, y, color="tab:blue", lw=1.8, label=f"fit, all budgets: {fit.coefficient:.3g} C^{fit.exponent:.3f}")
+    band = _band(boot, law, grid)
+    if band is not None:
+        ax.fill_between(grid, band[0], band[1], color="tab:blue", alpha=0.18, lw=0, label="90% bootstrap band")
+    refit = view.backtest_fit.law(law) if view.backtest_fit is not None else None
+    if refit is not None:
+        ax.plot(grid, refit.coefficient * grid ** refit.exponent, color="crimson", lw=1.2, ls="--",
+                label=f"backtest refit: C^{refit.exponent:.3f}")
+
+
+def _draw_optima(ax, budgets: list[BudgetSummary], key: str) -> None:
+    """The budgets' optima of ``key`` (n_opt, d_opt, loss_opt): fitted (hollow at the grid's edge) and held out."""
+    cs = np.array([b.flops for b in budgets])
+    vals = np.array([getattr(b, key) for b in budgets])
+    held = np.array([bool(b.held_out) for b in budgets])
+    edge = np.array([bool(b.edge) for b in budgets])
+    fitted = ~held
+    ax.scatter(cs[fitted & ~edge], vals[fitted & ~edge], color="black", zorder=4, s=30, label="budget optima")
+    if (fitted & edge).any():
+        ax.scatter(cs[fitted & edge], vals[fitted & edge], facecolors="white", edgecolors="black", zorder=4, s=30,
+                   label="optimum at grid edge")
+    if held.any():
+        ax.scatter(cs[held], vals[held], marker="s", facecolors="none", edgecolors="crimson", linewidths=1.5,
+                   zorder=5, s=46, label="held-out budget")
+
+
+def residuals_figure(runs, laws: "dict | LawsSummary", path: str | Path) -> Path:
     """Relative residual ``loss / parabola - 1`` of every run vs N, by budget; returns ``path``."""
     plt = _plt()
+    view = _view(laws)
     label, budgets = runs.budgets()
     colours = _budget_colours(budgets)
     fig, ax = plt.subplots(figsize=(7.5, 3.8), dpi=120)
-    noise = (laws.get("noise") or {}).get("seed_spread")
+    noise = view.noise.seed_spread
     if noise:
         ax.axhspan(-noise, noise, color="grey", alpha=0.18, lw=0, label=f"seed-to-seed spread (±{noise:.2%})")
-    held = {b["flops"] for b in laws.get("budgets", []) if b.get("held_out")}
+    held = {b.flops for b in view.budgets if b.held_out}
     for i, c in enumerate(budgets):
         idx = label == i
         n, loss = runs.params[idx], runs.loss[idx]

@@ -9,11 +9,20 @@
     run_study(spec, "runs/quickstart")              # trains (resumable), writes runs.csv, laws.json, report.html
     predict_study("runs/quickstart", 1e21)          # N_opt, D_opt, loss with 90% intervals; nearest model
 
+Modules, each depending only on those above it: ``spec`` (the YAML spec), ``plan`` (which runs:
+:func:`plan_study` -> :class:`StudyPlan`), ``folder`` (the study folder's files: :class:`StudyFolder`),
+``replan`` (the plan of a folder part-way through: :func:`current_plan`), ``locks``, ``executor``
+(one run: :func:`execute_run`), ``launchers`` (local processes or Slurm), ``run`` (the study loop:
+:func:`run_study`), ``analyze`` (fits, backtest, prediction, report).
+
 Nothing here imports torch until a run trains. See ``docs/studies.md``.
 """
 
 from ditscale.study.analyze import analyze_study, compare_studies, fit_study, predict_study  # noqa: F401
+from ditscale.study.executor import RunTask, execute_run  # noqa: F401
+from ditscale.study.folder import StudyFolder, StudyRunDir  # noqa: F401
 from ditscale.study.locks import RunLock  # noqa: F401
-from ditscale.study.plan import Plan, PlannedRun, make_plan  # noqa: F401
-from ditscale.study.run import StudyOutcome, collect_runs, current_plan, execute_run, run_study  # noqa: F401
+from ditscale.study.plan import PlannedRun, PlanWarning, StudyPlan, plan_study  # noqa: F401
+from ditscale.study.replan import current_plan  # noqa: F401
+from ditscale.study.run import StudyOutcome, collect_runs, run_study  # noqa: F401
 from ditscale.study.spec import PAPER_LAWS, StudySpec, load_spec, preset_names, spec_from_dict  # noqa: F401

@@ -1,15 +1,19 @@
 """Where a study's runs execute: local worker processes or Slurm jobs through submitit.
 
-A launcher gets a list of :class:`RunTask` and calls ``on_done(task, outcome)`` as each finishes,
-where ``outcome`` is what :func:`ditscale.study.run.execute_run` returned ("trained", "done",
-"busy" or "failed: <message>").
+A launcher gets a list of :class:`~ditscale.study.executor.RunTask` and calls
+``on_done(task, outcome)`` as each finishes, where ``outcome`` is what
+:func:`ditscale.study.executor.execute_run` returned ("trained", "done", "busy" or "failed: <message>").
+Each launcher decides the torch threads of its runs (``launcher.threads``); the study puts that
+number into every task.
 
 - :class:`LocalLauncher`: ``workers`` spawned processes on this machine, each with
-  ``torch.set_num_threads(cores // workers)`` so they do not oversubscribe the CPU.
+  ``cores // workers`` threads so they do not oversubscribe the CPU (``workers=0``: in this process,
+  threads left alone).
 - :class:`SlurmLauncher`: one submitit job per run (``submitit.AutoExecutor``; ``cluster="local"``
-  runs the jobs as local subprocesses, which is how it is tested). With ``tasks_per_node > 1`` each
-  job is a distributed run: submitit starts one task per GPU and every task exports the
-  ``torchrun`` variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) before training.
+  runs the jobs as local subprocesses, which is how it is tested), ``cpus_per_task`` threads each.
+  With ``tasks_per_node > 1`` each job is a distributed run: submitit starts one task per GPU and
+  every task exports the ``torchrun`` variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR,
+  MASTER_PORT) before training.
 """
 
 from __future__ import annotations
@@ -23,17 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from ditscale.errors import ConfigError
+from ditscale.study.executor import RunTask, execute_run
 
-@dataclass(frozen=True)
-class RunTask:
-    """One run to execute: its folder, its TrainConfig as a dict, and torch threads to use."""
-
-    run_id: str
-    run_dir: str
-    config: dict
-    config_sha: str
-    flops: float
-    threads: int = 1
+__all__ = ["LocalLauncher", "RunTask", "SlurmLauncher", "SlurmOptions", "make_launcher", "threads_per_worker"]
 
 
 def available_cores() -> int:
@@ -50,15 +47,10 @@ def threads_per_worker(workers: int) -> int:
 
 
 def _init_worker(threads: int) -> None:
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    import torch
-
-    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # read by torch when the first run imports it
 
 
 def _local_entry(task: RunTask) -> str:
-    from ditscale.study.run import execute_run
-
     return execute_run(task)
 
 
@@ -69,11 +61,16 @@ class LocalLauncher:
         self.workers = workers
         self._pool: cf.ProcessPoolExecutor | None = None
 
+    @property
+    def threads(self) -> int:
+        """torch threads of each run: the cores shared by the workers (0 in this process: left alone)."""
+        return threads_per_worker(self.workers) if self.workers else 0
+
     def _ensure_pool(self) -> cf.ProcessPoolExecutor:
         if self._pool is None:
             ctx = multiprocessing.get_context("spawn")
-            threads = threads_per_worker(self.workers)
-            self._pool = cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,))
+            self._pool = cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
+                                                initargs=(self.threads,))
         return self._pool
 
     def run(self, tasks: list[RunTask], on_done: Callable[[RunTask, str], None]) -> None:
@@ -114,8 +111,6 @@ def _slurm_entry(task: RunTask) -> str:
     env = submitit.JobEnvironment()
     if env.num_tasks > 1:
         submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-    from ditscale.study.run import execute_run
-
     return execute_run(task, main_rank=env.global_rank == 0)
 
 
@@ -146,6 +141,11 @@ class SlurmLauncher:
         self.options = options or SlurmOptions()
         self.poll_s = poll_s
 
+    @property
+    def threads(self) -> int:
+        """torch threads of each run's process: its ``cpus_per_task``."""
+        return self.options.cpus_per_task
+
     def executor(self):
         import submitit
 
@@ -167,7 +167,6 @@ class SlurmLauncher:
         if not tasks:
             return
         ex = self.executor()
-        tasks = [RunTask(**{**t.__dict__, "threads": self.options.cpus_per_task}) for t in tasks]
         jobs = []
         with ex.batch():
             for t in tasks:
@@ -194,3 +193,12 @@ class SlurmLauncher:
 
     def close(self, wait: bool = True) -> None:
         pass
+
+
+def make_launcher(kind: str, workers: int, slurm: SlurmOptions | None, slurm_folder: str | Path):
+    """The launcher ``kind`` ("local" with ``workers`` processes, or "slurm" logging to ``slurm_folder``)."""
+    if kind == "local":
+        return LocalLauncher(workers)
+    if kind == "slurm":
+        return SlurmLauncher(slurm_folder, slurm)
+    raise ConfigError(f"unknown launcher {kind!r}; choose local or slurm")

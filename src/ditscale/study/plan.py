@@ -1,26 +1,33 @@
 """The plan of a study: which model trains at which budget, for how many images and steps.
 
-Pure Python (no torch): it needs only the FLOP accounting of :mod:`ditscale.flops`.
+Pure Python (no torch): it needs only the FLOP accounting of :mod:`ditscale.flops` and the
+dataset facts of :func:`ditscale.data.dataset_info`, read once per plan.
 
 For every budget C (training FLOPs, exact convention) the planner predicts the compute-optimal
 non-embedding parameter count N*(C) (the prior law, or the law fitted to the budgets already done)
 and picks ``models_per_budget`` rungs of the family spread evenly in log N over a factor ``span``
 centred on N*. Each run trains on ``floor(C / (6 x forward MACs))`` images (its exact FLOPs are
-therefore at most C), in ``ceil(images / batch)`` optimizer steps. Runs with fewer than
-``min_steps`` steps are dropped; a grid that does not have models on both sides of N* is warned
-about.
+therefore at most C; :func:`ditscale.flops.images_in_budget`), in ``ceil(images / batch)``
+optimizer steps. Runs with fewer than ``min_steps`` steps are dropped; a grid that does not have
+models on both sides of N* is warned about.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import math
+import typing
 from dataclasses import asdict, dataclass, fields
 
+from ditscale.errors import DataError
 from ditscale.study.spec import StudySpec
 
+Rung = tuple[int, int, int]  # (depth, hidden_size, num_heads)
 
+
+# -- one planned run ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class PlannedRun:
     """One training run of a study.
@@ -72,22 +79,61 @@ class PlannedRun:
         """Exact training FLOPs / 6ND (dimensionless)."""
         return self.flops_exact / self.flops_6nd
 
+    @property
+    def rung(self) -> Rung:
+        return (self.depth, self.hidden_size, self.num_heads)
+
     def row(self) -> dict:
         """The run as a flat dict (CSV/JSON row), with ``flops_ratio``."""
         out = asdict(self)
         out["flops_ratio"] = round(self.flops_ratio, 6)
         return out
 
+    @classmethod
+    def from_row(cls, row: dict[str, str], where: str = "plan.csv") -> "PlannedRun":
+        """A run from a CSV row of text cells, each converted to its field's type (extra columns
+        such as ``flops_ratio`` ignored); a missing or malformed cell raises :class:`DataError`."""
+        kw = {}
+        for name, kind in _FIELD_TYPES.items():
+            text = row.get(name)
+            try:
+                kw[name] = kind(text)
+            except (TypeError, ValueError):
+                raise DataError(
+                    f"{where}: column {name!r} of run {row.get('run_id')!r} is {text!r}, not {kind.__name__}; "
+                    "delete the study's plan.csv or fix that row"
+                ) from None
+        return cls(**kw)
 
+
+_FIELD_TYPES = {name: kind for name, kind in typing.get_type_hints(PlannedRun).items()}
 COLUMNS = [f.name for f in fields(PlannedRun)] + ["flops_ratio"]
 
 
+# -- the plan -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PlanWarning:
+    """A planner warning about one budget (training FLOPs); ``str()`` gives ``budget <C>: <message>``.
+
+    It reads as its text, so ``"dropped" in warning`` tests the message.
+    """
+
+    budget: float
+    message: str
+
+    def __str__(self) -> str:
+        return f"budget {fmt_flops(self.budget)}: {self.message}"
+
+    def __contains__(self, text: str) -> bool:
+        return text in str(self)
+
+
 @dataclass
-class Plan:
+class StudyPlan:
     """The runs of a study plus the planner's warnings and the runs it dropped."""
 
     runs: list[PlannedRun]
-    warnings: list[str]
+    warnings: list[PlanWarning]
     dropped: list[PlannedRun]
 
     def by_budget(self) -> dict[float, list[PlannedRun]]:
@@ -97,18 +143,13 @@ class Plan:
         return out
 
     def to_csv(self) -> str:
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        for r in self.runs:
-            writer.writerow(r.row())
-        return buf.getvalue()
+        return plan_csv(self.runs)
 
     def to_json(self) -> dict:
         return {
             "runs": [r.row() for r in self.runs],
             "dropped": [r.row() for r in self.dropped],
-            "warnings": list(self.warnings),
+            "warnings": [str(w) for w in self.warnings],
         }
 
     def table(self) -> str:
@@ -127,6 +168,22 @@ class Plan:
         return "\n".join(lines)
 
 
+def plan_csv(runs: list[PlannedRun]) -> str:
+    """``plan.csv`` text of ``runs``: the :data:`COLUMNS` header, one row per run."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for r in runs:
+        writer.writerow(r.row())
+    return buf.getvalue()
+
+
+def read_plan_csv(text: str, where: str = "plan.csv") -> list[PlannedRun]:
+    """The runs of a ``plan.csv`` text, typed (see :meth:`PlannedRun.from_row`)."""
+    return [PlannedRun.from_row(row, where) for row in csv.DictReader(io.StringIO(text))]
+
+
+# -- names ----------------------------------------------------------------------------------------
 def fmt_flops(x: float) -> str:
     """Compact FLOPs label for ids and legends: 3e11, 1.5e12."""
     exp = int(math.floor(math.log10(x)))
@@ -137,18 +194,30 @@ def fmt_flops(x: float) -> str:
     return f"{text}e{exp}"
 
 
-def run_id_for(budget: float, rung: tuple[int, int, int], seed: int) -> str:
+def run_id_for(budget: float, rung: Rung, seed: int) -> str:
     """Folder name of a run: ``c<budget>-d<depth>w<width>h<heads>-s<seed>``."""
     d, w, h = rung
     return f"c{fmt_flops(budget)}-d{d}w{w}h{h}-s{seed}"
 
 
-def rung_config(spec: StudySpec, rung: tuple[int, int, int]):
-    """The resolved :class:`~ditscale.models.config.DiTConfig` of a rung (dataset fields filled in)."""
+# -- configs of a rung and of a run ---------------------------------------------------------------
+def base_model_config(spec: StudySpec):
+    """The resolved :class:`~ditscale.models.config.DiTConfig` of the family's first rung: dataset
+    facts (channels, size, classes) and ``learn_sigma`` filled in as :meth:`TrainConfig.model_config`
+    does. Every rung shares all but depth, width and heads with it (:func:`rung_config`)."""
+    rung = spec.family.ladder()[0]
     return train_config(spec, rung, budget=1.0, batch_size=1, steps=1, seed=spec.seed).model_config()
 
 
-def train_config(spec: StudySpec, rung: tuple[int, int, int], *, budget: float, batch_size: int, steps: int, seed: int):
+def rung_config(spec: StudySpec, rung: Rung, base=None):
+    """The resolved DiTConfig of ``rung``: ``base`` (default :func:`base_model_config`; pass it
+    when resolving many rungs, it reads the dataset's description) with the rung's sizes."""
+    base = base_model_config(spec) if base is None else base
+    d, w, h = rung
+    return dataclasses.replace(base, depth=d, hidden_size=w, num_heads=h)
+
+
+def train_config(spec: StudySpec, rung: Rung, *, budget: float, batch_size: int, steps: int, seed: int):
     """The :class:`~ditscale.train.TrainConfig` of one run of ``spec`` (``budget`` in FLOPs)."""
     from ditscale.config import from_dict
     from ditscale.train.config import OptimConfig, TrainConfig
@@ -179,18 +248,34 @@ def train_config(spec: StudySpec, rung: tuple[int, int, int], *, budget: float, 
     return cfg.replace(optim=optim)
 
 
-def ladder_sizes(spec: StudySpec) -> list[tuple[tuple[int, int, int], object, object]]:
-    """``(rung, DiTConfig, ParamCounts)`` of every rung, sorted by non-embedding parameters."""
-    from ditscale.flops import param_counts
+@dataclass(frozen=True)
+class RungSize:
+    """A rung with its resolved DiTConfig, parameter counts and forward MACs per image."""
 
+    rung: Rung
+    config: object
+    params: object  # ditscale.flops.ParamCounts
+    macs: int
+
+    @property
+    def non_embedding(self) -> int:
+        return int(self.params.non_embedding)
+
+
+def ladder_sizes(spec: StudySpec) -> list[RungSize]:
+    """Every rung of the family with its sizes, sorted by non-embedding parameters."""
+    from ditscale.flops import forward_macs, param_counts
+
+    base = base_model_config(spec)
     out = []
     for rung in spec.family.ladder():
-        cfg = rung_config(spec, rung)
-        out.append((rung, cfg, param_counts(cfg)))
-    out.sort(key=lambda t: t[2].non_embedding)
+        cfg = rung_config(spec, rung, base)
+        out.append(RungSize(rung, cfg, param_counts(cfg), int(forward_macs(cfg).total)))
+    out.sort(key=lambda s: s.params.non_embedding)
     return out
 
 
+# -- the grid of one budget -----------------------------------------------------------------------
 def choose_grid(log_sizes: list[float], log_centre: float, count: int, log_span: float) -> list[int]:
     """Indices of ``count`` distinct rungs (``log_sizes`` ascending) best matching ``count`` points
     evenly spaced in log N over ``[log_centre - log_span / 2, log_centre + log_span / 2]``.
@@ -224,83 +309,82 @@ def choose_grid(log_sizes: list[float], log_centre: float, count: int, log_span:
     return sorted(chosen)
 
 
-def make_plan(spec: StudySpec, centres: dict[float, tuple[float, str]] | None = None) -> Plan:
+def _replicated(spec: StudySpec, index: int, picked: list[int], log_n: list[float], n_opt: float) -> set[int]:
+    """Rungs (indices into the ladder) of budget number ``index`` that get seed replicates."""
+    repeated = set(picked) if index < spec.repeat.budgets else set()
+    if repeated and spec.repeat.models:
+        near = sorted(picked, key=lambda i: (abs(log_n[i] - math.log(n_opt)), i))
+        repeated = set(near[: spec.repeat.models])
+    return repeated
+
+
+def _planned_run(spec: StudySpec, size: RungSize, budget: float, batch: int, seed: int,
+                 n_opt: float, source: str) -> PlannedRun:
+    """One run of ``size`` at ``budget`` FLOPs: as many whole images as the budget buys."""
+    from ditscale.flops import images_in_budget, tokens_per_image, train_flops_6nd, train_flops_exact
+    from ditscale.train.schedules import width_scaled_lr
+
+    cfg, (d, w, h), hp = size.config, size.rung, spec.hparams
+    images = images_in_budget(cfg, budget)
+    steps = math.ceil(images / batch) if images else 0
+    return PlannedRun(
+        run_id=run_id_for(budget, size.rung, seed), budget=budget, depth=d, hidden_size=w, num_heads=h,
+        params=int(size.params.total), params_non_embedding=size.non_embedding, macs_per_image=size.macs,
+        images=images, tokens=images * int(tokens_per_image(cfg)), batch_size=batch, steps=steps,
+        lr=width_scaled_lr(hp.lr, w, hp.width_rule, hp.base_width),
+        warmup_steps=int(round(hp.warmup_fraction * steps)),
+        flops_exact=float(train_flops_exact(cfg, images)), flops_6nd=float(train_flops_6nd(cfg, images)),
+        seed=seed, role="grid" if seed == spec.seed else "repeat", n_opt=float(n_opt), centre=source,
+    )
+
+
+def _grid_warnings(spec: StudySpec, budget: float, n_opt: float, source: str, picked: list[int], n_rungs: int,
+                   kept: list[PlannedRun], dropped: list[PlannedRun]) -> list[PlanWarning]:
+    """Warnings of one budget: runs dropped for too few steps; a grid that cannot bracket N*."""
+    out = []
+    short = [r for r in dropped if r.seed == spec.seed]
+    if short:
+        listed = ", ".join(f"{r.run_id} ({r.steps} steps)" for r in short)
+        out.append(PlanWarning(budget, f"dropped {len(short)} run(s) with fewer than min_steps={spec.min_steps} "
+                                       f"steps ({listed}); raise the budget or lower the batch"))
+    sizes = [r.params_non_embedding for r in kept if r.role == "grid"]
+    label = f"predicted optimum N={n_opt:.3g} ({source})"
+    if len(sizes) < 3:
+        out.append(PlanWarning(budget, f"{label}: only {len(sizes)} runs left, too few for an isoFLOP parabola"))
+    elif n_opt <= min(sizes):
+        why = "the smallest model of the family is too big" if picked[0] == 0 else "its smaller models were dropped"
+        out.append(PlanWarning(budget, f"{label} is below the grid ({min(sizes):.3g}..{max(sizes):.3g}): {why}; "
+                                       "add smaller rungs"))
+    elif n_opt >= max(sizes):
+        why = "the largest model of the family is too small" if picked[-1] == n_rungs - 1 else \
+            f"its larger models were dropped (fewer than {spec.min_steps} steps)"
+        out.append(PlanWarning(budget, f"{label} is above the grid ({min(sizes):.3g}..{max(sizes):.3g}): {why}"))
+    return out
+
+
+# -- the plan of every budget ---------------------------------------------------------------------
+def plan_study(spec: StudySpec, centres: dict[float, tuple[float, str]] | None = None) -> StudyPlan:
     """Plan every run of ``spec``.
 
     ``centres`` maps a budget (FLOPs) to ``(N*, source)``: the non-embedding parameter count its
     grid is centred on and where that came from ("prior" or "fit"); budgets missing from it use
     the spec's prior. Units: budgets and FLOPs columns in training FLOPs; ``tokens`` in image tokens.
     """
-    from ditscale.flops import forward_macs, images_for_flops, tokens_per_image, train_flops_6nd, train_flops_exact
-    from ditscale.train.schedules import width_scaled_lr
-
     centres = dict(centres or {})
     sizes = ladder_sizes(spec)
-    log_n = [math.log(p.non_embedding) for _, _, p in sizes]
-    runs: list[PlannedRun] = []
-    dropped: list[PlannedRun] = []
-    warnings: list[str] = []
-    smallest = spec.budgets[0]
-    for bi, budget in enumerate(spec.budgets):
+    log_n = [math.log(s.non_embedding) for s in sizes]
+    plan = StudyPlan(runs=[], warnings=[], dropped=[])
+    for index, budget in enumerate(spec.budgets):
         n_opt, source = centres.get(budget, (spec.prior.n_opt(budget), "prior"))
         picked = choose_grid(log_n, math.log(n_opt), spec.models_per_budget, math.log(spec.span))
-        batch = spec.hparams.batch_for(budget, smallest)
-        repeated = set(picked) if bi < spec.repeat.budgets else set()
-        if repeated and spec.repeat.models:
-            near = sorted(picked, key=lambda i: (abs(log_n[i] - math.log(n_opt)), i))
-            repeated = set(near[: spec.repeat.models])
-        kept: list[PlannedRun] = []
+        batch = spec.hparams.batch_for(budget, spec.budgets[0])
+        repeated = _replicated(spec, index, picked, log_n, n_opt)
+        kept, dropped = [], []
         for i in picked:
-            rung, cfg, pc = sizes[i]
-            seeds = [spec.seed] + (list(spec.repeat.seeds) if i in repeated else [])
-            images = int(images_for_flops(cfg, budget))
-            steps = math.ceil(images / batch) if images else 0
-            for seed in seeds:
-                run = PlannedRun(
-                    run_id=run_id_for(budget, rung, seed), budget=budget, depth=rung[0], hidden_size=rung[1],
-                    num_heads=rung[2], params=int(pc.total), params_non_embedding=int(pc.non_embedding),
-                    macs_per_image=int(forward_macs(cfg).total), images=images,
-                    tokens=images * int(tokens_per_image(cfg)), batch_size=batch, steps=steps,
-                    lr=width_scaled_lr(spec.hparams.lr, rung[1], spec.hparams.width_rule, spec.hparams.base_width),
-                    warmup_steps=int(round(spec.hparams.warmup_fraction * steps)),
-                    flops_exact=float(train_flops_exact(cfg, images)), flops_6nd=float(train_flops_6nd(cfg, images)),
-                    seed=seed, role="grid" if seed == spec.seed else "repeat", n_opt=float(n_opt), centre=source,
-                )
-                (kept if steps >= spec.min_steps else dropped).append(run)
-        short = [r for r in dropped if r.budget == budget and r.seed == spec.seed]
-        if short:
-            warnings.append(
-                f"budget {fmt_flops(budget)}: dropped {len(short)} run(s) with fewer than min_steps={spec.min_steps} "
-                f"steps ({', '.join(f'{r.run_id} ({r.steps} steps)' for r in short)}); raise the budget or lower the batch"
-            )
-        sizes_kept = [r.params_non_embedding for r in kept if r.role == "grid"]
-        label = f"budget {fmt_flops(budget)}: predicted optimum N={n_opt:.3g} ({source})"
-        if len(sizes_kept) < 3:
-            warnings.append(f"{label}: only {len(sizes_kept)} runs left, too few for an isoFLOP parabola")
-        elif n_opt <= min(sizes_kept):
-            why = "the smallest model of the family is too big" if picked[0] == 0 else "its smaller models were dropped"
-            warnings.append(f"{label} is below the grid ({min(sizes_kept):.3g}..{max(sizes_kept):.3g}): {why}; add smaller rungs")
-        elif n_opt >= max(sizes_kept):
-            why = "the largest model of the family is too small" if picked[-1] == len(sizes) - 1 else \
-                f"its larger models were dropped (fewer than {spec.min_steps} steps)"
-            warnings.append(f"{label} is above the grid ({min(sizes_kept):.3g}..{max(sizes_kept):.3g}): {why}")
-        runs.extend(kept)
-    return Plan(runs=runs, warnings=warnings, dropped=dropped)
-
-
-def read_plan_csv(text: str) -> list[dict]:
-    """Rows of a ``plan.csv`` (numbers parsed) as dicts."""
-    rows = []
-    for row in csv.DictReader(io.StringIO(text)):
-        out = {}
-        for k, v in row.items():
-            for conv in (int, float):
-                try:
-                    out[k] = conv(v)
-                    break
-                except (TypeError, ValueError):
-                    continue
-            else:
-                out[k] = v
-        rows.append(out)
-    return rows
+            for seed in [spec.seed] + (list(spec.repeat.seeds) if i in repeated else []):
+                run = _planned_run(spec, sizes[i], budget, batch, seed, n_opt, source)
+                (kept if run.steps >= spec.min_steps else dropped).append(run)
+        plan.warnings.extend(_grid_warnings(spec, budget, n_opt, source, picked, len(sizes), kept, dropped))
+        plan.runs.extend(kept)
+        plan.dropped.extend(dropped)
+    return plan

@@ -284,6 +284,13 @@ class StudySpec:
             raise ConfigError("study spec has no 'name'; give the study a name")
         if self.family is None:
             raise ConfigError("study spec has no 'family'; give a model ladder (family.rungs or family.depths)")
+        self._check_budgets()
+        self._check_grid()
+        self._check_settings()
+        self._check_train_keys()
+
+    def _check_budgets(self) -> None:
+        """Budgets: given, positive, finite, distinct; sorted ascending here."""
         if not self.budgets:
             raise ConfigError("study spec has no 'budgets'; list training-FLOP budgets, e.g. budgets: [1e12, 3e12, 1e13]")
         for i, b in enumerate(self.budgets):
@@ -292,6 +299,9 @@ class StudySpec:
         if len(set(self.budgets)) != len(self.budgets):
             raise ConfigError("budgets has duplicates; list each training-FLOP budget once")
         self.budgets = sorted(float(b) for b in self.budgets)
+
+    def _check_grid(self) -> None:
+        """Enough models per budget, a ladder to pick them from, and budgets left to fit after the holdout."""
         if self.models_per_budget < 3:
             raise ConfigError(
                 f"models_per_budget is {self.models_per_budget}; need at least 3 models per budget to fit a parabola"
@@ -308,6 +318,9 @@ class StudySpec:
                 f"holdout={self.holdout} leaves {len(self.budgets) - self.holdout} budgets to fit; "
                 "the backtest needs at least 2 fitted budgets, so add budgets or lower holdout"
             )
+
+    def _check_settings(self) -> None:
+        """The fit method, workers, min_steps, target and seed replicates."""
         if self.laws.method != "isoflop":
             raise ConfigError(
                 f"laws.method is {self.laws.method!r}; studies fit isoFLOP profiles (Approach 2): use method: isoflop"
@@ -322,6 +335,9 @@ class StudySpec:
             raise ConfigError(f"repeat.budgets={self.repeat.budgets} exceeds the {len(self.budgets)} budgets")
         if self.seed in self.repeat.seeds and self.repeat.budgets:
             raise ConfigError(f"repeat.seeds contains the study seed {self.seed}; give other seeds")
+
+    def _check_train_keys(self) -> None:
+        """``train`` may set only TrainConfig fields the study does not set per run."""
         from ditscale.train.config import TrainConfig
 
         owned = {"model", "diffusion", "data", "optim", "batch_size", "max_steps", "flops", "val", "seed"}

@@ -8,7 +8,13 @@ Layout of ``OUT/checkpoints/step_XXXXXXXX/`` (step = optimizer steps completed):
     [text_encoder.safetensors]      a trained text encoder, when there is one (raw weights) ...
     [text_encoder_ema.safetensors]  ... and its EMA, the partner of ema.safetensors
     state.json             step, data position, RNG states, accumulators, optimizer param groups,
-                           and the SHA-256 of every other file
+                           config, counters, and the SHA-256 of every other file
+
+A model trained jointly with its text encoder is one module whose keys carry the prefixes of
+:data:`JOINT_PREFIXES` (``dit.``, ``text.``); the files hold each part under its own keys, so
+``model.safetensors`` always has the plain DiT keys that ``ditscale sample`` loads. The optimizer
+state keeps the joint parameter names. :func:`save_training` and :func:`load_training` are the
+only writers and readers of this layout.
 
 A checkpoint is written into a hidden temporary folder (every file fsynced), then renamed into
 place and the parent folder fsynced, so a killed writer leaves either nothing or a complete
@@ -34,9 +40,12 @@ from safetensors.torch import load_file, save_file
 
 from ditscale.errors import CheckpointError
 from ditscale.io import _fsync_dir, sha256_file
+from ditscale.models.io import METADATA_KEY
 
 STEP_DIR = re.compile(r"^step_(\d{8,})$")
 SEP = "::"
+# File stem -> key prefix of that part inside a jointly trained model (JointTextModel's .dit / .text).
+JOINT_PREFIXES = {"model": "dit.", "text_encoder": "text."}
 
 
 def step_dir_name(step: int) -> str:
@@ -208,3 +217,77 @@ def latest_checkpoint(root: str | Path) -> tuple[Path, dict[str, Any]] | None:
 def load_tensors(path: str | Path, stem: str, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     """The tensors of ``<checkpoint>/<stem>.safetensors``."""
     return load_file(str(Path(path) / f"{stem}.safetensors"), device=str(device))
+
+
+# A training run's full state ---------------------------------------------------------------------
+def full_state_dicts(trainable: torch.nn.Module, opt: torch.optim.Optimizer):
+    """Full model and optimizer state dicts on CPU (a collective under FSDP: every rank calls it)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_model_state_dict(trainable, options=opts), get_optimizer_state_dict(trainable, opt, options=opts)
+
+
+def _part(sd: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+
+
+def _joined(parts: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {f"{JOINT_PREFIXES[stem]}{k}": v for stem, sd in parts.items() for k, v in sd.items()}
+
+
+def training_files(model_sd, ema_sd, opt_sd, *, weights_meta: dict, step: int, text_spec: dict | None):
+    """The ``{stem: (tensors, metadata)}`` files of a checkpoint and the optimizer's JSON part.
+
+    ``weights_meta`` ({"model": DiTConfig dict, "diffusion": ...}) goes into the weight files with
+    the step and which weights they are; ``text_spec`` (a jointly trained word encoder's sizes and
+    vocabulary) marks a joint model and goes into the text-encoder files.
+    """
+    opt_tensors, opt_meta = flatten_optimizer_state(opt_sd)
+
+    def meta(kind: str) -> dict[str, str]:
+        return {METADATA_KEY: json.dumps({**weights_meta, "step": step, "weights": kind})}
+
+    if text_spec is None:
+        return {"model": (model_sd, meta("raw")), "ema": (ema_sd, meta("ema")), "optimizer": (opt_tensors, None)}, opt_meta
+    dit, text = JOINT_PREFIXES["model"], JOINT_PREFIXES["text_encoder"]
+    spec = {METADATA_KEY: json.dumps(text_spec)}
+    files = {"model": (_part(model_sd, dit), meta("raw")), "ema": (_part(ema_sd, dit), meta("ema")),
+             "optimizer": (opt_tensors, None),
+             "text_encoder": (_part(model_sd, text), spec), "text_encoder_ema": (_part(ema_sd, text), spec)}
+    return files, opt_meta
+
+
+def save_training(root: str | Path, step: int, trainable, ema, opt, *, weights_meta: dict, state: dict,
+                  text_spec: dict | None, keep: int, write: bool) -> Path | None:
+    """Checkpoint a training run after ``step`` steps: weights, EMA, optimizer, RNG and ``state``
+    (JSON: config, data position, accumulators, counters). Collective: every rank calls it, only the
+    rank with ``write`` writes; returns the checkpoint path there (None elsewhere)."""
+    model_sd, opt_sd = full_state_dicts(trainable, opt)
+    ema_sd = ema.state_dict()
+    if not write:
+        return None
+    files, opt_meta = training_files(model_sd, ema_sd, opt_sd, weights_meta=weights_meta, step=step, text_spec=text_spec)
+    body = {"config": state["config"], "data_position": state["data_position"], "optimizer": opt_meta,
+            "accumulators": state["accumulators"], "rng": rng_state(), "counters": state["counters"]}
+    return write_checkpoint(root, step, files, body, keep=keep)
+
+
+def load_training(path: str | Path, state: dict, trainable, ema, opt, *, joint: bool) -> int:
+    """Restore weights, EMA, optimizer and RNG from the verified checkpoint ``path`` (``state``: its
+    state.json); ``joint`` for a model trained with its text encoder. Returns the checkpoint's step."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
+
+    path = Path(path)
+    sd, ema_sd = load_tensors(path, "model"), load_tensors(path, "ema")
+    if joint:
+        text_sd = load_tensors(path, "text_encoder")
+        text_ema = load_tensors(path, "text_encoder_ema") if (path / "text_encoder_ema.safetensors").is_file() else text_sd
+        sd = _joined({"model": sd, "text_encoder": text_sd})
+        ema_sd = _joined({"model": ema_sd, "text_encoder": text_ema})
+    set_model_state_dict(trainable, sd, options=StateDictOptions(full_state_dict=True, strict=True))
+    ema.load_state_dict(ema_sd)
+    osd = unflatten_optimizer_state(load_tensors(path, "optimizer"), state["optimizer"])
+    set_optimizer_state_dict(trainable, opt, osd, options=StateDictOptions(full_state_dict=True))
+    set_rng_state(state.get("rng", {}))
+    return int(state["step"])

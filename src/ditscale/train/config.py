@@ -210,11 +210,12 @@ class TrainConfig:
 
         return from_dict(DataConfig, self.data, where="data")
 
-    def model_config(self, *, text=None):
+    def model_config(self, *, text=None, info=None):
         """The resolved :class:`~ditscale.models.config.DiTConfig` of this run.
 
         Unless given in ``model``: ``in_channels``, ``input_size`` and ``num_classes`` come from
-        ``dataset_info(data)`` (channels, image side, classes), ``learn_sigma`` from the diffusion
+        ``dataset_info(data)`` (channels, image side, classes; pass ``info`` when it is already known),
+        ``learn_sigma`` from the diffusion
         process (True only for gaussian with learned variance); with a text encoder ``text``
         (``.context_dim``, ``.max_length``) ``conditioning`` defaults to "text" and
         ``context_dim``/``context_len`` to the encoder's.
@@ -226,9 +227,10 @@ class TrainConfig:
         unknown = [k for k in spec if k not in _DIT_FIELDS]
         if unknown:
             from_dict(DiTConfig, spec, where="model")  # raises the standard unknown-key message
-        from ditscale.data import dataset_info
+        if info is None:
+            from ditscale.data import dataset_info
 
-        info = dataset_info(self.data_config())
+            info = dataset_info(self.data_config())
         filled = {"in_channels": info.channels, "input_size": info.image_size, "num_classes": info.num_classes}
         for key, value in filled.items():
             if key not in spec and value:

@@ -8,6 +8,9 @@ the same way; :meth:`EMA.state_dict` gathers full tensors).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 from torch import nn
 
@@ -69,3 +72,15 @@ class EMA:
             p.copy_(self.params[n])
         for n, b in model.named_buffers():
             b.copy_(self.buffers[n])
+
+    @contextmanager
+    def applied_to(self, model: nn.Module) -> Iterator[None]:
+        """Inside the block ``model`` holds the EMA weights; its parameters are restored after."""
+        backup = [p.detach().clone() for p in unwrap(model).parameters()]
+        self.copy_to(model)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, b in zip(unwrap(model).parameters(), backup):
+                    p.copy_(b)

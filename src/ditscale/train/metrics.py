@@ -12,12 +12,14 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ditscale.io import append_jsonl
+from ditscale.train.rundir import RunDir
 
 # Dense (no sparsity) bf16 tensor-core peaks in FLOP/s, from the vendors' data sheets.
 GPU_BF16_PEAK_FLOPS: dict[str, float] = {
@@ -77,6 +79,37 @@ def peak_flops(device: torch.device, configured: float | None = None) -> float |
     return measure_matmul_peak()
 
 
+@dataclass
+class LossSums:
+    """Loss sums of a run, kept across resumes (saved in every checkpoint's state.json).
+
+    ``log_*``: since the last metrics line (its ``train_loss``); ``tail_*``: over the last 10% of
+    the run's steps (the result's ``train_loss``); ``wall_time``: training seconds before this call.
+    """
+
+    log_sum: float = 0.0
+    log_steps: int = 0
+    tail_sum: float = 0.0
+    tail_steps: int = 0
+    wall_time: float = 0.0
+
+    def add(self, loss: float, tail: bool) -> None:
+        self.log_sum += loss
+        self.log_steps += 1
+        if tail:
+            self.tail_sum += loss
+            self.tail_steps += 1
+
+    def log_mean(self) -> float:
+        return self.log_sum / max(1, self.log_steps)
+
+    def reset_log(self) -> None:
+        self.log_sum, self.log_steps = 0.0, 0
+
+    def tail_mean(self) -> float | None:
+        return self.tail_sum / self.tail_steps if self.tail_steps else None
+
+
 class MetricsLog:
     """Appends records to ``OUT/metrics.jsonl`` (rank 0 only) and mirrors scalars to TensorBoard.
 
@@ -85,14 +118,14 @@ class MetricsLog:
     """
 
     def __init__(self, out_dir: str | Path, *, enabled: bool = True, tensorboard: bool = False):
-        self.path = Path(out_dir) / "metrics.jsonl"
+        self.path = RunDir(out_dir).metrics
         self.enabled = enabled
         self.writer = None
         if enabled and tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.writer = SummaryWriter(str(Path(out_dir) / "tb"))
+                self.writer = SummaryWriter(str(RunDir(out_dir).tensorboard))
             except ImportError:  # tensorboard is optional
                 self.writer = None
 
@@ -127,7 +160,7 @@ class MetricsLog:
 
 def read_metrics(out_dir: str | Path) -> list[dict[str, Any]]:
     """All records of ``OUT/metrics.jsonl``."""
-    path = Path(out_dir) / "metrics.jsonl"
+    path = RunDir(out_dir).metrics
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -20,13 +20,15 @@ all pairs) and ``val_loss_buckets`` (the mean within each bucket, low t first).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
+from ditscale.train.conditioning import EncodeFn, model_kwargs
 from ditscale.train.config import ValConfig
-from ditscale.train.distributed import DistInfo, all_reduce_sum
+from ditscale.train.distributed import DistInfo, all_reduce_sum, reshard
+from ditscale.train.ema import EMA
 
 
 def timestep_grid(kind: str, n: int, num_timesteps: int = 1000) -> torch.Tensor:
@@ -65,7 +67,7 @@ class Validator:
 
     def __init__(self, dataset, diffusion, kind: str, val: ValConfig, *, device: torch.device,
                  info: DistInfo = DistInfo(), conditioning: str = "class",
-                 encode_text: Callable[[list[str]], tuple[torch.Tensor, torch.Tensor]] | None = None):
+                 encode_text: EncodeFn | None = None):
         self.diffusion, self.val, self.device, self.info = diffusion, val, device, info
         self.conditioning, self.encode_text = conditioning, encode_text
         count = min(val.num_images, len(dataset))
@@ -81,15 +83,10 @@ class Validator:
         return len(self.x) * len(self.t)
 
     def _kwargs(self, idx: torch.Tensor) -> dict[str, Any]:
-        if self.conditioning == "class":
-            return {"y": self.y[idx].to(self.device)}
-        if self.conditioning == "text":
-            captions = [self.captions[i] for i in idx.tolist()]
-            if self.encode_text is None:  # the model encodes captions itself (a jointly trained encoder)
-                return {"captions": captions}
-            context, mask = self.encode_text(captions)
-            return {"context": context.to(self.device), "context_mask": mask.to(self.device)}
-        return {}
+        labels = self.y[idx] if self.conditioning == "class" else None
+        captions = [self.captions[i] for i in idx.tolist()] if self.conditioning == "text" else None
+        return model_kwargs(self.conditioning, labels=labels, captions=captions, encode=self.encode_text,
+                            device=self.device)
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module) -> dict[str, Any]:
@@ -132,3 +129,23 @@ class Validator:
             vals = [per_t[j] for j in range(n_t) if self.bucket[j] == b]
             buckets.append(sum(vals) / len(vals))
         return {"val_loss": sum(per_t) / n_t, "val_loss_buckets": buckets, "val_loss_t": per_t}
+
+
+def validate_raw_and_ema(validator: Validator, net: torch.nn.Module, model: torch.nn.Module, ema: EMA,
+                         headline: str) -> dict[str, Any]:
+    """Validation with the raw weights of ``net`` and with the EMA weights swapped into ``model``
+    (the module the EMA tracks; ``net`` wraps it). ``val_loss`` is the one named by ``headline``
+    ("raw" or "ema"); both are always recorded."""
+    raw = validator.evaluate(net)
+    reshard(net)
+    with ema.applied_to(model):
+        try:
+            averaged = validator.evaluate(net)
+        finally:
+            reshard(net)
+    head = averaged if headline == "ema" else raw
+    return {
+        "val_loss": head["val_loss"], "val_loss_buckets": head["val_loss_buckets"], "val_weights": headline,
+        "val_loss_raw": raw["val_loss"], "val_loss_ema": averaged["val_loss"],
+        "val_loss_buckets_raw": raw["val_loss_buckets"], "val_loss_buckets_ema": averaged["val_loss_buckets"],
+    }

@@ -1,0 +1,78 @@
+"""Fitting a method to runs: :class:`FitConfig` (the ``laws:`` section of a study spec) and :func:`fit_runs`.
+
+Kept apart from the package ``__init__`` so modules of :mod:`ditscale.laws` (e.g. the backtest in
+:mod:`ditscale.laws.predict`) can use the method table without importing the package.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ditscale.config import from_dict
+from ditscale.errors import ConfigError
+from ditscale.laws.bootstrap import bootstrap
+from ditscale.laws.envelope import fit_envelope
+from ditscale.laws.isoflop import fit_isoflop
+from ditscale.laws.parametric import fit_parametric
+from ditscale.laws.runs import Runs
+
+FIT_FUNCTIONS = {"isoflop": fit_isoflop, "parametric": fit_parametric, "envelope": fit_envelope}
+DEFAULT_RESAMPLES = {"isoflop": 1000, "envelope": 1000, "parametric": 200}
+
+
+@dataclass
+class FitConfig:
+    """How to fit laws to a study's runs (e.g. the ``laws:`` section of a study spec).
+
+    Attributes:
+        method: "isoflop" (Approach 2), "parametric" (Approach 3) or "envelope" (Approach 1).
+        bootstrap: resamples for the intervals (0: none; None: 1000, or 200 for parametric).
+        seed: bootstrap seed.
+        robust, tokens, edge_margin, exclude_edge, budget_rtol: isoflop options (:func:`fit_isoflop`).
+        bins_per_decade, min_runs_per_bin, flops_range: envelope options (:func:`fit_envelope`).
+        delta, top_k: parametric options (:func:`fit_parametric`).
+    """
+
+    method: str = "isoflop"
+    bootstrap: int | None = None
+    seed: int = 0
+    robust: bool = False
+    tokens: str = "interpolate"
+    edge_margin: float = 0.05
+    exclude_edge: bool = False
+    budget_rtol: float = 0.1
+    bins_per_decade: int = 8
+    min_runs_per_bin: int = 2
+    flops_range: tuple[float, float] | None = None
+    delta: float = 1e-3
+    top_k: int | None = 20
+
+    def __post_init__(self) -> None:
+        if self.method not in FIT_FUNCTIONS:
+            raise ConfigError(f"unknown fit method {self.method!r}; choose one of {', '.join(FIT_FUNCTIONS)}")
+        if self.tokens not in ("interpolate", "6nd"):
+            raise ConfigError(f"tokens must be 'interpolate' or '6nd', got {self.tokens!r}")
+        if self.bootstrap is not None and self.bootstrap < 0:
+            raise ConfigError(f"bootstrap must be >= 0 resamples, got {self.bootstrap}")
+
+    @property
+    def resamples(self) -> int:
+        return DEFAULT_RESAMPLES[self.method] if self.bootstrap is None else self.bootstrap
+
+    def fit_options(self) -> dict:
+        """Keyword arguments of the method's fit function."""
+        if self.method == "isoflop":
+            keys = ("robust", "tokens", "edge_margin", "exclude_edge", "budget_rtol")
+        elif self.method == "envelope":
+            keys = ("bins_per_decade", "min_runs_per_bin", "flops_range")
+        else:
+            keys = ("delta", "top_k")
+        return {k: getattr(self, k) for k in keys}
+
+
+def fit_runs(runs: Runs, config: FitConfig | dict | None = None):
+    """Fit ``config.method`` to ``runs`` and bootstrap it; returns ``(fit, Bootstrap or None)``."""
+    cfg = config if isinstance(config, FitConfig) else from_dict(FitConfig, config or {}, where="laws config")
+    fit = FIT_FUNCTIONS[cfg.method](runs, **cfg.fit_options())
+    boot = bootstrap(runs, fit, cfg.resamples, cfg.seed) if cfg.resamples else None
+    return fit, boot

@@ -1,0 +1,290 @@
+"""A typed, read-only view of ``laws.json`` (and of the predict / compare results of a study).
+
+``laws.json`` is written by ``ditscale.study.analyze`` as plain JSON; this module only reads it, so
+the report and the CLI say ``laws.prediction.images_opt.value`` instead of chains of ``.get``.
+Every field is optional: keys missing from older files take their defaults (None, empty), and
+keys this view does not know are ignored. Units as in laws.json: C in training FLOPs, N
+non-embedding parameters, D image tokens, loss in the runs' validation-loss units.
+
+    laws = LawsSummary.read("DIR/laws.json")
+    laws.params_law.exponent, laws.params_law.interval("exponent")
+    laws.prediction.n_opt.value, laws.prediction.nearest.name
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+Interval = list[float]  # a 90% interval [lo, hi]
+
+
+class _View:
+    """``from_dict`` for the views: known keys only, nested views converted (``_nested``: one view,
+    where null or empty takes the field's default; ``_lists``: a tuple of views; ``_maps``: a dict
+    of views)."""
+
+    _nested: ClassVar[dict[str, type]] = {}
+    _lists: ClassVar[dict[str, type]] = {}
+    _maps: ClassVar[dict[str, type]] = {}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None):
+        """The view of ``data`` (a laws.json-shaped dict; None gives the empty view)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in (data or {}).items() if k in names}
+        for key, view in cls._nested.items():
+            if kw.get(key):
+                kw[key] = view.from_dict(kw[key])
+            else:
+                kw.pop(key, None)
+        for key, view in cls._lists.items():
+            kw[key] = tuple(view.from_dict(x) for x in kw.get(key) or ())
+        for key, view in cls._maps.items():
+            kw[key] = {name: view.from_dict(x) for name, x in (kw.get(key) or {}).items()}
+        if "warnings" in names:
+            kw["warnings"] = tuple(kw.get("warnings") or ())
+        return cls(**kw)
+
+
+# -- laws -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LawSummary(_View):
+    """A compute law ``y = coefficient * C^exponent`` with per-field 90% intervals and standard errors."""
+
+    coefficient: float | None = None
+    exponent: float | None = None
+    ci90: dict[str, Interval | None] | None = None
+    se: dict[str, float | None] | None = None
+
+    def interval(self, name: str) -> Interval | None:
+        """The 90% interval of field ``name`` ("coefficient", "exponent"), None without a bootstrap."""
+        return (self.ci90 or {}).get(name)
+
+
+@dataclass(frozen=True)
+class SaturatingSummary(_View):
+    """The saturating loss law ``L = E + k C^-gamma`` with per-field intervals."""
+
+    E: float | None = None
+    k: float | None = None
+    gamma: float | None = None
+    ci90: dict[str, Interval | None] | None = None
+    se: dict[str, float | None] | None = None
+
+    def interval(self, name: str) -> Interval | None:
+        """The 90% interval of field ``name`` ("E", "k", "gamma"), None without a bootstrap."""
+        return (self.ci90 or {}).get(name)
+
+
+@dataclass(frozen=True)
+class BudgetSummary(_View):
+    """One isoFLOP budget's optimum: N* (params), D* (tokens), L*; None where degenerate."""
+
+    flops: float | None = None
+    n_opt: float | None = None
+    d_opt: float | None = None
+    loss_opt: float | None = None
+    edge: bool = False
+    degenerate: bool = False
+    n_runs: int | None = None
+    held_out: bool = False
+
+
+@dataclass(frozen=True)
+class FitSummary(_View):
+    """An Approach 1/2 fit as laws.json stores it (also the shape of ``backtest_fit``)."""
+
+    method: str | None = None
+    params_law: LawSummary | None = None
+    tokens_law: LawSummary | None = None
+    loss_law: LawSummary | None = None
+    loss_law_saturating: SaturatingSummary | None = None
+    budgets: tuple[BudgetSummary, ...] = ()
+    n_runs: int | None = None
+    options: dict[str, Any] | None = None
+    bootstrap: dict[str, Any] | None = None
+
+    _nested = {"params_law": LawSummary, "tokens_law": LawSummary, "loss_law": LawSummary,
+               "loss_law_saturating": SaturatingSummary}
+    _lists = {"budgets": BudgetSummary}
+
+    def law(self, name: str) -> LawSummary | None:
+        """The law named ``name``: "params_law", "tokens_law" or "loss_law" (None if absent)."""
+        return getattr(self, name)
+
+
+# -- estimates and predictions --------------------------------------------------------------------
+@dataclass(frozen=True)
+class EstimateSummary(_View):
+    """A predicted value with its 90% interval (both None when absent)."""
+
+    value: float | None = None
+    ci90: Interval | None = None
+
+
+@dataclass(frozen=True)
+class NearestModel(_View):
+    """The family member nearest the predicted N_opt (``params``: non-embedding parameters)."""
+
+    name: str | None = None
+    params: int | float | None = None
+    depth: int | None = None
+    hidden_size: int | None = None
+    num_heads: int | None = None
+    params_total: int | None = None
+    in_ladder: bool = True
+
+
+@dataclass(frozen=True)
+class BacktestSummary(_View):
+    """One held-out budget: predicted vs actual compute-optimal loss, ``relative_error = (p - a) / a``."""
+
+    flops: float | None = None
+    predicted_loss: float | None = None
+    actual_loss: float | None = None
+    relative_error: float | None = None
+    predicted_ci90: Interval | None = None
+    within_ci90: bool | None = None
+
+
+@dataclass(frozen=True)
+class PredictionSummary(_View):
+    """The compute-optimal model at ``flops``: N (params), D (tokens and images), loss, nearest model."""
+
+    flops: float | None = None
+    n_opt: EstimateSummary = field(default_factory=EstimateSummary)
+    d_opt: EstimateSummary = field(default_factory=EstimateSummary)
+    loss_opt: EstimateSummary = field(default_factory=EstimateSummary)
+    images_opt: EstimateSummary = field(default_factory=EstimateSummary)
+    nearest: NearestModel = field(default_factory=NearestModel)
+    tokens_per_image: int | None = None
+    backtest: tuple[BacktestSummary, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    _nested = {"n_opt": EstimateSummary, "d_opt": EstimateSummary, "loss_opt": EstimateSummary,
+               "images_opt": EstimateSummary, "nearest": NearestModel}
+    _lists = {"backtest": BacktestSummary}
+
+
+# -- the rest of laws.json ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ParametricSummary(_View):
+    """Approach 3, ``L = E + A / N^alpha + B / D^beta``, and its allocation laws (C = 6ND)."""
+
+    E: float | None = None
+    A: float | None = None
+    B: float | None = None
+    alpha: float | None = None
+    beta: float | None = None
+    ci90: dict[str, Interval | None] | None = None
+    se: dict[str, float | None] | None = None
+    n_opt_law: LawSummary | None = None
+    d_opt_law: LawSummary | None = None
+    n_runs: int | None = None
+
+    _nested = {"n_opt_law": LawSummary, "d_opt_law": LawSummary}
+
+    def interval(self, name: str) -> Interval | None:
+        """The 90% interval of field ``name`` ("E", "A", "B", "alpha", "beta"), None without a bootstrap."""
+        return (self.ci90 or {}).get(name)
+
+
+@dataclass(frozen=True)
+class BudgetNoise(_View):
+    """One budget's rms log-loss residual around its parabola (None with fewer than 4 model sizes)."""
+
+    flops: float | None = None
+    residual_rms: float | None = None
+
+
+@dataclass(frozen=True)
+class NoiseSummary(_View):
+    """Seed-to-seed spread vs isoFLOP residual spread, standard deviations of log(loss)."""
+
+    seed_spread: float | None = None
+    seed_groups: int = 0
+    seed_dof: int = 0
+    residual_spread: float | None = None
+    residual_dof: int = 0
+    residual_to_seed_ratio: float | None = None
+    per_budget: tuple[BudgetNoise, ...] = ()
+    units: str | None = None
+
+    _lists = {"per_budget": BudgetNoise}
+
+
+@dataclass(frozen=True)
+class WallTime(_View):
+    """Wall time of the study (seconds) and the sums over its runs."""
+
+    study_s: float | None = None
+    calls: int = 0
+    runs_wall_s_sum: float | None = None
+    runs_cpu_s_sum: float | None = None
+
+
+@dataclass(frozen=True)
+class LawsSummary(FitSummary):
+    """The whole of laws.json: the Approach 2 fit of all budgets plus everything the study adds."""
+
+    study: str | None = None
+    parametric: ParametricSummary | None = None
+    backtest: tuple[BacktestSummary, ...] = ()
+    backtest_fit: FitSummary | None = None
+    prediction: PredictionSummary | None = None
+    noise: NoiseSummary = field(default_factory=NoiseSummary)
+    paper: dict[str, LawSummary] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+    wall_time: WallTime = field(default_factory=WallTime)
+
+    _nested = {**FitSummary._nested, "parametric": ParametricSummary, "backtest_fit": FitSummary,
+               "prediction": PredictionSummary, "noise": NoiseSummary, "wall_time": WallTime}
+    _lists = {**FitSummary._lists, "backtest": BacktestSummary}
+    _maps = {"paper": LawSummary}
+
+    @classmethod
+    def read(cls, path: str | Path) -> "LawsSummary":
+        """The view of the laws.json file at ``path``."""
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+# -- comparing two studies ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DifferenceSummary(_View):
+    """``difference = a - b`` of one named value, each side with its interval."""
+
+    name: str = ""
+    a: float | None = None
+    b: float | None = None
+    difference: float | None = None
+    ci90: Interval | None = None
+    resolved: bool | None = None
+    a_ci90: Interval | None = None
+    b_ci90: Interval | None = None
+
+
+@dataclass(frozen=True)
+class StudyRef(_View):
+    """A study folder and the study's name."""
+
+    dir: str | None = None
+    study: str | None = None
+
+
+@dataclass(frozen=True)
+class ComparisonSummary(_View):
+    """Two studies side by side (``compare_studies``): differences, and both losses at ``flops``."""
+
+    differences: tuple[DifferenceSummary, ...] = ()
+    flops: float | None = None
+    loss_a: EstimateSummary | None = None
+    loss_b: EstimateSummary | None = None
+    a: StudyRef = field(default_factory=StudyRef)
+    b: StudyRef = field(default_factory=StudyRef)
+
+    _nested = {"loss_a": EstimateSummary, "loss_b": EstimateSummary, "a": StudyRef, "b": StudyRef}
+    _lists = {"differences": DifferenceSummary}

@@ -1,0 +1,267 @@
+"""A study folder: which file lives where, and how each is read and written (pure Python).
+
+Layout of ``DIR``::
+
+    spec.yaml            the spec, as run
+    plan.csv             the planned runs; a budget's rows are frozen once it starts
+    runs/<run_id>/       one training run folder each (:class:`ditscale.train.rundir.RunDir`:
+                         config.yaml, metrics.jsonl, checkpoints/, result.json), plus
+        study.json       the SHA-256 of its TrainConfig (resume-safe keys left out) and its CPU seconds
+        run.lock         held while a worker trains it (see :mod:`ditscale.study.locks`)
+        failed.json      why it failed (a later ``study run --retry-failed`` tries again)
+    runs.csv             one row per finished run (:data:`RUNS_CSV_COLUMNS`)
+    wall.json            wall seconds of every ``study run`` call
+    laws.json, report.html, *.png   the fit and its report (:mod:`ditscale.study.analyze`)
+    slurm/               submitit logs of the Slurm launcher
+
+Nothing is created until a writer needs it. Every write is atomic (:mod:`ditscale.io`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Iterable
+
+import yaml
+
+from ditscale.errors import ConfigError, DataError
+from ditscale.io import atomic_write_json, atomic_write_text
+from ditscale.study.plan import PlannedRun, plan_csv, read_plan_csv
+from ditscale.study.spec import StudySpec, spec_from_dict
+from ditscale.train.rundir import RunDir
+
+# runs.csv: params is the non-embedding N, tokens D are image tokens, flops exact training FLOPs,
+# loss the run's validation loss, wall_s its training wall time and cpu_s the CPU seconds of the
+# worker process while it trained (seconds).
+RUNS_CSV_COLUMNS = ["run_id", "budget", "seed", "role", "depth", "hidden_size", "num_heads", "params",
+                    "params_total", "tokens", "images", "steps", "flops", "flops_6nd", "loss", "wall_s", "cpu_s"]
+
+
+# -- one run of a study ---------------------------------------------------------------------------
+class StudyRunDir(RunDir):
+    """A study's training run folder ``DIR/runs/<run_id>/``: the trainer's files plus the study's own."""
+
+    @property
+    def study_json(self) -> Path:
+        return self.root / "study.json"
+
+    @property
+    def failed_json(self) -> Path:
+        return self.root / "failed.json"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.root / "run.lock"
+
+    def valid_result(self) -> dict | None:
+        """``result.json`` if the run is done with a finite ``val_loss`` and positive ``flops_exact``, else None."""
+        res = self.read_result()
+        if res is None or res.get("status", "done") != "done":
+            return None
+        loss, flops = res.get("val_loss"), res.get("flops_exact")
+        if not isinstance(loss, (int, float)) or not math.isfinite(loss) or not isinstance(flops, (int, float)) or flops <= 0:
+            return None
+        return res
+
+    def failed(self) -> bool:
+        """True when the run failed and was not retried since (``failed.json``)."""
+        return self.failed_json.exists()
+
+    def read_study(self) -> dict | None:
+        """``study.json`` (``run_id``, ``config_sha`` and, once trained, ``cpu_s``), or None."""
+        try:
+            return json.loads(self.study_json.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def check_config(self, run_id: str, config_sha: str) -> None:
+        """Raise :class:`ConfigError` if this folder belongs to a run planned with another config."""
+        old = self.read_study()
+        if old is not None and old.get("config_sha") != config_sha:
+            raise ConfigError(
+                f"run {run_id} in {self.root.parent.parent} was trained with a different config (the spec changed); "
+                f"use a new --out folder or delete {self.root}"
+            )
+
+    def start(self, run_id: str, config_sha: str) -> None:
+        """Claim the folder for the run with ``config_sha`` and forget an earlier failure."""
+        atomic_write_json(self.study_json, {"run_id": run_id, "config_sha": config_sha})
+        self.failed_json.unlink(missing_ok=True)
+
+    def finish(self, run_id: str, config_sha: str, cpu_s: float) -> None:
+        """Record the CPU seconds (all threads) of the call that finished the run."""
+        atomic_write_json(self.study_json, {"run_id": run_id, "config_sha": config_sha, "cpu_s": round(cpu_s, 3)})
+
+    def fail(self, run_id: str, error: str) -> None:
+        """Record why the run failed (``failed.json``)."""
+        atomic_write_json(self.failed_json, {"run_id": run_id, "error": error, "time": time.time()})
+
+
+# -- the study folder -----------------------------------------------------------------------------
+class StudyFolder:
+    """The files of the study folder ``root`` (see the module docstring)."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    @property
+    def spec_yaml(self) -> Path:
+        return self.root / "spec.yaml"
+
+    @property
+    def plan_csv(self) -> Path:
+        return self.root / "plan.csv"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def runs_csv(self) -> Path:
+        return self.root / "runs.csv"
+
+    @property
+    def wall_json(self) -> Path:
+        return self.root / "wall.json"
+
+    @property
+    def laws_json(self) -> Path:
+        return self.root / "laws.json"
+
+    @property
+    def report_html(self) -> Path:
+        return self.root / "report.html"
+
+    @property
+    def slurm_dir(self) -> Path:
+        return self.root / "slurm"
+
+    def run(self, run_id: str) -> StudyRunDir:
+        """The folder of run ``run_id``."""
+        return StudyRunDir(self.runs_dir / run_id)
+
+    def create(self) -> None:
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+
+    # -- spec ---------------------------------------------------------------------------------------
+    def write_spec(self, spec: StudySpec) -> None:
+        atomic_write_text(self.spec_yaml, yaml.safe_dump(spec.to_dict(), sort_keys=False))
+
+    def read_spec(self) -> StudySpec:
+        """The spec the study was run with; :class:`DataError` when this is not a study folder."""
+        if not self.spec_yaml.is_file():
+            raise DataError(
+                f"{self.root} is not a study folder (no spec.yaml); give the --out folder of `ditscale study run`"
+            )
+        return spec_from_dict(yaml.safe_load(self.spec_yaml.read_text()))
+
+    # -- plan ---------------------------------------------------------------------------------------
+    def read_plan(self) -> dict[float, list[PlannedRun]]:
+        """The frozen rows of ``plan.csv`` by budget, in file order ({} before the study starts)."""
+        if not self.plan_csv.is_file():
+            return {}
+        out: dict[float, list[PlannedRun]] = {}
+        for run in read_plan_csv(self.plan_csv.read_text(), where=str(self.plan_csv)):
+            out.setdefault(run.budget, []).append(run)
+        return out
+
+    def write_plan(self, runs: list[PlannedRun]) -> None:
+        atomic_write_text(self.plan_csv, plan_csv(runs))
+
+    # -- results ------------------------------------------------------------------------------------
+    def finished_rows(self, planned: Iterable[PlannedRun]) -> list[dict]:
+        """``runs.csv`` rows (:data:`RUNS_CSV_COLUMNS`) of the ``planned`` runs that finished, in
+        their order; the result's own numbers win over the plan's. Reads, writes nothing."""
+        rows = []
+        for run in planned:
+            folder = self.run(run.run_id)
+            res = folder.valid_result()
+            if res is None:
+                continue
+            cpu = (folder.read_study() or {}).get("cpu_s", "")
+            rows.append({
+                "run_id": run.run_id, "budget": run.budget, "seed": run.seed, "role": run.role, "depth": run.depth,
+                "hidden_size": run.hidden_size, "num_heads": run.num_heads,
+                "params": res.get("params_non_embedding", run.params_non_embedding),
+                "params_total": res.get("params", run.params), "tokens": res.get("tokens", run.tokens),
+                "images": res.get("images", run.images), "steps": res.get("steps", run.steps),
+                "flops": res["flops_exact"], "flops_6nd": res.get("flops_6nd", run.flops_6nd),
+                "loss": res["val_loss"], "wall_s": res.get("wall_time_s", ""), "cpu_s": cpu,
+            })
+        return rows
+
+    def failed_run_ids(self) -> set[str]:
+        """Runs that failed for good (a ``failed.json`` in their folder)."""
+        return {p.parent.name for p in self.runs_dir.glob("*/failed.json")}
+
+    def write_runs_csv(self, rows: list[dict]) -> None:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=RUNS_CSV_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(self.runs_csv, buf.getvalue())
+
+    def read_runs_rows(self) -> list[dict[str, str]]:
+        """``runs.csv`` as rows of text cells ([] when it does not exist)."""
+        try:
+            with open(self.runs_csv, newline="") as fh:
+                return list(csv.DictReader(fh))
+        except OSError:
+            return []
+
+    def read_runs(self, budgets: list[float] | None = None):
+        """``runs.csv`` as a :class:`ditscale.laws.Runs` (optionally only some budgets, FLOPs)."""
+        from ditscale.laws import read_runs_csv
+
+        if not self.runs_csv.is_file():
+            raise DataError(f"{self.root} has no runs.csv yet; run `ditscale study run` to finish the study first")
+        return _only_budgets(read_runs_csv(self.runs_csv), budgets)
+
+    # -- wall time and laws -------------------------------------------------------------------------
+    def read_wall(self) -> dict:
+        """``wall.json``: ``calls`` (wall_s, host, time of each ``study run`` call) and ``total_s``; {} if none."""
+        try:
+            return json.loads(self.wall_json.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def add_wall(self, seconds: float) -> None:
+        """Add one ``study run`` call of ``seconds`` wall time to ``wall.json``."""
+        data = self.read_wall() or {"calls": []}
+        data["calls"].append({"wall_s": round(seconds, 3), "host": os.uname().nodename, "time": time.time()})
+        data["total_s"] = round(sum(c["wall_s"] for c in data["calls"]), 3)
+        atomic_write_json(self.wall_json, data)
+
+    def write_laws(self, laws: dict) -> None:
+        atomic_write_json(self.laws_json, laws)
+
+    def read_laws(self) -> dict:
+        return json.loads(self.laws_json.read_text())
+
+
+def runs_table(rows: list[dict], budgets: list[float] | None = None):
+    """:func:`StudyFolder.finished_rows` as a :class:`ditscale.laws.Runs`, exactly as
+    ``read_runs_csv`` reads them back from ``runs.csv`` (optionally only some budgets, FLOPs)."""
+    import numpy as np
+
+    from ditscale.laws import Runs
+
+    if not rows:
+        raise DataError("the study has no finished runs yet; run `ditscale study run` first")
+    col = lambda name: np.array([float(r[name]) for r in rows])  # noqa: E731
+    runs = Runs(flops=col("flops"), params=col("params"), tokens=col("tokens"), loss=col("loss"),
+                budget=col("budget"), run_id=np.array([str(r["run_id"]) for r in rows]),
+                seed=np.array([int(float(r["seed"])) for r in rows]))
+    return _only_budgets(runs, budgets)
+
+
+def _only_budgets(runs, budgets: list[float] | None):
+    import numpy as np
+
+    return runs if budgets is None else runs.take(np.isin(runs.budget, budgets))

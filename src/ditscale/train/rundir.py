@@ -1,0 +1,96 @@
+"""One training run's folder: which file lives where, and when a folder may be reused.
+
+Pure Python (no torch), so studies, sampling and the CLI can read run folders without importing
+the trainer. Layout of ``OUT/``::
+
+    config.yaml            the resolved TrainConfig, written before training starts
+    metrics.jsonl          one JSON record per log interval / validation
+    checkpoints/step_XXXXXXXX/   crash-safe checkpoints (:mod:`ditscale.train.checkpoint`)
+    result.json            the final summary (``status: done``), or ``status: failed`` with the error
+    tb/                    TensorBoard scalars (``tensorboard: true``)
+    text_cache/            cached embeddings of a frozen Hugging Face text encoder
+
+A folder is reused only by the same run: :func:`config_changes` lists the dotted keys whose
+values differ, ignoring :data:`RESUME_SAFE_KEYS` (logging, checkpoint cadence, workers).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ditscale.config import flatten_dotted
+
+# Keys that may change between runs in the same OUT without changing the trained weights.
+RESUME_SAFE_KEYS = ("log_every", "ckpt_every", "keep_checkpoints", "tensorboard", "val.every", "data.num_workers")
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Dotted keys whose values differ between two TrainConfig dicts, excluding :data:`RESUME_SAFE_KEYS`."""
+    a, b = flatten_dotted(old), flatten_dotted(new)
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUME_SAFE_KEYS)
+
+
+def weight_relevant(config: dict[str, Any]) -> dict[str, Any]:
+    """The flattened TrainConfig dict without :data:`RESUME_SAFE_KEYS`: what decides the trained weights."""
+    return {k: v for k, v in flatten_dotted(config).items() if k not in RESUME_SAFE_KEYS}
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The paths of a training run folder ``root`` (nothing is created until a writer needs it)."""
+
+    root: Path
+
+    def __init__(self, root: str | os.PathLike):
+        object.__setattr__(self, "root", Path(root))
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def result(self) -> Path:
+        return self.root / "result.json"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tb"
+
+    @property
+    def text_cache(self) -> Path:
+        return self.root / "text_cache"
+
+    def read_result(self) -> dict[str, Any] | None:
+        """The parsed ``result.json`` (any status), or None when it is missing or unreadable."""
+        try:
+            data = json.loads(self.result.read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    @classmethod
+    def containing(cls, path: str | os.PathLike) -> "RunDir | None":
+        """The run folder that holds ``path``: a run folder itself, a file in one, a checkpoint
+        folder ``OUT/checkpoints/step_*`` or a file in one; recognised by its ``config.yaml``.
+        None outside a run folder."""
+        path = Path(path)
+        candidates = [path, path.parent]
+        for p in (path, path.parent):
+            if p.parent.name == "checkpoints":
+                candidates.append(p.parent.parent)
+        for candidate in candidates:
+            if (candidate / "config.yaml").is_file():
+                return cls(candidate)
+        return None

@@ -1,0 +1,181 @@
+"""The package's shape: no import cycles, torch-free planning, short functions in train/ and study/.
+
+The import graph counts every ``import`` / ``from ... import`` of the package's own modules,
+inside functions too (a lazy import that dodges a cycle is still a cycle). A package's
+``__init__`` is a module of its own: ``from ditscale.laws import X`` is an edge to ``ditscale.laws``.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import ditscale
+
+PACKAGE_DIR = Path(ditscale.__file__).resolve().parent
+SRC = PACKAGE_DIR.parent
+
+# Functions of train/ and study/ allowed over MAX_FUNCTION_LINES, with the reason they read better whole.
+MAX_FUNCTION_LINES = 60
+LONG_FUNCTIONS_ALLOWED: dict[str, str] = {}
+
+
+# The import graph -------------------------------------------------------------------------------
+def module_files() -> dict[str, Path]:
+    """Dotted module name -> file, for every module of the package (``__init__`` -> the package)."""
+    out = {}
+    for path in PACKAGE_DIR.rglob("*.py"):
+        parts = list(path.relative_to(SRC).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = path
+    return out
+
+
+def imported_names(module: str, path: Path, node: ast.AST) -> list[str]:
+    """Fully qualified names an import statement refers to (``from a import b`` -> ``a.b``)."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    base = node.module or ""
+    if node.level:  # relative: resolve against this module's package
+        package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+        package = package[: len(package) - node.level + 1]
+        base = ".".join(package + ([base] if base else []))
+    return [f"{base}.{alias.name}" for alias in node.names]
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the package modules it imports (the nearest module for ``from module import name``)."""
+    files = module_files()
+    graph: dict[str, set[str]] = {m: set() for m in files}
+    for module, path in files.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, (ast.Import, ast.ImportFrom)):
+                continue
+            for name in imported_names(module, path, node):
+                while name and name not in files:
+                    name = name.rpartition(".")[0]
+                if name and name != module:
+                    graph[module].add(name)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found = []
+    for root in graph:
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph[child]))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
+
+
+def test_cycle_finder_sees_cycles_through_lazy_imports():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert cycles(graph) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+    tree = ast.parse("def f():\n    from ditscale.laws import predict\n")
+    node = next(n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom))
+    assert imported_names("ditscale.laws.compare", Path("compare.py"), node) == ["ditscale.laws.predict"]
+
+
+def test_no_import_cycles():
+    graph = import_graph()
+    assert len(graph) > 40 and "ditscale.train.loop" in graph["ditscale.train"] | {
+        m for deps in graph.values() for m in deps
+    }
+    assert cycles(graph) == []
+
+
+# Torch-free planning ----------------------------------------------------------------------------
+NO_TORCH = textwrap.dedent(
+    """
+    import importlib.abc, sys
+
+    class RefuseTorch(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "torch" or name.startswith("torch."):
+                raise ImportError(f"torch is blocked in this test ({name})")
+            return None
+
+    sys.meta_path.insert(0, RefuseTorch())
+    from ditscale.cli import main
+    code = main(sys.argv[1:])
+    assert "torch" not in sys.modules
+    sys.exit(code)
+    """
+)
+
+
+def run_without_torch(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", NO_TORCH, *argv], capture_output=True, text=True, timeout=300)
+
+
+def test_study_plan_runs_without_torch():
+    proc = run_without_torch("study", "plan", "--preset", "quickstart", "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    plan = json.loads(proc.stdout)
+    assert len(plan["runs"]) == 36  # 5 budgets x 6 models + 6 seed replicates (docs/studies.md)
+    assert sorted({r["budget"] for r in plan["runs"]}) == [4e10, 5.66e10, 8e10, 1.13e11, 1.6e11]
+    first = next(r for r in plan["runs"] if r["run_id"] == "c4e10-d2w16h4-s0")  # a row of the committed plan.csv
+    assert (first["params_non_embedding"], first["images"], first["steps"]) == (6592, 9279, 1160)
+
+
+def test_flops_runs_without_torch():
+    proc = run_without_torch("flops", "DiT-XL/2", "--input-size", "32")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "675,129,632 total" in proc.stdout and "118.6382" in proc.stdout  # DiT Table 4: 118.64 GFLOPs
+
+
+# Function length --------------------------------------------------------------------------------
+def long_functions(folder: str) -> dict[str, int]:
+    """``"file.py:function"`` -> lines, for functions of ``folder`` longer than MAX_FUNCTION_LINES."""
+    out = {}
+    for path in sorted((PACKAGE_DIR / folder).glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    out[f"{folder}/{path.name}:{node.name}"] = lines
+    return out
+
+
+def test_train_and_study_functions_are_short():
+    found = {**long_functions("train"), **long_functions("study")}
+    assert {k: v for k, v in found.items() if k not in LONG_FUNCTIONS_ALLOWED} == {}
