@@ -123,6 +123,27 @@ def test_no_import_cycles():
     assert cycles(graph) == []
 
 
+# Areas import "downwards" only: a module may import its own area and the areas listed before it.
+# (The data flows data -> model -> diffusion -> run -> study -> fit -> report; the study, which
+# orchestrates, imports laws and report.)
+AREA_ORDER = ["errors", "config", "io", "ditscale", "models", "flops", "data", "diffusion", "generate", "train",
+              "laws", "report", "study", "cli", "__main__"]
+
+
+def area(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def test_areas_import_downwards_only():
+    graph = import_graph()
+    assert {area(m) for m in graph} == set(AREA_ORDER)
+    rank = {name: i for i, name in enumerate(AREA_ORDER)}
+    upward = sorted(f"{m} -> {d}" for m, deps in graph.items() for d in deps if rank[area(d)] > rank[area(m)])
+    assert upward == []
+    assert {area(d) for d in graph["ditscale.laws.isoflop"]} <= {"laws", "errors", "config"}  # numpy/scipy only
+
+
 # Torch-free planning ----------------------------------------------------------------------------
 NO_TORCH = textwrap.dedent(
     """

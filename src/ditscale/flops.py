@@ -39,6 +39,7 @@ __all__ = [
     "train_flops_6nd",
     "images_for_flops",
     "images_in_budget",
+    "fmt_flops",
 ]
 
 ADALN_CHUNKS = {"adaln_zero": 6, "adaln": 4}  # modulation outputs per block, in units of hidden_size
@@ -267,3 +268,13 @@ def images_in_budget(config: Any, flops: float) -> int:
     while images > 0 and images * per_image > flops:
         images -= 1
     return images
+
+
+def fmt_flops(x: float) -> str:
+    """Compact FLOPs label for ids and legends: 3e11, 1.5e12."""
+    exp = int(math.floor(math.log10(x)))
+    mant = round(x / 10**exp, 2)
+    if mant >= 10:
+        mant, exp = mant / 10, exp + 1
+    text = f"{mant:.2f}".rstrip("0").rstrip(".")
+    return f"{text}e{exp}"

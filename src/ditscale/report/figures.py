@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ditscale.flops import fmt_flops
 from ditscale.laws.isoflop import fit_log_n_parabola
 from ditscale.laws.summary import BacktestSummary, BudgetSummary, LawsSummary
 
@@ -45,12 +46,6 @@ def _budget_colours(budgets: np.ndarray):
     logs = np.log(budgets)
     t = (logs - logs.min()) / (logs.max() - logs.min())
     return {float(b): cmap(0.1 + 0.75 * v) for b, v in zip(budgets, t)}
-
-
-def _fmt_flops(x: float) -> str:
-    from ditscale.study.plan import fmt_flops
-
-    return fmt_flops(x)
 
 
 def budget_parabola(log_n: np.ndarray, loss: np.ndarray) -> np.ndarray:
@@ -92,7 +87,7 @@ def isoflop_figure(runs, laws: "dict | LawsSummary", path: str | Path) -> Path:
 def _draw_budget(ax, n: np.ndarray, loss: np.ndarray, c: float, colour, is_held: bool,
                  opt: BudgetSummary | None, row: BacktestSummary | None) -> None:
     """One budget of the isoFLOP figure: its runs, parabola, optimum (star) and backtest prediction."""
-    name = f"{_fmt_flops(c)} FLOPs" + (" (held out)" if is_held else "")
+    name = f"{fmt_flops(c)} FLOPs" + (" (held out)" if is_held else "")
     ax.scatter(n, loss, color=colour, marker="s" if is_held else "o", s=28, zorder=3,
                facecolors="none" if is_held else colour, linewidths=1.4, label=name)
     if len(np.unique(n)) >= 3:
@@ -150,7 +145,7 @@ def laws_figure(laws: "dict | LawsSummary", path: str | Path, *, boot=None, targ
         est = getattr(view.prediction, key) if view.prediction is not None else None
         if target_flops and est is not None and est.value is not None:
             ax.errorbar([target_flops], [est.value], yerr=_yerr(est.value, est.ci90), fmt="o", color="tab:orange", ms=6,
-                        capsize=3, zorder=6, label=f"target {_fmt_flops(target_flops)}: {est.value:.3g}")
+                        capsize=3, zorder=6, label=f"target {fmt_flops(target_flops)}: {est.value:.3g}")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("C, training FLOPs")
@@ -217,7 +212,7 @@ def residuals_figure(runs, laws: "dict | LawsSummary", path: str | Path) -> Path
         r = loss / (coef[0] + coef[1] * x + coef[2] * x * x) - 1
         is_held = float(c) in held
         ax.scatter(n, r, color=colours[float(c)], marker="s" if is_held else "o", s=24,
-                   label=f"{_fmt_flops(float(c))}" + (" (held out)" if is_held else ""))
+                   label=f"{fmt_flops(float(c))}" + (" (held out)" if is_held else ""))
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xscale("log")
     ax.set_xlabel("N, non-embedding parameters")

@@ -22,6 +22,7 @@ import typing
 from dataclasses import asdict, dataclass, fields
 
 from ditscale.errors import DataError
+from ditscale.flops import fmt_flops  # noqa: F401  (run ids and warnings name budgets with it)
 from ditscale.study.spec import StudySpec
 
 Rung = tuple[int, int, int]  # (depth, hidden_size, num_heads)
@@ -184,16 +185,6 @@ def read_plan_csv(text: str, where: str = "plan.csv") -> list[PlannedRun]:
 
 
 # -- names ----------------------------------------------------------------------------------------
-def fmt_flops(x: float) -> str:
-    """Compact FLOPs label for ids and legends: 3e11, 1.5e12."""
-    exp = int(math.floor(math.log10(x)))
-    mant = round(x / 10**exp, 2)
-    if mant >= 10:
-        mant, exp = mant / 10, exp + 1
-    text = f"{mant:.2f}".rstrip("0").rstrip(".")
-    return f"{text}e{exp}"
-
-
 def run_id_for(budget: float, rung: Rung, seed: int) -> str:
     """Folder name of a run: ``c<budget>-d<depth>w<width>h<heads>-s<seed>``."""
     d, w, h = rung
