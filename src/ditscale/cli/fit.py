@@ -1,7 +1,9 @@
 """``ditscale fit isoflop|parametric|envelope CSV``: fit scaling laws to a CSV of runs.
 
 Prints the laws with 90% bootstrap intervals and flags edge/degenerate budgets; ``--json`` prints
-the laws.json shape instead (floats at full precision). Warnings go to stderr as one line each.
+the laws.json shape instead (floats at full precision). Warnings (edge optima, the isoFLOP point
+checks of ``ditscale.laws.checks``) go to stderr as one line each; with ``--json`` an isoflop fit
+also carries its ``checks`` list.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--predict", type=float, metavar="FLOPS", help="predict the compute-optimal N, D, loss at this compute")
     p.add_argument("--tokens-per-image", type=float, metavar="T", help="with --predict: also report D in images (D / T)")
     p.add_argument("--robust", action="store_true", help="isoflop: Huber-robust parabolas")
+    p.add_argument("--method", dest="parametric_method", choices=("lbfgs-grid", "varpro"), default="lbfgs-grid",
+                   help="parametric: lbfgs-grid (Epoch AI's grid of L-BFGS starts, default) or varpro (NNLS for "
+                        "E, A, B on an (alpha, beta) grid, then refined)")
     p.add_argument("--saturating", action="store_true", help="predict the loss with E + k C^-gamma (isoflop, envelope)")
     p.add_argument("--bins-per-decade", type=int, default=8, help="envelope: FLOP bins per decade (default 8)")
     p.add_argument("--min-runs-per-bin", type=int, default=2, help="envelope: runs a bin needs to count (default 2)")
@@ -86,50 +91,43 @@ def _format_parametric(fit, boot, how: str) -> list[str]:
     from ditscale.laws.summary import ParametricSummary
 
     d = ParametricSummary.from_dict(fit.to_dict(boot))
-    lines = [f"parametric fit (Approach 3) of {fit.n_runs} runs: L(N, D) = E + A / N^alpha + B / D^beta{how}"]
+    solver = fit.options.get("method", "lbfgs-grid")
+    lines = [f"parametric fit (Approach 3, {solver}) of {fit.n_runs} runs: L(N, D) = E + A / N^alpha + B / D^beta{how}"]
     for k in ("E", "A", "B", "alpha", "beta"):
         lines.append(f"  {k:5s} = {getattr(d, k):.6g}" + (f"   90% {_interval(d.interval(k))}  se {d.se[k]:.3g}" if boot else ""))
     for law, name in (("n_opt_law", "N_opt (params)"), ("d_opt_law", "D_opt (tokens)")):
         e = getattr(d, law)
         lines.append(f"  {name:15s} = {e.coefficient:.4g} * C^{e.exponent:.4f}"
-                     + (f"   exponent 90% {_interval(e.interval('exponent'), '{:.4f}')}" if boot else "") + "   (C = 6ND)")
+                     + (f"   exponent 90% {_interval(e.interval('exponent'), '{:.4f}')}, coefficient "
+                        f"{_interval(e.interval('coefficient'))}" if boot else "") + "   (C = 6ND)")
     return lines
 
 
-def run(args: argparse.Namespace) -> int:
-    from ditscale.laws import FitConfig, backtest, fit_runs, predict, read_runs_csv
+def _backtest(runs, cfg, args):
+    """``--backtest K``: rows of :func:`ditscale.laws.backtest` with the fit's options (or None)."""
+    from ditscale.laws import backtest
     from ditscale.laws.powerlaw import FitWarning
 
-    runs = read_runs_csv(args.csv)
-    cfg = FitConfig(method=args.method, bootstrap=args.bootstrap, seed=args.seed, robust=args.robust,
-                    bins_per_decade=args.bins_per_decade, min_runs_per_bin=args.min_runs_per_bin)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", FitWarning)
-        fit, boot = fit_runs(runs, cfg)
-        pred = None
-        if args.predict is not None:
-            pred = predict(fit, args.predict, boot=boot, tokens_per_image=args.tokens_per_image, saturating=args.saturating)
-    rows = None
-    if args.backtest is not None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FitWarning)  # the refits' warnings are not about the user's fit
-            rows = backtest(runs, args.backtest, method=args.method, saturating=args.saturating, **cfg.fit_options())
+    if args.backtest is None:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FitWarning)  # the refits' warnings are not about the user's fit
+        opts = {k: v for k, v in cfg.fit_options().items() if k != "method"}
+        return backtest(runs, args.backtest, method=args.method, saturating=args.saturating,
+                        parametric_method=cfg.parametric_method, **opts)
+
+
+def _print_warnings(messages) -> None:
+    """Each distinct warning once, one line each, on stderr."""
     seen = set()
-    for w in caught:
-        msg = str(w.message)
-        if issubclass(w.category, FitWarning) and msg not in seen:
+    for msg in messages:
+        if msg not in seen:
             seen.add(msg)
             print(f"ditscale: warning: {msg}", file=sys.stderr)
-    out = fit.to_dict(boot)
-    if pred is not None:
-        out["prediction"] = pred.to_dict()
-    if rows is not None:
-        out["backtest"] = [r.to_dict() for r in rows]
-    if args.out:
-        atomic_write_json(args.out, out)
-    if args.json:
-        print(json.dumps(out, indent=2))
-        return 0
+
+
+def _print_text(fit, boot, pred, rows, k) -> None:
+    """The human-readable output: the fit, the prediction and the backtest of ``k`` budgets."""
     print(format_fit(fit, boot))
     if pred is not None:
         def est(e, unit=""):
@@ -139,8 +137,42 @@ def run(args: argparse.Namespace) -> int:
             text += f" = {est(pred.images_opt, 'images')}"
         print(text + f", L_opt = {est(pred.loss_opt)}")
     if rows is not None:
-        print(f"backtest (refit without the {args.backtest} largest budgets):")
+        print(f"backtest (refit without the {k} largest budgets):")
         for r in rows:
+            n_act = "edge/degenerate" if r.actual_n_opt is None else f"{r.actual_n_opt:.4g}"
             print(f"  C = {r.flops:.4g} FLOPs: predicted L* {r.predicted_loss:.5g}, actual {r.actual_loss:.5g}, "
-                  f"relative error {r.relative_error:+.2%}")
+                  f"relative error {r.relative_error:+.2%}; N_opt predicted {r.predicted_n_opt:.4g}, actual {n_act}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ditscale.laws import FitConfig, fit_runs, predict, read_runs_csv
+    from ditscale.laws.checks import isoflop_checks
+    from ditscale.laws.powerlaw import FitWarning
+
+    runs = read_runs_csv(args.csv)
+    cfg = FitConfig(method=args.method, bootstrap=args.bootstrap, seed=args.seed, robust=args.robust,
+                    bins_per_decade=args.bins_per_decade, min_runs_per_bin=args.min_runs_per_bin,
+                    parametric_method=args.parametric_method)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", FitWarning)
+        fit, boot = fit_runs(runs, cfg)
+        pred = None
+        if args.predict is not None:
+            pred = predict(fit, args.predict, boot=boot, tokens_per_image=args.tokens_per_image, saturating=args.saturating)
+    rows = _backtest(runs, cfg, args)
+    checks = isoflop_checks(runs, fit) if fit.method == "isoflop" else None
+    _print_warnings([str(w.message) for w in caught if issubclass(w.category, FitWarning)] + [c.message for c in checks or ()])
+    out = fit.to_dict(boot)
+    if checks is not None:
+        out["checks"] = [c.to_dict() for c in checks]
+    if pred is not None:
+        out["prediction"] = pred.to_dict()
+    if rows is not None:
+        out["backtest"] = [r.to_dict() for r in rows]
+    if args.out:
+        atomic_write_json(args.out, out)
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        _print_text(fit, boot, pred, rows, args.backtest)
     return 0

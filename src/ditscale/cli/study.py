@@ -125,24 +125,40 @@ def _run(args) -> int:
 
 
 def _print_laws_summary(laws, out_dir) -> None:
-    """The laws (with exponent intervals) and the backtest of laws.json (its dict or view)."""
+    """The laws with exponent intervals (Approach 3's beside them), the backtest (loss and N_opt)
+    and the isoFLOP point checks of laws.json (its dict or view)."""
     from ditscale.laws.summary import LawsSummary
 
     view = laws if isinstance(laws, LawsSummary) else LawsSummary.from_dict(laws)
+    par = view.parametric
+    approach3 = {"params_law": par and par.n_opt_law, "tokens_law": par and par.d_opt_law}
     for law, name in (("params_law", "N_opt (params)"), ("tokens_law", "D_opt (tokens)"), ("loss_law", "L_opt")):
         f = view.law(law)
-        print(f"  {name:15s} = {f.coefficient:.4g} * C^{f.exponent:.4f}{_interval(f.interval('exponent'), '.4f')}")
+        line = f"  {name:15s} = {f.coefficient:.4g} * C^{f.exponent:.4f}{_interval(f.interval('exponent'), '.4f')}"
+        other = approach3.get(law)
+        if other is not None and other.exponent is not None:
+            line += f"   | Approach 3: C^{other.exponent:.4f}{_interval(other.interval('exponent'), '.4f')}"
+        print(line)
     for row in view.backtest:
         print(f"  backtest at {row.flops:.3g} FLOPs: predicted L* {row.predicted_loss:.4f}, actual "
               f"{row.actual_loss:.4f}, error {row.relative_error:+.2%}")
+        _print_n_opt_backtest(row)
+    for check in view.checks:
+        print(f"  check {check.kind}: {check.message}")
     print(f"  report: {out_dir}/report.html")
+
+
+def _print_n_opt_backtest(row) -> None:
+    if row.predicted_n_opt is not None:
+        actual = "edge/degenerate" if row.actual_n_opt is None else f"{row.actual_n_opt:.4g}"
+        print(f"    N_opt predicted {row.predicted_n_opt:.4g}{_interval(row.predicted_n_opt_ci90)}, actual {actual}")
 
 
 def _predict(args) -> int:
     from ditscale.laws.summary import PredictionSummary
     from ditscale.study.analyze import load_study_spec, predict_study
 
-    spec = load_study_spec(args.dir)
+    spec = load_study_spec(args.dir) if args.flops is None else None  # --flops is checked before the folder
     flops = args.flops if args.flops is not None else spec.target_flops
     pred = predict_study(args.dir, flops, spec=spec)
     if args.json:
@@ -169,6 +185,7 @@ def _print_prediction(pred) -> None:
         print(f"  backtest: refit without {row.flops:.3g} FLOPs predicts L* {row.predicted_loss:.4f}"
               f"{_interval(row.predicted_ci90, '.4f')}, actual {row.actual_loss:.4f}, "
               f"error {row.relative_error:+.2%}")
+        _print_n_opt_backtest(row)
     for w in pred.warnings:
         print(f"warning: {w}", file=sys.stderr)
 

@@ -18,13 +18,16 @@ Quick use::
 
 Modules (no cycles among them): ``runs`` (the table), ``powerlaw``, ``compute_laws``, the three
 estimators ``envelope`` / ``isoflop`` (also the one home of the isoFLOP parabola and the edge rule) /
-``parametric``, ``bootstrap``, ``fit`` (:class:`FitConfig`, :func:`fit_runs`), ``predict`` (with
-the backtest), ``compare``, ``noise`` (seed vs parabola scatter), ``summary`` (laws.json view).
+``parametric`` (grid or variable-projection solver), ``checks`` (isoFLOP point checks: off-centre
+and drifting grids, near-duplicate sizes, outliers), ``bootstrap``, ``fit`` (:class:`FitConfig`,
+:func:`fit_runs`), ``predict`` (with the backtest), ``compare``, ``noise`` (seed vs parabola
+scatter), ``summary`` (laws.json view).
 """
 
 from __future__ import annotations
 
 from ditscale.laws.bootstrap import Bootstrap, bootstrap
+from ditscale.laws.checks import Check, isoflop_checks
 from ditscale.laws.compare import Comparison, Difference, compare
 from ditscale.laws.envelope import EnvelopeFit, EnvelopePoint, fit_envelope
 from ditscale.laws.fit import DEFAULT_RESAMPLES, FIT_FUNCTIONS, FitConfig, fit_runs
@@ -37,9 +40,9 @@ from ditscale.laws.runs import Runs, read_runs_csv
 from ditscale.laws.summary import LawsSummary
 
 __all__ = [
-    "BacktestRow", "Bootstrap", "BudgetOptimum", "Comparison", "DEFAULT_RESAMPLES", "Difference", "EnvelopeFit",
+    "BacktestRow", "Bootstrap", "BudgetOptimum", "Check", "Comparison", "DEFAULT_RESAMPLES", "Difference", "EnvelopeFit",
     "EnvelopePoint", "Estimate", "FIT_FUNCTIONS", "FitConfig", "FitWarning", "IsoflopFit", "LawsSummary",
     "LogNParabola", "ParametricFit", "PowerLaw", "Prediction", "Runs", "SaturatingLaw", "backtest", "bootstrap",
     "compare", "fit_envelope", "fit_isoflop", "fit_log_n_parabola", "fit_parametric", "fit_power_law", "fit_runs",
-    "fit_saturating", "nearest_model", "noise_summary", "predict", "read_runs_csv",
+    "fit_saturating", "isoflop_checks", "nearest_model", "noise_summary", "predict", "read_runs_csv",
 ]

@@ -10,7 +10,10 @@ duplicated rows.
   of all resamples are solved at once (batched normal equations), the saturating law per resample
   with a warm start. 1000 resamples take about a second.
 - ``parametric``: each resample is refitted by L-BFGS-B warm-started from the point estimate only
-  (not from the 4500-point grid), so 100-200 resamples take seconds.
+  (not from the 4500-point grid or the varpro grid), so 100-200 resamples take seconds. With a
+  ``budget`` column (a study's runs.csv) the draw is stratified by budget like the isoflop one
+  (each budget draws as many units as it has; no 3-size rule, the surface fit needs none), so
+  every resample keeps the study's design; without it the units are drawn from all runs.
 - ``envelope``: each resample refits the envelope of the drawn curves.
 
 Intervals are 90% percentile intervals (5th and 95th percentiles); standard errors are the standard
@@ -126,12 +129,35 @@ def _bootstrap_isoflop(runs, fit, n, rng):
     return samples, failed
 
 
-def _bootstrap_each(runs, fit, n, rng, refit):
-    """Resample units (no strata) and call ``refit(weights) -> values dict``; failures become NaN."""
+def _unit_strata(runs: Runs) -> np.ndarray | None:
+    """Budget label of each resampling unit when ``runs`` has a ``budget`` column and no unit spans
+    two budgets (then the parametric draw is stratified by budget); else None."""
+    if runs.budget is None:
+        return None
+    groups, label = runs.groups(), runs.budgets()[0]
+    strata = np.full(groups.max() + 1, -1)
+    strata[groups] = label
+    return strata if np.array_equal(strata[groups], label) else None
+
+
+def _unit_counts(rng: np.random.Generator, n: int, n_units: int, strata: np.ndarray | None) -> np.ndarray:
+    """(n, n_units) multiplicities: all units drawn together, or each stratum drawing its own units."""
+    if strata is None:
+        return _draw_counts(rng, n, n_units)
+    counts = np.zeros((n, n_units))
+    for s in np.unique(strata):
+        units = np.flatnonzero(strata == s)
+        counts[:, units] = _draw_counts(rng, n, len(units))
+    return counts
+
+
+def _bootstrap_each(runs, fit, n, rng, refit, strata=None):
+    """Resample units (within ``strata`` if given, one label per unit) and call ``refit(weights) ->
+    values dict``; failures become NaN."""
     groups = runs.groups()
     n_units = groups.max() + 1
     out, failed = {k: np.full(n, np.nan) for k in fit.values()}, 0
-    counts = _draw_counts(rng, n, n_units)
+    counts = _unit_counts(rng, n, n_units, strata)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FitWarning)
         for i in range(n):
@@ -163,9 +189,10 @@ def bootstrap(runs: Runs, fit, n: int = 1000, seed: int = 0) -> Bootstrap:
         from ditscale.laws.parametric import fit_parametric, one_blas_thread
 
         o = fit.options
-        with one_blas_thread():
+        with one_blas_thread(), np.errstate(all="ignore"):  # a resample's allocation can be NaN (alpha <= 0)
             samples, failed = _bootstrap_each(
-                runs, fit, n, rng, lambda w: fit_parametric(runs, delta=o["delta"], weights=w, start=fit.theta).values())
+                runs, fit, n, rng, lambda w: fit_parametric(runs, delta=o["delta"], weights=w, start=fit.theta).values(),
+                strata=_unit_strata(runs))
     elif fit.method == "envelope":
         from ditscale.laws.envelope import fit_envelope
 

@@ -13,7 +13,7 @@ from ditscale.errors import ConfigError
 from ditscale.laws.bootstrap import bootstrap
 from ditscale.laws.envelope import fit_envelope
 from ditscale.laws.isoflop import fit_isoflop
-from ditscale.laws.parametric import fit_parametric
+from ditscale.laws.parametric import METHODS as PARAMETRIC_METHODS, fit_parametric
 from ditscale.laws.runs import Runs
 
 FIT_FUNCTIONS = {"isoflop": fit_isoflop, "parametric": fit_parametric, "envelope": fit_envelope}
@@ -31,6 +31,8 @@ class FitConfig:
         robust, tokens, edge_margin, exclude_edge, budget_rtol: isoflop options (:func:`fit_isoflop`).
         bins_per_decade, min_runs_per_bin, flops_range: envelope options (:func:`fit_envelope`).
         delta, top_k: parametric options (:func:`fit_parametric`).
+        parametric_method: how Approach 3 is solved: "lbfgs-grid" (Epoch AI's grid of starts) or
+            "varpro" (NNLS for E, A, B per (alpha, beta), then refined); ``fit_parametric``'s ``method``.
     """
 
     method: str = "isoflop"
@@ -46,12 +48,16 @@ class FitConfig:
     flops_range: tuple[float, float] | None = None
     delta: float = 1e-3
     top_k: int | None = 20
+    parametric_method: str = "lbfgs-grid"
 
     def __post_init__(self) -> None:
         if self.method not in FIT_FUNCTIONS:
             raise ConfigError(f"unknown fit method {self.method!r}; choose one of {', '.join(FIT_FUNCTIONS)}")
         if self.tokens not in ("interpolate", "6nd"):
             raise ConfigError(f"tokens must be 'interpolate' or '6nd', got {self.tokens!r}")
+        if self.parametric_method not in PARAMETRIC_METHODS:
+            raise ConfigError(f"unknown parametric_method {self.parametric_method!r}; choose one of "
+                              f"{', '.join(PARAMETRIC_METHODS)}")
         if self.bootstrap is not None and self.bootstrap < 0:
             raise ConfigError(f"bootstrap must be >= 0 resamples, got {self.bootstrap}")
 
@@ -61,13 +67,16 @@ class FitConfig:
 
     def fit_options(self) -> dict:
         """Keyword arguments of the method's fit function."""
-        if self.method == "isoflop":
-            keys = ("robust", "tokens", "edge_margin", "exclude_edge", "budget_rtol")
-        elif self.method == "envelope":
-            keys = ("bins_per_decade", "min_runs_per_bin", "flops_range")
-        else:
-            keys = ("delta", "top_k")
+        if self.method == "parametric":
+            return self.parametric_options()
+        keys = ("robust", "tokens", "edge_margin", "exclude_edge", "budget_rtol") if self.method == "isoflop" \
+            else ("bins_per_decade", "min_runs_per_bin", "flops_range")
         return {k: getattr(self, k) for k in keys}
+
+    def parametric_options(self) -> dict:
+        """Keyword arguments of :func:`fit_parametric` (also when ``method`` is another approach:
+        a study fits Approach 3 beside its isoFLOP laws)."""
+        return {"delta": self.delta, "top_k": self.top_k, "method": self.parametric_method}
 
 
 def fit_runs(runs: Runs, config: FitConfig | dict | None = None):

@@ -11,6 +11,13 @@ the best. To stay fast we evaluate the objective at all 4500 grid points (vector
 L-BFGS-B only from the ``top_k`` best; ``top_k=None`` runs it from every grid point (the check that
 both find the same optimum is in docs/laws.md).
 
+``method="varpro"`` (variable projection) starts instead from the best cell of a fine grid of
+(alpha, beta) in {0.05, 0.10, ..., 3.00}: in each cell the linear coefficients E, A, B >= 0 are
+solved exactly by non-negative least squares (``scipy.optimize.nnls``) on the relative residuals
+``(E + A N^-alpha + B D^-beta - L) / L`` (each row weighted by the run's weight), the first-order
+approximation of the log-loss residual; the cell whose (E, A, B) has the lowest Huber objective
+above is refined, all five parameters together, by the same L-BFGS-B.
+
 N is parameters, D tokens; the compute-optimal allocation assumes C = 6 N D (FLOPs).
 """
 
@@ -20,9 +27,9 @@ import contextlib
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import minimize
+from scipy.optimize import minimize, nnls
 
-from ditscale.errors import DataError
+from ditscale.errors import ConfigError, DataError
 from ditscale.laws.powerlaw import PowerLaw
 from ditscale.laws.runs import Runs
 
@@ -35,6 +42,9 @@ GRID = {
 }
 THETA = ("a", "b", "e", "alpha", "beta")
 LBFGS_OPTIONS = {"gtol": 1e-10, "ftol": 1e-14, "maxiter": 10000, "maxfun": 20000, "maxcor": 20}
+METHODS = ("lbfgs-grid", "varpro")
+VARPRO_EXPONENTS = np.round(np.arange(1, 61) * 0.05, 10)  # alpha and beta grid of varpro: 0.05 .. 3.00
+COEFFICIENT_FLOOR = 1e-6  # varpro: a zero NNLS coefficient starts at this fraction of the median loss
 
 
 def grid_starts() -> np.ndarray:
@@ -99,6 +109,51 @@ def minimize_from(theta0, log_n, log_d, log_l, delta=1e-3, weights=None):
                     jac=True, method="L-BFGS-B", options=LBFGS_OPTIONS)
 
 
+def nnls_coefficients(columns: np.ndarray, loss: np.ndarray, row_weights: np.ndarray) -> np.ndarray:
+    """(E, A, B) >= 0 minimising ``sum_i w_i ((columns_i . x - L_i) / L_i)^2`` (``scipy.optimize.nnls``).
+
+    ``columns`` is ``(n, 3)``: 1, N^-alpha, D^-beta per run; ``row_weights`` the runs' weights.
+    Columns are scaled to unit norm for conditioning (N^-alpha can be ~1e-20).
+    """
+    scale = np.sqrt(row_weights) / loss
+    design = columns * scale[:, None]
+    norms = np.linalg.norm(design, axis=0)
+    norms = np.where(norms > 0, norms, 1.0)
+    x, _ = nnls(design / norms, loss * scale)
+    return x / norms
+
+
+def varpro_cells(log_n, log_d, log_l, weights=None) -> np.ndarray:
+    """``(len(VARPRO_EXPONENTS)^2, 5)`` thetas (a, b, e, alpha, beta): each (alpha, beta) cell with its
+    NNLS (E, A, B) (see :func:`nnls_coefficients`); a zero coefficient is floored so that its term
+    is ``COEFFICIENT_FLOOR`` x the median loss at the median run (L-BFGS-B can grow it again)."""
+    loss = np.exp(log_l)
+    w = np.ones_like(loss) if weights is None else np.asarray(weights, dtype=np.float64)
+    floor_at = COEFFICIENT_FLOOR * float(np.median(loss))
+    cells = []
+    for alpha in VARPRO_EXPONENTS:
+        n_term = np.exp(-alpha * log_n)
+        for beta in VARPRO_EXPONENTS:
+            cols = np.stack([np.ones_like(loss), n_term, np.exp(-beta * log_d)], axis=1)
+            x = nnls_coefficients(cols, loss, w)
+            x = np.maximum(x, floor_at / np.median(cols, axis=0))
+            cells.append([np.log(x[1]), np.log(x[2]), np.log(x[0]), alpha, beta])
+    return np.array(cells)
+
+
+def _starts(method, start, top_k, log_n, log_d, log_l, delta, weights) -> np.ndarray:
+    """The L-BFGS-B starting thetas: ``start``; the varpro cell with the lowest objective; or the
+    ``top_k`` best of the 4500-point grid (all of it with ``top_k=None``)."""
+    if start is not None:
+        return np.asarray(start, dtype=np.float64)[None]
+    starts = varpro_cells(log_n, log_d, log_l, weights) if method == "varpro" else grid_starts()
+    keep = 1 if method == "varpro" else top_k
+    if keep is not None and keep < len(starts):
+        f0 = grid_objective(starts, log_n, log_d, log_l, delta, weights)
+        starts = starts[np.argsort(f0, kind="stable")[:keep]]
+    return starts
+
+
 @dataclass(frozen=True)
 class ParametricFit:
     """Fitted ``L(N, D) = E + A / N^alpha + B / D^beta`` (N parameters, D tokens).
@@ -151,15 +206,18 @@ class ParametricFit:
         return n, d, loss
 
     def to_dict(self, boot=None) -> dict:
-        """JSON-ready summary (floats at full precision); with ``boot``, 90% intervals and standard errors."""
+        """JSON-ready summary (floats at full precision); with ``boot``, 90% intervals and standard errors
+        of E, A, B, alpha, beta and of both allocation laws' coefficient and exponent (the shape of
+        the isoFLOP laws in laws.json: ``{"coefficient", "exponent", "ci90": {...}, "se": {...}}``)."""
         keys = ("E", "A", "B", "alpha", "beta")
         out = {"method": self.method, **{k: getattr(self, k) for k in keys}}
         out["ci90"] = None if boot is None else {k: boot.ci90(k) for k in keys}
         out["se"] = None if boot is None else {k: boot.se(k) for k in keys}
         for law in ("n_opt_law", "d_opt_law"):
-            p = getattr(self, law)
+            p, fields = getattr(self, law), ("coefficient", "exponent")
             out[law] = {"coefficient": p.coefficient, "exponent": p.exponent,
-                        "ci90": None if boot is None else {f: boot.ci90(f"{law}.{f}") for f in ("coefficient", "exponent")}}
+                        "ci90": None if boot is None else {f: boot.ci90(f"{law}.{f}") for f in fields},
+                        "se": None if boot is None else {f: boot.se(f"{law}.{f}") for f in fields}}
         out.update(n_runs=self.n_runs, objective=self.objective, options=dict(self.options))
         out["bootstrap"] = None if boot is None else boot.info()
         return out
@@ -185,36 +243,38 @@ def allocation(values) -> dict:
 
 
 def fit_parametric(runs: Runs, *, delta: float = 1e-3, top_k: int | None = 20,
-                   weights: np.ndarray | None = None, start: np.ndarray | None = None) -> ParametricFit:
+                   weights: np.ndarray | None = None, start: np.ndarray | None = None,
+                   method: str = "lbfgs-grid") -> ParametricFit:
     """Fit ``L(N, D) = E + A/N^alpha + B/D^beta`` (N params, D tokens) Epoch-AI style (see module doc).
 
     Args:
         runs: the runs (flops unused; N = params, D = tokens).
         delta: Huber threshold on log-loss residuals (1e-3 as Chinchilla and Epoch AI).
-        top_k: run L-BFGS-B from the ``top_k`` grid points with the lowest objective (None: all 4500).
+        top_k: lbfgs-grid: run L-BFGS-B from the ``top_k`` grid points with the lowest objective
+            (None: all 4500). varpro refines its single best (alpha, beta) cell.
         weights: optional per-run weights (the bootstrap passes resampling counts), multiplying the
             runs' own ``weight`` column if it has one.
         start: a single start theta = (a, b, e, alpha, beta) instead of the grid (bootstrap warm start).
+        method: "lbfgs-grid" (Epoch AI's grid of starts) or "varpro" (NNLS for E, A, B on an
+            (alpha, beta) grid, then the same L-BFGS-B refinement).
     """
+    if method not in METHODS:
+        raise ConfigError(f"unknown parametric method {method!r}; use one of {', '.join(METHODS)}")
     if len(runs) < 6:
         raise DataError(f"the parametric fit has 5 parameters and needs at least 6 runs, got {len(runs)}; add runs")
     log_n, log_d, log_l = np.log(runs.params), np.log(runs.tokens), np.log(runs.loss)
     if runs.weight is not None:
         weights = runs.weight if weights is None else runs.weight * weights
-    if start is not None:
-        starts = np.asarray(start, dtype=np.float64)[None]
-    else:
-        starts = grid_starts()
-        if top_k is not None and top_k < len(starts):
-            f0 = grid_objective(starts, log_n, log_d, log_l, delta, weights)
-            starts = starts[np.argsort(f0, kind="stable")[:top_k]]
     best = None
     with one_blas_thread():
+        starts = _starts(method, start, top_k, log_n, log_d, log_l, delta, weights)
         for theta0 in starts:
             res = minimize_from(theta0, log_n, log_d, log_l, delta, weights)
-            if np.isfinite(res.fun) and (best is None or res.fun < best.fun):
+            if np.isfinite(res.fun) and np.all(np.isfinite(res.x)) and (best is None or res.fun < best.fun):
                 best = res
+    if best is None:
+        raise DataError(f"the parametric fit of {len(runs)} runs did not converge from any start; check the runs' losses")
     a, b, e, alpha, beta = best.x
-    opts = {"delta": delta, "top_k": top_k, "starts": len(starts)}
+    opts = {"delta": delta, "top_k": top_k, "starts": len(starts), "method": method}
     return ParametricFit(E=float(np.exp(e)), A=float(np.exp(a)), B=float(np.exp(b)), alpha=float(alpha), beta=float(beta),
                          objective=float(best.fun), n_runs=len(runs), options=opts)

@@ -90,16 +90,21 @@ def predict(fit, flops: float, *, boot=None, tokens_per_image: float | None = No
 @dataclass(frozen=True)
 class BacktestRow:
     """One held-out budget: its FLOPs, the refit's predicted compute-optimal loss, the budget's own
-    isoFLOP minimum L* ("actual"), and ``relative_error = (predicted - actual) / actual``."""
+    isoFLOP minimum L* ("actual"), and ``relative_error = (predicted - actual) / actual``; the
+    refit's predicted N_opt (params) and the budget's own fitted N* (None when that optimum is an
+    edge or degenerate one, so not a measurement of N_opt)."""
 
     flops: float
     predicted_loss: float
     actual_loss: float
     relative_error: float
+    predicted_n_opt: float | None = None
+    actual_n_opt: float | None = None
 
     def to_dict(self) -> dict:
         return {"flops": self.flops, "predicted_loss": self.predicted_loss, "actual_loss": self.actual_loss,
-                "relative_error": self.relative_error}
+                "relative_error": self.relative_error, "predicted_n_opt": self.predicted_n_opt,
+                "actual_n_opt": self.actual_n_opt}
 
 
 def holdout_split(runs: Runs, k: int, budget_rtol: float = 0.1) -> tuple[Runs, np.ndarray]:
@@ -114,22 +119,28 @@ def holdout_split(runs: Runs, k: int, budget_rtol: float = 0.1) -> tuple[Runs, n
 
 def backtest_rows(refit, full_isoflop, held_flops, saturating: bool = False) -> list[BacktestRow]:
     """Rows of a backtest: ``refit`` (fitted without the held-out budgets) predicts each budget of
-    ``held_flops``; the "actual" loss is that budget's L* in ``full_isoflop``, the isoFLOP fit of all runs."""
-    actual = {b.flops: b.loss_opt for b in full_isoflop.budgets}
+    ``held_flops``; the "actual" loss and N* are that budget's in ``full_isoflop``, the isoFLOP fit
+    of all runs (its N* is None where the budget's optimum is flagged edge or degenerate)."""
+    actual = {b.flops: b for b in full_isoflop.budgets}
     rows = []
     for c in map(float, held_flops):
-        pred = float(refit.optimum(refit.values(), c, saturating)[2])
-        rows.append(BacktestRow(c, pred, actual[c], (pred - actual[c]) / actual[c]))
+        n_pred, _, loss_pred = (float(x) for x in refit.optimum(refit.values(), c, saturating))
+        b = actual[c]
+        n_act = None if (b.edge or b.degenerate) else b.n_opt
+        rows.append(BacktestRow(c, loss_pred, b.loss_opt, (loss_pred - b.loss_opt) / b.loss_opt, n_pred, n_act))
     return rows
 
 
-def backtest(runs: Runs, k: int = 1, method: str = "isoflop", saturating: bool = False, **options) -> list[BacktestRow]:
-    """Refit without the ``k`` largest budgets and predict their compute-optimal loss.
+def backtest(runs: Runs, k: int = 1, method: str = "isoflop", saturating: bool = False,
+             parametric_method: str | None = None, **options) -> list[BacktestRow]:
+    """Refit without the ``k`` largest budgets and predict their compute-optimal loss and N_opt.
 
     The "actual" loss of a held-out budget is the minimum L* of its own isoFLOP parabola (fitted on
-    all runs; with the same options when ``method`` is "isoflop"). ``method`` is the refit:
-    "isoflop", "parametric" or "envelope"; ``options`` go to its fit function (``budget_rtol``, an
-    isoflop option, also defines the budgets for every method). Losses are in the runs' loss units.
+    all runs; with the same options when ``method`` is "isoflop"), its actual N_opt that parabola's
+    N* (None for an edge or degenerate optimum). ``method`` is the refit: "isoflop", "parametric" or
+    "envelope"; ``options`` go to its fit function (``budget_rtol``, an isoflop option, also defines
+    the budgets for every method); ``parametric_method`` is the parametric refit's ``method``
+    ("lbfgs-grid" or "varpro"). Losses are in the runs' loss units, N_opt in parameters.
     """
     if method not in FIT_FUNCTIONS:
         raise DataError(f"unknown method {method!r}; use one of {', '.join(FIT_FUNCTIONS)}")
@@ -137,5 +148,7 @@ def backtest(runs: Runs, k: int = 1, method: str = "isoflop", saturating: bool =
     train, held_flops = holdout_split(runs, k, rtol)
     iso_opts = options if method == "isoflop" else {"budget_rtol": rtol}
     fit_opts = options if method == "isoflop" else {key: v for key, v in options.items() if key != "budget_rtol"}
+    if method == "parametric" and parametric_method is not None:
+        fit_opts = {**fit_opts, "method": parametric_method}
     refit = FIT_FUNCTIONS[method](train, **fit_opts)
     return backtest_rows(refit, fit_isoflop(runs, **iso_opts), held_flops, saturating)

@@ -141,7 +141,9 @@ class NearestModel(_View):
 
 @dataclass(frozen=True)
 class BacktestSummary(_View):
-    """One held-out budget: predicted vs actual compute-optimal loss, ``relative_error = (p - a) / a``."""
+    """One held-out budget: predicted vs actual compute-optimal loss, ``relative_error = (p - a) / a``,
+    and the refit's N_opt (params, with its 90% interval) vs the budget's own fitted N* (None when
+    that optimum is an edge or degenerate one)."""
 
     flops: float | None = None
     predicted_loss: float | None = None
@@ -149,6 +151,10 @@ class BacktestSummary(_View):
     relative_error: float | None = None
     predicted_ci90: Interval | None = None
     within_ci90: bool | None = None
+    predicted_n_opt: float | None = None
+    predicted_n_opt_ci90: Interval | None = None
+    actual_n_opt: float | None = None
+    n_opt_within_ci90: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -173,8 +179,10 @@ class PredictionSummary(_View):
 # -- the rest of laws.json ------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ParametricSummary(_View):
-    """Approach 3, ``L = E + A / N^alpha + B / D^beta``, and its allocation laws (C = 6ND)."""
+    """Approach 3, ``L = E + A / N^alpha + B / D^beta``, its allocation laws (C = 6ND) with 90%
+    intervals and standard errors, and (in a study's laws.json) its ``prediction`` at the target."""
 
+    method: str | None = None
     E: float | None = None
     A: float | None = None
     B: float | None = None
@@ -185,12 +193,26 @@ class ParametricSummary(_View):
     n_opt_law: LawSummary | None = None
     d_opt_law: LawSummary | None = None
     n_runs: int | None = None
+    objective: float | None = None
+    options: dict[str, Any] | None = None
+    bootstrap: dict[str, Any] | None = None
+    prediction: PredictionSummary | None = None
 
-    _nested = {"n_opt_law": LawSummary, "d_opt_law": LawSummary}
+    _nested = {"n_opt_law": LawSummary, "d_opt_law": LawSummary, "prediction": PredictionSummary}
 
     def interval(self, name: str) -> Interval | None:
         """The 90% interval of field ``name`` ("E", "A", "B", "alpha", "beta"), None without a bootstrap."""
         return (self.ci90 or {}).get(name)
+
+
+@dataclass(frozen=True)
+class CheckSummary(_View):
+    """One isoFLOP point check: the budget (FLOPs; None for the whole sweep), its kind
+    (off_centre, drifting_centres, near_duplicate, outlier) and its one-line message."""
+
+    budget: float | None = None
+    kind: str | None = None
+    message: str | None = None
 
 
 @dataclass(frozen=True)
@@ -232,6 +254,7 @@ class LawsSummary(FitSummary):
     """The whole of laws.json: the Approach 2 fit of all budgets plus everything the study adds."""
 
     study: str | None = None
+    checks: tuple[CheckSummary, ...] = ()
     parametric: ParametricSummary | None = None
     backtest: tuple[BacktestSummary, ...] = ()
     backtest_fit: FitSummary | None = None
@@ -243,7 +266,7 @@ class LawsSummary(FitSummary):
 
     _nested = {**FitSummary._nested, "parametric": ParametricSummary, "backtest_fit": FitSummary,
                "prediction": PredictionSummary, "noise": NoiseSummary, "wall_time": WallTime}
-    _lists = {**FitSummary._lists, "backtest": BacktestSummary}
+    _lists = {**FitSummary._lists, "backtest": BacktestSummary, "checks": CheckSummary}
     _maps = {"paper": LawSummary}
 
     @classmethod

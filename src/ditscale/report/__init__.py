@@ -1,6 +1,6 @@
 """Reports of scaling studies: PNG figures and a self-contained ``report.html``.
 
-``write_report(DIR, laws)`` draws ``isoflop.png``, ``laws.png`` and ``residuals.png`` into the
+``write_report(DIR, laws, spec, runs=runs, boot=boot)`` draws ``isoflop.png``, ``laws.png`` and ``residuals.png`` into the
 study folder and writes ``report.html`` with them embedded (base64), so the page can be mailed or
 opened anywhere on its own.
 """

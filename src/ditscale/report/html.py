@@ -11,6 +11,7 @@ from ditscale.io import atomic_write_text
 from ditscale.laws.summary import (
     BacktestSummary,
     BudgetSummary,
+    CheckSummary,
     LawsSummary,
     LawSummary,
     NoiseSummary,
@@ -61,6 +62,7 @@ def render_html(laws: "dict | LawsSummary", figures: list[tuple[Path, str]], *, 
     parts += _laws_section(view)
     parts += [_img(png, caption) for png, caption in figures]
     parts += _budgets_section(view.budgets)
+    parts += _checks_section(view.checks)
     parts += _noise_section(view.noise)
     parts += _other_fits_section(view)
     parts += _footer(view)
@@ -83,33 +85,47 @@ def _prediction_section(pred: PredictionSummary) -> list[str]:
 
 
 def _backtest_section(backtest: tuple[BacktestSummary, ...]) -> list[str]:
-    """Predicted vs actual L* of the held-out budgets; errors within 2% in green."""
+    """Predicted vs actual L* and N* of the held-out budgets; loss errors within 2% and N* inside the
+    predicted 90% interval in green."""
     rows = []
     for r in backtest:
         cls = "ok" if abs(r.relative_error) <= 0.02 else "bad"
+        n_cls = {True: "ok", False: "bad"}.get(r.n_opt_within_ci90, "muted")
+        n_act = "edge" if r.actual_n_opt is None and r.predicted_n_opt is not None else _num(r.actual_n_opt, ".4g")
         rows.append([_num(r.flops, ".3g"), _num(r.predicted_loss, ".4f"), _ci(r.predicted_ci90, ".4f"),
-                     _num(r.actual_loss, ".4f"), f"<span class='{cls}'>{r.relative_error:+.2%}</span>"])
+                     _num(r.actual_loss, ".4f"), f"<span class='{cls}'>{r.relative_error:+.2%}</span>",
+                     _num(r.predicted_n_opt, ".4g"), _ci(r.predicted_n_opt_ci90), f"<span class='{n_cls}'>{n_act}</span>"])
     return ["<h2>Backtest: refit without the held-out budget(s)</h2>",
-            _table(["held-out C (FLOPs)", "predicted L*", "90% interval", "actual L*", "relative error"], rows)]
+            _table(["held-out C (FLOPs)", "predicted L*", "90% interval", "actual L*", "relative error",
+                    "predicted N_opt", "90% interval", "actual N*"], rows)]
+
+
+def _law_row(what: str, f: LawSummary, refit: LawSummary, p: LawSummary) -> list[str]:
+    """One row of the laws table: coefficient and exponent with intervals, the refit's and the paper's."""
+    return [what, _num(f.coefficient, ".4g"), _ci(f.interval("coefficient")), _num(f.exponent, ".4f"),
+            _ci(f.interval("exponent"), ".4f"), _num(refit.exponent, ".4f"), _num(p.coefficient, ".4g"), _num(p.exponent, ".4f")]
 
 
 def _laws_section(view: LawsSummary) -> list[str]:
-    """The fitted compute laws beside the backtest refit's exponents and the paper's laws."""
+    """The fitted compute laws (Approach 2, and Approach 3's allocation laws with their own
+    bootstrap intervals) beside the backtest refit's exponents and the paper's laws."""
     rows = []
     for law, what in (("params_law", "N_opt = a C^b (params)"), ("tokens_law", "D_opt = c C^d (tokens)"),
                       ("loss_law", "L_opt = e C^f")):
-        f = view.law(law) or LawSummary()
-        p = view.paper.get(law) or LawSummary()
         refit = (view.backtest_fit.law(law) if view.backtest_fit else None) or LawSummary()
-        rows.append([what, _num(f.coefficient, ".4g"), _ci(f.interval("coefficient")), _num(f.exponent, ".4f"),
-                     _ci(f.interval("exponent"), ".4f"), _num(refit.exponent, ".4f"),
-                     _num(p.coefficient, ".4g"), _num(p.exponent, ".4f")])
+        rows.append(_law_row(what, view.law(law) or LawSummary(), refit, view.paper.get(law) or LawSummary()))
+    par = view.parametric
+    for law, paper, what in (("n_opt_law", "params_law", "Approach 3: N_opt = G (C/6)^a"),
+                             ("d_opt_law", "tokens_law", "Approach 3: D_opt = G^-1 (C/6)^b")):
+        f = (getattr(par, law) if par else None) or LawSummary()
+        rows.append(_law_row(what, f, LawSummary(), view.paper.get(paper) or LawSummary()))
     return ["<h2>Fitted laws vs Liang et al. (2026)</h2>",
             _table(["law", "coefficient", "90% CI", "exponent", "90% CI", "exponent (backtest refit)",
                     "paper coefficient", "paper exponent"], rows),
             "<p class='muted'>Paper: in-context DiTs with rectified flow on latent images, isoFLOP budgets "
             "1e17–6e18 FLOPs, Approach 2, no intervals. Coefficients depend on data, tokenisation and the "
-            "loss, so only the exponents are comparable.</p>"]
+            "loss, so only the exponents are comparable. Approach 3 rows: the allocation implied by "
+            "L = E + A/N^alpha + B/D^beta under C = 6ND, intervals from its own bootstrap.</p>"]
 
 
 def _budgets_section(budgets: tuple[BudgetSummary, ...]) -> list[str]:
@@ -123,6 +139,16 @@ def _budgets_section(budgets: tuple[BudgetSummary, ...]) -> list[str]:
             _table(["C (FLOPs)", "runs", "N*", "D* (tokens)", "L*", "edge", "degenerate", "held out"], rows)]
 
 
+def _checks_section(checks: tuple[CheckSummary, ...]) -> list[str]:
+    """The isoFLOP point checks (off-centre or drifting grids, near-duplicate sizes, outliers)."""
+    if not checks:
+        return ["<h2>isoFLOP point checks</h2><p class='muted'>No off-centre or drifting grids, near-duplicate "
+                "sizes or outliers found.</p>"]
+    rows = [["all" if c.budget is None else _num(c.budget, ".3g"), html.escape(c.kind or ""), html.escape(c.message or "")]
+            for c in checks]
+    return ["<h2>isoFLOP point checks</h2>", _table(["C (FLOPs)", "check", "message"], rows)]
+
+
 def _noise_section(noise: NoiseSummary) -> list[str]:
     """Seed-to-seed spread vs the scatter of the isoFLOP parabolas."""
     rows = [["seed-to-seed spread of the loss (std of log L)", _num(noise.seed_spread, ".3%") if noise.seed_spread else "–"],
@@ -134,13 +160,22 @@ def _noise_section(noise: NoiseSummary) -> list[str]:
 
 
 def _other_fits_section(view: LawsSummary) -> list[str]:
-    """The saturating loss law and Approach 3."""
+    """The saturating loss law and Approach 3 (with 90% intervals when bootstrapped)."""
     sat, par = view.loss_law_saturating, view.parametric
+
+    def value(name: str) -> str:
+        ci = par.interval(name)
+        return f"{name}={_num(getattr(par, name))}" + (f" {_ci(ci)}" if ci else "")
+
     rows = [["saturating loss L = E + k C^-gamma",
              "–" if not sat else f"E={_num(sat.E)}, k={_num(sat.k)}, gamma={_num(sat.gamma)}"],
             ["Approach 3 L = E + A/N^alpha + B/D^beta",
-             "did not converge" if not par else
-             f"E={_num(par.E)}, A={_num(par.A)}, B={_num(par.B)}, alpha={_num(par.alpha)}, beta={_num(par.beta)}"]]
+             "did not converge" if not par else ", ".join(value(k) for k in ("E", "A", "B", "alpha", "beta"))]]
+    pred = par.prediction if par else None
+    if pred is not None and pred.loss_opt.value is not None:
+        rows.append([f"Approach 3 at C = {_num(pred.flops, '.3g')} FLOPs",
+                     f"N_opt={_num(pred.n_opt.value)} {_ci(pred.n_opt.ci90)}, "
+                     f"L_opt={_num(pred.loss_opt.value, '.4f')} {_ci(pred.loss_opt.ci90, '.4f')}"])
     return ["<h2>Other fits</h2>", _table(["fit", "values"], rows)]
 
 

@@ -9,11 +9,12 @@
     run_study(spec, "runs/quickstart")              # trains (resumable), writes runs.csv, laws.json, report.html
     predict_study("runs/quickstart", 1e21)          # N_opt, D_opt, loss with 90% intervals; nearest model
 
-Modules, each depending only on those above it: ``spec`` (the YAML spec), ``plan`` (which runs:
-:func:`plan_study` -> :class:`StudyPlan`), ``folder`` (the study folder's files: :class:`StudyFolder`),
-``replan`` (the plan of a folder part-way through: :func:`current_plan`), ``locks``, ``executor``
-(one run: :func:`execute_run`), ``launchers`` (local processes or Slurm), ``run`` (the study loop:
-:func:`run_study`), ``analyze`` (fits, backtest, prediction, report).
+Modules: ``spec`` (the YAML spec), ``plan`` (which runs: :func:`plan_study` -> :class:`StudyPlan`),
+``folder`` (the study folder's files: :class:`StudyFolder`), ``replan`` (the plan of a folder
+part-way through: :func:`current_plan`), ``analyze`` (fits, backtest, prediction, report),
+``locks``, ``executor`` (one run, or a shared trunk and its branches: :func:`execute_task`),
+``launchers`` (local processes or Slurm), ``run`` (the study loop: :func:`run_study`, which calls
+``analyze`` when the study is complete). Each imports only modules listed before it.
 
 Nothing here imports torch until a run trains. See ``docs/studies.md``.
 """

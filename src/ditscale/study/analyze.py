@@ -1,9 +1,10 @@
 """Fit, backtest and predict from a study folder (numpy/scipy through :mod:`ditscale.laws`).
 
 - :func:`analyze_study` writes ``DIR/laws.json`` (and the report): Approach 2 laws on all budgets
-  with bootstrap 90% intervals, the per-budget optima with edge flags, Approach 3 when it
-  converges, the backtest (refit without the ``holdout`` largest budgets, predict their
-  compute-optimal loss), the measured noise and the wall time.
+  with bootstrap 90% intervals, the per-budget optima with edge flags, the isoFLOP point checks
+  (off-centre and drifting grids, near-duplicate sizes, outliers), Approach 3 with its own
+  bootstrap intervals when it converges, the backtest (refit without the ``holdout`` largest
+  budgets, predict their compute-optimal loss and N_opt), the measured noise and the wall time.
 - :func:`predict_study` answers "what should I train with C FLOPs": N_opt, D_opt (tokens and
   images), loss, each with a 90% interval, and the nearest model of the study's family.
 - :func:`compare_studies` puts two studies' laws side by side.
@@ -74,9 +75,11 @@ def tokens_per_image(spec: StudySpec, base=None) -> int:
 def fit_study(out_dir: str | Path, spec: StudySpec | None = None, *, seed_offset: int = 0):
     """Approach 2 fit of all budgets (options: ``spec.laws``) with its bootstrap.
 
-    Returns ``(runs, fit, boot, warnings)``; ``boot`` is None with ``laws.bootstrap: 0``.
+    Returns ``(runs, fit, boot, warnings)``; ``boot`` is None with ``laws.bootstrap: 0``; the
+    warnings include the messages of the isoFLOP point checks (:func:`ditscale.laws.checks.isoflop_checks`).
     """
     from ditscale.laws import fit_runs
+    from ditscale.laws.checks import isoflop_checks
 
     folder = StudyFolder(out_dir)
     spec = spec or folder.read_spec()
@@ -85,18 +88,31 @@ def fit_study(out_dir: str | Path, spec: StudySpec | None = None, *, seed_offset
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         fit, boot = fit_runs(runs, cfg)
-    return runs, fit, boot, sorted({str(w.message) for w in caught})
+    checks = [c.message for c in isoflop_checks(runs, fit)]
+    return runs, fit, boot, sorted({str(w.message) for w in caught} | set(checks))
+
+
+def _backtest_row(row, refit, boot) -> dict:
+    """One backtest row as laws.json stores it: the row's keys, then the 90% intervals of the
+    predicted loss and N_opt from the refit's bootstrap and whether the actual values lie inside."""
+    from ditscale.laws import predict
+
+    est = predict(refit, row.flops, boot=boot)
+    inside = lambda ci, x: None if ci is None or x is None else bool(ci[0] <= x <= ci[1])  # noqa: E731
+    return {**row.to_dict(), "predicted_ci90": est.loss_opt.ci90, "within_ci90": inside(est.loss_opt.ci90, row.actual_loss),
+            "predicted_n_opt_ci90": est.n_opt.ci90, "n_opt_within_ci90": inside(est.n_opt.ci90, row.actual_n_opt)}
 
 
 def backtest_study(runs, spec: StudySpec, fit=None) -> dict:
-    """Refit without the ``spec.holdout`` largest budgets and predict their compute-optimal loss.
+    """Refit without the ``spec.holdout`` largest budgets and predict their compute-optimal loss and N_opt.
 
     ``fit`` is the study's isoFLOP fit of all runs (``fit_study``), which gives the held-out
-    budgets' actual L*; it is refitted when not given. Returns ``{"rows": [{flops,
-    predicted_loss, predicted_ci90, actual_loss, relative_error, within_ci90}], "fit": the
-    refit's laws (JSON shape), "budgets": fitted budget FLOPs}``.
+    budgets' actual L* and N*; it is refitted when not given. Returns ``{"rows": [{flops,
+    predicted_loss, predicted_ci90, actual_loss, relative_error, within_ci90, predicted_n_opt,
+    predicted_n_opt_ci90, actual_n_opt (None for an edge or degenerate optimum), n_opt_within_ci90}],
+    "fit": the refit's laws (JSON shape), "budgets": fitted budget FLOPs}``.
     """
-    from ditscale.laws import fit_isoflop, fit_runs, predict
+    from ditscale.laws import fit_isoflop, fit_runs
     from ditscale.laws.predict import backtest_rows, holdout_split
 
     cfg, holdout = spec.laws, spec.holdout
@@ -108,26 +124,37 @@ def backtest_study(runs, spec: StudySpec, fit=None) -> dict:
         sub, held_flops = holdout_split(runs, holdout, cfg.budget_rtol)
         refit, boot = fit_runs(sub, cfg)
         rows = backtest_rows(refit, fit if fit is not None else fit_isoflop(runs, **cfg.fit_options()), held_flops)
-    out = []
-    for row in rows:
-        est = predict(refit, row.flops, boot=boot).loss_opt
-        out.append({**row.to_dict(), "predicted_ci90": est.ci90,
-                    "within_ci90": None if est.ci90 is None else bool(est.ci90[0] <= row.actual_loss <= est.ci90[1])})
+    out = [_backtest_row(row, refit, boot) for row in rows]
     return {"rows": out, "fit": refit.to_dict(boot), "budgets": budget_flops[: len(budget_flops) - holdout]}
 
 
-def parametric_summary(runs) -> dict | None:
-    """Approach 3 (``L = E + A/N^alpha + B/D^beta``) as JSON, or None if it does not converge."""
-    from ditscale.laws import fit_parametric
+def parametric_summary(runs, cfg=None, target_flops: float | None = None, tpi: int | None = None) -> dict | None:
+    """Approach 3 (``L = E + A/N^alpha + B/D^beta``) as JSON, or None if it does not converge.
 
+    ``cfg`` (a :class:`~ditscale.laws.FitConfig`, the spec's ``laws``; default: its defaults) gives
+    the solver (``parametric_method``, ``delta``, ``top_k``) and the bootstrap (``cfg.resamples``
+    resamples of whole runs, stratified by budget, seed ``cfg.seed``): intervals and standard
+    errors of E, A, B, alpha, beta and of the implied N_opt / D_opt laws. With ``target_flops``,
+    ``prediction`` holds the compute-optimal N, D (tokens, and images with ``tpi`` tokens per
+    image) and loss there with 90% intervals.
+    """
+    from ditscale.laws import FitConfig, bootstrap, fit_parametric, predict
+
+    cfg = cfg or FitConfig()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            fit = fit_parametric(runs)
+            fit = fit_parametric(runs, **cfg.parametric_options())
     except (DataError, ValueError, FloatingPointError):
         return None
-    out = fit.to_dict()
-    return out if all(math.isfinite(out.get(k, float("nan"))) for k in ("E", "A", "B", "alpha", "beta")) else None
+    if not all(math.isfinite(getattr(fit, k)) for k in ("E", "A", "B", "alpha", "beta")):
+        return None
+    boot = bootstrap(runs, fit, cfg.resamples, cfg.seed) if cfg.resamples >= 2 else None
+    out = fit.to_dict(boot)
+    if target_flops is not None:
+        with np.errstate(all="ignore"):
+            out["prediction"] = predict(fit, target_flops, boot=boot, tokens_per_image=tpi).to_dict()
+    return out
 
 
 def predict_study(out_dir: str | Path, flops: float, *, spec: StudySpec | None = None, fitted=None,
@@ -178,25 +205,53 @@ def _wall(folder: StudyFolder) -> dict:
             "runs_wall_s_sum": round(run_wall, 1), "runs_cpu_s_sum": round(cpu, 1)}
 
 
+def compute_summary(folder: StudyFolder) -> dict:
+    """laws.json's ``compute``: what the study's runs cost and how well the machine was used.
+
+    ``grid_flops``: the sum of every finished run's exact training FLOPs (what independent runs
+    would train); ``trained_flops``: what was trained (less with shared trunks: each branch's
+    shared steps counted once, in its trunk); ``study_s``: wall seconds of all ``study run`` calls;
+    ``matmul_peak_flops``: the machine's fp32 matmul FLOP/s measured by those calls (the highest);
+    ``study_mfu = trained_flops / (study_s x matmul_peak_flops)`` (None without a measured peak).
+    """
+    rows = folder.read_runs_rows()
+    grid = sum(float(r["flops"]) for r in rows)
+    trunks, shared = folder.trunk_flops()
+    trained = grid - sum(float(shared.get(r["run_id"], 0.0)) for r in rows) + trunks
+    wall = folder.read_wall()
+    peaks = [c["matmul_peak_flops"] for c in wall.get("calls", []) if c.get("matmul_peak_flops")]
+    peak, study_s = (max(peaks) if peaks else None), wall.get("total_s")
+    mfu = trained / (study_s * peak) if (peak and study_s) else None
+    return {"grid_flops": grid, "trained_flops": trained, "study_s": study_s, "matmul_peak_flops": peak,
+            "study_mfu": mfu}
+
+
 def analyze_study(out_dir: str | Path, spec: StudySpec | None = None, *, report: bool = True) -> dict:
     """Fit the finished study in ``out_dir``; write ``laws.json`` (and ``report.html``); return laws.json's dict.
 
     laws.json keys: ``study``, ``method``, ``params_law`` / ``tokens_law`` / ``loss_law`` (each
     ``coefficient``, ``exponent``, ``ci90``, ``se``), ``loss_law_saturating``, ``budgets`` (per-budget
-    optima with ``edge`` / ``degenerate`` flags and ``held_out``), ``parametric`` (Approach 3 or
-    null), ``backtest`` (rows ``flops, predicted_loss, predicted_ci90, actual_loss, relative_error``),
-    ``backtest_fit``, ``prediction`` (at the spec's ``target_flops``), ``noise``, ``paper``,
-    ``warnings``, ``wall_time``.
+    optima with ``edge`` / ``degenerate`` flags and ``held_out``), ``checks`` (the isoFLOP point
+    checks, ``{budget, kind, message}``; their messages are also in ``warnings``), ``parametric``
+    (Approach 3 with ``ci90`` / ``se`` from ``spec.laws.resamples`` resamples, its ``n_opt_law`` /
+    ``d_opt_law`` with intervals and its ``prediction`` at ``target_flops``; or null), ``backtest``
+    (rows ``flops, predicted_loss, predicted_ci90, actual_loss, relative_error, within_ci90,
+    predicted_n_opt, predicted_n_opt_ci90, actual_n_opt, n_opt_within_ci90``), ``backtest_fit``,
+    ``prediction`` (at the spec's ``target_flops``), ``noise``, ``paper``, ``warnings``, ``wall_time``,
+    ``compute`` (:func:`compute_summary`).
     """
+    from ditscale.laws.checks import isoflop_checks
+
     folder = StudyFolder(out_dir)
     spec = spec or folder.read_spec()
     runs, fit, boot, warns = fit_study(folder.root, spec)
     laws = {"study": spec.name, **fit.to_dict(boot)}
+    laws["checks"] = [c.to_dict() for c in isoflop_checks(runs, fit)]
     bt = backtest_study(runs, spec, fit)
     held = {row["flops"] for row in bt["rows"]}
     for b in laws["budgets"]:
         b["held_out"] = b["flops"] in held
-    laws["parametric"] = parametric_summary(runs)
+    laws["parametric"] = parametric_summary(runs, spec.laws, spec.target_flops, tokens_per_image(spec))
     laws["backtest"] = bt["rows"]
     laws["backtest_fit"] = bt["fit"]
     laws["prediction"] = predict_study(folder.root, spec.target_flops, spec=spec, fitted=(runs, fit, boot, warns),
@@ -205,6 +260,7 @@ def analyze_study(out_dir: str | Path, spec: StudySpec | None = None, *, report:
     laws["paper"] = PAPER_LAWS
     laws["warnings"] = warns
     laws["wall_time"] = _wall(folder)
+    laws["compute"] = compute_summary(folder)
     folder.write_laws(laws)
     if report:
         from ditscale.report import write_report

@@ -1,8 +1,10 @@
-"""Execute one run of a study: train it unless it is done or another worker holds it.
+"""Execute one task of a study: a run, or a shared trunk and the runs that branch off it.
 
 A :class:`RunTask` is all a worker needs (picklable: launchers send it to other processes and
 hosts): the run's folder, its TrainConfig as a dict, the config's hash and the torch threads to use.
-Torch and the training loop are imported only when a run actually trains.
+A :class:`TrunkTask` holds the RunTasks of the runs of one model that share a trunk
+(``share_trunks``, :mod:`ditscale.train.trunk`). Torch and the training loop are imported only
+when something actually trains. :func:`execute_task` runs either.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from ditscale.errors import DitscaleError
 from ditscale.study.folder import StudyRunDir
@@ -29,6 +32,28 @@ class RunTask:
     config_sha: str
     flops: float
     threads: int = 1
+
+
+@dataclass(frozen=True)
+class TrunkTask:
+    """The runs of one model (``branches``, by budget) sharing a trunk trained in ``trunk_dir``.
+
+    ``flops``: the FLOPs it trains (the longest run's; progress weight)."""
+
+    trunk_id: str
+    trunk_dir: str
+    branches: tuple[RunTask, ...]
+    flops: float
+    threads: int = 1
+
+    @property
+    def run_id(self) -> str:
+        return f"trunk {self.trunk_id}"
+
+
+def execute_task(task: RunTask | TrunkTask) -> str | dict[str, str]:
+    """Execute a run (its outcome) or a trunk (``{run_id: outcome}`` of its branches)."""
+    return execute_trunk(task) if isinstance(task, TrunkTask) else execute_run(task)
 
 
 def config_sha(config: dict) -> str:
@@ -58,13 +83,13 @@ def execute_run(task: RunTask, main_rank: bool = True) -> str:
         run.check_config(task.run_id, task.config_sha)
         if main_rank:
             run.start(task.run_id, task.config_sha)
-        return _train(task, run, main_rank)
+        return _train_alone(task, run, main_rank)
     finally:
         if main_rank:
             lock.release()
 
 
-def _train(task: RunTask, run: StudyRunDir, main_rank: bool) -> str:
+def _train_alone(task: RunTask, run: StudyRunDir, main_rank: bool) -> str:
     """Train the run in this process (resuming from its last checkpoint); record failure or CPU time."""
     import torch
 
@@ -85,3 +110,70 @@ def _train(task: RunTask, run: StudyRunDir, main_rank: bool) -> str:
     if main_rank:  # CPU seconds (all threads) of the call that finished the run: its cost on an idle machine
         run.finish(task.run_id, task.config_sha, time.process_time() - cpu0)
     return "trained"
+
+
+def execute_trunk(task: TrunkTask) -> dict[str, str]:
+    """Train a trunk and finish its branches; ``{run_id: outcome}`` ("done", "trained", "busy",
+    "failed: ...") for each. The trunk's lock and each branch's lock decide who trains what."""
+    Path(task.trunk_dir).mkdir(parents=True, exist_ok=True)
+    trunk_lock = RunLock(Path(task.trunk_dir) / "run.lock")
+    if not trunk_lock.acquire():
+        return {t.run_id: "busy" for t in task.branches}
+    outcomes, locks, mine = {}, [], []
+    try:
+        for t in task.branches:
+            run = StudyRunDir(t.run_dir)
+            outcome = _claim(t, run, locks)
+            if outcome is None:
+                mine.append(t)
+            else:
+                outcomes[t.run_id] = outcome
+        if mine:
+            outcomes.update(_train_trunk(task, mine))
+        return outcomes
+    finally:
+        for lock in locks:
+            lock.release()
+        trunk_lock.release()
+
+
+def _claim(task: RunTask, run: StudyRunDir, locks: list) -> str | None:
+    """Take a branch for this trunk (None), or say why not ("done" or "busy")."""
+    if run.valid_result() is not None:
+        return "done"
+    run.root.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(run.lock_path)
+    if not lock.acquire():
+        return "busy"
+    locks.append(lock)
+    run.check_config(task.run_id, task.config_sha)
+    run.start(task.run_id, task.config_sha)
+    return None
+
+
+def _train_trunk(task: TrunkTask, branches: list[RunTask]) -> dict[str, str]:
+    """Train the trunk of ``branches``; the branches it cannot serve train alone. The trunk's CPU
+    seconds are shared equally by the branches it served (their ``study.json`` ``cpu_s``)."""
+    import torch
+
+    from ditscale.config import from_dict
+    from ditscale.train.config import TrainConfig
+    from ditscale.train.trunk import Branch, train_trunk
+
+    if task.threads > 0:
+        torch.set_num_threads(task.threads)
+    runs = {t.run_id: StudyRunDir(t.run_dir) for t in branches}
+    todo = [Branch(from_dict(TrainConfig, t.config, where=f"run {t.run_id}"), runs[t.run_id]) for t in branches]
+    cpu0 = time.process_time()
+    try:
+        alone = {b.name for b in train_trunk(task.trunk_dir, todo)}
+    except DitscaleError as err:
+        for t in branches:
+            runs[t.run_id].fail(t.run_id, str(err))
+        return {t.run_id: f"failed: {err}" for t in branches}
+    served = [t for t in branches if t.run_id not in alone]
+    for t in served:
+        runs[t.run_id].finish(t.run_id, t.config_sha, (time.process_time() - cpu0) / len(served))
+    outcomes = {t.run_id: "trained" for t in served}
+    outcomes.update({t.run_id: _train_alone(t, runs[t.run_id], True) for t in branches if t.run_id in alone})
+    return outcomes

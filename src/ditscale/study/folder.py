@@ -12,6 +12,7 @@ Layout of ``DIR``::
     runs.csv             one row per finished run (:data:`RUNS_CSV_COLUMNS`)
     wall.json            wall seconds of every ``study run`` call
     laws.json, report.html, *.png   the fit and its report (:mod:`ditscale.study.analyze`)
+    trunks/<trunk_id>/   shared trunks (``share_trunks``): trunk.json, checkpoints, metrics.jsonl
     slurm/               submitit logs of the Slurm launcher
 
 Nothing is created until a writer needs it. Every write is atomic (:mod:`ditscale.io`).
@@ -146,6 +147,14 @@ class StudyFolder:
         """The folder of run ``run_id``."""
         return StudyRunDir(self.runs_dir / run_id)
 
+    @property
+    def trunks_dir(self) -> Path:
+        return self.root / "trunks"
+
+    def trunk_dir(self, trunk_id: str) -> Path:
+        """The folder of shared trunk ``trunk_id`` (``share_trunks``; :mod:`ditscale.train.trunk`)."""
+        return self.trunks_dir / trunk_id
+
     def create(self) -> None:
         self.runs_dir.mkdir(parents=True, exist_ok=True)
 
@@ -231,12 +240,26 @@ class StudyFolder:
         except (OSError, ValueError):
             return {}
 
-    def add_wall(self, seconds: float) -> None:
-        """Add one ``study run`` call of ``seconds`` wall time to ``wall.json``."""
+    def add_wall(self, seconds: float, matmul_peak_flops: float | None = None) -> None:
+        """Add one ``study run`` call of ``seconds`` wall time to ``wall.json`` (with the machine's
+        matmul peak measured in that call, FLOP/s)."""
         data = self.read_wall() or {"calls": []}
-        data["calls"].append({"wall_s": round(seconds, 3), "host": os.uname().nodename, "time": time.time()})
+        call = {"wall_s": round(seconds, 3), "host": os.uname().nodename, "time": time.time()}
+        if matmul_peak_flops:
+            call["matmul_peak_flops"] = matmul_peak_flops
+        data["calls"].append(call)
         data["total_s"] = round(sum(c["wall_s"] for c in data["calls"]), 3)
         atomic_write_json(self.wall_json, data)
+
+    def trunk_flops(self) -> tuple[float, dict[str, float]]:
+        """Training FLOPs spent in shared trunks (``trunks/*/trunk.json``), and by run id the FLOPs
+        each branch took from its trunk instead of training them itself."""
+        trained, shared = 0.0, {}
+        for path in sorted(self.trunks_dir.glob("*/trunk.json")):
+            data = json.loads(path.read_text())
+            trained += float((data.get("trained") or {}).get("flops", 0.0))
+            shared.update(data.get("shared_flops", {}))
+        return trained, shared
 
     def write_laws(self, laws: dict) -> None:
         atomic_write_json(self.laws_json, laws)

@@ -1,8 +1,9 @@
 """Where a study's runs execute: local worker processes or Slurm jobs through submitit.
 
-A launcher gets a list of :class:`~ditscale.study.executor.RunTask` and calls
-``on_done(task, outcome)`` as each finishes, where ``outcome`` is what
-:func:`ditscale.study.executor.execute_run` returned ("trained", "done", "busy" or "failed: <message>").
+A launcher gets a list of tasks (:class:`~ditscale.study.executor.RunTask` or ``TrunkTask``) and
+calls ``on_done(task, outcome)`` as each finishes, where ``outcome`` is what
+:func:`ditscale.study.executor.execute_task` returned: "trained", "done", "busy" or
+"failed: <message>" for a run, ``{run_id: outcome}`` for a trunk (a failed trunk job: one string).
 Each launcher decides the torch threads of its runs (``launcher.threads``); the study puts that
 number into every task.
 
@@ -19,6 +20,7 @@ number into every task.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 from concurrent.futures.process import BrokenProcessPool
 import multiprocessing
 import os
@@ -28,7 +30,7 @@ from pathlib import Path
 from typing import Callable
 
 from ditscale.errors import ConfigError
-from ditscale.study.executor import RunTask, execute_run
+from ditscale.study.executor import RunTask, TrunkTask, execute_run, execute_task
 
 __all__ = ["LocalLauncher", "RunTask", "SlurmLauncher", "SlurmOptions", "make_launcher", "threads_per_worker"]
 
@@ -51,7 +53,7 @@ def _init_worker(threads: int) -> None:
 
 
 def _local_entry(task: RunTask) -> str:
-    return execute_run(task)
+    return execute_task(task)
 
 
 class LocalLauncher:
@@ -104,11 +106,14 @@ class LocalLauncher:
             self._pool = None
 
 
-def _slurm_entry(task: RunTask) -> str:
-    """Job body: export torchrun variables for multi-task jobs, then execute the run."""
+def _slurm_entry(task: RunTask | TrunkTask) -> str | dict[str, str]:
+    """Job body: export torchrun variables for multi-task jobs, then execute the run (a trunk
+    trains in the job's first task only)."""
     import submitit
 
     env = submitit.JobEnvironment()
+    if isinstance(task, TrunkTask):
+        return execute_task(task) if env.global_rank == 0 else {}
     if env.num_tasks > 1:
         submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
     return execute_run(task, main_rank=env.global_rank == 0)
@@ -167,6 +172,7 @@ class SlurmLauncher:
         if not tasks:
             return
         ex = self.executor()
+        tasks = [dataclasses.replace(t, threads=self.threads) for t in tasks]  # one thread per CPU of the job
         jobs = []
         with ex.batch():
             for t in tasks:

@@ -22,7 +22,7 @@ import typing
 from dataclasses import asdict, dataclass, fields
 
 from ditscale.errors import DataError
-from ditscale.flops import fmt_flops  # noqa: F401  (run ids and warnings name budgets with it)
+from ditscale.flops import fmt_flops
 from ditscale.study.spec import StudySpec
 
 Rung = tuple[int, int, int]  # (depth, hidden_size, num_heads)
@@ -98,6 +98,8 @@ class PlannedRun:
         for name, kind in _FIELD_TYPES.items():
             text = row.get(name)
             try:
+                if text is None or text == "":
+                    raise ValueError(name)
                 kw[name] = kind(text)
             except (TypeError, ValueError):
                 raise DataError(
@@ -112,21 +114,17 @@ COLUMNS = [f.name for f in fields(PlannedRun)] + ["flops_ratio"]
 
 
 # -- the plan -------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class PlanWarning:
-    """A planner warning about one budget (training FLOPs); ``str()`` gives ``budget <C>: <message>``.
-
-    It reads as its text, so ``"dropped" in warning`` tests the message.
-    """
+class PlanWarning(str):
+    """A planner warning about one budget: the text ``budget <C>: <message>`` (a ``str``, so it
+    prints, joins and serialises as before), with the budget (training FLOPs) and the message as data."""
 
     budget: float
     message: str
 
-    def __str__(self) -> str:
-        return f"budget {fmt_flops(self.budget)}: {self.message}"
-
-    def __contains__(self, text: str) -> bool:
-        return text in str(self)
+    def __new__(cls, budget: float, message: str) -> "PlanWarning":
+        self = super().__new__(cls, f"budget {fmt_flops(budget)}: {message}")
+        self.budget, self.message = float(budget), message
+        return self
 
 
 @dataclass
@@ -217,14 +215,16 @@ def train_config(spec: StudySpec, rung: Rung, *, budget: float, batch_size: int,
     d, w, h = rung
     optim = OptimConfig(
         lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay, grad_clip=hp.grad_clip,
-        warmup_steps=int(round(hp.warmup_fraction * steps)), schedule=hp.schedule,
-        cooldown_frac=hp.cooldown_frac, min_lr_ratio=hp.min_lr_ratio,
+        warmup_steps=hp.warmup_for(steps), schedule=hp.schedule,
+        cooldown_frac=hp.cooldown_frac, cooldown_shape=hp.cooldown_shape, min_lr_ratio=hp.min_lr_ratio,
         width_rule=hp.width_rule, base_width=hp.base_width,
     )
     extra = dict(spec.train)
     extra.setdefault("ckpt_every", max(25, steps // 4))
     if hp.ema_fraction is not None:
         extra["ema_decay"] = hp.ema_decay_for(steps)
+    if hp.ema_window is not None:
+        extra["ema_start"] = hp.ema_start_for(steps)
     data = {
         "model": {**spec.family.model, "depth": d, "hidden_size": w, "num_heads": h},
         "diffusion": dict(spec.diffusion),
@@ -323,7 +323,7 @@ def _planned_run(spec: StudySpec, size: RungSize, budget: float, batch: int, see
         params=int(size.params.total), params_non_embedding=size.non_embedding, macs_per_image=size.macs,
         images=images, tokens=images * int(tokens_per_image(cfg)), batch_size=batch, steps=steps,
         lr=width_scaled_lr(hp.lr, w, hp.width_rule, hp.base_width),
-        warmup_steps=int(round(hp.warmup_fraction * steps)),
+        warmup_steps=hp.warmup_for(steps),
         flops_exact=float(train_flops_exact(cfg, images)), flops_6nd=float(train_flops_6nd(cfg, images)),
         seed=seed, role="grid" if seed == spec.seed else "repeat", n_opt=float(n_opt), centre=source,
     )

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from ditscale.study.executor import RunTask, config_sha, execute_run  # noqa: F401  (public here too)
+from ditscale.study.executor import RunTask, TrunkTask, config_sha, execute_run  # noqa: F401  (public here too)
 from ditscale.study.folder import RUNS_CSV_COLUMNS, StudyFolder  # noqa: F401
 from ditscale.study.launchers import make_launcher
 from ditscale.study.plan import PlannedRun, train_config
@@ -86,6 +86,7 @@ def run_study(
     """
     t0 = time.time()
     folder = prepare_folder(spec, out_dir)
+    peak = machine_matmul_peak()
     runner = make_launcher(launcher, spec.workers if workers is None else workers, slurm, folder.slurm_dir)
     tally = Tally(spec.name, progress, echo)
     left = math.inf if max_runs is None else max_runs
@@ -103,7 +104,20 @@ def run_study(
     finally:
         tally.close()
         runner.close()
-    return finish_study(spec, folder, tally, t0, report, echo)
+    return finish_study(spec, folder, tally, t0, peak, report, echo)
+
+
+def machine_matmul_peak() -> float | None:
+    """The peak FLOP/s laws.json's ``study_mfu`` divides by: on a CPU the fp32 matmul rate of all its
+    cores (torch's default threads, a 2048^3 product for a second), measured once per ``study run``
+    call; on a GPU its dense bf16 figure by name (None for an unknown GPU)."""
+    import torch
+
+    from ditscale.train.metrics import gpu_peak_flops, measure_matmul_peak
+
+    if torch.cuda.is_available():
+        return gpu_peak_flops(torch.cuda.get_device_name())
+    return measure_matmul_peak(size=2048, seconds=1.0)
 
 
 def prepare_folder(spec: StudySpec, out_dir: str | Path) -> StudyFolder:
@@ -157,10 +171,31 @@ def stage_tasks(spec: StudySpec, folder: StudyFolder, runs: list[PlannedRun], th
             tasks.append(task)
     steps = {r.run_id: r.steps for r in runs}
     tasks.sort(key=lambda t: (-steps[t.run_id], -t.flops))
-    return tasks
+    return trunk_tasks(folder, runs, tasks, threads) if spec.share_trunks else tasks
 
 
-def finish_study(spec: StudySpec, folder: StudyFolder, tally: "Tally", t0: float, report: bool,
+def trunk_tasks(folder: StudyFolder, runs: list[PlannedRun], tasks: list[RunTask], threads: int) -> list:
+    """The runs of one model (rung, seed and batch) as one :class:`TrunkTask` when two or more of
+    them train now or its trunk already exists (a later budget extends it); others stay alone.
+    Largest first, so the short tasks fill the gaps at the end."""
+    planned = {r.run_id: r for r in runs}
+    groups: dict[str, list[RunTask]] = {}
+    for t in tasks:
+        r = planned[t.run_id]
+        groups.setdefault(f"d{r.depth}w{r.hidden_size}h{r.num_heads}-b{r.batch_size}-s{r.seed}", []).append(t)
+    out: list = []
+    for trunk_id, group in groups.items():
+        trunk_dir = folder.trunk_dir(trunk_id)
+        if len(group) == 1 and not trunk_dir.is_dir():
+            out.extend(group)
+            continue
+        group.sort(key=lambda t: t.flops)
+        out.append(TrunkTask(trunk_id=trunk_id, trunk_dir=str(trunk_dir), branches=tuple(group),
+                             flops=group[-1].flops, threads=threads))
+    return sorted(out, key=lambda t: -t.flops)
+
+
+def finish_study(spec: StudySpec, folder: StudyFolder, tally: "Tally", t0: float, peak: float | None, report: bool,
                  echo: Callable[[str], None]) -> StudyOutcome:
     """Write ``runs.csv`` and ``wall.json``; fit and report once every run is finished."""
     frozen = folder.read_plan()
@@ -170,7 +205,7 @@ def finish_study(spec: StudySpec, folder: StudyFolder, tally: "Tally", t0: float
     remaining = len(folder_plan(spec, folder, frozen, rows).runs) - len(rows) - len(failed_for_good)
     complete = remaining <= 0
     folder.write_runs_csv(rows)
-    folder.add_wall(time.time() - t0)
+    folder.add_wall(time.time() - t0, peak)
     laws = None
     if complete and report and (tally.trained or not folder.laws_json.exists()):
         from ditscale.study.analyze import analyze_study
@@ -198,30 +233,37 @@ class Tally:
         self.submitted = self.done = 0
         self.bar = None
 
-    def submit(self, tasks: list[RunTask]) -> None:
+    def submit(self, tasks: list) -> None:
         if self.bar is None and self.progress:
             from tqdm import tqdm
 
             self.bar = tqdm(total=0, dynamic_ncols=True, bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]")
-        self.submitted += len(tasks)
+        self.submitted += sum(len(_run_ids(t)) for t in tasks)
         if self.bar is not None:
             self.bar.total += sum(t.flops for t in tasks)
             self.bar.set_description_str(self._label())
 
-    def on_done(self, task: RunTask, outcome: str) -> None:
-        self.done += 1
-        if outcome == "trained":
-            self.trained.append(task.run_id)
-        elif outcome == "done":
-            self.skipped.append(task.run_id)
-        elif outcome == "busy":
-            self.busy.append(task.run_id)
-        else:
-            self.failed.append(task.run_id)
-            self.echo(f"warning: run {task.run_id} {outcome}")
+    def on_done(self, task, outcome: str | dict[str, str]) -> None:
+        """Record a task's outcome: one for a run, ``{run_id: outcome}`` for a trunk (a string for a
+        trunk whose job failed as a whole: every branch gets it)."""
+        outcomes = outcome if isinstance(outcome, dict) else {run_id: outcome for run_id in _run_ids(task)}
+        for run_id in _run_ids(task):
+            self._record(run_id, outcomes.get(run_id, "busy"))
         if self.bar is not None:
             self.bar.set_description_str(self._label(), refresh=False)
             self.bar.update(task.flops)
+
+    def _record(self, run_id: str, outcome: str) -> None:
+        self.done += 1
+        if outcome == "trained":
+            self.trained.append(run_id)
+        elif outcome == "done":
+            self.skipped.append(run_id)
+        elif outcome == "busy":
+            self.busy.append(run_id)
+        else:
+            self.failed.append(run_id)
+            self.echo(f"warning: run {run_id} {outcome}")
 
     def _label(self) -> str:
         return f"study {self.name}: {self.done}/{self.submitted} runs"
@@ -229,3 +271,7 @@ class Tally:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def _run_ids(task) -> list[str]:
+    return [t.run_id for t in task.branches] if isinstance(task, TrunkTask) else [task.run_id]

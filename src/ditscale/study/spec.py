@@ -163,15 +163,21 @@ class HparamConfig:
         base_width: width (hidden_size) at which ``lr`` was tuned.
         width_rule: "none", "inverse" (lr * base_width / width) or "inverse_sqrt".
         warmup_fraction: warmup steps = round(warmup_fraction * the run's steps).
+        warmup_steps: a warmup of this many steps in every run instead (what shared trunks need).
         schedule: "constant", "cosine" or "wsd", always matched to the run's own length.
         min_lr_ratio: final lr / peak lr of "cosine" and "wsd".
         cooldown_frac: fraction of the steps in the "wsd" cooldown.
+        cooldown_shape: "linear" or "1-sqrt" (Hägele et al. 2024) decay of the "wsd" cooldown.
         batch_size: images per optimizer step at the smallest budget.
         batch_exponent: batch = batch_size * (budget / smallest budget) ** batch_exponent, rounded
             to a power of two (0: the same batch for every run).
         ema_fraction: average the weights over the last ``ema_fraction`` of each run: EMA decay
             ``1 - 1 / (ema_fraction * steps)`` (None: the run's ``train.ema_decay``). With a
             constant lr and ``val.weights: ema`` this gives the least seed-to-seed noise.
+        ema_window: the EMA starts averaging only for the last ``ema_window`` of each run's steps
+            (before that it follows the weights; None: from the first step). A window that starts
+            after the branch point of the previous budget lets a shared trunk extend to a budget
+            planned later (adaptive studies).
         weight_decay, grad_clip, betas: AdamW settings.
     """
 
@@ -179,12 +185,15 @@ class HparamConfig:
     base_width: int = 64
     width_rule: Literal["none", "inverse", "inverse_sqrt"] = "inverse"
     warmup_fraction: float = 0.05
+    warmup_steps: int | None = None
     schedule: Literal["constant", "cosine", "wsd"] = "cosine"
     min_lr_ratio: float = 0.1
     cooldown_frac: float = 0.2
+    cooldown_shape: Literal["linear", "1-sqrt"] = "linear"
     batch_size: int = 32
     batch_exponent: float = 0.0
     ema_fraction: float | None = None
+    ema_window: float | None = None
     weight_decay: float = 0.0
     grad_clip: float | None = 1.0
     betas: tuple[float, float] = (0.9, 0.999)
@@ -198,6 +207,18 @@ class HparamConfig:
             raise ConfigError(f"hparams.batch_exponent must be in [0, 1], got {self.batch_exponent}")
         if self.ema_fraction is not None and not 0.0 < self.ema_fraction <= 1.0:
             raise ConfigError(f"hparams.ema_fraction must be in (0, 1] or null, got {self.ema_fraction}")
+        if self.ema_window is not None and not 0.0 < self.ema_window <= 1.0:
+            raise ConfigError(f"hparams.ema_window must be in (0, 1] or null, got {self.ema_window}")
+        if self.warmup_steps is not None and self.warmup_steps < 0:
+            raise ConfigError(f"hparams.warmup_steps must be >= 0 or null, got {self.warmup_steps}")
+
+    def warmup_for(self, steps: int) -> int:
+        """Warmup steps of a run of ``steps`` optimizer steps."""
+        return self.warmup_steps if self.warmup_steps is not None else int(round(self.warmup_fraction * steps))
+
+    def ema_start_for(self, steps: int) -> int:
+        """Optimizer steps after which a run's EMA starts averaging (0: from the start)."""
+        return 0 if self.ema_window is None else steps - int(round(self.ema_window * steps))
 
     def ema_decay_for(self, steps: int) -> float | None:
         """EMA decay of a run of ``steps`` optimizer steps (None: not set by the rule)."""
@@ -256,6 +277,9 @@ class StudySpec:
         laws: :class:`ditscale.laws.FitConfig` of the study's Approach 2 fits (bootstrap resamples,
             seed, robust parabolas, edge handling); ``method`` must be "isoflop".
         workers: parallel local worker processes (0: train in the calling process).
+        share_trunks: train each model once as a trunk that the runs of several budgets branch off
+            (:mod:`ditscale.train.trunk`; exact for "constant" and "wsd" schedules with
+            ``hparams.warmup_steps``); runs.csv is the same as with independent runs.
         target_flops: budget, FLOPs, that reports extrapolate to.
     """
 
@@ -277,6 +301,7 @@ class StudySpec:
     holdout: int = 1
     laws: FitConfig = field(default_factory=FitConfig)
     workers: int = 1
+    share_trunks: bool = False
     target_flops: float = 1e21
 
     def __post_init__(self) -> None:
@@ -335,6 +360,19 @@ class StudySpec:
             raise ConfigError(f"repeat.budgets={self.repeat.budgets} exceeds the {len(self.budgets)} budgets")
         if self.seed in self.repeat.seeds and self.repeat.budgets:
             raise ConfigError(f"repeat.seeds contains the study seed {self.seed}; give other seeds")
+        self._check_trunks()
+
+    def _check_trunks(self) -> None:
+        """share_trunks needs a schedule whose lr before the cooldown ignores the run's length."""
+        hp = self.hparams
+        if not self.share_trunks:
+            return
+        if hp.schedule not in ("constant", "wsd"):
+            raise ConfigError(f"share_trunks needs hparams.schedule constant or wsd (the lr of {hp.schedule!r} "
+                              "depends on each run's length from the start)")
+        if hp.warmup_steps is None and hp.warmup_fraction > 0:
+            raise ConfigError("share_trunks needs a warmup fixed in steps: set hparams.warmup_steps "
+                              "(or warmup_fraction: 0)")
 
     def _check_train_keys(self) -> None:
         """``train`` may set only TrainConfig fields the study does not set per run."""
@@ -345,6 +383,8 @@ class StudySpec:
         bad = [k for k in self.train if k not in valid]
         if self.hparams.ema_fraction is not None and "ema_decay" in self.train:
             bad.append("ema_decay (set by hparams.ema_fraction)")
+        if self.hparams.ema_window is not None and "ema_start" in self.train:
+            bad.append("ema_start (set by hparams.ema_window)")
         if bad:
             raise ConfigError(
                 f"unknown or study-owned key {', '.join(map(repr, bad))} in train; valid keys: {', '.join(sorted(valid))}"

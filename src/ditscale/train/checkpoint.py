@@ -259,17 +259,21 @@ def training_files(model_sd, ema_sd, opt_sd, *, weights_meta: dict, step: int, t
 
 
 def save_training(root: str | Path, step: int, trainable, ema, opt, *, weights_meta: dict, state: dict,
-                  text_spec: dict | None, keep: int, write: bool) -> Path | None:
+                  text_spec: dict | None, keep: int, write: bool, extra_files: dict | None = None) -> Path | None:
     """Checkpoint a training run after ``step`` steps: weights, EMA, optimizer, RNG and ``state``
-    (JSON: config, data position, accumulators, counters). Collective: every rank calls it, only the
-    rank with ``write`` writes; returns the checkpoint path there (None elsewhere)."""
+    (JSON: config, data position, accumulators, counters, and any further keys, e.g. a trunk's
+    branches). ``extra_files``: more ``{stem: (tensors, metadata)}`` (a trunk's branch EMAs).
+    Collective: every rank calls it, only the rank with ``write`` writes; returns the checkpoint
+    path there (None elsewhere)."""
     model_sd, opt_sd = full_state_dicts(trainable, opt)
     ema_sd = ema.state_dict()
     if not write:
         return None
     files, opt_meta = training_files(model_sd, ema_sd, opt_sd, weights_meta=weights_meta, step=step, text_spec=text_spec)
+    files.update(extra_files or {})
     body = {"config": state["config"], "data_position": state["data_position"], "optimizer": opt_meta,
-            "accumulators": state["accumulators"], "rng": rng_state(), "counters": state["counters"]}
+            "accumulators": state["accumulators"], "rng": rng_state(), "counters": state["counters"],
+            **{k: v for k, v in state.items() if k not in ("config", "data_position", "accumulators", "counters")}}
     return write_checkpoint(root, step, files, body, keep=keep)
 
 

@@ -17,6 +17,8 @@ validated strictly by their own modules' configs (``DiTConfig``, ``DiffusionConf
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +26,7 @@ from typing import Any, Literal
 from ditscale.config import apply_overrides, from_dict, load_preset_or_yaml, to_dict
 from ditscale.errors import ConfigError
 from ditscale.models.config import DiTConfig
+from ditscale.train.rundir import weight_relevant
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets" / "train"
 
@@ -41,6 +44,8 @@ class OptimConfig:
             (warmup-stable-decay: constant, then a linear cooldown over the last ``cooldown_frac``
             of the run to ``min_lr_ratio * lr``).
         cooldown_frac: fraction of the total steps used by the "wsd" cooldown.
+        cooldown_shape: how the "wsd" cooldown falls to ``min_lr_ratio * lr``: "linear", or
+            "1-sqrt" (``1 - sqrt(p)`` of the cooldown's progress p; Hägele et al. 2024).
         min_lr_ratio: final lr / peak lr for "cosine" and "wsd".
         width_rule: "none", "inverse" (lr * base_width / hidden_size, the muP rule for Adam on
             hidden weights) or "inverse_sqrt" (lr * sqrt(base_width / hidden_size)).
@@ -55,6 +60,7 @@ class OptimConfig:
     warmup_steps: int = 0
     schedule: Literal["constant", "cosine", "wsd"] = "constant"
     cooldown_frac: float = 0.2
+    cooldown_shape: Literal["linear", "1-sqrt"] = "linear"
     min_lr_ratio: float = 0.0
     width_rule: Literal["none", "inverse", "inverse_sqrt"] = "none"
     base_width: int | None = None
@@ -127,6 +133,9 @@ class TrainConfig:
         flops: exact training-compute budget in FLOPs (3 x forward MACs x 2 per image); the run
             trains on floor(flops / per-image FLOPs) images, the last batch smaller.
         ema_decay: decay of the exponential moving average of the weights (DiT: 0.9999).
+        ema_start: optimizer steps after which the EMA starts averaging; until then it equals the
+            weights (0: from the first step, as DiT). A window over the end of a run that does not
+            depend on the run's earlier steps' EMA, so a shared-trunk branch keeps its own.
         val: :class:`ValConfig`.
         log_every: write a metrics line every this many steps.
         ckpt_every: write a checkpoint every this many steps (0: only at the end).
@@ -153,6 +162,7 @@ class TrainConfig:
     max_steps: int | None = None
     flops: float | None = None
     ema_decay: float = 0.9999
+    ema_start: int = 0
     val: ValConfig = field(default_factory=ValConfig)
     log_every: int = 10
     ckpt_every: int = 1000
@@ -180,6 +190,8 @@ class TrainConfig:
             raise ConfigError(f"flops must be positive, got {self.flops}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.ema_start < 0:
+            raise ConfigError(f"ema_start must be >= 0 (optimizer steps), got {self.ema_start}")
         for name in ("log_every", "keep_checkpoints"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
@@ -244,6 +256,17 @@ class TrainConfig:
 
 
 _DIT_FIELDS = tuple(f.name for f in dataclasses.fields(DiTConfig))
+
+# What may differ between the runs of one shared trunk (ditscale.train.trunk): their length, EMA and cooldown.
+BRANCH_KEYS = ("flops", "max_steps", "ema_decay", "ema_start", "optim.schedule", "optim.cooldown_frac",
+               "optim.cooldown_shape", "optim.min_lr_ratio")
+
+
+def trunk_key(cfg: TrainConfig) -> str:
+    """SHA-256 of what the runs of one shared trunk must have in common: the weight-relevant config
+    without :data:`BRANCH_KEYS` and validation. Runs with equal keys can branch off one trunk."""
+    kept = {k: v for k, v in weight_relevant(to_dict(cfg)).items() if k not in BRANCH_KEYS and not k.startswith("val.")}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def preset_names() -> list[str]:

@@ -25,6 +25,7 @@ class DistInfo:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    owns_group: bool = False  # init_distributed created the process group (so shutdown destroys it)
 
     @property
     def is_main(self) -> bool:
@@ -44,7 +45,18 @@ def pick_device(requested: str, info: DistInfo) -> torch.device:
         raise ConfigError("device 'cuda' requested but CUDA is not available; use device=cpu or device=auto")
     if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
-    return torch.device("cuda", info.local_rank % torch.cuda.device_count())
+    return torch.device("cuda", _gpu_index(info.local_rank))
+
+
+def _gpu_index(local_rank: int) -> int:
+    """The GPU of a process: its LOCAL_RANK, which must name a visible GPU (NCCL refuses two ranks on one)."""
+    from ditscale.errors import ConfigError
+
+    count = torch.cuda.device_count()
+    if local_rank >= count:
+        raise ConfigError(f"LOCAL_RANK {local_rank} but only {count} GPU(s) are visible; launch at most {count} "
+                          "process(es) per node (torchrun --nproc_per_node)")
+    return local_rank
 
 
 def init_distributed(device_kind: str = "auto") -> DistInfo:
@@ -62,15 +74,22 @@ def init_distributed(device_kind: str = "auto") -> DistInfo:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = device_kind != "cpu" and torch.cuda.is_available()
     if use_cuda:
-        torch.cuda.set_device(local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(_gpu_index(local_rank))
     dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return DistInfo(rank, world, local_rank)
+    return DistInfo(rank, world, local_rank, owns_group=True)
 
 
-def shutdown_distributed(info: DistInfo) -> None:
-    """Destroy the process group if this module's :func:`init_distributed` made one."""
-    if info.enabled and dist.is_initialized():
-        dist.barrier()
+def shutdown_distributed(info: DistInfo, *, failed: bool = False) -> None:
+    """Destroy the process group if :func:`init_distributed` made it (a group the caller made stays).
+
+    After a failure (``failed``) there is no final barrier: the other ranks may never reach it.
+    """
+    if not (info.owns_group and dist.is_initialized()):
+        return
+    try:
+        if not failed:
+            dist.barrier()
+    finally:
         dist.destroy_process_group()
 
 

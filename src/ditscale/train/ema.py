@@ -32,15 +32,19 @@ class EMA:
         self.buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        """One EMA step towards the current weights of ``model``."""
+    def update(self, model: nn.Module, *, copy: bool = False) -> None:
+        """One EMA step towards the current weights of ``model`` (``copy``: take them as they are,
+        before the run's ``ema_start``)."""
         model = unwrap(model)
         names = list(self.params)
         cur = dict(model.named_parameters())
         ema = [self.params[n] for n in names]
         new = [cur[n].detach() for n in names]
-        torch._foreach_mul_(ema, self.decay)
-        torch._foreach_add_(ema, new, alpha=1.0 - self.decay)
+        if copy:
+            torch._foreach_copy_(ema, new)
+        else:
+            torch._foreach_mul_(ema, self.decay)
+            torch._foreach_add_(ema, new, alpha=1.0 - self.decay)
         for n, b in model.named_buffers():
             self.buffers[n].copy_(b)
 

@@ -25,7 +25,7 @@ import math
 import os
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +59,8 @@ from ditscale.train.distributed import (
     wrap_model,
 )
 from ditscale.train.ema import EMA
-from ditscale.train.metrics import LossSums, MetricsLog, peak_flops, progress_bar
-from ditscale.train.rundir import RESUME_SAFE_KEYS, RunDir, config_changes
+from ditscale.train.metrics import LossSums, MetricsLog, peak_flops, progress_bar, tail_start
+from ditscale.train.rundir import RunDir, config_changes
 from ditscale.train.schedules import lr_at
 from ditscale.train.validate import Validator, validate_raw_and_ema
 
@@ -69,15 +69,18 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, progress: bool | None
     """Train (or resume) the run described by ``cfg`` in ``out_dir``; returns the result dict.
 
     ``progress``: show a tqdm bar (None: only when stderr is a terminal). ``force``: continue a run
-    whose saved ``config.yaml`` differs (beyond :data:`RESUME_SAFE_KEYS`). Under ``torchrun`` the
+    whose saved ``config.yaml`` differs (beyond :data:`ditscale.train.rundir.RESUME_SAFE_KEYS`). Under ``torchrun`` the
     process group is initialised here; only rank 0 writes files. Raises :class:`TrainingError`
     when the loss becomes NaN/inf (after the newest checkpoint has been verified).
     """
     info = init_distributed(cfg.device)
     try:
-        return _train(cfg, RunDir(out_dir), info, progress=progress, force=force)
-    finally:
-        shutdown_distributed(info)
+        result = _train(cfg, RunDir(out_dir), info, progress=progress, force=force)
+    except BaseException:
+        shutdown_distributed(info, failed=True)
+        raise
+    shutdown_distributed(info)
+    return result
 
 
 def _train(cfg: TrainConfig, out: RunDir, info: DistInfo, *, progress: bool | None, force: bool) -> dict[str, Any]:
@@ -85,27 +88,28 @@ def _train(cfg: TrainConfig, out: RunDir, info: DistInfo, *, progress: bool | No
     check_config(cfg)
     device = pick_device(cfg.device, info)
     if cfg.precision == "bf16" and device.type != "cuda":
-        warnings.warn("precision bf16 needs a GPU; training in fp32 on CPU", stacklevel=3)
+        warnings.warn("precision bf16 needs a GPU; training in fp32 on CPU", stacklevel=2)
     if info.is_main:
         prepare_run_dir(out, cfg, force=force)
     barrier(info)
 
     # Build data, model, diffusion and optimizer
-    run = _build(cfg, out, info, device)
+    run = build_run(cfg, out, info, device)
 
     # Resume from the newest verified checkpoint (or start at step 0)
-    found = _find_checkpoint(out, info)
+    found = find_checkpoint(out, info)
     start = int(found[1]["step"]) if found else 0
-    run.log.truncate_after(start)  # drop lines logged after the checkpoint (or all, when starting over)
     done = _existing_result(out, cfg, start, run.length)
     if done is not None:
         return done
     sums = _resume(run, *found) if found else LossSums()
+    run.log.truncate_after(start)  # drop lines logged after the checkpoint (or all, when starting over)
 
     # Train
-    run.validator = _build_validator(run)
+    run.validator = build_validator(run)
+    peak = peak_flops(device, cfg.peak_flops) if info.is_main else None  # measured before the clock starts
     run.wall_before, run.started = sums.wall_time, time.perf_counter()
-    _train_steps(run, start, sums, progress)
+    train_steps(run, start, sums, peak, progress)
 
     # Finish: the final checkpoint, validation and result.json
     final = _save(run, run.length.total_steps, sums) if start < run.length.total_steps or not found else found[0]
@@ -132,7 +136,7 @@ def prepare_run_dir(out: RunDir, cfg: TrainConfig, *, force: bool) -> None:
 
 
 @dataclass
-class _Run:
+class Run:
     """Everything one training run is built from (:func:`_build`), shared by the loop's steps."""
 
     cfg: TrainConfig
@@ -153,7 +157,7 @@ class _Run:
     encode: Any  # captions -> (context, mask) of a frozen text encoder, else None
     validator: Validator | None = None
     wall_before: float = 0.0  # training seconds of earlier calls (from the checkpoint)
-    started: float = field(default_factory=time.perf_counter)  # when this call started training
+    started: float = 0.0  # time.perf_counter() when this call started training
 
     def wall_time(self) -> float:
         """Training seconds of the run so far, earlier calls included."""
@@ -170,7 +174,7 @@ class _Run:
         return {"model": self.model_config.to_dict(), "diffusion": self.cfg.diffusion_config().to_dict()}
 
 
-def _build(cfg: TrainConfig, out: RunDir, info: DistInfo, device: torch.device) -> _Run:
+def build_run(cfg: TrainConfig, out: RunDir, info: DistInfo, device: torch.device) -> Run:
     from ditscale.data import build_dataset, dataset_info
     from ditscale.diffusion import create_diffusion
     from ditscale.models import create_model
@@ -191,9 +195,11 @@ def _build(cfg: TrainConfig, out: RunDir, info: DistInfo, device: torch.device) 
     ema = EMA(trainable, cfg.ema_decay)
     net = _maybe_compile(net, cfg, device)
     o = cfg.optim
+    # Fused AdamW on GPUs (one kernel; ~2x faster for DiT-XL/2 on an H100, docs/benchmarks.md); the CPU
+    # keeps the default implementation its bit-exact resume tests were written against.
     opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=o.lr, betas=tuple(o.betas),
-                            eps=o.eps, weight_decay=o.weight_decay)
-    return _Run(cfg=cfg, out=out, info=info, device=device, dataset=dataset, order=DataOrder.for_dataset(dataset, cfg.seed),
+                            eps=o.eps, weight_decay=o.weight_decay, fused=device.type == "cuda" or None)
+    return Run(cfg=cfg, out=out, info=info, device=device, dataset=dataset, order=DataOrder.for_dataset(dataset, cfg.seed),
                 diffusion=diffusion, model_config=mcfg, length=length, text=text, trainable=trainable, net=net,
                 ema=ema, opt=opt, encode=frozen_encode_fn(text), log=MetricsLog(out.root, enabled=info.is_main, tensorboard=cfg.tensorboard))
 
@@ -206,7 +212,7 @@ def _maybe_compile(net: torch.nn.Module, cfg: TrainConfig, device: torch.device)
     return net
 
 
-def _build_validator(run: _Run) -> Validator | None:
+def build_validator(run: Run) -> Validator | None:
     """The fixed validation set of ``cfg.val`` (None when ``val.num_images`` is 0)."""
     from ditscale.data import build_dataset
 
@@ -219,7 +225,7 @@ def _build_validator(run: _Run) -> Validator | None:
 
 
 # Resume -----------------------------------------------------------------------------------------
-def _find_checkpoint(out: RunDir, info: DistInfo) -> tuple[Path, dict[str, Any]] | None:
+def find_checkpoint(out: RunDir, info: DistInfo) -> tuple[Path, dict[str, Any]] | None:
     """(path, state) of the newest verified checkpoint, found by rank 0 and verified on every rank."""
     found = ckpt.latest_checkpoint(out.checkpoints) if info.is_main else None
     path = broadcast_object(str(found[0]) if found else None, info)
@@ -228,7 +234,7 @@ def _find_checkpoint(out: RunDir, info: DistInfo) -> tuple[Path, dict[str, Any]]
     return Path(path), (found[1] if info.is_main else ckpt.verify_checkpoint(path))
 
 
-def _resume(run: _Run, path: Path, state: dict[str, Any]) -> LossSums:
+def _resume(run: Run, path: Path, state: dict[str, Any]) -> LossSums:
     """Load the checkpoint into the run; returns its loss sums. The data position must match."""
     step = ckpt.load_training(path, state, run.trainable, run.ema, run.opt, joint=run.joint)
     expected = run.length.counters(step)["images"]
@@ -250,37 +256,37 @@ def _existing_result(out: RunDir, cfg: TrainConfig, start: int, length: RunLengt
 
 # The steps --------------------------------------------------------------------------------------
 @dataclass
-class _Interval:
+class Interval:
     """Images and seconds since the last metrics line (for images/s and MFU)."""
 
     images: int = 0
     seconds: float = 0.0
 
 
-def _train_steps(run: _Run, start: int, sums: LossSums, progress: bool | None) -> None:
-    """Steps ``start .. total_steps - 1``, each followed by its logging, validation and checkpoint."""
+def train_steps(run: Run, start: int, sums: LossSums, peak: float | None, progress: bool | None) -> None:
+    """Steps ``start .. total_steps - 1``, each followed by its logging, validation and checkpoint
+    (``peak``: FLOP/s for the MFU column, None on other ranks)."""
     length = run.length
-    peak = peak_flops(run.device, run.cfg.peak_flops) if run.info.is_main else None
-    tail_start = length.total_steps - max(1, length.total_steps // 10)  # train_loss = mean of the last 10% of steps
+    tail_from = tail_start(length.total_steps)  # train_loss = mean of the last 10% of steps
     steps = range(start, length.total_steps)
     batches = rank_batches(run.dataset, run.order, length.batch_at, length.batch_size, steps, run.info,
                            run.cfg.data_config().num_workers)
-    bar, interval = progress_bar(length.total_steps, start, progress), _Interval()
+    bar, interval = progress_bar(length.total_steps, start, progress), Interval()
     run.net.train()
     for step in steps:
         t_step = time.perf_counter()
-        loss, lr, grad_norm = _train_step(run, step, next(batches))
-        sums.add(loss, tail=step >= tail_start)
+        loss, lr, grad_norm = train_step(run, step, next(batches))
+        sums.add(loss, tail=step >= tail_from)
         interval.images += length.batch_at(step)
         interval.seconds += time.perf_counter() - t_step
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-        _after_step(run, step + 1, sums, interval, lr, grad_norm, peak)
+        after_step(run, step + 1, sums, interval, lr, grad_norm, peak)
     bar.close()
     del batches
 
 
-def _train_step(run: _Run, step: int, batch: dict) -> tuple[float, float, float | None]:
+def train_step(run: Run, step: int, batch: dict) -> tuple[float, float, float | None]:
     """One optimizer step on this rank's rows of the global batch; returns (global mean loss, lr, grad norm)."""
     cfg, o, device, info = run.cfg, run.cfg.optim, run.device, run.info
     n = run.length.batch_at(step)
@@ -311,36 +317,43 @@ def _train_step(run: _Run, step: int, batch: dict) -> tuple[float, float, float 
         grad_norm = float(torch.nn.utils.clip_grad_norm_(run.net.parameters(), o.grad_clip))
     run.opt.step()
     run.opt.zero_grad(set_to_none=True)
-    run.ema.update(run.trainable)
+    run.ema.update(run.trainable, copy=step < cfg.ema_start)  # the EMA window starts after ema_start steps
     return step_loss, lr, grad_norm
 
 
-def _after_step(run: _Run, done: int, sums: LossSums, interval: _Interval, lr: float, grad_norm: float | None,
+def after_step(run: Run, done: int, sums: LossSums, interval: Interval, lr: float, grad_norm: float | None,
                 peak: float | None) -> None:
     """Log every ``log_every`` steps, validate every ``val.every``, checkpoint every ``ckpt_every``
     (the last step's validation and checkpoint are the run's final ones, in :func:`_finish`)."""
     cfg, total = run.cfg, run.length.total_steps
     if done % cfg.log_every == 0 or done == total:
-        rate = interval.images / max(interval.seconds, 1e-9)
-        record = {"step": done, **run.length.counters(done), "train_loss": sums.log_mean(), "lr": lr,
-                  "images_per_s": rate,
-                  "mfu": (rate * run.length.flops_per_image / (peak * run.info.world)) if peak else None}
-        if grad_norm is not None:
-            record["grad_norm"] = grad_norm
-        run.log.write(record)
-        sums.reset_log()
-        interval.images, interval.seconds = 0, 0.0
+        write_log_line(run, done, sums, interval, lr, grad_norm, peak)
     if run.validator is not None and cfg.val.every and done % cfg.val.every == 0 and done < total:
         run.log.write({"step": done, **run.length.counters(done), **_validate(run)})
     if cfg.ckpt_every and done % cfg.ckpt_every == 0 and done < total:
         _save(run, done, sums)
 
 
-def _validate(run: _Run) -> dict[str, Any]:
+def write_log_line(run: Run, done: int, sums: LossSums, interval: Interval, lr: float, grad_norm: float | None,
+                   peak: float | None) -> None:
+    """One ``metrics.jsonl`` line after ``done`` steps: counters, mean loss since the last line, lr,
+    images/s and MFU over the interval; then the interval and the sums' log part start again."""
+    rate = interval.images / max(interval.seconds, 1e-9)
+    record = {"step": done, **run.length.counters(done), "train_loss": sums.log_mean(), "lr": lr,
+              "images_per_s": rate,
+              "mfu": (rate * run.length.flops_per_image / (peak * run.info.world)) if peak else None}
+    if grad_norm is not None:
+        record["grad_norm"] = grad_norm
+    run.log.write(record)
+    sums.reset_log()
+    interval.images, interval.seconds = 0, 0.0
+
+
+def _validate(run: Run) -> dict[str, Any]:
     return validate_raw_and_ema(run.validator, run.net, run.trainable, run.ema, run.cfg.val.weights)
 
 
-def _save(run: _Run, step: int, sums: LossSums) -> Path | None:
+def _save(run: Run, step: int, sums: LossSums) -> Path | None:
     """Checkpoint after ``step`` steps (every rank calls it; rank 0 writes and returns the path)."""
     sums.wall_time = run.wall_time()
     state = {"config": to_dict(run.cfg), "data_position": run.length.counters(step)["images"],
@@ -354,7 +367,7 @@ def _save(run: _Run, step: int, sums: LossSums) -> Path | None:
 
 
 # Finish -----------------------------------------------------------------------------------------
-def _finish(run: _Run, final_checkpoint: Path | None, sums: LossSums) -> dict[str, Any]:
+def _finish(run: Run, final_checkpoint: Path | None, sums: LossSums) -> dict[str, Any]:
     """Validate the final weights, write ``result.json`` (rank 0) and return the result."""
     val = _validate(run) if run.validator is not None else {}
     total = run.length.total_steps
@@ -368,7 +381,7 @@ def _finish(run: _Run, final_checkpoint: Path | None, sums: LossSums) -> dict[st
     return result
 
 
-def _result(run: _Run, val: dict[str, Any], sums: LossSums, final_checkpoint: Path | None) -> dict[str, Any]:
+def _result(run: Run, val: dict[str, Any], sums: LossSums, final_checkpoint: Path | None) -> dict[str, Any]:
     """The run's summary (``result.json``): sizes, data and compute seen, losses, wall time."""
     length = run.length
     c = length.counters(length.total_steps)

@@ -84,7 +84,8 @@ class LossSums:
     """Loss sums of a run, kept across resumes (saved in every checkpoint's state.json).
 
     ``log_*``: since the last metrics line (its ``train_loss``); ``tail_*``: over the last 10% of
-    the run's steps (the result's ``train_loss``); ``wall_time``: training seconds before this call.
+    the run's steps (the result's ``train_loss``); ``wall_time``: training seconds of the run up to
+    the checkpoint that holds these sums (earlier calls included).
     """
 
     log_sum: float = 0.0
@@ -108,6 +109,11 @@ class LossSums:
 
     def tail_mean(self) -> float | None:
         return self.tail_sum / self.tail_steps if self.tail_steps else None
+
+
+def tail_start(total_steps: int) -> int:
+    """First step of the last 10% of a run (at least its last step): the result's ``train_loss`` window."""
+    return total_steps - max(1, total_steps // 10)
 
 
 class MetricsLog:

@@ -28,15 +28,29 @@ from ditscale.config import flatten_dotted
 RESUME_SAFE_KEYS = ("log_every", "ckpt_every", "keep_checkpoints", "tensorboard", "val.every", "data.num_workers")
 
 
+# Keys added to TrainConfig after run folders were first written, with the value an older
+# config.yaml (which lacks them) means. At that value they are left out of comparisons and hashes,
+# so runs and studies written before the key existed still resume.
+LATER_KEYS = {"ema_start": 0, "optim.cooldown_shape": "linear"}
+
+
+def _comparable(config: dict[str, Any]) -> dict[str, Any]:
+    flat = flatten_dotted(config)
+    for key, implied in LATER_KEYS.items():
+        if flat.get(key, implied) == implied:
+            flat.pop(key, None)
+    return flat
+
+
 def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Dotted keys whose values differ between two TrainConfig dicts, excluding :data:`RESUME_SAFE_KEYS`."""
-    a, b = flatten_dotted(old), flatten_dotted(new)
+    a, b = _comparable(old), _comparable(new)
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUME_SAFE_KEYS)
 
 
 def weight_relevant(config: dict[str, Any]) -> dict[str, Any]:
     """The flattened TrainConfig dict without :data:`RESUME_SAFE_KEYS`: what decides the trained weights."""
-    return {k: v for k, v in flatten_dotted(config).items() if k not in RESUME_SAFE_KEYS}
+    return {k: v for k, v in _comparable(config).items() if k not in RESUME_SAFE_KEYS}
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@
 - "cosine": ``lr * (m + (1 - m) * (1 + cos(pi * p)) / 2)`` with ``p`` going linearly from 0 at the
   first step after warmup to 1 at the last step, ``m = min_lr_ratio``.
 - "wsd" (warmup-stable-decay): ``lr`` until the cooldown, which covers the last
-  ``round(cooldown_frac * total_steps)`` steps and decays linearly so the last step uses
-  ``lr * m``.
+  ``round(cooldown_frac * total_steps)`` steps and decays linearly (or as ``1 - sqrt(p)``,
+  ``cooldown_shape: 1-sqrt``) so the last step uses ``lr * m``.
 """
 
 from __future__ import annotations
@@ -45,14 +45,23 @@ def lr_factor(step: int, total_steps: int, optim: OptimConfig) -> float:
         p = 1.0 if span <= 0 else min(1.0, (step - warm) / span)
         return m + (1.0 - m) * 0.5 * (1.0 + math.cos(math.pi * p))
     if optim.schedule == "wsd":
-        cool = round(optim.cooldown_frac * total_steps)
-        start = total_steps - cool  # first cooldown step
-        if cool <= 0 or step < start:
+        start = cooldown_start(total_steps, optim)
+        if step < start:
             return 1.0
-        # step start -> 1 - (1 - m) / cool, ..., last step (total - 1) -> m
-        p = (step - start + 1) / cool
-        return 1.0 - (1.0 - m) * min(1.0, p)
+        # step start -> p = 1 / cool, ..., last step (total - 1) -> p = 1 (the lr reaches m x peak)
+        p = min(1.0, (step - start + 1) / (total_steps - start))
+        if optim.cooldown_shape == "1-sqrt":
+            return m + (1.0 - m) * (1.0 - math.sqrt(p))
+        return 1.0 - (1.0 - m) * p
     raise ValueError(f"unknown schedule {optim.schedule!r}")
+
+
+def cooldown_start(total_steps: int, optim: OptimConfig) -> int:
+    """First step of the "wsd" cooldown (``total_steps`` when there is none): every earlier step
+    uses the stable lr, whatever the run's length, so runs of one trunk share them."""
+    if optim.schedule != "wsd":
+        return total_steps
+    return total_steps - max(0, round(optim.cooldown_frac * total_steps))
 
 
 def lr_at(step: int, total_steps: int, optim: OptimConfig, hidden_size: int | None = None) -> float:

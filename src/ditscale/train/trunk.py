@@ -1,0 +1,311 @@
+"""Shared trunks: one model trained once, branching off into the runs of several budgets.
+
+Hägele et al. 2024 ("Scaling Laws and Compute-Optimal Training Beyond Fixed Training Durations"):
+with a learning rate that does not depend on the run's length before its cooldown (schedule
+"constant", or "wsd" with warmup in steps), the same seed and batch, the first steps of every run
+of one model are identical, whatever its budget. A trunk trains them once.
+
+Each branch is an ordinary run in its own folder. At its **branch point** (the last step with a
+full batch, or the first step of its cooldown, :func:`branch_point`) the trunk writes into the
+branch's folder exactly the checkpoint the branch would have written itself after that many
+steps: weights, optimizer, RNG states, data position, and the branch's own EMA (its decay, and
+its window: ``ema_start``) and loss sums (its own last-10% window); also its ``config.yaml`` and
+the metrics lines so far. The branch then resumes from it like any interrupted run
+(:func:`ditscale.train.train`) and trains its last steps, validates and writes ``result.json``:
+the same numbers as a run trained alone.
+
+The trunk's own folder holds its checkpoints (weights, optimizer, the branch EMAs and sums), so a
+killed trunk resumes; ``trunk.json`` says which branches it serves. A branch whose EMA window
+starts before the trunk's newest checkpoint, and that the trunk did not track, cannot branch off
+any more: :func:`train_trunk` returns it and it trains alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ditscale.config import to_dict
+from ditscale.errors import ConfigError
+from ditscale.io import atomic_write_json, atomic_write_text
+from ditscale.train import checkpoint as ckpt
+from ditscale.train import loop
+from ditscale.train.budget import RunLength, run_length
+from ditscale.train.config import TrainConfig, ValConfig, check_config, trunk_key
+from ditscale.train.data_order import rank_batches
+from ditscale.train.distributed import DistInfo, pick_device
+from ditscale.train.ema import EMA
+from ditscale.train.metrics import LossSums, peak_flops, progress_bar, read_metrics, tail_start
+from ditscale.train.rundir import RunDir
+from ditscale.train.schedules import cooldown_start
+from ditscale.train.validate import validate_raw_and_ema
+
+SHAREABLE_SCHEDULES = ("constant", "wsd")  # the lr before a run's cooldown does not depend on its length
+
+
+# Where a run branches off ---------------------------------------------------------------------------
+def branch_point(cfg: TrainConfig, length: RunLength) -> int:
+    """Steps a run shares with its trunk: its full-batch steps, up to the first step of its cooldown."""
+    return min(length.total_images // length.batch_size, cooldown_start(length.total_steps, cfg.optim))
+
+
+@dataclass
+class Branch:
+    """One run branching off a trunk: its own config and folder, and (set by the trunk) its
+    length, branch point, EMA and loss sums."""
+
+    cfg: TrainConfig
+    out: RunDir
+    length: RunLength | None = None
+    point: int = 0
+    ema: EMA | None = None  # created when the run's EMA window starts (before that it equals the weights)
+    sums: LossSums = field(default_factory=LossSums)
+    val_lines: list[dict] = field(default_factory=list)  # its mid-run validations (val.every) before the branch point
+
+    @property
+    def name(self) -> str:
+        return self.out.root.name
+
+    def has_checkpoint(self) -> bool:
+        """Whether the branch's folder already holds a verified checkpoint at or past its branch point."""
+        found = ckpt.latest_checkpoint(self.out.checkpoints)
+        return found is not None and int(found[1]["step"]) >= self.point
+
+
+def check_branches(branches: list[Branch]) -> TrainConfig:
+    """The trunk's config: the first branch's, with a constant lr (the stable phase every branch
+    shares), no validation and no checkpoints of its own cadence. ConfigError if the branches
+    cannot share one trunk."""
+    if not branches:
+        raise ConfigError("a trunk needs at least one branch")
+    key = trunk_key(branches[0].cfg)
+    for b in branches:
+        if trunk_key(b.cfg) != key:
+            raise ConfigError(f"run {b.name} cannot share a trunk with {branches[0].name}: their configs differ "
+                              "beyond length, EMA and cooldown")
+        if b.cfg.optim.schedule not in SHAREABLE_SCHEDULES:
+            raise ConfigError(f"run {b.name} uses schedule {b.cfg.optim.schedule!r}, whose lr depends on the run's "
+                              "length from the start; shared trunks need 'constant' or 'wsd'")
+    first = branches[0].cfg
+    return first.replace(val=ValConfig(num_images=0), ema_start=0, optim=dataclasses.replace(first.optim, schedule="constant"))
+
+
+# The trunk -----------------------------------------------------------------------------------------
+def train_trunk(out_dir: str | Path, branches: list[Branch], *, progress: bool | None = False) -> list[Branch]:
+    """Train the trunk of ``branches`` in ``out_dir``, write each branch's checkpoint at its branch
+    point, and finish every branch that is not done (:func:`ditscale.train.train`).
+
+    Single process. Resumable: a killed trunk continues from its newest checkpoint; branches that
+    already have their checkpoint or result are not redone. Returns the branches it could not
+    serve (branch point 0, or an EMA or loss window that started before the trunk's newest
+    checkpoint without being tracked): train those alone.
+    """
+    out = RunDir(out_dir)
+    base = check_branches(branches)
+    check_config(base)
+    for b in branches:
+        b.length = run_length(b.cfg.batch_size, b.cfg.model_config(), max_steps=b.cfg.max_steps, flops=b.cfg.flops)
+        b.point = branch_point(b.cfg, b.length)
+    todo = [b for b in branches if not _done(b)]
+    fresh = [b for b in todo if b.point > 0 and not b.has_checkpoint()]
+    alone = [b for b in todo if b.point == 0]
+    if fresh:
+        alone += _run_trunk(out, base, fresh, progress)
+    for b in todo:
+        if b not in alone:
+            _finish_branch(b)
+    return alone
+
+
+def _done(b: Branch) -> bool:
+    result = b.out.read_result()
+    return result is not None and result.get("status") == "done"
+
+
+def _run_trunk(out: RunDir, base: TrainConfig, fresh: list[Branch], progress: bool | None) -> list[Branch]:
+    """Build the trunk, resume it, and train it to the last branch point; returns the branches it cannot serve."""
+    cfg = base.replace(max_steps=max(b.point for b in fresh), flops=None, ckpt_every=0)
+    _claim_folder(out, cfg)
+    info = DistInfo()
+    run = loop.build_run(cfg, out, info, pick_device(cfg.device, info))
+    start, sums, alone = _resume_trunk(run, out, fresh)
+    serving = [b for b in fresh if b not in alone]
+    if serving:
+        _train_trunk_steps(run, start, sums, serving, base.ckpt_every, progress)
+        _record(out, run, serving)
+    run.log.close()
+    return alone
+
+
+def _record(out: RunDir, run: loop.Run, served: list[Branch]) -> None:
+    """Add to ``trunk.json`` what the trunk has trained (steps, images, exact FLOPs) and the FLOPs each
+    branch took from it (its branch point's), so a study can count the compute it really spent."""
+    path = out.root / "trunk.json"
+    data = json.loads(path.read_text())
+    steps = max(b.point for b in served)
+    data["trained"] = {"steps": steps, "images": run.length.counters(steps)["images"],
+                       "flops": run.length.counters(steps)["flops"]}
+    shared = data.setdefault("shared_flops", {})
+    shared.update({b.name: b.length.counters(b.point)["flops"] for b in served})
+    atomic_write_json(path, data)
+
+
+def _claim_folder(out: RunDir, cfg: TrainConfig) -> None:
+    """Create the trunk folder with ``trunk.json``; ConfigError if it holds another trunk."""
+    path = out.root / "trunk.json"
+    key = trunk_key(cfg)
+    if path.is_file() and json.loads(path.read_text()).get("trunk_key") != key:
+        raise ConfigError(f"{out.root} holds the trunk of other runs (its config differs); delete it or use another folder")
+    out.root.mkdir(parents=True, exist_ok=True)
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    atomic_write_json(path, {**old, "trunk_key": key, "config": to_dict(cfg)})
+
+
+def _resume_trunk(run: loop.Run, out: RunDir, fresh: list[Branch]) -> tuple[int, LossSums, list[Branch]]:
+    """Load the trunk's newest checkpoint (weights, optimizer, its loss sums, branch EMAs and sums).
+
+    Returns its step, the trunk's loss sums, and the branches that can no longer branch off: a new
+    branch whose EMA window or last-10% loss window started before that step, or whose branch point
+    is behind it.
+    """
+    found = loop.find_checkpoint(out, run.info)
+    start = 0
+    if found is not None:
+        path, state = found
+        start = ckpt.load_training(path, state, run.trainable, run.ema, run.opt, joint=run.joint)
+    run.log.truncate_after(start)
+    sums = LossSums(**state["accumulators"]) if found else LossSums()
+    saved = state.get("branches", {}) if found else {}
+    emas = _branch_emas(found[0]) if found else {}
+    alone = []
+    for b in fresh:
+        if b.name in saved:
+            b.sums = LossSums(**saved[b.name]["sums"])
+            b.val_lines = saved[b.name].get("val_lines", [])
+            if saved[b.name]["ema"]:
+                b.ema = EMA(run.trainable, b.cfg.ema_decay)
+                b.ema.load_state_dict(_part(emas, b.name))
+        elif start > 0 and min(b.point, b.cfg.ema_start, tail_start(b.length.total_steps)) < start:
+            alone.append(b)
+        else:  # joins now: the loss since the last log line is the trunk's
+            b.sums = LossSums(log_sum=sums.log_sum, log_steps=sums.log_steps)
+    return start, sums, alone
+
+
+def _branch_emas(path: Path) -> dict[str, torch.Tensor]:
+    return ckpt.load_tensors(path, "branch_emas") if (path / "branch_emas.safetensors").is_file() else {}
+
+
+def _train_trunk_steps(run: loop.Run, start: int, sums: LossSums, branches: list[Branch], ckpt_every: int,
+                       progress: bool | None) -> None:
+    """Trunk steps ``start .. last branch point - 1``, logged like a run's; each branch's EMA and sums
+    follow, and its checkpoint is written when the trunk reaches its branch point."""
+    end = run.length.total_steps
+    steps = range(start, end)
+    batches = rank_batches(run.dataset, run.order, run.length.batch_at, run.length.batch_size, steps, run.info,
+                           run.cfg.data_config().num_workers)
+    peak = peak_flops(run.device, run.cfg.peak_flops)
+    run.wall_before, run.started = sums.wall_time, time.perf_counter()
+    bar, interval = progress_bar(end, start, progress, desc="trunk"), loop.Interval()
+    validators: dict[str, Any] = {}
+    run.net.train()
+    for step in steps:
+        t_step = time.perf_counter()
+        for b in branches:
+            if b.ema is None and step == b.cfg.ema_start and step < b.point:  # the branch's EMA window opens
+                b.ema = EMA(run.trainable, b.cfg.ema_decay)
+        loss, lr, grad_norm = loop.train_step(run, step, next(batches))
+        for b in branches:
+            if step < b.point:
+                _follow(b, step, loss, run.trainable)
+                _maybe_validate(run, step + 1, b, validators)
+        sums.add(loss, tail=False)
+        interval.images += run.length.batch_size
+        interval.seconds += time.perf_counter() - t_step
+        bar.update(1)
+        if (step + 1) % run.cfg.log_every == 0:
+            loop.write_log_line(run, step + 1, sums, interval, lr, grad_norm, peak)
+        _branch_at(run, step + 1, sums, branches, ckpt_every)
+    bar.close()
+    del batches
+
+
+def _follow(b: Branch, step: int, loss: float, model: torch.nn.Module) -> None:
+    """A branch's EMA step and loss sums after trunk step ``step`` (exactly as its own run would)."""
+    if b.ema is not None:
+        b.ema.update(model)
+    b.sums.add(loss, tail=step >= tail_start(b.length.total_steps))
+    if (step + 1) % b.cfg.log_every == 0:
+        b.sums.reset_log()
+
+
+def _maybe_validate(run: loop.Run, done: int, b: Branch, validators: dict[str, Any]) -> None:
+    """The mid-run validation a branch's own run makes every ``val.every`` steps (kept for its metrics)."""
+    val = b.cfg.val
+    if not (val.every and val.num_images and done % val.every == 0 and done < b.length.total_steps):
+        return
+    key = json.dumps(to_dict(val), sort_keys=True)
+    if key not in validators:  # one fixed validation set per distinct val config
+        validators[key] = loop.build_validator(dataclasses.replace(run, cfg=b.cfg))
+    ema = b.ema if b.ema is not None else EMA(run.trainable, b.cfg.ema_decay)
+    record = validate_raw_and_ema(validators[key], run.net, run.trainable, ema, val.weights)
+    b.val_lines.append({"step": done, **b.length.counters(done), **record})
+
+
+def _branch_at(run: loop.Run, done: int, sums: LossSums, branches: list[Branch], ckpt_every: int) -> None:
+    """Write the checkpoint of every branch whose branch point is ``done`` steps; checkpoint the
+    trunk then, and every ``ckpt_every`` steps."""
+    due = [b for b in branches if b.point == done]
+    for b in due:
+        _write_branch(run, done, b)
+    if due or (ckpt_every and done % ckpt_every == 0 and done < run.length.total_steps):
+        _save_trunk(run, done, sums, branches)
+
+
+def _write_branch(run: loop.Run, step: int, b: Branch) -> None:
+    """The checkpoint, ``config.yaml`` and metrics lines of branch ``b`` after ``step`` steps."""
+    loop.prepare_run_dir(b.out, b.cfg, force=False)
+    records = [r for r in read_metrics(run.out.root) if r.get("step", 0) <= step] + b.val_lines
+    lines = [json.dumps(r) for r in sorted(records, key=lambda r: r["step"])]  # stable: a log line before its validation
+    atomic_write_text(b.out.metrics, "".join(line + "\n" for line in lines))
+    ema = b.ema if b.ema is not None else EMA(run.trainable, b.cfg.ema_decay)  # before its window: the weights
+    b.sums.wall_time = run.wall_time()
+    state = {"config": to_dict(b.cfg), "data_position": b.length.counters(step)["images"],
+             "accumulators": dict(b.sums.__dict__), "counters": b.length.counters(step),
+             "trunk": str(run.out.root)}
+    ckpt.save_training(b.out.checkpoints, step, run.trainable, ema, run.opt, weights_meta=run.weights_meta,
+                       state=state, text_spec=None, keep=b.cfg.keep_checkpoints, write=True)
+
+
+def _save_trunk(run: loop.Run, step: int, sums: LossSums, branches: list[Branch]) -> None:
+    """The trunk's own checkpoint: weights, optimizer, its loss sums, and every branch's EMA and sums."""
+    sums.wall_time = run.wall_time()
+    tensors = {f"{b.name}{ckpt.SEP}{k}": v for b in branches if b.ema is not None for k, v in b.ema.state_dict().items()}
+    state = {"config": to_dict(run.cfg), "data_position": run.length.counters(step)["images"],
+             "accumulators": dict(sums.__dict__), "counters": run.length.counters(step),
+             "branches": {b.name: {"sums": dict(b.sums.__dict__), "ema": b.ema is not None, "val_lines": b.val_lines}
+                          for b in branches}}
+    ckpt.save_training(run.out.checkpoints, step, run.trainable, run.ema, run.opt, weights_meta=run.weights_meta,
+                       state=state, text_spec=None, keep=1, write=True,
+                       extra_files={"branch_emas": (tensors, None)} if tensors else None)
+
+
+def _part(tensors: dict[str, torch.Tensor], name: str) -> dict[str, torch.Tensor]:
+    prefix = f"{name}{ckpt.SEP}"
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def _finish_branch(b: Branch) -> dict[str, Any]:
+    """Resume the branch from its checkpoint and finish it (last steps, validation, result.json);
+    this process's RNG states are kept as they were, so later branches see the trunk's."""
+    saved = ckpt.rng_state()
+    try:
+        return loop.train(b.cfg, b.out.root, progress=False)
+    finally:
+        ckpt.set_rng_state(saved)

@@ -1,0 +1,115 @@
+"""A study's laws.json with the fits that hold up: Approach 3 with bootstrap intervals (and its
+prediction at the target), the isoFLOP point checks, the backtest of N_opt; read back through
+LawsSummary and shown in the report. The study folder is synthetic (runs.csv from a known L(N, D),
+no training)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+from test_laws import TRUE
+from test_laws_checks import BUDGETS, sweep
+
+from ditscale.laws.summary import LawsSummary
+from ditscale.report import render_html
+from ditscale.study import spec_from_dict
+from ditscale.study.analyze import analyze_study, predict_study
+from ditscale.study.folder import StudyFolder
+
+SPEC = {
+    "name": "synthetic",
+    "data": {"name": "shapes", "image_size": 8},
+    "diffusion": {"kind": "flow"},
+    "family": {"widths": [8, 16, 32], "depth": 1, "head_dim": 8,
+               "model": {"patch_size": 2, "block": "in_context", "learn_sigma": False}},
+    "budgets": list(BUDGETS),
+    "models_per_budget": 3,
+    "laws": {"bootstrap": 100, "parametric_method": "varpro"},
+    "workers": 0,
+    "target_flops": 1e21,
+}
+
+
+@pytest.fixture(scope="module")
+def laws(tmp_path_factory):
+    """laws.json of a 5-budget sweep (0.5% noise) whose middle budget's grid is off-centre."""
+    out = tmp_path_factory.mktemp("study")
+    folder = StudyFolder(out)
+    folder.create()
+    folder.write_spec(spec_from_dict(SPEC))
+    runs = sweep([0.0, 0.0, 0.35, 0.0, 0.0], noise=0.005, seed=2)
+    with open(folder.runs_csv, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["run_id", "budget", "flops", "params", "tokens", "loss", "seed"])
+        for i in range(len(runs)):
+            w.writerow([f"r{i}", runs.flops[i], runs.flops[i], runs.params[i], runs.tokens[i], runs.loss[i], 0])
+    return analyze_study(out, report=False), out
+
+
+def test_laws_json_has_checks_in_both_forms(laws):
+    laws, _ = laws
+    (check,) = laws["checks"]
+    assert check["kind"] == "off_centre" and check["budget"] == BUDGETS[2]
+    assert check["message"] in laws["warnings"]
+
+
+def test_laws_json_parametric_has_intervals_and_prediction(laws):
+    laws, _ = laws
+    par = json.loads(json.dumps(laws["parametric"], allow_nan=False))
+    assert par["bootstrap"]["resamples"] == 100 and par["options"]["method"] == "varpro"
+    s = TRUE["alpha"] + TRUE["beta"]
+    for name, truth in (("alpha", TRUE["alpha"]), ("beta", TRUE["beta"])):
+        lo, hi = par["ci90"][name]
+        assert lo < par[name] < hi and lo < truth < hi and par["se"][name] > 0
+    lo, hi = par["n_opt_law"]["ci90"]["exponent"]
+    assert lo < TRUE["beta"] / s < hi and par["n_opt_law"]["se"]["exponent"] > 0
+    assert set(par["d_opt_law"]) == {"coefficient", "exponent", "ci90", "se"}
+    pred = par["prediction"]
+    assert pred["flops"] == 1e21
+    lo, hi = pred["loss_opt"]["ci90"]
+    assert lo < pred["loss_opt"]["value"] < hi
+
+
+def test_backtest_rows_have_n_opt(laws):
+    laws, _ = laws
+    (row,) = laws["backtest"]
+    refit = laws["backtest_fit"]["params_law"]
+    assert row["flops"] == BUDGETS[-1]
+    assert row["predicted_n_opt"] == pytest.approx(refit["coefficient"] * row["flops"] ** refit["exponent"], rel=1e-12)
+    assert row["actual_n_opt"] == laws["budgets"][-1]["n_opt"]
+    lo, hi = row["predicted_n_opt_ci90"]
+    assert row["n_opt_within_ci90"] is (lo <= row["actual_n_opt"] <= hi) is True
+    # the existing keys are still there
+    assert {"predicted_loss", "predicted_ci90", "actual_loss", "relative_error", "within_ci90"} <= set(row)
+    assert abs(row["relative_error"]) < 0.02
+
+
+def test_summary_view_and_report_show_the_new_outputs(laws):
+    laws, out = laws
+    view = LawsSummary.read(out / "laws.json")
+    assert view.checks[0].kind == "off_centre" and view.checks[0].budget == BUDGETS[2]
+    assert view.backtest[0].predicted_n_opt_ci90 == laws["backtest"][0]["predicted_n_opt_ci90"]
+    assert view.backtest[0].n_opt_within_ci90 is True
+    par = view.parametric
+    assert par.n_opt_law.se["exponent"] == laws["parametric"]["n_opt_law"]["se"]["exponent"]
+    assert par.prediction.loss_opt.ci90 == laws["parametric"]["prediction"]["loss_opt"]["ci90"]
+    assert par.options["method"] == "varpro" and par.bootstrap["resamples"] == 100
+    html = render_html(laws, [], title="t")
+    assert "Approach 3: N_opt = G (C/6)^a" in html and "isoFLOP point checks" in html and "off-centre grid" in html
+    exp = laws["parametric"]["n_opt_law"]["exponent"]
+    assert f"{exp:.4f}" in html
+    assert "predicted N_opt" in html and "<span class='ok'>" in html
+    empty = LawsSummary.from_dict({})  # older files: defaults
+    assert empty.checks == () and empty.parametric is None
+
+
+def test_predict_study_backtest_carries_n_opt(laws):
+    laws, out = laws
+    pred = predict_study(out, 1e21)
+    assert pred["backtest"][0]["predicted_n_opt"] == pytest.approx(laws["backtest"][0]["predicted_n_opt"], rel=1e-12)
+    assert any("off-centre grid" in w for w in pred["warnings"])
+    assert math.isfinite(pred["n_opt"]["value"]) and np.isfinite(pred["loss_opt"]["ci90"]).all()
