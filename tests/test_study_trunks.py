@@ -72,6 +72,19 @@ def test_branches_equal_independent_runs(tmp_path):
     assert {b.name: b.out.result.stat().st_mtime_ns for b in branches} == before
 
 
+def test_a_text_encoder_trained_with_the_model_branches_too(tmp_path):
+    small = [x for x in MICRO_RUN if not x.startswith(("optim.lr", "ema_decay", "val.every"))]
+    configs = {name: load_train_config("tiny-text", small + [f"flops={flops}"]) for name, flops in (("a", 4e8), ("b", 8e8))}
+    alone = {name: train(cfg, tmp_path / "alone" / name, progress=False) for name, cfg in configs.items()}
+    assert train_trunk(tmp_path / "trunk", [Branch(c, RunDir(tmp_path / "shared" / n)) for n, c in configs.items()]) == []
+    for name in configs:
+        final = f"step_{alone[name]['steps']:08d}"
+        for stem in ("model", "ema", "text_encoder", "text_encoder_ema", "optimizer"):
+            a = ckpt.load_tensors(tmp_path / "alone" / name / "checkpoints" / final, stem)
+            b = ckpt.load_tensors(tmp_path / "shared" / name / "checkpoints" / final, stem)
+            assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f"{name}: {stem} differs"
+
+
 def test_runs_that_cannot_share_are_refused(tmp_path):
     from ditscale.errors import ConfigError
 

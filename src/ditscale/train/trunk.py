@@ -37,6 +37,7 @@ from ditscale.io import atomic_write_json, atomic_write_text
 from ditscale.train import checkpoint as ckpt
 from ditscale.train import loop
 from ditscale.train.budget import RunLength, run_length
+from ditscale.train.conditioning import word_encoder_spec
 from ditscale.train.config import TrainConfig, ValConfig, check_config, trunk_key
 from ditscale.train.data_order import rank_batches
 from ditscale.train.distributed import DistInfo, pick_device
@@ -109,14 +110,19 @@ def train_trunk(out_dir: str | Path, branches: list[Branch], *, progress: bool |
     out = RunDir(out_dir)
     base = check_branches(branches)
     check_config(base)
-    for b in branches:
-        b.length = run_length(b.cfg.batch_size, b.cfg.model_config(), max_steps=b.cfg.max_steps, flops=b.cfg.flops)
-        b.point = branch_point(b.cfg, b.length)
     todo = [b for b in branches if not _done(b)]
+    if not todo:
+        return []
+    run = _build_trunk(out, base, todo)
+    for b in todo:  # every branch has the trunk's model (equal trunk keys)
+        b.length = run_length(b.cfg.batch_size, run.model_config, max_steps=b.cfg.max_steps, flops=b.cfg.flops)
+        b.point = branch_point(b.cfg, b.length)
     fresh = [b for b in todo if b.point > 0 and not b.has_checkpoint()]
     alone = [b for b in todo if b.point == 0]
     if fresh:
-        alone += _run_trunk(out, base, fresh, progress)
+        alone += _run_trunk(run, base, fresh, progress)
+    run.log.close()
+    del run  # free the trunk before the branches build their own models
     for b in todo:
         if b not in alone:
             _finish_branch(b)
@@ -128,18 +134,26 @@ def _done(b: Branch) -> bool:
     return result is not None and result.get("status") == "done"
 
 
-def _run_trunk(out: RunDir, base: TrainConfig, fresh: list[Branch], progress: bool | None) -> list[Branch]:
-    """Build the trunk, resume it, and train it to the last branch point; returns the branches it cannot serve."""
-    cfg = base.replace(max_steps=max(b.point for b in fresh), flops=None, ckpt_every=0)
+def _build_trunk(out: RunDir, base: TrainConfig, todo: list[Branch]) -> loop.Run:
+    """The trunk's folder, config (steps up to the longest branch; no checkpoint cadence of its own)
+    and built run: data, model, diffusion and optimizer."""
+    longest = max(b.cfg.max_steps or 0 for b in todo)  # a placeholder length: _run_trunk sets the real one
+    cfg = base.replace(max_steps=max(longest, 1), flops=None, ckpt_every=0)
     _claim_folder(out, cfg)
     info = DistInfo()
-    run = loop.build_run(cfg, out, info, pick_device(cfg.device, info))
-    start, sums, alone = _resume_trunk(run, out, fresh)
+    return loop.build_run(cfg, out, info, pick_device(cfg.device, info))
+
+
+def _run_trunk(run: loop.Run, base: TrainConfig, fresh: list[Branch], progress: bool | None) -> list[Branch]:
+    """Resume the trunk and train it to the last branch point; returns the branches it cannot serve."""
+    end = max(b.point for b in fresh)
+    run.cfg = run.cfg.replace(max_steps=end)
+    run.length = run_length(run.cfg.batch_size, run.model_config, max_steps=end)
+    start, sums, alone = _resume_trunk(run, run.out, fresh)
     serving = [b for b in fresh if b not in alone]
     if serving:
         _train_trunk_steps(run, start, sums, serving, base.ckpt_every, progress)
-        _record(out, run, serving)
-    run.log.close()
+        _record(run.out, run, serving)
     return alone
 
 
@@ -280,7 +294,7 @@ def _write_branch(run: loop.Run, step: int, b: Branch) -> None:
              "accumulators": dict(b.sums.__dict__), "counters": b.length.counters(step),
              "trunk": str(run.out.root)}
     ckpt.save_training(b.out.checkpoints, step, run.trainable, ema, run.opt, weights_meta=run.weights_meta,
-                       state=state, text_spec=None, keep=b.cfg.keep_checkpoints, write=True)
+                       state=state, text_spec=_text_spec(run), keep=b.cfg.keep_checkpoints, write=True)
 
 
 def _save_trunk(run: loop.Run, step: int, sums: LossSums, branches: list[Branch]) -> None:
@@ -292,8 +306,13 @@ def _save_trunk(run: loop.Run, step: int, sums: LossSums, branches: list[Branch]
              "branches": {b.name: {"sums": dict(b.sums.__dict__), "ema": b.ema is not None, "val_lines": b.val_lines}
                           for b in branches}}
     ckpt.save_training(run.out.checkpoints, step, run.trainable, run.ema, run.opt, weights_meta=run.weights_meta,
-                       state=state, text_spec=None, keep=1, write=True,
+                       state=state, text_spec=_text_spec(run), keep=1, write=True,
                        extra_files={"branch_emas": (tensors, None)} if tensors else None)
+
+
+def _text_spec(run: loop.Run) -> dict | None:
+    """The metadata of a word encoder trained with the model (None for other runs)."""
+    return word_encoder_spec(run.text) if run.joint else None
 
 
 def _part(tensors: dict[str, torch.Tensor], name: str) -> dict[str, torch.Tensor]:
