@@ -45,7 +45,9 @@ def lines(path) -> list[dict]:
 
 
 def test_branches_equal_independent_runs(tmp_path):
+    per_image = run_length(8, run_config(1e9, 0).model_config(), max_steps=1).flops_per_image
     configs = {
+        "full": run_config(101 * 8 * per_image, 20),  # 101 full batches: the trunk writes its last log line
         "short": run_config(6.2e8, 30),  # ends mid-batch: its last, smaller step is its own
         "long": run_config(1.2e9, 0),  # EMA from the first step
         "wsd": run_config(1.6e9, 60, "optim.schedule=wsd", "optim.cooldown_frac=0.25", "optim.cooldown_shape=1-sqrt"),
@@ -56,6 +58,7 @@ def test_branches_equal_independent_runs(tmp_path):
     points = {b.name: b.point for b in branches}
     length = run_length(8, configs["wsd"].model_config(), flops=1.6e9)
     assert points["wsd"] == branch_point(configs["wsd"], length) == length.total_steps - round(0.25 * length.total_steps)
+    assert points["full"] == alone["full"]["steps"] == 101 and 101 % 5  # branches at its very last step
     assert points["short"] < points["long"] < points["wsd"]  # the branch points differ; one trunk serves all
     for name in configs:
         shared = json.loads((tmp_path / "shared" / name / "result.json").read_text())
@@ -83,6 +86,25 @@ def test_a_text_encoder_trained_with_the_model_branches_too(tmp_path):
             a = ckpt.load_tensors(tmp_path / "alone" / name / "checkpoints" / final, stem)
             b = ckpt.load_tensors(tmp_path / "shared" / name / "checkpoints" / final, stem)
             assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f"{name}: {stem} differs"
+
+
+def test_a_failing_branch_leaves_the_others_alone(tmp_path, monkeypatch):
+    from ditscale.errors import TrainingError
+    from ditscale.train import trunk
+
+    real = trunk.loop.train
+
+    def train_or_fail(cfg, out, **kw):
+        if str(out).endswith("bad"):
+            raise TrainingError("loss became nan at step 3; lower the learning rate")
+        return real(cfg, out, **kw)
+
+    monkeypatch.setattr(trunk.loop, "train", train_or_fail)
+    branches = [Branch(run_config(flops, 0), RunDir(tmp_path / name)) for name, flops in
+                (("a", 4e8), ("bad", 6.2e8), ("c", 8e8))]
+    assert train_trunk(tmp_path / "trunk", branches) == []
+    assert [b.error for b in branches] == [None, "loss became nan at step 3; lower the learning rate", None]
+    assert [(tmp_path / n / "result.json").exists() for n in ("a", "bad", "c")] == [True, False, True]
 
 
 def test_runs_that_cannot_share_are_refused(tmp_path):
@@ -125,6 +147,15 @@ def runs_csv(out) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    out = tmp_path_factory.mktemp("shared") / "s"
+    outcome = run_study(spec_from_dict({**STUDY, "share_trunks": True}), out, progress=False, report=False,
+                        echo=lambda m: None)
+    assert outcome.complete and not outcome.failed and len(outcome.trained) == 9
+    return out
+
+
+@pytest.fixture(scope="module")
 def independent(tmp_path_factory):
     out = tmp_path_factory.mktemp("independent") / "s"
     assert run_study(spec_from_dict(STUDY), out, progress=False, report=False, echo=lambda m: None).complete
@@ -132,11 +163,8 @@ def independent(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_shared_study_equals_independent_runs(independent, tmp_path):
-    out = tmp_path / "shared"
-    outcome = run_study(spec_from_dict({**STUDY, "share_trunks": True}), out, progress=False, report=False,
-                        echo=lambda m: None)
-    assert outcome.complete and not outcome.failed and len(outcome.trained) == 9
+def test_shared_study_equals_independent_runs(independent, shared):
+    out = shared
     assert runs_csv(out) == runs_csv(independent)
     trunks = sorted(p.name for p in (out / "trunks").iterdir())
     assert trunks == ["d1w16h2-b8-s0", "d1w32h4-b8-s0", "d1w8h1-b8-s0"]  # each model trained once as a trunk
@@ -164,7 +192,7 @@ run_study(spec_from_dict(json.loads(sys.argv[1])), sys.argv[2], progress=False, 
 
 
 @pytest.mark.slow
-def test_study_killed_mid_trunk_gives_the_same_runs(independent, tmp_path):
+def test_study_killed_mid_trunk_gives_the_same_runs(independent, shared, tmp_path):
     out = tmp_path / "killed"
     spec = {**STUDY, "share_trunks": True, "train": {"log_every": 10, "ckpt_every": 10}}
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -180,3 +208,5 @@ def test_study_killed_mid_trunk_gives_the_same_runs(independent, tmp_path):
     assert not (out / "runs.csv").exists()
     assert run_study(spec_from_dict(spec), out, progress=False, report=False, echo=lambda m: None).complete
     assert runs_csv(out) == runs_csv(independent)
+    # the compute the study spent is counted as without the kill (re-trained steps are not "trained")
+    assert compute_summary(StudyFolder(out))["trained_flops"] == compute_summary(StudyFolder(shared))["trained_flops"]

@@ -29,7 +29,9 @@ biases the exponent. :func:`isoflop_checks` looks for four layouts that make the
     the grid), when that exceeds ``OUTLIER_K`` = 5 robust standard deviations: 1.4826 x the median
     absolute deviation of the standardized residuals pooled over all such budgets, floored at
     ``SIGMA_FLOOR`` = 1e-4 (so that noise-free synthetic data, whose only residual is the parabola's
-    misfit, flag nothing). One run per budget: an outlier also pulls its neighbours' residuals.
+    misfit, flag nothing). One run per budget: an outlier also pulls its neighbours' residuals. With
+    exactly 4 sizes the parabola leaves one residual degree of freedom, so every run's standardized
+    residual has the same size: the budget is flagged without naming a run.
     Measured on 5 budgets x 5 sizes with 0.5% log-normal noise: 1% of sweeps raise a false alarm
     (4% with k = 4), and a run 5% off (10 noise SDs) in the middle of a grid is found 60% of the
     time (85% with 7 sizes per budget); at a grid's ends the parabola absorbs most of it (few dof).
@@ -192,6 +194,12 @@ def outlier_checks(runs: Runs, label: np.ndarray, budget_flops: np.ndarray) -> l
         if len(idx) == 0 or np.abs(z[idx]).max() <= OUTLIER_K * sigma:
             continue
         i = idx[np.argmax(np.abs(z[idx]))]
+        if len(_distinct_log_n(runs.params[idx])) == 4:  # one residual degree of freedom: every |z| is the same
+            out.append(Check(c, "outlier", (
+                f"budget {c:.4g} FLOPs: its runs are {abs(z[i]) / sigma:.1f} robust SDs from the budget's parabola "
+                f"(limit {OUTLIER_K:g}); with 4 sizes the residuals cannot tell which run is off: check its runs, "
+                "add sizes, or fit with robust: true")))
+            continue
         name = "" if runs.run_id is None else f" {runs.run_id[i]}"
         out.append(Check(c, "outlier", (
             f"budget {c:.4g} FLOPs: run{name} ({runs.params[i]:.4g} params, loss {runs.loss[i]:.5g}) is "

@@ -16,7 +16,8 @@ part-way through: :func:`current_plan`), ``analyze`` (fits, backtest, prediction
 ``launchers`` (local processes or Slurm), ``run`` (the study loop: :func:`run_study`, which calls
 ``analyze`` when the study is complete). Each imports only modules listed before it.
 
-Nothing here imports torch until a run trains. See ``docs/studies.md``.
+Planning never imports torch; ``run_study`` imports it to measure the machine's matmul peak (laws.json
+``compute``) and when a run trains. See ``docs/studies.md``.
 """
 
 from ditscale.study.analyze import analyze_study, compare_studies, fit_study, predict_study  # noqa: F401

@@ -128,7 +128,8 @@ def backtest_study(runs, spec: StudySpec, fit=None) -> dict:
     return {"rows": out, "fit": refit.to_dict(boot), "budgets": budget_flops[: len(budget_flops) - holdout]}
 
 
-def parametric_summary(runs, cfg=None, target_flops: float | None = None, tpi: int | None = None) -> dict | None:
+def parametric_summary(runs, cfg=None, target_flops: float | None = None, tpi: int | None = None,
+                       to_6nd: float = 1.0) -> dict | None:
     """Approach 3 (``L = E + A/N^alpha + B/D^beta``) as JSON, or None if it does not converge.
 
     ``cfg`` (a :class:`~ditscale.laws.FitConfig`, the spec's ``laws``; default: its defaults) gives
@@ -136,7 +137,9 @@ def parametric_summary(runs, cfg=None, target_flops: float | None = None, tpi: i
     resamples of whole runs, stratified by budget, seed ``cfg.seed``): intervals and standard
     errors of E, A, B, alpha, beta and of the implied N_opt / D_opt laws. With ``target_flops``,
     ``prediction`` holds the compute-optimal N, D (tokens, and images with ``tpi`` tokens per
-    image) and loss there with 90% intervals.
+    image) and loss there with 90% intervals. Approach 3 allocates compute as C = 6ND, so an exact
+    FLOP target is first converted with ``to_6nd`` (6ND FLOPs per exact FLOP; :func:`six_nd_per_exact`);
+    the prediction keeps the exact target as ``flops`` and adds ``flops_6nd``.
     """
     from ditscale.laws import FitConfig, bootstrap, fit_parametric, predict
 
@@ -153,8 +156,19 @@ def parametric_summary(runs, cfg=None, target_flops: float | None = None, tpi: i
     out = fit.to_dict(boot)
     if target_flops is not None:
         with np.errstate(all="ignore"):
-            out["prediction"] = predict(fit, target_flops, boot=boot, tokens_per_image=tpi).to_dict()
+            pred = predict(fit, target_flops * to_6nd, boot=boot, tokens_per_image=tpi).to_dict()
+        out["prediction"] = {**pred, "flops": float(target_flops), "flops_6nd": float(target_flops * to_6nd)}
     return out
+
+
+def six_nd_per_exact(rows: list[dict]) -> float:
+    """6ND FLOPs per exact training FLOP at the study's largest budget (geometric mean of its runs'
+    ``flops_6nd / flops``): the conversion of an exact-FLOP target for Approach 3, whose allocation
+    counts C = 6ND. Small DiTs spend 1.3-1.7 exact FLOPs per 6ND FLOP (attention, embeddings)."""
+    largest = max(float(r["budget"]) for r in rows)
+    ratios = [float(r["flops_6nd"]) / float(r["flops"]) for r in rows
+              if float(r["budget"]) == largest and r.get("flops_6nd") not in (None, "")]
+    return math.exp(sum(map(math.log, ratios)) / len(ratios)) if ratios else 1.0  # no 6ND column: C as given
 
 
 def predict_study(out_dir: str | Path, flops: float, *, spec: StudySpec | None = None, fitted=None,
@@ -251,7 +265,8 @@ def analyze_study(out_dir: str | Path, spec: StudySpec | None = None, *, report:
     held = {row["flops"] for row in bt["rows"]}
     for b in laws["budgets"]:
         b["held_out"] = b["flops"] in held
-    laws["parametric"] = parametric_summary(runs, spec.laws, spec.target_flops, tokens_per_image(spec))
+    laws["parametric"] = parametric_summary(runs, spec.laws, spec.target_flops, tokens_per_image(spec),
+                                            six_nd_per_exact(folder.read_runs_rows()))
     laws["backtest"] = bt["rows"]
     laws["backtest_fit"] = bt["fit"]
     laws["prediction"] = predict_study(folder.root, spec.target_flops, spec=spec, fitted=(runs, fit, boot, warns),

@@ -146,6 +146,8 @@ def _claim(task: RunTask, run: StudyRunDir, locks: list) -> str | None:
     if not lock.acquire():
         return "busy"
     locks.append(lock)
+    if run.valid_result() is not None:  # finished by another worker just before we took the lock
+        return "done"
     run.check_config(task.run_id, task.config_sha)
     run.start(task.run_id, task.config_sha)
     return None
@@ -167,13 +169,22 @@ def _train_trunk(task: TrunkTask, branches: list[RunTask]) -> dict[str, str]:
     cpu0 = time.process_time()
     try:
         alone = {b.name for b in train_trunk(task.trunk_dir, todo)}
-    except DitscaleError as err:
-        for t in branches:
-            runs[t.run_id].fail(t.run_id, str(err))
-        return {t.run_id: f"failed: {err}" for t in branches}
-    served = [t for t in branches if t.run_id not in alone]
+    except DitscaleError as err:  # the trunk itself failed: every branch not finished fails with it
+        return {t.run_id: _fail(t, runs[t.run_id], str(err)) for t in branches}
+    errors = {b.name: b.error for b in todo if b.error}
+    served = [t for t in branches if t.run_id not in alone and t.run_id not in errors]
     for t in served:
         runs[t.run_id].finish(t.run_id, t.config_sha, (time.process_time() - cpu0) / len(served))
     outcomes = {t.run_id: "trained" for t in served}
+    outcomes.update({name: _fail(next(t for t in branches if t.run_id == name), runs[name], err)
+                     for name, err in errors.items()})
     outcomes.update({t.run_id: _train_alone(t, runs[t.run_id], True) for t in branches if t.run_id in alone})
     return outcomes
+
+
+def _fail(task: RunTask, run: StudyRunDir, error: str) -> str:
+    """Record a failed run (``failed.json``), unless it has a valid result after all."""
+    if run.valid_result() is not None:
+        return "trained"
+    run.fail(task.run_id, error)
+    return f"failed: {error}"

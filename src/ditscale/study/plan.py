@@ -126,6 +126,9 @@ class PlanWarning(str):
         self.budget, self.message = float(budget), message
         return self
 
+    def __reduce__(self):  # pickle / deepcopy rebuild it from its data
+        return PlanWarning, (self.budget, self.message)
+
 
 @dataclass
 class StudyPlan:

@@ -93,10 +93,10 @@ def run_study(
     try:
         for stage in _stages(spec):
             runs = plan_stage(spec, folder, stage, echo)
-            tasks = stage_tasks(spec, folder, runs, runner.threads, retry_failed, tally)[: _cap(left)]
+            tasks = _at_most(stage_tasks(spec, folder, runs, runner.threads, retry_failed, tally), left)
             if not tasks:
                 continue
-            left -= len(tasks)
+            left -= sum(len(_run_ids(t)) for t in tasks)
             tally.submit(tasks)
             runner.run(tasks, tally.on_done)
             if left <= 0:
@@ -135,9 +135,15 @@ def _stages(spec: StudySpec) -> list[list[float]]:
     return [spec.budgets[:2]] + [[b] for b in spec.budgets[2:]]
 
 
-def _cap(left: float) -> int | None:
-    """Slice end for at most ``left`` more runs (None: no limit)."""
-    return None if math.isinf(left) else int(left)
+def _at_most(tasks: list, left: float) -> list:
+    """The first tasks holding at most ``left`` runs in all (a trunk counts its branches)."""
+    out, runs = [], 0
+    for task in tasks:
+        runs += len(_run_ids(task))
+        if runs > left:
+            break
+        out.append(task)
+    return out
 
 
 def plan_stage(spec: StudySpec, folder: StudyFolder, stage: list[float], echo: Callable[[str], None]) -> list[PlannedRun]:

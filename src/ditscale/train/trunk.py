@@ -23,6 +23,7 @@ any more: :func:`train_trunk` returns it and it trains alone.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from typing import Any
 import torch
 
 from ditscale.config import to_dict
-from ditscale.errors import ConfigError
+from ditscale.errors import ConfigError, DitscaleError
 from ditscale.io import atomic_write_json, atomic_write_text
 from ditscale.train import checkpoint as ckpt
 from ditscale.train import loop
@@ -43,7 +44,7 @@ from ditscale.train.data_order import rank_batches
 from ditscale.train.distributed import DistInfo, pick_device
 from ditscale.train.ema import EMA
 from ditscale.train.metrics import LossSums, peak_flops, progress_bar, read_metrics, tail_start
-from ditscale.train.rundir import RunDir
+from ditscale.train.rundir import RunDir, weight_relevant
 from ditscale.train.schedules import cooldown_start
 from ditscale.train.validate import validate_raw_and_ema
 
@@ -68,10 +69,16 @@ class Branch:
     ema: EMA | None = None  # created when the run's EMA window starts (before that it equals the weights)
     sums: LossSums = field(default_factory=LossSums)
     val_lines: list[dict] = field(default_factory=list)  # its mid-run validations (val.every) before the branch point
+    error: str | None = None  # why finishing it failed (the other branches go on)
 
     @property
     def name(self) -> str:
         return self.out.root.name
+
+    @property
+    def config_sha(self) -> str:
+        """What its saved trunk state belongs to: the branch's weight-relevant config."""
+        return hashlib.sha256(json.dumps(weight_relevant(to_dict(self.cfg)), sort_keys=True, default=str).encode()).hexdigest()
 
     def has_checkpoint(self) -> bool:
         """Whether the branch's folder already holds a verified checkpoint at or past its branch point."""
@@ -105,7 +112,8 @@ def train_trunk(out_dir: str | Path, branches: list[Branch], *, progress: bool |
     Single process. Resumable: a killed trunk continues from its newest checkpoint; branches that
     already have their checkpoint or result are not redone. Returns the branches it could not
     serve (branch point 0, or an EMA or loss window that started before the trunk's newest
-    checkpoint without being tracked): train those alone.
+    checkpoint without being tracked): train those alone. A branch that fails to finish keeps its
+    error in ``branch.error`` and the others go on; a failure of the trunk itself raises.
     """
     out = RunDir(out_dir)
     base = check_branches(branches)
@@ -113,6 +121,8 @@ def train_trunk(out_dir: str | Path, branches: list[Branch], *, progress: bool |
     todo = [b for b in branches if not _done(b)]
     if not todo:
         return []
+    for b in todo:  # a folder holding another run is refused now, before any trunk compute is spent
+        loop.prepare_run_dir(b.out, b.cfg, force=False)
     run = _build_trunk(out, base, todo)
     for b in todo:  # every branch has the trunk's model (equal trunk keys)
         b.length = run_length(b.cfg.batch_size, run.model_config, max_steps=b.cfg.max_steps, flops=b.cfg.flops)
@@ -153,20 +163,18 @@ def _run_trunk(run: loop.Run, base: TrainConfig, fresh: list[Branch], progress: 
     serving = [b for b in fresh if b not in alone]
     if serving:
         _train_trunk_steps(run, start, sums, serving, base.ckpt_every, progress)
-        _record(run.out, run, serving)
     return alone
 
 
-def _record(out: RunDir, run: loop.Run, served: list[Branch]) -> None:
-    """Add to ``trunk.json`` what the trunk has trained (steps, images, exact FLOPs) and the FLOPs each
-    branch took from it (its branch point's), so a study can count the compute it really spent."""
+def _record(out: RunDir, run: loop.Run, served: list[Branch], done: int) -> None:
+    """Note in ``trunk.json`` how far the trunk has trained (steps, images, exact FLOPs) and the FLOPs
+    each branch just served took from it, so a study counts the compute it really spent."""
     path = out.root / "trunk.json"
     data = json.loads(path.read_text())
-    steps = max(b.point for b in served)
-    data["trained"] = {"steps": steps, "images": run.length.counters(steps)["images"],
-                       "flops": run.length.counters(steps)["flops"]}
-    shared = data.setdefault("shared_flops", {})
-    shared.update({b.name: b.length.counters(b.point)["flops"] for b in served})
+    steps = max(done, int((data.get("trained") or {}).get("steps", 0)))
+    images = steps * run.length.batch_size  # every trunk step has a full batch
+    data["trained"] = {"steps": steps, "images": images, "flops": images * run.length.flops_per_image}
+    data.setdefault("shared_flops", {}).update({b.name: b.length.counters(b.point)["flops"] for b in served})
     atomic_write_json(path, data)
 
 
@@ -199,7 +207,10 @@ def _resume_trunk(run: loop.Run, out: RunDir, fresh: list[Branch]) -> tuple[int,
     emas = _branch_emas(found[0]) if found else {}
     alone = []
     for b in fresh:
-        if b.name in saved:
+        mine = saved.get(b.name, {}).get("config_sha") == b.config_sha  # state saved for this very run
+        if start > 0 and b.point <= start:
+            alone.append(b)  # the trunk is past its branch point and its checkpoint is gone
+        elif mine:
             b.sums = LossSums(**saved[b.name]["sums"])
             b.val_lines = saved[b.name].get("val_lines", [])
             if saved[b.name]["ema"]:
@@ -245,7 +256,7 @@ def _train_trunk_steps(run: loop.Run, start: int, sums: LossSums, branches: list
         bar.update(1)
         if (step + 1) % run.cfg.log_every == 0:
             loop.write_log_line(run, step + 1, sums, interval, lr, grad_norm, peak)
-        _branch_at(run, step + 1, sums, branches, ckpt_every)
+        _branch_at(run, step + 1, sums, branches, ckpt_every, (lr, grad_norm))
     bar.close()
     del batches
 
@@ -272,20 +283,26 @@ def _maybe_validate(run: loop.Run, done: int, b: Branch, validators: dict[str, A
     b.val_lines.append({"step": done, **b.length.counters(done), **record})
 
 
-def _branch_at(run: loop.Run, done: int, sums: LossSums, branches: list[Branch], ckpt_every: int) -> None:
-    """Write the checkpoint of every branch whose branch point is ``done`` steps; checkpoint the
-    trunk then, and every ``ckpt_every`` steps."""
+def _branch_at(run: loop.Run, done: int, sums: LossSums, branches: list[Branch], ckpt_every: int,
+               last: tuple[float, float | None]) -> None:
+    """Write the checkpoint of every branch whose branch point is ``done`` steps (and note in
+    ``trunk.json`` what it took from the trunk); checkpoint the trunk then, and every ``ckpt_every``
+    steps. ``last``: the lr and grad norm of the step just made."""
     due = [b for b in branches if b.point == done]
     for b in due:
-        _write_branch(run, done, b)
+        _write_branch(run, done, b, last)
+    if due:
+        _record(run.out, run, due, done)
     if due or (ckpt_every and done % ckpt_every == 0 and done < run.length.total_steps):
         _save_trunk(run, done, sums, branches)
 
 
-def _write_branch(run: loop.Run, step: int, b: Branch) -> None:
+def _write_branch(run: loop.Run, step: int, b: Branch, last: tuple[float, float | None]) -> None:
     """The checkpoint, ``config.yaml`` and metrics lines of branch ``b`` after ``step`` steps."""
     loop.prepare_run_dir(b.out, b.cfg, force=False)
     records = [r for r in read_metrics(run.out.root) if r.get("step", 0) <= step] + b.val_lines
+    if step == b.length.total_steps and step % b.cfg.log_every:  # its last step, full: its own run logs it
+        records.append(_last_line(b, step, *last))
     lines = [json.dumps(r) for r in sorted(records, key=lambda r: r["step"])]  # stable: a log line before its validation
     atomic_write_text(b.out.metrics, "".join(line + "\n" for line in lines))
     ema = b.ema if b.ema is not None else EMA(run.trainable, b.cfg.ema_decay)  # before its window: the weights
@@ -297,14 +314,25 @@ def _write_branch(run: loop.Run, step: int, b: Branch) -> None:
                        state=state, text_spec=_text_spec(run), keep=b.cfg.keep_checkpoints, write=True)
 
 
+def _last_line(b: Branch, step: int, lr: float, grad_norm: float | None) -> dict[str, Any]:
+    """The metrics line a run writes after its last step (the timing fields are the trunk's to know:
+    null); its loss sums' log part then starts again, as in the run's own checkpoint."""
+    record = {"step": step, **b.length.counters(step), "train_loss": b.sums.log_mean(), "lr": lr,
+              "images_per_s": None, "mfu": None}
+    if grad_norm is not None:
+        record["grad_norm"] = grad_norm
+    b.sums.reset_log()
+    return record
+
+
 def _save_trunk(run: loop.Run, step: int, sums: LossSums, branches: list[Branch]) -> None:
     """The trunk's own checkpoint: weights, optimizer, its loss sums, and every branch's EMA and sums."""
     sums.wall_time = run.wall_time()
     tensors = {f"{b.name}{ckpt.SEP}{k}": v for b in branches if b.ema is not None for k, v in b.ema.state_dict().items()}
     state = {"config": to_dict(run.cfg), "data_position": run.length.counters(step)["images"],
              "accumulators": dict(sums.__dict__), "counters": run.length.counters(step),
-             "branches": {b.name: {"sums": dict(b.sums.__dict__), "ema": b.ema is not None, "val_lines": b.val_lines}
-                          for b in branches}}
+             "branches": {b.name: {"config_sha": b.config_sha, "sums": dict(b.sums.__dict__), "ema": b.ema is not None,
+                                   "val_lines": b.val_lines} for b in branches}}
     ckpt.save_training(run.out.checkpoints, step, run.trainable, run.ema, run.opt, weights_meta=run.weights_meta,
                        state=state, text_spec=_text_spec(run), keep=1, write=True,
                        extra_files={"branch_emas": (tensors, None)} if tensors else None)
@@ -326,5 +354,8 @@ def _finish_branch(b: Branch) -> dict[str, Any]:
     saved = ckpt.rng_state()
     try:
         return loop.train(b.cfg, b.out.root, progress=False)
+    except DitscaleError as err:
+        b.error = str(err)
+        return {}
     finally:
         ckpt.set_rng_state(saved)
