@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from ditscale.errors import ConfigError, DataError
 from ditscale.models import MODEL_NAMES, MODEL_SIZES, DiTConfig, create_model
 from ditscale.models import dit as dit_module
+from ditscale.models import kernels
 from ditscale.models.dit import LabelEmbedder, sincos_pos_embed_2d, timestep_embedding
 
 DATA = Path(__file__).parent / "data" / "models"
@@ -379,3 +380,175 @@ def test_input_errors_are_one_line():
     assert uncond.y_embedder is None and uncond(torch.randn(1, 4, 8, 8), torch.zeros(1)).shape == (1, 8, 8, 8)
     with pytest.raises(ConfigError, match="conditioning='none'"):
         uncond.forward_with_cfg(torch.randn(2, 4, 8, 8), torch.zeros(2), None, cfg_scale=4.0)
+
+
+# ------------------------------------------------------------------------------------------------
+# CPU attention paths (ditscale.models.kernels): same function as SDPA, picked by a fixed rule
+# ------------------------------------------------------------------------------------------------
+
+
+def _sdpa(q, k, v, mask=None):
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+@pytest.mark.parametrize("shape", [(2, 4, 18, 8), (3, 2, 66, 32), (1, 1, 130, 64), (2, 8, 66, 4)])
+@pytest.mark.parametrize("masked", [False, True])
+def test_explicit_attention_equals_sdpa_forward_and_gradients(shape, masked):
+    n, h, t, d = shape
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(n, h, t, d, requires_grad=True) for _ in range(3))
+    mask = None
+    if masked:  # (N, 1, 1, T) key mask as the model builds it; the first key is always kept
+        mask = torch.rand(n, 1, 1, t) > 0.4
+        mask[..., 0] = True
+    grad_out = torch.randn(n, h, t, d)
+    results = []
+    for fn in (kernels.explicit_attention, _sdpa):
+        out = fn(q, k, v, mask)
+        results.append((out, *torch.autograd.grad(out, (q, k, v), grad_out)))
+    for ours, ref, what in zip(results[0], results[1], ("out", "dq", "dk", "dv")):
+        assert ref.abs().max() > 0.05, what  # non-trivial values, so the comparison can fail
+        torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5, msg=what)
+    if masked:  # a masked key's value cannot reach the output
+        v2 = v.detach().clone()
+        v2[~mask.expand(n, h, 1, t).squeeze(2)] += 100.0
+        torch.testing.assert_close(kernels.explicit_attention(q, k, v2, mask), results[0][0], rtol=0, atol=1e-5)
+
+
+def test_attention_path_rule():
+    cpu, f32 = "cpu", torch.float32
+    assert kernels.EXPLICIT_MAX_SCORES == 2**20
+    # training calls: explicit while batch * heads * q_len * k_len <= 2^20, SDPA beyond
+    assert kernels.attention_path(16, 4, 66, 66, cpu, f32) == "explicit"  # 278,784 scores
+    assert kernels.attention_path(64, 2, 66, 66, cpu, f32) == "explicit"  # 557,568
+    assert kernels.attention_path(8, 1, 258, 258, cpu, f32) == "explicit"
+    assert kernels.attention_path(256, 1, 64, 64, cpu, f32) == "explicit"  # exactly 2^20
+    assert kernels.attention_path(256, 1, 64, 65, cpu, f32) == "sdpa"
+    assert kernels.attention_path(64, 4, 66, 66, cpu, f32) == "sdpa"  # 1,115,136
+    assert kernels.attention_path(16, 4, 258, 258, cpu, f32) == "sdpa"
+    # forward-only calls, GPUs and other dtypes: SDPA
+    assert kernels.attention_path(16, 4, 66, 66, cpu, f32, backward=False) == "sdpa"
+    assert kernels.attention_path(16, 4, 66, 66, torch.device("cuda", 0), f32) == "sdpa"
+    assert kernels.attention_path(16, 4, 66, 66, cpu, torch.bfloat16) == "sdpa"
+    assert kernels.attention_path(16, 4, 66, 66, cpu, torch.float64) == "sdpa"
+
+
+def _count_explicit_calls(monkeypatch):
+    calls = []
+    real = kernels.explicit_attention
+    monkeypatch.setattr(kernels, "explicit_attention", lambda *a, **k: calls.append(a[0].shape) or real(*a, **k))
+    return calls
+
+
+def test_model_takes_the_explicit_path_only_where_the_rule_says(monkeypatch):
+    calls = _count_explicit_calls(monkeypatch)
+    model = randomized(tiny(block="in_context", depth=3), seed=13)  # 16 + 2 tokens, 4 heads
+    x, t, y = torch.randn(2, 4, 8, 8), torch.tensor([1.0, 500.0]), torch.tensor([1, 2])
+    model(x, t, y).square().mean().backward()
+    assert calls == [(2, 4, 18, 8)] * 3  # one per block, training (grad) call of 2*4*18*18 scores
+    with torch.no_grad():
+        model(x, t, y)
+    with kernels.reference_kernels():
+        model(x, t, y).square().mean().backward()
+    assert len(calls) == 3  # no explicit path without grad, nor inside reference_kernels
+    big = torch.randn(900, 4, 8, 8)  # 900 * 4 * 18 * 18 scores > 2^20
+    model(big, torch.zeros(900), torch.zeros(900, dtype=torch.long)).sum().backward()
+    assert len(calls) == 3
+
+
+@pytest.mark.parametrize("config", [
+    dict(block="in_context"),
+    dict(block="in_context", **TEXT),
+    dict(block="cross_attn", **TEXT),
+    dict(block="adaln_zero"),
+])
+def test_fast_attention_model_equals_reference_kernels_forward_and_gradients(config):
+    model = randomized(tiny(class_dropout_prob=0.0, **config), seed=14).train()
+    torch.manual_seed(15)
+    x, t = torch.randn(3, 4, 8, 8), torch.tensor([2.0, 300.0, 990.0])
+    if "context_dim" in config:
+        kwargs = {"context": torch.randn(3, 5, 12), "context_mask": torch.tensor([[1, 1, 0, 0, 0], [1, 1, 1, 1, 1], [1, 0, 1, 0, 1]]).bool()}
+    else:
+        kwargs = {"y": torch.tensor([0, 4, 9])}
+    target = torch.randn(3, 8, 8, 8)
+    results = []
+    for reference in (False, True):
+        model.zero_grad(set_to_none=True)
+        with kernels.reference_kernels(reference):
+            out = model(x, t, **kwargs)
+            (out - target).square().mean().backward()
+        results.append((out.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}))
+    (fast, fast_grads), (ref, ref_grads) = results
+    assert ref.abs().max() > 0.1
+    torch.testing.assert_close(fast, ref, rtol=0, atol=1e-5)
+    for name, g in ref_grads.items():  # float rounding: within 1e-5 of the gradient's scale
+        assert g.abs().max() > 0, name
+        assert (fast_grads[name] - g).abs().max() <= 1e-5 * g.abs().max(), name
+
+
+def test_training_forward_matches_reference_restatement_on_the_explicit_path(monkeypatch):
+    calls = _count_explicit_calls(monkeypatch)
+    config = tiny(depth=3)
+    model = randomized(config, seed=1)  # eval mode: no label dropout; grad on: the training path
+    torch.manual_seed(2)
+    x, t, y = torch.randn(3, 4, 8, 8), torch.tensor([1.0, 250.5, 999.0]), torch.tensor([0, 7, 10])
+    ours = model(x, t, y)
+    assert len(calls) == 3
+    with torch.no_grad():
+        ref = reference_forward(model.state_dict(), x, t, y, patch=2, heads=4, depth=3, out_channels=8)
+    torch.testing.assert_close(ours.detach(), ref, rtol=0, atol=1e-5)
+
+
+def test_training_step_is_bit_identical_when_repeated():
+    """The path is a function of the call, not of a timing: the same step twice gives the same bits."""
+    config = tiny(block="in_context", class_dropout_prob=0.0)
+    x, t, y = torch.randn(4, 4, 8, 8), torch.tensor([3.0, 30.0, 300.0, 900.0]), torch.tensor([1, 2, 3, 4])
+    runs = []
+    for _ in range(2):
+        model = randomized(config, seed=16).train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        for _ in range(3):
+            model(x, t, y).square().mean().backward()
+            opt.step()
+            opt.zero_grad()
+        runs.append([p.detach().clone() for p in model.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
+
+
+def test_retain_freed_memory_applies_on_glibc():
+    import platform
+
+    applied = kernels.retain_freed_memory()
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert applied is True
+    else:
+        assert applied is False
+
+
+@pytest.mark.parametrize("shape,patch", [((2, 3, 16, 16), 2), ((3, 4, 32, 32), 4), ((1, 4, 8, 8), 8)])
+def test_patch_embed_matmul_equals_convolution(shape, patch):
+    torch.manual_seed(17)
+    x = torch.randn(*shape)
+    weight = torch.randn(24, shape[1], patch, patch, requires_grad=True)
+    bias = torch.randn(24, requires_grad=True)
+    grad_out = torch.randn(shape[0], (shape[2] // patch) ** 2, 24)
+    results = []
+    for reference in (False, True):
+        with kernels.reference_kernels(reference):
+            out = kernels.patch_embed(x, weight, bias, patch)
+        results.append((out, *torch.autograd.grad(out, (weight, bias), grad_out)))
+    conv = F.conv2d(x, weight, bias, stride=patch).flatten(2).transpose(1, 2)
+    torch.testing.assert_close(results[1][0], conv, rtol=0, atol=0)  # the reference is the convolution
+    for ours, ref, what in zip(results[0], results[1], ("tokens", "d weight", "d bias")):
+        assert ref.abs().max() > 0.1, what
+        torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5, msg=what)
+
+
+def test_first_explicit_attention_call_sets_the_allocator_once(monkeypatch):
+    calls = []
+    monkeypatch.setattr(kernels, "retain_freed_memory", lambda: calls.append(1) or True)
+    monkeypatch.setattr(kernels, "_allocator_set", False)
+    q = torch.randn(1, 2, 5, 4)
+    for _ in range(3):
+        kernels.explicit_attention(q, q, q)
+    assert calls == [1]

@@ -29,6 +29,7 @@ from torch.utils.checkpoint import checkpoint
 from ditscale.errors import ConfigError, DataError
 from ditscale.models.config import EMBEDDING_PARAMETERS, FREQUENCY_EMBEDDING_SIZE, DiTConfig, resolve_config
 from ditscale.models.guidance import apply_guidance, guidance_drop_ids
+from ditscale.models.kernels import attention, patch_embed
 
 # state_dict key prefixes left out of the "non-embedding" count (the N of 6ND), as ditscale.flops.
 EMBEDDING_PREFIXES = tuple(EMBEDDING_PARAMETERS.values())
@@ -80,7 +81,8 @@ def sincos_pos_embed_2d(dim: int, grid_size: int) -> torch.Tensor:
 
 
 class PatchEmbed(nn.Module):
-    """(N, C, H, W) -> (N, T, D) image tokens via a Conv2d with kernel = stride = patch size."""
+    """(N, C, H, W) -> (N, T, D) image tokens via a Conv2d with kernel = stride = patch size (on CPU
+    computed as one matmul over the patches: ``kernels.patch_embed``)."""
 
     def __init__(self, patch_size: int, in_channels: int, hidden_size: int):
         super().__init__()
@@ -88,7 +90,7 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_channels, hidden_size, kernel_size=patch_size, stride=patch_size, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)
+        return patch_embed(x, self.proj.weight, self.proj.bias, self.patch_size)
 
 
 class TimestepEmbedder(nn.Module):
@@ -164,7 +166,7 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """x (N, T, D); mask bool (N, 1, 1, T), True = attend to that key."""
         q, k, v = (_heads(part, self.num_heads) for part in self.qkv(x).chunk(3, dim=-1))
-        return self.proj(_merge_heads(F.scaled_dot_product_attention(q, k, v, attn_mask=mask)))
+        return self.proj(_merge_heads(attention(q, k, v, mask)))
 
 
 class CrossAttention(nn.Module):
@@ -181,7 +183,7 @@ class CrossAttention(nn.Module):
         """x (N, T, D), cond (N, L, D); mask bool (N, 1, 1, L), True = attend."""
         q = _heads(self.q(x), self.num_heads)
         k, v = (_heads(part, self.num_heads) for part in self.kv(cond).chunk(2, dim=-1))
-        return self.proj(_merge_heads(F.scaled_dot_product_attention(q, k, v, attn_mask=mask)))
+        return self.proj(_merge_heads(attention(q, k, v, mask)))
 
 
 class Mlp(nn.Module):
