@@ -195,3 +195,15 @@ def test_backtest_actual_n_opt_is_none_at_an_edge():
     with pytest.warns(UserWarning):
         (row,) = backtest(both, k=1)
     assert row.actual_n_opt is None and row.predicted_n_opt > 0 and row.to_dict()["actual_n_opt"] is None
+
+
+def test_bootstrap_info_counts_resamples_without_a_finite_value():
+    import numpy as np
+
+    from ditscale.laws.bootstrap import Bootstrap
+
+    nan = float("nan")
+    boot = Bootstrap(method="parametric", seed=0, n_failed=1,
+                     samples={"alpha": np.array([0.3, 0.4, nan, 0.5]), "n_opt_law.exponent": np.array([0.5, nan, nan, 0.6])})
+    assert boot.info() == {"resamples": 4, "seed": 0, "failed": 1, "nonfinite": {"n_opt_law.exponent": 1}}
+    assert boot.ci90("n_opt_law.exponent") == [0.505, 0.595]  # from the two finite values

@@ -69,7 +69,14 @@ class Bootstrap:
             return float(np.std(x, ddof=1)) if len(x) > 1 else None
 
     def info(self) -> dict:
-        return {"resamples": self.n_resamples, "seed": self.seed, "failed": self.n_failed}
+        """Resamples, seed, failed refits, and (``nonfinite``) by quantity the resamples that refitted
+        but gave no finite value (e.g. an allocation with alpha <= 0): intervals leave both out."""
+        out = {"resamples": self.n_resamples, "seed": self.seed, "failed": self.n_failed}
+        nonfinite = {k: int((~np.isfinite(v)).sum()) - self.n_failed for k, v in self.samples.items()}
+        nonfinite = {k: n for k, n in nonfinite.items() if n > 0}
+        if nonfinite:
+            out["nonfinite"] = nonfinite
+        return out
 
 
 def _draw_counts(rng: np.random.Generator, n: int, units: int) -> np.ndarray:
