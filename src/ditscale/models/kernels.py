@@ -25,8 +25,6 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
-ATTENTION_PATHS = ("explicit", "sdpa")
-
 _fast = True  # module switch: False = always the reference ops (see reference_kernels)
 
 
@@ -45,11 +43,6 @@ def reference_kernels(enabled: bool = True) -> Iterator[None]:
         _fast = saved
 
 
-def fast_kernels_enabled() -> bool:
-    """False inside :func:`reference_kernels`."""
-    return _fast
-
-
 # ------------------------------------------------------------------------------------------------
 # Attention
 # ------------------------------------------------------------------------------------------------
@@ -57,9 +50,10 @@ def fast_kernels_enabled() -> bool:
 # The explicit path writes the (q_len x k_len) scores of every (image, head) to memory and reads
 # them back for the softmax and the matmuls of the backward. In training on this project's 2-core
 # machine it beats the CPU flash kernel (which recomputes them in tiles) while a call's scores fit
-# in about the cores' L2 caches: at 1 thread by 0-26% up to 2^20 scores (4 MiB of fp32) and by
-# 1.2-1.8x at 2 threads; beyond 2^20 flash wins at 1 thread (by up to 2x). Without a backward
-# (sampling, validation) flash is as fast or faster (docs/benchmarks.md, "Attention paths").
+# in about the cores' L2 caches: up to 2^20 scores (4 MiB of fp32) by 8% on average at 1 thread
+# (-8% to +26% per shape) and by 1.2-1.8x at 2 threads; beyond 2^20 flash wins at 1 thread (by up
+# to 2x). Without a backward (sampling, validation) flash is as fast or faster (docs/benchmarks.md,
+# "Attention paths").
 EXPLICIT_MAX_SCORES = 1 << 20
 
 
