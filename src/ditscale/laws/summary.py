@@ -22,6 +22,13 @@ from typing import Any, ClassVar
 Interval = list[float]  # a 90% interval [lo, hi]
 
 
+class _Intervals:
+    """``interval(name)``: the 90% interval of a field from a view's ``ci90`` mapping (None without a bootstrap)."""
+
+    def interval(self, name: str) -> Interval | None:
+        return (self.ci90 or {}).get(name)
+
+
 class _View:
     """``from_dict`` for the views: known keys only, nested views converted (``_nested``: one view,
     where null or empty takes the field's default; ``_lists``: a tuple of views; ``_maps``: a dict
@@ -52,7 +59,7 @@ class _View:
 
 # -- laws -----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class LawSummary(_View):
+class LawSummary(_Intervals, _View):
     """A compute law ``y = coefficient * C^exponent`` with per-field 90% intervals and standard errors."""
 
     coefficient: float | None = None
@@ -60,13 +67,9 @@ class LawSummary(_View):
     ci90: dict[str, Interval | None] | None = None
     se: dict[str, float | None] | None = None
 
-    def interval(self, name: str) -> Interval | None:
-        """The 90% interval of field ``name`` ("coefficient", "exponent"), None without a bootstrap."""
-        return (self.ci90 or {}).get(name)
-
 
 @dataclass(frozen=True)
-class SaturatingSummary(_View):
+class SaturatingSummary(_Intervals, _View):
     """The saturating loss law ``L = E + k C^-gamma`` with per-field intervals."""
 
     E: float | None = None
@@ -74,10 +77,6 @@ class SaturatingSummary(_View):
     gamma: float | None = None
     ci90: dict[str, Interval | None] | None = None
     se: dict[str, float | None] | None = None
-
-    def interval(self, name: str) -> Interval | None:
-        """The 90% interval of field ``name`` ("E", "k", "gamma"), None without a bootstrap."""
-        return (self.ci90 or {}).get(name)
 
 
 @dataclass(frozen=True)
@@ -178,7 +177,7 @@ class PredictionSummary(_View):
 
 # -- the rest of laws.json ------------------------------------------------------------------------
 @dataclass(frozen=True)
-class ParametricSummary(_View):
+class ParametricSummary(_Intervals, _View):
     """Approach 3, ``L = E + A / N^alpha + B / D^beta``, its allocation laws (C = 6ND) with 90%
     intervals and standard errors, and (in a study's laws.json) its ``prediction`` at the target."""
 
@@ -199,10 +198,6 @@ class ParametricSummary(_View):
     prediction: PredictionSummary | None = None
 
     _nested = {"n_opt_law": LawSummary, "d_opt_law": LawSummary, "prediction": PredictionSummary}
-
-    def interval(self, name: str) -> Interval | None:
-        """The 90% interval of field ``name`` ("E", "A", "B", "alpha", "beta"), None without a bootstrap."""
-        return (self.ci90 or {}).get(name)
 
 
 @dataclass(frozen=True)

@@ -78,18 +78,23 @@ def fit_study(out_dir: str | Path, spec: StudySpec | None = None, *, seed_offset
     Returns ``(runs, fit, boot, warnings)``; ``boot`` is None with ``laws.bootstrap: 0``; the
     warnings include the messages of the isoFLOP point checks (:func:`ditscale.laws.checks.isoflop_checks`).
     """
+    runs, fit, boot, warns, _ = _fit_and_check(StudyFolder(out_dir), spec, seed_offset)
+    return runs, fit, boot, warns
+
+
+def _fit_and_check(folder: StudyFolder, spec: StudySpec | None, seed_offset: int = 0):
+    """:func:`fit_study`'s ``(runs, fit, boot, warnings)`` plus the isoFLOP point checks themselves."""
     from ditscale.laws import fit_runs
     from ditscale.laws.checks import isoflop_checks
 
-    folder = StudyFolder(out_dir)
     spec = spec or folder.read_spec()
     cfg = dataclasses.replace(spec.laws, seed=spec.laws.seed + seed_offset)
     runs = folder.read_runs()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         fit, boot = fit_runs(runs, cfg)
-    checks = [c.message for c in isoflop_checks(runs, fit)]
-    return runs, fit, boot, sorted({str(w.message) for w in caught} | set(checks))
+    checks = isoflop_checks(runs, fit)
+    return runs, fit, boot, sorted({str(w.message) for w in caught} | {c.message for c in checks}), checks
 
 
 def _backtest_row(row, refit, boot) -> dict:
@@ -254,13 +259,11 @@ def analyze_study(out_dir: str | Path, spec: StudySpec | None = None, *, report:
     ``prediction`` (at the spec's ``target_flops``), ``noise``, ``paper``, ``warnings``, ``wall_time``,
     ``compute`` (:func:`compute_summary`).
     """
-    from ditscale.laws.checks import isoflop_checks
-
     folder = StudyFolder(out_dir)
     spec = spec or folder.read_spec()
-    runs, fit, boot, warns = fit_study(folder.root, spec)
+    runs, fit, boot, warns, checks = _fit_and_check(folder, spec)
     laws = {"study": spec.name, **fit.to_dict(boot)}
-    laws["checks"] = [c.to_dict() for c in isoflop_checks(runs, fit)]
+    laws["checks"] = [c.to_dict() for c in checks]
     bt = backtest_study(runs, spec, fit)
     held = {row["flops"] for row in bt["rows"]}
     for b in laws["budgets"]:

@@ -220,6 +220,14 @@ def load_tensors(path: str | Path, stem: str, device: str | torch.device = "cpu"
 
 
 # A training run's full state ---------------------------------------------------------------------
+def run_state(config: dict, length, step: int, sums, **extra: Any) -> dict[str, Any]:
+    """The JSON part of a run's checkpoint after ``step`` steps: its config (dict), data position and
+    counters (from its ``RunLength``), loss sums (``LossSums``), and ``extra`` keys (a trunk's)."""
+    counters = length.counters(step)
+    return {"config": config, "data_position": counters["images"], "accumulators": dict(sums.__dict__),
+            "counters": counters, **extra}
+
+
 def full_state_dicts(trainable: torch.nn.Module, opt: torch.optim.Optimizer):
     """Full model and optimizer state dicts on CPU (a collective under FSDP: every rank calls it)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict

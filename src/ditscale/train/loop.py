@@ -360,8 +360,7 @@ def _validate(run: Run) -> dict[str, Any]:
 def _save(run: Run, step: int, sums: LossSums) -> Path | None:
     """Checkpoint after ``step`` steps (every rank calls it; rank 0 writes and returns the path)."""
     sums.wall_time = run.wall_time()
-    state = {"config": to_dict(run.cfg), "data_position": run.length.counters(step)["images"],
-             "accumulators": dict(sums.__dict__), "counters": run.length.counters(step)}
+    state = ckpt.run_state(to_dict(run.cfg), run.length, step, sums)
     path = ckpt.save_training(run.out.checkpoints, step, run.trainable, run.ema, run.opt,
                               weights_meta=run.weights_meta, state=state,
                               text_spec=word_encoder_spec(run.text) if run.joint else None,

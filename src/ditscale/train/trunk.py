@@ -307,9 +307,7 @@ def _write_branch(run: loop.Run, step: int, b: Branch, last: tuple[float, float 
     atomic_write_text(b.out.metrics, "".join(line + "\n" for line in lines))
     ema = b.ema if b.ema is not None else EMA(run.trainable, b.cfg.ema_decay)  # before its window: the weights
     b.sums.wall_time = run.wall_time()
-    state = {"config": to_dict(b.cfg), "data_position": b.length.counters(step)["images"],
-             "accumulators": dict(b.sums.__dict__), "counters": b.length.counters(step),
-             "trunk": str(run.out.root)}
+    state = ckpt.run_state(to_dict(b.cfg), b.length, step, b.sums, trunk=str(run.out.root))
     ckpt.save_training(b.out.checkpoints, step, run.trainable, ema, run.opt, weights_meta=run.weights_meta,
                        state=state, text_spec=_text_spec(run), keep=b.cfg.keep_checkpoints, write=True)
 
@@ -329,10 +327,9 @@ def _save_trunk(run: loop.Run, step: int, sums: LossSums, branches: list[Branch]
     """The trunk's own checkpoint: weights, optimizer, its loss sums, and every branch's EMA and sums."""
     sums.wall_time = run.wall_time()
     tensors = {f"{b.name}{ckpt.SEP}{k}": v for b in branches if b.ema is not None for k, v in b.ema.state_dict().items()}
-    state = {"config": to_dict(run.cfg), "data_position": run.length.counters(step)["images"],
-             "accumulators": dict(sums.__dict__), "counters": run.length.counters(step),
-             "branches": {b.name: {"config_sha": b.config_sha, "sums": dict(b.sums.__dict__), "ema": b.ema is not None,
-                                   "val_lines": b.val_lines} for b in branches}}
+    state = ckpt.run_state(to_dict(run.cfg), run.length, step, sums, branches={
+        b.name: {"config_sha": b.config_sha, "sums": dict(b.sums.__dict__), "ema": b.ema is not None,
+                 "val_lines": b.val_lines} for b in branches})
     ckpt.save_training(run.out.checkpoints, step, run.trainable, run.ema, run.opt, weights_meta=run.weights_meta,
                        state=state, text_spec=_text_spec(run), keep=1, write=True,
                        extra_files={"branch_emas": (tensors, None)} if tensors else None)
