@@ -131,6 +131,40 @@ def test_shapes_labels_balanced_and_kind_color():
     assert dataset_info(cfg(captions=True)) == DataInfo(6, 3, 32, False, True)
 
 
+def test_shapes_several_objects():
+    """shapes_objects=K: 1..K objects on distinct cells, pinned stream, the label is the top object's kind,
+    every caption word is in the closed vocabulary, and K=1 is the original data item for item."""
+    from ditscale.data.shapes import KINDS
+    from ditscale.data.text import WordTokenizer
+
+    ds = build_dataset(cfg(captions=True, shapes_objects=4, image_size=64))
+    assert [ds[i]["caption"] for i in range(2)] == [
+        "three shapes: a small orange square at the bottom and a medium white ring at the top and "
+        "a small blue diamond at the right on a red background",
+        "a small purple ring at the bottom on a white background",
+    ]
+    vocab = WordTokenizer.for_dataset(cfg(captions=True, shapes_objects=4))
+    counts = Counter()
+    for i in range(400):
+        item, objects = ds[i], ds.scene(i)
+        counts[len(objects)] += 1
+        assert len({o["position"] for o in objects}) == len(objects)  # distinct cells
+        assert len({o["background"] for o in objects}) == 1 and all(o["color"] != o["background"] for o in objects)
+        assert int(item["y"]) == KINDS.index(objects[0]["kind"])
+        ids, _ = vocab.encode([item["caption"]], 64)
+        assert 1 not in ids.tolist()[0]  # no <unk>
+        top = objects[0]  # the top object's colour at its centre (nothing covers it; rings are hollow)
+        if top["kind"] not in ("ring", "triangle") and top["size"] != "small":
+            cy, cx = int(top["cy"] * 64), int(top["cx"] * 64)
+            assert item["x"][:, cy, cx].tolist() == rgb(top["color"]).tolist(), (i, item["caption"])
+    assert sorted(counts) == [1, 2, 3, 4] and all(70 < c < 130 for c in counts.values()), counts
+    one, plain = build_dataset(cfg(captions=True, shapes_objects=1)), build_dataset(cfg(captions=True))
+    for i in (0, 5, 99):
+        assert one[i]["caption"] == plain[i]["caption"] and torch.equal(one[i]["x"], plain[i]["x"])
+    with pytest.raises(ConfigError, match="shapes_objects"):
+        cfg(shapes_objects=5)
+
+
 def test_shapes_val_is_a_different_stream():
     train, val = build_dataset(cfg(), "train"), build_dataset(cfg(), "val")
     train_bytes = {train[i]["x"].numpy().tobytes() for i in range(1000)}

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from ditscale.data.shapes_grammar import MAX_OBJECTS
 from ditscale.errors import ConfigError
 
 DATASET_NAMES = ("shapes", "digits", "folder", "captions", "latents")
@@ -41,6 +42,9 @@ class DataConfig:
             glyph) and "shapes" (infinite data; when on, "left"/"right" in the caption are swapped).
         val_fraction: fraction of a finite dataset held out as the fixed "val" split.
         shapes_label: class label of "shapes": "kind" (6 classes) or "kind_color" (6 x 8 = 48).
+        shapes_objects: most objects in one "shapes" image; each image has 1..shapes_objects of
+            them (uniform), on distinct cells of the 3x3 grid. 1 (the default) is the original
+            single-object data, item for item.
     """
 
     name: str = "shapes"
@@ -54,6 +58,7 @@ class DataConfig:
     random_flip: Optional[bool] = None
     val_fraction: float = 0.1
     shapes_label: str = "kind"
+    shapes_objects: int = 1
 
     def __post_init__(self) -> None:
         if self.name not in DATASET_NAMES:
@@ -68,6 +73,8 @@ class DataConfig:
             raise ConfigError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.shapes_label not in ("kind", "kind_color"):
             raise ConfigError(f"data.shapes_label must be 'kind' or 'kind_color', got {self.shapes_label!r}")
+        if not 1 <= self.shapes_objects <= MAX_OBJECTS:
+            raise ConfigError(f"data.shapes_objects must be in 1..{MAX_OBJECTS}, got {self.shapes_objects}")
         if self.num_workers < 0 or self.seed < 0:
             raise ConfigError("data.num_workers and data.seed must be non-negative")
         if self.name == "shapes" and self.channels != 3:

@@ -28,6 +28,7 @@ from ditscale.data.config import DataConfig, check_split
 from ditscale.data.shapes_grammar import (  # noqa: F401  (re-exported: the grammar's old home)
     COLOR_NAMES,
     COLORS,
+    COUNT_WORDS,
     GRID,
     JITTER,
     KINDS,
@@ -50,11 +51,8 @@ def sample_attributes(seed: int, index: int, split: str = "train") -> dict:
     cheap (~2 us) and stable across numpy versions, so a seed names the same images forever.
     """
     key = struct.pack("<4Q", seed, RNG_SHAPES, _SPLIT_STREAM[split], index)
-    u = int.from_bytes(hashlib.blake2b(key, digest_size=16).digest(), "little")
-    draws = []
-    for k in (6, 8, 3, 9, 7, 1 << 20, 1 << 20, 1 << 20):  # kind, colour, size, position, background, 3 jitters
-        u, r = divmod(u, k)
-        draws.append(r)
+    # kind, colour, size, position, background, 3 jitters
+    draws = _hash_draws(key, (6, 8, 3, 9, 7, 1 << 20, 1 << 20, 1 << 20))
     kind, color, size, pos, bg = draws[:5]
     jx, jy, js = (r / (1 << 19) - 1.0 for r in draws[5:])  # uniform in [-1, 1)
     bg = bg + (bg >= color)  # any colour but the shape's
@@ -68,6 +66,60 @@ def sample_attributes(seed: int, index: int, split: str = "train") -> dict:
         "cy": GRID[pos // 3] + JITTER * jy,
         "r": SIZES[SIZE_NAMES[size]] * (1.0 + 0.1 * js),
     }
+
+
+def _hash_draws(key: bytes, radices: tuple[int, ...]) -> list[int]:
+    """Uniform integers in ``range(k)`` for each ``k`` of ``radices``, read off a 128-bit hash of ``key``."""
+    u = int.from_bytes(hashlib.blake2b(key, digest_size=16).digest(), "little")
+    draws = []
+    for k in radices:
+        u, r = divmod(u, k)
+        draws.append(r)
+    return draws
+
+
+def sample_scene(seed: int, index: int, split: str = "train", max_objects: int = 1) -> list[dict]:
+    """The objects of item ``index``, top one first: a list of :func:`sample_attributes`-style dicts
+    (all with the image's one ``background``).
+
+    ``max_objects == 1`` is exactly ``[sample_attributes(seed, index, split)]``. Otherwise one hash
+    of (seed, split, index) draws the count (1..max_objects), the background and distinct grid
+    cells; a hash per object draws its kind, colour (any but the background's), size and jitter.
+    """
+    if max_objects == 1:
+        return [sample_attributes(seed, index, split)]
+    stream = _SPLIT_STREAM[split]
+    scene = struct.pack("<5Q", seed, RNG_SHAPES, stream, index, 1 << 32)
+    count, bg, *cells = _hash_draws(scene, (max_objects, len(COLORS), *range(len(POSITIONS), 0, -1)))
+    free = list(range(len(POSITIONS)))
+    objects = []
+    for j in range(count + 1):
+        pos = free.pop(cells[j])  # cells without replacement
+        key = struct.pack("<5Q", seed, RNG_SHAPES, stream, index, j)
+        kind, color, size, *jit = _hash_draws(key, (6, 7, 3, 1 << 20, 1 << 20, 1 << 20))
+        jx, jy, js = (r / (1 << 19) - 1.0 for r in jit)
+        objects.append({
+            "kind": KINDS[kind],
+            "color": COLOR_NAMES[color + (color >= bg)],  # any colour but the background's
+            "size": SIZE_NAMES[size],
+            "position": POSITIONS[pos],
+            "background": COLOR_NAMES[bg],
+            "cx": GRID[pos % 3] + JITTER * jx,
+            "cy": GRID[pos // 3] + JITTER * jy,
+            "r": SIZES[SIZE_NAMES[size]] * (1.0 + 0.1 * js),
+        })  # fmt: skip
+    return objects
+
+
+def caption_of_scene(objects: list[dict]) -> str:
+    """One object: :func:`caption_of`; several: ``"{count} shapes: a {size} {color} {kind} at the
+    {position} and ... on a(n) {background} background"``, top object first."""
+    if len(objects) == 1:
+        return caption_of(objects[0])
+    parts = " and ".join(f"a {a['size']} {a['color']} {a['kind']} at the {a['position']}" for a in objects)
+    bg = objects[0]["background"]
+    article = "an" if bg[0] in "aeiou" else "a"
+    return f"{COUNT_WORDS[len(objects) - 1]} shapes: {parts} on {article} {bg} background"
 
 
 def caption_of(attrs: dict) -> str:
@@ -106,13 +158,7 @@ def _pixel_centres(image_size: int) -> np.ndarray:
 
 def render(attrs: dict, image_size: int) -> np.ndarray:
     """Float32 image ``(3, S, S)`` in [-1, 1] of the shape described by ``attrs``, anti-aliased."""
-    centres = _pixel_centres(image_size)
-    dx = (centres - np.float32(attrs["cx"]))[None, :]
-    dy = (centres - np.float32(attrs["cy"]))[:, None]
-    cover = shape_distance(attrs["kind"], dx, dy, np.float32(attrs["r"]))  # (S, S) distance ...
-    cover *= np.float32(-image_size)
-    cover += np.float32(0.5)
-    np.clip(cover, 0.0, 1.0, out=cover)  # ... -> pixel coverage (in place: large images stay fast)
+    cover = _coverage(attrs, image_size)
     fg = _PALETTE[COLOR_NAMES.index(attrs["color"])]
     bg = _PALETTE[COLOR_NAMES.index(attrs["background"])]
     rest = np.float32(1.0) - cover
@@ -121,6 +167,31 @@ def render(attrs: dict, image_size: int) -> np.ndarray:
         np.multiply(cover, fg[c], out=out[c])
         out[c] += np.multiply(rest, bg[c], out=tmp)
     return out
+
+
+def render_scene(objects: list[dict], image_size: int) -> np.ndarray:
+    """Float32 image ``(3, S, S)`` of a scene (top object first), painted bottom to top."""
+    if len(objects) == 1:
+        return render(objects[0], image_size)
+    out = np.empty((3, image_size, image_size), dtype=np.float32)
+    out[:] = _PALETTE[COLOR_NAMES.index(objects[0]["background"])][:, None, None]
+    for a in reversed(objects):  # out = cover * fg + (1 - cover) * out: exactly fg where covered
+        cover = _coverage(a, image_size)
+        out *= np.float32(1.0) - cover
+        out += cover * _PALETTE[COLOR_NAMES.index(a["color"])][:, None, None]
+    return out
+
+
+def _coverage(attrs: dict, image_size: int) -> np.ndarray:
+    """Anti-aliased pixel coverage ``(S, S)`` in [0, 1] of one shape."""
+    centres = _pixel_centres(image_size)
+    dx = (centres - np.float32(attrs["cx"]))[None, :]
+    dy = (centres - np.float32(attrs["cy"]))[:, None]
+    cover = shape_distance(attrs["kind"], dx, dy, np.float32(attrs["r"]))  # (S, S) distance ...
+    cover *= np.float32(-image_size)
+    cover += np.float32(0.5)
+    np.clip(cover, 0.0, 1.0, out=cover)  # ... -> pixel coverage (in place: large images stay fast)
+    return cover
 
 
 def _mirror(caption: str) -> str:
@@ -143,6 +214,7 @@ class ShapesDataset(EpochDataset):
         self.captions = cfg.captions
         self.random_flip = bool(cfg.random_flip)  # default off
         self.kind_color = cfg.shapes_label == "kind_color"
+        self.max_objects = cfg.shapes_objects
 
     @property
     def num_classes(self) -> int:
@@ -152,13 +224,19 @@ class ShapesDataset(EpochDataset):
         return LENGTH
 
     def attributes(self, index: int) -> dict:
-        return sample_attributes(self.seed, index, self.split)
+        """The top object's attributes (the only object's, with one object per image)."""
+        return self.scene(index)[0]
+
+    def scene(self, index: int) -> list[dict]:
+        """Every object of item ``index``, top one first (:func:`sample_scene`)."""
+        return sample_scene(self.seed, index, self.split, self.max_objects)
 
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < LENGTH:
             raise IndexError(index)
-        a = self.attributes(index)
-        x = render(a, self.image_size)
+        objects = self.scene(index)
+        x = render_scene(objects, self.image_size)
+        a = objects[0]  # the label describes the top object, which nothing hides
         label = KINDS.index(a["kind"])
         if self.kind_color:
             label = label * len(COLORS) + COLOR_NAMES.index(a["color"])
@@ -167,5 +245,6 @@ class ShapesDataset(EpochDataset):
             x = x[:, :, ::-1]
         item = {"x": torch.from_numpy(np.ascontiguousarray(x)), "y": torch.tensor(label, dtype=torch.int64)}
         if self.captions:
-            item["caption"] = _mirror(caption_of(a)) if flip else caption_of(a)
+            caption = caption_of_scene(objects)
+            item["caption"] = _mirror(caption) if flip else caption
         return item

@@ -29,6 +29,8 @@ POSITIONS = (
 )  # fmt: skip
 GRID = (0.25, 0.5, 0.75)
 JITTER = 0.04  # position jitter, fraction of the side
+MAX_OBJECTS = 4  # most objects per image (data.shapes_objects), each on its own grid cell
+COUNT_WORDS = ("one", "two", "three", "four")  # captions of several objects start "{count} shapes:"
 
 
 def shapes_num_classes(shapes_label: str) -> int:

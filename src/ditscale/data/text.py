@@ -53,19 +53,21 @@ class WordTokenizer:
         return cls(w for w, n in counts.items() if n >= min_count)
 
     @classmethod
-    def for_shapes(cls) -> "WordTokenizer":
-        """The closed vocabulary of the ``shapes`` caption grammar (no caption maps to ``<unk>``)."""
-        from ditscale.data.shapes_grammar import COLOR_NAMES, KINDS, POSITIONS, SIZE_NAMES
+    def for_shapes(cls, objects: int = 1) -> "WordTokenizer":
+        """The closed vocabulary of the ``shapes`` caption grammar (no caption maps to ``<unk>``);
+        ``objects > 1`` adds the words of several-object captions (one object keeps the old ids)."""
+        from ditscale.data.shapes_grammar import COLOR_NAMES, COUNT_WORDS, KINDS, POSITIONS, SIZE_NAMES
 
         words = "a an at the on background".split() + list(KINDS + COLOR_NAMES + SIZE_NAMES)
-        return cls(words + [w for p in POSITIONS for w in p.split()])
+        words += [w for p in POSITIONS for w in p.split()]
+        return cls(words + (["and", "shapes", ":", *COUNT_WORDS] if objects > 1 else []))
 
     @classmethod
     def for_dataset(cls, cfg) -> "WordTokenizer":
         """The vocabulary of a captioned dataset ``cfg`` (a ``DataConfig``): the shapes grammar for
         shapes (and latent stores extracted from shapes), else the words of all its captions."""
         if cfg.name == "shapes":
-            return cls.for_shapes()
+            return cls.for_shapes(cfg.shapes_objects)
         if cfg.name == "digits":
             from ditscale.data.digits import DIGIT_WORDS
 
@@ -79,7 +81,7 @@ class WordTokenizer:
 
             meta = read_meta(cfg.path)
             if meta["source"]["name"] == "shapes":
-                return cls.for_shapes()
+                return cls.for_shapes(meta["source"].get("shapes_objects", 1))
             return cls.from_captions(read_shard_records(Path(cfg.path).expanduser(), meta)[1])
         raise ConfigError(f"data.name={cfg.name!r} has no captions to build a vocabulary from")
 
