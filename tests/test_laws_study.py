@@ -14,6 +14,7 @@ import pytest
 from test_laws import TRUE
 from test_laws_checks import BUDGETS, sweep
 
+from ditscale.errors import ConfigError
 from ditscale.laws.summary import LawsSummary
 from ditscale.report import render_html
 from ditscale.study import spec_from_dict
@@ -34,20 +35,45 @@ SPEC = {
 }
 
 
-@pytest.fixture(scope="module")
-def laws(tmp_path_factory):
-    """laws.json of a 5-budget sweep (0.5% noise) whose middle budget's grid is off-centre."""
-    out = tmp_path_factory.mktemp("study")
+def synthetic_study(out, spec: dict) -> dict:
+    """Write the 5-budget sweep (0.5% noise, the middle budget's grid off-centre) as the runs.csv
+    of a study folder with ``spec``, and analyse it (no training); returns laws.json."""
     folder = StudyFolder(out)
     folder.create()
-    folder.write_spec(spec_from_dict(SPEC))
+    folder.write_spec(spec_from_dict(spec))
     runs = sweep([0.0, 0.0, 0.35, 0.0, 0.0], noise=0.005, seed=2)
     with open(folder.runs_csv, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["run_id", "budget", "flops", "params", "tokens", "loss", "seed"])
         for i in range(len(runs)):
             w.writerow([f"r{i}", runs.flops[i], runs.flops[i], runs.params[i], runs.tokens[i], runs.loss[i], 0])
-    return analyze_study(out, report=False), out
+    return analyze_study(out, report=False)
+
+
+@pytest.fixture(scope="module")
+def laws(tmp_path_factory):
+    """laws.json of a 5-budget sweep (0.5% noise) whose middle budget's grid is off-centre."""
+    out = tmp_path_factory.mktemp("study")
+    return synthetic_study(out, SPEC), out
+
+
+def test_loss_law_saturating_drives_prediction_and_backtest(tmp_path, laws):
+    """``laws.loss_law: saturating``: the backtest and ``predict`` give L_opt from E + k C^-gamma;
+    N_opt and the laws themselves are those of the default study."""
+    power, _ = laws
+    sat = synthetic_study(tmp_path, {**SPEC, "laws": {**SPEC["laws"], "loss_law": "saturating"}})
+    (row,), (row_p,) = sat["backtest"], power["backtest"]
+    law = sat["backtest_fit"]["loss_law_saturating"]
+    c = row["flops"]
+    assert row["predicted_loss"] == pytest.approx(law["E"] + law["k"] * c ** -law["gamma"], rel=1e-12)
+    assert row["predicted_loss"] != pytest.approx(row_p["predicted_loss"], rel=1e-6)
+    assert row["predicted_n_opt"] == row_p["predicted_n_opt"] and row["actual_loss"] == row_p["actual_loss"]
+    assert sat["loss_law"] == power["loss_law"] and sat["params_law"] == power["params_law"]
+    full = sat["loss_law_saturating"]
+    pred = predict_study(tmp_path, 1e21, with_backtest=False)
+    assert pred["loss_opt"]["value"] == pytest.approx(full["E"] + full["k"] * 1e21 ** -full["gamma"], rel=1e-12)
+    with pytest.raises(ConfigError, match="loss_law must be 'power' or 'saturating'"):
+        spec_from_dict({**SPEC, "laws": {"loss_law": "floor"}})
 
 
 def test_laws_json_has_checks_in_both_forms(laws):

@@ -33,6 +33,9 @@ class FitConfig:
         delta, top_k: parametric options (:func:`fit_parametric`).
         parametric_method: how Approach 3 is solved: "lbfgs-grid" (Epoch AI's grid of starts) or
             "varpro" (NNLS for E, A, B per (alpha, beta), then refined); ``fit_parametric``'s ``method``.
+        loss_law: which L_opt law a study's predictions and backtest use: "power" (``e C^f``, Liang
+            et al.'s form) or "saturating" (``E + k C^-gamma``: for a loss that bends towards an
+            irreducible floor within the sweep). Both are always fitted and reported.
     """
 
     method: str = "isoflop"
@@ -49,6 +52,7 @@ class FitConfig:
     delta: float = 1e-3
     top_k: int | None = 20
     parametric_method: str = "lbfgs-grid"
+    loss_law: str = "power"
 
     def __post_init__(self) -> None:
         if self.method not in FIT_FUNCTIONS:
@@ -58,8 +62,15 @@ class FitConfig:
         if self.parametric_method not in PARAMETRIC_METHODS:
             raise ConfigError(f"unknown parametric_method {self.parametric_method!r}; choose one of "
                               f"{', '.join(PARAMETRIC_METHODS)}")
+        if self.loss_law not in ("power", "saturating"):
+            raise ConfigError(f"loss_law must be 'power' or 'saturating', got {self.loss_law!r}")
         if self.bootstrap is not None and self.bootstrap < 0:
             raise ConfigError(f"bootstrap must be >= 0 resamples, got {self.bootstrap}")
+
+    @property
+    def saturating(self) -> bool:
+        """Predict L_opt with the saturating law (``loss_law == "saturating"``)."""
+        return self.loss_law == "saturating"
 
     @property
     def resamples(self) -> int:

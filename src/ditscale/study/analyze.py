@@ -97,12 +97,12 @@ def _fit_and_check(folder: StudyFolder, spec: StudySpec | None, seed_offset: int
     return runs, fit, boot, sorted({str(w.message) for w in caught} | {c.message for c in checks}), checks
 
 
-def _backtest_row(row, refit, boot) -> dict:
+def _backtest_row(row, refit, boot, saturating: bool = False) -> dict:
     """One backtest row as laws.json stores it: the row's keys, then the 90% intervals of the
     predicted loss and N_opt from the refit's bootstrap and whether the actual values lie inside."""
     from ditscale.laws import predict
 
-    est = predict(refit, row.flops, boot=boot)
+    est = predict(refit, row.flops, boot=boot, saturating=saturating)
     inside = lambda ci, x: None if ci is None or x is None else bool(ci[0] <= x <= ci[1])  # noqa: E731
     return {**row.to_dict(), "predicted_ci90": est.loss_opt.ci90, "within_ci90": inside(est.loss_opt.ci90, row.actual_loss),
             "predicted_n_opt_ci90": est.n_opt.ci90, "n_opt_within_ci90": inside(est.n_opt.ci90, row.actual_n_opt)}
@@ -128,8 +128,9 @@ def backtest_study(runs, spec: StudySpec, fit=None) -> dict:
         warnings.simplefilter("ignore")
         sub, held_flops = holdout_split(runs, holdout, cfg.budget_rtol)
         refit, boot = fit_runs(sub, cfg)
-        rows = backtest_rows(refit, fit if fit is not None else fit_isoflop(runs, **cfg.fit_options()), held_flops)
-    out = [_backtest_row(row, refit, boot) for row in rows]
+        rows = backtest_rows(refit, fit if fit is not None else fit_isoflop(runs, **cfg.fit_options()), held_flops,
+                             cfg.saturating)
+    out = [_backtest_row(row, refit, boot, cfg.saturating) for row in rows]
     return {"rows": out, "fit": refit.to_dict(boot), "budgets": budget_flops[: len(budget_flops) - holdout]}
 
 
@@ -198,7 +199,8 @@ def predict_study(out_dir: str | Path, flops: float, *, spec: StudySpec | None =
     tpi = tokens_per_image(spec, base)
     n_point = float(fit.params_law(flops))
     members = family_members(spec, n_point, base)
-    pred = predict(fit, flops, boot=boot, tokens_per_image=tpi, family=[(m[0], m[1]) for m in members])
+    pred = predict(fit, flops, boot=boot, tokens_per_image=tpi, family=[(m[0], m[1]) for m in members],
+                   saturating=spec.laws.saturating)
     out = pred.to_dict()
     name = pred.nearest[0]
     rung = next(m[2] for m in members if m[0] == name)
