@@ -114,6 +114,21 @@ def test_backtest_rows_have_n_opt(laws):
     assert abs(row["relative_error"]) < 0.02
 
 
+def test_parametric_backtest_refits_approach_3_without_the_held_out_budget(laws):
+    """Approach 3's own backtest: the same held-out budget and actual values as the isoFLOP backtest,
+    its prediction from L(N, D) refitted on the other budgets (the sweep's true law is L(N, D))."""
+    laws, out = laws
+    (row,), (iso,) = laws["parametric"]["backtest"], laws["backtest"]
+    assert row["flops"] == iso["flops"] and row["actual_loss"] == iso["actual_loss"]
+    assert row["actual_n_opt"] == iso["actual_n_opt"]
+    assert row["predicted_loss"] != iso["predicted_loss"] and abs(row["relative_error"]) < 0.01
+    lo, hi = row["predicted_n_opt_ci90"]
+    assert lo < row["predicted_n_opt"] < hi and row["n_opt_within_ci90"] is (lo <= row["actual_n_opt"] <= hi)
+    view = LawsSummary.read(out / "laws.json")
+    assert view.parametric.backtest[0].predicted_loss == row["predicted_loss"]
+    assert "Approach 3 backtest" in render_html(laws, [], title="t")
+
+
 def test_summary_view_and_report_show_the_new_outputs(laws):
     laws, out = laws
     view = LawsSummary.read(out / "laws.json")

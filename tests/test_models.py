@@ -380,6 +380,10 @@ def test_input_errors_are_one_line():
     assert uncond.y_embedder is None and uncond(torch.randn(1, 4, 8, 8), torch.zeros(1)).shape == (1, 8, 8, 8)
     with pytest.raises(ConfigError, match="conditioning='none'"):
         uncond.forward_with_cfg(torch.randn(2, 4, 8, 8), torch.zeros(2), None, cfg_scale=4.0)
+    # A width the 2-D sin-cos position embedding cannot split in four fails when configured (a
+    # study's plan), not when its model is first built.
+    with pytest.raises(ConfigError, match="hidden_size 42 is not divisible by 4"):
+        tiny(hidden_size=42, num_heads=3)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -172,10 +172,11 @@ def test_study_plan_runs_without_torch():
     proc = run_without_torch("study", "plan", "--preset", "quickstart", "--json")
     assert proc.returncode == 0, proc.stderr[-2000:]
     plan = json.loads(proc.stdout)
-    assert len(plan["runs"]) == 36  # 5 budgets x 6 models + 6 seed replicates (docs/studies.md)
-    assert sorted({r["budget"] for r in plan["runs"]}) == [4e10, 5.66e10, 8e10, 1.13e11, 1.6e11]
-    first = next(r for r in plan["runs"] if r["run_id"] == "c4e10-d2w16h4-s0")  # a row of the committed plan.csv
-    assert (first["params_non_embedding"], first["images"], first["steps"]) == (6592, 9279, 1160)
+    assert len(plan["runs"]) == 60  # 11 budgets x 5 models + 5 seed replicates (docs/studies.md)
+    budgets = sorted({r["budget"] for r in plan["runs"]})
+    assert len(budgets) == 11 and (budgets[0], budgets[-1]) == (1.6e11, 5.12e12)
+    row = next(r for r in plan["runs"] if r["run_id"] == "c1.6e11-d2w64h2-s0")  # a row of the measured study's plan.csv
+    assert (row["params_non_embedding"], row["images"], row["steps"]) == (100096, 3317, 208)
 
 
 def test_flops_runs_without_torch():

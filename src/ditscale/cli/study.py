@@ -139,10 +139,12 @@ def _print_laws_summary(laws, out_dir) -> None:
         if other is not None and other.exponent is not None:
             line += f"   | Approach 3: C^{other.exponent:.4f}{_interval(other.interval('exponent'), '.4f')}"
         print(line)
-    for row in view.backtest:
-        print(f"  backtest at {row.flops:.3g} FLOPs: predicted L* {row.predicted_loss:.4f}, actual "
-              f"{row.actual_loss:.4f}, error {row.relative_error:+.2%}")
-        _print_n_opt_backtest(row)
+    a3_rows = view.parametric.backtest if view.parametric is not None else ()
+    for label, rows in (("", view.backtest), ("Approach 3 ", a3_rows)):
+        for row in rows:
+            print(f"  {label}backtest at {row.flops:.3g} FLOPs: predicted L* {row.predicted_loss:.4f}, actual "
+                  f"{row.actual_loss:.4f}, error {row.relative_error:+.2%}")
+            _print_n_opt_backtest(row)
     for check in view.checks:
         print(f"  check {check.kind}: {check.message}")
     print(f"  report: {out_dir}/report.html")

@@ -117,14 +117,15 @@ def holdout_split(runs: Runs, k: int, budget_rtol: float = 0.1) -> tuple[Runs, n
     return runs.take(~np.isin(label, held)), budget_flops[held]
 
 
-def backtest_rows(refit, full_isoflop, held_flops, saturating: bool = False) -> list[BacktestRow]:
+def backtest_rows(refit, full_isoflop, held_flops, saturating: bool = False, to_6nd: float = 1.0) -> list[BacktestRow]:
     """Rows of a backtest: ``refit`` (fitted without the held-out budgets) predicts each budget of
     ``held_flops``; the "actual" loss and N* are that budget's in ``full_isoflop``, the isoFLOP fit
-    of all runs (its N* is None where the budget's optimum is flagged edge or degenerate)."""
+    of all runs (its N* is None where the budget's optimum is flagged edge or degenerate).
+    ``to_6nd``: 6ND FLOPs per FLOP of ``held_flops``, for a refit that allocates C = 6ND (Approach 3)."""
     actual = {b.flops: b for b in full_isoflop.budgets}
     rows = []
     for c in map(float, held_flops):
-        n_pred, _, loss_pred = (float(x) for x in refit.optimum(refit.values(), c, saturating))
+        n_pred, _, loss_pred = (float(x) for x in refit.optimum(refit.values(), c * to_6nd, saturating))
         b = actual[c]
         n_act = None if (b.edge or b.degenerate) else b.n_opt
         rows.append(BacktestRow(c, loss_pred, b.loss_opt, (loss_pred - b.loss_opt) / b.loss_opt, n_pred, n_act))

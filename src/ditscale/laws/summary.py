@@ -179,7 +179,8 @@ class PredictionSummary(_View):
 @dataclass(frozen=True)
 class ParametricSummary(_Intervals, _View):
     """Approach 3, ``L = E + A / N^alpha + B / D^beta``, its allocation laws (C = 6ND) with 90%
-    intervals and standard errors, and (in a study's laws.json) its ``prediction`` at the target."""
+    intervals and standard errors, and (in a study's laws.json) its ``prediction`` at the target
+    and its own ``backtest`` (refitted without the held-out budgets)."""
 
     method: str | None = None
     E: float | None = None
@@ -196,8 +197,10 @@ class ParametricSummary(_Intervals, _View):
     options: dict[str, Any] | None = None
     bootstrap: dict[str, Any] | None = None
     prediction: PredictionSummary | None = None
+    backtest: tuple[BacktestSummary, ...] = ()
 
     _nested = {"n_opt_law": LawSummary, "d_opt_law": LawSummary, "prediction": PredictionSummary}
+    _lists = {"backtest": BacktestSummary}
 
 
 @dataclass(frozen=True)

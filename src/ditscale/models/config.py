@@ -91,6 +91,11 @@ class DiTConfig:
                 f"input_size {self.input_size} is not divisible by patch_size {self.patch_size}; "
                 "choose a patch size that divides the (latent) input size"
             )
+        if self.hidden_size % 4:
+            raise ConfigError(
+                f"hidden_size {self.hidden_size} is not divisible by 4, which the 2-D sin-cos position "
+                "embedding needs (a quarter per sin/cos of rows/columns); choose a multiple of 4"
+            )
         if self.hidden_size % self.num_heads:
             raise ConfigError(
                 f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}; "

@@ -59,6 +59,8 @@ def render_html(laws: "dict | LawsSummary", figures: list[tuple[Path, str]], *, 
         parts += _prediction_section(view.prediction)
     if view.backtest:
         parts += _backtest_section(view.backtest)
+    if view.parametric is not None and view.parametric.backtest:
+        parts += _backtest_section(view.parametric.backtest, "Approach 3 backtest: L(N, D) refitted without the held-out budget(s)")
     parts += _laws_section(view)
     parts += [_img(png, caption) for png, caption in figures]
     parts += _budgets_section(view.budgets)
@@ -84,7 +86,8 @@ def _prediction_section(pred: PredictionSummary) -> list[str]:
     return ["<h2>Compute-optimal model at the target budget</h2>", _table(["quantity", "value", "90% interval"], rows)]
 
 
-def _backtest_section(backtest: tuple[BacktestSummary, ...]) -> list[str]:
+def _backtest_section(backtest: tuple[BacktestSummary, ...],
+                      title: str = "Backtest: refit without the held-out budget(s)") -> list[str]:
     """Predicted vs actual L* and N* of the held-out budgets; loss errors within 2% and N* inside the
     predicted 90% interval in green."""
     rows = []
@@ -95,7 +98,7 @@ def _backtest_section(backtest: tuple[BacktestSummary, ...]) -> list[str]:
         rows.append([_num(r.flops, ".3g"), _num(r.predicted_loss, ".4f"), _ci(r.predicted_ci90, ".4f"),
                      _num(r.actual_loss, ".4f"), f"<span class='{cls}'>{r.relative_error:+.2%}</span>",
                      _num(r.predicted_n_opt, ".4g"), _ci(r.predicted_n_opt_ci90), f"<span class='{n_cls}'>{n_act}</span>"])
-    return ["<h2>Backtest: refit without the held-out budget(s)</h2>",
+    return [f"<h2>{html.escape(title)}</h2>",
             _table(["held-out C (FLOPs)", "predicted L*", "90% interval", "actual L*", "relative error",
                     "predicted N_opt", "90% interval", "actual N*"], rows)]
 

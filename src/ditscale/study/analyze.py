@@ -97,12 +97,13 @@ def _fit_and_check(folder: StudyFolder, spec: StudySpec | None, seed_offset: int
     return runs, fit, boot, sorted({str(w.message) for w in caught} | {c.message for c in checks}), checks
 
 
-def _backtest_row(row, refit, boot, saturating: bool = False) -> dict:
+def _backtest_row(row, refit, boot, saturating: bool = False, flops_6nd: float | None = None) -> dict:
     """One backtest row as laws.json stores it: the row's keys, then the 90% intervals of the
-    predicted loss and N_opt from the refit's bootstrap and whether the actual values lie inside."""
+    predicted loss and N_opt from the refit's bootstrap and whether the actual values lie inside.
+    ``flops_6nd``: predict at this 6ND compute instead of ``row.flops`` (Approach 3)."""
     from ditscale.laws import predict
 
-    est = predict(refit, row.flops, boot=boot, saturating=saturating)
+    est = predict(refit, row.flops if flops_6nd is None else flops_6nd, boot=boot, saturating=saturating)
     inside = lambda ci, x: None if ci is None or x is None else bool(ci[0] <= x <= ci[1])  # noqa: E731
     return {**row.to_dict(), "predicted_ci90": est.loss_opt.ci90, "within_ci90": inside(est.loss_opt.ci90, row.actual_loss),
             "predicted_n_opt_ci90": est.n_opt.ci90, "n_opt_within_ci90": inside(est.n_opt.ci90, row.actual_n_opt)}
@@ -147,9 +148,26 @@ def parametric_summary(runs, cfg=None, target_flops: float | None = None, tpi: i
     FLOP target is first converted with ``to_6nd`` (6ND FLOPs per exact FLOP; :func:`six_nd_per_exact`);
     the prediction keeps the exact target as ``flops`` and adds ``flops_6nd``.
     """
-    from ditscale.laws import FitConfig, bootstrap, fit_parametric, predict
+    from ditscale.laws import FitConfig, predict
 
     cfg = cfg or FitConfig()
+    fitted = _parametric_fit(runs, cfg)
+    if fitted is None:
+        return None
+    fit, boot = fitted
+    out = fit.to_dict(boot)
+    if target_flops is not None:
+        with np.errstate(all="ignore"):
+            pred = predict(fit, target_flops * to_6nd, boot=boot, tokens_per_image=tpi).to_dict()
+        out["prediction"] = {**pred, "flops": float(target_flops), "flops_6nd": float(target_flops * to_6nd)}
+    return out
+
+
+def _parametric_fit(runs, cfg):
+    """Approach 3 fitted to ``runs`` and bootstrapped per ``cfg``: ``(fit, Bootstrap or None)``, or
+    None when the fit fails or is not finite."""
+    from ditscale.laws import bootstrap, fit_parametric
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -158,13 +176,28 @@ def parametric_summary(runs, cfg=None, target_flops: float | None = None, tpi: i
         return None
     if not all(math.isfinite(getattr(fit, k)) for k in ("E", "A", "B", "alpha", "beta")):
         return None
-    boot = bootstrap(runs, fit, cfg.resamples, cfg.seed) if cfg.resamples >= 2 else None
-    out = fit.to_dict(boot)
-    if target_flops is not None:
-        with np.errstate(all="ignore"):
-            pred = predict(fit, target_flops * to_6nd, boot=boot, tokens_per_image=tpi).to_dict()
-        out["prediction"] = {**pred, "flops": float(target_flops), "flops_6nd": float(target_flops * to_6nd)}
-    return out
+    return fit, (bootstrap(runs, fit, cfg.resamples, cfg.seed) if cfg.resamples >= 2 else None)
+
+
+def parametric_backtest(runs, spec: StudySpec, full_isoflop, to_6nd: float = 1.0) -> list[dict]:
+    """Approach 3's own backtest: refit ``L(N, D)`` (and its bootstrap) without the ``spec.holdout``
+    largest budgets and predict each held-out budget's compute-optimal loss and N_opt (rows as
+    :func:`backtest_study`'s; the actual values are the budgets' in ``full_isoflop``, the isoFLOP fit
+    of all runs). Approach 3 reads the loss off a surface with an irreducible term E, so it follows
+    a loss that bends towards a floor, which a pure power law in C cannot. [] when it cannot refit."""
+    from ditscale.laws.predict import backtest_rows, holdout_split
+
+    if spec.holdout < 1:
+        return []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sub, held_flops = holdout_split(runs, spec.holdout, spec.laws.budget_rtol)
+    fitted = _parametric_fit(sub, spec.laws)
+    if fitted is None:
+        return []
+    fit, boot = fitted
+    return [_backtest_row(row, fit, boot, flops_6nd=row.flops * to_6nd)
+            for row in backtest_rows(fit, full_isoflop, held_flops, to_6nd=to_6nd)]
 
 
 def six_nd_per_exact(rows: list[dict]) -> float:
@@ -255,7 +288,8 @@ def analyze_study(out_dir: str | Path, spec: StudySpec | None = None, *, report:
     optima with ``edge`` / ``degenerate`` flags and ``held_out``), ``checks`` (the isoFLOP point
     checks, ``{budget, kind, message}``; their messages are also in ``warnings``), ``parametric``
     (Approach 3 with ``ci90`` / ``se`` from ``spec.laws.resamples`` resamples, its ``n_opt_law`` /
-    ``d_opt_law`` with intervals and its ``prediction`` at ``target_flops``; or null), ``backtest``
+    ``d_opt_law`` with intervals, its ``prediction`` at ``target_flops`` and its own ``backtest``
+    (:func:`parametric_backtest`); or null), ``backtest``
     (rows ``flops, predicted_loss, predicted_ci90, actual_loss, relative_error, within_ci90,
     predicted_n_opt, predicted_n_opt_ci90, actual_n_opt, n_opt_within_ci90``), ``backtest_fit``,
     ``prediction`` (at the spec's ``target_flops``), ``noise``, ``paper``, ``warnings``, ``wall_time``,
@@ -270,8 +304,10 @@ def analyze_study(out_dir: str | Path, spec: StudySpec | None = None, *, report:
     held = {row["flops"] for row in bt["rows"]}
     for b in laws["budgets"]:
         b["held_out"] = b["flops"] in held
-    laws["parametric"] = parametric_summary(runs, spec.laws, spec.target_flops, tokens_per_image(spec),
-                                            six_nd_per_exact(folder.read_runs_rows()))
+    to_6nd = six_nd_per_exact(folder.read_runs_rows())
+    laws["parametric"] = parametric_summary(runs, spec.laws, spec.target_flops, tokens_per_image(spec), to_6nd)
+    if laws["parametric"] is not None:
+        laws["parametric"]["backtest"] = parametric_backtest(runs, spec, fit, to_6nd)
     laws["backtest"] = bt["rows"]
     laws["backtest_fit"] = bt["fit"]
     laws["prediction"] = predict_study(folder.root, spec.target_flops, spec=spec, fitted=(runs, fit, boot, warns),
