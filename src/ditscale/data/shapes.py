@@ -54,8 +54,12 @@ def sample_attributes(seed: int, index: int, split: str = "train") -> dict:
     # kind, colour, size, position, background, 3 jitters
     draws = _hash_draws(key, (6, 8, 3, 9, 7, 1 << 20, 1 << 20, 1 << 20))
     kind, color, size, pos, bg = draws[:5]
-    jx, jy, js = (r / (1 << 19) - 1.0 for r in draws[5:])  # uniform in [-1, 1)
-    bg = bg + (bg >= color)  # any colour but the shape's
+    return _shape(kind, color, size, pos, bg + (bg >= color), draws[5:])  # background: any colour but the shape's
+
+
+def _shape(kind: int, color: int, size: int, pos: int, bg: int, jitters) -> dict:
+    """An object's attribute dict from its drawn indices and three jitter draws in ``range(2**20)``."""
+    jx, jy, js = (r / (1 << 19) - 1.0 for r in jitters)  # uniform in [-1, 1)
     return {
         "kind": KINDS[kind],
         "color": COLOR_NAMES[color],
@@ -97,17 +101,7 @@ def sample_scene(seed: int, index: int, split: str = "train", max_objects: int =
         pos = free.pop(cells[j])  # cells without replacement
         key = struct.pack("<5Q", seed, RNG_SHAPES, stream, index, j)
         kind, color, size, *jit = _hash_draws(key, (6, 7, 3, 1 << 20, 1 << 20, 1 << 20))
-        jx, jy, js = (r / (1 << 19) - 1.0 for r in jit)
-        objects.append({
-            "kind": KINDS[kind],
-            "color": COLOR_NAMES[color + (color >= bg)],  # any colour but the background's
-            "size": SIZE_NAMES[size],
-            "position": POSITIONS[pos],
-            "background": COLOR_NAMES[bg],
-            "cx": GRID[pos % 3] + JITTER * jx,
-            "cy": GRID[pos // 3] + JITTER * jy,
-            "r": SIZES[SIZE_NAMES[size]] * (1.0 + 0.1 * js),
-        })  # fmt: skip
+        objects.append(_shape(kind, color + (color >= bg), size, pos, bg, jit))  # colour: any but the background's
     return objects
 
 
