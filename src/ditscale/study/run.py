@@ -104,13 +104,15 @@ def run_study(
     finally:
         tally.close()
         runner.close()
+    peak = max((p for p in (peak, machine_matmul_peak()) if p is not None), default=None)  # one short reading can be low
     return finish_study(spec, folder, tally, t0, peak, report, echo)
 
 
 def machine_matmul_peak() -> float | None:
     """The peak FLOP/s laws.json's ``study_mfu`` divides by: on a CPU the fp32 matmul rate of all its
-    cores (torch's default threads, a 2048^3 product for a second), measured once per ``study run``
-    call; on a GPU its dense bf16 figure by name (None for an unknown GPU)."""
+    cores (torch's default threads, a 2048^3 product for a second), measured before and after each
+    ``study run`` call's training (the higher kept); on a GPU its dense bf16 figure by name (None
+    for an unknown GPU)."""
     import torch
 
     from ditscale.train.metrics import gpu_peak_flops, measure_matmul_peak
