@@ -97,16 +97,29 @@ def _fit_and_check(folder: StudyFolder, spec: StudySpec | None, seed_offset: int
     return runs, fit, boot, sorted({str(w.message) for w in caught} | {c.message for c in checks}), checks
 
 
-def _backtest_row(row, refit, boot, saturating: bool = False, flops_6nd: float | None = None) -> dict:
-    """One backtest row as laws.json stores it: the row's keys, then the 90% intervals of the
-    predicted loss and N_opt from the refit's bootstrap and whether the actual values lie inside.
-    ``flops_6nd``: predict at this 6ND compute instead of ``row.flops`` (Approach 3)."""
+def _backtest_rows(refit, boot, full_isoflop, held_flops, saturating: bool = False, to_6nd: float = 1.0) -> list[dict]:
+    """The backtest rows as laws.json stores them (:func:`ditscale.laws.predict.backtest_rows`'s keys),
+    each with the 90% intervals of the predicted loss and N_opt from the refit's bootstrap and
+    whether the actual values lie inside. ``to_6nd``: 6ND FLOPs per FLOP, for Approach 3's refit."""
     from ditscale.laws import predict
+    from ditscale.laws.predict import backtest_rows
 
-    est = predict(refit, row.flops if flops_6nd is None else flops_6nd, boot=boot, saturating=saturating)
     inside = lambda ci, x: None if ci is None or x is None else bool(ci[0] <= x <= ci[1])  # noqa: E731
-    return {**row.to_dict(), "predicted_ci90": est.loss_opt.ci90, "within_ci90": inside(est.loss_opt.ci90, row.actual_loss),
-            "predicted_n_opt_ci90": est.n_opt.ci90, "n_opt_within_ci90": inside(est.n_opt.ci90, row.actual_n_opt)}
+    out = []
+    for row in backtest_rows(refit, full_isoflop, held_flops, saturating, to_6nd):
+        est = predict(refit, row.flops * to_6nd, boot=boot, saturating=saturating)
+        out.append({**row.to_dict(), "predicted_ci90": est.loss_opt.ci90, "within_ci90": inside(est.loss_opt.ci90, row.actual_loss),
+                    "predicted_n_opt_ci90": est.n_opt.ci90, "n_opt_within_ci90": inside(est.n_opt.ci90, row.actual_n_opt)})
+    return out
+
+
+def _holdout_split(runs, spec: StudySpec):
+    """``(runs without the spec.holdout largest budgets, their FLOPs)`` (warnings of the split silenced)."""
+    from ditscale.laws.predict import holdout_split
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return holdout_split(runs, spec.holdout, spec.laws.budget_rtol)
 
 
 def backtest_study(runs, spec: StudySpec, fit=None) -> dict:
@@ -119,20 +132,18 @@ def backtest_study(runs, spec: StudySpec, fit=None) -> dict:
     "fit": the refit's laws (JSON shape), "budgets": fitted budget FLOPs}``.
     """
     from ditscale.laws import fit_isoflop, fit_runs
-    from ditscale.laws.predict import backtest_rows, holdout_split
 
     cfg, holdout = spec.laws, spec.holdout
     budget_flops = [float(c) for c in runs.budgets(cfg.budget_rtol)[1]]
     if holdout < 1:
         return {"rows": [], "fit": None, "budgets": budget_flops}
+    sub, held_flops = _holdout_split(runs, spec)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        sub, held_flops = holdout_split(runs, holdout, cfg.budget_rtol)
         refit, boot = fit_runs(sub, cfg)
-        rows = backtest_rows(refit, fit if fit is not None else fit_isoflop(runs, **cfg.fit_options()), held_flops,
-                             cfg.saturating)
-    out = [_backtest_row(row, refit, boot, cfg.saturating) for row in rows]
-    return {"rows": out, "fit": refit.to_dict(boot), "budgets": budget_flops[: len(budget_flops) - holdout]}
+        full = fit if fit is not None else fit_isoflop(runs, **cfg.fit_options())
+        rows = _backtest_rows(refit, boot, full, held_flops, cfg.saturating)
+    return {"rows": rows, "fit": refit.to_dict(boot), "budgets": budget_flops[: len(budget_flops) - holdout]}
 
 
 def parametric_summary(runs, cfg=None, target_flops: float | None = None, tpi: int | None = None,
@@ -185,19 +196,11 @@ def parametric_backtest(runs, spec: StudySpec, full_isoflop, to_6nd: float = 1.0
     :func:`backtest_study`'s; the actual values are the budgets' in ``full_isoflop``, the isoFLOP fit
     of all runs). Approach 3 reads the loss off a surface with an irreducible term E, so it follows
     a loss that bends towards a floor, which a pure power law in C cannot. [] when it cannot refit."""
-    from ditscale.laws.predict import backtest_rows, holdout_split
-
     if spec.holdout < 1:
         return []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        sub, held_flops = holdout_split(runs, spec.holdout, spec.laws.budget_rtol)
+    sub, held_flops = _holdout_split(runs, spec)
     fitted = _parametric_fit(sub, spec.laws)
-    if fitted is None:
-        return []
-    fit, boot = fitted
-    return [_backtest_row(row, fit, boot, flops_6nd=row.flops * to_6nd)
-            for row in backtest_rows(fit, full_isoflop, held_flops, to_6nd=to_6nd)]
+    return [] if fitted is None else _backtest_rows(*fitted, full_isoflop, held_flops, to_6nd=to_6nd)
 
 
 def six_nd_per_exact(rows: list[dict]) -> float:
