@@ -1,4 +1,5 @@
-"""Image generation (seeded sampling, guidance, VAE decoding, grids) and the ``ditscale sample`` command."""
+"""Image generation (seeded sampling, guidance, VAE decoding, grids, resumable .npz batches split across
+ranks) and the ``ditscale sample`` command."""
 
 import argparse
 import json
@@ -12,7 +13,18 @@ from ditscale.cli import main
 from ditscale.data.vae import decode, make_tiny_vae
 from ditscale.diffusion import create_diffusion
 from ditscale.errors import ConfigError
-from ditscale.generate import make_grid, sample_images, sample_latents, save_grid, save_npz, to_uint8
+from ditscale.data.shapes_grammar import KINDS
+from ditscale.generate import (
+    derived_seed,
+    make_grid,
+    parts_dir,
+    sample_images,
+    sample_latents,
+    sample_npz,
+    save_grid,
+    save_npz,
+    to_uint8,
+)
 from ditscale.models import create_model
 from ditscale.models.io import save_model
 
@@ -387,3 +399,233 @@ def test_cli_text_model_with_a_hugging_face_encoder(tiny_clip, diffusion, tmp_pa
     line = _error_line(*_cli(capsys, str(tmp_path / "w.safetensors"), "--prompt", "a red circle",
                              "--text-encoder", str(tiny_clip)))
     assert "gives 32-wide embeddings but the model takes 16" in line
+
+
+# sample_npz: evaluation-scale batches, resumable and split across ranks ----------------------------
+NAMES = ["circle", "square", "triangle", "diamond", "cross"]  # one per class of the 5-class tiny model
+NPZ_OPTS = dict(num_samples=7, chunk_size=3, batch_size=2, steps=2, label_names=NAMES, progress=False)  # chunks 3+3+1
+
+
+def _npz_arrays(path):
+    with np.load(path, allow_pickle=False) as data:  # string arrays must be unicode, not pickled objects
+        return {key: data[key] for key in data.files}
+
+
+@pytest.fixture(scope="module")
+def reference_npz(model, diffusion, tmp_path_factory):
+    """The 7-image batch written in one uninterrupted call by one process."""
+    out = tmp_path_factory.mktemp("ref") / "ref.npz"
+    assert sample_npz(model, diffusion, out, **NPZ_OPTS) == out
+    assert not parts_dir(out).exists()  # the chunks are removed once the file is assembled
+    return _npz_arrays(out)
+
+
+def test_sample_npz_contents(model, diffusion, reference_npz):
+    ref = reference_npz
+    assert list(ref) == ["arr_0", "labels", "label_names"]  # no captions for a class model
+    assert ref["arr_0"].shape == (7, 8, 8, 3) and ref["arr_0"].dtype == np.uint8
+    assert ref["labels"].dtype == np.int64 and ref["labels"].shape == (7,)
+    assert ref["labels"].min() >= 0 and ref["labels"].max() <= 4 and len(set(ref["labels"].tolist())) > 1
+    assert ref["label_names"].dtype.kind == "U" and ref["label_names"].tolist() == NAMES
+    # chunk k draws its labels from derived_seed(seed, k) and the noise of its batch b from derived_seed(seed, k, b + 1)
+    for k, lo, hi in ((0, 0, 3), (1, 3, 6), (2, 6, 7)):
+        labels = torch.randint(0, 5, (hi - lo,), generator=torch.Generator().manual_seed(derived_seed(0, k)))
+        assert ref["labels"][lo:hi].tolist() == labels.tolist()
+    second_batch = sample_images(model, diffusion, labels=ref["labels"][5:6], seed=derived_seed(0, 1, 2), steps=2,
+                                 progress=False)
+    assert np.array_equal(ref["arr_0"][5:6], second_batch)
+    assert len({derived_seed(0, 0), derived_seed(0, 1), derived_seed(1, 0), derived_seed(0, 0, 1)}) == 4
+
+
+def test_sample_npz_resumes_after_an_interruption(model, diffusion, reference_npz, tmp_path, monkeypatch):
+    import ditscale.generate as G
+
+    real, calls = G.sample_images, []
+
+    def dies_on_the_fourth_batch(*args, **kwargs):  # chunk 0 (2 batches) is done, chunk 1 dies in its 2nd batch
+        calls.append(kwargs["seed"])
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    out = tmp_path / "s.npz"
+    monkeypatch.setattr(G, "sample_images", dies_on_the_fourth_batch)
+    with pytest.raises(KeyboardInterrupt):
+        sample_npz(model, diffusion, out, **NPZ_OPTS)
+    assert not out.exists()
+    assert sorted(p.name for p in parts_dir(out).iterdir()) == ["chunk_000000.npz", "plan.json"]  # no temp file left
+    calls.clear()
+    monkeypatch.setattr(G, "sample_images", lambda *a, **kw: calls.append(kw["seed"]) or real(*a, **kw))
+    assert sample_npz(model, diffusion, out, **NPZ_OPTS) == out
+    assert calls == [derived_seed(0, 1, 1), derived_seed(0, 1, 2), derived_seed(0, 2, 1)]  # chunk 0 was not redrawn
+    got = _npz_arrays(out)
+    assert list(got) == list(reference_npz)
+    assert all(np.array_equal(got[key], reference_npz[key]) for key in got)
+    assert not parts_dir(out).exists()
+
+
+def test_sample_npz_split_across_two_ranks(model, diffusion, reference_npz, tmp_path):
+    out = tmp_path / "s.npz"
+    with pytest.raises(ConfigError, match=r"1 of 3 chunks \(first: chunk_000001.npz\) are still missing"):
+        sample_npz(model, diffusion, out, **NPZ_OPTS, rank=0, world_size=2, wait_timeout_s=0)  # draws chunks 0 and 2
+    assert sorted(p.name for p in parts_dir(out).glob("chunk_*")) == ["chunk_000000.npz", "chunk_000002.npz"]
+    with pytest.raises(ConfigError, match="holds chunks of another sampling run .*differs in steps"):
+        sample_npz(model, diffusion, out, **{**NPZ_OPTS, "steps": 3}, rank=1, world_size=2)
+    assert sample_npz(model, diffusion, out, **NPZ_OPTS, rank=1, world_size=2) is None  # draws chunk 1, assembles nothing
+    assert not out.exists()
+    assert sample_npz(model, diffusion, out, **NPZ_OPTS, rank=0, world_size=2, wait_timeout_s=0) == out  # assembles
+    got = _npz_arrays(out)
+    assert all(np.array_equal(got[key], reference_npz[key]) for key in reference_npz)
+    assert not parts_dir(out).exists()
+
+
+def _encode_lengths(captions):
+    """A stand-in text encoder: each caption becomes 4 tokens of 8 features set by its length and first letter."""
+    rows = [torch.tensor([len(c) / 20.0, (ord(c[0]) - 100) / 10.0] * 4).repeat(4, 1) for c in captions]
+    return torch.stack(rows), torch.ones(len(captions), 4, dtype=torch.bool)
+
+
+def test_sample_npz_text_model_cycles_its_captions(diffusion, tmp_path):
+    net = tiny_model(conditioning="text", context_dim=8, context_len=4)
+    prompts = ["a red circle", "the large blue square", "one"]
+    out = sample_npz(net, diffusion, tmp_path / "t.npz", num_samples=5, chunk_size=4, batch_size=4, steps=2,
+                     cfg_scale=2.0, captions=prompts, encode_captions=_encode_lengths, progress=False)
+    got = _npz_arrays(out)
+    assert list(got) == ["arr_0", "captions"]  # no labels for a text model
+    assert got["captions"].dtype.kind == "U" and got["captions"].tolist() == prompts + prompts[:2]
+    context, mask = _encode_lengths(prompts + prompts[:1])
+    first = sample_images(net, diffusion, context=context, context_mask=mask, seed=derived_seed(0, 0, 1), steps=2,
+                          cfg_scale=2.0, progress=False)
+    assert np.array_equal(got["arr_0"][:4], first)
+    assert not np.array_equal(got["arr_0"][0], got["arr_0"][1])  # the caption reaches the model
+
+
+def test_sample_npz_user_errors(model, diffusion, tmp_path):
+    text = tiny_model(conditioning="text", context_dim=8, context_len=4)
+    out = tmp_path / "e.npz"
+    with pytest.raises(ConfigError, match="text-conditional: pass captions"):
+        sample_npz(text, diffusion, out, num_samples=2, progress=False)
+    with pytest.raises(ConfigError, match="captions are for text-conditional models"):
+        sample_npz(model, diffusion, out, num_samples=2, captions=["a"], progress=False)
+    with pytest.raises(ConfigError, match="2 label names were given for a model of 5 classes"):
+        sample_npz(model, diffusion, out, num_samples=2, label_names=["a", "b"], progress=False)
+    with pytest.raises(ConfigError, match="rank 2 is not in 0..1"):
+        sample_npz(model, diffusion, out, num_samples=2, rank=2, world_size=2, progress=False)
+    with pytest.raises(ConfigError, match="must be >= 1"):
+        sample_npz(model, diffusion, out, num_samples=0, progress=False)
+    assert not parts_dir(out).exists()  # nothing was started
+
+
+def test_cli_num_samples(model, diffusion, tmp_path, capsys):
+    net = tiny_model(num_classes=6)  # the six kinds of the run's shapes data: its label names are saved
+    run = tmp_path / "run"
+    save_model(net, run / "checkpoints" / "step_00000001" / "ema.safetensors")
+    (run / "config.yaml").write_text("data:\n  name: shapes\n  image_size: 8\n")
+    npz, grid = tmp_path / "s.npz", tmp_path / "g.png"
+    code, out, err = _cli(capsys, str(run), "--num-samples", "70", "--chunk-size", "40", "--npz", str(npz),
+                          "--out", str(grid), "--cfg-scale", "1.5")
+    assert code == 0, err
+    assert f"wrote 70 images to {npz} (keys arr_0, labels, label_names)" in out
+    expected = sample_npz(net, diffusion, tmp_path / "lib.npz", num_samples=70, chunk_size=40, cfg_scale=1.5,
+                          steps=STEPS, progress=False, label_names=KINDS)
+    got, want = _npz_arrays(npz), _npz_arrays(expected)
+    assert list(got) == list(want) and all(np.array_equal(got[k], want[k]) for k in got)
+    assert got["label_names"].tolist() == list(KINDS)
+    # the grid shows the first 64 images only (8 x 8 of 8 px, enlarged 8x)
+    assert np.array_equal(np.asarray(Image.open(grid)), make_grid(got["arr_0"][:64].repeat(8, 1).repeat(8, 2)))
+    assert "wrote a grid of 64 images" in out
+
+
+def test_cli_num_samples_of_a_text_run_prompts_with_its_val_captions(tiny_clip, diffusion, tmp_path, capsys):
+    from ditscale.data import DataConfig, build_dataset
+    from ditscale.data.text import HFTextEncoder
+
+    net = tiny_model(conditioning="text", context_dim=32, context_len=6, block="cross_attn")
+    run = tmp_path / "run"
+    save_model(net, run / "checkpoints" / "step_00000001" / "ema.safetensors")
+    (run / "config.yaml").write_text(f"text_encoder: {tiny_clip}\ndata:\n  name: shapes\n  image_size: 8\n")
+    code, out, err = _cli(capsys, str(run), "--num-samples", "3", "--npz", str(tmp_path / "t.npz"),
+                          "--out", str(tmp_path / "g.png"), "--cfg-scale", "2")
+    assert code == 0, err
+    assert "prompting with the captions of items 0..2 of the run's shapes val split" in err
+    val = build_dataset(DataConfig(image_size=8, captions=True), "val")
+    captions = [val[i]["caption"] for i in range(3)]
+    got = _npz_arrays(tmp_path / "t.npz")
+    assert got["captions"].tolist() == captions
+    expected = sample_npz(net, diffusion, tmp_path / "lib.npz", num_samples=3, cfg_scale=2.0, steps=STEPS,
+                          captions=captions, encode_captions=HFTextEncoder(tiny_clip, max_length=6).encode,
+                          progress=False)  # fmt: skip
+    assert np.array_equal(got["arr_0"], _npz_arrays(expected)["arr_0"])
+
+
+def test_cli_num_samples_errors(model, tmp_path, capsys):
+    save_model(model, tmp_path / "m.safetensors")
+    line = _error_line(*_cli(capsys, str(tmp_path / "m.safetensors"), "--num-samples", "10"))
+    assert "--num-samples needs --npz FILE" in line
+    line = _error_line(*_cli(capsys, str(tmp_path / "m.safetensors"), "--num-samples", "10", "--npz",
+                             str(tmp_path / "s.npz"), "--classes", "1,2"))
+    assert "drop --classes/--num-images" in line
+    text = tiny_model(conditioning="text", context_dim=8, context_len=4)
+    save_model(text, tmp_path / "t.safetensors")
+    line = _error_line(*_cli(capsys, str(tmp_path / "t.safetensors"), "--num-samples", "4", "--npz",
+                             str(tmp_path / "t.npz")))
+    assert "no run config to take captions from; pass --prompts FILE" in line
+    assert not (tmp_path / "s.npz").exists() and not (tmp_path / "t.npz").exists()
+
+
+# under torchrun: 2 CPU processes write the file 1 process writes -----------------------------------
+def _torchrun(*args, cwd):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+           "--master_addr", "127.0.0.1", "--master_port", str(port), *args]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=cwd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_cli_num_samples_under_torchrun(model, reference_npz, tmp_path):
+    save_model(model, tmp_path / "m.safetensors")
+    stdout = _torchrun("-m", "ditscale", "sample", "m.safetensors", "--num-samples", "7", "--chunk-size", "3",
+                       "--batch-size", "2", "--steps", "2", "--cfg-scale", "1", "--npz", "two.npz", "--quiet",
+                       cwd=tmp_path)  # fmt: skip
+    assert stdout.count("wrote 7 images to two.npz") == 1  # rank 0 alone assembles and reports
+    got = _npz_arrays(tmp_path / "two.npz")
+    assert np.array_equal(got["arr_0"], reference_npz["arr_0"]) and np.array_equal(got["labels"], reference_npz["labels"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors", "sample.png", "two.npz"]  # parts removed
+
+
+BARRIER_SCRIPT = """
+import sys, time
+import torch
+import torch.distributed as dist
+from ditscale.diffusion import create_diffusion
+from ditscale.generate import sample_npz
+from ditscale.models import create_model
+
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+net = create_model({pixel!r})
+net.load_state_dict(torch.load("m.pt"))  # the test's model (a fresh one has other random weights)
+if rank == 1:
+    time.sleep(1.0)  # rank 0 finishes first: without the barrier it would find chunk 1 missing (no waiting allowed)
+out = sample_npz(net.eval(), create_diffusion(), "b.npz", **{opts!r}, rank=rank, world_size=2, wait_timeout_s=0)
+print(f"rank {{rank}} returned {{out}}")
+dist.destroy_process_group()
+"""
+
+
+def test_sample_npz_uses_the_barrier_of_a_process_group(model, reference_npz, tmp_path):
+    torch.save(model.state_dict(), tmp_path / "m.pt")
+    (tmp_path / "script.py").write_text(BARRIER_SCRIPT.format(pixel=PIXEL, opts=NPZ_OPTS))
+    stdout = _torchrun("script.py", cwd=tmp_path)
+    assert sorted(stdout.split("\n")[:2]) == ["rank 0 returned b.npz", "rank 1 returned None"]
+    got = _npz_arrays(tmp_path / "b.npz")
+    assert all(np.array_equal(got[key], reference_npz[key]) for key in reference_npz)

@@ -6,21 +6,31 @@ conditional half first, the model's null condition second, chosen by ``force_dro
 latents with the VAE (divided by 0.18215) and convert to uint8 as ``clamp(127.5 * x + 128, 0, 255)``
 (``sample_ddp.py``, whose ``.npz`` feeds ADM's FID suite). Pixel-space models (1 or 3 input
 channels) skip the VAE.
+
+At evaluation scale (50k images), :func:`sample_npz` writes such an ``.npz`` with the labels or
+captions beside the images, in chunks seeded by (seed, chunk) alone: a killed run resumes where it
+stopped, and ``torchrun`` ranks split the chunks yet write the same file as one process.
+:func:`save_dataset_npz` writes the matching reference batch of a dataset, converted the same way.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import math
+import shutil
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
 from ditscale.diffusion.guidance import cfg_model_fn
-from ditscale.errors import ConfigError
-from ditscale.io import atomic_path
+from ditscale.errors import ConfigError, DataError
+from ditscale.io import atomic_path, atomic_write_json
 from ditscale.models.guidance import guidance_drop_ids
 
 DEFAULT_STEPS = {"gaussian": 250, "flow": 50}  # DiT samples with 250 DDPM steps
@@ -208,6 +218,20 @@ def sample_latents(
     return torch.cat(out)
 
 
+def _check_vae(cfg: Any, vae: Any) -> None:
+    """Latent models need a VAE whose latent channels are the model's input channels; pixel models none."""
+    if vae is None and cfg.in_channels not in (1, 3):
+        raise ConfigError(
+            f"this model works in VAE latent space ({cfg.in_channels} channels): pass --vae PATH_OR_ID "
+            "(a diffusers AutoencoderKL folder, e.g. the one the latents were extracted with)"
+        )
+    if vae is not None and int(vae.config.latent_channels) != cfg.in_channels:
+        raise ConfigError(
+            f"the VAE has {vae.config.latent_channels} latent channels but the model takes {cfg.in_channels}; "
+            "pass the VAE the model was trained with"
+        )
+
+
 @torch.no_grad()
 def sample_images(
     model: torch.nn.Module,
@@ -234,17 +258,7 @@ def sample_images(
     pixel-space models (1 or 3 input channels, no ``vae``) are converted directly, one channel as
     grey RGB. The other arguments are those of :func:`sample_latents`; same seed, same images.
     """
-    cfg = model.config
-    if vae is None and cfg.in_channels not in (1, 3):
-        raise ConfigError(
-            f"this model works in VAE latent space ({cfg.in_channels} channels): pass --vae PATH_OR_ID "
-            "(a diffusers AutoencoderKL folder, e.g. the one the latents were extracted with)"
-        )
-    if vae is not None and int(vae.config.latent_channels) != cfg.in_channels:
-        raise ConfigError(
-            f"the VAE has {vae.config.latent_channels} latent channels but the model takes {cfg.in_channels}; "
-            "pass the VAE the model was trained with"
-        )
+    _check_vae(model.config, vae)
     x = sample_latents(
         model, diffusion, labels=labels, context=context, context_mask=context_mask, num_images=num_images,
         seed=seed, sampler=sampler, steps=steps, cfg_scale=cfg_scale, guided_channels=guided_channels,
@@ -309,3 +323,352 @@ def save_npz(images: np.ndarray, path: str | Path) -> Path:
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, arr_0=images)
     return path
+
+
+# -- sample batches at evaluation scale (DiT's sample_ddp.py): chunked, resumable, split across ranks --
+SAMPLES_FORMAT = "ditscale-samples"  # the "format" of FILE.parts/plan.json
+
+
+def derived_seed(seed: int, *keys: int) -> int:
+    """A 63-bit seed hashed from ``seed`` and non-negative ``keys`` (numpy's ``SeedSequence``).
+
+    :func:`sample_npz` draws chunk ``k``'s labels from ``derived_seed(seed, k)`` and the noise of
+    its batch ``b`` from ``derived_seed(seed, k, b + 1)``: pure functions of those numbers, so the
+    images do not depend on which process draws which chunk, nor on how often the run was resumed.
+    """
+    if seed < 0 or any(k < 0 for k in keys):
+        raise ConfigError(f"seeds must be non-negative, got seed={seed} and keys {keys}")
+    state = np.random.SeedSequence([int(seed), *(int(k) for k in keys)]).generate_state(1, np.uint64)
+    return int(state[0]) >> 1
+
+
+def parts_dir(out: str | Path) -> Path:
+    """The folder of finished chunks of :func:`sample_npz` writing ``out``: ``FILE.npz.parts/``."""
+    out = Path(out)
+    return out.with_name(out.name + ".parts")
+
+
+def _write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
+    """Write ``arrays`` uncompressed to ``path`` (``np.savez``, as ADM's batches), atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+    return path
+
+
+def _progress(total: int, initial: int, desc: str, enabled: bool):
+    """A tqdm bar over images (``enabled`` False: silent)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="img", disable=not enabled, dynamic_ncols=True)
+
+
+def _weights_digest(module: torch.nn.Module | None) -> str | None:
+    """SHA-256 of a module's state (names, dtypes, shapes, bytes): a resume must use the same weights."""
+    if module is None:
+        return None
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.detach().reshape(-1).contiguous().cpu().view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+@dataclass
+class _Chunks:
+    """How :func:`sample_npz` draws chunk ``k`` (images ``k * chunk_size`` onwards) from (seed, k) alone."""
+
+    model: torch.nn.Module
+    diffusion: Any
+    num_samples: int
+    chunk_size: int
+    seed: int
+    batch_size: int
+    sampling: dict[str, Any]  # sampler, steps, cfg_scale, guided_channels, vae, device of sample_images
+    captions: Sequence[str] | None = None
+    encode_captions: Callable[[list[str]], tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    @property
+    def count(self) -> int:
+        return math.ceil(self.num_samples / self.chunk_size)
+
+    def bounds(self, k: int) -> tuple[int, int]:
+        """Images ``[lo, hi)`` of chunk ``k``."""
+        return k * self.chunk_size, min(self.num_samples, (k + 1) * self.chunk_size)
+
+    def conditions(self, k: int) -> dict[str, np.ndarray]:
+        """Chunk ``k``'s ``labels`` int64 (n,) (uniform, as sample_ddp.py) or cycled ``captions`` str (n,)."""
+        lo, hi = self.bounds(k)
+        cfg = self.model.config
+        if cfg.conditioning == "class":
+            g = torch.Generator().manual_seed(derived_seed(self.seed, k))
+            return {"labels": torch.randint(0, cfg.num_classes, (hi - lo,), generator=g).numpy().astype(np.int64)}
+        if cfg.conditioning == "text":
+            return {"captions": np.array([self.captions[i % len(self.captions)] for i in range(lo, hi)], dtype=str)}
+        return {}
+
+    def batch_kwargs(self, conditions: dict[str, np.ndarray], start: int, stop: int) -> dict[str, Any]:
+        """The condition arguments of :func:`sample_images` for images ``start .. stop`` of a chunk."""
+        if "labels" in conditions:
+            return {"labels": torch.from_numpy(conditions["labels"][start:stop])}
+        if "captions" in conditions:
+            with torch.no_grad():
+                context, mask = self.encode_captions([str(c) for c in conditions["captions"][start:stop]])
+            return {"context": context, "context_mask": mask}
+        return {"num_images": stop - start}
+
+    def draw(self, k: int, bar: Any) -> dict[str, np.ndarray]:
+        """Chunk ``k``: ``arr_0`` uint8 (n, H, W, 3) plus its labels or captions; advances ``bar`` per batch."""
+        lo, hi = self.bounds(k)
+        conditions, images = self.conditions(k), []
+        for b, start in enumerate(range(0, hi - lo, self.batch_size)):
+            stop = min(hi - lo, start + self.batch_size)
+            images.append(sample_images(
+                self.model, self.diffusion, **self.batch_kwargs(conditions, start, stop), **self.sampling,
+                seed=derived_seed(self.seed, k, b + 1), progress=False, batch_size=self.batch_size,
+            ))  # fmt: skip
+            bar.update(stop - start)
+        return {"arr_0": np.concatenate(images), **conditions}
+
+
+def _check_npz_args(model: torch.nn.Module, num_samples: int, chunk_size: int, batch_size: int, seed: int, rank: int,
+                    world_size: int, captions, encode_captions, label_names) -> None:  # fmt: skip
+    """One-line ConfigErrors for what :func:`sample_npz` cannot do, before any file is touched."""
+    cfg = model.config
+    if min(num_samples, chunk_size, batch_size) < 1:
+        raise ConfigError(
+            f"num_samples, chunk_size and batch_size must be >= 1, got {num_samples}, {chunk_size}, {batch_size}"
+        )
+    if seed < 0:
+        raise ConfigError(f"seed must be non-negative, got {seed}")
+    if not 0 <= rank < world_size:
+        raise ConfigError(
+            f"rank {rank} is not in 0..{world_size - 1} (world_size {world_size}); check RANK and WORLD_SIZE"
+        )
+    if cfg.conditioning == "text" and (not captions or encode_captions is None):
+        raise ConfigError("this model is text-conditional: pass captions (cycled over the samples) and encode_captions")
+    if cfg.conditioning != "text" and captions is not None:
+        raise ConfigError(f"captions are for text-conditional models; this one has conditioning={cfg.conditioning!r}")
+    if label_names is not None and cfg.conditioning == "class" and len(label_names) != cfg.num_classes:
+        raise ConfigError(f"{len(label_names)} label names were given for a model of {cfg.num_classes} classes; "
+                          "give one name per class")  # fmt: skip
+
+
+def _npz_plan(job: _Chunks, label_names: Sequence[str] | None) -> dict[str, Any]:
+    """What the chunks of one sampling run share; a resume (or another rank) must match it exactly."""
+    s = job.sampling
+    captions = None if job.captions is None else hashlib.sha256("\n".join(job.captions).encode()).hexdigest()
+    return {
+        "format": SAMPLES_FORMAT, "num_samples": job.num_samples, "chunk_size": job.chunk_size, "seed": job.seed,
+        "batch_size": job.batch_size, "sampler": s["sampler"], "steps": s["steps"], "cfg_scale": float(s["cfg_scale"]),
+        "guided_channels": s["guided_channels"], "device": torch.device(s["device"]).type,
+        "model": _weights_digest(job.model), "vae": _weights_digest(s["vae"]), "captions": captions,
+        "label_names": None if label_names is None else [str(n) for n in label_names],
+    }  # fmt: skip
+
+
+def _claim_parts(parts: Path, plan: dict[str, Any]) -> None:
+    """Write ``plan.json`` into ``parts``, or check that the chunks already there belong to the same plan."""
+    parts.mkdir(parents=True, exist_ok=True)
+    path = parts / "plan.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old != plan:
+            diff = sorted(k for k in set(old) | set(plan) if old.get(k) != plan.get(k))
+            raise ConfigError(f"'{parts}' holds chunks of another sampling run (it differs in {', '.join(diff)}); "
+                              "delete that folder or write to another .npz")  # fmt: skip
+    else:
+        atomic_write_json(path, plan)
+
+
+def _wait_for(files: list[Path], timeout_s: float, poll_s: float = 1.0) -> None:
+    """Return once every file exists; a ConfigError after ``timeout_s`` seconds (other ranks unfinished)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        missing = [f for f in files if not f.is_file()]
+        if not missing:
+            return
+        if time.monotonic() >= deadline:
+            raise ConfigError(
+                f"{len(missing)} of {len(files)} chunks (first: {missing[0].name}) are still missing in "
+                f"'{missing[0].parent}' after {timeout_s:g} s; finish the other ranks, "
+                "or rerun with world_size 1 to draw them"
+            )
+        time.sleep(poll_s)
+
+
+def _barrier(world_size: int) -> None:
+    """Wait for the other ranks when the caller initialised a process group (sampling needs none)."""
+    import torch.distributed as dist
+
+    if world_size > 1 and dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def _assemble(out: Path, files: list[Path], job: _Chunks, label_names: Sequence[str] | None) -> Path:
+    """Concatenate the chunk files into ``out`` (atomically), then delete their folder."""
+    images, conditions = None, {}
+    for k, f in enumerate(files):
+        lo, hi = job.bounds(k)
+        with np.load(f, allow_pickle=False) as part:
+            if len(part["arr_0"]) != hi - lo:
+                n = len(part["arr_0"])
+                raise DataError(f"chunk file '{f}' holds {n} images, not {hi - lo}; delete it and rerun")
+            if images is None:  # preallocated: 50k images are not held twice
+                images = np.empty((job.num_samples, *part["arr_0"].shape[1:]), np.uint8)
+            images[lo:hi] = part["arr_0"]
+            for key in ("labels", "captions"):
+                if key in part:
+                    conditions.setdefault(key, []).append(part[key])
+    arrays = {"arr_0": images, **{k: np.concatenate(v) for k, v in conditions.items()}}
+    if label_names is not None:
+        arrays["label_names"] = np.array([str(n) for n in label_names], dtype=str)
+    _write_npz(out, {k: arrays[k] for k in ("arr_0", "labels", "label_names", "captions") if k in arrays})
+    shutil.rmtree(files[0].parent, ignore_errors=True)
+    return out
+
+
+def sample_npz(
+    model: torch.nn.Module,
+    diffusion: Any,
+    out: str | Path,
+    *,
+    num_samples: int,
+    seed: int = 0,
+    sampler: str | None = None,
+    steps: int | str | None = None,
+    cfg_scale: float = 1.0,
+    guided_channels: int | str | None = "auto",
+    captions: Sequence[str] | None = None,
+    encode_captions: Callable[[list[str]], tuple[torch.Tensor, torch.Tensor]] | None = None,
+    label_names: Sequence[str] | None = None,
+    vae: Any = None,
+    device: str | torch.device = "cpu",
+    batch_size: int = 32,
+    chunk_size: int = 1000,
+    rank: int = 0,
+    world_size: int = 1,
+    progress: bool = True,
+    wait_timeout_s: float = 3600.0,
+) -> Path | None:
+    """Sample N images into an ADM-style ``.npz``, as DiT's ``sample_ddp.py``: resumable, split across ranks.
+
+    The file holds ``arr_0`` uint8 (N, H, W, 3), and ``labels`` int64 (N,) (class models: uniform
+    random classes), ``label_names`` str (num_classes,) (when given), ``captions`` str (N,) (text
+    models: ``captions`` cycled, encoded per batch by ``encode_captions(list[str]) -> (context
+    (n, L, D), mask (n, L))``). String arrays are unicode: ``np.load(allow_pickle=False)`` reads them.
+
+    Work goes in chunks of ``chunk_size`` images; chunk k's labels and noise come from (seed, k)
+    alone (:func:`derived_seed`), so one process and any number of ranks write the same file. Each
+    finished chunk is written atomically to ``FILE.parts/chunk_000k.npz``; a rerun skips them (the
+    other arguments and the weights must be the same: ``plan.json`` records them). Rank ``rank`` of
+    ``world_size`` draws chunks ``k % world_size == rank``; rank 0 then waits (a barrier when a
+    process group is initialised, else polling up to ``wait_timeout_s`` seconds) for every chunk,
+    writes FILE atomically, removes the parts and returns FILE; the other ranks return None.
+    The other arguments are those of :func:`sample_images`; ``batch_size`` must also stay the same.
+    An existing FILE is replaced: this samples anew (only FILE.parts/ is resumed).
+    """
+    _check_npz_args(model, num_samples, chunk_size, batch_size, seed, rank, world_size, captions, encode_captions,
+                    label_names)  # fmt: skip
+    label_names = label_names if model.config.conditioning == "class" else None  # names go with labels
+    _check_guidance(model.config, cfg_scale)
+    _check_vae(model.config, vae)
+    sampler, steps = _sampler_and_steps(diffusion, sampler, steps)
+    sampling = {"sampler": sampler, "steps": steps, "cfg_scale": cfg_scale, "vae": vae, "device": device,
+                "guided_channels": _guided_channels(diffusion, guided_channels, model.config.in_channels)}  # fmt: skip
+    job = _Chunks(model, diffusion, num_samples, chunk_size, seed, batch_size, sampling,
+                  None if captions is None else list(captions), encode_captions)  # fmt: skip
+    out, parts = Path(out), parts_dir(out)
+    _claim_parts(parts, _npz_plan(job, label_names))
+    files = [parts / f"chunk_{k:06d}.npz" for k in range(job.count)]
+    mine = range(rank, job.count, world_size)
+    size = {k: job.bounds(k)[1] - job.bounds(k)[0] for k in mine}
+    done = sum(size[k] for k in mine if files[k].is_file())
+    desc = "sampling" if world_size == 1 else f"sampling (rank {rank}/{world_size})"
+    with _progress(sum(size.values()), done, desc, progress) as bar:
+        for k in mine:
+            if not files[k].is_file():
+                _write_npz(files[k], job.draw(k, bar))
+    _barrier(world_size)
+    if rank != 0:
+        return None
+    _wait_for(files, wait_timeout_s)
+    return _assemble(out, files, job, label_names)
+
+
+# -- the data side of an evaluation: reference batches and prompts --------------------------------
+def dataset_captions(data_config: Any, num: int, split: str = "val") -> list[str]:
+    """Captions of items ``0 .. num - 1`` of a dataset split (cycled when a finite split is shorter),
+    e.g. to prompt a text model with its own data's captions. ``data_config`` is a ``DataConfig``."""
+    from dataclasses import replace
+
+    from ditscale.data.build import build_dataset
+
+    if data_config.name == "folder":
+        raise ConfigError("an ImageNet-layout folder has no captions to prompt with; pass prompts (--prompts FILE)")
+    dataset = build_dataset(replace(data_config, captions=True), split)
+    listed = getattr(dataset, "caption_list", None)
+    if listed is not None:  # listed with the files: no image needs loading
+        return [listed[i % len(listed)] for i in range(num)]
+    return [dataset[i % len(dataset)]["caption"] for i in range(num)]
+
+
+def _export_config(data_config: Any) -> Any:
+    """``data_config`` for a reference batch: captions on where the dataset has them, flips off unless
+    asked for (``random_flip=True``); a latent store is refused (its items are not images)."""
+    from dataclasses import replace
+
+    if data_config.name == "latents":
+        raise ConfigError(
+            "a latent store holds VAE latents, not images; export the image dataset it was extracted from"
+        )
+    return replace(data_config, captions=data_config.name != "folder", random_flip=bool(data_config.random_flip))
+
+
+def _dataset_arrays(dataset: Any, num: int, batch_size: int, progress: bool) -> dict[str, np.ndarray]:
+    """``arr_0`` uint8 (num, H, W, 3) (:func:`to_uint8`), ``labels`` int64 (num,), ``captions`` of items 0..num-1."""
+    images, labels, captions = None, np.empty(num, np.int64), []
+    with _progress(num, 0, "exporting", progress) as bar:
+        for lo in range(0, num, batch_size):
+            items = [dataset[i] for i in range(lo, min(num, lo + batch_size))]
+            batch = to_uint8(torch.stack([item["x"] for item in items]))
+            if images is None:  # preallocated: 50k images are not held twice
+                images = np.empty((num, *batch.shape[1:]), np.uint8)
+            images[lo:lo + len(items)] = batch
+            labels[lo:lo + len(items)] = [int(item["y"]) for item in items]
+            captions += [item["caption"] for item in items if "caption" in item]
+            bar.update(len(items))
+    arrays = {"arr_0": images, "labels": labels}
+    if captions:
+        arrays["captions"] = np.array(captions, dtype=str)
+    return arrays
+
+
+def save_dataset_npz(data_config: Any, out: str | Path, *, num: int, split: str = "val", batch_size: int = 256,
+                     progress: bool = True) -> Path:  # fmt: skip
+    """Items ``0 .. num - 1`` of a dataset split as an ADM-style reference batch ``.npz``, written atomically.
+
+    Keys: ``arr_0`` uint8 (N, H, W, 3), converted exactly as generated samples are (:func:`to_uint8`;
+    one channel -> grey RGB); ``labels`` int64 (N,) when the dataset has more than one class;
+    ``label_names`` str (num_classes,) when :func:`~ditscale.data.info.class_names` knows them;
+    ``captions`` str (N,) when the dataset can caption (all but ImageNet-layout folders). String
+    arrays are unicode (``np.load(allow_pickle=False)`` reads them). Images are not flipped unless
+    ``data_config.random_flip`` is True. ``data_config`` is a ``DataConfig`` (its seed picks the stream).
+    """
+    from ditscale.data.build import build_dataset
+    from ditscale.data.info import class_names
+
+    if num < 1 or batch_size < 1:
+        raise ConfigError(f"the number of images and the batch size must be >= 1, got {num} and {batch_size}")
+    cfg = _export_config(data_config)
+    dataset = build_dataset(cfg, split)
+    if not dataset.infinite and num > len(dataset):
+        raise ConfigError(f"the {split} split of this {cfg.name} dataset has {len(dataset)} images, fewer than the "
+                          f"{num} asked for; export at most {len(dataset)} or use the other split")  # fmt: skip
+    arrays = _dataset_arrays(dataset, num, batch_size, progress)
+    names = class_names(cfg) if dataset.num_classes > 1 else None
+    if dataset.num_classes <= 1:
+        del arrays["labels"]  # one class: no labels to speak of
+    elif names is not None and len(names) == dataset.num_classes:
+        arrays["label_names"] = np.array(names, dtype=str)
+    return _write_npz(out, {k: arrays[k] for k in ("arr_0", "labels", "label_names", "captions") if k in arrays})

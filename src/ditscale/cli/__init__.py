@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "extract-latents": ("ditscale.cli.extract_latents", "encode a dataset into a VAE latent store"),
     "fit": ("ditscale.cli.fit", "fit scaling laws to a CSV of runs (flops, params, tokens, loss)"),
     "study": ("ditscale.cli.study", "plan, run, predict and compare scaling-law studies"),
+    "data": ("ditscale.cli.data", "export a dataset as an ADM-style reference batch (.npz)"),
+    "eval": ("ditscale.cli.eval", "FID/sFID/IS/precision/recall or the shapes evaluator's scores of a sample batch"),
 }
 
 

@@ -11,6 +11,11 @@ CKPT is one of:
 Class-conditional models take ``--classes`` or ``--num-images``; text-conditional ones take
 ``--prompt TEXT`` (repeatable) or ``--prompts FILE`` and encode them with the checkpoint's trained
 ``text_encoder.safetensors`` or the run's Hugging Face encoder (``--text-encoder`` overrides).
+
+``--num-samples N --npz FILE`` samples at evaluation scale, as DiT's ``sample_ddp.py``: N images
+with uniform random labels (class models) or captions (text models: ``--prompts`` cycled, by
+default the captions of the run's own val split), saved with them in FILE; resumable chunk by chunk,
+and split across ``torchrun`` ranks (rank 0 assembles FILE). The grid shows the first 64 images.
 """
 
 from __future__ import annotations
@@ -45,6 +50,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                        help="a caption for a text-conditional model, one image each (repeatable)")
     which.add_argument("--prompts", default=None, metavar="FILE",
                        help="a text file of captions, one per line, one image each (text-conditional models)")
+    p.add_argument("--num-samples", type=int, default=None, metavar="N",
+                   help="sample N images into --npz at evaluation scale (e.g. 50000, as DiT's sample_ddp.py): "
+                   "random classes or cycled captions saved beside them; resumable; split across torchrun ranks")
+    p.add_argument("--chunk-size", type=int, default=1000,
+                   help="with --num-samples: images per resumable chunk, FILE.parts/chunk_*.npz (default: 1000)")
+    p.add_argument("--wait", type=float, default=3600.0, metavar="SECONDS",
+                   help="with --num-samples under torchrun: how long rank 0 waits for the other ranks' chunks "
+                   "(default: 3600)")
     p.add_argument("--seed", type=int, default=0, help="seeds labels and noise (default: 0)")
     p.add_argument("--sampler", choices=("ddpm", "ddim", "euler", "heun"), default=None,
                    help="ddpm/ddim for gaussian models (default ddpm), euler/heun for flow models (default euler)")
@@ -231,9 +244,9 @@ def _text_encoder(args: argparse.Namespace, weights: Path, config, device: str):
     return encoder
 
 
-def _check_prompts(config, prompts: list[str] | None) -> None:
-    """Prompts go with text-conditional models, and only with them."""
-    if config.conditioning == "text" and prompts is None:
+def _check_prompts(config, prompts: list[str] | None, *, optional: bool = False) -> None:
+    """Prompts go with text-conditional models, and only with them (``optional``: may be left out)."""
+    if config.conditioning == "text" and prompts is None and not optional:
         raise ConfigError("this model is text-conditional: pass --prompt TEXT (repeatable) or --prompts FILE")
     if config.conditioning != "text" and prompts is not None:
         raise ConfigError(
@@ -315,48 +328,181 @@ def _cfg_scale(args: argparse.Namespace, config) -> float:
     return args.cfg_scale if args.cfg_scale is not None else (4.0 if has_null else 1.0)
 
 
-def _write_outputs(args: argparse.Namespace, images) -> None:
-    from ditscale.generate import save_grid, save_npz
+def _write_grid(args: argparse.Namespace, images) -> None:
+    """The --out grid of uint8 images (N, H, W, 3), enlarged so tiny images stay visible."""
+    from ditscale.generate import save_grid
 
     n, h, w, _ = images.shape
     upscale = args.upscale if args.upscale is not None else max(1, math.ceil(64 / min(h, w)))
     out = save_grid(images, args.out, nrow=args.nrow, upscale=upscale)
     shown = f", shown {upscale}x" if upscale > 1 else ""
     print(f"wrote a grid of {n} images ({w}x{h} px{shown}) to {out}")
+
+
+def _write_outputs(args: argparse.Namespace, images) -> None:
+    from ditscale.generate import save_npz
+
+    n = len(images)
+    _write_grid(args, images)
     if args.npz:
         print(f"wrote {n} images to {save_npz(images, args.npz)} (key arr_0)")
 
 
-def run(args: argparse.Namespace) -> int:
+# --num-samples: evaluation-scale batches -----------------------------------------------------------
+GRID_IMAGES = 64  # the grid of a --num-samples run shows this many of its first images
+
+
+def _check_num_samples(args: argparse.Namespace) -> None:
+    """--num-samples writes an .npz of random classes or cycled captions: it needs --npz, not --classes."""
+    if args.num_samples is None:
+        return
+    if not args.npz:
+        raise ConfigError("--num-samples needs --npz FILE to write the images to (the grid shows only the first 64)")
+    if args.classes is not None or args.num_images is not None:
+        raise ConfigError("--num-samples draws uniform random classes (as sample_ddp.py); drop --classes/--num-images")
+    if args.num_samples < 1 or args.chunk_size < 1:
+        raise ConfigError(f"--num-samples and --chunk-size must be >= 1, got {args.num_samples} and {args.chunk_size}")
+
+
+def _ranks() -> tuple[int, int, int]:
+    """``(RANK, WORLD_SIZE, LOCAL_RANK)`` of a torchrun launch, (0, 1, 0) otherwise."""
+    import os
+
+    try:
+        return tuple(int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)))
+    except ValueError:
+        raise ConfigError("RANK, WORLD_SIZE and LOCAL_RANK must be integers (as torchrun sets them)") from None
+
+
+def _device(args: argparse.Namespace) -> str:
+    """--device, else this rank's GPU under torchrun (LOCAL_RANK), cuda, or cpu."""
     import torch
 
+    if args.device:
+        return args.device
+    rank, world, local_rank = _ranks()
+    if world > 1:
+        from ditscale.train.distributed import DistInfo, pick_device
+
+        return str(pick_device("auto", DistInfo(rank, world, local_rank)))
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _run_data_config(weights: Path):
+    """The DataConfig of the run ``weights`` lies in, or None (no run folder, or no valid ``data:``)."""
+    from ditscale.config import from_dict
+    from ditscale.data.config import DataConfig
+
+    data = _run_config(weights).get("data")
+    try:
+        return from_dict(DataConfig, data, where="data") if isinstance(data, dict) else None
+    except ConfigError:
+        return None
+
+
+def _label_names(config, data_config) -> list[str] | None:
+    """The run's class names (shapes kinds, folder classes ...) when they fit the model's classes."""
+    from ditscale.data.info import class_names
+    from ditscale.errors import DitscaleError
+
+    if config.conditioning != "class" or data_config is None:
+        return None
+    try:
+        names = class_names(data_config)
+    except DitscaleError:  # e.g. the run's image folder has moved: the labels still go out, unnamed
+        return None
+    return list(names) if names is not None and len(names) == config.num_classes else None
+
+
+def _npz_captions(args: argparse.Namespace, config, prompts, weights: Path, device: str, data_config) -> dict:
+    """``captions`` (the prompts, or the run's val captions 0..N-1) and their ``encode_captions``."""
+    from ditscale.generate import dataset_captions
+
+    if prompts is None and data_config is None:
+        raise ConfigError("this text-conditional model has no run config to take captions from; "
+                          "pass --prompts FILE (cycled over the samples)")  # fmt: skip
+    encoder = _text_encoder(args, weights, config, device)
+    if prompts is None:
+        prompts = dataset_captions(data_config, args.num_samples, split="val")
+        last = args.num_samples - 1
+        _note(f"prompting with the captions of items 0..{last} of the run's {data_config.name} val split")
+    return {"captions": prompts, "encode_captions": encoder.encode}
+
+
+def _first_images(path: Path, n: int):
+    """The first ``n`` images of an .npz's ``arr_0``, uint8 (<= n, H, W, 3), read without loading the rest."""
+    import zipfile
+
+    import numpy as np
+
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    with zipfile.ZipFile(path) as zf, zf.open("arr_0.npy") as fh:
+        version = np.lib.format.read_magic(fh)
+        if version not in readers:  # a header format np.savez does not write for uint8 images
+            with np.load(path, allow_pickle=False) as data:
+                return data["arr_0"][:n]
+        shape, _, dtype = readers[version](fh)
+        count = min(n, shape[0])
+        raw = fh.read(count * int(np.prod(shape[1:])) * dtype.itemsize)
+    return np.frombuffer(raw, dtype=dtype).reshape(count, *shape[1:])
+
+
+def _run_npz(args: argparse.Namespace, model, diffusion, config, weights: Path, prompts, vae, device: str,
+             sampling: dict, about: str) -> int:  # fmt: skip
+    """Sample --num-samples images into --npz (this rank's chunks); rank 0 assembles it and writes the grid."""
+    from ditscale.generate import sample_npz
+
+    rank, world, _ = _ranks()
+    data_config = _run_data_config(weights)
+    text = _npz_captions(args, config, prompts, weights, device, data_config) if config.conditioning == "text" else {}
+    _note(about + (f", rank {rank} of {world}" if world > 1 else ""))
+    out = sample_npz(
+        model, diffusion, args.npz, num_samples=args.num_samples, **sampling, **text,
+        label_names=_label_names(config, data_config), vae=vae, device=device, batch_size=args.batch_size,
+        chunk_size=args.chunk_size, rank=rank, world_size=world, progress=not args.quiet, wait_timeout_s=args.wait,
+    )  # fmt: skip
+    if out is None:  # another rank assembles the file
+        return 0
+    import numpy as np
+
+    with np.load(out, allow_pickle=False) as data:  # lazy: lists the keys without reading the images
+        keys = ", ".join(data.files)
+    print(f"wrote {args.num_samples} images to {out} (keys {keys})")
+    _write_grid(args, _first_images(out, GRID_IMAGES))
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
     from ditscale.generate import sample_images
     from ditscale.models.io import describe_config, read_metadata
 
     # The weights, the model config and what to condition on
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    _check_num_samples(args)
+    device = _device(args)
     weights = resolve_weights(args.ckpt, args.ema)
     meta = read_metadata(weights)
     vae = _load_vae(args.vae, device) if args.vae else None
     config = _model_config(args, meta, vae_factor=_downsample(vae) if vae is not None else 8)
     prompts = _read_prompts(args)
-    _check_prompts(config, prompts)
+    _check_prompts(config, prompts, optional=args.num_samples is not None)
     if vae is None and config.in_channels not in (1, 3):
         vae = _latent_vae(weights, config, device)
 
     # The model and its diffusion process
     model = _load_weights(config, weights, args.ema, device)
     diffusion = _diffusion_for(meta, config)
+    cfg_scale = _cfg_scale(args, config)
+    steps = int(args.steps) if args.steps is not None and args.steps.isdigit() else args.steps
+    sampling = {"seed": args.seed, "sampler": args.sampler, "steps": steps, "cfg_scale": cfg_scale,
+                "guided_channels": "auto" if args.guided_channels is None else args.guided_channels}  # fmt: skip
+    about = f"{describe_config(config)} from {weights} on {device}, cfg-scale {cfg_scale}"
+    if args.num_samples is not None:
+        return _run_npz(args, model, diffusion, config, weights, prompts, vae, device, sampling, about)
 
     # Sample and write
     conditions = _conditions(args, config, prompts, weights, device)
-    cfg_scale = _cfg_scale(args, config)
-    steps = int(args.steps) if args.steps is not None and args.steps.isdigit() else args.steps
-    _note(f"{describe_config(config)} from {weights} on {device}, cfg-scale {cfg_scale}")
-    images = sample_images(
-        model, diffusion, **conditions, seed=args.seed, sampler=args.sampler, steps=steps, cfg_scale=cfg_scale,
-        guided_channels="auto" if args.guided_channels is None else args.guided_channels,
-        vae=vae, device=device, progress=not args.quiet, batch_size=args.batch_size,
-    )
+    _note(about)
+    images = sample_images(model, diffusion, **conditions, **sampling, vae=vae, device=device,
+                           progress=not args.quiet, batch_size=args.batch_size)  # fmt: skip
     _write_outputs(args, images)
     return 0

@@ -1,4 +1,5 @@
-"""``dataset_info``: a torch-free description of a dataset, for model set-up and study planning.
+"""``dataset_info`` and ``class_names``: a torch-free description of a dataset, for model set-up,
+study planning and labelled sample batches.
 
 Pure Python (no torch, no numpy, no dataset module): shapes and digits are described by
 constants, folders and caption sets by listing their files, latent stores by their ``meta.json``
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from ditscale.data.config import INFINITE_DATASETS, DataConfig, DataInfo
 from ditscale.data.listing import find_classes, list_caption_pairs
-from ditscale.data.shapes_grammar import shapes_num_classes
+from ditscale.data.shapes_grammar import COLOR_NAMES, KINDS, shapes_num_classes
 from ditscale.data.store import check_store_fits, read_meta, split_range
 
 NUM_DIGIT_CLASSES = 10
@@ -52,3 +53,39 @@ def _latent_store_info(cfg: DataConfig) -> DataInfo:
     channels, side, _ = check_store_fits(root, meta, cfg)
     split_range(root, meta, "train")  # an empty train split is an error, as for the dataset
     return DataInfo(int(meta["num_classes"]), channels, side, True, cfg.captions)
+
+
+DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")  # as the captions
+
+
+def class_names(cfg: DataConfig) -> tuple[str, ...] | None:
+    """Names of the labels ``0 .. num_classes - 1`` of ``cfg``'s items, or None when it does not name them.
+
+    shapes: the kinds (``"circle"``, ...), or with ``shapes_label="kind_color"`` ``"red circle"`` ...
+    at label ``kind * 8 + colour``; digits: ``"zero"`` .. ``"nine"``; folder: the sorted class
+    sub-folder names; latents: the classes the store recorded, else its source dataset's; a caption
+    set: None (its labels are bare numbers). Cheap and torch-free, like :func:`dataset_info`.
+    """
+    if cfg.name == "shapes":
+        if cfg.shapes_label == "kind_color":
+            return tuple(f"{color} {kind}" for kind in KINDS for color in COLOR_NAMES)
+        return KINDS
+    if cfg.name == "digits":
+        return DIGIT_NAMES
+    if cfg.name == "folder":
+        return tuple(find_classes(cfg.path))
+    if cfg.name == "latents":
+        return _latent_class_names(read_meta(Path(cfg.path).expanduser()))
+    return None
+
+
+def _latent_class_names(meta: dict) -> tuple[str, ...] | None:
+    """The classes a latent store's ``meta.json`` recorded (folder sources), else those of its source config."""
+    if meta.get("classes"):
+        return tuple(str(c) for c in meta["classes"])
+    source = meta.get("source")
+    if not isinstance(source, dict) or source.get("name") not in ("shapes", "digits"):
+        return None  # a folder's names are recorded above; a caption set has none
+    from ditscale.config import from_dict  # here: `import ditscale.data` stays free of YAML
+
+    return class_names(from_dict(DataConfig, source, where="latent store source"))
