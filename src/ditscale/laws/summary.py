@@ -247,6 +247,58 @@ class WallTime(_View):
     runs_cpu_s_sum: float | None = None
 
 
+# -- sample quality -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class QualityPointSummary(_View):
+    """One evaluated model: its budget (``flops``), quality (the metric), val loss and non-embedding params."""
+
+    run_id: str | None = None
+    flops: float | None = None
+    quality: float | None = None
+    loss: float | None = None
+    params: float | None = None
+    optimal: bool = True
+
+
+@dataclass(frozen=True)
+class QualityBacktestSummary(_View):
+    """The quality law refitted without the held-out budgets, at the largest of them."""
+
+    flops: float | None = None
+    predicted: float | None = None
+    predicted_ci90: Interval | None = None
+    actual: float | None = None
+    relative_error: float | None = None
+    within_ci90: bool | None = None
+    fitted_budgets: int | None = None
+
+
+@dataclass(frozen=True)
+class QualityLawSummary(LawSummary):
+    """A quality power law (in compute, or in loss with the rank correlation ``spearman``)."""
+
+    spearman: float | None = None
+
+
+@dataclass(frozen=True)
+class QualitySummary(_View):
+    """laws.json's ``quality`` (:mod:`ditscale.laws.quality`): ``metric`` (fd or fid) as a power law in
+    compute and in loss, the saturating form, the backtest, the prediction at the target budget."""
+
+    metric: str | None = None
+    law: QualityLawSummary | None = None
+    saturating: SaturatingSummary | None = None
+    vs_loss: QualityLawSummary | None = None
+    backtest: QualityBacktestSummary | None = None
+    prediction: dict[str, Any] | None = None
+    points: tuple[QualityPointSummary, ...] = ()
+    paper: dict[str, Any] | None = None
+
+    _nested = {"law": QualityLawSummary, "saturating": SaturatingSummary, "vs_loss": QualityLawSummary,
+               "backtest": QualityBacktestSummary}
+    _lists = {"points": QualityPointSummary}
+
+
 @dataclass(frozen=True)
 class LawsSummary(FitSummary):
     """The whole of laws.json: the Approach 2 fit of all budgets plus everything the study adds."""
@@ -261,9 +313,11 @@ class LawsSummary(FitSummary):
     paper: dict[str, LawSummary] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     wall_time: WallTime = field(default_factory=WallTime)
+    quality: QualitySummary | None = None
 
     _nested = {**FitSummary._nested, "parametric": ParametricSummary, "backtest_fit": FitSummary,
-               "prediction": PredictionSummary, "noise": NoiseSummary, "wall_time": WallTime}
+               "prediction": PredictionSummary, "noise": NoiseSummary, "wall_time": WallTime,
+               "quality": QualitySummary}
     _lists = {**FitSummary._lists, "backtest": BacktestSummary, "checks": CheckSummary}
     _maps = {"paper": LawSummary}
 
