@@ -1,0 +1,111 @@
+"""``ditscale eval SAMPLES --ref REF``: the quality metrics of a sample batch against a reference batch.
+
+SAMPLES and REF are ADM-format ``.npz`` batches (``arr_0`` uint8 (N, H, W, 3); a reference may carry
+only its Inception statistics ``mu, sigma, mu_s, sigma_s``) or folders of images. Two evaluators:
+
+- ``shapes`` (default): the shipped shapes evaluator (no download): Fréchet distance, precision/recall
+  and the accuracy of class labels or captions stored with the samples (``labels``/``label_names``/``captions``);
+- ``inception`` (chosen by ``--inception FILE``): ADM's FID, sFID, Inception Score and precision/recall
+  with pytorch-fid's FID-Inception weights (``pt_inception-2015-12-05-6726825d.pth``, never downloaded).
+
+Examples::
+
+    ditscale eval samples.npz --ref reference.npz --json
+    ditscale eval samples.npz --ref VIRTUAL_imagenet256_labeled.npz --inception pt_inception-2015-12-05-6726825d.pth
+    ditscale eval samples.npz --ref real_images/ --inception pt_inception.pth --save-ref-stats ref_stats.npz
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from ditscale.errors import ConfigError
+
+EVALUATORS = ("shapes", "inception")
+MODES = ("adm", "pytorch-fid")
+DEFAULT_BATCH_SIZE = {"inception": 50, "shapes": 256}
+# JSON key -> the table's row name
+ROW_NAMES = {"fid": "FID", "sfid": "sFID", "inception_score": "Inception Score", "fd": "FD (shapes features)",
+             "accuracy": "accuracy", "precision": "precision", "recall": "recall", "num_samples": "samples"}
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "eval",
+        help="FID/sFID/IS/precision/recall or the shapes evaluator's scores of a sample batch",
+        description="Evaluate a sample batch (.npz with arr_0, or a folder of images) against a reference batch "
+        "with ADM's Inception metrics (--inception FILE) or the shipped shapes evaluator (default).",
+    )
+    p.add_argument("samples", metavar="SAMPLES", help="sample batch: .npz (arr_0 uint8 NHWC) or a folder of images")
+    p.add_argument("--ref", required=True, metavar="REF",
+                   help="reference batch: .npz (images and/or mu, sigma, mu_s, sigma_s) or a folder of images")
+    p.add_argument("--evaluator", choices=EVALUATORS, default=None,
+                   help="inception (ADM's FID suite) or shapes (default, unless --inception is given)")
+    p.add_argument("--inception", default=None, metavar="FILE",
+                   help="pytorch-fid's FID-Inception weights (pt_inception-2015-12-05-6726825d.pth); "
+                   "selects the inception evaluator")
+    p.add_argument("--mode", choices=MODES, default=None,
+                   help="Inception preprocessing: adm (TF1 resize, as ADM's evaluator; default) or pytorch-fid")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="images per forward pass (default: 50 inception, 256 shapes)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or notes")
+    p.add_argument("--save-ref-stats", default=None, metavar="FILE",
+                   help="also write the reference's Inception statistics (mu, sigma, mu_s, sigma_s) to this .npz, "
+                   "to pass as --ref later (inception evaluator)")
+    return p
+
+
+def choose_evaluator(args: argparse.Namespace) -> str:
+    """"inception" or "shapes", after checking that the options fit the evaluator."""
+    evaluator = args.evaluator or ("inception" if args.inception else "shapes")
+    if evaluator == "inception" and not args.inception:
+        raise ConfigError("the inception evaluator needs the FID-Inception weights: pass --inception FILE "
+                          "(pytorch-fid's pt_inception-2015-12-05-6726825d.pth)")
+    if evaluator == "shapes":
+        given = [opt for opt, value in (("--inception", args.inception), ("--mode", args.mode),
+                                        ("--save-ref-stats", args.save_ref_stats)) if value]
+        if given:
+            raise ConfigError(f"{', '.join(given)} belong to the inception evaluator; drop them or pass "
+                              "--evaluator inception")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
+    return evaluator
+
+
+def format_table(metrics: dict[str, Any]) -> str:
+    """The metrics as aligned rows; None shows as "n/a"."""
+    lines = []
+    for key, value in metrics.items():
+        text = "n/a" if value is None else f"{value:,}" if isinstance(value, int) else f"{value:.4f}"
+        lines.append(f"{ROW_NAMES.get(key, key):<22} {text}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ditscale.metrics.batch import load_batch
+    from ditscale.metrics.evaluate import evaluate_inception, evaluate_shapes
+
+    evaluator = choose_evaluator(args)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    batch_size = args.batch_size or DEFAULT_BATCH_SIZE[evaluator]
+    samples, ref = load_batch(args.samples), load_batch(args.ref)
+    if evaluator == "inception":
+        from ditscale.metrics.inception import load_fid_inception
+
+        model = load_fid_inception(args.inception, device=device)
+        metrics = evaluate_inception(samples, ref, model, batch_size=batch_size, mode=args.mode or "adm",
+                                     device=device, progress=not args.quiet, save_ref_stats=args.save_ref_stats)
+        if args.save_ref_stats and not args.quiet:
+            print(f"ditscale eval: wrote the reference statistics to {args.save_ref_stats}", file=sys.stderr)
+    else:
+        metrics = evaluate_shapes(samples, ref, batch_size=batch_size, device=device, progress=not args.quiet)
+    result = metrics.to_dict()
+    print(json.dumps(result) if args.json else format_table(result))
+    return 0

@@ -1,0 +1,172 @@
+"""One call from a sample batch and a reference batch to the metrics.
+
+- :func:`evaluate_inception`: ADM's suite (``evaluations/evaluator.py`` of guided-diffusion) on the
+  FID-Inception network: FID on pool features, sFID on spatial features, Inception Score of the samples'
+  logits, improved precision/recall (k = 3) on pool features. A reference's precomputed statistics
+  (``mu``, ``sigma``, ``mu_s``, ``sigma_s``) are used when present, as ADM does; precision/recall need the
+  reference's images, so a statistics-only reference gives ``None`` for them.
+- :func:`evaluate_shapes`: the same Fréchet distance and precision/recall on the shipped shapes
+  evaluator's features, and the fraction of samples that show their class or caption.
+
+The feature networks are imported only when called, so this module loads without torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ditscale.errors import ConfigError, DataError
+from ditscale.metrics.batch import STAT_KEYS, STAT_PAIRS, ImageBatch, save_reference_stats
+from ditscale.metrics.frechet import feature_statistics, frechet_distance
+from ditscale.metrics.scores import inception_score, precision_recall
+
+# Inception feature key -> the statistics keys it yields (pool -> FID, spatial -> sFID).
+FEATURE_STATS = {"pool": STAT_PAIRS[0], "spatial": STAT_PAIRS[1]}
+
+
+@dataclass
+class InceptionMetrics:
+    """ADM's metrics of a sample batch: FID and sFID (lower is better), Inception Score, precision and
+    recall in [0, 1] (None when the reference carries statistics only; sFID None when it has no spatial
+    statistics and no images), and the number of samples evaluated."""
+
+    fid: float
+    sfid: float | None
+    inception_score: float
+    precision: float | None
+    recall: float | None
+    num_samples: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready {"fid", "sfid", "inception_score", "precision", "recall", "num_samples"}."""
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class ShapesMetrics:
+    """The shapes evaluator's metrics: Fréchet distance of its features (lower is better), accuracy (the
+    fraction of samples showing their class or caption; None without labels or captions), precision and
+    recall in [0, 1], and the number of samples evaluated."""
+
+    fd: float
+    accuracy: float | None
+    precision: float
+    recall: float
+    num_samples: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready {"fd", "accuracy", "precision", "recall", "num_samples"}."""
+        return dataclasses.asdict(self)
+
+
+def _named(batch: ImageBatch) -> str:
+    return f" '{batch.path}'" if batch.path is not None else ""
+
+
+def _images(batch: ImageBatch, role: str, why: str) -> np.ndarray:
+    if batch.images is None:
+        raise DataError(f"the {role}{_named(batch)} has no images (arr_0), which {why}; pass a batch with images")
+    return batch.images
+
+
+def _statistics(features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """{"mu", "sigma", "mu_s", "sigma_s"} float64 of Inception features {"pool": (N, 2048), "spatial": (N, 2023)}."""
+    stats = {}
+    for key, (mu_key, sigma_key) in FEATURE_STATS.items():
+        stats[mu_key], stats[sigma_key] = feature_statistics(features[key])
+    return stats
+
+
+def inception_statistics(batch: ImageBatch, model, *, batch_size: int = 50, mode: str = "adm", device: str = "cpu",
+                         progress: bool = False) -> dict[str, np.ndarray]:
+    """Inception statistics of a batch: float64 ``mu`` (2048,), ``sigma`` (2048, 2048), ``mu_s`` (2023,),
+    ``sigma_s`` (2023, 2023); the batch's stored ones when it carries all four, else computed from its images
+    with ``model`` (a :class:`~ditscale.metrics.inception.FIDInceptionV3`)."""
+    from ditscale.metrics.inception import inception_features
+
+    stored = batch.stats or {}
+    if all(key in stored for key in STAT_KEYS):
+        return dict(stored)
+    images = _images(batch, "batch", "its missing statistics need")
+    features = inception_features(model, images, batch_size=batch_size, mode=mode, device=device, progress=progress)
+    return {**_statistics(features), **stored}
+
+
+def _fd(stats1: dict[str, np.ndarray], stats2: dict[str, np.ndarray], pair: tuple[str, str]) -> float | None:
+    mu, sigma = pair
+    return frechet_distance(stats1[mu], stats1[sigma], stats2[mu], stats2[sigma]) if mu in stats2 else None
+
+
+def evaluate_inception(samples: ImageBatch, ref: ImageBatch, model, *, batch_size: int = 50, mode: str = "adm",
+                       device: str = "cpu", progress: bool = False,
+                       save_ref_stats: str | Path | None = None) -> InceptionMetrics:
+    """FID, sFID, Inception Score and precision/recall of ``samples`` against ``ref`` with ``model`` (a
+    :class:`~ditscale.metrics.inception.FIDInceptionV3`); ``mode`` is its preprocessing ("adm" or
+    "pytorch-fid"). ``save_ref_stats`` also writes the reference statistics used to that ``.npz``."""
+    from ditscale.metrics.inception import inception_features
+
+    if ref.images is None and not (ref.stats and "mu" in ref.stats):
+        raise DataError(f"the reference batch{_named(ref)} has neither images (arr_0) nor statistics (mu, sigma); "
+                        "pass a reference batch from ADM or one written by save_batch / --save-ref-stats")
+    options = dict(batch_size=batch_size, mode=mode, device=device, progress=progress)
+    fake = inception_features(model, _images(samples, "sample batch", "the metrics need"), **options)
+    real = inception_features(model, ref.images, **options) if ref.images is not None else None
+    # Stored reference statistics win over those of its images, as in ADM's read_statistics.
+    ref_stats = dict(ref.stats or {})
+    if real is not None and not all(key in ref_stats for key in STAT_KEYS):
+        ref_stats = {**_statistics(real), **ref_stats}
+    if save_ref_stats is not None:  # before the metrics: a long reference pass is kept even if they fail
+        save_reference_stats(save_ref_stats, ref_stats)
+    fake_stats = _statistics(fake)
+    precision, recall = precision_recall(real["pool"], fake["pool"]) if real is not None else (None, None)
+    return InceptionMetrics(
+        fid=_fd(fake_stats, ref_stats, STAT_PAIRS[0]),
+        sfid=_fd(fake_stats, ref_stats, STAT_PAIRS[1]),
+        inception_score=inception_score(fake["logits"]),
+        precision=precision,
+        recall=recall,
+        num_samples=len(samples.images),
+    )
+
+
+def _shapes_features(evaluator, images: np.ndarray, batch_size: int, progress: bool) -> np.ndarray:
+    """The evaluator's features float64 (N, F), a tqdm bar over batches when ``progress``."""
+    from tqdm.auto import tqdm
+
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+    starts = range(0, len(images), batch_size)
+    parts = [evaluator.features(images[s : s + batch_size], batch_size=batch_size)
+             for s in tqdm(starts, desc="shapes evaluator", unit="batch", disable=not progress)]
+    return np.concatenate(parts).astype(np.float64, copy=False)
+
+
+def evaluate_shapes(samples: ImageBatch, ref: ImageBatch, evaluator=None, *, batch_size: int = 256,
+                    device: str = "cpu", progress: bool = False) -> ShapesMetrics:
+    """Fréchet distance and precision/recall (k = 3) of ``samples`` against ``ref`` on the shapes evaluator's
+    features, and the samples' accuracy given their labels / label_names or captions. ``evaluator=None`` loads
+    the shipped :class:`~ditscale.metrics.shapes_evaluator.ShapesEvaluator` on ``device``."""
+    fake_images = _images(samples, "sample batch", "the metrics need")
+    real_images = _images(ref, "reference batch", "the shapes evaluator needs (stored statistics are Inception's)")
+    if evaluator is None:
+        from ditscale.metrics.shapes_evaluator import load_shapes_evaluator
+
+        evaluator = load_shapes_evaluator(device=device)
+    fake = _shapes_features(evaluator, fake_images, batch_size, progress)
+    real = _shapes_features(evaluator, real_images, batch_size, progress)
+    precision, recall = precision_recall(real, fake)
+    conditioned = samples.labels is not None or samples.captions is not None
+    accuracy = evaluator.accuracy(fake_images, labels=samples.labels, label_names=samples.label_names,
+                                  captions=samples.captions) if conditioned else None
+    return ShapesMetrics(
+        fd=frechet_distance(*feature_statistics(fake), *feature_statistics(real)),
+        accuracy=accuracy,
+        precision=precision,
+        recall=recall,
+        num_samples=len(fake_images),
+    )

@@ -1,0 +1,142 @@
+"""``ditscale eval``: exit codes, the JSON object and table, reference statistics, one-line errors.
+
+The feature networks are replaced by stand-ins (features from pixels) so the values can be checked
+against the metric functions; the networks themselves are tested in their own modules.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ditscale.cli import main
+from ditscale.metrics.batch import load_batch, save_batch
+from ditscale.metrics.evaluate import evaluate_shapes
+
+SHAPES_KEYS = ["fd", "accuracy", "precision", "recall", "num_samples"]
+INCEPTION_KEYS = ["fid", "sfid", "inception_score", "precision", "recall", "num_samples"]
+
+
+def images(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(n, 8, 8, 3), dtype=np.uint8)
+
+
+class FakeShapesEvaluator:
+    """Features = the first 4 pixel values; accuracy = the fraction of labels equal to 0."""
+
+    def features(self, images, batch_size=256):
+        return images.reshape(len(images), -1)[:, :4].astype(np.float64)
+
+    def accuracy(self, images, *, labels=None, label_names=None, captions=None):
+        return float(np.mean(np.asarray(labels) == 0))
+
+
+def fake_inception_features(model, images, *, batch_size=50, mode="adm", device="cpu", progress=False):
+    flat = images.reshape(len(images), -1).astype(np.float64)
+    return {"pool": flat[:, :5], "spatial": flat[:, 5:8], "logits": flat[:, 8:12] / 64.0}
+
+
+@pytest.fixture
+def batches(tmp_path):
+    samples = save_batch(tmp_path / "samples.npz", images(9, 1), labels=[0, 1, 0, 0, 2, 0, 1, 1, 0])
+    ref = save_batch(tmp_path / "ref.npz", images(12, 2) // 2)
+    return str(samples), str(ref)
+
+
+@pytest.fixture
+def fakes(monkeypatch):
+    import ditscale.metrics.inception as inception
+    import ditscale.metrics.shapes_evaluator as shapes_evaluator
+
+    monkeypatch.setattr(shapes_evaluator, "load_shapes_evaluator",
+                        lambda path=None, device="cpu": FakeShapesEvaluator())
+    monkeypatch.setattr(inception, "load_fid_inception", lambda path, device="cpu": "inception-model")
+    monkeypatch.setattr(inception, "inception_features", fake_inception_features)
+
+
+def run_eval(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(["eval", *argv, "--quiet", "--device", "cpu"])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_shapes_is_the_default_and_prints_one_json_object(batches, fakes, capsys):
+    samples, ref = batches
+    code, out, err = run_eval(capsys, samples, "--ref", ref, "--json")
+    assert code == 0 and err == ""
+    got = json.loads(out)
+    assert list(got) == SHAPES_KEYS
+    expected = evaluate_shapes(load_batch(samples), load_batch(ref), FakeShapesEvaluator()).to_dict()
+    assert got == pytest.approx(expected)
+    assert got["accuracy"] == pytest.approx(5 / 9) and got["num_samples"] == 9
+
+
+def test_table_shows_each_metric_and_n_a_for_missing_ones(batches, fakes, capsys, tmp_path):
+    _, ref = batches
+    unlabelled = str(save_batch(tmp_path / "plain.npz", images(6, 3)))
+    code, out, _ = run_eval(capsys, unlabelled, "--ref", ref)
+    assert code == 0
+    rows = dict(line.rsplit(None, 1) for line in out.strip().splitlines())
+    assert rows["accuracy"] == "n/a" and rows["samples"] == "6"
+    assert float(rows["FD (shapes features)"]) > 0 and 0 <= float(rows["precision"]) <= 1
+
+
+def test_inception_json_and_reference_statistics_reuse(batches, fakes, capsys, tmp_path):
+    samples, ref = batches
+    weights = tmp_path / "pt_inception.pth"  # loading is faked: the path is only passed through
+    stats = tmp_path / "ref_stats.npz"
+    code, out, _ = run_eval(capsys, samples, "--ref", ref, "--inception", str(weights), "--json",
+                            "--save-ref-stats", str(stats))
+    assert code == 0
+    first = json.loads(out)
+    assert list(first) == INCEPTION_KEYS and first["num_samples"] == 9
+    assert all(np.isfinite(first[k]) for k in INCEPTION_KEYS) and first["fid"] > 0
+    assert sorted(load_batch(stats).stats) == ["mu", "mu_s", "sigma", "sigma_s"]
+    code, out, _ = run_eval(capsys, samples, "--ref", str(stats), "--evaluator", "inception", "--inception",
+                            str(weights), "--json")
+    again = json.loads(out)
+    assert code == 0 and again["fid"] == pytest.approx(first["fid"]) and again["sfid"] == pytest.approx(first["sfid"])
+    assert again["precision"] is None and again["recall"] is None  # a statistics-only reference
+
+
+ERRORS = {
+    "inception without weights": (["--evaluator", "inception"], "pass --inception FILE"),
+    "mode with shapes": (["--mode", "adm"], "--mode belong to the inception evaluator"),
+    "stats with shapes": (["--save-ref-stats", "s.npz"], "--save-ref-stats belong to the inception"),
+    "inception file with shapes": (["--evaluator", "shapes", "--inception", "w.pth"], "--inception belong to"),
+    "batch size": (["--batch-size", "0"], "--batch-size must be at least 1"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ERRORS))
+def test_option_errors_are_one_line(batches, fakes, capsys, case):
+    argv, expected = ERRORS[case]
+    samples, ref = batches
+    code, out, err = run_eval(capsys, samples, "--ref", ref, *argv)
+    assert code == 2 and out == ""
+    assert err.startswith("ditscale: error: ") and err.count("\n") == 1 and expected in err
+
+
+def test_missing_files_and_bad_arrays_are_one_line(batches, capsys, tmp_path):
+    samples, ref = batches
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, arr_0=images(3, 4).astype(np.float32))
+    cases = [
+        ([str(tmp_path / "missing.npz"), "--ref", ref], "missing.npz' does not exist"),
+        ([samples, "--ref", str(bad)], "must be uint8 images (N, H, W, 3)"),
+        ([samples, "--ref", ref, "--inception", str(tmp_path / "none.pth")], "none.pth' do not exist"),
+    ]
+    for argv, expected in cases:
+        code, out, err = run_eval(capsys, *argv)
+        assert code == 2 and out == ""
+        assert err.startswith("ditscale: error: ") and err.count("\n") == 1 and expected in err, err
+
+
+def test_eval_is_a_registered_command(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["eval", "--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    assert "--save-ref-stats" in text and "--inception" in text
