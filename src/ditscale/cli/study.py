@@ -145,9 +145,23 @@ def _print_laws_summary(laws, out_dir) -> None:
             print(f"  {label}backtest at {row.flops:.3g} FLOPs: predicted L* {row.predicted_loss:.4f}, actual "
                   f"{row.actual_loss:.4f}, error {row.relative_error:+.2%}")
             _print_n_opt_backtest(row)
+    _print_quality(view.quality)
     for check in view.checks:
         print(f"  check {check.kind}: {check.message}")
     print(f"  report: {out_dir}/report.html")
+
+
+def _print_quality(q) -> None:
+    """The quality law in compute (beside the paper's exponent) and its backtest, when the study scored samples."""
+    if q is None or q.law is None:
+        return
+    paper = (q.paper or {}).get("exponent")
+    print(f"  {q.metric:15s} = {q.law.coefficient:.4g} * C^{q.law.exponent:.4f}"
+          f"{_interval(q.law.interval('exponent'), '.4f')}   (paper, FID: C^{paper})")
+    bt = q.backtest
+    if bt is not None:
+        print(f"  quality backtest at {bt.flops:.3g} FLOPs: predicted {q.metric} {bt.predicted:.4g}"
+              f"{_interval(bt.predicted_ci90)}, actual {bt.actual:.4g}, error {bt.relative_error:+.2%}")
 
 
 def _print_n_opt_backtest(row) -> None:

@@ -1,8 +1,9 @@
 """Reports of scaling studies: PNG figures and a self-contained ``report.html``.
 
-``write_report(DIR, laws, spec, runs=runs, boot=boot)`` draws ``isoflop.png``, ``laws.png`` and ``residuals.png`` into the
-study folder and writes ``report.html`` with them embedded (base64), so the page can be mailed or
-opened anywhere on its own.
+``write_report(DIR, laws, spec, runs=runs, boot=boot)`` draws ``isoflop.png``, ``laws.png`` and ``residuals.png``
+(and, for a study that scored its samples, ``quality.png`` and ``samples.png``) into the study
+folder and writes ``report.html`` with them embedded (base64), so the page can be mailed or opened
+anywhere on its own.
 """
 
 from __future__ import annotations
@@ -12,17 +13,21 @@ from pathlib import Path
 from ditscale.laws.summary import LawsSummary
 from ditscale.report.figures import isoflop_figure, laws_figure, residuals_figure
 from ditscale.report.html import render_html, write_html
+from ditscale.report.quality import quality_figure, samples_figure
 
-__all__ = ["isoflop_figure", "laws_figure", "render_html", "residuals_figure", "write_html", "write_report"]
+__all__ = ["isoflop_figure", "laws_figure", "quality_figure", "render_html", "residuals_figure", "samples_figure",
+           "write_html", "write_report"]
 
 
-def write_report(out_dir: str | Path, laws: "dict | LawsSummary", spec=None, *, runs, boot=None) -> Path:
+def write_report(out_dir: str | Path, laws: "dict | LawsSummary", spec=None, *, runs, boot=None,
+                 samples: list | None = None) -> Path:
     """Figures and ``report.html`` of the study in ``out_dir``; returns the HTML path.
 
     ``laws`` is the laws.json dict (or its :class:`~ditscale.laws.summary.LawsSummary` view);
     ``runs`` (a :class:`ditscale.laws.Runs`) the runs it was fitted to and ``boot`` its bootstrap
     (for the bands; None draws no bands); ``spec`` (a study spec) supplies the target budget and the
-    name when laws.json lacks them.
+    name when laws.json lacks them; ``samples``: ``(label, uint8 images (N, H, W, 3))`` rows of the
+    sample grid (one per budget).
     """
     out_dir = Path(out_dir)
     view = laws if isinstance(laws, LawsSummary) else LawsSummary.from_dict(laws)
@@ -37,5 +42,12 @@ def write_report(out_dir: str | Path, laws: "dict | LawsSummary", spec=None, *, 
         (residuals_figure(runs, view, out_dir / "residuals.png"),
          "residuals of the isoFLOP parabolas; grey band: seed-to-seed spread"),
     ]
+    if view.quality is not None and view.quality.law is not None:
+        figs.append((quality_figure(view, out_dir / "quality.png", target),
+                     f"sample quality ({view.quality.metric}) vs compute, with the backtest and the extrapolation, "
+                     "and vs validation loss"))
+    if samples:
+        figs.append((samples_figure(samples, out_dir / "samples.png"),
+                     "samples of each budget's compute-optimal model (smallest budget at the top)"))
     name = view.study or getattr(spec, "name", "study")
     return write_html(out_dir / "report.html", view, figs, title=f"ditscale study: {name}")

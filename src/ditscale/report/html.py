@@ -16,6 +16,7 @@ from ditscale.laws.summary import (
     LawSummary,
     NoiseSummary,
     PredictionSummary,
+    QualitySummary,
 )
 
 
@@ -62,6 +63,8 @@ def render_html(laws: "dict | LawsSummary", figures: list[tuple[Path, str]], *, 
     if view.parametric is not None and view.parametric.backtest:
         parts += _backtest_section(view.parametric.backtest, "Approach 3 backtest: L(N, D) refitted without the held-out budget(s)")
     parts += _laws_section(view)
+    if view.quality is not None and view.quality.law is not None:
+        parts += _quality_section(view.quality)
     parts += [_img(png, caption) for png, caption in figures]
     parts += _budgets_section(view.budgets)
     parts += _checks_section(view.checks)
@@ -101,6 +104,30 @@ def _backtest_section(backtest: tuple[BacktestSummary, ...],
     return [f"<h2>{html.escape(title)}</h2>",
             _table(["held-out C (FLOPs)", "predicted L*", "90% interval", "actual L*", "relative error",
                     "predicted N_opt", "90% interval", "actual N*"], rows)]
+
+
+def _quality_section(q: QualitySummary) -> list[str]:
+    """The quality law in compute (with the paper's), its backtest and prediction, and quality vs loss."""
+    law, paper, bt = q.law, q.paper or {}, q.backtest
+    rows = [[f"{q.metric} = a C^b (compute-optimal models)", _num(law.coefficient, ".4g"), _ci(law.interval("coefficient")),
+             _num(law.exponent, ".4f"), _ci(law.interval("exponent"), ".4f")]]
+    if q.vs_loss is not None:
+        rows.append([f"{q.metric} = a L^b (all scored models; Spearman {_num(q.vs_loss.spearman, '.3f')})",
+                     _num(q.vs_loss.coefficient, ".4g"), _ci(q.vs_loss.interval("coefficient")),
+                     _num(q.vs_loss.exponent, ".4f"), _ci(q.vs_loss.interval("exponent"), ".4f")])
+    rows.append([f"paper (Liang et al.): {paper.get('metric', 'fid')} = a C^b", _num(paper.get("coefficient"), ".4g"), "",
+                 _num(paper.get("exponent"), ".4f"), ""])
+    parts = ["<h2>Sample quality</h2>", _table(["law", "a", "90% interval", "b", "90% interval"], rows)]
+    if bt is not None:
+        cls = {True: "ok", False: "bad"}.get(bt.within_ci90, "muted")
+        parts.append(_table(["held-out C (FLOPs)", f"predicted {q.metric}", "90% interval", "actual", "relative error"],
+                            [[_num(bt.flops, ".3g"), _num(bt.predicted), _ci(bt.predicted_ci90), _num(bt.actual),
+                              f"<span class='{cls}'>{_num(bt.relative_error, '+.2%')}</span>"]]))
+    pred = q.prediction or {}
+    if pred.get("value") is not None:
+        parts.append(f"<p>Predicted {html.escape(str(q.metric))} at {_num(pred['flops'], '.3g')} FLOPs: "
+                     f"{_num(pred['value'])} {_ci(pred.get('ci90'))}</p>")
+    return parts
 
 
 def _law_row(what: str, f: LawSummary, refit: LawSummary, p: LawSummary) -> list[str]:

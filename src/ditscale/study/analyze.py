@@ -267,9 +267,11 @@ def compute_summary(folder: StudyFolder) -> dict:
 
     ``grid_flops``: the sum of every finished run's exact training FLOPs (what independent runs
     would train); ``trained_flops``: what was trained (less with shared trunks: each branch's
-    shared steps counted once, in its trunk); ``study_s``: wall seconds of all ``study run`` calls;
+    shared steps counted once, in its trunk); ``study_s``: wall seconds of all ``study run`` calls,
+    less the quality stage;
     ``matmul_peak_flops``: the machine's fp32 matmul FLOP/s measured by those calls (the highest);
-    ``study_mfu = trained_flops / (study_s x matmul_peak_flops)`` (None without a measured peak).
+    ``study_mfu = trained_flops / (study_s x matmul_peak_flops)`` (None without a measured peak);
+    ``quality_s``: wall seconds of the quality stage (sampling and scoring), left out of ``study_s``.
     """
     rows = folder.read_runs_rows()
     grid = sum(float(r["flops"]) for r in rows)
@@ -277,10 +279,29 @@ def compute_summary(folder: StudyFolder) -> dict:
     trained = grid - sum(float(shared.get(r["run_id"], 0.0)) for r in rows) + trunks
     wall = folder.read_wall()
     peaks = [c["matmul_peak_flops"] for c in wall.get("calls", []) if c.get("matmul_peak_flops")]
+    quality_s = sum(c.get("quality_s", 0.0) for c in wall.get("calls", []))
     peak, study_s = (max(peaks) if peaks else None), wall.get("total_s")
+    study_s = None if study_s is None else round(study_s - quality_s, 3)
     mfu = trained / (study_s * peak) if (peak and study_s) else None
     return {"grid_flops": grid, "trained_flops": trained, "study_s": study_s, "matmul_peak_flops": peak,
-            "study_mfu": mfu}
+            "study_mfu": mfu, "quality_s": round(quality_s, 3)}
+
+
+def quality_summary(out_dir: str | Path, spec: StudySpec) -> dict | None:
+    """laws.json's ``quality`` (:class:`ditscale.laws.quality.QualityLaws`): the study's scored models
+    (``quality.csv``) fitted against compute and loss, backtested on the ``spec.holdout`` largest
+    budgets, predicted at ``target_flops``; None when the study scored no models."""
+    from ditscale.laws.quality import fit_quality
+    from ditscale.study.quality import quality_points
+
+    found = quality_points(out_dir)
+    if found is None:
+        return None
+    metric, points = found
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fit_quality(points, metric=metric, holdout=spec.holdout, resamples=spec.laws.resamples,
+                           seed=spec.laws.seed, target_flops=spec.target_flops).to_dict()
 
 
 def analyze_study(out_dir: str | Path, spec: StudySpec | None = None, *, report: bool = True) -> dict:
@@ -296,7 +317,7 @@ def analyze_study(out_dir: str | Path, spec: StudySpec | None = None, *, report:
     (rows ``flops, predicted_loss, predicted_ci90, actual_loss, relative_error, within_ci90,
     predicted_n_opt, predicted_n_opt_ci90, actual_n_opt, n_opt_within_ci90``), ``backtest_fit``,
     ``prediction`` (at the spec's ``target_flops``), ``noise``, ``paper``, ``warnings``, ``wall_time``,
-    ``compute`` (:func:`compute_summary`).
+    ``compute`` (:func:`compute_summary`), ``quality`` (:func:`quality_summary`, or null).
     """
     folder = StudyFolder(out_dir)
     spec = spec or folder.read_spec()
@@ -320,11 +341,14 @@ def analyze_study(out_dir: str | Path, spec: StudySpec | None = None, *, report:
     laws["warnings"] = warns
     laws["wall_time"] = _wall(folder)
     laws["compute"] = compute_summary(folder)
+    laws["quality"] = quality_summary(folder.root, spec)
     folder.write_laws(laws)
     if report:
         from ditscale.report import write_report
 
-        write_report(folder.root, laws, spec, runs=runs, boot=boot)
+        from ditscale.study.quality import sample_rows
+
+        write_report(folder.root, laws, spec, runs=runs, boot=boot, samples=sample_rows(folder.root))
     return laws
 
 

@@ -10,6 +10,7 @@ Layout of ``DIR``::
         run.lock         held while a worker trains it (see :mod:`ditscale.study.locks`)
         failed.json      why it failed (a later ``study run --retry-failed`` tries again)
     runs.csv             one row per finished run (:data:`RUNS_CSV_COLUMNS`)
+    quality/, quality.csv   samples and scores of the quality stage (:mod:`ditscale.study.quality`)
     wall.json            wall seconds of every ``study run`` call
     laws.json, report.html, *.png   the fit and its report (:mod:`ditscale.study.analyze`)
     trunks/<trunk_id>/   shared trunks (``share_trunks``): trunk.json, checkpoints, metrics.jsonl
@@ -210,19 +211,11 @@ class StudyFolder:
         return {p.parent.name for p in self.runs_dir.glob("*/failed.json")}
 
     def write_runs_csv(self, rows: list[dict]) -> None:
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=RUNS_CSV_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        atomic_write_text(self.runs_csv, buf.getvalue())
+        write_csv(self.runs_csv, RUNS_CSV_COLUMNS, rows)
 
     def read_runs_rows(self) -> list[dict[str, str]]:
         """``runs.csv`` as rows of text cells ([] when it does not exist)."""
-        try:
-            with open(self.runs_csv, newline="") as fh:
-                return list(csv.DictReader(fh))
-        except OSError:
-            return []
+        return read_csv(self.runs_csv)
 
     def read_runs(self, budgets: list[float] | None = None):
         """``runs.csv`` as a :class:`ditscale.laws.Runs` (optionally only some budgets, FLOPs)."""
@@ -240,13 +233,16 @@ class StudyFolder:
         except (OSError, ValueError):
             return {}
 
-    def add_wall(self, seconds: float, matmul_peak_flops: float | None = None) -> None:
+    def add_wall(self, seconds: float, matmul_peak_flops: float | None = None, quality_s: float = 0.0) -> None:
         """Add one ``study run`` call of ``seconds`` wall time to ``wall.json`` (with the machine's
-        matmul peak measured in that call, FLOP/s)."""
+        matmul peak measured in that call, FLOP/s, and the seconds of it spent sampling and scoring
+        models: the quality stage)."""
         data = self.read_wall() or {"calls": []}
         call = {"wall_s": round(seconds, 3), "host": os.uname().nodename, "time": time.time()}
         if matmul_peak_flops:
             call["matmul_peak_flops"] = matmul_peak_flops
+        if quality_s:
+            call["quality_s"] = round(quality_s, 3)
         data["calls"].append(call)
         data["total_s"] = round(sum(c["wall_s"] for c in data["calls"]), 3)
         atomic_write_json(self.wall_json, data)
@@ -266,6 +262,24 @@ class StudyFolder:
 
     def read_laws(self) -> dict:
         return json.loads(self.laws_json.read_text())
+
+
+def write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
+    """Write ``rows`` as CSV with ``columns`` (other keys left out), atomically."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """A CSV file as rows of text cells ([] when it does not exist)."""
+    try:
+        with open(path, newline="") as fh:
+            return list(csv.DictReader(fh))
+    except OSError:
+        return []
 
 
 def runs_table(rows: list[dict], budgets: list[float] | None = None):

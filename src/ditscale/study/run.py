@@ -213,9 +213,10 @@ def finish_study(spec: StudySpec, folder: StudyFolder, tally: "Tally", t0: float
     remaining = len(folder_plan(spec, folder, frozen, rows).runs) - len(rows) - len(failed_for_good)
     complete = remaining <= 0
     folder.write_runs_csv(rows)
-    folder.add_wall(time.time() - t0, peak)
+    scored, quality_s = _quality_stage(spec, folder, complete, tally.progress, echo)
+    folder.add_wall(time.time() - t0, peak, quality_s)
     laws = None
-    if complete and report and (tally.trained or not folder.laws_json.exists()):
+    if complete and report and (tally.trained or scored or not folder.laws_json.exists()):
         from ditscale.study.analyze import analyze_study
 
         laws = analyze_study(folder.root, spec)
@@ -225,6 +226,19 @@ def finish_study(spec: StudySpec, folder: StudyFolder, tally: "Tally", t0: float
         echo(f"{remaining} run(s) not finished; run the same command again to continue")
     return StudyOutcome(complete, tally.trained, tally.skipped, tally.failed, tally.busy, remaining, laws,
                         time.time() - t0)
+
+
+def _quality_stage(spec: StudySpec, folder: StudyFolder, complete: bool, progress: bool,
+                   echo: Callable[[str], None]) -> tuple[int, float]:
+    """Sample and score the study's models once every run is finished (``spec.quality``):
+    ``(models newly scored, wall seconds)``."""
+    if not complete or spec.quality is None:
+        return 0, 0.0
+    from ditscale.study.quality import run_quality
+
+    t0 = time.time()
+    scored = run_quality(spec, folder.root, progress=progress, echo=echo)
+    return scored, time.time() - t0
 
 
 # -- what happened to each run, and the progress bar ----------------------------------------------

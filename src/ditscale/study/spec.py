@@ -254,6 +254,55 @@ class RepeatConfig:
 
 
 @dataclass
+class QualityConfig:
+    """Sample quality of the study's models (Liang et al.: FID follows a power law in compute).
+
+    After training, the compute-optimal model of each budget (its lowest validation loss; or every
+    model with ``runs: all``) draws ``num_samples`` images, which are scored against a reference
+    batch of the study's own data (``num_samples`` images of the val split); laws.json gains the
+    quality laws (:mod:`ditscale.laws.quality`).
+
+    Attributes:
+        evaluator: "shapes" (the embedded evaluator: Fréchet distance ``fd`` on its features, and
+            attribute accuracy; no download) or "inception" (ADM's FID, sFID, IS, precision/recall;
+            needs ``inception``).
+        inception: path of the pt_inception-2015-12-05 weights file (the inception evaluator).
+        num_samples: images sampled per model, and images in the reference batch.
+        sampler: sampler name (None: the process's default, euler for flow, ddpm for gaussian).
+        steps: sampling steps.
+        cfg_scale: classifier-free guidance scale (1: none).
+        runs: "optimal" (each budget's lowest-loss model) or "all".
+        seed: seeds the labels and noise of the samples.
+        batch_size: images per sampler call.
+    """
+
+    evaluator: Literal["shapes", "inception"] = "shapes"
+    inception: str | None = None
+    num_samples: int = 1000
+    sampler: str | None = None
+    steps: int = 25
+    cfg_scale: float = 1.0
+    runs: Literal["optimal", "all"] = "optimal"
+    seed: int = 0
+    batch_size: int = 250
+
+    def __post_init__(self) -> None:
+        if self.evaluator == "inception" and not self.inception:
+            raise ConfigError("quality.evaluator is inception but quality.inception is not set; give the path of the "
+                              "pt_inception-2015-12-05 weights file, or use evaluator: shapes")
+        if self.num_samples < 10 or self.steps < 1 or self.batch_size < 1:
+            raise ConfigError(f"quality needs num_samples >= 10, steps >= 1 and batch_size >= 1, got "
+                              f"{self.num_samples}, {self.steps}, {self.batch_size}")
+        if self.cfg_scale < 0:
+            raise ConfigError(f"quality.cfg_scale must be >= 0, got {self.cfg_scale}")
+
+    @property
+    def metric(self) -> str:
+        """The quality metric the laws are fitted to: ``fd`` (shapes) or ``fid`` (inception)."""
+        return "fd" if self.evaluator == "shapes" else "fid"
+
+
+@dataclass
 class StudySpec:
     """An isoFLOP scaling study (see the module docstring for an example).
 
@@ -281,6 +330,7 @@ class StudySpec:
             (:mod:`ditscale.train.trunk`; exact for "constant" and "wsd" schedules with
             ``hparams.warmup_steps``); runs.csv is the same as with independent runs.
         target_flops: budget, FLOPs, that reports extrapolate to.
+        quality: :class:`QualityConfig`: sample and score the models after training (None: no quality).
     """
 
     name: str = ""
@@ -303,6 +353,7 @@ class StudySpec:
     workers: int = 1
     share_trunks: bool = False
     target_flops: float = 1e21
+    quality: QualityConfig | None = None
 
     def __post_init__(self) -> None:
         if not self.name:

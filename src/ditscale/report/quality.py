@@ -1,0 +1,106 @@
+"""Figures of a study's sample quality (matplotlib, Agg backend; PNG files).
+
+- :func:`quality_figure`: the quality metric of each budget's compute-optimal model against
+  compute (the fitted power law extrapolated to the target budget, the held-out budget with the
+  backtest's prediction and its 90% interval), and against validation loss (every scored model).
+- :func:`samples_figure`: a grid of samples, one row per budget's compute-optimal model.
+
+Axes: C in training FLOPs; quality in the metric's units (lower is better); loss in val-loss units.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ditscale.flops import fmt_flops
+from ditscale.laws.summary import LawsSummary, QualitySummary
+from ditscale.report.figures import _plt, _yerr
+
+
+def quality_figure(laws: LawsSummary, path: str | Path, target_flops: float | None = None) -> Path:
+    """Quality vs compute (left) and vs validation loss (right); returns ``path``."""
+    plt = _plt()
+    q = laws.quality
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=120)
+    _quality_vs_compute(left, q, target_flops)
+    _quality_vs_loss(right, q)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def _quality_vs_compute(ax, q: QualitySummary, target_flops: float | None) -> None:
+    opt = [p for p in q.points if p.optimal]
+    held = q.backtest.flops if q.backtest is not None else None
+    cs = np.array([p.flops for p in opt])
+    ys = np.array([p.quality for p in opt])
+    is_held = cs == held
+    ax.scatter(cs[~is_held], ys[~is_held], color="black", zorder=4, s=30, label="compute-optimal models")
+    others = [p for p in q.points if not p.optimal]
+    if others:
+        ax.scatter([p.flops for p in others], [p.quality for p in others], color="grey", s=12, alpha=0.6,
+                   label="other models")
+    hi = max(cs.max(), target_flops or 0.0)
+    grid = np.geomspace(cs.min(), hi, 100)
+    law = q.law
+    ax.plot(grid, law.coefficient * grid**law.exponent, color="tab:blue", lw=1.8,
+            label=f"fit: {law.coefficient:.3g} C^{law.exponent:.3f}")
+    if q.backtest is not None:
+        bt = q.backtest
+        ax.scatter([bt.flops], [bt.actual], marker="s", facecolors="none", edgecolors="crimson", s=46, zorder=5,
+                   label="held-out budget")
+        ax.errorbar([bt.flops], [bt.predicted], yerr=_yerr(bt.predicted, bt.predicted_ci90), fmt="D", color="crimson",
+                    ms=5, capsize=3, label=f"backtest prediction ({bt.relative_error:+.1%})")
+    pred = q.prediction or {}
+    if pred.get("value") is not None:
+        ax.errorbar([pred["flops"]], [pred["value"]], yerr=_yerr(pred["value"], pred.get("ci90")), fmt="o",
+                    color="tab:orange", ms=6, capsize=3, label=f"prediction at {fmt_flops(pred['flops'])}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("C, training FLOPs")
+    ax.set_ylabel(q.metric or "quality")
+    ax.set_title(f"{q.metric} of the compute-optimal models (paper: FID ∝ C^{(q.paper or {}).get('exponent', -0.234)})")
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=7, frameon=False)
+
+
+def _quality_vs_loss(ax, q: QualitySummary) -> None:
+    loss = np.array([p.loss for p in q.points])
+    ys = np.array([p.quality for p in q.points])
+    ax.scatter(loss, ys, c=np.log([p.flops for p in q.points]), cmap="viridis", s=24, zorder=4)
+    if q.vs_loss is not None:
+        grid = np.linspace(loss.min(), loss.max(), 50)
+        v = q.vs_loss
+        rho = "" if v.spearman is None else f", Spearman {v.spearman:.2f}"
+        ax.plot(grid, v.coefficient * grid**v.exponent, color="tab:blue", lw=1.5,
+                label=f"fit: {v.coefficient:.3g} L^{v.exponent:.2f}{rho}")
+        ax.legend(fontsize=7, frameon=False)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("validation loss")
+    ax.set_ylabel(q.metric or "quality")
+    ax.set_title("quality vs loss (colour: budget)")
+    ax.grid(True, which="both", alpha=0.25)
+
+
+def samples_figure(rows: list[tuple[str, np.ndarray]], path: str | Path, per_row: int = 8) -> Path:
+    """A grid of samples: one row per ``(label, uint8 images (N, H, W, 3))``, the first ``per_row`` images."""
+    plt = _plt()
+    fig, axes = plt.subplots(len(rows), per_row, figsize=(per_row * 0.9 + 1.6, len(rows) * 0.9 + 0.3), dpi=120,
+                             squeeze=False)
+    for (label, images), line in zip(rows, axes):
+        for j, ax in enumerate(line):
+            if j < len(images):
+                ax.imshow(images[j], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for side in ax.spines.values():
+                side.set_visible(False)
+        line[0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7)
+    fig.subplots_adjust(left=0.17, right=0.99, top=0.99, bottom=0.01, wspace=0.05, hspace=0.08)
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)

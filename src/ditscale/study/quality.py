@@ -1,0 +1,221 @@
+"""The quality stage of a study: sample the chosen models, score them, write ``quality.csv``.
+
+Runs after training when the spec has a ``quality`` section (:class:`~ditscale.study.spec.QualityConfig`).
+Files in the study folder::
+
+    quality/reference.npz        the reference batch: num_samples images of the study's data (val split)
+    quality/samples/<run_id>.npz each chosen model's samples (arr_0, labels, label_names), written in
+                                 resumable chunks by :func:`ditscale.generate.sample_npz`
+    quality/scores/<run_id>.json each model's scores, with the settings that produced them
+    quality.csv                  one row per scored model (:data:`QUALITY_CSV_COLUMNS`)
+
+Idempotent and resumable: every file is written atomically; a sample file or score made with the
+same settings is never made again, one made with other settings is redone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+from ditscale.io import atomic_write_json, atomic_write_text
+from ditscale.study.folder import StudyFolder, read_csv, write_csv
+from ditscale.study.spec import QualityConfig, StudySpec
+
+# quality.csv: budget and flops in training FLOPs, params non-embedding, loss the run's val loss;
+# the scores of the evaluator (fd, accuracy, precision, recall for shapes; fid, sfid,
+# inception_score, precision, recall for inception); sample_s / eval_s wall seconds.
+QUALITY_CSV_COLUMNS = ["run_id", "budget", "flops", "params", "loss", "optimal", "metric", "value", "fd", "fid", "sfid",
+                       "inception_score", "accuracy", "precision", "recall", "num_samples", "sample_s", "eval_s"]
+
+
+# -- which models ---------------------------------------------------------------------------------
+def chosen_runs(rows: list[dict], spec: StudySpec) -> list[dict]:
+    """The runs.csv rows to evaluate, each with ``optimal`` set: the lowest-loss run of each budget
+    (study seed only: replicates measure noise), or every run of the study seed with ``runs: all``."""
+    own = [r for r in rows if int(float(r["seed"])) == spec.seed]
+    best: dict[float, dict] = {}
+    for r in own:
+        b = float(r["budget"])
+        if b not in best or float(r["loss"]) < float(best[b]["loss"]):
+            best[b] = r
+    optimal = {r["run_id"] for r in best.values()}
+    picked = own if spec.quality.runs == "all" else list(best.values())
+    return [{**r, "optimal": r["run_id"] in optimal} for r in sorted(picked, key=lambda r: (float(r["budget"]), float(r["params"])))]
+
+
+def settings_sha(cfg: QualityConfig, data: dict) -> str:
+    """SHA-256 of what a model's samples and scores depend on (besides its weights)."""
+    text = json.dumps({"quality": {k: v for k, v in vars(cfg).items() if k != "batch_size"}, "data": data}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# -- the files ------------------------------------------------------------------------------------
+class QualityFiles:
+    """Paths of the quality stage in a study folder."""
+
+    def __init__(self, folder: StudyFolder):
+        self.root = folder.root / "quality"
+        self.csv = folder.root / "quality.csv"
+
+    @property
+    def reference(self) -> Path:
+        return self.root / "reference.npz"
+
+    def samples(self, run_id: str) -> Path:
+        return self.root / "samples" / f"{run_id}.npz"
+
+    def scores(self, run_id: str) -> Path:
+        return self.root / "scores" / f"{run_id}.json"
+
+    def read_scores(self, run_id: str, sha: str) -> dict | None:
+        """A model's scores when they were made with settings ``sha``, else None."""
+        try:
+            data = json.loads(self.scores(run_id).read_text())
+        except (OSError, ValueError):
+            return None
+        return data if data.get("settings_sha") == sha else None
+
+    def write_csv(self, rows: list[dict]) -> None:
+        write_csv(self.csv, QUALITY_CSV_COLUMNS, rows)
+
+    def read_csv(self) -> list[dict[str, str]]:
+        """``quality.csv`` as rows of text cells ([] when it does not exist)."""
+        return read_csv(self.csv)
+
+
+# -- the stage ------------------------------------------------------------------------------------
+def run_quality(spec: StudySpec, out_dir: str | Path, *, progress: bool = True,
+                echo: Callable[[str], None] = print) -> int:
+    """Sample and score the chosen models of the finished study in ``out_dir``; write
+    ``quality.csv``; return how many models were newly scored (those already scored with the same
+    settings are skipped)."""
+    folder = StudyFolder(out_dir)
+    files, cfg = QualityFiles(folder), spec.quality
+    sha = settings_sha(cfg, spec.data)
+    runs = chosen_runs(folder.read_runs_rows(), spec)
+    todo = [r for r in runs if files.read_scores(r["run_id"], sha) is None]
+    if todo:
+        echo(f"quality: sampling and scoring {len(todo)} model(s), {cfg.num_samples} images each ({cfg.evaluator} evaluator)")
+        reference = _reference(spec, files, sha, progress)
+        evaluator = _evaluator(cfg)
+    for i, run in enumerate(todo):
+        t0 = time.time()
+        samples = _sample_run(folder, run, cfg, files, sha, progress)
+        t1 = time.time()
+        scores = _score(samples, reference, evaluator, cfg, progress)
+        atomic_write_json(files.scores(run["run_id"]), {**scores, "settings_sha": sha, "sample_s": round(t1 - t0, 2),
+                                                        "eval_s": round(time.time() - t1, 2)})
+        echo(f"quality: {i + 1}/{len(todo)} {run['run_id']}: {cfg.metric} {scores[cfg.metric]:.4g}")
+    rows = [_csv_row(run, files.read_scores(run["run_id"], sha), cfg) for run in runs]
+    files.write_csv(rows)
+    return len(todo)
+
+
+def _csv_row(run: dict, scores: dict, cfg: QualityConfig) -> dict:
+    row = {k: run[k] for k in ("run_id", "budget", "flops", "params", "loss")}
+    row.update({k: v for k, v in scores.items() if k in QUALITY_CSV_COLUMNS})
+    return {**row, "optimal": int(run["optimal"]), "metric": cfg.metric, "value": scores[cfg.metric]}
+
+
+def _reference(spec: StudySpec, files: QualityFiles, sha: str, progress: bool):
+    """The reference batch, exported once per settings: ``num_samples`` images of the study's data
+    (val split), converted exactly as samples are (:func:`ditscale.generate.save_dataset_npz`)."""
+    from ditscale.config import from_dict
+    from ditscale.data.config import DataConfig
+    from ditscale.generate import save_dataset_npz
+    from ditscale.metrics.batch import load_batch
+
+    path, stamp = files.reference, files.reference.with_suffix(".sha")
+    if not (path.is_file() and stamp.is_file() and stamp.read_text() == sha):
+        save_dataset_npz(from_dict(DataConfig, spec.data, where="data"), path, num=spec.quality.num_samples, split="val",
+                         progress=progress)
+        atomic_write_text(stamp, sha)
+    return load_batch(path)
+
+
+def _evaluator(cfg: QualityConfig):
+    """The scoring network: the embedded shapes evaluator or the FID Inception."""
+    if cfg.evaluator == "shapes":
+        from ditscale.metrics.shapes_evaluator import load_shapes_evaluator
+
+        return load_shapes_evaluator()
+    from ditscale.metrics.inception import load_fid_inception
+
+    return load_fid_inception(cfg.inception)
+
+
+def _score(samples, reference, evaluator, cfg: QualityConfig, progress: bool) -> dict:
+    from ditscale.metrics.evaluate import evaluate_inception, evaluate_shapes
+
+    if cfg.evaluator == "shapes":
+        return evaluate_shapes(samples, reference, evaluator, progress=progress).to_dict()
+    return evaluate_inception(samples, reference, evaluator, progress=progress).to_dict()
+
+
+def _sample_run(folder: StudyFolder, run: dict, cfg: QualityConfig, files: QualityFiles, sha: str, progress: bool):
+    """The model's samples (:class:`~ditscale.metrics.batch.ImageBatch`), drawn unless its file exists
+    with the current settings (``settings_sha`` kept beside it)."""
+    from ditscale.metrics.batch import load_batch
+
+    path, stamp = files.samples(run["run_id"]), files.samples(run["run_id"]).with_suffix(".sha")
+    if not (path.is_file() and stamp.is_file() and stamp.read_text() == sha):
+        path.unlink(missing_ok=True)
+        _draw(folder.run(run["run_id"]).root, path, cfg, progress)
+        atomic_write_text(stamp, sha)
+    return load_batch(path)
+
+
+def _draw(run_dir: Path, path: Path, cfg: QualityConfig, progress: bool) -> None:
+    """Sample ``cfg.num_samples`` images of the run's newest EMA weights into ``path``."""
+    from ditscale.config import from_dict
+    from ditscale.data.config import DataConfig
+    from ditscale.data.info import class_names
+    from ditscale.diffusion import create_diffusion
+    from ditscale.generate import sample_npz
+    from ditscale.models.io import load_model, read_metadata
+    from ditscale.train.checkpoint import latest_checkpoint
+    from ditscale.train.rundir import RunDir
+
+    found = latest_checkpoint(RunDir(run_dir).checkpoints)
+    weights = found[0] / "ema.safetensors"
+    model, meta = load_model(weights), read_metadata(weights)
+    config = json.loads((run_dir / "result.json").read_text())["config"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sample_npz(model, create_diffusion(meta["diffusion"]), path, num_samples=cfg.num_samples, seed=cfg.seed,
+               sampler=cfg.sampler, steps=cfg.steps, cfg_scale=cfg.cfg_scale,
+               label_names=class_names(from_dict(DataConfig, config["data"], where="data")), batch_size=cfg.batch_size,
+               progress=progress)
+
+
+# -- reading back ---------------------------------------------------------------------------------
+def quality_points(out_dir: str | Path) -> tuple[str, list] | None:
+    """``(metric, [QualityPoint])`` from ``quality.csv``, or None when the study has none."""
+    from ditscale.laws.quality import QualityPoint
+
+    rows = QualityFiles(StudyFolder(out_dir)).read_csv()
+    if not rows:
+        return None
+    points = [QualityPoint(r["run_id"], float(r["budget"]), float(r["value"]), float(r["loss"]), float(r["params"]),
+                           bool(int(r["optimal"]))) for r in rows]
+    return rows[0]["metric"], points
+
+
+def sample_rows(out_dir: str | Path, per_row: int = 8) -> list[tuple[str, object]]:
+    """``(label, the first per_row images)`` of each budget's compute-optimal model, for the report's grid."""
+    import numpy as np
+
+    from ditscale.flops import fmt_flops
+
+    files = QualityFiles(StudyFolder(out_dir))
+    out = []
+    for row in files.read_csv():
+        path = files.samples(row["run_id"])
+        if int(row["optimal"]) and path.is_file():
+            with np.load(path, allow_pickle=False) as data:
+                images = data["arr_0"][:per_row]
+            out.append((f"{fmt_flops(float(row['budget']))}\n{row['metric']} {float(row['value']):.3g}", images))
+    return out

@@ -1,0 +1,101 @@
+"""The quality stage of a study, for real on a micro study: each budget's compute-optimal model is
+sampled and scored by the shipped shapes evaluator, quality.csv and laws.json's ``quality`` (law,
+backtest, quality vs loss) are written, the report shows them, and reruns redo nothing."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+from ditscale.errors import ConfigError
+from ditscale.study import run_study, spec_from_dict
+from ditscale.study.quality import QualityFiles, chosen_runs
+from ditscale.study.folder import StudyFolder
+from test_study_run import MICRO as RUN_MICRO
+
+QUALITY = {"num_samples": 24, "steps": 3, "batch_size": 24}
+MICRO = {**RUN_MICRO, "name": "micro-quality", "budgets": [1e8, 2e8, 4e8, 8e8], "repeat": {}, "laws": {"bootstrap": 100},
+         "quality": QUALITY}  # the micro study of test_study_run.py, one budget more, with a quality stage
+
+
+def scored_mtimes(out) -> dict[str, int]:
+    return {p.stem: p.stat().st_mtime_ns for p in (out / "quality" / "scores").glob("*.json")}
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("quality") / "micro"
+    outcome = run_study(spec_from_dict(MICRO), out, progress=False, echo=lambda m: None)
+    return out, outcome
+
+
+def test_each_budgets_optimal_model_is_scored_and_fitted(study):
+    out, outcome = study
+    assert outcome.complete
+    runs = list(csv.DictReader(open(out / "runs.csv")))
+    rows = list(csv.DictReader(open(out / "quality.csv")))
+    best = {}
+    for r in runs:
+        if float(r["budget"]) not in best or float(r["loss"]) < float(best[float(r["budget"])]["loss"]):
+            best[float(r["budget"])] = r
+    assert [r["run_id"] for r in rows] == [best[b]["run_id"] for b in sorted(best)]  # the lowest-loss run per budget
+    for row in rows:
+        assert row["metric"] == "fd" and float(row["value"]) == float(row["fd"]) > 0
+        assert 0.0 <= float(row["accuracy"]) <= 1.0 and int(row["num_samples"]) == 24
+        with np.load(out / "quality" / "samples" / f"{row['run_id']}.npz") as data:
+            assert data["arr_0"].shape == (24, 8, 8, 3) and data["arr_0"].dtype == np.uint8
+            assert list(data["label_names"]) == ["circle", "square", "triangle", "diamond", "cross", "ring"]
+    with np.load(out / "quality" / "reference.npz") as ref:
+        assert ref["arr_0"].shape == (24, 8, 8, 3) and "captions" in ref
+
+    q = json.loads((out / "laws.json").read_text())["quality"]
+    assert q["metric"] == "fd" and math.isfinite(q["law"]["exponent"])
+    lo, hi = q["law"]["ci90"]["exponent"]
+    assert lo <= hi
+    bt = q["backtest"]
+    assert bt["flops"] == 8e8 and bt["fitted_budgets"] == 3 and bt["actual"] == pytest.approx(float(rows[-1]["fd"]))
+    assert bt["relative_error"] == pytest.approx((bt["predicted"] - bt["actual"]) / bt["actual"])
+    assert q["vs_loss"] is not None and -1 <= q["vs_loss"]["spearman"] <= 1
+    assert q["prediction"]["flops"] == 1e10 and q["paper"]["exponent"] == -0.234
+    html = (out / "report.html").read_text()
+    assert "Sample quality" in html and (out / "quality.png").is_file() and (out / "samples.png").is_file()
+
+
+def test_rerun_redoes_nothing_and_new_settings_redo_the_scores(study, tmp_path):
+    out, _ = study
+    before = scored_mtimes(out)
+    outcome = run_study(spec_from_dict(MICRO), out, progress=False, echo=lambda m: None)
+    assert outcome.trained == [] and scored_mtimes(out) == before
+    # one score lost (e.g. a kill between sampling and scoring): only that model is scored again
+    lost = sorted(before)[1]
+    (out / "quality" / "scores" / f"{lost}.json").unlink()
+    run_study(spec_from_dict(MICRO), out, progress=False, echo=lambda m: None)
+    after = scored_mtimes(out)
+    assert {k for k in before if after[k] != before[k]} == {lost}
+    # other sampling settings: every model is sampled and scored again
+    run_study(spec_from_dict({**MICRO, "quality": {**QUALITY, "steps": 2}}), out, progress=False, echo=lambda m: None)
+    assert all(scored_mtimes(out)[k] != after[k] for k in after)
+
+
+def test_runs_all_scores_every_model_of_the_study_seed():
+    spec = spec_from_dict({**MICRO, "quality": {**QUALITY, "runs": "all"}})
+    rows = [{"run_id": f"r{i}", "budget": b, "seed": s, "loss": loss, "params": p}
+            for i, (b, s, loss, p) in enumerate([(1e8, 0, 0.5, 10), (1e8, 0, 0.4, 20), (1e8, 1, 0.3, 20), (2e8, 0, 0.3, 10)])]
+    picked = chosen_runs(rows, spec)
+    assert [(r["run_id"], r["optimal"]) for r in picked] == [("r0", False), ("r1", True), ("r3", True)]
+    optimal = chosen_runs(rows, spec_from_dict(MICRO))
+    assert [r["run_id"] for r in optimal] == ["r1", "r3"]  # the seed-1 replicate measures noise only
+
+
+def test_quality_settings_are_checked():
+    with pytest.raises(ConfigError, match="quality.inception is not set"):
+        spec_from_dict({**MICRO, "quality": {"evaluator": "inception"}})
+    with pytest.raises(ConfigError, match="num_samples >= 10"):
+        spec_from_dict({**MICRO, "quality": {"num_samples": 2}})
+    with pytest.raises(ConfigError, match="unknown key 'sample'"):
+        spec_from_dict({**MICRO, "quality": {"sample": 2}})
+    assert QualityFiles(StudyFolder("x")).samples("r1").name == "r1.npz"
