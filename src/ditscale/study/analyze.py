@@ -345,7 +345,6 @@ def analyze_study(out_dir: str | Path, spec: StudySpec | None = None, *, report:
     folder.write_laws(laws)
     if report:
         from ditscale.report import write_report
-
         from ditscale.study.quality import sample_rows
 
         write_report(folder.root, laws, spec, runs=runs, boot=boot, samples=sample_rows(folder.root))

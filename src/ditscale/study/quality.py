@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from ditscale.errors import DataError
 from ditscale.io import atomic_write_json, atomic_write_text
 from ditscale.study.folder import StudyFolder, read_csv, write_csv
 from ditscale.study.spec import QualityConfig, StudySpec
@@ -99,14 +100,16 @@ def run_quality(spec: StudySpec, out_dir: str | Path, *, progress: bool = True,
     runs = chosen_runs(folder.read_runs_rows(), spec)
     todo = [r for r in runs if files.read_scores(r["run_id"], sha) is None]
     if todo:
-        echo(f"quality: sampling and scoring {len(todo)} model(s), {cfg.num_samples} images each ({cfg.evaluator} evaluator)")
+        device = _device()
+        echo(f"quality: sampling and scoring {len(todo)} model(s), {cfg.num_samples} images each "
+             f"({cfg.evaluator} evaluator, {device})")
         reference = _reference(spec, files, sha, progress)
-        evaluator = _evaluator(cfg)
+        evaluator = _evaluator(cfg, device)
     for i, run in enumerate(todo):
         t0 = time.time()
-        samples = _sample_run(folder, run, cfg, files, sha, progress)
+        samples = _sample_run(folder, run, cfg, files, sha, device, progress)
         t1 = time.time()
-        scores = _score(samples, reference, evaluator, cfg, progress)
+        scores = _score(samples, reference, evaluator, cfg, device, progress)
         atomic_write_json(files.scores(run["run_id"]), {**scores, "settings_sha": sha, "sample_s": round(t1 - t0, 2),
                                                         "eval_s": round(time.time() - t1, 2)})
         echo(f"quality: {i + 1}/{len(todo)} {run['run_id']}: {cfg.metric} {scores[cfg.metric]:.4g}")
@@ -137,26 +140,34 @@ def _reference(spec: StudySpec, files: QualityFiles, sha: str, progress: bool):
     return load_batch(path)
 
 
-def _evaluator(cfg: QualityConfig):
+def _device() -> str:
+    """Where the stage samples and scores: the GPU when there is one."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _evaluator(cfg: QualityConfig, device: str):
     """The scoring network: the embedded shapes evaluator or the FID Inception."""
     if cfg.evaluator == "shapes":
         from ditscale.metrics.shapes_evaluator import load_shapes_evaluator
 
-        return load_shapes_evaluator()
+        return load_shapes_evaluator(device=device)
     from ditscale.metrics.inception import load_fid_inception
 
-    return load_fid_inception(cfg.inception)
+    return load_fid_inception(cfg.inception, device=device)
 
 
-def _score(samples, reference, evaluator, cfg: QualityConfig, progress: bool) -> dict:
+def _score(samples, reference, evaluator, cfg: QualityConfig, device: str, progress: bool) -> dict:
     from ditscale.metrics.evaluate import evaluate_inception, evaluate_shapes
 
     if cfg.evaluator == "shapes":
-        return evaluate_shapes(samples, reference, evaluator, progress=progress).to_dict()
-    return evaluate_inception(samples, reference, evaluator, progress=progress).to_dict()
+        return evaluate_shapes(samples, reference, evaluator, device=device, progress=progress).to_dict()
+    return evaluate_inception(samples, reference, evaluator, device=device, progress=progress).to_dict()
 
 
-def _sample_run(folder: StudyFolder, run: dict, cfg: QualityConfig, files: QualityFiles, sha: str, progress: bool):
+def _sample_run(folder: StudyFolder, run: dict, cfg: QualityConfig, files: QualityFiles, sha: str, device: str,
+                progress: bool):
     """The model's samples (:class:`~ditscale.metrics.batch.ImageBatch`), drawn unless its file exists
     with the current settings (``settings_sha`` kept beside it)."""
     from ditscale.metrics.batch import load_batch
@@ -164,12 +175,12 @@ def _sample_run(folder: StudyFolder, run: dict, cfg: QualityConfig, files: Quali
     path, stamp = files.samples(run["run_id"]), files.samples(run["run_id"]).with_suffix(".sha")
     if not (path.is_file() and stamp.is_file() and stamp.read_text() == sha):
         path.unlink(missing_ok=True)
-        _draw(folder.run(run["run_id"]).root, path, cfg, progress)
+        _draw(folder.run(run["run_id"]).root, path, cfg, device, progress)
         atomic_write_text(stamp, sha)
     return load_batch(path)
 
 
-def _draw(run_dir: Path, path: Path, cfg: QualityConfig, progress: bool) -> None:
+def _draw(run_dir: Path, path: Path, cfg: QualityConfig, device: str, progress: bool) -> None:
     """Sample ``cfg.num_samples`` images of the run's newest EMA weights into ``path``."""
     from ditscale.config import from_dict
     from ditscale.data.config import DataConfig
@@ -181,14 +192,17 @@ def _draw(run_dir: Path, path: Path, cfg: QualityConfig, progress: bool) -> None
     from ditscale.train.rundir import RunDir
 
     found = latest_checkpoint(RunDir(run_dir).checkpoints)
+    if found is None or not (found[0] / "ema.safetensors").is_file():
+        raise DataError(f"run {run_dir.name} has no checkpoint with EMA weights to sample; train it again "
+                        "(delete its folder and run `ditscale study run` again)")
     weights = found[0] / "ema.safetensors"
-    model, meta = load_model(weights), read_metadata(weights)
+    model, meta = load_model(weights, map_location=device), read_metadata(weights)
     config = json.loads((run_dir / "result.json").read_text())["config"]
     path.parent.mkdir(parents=True, exist_ok=True)
     sample_npz(model, create_diffusion(meta["diffusion"]), path, num_samples=cfg.num_samples, seed=cfg.seed,
                sampler=cfg.sampler, steps=cfg.steps, cfg_scale=cfg.cfg_scale,
                label_names=class_names(from_dict(DataConfig, config["data"], where="data")), batch_size=cfg.batch_size,
-               progress=progress)
+               device=device, progress=progress)
 
 
 # -- reading back ---------------------------------------------------------------------------------

@@ -213,8 +213,12 @@ def finish_study(spec: StudySpec, folder: StudyFolder, tally: "Tally", t0: float
     remaining = len(folder_plan(spec, folder, frozen, rows).runs) - len(rows) - len(failed_for_good)
     complete = remaining <= 0
     folder.write_runs_csv(rows)
-    scored, quality_s = _quality_stage(spec, folder, complete, tally.progress, echo)
-    folder.add_wall(time.time() - t0, peak, quality_s)
+    t_quality = time.time()
+    try:
+        scored = _quality_stage(spec, folder, complete, tally.progress, echo)
+    finally:  # this call's wall time is kept even when the quality stage fails
+        quality_s = time.time() - t_quality if complete and spec.quality is not None else 0.0
+        folder.add_wall(time.time() - t0, peak, quality_s)
     laws = None
     if complete and report and (tally.trained or scored or not folder.laws_json.exists()):
         from ditscale.study.analyze import analyze_study
@@ -229,16 +233,14 @@ def finish_study(spec: StudySpec, folder: StudyFolder, tally: "Tally", t0: float
 
 
 def _quality_stage(spec: StudySpec, folder: StudyFolder, complete: bool, progress: bool,
-                   echo: Callable[[str], None]) -> tuple[int, float]:
-    """Sample and score the study's models once every run is finished (``spec.quality``):
-    ``(models newly scored, wall seconds)``."""
+                   echo: Callable[[str], None]) -> int:
+    """Sample and score the study's models once every run is finished (``spec.quality``): the
+    number of models newly scored."""
     if not complete or spec.quality is None:
-        return 0, 0.0
+        return 0
     from ditscale.study.quality import run_quality
 
-    t0 = time.time()
-    scored = run_quality(spec, folder.root, progress=progress, echo=echo)
-    return scored, time.time() - t0
+    return run_quality(spec, folder.root, progress=progress, echo=echo)
 
 
 # -- what happened to each run, and the progress bar ----------------------------------------------
