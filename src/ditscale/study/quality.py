@@ -50,7 +50,7 @@ def chosen_runs(rows: list[dict], spec: StudySpec) -> list[dict]:
 
 def settings_sha(cfg: QualityConfig, data: dict) -> str:
     """SHA-256 of what a model's samples and scores depend on (besides its weights)."""
-    text = json.dumps({"quality": {k: v for k, v in vars(cfg).items() if k != "batch_size"}, "data": data}, sort_keys=True)
+    text = json.dumps({"quality": vars(cfg), "data": data}, sort_keys=True)  # batch_size too: it seeds the noise
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -169,14 +169,20 @@ def _score(samples, reference, evaluator, cfg: QualityConfig, device: str, progr
 def _sample_run(folder: StudyFolder, run: dict, cfg: QualityConfig, files: QualityFiles, sha: str, device: str,
                 progress: bool):
     """The model's samples (:class:`~ditscale.metrics.batch.ImageBatch`), drawn unless its file exists
-    with the current settings (``settings_sha`` kept beside it)."""
+    with the current settings. The settings' hash is stamped beside the file before sampling, so
+    chunks of an interrupted draw are resumed with the same settings and discarded with others."""
+    import shutil
+
+    from ditscale.generate import parts_dir
     from ditscale.metrics.batch import load_batch
 
     path, stamp = files.samples(run["run_id"]), files.samples(run["run_id"]).with_suffix(".sha")
-    if not (path.is_file() and stamp.is_file() and stamp.read_text() == sha):
+    if not (stamp.is_file() and stamp.read_text() == sha):
         path.unlink(missing_ok=True)
-        _draw(folder.run(run["run_id"]).root, path, cfg, device, progress)
+        shutil.rmtree(parts_dir(path), ignore_errors=True)
         atomic_write_text(stamp, sha)
+    if not path.is_file():
+        _draw(folder.run(run["run_id"]).root, path, cfg, device, progress)
     return load_batch(path)
 
 
