@@ -3,14 +3,14 @@
 Usage::
 
     python benchmarks/gpu_quality.py                  # on a GPU machine; prints one JSON line per case
-    python benchmarks/gpu_quality.py --device cpu --images 8 --sample-images 2 --steps 2   # smoke
+    python benchmarks/gpu_quality.py --dry-run        # the same code path on the CPU in seconds (a test runs it)
 
 Cases (random weights: only speed and determinism are measured, not quality):
 
 - ``inception``: images/s of :func:`ditscale.metrics.inception.inception_features` (ADM
   preprocessing: TF1 resize of 256x256 uint8 images to 299, full fp32 as the module runs it), and
   the CPU seconds of the statistics and the Fréchet distance of 2048-wide features (``sqrtm``).
-- ``sample-fp32`` / ``sample-bf16``: DiT-XL/2 (latent 32x32x4) sampling with classifier-free
+- ``sample-fp32`` / ``sample-bf16``: DiT-XL/2 (``--model``; latent 32x32x4) sampling with classifier-free
   guidance (a doubled batch), DDIM steps, fp32 vs bf16 autocast: images/s and model TFLOP/s
   (2 x forward MACs x 2 for guidance x steps per image; ``ditscale.flops.forward_macs``).
 - ``sample-npz-split``: :func:`ditscale.generate.sample_npz` of a tiny DiT on the device, once in
@@ -58,9 +58,9 @@ def inception_case(device: str, n: int, batch_size: int) -> dict:
             "stats_and_fd_cpu_s": time.perf_counter() - t1, "fd_check": fd}
 
 
-def sample_case(device: str, n: int, steps: int, bf16: bool) -> dict:
+def sample_case(device: str, n: int, steps: int, bf16: bool, name: str = "DiT-XL/2") -> dict:
     torch.manual_seed(0)
-    model = create_model("DiT-XL/2", input_size=32).to(device)
+    model = create_model(name, input_size=32).to(device)
     diffusion = create_diffusion({"learn_sigma": True})
     ctx = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 and device.startswith("cuda") else contextlib.nullcontext()
 
@@ -76,7 +76,7 @@ def sample_case(device: str, n: int, steps: int, bf16: bool) -> dict:
     _sync(device)
     seconds = time.perf_counter() - t0
     flops = 2 * forward_macs(model.config).total * 2 * steps * n  # 2 FLOPs/MAC, doubled guidance batch
-    return {"case": f"sample-{'bf16' if bf16 else 'fp32'}", "model": "DiT-XL/2", "images": n, "steps": steps,
+    return {"case": f"sample-{'bf16' if bf16 else 'fp32'}", "model": name, "images": n, "steps": steps,
             "images_per_s": n / seconds, "model_tflops": flops / seconds / 1e12, "finite": bool(torch.isfinite(x).all())}
 
 
@@ -102,12 +102,17 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=250, help="Inception batch")
     p.add_argument("--sample-images", type=int, default=128, help="DiT-XL/2 images per sampling case")
     p.add_argument("--steps", type=int, default=10, help="DDIM steps per sampling case")
+    p.add_argument("--model", default="DiT-XL/2", help="the DiT of the sampling cases")
+    p.add_argument("--dry-run", action="store_true", help="CPU, 2 images through Inception, 1 DiT-S/8 image, 1 step")
     args = p.parse_args()
+    if args.dry_run:
+        args.device, args.images, args.batch_size, args.sample_images, args.steps = "cpu", 2, 2, 1, 1
+        args.model = "DiT-S/8"
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
     print(json.dumps({"device": name, "torch": torch.__version__}), flush=True)
     for case in (lambda: inception_case(args.device, args.images, args.batch_size),
-                 lambda: sample_case(args.device, args.sample_images, args.steps, bf16=False),
-                 lambda: sample_case(args.device, args.sample_images, args.steps, bf16=True),
+                 lambda: sample_case(args.device, args.sample_images, args.steps, bf16=False, name=args.model),
+                 lambda: sample_case(args.device, args.sample_images, args.steps, bf16=True, name=args.model),
                  lambda: split_case(args.device)):
         print(json.dumps(case()), flush=True)
 

@@ -7,7 +7,7 @@ Usage::
     python benchmarks/gpu_train.py --models DiT-S/2 --steps 10 --resume-check            # + resume on GPU
     torchrun --standalone --nproc_per_node=1 benchmarks/gpu_train.py --models DiT-XL/2   # under torchrun
     torchrun --standalone --nproc_per_node=2 benchmarks/gpu_train.py --pg-backend gloo   # 2 ranks, DDP
-    python benchmarks/gpu_train.py --device cpu --models DiT-S/8 --batch-size 4 --steps 4 --count 32  # smoke
+    python benchmarks/gpu_train.py --dry-run --json rows.json        # CPU check of the code path (seconds)
 
 No VAE is needed (diffusers is not imported): the script writes a latent store of random
 "posteriors" directly in the format of ``ditscale.data.latents`` (``plan.json``, ``shard-*.npy``
@@ -39,6 +39,7 @@ compares the final weights with two uninterrupted runs.
 from __future__ import annotations
 
 import argparse
+import atexit
 import gc
 import json
 import os
@@ -241,6 +242,16 @@ def resume_check(args, model: str, store: Path, root: Path) -> dict:
     return out
 
 
+def dry_run_settings(args: argparse.Namespace) -> None:
+    """``--dry-run``: the whole script (store, the training loop, resume check, table, JSON) on a tiny
+    model on the CPU, in a temporary root of its own unless ``--root`` is given."""
+    args.device, args.models, args.batch_size, args.steps, args.count = "cpu", ["DiT-S/8"], 4, 4, 32
+    args.compile, args.num_workers, args.val_images, args.resume_check = "off", 0, 4, True
+    if args.root is None:
+        args.root = tempfile.mkdtemp(prefix="ditscale_gpu_train_dry_")
+        atexit.register(shutil.rmtree, args.root, True)  # its own root goes when the script ends
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models", nargs="+", default=["DiT-XL/2"])
@@ -264,7 +275,12 @@ def main() -> None:
     p.add_argument("--keep", action="store_true", help="keep the run folders")
     p.add_argument("--override", nargs="*", default=[], help="extra dotted config overrides for every case")
     p.add_argument("--json", default=None, help="write all rows to this file (rank 0)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the code path on a CPU in seconds (DiT-S/8, batch 4, 4 steps, 32 items, no compile, "
+                   "a resume check, a private temporary root); tests/test_benchmarks.py runs it so the script cannot rot")
     args = p.parse_args()
+    if args.dry_run:
+        dry_run_settings(args)
 
     if args.pg_backend != "none" and "RANK" in os.environ:
         import torch.distributed as dist
