@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from ditscale.cli import main
+from ditscale.errors import ConfigError
 from ditscale.study import run_study, spec_from_dict
 from ditscale.study.launchers import RunTask, SlurmLauncher, SlurmOptions
 from ditscale.study.locks import RunLock
@@ -124,6 +125,16 @@ print(execute_run(task))
 
 
 @pytest.mark.slow
+def test_a_refused_spec_change_writes_nothing(study):
+    out, _ = study
+    files = ("spec.yaml", "plan.csv", "runs.csv", "wall.json", "laws.json")
+    before = {name: (out / name).read_bytes() for name in files}
+    changed = micro_spec(hparams={**MICRO["hparams"], "lr": 2e-2})  # every run would train differently
+    with pytest.raises(ConfigError, match="different config"):
+        run_study(changed, out, progress=False, echo=lambda m: None)
+    assert {name: (out / name).read_bytes() for name in files} == before  # spec.yaml still describes the runs
+
+
 def test_interrupted_study_completes_without_redoing_runs(study, tmp_path):
     src, _ = study
     out = tmp_path / "s"
@@ -187,8 +198,6 @@ def test_a_run_held_by_a_live_worker_is_left_alone(tmp_path):
     changed = RunTask(**{**task.__dict__, "config_sha": config_sha({"other": 1})})
     shutil.rmtree(tmp_path / "runs" / run.run_id / "checkpoints")
     (tmp_path / "runs" / run.run_id / "result.json").unlink()
-    from ditscale.errors import ConfigError
-
     with pytest.raises(ConfigError, match="trained with a different config"):
         execute_run(changed)
 

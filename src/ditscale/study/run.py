@@ -123,11 +123,21 @@ def machine_matmul_peak() -> float | None:
 
 
 def prepare_folder(spec: StudySpec, out_dir: str | Path) -> StudyFolder:
-    """Create the study folder and write the spec as run."""
+    """Create the study folder and write the spec as run, once the spec is accepted: a spec under
+    which a run already started in the folder would train differently is refused before anything
+    is written (so spec.yaml keeps describing the runs)."""
     folder = StudyFolder(out_dir)
+    check_started_runs(spec, folder)
     folder.create()
     folder.write_spec(spec)
     return folder
+
+
+def check_started_runs(spec: StudySpec, folder: StudyFolder) -> None:
+    """Raise a one-line :class:`ConfigError` if ``spec`` gives a run of ``plan.csv`` that has started
+    (its ``study.json``) another TrainConfig than the one it was started with."""
+    for run in all_runs(folder.read_plan()):
+        folder.run(run.run_id).check_config(run.run_id, task_for(spec, folder.root, run).config_sha)
 
 
 def _stages(spec: StudySpec) -> list[list[float]]:
