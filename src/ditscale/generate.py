@@ -30,7 +30,7 @@ import torch
 
 from ditscale.diffusion.guidance import cfg_model_fn
 from ditscale.errors import ConfigError, DataError
-from ditscale.io import atomic_path, atomic_write_json
+from ditscale.io import atomic_path, atomic_write_json, atomic_write_npz
 from ditscale.models.guidance import guidance_drop_ids
 
 DEFAULT_STEPS = {"gaussian": 250, "flow": 50}  # DiT samples with 250 DDPM steps
@@ -319,10 +319,7 @@ def save_npz(images: np.ndarray, path: str | Path) -> Path:
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
         raise ConfigError(f"expected a uint8 array (N, H, W, 3), got {images.dtype} {images.shape}")
-    path = Path(path)
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, arr_0=images)
-    return path
+    return atomic_write_npz(path, {"arr_0": images})
 
 
 # -- sample batches at evaluation scale (DiT's sample_ddp.py): chunked, resumable, split across ranks --
@@ -346,14 +343,6 @@ def parts_dir(out: str | Path) -> Path:
     """The folder of finished chunks of :func:`sample_npz` writing ``out``: ``FILE.npz.parts/``."""
     out = Path(out)
     return out.with_name(out.name + ".parts")
-
-
-def _write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
-    """Write ``arrays`` uncompressed to ``path`` (``np.savez``, as ADM's batches), atomically."""
-    path = Path(path)
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
-    return path
 
 
 def _progress(total: int, initial: int, desc: str, enabled: bool):
@@ -523,7 +512,7 @@ def _assemble(out: Path, files: list[Path], job: _Chunks, label_names: Sequence[
     arrays = {"arr_0": images, **{k: np.concatenate(v) for k, v in conditions.items()}}
     if label_names is not None:
         arrays["label_names"] = np.array([str(n) for n in label_names], dtype=str)
-    _write_npz(out, {k: arrays[k] for k in ("arr_0", "labels", "label_names", "captions") if k in arrays})
+    atomic_write_npz(out, {k: arrays[k] for k in ("arr_0", "labels", "label_names", "captions") if k in arrays})
     shutil.rmtree(files[0].parent, ignore_errors=True)
     return out
 
@@ -588,7 +577,7 @@ def sample_npz(
     with _progress(sum(size.values()), done, desc, progress) as bar:
         for k in mine:
             if not files[k].is_file():
-                _write_npz(files[k], job.draw(k, bar))
+                atomic_write_npz(files[k], job.draw(k, bar))
     _barrier(world_size)
     if rank != 0:
         return None
@@ -671,4 +660,4 @@ def save_dataset_npz(data_config: Any, out: str | Path, *, num: int, split: str 
         del arrays["labels"]  # one class: no labels to speak of
     elif names is not None and len(names) == dataset.num_classes:
         arrays["label_names"] = np.array(names, dtype=str)
-    return _write_npz(out, {k: arrays[k] for k in ("arr_0", "labels", "label_names", "captions") if k in arrays})
+    return atomic_write_npz(out, {k: arrays[k] for k in ("arr_0", "labels", "label_names", "captions") if k in arrays})

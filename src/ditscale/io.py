@@ -65,6 +65,17 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def atomic_write_npz(path: str | os.PathLike, arrays: dict[str, Any]) -> Path:
+    """Write numpy ``arrays`` uncompressed to an ``.npz`` (``np.savez``, as ADM's batches) atomically;
+    returns the path. Through a file handle, so ``np.savez`` appends no second ``.npz``."""
+    import numpy as np
+
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+    return path
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 2) -> None:
     """Write ``obj`` as JSON to ``path`` atomically and durably (keys kept in insertion order)."""
     atomic_write_text(path, json.dumps(obj, indent=indent, allow_nan=True) + "\n")

@@ -15,9 +15,9 @@ import torch.nn.functional as F
 
 from ditscale.data.base import EpochDataset, heldout_mask
 from ditscale.data.config import DataConfig, check_split
+from ditscale.data.info import DIGIT_NAMES
 from ditscale.errors import ConfigError
 
-DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 
 def load_digit_arrays() -> tuple[np.ndarray, np.ndarray]:
@@ -59,5 +59,5 @@ class DigitsDataset(EpochDataset):
             x = x.flip(-1)
         item = {"x": x, "y": self.labels[index].clone()}
         if self.captions:
-            item["caption"] = f"the digit {DIGIT_WORDS[int(self.labels[index])]}"
+            item["caption"] = f"the digit {DIGIT_NAMES[int(self.labels[index])]}"
         return item

@@ -69,9 +69,9 @@ class WordTokenizer:
         if cfg.name == "shapes":
             return cls.for_shapes(cfg.shapes_objects)
         if cfg.name == "digits":
-            from ditscale.data.digits import DIGIT_WORDS
+            from ditscale.data.info import DIGIT_NAMES
 
-            return cls(["the", "digit", *DIGIT_WORDS])
+            return cls(["the", "digit", *DIGIT_NAMES])
         if cfg.name == "captions":
             from ditscale.data.listing import list_caption_pairs
 

@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from ditscale.errors import DataError
-from ditscale.io import atomic_path
+from ditscale.io import atomic_write_npz
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 # Statistics pairs (mean key, covariance key): pool features (FID) and spatial features (sFID).
@@ -199,7 +199,7 @@ def save_batch(path: str | Path, images: np.ndarray, labels: Sequence[int] | np.
         arrays["captions"] = np.array([str(s) for s in captions], dtype=str)
     names = tuple(arrays["label_names"].tolist()) if label_names is not None else None
     _check_annotations(len(arrays["arr_0"]), arrays.get("labels"), names, arrays.get("captions"), where)
-    return _write_npz(path, arrays)
+    return atomic_write_npz(path, arrays)
 
 
 def save_reference_stats(path: str | Path, stats: dict[str, np.ndarray]) -> Path:
@@ -209,11 +209,4 @@ def save_reference_stats(path: str | Path, stats: dict[str, np.ndarray]) -> Path
     checked = _stats(arrays, f"statistics for '{path}'")
     if checked is None:
         raise DataError(f"no statistics to write to '{path}': give mu and sigma (and mu_s, sigma_s)")
-    return _write_npz(path, checked)
-
-
-def _write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
-    path = Path(path)
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # a file handle: np.savez adds no ".npz"
-        np.savez(fh, **arrays)
-    return path
+    return atomic_write_npz(path, checked)

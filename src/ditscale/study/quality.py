@@ -98,7 +98,8 @@ def run_quality(spec: StudySpec, out_dir: str | Path, *, progress: bool = True,
     files, cfg = QualityFiles(folder), spec.quality
     sha = settings_sha(cfg, spec.data)
     runs = chosen_runs(folder.read_runs_rows(), spec)
-    todo = [r for r in runs if files.read_scores(r["run_id"], sha) is None]
+    scored = {r["run_id"]: files.read_scores(r["run_id"], sha) for r in runs}
+    todo = [r for r in runs if scored[r["run_id"]] is None]
     if todo:
         device = _device()
         echo(f"quality: sampling and scoring {len(todo)} model(s), {cfg.num_samples} images each "
@@ -110,10 +111,11 @@ def run_quality(spec: StudySpec, out_dir: str | Path, *, progress: bool = True,
         samples = _sample_run(folder, run, cfg, files, sha, device, progress)
         t1 = time.time()
         scores = _score(samples, reference, evaluator, cfg, device, progress)
-        atomic_write_json(files.scores(run["run_id"]), {**scores, "settings_sha": sha, "sample_s": round(t1 - t0, 2),
-                                                        "eval_s": round(time.time() - t1, 2)})
+        scores.update(settings_sha=sha, sample_s=round(t1 - t0, 2), eval_s=round(time.time() - t1, 2))
+        atomic_write_json(files.scores(run["run_id"]), scores)
+        scored[run["run_id"]] = scores
         echo(f"quality: {i + 1}/{len(todo)} {run['run_id']}: {cfg.metric} {scores[cfg.metric]:.4g}")
-    rows = [_csv_row(run, files.read_scores(run["run_id"], sha), cfg) for run in runs]
+    rows = [_csv_row(run, scored[run["run_id"]], cfg) for run in runs]
     files.write_csv(rows)
     return len(todo)
 
@@ -125,19 +127,33 @@ def _csv_row(run: dict, scores: dict, cfg: QualityConfig) -> dict:
 
 
 def _reference(spec: StudySpec, files: QualityFiles, sha: str, progress: bool):
-    """The reference batch, exported once per settings: ``num_samples`` images of the study's data
-    (val split), converted exactly as samples are (:func:`ditscale.generate.save_dataset_npz`)."""
+    """The reference batch, exported once per settings (:func:`_restamp`): ``num_samples`` images of
+    the study's data (val split), converted exactly as samples are (:func:`ditscale.generate.save_dataset_npz`)."""
     from ditscale.config import from_dict
     from ditscale.data.config import DataConfig
     from ditscale.generate import save_dataset_npz
     from ditscale.metrics.batch import load_batch
 
-    path, stamp = files.reference, files.reference.with_suffix(".sha")
-    if not (path.is_file() and stamp.is_file() and stamp.read_text() == sha):
+    path = files.reference
+    _restamp(path, sha)
+    if not path.is_file():
         save_dataset_npz(from_dict(DataConfig, spec.data, where="data"), path, num=spec.quality.num_samples, split="val",
                          progress=progress)
-        atomic_write_text(stamp, sha)
     return load_batch(path)
+
+
+def _restamp(path: Path, sha: str) -> None:
+    """Drop ``path`` (and the chunks of an unfinished draw) when its ``.sha`` stamp is not ``sha``, then
+    stamp it ``sha`` before any work: an interrupted draw resumes only under the same settings."""
+    import shutil
+
+    from ditscale.generate import parts_dir
+
+    stamp = path.with_suffix(".sha")
+    if not (stamp.is_file() and stamp.read_text() == sha):
+        path.unlink(missing_ok=True)
+        shutil.rmtree(parts_dir(path), ignore_errors=True)
+        atomic_write_text(stamp, sha)
 
 
 def _device() -> str:
@@ -169,18 +185,11 @@ def _score(samples, reference, evaluator, cfg: QualityConfig, device: str, progr
 def _sample_run(folder: StudyFolder, run: dict, cfg: QualityConfig, files: QualityFiles, sha: str, device: str,
                 progress: bool):
     """The model's samples (:class:`~ditscale.metrics.batch.ImageBatch`), drawn unless its file exists
-    with the current settings. The settings' hash is stamped beside the file before sampling, so
-    chunks of an interrupted draw are resumed with the same settings and discarded with others."""
-    import shutil
-
-    from ditscale.generate import parts_dir
+    with the current settings (:func:`_restamp`)."""
     from ditscale.metrics.batch import load_batch
 
-    path, stamp = files.samples(run["run_id"]), files.samples(run["run_id"]).with_suffix(".sha")
-    if not (stamp.is_file() and stamp.read_text() == sha):
-        path.unlink(missing_ok=True)
-        shutil.rmtree(parts_dir(path), ignore_errors=True)
-        atomic_write_text(stamp, sha)
+    path = files.samples(run["run_id"])
+    _restamp(path, sha)
     if not path.is_file():
         _draw(folder.run(run["run_id"]).root, path, cfg, device, progress)
     return load_batch(path)
