@@ -201,6 +201,24 @@ def test_cli_table_and_errors(capsys):
     assert "context_dim" in capsys.readouterr().err
 
 
+def test_cli_training_presets(capsys):
+    # tiny: patch 4 on 16x16x3 shapes (6 classes), d 128, depth 6, 3000 steps of 64 images.
+    r = _json(capsys, "tiny")
+    assert r["config"]["depth"] == 6 and r["config"]["num_classes"] == 6 and r["tokens_per_image"] == 16
+    assert r["params"] == 1_878_832
+    assert r["budget"]["images"] == 3000 * 64
+    assert r["budget"]["train_flops_exact"] == 6 * r["forward_macs"] * 3000 * 64
+    # DiT-S/2 from its preset equals the paper config, though its latent store is not extracted yet.
+    r = _json(capsys, "dit-s2", "--set", "max_steps=1000")
+    assert r["forward_macs"] == forward_macs("DiT-S/2").total and r["budget"]["images"] == 256_000
+    r = _json(capsys, "tiny", "--set", "model.depth=2", "--flops", "1e12")
+    assert r["config"]["depth"] == 2 and r["budget"]["flops"] == 1e12
+    assert main(["flops", "tiny-text"]) == 2
+    assert "--context-dim" in capsys.readouterr().err
+    assert main(["flops", "DiT-S/2", "--set", "model.depth=2"]) == 2
+    assert "--set applies to a training preset" in capsys.readouterr().err
+
+
 def test_cli_does_not_import_torch():
     code = (
         "import sys, io, contextlib, json\n"

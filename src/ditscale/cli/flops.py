@@ -6,6 +6,7 @@ Pure Python (no torch import). Examples::
     ditscale flops DiT-XL/2 --input-size 64      # 512x512 images: 524.61 GMACs
     ditscale flops custom --depth 8 --hidden-size 512 --num-heads 8 --patch-size 2 --json
     ditscale flops DiT-B/2 --flops 1e18          # images (and tokens) a 1e18-FLOP budget buys
+    ditscale flops tiny                          # a training preset (or YAML): its model and the run's compute
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import argparse
 import json
 from typing import Any
 
-from ditscale.errors import ConfigError
+from ditscale.errors import ConfigError, DitscaleError
 from ditscale.flops import (
     forward_macs,
     images_for_flops,
@@ -38,7 +39,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="MACs of one forward pass of one image (the DiT paper's 'Gflops' are GMACs), "
         "parameters, and training FLOPs per image (exact: 6 x MACs; 6ND: 6 x non-embedding params x tokens).",
     )
-    p.add_argument("model", metavar="MODEL", help=f"a paper config ({MODEL_NAMES[0]} ... {MODEL_NAMES[-1]}) or 'custom'")
+    p.add_argument("model", metavar="MODEL", help=f"a paper config ({MODEL_NAMES[0]} ... {MODEL_NAMES[-1]}), 'custom', "
+                   "or a training preset / YAML config (its model, and the whole run's compute)")
     p.add_argument("--input-size", type=int, help="latent side (32 for 256x256 images, 64 for 512x512); default 32")
     p.add_argument("--in-channels", type=int, help="input channels (4 for SD-VAE latents); default 4")
     p.add_argument("--block", choices=BLOCK_DESIGNS, help="block design; default adaln_zero")
@@ -51,11 +53,22 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--num-heads", type=int, help="attention heads (custom ladder models)")
     p.add_argument("--patch-size", type=int, help="patch side (custom ladder models)")
     p.add_argument("--mlp-ratio", type=float, help="MLP width / d; default 4")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a training config's key (with a preset or YAML MODEL), e.g. model.depth=8")
     p.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--images", type=float, metavar="N", help="also give the training FLOPs of N images")
     budget.add_argument("--flops", type=float, metavar="F", help="also give the images a budget of F training FLOPs buys")
     return p
+
+
+def is_training_config(model: str) -> bool:
+    """True when MODEL names a training preset or a YAML file rather than a paper config or "custom"."""
+    from pathlib import Path
+
+    from ditscale.train.config import preset_names
+
+    return model in preset_names() or Path(model).suffix in (".yaml", ".yml") or Path(model).is_file()
 
 
 def build_config(args: argparse.Namespace) -> DiTConfig:
@@ -64,6 +77,29 @@ def build_config(args: argparse.Namespace) -> DiTConfig:
     if args.model.strip().lower() == "custom":
         return DiTConfig.from_dict(overrides)
     return named_config(args.model, **overrides)
+
+
+def training_run(args: argparse.Namespace):
+    """The model of a training preset or YAML config (with ``--set`` and model options applied) and the
+    images its run trains on (``max_steps x batch_size``; None for a FLOP budget, which ``--flops`` then gets)."""
+    from ditscale.data import DataInfo, dataset_info
+    from ditscale.train.config import load_train_config, load_train_dict
+
+    cli = [f"model.{f}={getattr(args, f)}" for f in CONFIG_FIELDS if getattr(args, f) is not None]
+    data = load_train_dict(args.model, args.overrides).get("data") or {}
+    if data.get("name") == "latents" and not data.get("path"):  # the store's declared shape is enough here
+        cli.append("data.path=(not extracted)")
+    cfg = load_train_config(args.model, [*args.overrides, *cli])
+    data = cfg.data_config()
+    try:
+        info = dataset_info(data)
+    except DitscaleError:  # e.g. a latent store not extracted yet: its declared shape is enough here
+        info = DataInfo(0, data.channels, data.image_size, data.name == "latents", bool(data.captions))
+    if cfg.text_encoder and not {"context_dim", "context_len"} <= set(cfg.model):
+        raise ConfigError(f"{args.model} conditions on a text encoder; give its width and length with "
+                          "--context-dim and --context-len")
+    images = None if cfg.max_steps is None else float(cfg.max_steps * cfg.batch_size)
+    return cfg.model_config(info=info), images, cfg.flops
 
 
 def report(name: str, cfg: DiTConfig, images: float | None = None, flops: float | None = None) -> dict[str, Any]:
@@ -148,7 +184,15 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, opt)
         if value is not None and not value >= 0:
             raise ConfigError(f"--{opt} must be a non-negative number, got {value}")
-    cfg = build_config(args)
-    r = report(args.model, cfg, images=args.images, flops=args.flops)
+    images, flops = args.images, args.flops
+    if is_training_config(args.model):
+        cfg, run_images, run_flops = training_run(args)
+        if images is None and flops is None:  # the run's own length
+            images, flops = run_images, run_flops
+    elif args.overrides:
+        raise ConfigError("--set applies to a training preset or YAML config; use the model options for a paper config")
+    else:
+        cfg = build_config(args)
+    r = report(args.model, cfg, images=images, flops=flops)
     print(json.dumps(r, indent=2) if args.json else format_table(r))
     return 0
