@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from pathlib import Path
@@ -26,6 +27,8 @@ import yaml
 from ditscale.errors import ConfigError
 
 T = TypeVar("T")
+
+INT_LIMIT = 2**63 - 1  # what torch and numpy can hold: seeds, steps and counts beyond it overflow deep inside them
 
 
 def _suggest(key: str, valid: list[str]) -> str:
@@ -84,34 +87,47 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is int:
         if isinstance(value, bool):
             raise ConfigError(f"{where} must be an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                f = float(value)
-                if f.is_integer():
-                    return int(f)
-            except ValueError:
-                pass
-        raise ConfigError(f"{where} must be an integer, got {value!r}")
+        number = _as_integer(value)
+        if number is None:
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        if abs(number) > INT_LIMIT:
+            raise ConfigError(f"{where} = {value!r} is out of range; use an integer of magnitude below 2**63")
+        return number
     if tp is float:
         if isinstance(value, bool):
             raise ConfigError(f"{where} must be a number, got {value!r}")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{where} must be a number, got {value!r}")
+        try:
+            number = float(value) if isinstance(value, (int, float, str)) else None
+        except (ValueError, OverflowError):
+            number = None
+        if number is None:
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        if not math.isfinite(number):
+            raise ConfigError(f"{where} must be a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
         raise ConfigError(f"{where} must be a string, got {value!r}")
     return value
+
+
+def _as_integer(value: Any) -> int | None:
+    """``value`` as an int when it is one (``3``, ``3.0``, ``"3"``, ``"1e3"``), else None."""
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            pass
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
 
 
 def from_dict(cls: type[T], data: dict[str, Any] | None, *, where: str | None = None) -> T:
@@ -206,22 +222,51 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
     return out
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping from ``path`` with a one-line error if it is missing or malformed."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file {str(p)!r} does not exist; give a YAML file or a preset name")
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, typing.Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str | bytes, where: str) -> dict[str, Any]:
+    """The YAML mapping in ``text`` (``where`` names its file in errors); one-line :class:`ConfigError`
+    for bytes that are not UTF-8, bad syntax, a duplicate key, a tag such as ``!!python/object``
+    (only plain data is read: nothing in the file is executed) or a top level that is not a mapping."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{where} is not UTF-8 text (byte {err.start}); save it as UTF-8 and retry") from None
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{p} is not valid YAML{at}; fix the syntax and retry") from None
+        problem = getattr(err, "problem", None) or "invalid syntax"
+        if "constructor for the tag" in problem:
+            problem = f"the tag {err.problem.rsplit(' ', 1)[-1]} is not allowed (plain data only)"
+        raise ConfigError(f"{where} is not valid YAML{at}: {problem}; fix it and retry") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{p} must contain a YAML mapping at the top level, got {type(data).__name__}")
+        raise ConfigError(f"{where} must contain a YAML mapping at the top level, got {type(data).__name__}")
     return data
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping from ``path`` with a one-line error if it is missing or malformed (see :func:`parse_yaml`)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist; give a YAML file or a preset name")
+    return parse_yaml(p.read_bytes(), str(p))
 
 
 def load_preset_or_yaml(name_or_path: str | Path, preset_dir: str | Path, what: str) -> dict[str, Any]:
