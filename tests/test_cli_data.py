@@ -134,7 +134,7 @@ def test_export_errors(tmp_path, capsys):
     assert "the val split of this digits dataset has 180 images, fewer than the 500 asked for" in line
     assert "give a dataset NAME" in _error_line(*_export(capsys, "--num", "2", "--out", out))
     assert "unknown training preset 'nope'" in _error_line(*_export(capsys, "--preset", "nope", "--num", "2", "--out", out))
-    assert "must be >= 1" in _error_line(*_export(capsys, "shapes", "--num", "0", "--out", out))
+    assert "argument --num: must be between 1 and" in _error_line(*_export(capsys, "shapes", "--num", "0", "--out", out))
     assert not (tmp_path / "e.npz").exists()
 
 

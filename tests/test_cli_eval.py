@@ -106,7 +106,7 @@ ERRORS = {
     "mode with shapes": (["--mode", "adm"], "--mode belong to the inception evaluator"),
     "stats with shapes": (["--save-ref-stats", "s.npz"], "--save-ref-stats belong to the inception"),
     "inception file with shapes": (["--evaluator", "shapes", "--inception", "w.pth"], "--inception belong to"),
-    "batch size": (["--batch-size", "0"], "--batch-size must be at least 1"),
+    "batch size": (["--batch-size", "0"], "argument --batch-size: must be between 1 and"),
 }
 
 
@@ -135,8 +135,6 @@ def test_missing_files_and_bad_arrays_are_one_line(batches, capsys, tmp_path):
 
 
 def test_eval_is_a_registered_command(capsys):
-    with pytest.raises(SystemExit) as exit_:
-        main(["eval", "--help"])
-    assert exit_.value.code == 0
+    assert main(["eval", "--help"]) == 0
     text = capsys.readouterr().out
     assert "--save-ref-stats" in text and "--inception" in text

@@ -17,6 +17,7 @@ import importlib
 import sys
 
 from ditscale import __version__
+from ditscale.cli.args import OneLineParser
 from ditscale.errors import DitscaleError
 
 # command name -> (module, one-line help)
@@ -33,7 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="ditscale",
         description="Train diffusion transformers and predict how they scale with compute.",
     )
@@ -59,7 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     # Import only the module of the command being run (fast start, no torch for `flops`).
     only = argv[0] if argv and argv[0] in COMMANDS else None
     parser = build_parser(only)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # --help, --version, or a usage error already printed in one line
+        return int(stop.code or 0)
     if getattr(args, "_run", None) is None:
         parser.print_help()
         return 0 if not argv else 2

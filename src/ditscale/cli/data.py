@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ditscale.cli.args import count, seed
 from ditscale.errors import ConfigError
 
 EXPORTABLE = ("shapes", "digits", "folder", "captions")  # image datasets (a latent store holds latents)
@@ -31,12 +32,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                            description="Write items 0..N-1 of a dataset split as an ADM-style .npz.")  # fmt: skip
     e.add_argument("name", nargs="?", default=None, metavar="NAME",
                    help=f"dataset: {', '.join(EXPORTABLE)} (default: the name in --config/--preset)")  # fmt: skip
-    e.add_argument("--num", type=int, required=True, help="number of images N (items 0..N-1 of the split)")
+    e.add_argument("--num", type=count(1, 10**9), required=True, help="number of images N (items 0..N-1 of the split)")
     e.add_argument("--out", required=True, help=".npz file to write (atomically)")
-    e.add_argument("--seed", type=int, default=None, help="data seed: picks the stream (default: the config's, 0)")
+    e.add_argument("--seed", type=seed, default=None, help="data seed: picks the stream (default: the config's, 0)")
     e.add_argument("--split", choices=("train", "val"), default="val",
                    help="split to export (default: val, whose captions `ditscale sample` prompts with)")
-    e.add_argument("--image-size", type=int, default=None, help="image side in pixels (overrides the config)")
+    e.add_argument("--image-size", type=count(1, 8192), default=None, help="image side in pixels (overrides the config)")
     e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a data config field (repeatable), e.g. --set shapes_objects=4 or --set path=DIR; "
                    "random flips are off unless --set random_flip=true")
@@ -44,7 +45,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     source.add_argument("--config", default=None, metavar="FILE.yaml",
                         help="take the data: section of this training config (or a data config YAML)")
     source.add_argument("--preset", default=None, metavar="NAME", help="take the data: section of a training preset")
-    e.add_argument("--batch-size", type=int, default=256, help="images converted at once (default: 256)")
+    e.add_argument("--batch-size", type=count(1, 1 << 20), default=256, help="images converted at once (default: 256)")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 

@@ -22,6 +22,7 @@ import json
 import sys
 from typing import Any
 
+from ditscale.cli.args import count
 from ditscale.errors import ConfigError
 
 EVALUATORS = ("shapes", "inception")
@@ -49,7 +50,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    "selects the inception evaluator")
     p.add_argument("--mode", choices=MODES, default=None,
                    help="Inception preprocessing: adm (TF1 resize, as ADM's evaluator; default) or pytorch-fid")
-    p.add_argument("--batch-size", type=int, default=None,
+    p.add_argument("--batch-size", type=count(1, 1 << 20), default=None,
                    help="images per forward pass (default: 50 inception, 256 shapes)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -72,8 +73,6 @@ def choose_evaluator(args: argparse.Namespace) -> str:
         if given:
             raise ConfigError(f"{', '.join(given)} belong to the inception evaluator; drop them or pass "
                               "--evaluator inception")
-    if args.batch_size is not None and args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
     return evaluator
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ditscale.cli.args import count
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -18,13 +20,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    "a dataset name (shapes, digits) or an ImageNet-layout folder")  # fmt: skip
     p.add_argument("--vae", required=True, help="diffusers AutoencoderKL folder or hub id (e.g. stabilityai/sd-vae-ft-ema)")
     p.add_argument("--out", required=True, help="latent store folder to write (or resume)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per VAE call (default 32)")
-    p.add_argument("--workers", type=int, default=1, help="processes, each encoding whole shards (default 1)")
-    p.add_argument("--shard-size", type=int, default=4096, help="images per shard file (default 4096)")
+    p.add_argument("--batch-size", type=count(1, 1 << 20), default=32, help="images per VAE call (default 32)")
+    p.add_argument("--workers", type=count(1, 1024), default=1, help="processes, each encoding whole shards (default 1)")
+    p.add_argument("--shard-size", type=count(1, 1 << 24), default=4096, help="images per shard file (default 4096)")
     p.add_argument("--dtype", choices=("float16", "float32"), default="float16", help="storage dtype (default float16)")
-    p.add_argument("--image-size", type=int, help="image side in pixels (overrides the data config)")
-    p.add_argument("--count", type=int, help="encode at most N train images (required for shapes)")
-    p.add_argument("--val-count", type=int, help="encode at most N val images (shapes: default count // 10)")
+    p.add_argument("--image-size", type=count(8, 8192), help="image side in pixels (overrides the data config)")
+    p.add_argument("--count", type=count(1), help="encode at most N train images (required for shapes)")
+    p.add_argument("--val-count", type=count(0), help="encode at most N val images (shapes: default count // 10)")
     p.add_argument("--device", help="device for the VAE (default cuda if available, else cpu)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a data config field")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")

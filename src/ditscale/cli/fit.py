@@ -13,7 +13,12 @@ import json
 import sys
 import warnings
 
+from ditscale.cli.args import count, finite_float, seed
 from ditscale.io import atomic_write_json
+
+# Resamples beyond this add no precision to a 90% interval (its Monte Carlo error is already ~0.3%)
+# and their stored draws would take gigabytes.
+MAX_BOOTSTRAP = 100_000
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -26,19 +31,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("csv", help="runs CSV (e.g. a study's runs.csv)")
     p.add_argument("--json", action="store_true", help="print the fit as JSON (the laws.json shape)")
     p.add_argument("--out", metavar="PATH", help="also write the JSON to PATH (atomically)")
-    p.add_argument("--bootstrap", type=int, default=None, metavar="N",
+    p.add_argument("--bootstrap", type=count(0, MAX_BOOTSTRAP), default=None, metavar="N",
                    help="bootstrap resamples for 90%% intervals (default 1000; 200 for parametric; 0: none)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    p.add_argument("--predict", type=float, metavar="FLOPS", help="predict the compute-optimal N, D, loss at this compute")
-    p.add_argument("--tokens-per-image", type=float, metavar="T", help="with --predict: also report D in images (D / T)")
+    p.add_argument("--seed", type=seed, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--predict", type=finite_float(0.0, above=True), metavar="FLOPS", help="predict the compute-optimal N, D, loss at this compute")
+    p.add_argument("--tokens-per-image", type=finite_float(0.0, above=True), metavar="T", help="with --predict: also report D in images (D / T)")
     p.add_argument("--robust", action="store_true", help="isoflop: Huber-robust parabolas")
     p.add_argument("--method", dest="parametric_method", choices=("lbfgs-grid", "varpro"), default="lbfgs-grid",
                    help="parametric: lbfgs-grid (Epoch AI's grid of L-BFGS starts, default) or varpro (NNLS for "
                         "E, A, B on an (alpha, beta) grid, then refined)")
     p.add_argument("--saturating", action="store_true", help="predict the loss with E + k C^-gamma (isoflop, envelope)")
-    p.add_argument("--bins-per-decade", type=int, default=8, help="envelope: FLOP bins per decade (default 8)")
-    p.add_argument("--min-runs-per-bin", type=int, default=2, help="envelope: runs a bin needs to count (default 2)")
-    p.add_argument("--backtest", type=int, metavar="K", help="refit without the K largest budgets and report the "
+    p.add_argument("--bins-per-decade", type=count(1, 1000), default=8, help="envelope: FLOP bins per decade (default 8)")
+    p.add_argument("--min-runs-per-bin", type=count(1), default=2, help="envelope: runs a bin needs to count (default 2)")
+    p.add_argument("--backtest", type=count(1, 1000), metavar="K", help="refit without the K largest budgets and report the "
                                                             "prediction error of their compute-optimal loss")
     return p
 

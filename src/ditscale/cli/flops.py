@@ -15,6 +15,7 @@ import argparse
 import json
 from typing import Any
 
+from ditscale.cli.args import count, finite_float
 from ditscale.errors import ConfigError, DitscaleError
 from ditscale.flops import (
     forward_macs,
@@ -41,24 +42,24 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("model", metavar="MODEL", help=f"a paper config ({MODEL_NAMES[0]} ... {MODEL_NAMES[-1]}), 'custom', "
                    "or a training preset / YAML config (its model, and the whole run's compute)")
-    p.add_argument("--input-size", type=int, help="latent side (32 for 256x256 images, 64 for 512x512); default 32")
-    p.add_argument("--in-channels", type=int, help="input channels (4 for SD-VAE latents); default 4")
+    p.add_argument("--input-size", type=count(1, 4096), help="latent side (32 for 256x256 images, 64 for 512x512); default 32")
+    p.add_argument("--in-channels", type=count(1, 4096), help="input channels (4 for SD-VAE latents); default 4")
     p.add_argument("--block", choices=BLOCK_DESIGNS, help="block design; default adaln_zero")
     p.add_argument("--conditioning", choices=CONDITIONINGS, help="condition input; default class")
-    p.add_argument("--context-dim", type=int, help="text-token width (text conditioning)")
-    p.add_argument("--context-len", type=int, help="text tokens per image (text conditioning)")
-    p.add_argument("--num-classes", type=int, help="classes (class conditioning); default 1000")
-    p.add_argument("--depth", type=int, help="blocks (custom ladder models)")
-    p.add_argument("--hidden-size", type=int, help="width d (custom ladder models)")
-    p.add_argument("--num-heads", type=int, help="attention heads (custom ladder models)")
-    p.add_argument("--patch-size", type=int, help="patch side (custom ladder models)")
-    p.add_argument("--mlp-ratio", type=float, help="MLP width / d; default 4")
+    p.add_argument("--context-dim", type=count(1, 1 << 16), help="text-token width (text conditioning)")
+    p.add_argument("--context-len", type=count(1, 1 << 16), help="text tokens per image (text conditioning)")
+    p.add_argument("--num-classes", type=count(0, 1 << 24), help="classes (class conditioning); default 1000")
+    p.add_argument("--depth", type=count(1, 4096), help="blocks (custom ladder models)")
+    p.add_argument("--hidden-size", type=count(1, 1 << 20), help="width d (custom ladder models)")
+    p.add_argument("--num-heads", type=count(1, 1 << 16), help="attention heads (custom ladder models)")
+    p.add_argument("--patch-size", type=count(1, 4096), help="patch side (custom ladder models)")
+    p.add_argument("--mlp-ratio", type=finite_float(0.0, 1024.0, above=True), help="MLP width / d; default 4")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a training config's key (with a preset or YAML MODEL), e.g. model.depth=8")
     p.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
     budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--images", type=float, metavar="N", help="also give the training FLOPs of N images")
-    budget.add_argument("--flops", type=float, metavar="F", help="also give the images a budget of F training FLOPs buys")
+    budget.add_argument("--images", type=finite_float(0.0), metavar="N", help="also give the training FLOPs of N images")
+    budget.add_argument("--flops", type=finite_float(0.0), metavar="F", help="also give the images a budget of F training FLOPs buys")
     return p
 
 
