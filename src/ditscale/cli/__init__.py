@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "study": ("ditscale.cli.study", "plan, run, predict and compare scaling-law studies"),
     "data": ("ditscale.cli.data", "export a dataset as an ADM-style reference batch (.npz)"),
     "eval": ("ditscale.cli.eval", "FID/sFID/IS/precision/recall or the shapes evaluator's scores of a sample batch"),
+    "export": ("ditscale.cli.export", "export a model as a diffusers DiTPipeline folder or plain safetensors"),
 }
 
 

@@ -6,7 +6,9 @@ CKPT is one of:
 - an official / reference ``.pt`` state dict (``DiT-XL-2-256x256.pt``): pass ``--model DiT-XL/2
   --image-size 256`` (the latent side is image-size // 8);
 - a training checkpoint folder ``RUN/checkpoints/step_XXXXXXXX/`` (EMA weights unless ``--no-ema``);
-- a training run folder ``RUN/`` (its newest checkpoint).
+- a training run folder ``RUN/`` (its newest checkpoint);
+- a diffusers DiT folder (``model_index.json`` + ``transformer/``, as ``facebook/DiT-XL-2-256`` or
+  ``ditscale export --format diffusers``; its ``vae/`` decodes).
 
 Class-conditional models take ``--classes`` or ``--num-images``; text-conditional ones take
 ``--prompt TEXT`` (repeatable) or ``--prompts FILE`` and encode them with the checkpoint's trained
@@ -101,6 +103,10 @@ def resolve_weights(ckpt: str | Path, ema: bool = True) -> Path:
             f"checkpoint '{ckpt}' does not exist; pass a .safetensors/.pt file, a checkpoint folder or a run folder"
         )
     if path.is_file():
+        return path
+    from ditscale.models.diffusers_io import transformer_dir
+
+    if transformer_dir(path) is not None:  # a diffusers DiT folder: ditscale.models.io reads it whole
         return path
     run = RunDir(path)
     if not any((path / name).is_file() for name in WEIGHT_FILES[ema]) and run.checkpoints.is_dir():
@@ -256,8 +262,9 @@ def _check_prompts(config, prompts: list[str] | None, *, optional: bool = False)
 
 
 def _latent_vae(weights: Path, config, device: str):
-    """The VAE of a latent-space model given no --vae: the one its run's latent store was extracted with."""
-    name = _vae_from_run(weights)
+    """The VAE of a latent-space model given no --vae: a diffusers folder's vae/, or the one its run's latent
+    store was extracted with."""
+    name = str(weights / "vae") if (weights / "vae" / "config.json").is_file() else _vae_from_run(weights)
     if name is None:
         raise ConfigError(
             f"this model works in VAE latent space ({config.in_channels} channels): pass --vae PATH_OR_ID "

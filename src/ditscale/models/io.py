@@ -7,6 +7,8 @@
   training checkpoints ``{"model", "ema", "opt", "args"}`` (the EMA weights are taken).
 - :func:`load_state_dict_strict` names missing, unexpected and shape-mismatched keys.
 - :func:`load_model` rebuilds a :class:`~ditscale.models.dit.DiT` and loads its weights.
+- A diffusers DiT folder (``model_index.json`` + ``transformer/``, or a lone transformer folder) is
+  read like a weights file: its configs as metadata, its weights mapped by :mod:`.diffusers_io`.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from ditscale.errors import CheckpointError
 from ditscale.io import atomic_path
 from ditscale.models.config import MODEL_SIZES, DiTConfig, resolve_config
+from ditscale.models.diffusers_io import from_diffusers, read_folder_metadata, transformer_dir, weight_files
 
 METADATA_KEY = "ditscale"
 TORCH_SUFFIXES = (".pt", ".pth", ".bin")
@@ -45,6 +48,11 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 def _existing(path: str | Path) -> Path:
     p = Path(path)
+    if p.is_dir() and transformer_dir(p) is not None:  # a diffusers DiT folder
+        return p
+    if p.is_dir():
+        raise CheckpointError(f"{str(p)!r} is a folder but not a diffusers DiT folder (no transformer/config.json); "
+                              "pass a weights file or a diffusers folder")
     if not p.is_file():
         raise CheckpointError(f"weights file {str(p)!r} does not exist; check the path")
     if p.suffix != ".safetensors" and p.suffix not in TORCH_SUFFIXES:
@@ -71,6 +79,8 @@ def save_model(model: torch.nn.Module, path: str | Path, metadata: dict[str, Any
 def read_metadata(path: str | Path) -> dict[str, Any]:
     """The ``"ditscale"`` metadata of a safetensors file as a dict (``{}`` for files without it, incl. ``.pt``)."""
     p = _existing(path)
+    if p.is_dir():
+        return read_folder_metadata(p)
     if p.suffix != ".safetensors":
         return {}
     try:
@@ -144,9 +154,12 @@ def load_state_dict_file(path: str | Path, key: str | None = None) -> dict[str, 
     tensors and containers); a file pickling anything else raises :class:`CheckpointError` without
     running it. A dict holding state dicts under ``"ema"``, ``"model"`` or ``"state_dict"`` (the
     reference training checkpoint) yields the first present, in that order, or the one named by
-    ``key``. ``module.``/``_orig_mod.`` prefixes (DDP, torch.compile) are stripped.
+    ``key``. ``module.``/``_orig_mod.`` prefixes (DDP, torch.compile) are stripped. A diffusers
+    DiT folder gives its weights in our key layout (:func:`ditscale.models.diffusers_io.from_diffusers`).
     """
     p = _existing(path)
+    if p.is_dir():
+        return _load_diffusers_folder(p, key)
     if p.suffix == ".safetensors":
         try:
             sd = load_file(str(p), device="cpu")
@@ -157,6 +170,18 @@ def load_state_dict_file(path: str | Path, key: str | None = None) -> dict[str, 
     else:
         sd = _pick_state_dict(_torch_load(p), key, p)
     return _strip_wrapper_prefixes(sd)
+
+
+def _load_diffusers_folder(p: Path, key: str | None) -> dict[str, torch.Tensor]:
+    """Our state dict of a diffusers DiT folder (its weights files mapped strictly by ``diffusers_io``)."""
+    if key is not None:
+        raise CheckpointError(f"{p} is a diffusers folder with a single set of weights; drop key={key!r}")
+    folder = transformer_dir(p)
+    theirs: dict[str, torch.Tensor] = {}
+    for file in weight_files(folder):
+        theirs.update(load_state_dict_file(file))
+    config = DiTConfig.from_dict(read_folder_metadata(p)["model"])
+    return from_diffusers(theirs, config)
 
 
 def describe_config(config: DiTConfig) -> str:
@@ -221,7 +246,8 @@ def load_model(
     :class:`DiTConfig`, a dict, or an existing module to load into), else from the file's
     ``"ditscale"`` metadata. ``overrides`` change config fields (e.g. ``input_size=64`` for the
     512x512 official checkpoint, ``gradient_checkpointing=True``). Official ``.pt`` files carry no
-    config: ``load_model("DiT-XL-2-256x256.pt", "DiT-XL/2")``.
+    config: ``load_model("DiT-XL-2-256x256.pt", "DiT-XL/2")``. A diffusers DiT folder (as
+    ``facebook/DiT-XL-2-256``) carries its config: ``load_model("DiT-XL-2-256/")``.
     """
     from ditscale.models.dit import DiT
 

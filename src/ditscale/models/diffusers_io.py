@@ -1,0 +1,350 @@
+"""Diffusers interop: our DiT <-> diffusers ``DiTTransformer2DModel`` (keys, configs, scheduler configs).
+
+The class-conditional adaLN-Zero DiT has the same computation as diffusers' ``DiTTransformer2DModel``
+(the model inside ``DiTPipeline`` and ``facebook/DiT-XL-2-256``); only the parameter names and a few
+layouts differ. :func:`key_rules` is the whole mapping, as a table that runs both ways:
+
+- the fused ``attn.qkv`` is diffusers' ``to_q``, ``to_k``, ``to_v`` stacked on dim 0;
+- diffusers keeps a copy of the timestep MLP and the class table in *every* block
+  (``transformer_blocks.i.norm1.emb``); exporting repeats ours, importing requires the copies equal;
+- ``pos_embed`` (our frozen sin-cos table) is not stored by diffusers, which recomputes the same table.
+
+One deviation is diffusers' own: its timestep features use the frequencies ``10000 ** (-i / 127)``
+(``downscale_freq_shift=1``) where the reference DiT uses ``10000 ** (-i / 128)``. The weights map
+exactly; stock diffusers outputs differ from ours (and the reference's) by that embedding.
+
+The scheduler config (:func:`scheduler_config`) is a ``DDIMScheduler`` on the run's betas, as the
+hub's ``facebook/DiT-XL-2-256``; :func:`diffusion_from_scheduler` reads it back. Everything here
+works on plain dicts and state dicts: no diffusers import.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ditscale.errors import CheckpointError
+from ditscale.models.config import DiTConfig
+
+TRANSFORMER_CLASSES = ("DiTTransformer2DModel", "Transformer2DModel")  # current and older (hub) class names
+WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+SHARD_INDEX = "diffusion_pytorch_model.safetensors.index.json"
+FIXED_KEYS = ("pos_embed",)  # ours only: diffusers recomputes the fixed sin-cos table
+NORM_EPS = 1e-6  # our LayerNorms' eps (diffusers' config default 1e-5 applies to its second block norm)
+PREDICTIONS = {"epsilon": "epsilon", "x0": "sample", "v": "v_prediction"}  # ours -> diffusers prediction_type
+MAX_NAMED = 3
+
+
+@dataclass(frozen=True)
+class KeyRule:
+    """One of our tensors and where diffusers keeps it.
+
+    ``theirs`` are concatenated on dim 0 into ``ours`` (one key: a rename; three: the fused qkv);
+    ``copies`` hold the same tensor as ``theirs[0]`` again (diffusers' per-block embedders).
+    """
+
+    ours: str
+    theirs: tuple[str, ...]
+    copies: tuple[str, ...] = ()
+
+
+def _linear(ours: str, theirs: str) -> list[KeyRule]:
+    return [KeyRule(f"{ours}.{p}", (f"{theirs}.{p}",)) for p in ("weight", "bias")]
+
+
+def _block_rules(i: int) -> list[KeyRule]:
+    a, b = f"blocks.{i}", f"transformer_blocks.{i}"
+    qkv = [KeyRule(f"{a}.attn.qkv.{p}", tuple(f"{b}.attn1.to_{n}.{p}" for n in "qkv")) for p in ("weight", "bias")]
+    return qkv + [
+        *_linear(f"{a}.attn.proj", f"{b}.attn1.to_out.0"),
+        *_linear(f"{a}.mlp.fc1", f"{b}.ff.net.0.proj"),
+        *_linear(f"{a}.mlp.fc2", f"{b}.ff.net.2"),
+        *_linear(f"{a}.adaLN_modulation.1", f"{b}.norm1.linear"),
+    ]
+
+
+def _shared_rules(depth: int) -> list[KeyRule]:
+    """The embedders diffusers repeats in every block: the timestep MLP and the class table."""
+    pairs = [(f"t_embedder.mlp.{j}.{p}", f"timestep_embedder.linear_{k}.{p}") for j, k in ((0, 1), (2, 2))
+             for p in ("weight", "bias")]  # fmt: skip
+    pairs.append(("y_embedder.embedding_table.weight", "class_embedder.embedding_table.weight"))
+    return [
+        KeyRule(ours, (f"transformer_blocks.0.norm1.emb.{theirs}",),
+                tuple(f"transformer_blocks.{i}.norm1.emb.{theirs}" for i in range(1, depth)))
+        for ours, theirs in pairs
+    ]  # fmt: skip
+
+
+def key_rules(depth: int) -> list[KeyRule]:
+    """The complete key mapping of a class-conditional adaLN-Zero DiT of ``depth`` blocks.
+
+    Every key of our state dict except :data:`FIXED_KEYS` is the ``ours`` of exactly one rule, and
+    every key of the diffusers state dict is in exactly one rule's ``theirs`` or ``copies``.
+    """
+    rules = _linear("x_embedder.proj", "pos_embed.proj") + _shared_rules(depth)
+    for i in range(depth):
+        rules += _block_rules(i)
+    return rules + _linear("final_layer.adaLN_modulation.1", "proj_out_1") + _linear("final_layer.linear", "proj_out_2")
+
+
+# Configs ------------------------------------------------------------------------------------------
+def unsupported_reason(config: DiTConfig, diffusion: dict[str, Any] | None = None) -> str | None:
+    """Why diffusers' DiT cannot hold this model (one line), or None when it can."""
+    if config.block != "adaln_zero":
+        return f"diffusers' DiTTransformer2DModel has only adaLN-Zero blocks; this model uses {config.block!r} blocks"
+    if config.conditioning != "class":
+        return (f"diffusers' DiTTransformer2DModel is class-conditional only; "
+                f"this model has {config.conditioning!r} conditioning")
+    if config.mlp_ratio != 4.0:
+        return f"diffusers' DiTTransformer2DModel fixes the MLP ratio at 4; this model has {config.mlp_ratio}"
+    if (diffusion or {}).get("kind", "gaussian") != "gaussian":
+        return "diffusers' DiTPipeline and its schedulers run Gaussian diffusion; this is a rectified-flow model"
+    return None
+
+
+def _diffusers_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("diffusers")
+    except PackageNotFoundError:
+        return "0.30.0"
+
+
+def transformer_config(config: DiTConfig) -> dict[str, Any]:
+    """The ``config.json`` of the ``DiTTransformer2DModel`` equal to our class-conditional adaLN-Zero DiT."""
+    reason = unsupported_reason(config)
+    if reason:
+        raise CheckpointError(f"{reason}; export it in the safetensors format instead")
+    return {
+        "_class_name": "DiTTransformer2DModel", "_diffusers_version": _diffusers_version(),
+        "num_attention_heads": config.num_heads, "attention_head_dim": config.hidden_size // config.num_heads,
+        "in_channels": config.in_channels, "out_channels": config.out_channels, "num_layers": config.depth,
+        "dropout": 0.0, "norm_num_groups": 32, "attention_bias": True, "sample_size": config.input_size,
+        "patch_size": config.patch_size, "activation_fn": "gelu-approximate",
+        "num_embeds_ada_norm": config.num_classes, "upcast_attention": False, "norm_type": "ada_norm_zero",
+        "norm_elementwise_affine": False, "norm_eps": NORM_EPS,
+    }  # fmt: skip
+
+
+# what a transformer config must hold for our DiT to compute the same function (key -> required value)
+REQUIRED = {"norm_type": "ada_norm_zero", "activation_fn": "gelu-approximate", "attention_bias": True,
+            "cross_attention_dim": None, "num_vector_embeds": None, "only_cross_attention": False,
+            "double_self_attention": False, "norm_elementwise_affine": False}  # fmt: skip
+
+
+def dit_config(transformer: dict[str, Any], where: str = "transformer config") -> DiTConfig:
+    """Our :class:`DiTConfig` of a diffusers DiT ``config.json`` (label dropout 0.1: diffusers' fixed null row)."""
+    wrong = [f"{k}={transformer.get(k)!r}" for k, v in REQUIRED.items() if transformer.get(k, v) != v]
+    if transformer.get("_class_name") not in TRANSFORMER_CLASSES or transformer.get("patch_size") is None or wrong:
+        raise CheckpointError(
+            f"{where} is not a class-conditional adaLN-Zero DiT ({', '.join(wrong) or transformer.get('_class_name')}); "
+            "only DiTTransformer2DModel folders (as facebook/DiT-XL-2-256) load into ditscale"
+        )
+    heads, in_ch = int(transformer.get("num_attention_heads", 16)), int(transformer.get("in_channels", 4))
+    out_ch = transformer.get("out_channels") or in_ch
+    if out_ch not in (in_ch, 2 * in_ch):
+        raise CheckpointError(f"{where} has out_channels {out_ch}, neither in_channels {in_ch} nor twice it; "
+                              "ditscale cannot map it")
+    return DiTConfig(
+        input_size=int(transformer.get("sample_size", 32)), patch_size=int(transformer["patch_size"]),
+        in_channels=in_ch, hidden_size=heads * int(transformer.get("attention_head_dim", 72)),
+        depth=int(transformer.get("num_layers", 28)), num_heads=heads, mlp_ratio=4.0,
+        num_classes=int(transformer.get("num_embeds_ada_norm") or 1000), class_dropout_prob=0.1,
+        learn_sigma=out_ch == 2 * in_ch,
+    )  # fmt: skip
+
+
+def scheduler_config(diffusion: dict[str, Any]) -> dict[str, Any]:
+    """A ``DDIMScheduler`` config on the betas of a full Gaussian ``DiffusionConfig`` dict.
+
+    ``linear`` is Ho et al.'s 1e-4..0.02 scaled by 1000 / T (diffusers ``"linear"``), ``cosine`` is
+    diffusers' ``"squaredcos_cap_v2"``; no x0 clipping, as DiT's sampler. Learned sigma needs no
+    field: ``DiTPipeline`` drops the variance channels before the scheduler step.
+    """
+    steps = int(diffusion["diffusion_steps"])
+    scale = 1000 / steps
+    betas = {"linear": {"beta_schedule": "linear", "beta_start": 0.0001 * scale, "beta_end": 0.02 * scale},
+             "cosine": {"beta_schedule": "squaredcos_cap_v2"}}[diffusion["noise_schedule"]]  # fmt: skip
+    return {
+        "_class_name": "DDIMScheduler", "_diffusers_version": _diffusers_version(),
+        "num_train_timesteps": steps, **betas, "trained_betas": None, "clip_sample": False,
+        "set_alpha_to_one": True, "steps_offset": 0, "prediction_type": PREDICTIONS[diffusion["predict"]],
+    }  # fmt: skip
+
+
+def diffusion_from_scheduler(scheduler: dict[str, Any], learn_sigma: bool) -> dict[str, Any]:
+    """The ``DiffusionConfig`` fields of a diffusers scheduler config (the inverse of :func:`scheduler_config`)."""
+    steps = int(scheduler.get("num_train_timesteps", 1000))
+    schedule, scale = scheduler.get("beta_schedule", "linear"), 1000 / steps
+    ends = (float(scheduler.get("beta_start", 0.0001)), float(scheduler.get("beta_end", 0.02)))
+    linear = schedule == "linear" and all(math.isclose(a, b * scale, rel_tol=1e-6) for a, b in zip(ends, (1e-4, 0.02)))
+    if scheduler.get("trained_betas") is not None or not (linear or schedule == "squaredcos_cap_v2"):
+        raise CheckpointError(
+            f"scheduler betas ({schedule} {ends[0]}..{ends[1]}) are neither DiT's linear nor the cosine schedule; "
+            "ditscale cannot sample this process"
+        )
+    predict = {v: k for k, v in PREDICTIONS.items()}.get(scheduler.get("prediction_type", "epsilon"))
+    if predict is None:
+        raise CheckpointError(f"scheduler prediction_type {scheduler.get('prediction_type')!r} is not epsilon, "
+                              "sample or v_prediction; ditscale cannot sample this process")
+    return {"kind": "gaussian", "noise_schedule": "linear" if linear else "cosine", "diffusion_steps": steps,
+            "predict": predict, "learn_sigma": learn_sigma}  # fmt: skip
+
+
+# State dicts --------------------------------------------------------------------------------------
+def _listing(keys: list[str]) -> str:
+    more = f" (+{len(keys) - MAX_NAMED} more)" if len(keys) > MAX_NAMED else ""
+    return ", ".join(keys[:MAX_NAMED]) + more
+
+
+def to_diffusers(state_dict: dict[str, torch.Tensor], config: DiTConfig) -> dict[str, torch.Tensor]:
+    """Our state dict -> the ``DiTTransformer2DModel`` state dict (new contiguous tensors; none shared).
+
+    Label tables without the null row (``class_dropout_prob == 0``) get a zero row ``num_classes``,
+    as diffusers always has one. Raises :class:`CheckpointError` if a key is missing or extra.
+    """
+    rules = key_rules(config.depth)
+    missing = [r.ours for r in rules if r.ours not in state_dict]
+    extra = [k for k in state_dict if k not in {r.ours for r in rules} | set(FIXED_KEYS)]
+    if missing or extra:
+        raise CheckpointError(f"state dict is not a DiT of depth {config.depth}: missing {_listing(missing) or 'none'}, "
+                              f"unexpected {_listing(extra) or 'none'}; pass the model's own state_dict()")  # fmt: skip
+    _check_pos_embed(state_dict, config)
+    out: dict[str, torch.Tensor] = {}
+    for rule in rules:
+        tensor = state_dict[rule.ours]
+        tensor = _with_null_row(tensor, config) if rule.ours.startswith("y_embedder.") else tensor
+        for key, part in zip(rule.theirs, tensor.chunk(len(rule.theirs), dim=0)):
+            out[key] = part.detach().to("cpu").contiguous().clone()
+        out.update({key: out[rule.theirs[0]].clone() for key in rule.copies})
+    return out
+
+
+def _check_pos_embed(state_dict: dict[str, torch.Tensor], config: DiTConfig) -> None:
+    """Diffusers recomputes the sin-cos position table, so ours must be exactly that table."""
+    from ditscale.models.dit import sincos_pos_embed_2d
+
+    fixed = sincos_pos_embed_2d(config.hidden_size, config.grid_size).unsqueeze(0)
+    pos = state_dict.get("pos_embed")
+    if pos is not None and (pos.shape != fixed.shape or not torch.allclose(pos.float().cpu(), fixed, atol=1e-6)):
+        raise CheckpointError("pos_embed is not the fixed 2-D sin-cos table that diffusers recomputes; "
+                              "this model cannot be exported to diffusers (use --format safetensors)")
+
+
+def _with_null_row(table: torch.Tensor, config: DiTConfig) -> torch.Tensor:
+    """The class table with diffusers' null row (zeros when the model was trained without label dropout)."""
+    if table.shape[0] == config.num_classes:
+        return torch.cat([table, table.new_zeros(1, table.shape[1])])
+    return table
+
+
+def from_diffusers(theirs: dict[str, torch.Tensor], config: DiTConfig) -> dict[str, torch.Tensor]:
+    """A ``DiTTransformer2DModel`` state dict -> ours, strictly: every key mapped, shapes checked, the
+    per-block embedder copies equal; ``pos_embed`` is the fixed sin-cos table. One-line
+    :class:`CheckpointError` naming the offending keys otherwise."""
+    from ditscale.models.dit import sincos_pos_embed_2d
+
+    rules = key_rules(config.depth)
+    known = {k for r in rules for k in r.theirs + r.copies}
+    missing = [k for k in sorted(known) if k not in theirs]
+    unexpected = [k for k in theirs if k not in known]
+    if missing or unexpected:
+        raise CheckpointError(f"diffusers weights do not match the {config.depth}-block DiT of their config: missing "
+                              f"{_listing(missing) or 'none'}; unexpected {_listing(unexpected) or 'none'}")  # fmt: skip
+    _check_copies(theirs, rules)
+    ours = {r.ours: torch.cat([theirs[k] for k in r.theirs], dim=0) if len(r.theirs) > 1 else theirs[r.theirs[0]]
+            for r in rules}  # fmt: skip
+    ours["pos_embed"] = sincos_pos_embed_2d(config.hidden_size, config.grid_size).unsqueeze(0)
+    _check_shapes(ours, config, rules)
+    return ours
+
+
+def _check_copies(theirs: dict[str, torch.Tensor], rules: list[KeyRule]) -> None:
+    for rule in rules:
+        for key in rule.copies:
+            if not torch.equal(theirs[key], theirs[rule.theirs[0]]):
+                raise CheckpointError(f"diffusers weight {key} differs from {rule.theirs[0]}; our DiT shares one "
+                                      "timestep/class embedder across blocks, so this model cannot be loaded")  # fmt: skip
+
+
+def _check_shapes(ours: dict[str, torch.Tensor], config: DiTConfig, rules: list[KeyRule]) -> None:
+    """Each mapped tensor has the shape our DiT of ``config`` needs (named by its diffusers key)."""
+    from ditscale.models.dit import DiT
+
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in DiT(config).state_dict().items()}
+    for rule in rules:
+        if tuple(ours[rule.ours].shape) != expected[rule.ours]:
+            raise CheckpointError(
+                f"diffusers weight {'+'.join(rule.theirs)} has shape {tuple(ours[rule.ours].shape)} but its config "
+                f"needs {expected[rule.ours]} (our {rule.ours}); the weights do not belong to this config.json"
+            )
+
+
+# Folders ------------------------------------------------------------------------------------------
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{path} is not readable JSON ({err}); re-export the folder") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} does not hold a JSON object; re-export the folder")
+    return data
+
+
+def transformer_dir(path: str | Path) -> Path | None:
+    """The folder holding the DiT ``config.json`` of a diffusers folder: ``PATH/transformer`` (the
+    pipeline layout of ``facebook/DiT-XL-2-256``) or ``PATH`` itself (a lone transformer folder);
+    None when ``path`` is neither."""
+    p = Path(path)
+    for candidate in (p / "transformer", p):
+        if (candidate / "config.json").is_file():
+            cls = _read_json(candidate / "config.json").get("_class_name")
+            if cls in TRANSFORMER_CLASSES:
+                return candidate
+    return None
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The weights files of a diffusers model folder: one file, or the shards of a safetensors index."""
+    if (folder / SHARD_INDEX).is_file():
+        shards = sorted(set(_read_json(folder / SHARD_INDEX).get("weight_map", {}).values()))
+        return [folder / name for name in shards]
+    for name in WEIGHT_NAMES:
+        if (folder / name).is_file():
+            return [folder / name]
+    raise CheckpointError(f"{folder} has no {' or '.join(WEIGHT_NAMES)}; download or re-export the weights")
+
+
+def read_folder_metadata(path: str | Path) -> dict[str, Any]:
+    """``{"model": DiTConfig dict, "diffusion": DiffusionConfig fields}`` of a diffusers DiT folder
+    (the diffusion from ``scheduler/scheduler_config.json`` when present, else DiT's default process)."""
+    folder = transformer_dir(path)
+    if folder is None:
+        raise CheckpointError(f"{path} is not a diffusers DiT folder (no transformer/config.json); check the path")
+    config = dit_config(_read_json(folder / "config.json"), where=str(folder / "config.json"))
+    sched = Path(path) / "scheduler" / "scheduler_config.json"
+    diffusion = (diffusion_from_scheduler(_read_json(sched), config.learn_sigma) if sched.is_file()
+                 else {"learn_sigma": config.learn_sigma})  # fmt: skip
+    return {"model": config.to_dict(), "diffusion": diffusion}
+
+
+def save_transformer(state_dict: dict[str, torch.Tensor], config: DiTConfig, folder: str | Path) -> Path:
+    """Write ``folder/config.json`` and ``folder/diffusion_pytorch_model.safetensors`` (atomically):
+    a folder ``DiTTransformer2DModel.from_pretrained`` loads. Returns ``folder``."""
+    from safetensors.torch import save_file
+
+    from ditscale.io import atomic_path, atomic_write_json
+
+    folder = Path(folder)
+    tensors = to_diffusers(state_dict, config)
+    atomic_write_json(folder / "config.json", transformer_config(config))
+    with atomic_path(folder / WEIGHT_NAMES[0]) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
+    return folder
