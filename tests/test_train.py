@@ -121,7 +121,7 @@ def test_cli_errors_exit_2_with_one_line(tmp_path, capsys):
     assert main(["train", "tiny", "--out", str(tmp_path / "a"), "model.widht=64"]) == 2
     assert "unknown key 'widht' in model" in capsys.readouterr().err
     assert main(["train", "no-such-preset", "--out", str(tmp_path / "a")]) == 2
-    assert "presets: dit-s2, tiny, tiny-text" in capsys.readouterr().err
+    assert "presets: dit-s2, dit-xl2, tiny, tiny-text" in capsys.readouterr().err
 
 
 def test_same_out_with_another_config_is_refused(tmp_path, capsys):

@@ -9,6 +9,8 @@ Units, as in ``docs/design.md``:
 - **6ND**: :func:`train_flops_6nd` is ``6 * N * D`` FLOPs with N = non-embedding parameters and
   D = image tokens seen (``tokens_per_image * images``), the Kaplan/Chinchilla estimate.
 - **tokens** = image tokens ``(input_size / patch_size) ** 2`` per image; **images** = samples.
+- **GPU-hours** (:func:`gpu_hours`) = training FLOPs / (peak FLOP/s x MFU) / 3600, with the peak a
+  GPU's dense bf16 figure (:data:`GPU_BF16_PEAK_FLOPS`, the one table of them).
 
 Counting convention (reproduces the paper, see ``docs/flops.md``): every matmul and the patch
 convolution count ``in_features x out_features`` MACs per token (biases, activations, softmax,
@@ -40,6 +42,12 @@ __all__ = [
     "images_for_flops",
     "images_in_budget",
     "fmt_flops",
+    "GPU_BF16_PEAK_FLOPS",
+    "DEFAULT_GPU",
+    "DEFAULT_MFU",
+    "gpu_peak_flops",
+    "resolve_gpu",
+    "gpu_hours",
 ]
 
 ADALN_CHUNKS = {"adaln_zero": 6, "adaln": 4}  # modulation outputs per block, in units of hidden_size
@@ -278,3 +286,63 @@ def fmt_flops(x: float) -> str:
         mant, exp = mant / 10, exp + 1
     text = f"{mant:.2f}".rstrip("0").rstrip(".")
     return f"{text}e{exp}"
+
+
+# -- hardware time --------------------------------------------------------------------------------
+# Dense (no sparsity) bf16 tensor-core peaks in FLOP/s, from the vendors' data sheets. The training
+# loop's MFU and every GPU-hour estimate (study and training plans) read them here.
+GPU_BF16_PEAK_FLOPS: dict[str, float] = {
+    "H200": 989e12,
+    "H100 SXM": 989e12,
+    "H100 80GB HBM3": 989e12,
+    "H100 NVL": 835e12,
+    "H100 PCIe": 756e12,
+    "H100": 756e12,
+    "GH200": 989e12,
+    "B200": 2250e12,
+    "A100": 312e12,
+    "A800": 312e12,
+    "L40S": 362e12,
+    "L4": 121e12,
+    "A10G": 70e12,
+    "A10": 125e12,
+    "RTX 4090": 165e12,
+    "RTX 3090": 71e12,
+}
+
+# The GPU and model-FLOPs utilisation that GPU-hour estimates assume unless told otherwise. 0.35 is
+# what the real training loop measured for compiled DiT-XL/2 in bf16 at 128 images per GPU on one
+# H100 SXM ("H100 80GB HBM3": 0.352 of 989 TFLOP/s; docs/benchmarks.md, "GPU"). Smaller per-GPU
+# batches and smaller models measured less (DiT-XL/2 at 32 per GPU: 0.24; DiT-B/2 at 64: 0.21; DiT-S/2: 0.08).
+DEFAULT_GPU = "H100 SXM"
+DEFAULT_MFU = 0.35
+
+
+def gpu_peak_flops(device_name: str) -> float | None:
+    """Dense bf16 peak FLOP/s of a GPU from its name (e.g. ``torch.cuda.get_device_name``), the most
+    specific entry of :data:`GPU_BF16_PEAK_FLOPS` contained in it (case-insensitive); None if unknown."""
+    found = resolve_gpu(device_name, strict=False)
+    return None if found is None else found[1]
+
+
+def resolve_gpu(name: str, strict: bool = True) -> tuple[str, float] | None:
+    """``(table name, dense bf16 peak FLOP/s)`` of the GPU ``name``: the most specific table entry
+    contained in it, case-insensitive ("NVIDIA H100 80GB HBM3" -> "H100 80GB HBM3"; a bare "H100"
+    is the PCIe card's 756 TFLOP/s). Unknown: None, or with ``strict`` a ConfigError listing the names."""
+    for key in sorted(GPU_BF16_PEAK_FLOPS, key=len, reverse=True):  # most specific name first
+        if key.lower() in name.lower():
+            return key, GPU_BF16_PEAK_FLOPS[key]
+    if strict:
+        raise ConfigError(f"unknown GPU {name!r}; choose one of {', '.join(GPU_BF16_PEAK_FLOPS)}")
+    return None
+
+
+def gpu_hours(flops: float, peak_flops: float, mfu: float) -> float:
+    """GPU-hours that ``flops`` training FLOPs (not MACs) take on GPUs of ``peak_flops`` FLOP/s each
+    running at model-FLOPs utilisation ``mfu``: ``flops / (peak_flops * mfu) / 3600``."""
+    flops = _count(flops, "flops")
+    if not (peak_flops > 0 and math.isfinite(peak_flops)):
+        raise ConfigError(f"peak FLOP/s must be a positive number, got {peak_flops!r}")
+    if not 0 < mfu <= 1:
+        raise ConfigError(f"MFU must be in (0, 1] (a fraction of the peak), got {mfu!r}")
+    return flops / (peak_flops * mfu) / 3600.0

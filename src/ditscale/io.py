@@ -2,6 +2,11 @@
 
 A reader (or a resumed run) therefore sees either the old file or the complete new one, never a
 truncated file, even if the writer is killed with SIGKILL.
+
+Files get the process umask's mode, like ``open(path, "w")``: ``0o666 & ~umask`` (0644 under umask
+022, 0600 under 077). The temp file is created with ``os.open(..., O_CREAT | O_EXCL, 0o666)``, so
+the kernel applies the umask (``tempfile.mkstemp`` would force 0600); the umask itself is never
+read or changed (``os.umask`` sets it process-wide, a race with other threads).
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -28,6 +33,23 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _create_temp(path: Path) -> tuple[Path, int]:
+    """Create an empty, uniquely named temp file next to ``path`` with mode ``0o666 & ~umask``;
+    returns it and that mode (read back from the new file, so the umask is never queried)."""
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        try:
+            mode = os.fstat(fd).st_mode & 0o777
+        finally:
+            os.close(fd)
+        return tmp, mode
+    raise FileExistsError(f"could not create a unique temp file next to {path}")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success fsync it and rename it over ``path``.
@@ -36,14 +58,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
         with atomic_path(out / "model.safetensors") as tmp:
             save_file(tensors, tmp)
+
+    The final file has mode ``0o666 & ~umask`` (the mode the temp file was created with; reset in
+    case the writer replaced the temp file with one of its own).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp, mode = _create_temp(path)
     try:
         yield tmp
+        if os.stat(tmp).st_mode & 0o777 != mode:
+            os.chmod(tmp, mode)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)

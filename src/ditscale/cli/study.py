@@ -38,6 +38,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     fmt = q.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print the plan as JSON (runs, dropped, warnings)")
     fmt.add_argument("--csv", action="store_true", help="print the plan as CSV")
+    q.add_argument("--gpu", default=None, help="GPU of the GPU-hour estimate (a name of the dense bf16 peak table, "
+                   "e.g. 'H100 SXM', 'A100', 'B200'; default H100 SXM)")
+    q.add_argument("--mfu", type=float, default=None, help="model FLOPs utilisation assumed (default 0.35: measured "
+                   "for DiT-XL/2 on an H100, docs/benchmarks.md)")
+    q.add_argument("--gpus-per-run", type=int, default=8,
+                   help="GPUs per run job of the printed Slurm command (default 8)")
 
     q = sub.add_parser("run", help="run (or continue) a study, then fit and report")
     _spec_args(q)
@@ -89,14 +95,22 @@ def _interval(ci, fmt=".4g") -> str:
 
 def _plan(args) -> int:
     from ditscale.study import current_plan
+    from ditscale.study.cost import plan_cost
 
-    plan = current_plan(_load(args), args.out)
+    spec = _load(args)
+    plan = current_plan(spec, args.out)
+    cost = plan_cost(plan, gpu=args.gpu, mfu=args.mfu, gpus_per_run=args.gpus_per_run)
+    source = [args.spec] if args.spec else ["--preset", args.preset]
+    source += [w for o in args.overrides for w in ("--set", o)]
+    command = cost.slurm_command(source, args.out or f"runs/{spec.name}")
     if args.json:
-        print(json.dumps(plan.to_json(), indent=2))
+        print(json.dumps({**plan.to_json(), "cost": {**cost.to_json(), "slurm_command": command}}, indent=2))
     elif args.csv:
         sys.stdout.write(plan.to_csv())
     else:
         print(plan.table())
+        print(f"\n{cost.table()}\n\nrun it on Slurm, one job per run ({cost.gpus_per_run} GPU(s) each; "
+              f"add --slurm-partition P if your cluster needs one):\n  {command}")
     if not args.json:
         for w in plan.warnings:
             print(f"warning: {w}", file=sys.stderr)
@@ -148,6 +162,11 @@ def _print_laws_summary(laws, out_dir) -> None:
     _print_quality(view.quality)
     for check in view.checks:
         print(f"  check {check.kind}: {check.message}")
+    if view.residual_structure is not None and view.residual_structure.message:
+        print(f"  check residual_structure: {view.residual_structure.message}")
+    for e in view.exponents:
+        if e.message:
+            print(f"  {e.message}")
     print(f"  report: {out_dir}/report.html")
 
 
@@ -197,6 +216,13 @@ def _print_prediction(pred) -> None:
     where = "" if near.in_ladder else " (beyond the trained ladder, by the family rule)"
     print(f"  nearest family model: {near.name} (depth {near.depth}, width {near.hidden_size}, "
           f"{near.num_heads} heads; {near.params:,} non-embedding / {near.params_total:,} params){where}")
+    if pred.extrapolation is not None:
+        print(f"  extrapolation: {pred.extrapolation:.3g}x the largest trained budget ({pred.largest_budget:.3g} FLOPs)")
+    _print_forms(pred.forms)  # the exponents' words and the residual test's warning are among the warnings
+    rs = pred.residual_structure
+    if rs is not None and rs.p_value is not None:
+        print(f"  residual structure by model size: F = {rs.statistic:.3g}, p = {rs.p_value:.2g}"
+              f" ({'warns' if rs.warn else 'none'} below p < {rs.threshold:g})")
     for row in pred.backtest:
         print(f"  backtest: refit without {row.flops:.3g} FLOPs predicts L* {row.predicted_loss:.4f}"
               f"{_interval(row.predicted_ci90, '.4f')}, actual {row.actual_loss:.4f}, "
@@ -204,6 +230,17 @@ def _print_prediction(pred) -> None:
         _print_n_opt_backtest(row)
     for w in pred.warnings:
         print(f"warning: {w}", file=sys.stderr)
+    for n in pred.notes:
+        print(f"note: {n}", file=sys.stderr)
+
+
+def _print_forms(forms) -> None:
+    """Every fitted form at the target, one line each: N_opt and L_opt with their 90% intervals."""
+    if forms:
+        print("  every fitted form at this C:")
+    for f in forms:
+        print(f"    {f.name:24s} N_opt {f.n_opt.value:.4g}{_interval(f.n_opt.ci90)}   "
+              f"L_opt {f.loss_opt.value:.4f}{_interval(f.loss_opt.ci90, '.4f')}")
 
 
 def _compare(args) -> int:
@@ -233,6 +270,8 @@ def _print_comparison(comp) -> None:
     if comp.flops is not None:
         for k, est in (("A", comp.loss_a), ("B", comp.loss_b)):
             print(f"loss at {comp.flops:.3g} FLOPs, {k}: {est.value:.4f}{_interval(est.ci90, '.4f')}")
+    for n in comp.notes:
+        print(f"note: {n}", file=sys.stderr)
 
 
 def _report(args) -> int:

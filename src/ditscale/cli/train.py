@@ -6,8 +6,10 @@ import argparse
 import json
 import os
 
+from ditscale.cli.args import OneLineParser, count, finite_float, seed
 
-class _IntermixedParser(argparse.ArgumentParser):
+
+class _IntermixedParser(OneLineParser):
     """Accepts ``key=value`` overrides before and after the flags (``parse_known_intermixed_args``)."""
 
     def parse_known_args(self, args=None, namespace=None):
@@ -29,21 +31,63 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "valid checkpoint; launch under torchrun for multi-GPU (DDP, or FSDP2 with fsdp=true)."
         ),
     )
-    p.add_argument("config", help="preset name (tiny, tiny-text, dit-s2) or a YAML file")
-    p.add_argument("--out", required=True, help="run folder (config.yaml, metrics.jsonl, checkpoints/, result.json)")
-    p.add_argument("--max-steps", type=int, default=None, help="optimizer steps (replaces flops)")
-    p.add_argument("--flops", type=float, default=None, help="exact training-FLOP budget (replaces max_steps)")
-    p.add_argument("--ckpt-every", type=int, default=None, help="checkpoint every N steps")
-    p.add_argument("--seed", type=int, default=None, help="seed of the init and of every per-step draw")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("config", help="preset name (tiny, tiny-text, dit-s2, dit-xl2) or a YAML file")
+    p.add_argument("--out", default=None,
+                   help="run folder (config.yaml, metrics.jsonl, checkpoints/, result.json); required unless --plan")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--max-steps", type=count(1), default=None, help="optimizer steps (replaces flops)")
+    length.add_argument("--flops", type=finite_float(0.0, above=True), default=None,
+                        help="exact training-FLOP budget (replaces max_steps)")
+    p.add_argument("--ckpt-every", type=count(0), default=None, help="checkpoint every N steps")
+    p.add_argument("--seed", type=seed, default=None, help="seed of the init and of every per-step draw")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar and no progress lines on stdout")
+    p.add_argument(
+        "--progress-every",
+        type=finite_float(0.0),
+        default=30.0,
+        metavar="SECONDS",
+        help="when stdout is not a terminal (nohup, a pipe), print a progress line (step, loss, images/s, ETA) "
+        "every SECONDS (default 30); OUT/train.log gets the same lines",
+    )
+    p.add_argument(
+        "--threads",
+        type=count(1, 4096),
+        default=None,
+        metavar="N",
+        help="torch intra-op and inter-op threads (default: torch's own choice)",
+    )
     p.add_argument(
         "--force",
         action="store_true",
         help="resume even though the config differs from OUT/config.yaml (the new config is used from the checkpoint on)",
     )
+    p.add_argument("--plan", action="store_true", help="print the run's steps, images, training FLOPs, GPU-hours and "
+                   "torchrun/Slurm commands, then exit without training or writing anything")
+    p.add_argument("--gpu", default=None, help="--plan: GPU of the estimate (default H100 SXM, 989 TFLOP/s dense bf16)")
+    p.add_argument("--mfu", type=finite_float(0.0, 1.0, above=True), default=None, help="--plan: model FLOPs utilisation assumed (default 0.35)")
+    p.add_argument("--nodes", type=count(1, 100_000), default=1, help="--plan: nodes of the launch commands (default 1)")
+    p.add_argument("--gpus-per-node", type=count(1, 1024), default=8, help="--plan: GPUs per node (default 8)")
     p.add_argument("overrides", nargs="*", metavar="key.path=value", help="config overrides, e.g. optim.lr=3e-4")
     p.__class__ = _IntermixedParser  # overrides may follow the flags
     return p
+
+
+def set_threads(n: int | None) -> None:
+    """Set torch's intra-op and inter-op thread counts to ``n`` (None: leave torch's defaults).
+
+    Called before any torch work: inter-op threads can only be set once, before they are first used
+    (a second call in the same process keeps the first value, with a warning)."""
+    if n is None:
+        return
+    import warnings
+
+    import torch
+
+    torch.set_num_threads(n)
+    try:
+        torch.set_num_interop_threads(n)
+    except RuntimeError:
+        warnings.warn(f"could not set {n} inter-op threads: torch already started its thread pool", stacklevel=2)
 
 
 def overrides_from_args(args: argparse.Namespace) -> list[str]:
@@ -60,6 +104,18 @@ def overrides_from_args(args: argparse.Namespace) -> list[str]:
     return out
 
 
+def _print_plan(args: argparse.Namespace, cfg) -> int:
+    """``--plan``: the run's length, compute, GPU-hours and launch commands (no torch, nothing written)."""
+    from pathlib import Path
+
+    from ditscale.train.plan import plan_text, plan_training
+
+    plan = plan_training(cfg, gpu=args.gpu, mfu=args.mfu, nodes=args.nodes, gpus_per_node=args.gpus_per_node)
+    out = args.out or f"runs/{Path(args.config).stem}"
+    print(plan_text(plan, args.config, overrides_from_args(args), out))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     import warnings
 
@@ -68,9 +124,17 @@ def run(args: argparse.Namespace) -> int:
     warnings.formatwarning = lambda message, *_, **__: f"ditscale: warning: {message}\n"
 
     cfg = load_train_config(args.config, overrides_from_args(args))
+    if args.plan:
+        return _print_plan(args, cfg)
+    if not args.out:
+        from ditscale.errors import ConfigError
+
+        raise ConfigError("--out is required (the run folder); or give --plan to print the run's plan without training")
+    set_threads(args.threads)
     from ditscale.train.loop import train
 
-    result = train(cfg, args.out, progress=False if args.no_progress else None, force=args.force)
+    result = train(cfg, args.out, progress=False if args.no_progress else None, force=args.force,
+                   progress_every=args.progress_every)
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
         keys = ("status", "steps", "images", "flops_exact", "flops_6nd", "val_loss", "train_loss", "wall_time_s")
         print(json.dumps({k: result.get(k) for k in keys}))

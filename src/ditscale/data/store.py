@@ -43,10 +43,28 @@ def read_meta(path: str | os.PathLike) -> dict:
             "create it with `ditscale extract-latents`"
         )
         raise DataError(f"latent store '{root}' is incomplete (no meta.json); {hint}")
-    meta = json.loads(meta_file.read_text())
-    if meta.get("format") != STORE_FORMAT or meta.get("version") != STORE_VERSION:
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (OSError, ValueError) as err:
+        raise DataError(f"{meta_file} is damaged ({type(err).__name__}); "
+                        "rerun `ditscale extract-latents` to rewrite it") from None
+    if not isinstance(meta, dict) or meta.get("format") != STORE_FORMAT or meta.get("version") != STORE_VERSION:
         raise DataError(f"'{root}' is not a version-{STORE_VERSION} ditscale latent store; re-extract it")
+    for shard in meta.get("shards") or []:
+        shard_path(root, shard, meta_file)
     return meta
+
+
+def shard_path(root: Path, shard: dict, meta_file: Path | None = None) -> Path:
+    """The ``.npy`` file of a ``meta.json`` shard entry: a plain file name inside the store ``root``.
+    Anything else (an absolute path, ``..``, a sub-folder) is a one-line :class:`DataError` naming
+    ``meta.json``: a store never reads outside its folder."""
+    name = shard.get("file") if isinstance(shard, dict) else None
+    if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name or "\\" in name \
+            or not name.endswith(".npy"):
+        where = meta_file or root / "meta.json"
+        raise DataError(f"{where}: shard file {name!r} is not a .npy file name inside the store; re-extract the store")
+    return root / name
 
 
 def check_store_fits(root: Path, meta: dict, cfg: DataConfig) -> tuple[int, int, int]:
@@ -85,7 +103,7 @@ def read_shard_records(root: Path, meta: dict) -> tuple[list[int], list[str]]:
     """
     labels, captions = [], []
     for shard in meta["shards"]:
-        rec = json.loads((root / shard["file"]).with_suffix(".json").read_text())
+        rec = json.loads(shard_path(root, shard).with_suffix(".json").read_text())
         labels += rec["labels"]
         captions += rec["captions"] or []
     return labels, captions
@@ -97,7 +115,7 @@ def verify_latent_store(path: str | os.PathLike) -> list[str]:
     meta = read_meta(root)
     bad = []
     for shard in meta["shards"]:
-        f = root / shard["file"]
+        f = shard_path(root, shard)
         if not f.is_file() or sha256_file(f) != shard["sha256"]:
             bad.append(shard["file"])
     return bad

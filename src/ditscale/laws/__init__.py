@@ -21,7 +21,8 @@ estimators ``envelope`` / ``isoflop`` (also the one home of the isoFLOP parabola
 ``parametric`` (grid or variable-projection solver), ``checks`` (isoFLOP point checks: off-centre
 and drifting grids, near-duplicate sizes, outliers), ``bootstrap``, ``fit`` (:class:`FitConfig`,
 :func:`fit_runs`), ``predict`` (with the backtest), ``compare``, ``noise`` (seed vs parabola
-scatter), ``summary`` (laws.json view).
+scatter), ``residuals`` (does a model size sit off its parabolas at every budget), ``draws``
+(bootstrap draws stored and reused by key), ``summary`` (laws.json view).
 """
 
 from __future__ import annotations

@@ -8,7 +8,15 @@ duplicated rows.
 - ``isoflop``: stratified by budget (each budget draws as many units as it has), redrawing a
   budget until the drawn runs hold at least 3 distinct model sizes; the parabolas and log-log fits
   of all resamples are solved at once (batched normal equations), the saturating law per resample
-  with a warm start. 1000 resamples take about a second.
+  with a warm start. 1000 resamples take about a second. A budget of exactly 3 units cannot be
+  case-resampled (the only draw that keeps 3 sizes is the budget itself, so every resample would
+  repeat the point fit and the interval would collapse to zero width); its runs get a parametric
+  draw instead: each resample multiplies their losses by ``exp(sigma_r z)``, ``z ~ N(0, 1)`` per
+  run, where ``sigma_r = sigma sqrt(dof / chi2_dof)`` carries the uncertainty of the measured
+  noise ``sigma`` (seed replicates and the residuals of budgets with 4+ sizes pooled,
+  :func:`~ditscale.laws.noise.log_loss_noise`, ``dof`` degrees of freedom). Runs with no such
+  measurement (every budget 3 sizes, no seed replicates) get no intervals (every resample
+  counted ``failed``) and a :class:`FitWarning` (:data:`NO_NOISE_MESSAGE`).
 - ``parametric``: each resample is refitted by L-BFGS-B warm-started from the point estimate only
   (not from the 4500-point grid or the varpro grid), so 100-200 resamples take seconds. With a
   ``budget`` column (a study's runs.csv) the draw is stratified by budget like the isoflop one
@@ -30,6 +38,7 @@ import numpy as np
 from ditscale.errors import DataError
 from ditscale.laws.compute_laws import LAW_FIELDS
 from ditscale.laws.isoflop import budget_optima, inside_grid, laws_from_optima
+from ditscale.laws.noise import log_loss_noise
 from ditscale.laws.powerlaw import FitWarning, fit_saturating
 from ditscale.laws.runs import Runs
 
@@ -85,13 +94,32 @@ def _draw_counts(rng: np.random.Generator, n: int, units: int) -> np.ndarray:
     return np.bincount(draws.ravel(), minlength=n * units).reshape(n, units).astype(np.float64)
 
 
+NO_NOISE_MESSAGE = ("bootstrap intervals withheld: every budget has only 3 model sizes (a parabola through 3 "
+                    "points fits them exactly) and there are no seed replicates, so the runs hold no measure of the "
+                    "loss noise; add a 4th model size per budget or seed replicates (repeat:)")
+
+
+def _three_unit_runs(label: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Mask of the runs in budgets of exactly 3 resampling units (no case resample but the budget
+    itself keeps 3 sizes: they get the parametric draw)."""
+    fixed = np.zeros(len(label), dtype=bool)
+    for b in np.unique(label):
+        rows = label == b
+        fixed[rows] = len(np.unique(groups[rows])) == 3
+    return fixed
+
+
 def _isoflop_weights(runs: Runs, label: np.ndarray, budget_flops: np.ndarray, groups: np.ndarray, n: int,
                      rng: np.random.Generator) -> np.ndarray:
-    """(n, n_runs) resampling weights, stratified by budget, >= 3 distinct model sizes per budget."""
-    w = np.zeros((n, len(runs)))
+    """(n, n_runs) resampling weights, stratified by budget, >= 3 distinct model sizes per budget
+    (weight 1 in budgets of exactly 3 units: :func:`_three_unit_runs`)."""
+    w, fixed = np.zeros((n, len(runs))), _three_unit_runs(label, groups)
     for b, c in enumerate(budget_flops):
         rows = np.flatnonzero(label == b)
         unit_ids, unit_of_row = np.unique(groups[rows], return_inverse=True)
+        if fixed[rows[0]]:
+            w[:, rows] = 1.0
+            continue
         size_of_row = np.unique(runs.params[rows], return_inverse=True)[1]
         todo = np.arange(n)
         for _ in range(1000):
@@ -108,13 +136,33 @@ def _isoflop_weights(runs: Runs, label: np.ndarray, budget_flops: np.ndarray, gr
     return w
 
 
+def _parametric_losses(runs: Runs, fixed: np.ndarray, n: int, rng: np.random.Generator,
+                       budget_rtol: float) -> np.ndarray | None:
+    """(n, n_runs) losses: the runs' own, those in ``fixed`` multiplied by ``exp(sigma_r z)`` (module
+    doc); None when the runs measure no noise (intervals are then withheld)."""
+    sigma, dof = log_loss_noise(runs, budget_rtol)
+    if sigma is None:
+        return None
+    sigma_r = sigma * np.sqrt(dof / rng.chisquare(dof, size=n))
+    z = rng.standard_normal((n, int(fixed.sum())))
+    loss = np.repeat(runs.loss[None, :], n, axis=0)
+    loss[:, fixed] *= np.exp(sigma_r[:, None] * z)
+    return loss
+
+
 def _bootstrap_isoflop(runs, fit, n, rng):
     opts = fit.options
     label, budget_flops = runs.budgets(opts["budget_rtol"])
-    w = _isoflop_weights(runs, label, budget_flops, runs.groups(), n, rng)
+    groups = runs.groups()
+    w, fixed = _isoflop_weights(runs, label, budget_flops, groups, n, rng), _three_unit_runs(label, groups)
     if runs.weight is not None:
         w = w * runs.weight
-    opt = budget_optima(runs, label, budget_flops, w, opts["tokens"], opts["huber_delta"])
+    loss = _parametric_losses(runs, fixed, n, rng, opts["budget_rtol"]) if fixed.any() else runs.loss
+    if loss is None:
+        warnings.warn(NO_NOISE_MESSAGE, FitWarning, stacklevel=3)
+        return {k: np.full(n, np.nan) for k in fit.values()}, n
+    opt = budget_optima(runs, label, budget_flops, w, opts["tokens"], opts["huber_delta"],
+                        loss if loss.ndim == 2 else None)
     use = np.isfinite(opt["log_n"])
     if opts["exclude_edge"]:
         for b, point in enumerate(fit.budgets):

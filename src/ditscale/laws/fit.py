@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from ditscale.config import from_dict
 from ditscale.errors import ConfigError
 from ditscale.laws.bootstrap import bootstrap
+from ditscale.laws.draws import DrawStore
 from ditscale.laws.envelope import fit_envelope
 from ditscale.laws.isoflop import fit_isoflop
 from ditscale.laws.parametric import METHODS as PARAMETRIC_METHODS, fit_parametric
@@ -90,9 +91,15 @@ class FitConfig:
         return {"delta": self.delta, "top_k": self.top_k, "method": self.parametric_method}
 
 
-def fit_runs(runs: Runs, config: FitConfig | dict | None = None):
-    """Fit ``config.method`` to ``runs`` and bootstrap it; returns ``(fit, Bootstrap or None)``."""
+def fit_runs(runs: Runs, config: FitConfig | dict | None = None, draws: DrawStore | None = None):
+    """Fit ``config.method`` to ``runs`` and bootstrap it; returns ``(fit, Bootstrap or None)``.
+
+    ``draws``: a :class:`~ditscale.laws.draws.DrawStore` whose matching draws are reused (and
+    where new ones are kept); without it the bootstrap is always drawn."""
     cfg = config if isinstance(config, FitConfig) else from_dict(FitConfig, config or {}, where="laws config")
     fit = FIT_FUNCTIONS[cfg.method](runs, **cfg.fit_options())
-    boot = bootstrap(runs, fit, cfg.resamples, cfg.seed) if cfg.resamples else None
-    return fit, boot
+    if not cfg.resamples:
+        return fit, None
+    if draws is None:
+        return fit, bootstrap(runs, fit, cfg.resamples, cfg.seed)
+    return fit, draws.bootstrap(cfg.method, runs, fit, cfg.fit_options(), cfg.resamples, cfg.seed)

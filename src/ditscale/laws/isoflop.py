@@ -35,15 +35,17 @@ def parabola_fit(x: np.ndarray, y: np.ndarray, weights: np.ndarray, huber_delta:
                  iters: int = 100) -> np.ndarray:
     """Weighted least-squares parabolas ``y = c0 + c1 x + c2 x^2``, batched over resamples.
 
-    ``x``, ``y`` are ``(n,)``; ``weights`` is ``(B, n)``. With ``huber_delta`` the fit is a Huber
+    ``x`` is ``(n,)``; ``y`` is ``(n,)`` or ``(B, n)`` (one set of values per row, e.g. a
+    parametric bootstrap); ``weights`` is ``(B, n)``. With ``huber_delta`` the fit is a Huber
     M-estimate (iteratively reweighted least squares with weights ``min(1, delta / |residual|)``).
     Returns ``(B, 3)`` coefficients; needs 3 distinct x with positive weight in every row.
     """
     X = np.stack([np.ones_like(x), x, x * x], axis=1)
+    rhs_form = "bn,ni,n->bi" if np.ndim(y) == 1 else "bn,ni,bn->bi"
 
     def solve(w):
         lhs = np.einsum("bn,ni,nj->bij", w, X, X)
-        rhs = np.einsum("bn,ni,n->bi", w, X, y)
+        rhs = np.einsum(rhs_form, w, X, y)
         return np.linalg.solve(lhs, rhs[..., None])[..., 0]
 
     coef = solve(weights)
@@ -108,8 +110,9 @@ def fit_log_n_parabola(log_n: np.ndarray, y: np.ndarray, weights: np.ndarray | N
                        huber_delta: float | None = None) -> LogNParabola:
     """The isoFLOP parabola of ``y`` (e.g. loss) in log N (``log_n`` ``(n,)``, natural log of parameters).
 
-    ``weights`` is ``(B, n)`` (one fit per row; None: one equal-weight fit); ``huber_delta`` makes it
-    a Huber M-estimate (see :func:`parabola_fit`). Needs 3 distinct N with positive weight per row.
+    ``weights`` is ``(B, n)`` (one fit per row; None: one equal-weight fit); ``y`` is ``(n,)`` or
+    ``(B, n)``; ``huber_delta`` makes it a Huber M-estimate (see :func:`parabola_fit`). Needs 3
+    distinct N with positive weight per row.
     """
     center, scale = log_n.mean(), max(np.ptp(log_n), 1e-12)
     w = np.ones((1, len(log_n))) if weights is None else weights
@@ -178,8 +181,10 @@ def check_budgets(runs: Runs, label: np.ndarray, budget_flops: np.ndarray) -> No
 
 
 def budget_optima(runs: Runs, label: np.ndarray, budget_flops: np.ndarray, weights: np.ndarray,
-                  tokens: str = "interpolate", huber_delta: float | None = None) -> dict[str, np.ndarray]:
-    """Parabola optima of every budget for each row of ``weights`` ``(B, n_runs)``.
+                  tokens: str = "interpolate", huber_delta: float | None = None,
+                  loss: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Parabola optima of every budget for each row of ``weights`` ``(B, n_runs)`` (and of ``loss``
+    ``(B, n_runs)``, per-row losses, when given; else the runs' own).
 
     Returns arrays of shape ``(B, n_budgets)``: ``log_n`` (log N*), ``log_d`` (log D*, tokens),
     ``loss`` (L*), ``curvature`` (c2 in loss per (log N)^2; NaN optimum where c2 <= 0).
@@ -189,7 +194,8 @@ def budget_optima(runs: Runs, label: np.ndarray, budget_flops: np.ndarray, weigh
     for b, c in enumerate(budget_flops):
         idx = np.flatnonzero(label == b)
         log_n = np.log(runs.params[idx])
-        parabola = fit_log_n_parabola(log_n, runs.loss[idx], weights[:, idx], huber_delta)
+        y = runs.loss[idx] if loss is None else loss[:, idx]
+        parabola = fit_log_n_parabola(log_n, y, weights[:, idx], huber_delta)
         out["log_n"][:, b], out["loss"][:, b], out["curvature"][:, b] = parabola.minimum()
         if tokens == "interpolate":
             intercept, slope = loglog_fit(log_n, np.log(runs.tokens[idx])[None, :].repeat(shape[0], 0), weights[:, idx])

@@ -41,6 +41,22 @@ def noise_summary(runs: Runs) -> dict:
     }
 
 
+def log_loss_noise(runs: Runs, budget_rtol: float = 0.1) -> tuple[float | None, int]:
+    """``(sigma, dof)``: the loss noise as a standard deviation of log loss, pooling the seed
+    replicates' spread and the residuals of the budgets' parabolas (budgets with 4 or more sizes)
+    by their degrees of freedom; ``(None, 0)`` when the runs hold neither."""
+    label, budget_flops = runs.budgets(budget_rtol)
+    log_l = np.log(runs.loss)
+    groups = _configurations(label, runs.params)
+    seed, _, seed_dof = _seed_spread(log_l, groups)
+    resid, resid_dof, _ = _residual_spread(log_l, groups, budget_flops)
+    dof = seed_dof + resid_dof
+    if dof == 0:
+        return None, 0
+    ss = (seed or 0.0) ** 2 * seed_dof + (resid or 0.0) ** 2 * resid_dof
+    return math.sqrt(ss / dof), dof
+
+
 def _configurations(label: np.ndarray, params: np.ndarray) -> dict[tuple[int, float], list[int]]:
     """Run indices of each configuration (budget label, N), in order of first appearance."""
     groups: dict[tuple[int, float], list[int]] = {}

@@ -1,4 +1,12 @@
-"""Predictions from fitted laws at a target compute, nearest model of a family, and backtests."""
+"""Predictions from fitted laws at a target compute, nearest model of a family, and backtests.
+
+A prediction says how far it extrapolates: ``extrapolation`` is the target C over the largest
+trained budget, and beyond :data:`EXTRAPOLATION_WARN` (100x, two decades of compute past the data)
+it carries a warning that its intervals assume the power law holds that far (the bootstrap only
+knows the scatter of the fitted budgets, not whether the law bends beyond them).
+:func:`exponent_resolution` puts an exponent's interval into words: unresolved when its 90%
+interval includes 0, loosely resolved when it is wider than :data:`INTERVAL_GOAL` (0.25).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +21,46 @@ from ditscale.laws.bootstrap import interval90
 from ditscale.laws.fit import FIT_FUNCTIONS
 from ditscale.laws.isoflop import fit_isoflop
 from ditscale.laws.runs import Runs
+
+
+EXTRAPOLATION_WARN = 100.0  # warn when the target is more than this many times the largest trained budget
+INTERVAL_GOAL = 0.25  # an allocation exponent's 90% interval should be at most this wide (issue 9)
+
+
+def extrapolation_warning(flops: float, largest: float | None, factor: float = EXTRAPOLATION_WARN) -> str | None:
+    """The one-line warning for a target ``flops`` more than ``factor`` times the largest trained
+    budget ``largest`` (FLOPs), else None."""
+    if largest is None or flops <= factor * largest:
+        return None
+    return (f"extrapolating {flops / largest:.2g}x beyond the largest trained budget {largest:.2g} FLOPs; "
+            "intervals assume the power law holds that far")
+
+
+def exponent_resolution(name: str, value: float, ci90: list[float] | None, goal: float | None = INTERVAL_GOAL) -> dict:
+    """An exponent's interval in words: ``{name, value, ci90, width, includes_zero, message}``.
+
+    ``message`` (else None): "<name> unresolved: its 90% interval [lo, hi] includes 0", or, when
+    ``goal`` is given and the interval is wider, "<name> loosely resolved: its 90% interval [lo, hi]
+    is w wide (goal 0.25)". Without an interval (no bootstrap, or intervals withheld, which warns
+    on its own) there is nothing to say: message None.
+    """
+    out = {"name": name, "value": value, "ci90": ci90, "width": None, "includes_zero": None, "message": None}
+    if ci90 is None:
+        return out
+    lo, hi = ci90
+    out.update(width=hi - lo, includes_zero=bool(lo <= 0 <= hi))
+    if out["includes_zero"]:
+        out["message"] = f"{name} unresolved: its 90% interval [{lo:.3g}, {hi:.3g}] includes 0"
+    elif goal is not None and hi - lo > goal:
+        out["message"] = (f"{name} loosely resolved: its 90% interval [{lo:.3g}, {hi:.3g}] is {hi - lo:.2g} wide "
+                          f"(goal {goal:g})")
+    return out
+
+
+def largest_budget(fit) -> float | None:
+    """The largest trained budget of an isoflop (``budgets``) or envelope (``envelope``) fit, FLOPs; None otherwise."""
+    points = getattr(fit, "budgets", None) or getattr(fit, "envelope", None)
+    return max(p.flops for p in points) if points else None
 
 
 @dataclass(frozen=True)
@@ -34,6 +82,8 @@ class Prediction:
         n_opt: parameters; d_opt: training tokens; images_opt: training images
             (``d_opt / tokens_per_image``, None unless tokens_per_image was given); loss_opt: loss.
         nearest: ``(name, params)`` of the family member closest to n_opt in log N, or None.
+        largest_budget: the largest trained budget (FLOPs), None when unknown.
+        extrapolation: ``flops / largest_budget``; warnings: the extrapolation warning, if any.
     """
 
     flops: float
@@ -42,12 +92,20 @@ class Prediction:
     loss_opt: Estimate
     images_opt: Estimate | None = None
     nearest: tuple[str, float] | None = None
+    largest_budget: float | None = None
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def extrapolation(self) -> float | None:
+        return None if self.largest_budget is None else self.flops / self.largest_budget
 
     def to_dict(self) -> dict:
         return {"flops": self.flops, "n_opt": self.n_opt.to_dict(), "d_opt": self.d_opt.to_dict(),
                 "loss_opt": self.loss_opt.to_dict(),
                 "images_opt": None if self.images_opt is None else self.images_opt.to_dict(),
-                "nearest": None if self.nearest is None else {"name": self.nearest[0], "params": self.nearest[1]}}
+                "nearest": None if self.nearest is None else {"name": self.nearest[0], "params": self.nearest[1]},
+                "largest_budget": self.largest_budget, "extrapolation": self.extrapolation,
+                "warnings": list(self.warnings)}
 
 
 def nearest_model(params: float, family: Sequence[tuple[str, float]]) -> tuple[str, float]:
@@ -58,7 +116,8 @@ def nearest_model(params: float, family: Sequence[tuple[str, float]]) -> tuple[s
 
 
 def predict(fit, flops: float, *, boot=None, tokens_per_image: float | None = None,
-            family: Sequence[tuple[str, float]] | None = None, saturating: bool = False) -> Prediction:
+            family: Sequence[tuple[str, float]] | None = None, saturating: bool = False,
+            trained_flops: float | None = None) -> Prediction:
     """Compute-optimal N (params), D (tokens), loss at ``flops`` FLOPs, with bootstrap intervals.
 
     Args:
@@ -69,6 +128,9 @@ def predict(fit, flops: float, *, boot=None, tokens_per_image: float | None = No
         family: ``(name, params)`` pairs; adds the member nearest to N_opt (log distance).
         saturating: for isoflop/envelope fits, predict the loss with ``E + k C^-gamma`` instead of
             the pure power law (parametric fits always use L(N_opt, D_opt)).
+        trained_flops: the largest trained budget, in the units of ``flops`` (default: the fit's
+            largest budget; a parametric fit knows none). Sets ``extrapolation`` and, beyond
+            :data:`EXTRAPOLATION_WARN` times it, the warning.
     """
     if not (flops > 0 and math.isfinite(flops)):
         raise DataError(f"target compute must be a positive number of FLOPs, got {flops!r}")
@@ -84,7 +146,9 @@ def predict(fit, flops: float, *, boot=None, tokens_per_image: float | None = No
         lo_hi = est[1].ci90 and [x / tokens_per_image for x in est[1].ci90]
         images = Estimate(point[1] / tokens_per_image, lo_hi)
     near = nearest_model(point[0], family) if family else None
-    return Prediction(float(flops), est[0], est[1], est[2], images, near)
+    largest = largest_budget(fit) if trained_flops is None else float(trained_flops)
+    warn = extrapolation_warning(float(flops), largest)
+    return Prediction(float(flops), est[0], est[1], est[2], images, near, largest, (warn,) if warn else ())
 
 
 @dataclass(frozen=True)

@@ -52,8 +52,9 @@ class _View:
             kw[key] = tuple(view.from_dict(x) for x in kw.get(key) or ())
         for key, view in cls._maps.items():
             kw[key] = {name: view.from_dict(x) for name, x in (kw.get(key) or {}).items()}
-        if "warnings" in names:
-            kw["warnings"] = tuple(kw.get("warnings") or ())
+        for key in ("warnings", "notes"):
+            if key in names:
+                kw[key] = tuple(kw.get(key) or ())
         return cls(**kw)
 
 
@@ -157,8 +158,61 @@ class BacktestSummary(_View):
 
 
 @dataclass(frozen=True)
+class FormSummary(_View):
+    """One fitted form at the prediction's target: its name, N_opt (params) and L_opt, each with its interval."""
+
+    name: str | None = None
+    n_opt: EstimateSummary = field(default_factory=EstimateSummary)
+    loss_opt: EstimateSummary = field(default_factory=EstimateSummary)
+
+    _nested = {"n_opt": EstimateSummary, "loss_opt": EstimateSummary}
+
+
+@dataclass(frozen=True)
+class ExponentSummary(_View):
+    """An exponent's 90% interval in words: ``message`` when it includes 0 or is wider than the goal."""
+
+    name: str | None = None
+    value: float | None = None
+    ci90: Interval | None = None
+    width: float | None = None
+    includes_zero: bool | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class SizeResidualSummary(_View):
+    """A model size's mean log-loss residual from its budgets' parabolas, and at how many it lies above."""
+
+    params: float | None = None
+    budgets: int = 0
+    mean_residual: float | None = None
+    above: int = 0
+
+
+@dataclass(frozen=True)
+class ResidualStructureSummary(_View):
+    """The per-size F-test of the isoFLOP residuals (:mod:`ditscale.laws.residuals`); ``p_value`` None
+    when it cannot be tested (3 sizes per budget and no replicates), ``message`` when it warns."""
+
+    test: str | None = None
+    statistic: float | None = None
+    dof: tuple[int, int] | list[int] | None = None
+    p_value: float | None = None
+    threshold: float | None = None
+    warn: bool = False
+    sizes: tuple[SizeResidualSummary, ...] = ()
+    message: str | None = None
+
+    _lists = {"sizes": SizeResidualSummary}
+
+
+@dataclass(frozen=True)
 class PredictionSummary(_View):
-    """The compute-optimal model at ``flops``: N (params), D (tokens and images), loss, nearest model."""
+    """The compute-optimal model at ``flops``: N (params), D (tokens and images), loss, nearest model;
+    how far it extrapolates (``extrapolation`` = flops / ``largest_budget``), every fitted form at
+    the target (``forms``), the exponents' intervals in words, the residual-structure test, and
+    ``notes`` (e.g. a bootstrap that was redrawn)."""
 
     flops: float | None = None
     n_opt: EstimateSummary = field(default_factory=EstimateSummary)
@@ -167,12 +221,18 @@ class PredictionSummary(_View):
     images_opt: EstimateSummary = field(default_factory=EstimateSummary)
     nearest: NearestModel = field(default_factory=NearestModel)
     tokens_per_image: int | None = None
+    largest_budget: float | None = None
+    extrapolation: float | None = None
+    forms: tuple[FormSummary, ...] = ()
+    exponents: tuple[ExponentSummary, ...] = ()
+    residual_structure: ResidualStructureSummary | None = None
     backtest: tuple[BacktestSummary, ...] = ()
     warnings: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
 
     _nested = {"n_opt": EstimateSummary, "d_opt": EstimateSummary, "loss_opt": EstimateSummary,
-               "images_opt": EstimateSummary, "nearest": NearestModel}
-    _lists = {"backtest": BacktestSummary}
+               "images_opt": EstimateSummary, "nearest": NearestModel, "residual_structure": ResidualStructureSummary}
+    _lists = {"backtest": BacktestSummary, "forms": FormSummary, "exponents": ExponentSummary}
 
 
 # -- the rest of laws.json ------------------------------------------------------------------------
@@ -314,11 +374,13 @@ class LawsSummary(FitSummary):
     warnings: tuple[str, ...] = ()
     wall_time: WallTime = field(default_factory=WallTime)
     quality: QualitySummary | None = None
+    exponents: tuple[ExponentSummary, ...] = ()
+    residual_structure: ResidualStructureSummary | None = None
 
     _nested = {**FitSummary._nested, "parametric": ParametricSummary, "backtest_fit": FitSummary,
                "prediction": PredictionSummary, "noise": NoiseSummary, "wall_time": WallTime,
-               "quality": QualitySummary}
-    _lists = {**FitSummary._lists, "backtest": BacktestSummary, "checks": CheckSummary}
+               "quality": QualitySummary, "residual_structure": ResidualStructureSummary}
+    _lists = {**FitSummary._lists, "backtest": BacktestSummary, "checks": CheckSummary, "exponents": ExponentSummary}
     _maps = {"paper": LawSummary}
 
     @classmethod
@@ -360,6 +422,7 @@ class ComparisonSummary(_View):
     loss_b: EstimateSummary | None = None
     a: StudyRef = field(default_factory=StudyRef)
     b: StudyRef = field(default_factory=StudyRef)
+    notes: tuple[str, ...] = ()
 
     _nested = {"loss_a": EstimateSummary, "loss_b": EstimateSummary, "a": StudyRef, "b": StudyRef}
     _lists = {"differences": DifferenceSummary}

@@ -17,6 +17,7 @@ from ditscale.laws.summary import (
     NoiseSummary,
     PredictionSummary,
     QualitySummary,
+    ResidualStructureSummary,
 )
 
 
@@ -68,6 +69,7 @@ def render_html(laws: "dict | LawsSummary", figures: list[tuple[Path, str]], *, 
     parts += [_img(png, caption) for png, caption in figures]
     parts += _budgets_section(view.budgets)
     parts += _checks_section(view.checks)
+    parts += _residual_section(view.residual_structure)
     parts += _noise_section(view.noise)
     parts += _other_fits_section(view)
     parts += _footer(view)
@@ -86,7 +88,28 @@ def _prediction_section(pred: PredictionSummary) -> list[str]:
             ["D_opt (images)", _num(pred.images_opt.value, ".4g"), _ci(pred.images_opt.ci90)],
             ["L_opt (validation loss)", _num(pred.loss_opt.value, ".4f"), _ci(pred.loss_opt.ci90, ".4f")],
             ["nearest family model", html.escape(f"{name} ({_num(near.params, ',')} params)"), ""]]
-    return ["<h2>Compute-optimal model at the target budget</h2>", _table(["quantity", "value", "90% interval"], rows)]
+    if pred.extrapolation is not None:
+        rows.append(["extrapolation (target / largest trained budget)", f"{_num(pred.extrapolation, '.3g')}x",
+                     f"largest budget {_num(pred.largest_budget, '.3g')} FLOPs"])
+    parts = ["<h2>Compute-optimal model at the target budget</h2>", _table(["quantity", "value", "90% interval"], rows)]
+    parts += [f"<p class='bad'>{html.escape(w)}</p>" for w in pred.warnings if w.startswith("extrapolating")]
+    return parts + _forms_section(pred)
+
+
+def _forms_section(pred: PredictionSummary) -> list[str]:
+    """Every fitted form at the target side by side, and the exponents' intervals in words."""
+    parts = []
+    if pred.forms:
+        rows = [[html.escape(f.name or ""), _num(f.n_opt.value, ".4g"), _ci(f.n_opt.ci90), _num(f.loss_opt.value, ".4f"),
+                 _ci(f.loss_opt.ci90, ".4f")] for f in pred.forms]
+        parts += [f"<h2>Every fitted form at C = {_num(pred.flops, '.3g')} FLOPs</h2>",
+                  _table(["form", "N_opt", "90% interval", "L_opt", "90% interval"], rows)]
+    words = [e.message for e in pred.exponents if e.message]
+    parts += [f"<p class='bad'>{html.escape(w)}</p>" for w in words]
+    if pred.exponents and not words and all(e.ci90 for e in pred.exponents):
+        parts.append("<p class='muted'>Every exponent's 90% interval excludes 0 and the allocation exponents' are at "
+                     "most 0.25 wide.</p>")
+    return parts
 
 
 def _backtest_section(backtest: tuple[BacktestSummary, ...],
@@ -177,6 +200,23 @@ def _checks_section(checks: tuple[CheckSummary, ...]) -> list[str]:
     rows = [["all" if c.budget is None else _num(c.budget, ".3g"), html.escape(c.kind or ""), html.escape(c.message or "")]
             for c in checks]
     return ["<h2>isoFLOP point checks</h2>", _table(["C (FLOPs)", "check", "message"], rows)]
+
+
+def _residual_section(rs: ResidualStructureSummary | None) -> list[str]:
+    """The per-size F-test of the isoFLOP residuals: does a model size sit off its parabolas at every budget?"""
+    if rs is None:
+        return []
+    head = "<h2>Residual structure by model size</h2>"
+    if rs.p_value is None:
+        return [head, "<p class='muted'>Not testable: the parabolas fit every budget exactly (3 sizes per budget and "
+                      "no seed replicates), or no model size appears in two budgets.</p>"]
+    dof = list(rs.dof or ())
+    rows = [[_num(x.params, ".4g"), str(x.budgets), _num(x.mean_residual, "+.2%"), f"{x.above} of {x.budgets}"]
+            for x in rs.sizes]
+    verdict = (f"<p class='bad'>{html.escape(rs.message or '')}</p>" if rs.warn else
+               f"<p class='ok'>No size structure: F = {_num(rs.statistic, '.3g')} on {dof} dof, p = {_num(rs.p_value, '.2g')} "
+               f"(warns below {_num(rs.threshold, 'g')}).</p>")
+    return [head, verdict, _table(["N (params)", "budgets", "mean log-loss residual", "above its parabola"], rows)]
 
 
 def _noise_section(noise: NoiseSummary) -> list[str]:

@@ -6,8 +6,14 @@
   bootstrap intervals when it converges, the backtest (refit without the ``holdout`` largest
   budgets, predict their compute-optimal loss and N_opt), the measured noise and the wall time.
 - :func:`predict_study` answers "what should I train with C FLOPs": N_opt, D_opt (tokens and
-  images), loss, each with a 90% interval, and the nearest model of the study's family.
+  images), loss, each with a 90% interval, and the nearest model of the study's family; every
+  fitted form at the target side by side, how far it extrapolates, which exponents are resolved.
 - :func:`compare_studies` puts two studies' laws side by side.
+
+The analysis stores every bootstrap it draws in ``DIR/bootstrap.npz`` (:data:`DRAWS_FILE`,
+:class:`ditscale.laws.draws.DrawStore`, keyed by the runs and options they were drawn from);
+``predict_study`` and ``compare_studies`` reuse the draws whose key matches, so they give exactly
+laws.json's intervals in seconds, and redraw (saying so in ``notes``) when none does.
 
 Units: C in training FLOPs, N non-embedding parameters, D image tokens, loss in the runs' val-loss
 units; ``relative_error = (predicted - actual) / actual``.
@@ -23,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ditscale.errors import ConfigError, DataError
+from ditscale.laws.draws import DrawStore, draws_key
 from ditscale.laws.noise import noise_summary  # noqa: F401  (laws.json "noise"; also public here)
 from ditscale.study.folder import StudyFolder
 from ditscale.study.plan import base_model_config, rung_config
@@ -71,30 +78,75 @@ def tokens_per_image(spec: StudySpec, base=None) -> int:
     return int(tpi(base_model_config(spec) if base is None else base))
 
 
+# -- stored bootstrap draws -------------------------------------------------------------------------
+DRAWS_FILE = "bootstrap.npz"
+
+
+def draws_path(out_dir: str | Path) -> Path:
+    """``DIR/bootstrap.npz``: the study's stored bootstrap draws."""
+    return Path(out_dir) / DRAWS_FILE
+
+
+def load_draws(out_dir: str | Path) -> DrawStore:
+    """The stored draws of a study (an empty store when the file is missing; an empty store marked
+    ``loaded`` when it cannot be read, so the redraw is reported)."""
+    path = draws_path(out_dir)
+    if not path.is_file():
+        return DrawStore()
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            return DrawStore.from_arrays(arrays)
+    except (OSError, ValueError, KeyError):
+        return DrawStore(loaded=True)
+
+
+def write_draws(out_dir: str | Path, draws: DrawStore) -> Path:
+    """Write ``draws`` atomically to ``DIR/bootstrap.npz``."""
+    from ditscale.io import atomic_write_npz
+
+    return atomic_write_npz(draws_path(out_dir), draws.to_arrays())
+
+
+def draws_note(out_dir: str | Path, draws: DrawStore) -> str | None:
+    """One line saying that bootstraps were redrawn, and why (None when every draw was reused)."""
+    if not draws.redrawn:
+        return None
+    path = draws_path(out_dir)
+    why = "was drawn from other runs.csv rows or laws options" if draws.loaded else "is missing"
+    return (f"bootstrap redrawn ({', '.join(dict.fromkeys(draws.redrawn))}): {path} {why}; "
+            f"`ditscale study report {out_dir}` stores the draws again")
+
+
 # -- fits -------------------------------------------------------------------------------------------
-def fit_study(out_dir: str | Path, spec: StudySpec | None = None, *, seed_offset: int = 0):
+def fit_study(out_dir: str | Path, spec: StudySpec | None = None, *, seed_offset: int = 0,
+              draws: DrawStore | None = None):
     """Approach 2 fit of all budgets (options: ``spec.laws``) with its bootstrap.
 
     Returns ``(runs, fit, boot, warnings)``; ``boot`` is None with ``laws.bootstrap: 0``; the
-    warnings include the messages of the isoFLOP point checks (:func:`ditscale.laws.checks.isoflop_checks`).
+    warnings include the messages of the isoFLOP point checks (:func:`ditscale.laws.checks.isoflop_checks`)
+    and of the residual-structure test (:func:`ditscale.laws.residuals.residual_structure`).
+    ``draws``: reuse (and keep) bootstrap draws there (:class:`~ditscale.laws.draws.DrawStore`).
     """
-    runs, fit, boot, warns, _ = _fit_and_check(StudyFolder(out_dir), spec, seed_offset)
+    runs, fit, boot, warns, _ = _fit_and_check(StudyFolder(out_dir), spec, seed_offset, draws)
     return runs, fit, boot, warns
 
 
-def _fit_and_check(folder: StudyFolder, spec: StudySpec | None, seed_offset: int = 0):
+def _fit_and_check(folder: StudyFolder, spec: StudySpec | None, seed_offset: int = 0, draws: DrawStore | None = None):
     """:func:`fit_study`'s ``(runs, fit, boot, warnings)`` plus the isoFLOP point checks themselves."""
     from ditscale.laws import fit_runs
     from ditscale.laws.checks import isoflop_checks
+    from ditscale.laws.residuals import residual_structure
 
     spec = spec or folder.read_spec()
     cfg = dataclasses.replace(spec.laws, seed=spec.laws.seed + seed_offset)
     runs = folder.read_runs()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        fit, boot = fit_runs(runs, cfg)
+        fit, boot = fit_runs(runs, cfg, draws)
     checks = isoflop_checks(runs, fit)
-    return runs, fit, boot, sorted({str(w.message) for w in caught} | {c.message for c in checks}), checks
+    structure = residual_structure(runs, cfg.budget_rtol).message
+    found = {str(w.message) for w in caught} | {c.message for c in checks} | ({structure} if structure else set())
+    return runs, fit, boot, sorted(found), checks
 
 
 def _backtest_rows(refit, boot, full_isoflop, held_flops, saturating: bool = False, to_6nd: float = 1.0) -> list[dict]:
@@ -122,14 +174,15 @@ def _holdout_split(runs, spec: StudySpec):
         return holdout_split(runs, spec.holdout, spec.laws.budget_rtol)
 
 
-def backtest_study(runs, spec: StudySpec, fit=None) -> dict:
+def backtest_study(runs, spec: StudySpec, fit=None, draws: DrawStore | None = None) -> dict:
     """Refit without the ``spec.holdout`` largest budgets and predict their compute-optimal loss and N_opt.
 
     ``fit`` is the study's isoFLOP fit of all runs (``fit_study``), which gives the held-out
     budgets' actual L* and N*; it is refitted when not given. Returns ``{"rows": [{flops,
     predicted_loss, predicted_ci90, actual_loss, relative_error, within_ci90, predicted_n_opt,
     predicted_n_opt_ci90, actual_n_opt (None for an edge or degenerate optimum), n_opt_within_ci90}],
-    "fit": the refit's laws (JSON shape), "budgets": fitted budget FLOPs}``.
+    "fit": the refit's laws (JSON shape), "budgets": fitted budget FLOPs}``. ``draws``: reuse
+    (and keep) the refit's bootstrap there.
     """
     from ditscale.laws import fit_isoflop, fit_runs
 
@@ -140,14 +193,14 @@ def backtest_study(runs, spec: StudySpec, fit=None) -> dict:
     sub, held_flops = _holdout_split(runs, spec)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        refit, boot = fit_runs(sub, cfg)
+        refit, boot = fit_runs(sub, cfg, draws)
         full = fit if fit is not None else fit_isoflop(runs, **cfg.fit_options())
         rows = _backtest_rows(refit, boot, full, held_flops, cfg.saturating)
     return {"rows": rows, "fit": refit.to_dict(boot), "budgets": budget_flops[: len(budget_flops) - holdout]}
 
 
 def parametric_summary(runs, cfg=None, target_flops: float | None = None, tpi: int | None = None,
-                       to_6nd: float = 1.0) -> dict | None:
+                       to_6nd: float = 1.0, draws: DrawStore | None = None) -> dict | None:
     """Approach 3 (``L = E + A/N^alpha + B/D^beta``) as JSON, or None if it does not converge.
 
     ``cfg`` (a :class:`~ditscale.laws.FitConfig`, the spec's ``laws``; default: its defaults) gives
@@ -157,26 +210,28 @@ def parametric_summary(runs, cfg=None, target_flops: float | None = None, tpi: i
     ``prediction`` holds the compute-optimal N, D (tokens, and images with ``tpi`` tokens per
     image) and loss there with 90% intervals. Approach 3 allocates compute as C = 6ND, so an exact
     FLOP target is first converted with ``to_6nd`` (6ND FLOPs per exact FLOP; :func:`six_nd_per_exact`);
-    the prediction keeps the exact target as ``flops`` and adds ``flops_6nd``.
+    the prediction keeps the exact target as ``flops`` and adds ``flops_6nd``. ``draws``: reuse
+    (and keep) the bootstrap there.
     """
     from ditscale.laws import FitConfig, predict
 
     cfg = cfg or FitConfig()
-    fitted = _parametric_fit(runs, cfg)
+    fitted = _parametric_fit(runs, cfg, draws)
     if fitted is None:
         return None
     fit, boot = fitted
     out = fit.to_dict(boot)
     if target_flops is not None:
+        largest = max(runs.budgets(cfg.budget_rtol)[1]) * to_6nd
         with np.errstate(all="ignore"):
-            pred = predict(fit, target_flops * to_6nd, boot=boot, tokens_per_image=tpi).to_dict()
+            pred = predict(fit, target_flops * to_6nd, boot=boot, tokens_per_image=tpi, trained_flops=largest).to_dict()
         out["prediction"] = {**pred, "flops": float(target_flops), "flops_6nd": float(target_flops * to_6nd)}
     return out
 
 
-def _parametric_fit(runs, cfg):
-    """Approach 3 fitted to ``runs`` and bootstrapped per ``cfg``: ``(fit, Bootstrap or None)``, or
-    None when the fit fails or is not finite."""
+def _parametric_fit(runs, cfg, draws: DrawStore | None = None):
+    """Approach 3 fitted to ``runs`` and bootstrapped per ``cfg`` (reusing ``draws``): ``(fit,
+    Bootstrap or None)``, or None when the fit fails or is not finite."""
     from ditscale.laws import bootstrap, fit_parametric
 
     try:
@@ -187,10 +242,15 @@ def _parametric_fit(runs, cfg):
         return None
     if not all(math.isfinite(getattr(fit, k)) for k in ("E", "A", "B", "alpha", "beta")):
         return None
-    return fit, (bootstrap(runs, fit, cfg.resamples, cfg.seed) if cfg.resamples >= 2 else None)
+    if cfg.resamples < 2:
+        return fit, None
+    if draws is None:
+        return fit, bootstrap(runs, fit, cfg.resamples, cfg.seed)
+    return fit, draws.bootstrap("parametric", runs, fit, cfg.parametric_options(), cfg.resamples, cfg.seed)
 
 
-def parametric_backtest(runs, spec: StudySpec, full_isoflop, to_6nd: float = 1.0) -> list[dict]:
+def parametric_backtest(runs, spec: StudySpec, full_isoflop, to_6nd: float = 1.0,
+                        draws: DrawStore | None = None) -> list[dict]:
     """Approach 3's own backtest: refit ``L(N, D)`` (and its bootstrap) without the ``spec.holdout``
     largest budgets and predict each held-out budget's compute-optimal loss and N_opt (rows as
     :func:`backtest_study`'s; the actual values are the budgets' in ``full_isoflop``, the isoFLOP fit
@@ -199,7 +259,7 @@ def parametric_backtest(runs, spec: StudySpec, full_isoflop, to_6nd: float = 1.0
     if spec.holdout < 1:
         return []
     sub, held_flops = _holdout_split(runs, spec)
-    fitted = _parametric_fit(sub, spec.laws)
+    fitted = _parametric_fit(sub, spec.laws, draws)
     return [] if fitted is None else _backtest_rows(*fitted, full_isoflop, held_flops, to_6nd=to_6nd)
 
 
@@ -214,41 +274,94 @@ def six_nd_per_exact(rows: list[dict]) -> float:
 
 
 def predict_study(out_dir: str | Path, flops: float, *, spec: StudySpec | None = None, fitted=None,
-                  with_backtest: bool = True) -> dict:
+                  with_backtest: bool = True, draws: DrawStore | None = None) -> dict:
     """Compute-optimal model at ``flops`` training FLOPs from the study in ``out_dir`` (JSON-ready).
 
     Keys: ``flops``; ``n_opt`` (non-embedding params), ``d_opt`` (tokens), ``images_opt`` (images),
     ``loss_opt``, each ``{"value", "ci90"}``; ``nearest`` (the family member nearest N_opt:
     name, depth, hidden_size, num_heads, params, params_total, in_ladder); ``tokens_per_image``;
-    ``backtest`` (see :func:`backtest_study`; unless ``with_backtest`` is False); ``warnings``.
+    ``largest_budget`` and ``extrapolation`` (``flops`` over it); ``forms`` (:func:`prediction_forms`:
+    every fitted form's N_opt and L_opt at ``flops``); ``exponents`` (:func:`exponent_checks`);
+    ``residual_structure`` (:func:`ditscale.laws.residuals.residual_structure`); ``backtest`` (see
+    :func:`backtest_study`; unless ``with_backtest`` is False); ``warnings`` (the fit's, the
+    exponents' and, past 100x, the extrapolation's); ``notes`` (one line when a bootstrap was redrawn).
     ``spec``: the study's spec when the caller has it (else read from ``DIR/spec.yaml``);
-    ``fitted``: ``fit_study``'s result when already fitted.
+    ``fitted``: ``fit_study``'s result when already fitted; ``draws``: the bootstrap draws to use
+    and keep (default: ``DIR/bootstrap.npz``'s, reporting redraws in ``notes``).
     """
-    from ditscale.flops import param_counts
     from ditscale.laws import predict
+    from ditscale.laws.residuals import residual_structure
 
     if not (flops > 0 and math.isfinite(flops)):
         raise ConfigError(f"--flops must be a positive number of training FLOPs, got {flops}")
     spec = spec or load_study_spec(out_dir)
-    runs, fit, boot, warns = fitted or fit_study(out_dir, spec)
+    stored = draws is None
+    draws = load_draws(out_dir) if stored else draws
+    runs, fit, boot, warns = fitted or fit_study(out_dir, spec, draws=draws)
     base = base_model_config(spec)
     tpi = tokens_per_image(spec, base)
-    n_point = float(fit.params_law(flops))
-    members = family_members(spec, n_point, base)
+    members = family_members(spec, float(fit.params_law(flops)), base)
     pred = predict(fit, flops, boot=boot, tokens_per_image=tpi, family=[(m[0], m[1]) for m in members],
                    saturating=spec.laws.saturating)
-    out = pred.to_dict()
-    name = pred.nearest[0]
-    rung = next(m[2] for m in members if m[0] == name)
-    cfg = rung_config(spec, rung, base)
-    out["nearest"] = {"name": name, "depth": rung[0], "hidden_size": rung[1], "num_heads": rung[2],
-                      "params": int(param_counts(cfg).non_embedding), "params_total": int(param_counts(cfg).total),
-                      "in_ladder": rung in spec.family.ladder()}
-    out["tokens_per_image"] = tpi
+    out = {**pred.to_dict(), "nearest": _nearest(spec, base, members, pred.nearest[0]), "tokens_per_image": tpi}
+    par = _parametric_fit(runs, spec.laws, draws)
+    out["forms"] = prediction_forms(fit, boot, par, flops, six_nd_per_exact(StudyFolder(out_dir).read_runs_rows()))
+    out["exponents"] = exponent_checks(fit, boot, par)
+    out["residual_structure"] = residual_structure(runs, spec.laws.budget_rtol).to_dict()
     if with_backtest:
-        out["backtest"] = backtest_study(runs, spec, fit)["rows"]
-    out["warnings"] = warns
+        out["backtest"] = backtest_study(runs, spec, fit, draws)["rows"]
+    out["warnings"] = list(warns) + [e["message"] for e in out["exponents"] if e["message"]] + list(pred.warnings)
+    note = draws_note(out_dir, draws) if stored else None
+    out["notes"] = [note] if note else []
     return out
+
+
+def _nearest(spec: StudySpec, base, members, name: str) -> dict:
+    """The family member ``name`` as predict shows it (rung, non-embedding and total parameters)."""
+    from ditscale.flops import param_counts
+
+    rung = next(m[2] for m in members if m[0] == name)
+    counts = param_counts(rung_config(spec, rung, base))
+    return {"name": name, "depth": rung[0], "hidden_size": rung[1], "num_heads": rung[2],
+            "params": int(counts.non_embedding), "params_total": int(counts.total),
+            "in_ladder": rung in spec.family.ladder()}
+
+
+def prediction_forms(fit, boot, parametric, flops: float, to_6nd: float = 1.0) -> list[dict]:
+    """Every fitted form at ``flops`` FLOPs side by side: ``[{name, n_opt, loss_opt}]`` (each
+    ``{value, ci90}``) for the isoFLOP power law ``e C^f``, the saturating ``E + k C^-gamma`` (N_opt
+    from the same ``a C^b``; when fitted) and Approach 3 (``parametric``: ``(fit, boot)`` or None;
+    its C = 6ND target is ``flops * to_6nd``)."""
+    from ditscale.laws import predict
+
+    rows = []
+    for name, sat in (("isoFLOP power law", False), ("isoFLOP saturating law", True)):
+        if not sat or fit.loss_law_saturating is not None:
+            p = predict(fit, flops, boot=boot, saturating=sat)
+            rows.append({"name": name, "n_opt": p.n_opt.to_dict(), "loss_opt": p.loss_opt.to_dict()})
+    if parametric is not None:
+        with np.errstate(all="ignore"):
+            p = predict(parametric[0], flops * to_6nd, boot=parametric[1])
+        rows.append({"name": "Approach 3 L(N, D)", "n_opt": p.n_opt.to_dict(), "loss_opt": p.loss_opt.to_dict()})
+    return rows
+
+
+def exponent_checks(fit, boot, parametric) -> list[dict]:
+    """The allocation and loss exponents' intervals in words (:func:`ditscale.laws.predict.exponent_resolution`):
+    the isoFLOP N_opt, D_opt (against the 0.25-width goal) and L_opt (includes 0 only) exponents, and
+    Approach 3's N_opt and D_opt exponents (``parametric``: ``(fit, boot)`` or None)."""
+    from ditscale.laws.predict import INTERVAL_GOAL, exponent_resolution
+
+    ci = lambda b, name: None if b is None else b.ci90(name)  # noqa: E731
+    items = [("N_opt exponent", fit.params_law.exponent, ci(boot, "params_law.exponent"), INTERVAL_GOAL),
+             ("D_opt exponent", fit.tokens_law.exponent, ci(boot, "tokens_law.exponent"), INTERVAL_GOAL),
+             ("L_opt exponent", fit.loss_law.exponent, ci(boot, "loss_law.exponent"), None)]
+    if parametric is not None:
+        pfit, pboot = parametric
+        for law, what in (("n_opt_law", "N_opt"), ("d_opt_law", "D_opt")):
+            exponent = getattr(pfit, law).exponent
+            items.append((f"Approach 3 {what} exponent", exponent, ci(pboot, f"{law}.exponent"), INTERVAL_GOAL))
+    return [exponent_resolution(name, float(value), interval, goal) for name, value, interval, goal in items]
 
 
 def _wall(folder: StudyFolder) -> dict:
@@ -321,27 +434,31 @@ def analyze_study(out_dir: str | Path, spec: StudySpec | None = None, *, report:
     """
     folder = StudyFolder(out_dir)
     spec = spec or folder.read_spec()
-    runs, fit, boot, warns, checks = _fit_and_check(folder, spec)
+    draws = DrawStore()  # a report redraws every bootstrap (and stores them for predict and compare)
+    runs, fit, boot, warns, checks = _fit_and_check(folder, spec, draws=draws)
     laws = {"study": spec.name, **fit.to_dict(boot)}
     laws["checks"] = [c.to_dict() for c in checks]
-    bt = backtest_study(runs, spec, fit)
+    bt = backtest_study(runs, spec, fit, draws)
     held = {row["flops"] for row in bt["rows"]}
     for b in laws["budgets"]:
         b["held_out"] = b["flops"] in held
     to_6nd = six_nd_per_exact(folder.read_runs_rows())
-    laws["parametric"] = parametric_summary(runs, spec.laws, spec.target_flops, tokens_per_image(spec), to_6nd)
+    laws["parametric"] = parametric_summary(runs, spec.laws, spec.target_flops, tokens_per_image(spec), to_6nd, draws)
     if laws["parametric"] is not None:
-        laws["parametric"]["backtest"] = parametric_backtest(runs, spec, fit, to_6nd)
+        laws["parametric"]["backtest"] = parametric_backtest(runs, spec, fit, to_6nd, draws)
     laws["backtest"] = bt["rows"]
     laws["backtest_fit"] = bt["fit"]
     laws["prediction"] = predict_study(folder.root, spec.target_flops, spec=spec, fitted=(runs, fit, boot, warns),
-                                       with_backtest=False)
+                                       with_backtest=False, draws=draws)
+    laws["exponents"] = laws["prediction"]["exponents"]
+    laws["residual_structure"] = laws["prediction"]["residual_structure"]
     laws["noise"] = noise_summary(runs)
     laws["paper"] = PAPER_LAWS
-    laws["warnings"] = warns
+    laws["warnings"] = warns + [e["message"] for e in laws["exponents"] if e["message"]]
     laws["wall_time"] = _wall(folder)
     laws["compute"] = compute_summary(folder)
     laws["quality"] = quality_summary(folder.root, spec)
+    write_draws(folder.root, draws)
     folder.write_laws(laws)
     if report:
         from ditscale.report import write_report
@@ -356,19 +473,46 @@ def compare_studies(dir_a: str | Path, dir_b: str | Path, *, flops: float | None
     """Both studies' laws side by side: each coefficient/exponent with its interval, the difference
     a - b with its 90% interval and whether it is resolved (the interval excludes 0), and the loss
     each predicts at ``flops`` FLOPs (JSON-ready). ``spec_a``/``spec_b``: the studies' specs when
-    the caller has them (else read from each folder's spec.yaml)."""
+    the caller has them (else read from each folder's spec.yaml).
+
+    Each study's intervals are its stored ones (``bootstrap.npz``; redrawn, with a line in
+    ``notes``, when they do not match). Draws drawn from the same runs with the same options (a
+    study compared with itself or a copy) are the same draws, paired: the difference is exactly 0.
+    Otherwise B's draws are paired with A's shifted by half the resamples, so that two studies
+    bootstrapped with the same seed are not paired draw for draw (same seed and design would
+    correlate their resamples and narrow the difference's interval).
+    """
     from ditscale.laws import compare
 
     spec_a = spec_a or load_study_spec(dir_a)
     spec_b = spec_b or load_study_spec(dir_b)
-    _, fa, ba, _ = fit_study(dir_a, spec_a)
-    _, fb, bb, _ = fit_study(dir_b, spec_b, seed_offset=1)  # independent bootstraps, also for a study compared with itself
+    draws_a, draws_b = load_draws(dir_a), load_draws(dir_b)
+    runs_a, fa, ba, _ = fit_study(dir_a, spec_a, draws=draws_a)
+    runs_b, fb, bb, _ = fit_study(dir_b, spec_b, draws=draws_b)
+    same = _isoflop_key(runs_a, spec_a) == _isoflop_key(runs_b, spec_b)
     with np.errstate(over="ignore", invalid="ignore"):  # heavy-tailed bootstrap coefficients
-        comp = compare(fa, ba, fb, bb, flops=flops)
+        comp = compare(fa, ba, fb, bb if same else _shifted(bb), flops=flops)
     out = comp.to_dict()
     ci = lambda boot, name: None if boot is None else boot.ci90(name)  # noqa: E731
     for d in out["differences"]:
         d["a_ci90"], d["b_ci90"] = ci(ba, d["name"]), ci(bb, d["name"])
     out["a"] = {"dir": str(dir_a), "study": spec_a.name}
     out["b"] = {"dir": str(dir_b), "study": spec_b.name}
+    out["notes"] = [n for n in (draws_note(dir_a, draws_a), draws_note(dir_b, draws_b)) if n]
     return out
+
+
+def _isoflop_key(runs, spec: StudySpec) -> str:
+    """The key of a study's isoFLOP bootstrap (:func:`ditscale.laws.draws.draws_key`)."""
+    cfg = spec.laws
+    return draws_key(cfg.method, runs, cfg.fit_options(), cfg.resamples, cfg.seed)
+
+
+def _shifted(boot):
+    """``boot`` with its resamples rotated by half their number (None stays None)."""
+    from ditscale.laws import Bootstrap
+
+    if boot is None:
+        return None
+    half = boot.n_resamples // 2
+    return Bootstrap(boot.method, {k: np.roll(v, half) for k, v in boot.samples.items()}, boot.seed, boot.n_failed)

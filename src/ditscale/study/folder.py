@@ -2,14 +2,15 @@
 
 Layout of ``DIR``::
 
-    spec.yaml            the spec, as run
-    plan.csv             the planned runs; a budget's rows are frozen once it starts
+    spec.yaml            the spec, as run; its last line ``# end of spec.yaml`` shows it is whole
+    plan.csv             the planned runs; a budget's rows are frozen once it starts (run ids checked)
     runs/<run_id>/       one training run folder each (:class:`ditscale.train.rundir.RunDir`:
                          config.yaml, metrics.jsonl, checkpoints/, result.json), plus
         study.json       the SHA-256 of its TrainConfig (resume-safe keys left out) and its CPU seconds
         run.lock         held while a worker trains it (see :mod:`ditscale.study.locks`)
         failed.json      why it failed (a later ``study run --retry-failed`` tries again)
-    runs.csv             one row per finished run (:data:`RUNS_CSV_COLUMNS`)
+    runs.csv             one row per finished run (:data:`RUNS_CSV_COLUMNS`); derived: checked against
+                         the runs' result.json on read, rebuilt when out of date or damaged
     quality/, quality.csv   samples and scores of the quality stage (:mod:`ditscale.study.quality`)
     wall.json            wall seconds of every ``study run`` call
     laws.json, report.html, *.png   the fit and its report (:mod:`ditscale.study.analyze`)
@@ -27,14 +28,16 @@ import json
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Iterable
 
 import yaml
 
+from ditscale.config import parse_yaml
 from ditscale.errors import ConfigError, DataError
 from ditscale.io import atomic_write_json, atomic_write_text
-from ditscale.study.plan import PlannedRun, plan_csv, read_plan_csv
+from ditscale.study.plan import PlannedRun, check_run_id, plan_csv, read_plan_csv
 from ditscale.study.spec import StudySpec, spec_from_dict
 from ditscale.train.rundir import RunDir
 
@@ -59,7 +62,7 @@ class StudyRunDir(RunDir):
 
     @property
     def lock_path(self) -> Path:
-        return self.root / "run.lock"
+        return self.lock
 
     def valid_result(self) -> dict | None:
         """``result.json`` if the run is done with a finite ``val_loss`` and positive ``flops_exact``, else None."""
@@ -145,8 +148,8 @@ class StudyFolder:
         return self.root / "slurm"
 
     def run(self, run_id: str) -> StudyRunDir:
-        """The folder of run ``run_id``."""
-        return StudyRunDir(self.runs_dir / run_id)
+        """The folder of run ``run_id`` (a safe name, :func:`~ditscale.study.plan.check_run_id`)."""
+        return StudyRunDir(self.runs_dir / check_run_id(run_id, str(self.plan_csv)))
 
     @property
     def trunks_dir(self) -> Path:
@@ -161,15 +164,22 @@ class StudyFolder:
 
     # -- spec ---------------------------------------------------------------------------------------
     def write_spec(self, spec: StudySpec) -> None:
-        atomic_write_text(self.spec_yaml, yaml.safe_dump(spec.to_dict(), sort_keys=False))
+        """Write ``spec.yaml`` between :data:`SPEC_HEADER` and :data:`SPEC_END` (so a cut file is seen)."""
+        atomic_write_text(self.spec_yaml, SPEC_HEADER + yaml.safe_dump(spec.to_dict(), sort_keys=False) + SPEC_END)
 
     def read_spec(self) -> StudySpec:
-        """The spec the study was run with; :class:`DataError` when this is not a study folder."""
+        """The spec the study was run with. One-line errors naming the file: :class:`DataError` when
+        this is not a study folder or spec.yaml was cut short; :class:`ConfigError` when it is not
+        plain YAML data (tags such as ``!!python/object`` refused) or a key or value is invalid."""
         if not self.spec_yaml.is_file():
             raise DataError(
                 f"{self.root} is not a study folder (no spec.yaml); give the --out folder of `ditscale study run`"
             )
-        return spec_from_dict(yaml.safe_load(self.spec_yaml.read_text()))
+        data = parse_spec_yaml(self.spec_yaml.read_text(), self.spec_yaml)
+        try:
+            return spec_from_dict(data)
+        except ConfigError as err:
+            raise ConfigError(f"{self.spec_yaml}: {err}") from None
 
     # -- plan ---------------------------------------------------------------------------------------
     def read_plan(self) -> dict[float, list[PlannedRun]]:
@@ -214,13 +224,34 @@ class StudyFolder:
         write_csv(self.runs_csv, RUNS_CSV_COLUMNS, rows)
 
     def read_runs_rows(self) -> list[dict[str, str]]:
-        """``runs.csv`` as rows of text cells ([] when it does not exist)."""
+        """``runs.csv`` as rows of text cells ([] when it does not exist), checked against the runs.
+
+        runs.csv is derived: in a study folder (one with ``plan.csv``) it is rebuilt from the finished
+        runs' own ``result.json`` whenever it is out of date, and a row that disagrees with its run
+        (an edited or damaged file) is reported with a warning naming the run and the value; the
+        run folders are never touched. A runs.csv without plan.csv (written by hand) is read as is.
+        """
+        rows = read_csv(self.runs_csv)
+        if not self.plan_csv.is_file():
+            return rows
+        true = self.finished_rows([r for runs in self.read_plan().values() for r in runs])
+        problem = runs_csv_problem(rows, true)
+        if problem is None and len(rows) == len(true):
+            return rows
+        if problem is not None:
+            warnings.warn(f"{self.runs_csv}: {problem}; rebuilt it from the runs' result.json", stacklevel=2)
+        try:
+            self.write_runs_csv(true)
+        except OSError:  # a read-only folder: use the rebuilt rows all the same
+            return [{k: "" if r.get(k) is None else str(r.get(k)) for k in RUNS_CSV_COLUMNS} for r in true]
         return read_csv(self.runs_csv)
 
     def read_runs(self, budgets: list[float] | None = None):
-        """``runs.csv`` as a :class:`ditscale.laws.Runs` (optionally only some budgets, FLOPs)."""
+        """``runs.csv`` (checked and brought up to date: :meth:`read_runs_rows`) as a
+        :class:`ditscale.laws.Runs` (optionally only some budgets, FLOPs)."""
         from ditscale.laws import read_runs_csv
 
+        self.read_runs_rows()
         if not self.runs_csv.is_file():
             raise DataError(f"{self.root} has no runs.csv yet; run `ditscale study run` to finish the study first")
         return _only_budgets(read_runs_csv(self.runs_csv), budgets)
@@ -261,7 +292,60 @@ class StudyFolder:
         atomic_write_json(self.laws_json, laws)
 
     def read_laws(self) -> dict:
-        return json.loads(self.laws_json.read_text())
+        """``laws.json``; a one-line :class:`DataError` when it is damaged (it is derived:
+        ``study report`` rewrites it)."""
+        try:
+            data = json.loads(self.laws_json.read_text())
+        except (OSError, ValueError) as err:
+            raise DataError(f"{self.laws_json} is damaged or missing ({type(err).__name__}); "
+                            f"run `ditscale study report {self.root}` to rebuild it from the runs") from None
+        if not isinstance(data, dict):
+            raise DataError(f"{self.laws_json} is damaged (not a JSON object); "
+                            f"run `ditscale study report {self.root}` to rebuild it from the runs")
+        return data
+
+
+# spec.yaml starts with SPEC_HEADER and ends with SPEC_END: a file cut anywhere lacks its last line.
+SPEC_HEADER = "# ditscale study spec, as run (a file that does not end with the line below was cut short)\n"
+SPEC_END = "# end of spec.yaml\n"
+_SPEC_REMEDY = "restore it, or run `ditscale study run` with the study's spec and this --out again to rewrite it"
+
+
+def parse_spec_yaml(text: str, path: Path) -> dict:
+    """The mapping of a ``spec.yaml`` text: a one-line :class:`DataError` naming ``path`` when it
+    was cut short (written with :data:`SPEC_HEADER` but not ending with :data:`SPEC_END`), and
+    :func:`ditscale.config.parse_yaml`'s one-line :class:`ConfigError` when it is not plain YAML
+    data (bad syntax, a duplicate key, a tag such as ``!!python/object``, not a mapping). Files
+    written before the end marker existed have no header and are only parsed."""
+    if text.startswith(SPEC_HEADER) and not text.endswith(SPEC_END):
+        raise DataError(f"{path} is truncated (it does not end with the line {SPEC_END.strip()!r}); {_SPEC_REMEDY}")
+    return parse_yaml(text, str(path))
+
+
+# Columns of runs.csv that must equal the run's own result (the rest are bookkeeping: wall and CPU time).
+CHECKED_COLUMNS = ("budget", "seed", "params", "params_total", "tokens", "images", "steps", "flops", "flops_6nd",
+                   "loss")
+
+
+def runs_csv_problem(rows: list[dict[str, str]], true: list[dict]) -> str | None:
+    """What is wrong with runs.csv's ``rows`` (text cells) against ``true`` (:meth:`StudyFolder.finished_rows`),
+    or None when every row it holds agrees (it may still lack runs that finished since it was written)."""
+    by_id = {str(r["run_id"]): r for r in true}
+    for i, row in enumerate(rows, start=2):
+        run_id = row.get("run_id")
+        if run_id not in by_id:
+            return f"line {i} names run {run_id!r}, which has no finished result in the study"
+        for col in CHECKED_COLUMNS:
+            text, want = row.get(col), by_id[run_id][col]
+            try:
+                same = float(text) == float(want)
+            except (TypeError, ValueError):
+                same = False
+            if not same:
+                return f"run {run_id} has {col} {text!r}, but its result.json gives {want!r}"
+    if len({r.get("run_id") for r in rows}) != len(rows):
+        return "a run appears twice"
+    return None
 
 
 def write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:

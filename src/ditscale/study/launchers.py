@@ -9,7 +9,8 @@ number into every task.
 
 - :class:`LocalLauncher`: ``workers`` spawned processes on this machine, each with
   ``cores // workers`` threads so they do not oversubscribe the CPU (``workers=0``: in this process,
-  threads left alone).
+  threads left alone). The workers die with the process that started them, even when it is killed
+  with SIGKILL (:func:`die_with_parent`), so a killed ``study run`` leaves no run training.
 - :class:`SlurmLauncher`: one submitit job per run (``submitit.AutoExecutor``; ``cluster="local"``
   runs the jobs as local subprocesses, which is how it is tested), ``cpus_per_task`` threads each.
   With ``tasks_per_node > 1`` each job is a distributed run: submitit starts one task per GPU and
@@ -24,6 +25,8 @@ import dataclasses
 from concurrent.futures.process import BrokenProcessPool
 import multiprocessing
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,8 +51,34 @@ def threads_per_worker(workers: int) -> int:
     return max(1, available_cores() // max(1, workers))
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, parent: int) -> None:
     os.environ["OMP_NUM_THREADS"] = str(threads)  # read by torch when the first run imports it
+    die_with_parent(parent)
+
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent(parent: int, poll_s: float = 1.0) -> None:
+    """End this worker process when its parent ``parent`` (the ``study run`` process) dies, even by
+    SIGKILL, so no orphan keeps training and holding a run's lock: on Linux the kernel sends SIGKILL
+    (``prctl(PR_SET_PDEATHSIG)``); everywhere a daemon thread checks every ``poll_s`` seconds
+    that the parent is still ours (an orphan is re-parented) and kills this process if not."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the watchdog alone
+        pass
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
 
 
 def _local_entry(task: RunTask) -> str:
@@ -72,7 +101,7 @@ class LocalLauncher:
         if self._pool is None:
             ctx = multiprocessing.get_context("spawn")
             self._pool = cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
-                                                initargs=(self.threads,))
+                                                initargs=(self.threads, os.getpid()))
         return self._pool
 
     def run(self, tasks: list[RunTask], on_done: Callable[[RunTask, str], None]) -> None:

@@ -18,6 +18,7 @@ import csv
 import dataclasses
 import io
 import math
+import re
 import typing
 from dataclasses import asdict, dataclass, fields
 
@@ -106,6 +107,7 @@ class PlannedRun:
                     f"{where}: column {name!r} of run {row.get('run_id')!r} is {text!r}, not {kind.__name__}; "
                     "delete the study's plan.csv or fix that row"
                 ) from None
+        check_run_id(kw["run_id"], where)
         return cls(**kw)
 
 
@@ -186,6 +188,19 @@ def read_plan_csv(text: str, where: str = "plan.csv") -> list[PlannedRun]:
 
 
 # -- names ----------------------------------------------------------------------------------------
+# A run id names a folder under DIR/runs/: one path component of letters, digits, '.', '_', '+' and
+# '-', starting with a letter or digit (so never '..', never a '/'), at most 128 characters.
+RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+
+
+def check_run_id(run_id: str, where: str = "plan.csv") -> str:
+    """``run_id`` if it is a safe folder name (:data:`RUN_ID_PATTERN`), else a one-line :class:`DataError`."""
+    if not isinstance(run_id, str) or not RUN_ID_PATTERN.fullmatch(run_id):
+        raise DataError(f"{where}: run_id {run_id!r} is not a run name (letters, digits, '.', '_', '+', '-'; "
+                        "no '/' or '..'); fix that row")
+    return run_id
+
+
 def run_id_for(budget: float, rung: Rung, seed: int) -> str:
     """Folder name of a run: ``c<budget>-d<depth>w<width>h<heads>-s<seed>``."""
     d, w, h = rung

@@ -7,7 +7,9 @@ Idempotent and resumable: a run with a valid ``result.json`` is never trained ag
 stopped midway resumes from its own last checkpoint; a study stopped midway continues with the
 runs not done. Budgets run from the smallest up: with ``adaptive`` the two smallest run first
 (centred on the prior), every later budget is centred from the budgets done
-(:func:`ditscale.study.replan.fit_so_far`).
+(:func:`ditscale.study.replan.fit_so_far`). The design depends on results only: a later budget is
+planned once every run of the smaller budgets has a result (or failed for good); runs that other
+processes hold are waited for (:func:`wait_for_held`), never planned around.
 """
 
 from __future__ import annotations
@@ -21,9 +23,14 @@ from typing import Callable
 from ditscale.study.executor import RunTask, TrunkTask, config_sha, execute_run  # noqa: F401  (public here too)
 from ditscale.study.folder import RUNS_CSV_COLUMNS, StudyFolder  # noqa: F401
 from ditscale.study.launchers import make_launcher
+from ditscale.study.locks import RunLock
 from ditscale.study.plan import PlannedRun, train_config
 from ditscale.study.replan import all_runs, current_plan, folder_plan  # noqa: F401
 from ditscale.study.spec import StudySpec
+
+
+# Seconds between looks at runs held by other processes, while a stage waits for them (wait_for_held).
+HELD_POLL_S = 10.0
 
 
 @dataclasses.dataclass
@@ -91,16 +98,21 @@ def run_study(
     tally = Tally(spec.name, progress, echo)
     left = math.inf if max_runs is None else max_runs
     try:
-        for stage in _stages(spec):
+        stages = _stages(spec)
+        for i, stage in enumerate(stages):
             runs = plan_stage(spec, folder, stage, echo)
-            tasks = _at_most(stage_tasks(spec, folder, runs, runner.threads, retry_failed, tally), left)
-            if not tasks:
-                continue
-            left -= sum(len(_run_ids(t)) for t in tasks)
-            tally.submit(tasks)
-            runner.run(tasks, tally.on_done)
-            if left <= 0:
+            if runs is None:  # earlier budgets unfinished: later grids are planned only from results
                 break
+            todo = stage_tasks(spec, folder, runs, runner.threads, retry_failed, tally)
+            tasks = _at_most(todo, left)
+            left -= sum(len(_run_ids(t)) for t in tasks)
+            if tasks:
+                tally.submit(tasks)
+                runner.run(tasks, tally.on_done)
+            if left <= 0 or len(tasks) < len(todo):  # --max-runs reached
+                break
+            if i + 1 < len(stages):  # (adaptive) the next budget is centred on this stage's results: wait for them
+                wait_for_held(spec, folder, runs, runner, tally)
     finally:
         tally.close()
         runner.close()
@@ -158,9 +170,20 @@ def _at_most(tasks: list, left: float) -> list:
     return out
 
 
-def plan_stage(spec: StudySpec, folder: StudyFolder, stage: list[float], echo: Callable[[str], None]) -> list[PlannedRun]:
-    """Plan the budgets of ``stage`` (warnings echoed), freeze them in ``plan.csv``; return their runs."""
+def plan_stage(spec: StudySpec, folder: StudyFolder, stage: list[float],
+               echo: Callable[[str], None]) -> list[PlannedRun] | None:
+    """Plan the budgets of ``stage`` (warnings echoed), freeze them in ``plan.csv``; return their runs.
+
+    With ``adaptive`` a budget not yet frozen is planned only once every smaller budget is finished
+    (each run has a result or failed for good): else None, and nothing is written. So the design
+    depends on results alone, never on which runs another process happens to hold.
+    """
     frozen = folder.read_plan()
+    fresh = [b for b in stage if b not in frozen]
+    if spec.adaptive and fresh and unfinished_before(spec, folder, frozen, min(fresh)):
+        echo(f"budgets from {min(fresh):.3g} FLOPs not planned yet: smaller budgets have runs without results "
+             "(held by other workers, or interrupted); run the same command again once they finish")
+        return None
     plan = folder_plan(spec, folder, frozen)
     for w in plan.warnings:
         if w.budget in stage:
@@ -172,19 +195,65 @@ def plan_stage(spec: StudySpec, folder: StudyFolder, stage: list[float], echo: C
     return runs
 
 
+def unfinished_before(spec: StudySpec, folder: StudyFolder, frozen: dict, budget: float) -> bool:
+    """True when a budget of ``spec`` below ``budget`` (FLOPs) is not planned yet, or has a run
+    without a result that did not fail for good."""
+    if any(b < budget and b not in frozen for b in spec.budgets):
+        return True
+    return any(folder.run(r.run_id).valid_result() is None and not folder.run(r.run_id).failed()
+               for b, runs in frozen.items() if b < budget for r in runs)
+
+
+def wait_for_held(spec: StudySpec, folder: StudyFolder, runs: list[PlannedRun], runner, tally: "Tally") -> None:
+    """Wait until no run of ``runs`` is held by another process (``tally.busy``). Their locks are
+    looked at every :data:`HELD_POLL_S` seconds (no job is launched for a run still held); a run
+    whose lock is free or stale (its holder died) is trained here. Runs that failed or crashed in
+    this call are not retried (the next stage is then not planned)."""
+    told = False
+    while True:
+        busy = set(tally.busy)
+        tasks = [t for t in stage_tasks(spec, folder, runs, runner.threads, False, None) if busy & set(_run_ids(t))]
+        waiting = {run_id for t in tasks for run_id in _run_ids(t)}
+        for run_id in busy & {r.run_id for r in runs} - waiting:  # finished or failed by their holder
+            done = folder.run(run_id).valid_result() is not None
+            tally.resolve(run_id, "done" if done else "failed: in another worker")
+        if not tasks:
+            return
+        free = [t for t in tasks if not _held_elsewhere(t)]
+        if free:
+            runner.run(free, tally.on_retry)
+            continue
+        if not told:
+            tally.echo(f"waiting for {len(waiting)} run(s) held by other workers: the next budgets are planned "
+                       "from their results")
+            told = True
+        time.sleep(HELD_POLL_S)
+
+
+def _held_elsewhere(task: RunTask | TrunkTask) -> bool:
+    """True when a lock the task needs (its run's, or its trunk's and its branches') is held by a live process."""
+    branches = task.branches if isinstance(task, TrunkTask) else (task,)
+    paths = [Path(t.run_dir) / "run.lock" for t in branches]
+    if isinstance(task, TrunkTask):
+        paths.append(Path(task.trunk_dir) / "run.lock")
+    return any(lock.path.exists() and not lock.is_stale() for lock in map(RunLock, paths))
+
+
 def stage_tasks(spec: StudySpec, folder: StudyFolder, runs: list[PlannedRun], threads: int, retry_failed: bool,
-                tally: "Tally") -> list[RunTask]:
+                tally: "Tally | None") -> list[RunTask]:
     """Tasks of the ``runs`` still to train, longest first (most steps, then most FLOPs) so the
-    short runs fill the gaps at the end; runs done or failed before are tallied instead."""
+    short runs fill the gaps at the end; runs done or failed before are tallied instead (if ``tally``)."""
     tasks = []
     for run in runs:
         task = task_for(spec, folder.root, run, threads)
         run_dir = folder.run(run.run_id)
         run_dir.check_config(run.run_id, task.config_sha)
         if run_dir.valid_result() is not None:
-            tally.skipped.append(run.run_id)
+            if tally is not None:
+                tally.skipped.append(run.run_id)
         elif run_dir.failed() and not retry_failed:
-            tally.failed.append(run.run_id)
+            if tally is not None:
+                tally.failed.append(run.run_id)
         else:
             tasks.append(task)
     steps = {r.run_id: r.steps for r in runs}
@@ -235,11 +304,27 @@ def finish_study(spec: StudySpec, folder: StudyFolder, tally: "Tally", t0: float
 
         laws = analyze_study(folder.root, spec)
     elif complete and folder.laws_json.exists():
-        laws = folder.read_laws()
+        laws = _read_or_refit_laws(spec, folder, report, echo)
     elif not complete:
         echo(f"{remaining} run(s) not finished; run the same command again to continue")
     return StudyOutcome(complete, tally.trained, tally.skipped, tally.failed, tally.busy, remaining, laws,
                         time.time() - t0)
+
+
+def _read_or_refit_laws(spec: StudySpec, folder: StudyFolder, report: bool, echo: Callable[[str], None]) -> dict | None:
+    """laws.json; when it is damaged, reported and (``report``) rebuilt by refitting the runs."""
+    from ditscale.errors import DataError
+
+    try:
+        return folder.read_laws()
+    except DataError as err:
+        echo(f"warning: {err}")
+        if not report:
+            return None
+    from ditscale.study.analyze import analyze_study
+
+    echo(f"warning: rebuilding {folder.laws_json} from the runs")
+    return analyze_study(folder.root, spec)
 
 
 def _quality_stage(spec: StudySpec, folder: StudyFolder, complete: bool, progress: bool,
@@ -286,6 +371,20 @@ class Tally:
         if self.bar is not None:
             self.bar.set_description_str(self._label(), refresh=False)
             self.bar.update(task.flops)
+
+    def on_retry(self, task, outcome: str | dict[str, str]) -> None:
+        """Record the outcome of a task retried while waiting for runs held by others (each of its
+        runs was recorded "busy" before; it stays so while still held)."""
+        outcomes = outcome if isinstance(outcome, dict) else {run_id: outcome for run_id in _run_ids(task)}
+        for run_id in _run_ids(task):
+            self.resolve(run_id, outcomes.get(run_id, "busy"))
+
+    def resolve(self, run_id: str, outcome: str) -> None:
+        """Replace the "busy" recorded for ``run_id`` by ``outcome`` (nothing while it is still busy)."""
+        if outcome != "busy" and run_id in self.busy:
+            self.busy.remove(run_id)
+            self.done -= 1
+            self._record(run_id, outcome)
 
     def _record(self, run_id: str, outcome: str) -> None:
         self.done += 1

@@ -95,6 +95,12 @@ class ValConfig:
         buckets: number of equal timestep buckets reported in ``val_loss_buckets``.
         weights: which weights give the headline ``val_loss``: "raw" (default; EMA with decay
             0.9999 is meaningless for short scaling runs) or "ema". Both are always recorded.
+        sample_images: at every validation, also draw this many images from the EMA weights (fp32,
+            no guidance, conditioned on the first validation images' labels or captions, initial
+            noise seeded by ``seed``) and log them as one grid: TensorBoard ``samples`` image,
+            W&B ``samples``, and ``OUT/samples/step_XXXXXXXX.png``. 0 (default) = off; pixel-space
+            models only (latents would need the VAE).
+        sample_steps: sampler steps for those images (flow: Euler; gaussian: DDIM); keep it small.
     """
 
     every: int = 0
@@ -104,18 +110,51 @@ class ValConfig:
     seed: int = 0
     buckets: int = 4
     weights: Literal["raw", "ema"] = "raw"
+    sample_images: int = 0
+    sample_steps: int = 10
 
     def __post_init__(self) -> None:
-        for name in ("every", "num_images"):
+        for name in ("every", "num_images", "sample_images"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"val.{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("num_timesteps", "batch_size", "buckets"):
+        for name in ("num_timesteps", "batch_size", "buckets", "sample_steps"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"val.{name} must be positive, got {getattr(self, name)}")
         if self.buckets > self.num_timesteps:
             raise ConfigError(
                 f"val.buckets ({self.buckets}) exceeds val.num_timesteps ({self.num_timesteps}); lower buckets"
             )
+        if self.sample_images and not self.num_images:
+            raise ConfigError("val.sample_images draws samples at validation time, but val.num_images is 0 "
+                              "(no validation); set val.num_images > 0 or val.sample_images=0")
+
+
+@dataclass
+class WandbConfig:
+    """Optional Weights & Biases logging beside ``metrics.jsonl`` (``pip install 'ditscale[wandb]'``).
+
+    Logging is on when ``project`` is set and ``mode`` is not "disabled"; then rank 0 logs every
+    scalar of ``metrics.jsonl`` at its step, the sample grids of ``val.sample_images``, and passes
+    the resolved config to ``wandb.init``. The W&B run id is kept in ``OUT/wandb_run_id``, so a
+    resumed run continues the same W&B run. Changing these keys never blocks a resume.
+
+    Attributes:
+        project: W&B project (None: no W&B logging).
+        entity: W&B team or user (None: your default entity).
+        name: display name of the W&B run (None: the run folder's name).
+        mode: "online", "offline" (written under ``$WANDB_DIR``, else ``OUT/wandb``; upload later
+            with ``wandb sync``) or "disabled"; None: wandb's default (``$WANDB_MODE``, else online).
+    """
+
+    project: str | None = None
+    entity: str | None = None
+    name: str | None = None
+    mode: Literal["online", "offline", "disabled"] | None = None
+
+    @property
+    def enabled(self) -> bool:
+        """Whether this run logs to W&B."""
+        return bool(self.project) and self.mode != "disabled"
 
 
 @dataclass
@@ -142,14 +181,26 @@ class TrainConfig:
         keep_checkpoints: newest checkpoints kept (older ones deleted).
         seed: seed of the model init and of every per-step random draw.
         device: "auto" (cuda when available), "cpu" or "cuda".
-        precision: "fp32" or "bf16" (bf16 autocast on GPU only; on CPU a warning and fp32).
-        compile: ``torch.compile`` the model (GPU only; ignored with a warning on CPU).
+        precision: "fp32" or "bf16": mixed precision with ``torch.autocast(device, bfloat16)``
+            around the model's forward pass; the weights, gradients, AdamW state, EMA and the loss
+            stay fp32, validation and sample grids run in fp32. On a GPU bf16 is what it says. On
+            a CPU it trains in fp32 with a warning unless ``cpu_bf16`` is true: CPUs without bf16
+            instructions (AVX512-BF16, AMX) emulate bf16 matmuls slowly, and even with them the
+            casts cost more than they save at small widths (the ``tiny`` preset: 1.2x slower on an
+            AVX512-BF16 EPYC), so a config written for GPUs runs at full speed when smoke-tested on
+            a CPU, and CPU runs stay comparable with each other.
+        cpu_bf16: honour ``precision: bf16`` on CPU too (with a warning); for testing the bf16
+            path on CPU or CPUs with fast bf16 units. Needs ``precision: bf16``.
+        compile: ``torch.compile`` the model (GPU only; ignored with a warning on CPU). If
+            ``torch.compile`` raises, the run trains uncompiled with a one-line warning.
         text_encoder: None, "word" (a small word-embedding encoder trained with the model) or a
             Hugging Face model path/id (frozen), for text-conditioned models.
         fsdp: shard with FSDP2 (``fully_shard`` per block and the root) instead of DDP.
         peak_flops: peak FLOP/s used for MFU; None = measured fp32 matmul peak on CPU, the known
             bf16 peak of the GPU by name.
-        tensorboard: also write TensorBoard scalars to ``OUT/tb`` (when tensorboard is installed).
+        tensorboard: also write TensorBoard scalars (and sample grids) to ``OUT/tb`` (when
+            tensorboard is installed).
+        wandb: :class:`WandbConfig` (off unless ``wandb.project`` is set).
 
     DataLoader workers are ``data.num_workers``.
     """
@@ -170,11 +221,13 @@ class TrainConfig:
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16"] = "fp32"
+    cpu_bf16: bool = False
     compile: bool = False
     text_encoder: str | None = None
     fsdp: bool = False
     peak_flops: float | None = None
     tensorboard: bool = False
+    wandb: WandbConfig = field(default_factory=WandbConfig)
 
     def __post_init__(self) -> None:
         if self.batch_size <= 0:
@@ -197,6 +250,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.ckpt_every < 0:
             raise ConfigError(f"ckpt_every must be >= 0, got {self.ckpt_every}")
+        if self.cpu_bf16 and self.precision != "bf16":
+            raise ConfigError(f"cpu_bf16: true needs precision: bf16 (got {self.precision!r}); set both or neither")
         for name in ("model", "diffusion", "data"):
             if not isinstance(getattr(self, name), dict):
                 raise ConfigError(f"{name} must be a mapping of its config fields")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from ditscale.io import atomic_write_json, atomic_write_text
 from ditscale.models.kernels import retain_freed_memory
 from ditscale.train import checkpoint as ckpt
 from ditscale.train.budget import RunLength, run_length
+from ditscale.train.claim import check_run, claim_run_folder
 from ditscale.train.conditioning import (
     JointTextModel,
     build_text_encoder,
@@ -61,22 +63,34 @@ from ditscale.train.distributed import (
 )
 from ditscale.train.ema import EMA
 from ditscale.train.metrics import LossSums, MetricsLog, peak_flops, progress_bar, tail_start
+from ditscale.train.progress import TRAIN_LOG, ProgressLog
+from ditscale.train.provenance import versions
 from ditscale.train.rundir import RunDir, config_changes
+from ditscale.train.samples import check_sampling, ema_sample_grid
 from ditscale.train.schedules import lr_at
 from ditscale.train.validate import Validator, validate_raw_and_ema
+from ditscale.train.wandb_log import check_wandb, start_wandb
 
 
-def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, progress: bool | None = None, force: bool = False) -> dict[str, Any]:
+def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, progress: bool | None = None, force: bool = False,
+          progress_every: float = 30.0) -> dict[str, Any]:
     """Train (or resume) the run described by ``cfg`` in ``out_dir``; returns the result dict.
 
-    ``progress``: show a tqdm bar (None: only when stderr is a terminal). ``force``: continue a run
+    ``progress``: show a tqdm bar (None: only when stderr is a terminal); unless it is False, a
+    progress line is also printed to stdout every ``progress_every`` seconds when stdout is not a
+    terminal (:mod:`ditscale.train.progress`); ``OUT/train.log`` gets these lines in any case.
+    ``force``: continue a run
     whose saved ``config.yaml`` differs (beyond :data:`ditscale.train.rundir.RESUME_SAFE_KEYS`). Under ``torchrun`` the
     process group is initialised here; only rank 0 writes files. Raises :class:`TrainingError`
     when the loss becomes NaN/inf (after the newest checkpoint has been verified).
     """
+    check_run(cfg)  # the whole config is accepted before anything is written, the folder included
+    check_wandb(cfg.wandb)  # W&B asked for but not installed: a one-line error before any work
+    check_sampling(cfg)
     info = init_distributed(cfg.device)
     try:
-        result = _train(cfg, RunDir(out_dir), info, progress=progress, force=force)
+        with claim_run_folder(out_dir, enabled=info.is_main):  # one process per run folder (OUT/run.lock)
+            result = _train(cfg, RunDir(out_dir), info, progress=progress, force=force, every=progress_every)
     except BaseException:
         shutdown_distributed(info, failed=True)
         raise
@@ -84,14 +98,13 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, progress: bool | None
     return result
 
 
-def _train(cfg: TrainConfig, out: RunDir, info: DistInfo, *, progress: bool | None, force: bool) -> dict[str, Any]:
+def _train(cfg: TrainConfig, out: RunDir, info: DistInfo, *, progress: bool | None, force: bool,
+           every: float) -> dict[str, Any]:
     # Set up the run folder and the device
     check_config(cfg)
     device = pick_device(cfg.device, info)
     if device.type == "cpu":  # reuse the last step's freed memory instead of page-faulting it in again
         retain_freed_memory()
-    if cfg.precision == "bf16" and device.type != "cuda":
-        warnings.warn("precision bf16 needs a GPU; training in fp32 on CPU", stacklevel=2)
     if info.is_main:
         prepare_run_dir(out, cfg, force=force)
     barrier(info)
@@ -111,8 +124,13 @@ def _train(cfg: TrainConfig, out: RunDir, info: DistInfo, *, progress: bool | No
     # Train
     run.validator = build_validator(run)
     peak = peak_flops(device, cfg.peak_flops) if info.is_main else None  # measured before the clock starts
+    _start_logs(run, start, every=every, echo=progress is not False and not sys.stdout.isatty())
     run.wall_before, run.started = sums.wall_time, time.perf_counter()
-    train_steps(run, start, sums, peak, progress)
+    try:
+        train_steps(run, start, sums, peak, progress)
+    except BaseException as err:
+        _close_logs(run, f"stopped: {type(err).__name__}: {(str(err).splitlines() or [''])[0]}")
+        raise
 
     # Finish: the final checkpoint, validation and result.json
     final = _save(run, run.length.total_steps, sums) if start < run.length.total_steps or not found else found[0]
@@ -159,6 +177,8 @@ class Run:
     log: MetricsLog
     encode: Any  # captions -> (context, mask) of a frozen text encoder, else None
     validator: Validator | None = None
+    autocast: torch.dtype | None = None  # the forward pass's autocast dtype (bf16), None for fp32
+    progress: ProgressLog | None = None  # OUT/train.log and the progress lines on stdout
     wall_before: float = 0.0  # training seconds of earlier calls (from the checkpoint)
     started: float = 0.0  # time.perf_counter() when this call started training
 
@@ -196,7 +216,7 @@ def build_run(cfg: TrainConfig, out: RunDir, info: DistInfo, device: torch.devic
     # After wrapping (under FSDP2 it holds shards like the model); a jointly trained text encoder is
     # averaged too, so the EMA DiT is always paired with the EMA encoder it was averaged alongside.
     ema = EMA(trainable, cfg.ema_decay)
-    net = _maybe_compile(net, cfg, device)
+    net = maybe_compile(net, cfg, device)
     o = cfg.optim
     # Fused AdamW on GPUs (one kernel; ~2x faster for DiT-XL/2 on an H100, docs/benchmarks.md); on CPUs the
     # multi-tensor (foreach) form, the same arithmetic as the per-parameter loop (bit-identical), 1.4x faster.
@@ -205,15 +225,56 @@ def build_run(cfg: TrainConfig, out: RunDir, info: DistInfo, device: torch.devic
                             eps=o.eps, weight_decay=o.weight_decay, fused=cuda or None, foreach=None if cuda else True)
     return Run(cfg=cfg, out=out, info=info, device=device, dataset=dataset, order=DataOrder.for_dataset(dataset, cfg.seed),
                 diffusion=diffusion, model_config=mcfg, length=length, text=text, trainable=trainable, net=net,
-                ema=ema, opt=opt, encode=frozen_encode_fn(text), log=MetricsLog(out.root, enabled=info.is_main, tensorboard=cfg.tensorboard))
+                ema=ema, opt=opt, encode=frozen_encode_fn(text), log=MetricsLog(out.root, enabled=info.is_main, tensorboard=cfg.tensorboard),
+                autocast=autocast_dtype(cfg, device))
 
 
-def _maybe_compile(net: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.nn.Module:
-    if cfg.compile and device.type == "cuda":
-        return torch.compile(net)
-    if cfg.compile:
+def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The dtype the forward pass autocasts to: bf16 for ``precision: bf16`` on a GPU, or on a CPU
+    with ``cpu_bf16: true`` (with a warning); None (fp32) otherwise, with a warning when bf16 was
+    asked for on a CPU without ``cpu_bf16`` (see :class:`~ditscale.train.config.TrainConfig`)."""
+    if cfg.precision != "bf16":
+        return None
+    if device.type == "cpu" and not cfg.cpu_bf16:
+        warnings.warn("precision bf16 on CPU trains in fp32 (bf16 is slow or emulated on most CPUs); "
+                      "set cpu_bf16: true to autocast to bf16 anyway", stacklevel=3)
+        return None
+    if device.type == "cpu":
+        warnings.warn("cpu_bf16: true: training with bf16 autocast on CPU; usually slower than fp32 "
+                      "(AVX512-BF16 EPYC, tiny preset: 1.2x)", stacklevel=3)
+    return torch.bfloat16
+
+
+def maybe_compile(net: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.nn.Module:
+    """``torch.compile(net)`` for ``compile: true`` on a GPU; ``net`` itself otherwise, with a one-line
+    warning on CPU or when ``torch.compile`` raises (the run then trains uncompiled)."""
+    if cfg.compile and device.type != "cuda":
         warnings.warn("compile=true is for GPUs; training uncompiled on CPU", stacklevel=4)
-    return net
+    if not cfg.compile or device.type != "cuda":
+        return net
+    try:
+        return torch.compile(net)
+    except Exception as err:  # noqa: BLE001 - any compiler failure falls back to eager
+        first = (str(err).splitlines() or [""])[0][:200]
+        warnings.warn(f"torch.compile failed ({type(err).__name__}: {first}); training uncompiled", stacklevel=4)
+        return net
+
+
+def _start_logs(run: Run, start: int, *, every: float, echo: bool) -> None:
+    """Open this call's progress log (``OUT/train.log``; stdout when ``echo``) and, on rank 0, the W&B run."""
+    main = run.info.is_main
+    if main:
+        run.log.wandb_run = start_wandb(run.cfg.wandb, run.out, to_dict(run.cfg))
+    run.progress = ProgressLog(run.out.root / TRAIN_LOG if main else None, run.length.total_steps, start,
+                               every=every, echo=echo and main)
+    run.progress.begin()
+
+
+def _close_logs(run: Run, text: str) -> None:
+    """The closing line of ``OUT/train.log``, then close TensorBoard and W&B."""
+    if run.progress is not None:
+        run.progress.end(text)
+    run.log.close()
 
 
 def build_validator(run: Run) -> Validator | None:
@@ -285,6 +346,8 @@ def train_steps(run: Run, start: int, sums: LossSums, peak: float | None, progre
         interval.seconds += time.perf_counter() - t_step
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        if run.progress is not None:
+            run.progress.update(step + 1, loss, length.batch_at(step))
         after_step(run, step + 1, sums, interval, lr, grad_norm, peak)
     bar.close()
     del batches
@@ -308,8 +371,7 @@ def train_step(run: Run, step: int, batch: dict) -> tuple[float, float, float | 
     x = batch["x"].to(device, non_blocking=True)
     kwargs = model_kwargs(run.model_config.conditioning, labels=batch.get("y"), captions=batch.get("caption"),
                           encode=run.encode, device=device, drop=drop)
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.precision == "bf16" and device.type == "cuda"):
-        losses = run.diffusion.training_losses(run.net, x, t, model_kwargs=kwargs, noise=noise)["loss"].float()
+    losses = run.diffusion.training_losses(forward_fn(run), x, t, model_kwargs=kwargs, noise=noise)["loss"].float()
     local_sum = losses.sum()
     step_loss = all_reduce_sum([float(local_sum.detach())], info, device)[0] / n
     if not math.isfinite(step_loss):
@@ -325,6 +387,21 @@ def train_step(run: Run, step: int, batch: dict) -> tuple[float, float, float | 
     return step_loss, lr, grad_norm
 
 
+def forward_fn(run: Run) -> Any:
+    """The model function of a training step: ``run.net``, or for bf16 runs ``run.net`` under
+    ``torch.autocast(device type, bf16)`` with its output cast back to fp32, so the loss (and
+    everything after the forward pass) is computed in fp32 on fp32 master weights."""
+    if run.autocast is None:
+        return run.net
+
+    def forward(*args: Any, **kwargs: Any) -> torch.Tensor:
+        with torch.autocast(run.device.type, dtype=run.autocast):
+            out = run.net(*args, **kwargs)
+        return out.float()
+
+    return forward
+
+
 def after_step(run: Run, done: int, sums: LossSums, interval: Interval, lr: float, grad_norm: float | None,
                 peak: float | None) -> None:
     """Log every ``log_every`` steps, validate every ``val.every``, checkpoint every ``ckpt_every``
@@ -334,6 +411,7 @@ def after_step(run: Run, done: int, sums: LossSums, interval: Interval, lr: floa
         write_log_line(run, done, sums, interval, lr, grad_norm, peak)
     if run.validator is not None and cfg.val.every and done % cfg.val.every == 0 and done < total:
         run.log.write({"step": done, **run.length.counters(done), **_validate(run)})
+        log_samples(run, done)
     if cfg.ckpt_every and done % cfg.ckpt_every == 0 and done < total:
         _save(run, done, sums)
 
@@ -357,6 +435,21 @@ def _validate(run: Run) -> dict[str, Any]:
     return validate_raw_and_ema(run.validator, run.net, run.trainable, run.ema, run.cfg.val.weights)
 
 
+def log_samples(run: Run, step: int) -> None:
+    """The sample grid of ``val.sample_images`` EMA images after ``step`` steps (every rank draws, rank 0
+    logs it to TensorBoard / W&B as ``samples`` and writes ``OUT/samples/step_XXXXXXXX.png``)."""
+    val = run.cfg.val
+    if not val.sample_images or run.validator is None:
+        return
+    grid = ema_sample_grid(run.validator, run.diffusion, run.cfg.diffusion_config().kind, run.net, run.trainable,
+                           run.ema, val.sample_images, val.sample_steps)
+    if run.info.is_main:
+        from ditscale.generate import save_grid
+
+        run.log.add_image("samples", grid, step)
+        save_grid(grid[None], run.out.root / "samples" / f"step_{step:08d}.png", padding=0)
+
+
 def _save(run: Run, step: int, sums: LossSums) -> Path | None:
     """Checkpoint after ``step`` steps (every rank calls it; rank 0 writes and returns the path)."""
     sums.wall_time = run.wall_time()
@@ -376,10 +469,12 @@ def _finish(run: Run, final_checkpoint: Path | None, sums: LossSums) -> dict[str
     total = run.length.total_steps
     if val:
         run.log.write({"step": total, **run.length.counters(total), **val})
+        log_samples(run, total)
     result = _result(run, val, sums, final_checkpoint)
     if run.info.is_main:
         atomic_write_json(run.out.result, result)
-    run.log.close()
+    shown = f"val_loss {val['val_loss']:.4f} " if val else ""
+    _close_logs(run, f"done: {total} steps, {shown}wall {result['wall_time_s']:.1f} s")
     barrier(run.info)
     return result
 
@@ -407,6 +502,9 @@ def _result(run: Run, val: dict[str, Any], sums: LossSums, final_checkpoint: Pat
         "wall_time_s": run.wall_time(),
         "world_size": run.info.world,
         "checkpoint": str(final_checkpoint) if final_checkpoint else None,
+        "autocast": str(run.autocast).removeprefix("torch.") if run.autocast is not None else None,
+        "torch_threads": torch.get_num_threads(),
+        "versions": versions(run.device),
     }
 
 

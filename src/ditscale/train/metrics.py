@@ -18,38 +18,11 @@ from typing import Any
 
 import torch
 
+from ditscale.flops import GPU_BF16_PEAK_FLOPS, gpu_peak_flops  # noqa: F401  (the GPU peaks' one home; re-exported)
 from ditscale.io import append_jsonl
 from ditscale.train.rundir import RunDir
 
-# Dense (no sparsity) bf16 tensor-core peaks in FLOP/s, from the vendors' data sheets.
-GPU_BF16_PEAK_FLOPS: dict[str, float] = {
-    "H200": 989e12,
-    "H100 SXM": 989e12,
-    "H100 80GB HBM3": 989e12,
-    "H100 NVL": 835e12,
-    "H100 PCIe": 756e12,
-    "H100": 756e12,
-    "GH200": 989e12,
-    "B200": 2250e12,
-    "A100": 312e12,
-    "A800": 312e12,
-    "L40S": 362e12,
-    "L4": 121e12,
-    "A10G": 70e12,
-    "A10": 125e12,
-    "RTX 4090": 165e12,
-    "RTX 3090": 71e12,
-}
-
 _MEASURED_PEAK: dict[str, float] = {}
-
-
-def gpu_peak_flops(device_name: str) -> float | None:
-    """Dense bf16 peak FLOP/s of a GPU from its ``torch.cuda.get_device_name`` (None if unknown)."""
-    for key in sorted(GPU_BF16_PEAK_FLOPS, key=len, reverse=True):  # most specific name first
-        if key.lower() in device_name.lower():
-            return GPU_BF16_PEAK_FLOPS[key]
-    return None
 
 
 def measure_matmul_peak(size: int = 512, seconds: float = 0.5, device: str = "cpu") -> float:
@@ -116,16 +89,25 @@ def tail_start(total_steps: int) -> int:
     return total_steps - max(1, total_steps // 10)
 
 
+def scalars(record: dict[str, Any]) -> dict[str, float]:
+    """The numeric fields of a metrics record other than ``step`` (what TensorBoard and W&B get)."""
+    return {k: v for k, v in record.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step"}
+
+
 class MetricsLog:
-    """Appends records to ``OUT/metrics.jsonl`` (rank 0 only) and mirrors scalars to TensorBoard.
+    """Appends records to ``OUT/metrics.jsonl`` (rank 0 only) and mirrors scalars to TensorBoard
+    and, when given a W&B run (``wandb_run``, see :mod:`ditscale.train.wandb_log`), to W&B.
 
     ``truncate_after(step)`` drops records past a resumed checkpoint, so the log of a resumed run
-    equals that of an uninterrupted one.
+    equals that of an uninterrupted one. ``add_image`` logs a sample grid to both.
     """
 
-    def __init__(self, out_dir: str | Path, *, enabled: bool = True, tensorboard: bool = False):
+    def __init__(self, out_dir: str | Path, *, enabled: bool = True, tensorboard: bool = False,
+                 wandb_run: Any = None):
         self.path = RunDir(out_dir).metrics
         self.enabled = enabled
+        self.wandb_run = wandb_run if enabled else None
         self.writer = None
         if enabled and tensorboard:
             try:
@@ -154,14 +136,31 @@ class MetricsLog:
         if not self.enabled:
             return
         append_jsonl(self.path, record)
+        values = scalars(record)
         if self.writer is not None:
-            for k, v in record.items():
-                if isinstance(v, (int, float)) and k != "step" and v is not None:
-                    self.writer.add_scalar(k, v, record["step"])
+            for k, v in values.items():
+                self.writer.add_scalar(k, v, record["step"])
+        if self.wandb_run is not None:
+            self.wandb_run.log(values, step=record["step"])
+
+    def add_image(self, tag: str, image: Any, step: int) -> None:
+        """Log a uint8 ``(H, W, 3)`` image (a sample grid) to TensorBoard and W&B under ``tag``."""
+        if not self.enabled:
+            return
+        if self.writer is not None:
+            self.writer.add_image(tag, image, step, dataformats="HWC")
+            self.writer.flush()
+        if self.wandb_run is not None:
+            from ditscale.train.wandb_log import wandb_image
+
+            self.wandb_run.log({tag: wandb_image(image, caption=f"step {step}")}, step=step)
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+        if self.wandb_run is not None:
+            self.wandb_run.finish()
+            self.wandb_run = None
 
 
 def read_metrics(out_dir: str | Path) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ the trainer. Layout of ``OUT/``::
     metrics.jsonl          one JSON record per log interval / validation
     checkpoints/step_XXXXXXXX/   crash-safe checkpoints (:mod:`ditscale.train.checkpoint`)
     result.json            the final summary (``status: done``), or ``status: failed`` with the error
+    run.lock               held while a process trains the run (:mod:`ditscale.train.claim`)
     tb/                    TensorBoard scalars (``tensorboard: true``)
     text_cache/            cached embeddings of a frozen Hugging Face text encoder
 
@@ -25,13 +26,15 @@ from typing import Any
 from ditscale.config import flatten_dotted
 
 # Keys that may change between runs in the same OUT without changing the trained weights.
-RESUME_SAFE_KEYS = ("log_every", "ckpt_every", "keep_checkpoints", "tensorboard", "val.every", "data.num_workers")
+RESUME_SAFE_KEYS = ("log_every", "ckpt_every", "keep_checkpoints", "tensorboard", "val.every", "data.num_workers",
+                    "val.sample_images", "val.sample_steps",
+                    "wandb.project", "wandb.entity", "wandb.name", "wandb.mode")
 
 
 # Keys added to TrainConfig after run folders were first written, with the value an older
 # config.yaml (which lacks them) means. At that value they are left out of comparisons and hashes,
 # so runs and studies written before the key existed still resume.
-LATER_KEYS = {"ema_start": 0, "optim.cooldown_shape": "linear"}
+LATER_KEYS = {"ema_start": 0, "optim.cooldown_shape": "linear", "cpu_bf16": False}
 
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
@@ -85,6 +88,11 @@ class RunDir:
     @property
     def text_cache(self) -> Path:
         return self.root / "text_cache"
+
+    @property
+    def lock(self) -> Path:
+        """``run.lock``: held by the process training the run (:mod:`ditscale.train.claim`)."""
+        return self.root / "run.lock"
 
     def read_result(self) -> dict[str, Any] | None:
         """The parsed ``result.json`` (any status), or None when it is missing or unreadable."""

@@ -82,7 +82,8 @@ class Validator:
     def num_pairs(self) -> int:
         return len(self.x) * len(self.t)
 
-    def _kwargs(self, idx: torch.Tensor) -> dict[str, Any]:
+    def condition_kwargs(self, idx: torch.Tensor) -> dict[str, Any]:
+        """The model's condition arguments for validation images ``idx`` (their labels or captions)."""
         labels = self.y[idx] if self.conditioning == "class" else None
         captions = [self.captions[i] for i in idx.tolist()] if self.conditioning == "text" else None
         return model_kwargs(self.conditioning, labels=labels, captions=captions, encode=self.encode_text,
@@ -114,7 +115,7 @@ class Validator:
                 noise = torch.stack([per_image[i][j] for i, j in zip(img.tolist(), tj.tolist())])
                 out = self.diffusion.training_losses(
                     model, self.x[img].to(self.device), self.t[tj].to(self.device),
-                    model_kwargs=self._kwargs(img), noise=noise.to(self.device),
+                    model_kwargs=self.condition_kwargs(img), noise=noise.to(self.device),
                 )
                 loss = out["loss"].double().cpu()
                 for k in range(len(pairs)):

@@ -1,0 +1,147 @@
+"""`study predict` and `study compare` reuse the bootstrap draws the analysis stored in
+DIR/bootstrap.npz (issue 13.4), and atomic writes honour the umask (issue 13.3).
+
+The study is the quickstart's measured runs.csv (tests/data/studies) analysed with 100 resamples
+(no training). "Reuse" is checked by making the resampling itself raise: no timing assertions."""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import json
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ditscale.cli import main
+from ditscale.io import atomic_write_json, atomic_write_npz, atomic_write_text
+from ditscale.laws.draws import DrawStore
+from ditscale.study import load_spec
+from ditscale.study.analyze import analyze_study, compare_studies, draws_path, predict_study
+from ditscale.study.folder import StudyFolder
+
+DATA = Path(__file__).parent / "data" / "studies" / "quickstart"
+bootstrap_module = importlib.import_module("ditscale.laws.bootstrap")  # the package's `bootstrap` is the function
+
+
+def make_study(out: Path) -> dict:
+    folder = StudyFolder(out)
+    folder.create()
+    folder.write_spec(load_spec("quickstart", ["laws.bootstrap=100"]))
+    shutil.copy(DATA / "runs.csv", folder.runs_csv)
+    return analyze_study(out, report=False)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("qs")
+    return out, make_study(out)
+
+
+@pytest.fixture
+def no_resampling(monkeypatch):
+    """Every bootstrap (isoflop, parametric, envelope) fails loudly if it draws."""
+    def boom(*args, **kwargs):
+        raise AssertionError("the bootstrap was drawn again")
+
+    monkeypatch.setattr(bootstrap_module, "_bootstrap_isoflop", boom)
+    monkeypatch.setattr(bootstrap_module, "_bootstrap_each", boom)
+
+
+def test_analysis_stores_every_draw(study):
+    out, laws = study
+    with np.load(draws_path(out), allow_pickle=False) as arrays:
+        store = DrawStore.from_arrays(arrays)
+    kinds = sorted(kind for kind, _ in store.entries.values())
+    assert kinds == ["isoflop", "isoflop", "parametric", "parametric"]  # full fits and backtest refits
+    boots = [b for _, b in store.entries.values()]
+    assert {b.n_resamples for b in boots} == {100} and {b.seed for b in boots} == {0}
+    iso = next(b for kind, b in store.entries.values() if kind == "isoflop" and b.ci90("params_law.exponent")
+               == laws["params_law"]["ci90"]["exponent"])
+    assert iso.ci90("loss_law.exponent") == laws["loss_law"]["ci90"]["exponent"]
+
+
+def test_predict_reuses_the_stored_draws_and_equals_laws_json(study, no_resampling):
+    out, laws = study
+    pred = predict_study(out, laws["prediction"]["flops"])
+    stored = laws["prediction"]
+    for key in ("n_opt", "d_opt", "images_opt", "loss_opt", "nearest", "forms", "exponents", "extrapolation",
+                "residual_structure", "warnings"):
+        assert pred[key] == stored[key], key
+    assert pred["notes"] == []
+    assert pred["backtest"] == laws["backtest"]  # the backtest refit's draws are stored too
+    (a3,) = [f for f in pred["forms"] if f["name"].startswith("Approach 3")]
+    assert a3["n_opt"] == laws["parametric"]["prediction"]["n_opt"]
+    assert a3["loss_opt"] == laws["parametric"]["prediction"]["loss_opt"]
+
+
+def test_compare_with_itself_is_exactly_zero(study, no_resampling):
+    out, laws = study
+    comp = compare_studies(out, out, flops=1e13)
+    for d in comp["differences"]:
+        assert d["a_ci90"] == d["b_ci90"] and d["difference"] == 0.0 and d["resolved"] is False
+        if d["ci90"] is not None:
+            assert d["ci90"] == [0.0, 0.0]
+    exp = next(d for d in comp["differences"] if d["name"] == "params_law.exponent")
+    assert exp["a_ci90"] == laws["params_law"]["ci90"]["exponent"]
+    assert comp["loss_a"] == comp["loss_b"] and comp["notes"] == []
+
+
+def test_cli_predict_prints_every_form_without_redrawing(study, no_resampling, capsys):
+    out, laws = study
+    assert main(["study", "predict", str(out), "--flops", "5e16"]) == 0
+    captured = capsys.readouterr()
+    assert "isoFLOP power law" in captured.out and "Approach 3 L(N, D)" in captured.out
+    assert "isoFLOP saturating law" in captured.out
+    assert "extrapolating 9.8e+03x beyond the largest trained budget 5.1e+12 FLOPs" in captured.err
+    assert "note:" not in captured.err
+
+
+def test_changed_runs_are_redrawn_and_said_so(tmp_path, study):
+    out, laws = study
+    shutil.copytree(out, tmp_path / "qs")
+    runs_csv = tmp_path / "qs" / "runs.csv"
+    with open(runs_csv, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    rows[0]["loss"] = str(float(rows[0]["loss"]) * 1.01)
+    with open(runs_csv, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    pred = predict_study(tmp_path / "qs", 5e13, with_backtest=False)
+    (note,) = pred["notes"]
+    assert note.startswith("bootstrap redrawn (isoflop, parametric):") and "other runs.csv rows" in note
+    assert pred["n_opt"]["ci90"] != laws["prediction"]["n_opt"]["ci90"]
+    draws_path(tmp_path / "qs").unlink()
+    (note,) = predict_study(tmp_path / "qs", 5e13, with_backtest=False)["notes"]
+    assert "is missing" in note
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_atomic_writes_honour_the_umask(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+        atomic_write_json(tmp_path / "b.json", {"a": 1})
+        atomic_write_npz(tmp_path / "c.npz", {"x": np.zeros(2)})
+    finally:
+        os.umask(old)
+    for name in ("a.txt", "b.json", "c.npz"):
+        assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == mode, name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.json", "c.npz"]  # no temp files left
+    assert json.loads((tmp_path / "b.json").read_text()) == {"a": 1}
+
+
+def test_report_shows_every_form_and_the_residual_test(study):
+    from ditscale.report import render_html
+
+    out, laws = study
+    page = render_html(laws, [], title="quickstart")
+    assert "Every fitted form at C = 5e+13 FLOPs" in page and "Approach 3 L(N, D)" in page
+    assert "Residual structure by model size" in page and "isoFLOP residuals depend on model size" in page
+    assert "extrapolation (target / largest trained budget)" in page and "9.77x" in page
+    assert "N_opt exponent loosely resolved" in page
