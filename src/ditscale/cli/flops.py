@@ -16,7 +16,7 @@ import json
 from typing import Any
 
 from ditscale.cli.args import count, finite_float
-from ditscale.errors import ConfigError, DitscaleError
+from ditscale.errors import ConfigError
 from ditscale.flops import (
     forward_macs,
     images_for_flops,
@@ -83,7 +83,7 @@ def build_config(args: argparse.Namespace) -> DiTConfig:
 def training_run(args: argparse.Namespace):
     """The model of a training preset or YAML config (with ``--set`` and model options applied) and the
     images its run trains on (``max_steps x batch_size``; None for a FLOP budget, which ``--flops`` then gets)."""
-    from ditscale.data import DataInfo, dataset_info
+    from ditscale.data.info import declared_info
     from ditscale.train.config import load_train_config, load_train_dict
 
     cli = [f"model.{f}={getattr(args, f)}" for f in CONFIG_FIELDS if getattr(args, f) is not None]
@@ -91,11 +91,7 @@ def training_run(args: argparse.Namespace):
     if data.get("name") == "latents" and not data.get("path"):  # the store's declared shape is enough here
         cli.append("data.path=(not extracted)")
     cfg = load_train_config(args.model, [*args.overrides, *cli])
-    data = cfg.data_config()
-    try:
-        info = dataset_info(data)
-    except DitscaleError:  # e.g. a latent store not extracted yet: its declared shape is enough here
-        info = DataInfo(0, data.channels, data.image_size, data.name == "latents", bool(data.captions))
+    info, _ = declared_info(cfg.data_config())
     if cfg.text_encoder and not {"context_dim", "context_len"} <= set(cfg.model):
         raise ConfigError(f"{args.model} conditions on a text encoder; give its width and length with "
                           "--context-dim and --context-len")

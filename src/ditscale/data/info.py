@@ -37,6 +37,19 @@ def dataset_info(cfg: DataConfig) -> DataInfo:
     )
 
 
+def declared_info(cfg: DataConfig) -> tuple[DataInfo, str | None]:
+    """``(dataset_info(cfg), None)``, or, for a dataset that cannot be read yet (a latent store not
+    extracted), the shape the config declares (``data.channels``, ``data.image_size``; classes
+    unknown, 0) and a note saying why: enough to count FLOPs and plan, never to train."""
+    from ditscale.errors import DitscaleError
+
+    try:
+        return dataset_info(cfg), None
+    except DitscaleError as err:
+        info = DataInfo(0, cfg.channels, cfg.image_size, cfg.name == "latents", bool(cfg.captions))
+        return info, f"{err} (planned from the declared data.channels and data.image_size)"
+
+
 def _num_classes(cfg: DataConfig) -> int:
     if cfg.name == "shapes":
         return shapes_num_classes(cfg.shapes_label)

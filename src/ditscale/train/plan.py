@@ -16,7 +16,7 @@ import math
 import shlex
 from dataclasses import dataclass
 
-from ditscale.errors import ConfigError, DitscaleError
+from ditscale.errors import ConfigError
 from ditscale.flops import DEFAULT_GPU, DEFAULT_MFU, forward_macs, gpu_hours, resolve_gpu
 from ditscale.train.budget import RunLength, run_length
 from ditscale.train.config import TrainConfig
@@ -77,14 +77,12 @@ class TrainPlan:
 
 def _dataset_facts(cfg: TrainConfig):
     """``(DataInfo, train images or None, note or None)``: read from the dataset, or declared by the config."""
-    from ditscale.data import DataInfo, dataset_info
+    from ditscale.data.info import declared_info
 
     data = cfg.data_config()
-    try:
-        info = dataset_info(data)
-    except DitscaleError as err:  # e.g. a latent store not extracted yet: its declared shape is enough here
-        info = DataInfo(0, data.channels, data.image_size, data.name == "latents", bool(data.captions))
-        return info, None, f"{err} (planned from the declared data.channels and data.image_size)"
+    info, note = declared_info(data)
+    if note is not None:
+        return info, None, note
     train_images = None
     if data.name == "latents":
         from ditscale.data.store import read_meta
