@@ -17,6 +17,7 @@ from ditscale.flops import (
     tokens_per_image,
     train_flops_6nd,
     train_flops_exact,
+    train_memory_bytes,
 )
 from ditscale.models.config import named_config
 
@@ -199,6 +200,14 @@ def test_cli_table_and_errors(capsys):
     assert err.startswith("ditscale: error: unknown model 'DiT-XXL/2' (did you mean DiT-XL/2?)") and "\n" not in err
     assert main(["flops", "DiT-S/2", "--conditioning", "text"]) == 2
     assert "context_dim" in capsys.readouterr().err
+
+
+def test_train_memory_lower_bound():
+    # DiT-XL/2: 20 bytes of fp32 state per parameter, 17 fp32 values per token and unit of width in
+    # each of its 28 blocks (Korthikanti et al. 2022, attention scores not stored).
+    per_image = 28 * 256 * 1152 * 17 * 4
+    assert train_memory_bytes("DiT-XL/2", 32) == 20 * 675_129_632 + 32 * per_image == 31_470_990_976
+    assert train_memory_bytes("DiT-XL/2", 32, bytes_per_value=2) == 20 * 675_129_632 + 16 * per_image
 
 
 def test_cli_training_presets(capsys):

@@ -156,7 +156,7 @@ def test_cli_study_plan_prints_gpu_hours_and_a_slurm_command_that_parses(caption
     assert (cost["gpu"], cost["peak_flops"], cost["mfu"], cost["gpus_per_run"]) == ("B200", 2250e12, 0.5, 4)
     assert cost["gpu_hours"] == pytest.approx(5.5e19 / (2250e12 * 0.5) / 3600, rel=1e-6)
     assert "--out /scratch/l" in cost["slurm_command"] and "--slurm-tasks-per-node 4" in cost["slurm_command"]
-    for bad, message in ((["--gpu", "TPU v5"], "unknown GPU 'TPU v5'"), (["--mfu", "0"], "MFU must be in (0, 1]")):
+    for bad, message in ((["--gpu", "TPU v5"], "unknown GPU 'TPU v5'"), (["--mfu", "0"], "argument --mfu: must be > 0, got 0")):
         assert main(["study", "plan", "--preset", "liang2024", "--set", f"data.path={captions_store}", *bad]) == 2
         assert message in capsys.readouterr().err
 

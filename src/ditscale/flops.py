@@ -262,6 +262,25 @@ def images_for_flops(config: Any, flops: float, convention: str = "exact") -> fl
     raise ConfigError(f"unknown FLOP convention {convention!r}; choose 'exact' or '6nd'")
 
 
+# Values a transformer block keeps for its backward pass, per token and unit of width, when the
+# attention scores are not stored (fused SDPA): 34 bytes in 16-bit, i.e. 17 values (Korthikanti et
+# al. 2022, "Reducing Activation Recomputation in Large Transformer Models", Sec. 4.1, MLP ratio 4).
+ACTIVATION_VALUES_PER_TOKEN_WIDTH = 17
+# fp32 training state per parameter: weights, gradients, AdamW's two moments, the EMA copy.
+STATE_BYTES_PER_PARAM = 4 + 4 + 8 + 4
+
+
+def train_memory_bytes(config: Any, images: float, bytes_per_value: int = 4) -> float:
+    """A lower bound on the memory (bytes) of one training step on ``images`` images: the fp32
+    training state plus the blocks' stored activations (:data:`ACTIVATION_VALUES_PER_TOKEN_WIDTH`
+    values of ``bytes_per_value`` bytes per token and unit of width). Workspace, the data and the
+    embeddings' activations are left out, so a step that needs more than this cannot fit."""
+    cfg = resolve_config(config)
+    state = STATE_BYTES_PER_PARAM * param_counts(cfg).total
+    per_image = cfg.depth * cfg.num_patches * cfg.hidden_size * ACTIVATION_VALUES_PER_TOKEN_WIDTH * bytes_per_value
+    return float(state + per_image * _count(images, "images"))
+
+
 def images_in_budget(config: Any, flops: float) -> int:
     """The most whole images whose exact training FLOPs fit in ``flops`` (an int, possibly 0).
 

@@ -218,6 +218,19 @@ def sample_latents(
     return torch.cat(out)
 
 
+def check_request(model: torch.nn.Module, diffusion: Any, *, sampler: str | None = None, steps: int | str | None = None,
+                  cfg_scale: float = 1.0, labels: Sequence[int] | torch.Tensor | None = None,
+                  num_images: int | None = None, context: torch.Tensor | None = None, conditions: bool = True) -> None:
+    """Raise now the one-line :class:`ConfigError` that :func:`sample_latents` would raise for these
+    arguments (sampler, steps, guidance and, with ``conditions``, the labels or captions), so a
+    command can refuse bad input before it reports anything or draws a sample."""
+    diffusion.check_sampling(*_sampler_and_steps(diffusion, sampler, steps))
+    _check_guidance(model.config, cfg_scale)
+    if conditions:
+        num_images = _check_context(model.config, context, num_images)
+        _labels(model, labels, num_images, torch.Generator().manual_seed(0))
+
+
 def _check_vae(cfg: Any, vae: Any) -> None:
     """Latent models need a VAE whose latent channels are the model's input channels; pixel models none."""
     if vae is None and cfg.in_channels not in (1, 3):
@@ -274,6 +287,22 @@ def sample_images(
     ])
 
 
+# The largest grid written, in pixels (an 805 MB RGB array): image viewers and PNG encoders give up beyond.
+MAX_GRID_PIXELS = 1 << 28
+
+
+def grid_shape(n: int, h: int, w: int, nrow: int | None = None, padding: int = 2, upscale: int = 1) -> tuple[int, int]:
+    """``(height, width)`` in pixels of the grid of ``n`` images of ``h x w`` (see :func:`make_grid`);
+    a one-line :class:`ConfigError` when it exceeds :data:`MAX_GRID_PIXELS` (checked before any work)."""
+    cols = min(n, nrow or math.ceil(math.sqrt(n)))
+    rows = math.ceil(n / cols)
+    height, width = rows * (h * upscale + padding) + padding, cols * (w * upscale + padding) + padding
+    if height * width > MAX_GRID_PIXELS:
+        raise ConfigError(f"a grid of {n} images of {h * upscale}x{w * upscale} px would be {width}x{height} px "
+                          f"({height * width * 3 / 1e9:.1f} GB); lower --upscale or the number of images")
+    return height, width
+
+
 def make_grid(images: np.ndarray, nrow: int | None = None, padding: int = 2, upscale: int = 1) -> np.ndarray:
     """Tile uint8 images ``(N, H, W, 3)`` into one ``(rows*(H+p)+p, cols*(W+p)+p, 3)`` array.
 
@@ -287,12 +316,12 @@ def make_grid(images: np.ndarray, nrow: int | None = None, padding: int = 2, ups
         raise ConfigError(f"expected a non-empty uint8 array (N, H, W, 3), got {images.dtype} {images.shape}")
     if int(upscale) != upscale or upscale < 1:
         raise ConfigError(f"upscale must be a positive integer, got {upscale}")
+    height, width = grid_shape(len(images), images.shape[1], images.shape[2], nrow, padding, upscale)
     if upscale > 1:
         images = images.repeat(upscale, axis=1).repeat(upscale, axis=2)
     n, h, w, _ = images.shape
     cols = min(n, nrow or math.ceil(math.sqrt(n)))
-    rows = math.ceil(n / cols)
-    grid = np.zeros((rows * (h + padding) + padding, cols * (w + padding) + padding, 3), dtype=np.uint8)
+    grid = np.zeros((height, width, 3), dtype=np.uint8)
     for i, img in enumerate(images):
         top, left = padding + (i // cols) * (h + padding), padding + (i % cols) * (w + padding)
         grid[top:top + h, left:left + w] = img

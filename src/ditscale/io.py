@@ -19,6 +19,8 @@ import secrets
 from pathlib import Path
 from typing import Any, Iterator
 
+from ditscale.errors import ConfigError, DataError
+
 
 def _fsync_dir(path: Path) -> None:
     try:
@@ -63,6 +65,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     case the writer replaced the temp file with one of its own).
     """
     path = Path(path)
+    if path.is_dir():  # os.replace would fail only after the work is done
+        raise ConfigError(f"{path} is a folder, where a file is to be written; move the folder away and retry")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp, mode = _create_temp(path)
     try:
@@ -106,6 +110,17 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, *, indent: int | None =
     atomic_write_text(path, json.dumps(obj, indent=indent, allow_nan=True) + "\n")
 
 
+def read_text(path: str | os.PathLike) -> str:
+    """A text file's contents, read as UTF-8 (a leading byte-order mark dropped, as spreadsheets write
+    one); a one-line :class:`~ditscale.errors.DataError` naming the file when it is not UTF-8."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path} is not UTF-8 text (byte {err.start}); it may be damaged: restore it, "
+                        "or save it as UTF-8") from None
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """Hex SHA-256 of a file's bytes (used to detect corrupt or truncated checkpoints)."""
     h = hashlib.sha256()
@@ -124,3 +139,47 @@ def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:
         fh.write(json.dumps(record) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
+
+
+# -- output paths, checked before any work -----------------------------------------------------------
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _check_creatable(path: Path, what: str) -> None:
+    """``path`` (absent) can be created: its nearest existing ancestor is a writable folder."""
+    base = _nearest_existing(path.parent if str(path.parent) else Path("."))
+    if not base.is_dir():
+        raise ConfigError(f"{what} {str(path)!r} cannot be created: {str(base)!r} is a file, not a folder; "
+                          "choose another path")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} {str(path)!r} cannot be created: the folder {str(base)!r} is not writable; "
+                          "choose another path")
+
+
+def check_output_file(path: str | os.PathLike, what: str) -> Path:
+    """``path`` as a Path if a file can be written there (atomically): not a folder, and a writable
+    folder above it; else a one-line :class:`~ditscale.errors.ConfigError` naming ``what`` (e.g. "--npz")."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise ConfigError(f"{what} {str(p)!r} is a folder; give a file path")
+    if p.exists() and not os.access(p.parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} {str(p)!r} cannot be replaced: its folder is not writable; choose another path")
+    if not p.exists():
+        _check_creatable(p, what)
+    return p
+
+
+def check_output_dir(path: str | os.PathLike, what: str) -> Path:
+    """``path`` as a Path if it is a writable folder or can be created as one; else a one-line
+    :class:`~ditscale.errors.ConfigError` naming ``what`` (e.g. "--out")."""
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"{what} {str(p)!r} is a file, not a folder; give a folder path")
+    if p.is_dir() and not os.access(p, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} {str(p)!r} is not writable; choose another folder")
+    if not p.exists():
+        _check_creatable(p, what)
+    return p

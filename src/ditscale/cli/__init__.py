@@ -6,8 +6,9 @@ Each command lives in its own module of this package with two functions::
     def run(args: argparse.Namespace) -> int                 # does the work, returns an exit status
 
 Modules are imported only when their command runs, so ``ditscale flops`` does not import torch.
-A :class:`ditscale.errors.DitscaleError` is printed as one line (``ditscale: error: ...``) with
-exit status 2 and no traceback.
+A :class:`ditscale.errors.DitscaleError` or a usage error is printed as one line (``ditscale: error:
+...``) with exit status 2 and no traceback; any other exception is a bug: its traceback is shown,
+then a line saying so, with exit status 1.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from ditscale import __version__
 from ditscale.cli.args import OneLineParser
@@ -56,8 +58,14 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, *_args, **_kwargs) -> str:
+    """Warnings as the commands' other messages: ``ditscale: warning: ...``, one line, no source line."""
+    return f"ditscale: warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    warnings.formatwarning = _one_line_warning
     # Import only the module of the command being run (fast start, no torch for `flops`).
     only = argv[0] if argv and argv[0] in COMMANDS else None
     parser = build_parser(only)
@@ -81,6 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ditscale: interrupted; completed work is saved, run the same command again to resume", file=sys.stderr)
         return 130
+    except Exception:  # not the user's input: a bug, reported with its traceback
+        import traceback
+
+        traceback.print_exc()
+        print("ditscale: internal error (a bug, not a problem with your input); please report it with the "
+              "traceback above", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

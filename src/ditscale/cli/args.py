@@ -70,3 +70,25 @@ def count(minimum: int = 0, maximum: int = INT_LIMIT) -> Callable[[str], int]:
 
 # A seed: what numpy's and torch's generators accept (non-negative, below 2**63).
 seed = count(0, INT_LIMIT)
+
+
+def device(text: str) -> str:
+    """A torch device this machine has: ``cpu``, ``cuda`` or ``cuda:N`` (N < the visible GPUs), ``mps``."""
+    import torch
+
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device; use cpu, cuda or cuda:N") from None
+    if dev.type == "cpu":
+        return text
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise argparse.ArgumentTypeError(f"{text!r}: CUDA is not available on this machine; use cpu")
+        if dev.index is not None and dev.index >= count:
+            raise argparse.ArgumentTypeError(f"{text!r}: only {count} GPU(s) are visible (cuda:0..cuda:{count - 1})")
+        return text
+    if dev.type == "mps" and torch.backends.mps.is_available():
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r} is not a device this machine has; use cpu or cuda")

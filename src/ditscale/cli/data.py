@@ -92,6 +92,9 @@ def data_config_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from ditscale.generate import save_dataset_npz
 
+    from ditscale.io import check_output_file
+
+    check_output_file(args.out, "--out")
     cfg = data_config_from_args(args)
     out = save_dataset_npz(cfg, args.out, num=args.num, split=args.split, batch_size=args.batch_size,
                            progress=not args.quiet)  # fmt: skip

@@ -22,7 +22,7 @@ import json
 import sys
 from typing import Any
 
-from ditscale.cli.args import count
+from ditscale.cli.args import count, device
 from ditscale.errors import ConfigError
 
 EVALUATORS = ("shapes", "inception")
@@ -52,7 +52,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="Inception preprocessing: adm (TF1 resize, as ADM's evaluator; default) or pytorch-fid")
     p.add_argument("--batch-size", type=count(1, 1 << 20), default=None,
                    help="images per forward pass (default: 50 inception, 256 shapes)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--device", type=device, default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--quiet", action="store_true", help="no progress bars or notes")
     p.add_argument("--save-ref-stats", default=None, metavar="FILE",
@@ -91,6 +91,10 @@ def run(args: argparse.Namespace) -> int:
     from ditscale.metrics.batch import load_batch
     from ditscale.metrics.evaluate import evaluate_inception, evaluate_shapes
 
+    from ditscale.io import check_output_file
+
+    if args.save_ref_stats:
+        check_output_file(args.save_ref_stats, "--save-ref-stats")
     evaluator = choose_evaluator(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     batch_size = args.batch_size or DEFAULT_BATCH_SIZE[evaluator]

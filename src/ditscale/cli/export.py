@@ -178,21 +178,23 @@ def _write_diffusers(args: argparse.Namespace, model, info: dict[str, Any], weig
 
 
 def run(args: argparse.Namespace) -> int:
-    from ditscale.cli.sample import resolve_weights
+    from ditscale.cli.sample import flush_notes, resolve_weights
     from ditscale.diffusion.config import resolve_diffusion_config
-    from ditscale.io import atomic_write_json
+    from ditscale.io import atomic_write_json, check_output_dir
     from ditscale.models.diffusers_io import unsupported_reason
     from ditscale.models.io import describe_config, load_model, read_metadata
 
     out = Path(args.out).expanduser()
     if out.exists() and not args.overwrite:  # before any loading: fail fast
         raise ConfigError(f"--out {out} already exists; pick a new folder or pass --overwrite")
+    check_output_dir(out, "--out")
     weights = resolve_weights(args.run, ema=args.weights == "ema")
     meta = read_metadata(weights)
     if "model" not in meta:
         raise CheckpointError(f"{weights} carries no model config (an official or plain .pt); "
                               "save it with ditscale first, or sample it with ditscale sample --model")  # fmt: skip
     model = load_model(weights)
+    flush_notes()  # resolve_weights' notes, now that the model is accepted
     diffusion = resolve_diffusion_config(meta.get("diffusion", {"learn_sigma": model.config.learn_sigma}))
     info = {"source": str(weights), "model": model.config.to_dict(), "diffusion": diffusion.to_dict()}
     reason = unsupported_reason(model.config, info["diffusion"]) if args.format == "diffusers" else None

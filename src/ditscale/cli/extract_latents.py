@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ditscale.cli.args import count
+from ditscale.cli.args import count, device
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -27,7 +27,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=count(8, 8192), help="image side in pixels (overrides the data config)")
     p.add_argument("--count", type=count(1), help="encode at most N train images (required for shapes)")
     p.add_argument("--val-count", type=count(0), help="encode at most N val images (shapes: default count // 10)")
-    p.add_argument("--device", help="device for the VAE (default cuda if available, else cpu)")
+    p.add_argument("--device", type=device, help="device for the VAE (default cuda if available, else cpu)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a data config field")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
@@ -57,7 +57,9 @@ def data_config_from_arg(text: str, overrides: list[str]):
 
 def run(args: argparse.Namespace) -> int:
     from ditscale.data.latents import extract_latents
+    from ditscale.io import check_output_dir
 
+    check_output_dir(args.out, "--out")
     overrides = list(args.set) + ([f"image_size={args.image_size}"] if args.image_size else [])
     cfg = data_config_from_arg(args.data, overrides)
     meta = extract_latents(

@@ -14,7 +14,7 @@ import sys
 import warnings
 
 from ditscale.cli.args import count, finite_float, seed
-from ditscale.io import atomic_write_json
+from ditscale.io import atomic_write_json, check_output_file
 
 # Resamples beyond this add no precision to a 90% interval (its Monte Carlo error is already ~0.3%)
 # and their stored draws would take gigabytes.
@@ -154,6 +154,8 @@ def run(args: argparse.Namespace) -> int:
     from ditscale.laws.checks import isoflop_checks
     from ditscale.laws.powerlaw import FitWarning
 
+    if args.out:
+        check_output_file(args.out, "--out")
     runs = read_runs_csv(args.csv)
     cfg = FitConfig(method=args.method, bootstrap=args.bootstrap, seed=args.seed, robust=args.robust,
                     bins_per_decade=args.bins_per_decade, min_runs_per_bin=args.min_runs_per_bin,

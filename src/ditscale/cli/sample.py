@@ -27,8 +27,12 @@ import math
 import sys
 from pathlib import Path
 
+from ditscale.cli.args import count, device, finite_float, seed
 from ditscale.errors import CheckpointError, ConfigError
 from ditscale.train.rundir import RunDir
+
+# Images one grid may show: more is unreadable (write them with --num-samples and --npz instead).
+MAX_GRID_IMAGES = 4096
 
 # Class labels of DiT's sample.py (ImageNet: 207 golden retriever, 360 otter, 387 red panda, ...).
 DIT_DEMO_CLASSES = (207, 360, 387, 974, 88, 979, 417, 279)
@@ -47,27 +51,27 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--npz", default=None, help="also write the uint8 images (N, H, W, 3) to this .npz")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--classes", default=None, help="comma-separated class labels, one image each (e.g. 207,360)")
-    which.add_argument("--num-images", type=int, default=None, help="N images of random classes (seeded)")
+    which.add_argument("--num-images", type=count(1, MAX_GRID_IMAGES), default=None, help="N images of random classes (seeded)")
     which.add_argument("--prompt", action="append", default=None, metavar="TEXT",
                        help="a caption for a text-conditional model, one image each (repeatable)")
     which.add_argument("--prompts", default=None, metavar="FILE",
                        help="a text file of captions, one per line, one image each (text-conditional models)")
-    p.add_argument("--num-samples", type=int, default=None, metavar="N",
+    p.add_argument("--num-samples", type=count(1, 10**8), default=None, metavar="N",
                    help="sample N images into --npz at evaluation scale (e.g. 50000, as DiT's sample_ddp.py): "
                    "random classes or cycled captions saved beside them; resumable; split across torchrun ranks")
-    p.add_argument("--chunk-size", type=int, default=1000,
+    p.add_argument("--chunk-size", type=count(1, 10**6), default=1000,
                    help="with --num-samples: images per resumable chunk, FILE.parts/chunk_*.npz (default: 1000)")
-    p.add_argument("--wait", type=float, default=3600.0, metavar="SECONDS",
+    p.add_argument("--wait", type=finite_float(0.0), default=3600.0, metavar="SECONDS",
                    help="with --num-samples under torchrun: how long rank 0 waits for the other ranks' chunks "
                    "(default: 3600)")
-    p.add_argument("--seed", type=int, default=0, help="seeds labels and noise (default: 0)")
+    p.add_argument("--seed", type=seed, default=0, help="seeds labels and noise (default: 0)")
     p.add_argument("--sampler", choices=("ddpm", "ddim", "euler", "heun"), default=None,
                    help="ddpm/ddim for gaussian models (default ddpm), euler/heun for flow models (default euler)")
     p.add_argument("--steps", default=None, help="sampling steps (default: 250 gaussian, as DiT; 50 flow)")
-    p.add_argument("--cfg-scale", type=float, default=None,
+    p.add_argument("--cfg-scale", type=finite_float(0.0), default=None,
                    help="classifier-free guidance scale (default: 4.0 as DiT's sample.py when the model was trained with "
                    "label/caption dropout, else 1)")
-    p.add_argument("--guided-channels", type=int, default=None,
+    p.add_argument("--guided-channels", type=count(1, 4096), default=None,
                    help="channels guidance acts on (default: the diffusion config's, 3 as DiT)")
     p.add_argument("--vae", default=None, help="diffusers AutoencoderKL folder or hub id, for latent models")
     p.add_argument("--text-encoder", default=None, metavar="PATH_OR_ID",
@@ -76,22 +80,36 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="architecture for files without metadata, e.g. DiT-XL/2")
     p.add_argument("--model-opt", action="append", default=[], metavar="KEY=VALUE",
                    help="override a DiTConfig field (repeatable), e.g. --model-opt in_channels=3")
-    p.add_argument("--image-size", type=int, default=None, help="image side in pixels, for files without metadata")
-    p.add_argument("--num-classes", type=int, default=None, help="classes, for files without metadata (default 1000)")
+    p.add_argument("--image-size", type=count(8, 16384), default=None, help="image side in pixels, for files without metadata")
+    p.add_argument("--num-classes", type=count(1, 1 << 24), default=None, help="classes, for files without metadata (default 1000)")
     p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True,
                    help="use the EMA weights of a training checkpoint (default) or the raw ones (--no-ema)")
-    p.add_argument("--nrow", type=int, default=None, help="images per grid row (default: ceil(sqrt(N)))")
-    p.add_argument("--upscale", type=int, default=None,
+    p.add_argument("--nrow", type=count(1, MAX_GRID_IMAGES), default=None, help="images per grid row (default: ceil(sqrt(N)))")
+    p.add_argument("--upscale", type=count(1, 64), default=None,
                    help="enlarge each image in the grid K times, nearest neighbour (default: enough to make images "
                    "at least 64 px, so 4 for 16 px images; 1 keeps the pixels as sampled; --npz is never scaled)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per sampler call (default: 32)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--batch-size", type=count(1, 1 << 20), default=32, help="images per sampler call (default: 32)")
+    p.add_argument("--device", type=device, default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
 
-def _note(text: str) -> None:
-    print(f"ditscale sample: {text}", file=sys.stderr)
+_PENDING: list[str] = []  # notes held back until the command's inputs are all accepted
+
+
+def _note(text: str, *, now: bool = False) -> None:
+    """Tell the user (stderr) what was chosen for them. Notes are held back until one is given ``now``
+    (once every input is accepted), so a refused command prints its one-line error alone."""
+    _PENDING.append(f"ditscale sample: {text}")
+    if now:
+        flush_notes()
+
+
+def flush_notes() -> None:
+    """Print the notes held back by :func:`_note`."""
+    if _PENDING:
+        print("\n".join(_PENDING), file=sys.stderr)
+        _PENDING.clear()
 
 
 def resolve_weights(ckpt: str | Path, ema: bool = True) -> Path:
@@ -335,12 +353,25 @@ def _cfg_scale(args: argparse.Namespace, config) -> float:
     return args.cfg_scale if args.cfg_scale is not None else (4.0 if has_null else 1.0)
 
 
+def _upscale(args: argparse.Namespace, h: int, w: int) -> int:
+    """--upscale, else enough to show images of ``h x w`` pixels at least 64 px wide."""
+    return args.upscale if args.upscale is not None else max(1, math.ceil(64 / min(h, w)))
+
+
+def _check_grid(args: argparse.Namespace, n: int, config, vae) -> None:
+    """The grid of ``n`` images fits (:func:`ditscale.generate.grid_shape`): checked before sampling."""
+    from ditscale.generate import grid_shape
+
+    side = config.input_size * (_downsample(vae) if vae is not None else 1)
+    grid_shape(n, side, side, args.nrow, upscale=_upscale(args, side, side))
+
+
 def _write_grid(args: argparse.Namespace, images) -> None:
     """The --out grid of uint8 images (N, H, W, 3), enlarged so tiny images stay visible."""
     from ditscale.generate import save_grid
 
     n, h, w, _ = images.shape
-    upscale = args.upscale if args.upscale is not None else max(1, math.ceil(64 / min(h, w)))
+    upscale = _upscale(args, h, w)
     out = save_grid(images, args.out, nrow=args.nrow, upscale=upscale)
     shown = f", shown {upscale}x" if upscale > 1 else ""
     print(f"wrote a grid of {n} images ({w}x{h} px{shown}) to {out}")
@@ -369,6 +400,15 @@ def _check_num_samples(args: argparse.Namespace) -> None:
         raise ConfigError("--num-samples draws uniform random classes (as sample_ddp.py); drop --classes/--num-images")
     if args.num_samples < 1 or args.chunk_size < 1:
         raise ConfigError(f"--num-samples and --chunk-size must be >= 1, got {args.num_samples} and {args.chunk_size}")
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """--out and --npz name files that can be written (checked before any model is loaded)."""
+    from ditscale.io import check_output_file
+
+    check_output_file(args.out, "--out")
+    if args.npz:
+        check_output_file(args.npz, "--npz")
 
 
 def _ranks() -> tuple[int, int, int]:
@@ -462,7 +502,7 @@ def _run_npz(args: argparse.Namespace, model, diffusion, config, weights: Path, 
     rank, world, _ = _ranks()
     data_config = _run_data_config(weights)
     text = _npz_captions(args, config, prompts, weights, device, data_config) if config.conditioning == "text" else {}
-    _note(about + (f", rank {rank} of {world}" if world > 1 else ""))
+    _note(about + (f", rank {rank} of {world}" if world > 1 else ""), now=True)
     out = sample_npz(
         model, diffusion, args.npz, num_samples=args.num_samples, **sampling, **text,
         label_names=_label_names(config, data_config), vae=vae, device=device, batch_size=args.batch_size,
@@ -480,11 +520,13 @@ def _run_npz(args: argparse.Namespace, model, diffusion, config, weights: Path, 
 
 
 def run(args: argparse.Namespace) -> int:
-    from ditscale.generate import sample_images
+    from ditscale.generate import check_request, sample_images
     from ditscale.models.io import describe_config, read_metadata
 
     # The weights, the model config and what to condition on
+    _PENDING.clear()
     _check_num_samples(args)
+    _check_outputs(args)
     device = _device(args)
     weights = resolve_weights(args.ckpt, args.ema)
     meta = read_metadata(weights)
@@ -504,11 +546,17 @@ def run(args: argparse.Namespace) -> int:
                 "guided_channels": "auto" if args.guided_channels is None else args.guided_channels}  # fmt: skip
     about = f"{describe_config(config)} from {weights} on {device}, cfg-scale {cfg_scale}"
     if args.num_samples is not None:
+        _check_grid(args, min(args.num_samples, GRID_IMAGES), config, vae)
+        check_request(model, diffusion, sampler=args.sampler, steps=steps, cfg_scale=cfg_scale, conditions=False)
         return _run_npz(args, model, diffusion, config, weights, prompts, vae, device, sampling, about)
 
     # Sample and write
     conditions = _conditions(args, config, prompts, weights, device)
-    _note(about)
+    labels = conditions["labels"]
+    _check_grid(args, len(labels) if labels is not None else conditions["num_images"], config, vae)
+    check_request(model, diffusion, sampler=args.sampler, steps=steps, cfg_scale=cfg_scale, labels=labels,
+                  num_images=conditions["num_images"], context=conditions["context"])
+    _note(about, now=True)
     images = sample_images(model, diffusion, **conditions, **sampling, vae=vae, device=device,
                            progress=not args.quiet, batch_size=args.batch_size)  # fmt: skip
     _write_outputs(args, images)

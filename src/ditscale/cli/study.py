@@ -18,6 +18,8 @@ import argparse
 import json
 import sys
 
+from ditscale.cli.args import count, finite_float
+
 
 def _spec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", nargs="?", help="study spec YAML file")
@@ -40,39 +42,39 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     fmt.add_argument("--csv", action="store_true", help="print the plan as CSV")
     q.add_argument("--gpu", default=None, help="GPU of the GPU-hour estimate (a name of the dense bf16 peak table, "
                    "e.g. 'H100 SXM', 'A100', 'B200'; default H100 SXM)")
-    q.add_argument("--mfu", type=float, default=None, help="model FLOPs utilisation assumed (default 0.35: measured "
+    q.add_argument("--mfu", type=finite_float(0.0, 1.0, above=True), default=None, help="model FLOPs utilisation assumed (default 0.35: measured "
                    "for DiT-XL/2 on an H100, docs/benchmarks.md)")
-    q.add_argument("--gpus-per-run", type=int, default=8,
+    q.add_argument("--gpus-per-run", type=count(1, 1 << 16), default=8,
                    help="GPUs per run job of the printed Slurm command (default 8)")
 
     q = sub.add_parser("run", help="run (or continue) a study, then fit and report")
     _spec_args(q)
     q.add_argument("--out", required=True, help="study folder (created; running again continues it)")
-    q.add_argument("--workers", type=int, default=None, help="parallel local worker processes (default: the spec's)")
+    q.add_argument("--workers", type=count(0, 1024), default=None, help="parallel local worker processes (default: the spec's)")
     q.add_argument("--launcher", choices=("local", "slurm"), default="local", help="where runs execute (default local)")
-    q.add_argument("--max-runs", type=int, default=None, help="train at most this many runs now, then stop")
+    q.add_argument("--max-runs", type=count(0), default=None, help="train at most this many runs now, then stop")
     q.add_argument("--retry-failed", action="store_true", help="train again runs that failed before")
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
     q.add_argument("--slurm-cluster", default=None, choices=("slurm", "local", "debug"),
                    help="submitit cluster (default: Slurm when available; local: subprocesses, for testing)")
     q.add_argument("--slurm-partition", default=None, help="Slurm partition")
-    q.add_argument("--slurm-time", type=int, default=60, help="minutes per run job (default 60)")
-    q.add_argument("--slurm-gpus-per-node", type=int, default=0, help="GPUs per run job (default 0)")
-    q.add_argument("--slurm-tasks-per-node", type=int, default=1,
+    q.add_argument("--slurm-time", type=count(1, 10**6), default=60, help="minutes per run job (default 60)")
+    q.add_argument("--slurm-gpus-per-node", type=count(0, 1024), default=0, help="GPUs per run job (default 0)")
+    q.add_argument("--slurm-tasks-per-node", type=count(1, 1024), default=1,
                    help="processes per run job; >1 runs each run distributed, one process per GPU (torchrun-style)")
-    q.add_argument("--slurm-cpus-per-task", type=int, default=2, help="CPUs per process (default 2)")
-    q.add_argument("--slurm-mem-gb", type=float, default=None, help="memory per job, GB")
-    q.add_argument("--slurm-array-parallelism", type=int, default=64, help="most jobs running at once (default 64)")
+    q.add_argument("--slurm-cpus-per-task", type=count(1, 4096), default=2, help="CPUs per process (default 2)")
+    q.add_argument("--slurm-mem-gb", type=finite_float(0.0, above=True), default=None, help="memory per job, GB")
+    q.add_argument("--slurm-array-parallelism", type=count(1, 10**6), default=64, help="most jobs running at once (default 64)")
 
     q = sub.add_parser("predict", help="compute-optimal N, D and loss at a budget, from a finished study")
     q.add_argument("dir", help="study folder")
-    q.add_argument("--flops", type=float, default=None, help="target training compute in FLOPs (default: the spec's target_flops)")
+    q.add_argument("--flops", type=finite_float(0.0, above=True), default=None, help="target training compute in FLOPs (default: the spec's target_flops)")
     q.add_argument("--json", action="store_true", help="print JSON")
 
     q = sub.add_parser("compare", help="two studies' laws side by side, with intervals")
     q.add_argument("dir_a", help="first study folder")
     q.add_argument("dir_b", help="second study folder")
-    q.add_argument("--flops", type=float, default=None, help="also compare the losses both predict at this compute")
+    q.add_argument("--flops", type=finite_float(0.0, above=True), default=None, help="also compare the losses both predict at this compute")
     q.add_argument("--json", action="store_true", help="print JSON")
 
     q = sub.add_parser("report", help="refit a finished study and rewrite laws.json, the figures and report.html")
@@ -121,7 +123,10 @@ def _run(args) -> int:
     from ditscale.study import run_study
     from ditscale.study.launchers import SlurmOptions
 
+    from ditscale.io import check_output_dir
+
     spec = _load(args)
+    check_output_dir(args.out, "--out")
     slurm = None
     if args.launcher == "slurm":
         slurm = SlurmOptions(cluster=args.slurm_cluster, partition=args.slurm_partition, time_min=args.slurm_time,

@@ -117,11 +117,7 @@ def _print_plan(args: argparse.Namespace, cfg) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    import warnings
-
     from ditscale.train.config import load_train_config
-
-    warnings.formatwarning = lambda message, *_, **__: f"ditscale: warning: {message}\n"
 
     cfg = load_train_config(args.config, overrides_from_args(args))
     if args.plan:
@@ -130,6 +126,9 @@ def run(args: argparse.Namespace) -> int:
         from ditscale.errors import ConfigError
 
         raise ConfigError("--out is required (the run folder); or give --plan to print the run's plan without training")
+    from ditscale.io import check_output_dir
+
+    check_output_dir(args.out, "--out")
     set_threads(args.threads)
     from ditscale.train.loop import train
 

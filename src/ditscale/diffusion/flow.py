@@ -167,6 +167,15 @@ class RectifiedFlow:
             mse = mean_flat((out - x_start) ** 2) / t.to(out.dtype).clamp_min(X0_WEIGHT_T_MIN) ** 2
         return {"loss": mse, "mse": mse}
 
+    def check_sampling(self, sampler: str, steps: int | str | None, eta: float = 0.0) -> None:
+        """A one-line :class:`ConfigError` for arguments :meth:`sample` refuses: an unknown sampler,
+        ``eta`` other than 0, or ``steps`` that is not an integer >= 1 (checkable before any work)."""
+        check_sampler(sampler, SAMPLERS, "flow")
+        if eta != 0:
+            raise ConfigError("eta applies only to the ddim sampler of a gaussian process; use eta=0 for flow samplers")
+        if isinstance(steps, str) or steps is None or isinstance(steps, bool) or int(steps) != steps or steps < 1:
+            raise ConfigError(f"flow samplers take an integer number of steps >= 1, got {steps!r}")
+
     def sample(
         self,
         model_fn: ModelFn,
@@ -194,11 +203,7 @@ class RectifiedFlow:
             eta: must be 0 (the flow samplers are deterministic).
             shift: time shift of the grid (1 = uniform).
         """
-        check_sampler(sampler, SAMPLERS, "flow")
-        if eta != 0:
-            raise ConfigError("eta applies only to the ddim sampler of a gaussian process; use eta=0 for flow samplers")
-        if isinstance(steps, str) or steps is None:
-            raise ConfigError(f"flow samplers take an integer number of steps, got {steps!r}")
+        self.check_sampling(sampler, steps, eta)
         device = infer_device(model_fn, noise, device)
         x = initial_noise(shape, noise, device, generator)
         grid = time_grid(int(steps), shift).tolist()

@@ -471,6 +471,14 @@ class GaussianDiffusion:
             )
         return self._respaced[keep]
 
+    def check_sampling(self, sampler: str, steps: int | str | None, eta: float = 0.0) -> "GaussianDiffusion":
+        """The respaced process :meth:`sample` would use; a one-line :class:`ConfigError` for an
+        unknown sampler, ``eta`` without DDIM or a bad respacing (so callers can check before any work)."""
+        check_sampler(sampler, SAMPLERS, "gaussian")
+        if sampler == "ddpm" and eta != 0:
+            raise ConfigError("eta applies only to the ddim sampler; use sampler='ddim' or eta=0")
+        return self.respaced(steps)
+
     def sample(
         self,
         model_fn: ModelFn,
@@ -495,10 +503,7 @@ class GaussianDiffusion:
             noise: the starting x_T; otherwise drawn from ``generator``.
             clip_denoised: clip predicted x_0 to [-1, 1] (False for latents, as DiT's sample.py).
         """
-        check_sampler(sampler, SAMPLERS, "gaussian")
-        if sampler == "ddpm" and eta != 0:
-            raise ConfigError("eta applies only to the ddim sampler; use sampler='ddim' or eta=0")
-        process = self.respaced(steps)
+        process = self.check_sampling(sampler, steps, eta)
         kwargs = dict(
             noise=noise, clip_denoised=clip_denoised, model_kwargs=model_kwargs,
             device=device, progress=progress, generator=generator,

@@ -8,6 +8,7 @@ nominal isoFLOP ``budget`` (FLOPs) the run belongs to, a ``run_id`` and a ``seed
 from __future__ import annotations
 
 import csv
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ditscale.errors import DataError
+from ditscale.io import read_text
 
 REQUIRED = ("flops", "params", "tokens", "loss")
 FIELDS = REQUIRED + ("budget", "run_id", "seed", "weight")
@@ -129,10 +131,9 @@ def read_runs_csv(path: str | Path) -> Runs:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"runs file {str(path)!r} does not exist; give a CSV with columns flops, params, tokens, loss")
-    with open(path, newline="", encoding="utf-8-sig") as fh:  # tolerate a spreadsheet BOM
-        reader = csv.reader(fh)
-        header = [h.strip() for h in next(reader, [])]
-        rows = [r for r in reader if any(cell.strip() for cell in r)]
+    reader = csv.reader(io.StringIO(read_text(path), newline=""))
+    header = [h.strip() for h in next(reader, [])]
+    rows = [r for r in reader if any(cell.strip() for cell in r)]
     for name in REQUIRED:
         if name not in header:
             raise DataError(f"{path.name} has no column '{name}'; need flops, params, tokens, loss")

@@ -36,7 +36,7 @@ import yaml
 
 from ditscale.config import parse_yaml
 from ditscale.errors import ConfigError, DataError
-from ditscale.io import atomic_write_json, atomic_write_text
+from ditscale.io import atomic_write_json, atomic_write_text, read_text
 from ditscale.study.plan import PlannedRun, check_run_id, plan_csv, read_plan_csv
 from ditscale.study.spec import StudySpec, spec_from_dict
 from ditscale.train.rundir import RunDir
@@ -360,10 +360,10 @@ def write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
 def read_csv(path: Path) -> list[dict[str, str]]:
     """A CSV file as rows of text cells ([] when it does not exist)."""
     try:
-        with open(path, newline="") as fh:
-            return list(csv.DictReader(fh))
+        text = read_text(path)
     except OSError:
         return []
+    return list(csv.DictReader(io.StringIO(text, newline="")))
 
 
 def runs_table(rows: list[dict], budgets: list[float] | None = None):

@@ -108,7 +108,26 @@ class PlannedRun:
                     "delete the study's plan.csv or fix that row"
                 ) from None
         check_run_id(kw["run_id"], where)
-        return cls(**kw)
+        run = cls(**kw)
+        _check_row(run, row, where)
+        return run
+
+
+def _check_row(run: PlannedRun, row: dict[str, str], where: str) -> None:
+    """A row cut short or edited: a word outside its set, or a ``flops_ratio`` (the last column) that
+    is not the one its FLOPs give, raises :class:`DataError`."""
+    for name, allowed in (("role", ("grid", "repeat")), ("centre", ("prior", "fit"))):
+        if getattr(run, name) not in allowed:
+            raise DataError(f"{where}: column {name!r} of run {run.run_id!r} is {getattr(run, name)!r}, not one of "
+                            f"{', '.join(allowed)}; delete the study's plan.csv or fix that row")
+    try:
+        ratio = float(row.get("flops_ratio") or "nan")
+    except ValueError:
+        ratio = math.nan
+    if ratio != round(run.flops_ratio, 6):
+        raise DataError(f"{where}: the row of run {run.run_id!r} is cut short or edited (flops_ratio "
+                        f"{row.get('flops_ratio')!r}, its FLOPs give {round(run.flops_ratio, 6)}); "
+                        "delete the study's plan.csv or fix that row")
 
 
 _FIELD_TYPES = {name: kind for name, kind in typing.get_type_hints(PlannedRun).items()}

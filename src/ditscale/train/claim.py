@@ -37,6 +37,35 @@ def check_run(cfg: TrainConfig) -> RunLength:
     return run_length(cfg.batch_size, model, max_steps=cfg.max_steps, flops=cfg.flops)
 
 
+def check_memory(cfg: TrainConfig, available_bytes: float | None, where: str, world: int = 1) -> None:
+    """Refuse a run whose training step cannot fit in ``available_bytes`` (of ``where``, e.g. "RAM"):
+    :func:`ditscale.flops.train_memory_bytes` of one rank's batch is a lower bound. None: not known."""
+    from ditscale.errors import ConfigError
+    from ditscale.flops import train_memory_bytes
+
+    model = cfg.model_config(text=_SMALLEST_TEXT if cfg.text_encoder else None)
+    per_rank = max(1, cfg.batch_size // max(1, world))
+    need = train_memory_bytes(model, per_rank, bytes_per_value=2 if cfg.precision == "bf16" else 4)
+    if available_bytes is not None and need > available_bytes:
+        raise ConfigError(f"a training step of {per_rank:,} images needs at least {need / 2**30:,.1f} GiB but "
+                          f"{where} has {available_bytes / 2**30:,.1f} GiB available; lower batch_size "
+                          "(or spread it over more GPUs)")
+
+
+def available_ram() -> float | None:
+    """Bytes of RAM available now (``MemAvailable`` of /proc/meminfo, else all physical memory)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return float(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError):
+        return None
+
+
 @contextlib.contextmanager
 def claim_run_folder(root: str | os.PathLike, enabled: bool = True) -> Iterator[None]:
     """Hold ``root/run.lock`` for the block (``enabled`` False: other ranks of a job, no lock).

@@ -114,7 +114,7 @@ class ValConfig:
     sample_steps: int = 10
 
     def __post_init__(self) -> None:
-        for name in ("every", "num_images", "sample_images"):
+        for name in ("every", "num_images", "sample_images", "seed"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"val.{name} must be >= 0, got {getattr(self, name)}")
         for name in ("num_timesteps", "batch_size", "buckets", "sample_steps"):
@@ -232,6 +232,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.batch_size <= 0:
             raise ConfigError(f"batch_size must be positive, got {self.batch_size}")
+        if self.seed < 0:
+            raise ConfigError(f"seed must be >= 0 (numpy and torch take non-negative seeds), got {self.seed}")
         if (self.max_steps is None) == (self.flops is None):
             raise ConfigError(
                 "give exactly one of max_steps and flops (a step count or an exact training-FLOP budget); "

@@ -39,7 +39,7 @@ from ditscale.io import atomic_write_json, atomic_write_text
 from ditscale.models.kernels import retain_freed_memory
 from ditscale.train import checkpoint as ckpt
 from ditscale.train.budget import RunLength, run_length
-from ditscale.train.claim import check_run, claim_run_folder
+from ditscale.train.claim import available_ram, check_memory, check_run, claim_run_folder
 from ditscale.train.conditioning import (
     JointTextModel,
     build_text_encoder,
@@ -89,6 +89,7 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, progress: bool | None
     check_sampling(cfg)
     info = init_distributed(cfg.device)
     try:
+        check_memory(cfg, *_available_memory(pick_device(cfg.device, info)), world=info.world)
         with claim_run_folder(out_dir, enabled=info.is_main):  # one process per run folder (OUT/run.lock)
             result = _train(cfg, RunDir(out_dir), info, progress=progress, force=force, every=progress_every)
     except BaseException:
@@ -96,6 +97,13 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, progress: bool | None
         raise
     shutdown_distributed(info)
     return result
+
+
+def _available_memory(device: torch.device) -> tuple[float | None, str]:
+    """Bytes a training step may use on ``device`` (a GPU's total memory, else the RAM available) and its name."""
+    if device.type == "cuda":
+        return float(torch.cuda.mem_get_info(device)[1]), torch.cuda.get_device_name(device)
+    return available_ram(), "RAM"
 
 
 def _train(cfg: TrainConfig, out: RunDir, info: DistInfo, *, progress: bool | None, force: bool,

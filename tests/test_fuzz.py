@@ -1,0 +1,389 @@
+"""The fuzz catalogue (issue 12): every command, run on bad input, ends in one line and exit status 2.
+
+Each case builds its bad input in a fresh folder and runs ``ditscale ...`` in-process. It passes when
+the command returns 2, prints exactly one line on stderr, ``ditscale: error: ...`` holding the
+expected words, no traceback, and leaves the run or study folder it was pointed at unchanged (every
+file's bytes and mode hashed before and after). A hang fails the case after :data:`TIMEOUT_S`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import shutil
+import signal
+import socket
+import struct
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Callable
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from ditscale.cli import main
+from ditscale.train.config import load_train_config
+from ditscale.train.loop import train
+from test_laws_study import SPEC as STUDY_SPEC
+from test_laws_study import synthetic_study
+from test_train import MICRO
+
+TIMEOUT_S = 60  # no case needs more than a few seconds; a hang becomes a failure
+
+
+# -- the world the cases point at -----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A finished 2-step micro run, a finished synthetic study (no training), a good runs CSV and a
+    good sample batch."""
+    root = tmp_path_factory.mktemp("fuzz")
+    torch.set_num_threads(1)
+    train(load_train_config("tiny", [*MICRO, "max_steps=2"]), root / "run", progress=False)
+    synthetic_study(root / "study", STUDY_SPEC)
+    images = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
+    np.savez(root / "batch.npz", arr_0=images)
+    return SimpleNamespace(root=root, run=root / "run", study=root / "study", csv=root / "study" / "runs.csv",
+                           batch=root / "batch.npz", weights=next((root / "run").rglob("*.safetensors")))
+
+
+def tree_hash(path: Path) -> str:
+    """SHA-256 over every file below ``path``: relative name, mode and bytes."""
+    h = hashlib.sha256()
+    for p in sorted(path.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(path)).encode() + oct(p.stat().st_mode).encode() + p.read_bytes())
+    return h.hexdigest()
+
+
+def _write(path: Path, data: bytes | str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    return path
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    return Path(shutil.copytree(src, dst))
+
+
+def _flip_byte(path: Path, at: int = 10) -> Path:
+    data = bytearray(path.read_bytes())
+    data[at] = 0xFF
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _truncate(path: Path, keep: float = 0.5) -> Path:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    return path
+
+
+class _Hostile:
+    def __reduce__(self):  # runs `true` if unpickled
+        return (os.system, ("true",))
+
+
+def _safetensors(path: Path, metadata: dict | None) -> Path:
+    save_file({"x": torch.zeros(2)}, str(path), metadata=metadata)
+    return path
+
+
+# -- the catalogue --------------------------------------------------------------------------------
+# name -> (build(world, tmp) -> (argv, folder that must stay unchanged or None), words in the error)
+Case = Callable[[SimpleNamespace, Path], tuple[list[str], Path | None]]
+CASES: dict[str, tuple[Case, str]] = {}
+
+
+def case(name: str, words: str):
+    def register(build: Case) -> Case:
+        CASES[name] = (build, words)
+        return build
+    return register
+
+
+def simple(name: str, words: str, *argv: str) -> None:
+    case(name, words)(lambda w, t: ([a.format(w=w, t=t) for a in argv], None))
+
+
+# flops
+simple("flops mlp-ratio nan", "must be a finite number", "flops", "DiT-S/2", "--mlp-ratio", "nan")
+simple("flops mlp-ratio inf", "must be a finite number", "flops", "DiT-S/2", "--mlp-ratio", "inf")
+simple("flops negative depth", "must be between 1", "flops", "custom", "--depth", "-3")
+simple("flops huge input", "must be between 1", "flops", "DiT-S/2", "--input-size", "1e30")
+simple("flops word for number", "is not an integer", "flops", "DiT-S/2", "--hidden-size", "wide")
+simple("flops unknown model", "unknown model", "flops", "DiT-XXL/2")
+simple("flops negative budget", "must be >= 0", "flops", "DiT-S/2", "--flops", "-1")
+simple("flops unknown option", "unrecognized arguments", "flops", "DiT-S/2", "--bogus")
+simple("flops missing preset file", "does not exist", "flops", "{t}/none.yaml")
+case("flops non-utf8 preset", "is not UTF-8")(lambda w, t: (["flops", str(_write(t / "c.yaml", b"model: \xff\n"))], None))
+
+# fit
+simple("fit missing csv", "", "fit", "isoflop", "{t}/none.csv")
+simple("fit bootstrap huge", "must be between 0 and 100,000", "fit", "isoflop", "x.csv", "--bootstrap", "1000000000")
+simple("fit seed negative", "must be between 0", "fit", "isoflop", "x.csv", "--seed", "-1")
+simple("fit predict nan", "must be a finite number", "fit", "isoflop", "x.csv", "--predict", "nan")
+simple("fit csv is a folder", "", "fit", "isoflop", "{t}")
+case("fit out is a folder", "is a folder")(lambda w, t: (["fit", "isoflop", str(w.csv), "--out", str(t)], None))
+case("fit non-utf8 csv", "UTF-8")(lambda w, t: (["fit", "isoflop", str(_flip_byte(Path(shutil.copy(w.csv, t / "r.csv"))))], None))
+case("fit empty csv", "")(lambda w, t: (["fit", "isoflop", str(_write(t / "r.csv", ""))], None))
+case("fit truncated csv", "")(lambda w, t: (["fit", "isoflop", str(_truncate(Path(shutil.copy(w.csv, t / "r.csv")), 0.03))], None))
+case("fit nan loss", "")(lambda w, t: (["fit", "isoflop", str(_write(
+    t / "r.csv", "flops,params,tokens,loss\n1e9,10,10,nan\n1e9,20,5,0.5\n1e9,40,2,0.6\n"))], None))
+
+# eval
+simple("eval missing batch", "", "eval", "{t}/none.npz", "--ref", "{t}/none2.npz")
+case("eval batch is an empty folder", "")(lambda w, t: (["eval", str(t), "--ref", str(w.batch)], None))
+case("eval not an npz", "")(lambda w, t: (["eval", str(_write(t / "s.npz", b"not a zip")), "--ref", str(w.batch)], None))
+case("eval truncated npz", "")(lambda w, t: (
+    ["eval", str(_truncate(Path(shutil.copy(w.batch, t / "s.npz")))), "--ref", str(w.batch)], None))
+case("eval pickled npz", "")(lambda w, t: (["eval", str(_pickled_npz(t / "s.npz")), "--ref", str(w.batch)], None))
+case("eval batch size 0", "must be between 1")(lambda w, t: (
+    ["eval", str(w.batch), "--ref", str(w.batch), "--batch-size", "0"], None))
+case("eval unknown device", "is not a device")(lambda w, t: (
+    ["eval", str(w.batch), "--ref", str(w.batch), "--device", "tpu:7"], None))
+case("eval ref stats to a folder", "is a folder")(lambda w, t: (
+    ["eval", str(w.batch), "--ref", str(w.batch), "--evaluator", "inception", "--save-ref-stats", str(t)], None))
+
+
+def _pickled_npz(path: Path) -> Path:
+    np.savez(path, arr_0=np.array([_Hostile()], dtype=object))
+    return path
+
+
+# data export
+simple("data export num 0", "must be between 1", "data", "export", "shapes", "--num", "0", "--out", "{t}/x.npz")
+simple("data export num huge", "must be between 1", "data", "export", "shapes", "--num", "1e12", "--out", "{t}/x.npz")
+simple("data export out is a folder", "is a folder", "data", "export", "shapes", "--num", "2", "--out", "{t}")
+simple("data export unknown dataset", "unknown dataset", "data", "export", "imagenet", "--num", "2", "--out", "{t}/x.npz")
+simple("data export seed negative", "must be between 0", "data", "export", "shapes", "--num", "2", "--seed", "-4",
+       "--out", "{t}/x.npz")
+case("data export out under a file", "is a file, not a folder")(lambda w, t: (
+    ["data", "export", "shapes", "--num", "2", "--out", str(_write(t / "f", "x") / "x.npz")], None))
+
+case("data export non-utf8 file name", "")(lambda w, t: (
+    ["data", "export", "folder", "--set", f"path={_odd_names(t)}", "--num", "1", "--out", str(t / "x.npz")], None))
+
+
+def _odd_names(t: Path) -> Path:
+    """An image folder with one class whose only file name is not UTF-8 (and not an image)."""
+    (t / "imgs" / "cat").mkdir(parents=True)
+    Path(os.fsdecode(bytes(t / "imgs" / "cat") + b"/\xff\xfe.png")).write_bytes(b"not a png")
+    return t / "imgs"
+
+
+# extract-latents
+simple("extract count negative", "must be between 1", "extract-latents", "shapes", "--vae", "v", "--out", "{t}/s",
+       "--count", "-5")
+simple("extract device cuda", "CUDA is not available", "extract-latents", "shapes", "--vae", "v", "--out", "{t}/s",
+       "--device", "cuda")
+case("extract out is a file", "is a file, not a folder")(lambda w, t: (
+    ["extract-latents", "shapes", "--vae", "v", "--out", str(_write(t / "f", "x")), "--count", "4"], None))
+
+# train
+case("train config is a folder", "")(lambda w, t: (["train", str(t), "--out", str(t / "r")], None))
+TRAIN = ["train", "tiny", "--out"]
+simple("train lr nan", "must be a finite number", *TRAIN, "{t}/r", "optim.lr=nan")
+simple("train lr inf", "must be a finite number", *TRAIN, "{t}/r", "optim.lr=.inf")
+simple("train seed huge", "must be between 0", *TRAIN, "{t}/r", "--seed", "999999999999999999999999")
+simple("train steps and flops", "not allowed with", *TRAIN, "{t}/r", "--max-steps", "3", "--flops", "1e9")
+simple("train steps negative", "must be between 1", *TRAIN, "{t}/r", "--max-steps", "-1")
+simple("train batch beyond memory", "GiB available; lower batch_size", *TRAIN, "{t}/r", "batch_size=10000000")
+simple("train unknown key", "unknown key", *TRAIN, "{t}/r", "optim.learning_rate=1")
+simple("train unknown preset", "unknown training config", "train", "tinyy", "--out", "{t}/r")
+case("train out is a file", "is a file, not a folder")(lambda w, t: ([*TRAIN, str(_write(t / "f", "x"))], None))
+case("train empty config", "max_steps")(lambda w, t: (["train", str(_write(t / "c.yaml", "")), "--out", str(t / "r")], None))
+case("train duplicate keys", "duplicate key 'max_steps'")(lambda w, t: (
+    ["train", str(_write(t / "c.yaml", "max_steps: 3\nmax_steps: 4\n")), "--out", str(t / "r")], None))
+case("train yaml tag", "is not allowed")(lambda w, t: (
+    ["train", str(_write(t / "c.yaml", "seed: !!python/object/apply:os.system ['true']\n")), "--out", str(t / "r")], None))
+case("train non-utf8 config", "is not UTF-8")(lambda w, t: (
+    ["train", str(_write(t / "c.yaml", b"max_steps: 3\n# \xff\xfe\n")), "--out", str(t / "r")], None))
+case("train negative seed in config", "seed")(lambda w, t: (
+    ["train", str(_write(t / "c.yaml", "max_steps: 3\nseed: -1\n")), "--out", str(t / "r")], None))
+case("train a held run folder", "is being trained by another process")(lambda w, t: (
+    [*TRAIN, str(_held_run(t))], t / "held"))
+
+
+def _held_run(t: Path) -> Path:
+    """A run folder whose lock a live process (this one's parent) holds."""
+    run = t / "held"
+    _write(run / "run.lock", json.dumps({"pid": os.getppid(), "host": socket.gethostname(), "time": 0}))
+    return run
+
+
+# sample
+case("sample missing ckpt", "does not exist")(lambda w, t: (["sample", str(t / "none.safetensors"), "--out",
+                                                             str(t / "g.png")], None))
+case("sample folder not a run", "")(lambda w, t: (["sample", str(t), "--out", str(t / "g.png")], None))
+case("sample out is a folder", "is a folder")(lambda w, t: (["sample", str(w.run), "--out", str(t)], w.run))
+case("sample npz is a folder", "is a folder")(lambda w, t: (
+    ["sample", str(w.run), "--out", str(t / "g.png"), "--npz", str(t)], w.run))
+case("sample device cuda", "CUDA is not available")(lambda w, t: (["sample", str(w.run), "--device", "cuda"], w.run))
+case("sample device tpu", "is not a device")(lambda w, t: (["sample", str(w.run), "--device", "tpu:7"], w.run))
+case("sample upscale huge", "must be between 1 and 64")(lambda w, t: (["sample", str(w.run), "--upscale", "100000"], w.run))
+case("sample grid too large", "lower --upscale or the number of images")(lambda w, t: (
+    ["sample", str(w.run), "--num-images", "4096", "--upscale", "64", "--out", str(t / "g.png")], w.run))
+case("sample cfg nan", "must be a finite number")(lambda w, t: (["sample", str(w.run), "--cfg-scale", "nan"], w.run))
+case("sample num-images 0", "must be between 1")(lambda w, t: (["sample", str(w.run), "--num-images", "0"], w.run))
+case("sample steps a word", "")(lambda w, t: (["sample", str(w.run), "--steps", "many", "--out", str(t / "g.png")], w.run))
+case("sample classes out of range", "")(lambda w, t: (
+    ["sample", str(w.run), "--classes", "0,99999", "--out", str(t / "g.png")], w.run))
+case("sample bad classes", "")(lambda w, t: (["sample", str(w.run), "--classes", "a,b", "--out", str(t / "g.png")], w.run))
+case("sample metadata not json", "")(lambda w, t: (
+    ["sample", str(_safetensors(t / "m.safetensors", {"ditscale": "not json"})), "--out", str(t / "g.png")], None))
+case("sample metadata a list", "")(lambda w, t: (
+    ["sample", str(_safetensors(t / "m.safetensors", {"ditscale": "[1, 2]"})), "--out", str(t / "g.png")], None))
+case("sample metadata absurd sizes", "")(lambda w, t: (
+    ["sample", str(_safetensors(t / "m.safetensors", {"ditscale": json.dumps(
+        {"model": {"depth": 10**9, "hidden_size": 10**9, "num_heads": 1, "patch_size": 2, "input_size": 8}})})),
+     "--out", str(t / "g.png")], None))
+case("sample header absurd length", "")(lambda w, t: (
+    ["sample", str(_write(t / "m.safetensors", struct.pack("<Q", 2**60) + b"{}")), "--out", str(t / "g.png")], None))
+case("sample truncated weights", "")(lambda w, t: (
+    ["sample", str(_truncate(Path(shutil.copy(w.weights, t / "m.safetensors")))), "--out", str(t / "g.png")], None))
+case("sample hostile pickle", "")(lambda w, t: (
+    ["sample", str(_write(t / "m.pt", pickle.dumps({"model": _Hostile()}))), "--model", "DiT-S/2",
+     "--out", str(t / "g.png")], None))
+
+# export
+case("export missing run", "")(lambda w, t: (["export", str(t / "none"), "--out", str(t / "e")], None))
+case("export a folder that is not a run", "")(lambda w, t: (["export", str(t), "--out", str(t / "e")], None))
+case("export out exists", "already exists")(lambda w, t: (["export", str(w.run), "--out", str(t)], w.run))
+case("export unknown format", "invalid choice")(lambda w, t: (["export", str(w.run), "--format", "onnx", "--out",
+                                                              str(t / "e")], w.run))
+
+# study plan / run
+simple("study plan unknown preset", "unknown study", "study", "plan", "--preset", "nope")
+simple("study plan prior nan", "must be a finite number", "study", "plan", "--preset", "quickstart",
+       "--set", "prior.coefficient=nan")
+simple("study plan target inf", "must be a finite number", "study", "plan", "--preset", "quickstart",
+       "--set", "target_flops=.inf")
+simple("study plan lr nan", "must be a finite number", "study", "plan", "--preset", "quickstart",
+       "--set", "hparams.lr=nan")
+simple("study plan unknown key", "unknown key", "study", "plan", "--preset", "quickstart", "--set", "hparams.lrr=1")
+simple("study plan mfu above 1", "must be at most 1", "study", "plan", "--preset", "quickstart", "--mfu", "2")
+case("study plan non-utf8 spec", "is not UTF-8")(lambda w, t: (
+    ["study", "plan", str(_write(t / "s.yaml", b"name: x\xff\n"))], None))
+case("study plan spec tag", "is not allowed")(lambda w, t: (
+    ["study", "plan", str(_write(t / "s.yaml", "name: !!python/object:os.system x\n"))], None))
+case("study plan duplicate keys", "duplicate key")(lambda w, t: (
+    ["study", "plan", str(_write(t / "s.yaml", "name: a\nname: b\n"))], None))
+case("study plan truncated plan.csv", "plan.csv")(lambda w, t: (
+    ["study", "plan", "--preset", "quickstart", "--out", str(_cut_plan(t))], t / "study"))
+simple("study run max-runs negative", "must be between 0", "study", "run", "--preset", "quickstart",
+       "--out", "{t}/s", "--max-runs", "-1")
+simple("study run workers negative", "must be between 0", "study", "run", "--preset", "quickstart",
+       "--out", "{t}/s", "--workers", "-1")
+case("study run out is a file", "is a file, not a folder")(lambda w, t: (
+    ["study", "run", "--preset", "quickstart", "--out", str(_write(t / "f", "x"))], None))
+case("study run bad run id", "is not a run name")(lambda w, t: (
+    ["study", "run", "--preset", "quickstart", "--out", str(_evil_plan(t))], t / "study"))
+
+
+def _quickstart_folder(t: Path) -> Path:
+    """A started quickstart study folder (spec.yaml and plan.csv, nothing trained)."""
+    from ditscale.study import load_spec
+    from ditscale.study.folder import StudyFolder
+    from ditscale.study.replan import current_plan
+
+    spec = load_spec("quickstart")
+    folder = StudyFolder(t / "study")
+    folder.create()
+    folder.write_spec(spec)
+    folder.write_plan(current_plan(spec, None).runs)
+    return folder.root
+
+
+def _cut_plan(t: Path) -> Path:
+    root = _quickstart_folder(t)
+    _truncate(root / "plan.csv", 0.5)
+    return root
+
+
+def _evil_plan(t: Path) -> Path:
+    root = _quickstart_folder(t)
+    text = (root / "plan.csv").read_text().splitlines()
+    first = text[1].split(",")
+    first[0] = "../../../escaped"
+    (root / "plan.csv").write_text("\n".join([text[0], ",".join(first), *text[2:]]) + "\n")
+    return root
+
+
+# study predict / compare / report
+case("predict not a study", "is not a study folder")(lambda w, t: (["study", "predict", str(t)], None))
+case("predict flops nan", "must be a finite number")(lambda w, t: (["study", "predict", str(w.study), "--flops", "nan"],
+                                                                   w.study))
+case("predict flops negative", "must be > 0")(lambda w, t: (["study", "predict", str(w.study), "--flops", "-1"], w.study))
+case("predict non-utf8 runs.csv", "UTF-8")(lambda w, t: (
+    ["study", "predict", str(_damaged_study(w, t, "runs.csv", _flip_byte))], t / "study"))
+case("predict truncated spec", "truncated")(lambda w, t: (
+    ["study", "predict", str(_damaged_study(w, t, "spec.yaml", _truncate))], t / "study"))
+case("predict spec tag", "is not allowed")(lambda w, t: (
+    ["study", "predict", str(_damaged_study(w, t, "spec.yaml", _tagged))], t / "study"))
+case("compare missing study", "is not a study folder")(lambda w, t: (["study", "compare", str(w.study), str(t)], w.study))
+case("compare flops inf", "must be a finite number")(lambda w, t: (
+    ["study", "compare", str(w.study), str(w.study), "--flops", "inf"], w.study))
+case("report truncated runs.csv", "runs.csv")(lambda w, t: (
+    ["study", "report", str(_damaged_study(w, t, "runs.csv", lambda p: _truncate(p, 0.02)))], t / "study"))
+case("report spec tag", "is not allowed")(lambda w, t: (
+    ["study", "report", str(_damaged_study(w, t, "spec.yaml", _tagged))], t / "study"))
+case("report laws.json is a folder", "laws.json")(lambda w, t: (
+    ["study", "report", str(_damaged_study(w, t, "laws.json", _folder))], t / "study"))
+case("report runs.csv binary", "")(lambda w, t: (
+    ["study", "report", str(_damaged_study(w, t, "runs.csv", lambda p: _write(p, os.urandom(300))))], t / "study"))
+
+
+def _damaged_study(w: SimpleNamespace, t: Path, name: str, damage: Callable[[Path], Path]) -> Path:
+    root = _copy(w.study, t / "study")
+    damage(root / name)
+    return root
+
+
+def _folder(path: Path) -> Path:
+    path.unlink()
+    path.mkdir()
+    return path
+
+
+def _tagged(path: Path) -> Path:
+    path.write_text("name: !!python/object/apply:os.system ['true']\n")
+    return path
+
+
+# -- the test -------------------------------------------------------------------------------------
+@pytest.fixture
+def deadline():
+    def hang(*_):
+        raise TimeoutError(f"the command ran past {TIMEOUT_S} s")
+    old = signal.signal(signal.SIGALRM, hang)
+    signal.alarm(TIMEOUT_S)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_is_one_line(name, world, tmp_path, capsys, deadline):
+    build, words = CASES[name]
+    argv, guarded = build(world, tmp_path)
+    before = tree_hash(guarded) if guarded else None
+    code = main(argv)
+    out, err = capsys.readouterr()
+    assert code == 2, f"exit status {code}; stderr: {err[-2000:]}"
+    assert err.startswith("ditscale: error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err and words in err, err
+    if guarded:
+        assert tree_hash(guarded) == before, f"{guarded} changed"
+
+
+def test_catalogue_covers_every_command():
+    from ditscale.cli import COMMANDS
+
+    first = {"extract": "extract-latents", "predict": "study", "compare": "study", "report": "study"}
+    covered = {first.get(name.split()[0], name.split()[0]) for name in CASES}
+    assert covered == set(COMMANDS)
+    assert len(CASES) >= 90
