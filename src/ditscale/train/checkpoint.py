@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ditscale.errors import CheckpointError
@@ -141,6 +142,23 @@ def write_checkpoint(
     tmp = root / f".tmp_{step_dir_name(step)}_{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
+    try:
+        _write_files(tmp, step, weights, state)
+    except (OSError, SafetensorError) as err:  # e.g. a full disk: the earlier checkpoints stay as they were
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(f"could not write checkpoint {final.name} in {root} ({err}); the earlier checkpoints "
+                              "are intact: free space and run the same command again to resume") from None
+    if final.exists():  # e.g. a re-run of the same step after a crash between save and prune
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync_dir(root)
+    if keep is not None:
+        prune_checkpoints(root, keep)
+    return final
+
+
+def _write_files(tmp: Path, step: int, weights: dict, state: dict[str, Any]) -> None:
+    """The files of one checkpoint, each fsynced, in the new folder ``tmp``."""
     tmp.mkdir()
     files = {}
     for stem, (tensors, meta) in weights.items():
@@ -153,13 +171,6 @@ def write_checkpoint(
     path.write_text(json.dumps(body, indent=1, allow_nan=False) + "\n")
     _fsync_file(path)
     _fsync_dir(tmp)
-    if final.exists():  # e.g. a re-run of the same step after a crash between save and prune
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    _fsync_dir(root)
-    if keep is not None:
-        prune_checkpoints(root, keep)
-    return final
 
 
 def list_checkpoints(root: str | Path) -> list[tuple[int, Path]]:
