@@ -154,3 +154,18 @@ def test_predict_study_backtest_carries_n_opt(laws):
     assert pred["backtest"][0]["predicted_n_opt"] == pytest.approx(laws["backtest"][0]["predicted_n_opt"], rel=1e-12)
     assert any("off-centre grid" in w for w in pred["warnings"])
     assert math.isfinite(pred["n_opt"]["value"]) and np.isfinite(pred["loss_opt"]["ci90"]).all()
+
+
+def test_laws_json_and_report_name_their_code_and_spec(laws):
+    import torch
+
+    from ditscale.io import sha256_json
+    from ditscale.laws.summary import LawsSummary
+    from ditscale.report.html import render_html
+
+    data, out = laws
+    prov = data["provenance"]
+    assert prov["torch"] == torch.__version__ and prov["spec_sha256"] == sha256_json(spec_from_dict(SPEC).to_dict())
+    assert len(prov["spec_sha256"]) == 64 and prov["python"].count(".") == 2
+    html = render_html(LawsSummary.from_dict(data), [], title="t")
+    assert f"spec SHA-256 {prov['spec_sha256']}" in html and f"torch {torch.__version__}" in html

@@ -19,6 +19,7 @@ import torch
 
 import ditscale
 from ditscale.errors import ConfigError
+from ditscale.io import sha256_json
 from ditscale.train import loop
 from ditscale.train.config import load_train_config
 from ditscale.train.data_order import rank_batches
@@ -213,6 +214,7 @@ def test_cli_progress_lines_train_log_threads_and_versions(tmp_path):
     assert result["versions"]["torch"] == torch.__version__
     assert result["versions"]["ditscale"] == ditscale.__version__
     assert result["versions"]["python"] == platform.python_version()
+    assert result["config_sha256"] == sha256_json(result["config"])
     assert result["torch_threads"] == 2
     # resuming appends to train.log
     proc = _cli("tiny", "--out", str(out), "--max-steps", "8", "--force", "--progress-every", "1000", *MICRO)

@@ -121,6 +121,11 @@ def read_text(path: str | os.PathLike) -> str:
                         "or save it as UTF-8") from None
 
 
+def sha256_json(obj: Any) -> str:
+    """SHA-256 (hex) of ``obj`` as canonical JSON (sorted keys): a fingerprint of a config or spec."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """Hex SHA-256 of a file's bytes (used to detect corrupt or truncated checkpoints)."""
     h = hashlib.sha256()

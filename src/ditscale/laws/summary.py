@@ -360,6 +360,20 @@ class QualitySummary(_View):
 
 
 @dataclass(frozen=True)
+class ProvenanceSummary(_View):
+    """What produced laws.json: the package, torch and Python versions, the source commit, the host,
+    and the SHA-256 of the spec it was fitted under (``spec_sha256``)."""
+
+    spec_sha256: str | None = None
+    ditscale: str | None = None
+    torch: str | None = None
+    python: str | None = None
+    git_commit: str | None = None
+    hostname: str | None = None
+    device: str | None = None
+
+
+@dataclass(frozen=True)
 class LawsSummary(FitSummary):
     """The whole of laws.json: the Approach 2 fit of all budgets plus everything the study adds."""
 
@@ -376,10 +390,12 @@ class LawsSummary(FitSummary):
     quality: QualitySummary | None = None
     exponents: tuple[ExponentSummary, ...] = ()
     residual_structure: ResidualStructureSummary | None = None
+    provenance: ProvenanceSummary | None = None
 
     _nested = {**FitSummary._nested, "parametric": ParametricSummary, "backtest_fit": FitSummary,
                "prediction": PredictionSummary, "noise": NoiseSummary, "wall_time": WallTime,
-               "quality": QualitySummary, "residual_structure": ResidualStructureSummary}
+               "quality": QualitySummary, "residual_structure": ResidualStructureSummary,
+               "provenance": ProvenanceSummary}
     _lists = {**FitSummary._lists, "backtest": BacktestSummary, "checks": CheckSummary, "exponents": ExponentSummary}
     _maps = {"paper": LawSummary}
 

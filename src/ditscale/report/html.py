@@ -256,6 +256,12 @@ def _footer(view: LawsSummary) -> list[str]:
     parts = [f"<p class='muted'>Study wall time {_num(wall.study_s, '.0f')} s over {wall.calls} "
              f"call(s); sum of run wall times {_num(wall.runs_wall_s_sum, '.0f')} s, run CPU time "
              f"{_num(wall.runs_cpu_s_sum, '.0f')} s. {n_runs} runs.</p>"]
+    if view.provenance is not None:
+        v = view.provenance
+        parts.append(f"<p class='muted'>Fitted by ditscale {html.escape(str(v.ditscale))} (commit "
+                     f"{html.escape(str(v.git_commit))}), torch {html.escape(str(v.torch))}, Python "
+                     f"{html.escape(str(v.python))} on {html.escape(str(v.hostname))}; spec SHA-256 "
+                     f"{html.escape(str(v.spec_sha256))}.</p>")
     return parts + [f"<p class='muted'>warning: {html.escape(w)}</p>" for w in view.warnings]
 
 

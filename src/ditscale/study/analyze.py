@@ -417,6 +417,15 @@ def quality_summary(out_dir: str | Path, spec: StudySpec) -> dict | None:
                            seed=spec.laws.seed, target_flops=spec.target_flops).to_dict()
 
 
+def provenance(spec: StudySpec) -> dict:
+    """laws.json's ``provenance``: :func:`ditscale.train.provenance.versions` and the SHA-256 of the
+    spec (its canonical JSON), so a result names the code and the spec that produced it."""
+    from ditscale.io import sha256_json
+    from ditscale.train.provenance import versions
+
+    return {"spec_sha256": sha256_json(spec.to_dict()), **versions()}
+
+
 def analyze_study(out_dir: str | Path, spec: StudySpec | None = None, *, report: bool = True) -> dict:
     """Fit the finished study in ``out_dir``; write ``laws.json`` (and ``report.html``); return laws.json's dict.
 
@@ -430,7 +439,8 @@ def analyze_study(out_dir: str | Path, spec: StudySpec | None = None, *, report:
     (rows ``flops, predicted_loss, predicted_ci90, actual_loss, relative_error, within_ci90,
     predicted_n_opt, predicted_n_opt_ci90, actual_n_opt, n_opt_within_ci90``), ``backtest_fit``,
     ``prediction`` (at the spec's ``target_flops``), ``noise``, ``paper``, ``warnings``, ``wall_time``,
-    ``compute`` (:func:`compute_summary`), ``quality`` (:func:`quality_summary`, or null).
+    ``compute`` (:func:`compute_summary`), ``quality`` (:func:`quality_summary`, or null),
+    ``provenance`` (:func:`provenance`: versions, source commit, host, the spec's SHA-256).
     """
     folder = StudyFolder(out_dir)
     spec = spec or folder.read_spec()
@@ -458,6 +468,7 @@ def analyze_study(out_dir: str | Path, spec: StudySpec | None = None, *, report:
     laws["wall_time"] = _wall(folder)
     laws["compute"] = compute_summary(folder)
     laws["quality"] = quality_summary(folder.root, spec)
+    laws["provenance"] = provenance(spec)
     write_draws(folder.root, draws)
     folder.write_laws(laws)
     if report:

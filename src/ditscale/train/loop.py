@@ -35,7 +35,7 @@ import yaml
 
 from ditscale.config import flatten_dotted, to_dict
 from ditscale.errors import ConfigError, TrainingError
-from ditscale.io import atomic_write_json, atomic_write_text
+from ditscale.io import atomic_write_json, atomic_write_text, sha256_json
 from ditscale.models.kernels import retain_freed_memory
 from ditscale.train import checkpoint as ckpt
 from ditscale.train.budget import RunLength, run_length
@@ -494,6 +494,7 @@ def _result(run: Run, val: dict[str, Any], sums: LossSums, final_checkpoint: Pat
     return {
         "status": "done",
         "config": to_dict(run.cfg),
+        "config_sha256": sha256_json(to_dict(run.cfg)),
         "model_config": run.model_config.to_dict(),
         "params": length.params_total,
         "params_non_embedding": length.params_non_embedding,
