@@ -15,7 +15,9 @@ from ditscale.diffusion import create_diffusion
 from ditscale.errors import ConfigError
 from ditscale.data.shapes_grammar import KINDS
 from ditscale.generate import (
+    CAPTION_PX,
     derived_seed,
+    draw_labels,
     make_grid,
     parts_dir,
     sample_images,
@@ -93,6 +95,33 @@ def test_save_grid_and_npz(tmp_path):
     with np.load(tmp_path / "s.npz") as data:
         assert list(data.keys()) == ["arr_0"] and np.array_equal(data["arr_0"], imgs)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.png", "g.png", "s.npz"]  # no temp files left
+
+
+def test_save_grid_labels_each_cell(tmp_path):
+    imgs = np.zeros((3, 8, 8, 3), np.uint8)
+    save_grid(imgs, tmp_path / "g.png", nrow=3, upscale=4, captions=["0 circle", "1 ring", "a caption far too long"])
+    grid = np.asarray(Image.open(tmp_path / "g.png"))
+    assert grid.shape == (2 + 32 + CAPTION_PX + 2, 3 * (32 + 2) + 2, 3)
+    band = grid[2 + 32:2 + 32 + CAPTION_PX]
+    for col in range(3):  # white text under every image, inside its own column
+        cell = band[:, 2 + col * 34:2 + col * 34 + 32]
+        assert (cell > 128).all(axis=-1).sum() > 10
+    assert grid[:2 + 32].max() == 0 and band[:, 34:36].max() == 0  # images untouched, padding kept clear
+    with pytest.raises(ConfigError, match="2 captions for 3 images"):
+        save_grid(imgs, tmp_path / "x.png", captions=["a", "b"])
+
+
+def test_random_classes_are_drawn_once_and_named(model, diffusion, tmp_path, capsys):
+    labels = draw_labels(model, 5, seed=7)
+    assert labels.tolist() == torch.randint(0, 5, (5,), generator=torch.Generator().manual_seed(7)).tolist()
+    a = sample_images(model, diffusion, num_images=5, seed=7, steps=STEPS, progress=False)
+    b = sample_images(model, diffusion, labels=labels, seed=7, steps=STEPS, progress=False)
+    assert np.array_equal(a, b)  # naming the classes does not change the samples
+    save_model(model, tmp_path / "m.safetensors")
+    code, out, err = _cli(capsys, str(tmp_path / "m.safetensors"), "--num-images", "5", "--seed", "7",
+                          "--cfg-scale", "1", "--out", str(tmp_path / "g.png"))
+    assert code == 0, err
+    assert f"cells, row by row: {'; '.join(map(str, labels.tolist()))}" in out  # no class names without a run
 
 
 # sample_images --------------------------------------------------------------------------------
@@ -216,12 +245,17 @@ def test_cli_reference_pt(model, diffusion, tmp_path, capsys):
     expected = sample_images(model, diffusion, labels=[0, 1, 2, 3], cfg_scale=1.5, steps=STEPS, progress=False)
     with np.load(npz) as data:
         assert np.array_equal(data["arr_0"], expected)  # the .npz keeps the sampled pixels
-    # 4 images of 8 px, 2 per row, enlarged to 64 px by pixel repetition
-    assert np.array_equal(np.asarray(Image.open(out_png)), make_grid(expected.repeat(8, 1).repeat(8, 2), 2))
+    # 4 images of 8 px, 2 per row, enlarged to 64 px by pixel repetition, each labelled with its class
+    assert "cells, row by row: 0; 1; 2; 3" in out
+    grid = np.asarray(Image.open(out_png))
+    cells = make_grid(expected.repeat(8, 1).repeat(8, 2), 2, caption_px=CAPTION_PX)
+    assert grid.shape == cells.shape
+    for top in (2, 2 + 64 + CAPTION_PX + 2):  # the images are untouched; the caption bands hold the text
+        assert np.array_equal(grid[top:top + 64], cells[top:top + 64])
     code, out, err = _cli(capsys, str(tmp_path / "ref.pt"), *TINY_OPTS, "--classes", "0,1,2,3", "--cfg-scale", "1.5",
                           "--out", str(out_png), "--upscale", "1")
     assert code == 0 and "(8x8 px) to" in out
-    assert Image.open(out_png).size == (2 * 10 + 2, 2 * 10 + 2)
+    assert Image.open(out_png).size == (2 * 10 + 2, 2 * (10 + CAPTION_PX) + 2)
 
     # A reference training checkpoint {"model", "ema", "opt", "args"}: EMA by default, raw with --no-ema.
     raw = tiny_model(seed=5)
@@ -243,7 +277,7 @@ def test_cli_named_config_latent_pt(tmp_path, capsys):
                           "--image-size", "64", "--vae", str(tmp_path / "vae"), "--num-images", "3", "--nrow", "3",
                           "--out", str(tmp_path / "g.png"))
     assert code == 0, err
-    assert Image.open(tmp_path / "g.png").size == (3 * 66 + 2, 66 + 2)
+    assert Image.open(tmp_path / "g.png").size == (3 * 66 + 2, 66 + CAPTION_PX + 2)
 
 
 def test_cli_safetensors_and_training_folders(model, tmp_path, capsys):
@@ -285,7 +319,7 @@ def test_cli_takes_the_vae_of_the_runs_latent_store(tmp_path, capsys):
     code, out, err = _cli(capsys, str(run), "--classes", "0", "--out", str(tmp_path / "g.png"))
     assert code == 0, err
     assert f"using the run's VAE {tmp_path / 'vae'}" in err
-    assert Image.open(tmp_path / "g.png").size == (68, 68)  # one 32 px image (4 latent px x 8) shown 2x + 2 px padding
+    assert Image.open(tmp_path / "g.png").size == (68, 68 + CAPTION_PX)  # one 32 px image (4 latent px x 8) shown 2x + 2 px padding, labelled
 
 
 def _error_line(code, out, err):

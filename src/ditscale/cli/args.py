@@ -19,6 +19,19 @@ from typing import Callable, NoReturn
 from ditscale.config import INT_LIMIT
 
 
+def examples(*lines: str) -> str:
+    """A parser's ``epilog``: ``examples:`` then each command line indented two spaces.
+
+    Pass it with ``formatter_class=argparse.RawDescriptionHelpFormatter`` so the lines (and any aligned
+    ``# comments``) keep their layout in ``--help``::
+
+        subparsers.add_parser("flops", ..., epilog=examples(
+            "ditscale flops DiT-XL/2      # 118.64 GMACs, 675M parameters",
+        ), formatter_class=argparse.RawDescriptionHelpFormatter)
+    """
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
 class OneLineParser(argparse.ArgumentParser):
     """An ArgumentParser whose usage errors are one line, ``ditscale: error: ...; see --help``, exit 2."""
 

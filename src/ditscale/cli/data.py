@@ -13,10 +13,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ditscale.cli.args import count, seed
+from ditscale.cli.args import count, examples, seed
 from ditscale.errors import ConfigError
 
 EXPORTABLE = ("shapes", "digits", "folder", "captions")  # image datasets (a latent store holds latents)
+EXPORT_EXAMPLES = examples(
+    "ditscale data export --preset tiny --num 10000 --out ref.npz    # the reference batch of a training preset's data",
+    "ditscale data export shapes --set image_size=32 --set shapes_objects=4 --num 10000 --out ref.npz",
+    "ditscale data export --config runs/tiny/config.yaml --num 1000 --split train --out ref-train.npz",
+)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -26,10 +31,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Dataset tools. `ditscale data export` writes items 0..N-1 of a dataset split as an "
         ".npz reference batch (arr_0 uint8 (N, H, W, 3), labels, label_names, captions), the format of "
         "`ditscale sample --num-samples`, for FID and other sample-quality metrics.",
+        epilog=EXPORT_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = p.add_subparsers(dest="data_action", metavar="ACTION", required=True)
     e = actions.add_parser("export", help="write N images of a dataset split as a reference batch (.npz)",
-                           description="Write items 0..N-1 of a dataset split as an ADM-style .npz.")  # fmt: skip
+                           description="Write items 0..N-1 of a dataset split as an ADM-style .npz.",
+                           epilog=EXPORT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     e.add_argument("name", nargs="?", default=None, metavar="NAME",
                    help=f"dataset: {', '.join(EXPORTABLE)} (default: the name in --config/--preset)")  # fmt: skip
     e.add_argument("--num", type=count(1, 10**9), required=True, help="number of images N (items 0..N-1 of the split)")

@@ -22,7 +22,7 @@ import json
 import sys
 from typing import Any
 
-from ditscale.cli.args import count, device
+from ditscale.cli.args import count, device, examples
 from ditscale.errors import ConfigError
 
 EVALUATORS = ("shapes", "inception")
@@ -39,6 +39,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="FID/sFID/IS/precision/recall or the shapes evaluator's scores of a sample batch",
         description="Evaluate a sample batch (.npz with arr_0, or a folder of images) against a reference batch "
         "with ADM's Inception metrics (--inception FILE) or the shipped shapes evaluator (default).",
+        epilog=examples(
+            "ditscale eval samples.npz --ref ref.npz --json          # shapes evaluator: FD, precision/recall, accuracy",
+            "ditscale eval samples.npz --ref VIRTUAL_imagenet256_labeled.npz --inception pt_inception-2015-12-05-6726825d.pth",
+            "ditscale eval samples.npz --ref real_images/ --inception pt_inception.pth --save-ref-stats ref_stats.npz",
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("samples", metavar="SAMPLES", help="sample batch: .npz (arr_0 uint8 NHWC) or a folder of images")
     p.add_argument("--ref", required=True, metavar="REF",

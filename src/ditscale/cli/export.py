@@ -30,13 +30,15 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
+from ditscale.cli.args import examples
 from ditscale.errors import CheckpointError, ConfigError
 
-EPILOG = """examples:
-  ditscale export runs/xl2 --format diffusers --out exports/xl2-diffusers
-  ditscale export runs/xl2 --format safetensors --weights model --out exports/xl2-raw
-  python -c "from diffusers import DiTPipeline; DiTPipeline.from_pretrained('exports/xl2-diffusers')"
-  ditscale sample exports/xl2-diffusers --classes 1,2"""
+EPILOG = examples(
+    "ditscale export runs/xl2 --format diffusers --out exports/xl2-diffusers",
+    "ditscale export runs/xl2 --format safetensors --weights model --out exports/xl2-raw",
+    "python -c \"from diffusers import DiTPipeline; DiTPipeline.from_pretrained('exports/xl2-diffusers')\"",
+    "ditscale sample exports/xl2-diffusers --classes 1,2",
+)
 PIXEL_CHANNELS = (1, 3)  # in_channels of pixel-space models; anything else works in a VAE's latent space
 NULL_CLASS = 1000  # DiTPipeline feeds this label as the unconditional class when guidance_scale > 1
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ditscale.cli.args import count, device
+from ditscale.cli.args import count, device, examples
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -15,6 +15,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Encode the train and val splits of an image dataset with a diffusers AutoencoderKL into "
         "sharded .npy files (posterior mean and std of each image and its mirror). Interrupted runs resume: "
         "run the same command again. Train on the store with data.name=latents data.path=DIR.",
+        epilog=examples(
+            "ditscale extract-latents /data/imagenet/train --image-size 256 --vae ./sd-vae-ft-ema --out latents/in256",
+            "ditscale extract-latents data.yaml --vae stabilityai/sd-vae-ft-ema --out latents/in256 --workers 4",
+            "ditscale extract-latents shapes --count 100000 --image-size 64 --vae ./tiny-vae --out latents/shapes64",
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("data", help="a data YAML (a DataConfig, or a training config with a 'data:' section), "
                    "a dataset name (shapes, digits) or an ImageNet-layout folder")  # fmt: skip

@@ -13,7 +13,7 @@ import json
 import sys
 import warnings
 
-from ditscale.cli.args import count, finite_float, seed
+from ditscale.cli.args import count, examples, finite_float, seed
 from ditscale.io import atomic_write_json, check_output_file
 
 # Resamples beyond this add no precision to a 90% interval (its Monte Carlo error is already ~0.3%)
@@ -24,7 +24,13 @@ MAX_BOOTSTRAP = 100_000
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("fit", help="fit scaling laws to a CSV of runs (flops, params, tokens, loss)",
                               description="Fit scaling laws (Chinchilla Approaches 1-3) to a CSV with columns "
-                                          "flops (FLOPs), params (N), tokens (D), loss; optional budget, run_id, seed, weight.")
+                                          "flops (FLOPs), params (N), tokens (D), loss; optional budget, run_id, seed, weight.",
+                              epilog=examples(
+                                  "ditscale fit isoflop runs/qs/runs.csv --predict 1e21   # N_opt, D_opt, loss at 1e21 FLOPs",
+                                  "ditscale fit parametric runs.csv --json               # L(N, D) = E + A/N^a + B/D^b",
+                                  "ditscale fit envelope runs.csv --bootstrap 1000 --out laws.json",
+                              ),
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("method", choices=("isoflop", "parametric", "envelope"),
                    help="isoflop: parabolas per budget (Approach 2); parametric: L(N,D) (Approach 3); "
                         "envelope: best run per compute (Approach 1)")

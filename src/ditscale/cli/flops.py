@@ -15,7 +15,7 @@ import argparse
 import json
 from typing import Any
 
-from ditscale.cli.args import count, finite_float
+from ditscale.cli.args import count, examples, finite_float
 from ditscale.errors import ConfigError
 from ditscale.flops import (
     forward_macs,
@@ -39,6 +39,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="analytic FLOPs and parameters of a DiT config",
         description="MACs of one forward pass of one image (the DiT paper's 'Gflops' are GMACs), "
         "parameters, and training FLOPs per image (exact: 6 x MACs; 6ND: 6 x non-embedding params x tokens).",
+        epilog=examples(
+            "ditscale flops DiT-XL/2                      # 118.64 GMACs, 675,129,632 parameters",
+            "ditscale flops DiT-XL/2 --input-size 64      # 512x512 images: 524.61 GMACs",
+            "ditscale flops DiT-B/2 --flops 1e18          # images (and tokens) a 1e18-FLOP budget buys",
+            "ditscale flops tiny                          # a training preset: its model and the run's compute",
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", metavar="MODEL", help=f"a paper config ({MODEL_NAMES[0]} ... {MODEL_NAMES[-1]}), 'custom', "
                    "or a training preset / YAML config (its model, and the whole run's compute)")

@@ -27,7 +27,7 @@ import math
 import sys
 from pathlib import Path
 
-from ditscale.cli.args import count, device, finite_float, seed
+from ditscale.cli.args import count, device, examples, finite_float, seed
 from ditscale.errors import CheckpointError, ConfigError
 from ditscale.train.rundir import RunDir
 
@@ -45,6 +45,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="sample an image grid from a checkpoint",
         description="Sample images from a DiT checkpoint (.safetensors, official .pt, checkpoint or run folder) "
         "and write them as a PNG grid and optionally an .npz (key arr_0, ADM's FID format).",
+        epilog=examples(
+            "ditscale sample runs/tiny --out tiny.png              # PNG grid from the newest checkpoint (EMA)",
+            "ditscale sample runs/tiny --num-samples 10000 --npz samples.npz --steps 50 --cfg-scale 1.5",
+            "ditscale sample runs/tiny-text --prompt \"a large red circle at the center on a blue background\"",
+            "ditscale sample DiT-XL-2-256x256.pt --model DiT-XL/2 --image-size 256 --vae PATH_TO_SD_VAE --classes 207,360",
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("ckpt", metavar="CKPT", help="weights file, checkpoint folder or training run folder")
     p.add_argument("--out", default="sample.png", help="image grid to write (default: sample.png)")
@@ -360,28 +367,31 @@ def _upscale(args: argparse.Namespace, h: int, w: int) -> int:
 
 def _check_grid(args: argparse.Namespace, n: int, config, vae) -> None:
     """The grid of ``n`` images fits (:func:`ditscale.generate.grid_shape`): checked before sampling."""
-    from ditscale.generate import grid_shape
+    from ditscale.generate import CAPTION_PX, grid_shape
 
     side = config.input_size * (_downsample(vae) if vae is not None else 1)
-    grid_shape(n, side, side, args.nrow, upscale=_upscale(args, side, side))
+    grid_shape(n, side, side, args.nrow, upscale=_upscale(args, side, side), caption_px=CAPTION_PX)
 
 
-def _write_grid(args: argparse.Namespace, images) -> None:
-    """The --out grid of uint8 images (N, H, W, 3), enlarged so tiny images stay visible."""
+def _write_grid(args: argparse.Namespace, images, captions: list[str] | None = None) -> None:
+    """The --out grid of uint8 images (N, H, W, 3), enlarged so tiny images stay visible, each cell
+    labelled with its ``captions`` entry (class or prompt), which are also printed."""
     from ditscale.generate import save_grid
 
     n, h, w, _ = images.shape
     upscale = _upscale(args, h, w)
-    out = save_grid(images, args.out, nrow=args.nrow, upscale=upscale)
+    out = save_grid(images, args.out, nrow=args.nrow, upscale=upscale, captions=captions)
     shown = f", shown {upscale}x" if upscale > 1 else ""
     print(f"wrote a grid of {n} images ({w}x{h} px{shown}) to {out}")
+    if captions is not None:
+        print("cells, row by row: " + "; ".join(captions))
 
 
-def _write_outputs(args: argparse.Namespace, images) -> None:
+def _write_outputs(args: argparse.Namespace, images, captions: list[str] | None = None) -> None:
     from ditscale.generate import save_npz
 
     n = len(images)
-    _write_grid(args, images)
+    _write_grid(args, images, captions)
     if args.npz:
         print(f"wrote {n} images to {save_npz(images, args.npz)} (key arr_0)")
 
@@ -520,7 +530,7 @@ def _run_npz(args: argparse.Namespace, model, diffusion, config, weights: Path, 
 
 
 def run(args: argparse.Namespace) -> int:
-    from ditscale.generate import check_request, sample_images
+    from ditscale.generate import check_request, draw_labels, sample_images
     from ditscale.models.io import describe_config, read_metadata
 
     # The weights, the model config and what to condition on
@@ -552,6 +562,9 @@ def run(args: argparse.Namespace) -> int:
 
     # Sample and write
     conditions = _conditions(args, config, prompts, weights, device)
+    if config.conditioning == "class" and conditions["labels"] is None:  # name the random classes drawn
+        conditions["labels"] = draw_labels(model, conditions["num_images"], args.seed).tolist()
+        conditions["num_images"] = None
     labels = conditions["labels"]
     _check_grid(args, len(labels) if labels is not None else conditions["num_images"], config, vae)
     check_request(model, diffusion, sampler=args.sampler, steps=steps, cfg_scale=cfg_scale, labels=labels,
@@ -559,5 +572,16 @@ def run(args: argparse.Namespace) -> int:
     _note(about, now=True)
     images = sample_images(model, diffusion, **conditions, **sampling, vae=vae, device=device,
                            progress=not args.quiet, batch_size=args.batch_size)  # fmt: skip
-    _write_outputs(args, images)
+    _write_outputs(args, images, _captions(labels, prompts, config, weights))
     return 0
+
+
+def _captions(labels, prompts, config, weights: Path) -> list[str] | None:
+    """Each image's caption in the grid: its prompt, or its class (``3 ring``, or the number alone
+    when the run's class names are unknown); None for an unconditional model."""
+    if prompts is not None:
+        return list(prompts)
+    if labels is None:
+        return None
+    names = _label_names(config, _run_data_config(weights))
+    return [f"{y} {names[y]}" if names else str(y) for y in labels]

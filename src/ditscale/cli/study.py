@@ -18,7 +18,9 @@ import argparse
 import json
 import sys
 
-from ditscale.cli.args import count, finite_float
+from ditscale.cli.args import count, examples, finite_float
+
+RAW = argparse.RawDescriptionHelpFormatter  # keeps the examples' layout
 
 
 def _spec_args(p: argparse.ArgumentParser) -> None:
@@ -31,10 +33,22 @@ def _spec_args(p: argparse.ArgumentParser) -> None:
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("study", help="plan, run, predict and compare scaling-law studies",
                               description="IsoFLOP scaling studies of a DiT family: plan the runs, train them "
-                                          "(resumable, parallel, Slurm), fit laws with intervals, backtest, report.")
+                                          "(resumable, parallel, Slurm), fit laws with intervals, backtest, report.",
+                              epilog=examples(
+                                  "ditscale study plan --preset quickstart                 # the table of runs, before spending compute",
+                                  "ditscale study run --preset quickstart --out runs/qs    # train (2 workers), fit, backtest, report",
+                                  "ditscale study predict runs/qs --flops 1e13             # N_opt, D_opt, loss with 90% intervals",
+                                  "ditscale study compare runs/a runs/b                    # exponents side by side",
+                              ),
+                              formatter_class=RAW)
     sub = p.add_subparsers(dest="study_command", metavar="ACTION", required=True)
 
-    q = sub.add_parser("plan", help="print the table of runs of a study")
+    q = sub.add_parser("plan", help="print the table of runs of a study", formatter_class=RAW, epilog=examples(
+        "ditscale study plan --preset quickstart                 # N, tokens, images, steps, exact FLOPs vs 6ND",
+        "ditscale study plan --preset quickstart --csv --set hparams.lr=2e-3",
+        "ditscale study plan --preset quickstart --gpu A100 --json",
+        "ditscale study plan --preset quickstart --out runs/qs   # a running study's plan: started budgets frozen",
+    ))
     _spec_args(q)
     q.add_argument("--out", help="study folder: use its finished budgets to centre the remaining grids")
     fmt = q.add_mutually_exclusive_group()
@@ -47,7 +61,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     q.add_argument("--gpus-per-run", type=count(1, 1 << 16), default=8,
                    help="GPUs per run job of the printed Slurm command (default 8)")
 
-    q = sub.add_parser("run", help="run (or continue) a study, then fit and report")
+    q = sub.add_parser("run", help="run (or continue) a study, then fit and report", formatter_class=RAW, epilog=examples(
+        "ditscale study run --preset quickstart --out runs/qs    # train (2 workers), fit, backtest, report",
+        "ditscale study run --preset quickstart --out runs/qs --workers 4 --max-runs 3",
+        "ditscale study run --preset liang2024 --set data.path=latents/laion256 --set train.text_encoder=models/clip-vit-large-patch14 \\",
+        "    --out runs/liang2024 --launcher slurm --slurm-gpus-per-node 8 --slurm-tasks-per-node 8 --slurm-time 70",
+    ))
     _spec_args(q)
     q.add_argument("--out", required=True, help="study folder (created; running again continues it)")
     q.add_argument("--workers", type=count(0, 1024), default=None, help="parallel local worker processes (default: the spec's)")
@@ -66,18 +85,29 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     q.add_argument("--slurm-mem-gb", type=finite_float(0.0, above=True), default=None, help="memory per job, GB")
     q.add_argument("--slurm-array-parallelism", type=count(1, 10**6), default=64, help="most jobs running at once (default 64)")
 
-    q = sub.add_parser("predict", help="compute-optimal N, D and loss at a budget, from a finished study")
+    q = sub.add_parser("predict", help="compute-optimal N, D and loss at a budget, from a finished study",
+                       formatter_class=RAW, epilog=examples(
+                           "ditscale study predict runs/qs --flops 1e13     # N_opt, D_opt, loss with 90% intervals; nearest model",
+                           "ditscale study predict runs/qs --json           # at the spec's target_flops, as JSON",
+                       ))
     q.add_argument("dir", help="study folder")
     q.add_argument("--flops", type=finite_float(0.0, above=True), default=None, help="target training compute in FLOPs (default: the spec's target_flops)")
     q.add_argument("--json", action="store_true", help="print JSON")
 
-    q = sub.add_parser("compare", help="two studies' laws side by side, with intervals")
+    q = sub.add_parser("compare", help="two studies' laws side by side, with intervals", formatter_class=RAW, epilog=examples(
+        "ditscale study compare runs/a runs/b                # exponents side by side, differences resolved or not",
+        "ditscale study compare runs/qs runs/other --flops 1e13 --json",
+    ))
     q.add_argument("dir_a", help="first study folder")
     q.add_argument("dir_b", help="second study folder")
     q.add_argument("--flops", type=finite_float(0.0, above=True), default=None, help="also compare the losses both predict at this compute")
     q.add_argument("--json", action="store_true", help="print JSON")
 
-    q = sub.add_parser("report", help="refit a finished study and rewrite laws.json, the figures and report.html")
+    q = sub.add_parser("report", help="refit a finished study and rewrite laws.json, the figures and report.html",
+                       formatter_class=RAW, epilog=examples(
+                           "ditscale study report runs/qs           # refit and redraw (e.g. after changing laws options)",
+                           "ditscale study report runs/liang2024    # rewrites laws.json, the figures and report.html",
+                       ))
     q.add_argument("dir", help="study folder")
     return p
 

@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 
-from ditscale.cli.args import OneLineParser, count, finite_float, seed
+from ditscale.cli.args import OneLineParser, count, examples, finite_float, seed
 
 
 class _IntermixedParser(OneLineParser):
@@ -30,6 +30,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "Train a DiT. Running the same command again with the same --out resumes from the newest "
             "valid checkpoint; launch under torchrun for multi-GPU (DDP, or FSDP2 with fsdp=true)."
         ),
+        epilog=examples(
+            "ditscale train tiny --out runs/tiny                     # a preset; resumes if runs/tiny has checkpoints",
+            "ditscale train tiny --out runs/t2 --max-steps 500 optim.lr=3e-4 val.every=100",
+            "ditscale train dit-xl2 data.path=latents/in256 --plan   # steps, FLOPs, GPU-hours, launch commands",
+            "torchrun --standalone --nproc_per_node 8 -m ditscale train dit-xl2 --out runs/dit-xl2 data.path=latents/in256",
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("config", help="preset name (tiny, tiny-text, dit-s2, dit-xl2) or a YAML file")
     p.add_argument("--out", default=None,
