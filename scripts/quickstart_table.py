@@ -1,0 +1,214 @@
+"""The README's table of quickstart results, rendered from a finished study's laws.json.
+
+The numbers the README and docs/studies.md quote are never typed by hand: this script writes the
+summary table between the markers ``<!-- quickstart-table -->`` and ``<!-- /quickstart-table -->``
+and the details (fitted laws, noise, checks, the prediction) between ``<!-- quickstart-details -->``
+and ``<!-- /quickstart-details -->``, and ``tests/test_docs_numbers.py`` checks that both files'
+blocks equal what it renders from the committed study (``tests/data/studies/quickstart/laws.json``)::
+
+    python scripts/quickstart_table.py runs/quickstart/laws.json              # print the table
+    python scripts/quickstart_table.py runs/quickstart/laws.json --write README.md docs/studies.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+BLOCKS = ("quickstart-table", "quickstart-details")
+
+
+# -- formatting -----------------------------------------------------------------------------------
+def g(x: float, digits: int = 3) -> str:
+    """``x`` with ``digits`` significant digits, as 1.75e+05 -> 1.75e5."""
+    return re.sub(r"e\+?(-?)0*(\d)", r"e\1\2", f"{x:.{digits}g}")
+
+
+def est(value: float, ci, digits: int = 3, bold: bool = True) -> str:
+    """``**v** [lo, hi]`` (the interval omitted when there is none)."""
+    text = f"**{value:.{digits}f}**" if bold else f"{value:.{digits}f}"
+    return text if not ci else f"{text} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:+.2f}%"
+
+
+def minutes(seconds: float) -> str:
+    m, s = divmod(round(seconds), 60)
+    return f"{m} min {s} s"
+
+
+def inside(value: float, ci) -> str:
+    return "inside" if ci and ci[0] <= value <= ci[1] else "outside"
+
+
+# -- rows -----------------------------------------------------------------------------------------
+def law_rows(laws: dict) -> list[tuple[str, str, str]]:
+    """Span and the three isoFLOP laws, Approach 3's beside them."""
+    paper, par = laws["paper"], laws.get("parametric") or {}
+    budgets = [b["flops"] for b in laws["budgets"]]
+    n, d, loss = laws["params_law"], laws["tokens_law"], laws["loss_law"]
+    n3, d3 = par.get("n_opt_law"), par.get("d_opt_law")
+    rows = [
+        ("compute span", f"{max(budgets) / min(budgets):.0f}x ({len(budgets)} budgets {g(min(budgets))}-"
+         f"{g(max(budgets))} FLOPs; the largest held out for the backtest)", "~60x (1e17-6e18)"),
+        ("N_opt = a C^b, isoFLOP parabolas (Approach 2)", f"b = {est(n['exponent'], n['ci90']['exponent'])}",
+         f"{paper['params_law']['exponent']}"),
+    ]
+    if n3:
+        rows.append(("N_opt, Approach 3 (L = E + A/N^alpha + B/D^beta)",
+                     f"b = {est(n3['exponent'], n3['ci90']['exponent'])}", "-"))
+    d_text = f"d = {est(d['exponent'], d['ci90']['exponent'])}"
+    if d3:
+        d_text += f" / {est(d3['exponent'], d3['ci90']['exponent'])}"
+    rows += [
+        ("D_opt = c C^d (tokens), Approach 2 / 3", d_text, f"{paper['tokens_law']['exponent']}"),
+        ("L_opt = e C^f", f"f = {est(loss['exponent'], loss['ci90']['exponent'], bold=False)}",
+         f"{paper['loss_law']['exponent']}"),
+    ]
+    return rows
+
+
+def backtest_rows(laws: dict) -> list[tuple[str, str, str]]:
+    """The held-out budget: L* by Approach 3 and the isoFLOP power law, and N_opt by both."""
+    (row,) = laws["backtest"][:1]
+    par = laws.get("parametric") or {}
+    prow = (par.get("backtest") or [None])[0]
+    loss = f"isoFLOP power law **{pct(row['relative_error'])}**"
+    if prow:
+        loss = f"Approach 3 **{pct(prow['relative_error'])}** (floor E = {par['E']:.3f}); " + loss
+    actual = row["actual_n_opt"]
+    n_text = f"actual {g(actual)} {inside(actual, row['predicted_n_opt_ci90'])} the predicted 90% interval " \
+             f"[{g(row['predicted_n_opt_ci90'][0])}, {g(row['predicted_n_opt_ci90'][1])}] (Approach 2)"
+    if prow and prow.get("predicted_n_opt_ci90"):
+        ci = prow["predicted_n_opt_ci90"]
+        n_text += f"; {inside(actual, ci)} [{g(ci[0])}, {g(ci[1])}] (Approach 3)"
+    at = g(row["flops"])
+    return [(f"backtest at {at} FLOPs: L*", loss, "-"), ("backtest: N_opt", n_text, "-")]
+
+
+def prediction_row(laws: dict) -> tuple[str, str, str]:
+    """N_opt at the spec's target, with the width of its interval, Approach 3's beside it."""
+    pred = laws["prediction"]
+    n = pred["n_opt"]
+    text = f"N_opt {g(n['value'], 2)} [{g(n['ci90'][0], 2)}, {g(n['ci90'][1], 2)}] " \
+           f"({n['ci90'][1] / n['ci90'][0]:.1f}x wide)"
+    p3 = (laws.get("parametric") or {}).get("prediction")
+    if p3:
+        m = p3["n_opt"]
+        text += f"; Approach 3 {g(m['value'], 2)} [{g(m['ci90'][0], 2)}, {g(m['ci90'][1], 2)}]"
+    return (f"prediction at {g(pred['flops'])} FLOPs", text, "-")
+
+
+def quality_rows(laws: dict) -> list[tuple[str, str, str]]:
+    """The quality law in compute, its backtest and its rank correlation with the loss."""
+    q = laws.get("quality")
+    if not q:
+        return []
+    law, bt, vs = q["law"], q["backtest"], q.get("vs_loss") or {}
+    rows = [("sample quality = g C^h (FD of the shapes evaluator, each budget's best model; FID for the paper)",
+             f"h = {est(law['exponent'], law['ci90']['exponent'])}", f"{q['paper']['exponent']}")]
+    if bt:
+        text = f"FD predicted {bt['predicted']:.0f}, actual {bt['actual']:.0f}: **{pct(bt['relative_error'])}**"
+        if vs.get("spearman") is not None:
+            text += f"; Spearman(FD, loss) = {vs['spearman']:.2f} over {len(q['points'])} models"
+        rows.append((f"quality backtest at {g(bt['flops'])} FLOPs / quality vs loss", text, "loss trend matches quality"))
+    return rows
+
+
+def cost_rows(laws: dict) -> list[tuple[str, str, str]]:
+    """Trained versus grid FLOPs, study_mfu, and the wall time split into training and quality."""
+    c = laws["compute"]
+    mfu = "" if c["study_mfu"] is None else (f"; `study_mfu` **{c['study_mfu']:.2f}** of the measured matmul peak "
+                                             f"({c['matmul_peak_flops'] / 1e9:.0f} GFLOP/s)")
+    quality_s = c.get("quality_s") or 0.0
+    wall = f"**{minutes(c['study_s'] + quality_s)}** after set-up: training, fit and report {minutes(c['study_s'])}"
+    if quality_s:
+        wall += f", sampling and scoring {len((laws.get('quality') or {}).get('points', []))} models {minutes(quality_s)}"
+    return [("efficiency", f"shared trunks trained {g(c['trained_flops'], 2)} of the grid's {g(c['grid_flops'], 2)} "
+             f"FLOPs{mfu}", "-"), ("wall time", wall, "-")]
+
+
+def render(laws: dict) -> str:
+    """The markdown table of a finished quickstart's laws.json."""
+    rows = [*law_rows(laws), *backtest_rows(laws), prediction_row(laws), *quality_rows(laws), *cost_rows(laws)]
+    lines = ["| | this study (90% bootstrap interval) | Liang et al. 2026 |", "|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    return "\n".join(lines)
+
+
+def details(laws: dict) -> str:
+    """docs/studies.md's details: the fitted laws beside the paper's, the prediction, noise and checks."""
+    par, bt, paper = laws["parametric"], laws["backtest_fit"], laws["paper"]
+    ci = par["ci90"]
+    head = ["| law | Approach 2 (90% bootstrap interval) | backtest refit | Approach 3 (90%) | Liang et al. 2026 |",
+            "|---|---|---|---|---|"]
+    rows = []
+    for name, law, a3 in (("N_opt = a C^b", "params_law", par["n_opt_law"]), ("D_opt = c C^d", "tokens_law",
+                                                                                par["d_opt_law"])):
+        f = laws[law]
+        rows.append(f"| {name} | {g(f['coefficient'], 4)} C^{est(f['exponent'], f['ci90']['exponent'])} | "
+                    f"C^{bt[law]['exponent']:.3f} | {g(a3['coefficient'], 3)} C^{est(a3['exponent'], a3['ci90']['exponent'])}"
+                    f" | {paper[law]['coefficient']} C^**{paper[law]['exponent']}** |")
+    f = laws["loss_law"]
+    rows.append(f"| L_opt = e C^f | {g(f['coefficient'], 4)} C^{est(f['exponent'], f['ci90']['exponent'])} | "
+                f"C^{bt['loss_law']['exponent']:.3f} | E = {est(par['E'], ci['E'], bold=False)}, alpha "
+                f"{est(par['alpha'], ci['alpha'], 2, False)}, beta {est(par['beta'], ci['beta'], 2, False)} | "
+                f"{paper['loss_law']['coefficient']} C^**{paper['loss_law']['exponent']}** |")
+    return "\n".join([*head, *rows, "", *facts(laws)])
+
+
+def facts(laws: dict) -> list[str]:
+    """The prediction, the seed noise, the residuals and the point checks, one bullet each."""
+    pred, noise, rs = laws["prediction"], laws["noise"], laws.get("residual_structure") or {}
+    d, img, loss, near = pred["d_opt"], pred["images_opt"], pred["loss_opt"], pred["nearest"]
+    out = [f"- prediction at {g(pred['flops'])} FLOPs ({pred['extrapolation']:.0f}x the largest budget): D_opt "
+           f"{g(d['value'], 2)} tokens ({g(img['value'], 2)} images), L_opt {est(loss['value'], loss['ci90'], bold=False)}, "
+           f"nearest model {near['name']} ({near['params']:,} non-embedding parameters)",
+           f"- seed-to-seed spread ({noise['seed_groups']} replicated configurations): "
+           f"{100 * noise['seed_spread']:.1f}% of the loss (sd of log L); isoFLOP parabola residuals "
+           f"{100 * noise['residual_spread']:.1f}% (ratio {noise['residual_to_seed_ratio']:.1f})"]
+    if rs.get("message"):
+        out.append(f"- residual structure: {rs['message']}")
+    out += [f"- point check: {c['message']}" for c in laws.get("checks", []) if c["kind"] != "residual_structure"]
+    return out
+
+
+def replace_block(text: str, name: str, body: str, where: str) -> str:
+    """``text`` with its ``<!-- name -->`` ... ``<!-- /name -->`` block's body replaced by ``body``."""
+    start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+    if text.count(start) != 1 or text.count(end) != 1:
+        raise SystemExit(f"{where}: needs exactly one {start} ... {end} block")
+    head, rest = text.split(start)
+    _, tail = rest.split(end)
+    return f"{head}{start}\n{body}\n{end}{tail}"
+
+
+def rendered(laws: dict) -> dict[str, str]:
+    """Each block's body: ``{"quickstart-table": ..., "quickstart-details": ...}``."""
+    return {"quickstart-table": render(laws), "quickstart-details": details(laws)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("laws", help="a finished quickstart's laws.json")
+    parser.add_argument("--write", nargs="*", default=[], metavar="FILE",
+                        help="rewrite the blocks that FILE(s) hold (README.md, docs/studies.md)")
+    args = parser.parse_args()
+    bodies = rendered(json.loads(Path(args.laws).read_text()))
+    for name in args.write:
+        path = Path(name)
+        text = path.read_text()
+        for block, body in bodies.items():
+            if f"<!-- {block} -->" in text:
+                text = replace_block(text, block, body, name)
+        path.write_text(text)
+    if not args.write:
+        print("\n\n".join(bodies.values()))
+
+
+if __name__ == "__main__":
+    main()

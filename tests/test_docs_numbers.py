@@ -1,0 +1,41 @@
+"""The quickstart numbers in the README and docs/studies.md are the committed study's, written by
+scripts/quickstart_table.py, never typed by hand (issue 13)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LAWS = ROOT / "tests" / "data" / "studies" / "quickstart" / "laws.json"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("quickstart_table", ROOT / "scripts" / "quickstart_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("doc, blocks", [("README.md", ["quickstart-table"]),
+                                         ("docs/studies.md", ["quickstart-table", "quickstart-details"])])
+def test_docs_quote_the_committed_study(doc, blocks):
+    table = _script()
+    bodies = table.rendered(json.loads(LAWS.read_text()))
+    text = (ROOT / doc).read_text()
+    for name in blocks:
+        assert table.replace_block(text, name, bodies[name], doc) == text, \
+            f"{doc}: run `python scripts/quickstart_table.py {LAWS.relative_to(ROOT)} --write {doc}`"
+
+
+def test_the_table_reads_what_the_study_measured():
+    table = _script()
+    laws = json.loads(LAWS.read_text())
+    text = table.render(laws)
+    assert f"b = **{laws['params_law']['exponent']:.3f}**" in text
+    assert f"**{100 * laws['backtest'][0]['relative_error']:+.2f}%**" in text
+    assert f"`study_mfu` **{laws['compute']['study_mfu']:.2f}**" in text
+    assert table.g(174719.3) == "1.75e5" and table.minutes(551) == "9 min 11 s"
