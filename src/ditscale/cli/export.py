@@ -119,7 +119,7 @@ def _pipeline_notes(config) -> None:
 
 def _vae_name(args: argparse.Namespace, weights: Path, config) -> str | None:
     """The VAE of a latent model: --vae, the source diffusers folder's vae/, or the run's latent store's."""
-    from ditscale.cli.sample import _vae_from_run
+    from ditscale.cli.sample import vae_from_run
 
     if config.in_channels in PIXEL_CHANNELS:
         return None
@@ -127,7 +127,7 @@ def _vae_name(args: argparse.Namespace, weights: Path, config) -> str | None:
         return args.vae
     if (weights / "vae" / "config.json").is_file():
         return str(weights / "vae")
-    return _vae_from_run(weights)
+    return vae_from_run(weights)
 
 
 def _save_vae(name: str, config, folder: Path) -> None:
@@ -145,13 +145,13 @@ def _save_vae(name: str, config, folder: Path) -> None:
 
 def _model_index(args: argparse.Namespace, weights: Path, config) -> dict[str, Any]:
     """The DiTPipeline ``model_index.json``, with ``id2label`` when the run names its classes."""
-    from ditscale.cli.sample import _label_names, _run_data_config
+    from ditscale.cli.sample import run_data_config, run_label_names
     from ditscale.models.diffusers_io import transformer_config
 
     version = transformer_config(config)["_diffusers_version"]
     index = {"_class_name": "DiTPipeline", "_diffusers_version": version, "scheduler": ["diffusers", "DDIMScheduler"],
              "transformer": ["diffusers", "DiTTransformer2DModel"], "vae": ["diffusers", "AutoencoderKL"]}  # fmt: skip
-    names = _label_names(config, _run_data_config(weights))
+    names = run_label_names(config, run_data_config(weights))
     if names:
         index["id2label"] = {str(i): name for i, name in enumerate(names)}
     return index

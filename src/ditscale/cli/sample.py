@@ -213,7 +213,7 @@ def _run_config(weights: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _vae_from_run(weights: Path) -> str | None:
+def vae_from_run(weights: Path) -> str | None:
     """The VAE a run's latent store was extracted with, when ``weights`` lies in a training run folder."""
     import json
 
@@ -289,7 +289,7 @@ def _check_prompts(config, prompts: list[str] | None, *, optional: bool = False)
 def _latent_vae(weights: Path, config, device: str):
     """The VAE of a latent-space model given no --vae: a diffusers folder's vae/, or the one its run's latent
     store was extracted with."""
-    name = str(weights / "vae") if (weights / "vae" / "config.json").is_file() else _vae_from_run(weights)
+    name = str(weights / "vae") if (weights / "vae" / "config.json").is_file() else vae_from_run(weights)
     if name is None:
         raise ConfigError(
             f"this model works in VAE latent space ({config.in_channels} channels): pass --vae PATH_OR_ID "
@@ -445,7 +445,7 @@ def _device(args: argparse.Namespace) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _run_data_config(weights: Path):
+def run_data_config(weights: Path):
     """The DataConfig of the run ``weights`` lies in, or None (no run folder, or no valid ``data:``)."""
     from ditscale.config import from_dict
     from ditscale.data.config import DataConfig
@@ -457,7 +457,7 @@ def _run_data_config(weights: Path):
         return None
 
 
-def _label_names(config, data_config) -> list[str] | None:
+def run_label_names(config, data_config) -> list[str] | None:
     """The run's class names (shapes kinds, folder classes ...) when they fit the model's classes."""
     from ditscale.data.info import class_names
     from ditscale.errors import DitscaleError
@@ -510,12 +510,12 @@ def _run_npz(args: argparse.Namespace, model, diffusion, config, weights: Path, 
     from ditscale.generate import sample_npz
 
     rank, world, _ = _ranks()
-    data_config = _run_data_config(weights)
+    data_config = run_data_config(weights)
     text = _npz_captions(args, config, prompts, weights, device, data_config) if config.conditioning == "text" else {}
     _note(about + (f", rank {rank} of {world}" if world > 1 else ""), now=True)
     out = sample_npz(
         model, diffusion, args.npz, num_samples=args.num_samples, **sampling, **text,
-        label_names=_label_names(config, data_config), vae=vae, device=device, batch_size=args.batch_size,
+        label_names=run_label_names(config, data_config), vae=vae, device=device, batch_size=args.batch_size,
         chunk_size=args.chunk_size, rank=rank, world_size=world, progress=not args.quiet, wait_timeout_s=args.wait,
     )  # fmt: skip
     if out is None:  # another rank assembles the file
@@ -583,5 +583,5 @@ def _captions(labels, prompts, config, weights: Path) -> list[str] | None:
         return list(prompts)
     if labels is None:
         return None
-    names = _label_names(config, _run_data_config(weights))
+    names = run_label_names(config, run_data_config(weights))
     return [f"{y} {names[y]}" if names else str(y) for y in labels]
