@@ -231,3 +231,14 @@ def test_train_plan_runs_without_torch(imagenet_store):
     proc = run_without_torch("train", "dit-xl2", f"data.path={imagenet_store}", "--plan")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "58.5 GPU-hours" in proc.stdout
+
+
+def test_study_run_refuses_a_text_family_without_an_encoder_before_writing(tmp_path, capsys):
+    out = tmp_path / "study"
+    store = tmp_path / "store"
+    _store(store, captions=True, classes=0, train=1000)
+    args = ["study", "run", "--preset", "liang2024", "--out", str(out), "--set", f"data.path={store}"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "no text encoder is set; give one with --set train.text_encoder=PATH" in err and err.count("\n") == 1
+    assert not out.exists()

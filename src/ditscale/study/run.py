@@ -139,10 +139,21 @@ def prepare_folder(spec: StudySpec, out_dir: str | Path) -> StudyFolder:
     which a run already started in the folder would train differently is refused before anything
     is written (so spec.yaml keeps describing the runs)."""
     folder = StudyFolder(out_dir)
+    check_trainable(spec)
     check_started_runs(spec, folder)
     folder.create()
     folder.write_spec(spec)
     return folder
+
+
+def check_trainable(spec: StudySpec) -> None:
+    """Refuse, before anything is written, what would fail every run: a text-conditional family
+    without a text encoder to condition on."""
+    from ditscale.errors import ConfigError
+
+    if spec.family.model.get("conditioning") == "text" and not spec.train.get("text_encoder"):
+        raise ConfigError("the family conditions on text (family.model.conditioning: text) but no text encoder is "
+                          "set; give one with --set train.text_encoder=PATH (a Hugging Face encoder folder) or word")
 
 
 def check_started_runs(spec: StudySpec, folder: StudyFolder) -> None:
