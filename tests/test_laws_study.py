@@ -169,3 +169,4 @@ def test_laws_json_and_report_name_their_code_and_spec(laws):
     assert len(prov["spec_sha256"]) == 64 and prov["python"].count(".") == 2
     html = render_html(LawsSummary.from_dict(data), [], title="t")
     assert f"spec SHA-256 {prov['spec_sha256']}" in html and f"torch {torch.__version__}" in html
+    assert ("with uncommitted changes" in html) == bool(prov["git_dirty"])

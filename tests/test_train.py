@@ -171,3 +171,14 @@ def test_word_encoder_vocabulary_comes_from_the_dataset(tmp_path):
 
     vocab = read_metadata(tmp_path / "checkpoints" / "step_00000002" / "text_encoder.safetensors")["vocab"]
     assert "digit" in vocab and "circle" not in vocab
+
+
+def test_a_fresh_matmul_peak_reading_is_not_the_cached_one(monkeypatch):
+    """study run reads the machine's peak before and after training and keeps the higher: the
+    second reading must be measured, not the first one returned from the cache."""
+    from ditscale.train import metrics
+
+    monkeypatch.setitem(metrics._MEASURED_PEAK, "cpu:64", 1.0)
+    assert metrics.measure_matmul_peak(64, 0.01) == 1.0  # cached
+    fresh = metrics.measure_matmul_peak(64, 0.01, cached=False)
+    assert fresh > 1e6 and metrics.measure_matmul_peak(64, 0.01) == fresh

@@ -26,7 +26,7 @@ from ditscale.train.data_order import rank_batches
 from ditscale.train.distributed import DistInfo
 from ditscale.train.metrics import read_metrics
 from ditscale.train.progress import ProgressLog, format_duration, progress_text
-from ditscale.train.provenance import git_commit, versions
+from ditscale.train.provenance import git_commit, git_dirty, versions
 from ditscale.train.rundir import RunDir
 from test_train import MICRO, one_thread  # noqa: F401 - the micro config and the autouse one-thread fixture
 
@@ -235,8 +235,22 @@ def test_cli_rejects_bad_progress_and_thread_values(tmp_path, capsys):
 
 def test_versions_block(tmp_path):
     info = versions()
-    assert set(info) == {"ditscale", "torch", "python", "git_commit", "hostname", "device"}
+    assert set(info) == {"ditscale", "torch", "python", "git_commit", "git_dirty", "hostname", "device"}
     assert info["torch"] == torch.__version__ and info["device"]
-    assert git_commit(tmp_path) is None  # not a git checkout
+    assert git_commit(tmp_path) is None and git_dirty(tmp_path) is None  # not a git checkout
     commit = info["git_commit"]
     assert commit is None or re.fullmatch(r"[0-9a-f]{40}", commit)
+
+
+def test_git_dirty_tells_uncommitted_changes(tmp_path):
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "a.py").write_text("x = 1\n")
+    git("add", "a.py")
+    git("commit", "-qm", "one")
+    assert git_dirty(tmp_path) is False and re.fullmatch(r"[0-9a-f]{40}", git_commit(tmp_path))
+    (tmp_path / "a.py").write_text("x = 2\n")
+    assert git_dirty(tmp_path) is True

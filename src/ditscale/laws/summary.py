@@ -369,6 +369,7 @@ class ProvenanceSummary(_View):
     torch: str | None = None
     python: str | None = None
     git_commit: str | None = None
+    git_dirty: bool | None = None
     hostname: str | None = None
     device: str | None = None
 

@@ -258,8 +258,9 @@ def _footer(view: LawsSummary) -> list[str]:
              f"{_num(wall.runs_cpu_s_sum, '.0f')} s. {n_runs} runs.</p>"]
     if view.provenance is not None:
         v = view.provenance
+        dirty = " with uncommitted changes" if v.git_dirty else ""
         parts.append(f"<p class='muted'>Fitted by ditscale {html.escape(str(v.ditscale))} (commit "
-                     f"{html.escape(str(v.git_commit))}), torch {html.escape(str(v.torch))}, Python "
+                     f"{html.escape(str(v.git_commit))}{dirty}), torch {html.escape(str(v.torch))}, Python "
                      f"{html.escape(str(v.python))} on {html.escape(str(v.hostname))}; spec SHA-256 "
                      f"{html.escape(str(v.spec_sha256))}.</p>")
     return parts + [f"<p class='muted'>warning: {html.escape(w)}</p>" for w in view.warnings]

@@ -131,7 +131,7 @@ def machine_matmul_peak() -> float | None:
 
     if torch.cuda.is_available():
         return gpu_peak_flops(torch.cuda.get_device_name())
-    return measure_matmul_peak(size=2048, seconds=1.0)
+    return measure_matmul_peak(size=2048, seconds=1.0, cached=False)  # a fresh reading each time: they can differ
 
 
 def prepare_folder(spec: StudySpec, out_dir: str | Path) -> StudyFolder:

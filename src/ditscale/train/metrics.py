@@ -25,10 +25,11 @@ from ditscale.train.rundir import RunDir
 _MEASURED_PEAK: dict[str, float] = {}
 
 
-def measure_matmul_peak(size: int = 512, seconds: float = 0.5, device: str = "cpu") -> float:
-    """Achieved fp32 FLOP/s of a square matmul (2 * size^3 FLOPs each) over ~``seconds``; cached."""
+def measure_matmul_peak(size: int = 512, seconds: float = 0.5, device: str = "cpu", *, cached: bool = True) -> float:
+    """Achieved fp32 FLOP/s of a square matmul (2 * size^3 FLOPs each) over ~``seconds``; cached
+    per (device, size) unless ``cached`` is False (a fresh reading, which then replaces the cached one)."""
     key = f"{device}:{size}"
-    if key not in _MEASURED_PEAK:
+    if key not in _MEASURED_PEAK or not cached:
         a = torch.randn(size, size, device=device)
         b = torch.randn(size, size, device=device)
         torch.mm(a, b)  # warm-up

@@ -29,6 +29,17 @@ def git_commit(path: str | Path = PACKAGE_DIR, timeout: float = 2.0) -> str | No
     return commit if proc.returncode == 0 and len(commit) == 40 else None
 
 
+def git_dirty(path: str | Path = PACKAGE_DIR, timeout: float = 2.0) -> bool | None:
+    """True when the checkout holding ``path`` has uncommitted changes to tracked files (so
+    :func:`git_commit` alone does not name the code that ran); None when that cannot be told."""
+    try:
+        proc = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=str(path),
+                              capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(proc.stdout.strip()) if proc.returncode == 0 else None
+
+
 def cpu_name() -> str:
     """The CPU's model name (Linux ``/proc/cpuinfo``), else ``platform.processor()`` or the machine type."""
     try:
@@ -51,8 +62,9 @@ def device_name(device: Any = None) -> str:
 
 
 def versions(device: Any = None) -> dict[str, Any]:
-    """``{"ditscale", "torch", "python", "git_commit", "hostname", "device"}``: versions as strings,
-    ``git_commit`` None outside a git checkout, ``device`` the name of ``device`` (default CPU)."""
+    """``{"ditscale", "torch", "python", "git_commit", "git_dirty", "hostname", "device"}``: versions as
+    strings, ``git_commit`` (and ``git_dirty``) None outside a git checkout, ``device`` the name of
+    ``device`` (default CPU)."""
     import torch
 
     from ditscale import __version__
@@ -62,6 +74,7 @@ def versions(device: Any = None) -> dict[str, Any]:
         "torch": str(torch.__version__),
         "python": platform.python_version(),
         "git_commit": git_commit(),
+        "git_dirty": git_dirty(),
         "hostname": socket.gethostname(),
         "device": device_name(device),
     }
