@@ -31,6 +31,10 @@ from ditscale.study.spec import StudySpec
 
 # Seconds between looks at runs held by other processes, while a stage waits for them (wait_for_held).
 HELD_POLL_S = 10.0
+# A study run call this long (seconds) reads the machine's matmul peak again after training and keeps
+# the higher reading (the first can be low when the machine was busy at the start); shorter calls
+# keep their first reading rather than spend another second on it.
+SECOND_PEAK_AFTER_S = 60.0
 
 
 @dataclasses.dataclass
@@ -116,14 +120,16 @@ def run_study(
     finally:
         tally.close()
         runner.close()
-    peak = max((p for p in (peak, machine_matmul_peak()) if p is not None), default=None)  # one short reading can be low
+    if time.time() - t0 >= SECOND_PEAK_AFTER_S:  # one short reading can be low: a long call takes another
+        peak = max((p for p in (peak, machine_matmul_peak()) if p is not None), default=None)
     return finish_study(spec, folder, tally, t0, peak, report, echo)
 
 
 def machine_matmul_peak() -> float | None:
     """The peak FLOP/s laws.json's ``study_mfu`` divides by: on a CPU the fp32 matmul rate of all its
-    cores (torch's default threads, a 2048^3 product for a second), measured before and after each
-    ``study run`` call's training (the higher kept); on a GPU its dense bf16 figure by name (None
+    cores (torch's default threads, a 2048^3 product for a second), measured before each ``study run``
+    call's training and, when it lasted :data:`SECOND_PEAK_AFTER_S` or more, after it (the higher
+    kept); on a GPU its dense bf16 figure by name (None
     for an unknown GPU)."""
     import torch
 
