@@ -85,7 +85,12 @@ def test_two_study_runs_on_one_folder_share_the_work(reference, spec_path, tmp_p
     procs = [subprocess.Popen(study_cmd(spec_path, out), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for _ in range(2)]
     outputs = [p.communicate(timeout=600) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outputs]
+    # The process that finishes first may leave while the other still trains a run: it says so and
+    # exits 1; the last one to finish sees the study complete, fits it and exits 0.
+    codes = [p.returncode for p in procs]
+    assert sorted(codes) in ([0, 0], [0, 1]), [err[-2000:] for _, err in outputs]
+    for code, (_, err) in zip(codes, outputs):
+        assert code == 0 or "not finished; run the same command again to continue" in err, err[-2000:]
     assert_same_study(out, reference)
 
 
