@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import yaml
 
 from ditscale.errors import ConfigError
+from ditscale.io import decode_utf8
 
 T = TypeVar("T")
 
@@ -241,10 +242,7 @@ def parse_yaml(text: str | bytes, where: str) -> dict[str, Any]:
     for bytes that are not UTF-8, bad syntax, a duplicate key, a tag such as ``!!python/object``
     (only plain data is read: nothing in the file is executed) or a top level that is not a mapping."""
     if isinstance(text, bytes):
-        try:
-            text = text.decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise ConfigError(f"{where} is not UTF-8 text (byte {err.start}); save it as UTF-8 and retry") from None
+        text = decode_utf8(text, where, ConfigError)
     try:
         data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:

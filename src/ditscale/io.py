@@ -110,15 +110,19 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, *, indent: int | None =
     atomic_write_text(path, json.dumps(obj, indent=indent, allow_nan=True) + "\n")
 
 
-def read_text(path: str | os.PathLike) -> str:
-    """A text file's contents, read as UTF-8 (a leading byte-order mark dropped, as spreadsheets write
-    one); a one-line :class:`~ditscale.errors.DataError` naming the file when it is not UTF-8."""
-    data = Path(path).read_bytes()
+def decode_utf8(data: bytes, where: str, error: type[Exception] = DataError) -> str:
+    """``data`` decoded as UTF-8 (a leading byte-order mark dropped, as spreadsheets write one); a
+    one-line ``error`` naming ``where`` and the first bad byte when it is not UTF-8."""
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        raise DataError(f"{path} is not UTF-8 text (byte {err.start}); it may be damaged: restore it, "
-                        "or save it as UTF-8") from None
+        raise error(f"{where} is not UTF-8 text (byte {err.start}); save it as UTF-8 (or restore it, if it was "
+                    "damaged) and retry") from None
+
+
+def read_text(path: str | os.PathLike, error: type[Exception] = DataError) -> str:
+    """A text file's contents, read as UTF-8 (see :func:`decode_utf8`; ``error`` names the file)."""
+    return decode_utf8(Path(path).read_bytes(), str(path), error)
 
 
 def sha256_json(obj: Any) -> str:

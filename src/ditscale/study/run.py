@@ -27,6 +27,7 @@ from ditscale.study.locks import RunLock
 from ditscale.study.plan import PlannedRun, train_config
 from ditscale.study.replan import all_runs, current_plan, folder_plan  # noqa: F401
 from ditscale.study.spec import StudySpec
+from ditscale.train.rundir import RunDir
 
 
 # Seconds between looks at runs held by other processes, while a stage waits for them (wait_for_held).
@@ -250,9 +251,9 @@ def wait_for_held(spec: StudySpec, folder: StudyFolder, runs: list[PlannedRun], 
 def _held_elsewhere(task: RunTask | TrunkTask) -> bool:
     """True when a lock the task needs (its run's, or its trunk's and its branches') is held by a live process."""
     branches = task.branches if isinstance(task, TrunkTask) else (task,)
-    paths = [Path(t.run_dir) / "run.lock" for t in branches]
+    paths = [RunDir(t.run_dir).lock for t in branches]
     if isinstance(task, TrunkTask):
-        paths.append(Path(task.trunk_dir) / "run.lock")
+        paths.append(RunDir(task.trunk_dir).lock)
     return any(lock.path.exists() and not lock.is_stale() for lock in map(RunLock, paths))
 
 

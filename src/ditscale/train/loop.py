@@ -48,7 +48,7 @@ from ditscale.train.conditioning import (
     model_kwargs,
     word_encoder_spec,
 )
-from ditscale.train.config import TrainConfig, check_config
+from ditscale.train.config import TrainConfig
 from ditscale.train.data_order import DataOrder, rank_batches, step_generator
 from ditscale.train.distributed import (
     DistInfo,
@@ -108,8 +108,7 @@ def _available_memory(device: torch.device) -> tuple[float | None, str]:
 
 def _train(cfg: TrainConfig, out: RunDir, info: DistInfo, *, progress: bool | None, force: bool,
            every: float) -> dict[str, Any]:
-    # Set up the run folder and the device
-    check_config(cfg)
+    # Set up the run folder and the device (train() has accepted the whole config: check_run)
     device = pick_device(cfg.device, info)
     if device.type == "cpu":  # reuse the last step's freed memory instead of page-faulting it in again
         retain_freed_memory()
