@@ -204,6 +204,8 @@ case("train non-utf8 config", "is not UTF-8")(lambda w, t: (
     ["train", str(_write(t / "c.yaml", b"max_steps: 3\n# \xff\xfe\n")), "--out", str(t / "r")], None))
 case("train negative seed in config", "seed")(lambda w, t: (
     ["train", str(_write(t / "c.yaml", "max_steps: 3\nseed: -1\n")), "--out", str(t / "r")], None))
+case("train text without an encoder", "no text_encoder is set")(lambda w, t: (
+    [*TRAIN, str(t / "r"), "model.conditioning=text", "model.block=cross_attn", "data.captions=true"], t))
 case("train a held run folder", "is being trained by another process")(lambda w, t: (
     [*TRAIN, str(_held_run(t))], t / "held"))
 
@@ -304,6 +306,12 @@ def _cut_plan(t: Path) -> Path:
     return root
 
 
+def _flipped_plan(t: Path) -> Path:
+    root = _quickstart_folder(t)
+    _flip_byte(root / "plan.csv", 200)
+    return root
+
+
 def _evil_plan(t: Path) -> Path:
     root = _quickstart_folder(t)
     text = (root / "plan.csv").read_text().splitlines()
@@ -324,6 +332,10 @@ case("predict truncated spec", "truncated")(lambda w, t: (
     ["study", "predict", str(_damaged_study(w, t, "spec.yaml", _truncate))], t / "study"))
 case("predict spec tag", "is not allowed")(lambda w, t: (
     ["study", "predict", str(_damaged_study(w, t, "spec.yaml", _tagged))], t / "study"))
+case("predict non-utf8 spec", "is not UTF-8")(lambda w, t: (
+    ["study", "predict", str(_damaged_study(w, t, "spec.yaml", _flip_byte))], t / "study"))
+case("study plan non-utf8 plan.csv", "is not UTF-8")(lambda w, t: (
+    ["study", "plan", "--preset", "quickstart", "--out", str(_flipped_plan(t))], t / "study"))
 case("compare missing study", "is not a study folder")(lambda w, t: (["study", "compare", str(w.study), str(t)], w.study))
 case("compare flops inf", "must be a finite number")(lambda w, t: (
     ["study", "compare", str(w.study), str(w.study), "--flops", "inf"], w.study))

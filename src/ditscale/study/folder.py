@@ -175,7 +175,7 @@ class StudyFolder:
             raise DataError(
                 f"{self.root} is not a study folder (no spec.yaml); give the --out folder of `ditscale study run`"
             )
-        data = parse_spec_yaml(self.spec_yaml.read_text(), self.spec_yaml)
+        data = parse_spec_yaml(read_text(self.spec_yaml), self.spec_yaml)
         try:
             return spec_from_dict(data)
         except ConfigError as err:
@@ -187,7 +187,7 @@ class StudyFolder:
         if not self.plan_csv.is_file():
             return {}
         out: dict[float, list[PlannedRun]] = {}
-        for run in read_plan_csv(self.plan_csv.read_text(), where=str(self.plan_csv)):
+        for run in read_plan_csv(read_text(self.plan_csv), where=str(self.plan_csv)):
             out.setdefault(run.budget, []).append(run)
         return out
 

@@ -30,9 +30,7 @@ def build_text_encoder(cfg: TrainConfig, has_captions: bool, cache_dir: str, dev
     the model, its vocabulary from :meth:`~ditscale.data.text.WordTokenizer.for_dataset`. Anything
     else: a frozen Hugging Face encoder (path or hub id), its embeddings cached in ``cache_dir``.
     """
-    if not cfg.text_encoder:
-        if cfg.model.get("conditioning") == "text":
-            raise ConfigError("model.conditioning is 'text' but no text_encoder is set; set text_encoder=word or a HF path/id")
+    if not cfg.text_encoder:  # text conditioning without an encoder is refused by train.config.check_config
         return None
     from ditscale.data import text as T
 

@@ -362,3 +362,5 @@ def check_config(cfg: TrainConfig) -> None:
         from ditscale.models.config import named_config
 
         named_config(str(cfg.model["name"]))
+    if cfg.model.get("conditioning") == "text" and not cfg.text_encoder:
+        raise ConfigError("model.conditioning is 'text' but no text_encoder is set; set text_encoder=word or a HF path/id")
