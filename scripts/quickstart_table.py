@@ -72,14 +72,19 @@ def law_rows(laws: dict) -> list[tuple[str, str, str]]:
     return rows
 
 
+FORM_NAMES = {"power": "isoFLOP power law", "saturating": "saturating law", "parametric": "Approach 3"}
+
+
 def backtest_rows(laws: dict) -> list[tuple[str, str, str]]:
-    """The held-out budget: L* by Approach 3 and the isoFLOP power law, and N_opt by both."""
+    """The held-out budget: L* by the study's loss law (every other form beside it), and N_opt by
+    Approaches 2 and 3."""
     (row,) = laws["backtest"][:1]
     par = laws.get("parametric") or {}
     prow = (par.get("backtest") or [None])[0]
-    loss = f"isoFLOP power law **{pct(row['relative_error'])}**"
-    if prow:
-        loss = f"Approach 3 **{pct(prow['relative_error'])}** (floor E = {par['E']:.3f}); " + loss
+    law = row["loss_law"]
+    floor = f", floor E = {par['E']:.3f}" if law == "parametric" else ""
+    loss = f"{FORM_NAMES[law]} **{pct(row['relative_error'])}** (`loss_law: {law}`{floor}); " + ", ".join(
+        f"{FORM_NAMES[k]} {pct(f['relative_error'])}" for k, f in row["forms"].items() if k != law)
     actual = row["actual_n_opt"]
     n_text = f"actual {g(actual)} {inside(actual, row['predicted_n_opt_ci90'])} the predicted 90% interval " \
              f"[{g(row['predicted_n_opt_ci90'][0])}, {g(row['predicted_n_opt_ci90'][1])}] (Approach 2)"
@@ -167,11 +172,17 @@ def facts(laws: dict) -> list[str]:
     pred, noise, rs = laws["prediction"], laws["noise"], laws.get("residual_structure") or {}
     d, img, loss, near = pred["d_opt"], pred["images_opt"], pred["loss_opt"], pred["nearest"]
     out = [f"- prediction at {g(pred['flops'])} FLOPs ({pred['extrapolation']:.0f}x the largest budget): D_opt "
-           f"{g(d['value'], 2)} tokens ({g(img['value'], 2)} images), L_opt {est(loss['value'], loss['ci90'], bold=False)}, "
+           f"{g(d['value'], 2)} tokens ({g(img['value'], 2)} images), L_opt {est(loss['value'], loss['ci90'], bold=False)} "
+           f"({FORM_NAMES[pred.get('loss_law', 'power')]}), "
            f"nearest model {near['name']} ({near['params']:,} non-embedding parameters)",
            f"- seed-to-seed spread ({noise['seed_groups']} replicated configurations): "
            f"{100 * noise['seed_spread']:.1f}% of the loss (sd of log L); isoFLOP parabola residuals "
            f"{100 * noise['residual_spread']:.1f}% (ratio {noise['residual_to_seed_ratio']:.1f})"]
+    bend = laws.get("loss_bend")
+    if bend and bend.get("t") is not None:
+        out.append(f"- L_opt bends: its local exponent goes from {bend['first_exponent']:.3f} at {g(bend['first_flops'])} "
+                   f"to {bend['last_exponent']:.3f} at {g(bend['last_flops'])} FLOPs (t = {bend['t']:.1f}; docs/laws.md, "
+                   "`loss_bends`)")
     if rs.get("message"):
         out.append(f"- residual structure: {rs['message']}")
     out += [f"- point check: {c['message']}" for c in laws.get("checks", []) if c["kind"] != "residual_structure"]

@@ -7,14 +7,16 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from test_laws import analytic_n_opt, isoflop_grid, law_loss, write_csv
+from test_laws import TRUE, analytic_n_opt, isoflop_grid, law_loss, write_csv
 
 from ditscale.cli import main
 from ditscale.laws import Runs, fit_isoflop, isoflop_checks
-from ditscale.laws.checks import KINDS, budget_grids, standardized_residuals
+from ditscale.laws.checks import KINDS, budget_grids, loss_bend, loss_bend_checks, standardized_residuals
 
 BUDGETS = tuple(np.logspace(17, 19, 5))
 
@@ -30,11 +32,13 @@ def sweep(offsets, k=7, span=math.log(16), noise=0.0, seed=0) -> Runs:
     return Runs(*np.array(rows).T)
 
 
-def checks_of(runs: Runs):
+def checks_of(runs: Runs, loss_law: str = "parametric"):
+    """The fit and checks of ``runs``; by default the grid checks only (the law's loss bends towards
+    its floor E, which ``loss_law: power`` would flag: see the loss_bends tests)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fit = fit_isoflop(runs)
-    return fit, isoflop_checks(runs, fit)
+    return fit, isoflop_checks(runs, fit, loss_law)
 
 
 def kinds(checks) -> list[str]:
@@ -131,4 +135,67 @@ def test_checks_reach_cli_json_and_warnings(tmp_path, capsys):
     out = json.loads(cap.out)
     assert [c["kind"] for c in out["checks"]] == ["off_centre"] * 5 and set(out["checks"][0]) == {"budget", "kind", "message"}
     assert cap.err.count("ditscale: warning: budget ") == 5 and "off-centre grid" in cap.err
-    assert set(KINDS) == {"off_centre", "drifting_centres", "near_duplicate", "outlier"}
+    assert set(KINDS) == {"off_centre", "drifting_centres", "near_duplicate", "outlier", "loss_bends"}
+
+
+# -- loss_bends: the L_opt law the minima follow ---------------------------------------------------
+def wide_sweep(p: dict, noise: float = 0.0, seed: int = 0) -> Runs:
+    """9 budgets over 4 decades (1e17-1e21), 7 sizes each centred on N_opt, losses from the law ``p``."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for c in np.logspace(17, 21, 9):
+        for x in np.linspace(-math.log(4), math.log(4), 7):
+            n = analytic_n_opt(c, p) * math.exp(x)
+            rows.append((c, n, c / (6 * n), law_loss(n, c / (6 * n), p) * math.exp(noise * rng.standard_normal())))
+    return Runs(*np.array(rows).T)
+
+
+def test_loss_bends_flags_a_floor_only_for_the_power_law():
+    """A law with a floor E bends the minima in log-log (the local exponent flattens); a law without
+    one gives exactly a power law in C (L_opt ~ C^(-alpha beta / (alpha + beta)), Chinchilla's closed
+    form), so nothing bends whatever the noise-free isoFLOP parabolas' bias."""
+    floor = wide_sweep(TRUE, noise=0.003, seed=1)
+    fit, checks = checks_of(floor, loss_law="power")
+    bend = loss_bend(fit)
+    assert bend.first_exponent < bend.last_exponent < 0 and bend.t > 2.5
+    (check,) = [c for c in checks if c.kind == "loss_bends"]
+    assert check.budget is None and "flattens towards a floor" in check.message and "loss_law: parametric" in check.message
+    assert f"{bend.first_exponent:.3f}" in check.message and f"{bend.last_exponent:.3f}" in check.message
+    assert "loss_bends" not in kinds(checks_of(floor, loss_law="parametric")[1])
+    assert "loss_bends" not in kinds(checks_of(floor, loss_law="saturating")[1])
+    no_floor = wide_sweep({**TRUE, "E": 0.0})
+    fit, checks = checks_of(no_floor, loss_law="power")
+    s = TRUE["alpha"] + TRUE["beta"]
+    assert fit.loss_law.exponent == pytest.approx(-TRUE["alpha"] * TRUE["beta"] / s, rel=1e-3)
+    assert abs(loss_bend(fit).change) < 1e-3 and checks == []
+
+
+def test_loss_bends_steepening_and_noise():
+    """A loss that steepens is flagged with its own advice; noisy minima on a straight power law
+    (1% scatter) are not flagged; fewer than 4 budgets measure nothing."""
+    budgets = np.logspace(11, 13, 9)
+    x = np.log(budgets) - np.log(budgets).mean()
+
+    def fit_of(log_l):
+        points = [SimpleNamespace(flops=float(c), loss_opt=float(math.exp(y)), degenerate=False) for c, y in zip(budgets, log_l)]
+        return SimpleNamespace(budgets=points, loss_law=SimpleNamespace(exponent=float(np.polyfit(x, log_l, 1)[0])))
+
+    steep = fit_of(-0.1 * x - 0.02 * x * x + 0.001 * np.sin(7 * x))
+    (check,) = loss_bend_checks(steep)
+    assert "steepens" in check.message and "over-predicts" in check.message
+    rng = np.random.default_rng(0)
+    assert loss_bend_checks(fit_of(-0.1 * x + 0.01 * rng.standard_normal(9))) == []
+    assert loss_bend(SimpleNamespace(budgets=steep.budgets[:3], loss_law=steep.loss_law)) is None
+
+
+def test_loss_bends_on_the_committed_quickstart():
+    """The quickstart's minima (tests/data/studies/quickstart) flatten from a local exponent of -0.28 to
+    -0.16 over 32x of compute: the reason it predicts L_opt with Approach 3 (docs/studies.md)."""
+    from ditscale.laws import read_runs_csv
+
+    runs = read_runs_csv(Path(__file__).parent / "data" / "studies" / "quickstart" / "runs.csv")
+    fit, checks = checks_of(runs, loss_law="power")
+    bend = loss_bend(fit)
+    assert bend.first_exponent == pytest.approx(-0.278, abs=0.002) and bend.last_exponent == pytest.approx(-0.162, abs=0.002)
+    assert bend.t == pytest.approx(2.94, abs=0.01)
+    assert "loss_bends" in kinds(checks) and "loss_bends" not in kinds(checks_of(runs)[1])

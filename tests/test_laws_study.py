@@ -72,8 +72,42 @@ def test_loss_law_saturating_drives_prediction_and_backtest(tmp_path, laws):
     full = sat["loss_law_saturating"]
     pred = predict_study(tmp_path, 1e21, with_backtest=False)
     assert pred["loss_opt"]["value"] == pytest.approx(full["E"] + full["k"] * 1e21 ** -full["gamma"], rel=1e-12)
-    with pytest.raises(ConfigError, match="loss_law must be 'power' or 'saturating'"):
+    with pytest.raises(ConfigError, match="loss_law must be one of power, saturating, parametric, got 'floor'"):
         spec_from_dict({**SPEC, "laws": {"loss_law": "floor"}})
+
+
+def test_loss_law_parametric_drives_prediction_and_backtest(tmp_path, laws):
+    """``laws.loss_law: parametric``: the backtest of record and ``predict`` give L_opt from Approach 3
+    (refitted without the held-out budget for the backtest), N_opt from the isoFLOP laws; every row
+    carries all three forms' errors, and the report and ``study predict`` name the form."""
+    power, _ = laws
+    par = synthetic_study(tmp_path, {**SPEC, "laws": {**SPEC["laws"], "loss_law": "parametric"}})
+    (row,), (row_p,), (row_3,) = par["backtest"], power["backtest"], par["parametric"]["backtest"]
+    assert row["loss_law"] == "parametric" and row_p["loss_law"] == "power"
+    for key in ("predicted_loss", "predicted_ci90", "relative_error", "within_ci90"):
+        assert row[key] == row_3[key] and row["forms"]["parametric"][key] == row_3[key]
+        assert row["forms"]["power"][key] == row_p[key]
+    assert set(row["forms"]) == {"power", "saturating", "parametric"}
+    assert row["predicted_n_opt"] == row_p["predicted_n_opt"] != row_3["predicted_n_opt"]
+    assert abs(row["relative_error"]) < 0.01  # the sweep's true law is L(N, D): Approach 3 holds
+    assert par["loss_law_of_record"] == "parametric" and power["loss_law_of_record"] == "power"
+    assert par["prediction"]["loss_opt"] == par["parametric"]["prediction"]["loss_opt"]  # no 6ND column: C as given
+    assert par["prediction"]["n_opt"] == power["prediction"]["n_opt"]
+    assert par["loss_bend"] == power["loss_bend"] and par["loss_bend"]["first_flops"] == BUDGETS[0]
+    assert not any("laws.loss_law" in w for w in par["warnings"])
+    page = render_html(par, [], title="t")
+    assert "L_opt (validation loss; Approach 3 L(N, D))" in page and "Every loss form refitted" in page
+
+
+def test_loss_law_falls_back_with_a_warning(tmp_path, monkeypatch):
+    """Approach 3 that does not converge: L_opt and the backtest come from the power law, with a warning."""
+    import ditscale.study.analyze as analyze
+
+    monkeypatch.setattr(analyze, "_parametric_fit", lambda *a, **k: None)
+    out = synthetic_study(tmp_path, {**SPEC, "laws": {**SPEC["laws"], "loss_law": "parametric"}})
+    assert out["loss_law_of_record"] == "power" and out["backtest"][0]["loss_law"] == "power"
+    assert set(out["backtest"][0]["forms"]) == {"power", "saturating"}
+    assert any(w.startswith("laws.loss_law is 'parametric' but Approach 3 did not converge") for w in out["warnings"])
 
 
 def test_laws_json_has_checks_in_both_forms(laws):

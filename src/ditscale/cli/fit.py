@@ -173,7 +173,8 @@ def run(args: argparse.Namespace) -> int:
         if args.predict is not None:
             pred = predict(fit, args.predict, boot=boot, tokens_per_image=args.tokens_per_image, saturating=args.saturating)
     rows = _backtest(runs, cfg, args)
-    checks = isoflop_checks(runs, fit) if fit.method == "isoflop" else None
+    loss_law = "saturating" if args.saturating else "power"
+    checks = isoflop_checks(runs, fit, loss_law) if fit.method == "isoflop" else None
     _print_warnings([str(w.message) for w in caught if issubclass(w.category, FitWarning)] + [c.message for c in checks or ()])
     out = fit.to_dict(boot)
     if checks is not None:

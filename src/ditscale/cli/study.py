@@ -188,12 +188,9 @@ def _print_laws_summary(laws, out_dir) -> None:
         if other is not None and other.exponent is not None:
             line += f"   | Approach 3: C^{other.exponent:.4f}{_interval(other.interval('exponent'), '.4f')}"
         print(line)
-    a3_rows = view.parametric.backtest if view.parametric is not None else ()
-    for label, rows in (("", view.backtest), ("Approach 3 ", a3_rows)):
-        for row in rows:
-            print(f"  {label}backtest at {row.flops:.3g} FLOPs: predicted L* {row.predicted_loss:.4f}, actual "
-                  f"{row.actual_loss:.4f}, error {row.relative_error:+.2%}")
-            _print_n_opt_backtest(row)
+    _print_backtest(view.backtest)
+    for row in view.parametric.backtest if view.parametric is not None else ():
+        _print_n_opt_backtest(row, "Approach 3's N_opt")
     _print_quality(view.quality)
     for check in view.checks:
         print(f"  check {check.kind}: {check.message}")
@@ -218,10 +215,24 @@ def _print_quality(q) -> None:
               f"{_interval(bt.predicted_ci90)}, actual {bt.actual:.4g}, error {bt.relative_error:+.2%}")
 
 
-def _print_n_opt_backtest(row) -> None:
+def _print_backtest(rows) -> None:
+    """The backtest rows of record: L* by the study's loss law, every form's error, and N_opt."""
+    from ditscale.laws.fit import LOSS_LAW_NAMES
+
+    for row in rows:
+        form = f" ({LOSS_LAW_NAMES[row.loss_law]})" if row.loss_law else ""
+        print(f"  backtest: refit without {row.flops:.3g} FLOPs predicts L* {row.predicted_loss:.4f}"
+              f"{_interval(row.predicted_ci90, '.4f')}{form}, actual {row.actual_loss:.4f}, "
+              f"error {row.relative_error:+.2%}")
+        if len(row.forms) > 1:
+            print("    every form: " + ", ".join(f"{LOSS_LAW_NAMES[k]} {f.relative_error:+.2%}" for k, f in row.forms.items()))
+        _print_n_opt_backtest(row)
+
+
+def _print_n_opt_backtest(row, label: str = "N_opt") -> None:
     if row.predicted_n_opt is not None:
         actual = "edge/degenerate" if row.actual_n_opt is None else f"{row.actual_n_opt:.4g}"
-        print(f"    N_opt predicted {row.predicted_n_opt:.4g}{_interval(row.predicted_n_opt_ci90)}, actual {actual}")
+        print(f"    {label} predicted {row.predicted_n_opt:.4g}{_interval(row.predicted_n_opt_ci90)}, actual {actual}")
 
 
 def _predict(args) -> int:
@@ -240,6 +251,8 @@ def _predict(args) -> int:
 
 def _print_prediction(pred) -> None:
     """``study predict``'s text: N, D (tokens and images), loss with intervals, nearest model, backtest."""
+    from ditscale.laws.fit import LOSS_LAW_NAMES
+
     near = pred.nearest
     print(f"compute-optimal at C = {pred.flops:.4g} training FLOPs:")
     print(f"  N_opt  {pred.n_opt.value:.4g} non-embedding params{_interval(pred.n_opt.ci90)}")
@@ -247,7 +260,8 @@ def _print_prediction(pred) -> None:
     if pred.images_opt.value is not None:
         print(f"         {pred.images_opt.value:.4g} images ({pred.tokens_per_image} tokens each)"
               f"{_interval(pred.images_opt.ci90)}")
-    print(f"  L_opt  {pred.loss_opt.value:.4f}{_interval(pred.loss_opt.ci90, '.4f')}")
+    form = f" ({LOSS_LAW_NAMES[pred.loss_law]})" if pred.loss_law else ""
+    print(f"  L_opt  {pred.loss_opt.value:.4f}{_interval(pred.loss_opt.ci90, '.4f')}{form}")
     where = "" if near.in_ladder else " (beyond the trained ladder, by the family rule)"
     print(f"  nearest family model: {near.name} (depth {near.depth}, width {near.hidden_size}, "
           f"{near.num_heads} heads; {near.params:,} non-embedding / {near.params_total:,} params){where}")
@@ -258,11 +272,7 @@ def _print_prediction(pred) -> None:
     if rs is not None and rs.p_value is not None:
         print(f"  residual structure by model size: F = {rs.statistic:.3g}, p = {rs.p_value:.2g}"
               f" ({'warns' if rs.warn else 'none'} below p < {rs.threshold:g})")
-    for row in pred.backtest:
-        print(f"  backtest: refit without {row.flops:.3g} FLOPs predicts L* {row.predicted_loss:.4f}"
-              f"{_interval(row.predicted_ci90, '.4f')}, actual {row.actual_loss:.4f}, "
-              f"error {row.relative_error:+.2%}")
-        _print_n_opt_backtest(row)
+    _print_backtest(pred.backtest)
     for w in pred.warnings:
         print(f"warning: {w}", file=sys.stderr)
     for n in pred.notes:

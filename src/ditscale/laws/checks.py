@@ -6,7 +6,8 @@ is therefore shifted from the true optimum by an amount that grows with the dist
 optimum and the grid's centre, and with the grid's width (Open-Athena's scaling-law-analysis
 shows this on noise-free synthetic surfaces). A constant offset shifts every budget's N* by about
 the same factor (the coefficient is biased, the exponent barely); an offset that changes with C
-biases the exponent. :func:`isoflop_checks` looks for four layouts that make the fit suspect:
+biases the exponent. :func:`isoflop_checks` looks for four layouts that make the fit suspect, and
+for a loss law that the fit cannot follow:
 
 ``off_centre``
     A budget whose fitted N* lies more than ``OFF_CENTRE`` = 25% of its grid's log-N span from the
@@ -36,6 +37,18 @@ biases the exponent. :func:`isoflop_checks` looks for four layouts that make the
     (4% with k = 4), and a run 5% off (10 noise SDs) in the middle of a grid is found 60% of the
     time (85% with 7 sizes per budget); at a grid's ends the parabola absorbs most of it (few dof).
 
+``loss_bends``
+    Not a grid layout but what the fitted minima say about the L_opt law: with 4 or more usable
+    budgets, ``log L*`` regressed on ``x = log C`` with a quadratic term, ``log L* = a + b x + c x^2``;
+    the local exponent ``b + 2 c x`` then changes by ``2 c ptp(x)`` across the sweep. Flagged when
+    that change exceeds ``BEND_FRACTION`` = 25% of the power law's exponent and the curvature's
+    t-statistic exceeds ``BEND_T`` = 2.5 (p = 0.04 two-sided with 8 dof, as 11 budgets leave), and only when the study predicts L_opt with the pure power
+    law (``loss_law: power``): a loss bending towards an irreducible floor (c > 0) is under-predicted
+    past the sweep by ``e C^f``, which Approach 3 and the saturating law follow. On the quickstart's
+    11 minima (Approach 3's floor E is 37-77% of L*) the local exponent goes from -0.28 to -0.16
+    (t = 2.9), and the power law misses the held-out budget by -6.6% where Approach 3 is within 2%.
+    :func:`loss_bend` gives the measurement whatever the loss law (laws.json ``loss_bend``).
+
 Each finding is a :class:`Check` ``(budget, kind, message)`` (``budget`` in FLOPs, None for the
 sweep-wide drift); the message is one line saying what is wrong and what to do. Nothing is
 refitted or dropped: the checks only report.
@@ -57,7 +70,9 @@ DRIFT_T = 2.0
 DUPLICATE_RTOL = 0.02
 OUTLIER_K = 5.0
 SIGMA_FLOOR = 1e-4
-KINDS = ("off_centre", "drifting_centres", "near_duplicate", "outlier")
+BEND_FRACTION = 0.25
+BEND_T = 2.5
+KINDS = ("off_centre", "drifting_centres", "near_duplicate", "outlier", "loss_bends")
 
 
 @dataclass(frozen=True)
@@ -208,10 +223,71 @@ def outlier_checks(runs: Runs, label: np.ndarray, budget_flops: np.ndarray) -> l
     return out
 
 
-def isoflop_checks(runs: Runs, fit) -> list[Check]:
-    """All four checks of ``fit`` (an :class:`IsoflopFit` of ``runs``), in the order off_centre,
-    drifting_centres, near_duplicate, outlier; [] when the sweep looks sound."""
+@dataclass(frozen=True)
+class LossBend:
+    """How the isoFLOP minima's L_opt law bends: the local exponent ``d log L* / d log C`` of a
+    quadratic in log C at the smallest and the largest usable budget (FLOPs), the change between
+    them, and the t-statistic of the quadratic term (positive: flattening towards a floor)."""
+
+    first_flops: float
+    last_flops: float
+    first_exponent: float
+    last_exponent: float
+    t: float
+
+    @property
+    def change(self) -> float:
+        return self.last_exponent - self.first_exponent
+
+    def to_dict(self) -> dict:
+        return {"first_flops": self.first_flops, "last_flops": self.last_flops, "first_exponent": self.first_exponent,
+                "last_exponent": self.last_exponent, "change": self.change,
+                "t": self.t if math.isfinite(self.t) else None}  # None: minima exactly on a quadratic
+
+
+def loss_bend(fit) -> LossBend | None:
+    """The bend of ``fit``'s (an :class:`IsoflopFit`) minima L* in log-log, or None with fewer than 4
+    usable budgets. The t-statistic is inf for minima that lie exactly on a quadratic."""
+    ok = [b for b in fit.budgets if not b.degenerate and b.loss_opt > 0]
+    if len(ok) < 4:
+        return None
+    log_c = np.log([b.flops for b in ok])
+    x = log_c - log_c.mean()
+    X = np.stack([np.ones_like(x), x, x * x], axis=1)
+    coef, *_ = np.linalg.lstsq(X, np.log([b.loss_opt for b in ok]), rcond=None)
+    resid = np.log([b.loss_opt for b in ok]) - X @ coef
+    dof = len(ok) - 3
+    s2 = float(resid @ resid) / dof if dof else 0.0
+    se = math.sqrt(s2 * float(np.linalg.inv(X.T @ X)[2, 2]))
+    t = coef[2] / se if se > 0 else math.copysign(math.inf, coef[2]) if coef[2] else 0.0
+    slope = lambda xx: float(coef[1] + 2 * coef[2] * xx)  # noqa: E731
+    return LossBend(ok[0].flops, ok[-1].flops, slope(x[0]), slope(x[-1]), float(t))
+
+
+def loss_bend_checks(fit, loss_law: str = "power") -> list[Check]:
+    """The ``loss_bends`` check (see the module doc): [] unless ``loss_law`` is "power" and the
+    minima bend by more than ``BEND_FRACTION`` of the exponent with ``|t| > BEND_T``."""
+    bend = loss_bend(fit)
+    if loss_law != "power" or bend is None or abs(bend.t) <= BEND_T:
+        return []
+    if abs(bend.change) <= BEND_FRACTION * abs(fit.loss_law.exponent):
+        return []
+    if bend.change > 0:
+        what = ("flattens towards a floor", "under-predicts",
+                "predict it with laws.loss_law: parametric (Approach 3, with an irreducible E) or saturating")
+    else:
+        what = ("steepens", "over-predicts", "check the largest budgets' runs (schedule, warmup, divergence)")
+    return [Check(None, "loss_bends", (
+        f"L_opt {what[0]}: its local exponent goes from {bend.first_exponent:.3f} at {bend.first_flops:.3g} to "
+        f"{bend.last_exponent:.3f} at {bend.last_flops:.3g} FLOPs (t = {bend.t:.1f}), so the power law e C^f "
+        f"{what[1]} the loss past the sweep: {what[2]}"))]
+
+
+def isoflop_checks(runs: Runs, fit, loss_law: str = "power") -> list[Check]:
+    """All five checks of ``fit`` (an :class:`IsoflopFit` of ``runs``), in the order off_centre,
+    drifting_centres, near_duplicate, outlier, loss_bends (``loss_law``: the study's
+    :class:`~ditscale.laws.FitConfig` ``loss_law``); [] when the sweep looks sound."""
     label, budget_flops = runs.budgets(fit.options["budget_rtol"])
     grids = budget_grids(runs, fit)
     return [*off_centre_checks(grids), *drift_checks(grids), *duplicate_checks(runs, label, budget_flops),
-            *outlier_checks(runs, label, budget_flops)]
+            *outlier_checks(runs, label, budget_flops), *loss_bend_checks(fit, loss_law)]

@@ -19,6 +19,9 @@ from ditscale.laws.runs import Runs
 
 FIT_FUNCTIONS = {"isoflop": fit_isoflop, "parametric": fit_parametric, "envelope": fit_envelope}
 DEFAULT_RESAMPLES = {"isoflop": 1000, "envelope": 1000, "parametric": 200}
+# FitConfig.loss_law's choices (the L_opt law of record) and the names reports give them
+LOSS_LAW_NAMES = {"power": "isoFLOP power law", "saturating": "isoFLOP saturating law", "parametric": "Approach 3 L(N, D)"}
+LOSS_LAWS = tuple(LOSS_LAW_NAMES)
 
 
 @dataclass
@@ -34,9 +37,12 @@ class FitConfig:
         delta, top_k: parametric options (:func:`fit_parametric`).
         parametric_method: how Approach 3 is solved: "lbfgs-grid" (Epoch AI's grid of starts) or
             "varpro" (NNLS for E, A, B per (alpha, beta), then refined); ``fit_parametric``'s ``method``.
-        loss_law: which L_opt law a study's predictions and backtest use: "power" (``e C^f``, Liang
-            et al.'s form) or "saturating" (``E + k C^-gamma``: for a loss that bends towards an
-            irreducible floor within the sweep). Both are always fitted and reported.
+        loss_law: which L_opt law a study's predictions and backtest of record use: "power" (``e C^f``,
+            Liang et al.'s form), "saturating" (``E + k C^-gamma`` fitted to the isoFLOP minima) or
+            "parametric" (Approach 3's ``L(N_opt, D_opt)``, whose floor E is fitted to every run).
+            The last two follow a loss that bends towards an irreducible floor within the sweep, which
+            the pure power law under-predicts (the ``loss_bends`` check says when). N_opt and D_opt
+            always come from ``method``; every form is fitted, backtested and reported side by side.
     """
 
     method: str = "isoflop"
@@ -63,8 +69,8 @@ class FitConfig:
         if self.parametric_method not in PARAMETRIC_METHODS:
             raise ConfigError(f"unknown parametric_method {self.parametric_method!r}; choose one of "
                               f"{', '.join(PARAMETRIC_METHODS)}")
-        if self.loss_law not in ("power", "saturating"):
-            raise ConfigError(f"loss_law must be 'power' or 'saturating', got {self.loss_law!r}")
+        if self.loss_law not in LOSS_LAWS:
+            raise ConfigError(f"loss_law must be one of {', '.join(LOSS_LAWS)}, got {self.loss_law!r}")
         if self.bootstrap is not None and self.bootstrap < 0:
             raise ConfigError(f"bootstrap must be >= 0 resamples, got {self.bootstrap}")
 

@@ -140,10 +140,21 @@ class NearestModel(_View):
 
 
 @dataclass(frozen=True)
+class BacktestLoss(_View):
+    """One loss form's prediction of a held-out budget's L*: value, 90% interval, relative error."""
+
+    predicted_loss: float | None = None
+    predicted_ci90: Interval | None = None
+    relative_error: float | None = None
+    within_ci90: bool | None = None
+
+
+@dataclass(frozen=True)
 class BacktestSummary(_View):
     """One held-out budget: predicted vs actual compute-optimal loss, ``relative_error = (p - a) / a``,
     and the refit's N_opt (params, with its 90% interval) vs the budget's own fitted N* (None when
-    that optimum is an edge or degenerate one)."""
+    that optimum is an edge or degenerate one). A study's rows of record name the form of their
+    loss (``loss_law``) and hold every form's loss in ``forms`` (power, saturating, parametric)."""
 
     flops: float | None = None
     predicted_loss: float | None = None
@@ -155,12 +166,18 @@ class BacktestSummary(_View):
     predicted_n_opt_ci90: Interval | None = None
     actual_n_opt: float | None = None
     n_opt_within_ci90: bool | None = None
+    loss_law: str | None = None
+    forms: dict[str, BacktestLoss] = field(default_factory=dict)
+
+    _maps = {"forms": BacktestLoss}
 
 
 @dataclass(frozen=True)
 class FormSummary(_View):
-    """One fitted form at the prediction's target: its name, N_opt (params) and L_opt, each with its interval."""
+    """One fitted form at the prediction's target: its ``form`` (the ``loss_law`` that names it), its
+    name, N_opt (params) and L_opt, each with its interval."""
 
+    form: str | None = None
     name: str | None = None
     n_opt: EstimateSummary = field(default_factory=EstimateSummary)
     loss_opt: EstimateSummary = field(default_factory=EstimateSummary)
@@ -211,7 +228,7 @@ class ResidualStructureSummary(_View):
 class PredictionSummary(_View):
     """The compute-optimal model at ``flops``: N (params), D (tokens and images), loss, nearest model;
     how far it extrapolates (``extrapolation`` = flops / ``largest_budget``), every fitted form at
-    the target (``forms``), the exponents' intervals in words, the residual-structure test, and
+    the target (``forms``; ``loss_opt`` is that of ``loss_law``), the exponents' intervals in words, the residual-structure test, and
     ``notes`` (e.g. a bootstrap that was redrawn)."""
 
     flops: float | None = None
@@ -224,6 +241,7 @@ class PredictionSummary(_View):
     largest_budget: float | None = None
     extrapolation: float | None = None
     forms: tuple[FormSummary, ...] = ()
+    loss_law: str | None = None
     exponents: tuple[ExponentSummary, ...] = ()
     residual_structure: ResidualStructureSummary | None = None
     backtest: tuple[BacktestSummary, ...] = ()
@@ -375,6 +393,19 @@ class ProvenanceSummary(_View):
 
 
 @dataclass(frozen=True)
+class LossBendSummary(_View):
+    """How the isoFLOP minima bend in log-log (:func:`ditscale.laws.checks.loss_bend`): the local
+    L_opt exponent at the first and last budget (FLOPs), their change and its t-statistic."""
+
+    first_flops: float | None = None
+    last_flops: float | None = None
+    first_exponent: float | None = None
+    last_exponent: float | None = None
+    change: float | None = None
+    t: float | None = None
+
+
+@dataclass(frozen=True)
 class LawsSummary(FitSummary):
     """The whole of laws.json: the Approach 2 fit of all budgets plus everything the study adds."""
 
@@ -392,8 +423,10 @@ class LawsSummary(FitSummary):
     exponents: tuple[ExponentSummary, ...] = ()
     residual_structure: ResidualStructureSummary | None = None
     provenance: ProvenanceSummary | None = None
+    loss_law_of_record: str | None = None
+    loss_bend: LossBendSummary | None = None
 
-    _nested = {**FitSummary._nested, "parametric": ParametricSummary, "backtest_fit": FitSummary,
+    _nested = {**FitSummary._nested, "parametric": ParametricSummary, "loss_bend": LossBendSummary, "backtest_fit": FitSummary,
                "prediction": PredictionSummary, "noise": NoiseSummary, "wall_time": WallTime,
                "quality": QualitySummary, "residual_structure": ResidualStructureSummary,
                "provenance": ProvenanceSummary}

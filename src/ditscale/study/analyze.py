@@ -143,7 +143,7 @@ def _fit_and_check(folder: StudyFolder, spec: StudySpec | None, seed_offset: int
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         fit, boot = fit_runs(runs, cfg, draws)
-    checks = isoflop_checks(runs, fit)
+    checks = isoflop_checks(runs, fit, cfg.loss_law)
     structure = residual_structure(runs, cfg.budget_rtol).message
     found = {str(w.message) for w in caught} | {c.message for c in checks} | ({structure} if structure else set())
     return runs, fit, boot, sorted(found), checks
@@ -174,29 +174,56 @@ def _holdout_split(runs, spec: StudySpec):
         return holdout_split(runs, spec.holdout, spec.laws.budget_rtol)
 
 
-def backtest_study(runs, spec: StudySpec, fit=None, draws: DrawStore | None = None) -> dict:
+def backtest_study(runs, spec: StudySpec, fit=None, draws: DrawStore | None = None, to_6nd: float = 1.0) -> dict:
     """Refit without the ``spec.holdout`` largest budgets and predict their compute-optimal loss and N_opt.
+
+    Every loss form is backtested (:data:`BACKTEST_FORMS`): the isoFLOP refit's power law and
+    saturating law, and Approach 3 refitted to the same runs (its C = 6ND target is the held-out
+    FLOPs times ``to_6nd``, :func:`six_nd_per_exact`). The rows of record take N_opt from the
+    isoFLOP refit and the loss from ``spec.laws.loss_law`` (the power law when that form could not
+    be fitted); each row names its ``loss_law`` and carries every form's loss under ``forms``.
 
     ``fit`` is the study's isoFLOP fit of all runs (``fit_study``), which gives the held-out
     budgets' actual L* and N*; it is refitted when not given. Returns ``{"rows": [{flops,
     predicted_loss, predicted_ci90, actual_loss, relative_error, within_ci90, predicted_n_opt,
-    predicted_n_opt_ci90, actual_n_opt (None for an edge or degenerate optimum), n_opt_within_ci90}],
-    "fit": the refit's laws (JSON shape), "budgets": fitted budget FLOPs}``. ``draws``: reuse
-    (and keep) the refit's bootstrap there.
+    predicted_n_opt_ci90, actual_n_opt (None for an edge or degenerate optimum), n_opt_within_ci90,
+    loss_law, forms}], "forms": {form: rows of that form alone (Approach 3's with its own N_opt)},
+    "loss_law": the form of record, "fit": the refit's laws (JSON shape), "budgets": fitted budget
+    FLOPs}``. ``draws``: reuse (and keep) the refits' bootstraps there.
     """
     from ditscale.laws import fit_isoflop, fit_runs
 
     cfg, holdout = spec.laws, spec.holdout
     budget_flops = [float(c) for c in runs.budgets(cfg.budget_rtol)[1]]
     if holdout < 1:
-        return {"rows": [], "fit": None, "budgets": budget_flops}
+        return {"rows": [], "forms": {}, "loss_law": cfg.loss_law, "fit": None, "budgets": budget_flops}
     sub, held_flops = _holdout_split(runs, spec)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         refit, boot = fit_runs(sub, cfg, draws)
         full = fit if fit is not None else fit_isoflop(runs, **cfg.fit_options())
-        rows = _backtest_rows(refit, boot, full, held_flops, cfg.saturating)
-    return {"rows": rows, "fit": refit.to_dict(boot), "budgets": budget_flops[: len(budget_flops) - holdout]}
+        forms = {"power": _backtest_rows(refit, boot, full, held_flops)}
+        if refit.loss_law_saturating is not None:
+            forms["saturating"] = _backtest_rows(refit, boot, full, held_flops, saturating=True)
+        par = _parametric_fit(sub, cfg, draws)
+        if par is not None:
+            forms["parametric"] = _backtest_rows(*par, full, held_flops, to_6nd=to_6nd)
+    law = cfg.loss_law if cfg.loss_law in forms else "power"
+    rows = [_record_row(i, forms, law) for i in range(len(held_flops))]
+    return {"rows": rows, "forms": forms, "loss_law": law, "fit": refit.to_dict(boot),
+            "budgets": budget_flops[: len(budget_flops) - holdout]}
+
+
+BACKTEST_FORMS = ("power", "saturating", "parametric")  # the loss forms a study backtests (FitConfig.loss_law's)
+_LOSS_KEYS = ("predicted_loss", "predicted_ci90", "relative_error", "within_ci90")
+
+
+def _record_row(i: int, forms: dict[str, list[dict]], law: str) -> dict:
+    """Held-out budget ``i``'s row of record: the isoFLOP refit's N_opt, the loss of form ``law``,
+    and every form's loss under ``forms``."""
+    row = {**forms["power"][i], **{k: forms[law][i][k] for k in _LOSS_KEYS}, "loss_law": law}
+    row["forms"] = {name: {k: rows[i][k] for k in _LOSS_KEYS} for name, rows in forms.items()}
+    return row
 
 
 def parametric_summary(runs, cfg=None, target_flops: float | None = None, tpi: int | None = None,
@@ -249,20 +276,6 @@ def _parametric_fit(runs, cfg, draws: DrawStore | None = None):
     return fit, draws.bootstrap("parametric", runs, fit, cfg.parametric_options(), cfg.resamples, cfg.seed)
 
 
-def parametric_backtest(runs, spec: StudySpec, full_isoflop, to_6nd: float = 1.0,
-                        draws: DrawStore | None = None) -> list[dict]:
-    """Approach 3's own backtest: refit ``L(N, D)`` (and its bootstrap) without the ``spec.holdout``
-    largest budgets and predict each held-out budget's compute-optimal loss and N_opt (rows as
-    :func:`backtest_study`'s; the actual values are the budgets' in ``full_isoflop``, the isoFLOP fit
-    of all runs). Approach 3 reads the loss off a surface with an irreducible term E, so it follows
-    a loss that bends towards a floor, which a pure power law in C cannot. [] when it cannot refit."""
-    if spec.holdout < 1:
-        return []
-    sub, held_flops = _holdout_split(runs, spec)
-    fitted = _parametric_fit(sub, spec.laws, draws)
-    return [] if fitted is None else _backtest_rows(*fitted, full_isoflop, held_flops, to_6nd=to_6nd)
-
-
 def six_nd_per_exact(rows: list[dict]) -> float:
     """6ND FLOPs per exact training FLOP at the study's largest budget (geometric mean of its runs'
     ``flops_6nd / flops``): the conversion of an exact-FLOP target for Approach 3, whose allocation
@@ -281,7 +294,8 @@ def predict_study(out_dir: str | Path, flops: float, *, spec: StudySpec | None =
     ``loss_opt``, each ``{"value", "ci90"}``; ``nearest`` (the family member nearest N_opt:
     name, depth, hidden_size, num_heads, params, params_total, in_ladder); ``tokens_per_image``;
     ``largest_budget`` and ``extrapolation`` (``flops`` over it); ``forms`` (:func:`prediction_forms`:
-    every fitted form's N_opt and L_opt at ``flops``); ``exponents`` (:func:`exponent_checks`);
+    every fitted form's N_opt and L_opt at ``flops``); ``loss_law`` (the form ``loss_opt`` comes from:
+    ``spec.laws.loss_law``, or "power" with a warning when that form could not be fitted); ``exponents`` (:func:`exponent_checks`);
     ``residual_structure`` (:func:`ditscale.laws.residuals.residual_structure`); ``backtest`` (see
     :func:`backtest_study`; unless ``with_backtest`` is False); ``warnings`` (the fit's, the
     exponents' and, past 100x, the extrapolation's); ``notes`` (one line when a bootstrap was redrawn).
@@ -301,16 +315,21 @@ def predict_study(out_dir: str | Path, flops: float, *, spec: StudySpec | None =
     base = base_model_config(spec)
     tpi = tokens_per_image(spec, base)
     members = family_members(spec, float(fit.params_law(flops)), base)
-    pred = predict(fit, flops, boot=boot, tokens_per_image=tpi, family=[(m[0], m[1]) for m in members],
-                   saturating=spec.laws.saturating)
+    pred = predict(fit, flops, boot=boot, tokens_per_image=tpi, family=[(m[0], m[1]) for m in members])
     out = {**pred.to_dict(), "nearest": _nearest(spec, base, members, pred.nearest[0]), "tokens_per_image": tpi}
     par = _parametric_fit(runs, spec.laws, draws)
-    out["forms"] = prediction_forms(fit, boot, par, flops, six_nd_per_exact(StudyFolder(out_dir).read_runs_rows()))
+    to_6nd = six_nd_per_exact(StudyFolder(out_dir).read_runs_rows())
+    out["forms"] = prediction_forms(fit, boot, par, flops, to_6nd)
+    by_form = {f["form"]: f for f in out["forms"]}
+    out["loss_law"] = spec.laws.loss_law if spec.laws.loss_law in by_form else "power"
+    out["loss_opt"] = by_form[out["loss_law"]]["loss_opt"]
     out["exponents"] = exponent_checks(fit, boot, par)
     out["residual_structure"] = residual_structure(runs, spec.laws.budget_rtol).to_dict()
     if with_backtest:
-        out["backtest"] = backtest_study(runs, spec, fit, draws)["rows"]
+        out["backtest"] = backtest_study(runs, spec, fit, draws, to_6nd)["rows"]
     out["warnings"] = list(warns) + [e["message"] for e in out["exponents"] if e["message"]] + list(pred.warnings)
+    if out["loss_law"] != spec.laws.loss_law:
+        out["warnings"].append(loss_law_fallback(spec.laws.loss_law))
     note = draws_note(out_dir, draws) if stored else None
     out["notes"] = [note] if note else []
     return out
@@ -329,21 +348,27 @@ def _nearest(spec: StudySpec, base, members, name: str) -> dict:
 
 def prediction_forms(fit, boot, parametric, flops: float, to_6nd: float = 1.0) -> list[dict]:
     """Every fitted form at ``flops`` FLOPs side by side: ``[{name, n_opt, loss_opt}]`` (each
-    ``{value, ci90}``) for the isoFLOP power law ``e C^f``, the saturating ``E + k C^-gamma`` (N_opt
-    from the same ``a C^b``; when fitted) and Approach 3 (``parametric``: ``(fit, boot)`` or None;
+    ``{value, ci90}``, and ``form``, the :class:`~ditscale.laws.FitConfig` ``loss_law`` that names it)
+    for the isoFLOP power law ``e C^f``, the saturating ``E + k C^-gamma`` (N_opt from the same
+    ``a C^b``; when fitted) and Approach 3 (``parametric``: ``(fit, boot)`` or None;
     its C = 6ND target is ``flops * to_6nd``)."""
     from ditscale.laws import predict
+    from ditscale.laws.fit import LOSS_LAW_NAMES
 
-    rows = []
-    for name, sat in (("isoFLOP power law", False), ("isoFLOP saturating law", True)):
-        if not sat or fit.loss_law_saturating is not None:
-            p = predict(fit, flops, boot=boot, saturating=sat)
-            rows.append({"name": name, "n_opt": p.n_opt.to_dict(), "loss_opt": p.loss_opt.to_dict()})
+    preds = {"power": predict(fit, flops, boot=boot)}
+    if fit.loss_law_saturating is not None:
+        preds["saturating"] = predict(fit, flops, boot=boot, saturating=True)
     if parametric is not None:
         with np.errstate(all="ignore"):
-            p = predict(parametric[0], flops * to_6nd, boot=parametric[1])
-        rows.append({"name": "Approach 3 L(N, D)", "n_opt": p.n_opt.to_dict(), "loss_opt": p.loss_opt.to_dict()})
-    return rows
+            preds["parametric"] = predict(parametric[0], flops * to_6nd, boot=parametric[1])
+    return [{"form": form, "name": LOSS_LAW_NAMES[form], "n_opt": p.n_opt.to_dict(), "loss_opt": p.loss_opt.to_dict()}
+            for form, p in preds.items()]
+
+
+def loss_law_fallback(wanted: str) -> str:
+    """The warning when ``laws.loss_law`` names a form that could not be fitted."""
+    why = "Approach 3 did not converge" if wanted == "parametric" else "the saturating law was not fitted (needs 4 or more budgets)"
+    return f"laws.loss_law is {wanted!r} but {why}: L_opt and its backtest come from the power law e C^f"
 
 
 def exponent_checks(fit, boot, parametric) -> list[dict]:
@@ -434,28 +459,31 @@ def analyze_study(out_dir: str | Path, spec: StudySpec | None = None, *, report:
     optima with ``edge`` / ``degenerate`` flags and ``held_out``), ``checks`` (the isoFLOP point
     checks, ``{budget, kind, message}``; their messages are also in ``warnings``), ``parametric``
     (Approach 3 with ``ci90`` / ``se`` from ``spec.laws.resamples`` resamples, its ``n_opt_law`` /
-    ``d_opt_law`` with intervals, its ``prediction`` at ``target_flops`` and its own ``backtest``
-    (:func:`parametric_backtest`); or null), ``backtest``
-    (rows ``flops, predicted_loss, predicted_ci90, actual_loss, relative_error, within_ci90,
-    predicted_n_opt, predicted_n_opt_ci90, actual_n_opt, n_opt_within_ci90``), ``backtest_fit``,
-    ``prediction`` (at the spec's ``target_flops``), ``noise``, ``paper``, ``warnings``, ``wall_time``,
+    ``d_opt_law`` with intervals, its ``prediction`` at ``target_flops`` and its own ``backtest``,
+    N_opt included; or null), ``backtest`` (rows ``flops, predicted_loss, predicted_ci90,
+    actual_loss, relative_error, within_ci90, predicted_n_opt, predicted_n_opt_ci90, actual_n_opt,
+    n_opt_within_ci90, loss_law, forms``: :func:`backtest_study`'s rows of record), ``backtest_fit``,
+    ``prediction`` (at the spec's ``target_flops``), ``loss_law_of_record`` (the form the prediction's
+    L_opt comes from), ``loss_bend`` (:func:`ditscale.laws.checks.loss_bend`, or null), ``noise``, ``paper``, ``warnings``, ``wall_time``,
     ``compute`` (:func:`compute_summary`), ``quality`` (:func:`quality_summary`, or null),
     ``provenance`` (:func:`provenance`: versions, source commit, host, the spec's SHA-256).
     """
+    from ditscale.laws.checks import loss_bend
+
     folder = StudyFolder(out_dir)
     spec = spec or folder.read_spec()
     draws = DrawStore()  # a report redraws every bootstrap (and stores them for predict and compare)
     runs, fit, boot, warns, checks = _fit_and_check(folder, spec, draws=draws)
     laws = {"study": spec.name, **fit.to_dict(boot)}
     laws["checks"] = [c.to_dict() for c in checks]
-    bt = backtest_study(runs, spec, fit, draws)
+    to_6nd = six_nd_per_exact(folder.read_runs_rows())
+    bt = backtest_study(runs, spec, fit, draws, to_6nd)
     held = {row["flops"] for row in bt["rows"]}
     for b in laws["budgets"]:
         b["held_out"] = b["flops"] in held
-    to_6nd = six_nd_per_exact(folder.read_runs_rows())
     laws["parametric"] = parametric_summary(runs, spec.laws, spec.target_flops, tokens_per_image(spec), to_6nd, draws)
     if laws["parametric"] is not None:
-        laws["parametric"]["backtest"] = parametric_backtest(runs, spec, fit, to_6nd, draws)
+        laws["parametric"]["backtest"] = bt["forms"].get("parametric", [])
     laws["backtest"] = bt["rows"]
     laws["backtest_fit"] = bt["fit"]
     laws["prediction"] = predict_study(folder.root, spec.target_flops, spec=spec, fitted=(runs, fit, boot, warns),
@@ -464,7 +492,12 @@ def analyze_study(out_dir: str | Path, spec: StudySpec | None = None, *, report:
     laws["residual_structure"] = laws["prediction"]["residual_structure"]
     laws["noise"] = noise_summary(runs)
     laws["paper"] = PAPER_LAWS
+    laws["loss_law_of_record"] = laws["prediction"]["loss_law"]
+    bend = loss_bend(fit)
+    laws["loss_bend"] = None if bend is None else bend.to_dict()
     laws["warnings"] = warns + [e["message"] for e in laws["exponents"] if e["message"]]
+    if {laws["loss_law_of_record"], *(row["loss_law"] for row in bt["rows"])} != {spec.laws.loss_law}:
+        laws["warnings"].append(loss_law_fallback(spec.laws.loss_law))
     laws["wall_time"] = _wall(folder)
     laws["compute"] = compute_summary(folder)
     laws["quality"] = quality_summary(folder.root, spec)
