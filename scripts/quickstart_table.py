@@ -130,10 +130,13 @@ def cost_rows(laws: dict) -> list[tuple[str, str, str]]:
     mfu = "" if c["study_mfu"] is None else (f"; `study_mfu` **{c['study_mfu']:.2f}** of the measured matmul peak "
                                              f"({c['matmul_peak_flops'] / 1e9:.0f} GFLOP/s)")
     quality_s = c.get("quality_s") or 0.0
-    wall = (f"**{minutes(c['study_s'] + quality_s)}** of `study run` (its wall.json) after set-up: training, fit "
-            f"and report {minutes(c['study_s'])}")
+    fit_s = laws["wall_time"].get("analysis_s") or 0.0
+    wall = (f"**{minutes(c['study_s'] + quality_s + fit_s)}** of `study run` after set-up: training "
+            f"{minutes(c['study_s'])}")
     if quality_s:
         wall += f", sampling and scoring {len((laws.get('quality') or {}).get('points', []))} models {minutes(quality_s)}"
+    if fit_s:
+        wall += f", fitting with bootstraps {minutes(fit_s)} (then a few seconds of report figures)"
     return [("efficiency", f"shared trunks trained {g(c['trained_flops'], 2)} of the grid's {g(c['grid_flops'], 2)} "
              f"FLOPs{mfu}", "-"), ("wall time", wall, "-")]
 

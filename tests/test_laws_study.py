@@ -99,6 +99,22 @@ def test_loss_law_parametric_drives_prediction_and_backtest(tmp_path, laws):
     assert "L_opt (validation loss; Approach 3 L(N, D))" in page and "Every loss form refitted" in page
 
 
+def test_study_predict_names_the_loss_form(tmp_path, capsys):
+    """``study predict`` prints L_opt with its form, and each backtest row's errors of every form."""
+    from ditscale.cli import main
+
+    synthetic_study(tmp_path, {**SPEC, "laws": {**SPEC["laws"], "loss_law": "parametric"}})
+    capsys.readouterr()
+    assert main(["study", "predict", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    pred = predict_study(tmp_path, 1e21)
+    assert f"L_opt  {pred['loss_opt']['value']:.4f}" in out and "(Approach 3 L(N, D))" in out
+    row = pred["backtest"][0]
+    errors = ", ".join(f"{name} {row['forms'][k]['relative_error']:+.2%}" for k, name in
+                       (("power", "isoFLOP power law"), ("saturating", "isoFLOP saturating law"), ("parametric", "Approach 3 L(N, D)")))
+    assert f"    every form: {errors}" in out
+
+
 def test_loss_law_falls_back_with_a_warning(tmp_path, monkeypatch):
     """Approach 3 that does not converge: L_opt and the backtest come from the power law, with a warning."""
     import ditscale.study.analyze as analyze
@@ -204,3 +220,25 @@ def test_laws_json_and_report_name_their_code_and_spec(laws):
     html = render_html(LawsSummary.from_dict(data), [], title="t")
     assert f"spec SHA-256 {prov['spec_sha256']}" in html and f"torch {torch.__version__}" in html
     assert ("with uncommitted changes" in html) == bool(prov["git_dirty"])
+
+
+def test_report_draws_approach_3_loss_curve(laws):
+    """The L_opt panel draws Approach 3's L(N_opt(C), D_opt(C)) from laws.json's numbers: the curve
+    passes through Approach 3's own prediction at the target (no 6ND column here: C as given)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ditscale.report.figures import _draw_approach3_loss
+
+    laws, _ = laws
+    view = LawsSummary.from_dict(laws)
+    fig, ax = plt.subplots()
+    grid = np.array([1e18, 1e21])
+    _draw_approach3_loss(ax, view, grid)
+    (line,) = ax.get_lines()
+    plt.close(fig)
+    assert line.get_label().startswith("Approach 3 L(N_opt, D_opt), floor E = ")
+    assert line.get_ydata()[1] == pytest.approx(laws["parametric"]["prediction"]["loss_opt"]["value"], rel=1e-12)
+    assert line.get_ydata()[0] > line.get_ydata()[1] > laws["parametric"]["E"]

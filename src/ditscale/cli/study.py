@@ -217,15 +217,15 @@ def _print_quality(q) -> None:
 
 def _print_backtest(rows) -> None:
     """The backtest rows of record: L* by the study's loss law, every form's error, and N_opt."""
-    from ditscale.laws.fit import LOSS_LAW_NAMES
+    from ditscale.laws.fit import loss_law_name
 
     for row in rows:
-        form = f" ({LOSS_LAW_NAMES[row.loss_law]})" if row.loss_law else ""
+        form = f" ({loss_law_name(row.loss_law)})" if row.loss_law else ""
         print(f"  backtest: refit without {row.flops:.3g} FLOPs predicts L* {row.predicted_loss:.4f}"
               f"{_interval(row.predicted_ci90, '.4f')}{form}, actual {row.actual_loss:.4f}, "
               f"error {row.relative_error:+.2%}")
         if len(row.forms) > 1:
-            print("    every form: " + ", ".join(f"{LOSS_LAW_NAMES[k]} {f.relative_error:+.2%}" for k, f in row.forms.items()))
+            print("    every form: " + ", ".join(f"{loss_law_name(k)} {f.relative_error:+.2%}" for k, f in row.forms.items()))
         _print_n_opt_backtest(row)
 
 
@@ -251,7 +251,7 @@ def _predict(args) -> int:
 
 def _print_prediction(pred) -> None:
     """``study predict``'s text: N, D (tokens and images), loss with intervals, nearest model, backtest."""
-    from ditscale.laws.fit import LOSS_LAW_NAMES
+    from ditscale.laws.fit import loss_law_name
 
     near = pred.nearest
     print(f"compute-optimal at C = {pred.flops:.4g} training FLOPs:")
@@ -260,7 +260,7 @@ def _print_prediction(pred) -> None:
     if pred.images_opt.value is not None:
         print(f"         {pred.images_opt.value:.4g} images ({pred.tokens_per_image} tokens each)"
               f"{_interval(pred.images_opt.ci90)}")
-    form = f" ({LOSS_LAW_NAMES[pred.loss_law]})" if pred.loss_law else ""
+    form = f" ({loss_law_name(pred.loss_law)})" if pred.loss_law else ""
     print(f"  L_opt  {pred.loss_opt.value:.4f}{_interval(pred.loss_opt.ci90, '.4f')}{form}")
     where = "" if near.in_ladder else " (beyond the trained ladder, by the family rule)"
     print(f"  nearest family model: {near.name} (depth {near.depth}, width {near.hidden_size}, "

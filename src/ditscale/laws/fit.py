@@ -24,6 +24,11 @@ LOSS_LAW_NAMES = {"power": "isoFLOP power law", "saturating": "isoFLOP saturatin
 LOSS_LAWS = tuple(LOSS_LAW_NAMES)
 
 
+def loss_law_name(loss_law: str | None) -> str:
+    """The report name of a loss form (a laws.json written before forms were named: the power law)."""
+    return LOSS_LAW_NAMES.get(loss_law or "power", str(loss_law))
+
+
 @dataclass
 class FitConfig:
     """How to fit laws to a study's runs (e.g. the ``laws:`` section of a study spec).
@@ -73,11 +78,6 @@ class FitConfig:
             raise ConfigError(f"loss_law must be one of {', '.join(LOSS_LAWS)}, got {self.loss_law!r}")
         if self.bootstrap is not None and self.bootstrap < 0:
             raise ConfigError(f"bootstrap must be >= 0 resamples, got {self.bootstrap}")
-
-    @property
-    def saturating(self) -> bool:
-        """Predict L_opt with the saturating law (``loss_law == "saturating"``)."""
-        return self.loss_law == "saturating"
 
     @property
     def resamples(self) -> int:

@@ -226,12 +226,14 @@ class ResidualStructureSummary(_View):
 
 @dataclass(frozen=True)
 class PredictionSummary(_View):
-    """The compute-optimal model at ``flops``: N (params), D (tokens and images), loss, nearest model;
+    """The compute-optimal model at ``flops``: N (params), D (tokens and images), loss, nearest model
+    (Approach 3's prediction adds ``flops_6nd``, the target in 6ND FLOPs);
     how far it extrapolates (``extrapolation`` = flops / ``largest_budget``), every fitted form at
     the target (``forms``; ``loss_opt`` is that of ``loss_law``), the exponents' intervals in words, the residual-structure test, and
     ``notes`` (e.g. a bootstrap that was redrawn)."""
 
     flops: float | None = None
+    flops_6nd: float | None = None
     n_opt: EstimateSummary = field(default_factory=EstimateSummary)
     d_opt: EstimateSummary = field(default_factory=EstimateSummary)
     loss_opt: EstimateSummary = field(default_factory=EstimateSummary)
@@ -317,12 +319,14 @@ class NoiseSummary(_View):
 
 @dataclass(frozen=True)
 class WallTime(_View):
-    """Wall time of the study (seconds) and the sums over its runs."""
+    """Wall time of the study (seconds: ``study run`` calls before the final fit, and that fit's
+    own ``analysis_s``) and the sums over its runs."""
 
     study_s: float | None = None
     calls: int = 0
     runs_wall_s_sum: float | None = None
     runs_cpu_s_sum: float | None = None
+    analysis_s: float | None = None
 
 
 # -- sample quality -------------------------------------------------------------------------------

@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from ditscale.flops import fmt_flops
+from ditscale.laws.fit import loss_law_name
 from ditscale.laws.isoflop import fit_log_n_parabola
+from ditscale.laws.parametric import ParametricFit, allocation
 from ditscale.laws.summary import BacktestSummary, BudgetSummary, LawsSummary
 
 
@@ -137,15 +139,18 @@ def laws_figure(laws: "dict | LawsSummary", path: str | Path, *, boot=None, targ
     for ax, (law, key, ylabel) in zip(axes, LAW_PANELS):
         _draw_law(ax, view, law, grid, boot)
         _draw_optima(ax, budgets, key)
+        by = ""
         if key == "loss_opt":
+            _draw_approach3_loss(ax, view, grid)
             for row in view.backtest:
                 yerr = _yerr(row.predicted_loss, row.predicted_ci90)
                 ax.errorbar([row.flops], [row.predicted_loss], yerr=yerr, fmt="D", color="crimson", ms=5,
-                            capsize=3, zorder=6, label=f"predicted ({row.relative_error:+.1%})")
+                            capsize=3, zorder=6, label=f"predicted, {loss_law_name(row.loss_law)} ({row.relative_error:+.1%})")
+            by = f" ({loss_law_name(view.prediction.loss_law)})" if view.prediction is not None else ""
         est = getattr(view.prediction, key) if view.prediction is not None else None
         if target_flops and est is not None and est.value is not None:
             ax.errorbar([target_flops], [est.value], yerr=_yerr(est.value, est.ci90), fmt="o", color="tab:orange", ms=6,
-                        capsize=3, zorder=6, label=f"target {fmt_flops(target_flops)}: {est.value:.3g}")
+                        capsize=3, zorder=6, label=f"target {fmt_flops(target_flops)}: {est.value:.3g}{by}")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("C, training FLOPs")
@@ -173,6 +178,20 @@ def _draw_law(ax, view: LawsSummary, law: str, grid: np.ndarray, boot) -> None:
     if refit is not None:
         ax.plot(grid, refit.coefficient * grid ** refit.exponent, color="crimson", lw=1.2, ls="--",
                 label=f"backtest refit: C^{refit.exponent:.3f}")
+
+
+def _draw_approach3_loss(ax, view: LawsSummary, grid: np.ndarray) -> None:
+    """Approach 3's compute-optimal loss ``L(N_opt(C), D_opt(C))`` over ``grid`` (exact FLOPs, converted
+    to 6ND FLOPs as its prediction was); nothing without Approach 3 or its prediction."""
+    par = view.parametric
+    pred = par.prediction if par is not None else None
+    if pred is None or not pred.flops or not pred.flops_6nd:
+        return
+    values = {k: getattr(par, k) for k in ("E", "A", "B", "alpha", "beta")}
+    values.update(allocation(values))
+    with np.errstate(all="ignore"):
+        loss = ParametricFit.optimum(values, grid * (pred.flops_6nd / pred.flops))[2]
+    ax.plot(grid, loss, color="tab:green", lw=1.6, label=f"Approach 3 L(N_opt, D_opt), floor E = {par.E:.3g}")
 
 
 def _draw_optima(ax, budgets: list[BudgetSummary], key: str) -> None:

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 from ditscale.io import atomic_write_text
-from ditscale.laws.fit import LOSS_LAW_NAMES
+from ditscale.laws.fit import loss_law_name
 from ditscale.laws.summary import (
     BacktestSummary,
     BudgetSummary,
@@ -87,7 +87,7 @@ def _prediction_section(pred: PredictionSummary) -> list[str]:
             ["N_opt (non-embedding params)", _num(pred.n_opt.value, ".4g"), _ci(pred.n_opt.ci90)],
             ["D_opt (image tokens)", _num(pred.d_opt.value, ".4g"), _ci(pred.d_opt.ci90)],
             ["D_opt (images)", _num(pred.images_opt.value, ".4g"), _ci(pred.images_opt.ci90)],
-            [f"L_opt (validation loss; {_form_name(pred.loss_law)})", _num(pred.loss_opt.value, ".4f"),
+            [f"L_opt (validation loss; {loss_law_name(pred.loss_law)})", _num(pred.loss_opt.value, ".4f"),
              _ci(pred.loss_opt.ci90, ".4f")],
             ["nearest family model", html.escape(f"{name} ({_num(near.params, ',')} params)"), ""]]
     if pred.extrapolation is not None:
@@ -114,11 +114,6 @@ def _forms_section(pred: PredictionSummary) -> list[str]:
     return parts
 
 
-def _form_name(loss_law: str | None) -> str:
-    """A loss form's name (:data:`ditscale.laws.fit.LOSS_LAW_NAMES`); the power law's for old laws.json."""
-    return LOSS_LAW_NAMES.get(loss_law or "power", str(loss_law))
-
-
 def _error(x: float | None) -> str:
     """A backtest's relative error, green within 2%, red beyond."""
     return "–" if x is None else f"<span class='{'ok' if abs(x) <= 0.02 else 'bad'}'>{x:+.2%}</span>"
@@ -132,10 +127,10 @@ def _backtest_section(backtest: tuple[BacktestSummary, ...],
     for r in backtest:
         n_cls = {True: "ok", False: "bad"}.get(r.n_opt_within_ci90, "muted")
         n_act = "edge" if r.actual_n_opt is None and r.predicted_n_opt is not None else _num(r.actual_n_opt, ".4g")
-        rows.append([_num(r.flops, ".3g"), html.escape(_form_name(r.loss_law)), _num(r.predicted_loss, ".4f"),
+        rows.append([_num(r.flops, ".3g"), html.escape(loss_law_name(r.loss_law)), _num(r.predicted_loss, ".4f"),
                      _ci(r.predicted_ci90, ".4f"), _num(r.actual_loss, ".4f"), _error(r.relative_error),
                      _num(r.predicted_n_opt, ".4g"), _ci(r.predicted_n_opt_ci90), f"<span class='{n_cls}'>{n_act}</span>"])
-        forms += [[_num(r.flops, ".3g"), html.escape(_form_name(k)), _num(f.predicted_loss, ".4f"),
+        forms += [[_num(r.flops, ".3g"), html.escape(loss_law_name(k)), _num(f.predicted_loss, ".4f"),
                    _ci(f.predicted_ci90, ".4f"), _error(f.relative_error)] for k, f in r.forms.items()]
     parts = [f"<h2>{html.escape(title)}</h2>",
              _table(["held-out C (FLOPs)", "L* from", "predicted L*", "90% interval", "actual L*", "relative error",

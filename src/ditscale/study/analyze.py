@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 import warnings
 from pathlib import Path
 
@@ -177,7 +178,7 @@ def _holdout_split(runs, spec: StudySpec):
 def backtest_study(runs, spec: StudySpec, fit=None, draws: DrawStore | None = None, to_6nd: float = 1.0) -> dict:
     """Refit without the ``spec.holdout`` largest budgets and predict their compute-optimal loss and N_opt.
 
-    Every loss form is backtested (:data:`BACKTEST_FORMS`): the isoFLOP refit's power law and
+    Every loss form is backtested (:data:`ditscale.laws.fit.LOSS_LAWS`): the isoFLOP refit's power law and
     saturating law, and Approach 3 refitted to the same runs (its C = 6ND target is the held-out
     FLOPs times ``to_6nd``, :func:`six_nd_per_exact`). The rows of record take N_opt from the
     isoFLOP refit and the loss from ``spec.laws.loss_law`` (the power law when that form could not
@@ -214,7 +215,6 @@ def backtest_study(runs, spec: StudySpec, fit=None, draws: DrawStore | None = No
             "budgets": budget_flops[: len(budget_flops) - holdout]}
 
 
-BACKTEST_FORMS = ("power", "saturating", "parametric")  # the loss forms a study backtests (FitConfig.loss_law's)
 _LOSS_KEYS = ("predicted_loss", "predicted_ci90", "relative_error", "within_ci90")
 
 
@@ -294,8 +294,9 @@ def predict_study(out_dir: str | Path, flops: float, *, spec: StudySpec | None =
     ``loss_opt``, each ``{"value", "ci90"}``; ``nearest`` (the family member nearest N_opt:
     name, depth, hidden_size, num_heads, params, params_total, in_ladder); ``tokens_per_image``;
     ``largest_budget`` and ``extrapolation`` (``flops`` over it); ``forms`` (:func:`prediction_forms`:
-    every fitted form's N_opt and L_opt at ``flops``); ``loss_law`` (the form ``loss_opt`` comes from:
-    ``spec.laws.loss_law``, or "power" with a warning when that form could not be fitted); ``exponents`` (:func:`exponent_checks`);
+    every fitted form's N_opt and L_opt at ``flops``); ``loss_law`` (the form ``loss_opt`` comes
+    from: ``spec.laws.loss_law``, or "power" with a warning when that form could not be fitted);
+    ``exponents`` (:func:`exponent_checks`);
     ``residual_structure`` (:func:`ditscale.laws.residuals.residual_structure`); ``backtest`` (see
     :func:`backtest_study`; unless ``with_backtest`` is False); ``warnings`` (the fit's, the
     exponents' and, past 100x, the extrapolation's); ``notes`` (one line when a bootstrap was redrawn).
@@ -463,13 +464,15 @@ def analyze_study(out_dir: str | Path, spec: StudySpec | None = None, *, report:
     N_opt included; or null), ``backtest`` (rows ``flops, predicted_loss, predicted_ci90,
     actual_loss, relative_error, within_ci90, predicted_n_opt, predicted_n_opt_ci90, actual_n_opt,
     n_opt_within_ci90, loss_law, forms``: :func:`backtest_study`'s rows of record), ``backtest_fit``,
-    ``prediction`` (at the spec's ``target_flops``), ``loss_law_of_record`` (the form the prediction's
-    L_opt comes from), ``loss_bend`` (:func:`ditscale.laws.checks.loss_bend`, or null), ``noise``, ``paper``, ``warnings``, ``wall_time``,
+    ``prediction`` (at the spec's ``target_flops``), ``loss_law_of_record`` (the form the
+    prediction's L_opt comes from), ``loss_bend`` (:func:`ditscale.laws.checks.loss_bend`, or null),
+    ``noise``, ``paper``, ``warnings``, ``wall_time``,
     ``compute`` (:func:`compute_summary`), ``quality`` (:func:`quality_summary`, or null),
     ``provenance`` (:func:`provenance`: versions, source commit, host, the spec's SHA-256).
+    ``wall_time.analysis_s`` is this analysis's own seconds up to writing laws.json (the report's
+    figures follow).
     """
-    from ditscale.laws.checks import loss_bend
-
+    t_start = time.monotonic()
     folder = StudyFolder(out_dir)
     spec = spec or folder.read_spec()
     draws = DrawStore()  # a report redraws every bootstrap (and stores them for predict and compare)
@@ -492,16 +495,13 @@ def analyze_study(out_dir: str | Path, spec: StudySpec | None = None, *, report:
     laws["residual_structure"] = laws["prediction"]["residual_structure"]
     laws["noise"] = noise_summary(runs)
     laws["paper"] = PAPER_LAWS
-    laws["loss_law_of_record"] = laws["prediction"]["loss_law"]
-    bend = loss_bend(fit)
-    laws["loss_bend"] = None if bend is None else bend.to_dict()
     laws["warnings"] = warns + [e["message"] for e in laws["exponents"] if e["message"]]
-    if {laws["loss_law_of_record"], *(row["loss_law"] for row in bt["rows"])} != {spec.laws.loss_law}:
-        laws["warnings"].append(loss_law_fallback(spec.laws.loss_law))
+    _loss_law_record(laws, fit, spec.laws.loss_law)
     laws["wall_time"] = _wall(folder)
     laws["compute"] = compute_summary(folder)
     laws["quality"] = quality_summary(folder.root, spec)
     laws["provenance"] = provenance(spec)
+    laws["wall_time"]["analysis_s"] = round(time.monotonic() - t_start, 1)
     write_draws(folder.root, draws)
     folder.write_laws(laws)
     if report:
@@ -510,6 +510,18 @@ def analyze_study(out_dir: str | Path, spec: StudySpec | None = None, *, report:
 
         write_report(folder.root, laws, spec, runs=runs, boot=boot, samples=sample_rows(folder.root))
     return laws
+
+
+def _loss_law_record(laws: dict, fit, wanted: str) -> None:
+    """Add laws.json's ``loss_law_of_record`` (the prediction's form) and ``loss_bend`` (of the isoFLOP
+    ``fit``), and warn when the power law stood in for the form ``wanted`` (``laws.loss_law``)."""
+    from ditscale.laws.checks import loss_bend
+
+    laws["loss_law_of_record"] = laws["prediction"]["loss_law"]
+    bend = loss_bend(fit)
+    laws["loss_bend"] = None if bend is None else bend.to_dict()
+    if {laws["loss_law_of_record"], *(row["loss_law"] for row in laws["backtest"])} != {wanted}:
+        laws["warnings"].append(loss_law_fallback(wanted))
 
 
 def compare_studies(dir_a: str | Path, dir_b: str | Path, *, flops: float | None = None,
