@@ -24,14 +24,16 @@ from ditscale.laws.parametric import ParametricFit, allocation
 from ditscale.laws.summary import BacktestSummary, BudgetSummary, LawsSummary
 
 
-def _yerr(value: float, ci) -> list | None:
+def error_bar(value: float, ci) -> list | None:
     """Error-bar lengths below/above ``value`` for an interval (0 where a percentile interval excludes the point)."""
     if not ci:
         return None
     return [[max(0.0, value - ci[0])], [max(0.0, ci[1] - value)]]
 
 
-def _plt():
+def pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend (imported on first use: the report's
+    figures are the only place that needs matplotlib)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -41,7 +43,7 @@ def _plt():
 
 
 def _budget_colours(budgets: np.ndarray):
-    plt = _plt()
+    plt = pyplot()
     cmap = plt.get_cmap("viridis")
     if len(budgets) == 1:
         return {float(budgets[0]): cmap(0.2)}
@@ -62,7 +64,7 @@ def _view(laws: "dict | LawsSummary") -> LawsSummary:
 
 def isoflop_figure(runs, laws: "dict | LawsSummary", path: str | Path) -> Path:
     """Loss vs N per budget with parabolas and optima; returns ``path``. ``laws``: laws.json's dict or view."""
-    plt = _plt()
+    plt = pyplot()
     view = _view(laws)
     label, budgets = runs.budgets()
     colours = _budget_colours(budgets)
@@ -102,7 +104,7 @@ def _draw_budget(ax, n: np.ndarray, loss: np.ndarray, c: float, colour, is_held:
                    facecolors="white" if opt.edge else colour, linewidths=0.9)
     if row is not None:
         n_at = opt.n_opt if opt else float(np.exp(np.log(n).mean()))
-        yerr = _yerr(row.predicted_loss, row.predicted_ci90)
+        yerr = error_bar(row.predicted_loss, row.predicted_ci90)
         ax.errorbar([n_at * 1.12], [row.predicted_loss], yerr=yerr, fmt="D", color="crimson", ms=6,
                     capsize=3, zorder=5, label=f"backtest prediction ({row.relative_error:+.1%})")
 
@@ -129,7 +131,7 @@ def laws_figure(laws: "dict | LawsSummary", path: str | Path, *, boot=None, targ
     """N_opt, D_opt and L_opt vs C (log axes) with fits, bands and the extrapolation; returns ``path``.
 
     ``laws``: laws.json's dict or view; ``boot``: the fit's bootstrap (bands; None draws none)."""
-    plt = _plt()
+    plt = pyplot()
     view = _view(laws)
     budgets = [b for b in view.budgets if not b.degenerate]
     cs = np.array([b.flops for b in budgets])
@@ -143,13 +145,13 @@ def laws_figure(laws: "dict | LawsSummary", path: str | Path, *, boot=None, targ
         if key == "loss_opt":
             _draw_approach3_loss(ax, view, grid)
             for row in view.backtest:
-                yerr = _yerr(row.predicted_loss, row.predicted_ci90)
+                yerr = error_bar(row.predicted_loss, row.predicted_ci90)
                 ax.errorbar([row.flops], [row.predicted_loss], yerr=yerr, fmt="D", color="crimson", ms=5,
                             capsize=3, zorder=6, label=f"predicted, {loss_law_name(row.loss_law)} ({row.relative_error:+.1%})")
             by = f" ({loss_law_name(view.prediction.loss_law)})" if view.prediction is not None else ""
         est = getattr(view.prediction, key) if view.prediction is not None else None
         if target_flops and est is not None and est.value is not None:
-            ax.errorbar([target_flops], [est.value], yerr=_yerr(est.value, est.ci90), fmt="o", color="tab:orange", ms=6,
+            ax.errorbar([target_flops], [est.value], yerr=error_bar(est.value, est.ci90), fmt="o", color="tab:orange", ms=6,
                         capsize=3, zorder=6, label=f"target {fmt_flops(target_flops)}: {est.value:.3g}{by}")
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -212,7 +214,7 @@ def _draw_optima(ax, budgets: list[BudgetSummary], key: str) -> None:
 
 def residuals_figure(runs, laws: "dict | LawsSummary", path: str | Path) -> Path:
     """Relative residual ``loss / parabola - 1`` of every run vs N, by budget; returns ``path``."""
-    plt = _plt()
+    plt = pyplot()
     view = _view(laws)
     label, budgets = runs.budgets()
     colours = _budget_colours(budgets)

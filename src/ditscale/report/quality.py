@@ -16,12 +16,12 @@ import numpy as np
 
 from ditscale.flops import fmt_flops
 from ditscale.laws.summary import LawsSummary, QualitySummary
-from ditscale.report.figures import _plt, _yerr
+from ditscale.report.figures import error_bar, pyplot
 
 
 def quality_figure(laws: LawsSummary, path: str | Path, target_flops: float | None = None) -> Path:
     """Quality vs compute (left) and vs validation loss (right); returns ``path``."""
-    plt = _plt()
+    plt = pyplot()
     q = laws.quality
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=120)
     _quality_vs_compute(left, q, target_flops)
@@ -52,11 +52,11 @@ def _quality_vs_compute(ax, q: QualitySummary, target_flops: float | None) -> No
         bt = q.backtest
         ax.scatter([bt.flops], [bt.actual], marker="s", facecolors="none", edgecolors="crimson", s=46, zorder=5,
                    label="held-out budget")
-        ax.errorbar([bt.flops], [bt.predicted], yerr=_yerr(bt.predicted, bt.predicted_ci90), fmt="D", color="crimson",
+        ax.errorbar([bt.flops], [bt.predicted], yerr=error_bar(bt.predicted, bt.predicted_ci90), fmt="D", color="crimson",
                     ms=5, capsize=3, label=f"backtest prediction ({bt.relative_error:+.1%})")
     pred = q.prediction or {}
     if pred.get("value") is not None:
-        ax.errorbar([pred["flops"]], [pred["value"]], yerr=_yerr(pred["value"], pred.get("ci90")), fmt="o",
+        ax.errorbar([pred["flops"]], [pred["value"]], yerr=error_bar(pred["value"], pred.get("ci90")), fmt="o",
                     color="tab:orange", ms=6, capsize=3, label=f"prediction at {fmt_flops(pred['flops'])}")
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -88,7 +88,7 @@ def _quality_vs_loss(ax, q: QualitySummary) -> None:
 
 def samples_figure(rows: list[tuple[str, np.ndarray]], path: str | Path, per_row: int = 8) -> Path:
     """A grid of samples: one row per ``(label, uint8 images (N, H, W, 3))``, the first ``per_row`` images."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(len(rows), per_row, figsize=(per_row * 0.9 + 1.6, len(rows) * 0.9 + 0.3), dpi=120,
                              squeeze=False)
     for (label, images), line in zip(rows, axes):
