@@ -13,8 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 LAWS = ROOT / "tests" / "data" / "studies" / "quickstart" / "laws.json"
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("quickstart_table", ROOT / "scripts" / "quickstart_table.py")
+def _script(name: str = "quickstart_table"):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -39,3 +39,16 @@ def test_the_table_reads_what_the_study_measured():
     assert f"**{100 * laws['backtest'][0]['relative_error']:+.2f}%**" in text
     assert f"`study_mfu` **{laws['compute']['study_mfu']:.2f}**" in text
     assert table.g(174719.3) == "1.75e5" and table.minutes(551) == "9 min 11 s"
+
+
+def test_the_trunk_bootstrap_figures_docs_quote(monkeypatch, capsys):
+    """docs/studies.md's run-level vs trunk-level bootstrap of the quickstart (scripts/trunk_bootstrap.py,
+    seed 0): trunk resampling narrows the N_opt exponent's interval."""
+    script = _script("trunk_bootstrap")
+    monkeypatch.setattr("sys.argv", ["trunk_bootstrap.py", str(LAWS.with_name("runs.csv"))])
+    script.main()
+    out = capsys.readouterr().out
+    assert "params_law.exponent      run-level (seed 0): [0.099, 0.343]" in out
+    assert "params_law.exponent      trunk-level (seed 0): [0.111, 0.306]" in out
+    docs = (ROOT / "docs" / "studies.md").read_text()
+    assert "[0.107-0.111, 0.305-0.309]" in docs and "run-level [0.099, 0.343]" in docs
