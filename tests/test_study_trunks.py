@@ -69,6 +69,10 @@ def test_branches_equal_independent_runs(tmp_path):
             b = ckpt.load_tensors(tmp_path / "shared" / name / "checkpoints" / final, stem)
             assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f"{name}: {stem} differs"
         assert lines(tmp_path / "shared" / name / "metrics.jsonl") == lines(tmp_path / "alone" / name / "metrics.jsonl")
+    log = (tmp_path / "trunk" / "train.log").read_text().splitlines()  # the trunk's progress, as a run's
+    end = max(points.values())
+    assert log[0].endswith(f" start at step 0/{end}") and f" step {end}/{end} (100.0%) loss " in log[-2]
+    assert log[-1].endswith(f" trunk done at step {end}: 4 branch(es) served") and len(log) >= 3
     # run again: every branch is done, nothing trains
     before = {b.name: b.out.result.stat().st_mtime_ns for b in branches}
     assert train_trunk(tmp_path / "trunk", [Branch(c, RunDir(tmp_path / "shared" / n)) for n, c in configs.items()]) == []
@@ -208,5 +212,7 @@ def test_study_killed_mid_trunk_gives_the_same_runs(independent, shared, tmp_pat
     assert not (out / "runs.csv").exists()
     assert run_study(spec_from_dict(spec), out, progress=False, report=False, echo=lambda m: None).complete
     assert runs_csv(out) == runs_csv(independent)
+    logs = [(t / "train.log").read_text() for t in (out / "trunks").iterdir() if (t / "train.log").is_file()]
+    assert any(" resume at step " in log for log in logs)  # the killed trunk's log goes on where it stopped
     # the compute the study spent is counted as without the kill (re-trained steps are not "trained")
     assert compute_summary(StudyFolder(out))["trained_flops"] == compute_summary(StudyFolder(shared))["trained_flops"]

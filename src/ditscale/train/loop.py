@@ -63,7 +63,7 @@ from ditscale.train.distributed import (
 )
 from ditscale.train.ema import EMA
 from ditscale.train.metrics import LossSums, MetricsLog, peak_flops, progress_bar, tail_start
-from ditscale.train.progress import TRAIN_LOG, ProgressLog
+from ditscale.train.progress import PROGRESS_EVERY, TRAIN_LOG, ProgressLog
 from ditscale.train.provenance import versions
 from ditscale.train.rundir import RunDir, config_changes
 from ditscale.train.samples import check_sampling, ema_sample_grid
@@ -73,7 +73,7 @@ from ditscale.train.wandb_log import check_wandb, start_wandb
 
 
 def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, progress: bool | None = None, force: bool = False,
-          progress_every: float = 30.0) -> dict[str, Any]:
+          progress_every: float = PROGRESS_EVERY) -> dict[str, Any]:
     """Train (or resume) the run described by ``cfg`` in ``out_dir``; returns the result dict.
 
     ``progress``: show a tqdm bar (None: only when stderr is a terminal); unless it is False, a

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 TRAIN_LOG = "train.log"  # in the run folder
+PROGRESS_EVERY = 30.0  # seconds between progress lines, by default
 
 
 def format_duration(seconds: float) -> str:

@@ -15,7 +15,9 @@ the metrics lines so far. The branch then resumes from it like any interrupted r
 the same numbers as a run trained alone.
 
 The trunk's own folder holds its checkpoints (weights, optimizer, the branch EMAs and sums), so a
-killed trunk resumes; ``trunk.json`` says which branches it serves. A branch whose EMA window
+killed trunk resumes; ``trunk.json`` says which branches it serves, and ``train.log`` holds its
+progress lines (a run's, :mod:`ditscale.train.progress`: one every 30 s, and a line per call at
+its start and end), so a long trunk can be followed with ``tail -f``. A branch whose EMA window
 starts before the trunk's newest checkpoint, and that the trunk did not track, cannot branch off
 any more: :func:`train_trunk` returns it and it trains alone.
 """
@@ -44,6 +46,7 @@ from ditscale.train.data_order import rank_batches
 from ditscale.train.distributed import DistInfo, pick_device
 from ditscale.train.ema import EMA
 from ditscale.train.metrics import LossSums, peak_flops, progress_bar, read_metrics, tail_start
+from ditscale.train.progress import PROGRESS_EVERY, TRAIN_LOG, ProgressLog
 from ditscale.train.rundir import RunDir, weight_relevant
 from ditscale.train.schedules import cooldown_start
 from ditscale.train.validate import validate_raw_and_ema
@@ -238,6 +241,8 @@ def _train_trunk_steps(run: loop.Run, start: int, sums: LossSums, branches: list
     peak = peak_flops(run.device, run.cfg.peak_flops)
     run.wall_before, run.started = sums.wall_time, time.perf_counter()
     bar, interval = progress_bar(end, start, progress, desc="trunk"), loop.Interval()
+    log = ProgressLog(run.out.root / TRAIN_LOG, end, start, every=PROGRESS_EVERY, echo=False)
+    log.begin()  # TRUNK/train.log: what a run's own log says, for the trunk's steps
     validators: dict[str, Any] = {}
     run.net.train()
     for step in steps:
@@ -254,10 +259,12 @@ def _train_trunk_steps(run: loop.Run, start: int, sums: LossSums, branches: list
         interval.images += run.length.batch_size
         interval.seconds += time.perf_counter() - t_step
         bar.update(1)
+        log.update(step + 1, loss, run.length.batch_size)
         if (step + 1) % run.cfg.log_every == 0:
             loop.write_log_line(run, step + 1, sums, interval, lr, grad_norm, peak)
         _branch_at(run, step + 1, sums, branches, ckpt_every, (lr, grad_norm))
     bar.close()
+    log.end(f"trunk done at step {end}: {len(branches)} branch(es) served")
     del batches
 
 
