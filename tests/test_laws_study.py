@@ -175,8 +175,13 @@ def test_parametric_backtest_refits_approach_3_without_the_held_out_budget(laws)
     lo, hi = row["predicted_n_opt_ci90"]
     assert lo < row["predicted_n_opt"] < hi and row["n_opt_within_ci90"] is (lo <= row["actual_n_opt"] <= hi)
     view = LawsSummary.read(out / "laws.json")
-    assert view.parametric.backtest[0].predicted_loss == row["predicted_loss"]
-    assert "Approach 3 backtest" in render_html(laws, [], title="t")
+    assert view.parametric.backtest[0].predicted_loss == row["predicted_loss"] and row["loss_law"] == "parametric"
+    page = render_html(laws, [], title="t")
+    section = page.split("<h2>Approach 3 backtest")[1].split("<h2>")[0]
+    assert f"<td>Approach 3 L(N, D)</td><td>{row['predicted_loss']:.4f}</td>" in section
+    # a laws.json written before rows named their form (the committed quickstart's Approach 3 rows)
+    old = {**laws, "parametric": {**laws["parametric"], "backtest": [{k: v for k, v in row.items() if k != "loss_law"}]}}
+    assert "<td>Approach 3 L(N, D)</td>" in render_html(old, [], title="t").split("<h2>Approach 3 backtest")[1]
 
 
 def test_summary_view_and_report_show_the_new_outputs(laws):

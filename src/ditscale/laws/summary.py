@@ -227,10 +227,10 @@ class ResidualStructureSummary(_View):
 @dataclass(frozen=True)
 class PredictionSummary(_View):
     """The compute-optimal model at ``flops``: N (params), D (tokens and images), loss, nearest model
-    (Approach 3's prediction adds ``flops_6nd``, the target in 6ND FLOPs);
-    how far it extrapolates (``extrapolation`` = flops / ``largest_budget``), every fitted form at
-    the target (``forms``; ``loss_opt`` is that of ``loss_law``), the exponents' intervals in words, the residual-structure test, and
-    ``notes`` (e.g. a bootstrap that was redrawn)."""
+    (Approach 3's prediction adds ``flops_6nd``, the target in 6ND FLOPs); how far it extrapolates
+    (``extrapolation`` = flops / ``largest_budget``), every fitted form at the target (``forms``;
+    ``loss_opt`` is that of ``loss_law``), the exponents' intervals in words, the residual-structure
+    test, and ``notes`` (e.g. a bootstrap that was redrawn)."""
 
     flops: float | None = None
     flops_6nd: float | None = None
@@ -430,8 +430,8 @@ class LawsSummary(FitSummary):
     loss_law_of_record: str | None = None
     loss_bend: LossBendSummary | None = None
 
-    _nested = {**FitSummary._nested, "parametric": ParametricSummary, "loss_bend": LossBendSummary, "backtest_fit": FitSummary,
-               "prediction": PredictionSummary, "noise": NoiseSummary, "wall_time": WallTime,
+    _nested = {**FitSummary._nested, "parametric": ParametricSummary, "backtest_fit": FitSummary,
+               "loss_bend": LossBendSummary, "prediction": PredictionSummary, "noise": NoiseSummary, "wall_time": WallTime,
                "quality": QualitySummary, "residual_structure": ResidualStructureSummary,
                "provenance": ProvenanceSummary}
     _lists = {**FitSummary._lists, "backtest": BacktestSummary, "checks": CheckSummary, "exponents": ExponentSummary}

@@ -106,7 +106,8 @@ def _draw_budget(ax, n: np.ndarray, loss: np.ndarray, c: float, colour, is_held:
         n_at = opt.n_opt if opt else float(np.exp(np.log(n).mean()))
         yerr = error_bar(row.predicted_loss, row.predicted_ci90)
         ax.errorbar([n_at * 1.12], [row.predicted_loss], yerr=yerr, fmt="D", color="crimson", ms=6,
-                    capsize=3, zorder=5, label=f"backtest prediction ({row.relative_error:+.1%})")
+                    capsize=3, zorder=5,
+                    label=f"backtest prediction, {loss_law_name(row.loss_law)} ({row.relative_error:+.1%})")
 
 
 def _band(boot, law: str, cs: np.ndarray):

@@ -63,7 +63,8 @@ def render_html(laws: "dict | LawsSummary", figures: list[tuple[Path, str]], *, 
     if view.backtest:
         parts += _backtest_section(view.backtest)
     if view.parametric is not None and view.parametric.backtest:
-        parts += _backtest_section(view.parametric.backtest, "Approach 3 backtest: L(N, D) refitted without the held-out budget(s)")
+        parts += _backtest_section(view.parametric.backtest, "Approach 3 backtest: L(N, D) refitted without the held-out budget(s)",
+                                   form="parametric")
     parts += _laws_section(view)
     if view.quality is not None and view.quality.law is not None:
         parts += _quality_section(view.quality)
@@ -119,15 +120,16 @@ def _error(x: float | None) -> str:
     return "–" if x is None else f"<span class='{'ok' if abs(x) <= 0.02 else 'bad'}'>{x:+.2%}</span>"
 
 
-def _backtest_section(backtest: tuple[BacktestSummary, ...],
-                      title: str = "Backtest: refit without the held-out budget(s)") -> list[str]:
-    """Predicted vs actual L* (by the row's loss form) and N* of the held-out budgets; loss errors
-    within 2% and N* inside the predicted 90% interval in green; then every loss form's error."""
+def _backtest_section(backtest: tuple[BacktestSummary, ...], title: str = "Backtest: refit without the held-out budget(s)",
+                      form: str = "power") -> list[str]:
+    """Predicted vs actual L* (by the row's loss form; ``form`` for rows that name none) and N* of
+    the held-out budgets; loss errors within 2% and N* inside the predicted 90% interval in green;
+    then every loss form's error."""
     rows, forms = [], []
     for r in backtest:
         n_cls = {True: "ok", False: "bad"}.get(r.n_opt_within_ci90, "muted")
         n_act = "edge" if r.actual_n_opt is None and r.predicted_n_opt is not None else _num(r.actual_n_opt, ".4g")
-        rows.append([_num(r.flops, ".3g"), html.escape(loss_law_name(r.loss_law)), _num(r.predicted_loss, ".4f"),
+        rows.append([_num(r.flops, ".3g"), html.escape(loss_law_name(r.loss_law or form)), _num(r.predicted_loss, ".4f"),
                      _ci(r.predicted_ci90, ".4f"), _num(r.actual_loss, ".4f"), _error(r.relative_error),
                      _num(r.predicted_n_opt, ".4g"), _ci(r.predicted_n_opt_ci90), f"<span class='{n_cls}'>{n_act}</span>"])
         forms += [[_num(r.flops, ".3g"), html.escape(loss_law_name(k)), _num(f.predicted_loss, ".4f"),

@@ -209,6 +209,7 @@ def backtest_study(runs, spec: StudySpec, fit=None, draws: DrawStore | None = No
         par = _parametric_fit(sub, cfg, draws)
         if par is not None:
             forms["parametric"] = _backtest_rows(*par, full, held_flops, to_6nd=to_6nd)
+    forms = {name: [{**row, "loss_law": name} for row in rows] for name, rows in forms.items()}
     law = cfg.loss_law if cfg.loss_law in forms else "power"
     rows = [_record_row(i, forms, law) for i in range(len(held_flops))]
     return {"rows": rows, "forms": forms, "loss_law": law, "fit": refit.to_dict(boot),
