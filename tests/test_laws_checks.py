@@ -1,6 +1,7 @@
 """isoFLOP point checks (ditscale.laws.checks) on crafted grids sampled from a known
 L(N, D) = E + A/N^alpha + B/D^beta: a well-centred sweep raises nothing; an off-centre grid, a
-drifting-centre sweep, a near-duplicate size and an outlier each raise exactly their own check."""
+drifting-centre sweep, a near-duplicate size and an outlier each raise exactly their own check;
+minima that bend (a floor E, or a steepening loss) raise loss_bends under the pure power law."""
 
 from __future__ import annotations
 
