@@ -306,7 +306,7 @@ def grid_shape(n: int, h: int, w: int, nrow: int | None = None, padding: int = 2
                caption_px: int = 0) -> tuple[int, int]:
     """``(height, width)`` in pixels of the grid of ``n`` images of ``h x w`` (see :func:`make_grid`);
     a one-line :class:`ConfigError` when it exceeds :data:`MAX_GRID_PIXELS` (checked before any work)."""
-    cols = min(n, nrow or math.ceil(math.sqrt(n)))
+    cols = _columns(n, nrow)
     rows = math.ceil(n / cols)
     height = rows * (h * upscale + caption_px + padding) + padding
     width = cols * (w * upscale + padding) + padding
@@ -316,9 +316,14 @@ def grid_shape(n: int, h: int, w: int, nrow: int | None = None, padding: int = 2
     return height, width
 
 
+def _columns(n: int, nrow: int | None) -> int:
+    """Images per row of a grid of ``n``: ``nrow``, by default ``ceil(sqrt(n))``, never more than ``n``."""
+    return min(n, nrow or math.ceil(math.sqrt(n)))
+
+
 def _cells(n: int, h: int, w: int, nrow: int | None, padding: int, caption_px: int) -> list[tuple[int, int]]:
     """``(top, left)`` of each of ``n`` cells of ``h x w`` pixels (a caption band of ``caption_px`` under each)."""
-    cols = min(n, nrow or math.ceil(math.sqrt(n)))
+    cols = _columns(n, nrow)
     return [(padding + (i // cols) * (h + caption_px + padding), padding + (i % cols) * (w + padding))
             for i in range(n)]
 

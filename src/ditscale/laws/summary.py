@@ -150,18 +150,15 @@ class BacktestLoss(_View):
 
 
 @dataclass(frozen=True)
-class BacktestSummary(_View):
-    """One held-out budget: predicted vs actual compute-optimal loss, ``relative_error = (p - a) / a``,
-    and the refit's N_opt (params, with its 90% interval) vs the budget's own fitted N* (None when
-    that optimum is an edge or degenerate one). A study's rows of record name the form of their
-    loss (``loss_law``) and hold every form's loss in ``forms`` (power, saturating, parametric)."""
+class BacktestSummary(BacktestLoss):
+    """One held-out budget: predicted vs actual compute-optimal loss, ``relative_error = (p - a) / a``
+    (the fields of :class:`BacktestLoss`), and the refit's N_opt (params, with its 90% interval) vs
+    the budget's own fitted N* (None when that optimum is an edge or degenerate one). A study's rows
+    of record name the form of their loss (``loss_law``) and hold every form's loss in ``forms``
+    (power, saturating, parametric)."""
 
     flops: float | None = None
-    predicted_loss: float | None = None
     actual_loss: float | None = None
-    relative_error: float | None = None
-    predicted_ci90: Interval | None = None
-    within_ci90: bool | None = None
     predicted_n_opt: float | None = None
     predicted_n_opt_ci90: Interval | None = None
     actual_n_opt: float | None = None

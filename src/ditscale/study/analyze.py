@@ -227,24 +227,23 @@ def _record_row(i: int, forms: dict[str, list[dict]], law: str) -> dict:
     return row
 
 
-def parametric_summary(runs, cfg=None, target_flops: float | None = None, tpi: int | None = None,
-                       to_6nd: float = 1.0, draws: DrawStore | None = None) -> dict | None:
-    """Approach 3 (``L = E + A/N^alpha + B/D^beta``) as JSON, or None if it does not converge.
+def parametric_summary(fitted, runs, cfg=None, target_flops: float | None = None, tpi: int | None = None,
+                       to_6nd: float = 1.0) -> dict | None:
+    """Approach 3 (``L = E + A/N^alpha + B/D^beta``) as JSON, or None if it did not converge.
 
-    ``cfg`` (a :class:`~ditscale.laws.FitConfig`, the spec's ``laws``; default: its defaults) gives
-    the solver (``parametric_method``, ``delta``, ``top_k``) and the bootstrap (``cfg.resamples``
+    ``fitted``: :func:`_parametric_fit`'s ``(fit, Bootstrap or None)`` of ``runs``, or None. ``cfg``
+    (a :class:`~ditscale.laws.FitConfig`, the spec's ``laws``; default: its defaults) gave the
+    solver (``parametric_method``, ``delta``, ``top_k``) and the bootstrap (``cfg.resamples``
     resamples of whole runs, stratified by budget, seed ``cfg.seed``): intervals and standard
     errors of E, A, B, alpha, beta and of the implied N_opt / D_opt laws. With ``target_flops``,
     ``prediction`` holds the compute-optimal N, D (tokens, and images with ``tpi`` tokens per
     image) and loss there with 90% intervals. Approach 3 allocates compute as C = 6ND, so an exact
     FLOP target is first converted with ``to_6nd`` (6ND FLOPs per exact FLOP; :func:`six_nd_per_exact`);
-    the prediction keeps the exact target as ``flops`` and adds ``flops_6nd``. ``draws``: reuse
-    (and keep) the bootstrap there.
+    the prediction keeps the exact target as ``flops`` and adds ``flops_6nd``.
     """
     from ditscale.laws import FitConfig, predict
 
     cfg = cfg or FitConfig()
-    fitted = _parametric_fit(runs, cfg, draws)
     if fitted is None:
         return None
     fit, boot = fitted
@@ -305,35 +304,45 @@ def predict_study(out_dir: str | Path, flops: float, *, spec: StudySpec | None =
     ``fitted``: ``fit_study``'s result when already fitted; ``draws``: the bootstrap draws to use
     and keep (default: ``DIR/bootstrap.npz``'s, reporting redraws in ``notes``).
     """
-    from ditscale.laws import predict
-    from ditscale.laws.residuals import residual_structure
-
     if not (flops > 0 and math.isfinite(flops)):
         raise ConfigError(f"--flops must be a positive number of training FLOPs, got {flops}")
     spec = spec or load_study_spec(out_dir)
     stored = draws is None
     draws = load_draws(out_dir) if stored else draws
     runs, fit, boot, warns = fitted or fit_study(out_dir, spec, draws=draws)
+    to_6nd = six_nd_per_exact(StudyFolder(out_dir).read_runs_rows())
+    backtest = backtest_study(runs, spec, fit, draws, to_6nd)["rows"] if with_backtest else None
+    out = _prediction(spec, flops, (runs, fit, boot, warns), _parametric_fit(runs, spec.laws, draws), to_6nd, backtest)
+    note = draws_note(out_dir, draws) if stored else None
+    out["notes"] = [note] if note else []
+    return out
+
+
+def _prediction(spec: StudySpec, flops: float, fitted, parametric, to_6nd: float, backtest: list[dict] | None = None) -> dict:
+    """:func:`predict_study`'s answer from what is already fitted: ``fitted`` is :func:`fit_study`'s
+    ``(runs, fit, boot, warnings)``, ``parametric`` :func:`_parametric_fit`'s ``(fit, boot)`` or None,
+    ``backtest`` the rows to include (None: no ``backtest`` key); ``notes`` is left empty."""
+    from ditscale.laws import predict
+    from ditscale.laws.residuals import residual_structure
+
+    runs, fit, boot, warns = fitted
     base = base_model_config(spec)
     tpi = tokens_per_image(spec, base)
     members = family_members(spec, float(fit.params_law(flops)), base)
     pred = predict(fit, flops, boot=boot, tokens_per_image=tpi, family=[(m[0], m[1]) for m in members])
     out = {**pred.to_dict(), "nearest": _nearest(spec, base, members, pred.nearest[0]), "tokens_per_image": tpi}
-    par = _parametric_fit(runs, spec.laws, draws)
-    to_6nd = six_nd_per_exact(StudyFolder(out_dir).read_runs_rows())
-    out["forms"] = prediction_forms(fit, boot, par, flops, to_6nd)
+    out["forms"] = prediction_forms(fit, boot, parametric, flops, to_6nd)
     by_form = {f["form"]: f for f in out["forms"]}
     out["loss_law"] = spec.laws.loss_law if spec.laws.loss_law in by_form else "power"
     out["loss_opt"] = by_form[out["loss_law"]]["loss_opt"]
-    out["exponents"] = exponent_checks(fit, boot, par)
+    out["exponents"] = exponent_checks(fit, boot, parametric)
     out["residual_structure"] = residual_structure(runs, spec.laws.budget_rtol).to_dict()
-    if with_backtest:
-        out["backtest"] = backtest_study(runs, spec, fit, draws, to_6nd)["rows"]
+    if backtest is not None:
+        out["backtest"] = backtest
     out["warnings"] = list(warns) + [e["message"] for e in out["exponents"] if e["message"]] + list(pred.warnings)
     if out["loss_law"] != spec.laws.loss_law:
         out["warnings"].append(loss_law_fallback(spec.laws.loss_law))
-    note = draws_note(out_dir, draws) if stored else None
-    out["notes"] = [note] if note else []
+    out["notes"] = []
     return out
 
 
@@ -485,13 +494,13 @@ def analyze_study(out_dir: str | Path, spec: StudySpec | None = None, *, report:
     held = {row["flops"] for row in bt["rows"]}
     for b in laws["budgets"]:
         b["held_out"] = b["flops"] in held
-    laws["parametric"] = parametric_summary(runs, spec.laws, spec.target_flops, tokens_per_image(spec), to_6nd, draws)
+    par = _parametric_fit(runs, spec.laws, draws)  # one Approach 3 fit for its summary and the prediction
+    laws["parametric"] = parametric_summary(par, runs, spec.laws, spec.target_flops, tokens_per_image(spec), to_6nd)
     if laws["parametric"] is not None:
         laws["parametric"]["backtest"] = bt["forms"].get("parametric", [])
     laws["backtest"] = bt["rows"]
     laws["backtest_fit"] = bt["fit"]
-    laws["prediction"] = predict_study(folder.root, spec.target_flops, spec=spec, fitted=(runs, fit, boot, warns),
-                                       with_backtest=False, draws=draws)
+    laws["prediction"] = _prediction(spec, spec.target_flops, (runs, fit, boot, warns), par, to_6nd)
     laws["exponents"] = laws["prediction"]["exponents"]
     laws["residual_structure"] = laws["prediction"]["residual_structure"]
     laws["noise"] = noise_summary(runs)
