@@ -48,10 +48,9 @@ from ditscale.models.kernels import attention_path, explicit_attention, retain_f
 # (batch, heads, tokens, head_dim). Tokens = image tokens + 2 condition tokens of the in-context
 # design (16, 32, 64, 128, 256 image tokens).
 TOKENS = (18, 34, 66, 130, 258)
-DEFAULT_SHAPES = (
-    [(16, 4, t, d) for t in TOKENS for d in (4, 16, 32, 64)]
-    + [(b, h, t, d) for b, h in ((8, 1), (8, 8), (64, 2), (64, 16)) for t in (66, 130, 258) for d in (32, 64)]
-)
+DEFAULT_SHAPES = [(16, 4, t, d) for t in TOKENS for d in (4, 16, 32, 64)] + [
+    (b, h, t, d) for b, h in ((8, 1), (8, 8), (64, 2), (64, 16)) for t in (66, 130, 258) for d in (32, 64)
+]
 
 
 def _flash(q, k, v):
@@ -93,7 +92,10 @@ def bench_shape(shape: tuple[int, int, int, int], rounds: int, backward: bool = 
     fastest = min(seconds, key=seconds.get)
     picked = "explicit" if attention_path(b, h, t, t, "cpu", torch.float32, backward) == "explicit" else "flash"
     return {
-        "batch": b, "heads": h, "tokens": t, "head_dim": d,
+        "batch": b,
+        "heads": h,
+        "tokens": t,
+        "head_dim": d,
         "flops": (3 if backward else 1) * 2 * 2 * b * h * t * t * d,
         "seconds": seconds,
         "fastest": fastest,
@@ -126,31 +128,46 @@ def main() -> None:
     peak = max(peak, matmul_peak())
     for r in rows:
         r["fraction_of_peak"] = {name: r["flops"] / s / peak for name, s in r["seconds"].items()}
-    meta = {"peak_matmul_flops_per_s": peak, "threads": torch.get_num_threads(),
-            "forward_only": args.forward_only,
-            "load_average": [load0, load_average()], "torch": torch.__version__}
+    meta = {
+        "peak_matmul_flops_per_s": peak,
+        "threads": torch.get_num_threads(),
+        "forward_only": args.forward_only,
+        "load_average": [load0, load_average()],
+        "torch": torch.__version__,
+    }
     if args.json:
         print(json.dumps({**meta, "rows": rows}, indent=2))
         return
-    print(f"{'forward only' if args.forward_only else 'forward+backward'}; CPU fp32, {meta['threads']} threads, "
-          f"torch {torch.__version__}; matmul peak {peak / 1e9:.1f} GFLOP/s; "
-          f"load average {load0:.2f} -> {meta['load_average'][1]:.2f}")
+    print(
+        f"{'forward only' if args.forward_only else 'forward+backward'}; CPU fp32, {meta['threads']} threads, "
+        f"torch {torch.__version__}; matmul peak {peak / 1e9:.1f} GFLOP/s; "
+        f"load average {load0:.2f} -> {meta['load_average'][1]:.2f}"
+    )
     names = list(PATHS)
-    print("| B | H | T | d | " + " | ".join(f"{n} ms" for n in names) + " | "
-          + " | ".join(f"{n} /peak" for n in names) + " | fastest | rule | rule / fastest | speed-up vs flash |")
+    print(
+        "| B | H | T | d | "
+        + " | ".join(f"{n} ms" for n in names)
+        + " | "
+        + " | ".join(f"{n} /peak" for n in names)
+        + " | fastest | rule | rule / fastest | speed-up vs flash |"
+    )
     print("|" + "---:|" * (4 + 2 * len(names)) + "---|---|---:|---:|")
     for r in rows:
         ms = " | ".join(f"{1e3 * r['seconds'][n]:.2f}" for n in names)
         fr = " | ".join(f"{r['fraction_of_peak'][n]:.3f}" for n in names)
-        print(f"| {r['batch']} | {r['heads']} | {r['tokens']} | {r['head_dim']} | {ms} | {fr} | {r['fastest']} | "
-              f"{r['picked']} | {r['picked_over_fastest']:.2f} | {r['flash_over_picked']:.2f}x |")
+        print(
+            f"| {r['batch']} | {r['heads']} | {r['tokens']} | {r['head_dim']} | {ms} | {fr} | {r['fastest']} | "
+            f"{r['picked']} | {r['picked_over_fastest']:.2f} | {r['flash_over_picked']:.2f}x |"
+        )
     explicit = [r for r in rows if r["picked"] == "explicit"]
     gmean = lambda xs: math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else float("nan")  # noqa: E731
-    print(f"\nrule / fastest: geometric mean {gmean([r['picked_over_fastest'] for r in rows]):.3f}, worst "
-          f"{max(r['picked_over_fastest'] for r in rows):.2f}; on the {len(explicit)} shapes the rule sends to the "
-          f"explicit path, flash / explicit: geometric mean {gmean([r['flash_over_picked'] for r in explicit]):.3f}, "
-          f"range {min((r['flash_over_picked'] for r in explicit), default=float('nan')):.2f}-"
-          f"{max((r['flash_over_picked'] for r in explicit), default=float('nan')):.2f}")
+    print(
+        f"\nrule / fastest: geometric mean {gmean([r['picked_over_fastest'] for r in rows]):.3f}, worst "
+        f"{max(r['picked_over_fastest'] for r in rows):.2f}; on the {len(explicit)} shapes the rule sends to the "
+        f"explicit path, flash / explicit: geometric mean {gmean([r['flash_over_picked'] for r in explicit]):.3f}, "
+        f"range {min((r['flash_over_picked'] for r in explicit), default=float('nan')):.2f}-"
+        f"{max((r['flash_over_picked'] for r in explicit), default=float('nan')):.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -44,8 +44,10 @@ def matmul_peak(n: int, dtype_name: str, repeats: int) -> dict:
     saved = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = dtype_name == "tf32"
     try:
-        pairs = [(torch.randn(n, n, device="cuda", dtype=dtype), torch.randn(n, n, device="cuda", dtype=dtype))
-                 for _ in range(3)]
+        pairs = [
+            (torch.randn(n, n, device="cuda", dtype=dtype), torch.randn(n, n, device="cuda", dtype=dtype))
+            for _ in range(3)
+        ]
         c = torch.empty(n, n, device="cuda", dtype=dtype)
         i = [0]
 
@@ -63,9 +65,16 @@ def matmul_peak(n: int, dtype_name: str, repeats: int) -> dict:
     finally:
         torch.backends.cuda.matmul.allow_tf32 = saved
     flops = 2.0 * n**3
-    return {"dtype": dtype_name, "n": n, "median_ms": statistics.median(ms), "min_ms": min(ms),
-            "median_tflops": flops / statistics.median(ms) / 1e9, "best_tflops": flops / min(ms) / 1e9,
-            "rel_err_vs_fp64": rel, "repeats": repeats}
+    return {
+        "dtype": dtype_name,
+        "n": n,
+        "median_ms": statistics.median(ms),
+        "min_ms": min(ms),
+        "median_tflops": flops / statistics.median(ms) / 1e9,
+        "best_tflops": flops / min(ms) / 1e9,
+        "rel_err_vs_fp64": rel,
+        "repeats": repeats,
+    }
 
 
 def copy_bandwidth(mbytes: int, repeats: int) -> dict:
@@ -73,8 +82,12 @@ def copy_bandwidth(mbytes: int, repeats: int) -> dict:
     dst = torch.empty_like(src)
     ms = time_ms(lambda: dst.copy_(src), repeats)
     moved = 2 * src.numel() * 4
-    return {"bytes_moved": moved, "median_ms": statistics.median(ms),
-            "median_tb_per_s": moved / statistics.median(ms) / 1e9, "best_tb_per_s": moved / min(ms) / 1e9}
+    return {
+        "bytes_moved": moved,
+        "median_ms": statistics.median(ms),
+        "median_tb_per_s": moved / statistics.median(ms) / 1e9,
+        "best_tb_per_s": moved / min(ms) / 1e9,
+    }
 
 
 def main() -> None:
@@ -86,23 +99,34 @@ def main() -> None:
     p.add_argument("--json", default=None, help="also write the results to this file")
     args = p.parse_args()
     props = torch.cuda.get_device_properties(0)
-    info = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "cuda": torch.version.cuda,
-            "sms": props.multi_processor_count, "memory_gib": props.total_memory / 2**30}
+    info = {
+        "device": torch.cuda.get_device_name(0),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "sms": props.multi_processor_count,
+        "memory_gib": props.total_memory / 2**30,
+    }
     rows = [matmul_peak(args.n, d, args.repeats) for d in args.dtypes]
     copy = copy_bandwidth(args.copy_mb, args.repeats)
     result = {**info, "matmul": rows, "copy": copy}
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(result, fh, indent=2)
-    print(f"{info['device']}, torch {info['torch']} (CUDA {info['cuda']}), {info['sms']} SMs, "
-          f"{info['memory_gib']:.1f} GiB")
+    print(
+        f"{info['device']}, torch {info['torch']} (CUDA {info['cuda']}), {info['sms']} SMs, "
+        f"{info['memory_gib']:.1f} GiB"
+    )
     print(f"| dtype | n | median ms | median TFLOP/s | best TFLOP/s | rel. error vs fp64 |")
     print(f"|---|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['dtype']} | {r['n']} | {r['median_ms']:.3f} | {r['median_tflops']:.1f} | {r['best_tflops']:.1f} | "
-              f"{r['rel_err_vs_fp64']:.1e} |")
-    print(f"device-to-device copy ({args.copy_mb} MiB, read + write): median {copy['median_tb_per_s']:.2f} TB/s, "
-          f"best {copy['best_tb_per_s']:.2f} TB/s")
+        print(
+            f"| {r['dtype']} | {r['n']} | {r['median_ms']:.3f} | {r['median_tflops']:.1f} | {r['best_tflops']:.1f} | "
+            f"{r['rel_err_vs_fp64']:.1e} |"
+        )
+    print(
+        f"device-to-device copy ({args.copy_mb} MiB, read + write): median {copy['median_tb_per_s']:.2f} TB/s, "
+        f"best {copy['best_tb_per_s']:.2f} TB/s"
+    )
 
 
 if __name__ == "__main__":

@@ -54,20 +54,37 @@ def inception_case(device: str, n: int, batch_size: int) -> dict:
     t1 = time.perf_counter()
     mu, sigma = feature_statistics(feats["pool"])
     fd = frechet_distance(mu, sigma, mu + 0.01, sigma)
-    return {"case": "inception", "images": n, "batch_size": batch_size, "images_per_s": n / seconds,
-            "stats_and_fd_cpu_s": time.perf_counter() - t1, "fd_check": fd}
+    return {
+        "case": "inception",
+        "images": n,
+        "batch_size": batch_size,
+        "images_per_s": n / seconds,
+        "stats_and_fd_cpu_s": time.perf_counter() - t1,
+        "fd_check": fd,
+    }
 
 
 def sample_case(device: str, n: int, steps: int, bf16: bool, name: str = "DiT-XL/2") -> dict:
     torch.manual_seed(0)
     model = create_model(name, input_size=32).to(device)
     diffusion = create_diffusion({"learn_sigma": True})
-    ctx = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 and device.startswith("cuda") else contextlib.nullcontext()
+    ctx = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if bf16 and device.startswith("cuda") else contextlib.nullcontext()
+    )
 
     def run():
         with ctx:
-            return sample_latents(model, diffusion, num_images=n, sampler="ddim", steps=steps, cfg_scale=4.0,
-                                  device=device, progress=False, batch_size=n)
+            return sample_latents(
+                model,
+                diffusion,
+                num_images=n,
+                sampler="ddim",
+                steps=steps,
+                cfg_scale=4.0,
+                device=device,
+                progress=False,
+                batch_size=n,
+            )
 
     run()  # warm-up
     _sync(device)
@@ -76,14 +93,31 @@ def sample_case(device: str, n: int, steps: int, bf16: bool, name: str = "DiT-XL
     _sync(device)
     seconds = time.perf_counter() - t0
     flops = 2 * forward_macs(model.config).total * 2 * steps * n  # 2 FLOPs/MAC, doubled guidance batch
-    return {"case": f"sample-{'bf16' if bf16 else 'fp32'}", "model": name, "images": n, "steps": steps,
-            "images_per_s": n / seconds, "model_tflops": flops / seconds / 1e12, "finite": bool(torch.isfinite(x).all())}
+    return {
+        "case": f"sample-{'bf16' if bf16 else 'fp32'}",
+        "model": name,
+        "images": n,
+        "steps": steps,
+        "images_per_s": n / seconds,
+        "model_tflops": flops / seconds / 1e12,
+        "finite": bool(torch.isfinite(x).all()),
+    }
 
 
 def split_case(device: str) -> dict:
     torch.manual_seed(0)
-    model = create_model({"input_size": 8, "in_channels": 3, "patch_size": 2, "hidden_size": 64, "depth": 2,
-                          "num_heads": 2, "num_classes": 6, "learn_sigma": False}).to(device)
+    model = create_model(
+        {
+            "input_size": 8,
+            "in_channels": 3,
+            "patch_size": 2,
+            "hidden_size": 64,
+            "depth": 2,
+            "num_heads": 2,
+            "num_classes": 6,
+            "learn_sigma": False,
+        }
+    ).to(device)
     diffusion = create_diffusion({"kind": "flow"})
     kw = dict(num_samples=40, seed=3, steps=4, chunk_size=16, batch_size=8, device=device, progress=False)
     with tempfile.TemporaryDirectory() as tmp:
@@ -110,10 +144,12 @@ def main() -> None:
         args.model = "DiT-S/8"
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
     print(json.dumps({"device": name, "torch": torch.__version__}), flush=True)
-    for case in (lambda: inception_case(args.device, args.images, args.batch_size),
-                 lambda: sample_case(args.device, args.sample_images, args.steps, bf16=False, name=args.model),
-                 lambda: sample_case(args.device, args.sample_images, args.steps, bf16=True, name=args.model),
-                 lambda: split_case(args.device)):
+    for case in (
+        lambda: inception_case(args.device, args.images, args.batch_size),
+        lambda: sample_case(args.device, args.sample_images, args.steps, bf16=False, name=args.model),
+        lambda: sample_case(args.device, args.sample_images, args.steps, bf16=True, name=args.model),
+        lambda: split_case(args.device),
+    ):
         print(json.dumps(case()), flush=True)
 
 

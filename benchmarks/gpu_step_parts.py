@@ -85,8 +85,13 @@ def main() -> None:
     ema = EMA(model, 0.9999)
     rows.append(("EMA.update (foreach mul + add)", median_ms(lambda: ema.update(model), args.iters, dev), floor_ms(3)))
     e_list, p_list = list(ema.params.values()), [q.detach() for q in model.parameters()]
-    rows.append(("EMA as one _foreach_lerp_", median_ms(lambda: torch._foreach_lerp_(e_list, p_list, 1e-4), args.iters, dev),
-                 floor_ms(3)))
+    rows.append(
+        (
+            "EMA as one _foreach_lerp_",
+            median_ms(lambda: torch._foreach_lerp_(e_list, p_list, 1e-4), args.iters, dev),
+            floor_ms(3),
+        )
+    )
     diffusion = create_diffusion(DiffusionConfig(kind="gaussian", learn_sigma=True))
     b, step = args.batch_size, [0]
 
@@ -99,8 +104,10 @@ def main() -> None:
         return t, noise, drop
 
     rows.append((f"per-step draws + copy (batch {b}, host)", median_ms(draws, args.iters, dev), float("nan")))
-    print(f"{torch.cuda.get_device_name(0) if dev == 'cuda' else 'cpu'}, torch {torch.__version__}; {args.model}: "
-          f"{n / 1e6:.1f} M trainable parameters ({gb:.2f} GB fp32)")
+    print(
+        f"{torch.cuda.get_device_name(0) if dev == 'cuda' else 'cpu'}, torch {torch.__version__}; {args.model}: "
+        f"{n / 1e6:.1f} M trainable parameters ({gb:.2f} GB fp32)"
+    )
     print("| part | median ms | byte floor ms |")
     print("|---|---:|---:|")
     for name, ms, fl in rows:

@@ -64,8 +64,9 @@ VAE_SCALE = 0.18215
 
 
 # ------------------------------------------------------------------------------------------ the store
-def write_random_store(root: Path, count: int, val_count: int, *, num_classes: int = 1000, shard_size: int = 4096,
-                       seed: int = 0) -> Path:
+def write_random_store(
+    root: Path, count: int, val_count: int, *, num_classes: int = 1000, shard_size: int = 4096, seed: int = 0
+) -> Path:
     """A finished latent store of ``count + val_count`` random posteriors (mean ~ N(0, 5.5^2), std
     in [0.01, 0.1]: raw SD-VAE latents have a standard deviation of about 5.5) in ``root``.
 
@@ -78,10 +79,19 @@ def write_random_store(root: Path, count: int, val_count: int, *, num_classes: i
     rng = np.random.default_rng(seed)
     total = count + val_count
     plan = {
-        "format": "ditscale-latents", "version": 1, "vae": "random (benchmarks/gpu_train.py)", "scale": VAE_SCALE,
-        "dtype": "float16", "shape": list(SHAPE), "image_size": 256, "count": total,
-        "splits": {"train": count, "val": val_count}, "shard_size": shard_size, "num_classes": num_classes,
-        "has_captions": False, "source": {"name": "random"},
+        "format": "ditscale-latents",
+        "version": 1,
+        "vae": "random (benchmarks/gpu_train.py)",
+        "scale": VAE_SCALE,
+        "dtype": "float16",
+        "shape": list(SHAPE),
+        "image_size": 256,
+        "count": total,
+        "splits": {"train": count, "val": val_count},
+        "shard_size": shard_size,
+        "num_classes": num_classes,
+        "has_captions": False,
+        "source": {"name": "random"},
     }
     atomic_write_json(tmp / "plan.json", plan)
     shards = []
@@ -94,8 +104,14 @@ def write_random_store(root: Path, count: int, val_count: int, *, num_classes: i
         arr[:, 0, 1], arr[:, 1, 1] = std, std[..., ::-1]
         name = f"shard-{s:05d}"
         np.save(tmp / f"{name}.npy", arr)
-        record = {"file": f"{name}.npy", "start": start, "count": n, "sha256": sha256_file(tmp / f"{name}.npy"),
-                  "labels": rng.integers(0, num_classes, n).tolist(), "captions": None}
+        record = {
+            "file": f"{name}.npy",
+            "start": start,
+            "count": n,
+            "sha256": sha256_file(tmp / f"{name}.npy"),
+            "labels": rng.integers(0, num_classes, n).tolist(),
+            "captions": None,
+        }
         atomic_write_json(tmp / f"{name}.json", record, indent=None)
         shards.append({k: record[k] for k in ("file", "start", "count", "sha256")})
     atomic_write_json(tmp / "meta.json", dict(plan, shards=shards))
@@ -146,11 +162,21 @@ def world() -> int:
 def case_config(args, model: str, compile_: bool, store: Path, steps: int, extra: list[str]):
     log_every = args.log_every or max(1, steps // 5)
     overrides = [
-        f"model.name={model}", f"data.path={store}", f"data.num_workers={args.num_workers}",
-        f"batch_size={args.batch_size}", f"max_steps={steps}", f"log_every={log_every}",
-        "val.every=0", "ckpt_every=0", f"val.num_images={args.val_images}", "val.num_timesteps=8",
-        "val.buckets=4", f"val.batch_size={max(8, args.val_images * 8)}",
-        f"precision={args.precision}", f"compile={'true' if compile_ else 'false'}", f"device={args.device}",
+        f"model.name={model}",
+        f"data.path={store}",
+        f"data.num_workers={args.num_workers}",
+        f"batch_size={args.batch_size}",
+        f"max_steps={steps}",
+        f"log_every={log_every}",
+        "val.every=0",
+        "ckpt_every=0",
+        f"val.num_images={args.val_images}",
+        "val.num_timesteps=8",
+        "val.buckets=4",
+        f"val.batch_size={max(8, args.val_images * 8)}",
+        f"precision={args.precision}",
+        f"compile={'true' if compile_ else 'false'}",
+        f"device={args.device}",
         f"fsdp={'true' if args.fsdp else 'false'}",
     ]
     return load_train_config("dit-s2", overrides + list(args.override) + extra)
@@ -170,15 +196,27 @@ def run_case(args, model: str, compile_: bool, store: Path, root: Path, peak: fl
     cuda = args.device == "cuda" and torch.cuda.is_available()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    row = {"case": tag, "model": model, "batch_size": args.batch_size, "precision": args.precision,
-           "compile": compile_, "world": world(), "fsdp": args.fsdp, "steps": args.steps,
-           "pg_backend": args.pg_backend}
+    row = {
+        "case": tag,
+        "model": model,
+        "batch_size": args.batch_size,
+        "precision": args.precision,
+        "compile": compile_,
+        "world": world(),
+        "fsdp": args.fsdp,
+        "steps": args.steps,
+        "pg_backend": args.pg_backend,
+    }
     t0 = time.perf_counter()
     try:
         result = train(cfg, out, progress=False)
     except Exception as err:  # a failure is a result: record it and go on with the next case
-        row.update(status="failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc(),
-                   wall_s=time.perf_counter() - t0)
+        row.update(
+            status="failed",
+            error=f"{type(err).__name__}: {err}",
+            traceback=traceback.format_exc(),
+            wall_s=time.perf_counter() - t0,
+        )
         print(f"[rank {rank()}] case {tag} FAILED: {row['error']}", flush=True)
         print(row["traceback"], flush=True)
         return row
@@ -192,13 +230,19 @@ def run_case(args, model: str, compile_: bool, store: Path, root: Path, peak: fl
     ips = statistics.mean(timed)
     tflops = ips * 6 * macs / 1e12
     row.update(
-        status="ok", forward_gmacs=macs / 1e9, intervals=len(timed), images_per_s=ips,
-        images_per_s_intervals=rates, step_s=args.batch_size / ips, model_tflops=tflops,
+        status="ok",
+        forward_gmacs=macs / 1e9,
+        intervals=len(timed),
+        images_per_s=ips,
+        images_per_s_intervals=rates,
+        step_s=args.batch_size / ips,
+        model_tflops=tflops,
         frac_measured_peak=(tflops * 1e12 / (peak * world())) if peak else None,
         mfu_nominal=tflops / (args.nominal_tflops * world()),
         loop_mfu_field=statistics.mean([m for m in mfus[1:] or mfus if m is not None]) if any(mfus) else None,
         peak_mem_gib=torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
-        train_loss=result.get("train_loss"), val_loss=result.get("val_loss"),
+        train_loss=result.get("train_loss"),
+        val_loss=result.get("val_loss"),
         checkpoint_written=bool(result.get("checkpoint")),
     )
     if not args.keep:
@@ -231,11 +275,16 @@ def resume_check(args, model: str, store: Path, root: Path) -> dict:
         return max(float((w[a][key].double() - w[b][key].double()).abs().max()) for key in w[a])
 
     metrics = {k: [json.loads(line) for line in (outs[k] / "metrics.jsonl").read_text().splitlines()] for k in outs}
-    out = {"status": "ok", "model": model, "steps": n, "resumed_at": half,
-           "max_abs_diff_full_a_vs_full_b": max_diff("full_a", "full_b"),
-           "max_abs_diff_full_a_vs_split": max_diff("full_a", "split"),
-           "val_loss": {k: r.get("val_loss") for k, r in res.items()},
-           "logged_train_loss": {k: [m.get("train_loss") for m in metrics[k] if "train_loss" in m] for k in outs}}
+    out = {
+        "status": "ok",
+        "model": model,
+        "steps": n,
+        "resumed_at": half,
+        "max_abs_diff_full_a_vs_full_b": max_diff("full_a", "full_b"),
+        "max_abs_diff_full_a_vs_split": max_diff("full_a", "split"),
+        "val_loss": {k: r.get("val_loss") for k, r in res.items()},
+        "logged_train_loss": {k: [m.get("train_loss") for m in metrics[k] if "train_loss" in m] for k in outs},
+    }
     if not args.keep:
         for o in outs.values():
             shutil.rmtree(o, ignore_errors=True)
@@ -265,8 +314,12 @@ def main() -> None:
     p.add_argument("--count", type=int, default=4096, help="train items in the synthetic store")
     p.add_argument("--val-images", type=int, default=8)
     p.add_argument("--fsdp", action="store_true")
-    p.add_argument("--pg-backend", choices=["none", "nccl", "gloo"], default="none",
-                   help="initialise the process group here (before train) under torchrun")
+    p.add_argument(
+        "--pg-backend",
+        choices=["none", "nccl", "gloo"],
+        default="none",
+        help="initialise the process group here (before train) under torchrun",
+    )
     p.add_argument("--peak-tflops", type=float, default=None, help="measured bf16 peak (default: measure here)")
     p.add_argument("--nominal-tflops", type=float, default=989.0, help="datasheet dense bf16 peak (H100 SXM: 989)")
     p.add_argument("--root", default=None, help="folder for the store and run folders (default /dev/shm or tmp)")
@@ -275,9 +328,12 @@ def main() -> None:
     p.add_argument("--keep", action="store_true", help="keep the run folders")
     p.add_argument("--override", nargs="*", default=[], help="extra dotted config overrides for every case")
     p.add_argument("--json", default=None, help="write all rows to this file (rank 0)")
-    p.add_argument("--dry-run", action="store_true",
-                   help="check the code path on a CPU in seconds (DiT-S/8, batch 4, 4 steps, 32 items, no compile, "
-                   "a resume check, a private temporary root); tests/test_benchmarks.py runs it so the script cannot rot")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the code path on a CPU in seconds (DiT-S/8, batch 4, 4 steps, 32 items, no compile, "
+        "a resume check, a private temporary root); tests/test_benchmarks.py runs it so the script cannot rot",
+    )
     args = p.parse_args()
     if args.dry_run:
         dry_run_settings(args)
@@ -290,8 +346,10 @@ def main() -> None:
         dist.init_process_group(backend=args.pg_backend)
         probe = torch.ones(1, device=args.device if args.device == "cuda" else "cpu")
         dist.all_reduce(probe)  # the group works at all: sum of ones = world size
-        print(f"[rank {rank()}] {args.pg_backend} process group up: all_reduce(1) = {probe.item():.0f} "
-              f"(world {world()})", flush=True)
+        print(
+            f"[rank {rank()}] {args.pg_backend} process group up: all_reduce(1) = {probe.item():.0f} (world {world()})",
+            flush=True,
+        )
     shm = Path("/dev/shm")  # tmpfs: the final checkpoint of DiT-XL/2 (~11 GB with AdamW state) is written fast
     use_shm = shm.is_dir() and shutil.disk_usage(shm).free > 40 * 2**30
     root = Path(args.root) if args.root else (shm if use_shm else Path(tempfile.gettempdir())) / "ditscale_gpu_train"
@@ -320,35 +378,52 @@ def main() -> None:
                 torch.cuda.empty_cache()
             if rank() == 0 and rows[-1].get("status") == "ok":
                 r = rows[-1]
-                print(f"[{r['case']}] {r['images_per_s']:.1f} img/s, {r['model_tflops']:.1f} TFLOP/s, "
-                      f"wall {r['wall_s']:.1f} s, intervals {[round(x, 1) for x in r['images_per_s_intervals']]}",
-                      flush=True)
+                print(
+                    f"[{r['case']}] {r['images_per_s']:.1f} img/s, {r['model_tflops']:.1f} TFLOP/s, "
+                    f"wall {r['wall_s']:.1f} s, intervals {[round(x, 1) for x in r['images_per_s_intervals']]}",
+                    flush=True,
+                )
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
     if rank() != 0:
         return
-    summary = {"device": device_name, "torch": torch.__version__, "world": world(), "pg_backend": args.pg_backend,
-               "measured_bf16_peak_tflops": peak / 1e12 if peak else None, "nominal_tflops": args.nominal_tflops,
-               "rows": rows, **extra}
+    summary = {
+        "device": device_name,
+        "torch": torch.__version__,
+        "world": world(),
+        "pg_backend": args.pg_backend,
+        "measured_bf16_peak_tflops": peak / 1e12 if peak else None,
+        "nominal_tflops": args.nominal_tflops,
+        "rows": rows,
+        **extra,
+    }
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))
-    print(f"{device_name}, torch {torch.__version__}, world {world()}"
-          + (f", measured bf16 peak {peak / 1e12:.1f} TFLOP/s" if peak else ""))
-    print("| config | batch | dtype | compile | world | images/s | model TFLOP/s | frac. of measured bf16 peak | "
-          "MFU vs nominal | peak mem GiB | wall s |")
+    print(
+        f"{device_name}, torch {torch.__version__}, world {world()}"
+        + (f", measured bf16 peak {peak / 1e12:.1f} TFLOP/s" if peak else "")
+    )
+    print(
+        "| config | batch | dtype | compile | world | images/s | model TFLOP/s | frac. of measured bf16 peak | "
+        "MFU vs nominal | peak mem GiB | wall s |"
+    )
     print("|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         if r.get("status") != "ok":
-            print(f"| {r['model']} | {r['batch_size']} | {r['precision']} | {r['compile']} | {r['world']} | "
-                  f"FAILED: {r.get('error', '')[:120]} |")
+            print(
+                f"| {r['model']} | {r['batch_size']} | {r['precision']} | {r['compile']} | {r['world']} | "
+                f"FAILED: {r.get('error', '')[:120]} |"
+            )
             continue
         frac = f"{r['frac_measured_peak']:.3f}" if r["frac_measured_peak"] is not None else "-"
         mem = f"{r['peak_mem_gib']:.1f}" if r["peak_mem_gib"] is not None else "-"
-        print(f"| {r['model']} | {r['batch_size']} | {r['precision']} | {r['compile']} | {r['world']} | "
-              f"{r['images_per_s']:.1f} | {r['model_tflops']:.1f} | {frac} | {r['mfu_nominal']:.3f} | {mem} | "
-              f"{r['wall_s']:.1f} |")
+        print(
+            f"| {r['model']} | {r['batch_size']} | {r['precision']} | {r['compile']} | {r['world']} | "
+            f"{r['images_per_s']:.1f} | {r['model_tflops']:.1f} | {frac} | {r['mfu_nominal']:.3f} | {mem} | "
+            f"{r['wall_s']:.1f} |"
+        )
 
 
 if __name__ == "__main__":

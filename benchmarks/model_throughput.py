@@ -32,8 +32,19 @@ from ditscale.models.config import resolve_config
 
 DEFAULT_CONFIGS = [
     # (label, model, overrides)
-    ("tiny pixel (32px, p4, d4, w128)", {"input_size": 32, "patch_size": 4, "in_channels": 3, "hidden_size": 128,
-                                         "depth": 4, "num_heads": 4, "num_classes": 10}, {}),
+    (
+        "tiny pixel (32px, p4, d4, w128)",
+        {
+            "input_size": 32,
+            "patch_size": 4,
+            "in_channels": 3,
+            "hidden_size": 128,
+            "depth": 4,
+            "num_heads": 4,
+            "num_classes": 10,
+        },
+        {},
+    ),
     ("DiT-S/8 latent 32", "DiT-S/8", {"input_size": 32}),
     ("DiT-S/4 latent 32", "DiT-S/4", {"input_size": 32}),
     ("DiT-S/2 latent 32", "DiT-S/2", {"input_size": 32}),
@@ -121,8 +132,15 @@ def main() -> None:
     peak_before = measure_matmul_peak(device=args.device, dtype=dtype)
     rows = []
     for label, spec, overrides in configs:
-        r = bench_config(spec, overrides, batch_size=args.batch_size, iters=args.iters, device=args.device,
-                         dtype=dtype, compile=args.compile)
+        r = bench_config(
+            spec,
+            overrides,
+            batch_size=args.batch_size,
+            iters=args.iters,
+            device=args.device,
+            dtype=dtype,
+            compile=args.compile,
+        )
         r["config"] = label
         rows.append(r)
     # The peak is taken before and after the configs and the higher one kept: a single short
@@ -131,16 +149,30 @@ def main() -> None:
     for r in rows:
         r["fraction_of_peak"] = r["model_flops_per_s"] / peak
     if args.json:
-        print(json.dumps({"peak_matmul_flops_per_s": peak, "device": args.device, "dtype": args.dtype,
-                          "threads": torch.get_num_threads(), "rows": rows}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "peak_matmul_flops_per_s": peak,
+                    "device": args.device,
+                    "dtype": args.dtype,
+                    "threads": torch.get_num_threads(),
+                    "rows": rows,
+                },
+                indent=2,
+            )
+        )
         return
-    print(f"device {args.device}, {args.dtype}, {torch.get_num_threads()} threads; "
-          f"measured matmul peak {peak / 1e9:.1f} GFLOP/s")
+    print(
+        f"device {args.device}, {args.dtype}, {torch.get_num_threads()} threads; "
+        f"measured matmul peak {peak / 1e9:.1f} GFLOP/s"
+    )
     print(f"| config | fwd GMACs/img | batch | images/s | model GFLOP/s | fraction of peak |")
     print(f"|---|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['config']} | {r['forward_gmacs']:.3f} | {r['batch_size']} | {r['images_per_s']:.1f} | "
-              f"{r['model_flops_per_s'] / 1e9:.1f} | {r['fraction_of_peak']:.2f} |")
+        print(
+            f"| {r['config']} | {r['forward_gmacs']:.3f} | {r['batch_size']} | {r['images_per_s']:.1f} | "
+            f"{r['model_flops_per_s'] / 1e9:.1f} | {r['fraction_of_peak']:.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -68,7 +68,7 @@ from ditscale.models.kernels import reference_kernels, retain_freed_memory  # no
 from ditscale.train.ema import EMA  # noqa: E402
 
 DEFAULT_LADDER = [
-    "w32-d2-h4-b8",      # today's quickstart: the middle of its width ladder, head width 4
+    "w32-d2-h4-b8",  # today's quickstart: the middle of its width ladder, head width 4
     "w32-d2-h32-b8",
     "w64-d2-h32-b8",
     "w64-d2-h32-b32",
@@ -91,8 +91,17 @@ def parse_config(name: str) -> tuple[DiTConfig, int]:
         raise SystemExit(f"config name {name!r} is not w{{width}}-d{{depth}}-h{{head_dim}}-b{{batch}}[-px{{size}}]")
     width, depth, head_dim, batch = (int(v) for v in m.groups()[:4])
     size = int(m.group(5) or 16)
-    cfg = DiTConfig(input_size=size, patch_size=2, in_channels=3, hidden_size=width, depth=depth,
-                    num_heads=width // head_dim, num_classes=6, learn_sigma=False, block="in_context")
+    cfg = DiTConfig(
+        input_size=size,
+        patch_size=2,
+        in_channels=3,
+        hidden_size=width,
+        depth=depth,
+        num_heads=width // head_dim,
+        num_classes=6,
+        learn_sigma=False,
+        block="in_context",
+    )
     return cfg, batch
 
 
@@ -272,8 +281,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--configs", nargs="*", default=DEFAULT_LADDER)
     p.add_argument("--rounds", type=int, default=7, help="interleaved rounds per config (median kept)")
-    p.add_argument("--procs", action=argparse.BooleanOptionalAction, default=True,
-                   help="also run 2 processes x 1 thread")
+    p.add_argument(
+        "--procs", action=argparse.BooleanOptionalAction, default=True, help="also run 2 processes x 1 thread"
+    )
     p.add_argument("--proc-seconds", type=float, default=4.0)
     p.add_argument("--list", action="store_true")
     p.add_argument("--check", action="store_true", help="only print the variants' weight drift vs before")
@@ -285,8 +295,10 @@ def main() -> None:
     if args.check:
         for name in args.configs:
             drift = check_numerics(name)
-            print(f"{name}: max |weight difference| after 5 steps (lr 1e-4): "
-                  + ", ".join(f"{v}: {d:.1e}" for v, d in drift.items()))
+            print(
+                f"{name}: max |weight difference| after 5 steps (lr 1e-4): "
+                + ", ".join(f"{v}: {d:.1e}" for v, d in drift.items())
+            )
         return
     load0 = load_average()
     peak0 = peaks()
@@ -307,32 +319,43 @@ def main() -> None:
     for r in rows:
         flops_per_image = 6 * r["forward_mmacs"] * 1e6
         r["images_per_s"] = {k: r["batch"] / s for k, s in r["step_s"].items()}
-        r["fraction_of_peak"] = {k: ips * flops_per_image / peak[int(k.split("@")[1])]
-                                 for k, ips in r["images_per_s"].items()}
+        r["fraction_of_peak"] = {
+            k: ips * flops_per_image / peak[int(k.split("@")[1])] for k, ips in r["images_per_s"].items()
+        }
         if "procs2_images_per_s" in r:
             r["procs2_fraction_of_peak"] = r["procs2_images_per_s"] * flops_per_image / peak[2]
-    meta = {"peak_matmul_flops_per_s": {str(k): v for k, v in peak.items()}, "torch": torch.__version__,
-            "load_average": [load0, load_average()], "date": time.strftime("%Y-%m-%d")}
+    meta = {
+        "peak_matmul_flops_per_s": {str(k): v for k, v in peak.items()},
+        "torch": torch.__version__,
+        "load_average": [load0, load_average()],
+        "date": time.strftime("%Y-%m-%d"),
+    }
     if args.json:
         print(json.dumps({**meta, "rows": rows}, indent=2))
         return
-    print(f"CPU fp32, torch {torch.__version__}, {meta['date']}; matmul peak {peak[1] / 1e9:.1f} GFLOP/s at 1 thread, "
-          f"{peak[2] / 1e9:.1f} at 2 threads; load average {load0:.2f} -> {meta['load_average'][1]:.2f}")
+    print(
+        f"CPU fp32, torch {torch.__version__}, {meta['date']}; matmul peak {peak[1] / 1e9:.1f} GFLOP/s at 1 thread, "
+        f"{peak[2] / 1e9:.1f} at 2 threads; load average {load0:.2f} -> {meta['load_average'][1]:.2f}"
+    )
     print()
     print("Fraction of the matmul peak (1 thread: of the 1-thread peak; 2 threads and 2 procs: of the 2-thread peak)")
     print()
     head = [f"{v} {th} thr" for th in (1, 2) for v in VARIANTS]
-    print("| config | fwd MMACs/img | batch | " + " | ".join(head) + " | 2 procs x 1 thr | "
-          f"speed-up 1 thr ({BEST} / before) | images/s 1 thr / 2 thr / 2 procs ({BEST}) |")
+    print(
+        "| config | fwd MMACs/img | batch | " + " | ".join(head) + " | 2 procs x 1 thr | "
+        f"speed-up 1 thr ({BEST} / before) | images/s 1 thr / 2 thr / 2 procs ({BEST}) |"
+    )
     print("|---|---:|---:|" + "---:|" * (len(head) + 2) + "---|")
     for r in rows:
         f, ips = r["fraction_of_peak"], r["images_per_s"]
         procs = f"{r['procs2_fraction_of_peak']:.3f}" if "procs2_fraction_of_peak" in r else "-"
         procs_ips = f"{r['procs2_images_per_s']:.0f}" if "procs2_images_per_s" in r else "-"
         cells = " | ".join(f"{f[f'{v}@{th}']:.3f}" for th in (1, 2) for v in VARIANTS)
-        print(f"| {r['config']} | {r['forward_mmacs']:.2f} | {r['batch']} | {cells} | {procs} | "
-              f"{r['step_s']['before@1'] / r['step_s'][f'{BEST}@1']:.2f}x | "
-              f"{ips[f'{BEST}@1']:.0f} / {ips[f'{BEST}@2']:.0f} / {procs_ips} |")
+        print(
+            f"| {r['config']} | {r['forward_mmacs']:.2f} | {r['batch']} | {cells} | {procs} | "
+            f"{r['step_s']['before@1'] / r['step_s'][f'{BEST}@1']:.2f}x | "
+            f"{ips[f'{BEST}@1']:.0f} / {ips[f'{BEST}@2']:.0f} / {procs_ips} |"
+        )
 
 
 if __name__ == "__main__":

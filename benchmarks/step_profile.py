@@ -37,8 +37,23 @@ GROUPS = [
     ("GELU", ("gelu",)),
     ("LayerNorm", ("layer_norm",)),
     ("copies, cat, layout", ("copy_", "aten::cat", "clone", "contiguous", "_to_copy")),
-    ("elementwise (add, mul, silu, ...)", ("aten::add", "aten::mul", "aten::sub", "aten::div", "silu", "aten::pow",
-                                            "aten::sum", "aten::mean", "aten::exp", "aten::cos", "aten::sin", "fill_")),
+    (
+        "elementwise (add, mul, silu, ...)",
+        (
+            "aten::add",
+            "aten::mul",
+            "aten::sub",
+            "aten::div",
+            "silu",
+            "aten::pow",
+            "aten::sum",
+            "aten::mean",
+            "aten::exp",
+            "aten::cos",
+            "aten::sin",
+            "fill_",
+        ),
+    ),
 ]
 
 
@@ -85,7 +100,9 @@ def main() -> None:
         if args.top:
             print(f"\n{name}: top {args.top} ops by self CPU time per step")
             for e in top[: args.top]:
-                print(f"  {e.key[:60]:60s} {e.self_cpu_time_total / args.steps / 1e3:8.3f} ms  x{e.count // args.steps}")
+                print(
+                    f"  {e.key[:60]:60s} {e.self_cpu_time_total / args.steps / 1e3:8.3f} ms  x{e.count // args.steps}"
+                )
 
 
 if __name__ == "__main__":

@@ -73,8 +73,11 @@ def model_step_s(mcfg: DiTConfig, diff_cfg, batch_size: int, iters: int) -> floa
 
 
 def run_case(name: str, preset: str, overrides: list[str], steps: int, iters: int, root: Path, peak: float) -> dict:
-    cfg = load_train_config(preset, overrides + [f"max_steps={steps}", "val.every=0", "ckpt_every=0",
-                                                 "val.num_images=16", f"log_every={max(steps // 6, 1)}"])
+    cfg = load_train_config(
+        preset,
+        overrides
+        + [f"max_steps={steps}", "val.every=0", "ckpt_every=0", "val.num_images=16", f"log_every={max(steps // 6, 1)}"],
+    )
     out = root / name.replace("/", "_")
     result = train(cfg, out, progress=False)
     mcfg = DiTConfig.from_dict(result["model_config"])
@@ -115,20 +118,39 @@ def main() -> None:
 
         store, vae_dir = root / "latents", root / "tiny_vae"
         make_tiny_vae().save_pretrained(vae_dir)
-        extract_latents(DataConfig(name="shapes", image_size=256), str(vae_dir), store, count=4 * args.s2_batch,
-                        val_count=16, batch_size=16, progress=False)
-        rows.append(run_case("DiT-S/2 (latents 32x32x4)", "dit-s2",
-                             [f"data.path={store}", f"batch_size={args.s2_batch}", "data.num_workers=0"],
-                             args.s2_steps, max(3, args.iters // 3), root, peak))
+        extract_latents(
+            DataConfig(name="shapes", image_size=256),
+            str(vae_dir),
+            store,
+            count=4 * args.s2_batch,
+            val_count=16,
+            batch_size=16,
+            progress=False,
+        )
+        rows.append(
+            run_case(
+                "DiT-S/2 (latents 32x32x4)",
+                "dit-s2",
+                [f"data.path={store}", f"batch_size={args.s2_batch}", "data.num_workers=0"],
+                args.s2_steps,
+                max(3, args.iters // 3),
+                root,
+                peak,
+            )
+        )
     if args.json:
         print(json.dumps({"peak_matmul_flops_per_s": peak, "threads": torch.get_num_threads(), "rows": rows}, indent=2))
         return
     print(f"CPU fp32, {torch.get_num_threads()} threads; measured matmul peak {peak / 1e9:.1f} GFLOP/s")
-    print("| case | batch | loop images/s | loop step s | model-only step s | outside the model | loop fraction of peak |")
+    print(
+        "| case | batch | loop images/s | loop step s | model-only step s | outside the model | loop fraction of peak |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['case']} | {r['batch_size']} | {r['loop_images_per_s']:.1f} | {r['loop_step_s']:.4f} | "
-              f"{r['model_step_s']:.4f} | {100 * r['outside_fraction']:.1f}% | {r['loop_fraction_of_peak']:.2f} |")
+        print(
+            f"| {r['case']} | {r['batch_size']} | {r['loop_images_per_s']:.1f} | {r['loop_step_s']:.4f} | "
+            f"{r['model_step_s']:.4f} | {100 * r['outside_fraction']:.1f}% | {r['loop_fraction_of_peak']:.2f} |"
+        )
 
 
 if __name__ == "__main__":

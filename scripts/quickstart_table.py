@@ -53,21 +53,36 @@ def law_rows(laws: dict) -> list[tuple[str, str, str]]:
     n, d, loss = laws["params_law"], laws["tokens_law"], laws["loss_law"]
     n3, d3 = par.get("n_opt_law"), par.get("d_opt_law")
     rows = [
-        ("compute span", f"{max(budgets) / min(budgets):.0f}x ({len(budgets)} budgets {g(min(budgets))}-"
-         f"{g(max(budgets))} FLOPs; the largest held out for the backtest)", "~60x (1e17-6e18)"),
-        ("N_opt = a C^b, isoFLOP parabolas (Approach 2)", f"b = {est(n['exponent'], n['ci90']['exponent'])}",
-         f"{paper['params_law']['exponent']}"),
+        (
+            "compute span",
+            f"{max(budgets) / min(budgets):.0f}x ({len(budgets)} budgets {g(min(budgets))}-"
+            f"{g(max(budgets))} FLOPs; the largest held out for the backtest)",
+            "~60x (1e17-6e18)",
+        ),
+        (
+            "N_opt = a C^b, isoFLOP parabolas (Approach 2)",
+            f"b = {est(n['exponent'], n['ci90']['exponent'])}",
+            f"{paper['params_law']['exponent']}",
+        ),
     ]
     if n3:
-        rows.append(("N_opt, Approach 3 (L = E + A/N^alpha + B/D^beta)",
-                     f"b = {est(n3['exponent'], n3['ci90']['exponent'])}", "-"))
+        rows.append(
+            (
+                "N_opt, Approach 3 (L = E + A/N^alpha + B/D^beta)",
+                f"b = {est(n3['exponent'], n3['ci90']['exponent'])}",
+                "-",
+            )
+        )
     d_text = f"d = {est(d['exponent'], d['ci90']['exponent'])}"
     if d3:
         d_text += f" / {est(d3['exponent'], d3['ci90']['exponent'])}"
     rows += [
         ("D_opt = c C^d (tokens), Approach 2 / 3", d_text, f"{paper['tokens_law']['exponent']}"),
-        ("L_opt = e C^f", f"f = {est(loss['exponent'], loss['ci90']['exponent'], bold=False)}",
-         f"{paper['loss_law']['exponent']}"),
+        (
+            "L_opt = e C^f",
+            f"f = {est(loss['exponent'], loss['ci90']['exponent'], bold=False)}",
+            f"{paper['loss_law']['exponent']}",
+        ),
     ]
     return rows
 
@@ -84,10 +99,13 @@ def backtest_rows(laws: dict) -> list[tuple[str, str, str]]:
     law = row["loss_law"]
     floor = f", floor E = {par['E']:.3f}" if law == "parametric" else ""
     loss = f"{FORM_NAMES[law]} **{pct(row['relative_error'])}** (`loss_law: {law}`{floor}); " + ", ".join(
-        f"{FORM_NAMES[k]} {pct(f['relative_error'])}" for k, f in row["forms"].items() if k != law)
+        f"{FORM_NAMES[k]} {pct(f['relative_error'])}" for k, f in row["forms"].items() if k != law
+    )
     actual = row["actual_n_opt"]
-    n_text = f"actual {g(actual)} {inside(actual, row['predicted_n_opt_ci90'])} the predicted 90% interval " \
-             f"[{g(row['predicted_n_opt_ci90'][0])}, {g(row['predicted_n_opt_ci90'][1])}] (Approach 2)"
+    n_text = (
+        f"actual {g(actual)} {inside(actual, row['predicted_n_opt_ci90'])} the predicted 90% interval "
+        f"[{g(row['predicted_n_opt_ci90'][0])}, {g(row['predicted_n_opt_ci90'][1])}] (Approach 2)"
+    )
     if prow and prow.get("predicted_n_opt_ci90"):
         ci = prow["predicted_n_opt_ci90"]
         n_text += f"; {inside(actual, ci)} [{g(ci[0])}, {g(ci[1])}] (Approach 3)"
@@ -99,8 +117,10 @@ def prediction_row(laws: dict) -> tuple[str, str, str]:
     """N_opt at the spec's target, with the width of its interval, Approach 3's beside it."""
     pred = laws["prediction"]
     n = pred["n_opt"]
-    text = f"N_opt {g(n['value'], 2)} [{g(n['ci90'][0], 2)}, {g(n['ci90'][1], 2)}] " \
-           f"({n['ci90'][1] / n['ci90'][0]:.1f}x wide)"
+    text = (
+        f"N_opt {g(n['value'], 2)} [{g(n['ci90'][0], 2)}, {g(n['ci90'][1], 2)}] "
+        f"({n['ci90'][1] / n['ci90'][0]:.1f}x wide)"
+    )
     p3 = (laws.get("parametric") or {}).get("prediction")
     if p3:
         m = p3["n_opt"]
@@ -114,31 +134,53 @@ def quality_rows(laws: dict) -> list[tuple[str, str, str]]:
     if not q:
         return []
     law, bt, vs = q["law"], q["backtest"], q.get("vs_loss") or {}
-    rows = [("sample quality = g C^h (FD of the shapes evaluator, each budget's best model; FID for the paper)",
-             f"h = {est(law['exponent'], law['ci90']['exponent'])}", f"{q['paper']['exponent']}")]
+    rows = [
+        (
+            "sample quality = g C^h (FD of the shapes evaluator, each budget's best model; FID for the paper)",
+            f"h = {est(law['exponent'], law['ci90']['exponent'])}",
+            f"{q['paper']['exponent']}",
+        )
+    ]
     if bt:
         text = f"FD predicted {bt['predicted']:.0f}, actual {bt['actual']:.0f}: **{pct(bt['relative_error'])}**"
         if vs.get("spearman") is not None:
             text += f"; Spearman(FD, loss) = {vs['spearman']:.2f} over {len(q['points'])} models"
-        rows.append((f"quality backtest at {g(bt['flops'])} FLOPs / quality vs loss", text, "loss trend matches quality"))
+        rows.append(
+            (f"quality backtest at {g(bt['flops'])} FLOPs / quality vs loss", text, "loss trend matches quality")
+        )
     return rows
 
 
 def cost_rows(laws: dict) -> list[tuple[str, str, str]]:
     """Trained versus grid FLOPs, study_mfu, and the wall time split into training and quality."""
     c = laws["compute"]
-    mfu = "" if c["study_mfu"] is None else (f"; `study_mfu` **{c['study_mfu']:.2f}** of the measured matmul peak "
-                                             f"({c['matmul_peak_flops'] / 1e9:.0f} GFLOP/s)")
+    mfu = (
+        ""
+        if c["study_mfu"] is None
+        else (
+            f"; `study_mfu` **{c['study_mfu']:.2f}** of the measured matmul peak "
+            f"({c['matmul_peak_flops'] / 1e9:.0f} GFLOP/s)"
+        )
+    )
     quality_s = c.get("quality_s") or 0.0
     fit_s = laws["wall_time"].get("analysis_s") or 0.0
-    wall = (f"**{minutes(c['study_s'] + quality_s + fit_s)}** of `study run` after set-up: training "
-            f"{minutes(c['study_s'])}")
+    wall = (
+        f"**{minutes(c['study_s'] + quality_s + fit_s)}** of `study run` after set-up: training {minutes(c['study_s'])}"
+    )
     if quality_s:
-        wall += f", sampling and scoring {len((laws.get('quality') or {}).get('points', []))} models {minutes(quality_s)}"
+        wall += (
+            f", sampling and scoring {len((laws.get('quality') or {}).get('points', []))} models {minutes(quality_s)}"
+        )
     if fit_s:
         wall += f", fitting with bootstraps {minutes(fit_s)} (then a few seconds of report figures)"
-    return [("efficiency", f"shared trunks trained {g(c['trained_flops'], 2)} of the grid's {g(c['grid_flops'], 2)} "
-             f"FLOPs{mfu}", "-"), ("wall time", wall, "-")]
+    return [
+        (
+            "efficiency",
+            f"shared trunks trained {g(c['trained_flops'], 2)} of the grid's {g(c['grid_flops'], 2)} FLOPs{mfu}",
+            "-",
+        ),
+        ("wall time", wall, "-"),
+    ]
 
 
 def render(laws: dict) -> str:
@@ -153,20 +195,28 @@ def details(laws: dict) -> str:
     """docs/studies.md's details: the fitted laws beside the paper's, the prediction, noise and checks."""
     par, bt, paper = laws["parametric"], laws["backtest_fit"], laws["paper"]
     ci = par["ci90"]
-    head = ["| law | Approach 2 (90% bootstrap interval) | backtest refit | Approach 3 (90%) | Liang et al. 2026 |",
-            "|---|---|---|---|---|"]
+    head = [
+        "| law | Approach 2 (90% bootstrap interval) | backtest refit | Approach 3 (90%) | Liang et al. 2026 |",
+        "|---|---|---|---|---|",
+    ]
     rows = []
-    for name, law, a3 in (("N_opt = a C^b", "params_law", par["n_opt_law"]), ("D_opt = c C^d", "tokens_law",
-                                                                                par["d_opt_law"])):
+    for name, law, a3 in (
+        ("N_opt = a C^b", "params_law", par["n_opt_law"]),
+        ("D_opt = c C^d", "tokens_law", par["d_opt_law"]),
+    ):
         f = laws[law]
-        rows.append(f"| {name} | {g(f['coefficient'], 4)} C^{est(f['exponent'], f['ci90']['exponent'])} | "
-                    f"C^{bt[law]['exponent']:.3f} | {g(a3['coefficient'], 3)} C^{est(a3['exponent'], a3['ci90']['exponent'])}"
-                    f" | {paper[law]['coefficient']} C^**{paper[law]['exponent']}** |")
+        rows.append(
+            f"| {name} | {g(f['coefficient'], 4)} C^{est(f['exponent'], f['ci90']['exponent'])} | "
+            f"C^{bt[law]['exponent']:.3f} | {g(a3['coefficient'], 3)} C^{est(a3['exponent'], a3['ci90']['exponent'])}"
+            f" | {paper[law]['coefficient']} C^**{paper[law]['exponent']}** |"
+        )
     f = laws["loss_law"]
-    rows.append(f"| L_opt = e C^f | {g(f['coefficient'], 4)} C^{est(f['exponent'], f['ci90']['exponent'])} | "
-                f"C^{bt['loss_law']['exponent']:.3f} | E = {est(par['E'], ci['E'], bold=False)}, alpha "
-                f"{est(par['alpha'], ci['alpha'], 2, False)}, beta {est(par['beta'], ci['beta'], 2, False)} | "
-                f"{paper['loss_law']['coefficient']} C^**{paper['loss_law']['exponent']}** |")
+    rows.append(
+        f"| L_opt = e C^f | {g(f['coefficient'], 4)} C^{est(f['exponent'], f['ci90']['exponent'])} | "
+        f"C^{bt['loss_law']['exponent']:.3f} | E = {est(par['E'], ci['E'], bold=False)}, alpha "
+        f"{est(par['alpha'], ci['alpha'], 2, False)}, beta {est(par['beta'], ci['beta'], 2, False)} | "
+        f"{paper['loss_law']['coefficient']} C^**{paper['loss_law']['exponent']}** |"
+    )
     return "\n".join([*head, *rows, "", *facts(laws)])
 
 
@@ -174,18 +224,22 @@ def facts(laws: dict) -> list[str]:
     """The prediction, the seed noise, the residuals and the point checks, one bullet each."""
     pred, noise, rs = laws["prediction"], laws["noise"], laws.get("residual_structure") or {}
     d, img, loss, near = pred["d_opt"], pred["images_opt"], pred["loss_opt"], pred["nearest"]
-    out = [f"- prediction at {g(pred['flops'])} FLOPs ({pred['extrapolation']:.0f}x the largest budget): D_opt "
-           f"{g(d['value'], 2)} tokens ({g(img['value'], 2)} images), L_opt {est(loss['value'], loss['ci90'], bold=False)} "
-           f"({FORM_NAMES[pred.get('loss_law', 'power')]}), "
-           f"nearest model {near['name']} ({near['params']:,} non-embedding parameters)",
-           f"- seed-to-seed spread ({noise['seed_groups']} replicated configurations): "
-           f"{100 * noise['seed_spread']:.1f}% of the loss (sd of log L); isoFLOP parabola residuals "
-           f"{100 * noise['residual_spread']:.1f}% (ratio {noise['residual_to_seed_ratio']:.1f})"]
+    out = [
+        f"- prediction at {g(pred['flops'])} FLOPs ({pred['extrapolation']:.0f}x the largest budget): D_opt "
+        f"{g(d['value'], 2)} tokens ({g(img['value'], 2)} images), L_opt {est(loss['value'], loss['ci90'], bold=False)} "
+        f"({FORM_NAMES[pred.get('loss_law', 'power')]}), "
+        f"nearest model {near['name']} ({near['params']:,} non-embedding parameters)",
+        f"- seed-to-seed spread ({noise['seed_groups']} replicated configurations): "
+        f"{100 * noise['seed_spread']:.1f}% of the loss (sd of log L); isoFLOP parabola residuals "
+        f"{100 * noise['residual_spread']:.1f}% (ratio {noise['residual_to_seed_ratio']:.1f})",
+    ]
     bend = laws.get("loss_bend")
     if bend and bend.get("t") is not None:
-        out.append(f"- L_opt bends: its local exponent goes from {bend['first_exponent']:.3f} at {g(bend['first_flops'])} "
-                   f"to {bend['last_exponent']:.3f} at {g(bend['last_flops'])} FLOPs (t = {bend['t']:.1f}; docs/laws.md, "
-                   "`loss_bends`)")
+        out.append(
+            f"- L_opt bends: its local exponent goes from {bend['first_exponent']:.3f} at {g(bend['first_flops'])} "
+            f"to {bend['last_exponent']:.3f} at {g(bend['last_flops'])} FLOPs (t = {bend['t']:.1f}; docs/laws.md, "
+            "`loss_bends`)"
+        )
     if rs.get("message"):
         out.append(f"- residual structure: {rs['message']}")
     out += [f"- point check: {c['message']}" for c in laws.get("checks", []) if c["kind"] != "residual_structure"]
@@ -210,8 +264,13 @@ def rendered(laws: dict) -> dict[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("laws", help="a finished quickstart's laws.json")
-    parser.add_argument("--write", nargs="*", default=[], metavar="FILE",
-                        help="rewrite the blocks that FILE(s) hold (README.md, docs/studies.md)")
+    parser.add_argument(
+        "--write",
+        nargs="*",
+        default=[],
+        metavar="FILE",
+        help="rewrite the blocks that FILE(s) hold (README.md, docs/studies.md)",
+    )
     args = parser.parse_args()
     bodies = rendered(json.loads(Path(args.laws).read_text()))
     for name in args.write:

@@ -67,8 +67,14 @@ def main() -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
         torch.use_deterministic_algorithms(True, warn_only=True)
     start = time.time()
-    model = train_shapes_evaluator(seed=args.seed, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                                   device=args.device, workers=args.workers).cpu()  # fmt: skip
+    model = train_shapes_evaluator(
+        seed=args.seed,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        device=args.device,
+        workers=args.workers,
+    ).cpu()
     minutes = (time.time() - start) / 60
     model.training_info.update(train_minutes=round(minutes, 1), threads=args.threads, device=args.device)
     save_shapes_evaluator(model, args.out)  # float16 weights: measure the model as stored

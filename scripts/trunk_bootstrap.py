@@ -56,7 +56,9 @@ def main() -> None:
         print(f"{name:24s} run-level (seed {args.seeds[0]}): {np.round(boot.ci90(name), 3).tolist()}")
     for seed in args.seeds:
         w = trunk_weights(runs, label, args.resamples, np.random.default_rng(seed))
-        laws = laws_from_optima(budget_flops, budget_optima(runs, label, budget_flops, w), np.ones((len(w), len(budget_flops)), bool))
+        laws = laws_from_optima(
+            budget_flops, budget_optima(runs, label, budget_flops, w), np.ones((len(w), len(budget_flops)), bool)
+        )
         for name in LAWS:
             print(f"{name:24s} trunk-level (seed {seed}): {np.round(interval90(laws[name]), 3).tolist()}")
 

@@ -12,8 +12,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_gpu_train_dry_run_trains_resumes_and_reports(tmp_path):
     out = tmp_path / "rows.json"
-    proc = subprocess.run([sys.executable, "benchmarks/gpu_train.py", "--dry-run", "--json", str(out), "--root",
-                           str(tmp_path / "root")], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/gpu_train.py", "--dry-run", "--json", str(out), "--root", str(tmp_path / "root")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads(out.read_text())
     (row,) = data["rows"]
@@ -25,8 +30,13 @@ def test_gpu_train_dry_run_trains_resumes_and_reports(tmp_path):
 
 
 def test_gpu_quality_dry_run_measures_every_case():
-    proc = subprocess.run([sys.executable, "benchmarks/gpu_quality.py", "--dry-run"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/gpu_quality.py", "--dry-run"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert rows[0]["device"] == "cpu"

@@ -44,9 +44,14 @@ def _error_line(code, out, err):
 
 def test_export_shapes_equals_the_dataset_items(tmp_path, capsys):
     out = tmp_path / "ref.npz"
-    code, stdout, err = _export(capsys, "shapes", "--num", "6", "--seed", "3", "--out", str(out), "--set", "image_size=8")
+    code, stdout, err = _export(
+        capsys, "shapes", "--num", "6", "--seed", "3", "--out", str(out), "--set", "image_size=8"
+    )
     assert code == 0, err
-    assert stdout.strip() == f"wrote 6 images (8x8 px) of shapes, val split, seed 3 to {out} (keys arr_0, labels, label_names, captions)"
+    assert (
+        stdout.strip()
+        == f"wrote 6 images (8x8 px) of shapes, val split, seed 3 to {out} (keys arr_0, labels, label_names, captions)"
+    )
     got = _arrays(out)
     assert list(got) == ["arr_0", "labels", "label_names", "captions"]
     assert got["arr_0"].dtype == np.uint8 and got["arr_0"].shape == (6, 8, 8, 3)
@@ -64,8 +69,22 @@ def test_export_shapes_equals_the_dataset_items(tmp_path, capsys):
 
 def test_export_shapes_with_four_objects_and_kind_color_labels(tmp_path, capsys):
     out = tmp_path / "ref.npz"
-    code, _, err = _export(capsys, "shapes", "--num", "12", "--out", str(out), "--split", "train", "--image-size", "16",
-                           "--set", "shapes_objects=4", "--set", "data.shapes_label=kind_color")
+    code, _, err = _export(
+        capsys,
+        "shapes",
+        "--num",
+        "12",
+        "--out",
+        str(out),
+        "--split",
+        "train",
+        "--image-size",
+        "16",
+        "--set",
+        "shapes_objects=4",
+        "--set",
+        "data.shapes_label=kind_color",
+    )
     assert code == 0, err
     got = _arrays(out)
     assert got["arr_0"].shape == (12, 16, 16, 3)
@@ -87,10 +106,22 @@ def test_export_takes_the_data_section_of_a_preset_or_config(tmp_path, capsys):
     assert all(np.array_equal(preset[k], named[k]) for k in named)
     # a training config's flips are augmentation: dropped unless --set asks for them
     (tmp_path / "train.yaml").write_text("data:\n  name: shapes\n  image_size: 16\n  random_flip: true\nmax_steps: 5\n")
-    assert _export(capsys, "--config", str(tmp_path / "train.yaml"), "--num", "4", "--out", str(tmp_path / "c.npz"))[0] == 0
+    assert (
+        _export(capsys, "--config", str(tmp_path / "train.yaml"), "--num", "4", "--out", str(tmp_path / "c.npz"))[0]
+        == 0
+    )
     assert np.array_equal(_arrays(tmp_path / "c.npz")["arr_0"], named["arr_0"])
-    code, _, err = _export(capsys, "--config", str(tmp_path / "train.yaml"), "--num", "4", "--out",
-                           str(tmp_path / "f.npz"), "--set", "random_flip=true")
+    code, _, err = _export(
+        capsys,
+        "--config",
+        str(tmp_path / "train.yaml"),
+        "--num",
+        "4",
+        "--out",
+        str(tmp_path / "f.npz"),
+        "--set",
+        "random_flip=true",
+    )
     assert code == 0, err
     flipped = _items(DataConfig(image_size=16, random_flip=True, captions=True), "val", 4)
     assert np.array_equal(_arrays(tmp_path / "f.npz")["arr_0"], to_uint8(torch.stack([it["x"] for it in flipped])))
@@ -112,9 +143,23 @@ def test_export_image_folder(tmp_path, capsys):
     for name in ("cat", "dog"):
         (tmp_path / "root" / name).mkdir(parents=True)
         for i in range(3):
-            Image.fromarray(rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)).save(tmp_path / "root" / name / f"{i}.png")
-    code, _, err = _export(capsys, "folder", "--set", f"path={tmp_path / 'root'}", "--num", "5", "--split", "train",
-                           "--image-size", "8", "--out", str(tmp_path / "f.npz"))
+            Image.fromarray(rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)).save(
+                tmp_path / "root" / name / f"{i}.png"
+            )
+    code, _, err = _export(
+        capsys,
+        "folder",
+        "--set",
+        f"path={tmp_path / 'root'}",
+        "--num",
+        "5",
+        "--split",
+        "train",
+        "--image-size",
+        "8",
+        "--out",
+        str(tmp_path / "f.npz"),
+    )
     assert code == 0, err
     got = _arrays(tmp_path / "f.npz")
     assert list(got) == ["arr_0", "labels", "label_names"]  # a folder has no captions
@@ -126,15 +171,22 @@ def test_export_image_folder(tmp_path, capsys):
 def test_export_errors(tmp_path, capsys):
     out = str(tmp_path / "e.npz")
     assert "unknown dataset 'imagenet'; give one of shapes, digits, folder, captions" in _error_line(
-        *_export(capsys, "imagenet", "--num", "2", "--out", out))
-    assert "is a store of VAE latents, not images" in _error_line(*_export(capsys, "latents", "--num", "2", "--out", out))
+        *_export(capsys, "imagenet", "--num", "2", "--out", out)
+    )
+    assert "is a store of VAE latents, not images" in _error_line(
+        *_export(capsys, "latents", "--num", "2", "--out", out)
+    )
     line = _error_line(*_export(capsys, "shapes", "--num", "2", "--out", out, "--set", "imagesize=8"))
     assert "unknown key 'imagesize' in data (did you mean 'image_size'?)" in line
     line = _error_line(*_export(capsys, "digits", "--num", "500", "--out", out))
     assert "the val split of this digits dataset has 180 images, fewer than the 500 asked for" in line
     assert "give a dataset NAME" in _error_line(*_export(capsys, "--num", "2", "--out", out))
-    assert "unknown training preset 'nope'" in _error_line(*_export(capsys, "--preset", "nope", "--num", "2", "--out", out))
-    assert "argument --num: must be between 1 and" in _error_line(*_export(capsys, "shapes", "--num", "0", "--out", out))
+    assert "unknown training preset 'nope'" in _error_line(
+        *_export(capsys, "--preset", "nope", "--num", "2", "--out", out)
+    )
+    assert "argument --num: must be between 1 and" in _error_line(
+        *_export(capsys, "shapes", "--num", "0", "--out", out)
+    )
     assert not (tmp_path / "e.npz").exists()
 
 

@@ -50,8 +50,9 @@ def fakes(monkeypatch):
     import ditscale.metrics.inception as inception
     import ditscale.metrics.shapes_evaluator as shapes_evaluator
 
-    monkeypatch.setattr(shapes_evaluator, "load_shapes_evaluator",
-                        lambda path=None, device="cpu": FakeShapesEvaluator())
+    monkeypatch.setattr(
+        shapes_evaluator, "load_shapes_evaluator", lambda path=None, device="cpu": FakeShapesEvaluator()
+    )
     monkeypatch.setattr(inception, "load_fid_inception", lambda path, device="cpu": "inception-model")
     monkeypatch.setattr(inception, "inception_features", fake_inception_features)
 
@@ -87,15 +88,17 @@ def test_inception_json_and_reference_statistics_reuse(batches, fakes, capsys, t
     samples, ref = batches
     weights = tmp_path / "pt_inception.pth"  # loading is faked: the path is only passed through
     stats = tmp_path / "ref_stats.npz"
-    code, out, _ = run_eval(capsys, samples, "--ref", ref, "--inception", str(weights), "--json",
-                            "--save-ref-stats", str(stats))
+    code, out, _ = run_eval(
+        capsys, samples, "--ref", ref, "--inception", str(weights), "--json", "--save-ref-stats", str(stats)
+    )
     assert code == 0
     first = json.loads(out)
     assert list(first) == INCEPTION_KEYS and first["num_samples"] == 9
     assert all(np.isfinite(first[k]) for k in INCEPTION_KEYS) and first["fid"] > 0
     assert sorted(load_batch(stats).stats) == ["mu", "mu_s", "sigma", "sigma_s"]
-    code, out, _ = run_eval(capsys, samples, "--ref", str(stats), "--evaluator", "inception", "--inception",
-                            str(weights), "--json")
+    code, out, _ = run_eval(
+        capsys, samples, "--ref", str(stats), "--evaluator", "inception", "--inception", str(weights), "--json"
+    )
     again = json.loads(out)
     assert code == 0 and again["fid"] == pytest.approx(first["fid"]) and again["sfid"] == pytest.approx(first["sfid"])
     assert again["precision"] is None and again["recall"] is None  # a statistics-only reference

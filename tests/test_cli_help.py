@@ -20,10 +20,11 @@ def test_help_shows_examples(path, capsys):
     out = capsys.readouterr().out
     assert "\nexamples:\n" in out, out
     prefix = "  ditscale " + " ".join(path)
-    lines = out[out.index("\nexamples:\n"):].splitlines()
+    lines = out[out.index("\nexamples:\n") :].splitlines()
     assert any(line.startswith(prefix + " ") for line in lines), f"no example line starting {prefix!r}:\n{out}"
 
 
 def test_examples_format():
     assert examples("ditscale flops tiny", "ditscale flops DiT-XL/2") == (
-        "examples:\n  ditscale flops tiny\n  ditscale flops DiT-XL/2")
+        "examples:\n  ditscale flops tiny\n  ditscale flops DiT-XL/2"
+    )

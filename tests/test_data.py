@@ -111,8 +111,11 @@ def test_shapes_captions_describe_the_pixels():
 
 def test_shapes_hand_checked_large_centred_shape():
     ds = build_dataset(cfg(captions=True))
-    i = next(i for i in range(1000) if " large " in ds[i]["caption"] and "center" in ds[i]["caption"]
-             and "ring" not in ds[i]["caption"])  # fmt: skip
+    i = next(
+        i
+        for i in range(1000)
+        if " large " in ds[i]["caption"] and "center" in ds[i]["caption"] and "ring" not in ds[i]["caption"]
+    )
     words = ds[i]["caption"].split()
     x = ds[i]["x"].numpy()
     assert x[:, 16, 16].tolist() == rgb(words[2]).tolist()  # the shape's colour at the centre
@@ -200,8 +203,9 @@ def test_digits_split_values_and_labels():
     from sklearn.datasets import load_digits
 
     ref = load_digits()
-    train, val = build_dataset(cfg(name="digits", image_size=8, channels=1)), build_dataset(
-        cfg(name="digits", image_size=8, channels=1), "val"
+    train, val = (
+        build_dataset(cfg(name="digits", image_size=8, channels=1)),
+        build_dataset(cfg(name="digits", image_size=8, channels=1), "val"),
     )
     assert (len(train), len(val)) == (1617, 180)  # round(0.1 * 1797) held out
     assert not set(train.source_index) & set(val.source_index)
@@ -214,7 +218,10 @@ def test_digits_split_values_and_labels():
     x = big[5]["x"]
     assert x.shape == (3, 32, 32) and torch.equal(x[0], x[2])
     assert x.min() == -1.0 and x.max() <= 1.0
-    assert big[5]["caption"] == f"the digit {['zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine'][ref.target[j]]}"
+    assert (
+        big[5]["caption"]
+        == f"the digit {['zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine'][ref.target[j]]}"
+    )
     big.set_epoch(3)
     assert torch.equal(big[5]["x"], x)  # no random flips for digits by default
     assert dataset_info(cfg(name="digits", channels=1, image_size=16)) == DataInfo(10, 1, 16, False, False)
@@ -338,7 +345,9 @@ def test_caption_pairs(tmp_path, kind):
         rows = [{"image": f"img/{n}.png", "caption": f"a {n} square", "label": i} for i, n in enumerate(colors)]
         path, labels = root / f"index.{kind}", [0, 1, 2]
         if kind == "csv":
-            path.write_text("image,caption,label\n" + "".join(f"{r['image']},{r['caption']},{r['label']}\n" for r in rows))
+            path.write_text(
+                "image,caption,label\n" + "".join(f"{r['image']},{r['caption']},{r['label']}\n" for r in rows)
+            )
         else:
             import pyarrow as pa
             import pyarrow.parquet as pq

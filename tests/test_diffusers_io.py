@@ -28,8 +28,13 @@ diffusers = pytest.importorskip("diffusers")
 warnings.filterwarnings("ignore", category=FutureWarning)
 
 TINY = dict(input_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=2, num_heads=2, num_classes=10)
-DIFFUSION = {"kind": "gaussian", "noise_schedule": "linear", "diffusion_steps": 1000, "predict": "epsilon",
-             "learn_sigma": True}  # fmt: skip
+DIFFUSION = {
+    "kind": "gaussian",
+    "noise_schedule": "linear",
+    "diffusion_steps": 1000,
+    "predict": "epsilon",
+    "learn_sigma": True,
+}
 
 
 def tiny_dit(seed=0, **overrides):
@@ -79,8 +84,9 @@ def test_diffusers_transformer_equals_our_dit(learn_sigma):
     # stock diffusers embeds timesteps with frequencies 10000^(-i/127): a real, documented difference
     assert (stock - ours).abs().max() > 1e-3
     with torch.no_grad():  # at t = 0 the features agree, so the stock module is exact there
-        torch.testing.assert_close(diffusers_twin(model)(x[:1], timestep=t[:1], class_labels=y[:1]).sample, ours[:1],
-                                   atol=1e-5, rtol=1e-5)  # fmt: skip
+        torch.testing.assert_close(
+            diffusers_twin(model)(x[:1], timestep=t[:1], class_labels=y[:1]).sample, ours[:1], atol=1e-5, rtol=1e-5
+        )
 
 
 def test_key_table_covers_both_state_dicts_once():
@@ -94,7 +100,9 @@ def test_key_table_covers_both_state_dicts_once():
     qkv = next(r for r in rules if r.ours == "blocks.2.attn.qkv.weight")
     assert qkv.theirs == tuple(f"transformer_blocks.2.attn1.to_{n}.weight" for n in "qkv")
     table = next(r for r in rules if r.ours.startswith("y_embedder"))
-    assert table.copies == tuple(f"transformer_blocks.{i}.norm1.emb.class_embedder.embedding_table.weight" for i in (1, 2))
+    assert table.copies == tuple(
+        f"transformer_blocks.{i}.norm1.emb.class_embedder.embedding_table.weight" for i in (1, 2)
+    )
 
 
 # 2. Round trips ---------------------------------------------------------------------------------------
@@ -120,16 +128,21 @@ def test_round_trip_through_a_diffusers_folder(tmp_path):
 
 def test_label_table_without_null_row_gets_a_zero_row():
     model = tiny_dit(class_dropout_prob=0.0)
-    table = to_diffusers(model.state_dict(), model.config)["transformer_blocks.1.norm1.emb.class_embedder.embedding_table.weight"]
+    table = to_diffusers(model.state_dict(), model.config)[
+        "transformer_blocks.1.norm1.emb.class_embedder.embedding_table.weight"
+    ]
     assert table.shape == (11, 32) and torch.equal(table[:10], model.y_embedder.embedding_table.weight)
     assert not table[10].any()
 
 
-@pytest.mark.parametrize("diffusion", [
-    DIFFUSION,
-    {**DIFFUSION, "noise_schedule": "cosine", "predict": "v", "learn_sigma": False},
-    {**DIFFUSION, "diffusion_steps": 250, "predict": "x0"},
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "diffusion",
+    [
+        DIFFUSION,
+        {**DIFFUSION, "noise_schedule": "cosine", "predict": "v", "learn_sigma": False},
+        {**DIFFUSION, "diffusion_steps": 250, "predict": "x0"},
+    ],
+)
 def test_scheduler_config_has_the_runs_betas_and_reads_back(diffusion):
     config = scheduler_config(diffusion)
     scheduler = diffusers.DDIMScheduler.from_config(config)
@@ -155,8 +168,11 @@ def _latent_run(tmp_path, classes=None, **overrides):
     run = tmp_path / "run"
     ckpt = run / "checkpoints" / "step_00000002"
     ema = tiny_dit(seed=1, **{"input_size": 4, "num_classes": 1000, **overrides})
-    save_model(tiny_dit(seed=2, **{"input_size": 4, "num_classes": 1000, **overrides}), ckpt / "model.safetensors",
-               {"diffusion": DIFFUSION})  # fmt: skip
+    save_model(
+        tiny_dit(seed=2, **{"input_size": 4, "num_classes": 1000, **overrides}),
+        ckpt / "model.safetensors",
+        {"diffusion": DIFFUSION},
+    )
     save_model(ema, ckpt / "ema.safetensors", {"diffusion": DIFFUSION})
     (run / "config.yaml").write_text(f"data:\n  name: latents\n  path: {tmp_path / 'store'}\n")
     return run, ema
@@ -167,15 +183,22 @@ def test_exported_pipeline_samples_end_to_end(tmp_path, capsys):
     out = tmp_path / "exports" / "dit"
     code, stdout, err = _cli(capsys, "export", str(run), "--format", "diffusers", "--out", str(out))
     assert code == 0, err
-    assert sorted(p.name for p in out.iterdir()) == ["ditscale.json", "model_index.json", "scheduler", "transformer", "vae"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "ditscale.json",
+        "model_index.json",
+        "scheduler",
+        "transformer",
+        "vae",
+    ]
     assert [p.name for p in out.parent.iterdir()] == ["dit"]  # no staging folder left behind
     assert "DiTPipeline" in stdout and "10000^(-i/127)" in err
     pipe = diffusers.DiTPipeline.from_pretrained(out)
     assert isinstance(pipe.scheduler, diffusers.DDIMScheduler) and pipe.vae.config.scaling_factor == VAE_SCALE
     expected = to_diffusers(ema.state_dict(), ema.config)  # the EMA weights, not the raw ones
     assert all(torch.equal(pipe.transformer.state_dict()[k], v) for k, v in expected.items())
-    images = pipe(class_labels=[1, 2], num_inference_steps=2, output_type="np",
-                  generator=torch.Generator().manual_seed(0)).images  # fmt: skip
+    images = pipe(
+        class_labels=[1, 2], num_inference_steps=2, output_type="np", generator=torch.Generator().manual_seed(0)
+    ).images
     assert images.shape == (2, 32, 32, 3) and np.isfinite(images).all()
     assert images.min() >= 0 and images.max() <= 1 and images.std() > 0
     info = json.loads((out / "ditscale.json").read_text())
@@ -197,12 +220,19 @@ def test_strict_load_names_the_offending_key(tmp_path):
     weights = folder / "diffusion_pytorch_model.safetensors"
     good = load_file(weights)
     cases = {
-        "missing transformer_blocks.1.attn1.to_k.bias": {k: v for k, v in good.items() if k != "transformer_blocks.1.attn1.to_k.bias"},
+        "missing transformer_blocks.1.attn1.to_k.bias": {
+            k: v for k, v in good.items() if k != "transformer_blocks.1.attn1.to_k.bias"
+        },
         "unexpected extra.weight": {**good, "extra.weight": torch.zeros(1)},
         "transformer_blocks.1.norm1.emb.timestep_embedder.linear_2.bias differs": {
-            **good, "transformer_blocks.1.norm1.emb.timestep_embedder.linear_2.bias": torch.zeros(32)},
-        "transformer_blocks.0.ff.net.2.weight has shape (32, 64)": {**good, "transformer_blocks.0.ff.net.2.weight": torch.zeros(32, 64)},
-    }  # fmt: skip
+            **good,
+            "transformer_blocks.1.norm1.emb.timestep_embedder.linear_2.bias": torch.zeros(32),
+        },
+        "transformer_blocks.0.ff.net.2.weight has shape (32, 64)": {
+            **good,
+            "transformer_blocks.0.ff.net.2.weight": torch.zeros(32, 64),
+        },
+    }
     for message, tensors in cases.items():
         save_file(tensors, str(weights))
         with pytest.raises(CheckpointError) as err:
@@ -216,10 +246,13 @@ def test_strict_load_names_the_offending_key(tmp_path):
         load_model(tmp_path)
 
 
-@pytest.mark.parametrize("overrides, diffusion, why", [
-    ({"block": "in_context"}, DIFFUSION, "only adaLN-Zero blocks"),
-    ({"learn_sigma": False}, {"kind": "flow"}, "rectified-flow model"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "overrides, diffusion, why",
+    [
+        ({"block": "in_context"}, DIFFUSION, "only adaLN-Zero blocks"),
+        ({"learn_sigma": False}, {"kind": "flow"}, "rectified-flow model"),
+    ],
+)
 def test_unsupported_models_export_the_plain_format(tmp_path, capsys, overrides, diffusion, why):
     model = tiny_dit(**overrides)
     save_model(model, tmp_path / "m.safetensors", {"diffusion": diffusion})
@@ -230,7 +263,9 @@ def test_unsupported_models_export_the_plain_format(tmp_path, capsys, overrides,
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["config.json", "model.safetensors"]
     back = load_model(tmp_path / "out" / "model.safetensors")
     assert all(torch.equal(back.state_dict()[k], v) for k, v in model.state_dict().items())
-    assert json.loads((tmp_path / "out" / "config.json").read_text())["diffusion"]["kind"] == diffusion.get("kind", "gaussian")
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["diffusion"]["kind"] == diffusion.get(
+        "kind", "gaussian"
+    )
     if model.config.block != "adaln_zero":  # the flow model's transformer maps; its process does not
         with pytest.raises(CheckpointError, match="safetensors format instead"):
             transformer_config(model.config)
@@ -247,15 +282,24 @@ def test_cli_sample_of_an_exported_folder_equals_the_run(tmp_path, capsys):
     assert json.loads((out / "model_index.json").read_text())["id2label"] == {str(i): n for i, n in enumerate(names)}
     common = ["--classes", "1,2", "--steps", "2", "--cfg-scale", "2", "--quiet"]
     for source, name in ((out, "a"), (run, "b")):
-        code, _, err = _cli(capsys, "sample", str(source), *common, "--out", str(tmp_path / f"{name}.png"),
-                            "--npz", str(tmp_path / f"{name}.npz"))  # fmt: skip
+        code, _, err = _cli(
+            capsys,
+            "sample",
+            str(source),
+            *common,
+            "--out",
+            str(tmp_path / f"{name}.png"),
+            "--npz",
+            str(tmp_path / f"{name}.npz"),
+        )
         assert code == 0, err
     with np.load(tmp_path / "a.npz") as a, np.load(tmp_path / "b.npz") as b:
         assert a["arr_0"].shape == (2, 32, 32, 3) and np.array_equal(a["arr_0"], b["arr_0"])
     code, _, err = _cli(capsys, "export", str(run), "--out", str(out))
     assert code == 2 and err.strip().splitlines() == [err.strip()] and "already exists" in err
-    code, _, err = _cli(capsys, "export", str(run), "--out", str(out), "--overwrite", "--weights", "model",
-                        "--format", "safetensors")  # fmt: skip
+    code, _, err = _cli(
+        capsys, "export", str(run), "--out", str(out), "--overwrite", "--weights", "model", "--format", "safetensors"
+    )
     assert code == 0, err
     assert (out / "model.safetensors").is_file() and not (out / "transformer").exists()
 
@@ -268,11 +312,23 @@ def test_cli_pixel_model_exports_transformer_and_scheduler(tmp_path, capsys):
     assert "pixel-space model" in err and "DiTPipeline needs a VAE" in err
     assert sorted(p.name for p in (tmp_path / "dit").iterdir()) == ["ditscale.json", "scheduler", "transformer"]
     assert read_metadata(tmp_path / "dit")["diffusion"] == DIFFUSION
-    code, _, err = _cli(capsys, "sample", str(tmp_path / "dit"), "--classes", "3", "--steps", "2", "--quiet",
-                        "--out", str(tmp_path / "g.png"))  # fmt: skip
+    code, _, err = _cli(
+        capsys,
+        "sample",
+        str(tmp_path / "dit"),
+        "--classes",
+        "3",
+        "--steps",
+        "2",
+        "--quiet",
+        "--out",
+        str(tmp_path / "g.png"),
+    )
     assert code == 0, err
     assert (tmp_path / "g.png").is_file()
-    assert from_diffusers(to_diffusers(model.state_dict(), model.config), model.config).keys() == model.state_dict().keys()
+    assert (
+        from_diffusers(to_diffusers(model.state_dict(), model.config), model.config).keys() == model.state_dict().keys()
+    )
 
 
 def test_hub_layout_with_the_older_class_name_loads_and_converts(tmp_path, capsys):
@@ -283,13 +339,30 @@ def test_hub_layout_with_the_older_class_name_loads_and_converts(tmp_path, capsy
     save_transformer(model.state_dict(), model.config, hub / "transformer")
     config = json.loads((hub / "transformer" / "config.json").read_text())
     legacy = {k: v for k, v in config.items() if k not in ("norm_eps", "_class_name")}
-    legacy.update({"_class_name": "Transformer2DModel", "cross_attention_dim": None, "num_vector_embeds": None,
-                   "only_cross_attention": False, "use_linear_projection": False, "double_self_attention": False})
+    legacy.update(
+        {
+            "_class_name": "Transformer2DModel",
+            "cross_attention_dim": None,
+            "num_vector_embeds": None,
+            "only_cross_attention": False,
+            "use_linear_projection": False,
+            "double_self_attention": False,
+        }
+    )
     (hub / "transformer" / "config.json").write_text(json.dumps(legacy))
     (hub / "scheduler").mkdir()
-    (hub / "scheduler" / "scheduler_config.json").write_text(json.dumps(
-        {"_class_name": "DDIMScheduler", "beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02,
-         "num_train_timesteps": 1000, "clip_sample": False}))  # fmt: skip
+    (hub / "scheduler" / "scheduler_config.json").write_text(
+        json.dumps(
+            {
+                "_class_name": "DDIMScheduler",
+                "beta_schedule": "linear",
+                "beta_start": 0.0001,
+                "beta_end": 0.02,
+                "num_train_timesteps": 1000,
+                "clip_sample": False,
+            }
+        )
+    )
     (hub / "model_index.json").write_text(json.dumps({"_class_name": "DiTPipeline"}))
     assert read_metadata(hub) == {"model": model.config.to_dict(), "diffusion": DIFFUSION}
     code, _, err = _cli(capsys, "export", str(hub), "--format", "safetensors", "--out", str(tmp_path / "plain"))

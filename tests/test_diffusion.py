@@ -47,7 +47,13 @@ def alpha_bar_by_hand(t: int) -> float:
 def test_defaults_mirror_dit_create_diffusion():
     d = create_diffusion()
     assert isinstance(d, GaussianDiffusion)
-    assert (d.num_timesteps, d.original_num_steps, d.predict, d.learn_sigma, d.loss_type) == (1000, 1000, "epsilon", True, "mse")
+    assert (d.num_timesteps, d.original_num_steps, d.predict, d.learn_sigma, d.loss_type) == (
+        1000,
+        1000,
+        "epsilon",
+        True,
+        "mse",
+    )
     assert d.model_out_channels(4) == 8
     assert create_diffusion(use_kl=True).loss_type == "rescaled_kl"
     assert create_diffusion({"rescale_learned_sigmas": True}).loss_type == "rescaled_mse"
@@ -108,7 +114,9 @@ def test_q_sample_and_posterior_closed_forms():
     mean, var, log_var = d.q_posterior_mean_variance(x0, x_t, t)
     c1 = b1 * math.sqrt(a0) / (1 - a1)
     c2 = (1 - a0) * math.sqrt(1 - b1) / (1 - a1)
-    np.testing.assert_allclose(mean.numpy()[0], c1 * np.array([0.5, -0.25]) + c2 * x_t.numpy()[0].astype(np.float64), rtol=1e-6)
+    np.testing.assert_allclose(
+        mean.numpy()[0], c1 * np.array([0.5, -0.25]) + c2 * x_t.numpy()[0].astype(np.float64), rtol=1e-6
+    )
     post_var = b1 * (1 - a0) / (1 - a1)
     np.testing.assert_allclose(var.numpy(), post_var, rtol=1e-6)
     np.testing.assert_allclose(log_var.numpy(), math.log(post_var), rtol=1e-6)
@@ -136,8 +144,13 @@ def test_hybrid_loss_hand_computed_kl_term():
     pred_x0 = (x_t - math.sqrt(1 - a) * 0.2) / math.sqrt(a)
     true_mean, model_mean = c1 * x0 + c2 * x_t, c1 * pred_x0 + c2 * x_t
     model_log_var = 0.5 * math.log(beta) + 0.5 * math.log(post_var)  # v = 0 is halfway in log space
-    kl = 0.5 * (-1 + model_log_var - math.log(post_var) + math.exp(math.log(post_var) - model_log_var)
-                + (true_mean - model_mean) ** 2 * math.exp(-model_log_var))
+    kl = 0.5 * (
+        -1
+        + model_log_var
+        - math.log(post_var)
+        + math.exp(math.log(post_var) - model_log_var)
+        + (true_mean - model_mean) ** 2 * math.exp(-model_log_var)
+    )
     assert out["mse"].item() == pytest.approx((eps - 0.2) ** 2, rel=1e-6)
     assert out["vb"].item() == pytest.approx(kl / LN2, rel=1e-4)
     assert out["loss"].item() == pytest.approx(1.44 + kl / LN2, rel=1e-6)
@@ -168,7 +181,9 @@ def test_vb_term_trains_only_the_variance():
     out = d.training_losses(model, x0, torch.tensor([5, 400]), noise=torch.tensor([[0.7], [1.1]]))
     (grad_mean, grad_var) = torch.autograd.grad(out["vb"].sum(), head)
     assert grad_mean.item() == 0.0 and grad_var.item() != 0.0
-    (grad_mean_mse, grad_var_mse) = torch.autograd.grad(out["mse"].sum(), head, allow_unused=True, materialize_grads=True)
+    (grad_mean_mse, grad_var_mse) = torch.autograd.grad(
+        out["mse"].sum(), head, allow_unused=True, materialize_grads=True
+    )
     assert grad_var_mse.item() == 0.0 and grad_mean_mse.item() != 0.0
 
 
@@ -196,8 +211,10 @@ def test_model_output_channels_are_checked():
 # Golden values from the reference ---------------------------------------------------------------
 GOLDEN_INPUTS = {k: GOLDEN[k] for k in ("W", "b", "emb")}
 X0, NOISE, Y, X_T = (torch.from_numpy(GOLDEN[k]) for k in ("x_start", "noise", "y", "x_T"))
-REF_TO_OURS = {"predict_xstart": ("predict", lambda v: "x0" if v else "epsilon"),
-               "noise_schedule": ("noise_schedule", lambda v: "cosine" if v == "squaredcos_cap_v2" else v)}
+REF_TO_OURS = {
+    "predict_xstart": ("predict", lambda v: "x0" if v else "epsilon"),
+    "noise_schedule": ("noise_schedule", lambda v: "cosine" if v == "squaredcos_cap_v2" else v),
+}
 
 
 def ours(ref_kwargs: dict) -> GaussianDiffusion:
@@ -224,7 +241,9 @@ def test_matches_reference_losses_and_p_mean_variance(name):
             assert_golden(terms[key], f"{name}/{key}")
     if f"{name}/betas" in GOLDEN:
         np.testing.assert_array_equal(d.betas, GOLDEN[f"{name}/betas"])
-        np.testing.assert_array_equal(d.posterior_log_variance_clipped, GOLDEN[f"{name}/posterior_log_variance_clipped"])
+        np.testing.assert_array_equal(
+            d.posterior_log_variance_clipped, GOLDEN[f"{name}/posterior_log_variance_clipped"]
+        )
     x_t = d.q_sample(X0, t, noise=NOISE)
     assert_golden(x_t, f"{name}/x_t")
     for clip in (True, False):
@@ -240,11 +259,18 @@ def test_matches_reference_trajectories():
     torch.manual_seed(SEED)  # the reference draws per-step noise from the global RNG
     assert_golden(d.sample(model, X_T.shape, sampler="ddpm", steps=250, **kw), "ddpm250")
     assert_golden(d.sample(model, X_T.shape, sampler="ddim", steps="ddim50", **kw), "ddim50")
-    assert_golden(d.sample(model, X_T.shape, sampler="ddim", steps=25, eta=1.0, generator=torch.Generator().manual_seed(SEED), **kw), "ddim25_eta1")
+    assert_golden(
+        d.sample(
+            model, X_T.shape, sampler="ddim", steps=25, eta=1.0, generator=torch.Generator().manual_seed(SEED), **kw
+        ),
+        "ddim25_eta1",
+    )
     x0_model = tiny_model(GOLDEN_INPUTS, 4)
     d_x0 = create_diffusion(predict="x0", learn_sigma=False)
     torch.manual_seed(SEED)
-    assert_golden(d_x0.sample(x0_model, X_T.shape, sampler="ddpm", steps=20, clip_denoised=True, **kw), "ddpm20_x0_fixed_clip")
+    assert_golden(
+        d_x0.sample(x0_model, X_T.shape, sampler="ddpm", steps=20, clip_denoised=True, **kw), "ddpm20_x0_fixed_clip"
+    )
 
 
 @pytest.mark.parametrize("key", list(SPACINGS))
@@ -407,8 +433,9 @@ def test_flow_x0_model_samples_its_target_and_v_model_agrees():
         got = x0_flow.sample(lambda x, tm: target.expand_as(x), x1.shape, sampler=sampler, steps=5, noise=x1)
         torch.testing.assert_close(got, target, rtol=0, atol=1e-14)
         v_oracle = lambda x, tm: (x - target) / (tm / 1000).view(-1, 1, 1, 1)  # noqa: E731
-        torch.testing.assert_close(v_flow.sample(v_oracle, x1.shape, sampler="euler", steps=5, noise=x1), target,
-                                   rtol=0, atol=1e-14)
+        torch.testing.assert_close(
+            v_flow.sample(v_oracle, x1.shape, sampler="euler", steps=5, noise=x1), target, rtol=0, atol=1e-14
+        )
     x_t = x0_flow.q_sample(target, torch.tensor([0.4]), x1)
     torch.testing.assert_close(x0_flow.predict_x0(lambda x, tm: target.expand_as(x), x_t, torch.tensor([0.4])), target)
     torch.testing.assert_close(v_flow.predict_x0(v_oracle, x_t, torch.tensor([0.4], dtype=torch.float64)), target)
@@ -439,8 +466,10 @@ def test_heun_is_second_order_and_euler_first_order():
     model = lambda x, tm: x * torch.cos(tm / 1000).view(-1, 1, 1, 1)  # noqa: E731  dx/dt = x cos t
     x1 = torch.ones(1, 1, 1, 1, dtype=torch.float64)
     exact = math.exp(-math.sin(1.0))  # x(0) = x(1) exp(sin 0 - sin 1)
-    err = {s: [abs(flow.sample(model, x1.shape, sampler=s, steps=n, noise=x1).item() - exact) for n in (8, 16)]
-           for s in ("euler", "heun")}
+    err = {
+        s: [abs(flow.sample(model, x1.shape, sampler=s, steps=n, noise=x1).item() - exact) for n in (8, 16)]
+        for s in ("euler", "heun")
+    }
     assert 3.6 < err["heun"][0] / err["heun"][1] < 4.4
     assert 1.8 < err["euler"][0] / err["euler"][1] < 2.2
 
@@ -449,8 +478,22 @@ def test_flow_samplers_deterministic_given_noise():
     flow = create_diffusion(kind="flow")
     model = tiny_model(GOLDEN_INPUTS, 4)
     for sampler in ("euler", "heun"):
-        a = flow.sample(model, X_T.shape, sampler=sampler, steps=5, model_kwargs=dict(y=Y), generator=torch.Generator().manual_seed(0))
-        b = flow.sample(model, X_T.shape, sampler=sampler, steps=5, model_kwargs=dict(y=Y), noise=torch.randn(X_T.shape, generator=torch.Generator().manual_seed(0)))
+        a = flow.sample(
+            model,
+            X_T.shape,
+            sampler=sampler,
+            steps=5,
+            model_kwargs=dict(y=Y),
+            generator=torch.Generator().manual_seed(0),
+        )
+        b = flow.sample(
+            model,
+            X_T.shape,
+            sampler=sampler,
+            steps=5,
+            model_kwargs=dict(y=Y),
+            noise=torch.randn(X_T.shape, generator=torch.Generator().manual_seed(0)),
+        )
         assert torch.equal(a, b)
     with pytest.raises(ConfigError, match="build it with learn_sigma=False"):
         flow.sample(tiny_model(GOLDEN_INPUTS), X_T.shape, sampler="euler", steps=2, model_kwargs=dict(y=Y))

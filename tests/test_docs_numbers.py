@@ -20,15 +20,18 @@ def _script(name: str = "quickstart_table"):
     return module
 
 
-@pytest.mark.parametrize("doc, blocks", [("README.md", ["quickstart-table"]),
-                                         ("docs/studies.md", ["quickstart-table", "quickstart-details"])])
+@pytest.mark.parametrize(
+    "doc, blocks",
+    [("README.md", ["quickstart-table"]), ("docs/studies.md", ["quickstart-table", "quickstart-details"])],
+)
 def test_docs_quote_the_committed_study(doc, blocks):
     table = _script()
     bodies = table.rendered(json.loads(LAWS.read_text()))
     text = (ROOT / doc).read_text()
     for name in blocks:
-        assert table.replace_block(text, name, bodies[name], doc) == text, \
+        assert table.replace_block(text, name, bodies[name], doc) == text, (
             f"{doc}: run `python scripts/quickstart_table.py {LAWS.relative_to(ROOT)} --write {doc}`"
+        )
 
 
 def test_the_table_reads_what_the_study_measured():

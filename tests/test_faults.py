@@ -70,8 +70,9 @@ def assert_same_study(study: Path, reference: Path) -> None:
 def test_sigkill_at_random_points_loses_nothing(reference, spec_path, tmp_path):
     out, rng = tmp_path / "study", random.Random(12)
     for _ in range(4):  # kill -9 the `study run` process at a random moment; its workers die with it
-        proc = subprocess.Popen(study_cmd(spec_path, out), env=ENV, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            study_cmd(spec_path, out), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         time.sleep(rng.uniform(1.5, 5.0))
         proc.kill()
         proc.wait()
@@ -82,8 +83,10 @@ def test_sigkill_at_random_points_loses_nothing(reference, spec_path, tmp_path):
 
 def test_two_study_runs_on_one_folder_share_the_work(reference, spec_path, tmp_path):
     out = tmp_path / "study"
-    procs = [subprocess.Popen(study_cmd(spec_path, out), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(study_cmd(spec_path, out), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     outputs = [p.communicate(timeout=600) for p in procs]
     # The process that finishes first may leave while the other still trains a run: it says so and
     # exits 1; the last one to finish sees the study complete, fits it and exits 0.
@@ -97,8 +100,12 @@ def test_two_study_runs_on_one_folder_share_the_work(reference, spec_path, tmp_p
 # A full disk while a checkpoint is written ----------------------------------------------------------
 def _mount_tmpfs(path: Path, size: str) -> bool:
     path.mkdir()
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                          capture_output=True).returncode == 0
+    return (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+        ).returncode
+        == 0
+    )
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
@@ -110,8 +117,22 @@ def test_a_full_disk_keeps_the_previous_checkpoint_valid(tmp_path):
         pytest.skip("could not mount a tmpfs here")
     try:
         out = disk / "run"
-        argv = [sys.executable, "-m", "ditscale.cli", "train", "tiny", "--out", str(out), "--max-steps", "40",
-                "--ckpt-every", "1", "--no-progress", "keep_checkpoints=5", *TRAIN_MICRO]
+        argv = [
+            sys.executable,
+            "-m",
+            "ditscale.cli",
+            "train",
+            "tiny",
+            "--out",
+            str(out),
+            "--max-steps",
+            "40",
+            "--ckpt-every",
+            "1",
+            "--no-progress",
+            "keep_checkpoints=5",
+            *TRAIN_MICRO,
+        ]
         proc = subprocess.run(argv, env=ENV, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 2, proc.stderr[-2000:]
         err = proc.stderr.strip().splitlines()[-1]

@@ -23,11 +23,19 @@ from ditscale.models.config import named_config
 
 # DiT paper (arXiv 2212.09748v2) Table 4: "Gflops" (= GMACs, 2 decimals) and "Params (M)" at 256x256.
 TABLE4 = {
-    "DiT-S/8": (0.36, 33), "DiT-S/4": (1.41, 33), "DiT-S/2": (6.06, 33),
-    "DiT-B/8": (1.42, 131), "DiT-B/4": (5.56, 130), "DiT-B/2": (23.01, 130),
-    "DiT-L/8": (5.01, 459), "DiT-L/4": (19.70, 458), "DiT-L/2": (80.71, 458),
-    "DiT-XL/8": (7.39, 676), "DiT-XL/4": (29.05, 675), "DiT-XL/2": (118.64, 675),
-}  # fmt: skip
+    "DiT-S/8": (0.36, 33),
+    "DiT-S/4": (1.41, 33),
+    "DiT-S/2": (6.06, 33),
+    "DiT-B/8": (1.42, 131),
+    "DiT-B/4": (5.56, 130),
+    "DiT-B/2": (23.01, 130),
+    "DiT-L/8": (5.01, 459),
+    "DiT-L/4": (19.70, 458),
+    "DiT-L/2": (80.71, 458),
+    "DiT-XL/8": (7.39, 676),
+    "DiT-XL/4": (29.05, 675),
+    "DiT-XL/2": (118.64, 675),
+}
 
 
 @pytest.mark.parametrize("name", [n for n in TABLE4 if n != "DiT-B/4"])
@@ -51,8 +59,10 @@ def test_512px_and_block_designs():
     # Cross-attention: paper 137.62; ours has a LayerNorm before cross-attention (+0.0083 GMACs).
     cross = forward_macs(named_config("DiT-XL/2", block="cross_attn"))
     assert round(cross.total / 1e9, 2) == 137.63 and round((cross.total - 28 * 256 * 1152) / 1e9, 2) == 137.62
-    assert {b: round(param_counts(named_config("DiT-XL/2", block=b)).trainable / 1e6) for b in
-            ("adaln", "in_context", "cross_attn")} == {"adaln": 600, "in_context": 449, "cross_attn": 598}
+    assert {
+        b: round(param_counts(named_config("DiT-XL/2", block=b)).trainable / 1e6)
+        for b in ("adaln", "in_context", "cross_attn")
+    } == {"adaln": 600, "in_context": 449, "cross_attn": 598}
 
 
 def test_params_reference_and_table4():
@@ -65,8 +75,17 @@ def test_params_reference_and_table4():
 
 
 # A tiny config counted by hand: T = (4/2)^2 = 4 tokens, d = 4, one block, MLP width 8, 1 in/out channel.
-TINY = dict(input_size=4, patch_size=2, in_channels=1, hidden_size=4, depth=1, num_heads=1,
-            mlp_ratio=2.0, num_classes=3, learn_sigma=False)  # fmt: skip
+TINY = dict(
+    input_size=4,
+    patch_size=2,
+    in_channels=1,
+    hidden_size=4,
+    depth=1,
+    num_heads=1,
+    mlp_ratio=2.0,
+    num_classes=3,
+    learn_sigma=False,
+)
 
 
 def test_tiny_config_by_hand():
@@ -85,9 +104,15 @@ def test_tiny_config_by_hand():
     assert m.total == 1984 and m.matmul == 1936 and forward_flops(cfg) == 3968
     p = param_counts(cfg)
     assert p.components == {
-        "patch_embed": 20, "pos_embed": 16, "t_embedder": 1048, "y_embedder": 16,
-        "attn": 80, "mlp": 76, "modulation": 160, "final_linear": 20,
-    }  # fmt: skip
+        "patch_embed": 20,
+        "pos_embed": 16,
+        "t_embedder": 1048,
+        "y_embedder": 16,
+        "attn": 80,
+        "mlp": 76,
+        "modulation": 160,
+        "final_linear": 20,
+    }
     assert (p.total, p.trainable, p.non_embedding) == (1436, 1420, 316)
     assert tokens_per_image(cfg) == 4
     # Training 10 images: exact = 6 * 1984 * 10; 6ND = 6 * 316 params * 4 tokens * 10.
@@ -113,11 +138,18 @@ def test_user_errors():
 # ------------------------------------------------------------------------------------------------
 
 PARAM_COMPONENT = [  # parameter-name fragment -> ParamCounts component (first match wins)
-    ("x_embedder.", "patch_embed"), ("pos_embed", "pos_embed"), ("context_embedder.", "context_embedder"),
-    ("t_embedder.", "t_embedder"), ("y_embedder.", "y_embedder"), ("final_layer.linear.", "final_linear"),
-    ("adaLN_modulation", "modulation"), ("cross_attn.", "cross_attn"), (".attn.", "attn"), (".mlp.", "mlp"),
+    ("x_embedder.", "patch_embed"),
+    ("pos_embed", "pos_embed"),
+    ("context_embedder.", "context_embedder"),
+    ("t_embedder.", "t_embedder"),
+    ("y_embedder.", "y_embedder"),
+    ("final_layer.linear.", "final_linear"),
+    ("adaLN_modulation", "modulation"),
+    ("cross_attn.", "cross_attn"),
+    (".attn.", "attn"),
+    (".mlp.", "mlp"),
     ("norm", "norm"),
-]  # fmt: skip
+]
 EMBEDDING = {"patch_embed", "pos_embed", "t_embedder", "y_embedder", "context_embedder", "final_linear"}
 
 SMALL = dict(input_size=8, patch_size=2, hidden_size=32, depth=2, num_heads=2, num_classes=10)
@@ -136,7 +168,9 @@ def test_matches_torch_model(block, cond):
     if cond == "text":
         kw.update(context_dim=12, context_len=5)
     if cond == "odd":  # patch 4, MLP ratio 2.5, no learned sigma, 3 input channels, no null class
-        kw.update(conditioning="class", patch_size=4, mlp_ratio=2.5, learn_sigma=False, in_channels=3, class_dropout_prob=0.0)
+        kw.update(
+            conditioning="class", patch_size=4, mlp_ratio=2.5, learn_sigma=False, in_channels=3, class_dropout_prob=0.0
+        )
     cfg = named_config("DiT-S/2", **kw)
     model = create_model(cfg).eval()
 
@@ -185,8 +219,28 @@ def test_cli_json(capsys):
     assert round(r["forward_gmacs"], 1) == 524.6 and r["tokens_per_image"] == 1024
     assert r["budget"]["tokens"] == 1_024_000 and r["budget"]["train_flops_exact"] == 6000 * r["forward_macs"]
 
-    r = _json(capsys, "custom", "--depth", "1", "--hidden-size", "4", "--num-heads", "1", "--patch-size", "2",
-              "--input-size", "4", "--in-channels", "1", "--mlp-ratio", "2", "--num-classes", "3", "--flops", "119040")
+    r = _json(
+        capsys,
+        "custom",
+        "--depth",
+        "1",
+        "--hidden-size",
+        "4",
+        "--num-heads",
+        "1",
+        "--patch-size",
+        "2",
+        "--input-size",
+        "4",
+        "--in-channels",
+        "1",
+        "--mlp-ratio",
+        "2",
+        "--num-classes",
+        "3",
+        "--flops",
+        "119040",
+    )
     assert r["forward_macs"] == 1984 + 4 * 4 * 4  # TINY with learned sigma: final linear outputs 2 channels
     assert r["budget"]["images_exact"] == 119040 / (6 * 2048)
 

@@ -46,8 +46,14 @@ def world(tmp_path_factory):
     synthetic_study(root / "study", STUDY_SPEC)
     images = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
     np.savez(root / "batch.npz", arr_0=images)
-    return SimpleNamespace(root=root, run=root / "run", study=root / "study", csv=root / "study" / "runs.csv",
-                           batch=root / "batch.npz", weights=next((root / "run").rglob("*.safetensors")))
+    return SimpleNamespace(
+        root=root,
+        run=root / "run",
+        study=root / "study",
+        csv=root / "study" / "runs.csv",
+        batch=root / "batch.npz",
+        weights=next((root / "run").rglob("*.safetensors")),
+    )
 
 
 def tree_hash(path: Path) -> str:
@@ -102,6 +108,7 @@ def case(name: str, words: str):
     def register(build: Case) -> Case:
         CASES[name] = (build, words)
         return build
+
     return register
 
 
@@ -119,7 +126,9 @@ simple("flops unknown model", "unknown model", "flops", "DiT-XXL/2")
 simple("flops negative budget", "must be >= 0", "flops", "DiT-S/2", "--flops", "-1")
 simple("flops unknown option", "unrecognized arguments", "flops", "DiT-S/2", "--bogus")
 simple("flops missing preset file", "does not exist", "flops", "{t}/none.yaml")
-case("flops non-utf8 preset", "is not UTF-8")(lambda w, t: (["flops", str(_write(t / "c.yaml", b"model: \xff\n"))], None))
+case("flops non-utf8 preset", "is not UTF-8")(
+    lambda w, t: (["flops", str(_write(t / "c.yaml", b"model: \xff\n"))], None)
+)
 
 # fit
 simple("fit missing csv", "", "fit", "isoflop", "{t}/none.csv")
@@ -128,25 +137,46 @@ simple("fit seed negative", "must be between 0", "fit", "isoflop", "x.csv", "--s
 simple("fit predict nan", "must be a finite number", "fit", "isoflop", "x.csv", "--predict", "nan")
 simple("fit csv is a folder", "", "fit", "isoflop", "{t}")
 case("fit out is a folder", "is a folder")(lambda w, t: (["fit", "isoflop", str(w.csv), "--out", str(t)], None))
-case("fit non-utf8 csv", "UTF-8")(lambda w, t: (["fit", "isoflop", str(_flip_byte(Path(shutil.copy(w.csv, t / "r.csv"))))], None))
+case("fit non-utf8 csv", "UTF-8")(
+    lambda w, t: (["fit", "isoflop", str(_flip_byte(Path(shutil.copy(w.csv, t / "r.csv"))))], None)
+)
 case("fit empty csv", "")(lambda w, t: (["fit", "isoflop", str(_write(t / "r.csv", ""))], None))
-case("fit truncated csv", "")(lambda w, t: (["fit", "isoflop", str(_truncate(Path(shutil.copy(w.csv, t / "r.csv")), 0.03))], None))
-case("fit nan loss", "")(lambda w, t: (["fit", "isoflop", str(_write(
-    t / "r.csv", "flops,params,tokens,loss\n1e9,10,10,nan\n1e9,20,5,0.5\n1e9,40,2,0.6\n"))], None))
+case("fit truncated csv", "")(
+    lambda w, t: (["fit", "isoflop", str(_truncate(Path(shutil.copy(w.csv, t / "r.csv")), 0.03))], None)
+)
+case("fit nan loss", "")(
+    lambda w, t: (
+        [
+            "fit",
+            "isoflop",
+            str(_write(t / "r.csv", "flops,params,tokens,loss\n1e9,10,10,nan\n1e9,20,5,0.5\n1e9,40,2,0.6\n")),
+        ],
+        None,
+    )
+)
 
 # eval
 simple("eval missing batch", "", "eval", "{t}/none.npz", "--ref", "{t}/none2.npz")
 case("eval batch is an empty folder", "")(lambda w, t: (["eval", str(t), "--ref", str(w.batch)], None))
-case("eval not an npz", "")(lambda w, t: (["eval", str(_write(t / "s.npz", b"not a zip")), "--ref", str(w.batch)], None))
-case("eval truncated npz", "")(lambda w, t: (
-    ["eval", str(_truncate(Path(shutil.copy(w.batch, t / "s.npz")))), "--ref", str(w.batch)], None))
+case("eval not an npz", "")(
+    lambda w, t: (["eval", str(_write(t / "s.npz", b"not a zip")), "--ref", str(w.batch)], None)
+)
+case("eval truncated npz", "")(
+    lambda w, t: (["eval", str(_truncate(Path(shutil.copy(w.batch, t / "s.npz")))), "--ref", str(w.batch)], None)
+)
 case("eval pickled npz", "")(lambda w, t: (["eval", str(_pickled_npz(t / "s.npz")), "--ref", str(w.batch)], None))
-case("eval batch size 0", "must be between 1")(lambda w, t: (
-    ["eval", str(w.batch), "--ref", str(w.batch), "--batch-size", "0"], None))
-case("eval unknown device", "is not a device")(lambda w, t: (
-    ["eval", str(w.batch), "--ref", str(w.batch), "--device", "tpu:7"], None))
-case("eval ref stats to a folder", "is a folder")(lambda w, t: (
-    ["eval", str(w.batch), "--ref", str(w.batch), "--evaluator", "inception", "--save-ref-stats", str(t)], None))
+case("eval batch size 0", "must be between 1")(
+    lambda w, t: (["eval", str(w.batch), "--ref", str(w.batch), "--batch-size", "0"], None)
+)
+case("eval unknown device", "is not a device")(
+    lambda w, t: (["eval", str(w.batch), "--ref", str(w.batch), "--device", "tpu:7"], None)
+)
+case("eval ref stats to a folder", "is a folder")(
+    lambda w, t: (
+        ["eval", str(w.batch), "--ref", str(w.batch), "--evaluator", "inception", "--save-ref-stats", str(t)],
+        None,
+    )
+)
 
 
 def _pickled_npz(path: Path) -> Path:
@@ -158,14 +188,32 @@ def _pickled_npz(path: Path) -> Path:
 simple("data export num 0", "must be between 1", "data", "export", "shapes", "--num", "0", "--out", "{t}/x.npz")
 simple("data export num huge", "must be between 1", "data", "export", "shapes", "--num", "1e12", "--out", "{t}/x.npz")
 simple("data export out is a folder", "is a folder", "data", "export", "shapes", "--num", "2", "--out", "{t}")
-simple("data export unknown dataset", "unknown dataset", "data", "export", "imagenet", "--num", "2", "--out", "{t}/x.npz")
-simple("data export seed negative", "must be between 0", "data", "export", "shapes", "--num", "2", "--seed", "-4",
-       "--out", "{t}/x.npz")
-case("data export out under a file", "is a file, not a folder")(lambda w, t: (
-    ["data", "export", "shapes", "--num", "2", "--out", str(_write(t / "f", "x") / "x.npz")], None))
+simple(
+    "data export unknown dataset", "unknown dataset", "data", "export", "imagenet", "--num", "2", "--out", "{t}/x.npz"
+)
+simple(
+    "data export seed negative",
+    "must be between 0",
+    "data",
+    "export",
+    "shapes",
+    "--num",
+    "2",
+    "--seed",
+    "-4",
+    "--out",
+    "{t}/x.npz",
+)
+case("data export out under a file", "is a file, not a folder")(
+    lambda w, t: (["data", "export", "shapes", "--num", "2", "--out", str(_write(t / "f", "x") / "x.npz")], None)
+)
 
-case("data export non-utf8 file name", "")(lambda w, t: (
-    ["data", "export", "folder", "--set", f"path={_odd_names(t)}", "--num", "1", "--out", str(t / "x.npz")], None))
+case("data export non-utf8 file name", "")(
+    lambda w, t: (
+        ["data", "export", "folder", "--set", f"path={_odd_names(t)}", "--num", "1", "--out", str(t / "x.npz")],
+        None,
+    )
+)
 
 
 def _odd_names(t: Path) -> Path:
@@ -176,12 +224,33 @@ def _odd_names(t: Path) -> Path:
 
 
 # extract-latents
-simple("extract count negative", "must be between 1", "extract-latents", "shapes", "--vae", "v", "--out", "{t}/s",
-       "--count", "-5")
-simple("extract device cuda", "CUDA is not available", "extract-latents", "shapes", "--vae", "v", "--out", "{t}/s",
-       "--device", "cuda")
-case("extract out is a file", "is a file, not a folder")(lambda w, t: (
-    ["extract-latents", "shapes", "--vae", "v", "--out", str(_write(t / "f", "x")), "--count", "4"], None))
+simple(
+    "extract count negative",
+    "must be between 1",
+    "extract-latents",
+    "shapes",
+    "--vae",
+    "v",
+    "--out",
+    "{t}/s",
+    "--count",
+    "-5",
+)
+simple(
+    "extract device cuda",
+    "CUDA is not available",
+    "extract-latents",
+    "shapes",
+    "--vae",
+    "v",
+    "--out",
+    "{t}/s",
+    "--device",
+    "cuda",
+)
+case("extract out is a file", "is a file, not a folder")(
+    lambda w, t: (["extract-latents", "shapes", "--vae", "v", "--out", str(_write(t / "f", "x")), "--count", "4"], None)
+)
 
 # train
 case("train config is a folder", "")(lambda w, t: (["train", str(t), "--out", str(t / "r")], None))
@@ -195,19 +264,30 @@ simple("train batch beyond memory", "GiB available; lower batch_size", *TRAIN, "
 simple("train unknown key", "unknown key", *TRAIN, "{t}/r", "optim.learning_rate=1")
 simple("train unknown preset", "unknown training config", "train", "tinyy", "--out", "{t}/r")
 case("train out is a file", "is a file, not a folder")(lambda w, t: ([*TRAIN, str(_write(t / "f", "x"))], None))
-case("train empty config", "max_steps")(lambda w, t: (["train", str(_write(t / "c.yaml", "")), "--out", str(t / "r")], None))
-case("train duplicate keys", "duplicate key 'max_steps'")(lambda w, t: (
-    ["train", str(_write(t / "c.yaml", "max_steps: 3\nmax_steps: 4\n")), "--out", str(t / "r")], None))
-case("train yaml tag", "is not allowed")(lambda w, t: (
-    ["train", str(_write(t / "c.yaml", "seed: !!python/object/apply:os.system ['true']\n")), "--out", str(t / "r")], None))
-case("train non-utf8 config", "is not UTF-8")(lambda w, t: (
-    ["train", str(_write(t / "c.yaml", b"max_steps: 3\n# \xff\xfe\n")), "--out", str(t / "r")], None))
-case("train negative seed in config", "seed")(lambda w, t: (
-    ["train", str(_write(t / "c.yaml", "max_steps: 3\nseed: -1\n")), "--out", str(t / "r")], None))
-case("train text without an encoder", "no text_encoder is set")(lambda w, t: (
-    [*TRAIN, str(t / "r"), "model.conditioning=text", "model.block=cross_attn", "data.captions=true"], t))
-case("train a held run folder", "is being trained by another process")(lambda w, t: (
-    [*TRAIN, str(_held_run(t))], t / "held"))
+case("train empty config", "max_steps")(
+    lambda w, t: (["train", str(_write(t / "c.yaml", "")), "--out", str(t / "r")], None)
+)
+case("train duplicate keys", "duplicate key 'max_steps'")(
+    lambda w, t: (["train", str(_write(t / "c.yaml", "max_steps: 3\nmax_steps: 4\n")), "--out", str(t / "r")], None)
+)
+case("train yaml tag", "is not allowed")(
+    lambda w, t: (
+        ["train", str(_write(t / "c.yaml", "seed: !!python/object/apply:os.system ['true']\n")), "--out", str(t / "r")],
+        None,
+    )
+)
+case("train non-utf8 config", "is not UTF-8")(
+    lambda w, t: (["train", str(_write(t / "c.yaml", b"max_steps: 3\n# \xff\xfe\n")), "--out", str(t / "r")], None)
+)
+case("train negative seed in config", "seed")(
+    lambda w, t: (["train", str(_write(t / "c.yaml", "max_steps: 3\nseed: -1\n")), "--out", str(t / "r")], None)
+)
+case("train text without an encoder", "no text_encoder is set")(
+    lambda w, t: ([*TRAIN, str(t / "r"), "model.conditioning=text", "model.block=cross_attn", "data.captions=true"], t)
+)
+case("train a held run folder", "is being trained by another process")(
+    lambda w, t: ([*TRAIN, str(_held_run(t))], t / "held")
+)
 
 
 def _held_run(t: Path) -> Path:
@@ -218,72 +298,176 @@ def _held_run(t: Path) -> Path:
 
 
 # sample
-case("sample missing ckpt", "does not exist")(lambda w, t: (["sample", str(t / "none.safetensors"), "--out",
-                                                             str(t / "g.png")], None))
+case("sample missing ckpt", "does not exist")(
+    lambda w, t: (["sample", str(t / "none.safetensors"), "--out", str(t / "g.png")], None)
+)
 case("sample folder not a run", "")(lambda w, t: (["sample", str(t), "--out", str(t / "g.png")], None))
 case("sample out is a folder", "is a folder")(lambda w, t: (["sample", str(w.run), "--out", str(t)], w.run))
-case("sample npz is a folder", "is a folder")(lambda w, t: (
-    ["sample", str(w.run), "--out", str(t / "g.png"), "--npz", str(t)], w.run))
+case("sample npz is a folder", "is a folder")(
+    lambda w, t: (["sample", str(w.run), "--out", str(t / "g.png"), "--npz", str(t)], w.run)
+)
 case("sample device cuda", "CUDA is not available")(lambda w, t: (["sample", str(w.run), "--device", "cuda"], w.run))
 case("sample device tpu", "is not a device")(lambda w, t: (["sample", str(w.run), "--device", "tpu:7"], w.run))
-case("sample upscale huge", "must be between 1 and 64")(lambda w, t: (["sample", str(w.run), "--upscale", "100000"], w.run))
-case("sample grid too large", "lower --upscale or the number of images")(lambda w, t: (
-    ["sample", str(w.run), "--num-images", "4096", "--upscale", "64", "--out", str(t / "g.png")], w.run))
+case("sample upscale huge", "must be between 1 and 64")(
+    lambda w, t: (["sample", str(w.run), "--upscale", "100000"], w.run)
+)
+case("sample grid too large", "lower --upscale or the number of images")(
+    lambda w, t: (["sample", str(w.run), "--num-images", "4096", "--upscale", "64", "--out", str(t / "g.png")], w.run)
+)
 case("sample cfg nan", "must be a finite number")(lambda w, t: (["sample", str(w.run), "--cfg-scale", "nan"], w.run))
 case("sample num-images 0", "must be between 1")(lambda w, t: (["sample", str(w.run), "--num-images", "0"], w.run))
-case("sample steps a word", "")(lambda w, t: (["sample", str(w.run), "--steps", "many", "--out", str(t / "g.png")], w.run))
-case("sample classes out of range", "")(lambda w, t: (
-    ["sample", str(w.run), "--classes", "0,99999", "--out", str(t / "g.png")], w.run))
-case("sample bad classes", "")(lambda w, t: (["sample", str(w.run), "--classes", "a,b", "--out", str(t / "g.png")], w.run))
-case("sample metadata not json", "")(lambda w, t: (
-    ["sample", str(_safetensors(t / "m.safetensors", {"ditscale": "not json"})), "--out", str(t / "g.png")], None))
-case("sample metadata a list", "")(lambda w, t: (
-    ["sample", str(_safetensors(t / "m.safetensors", {"ditscale": "[1, 2]"})), "--out", str(t / "g.png")], None))
-case("sample metadata absurd sizes", "")(lambda w, t: (
-    ["sample", str(_safetensors(t / "m.safetensors", {"ditscale": json.dumps(
-        {"model": {"depth": 10**9, "hidden_size": 10**9, "num_heads": 1, "patch_size": 2, "input_size": 8}})})),
-     "--out", str(t / "g.png")], None))
-case("sample header absurd length", "")(lambda w, t: (
-    ["sample", str(_write(t / "m.safetensors", struct.pack("<Q", 2**60) + b"{}")), "--out", str(t / "g.png")], None))
-case("sample truncated weights", "")(lambda w, t: (
-    ["sample", str(_truncate(Path(shutil.copy(w.weights, t / "m.safetensors")))), "--out", str(t / "g.png")], None))
-case("sample hostile pickle", "")(lambda w, t: (
-    ["sample", str(_write(t / "m.pt", pickle.dumps({"model": _Hostile()}))), "--model", "DiT-S/2",
-     "--out", str(t / "g.png")], None))
+case("sample steps a word", "")(
+    lambda w, t: (["sample", str(w.run), "--steps", "many", "--out", str(t / "g.png")], w.run)
+)
+case("sample classes out of range", "")(
+    lambda w, t: (["sample", str(w.run), "--classes", "0,99999", "--out", str(t / "g.png")], w.run)
+)
+case("sample bad classes", "")(
+    lambda w, t: (["sample", str(w.run), "--classes", "a,b", "--out", str(t / "g.png")], w.run)
+)
+case("sample metadata not json", "")(
+    lambda w, t: (
+        ["sample", str(_safetensors(t / "m.safetensors", {"ditscale": "not json"})), "--out", str(t / "g.png")],
+        None,
+    )
+)
+case("sample metadata a list", "")(
+    lambda w, t: (
+        ["sample", str(_safetensors(t / "m.safetensors", {"ditscale": "[1, 2]"})), "--out", str(t / "g.png")],
+        None,
+    )
+)
+case("sample metadata absurd sizes", "")(
+    lambda w, t: (
+        [
+            "sample",
+            str(
+                _safetensors(
+                    t / "m.safetensors",
+                    {
+                        "ditscale": json.dumps(
+                            {
+                                "model": {
+                                    "depth": 10**9,
+                                    "hidden_size": 10**9,
+                                    "num_heads": 1,
+                                    "patch_size": 2,
+                                    "input_size": 8,
+                                }
+                            }
+                        )
+                    },
+                )
+            ),
+            "--out",
+            str(t / "g.png"),
+        ],
+        None,
+    )
+)
+case("sample header absurd length", "")(
+    lambda w, t: (
+        ["sample", str(_write(t / "m.safetensors", struct.pack("<Q", 2**60) + b"{}")), "--out", str(t / "g.png")],
+        None,
+    )
+)
+case("sample truncated weights", "")(
+    lambda w, t: (
+        ["sample", str(_truncate(Path(shutil.copy(w.weights, t / "m.safetensors")))), "--out", str(t / "g.png")],
+        None,
+    )
+)
+case("sample hostile pickle", "")(
+    lambda w, t: (
+        [
+            "sample",
+            str(_write(t / "m.pt", pickle.dumps({"model": _Hostile()}))),
+            "--model",
+            "DiT-S/2",
+            "--out",
+            str(t / "g.png"),
+        ],
+        None,
+    )
+)
 
 # export
 case("export missing run", "")(lambda w, t: (["export", str(t / "none"), "--out", str(t / "e")], None))
 case("export a folder that is not a run", "")(lambda w, t: (["export", str(t), "--out", str(t / "e")], None))
 case("export out exists", "already exists")(lambda w, t: (["export", str(w.run), "--out", str(t)], w.run))
-case("export unknown format", "invalid choice")(lambda w, t: (["export", str(w.run), "--format", "onnx", "--out",
-                                                              str(t / "e")], w.run))
+case("export unknown format", "invalid choice")(
+    lambda w, t: (["export", str(w.run), "--format", "onnx", "--out", str(t / "e")], w.run)
+)
 
 # study plan / run
 simple("study plan unknown preset", "unknown study", "study", "plan", "--preset", "nope")
-simple("study plan prior nan", "must be a finite number", "study", "plan", "--preset", "quickstart",
-       "--set", "prior.coefficient=nan")
-simple("study plan target inf", "must be a finite number", "study", "plan", "--preset", "quickstart",
-       "--set", "target_flops=.inf")
-simple("study plan lr nan", "must be a finite number", "study", "plan", "--preset", "quickstart",
-       "--set", "hparams.lr=nan")
+simple(
+    "study plan prior nan",
+    "must be a finite number",
+    "study",
+    "plan",
+    "--preset",
+    "quickstart",
+    "--set",
+    "prior.coefficient=nan",
+)
+simple(
+    "study plan target inf",
+    "must be a finite number",
+    "study",
+    "plan",
+    "--preset",
+    "quickstart",
+    "--set",
+    "target_flops=.inf",
+)
+simple(
+    "study plan lr nan", "must be a finite number", "study", "plan", "--preset", "quickstart", "--set", "hparams.lr=nan"
+)
 simple("study plan unknown key", "unknown key", "study", "plan", "--preset", "quickstart", "--set", "hparams.lrr=1")
 simple("study plan mfu above 1", "must be at most 1", "study", "plan", "--preset", "quickstart", "--mfu", "2")
-case("study plan non-utf8 spec", "is not UTF-8")(lambda w, t: (
-    ["study", "plan", str(_write(t / "s.yaml", b"name: x\xff\n"))], None))
-case("study plan spec tag", "is not allowed")(lambda w, t: (
-    ["study", "plan", str(_write(t / "s.yaml", "name: !!python/object:os.system x\n"))], None))
-case("study plan duplicate keys", "duplicate key")(lambda w, t: (
-    ["study", "plan", str(_write(t / "s.yaml", "name: a\nname: b\n"))], None))
-case("study plan truncated plan.csv", "plan.csv")(lambda w, t: (
-    ["study", "plan", "--preset", "quickstart", "--out", str(_cut_plan(t))], t / "study"))
-simple("study run max-runs negative", "must be between 0", "study", "run", "--preset", "quickstart",
-       "--out", "{t}/s", "--max-runs", "-1")
-simple("study run workers negative", "must be between 0", "study", "run", "--preset", "quickstart",
-       "--out", "{t}/s", "--workers", "-1")
-case("study run out is a file", "is a file, not a folder")(lambda w, t: (
-    ["study", "run", "--preset", "quickstart", "--out", str(_write(t / "f", "x"))], None))
-case("study run bad run id", "is not a run name")(lambda w, t: (
-    ["study", "run", "--preset", "quickstart", "--out", str(_evil_plan(t))], t / "study"))
+case("study plan non-utf8 spec", "is not UTF-8")(
+    lambda w, t: (["study", "plan", str(_write(t / "s.yaml", b"name: x\xff\n"))], None)
+)
+case("study plan spec tag", "is not allowed")(
+    lambda w, t: (["study", "plan", str(_write(t / "s.yaml", "name: !!python/object:os.system x\n"))], None)
+)
+case("study plan duplicate keys", "duplicate key")(
+    lambda w, t: (["study", "plan", str(_write(t / "s.yaml", "name: a\nname: b\n"))], None)
+)
+case("study plan truncated plan.csv", "plan.csv")(
+    lambda w, t: (["study", "plan", "--preset", "quickstart", "--out", str(_cut_plan(t))], t / "study")
+)
+simple(
+    "study run max-runs negative",
+    "must be between 0",
+    "study",
+    "run",
+    "--preset",
+    "quickstart",
+    "--out",
+    "{t}/s",
+    "--max-runs",
+    "-1",
+)
+simple(
+    "study run workers negative",
+    "must be between 0",
+    "study",
+    "run",
+    "--preset",
+    "quickstart",
+    "--out",
+    "{t}/s",
+    "--workers",
+    "-1",
+)
+case("study run out is a file", "is a file, not a folder")(
+    lambda w, t: (["study", "run", "--preset", "quickstart", "--out", str(_write(t / "f", "x"))], None)
+)
+case("study run bad run id", "is not a run name")(
+    lambda w, t: (["study", "run", "--preset", "quickstart", "--out", str(_evil_plan(t))], t / "study")
+)
 
 
 def _quickstart_folder(t: Path) -> Path:
@@ -323,30 +507,48 @@ def _evil_plan(t: Path) -> Path:
 
 # study predict / compare / report
 case("predict not a study", "is not a study folder")(lambda w, t: (["study", "predict", str(t)], None))
-case("predict flops nan", "must be a finite number")(lambda w, t: (["study", "predict", str(w.study), "--flops", "nan"],
-                                                                   w.study))
-case("predict flops negative", "must be > 0")(lambda w, t: (["study", "predict", str(w.study), "--flops", "-1"], w.study))
-case("predict non-utf8 runs.csv", "UTF-8")(lambda w, t: (
-    ["study", "predict", str(_damaged_study(w, t, "runs.csv", _flip_byte))], t / "study"))
-case("predict truncated spec", "truncated")(lambda w, t: (
-    ["study", "predict", str(_damaged_study(w, t, "spec.yaml", _truncate))], t / "study"))
-case("predict spec tag", "is not allowed")(lambda w, t: (
-    ["study", "predict", str(_damaged_study(w, t, "spec.yaml", _tagged))], t / "study"))
-case("predict non-utf8 spec", "is not UTF-8")(lambda w, t: (
-    ["study", "predict", str(_damaged_study(w, t, "spec.yaml", _flip_byte))], t / "study"))
-case("study plan non-utf8 plan.csv", "is not UTF-8")(lambda w, t: (
-    ["study", "plan", "--preset", "quickstart", "--out", str(_flipped_plan(t))], t / "study"))
-case("compare missing study", "is not a study folder")(lambda w, t: (["study", "compare", str(w.study), str(t)], w.study))
-case("compare flops inf", "must be a finite number")(lambda w, t: (
-    ["study", "compare", str(w.study), str(w.study), "--flops", "inf"], w.study))
-case("report truncated runs.csv", "runs.csv")(lambda w, t: (
-    ["study", "report", str(_damaged_study(w, t, "runs.csv", lambda p: _truncate(p, 0.02)))], t / "study"))
-case("report spec tag", "is not allowed")(lambda w, t: (
-    ["study", "report", str(_damaged_study(w, t, "spec.yaml", _tagged))], t / "study"))
-case("report laws.json is a folder", "laws.json")(lambda w, t: (
-    ["study", "report", str(_damaged_study(w, t, "laws.json", _folder))], t / "study"))
-case("report runs.csv binary", "")(lambda w, t: (
-    ["study", "report", str(_damaged_study(w, t, "runs.csv", lambda p: _write(p, os.urandom(300))))], t / "study"))
+case("predict flops nan", "must be a finite number")(
+    lambda w, t: (["study", "predict", str(w.study), "--flops", "nan"], w.study)
+)
+case("predict flops negative", "must be > 0")(
+    lambda w, t: (["study", "predict", str(w.study), "--flops", "-1"], w.study)
+)
+case("predict non-utf8 runs.csv", "UTF-8")(
+    lambda w, t: (["study", "predict", str(_damaged_study(w, t, "runs.csv", _flip_byte))], t / "study")
+)
+case("predict truncated spec", "truncated")(
+    lambda w, t: (["study", "predict", str(_damaged_study(w, t, "spec.yaml", _truncate))], t / "study")
+)
+case("predict spec tag", "is not allowed")(
+    lambda w, t: (["study", "predict", str(_damaged_study(w, t, "spec.yaml", _tagged))], t / "study")
+)
+case("predict non-utf8 spec", "is not UTF-8")(
+    lambda w, t: (["study", "predict", str(_damaged_study(w, t, "spec.yaml", _flip_byte))], t / "study")
+)
+case("study plan non-utf8 plan.csv", "is not UTF-8")(
+    lambda w, t: (["study", "plan", "--preset", "quickstart", "--out", str(_flipped_plan(t))], t / "study")
+)
+case("compare missing study", "is not a study folder")(
+    lambda w, t: (["study", "compare", str(w.study), str(t)], w.study)
+)
+case("compare flops inf", "must be a finite number")(
+    lambda w, t: (["study", "compare", str(w.study), str(w.study), "--flops", "inf"], w.study)
+)
+case("report truncated runs.csv", "runs.csv")(
+    lambda w, t: (["study", "report", str(_damaged_study(w, t, "runs.csv", lambda p: _truncate(p, 0.02)))], t / "study")
+)
+case("report spec tag", "is not allowed")(
+    lambda w, t: (["study", "report", str(_damaged_study(w, t, "spec.yaml", _tagged))], t / "study")
+)
+case("report laws.json is a folder", "laws.json")(
+    lambda w, t: (["study", "report", str(_damaged_study(w, t, "laws.json", _folder))], t / "study")
+)
+case("report runs.csv binary", "")(
+    lambda w, t: (
+        ["study", "report", str(_damaged_study(w, t, "runs.csv", lambda p: _write(p, os.urandom(300))))],
+        t / "study",
+    )
+)
 
 
 def _damaged_study(w: SimpleNamespace, t: Path, name: str, damage: Callable[[Path], Path]) -> Path:
@@ -371,6 +573,7 @@ def _tagged(path: Path) -> Path:
 def deadline():
     def hang(*_):
         raise TimeoutError(f"the command ran past {TIMEOUT_S} s")
+
     old = signal.signal(signal.SIGALRM, hang)
     signal.alarm(TIMEOUT_S)
     yield

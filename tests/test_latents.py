@@ -47,8 +47,11 @@ def test_store_layout_and_meta(store):
     assert on_disk["count"] == 13 and on_disk["splits"] == {"train": 10, "val": 3}
     assert on_disk["shape"] == [4, 4, 4] and on_disk["scale"] == VAE_SCALE and on_disk["dtype"] == "float32"
     assert [(s["file"], s["start"], s["count"]) for s in on_disk["shards"]] == [
-        ("shard-00000.npy", 0, 4), ("shard-00001.npy", 4, 4), ("shard-00002.npy", 8, 4), ("shard-00003.npy", 12, 1),
-    ]  # fmt: skip
+        ("shard-00000.npy", 0, 4),
+        ("shard-00001.npy", 4, 4),
+        ("shard-00002.npy", 8, 4),
+        ("shard-00003.npy", 12, 1),
+    ]
     for s in on_disk["shards"]:
         assert s["sha256"] == sha256_file(out / s["file"])
         assert np.load(out / s["file"], mmap_mode="r").shape == (s["count"], 2, 2, 4, 4, 4)
@@ -170,8 +173,23 @@ def test_cli_extracts_shapes_with_captions(vae_dir, tmp_path, capsys):
     from ditscale.cli import main
 
     out = tmp_path / "shapes"
-    args = ["extract-latents", "shapes", "--vae", vae_dir, "--out", str(out), "--image-size", "16", "--count", "5",
-            "--set", "captions=true", "--shard-size", "8", "--no-progress"]  # fmt: skip
+    args = [
+        "extract-latents",
+        "shapes",
+        "--vae",
+        vae_dir,
+        "--out",
+        str(out),
+        "--image-size",
+        "16",
+        "--count",
+        "5",
+        "--set",
+        "captions=true",
+        "--shard-size",
+        "8",
+        "--no-progress",
+    ]
     assert main(args) == 0
     assert "5 train + 0 val images, latents 4x4x4 float16, 1 shards" in capsys.readouterr().out
     meta = read_meta(out)
@@ -188,7 +206,9 @@ def test_cli_extracts_shapes_with_captions(vae_dir, tmp_path, capsys):
     (out / "meta.json").write_text(json.dumps(meta))
     words = WordTokenizer.for_dataset(latents_cfg(out)).vocab
     assert words == WordTokenizer.from_captions(shapes[i]["caption"] for i in range(5)).vocab
-    assert main(["extract-latents", "shapes", "--vae", str(tmp_path / "no-vae"), "--out", str(out), "--count", "5"]) == 2
+    assert (
+        main(["extract-latents", "shapes", "--vae", str(tmp_path / "no-vae"), "--out", str(out), "--count", "5"]) == 2
+    )
     assert "VAE folder" in capsys.readouterr().err
 
 

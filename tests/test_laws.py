@@ -21,8 +21,22 @@ from scipy.optimize import minimize_scalar
 from ditscale.cli import main
 from ditscale.errors import ConfigError, DataError
 from ditscale.laws import (
-    FitConfig, FitWarning, IsoflopFit, Runs, backtest, bootstrap, compare, fit_envelope, fit_isoflop,
-    fit_parametric, fit_power_law, fit_runs, fit_saturating, nearest_model, predict, read_runs_csv,
+    FitConfig,
+    FitWarning,
+    IsoflopFit,
+    Runs,
+    backtest,
+    bootstrap,
+    compare,
+    fit_envelope,
+    fit_isoflop,
+    fit_parametric,
+    fit_power_law,
+    fit_runs,
+    fit_saturating,
+    nearest_model,
+    predict,
+    read_runs_csv,
 )
 from ditscale.laws.bootstrap import _isoflop_weights
 from ditscale.laws.isoflop import parabola_fit
@@ -43,8 +57,9 @@ def analytic_n_opt(c, p=TRUE):
     return (p["alpha"] * p["A"] / (p["beta"] * p["B"])) ** (1 / s) * (c / 6) ** (p["beta"] / s)
 
 
-def isoflop_grid(budgets=(1e17, 1e18 / 3.16, 1e18, 3.16e18, 1e19), k=9, span=1.2, noise=0.0, seed=0, p=TRUE,
-                 token_factor=1.0):
+def isoflop_grid(
+    budgets=(1e17, 1e18 / 3.16, 1e18, 3.16e18, 1e19), k=9, span=1.2, noise=0.0, seed=0, p=TRUE, token_factor=1.0
+):
     """k runs per budget, log-spaced over N_opt * exp([-span, span]), D = token_factor * C / (6N)."""
     rng = np.random.default_rng(seed)
     rows = []
@@ -66,8 +81,11 @@ def write_csv(path, header, rows):
 
 
 def test_read_runs_csv_columns_and_aliases(tmp_path):
-    f = write_csv(tmp_path / "runs.csv", ["run", "flops", "params", "tokens", "loss", "seed", "note"],
-                  [["a", 6e17, 1e7, 1e10, 3.5, 0, "x"], ["b", 6e17, 2e7, 5e9, 3.4, 1, "y"]])
+    f = write_csv(
+        tmp_path / "runs.csv",
+        ["run", "flops", "params", "tokens", "loss", "seed", "note"],
+        [["a", 6e17, 1e7, 1e10, 3.5, 0, "x"], ["b", 6e17, 2e7, 5e9, 3.4, 1, "y"]],
+    )
     runs = read_runs_csv(f)
     assert runs.flops.tolist() == [6e17, 6e17] and runs.params.tolist() == [1e7, 2e7]
     assert runs.tokens.tolist() == [1e10, 5e9] and runs.loss.tolist() == [3.5, 3.4]
@@ -81,12 +99,20 @@ def test_missing_column_names_it(tmp_path):
     assert str(err.value) == "runs.csv has no column 'loss'; need flops, params, tokens, loss"
 
 
-@pytest.mark.parametrize("bad, what", [("abc", "'abc', not a number"), ("0", "'0'; params must be a positive"),
-                                       ("-5e6", "'-5e6'; params must be a positive"), ("nan", "'nan'; params must be"),
-                                       ("inf", "'inf'; params must be")])
+@pytest.mark.parametrize(
+    "bad, what",
+    [
+        ("abc", "'abc', not a number"),
+        ("0", "'0'; params must be a positive"),
+        ("-5e6", "'-5e6'; params must be a positive"),
+        ("nan", "'nan'; params must be"),
+        ("inf", "'inf'; params must be"),
+    ],
+)
 def test_bad_values_name_column_and_line(tmp_path, bad, what):
-    f = write_csv(tmp_path / "runs.csv", ["flops", "params", "tokens", "loss"],
-                  [[1e17, 1e7, 1e9, 3.0], [1e17, bad, 1e9, 3.0]])
+    f = write_csv(
+        tmp_path / "runs.csv", ["flops", "params", "tokens", "loss"], [[1e17, 1e7, 1e9, 3.0], [1e17, bad, 1e9, 3.0]]
+    )
     with pytest.raises(DataError) as err:
         read_runs_csv(f)
     assert str(err.value).startswith(f"runs.csv line 3: column 'params' is {what}")
@@ -132,13 +158,13 @@ def test_budget_with_fewer_than_3_runs_is_named():
 
 def test_power_law_and_saturating_exact():
     c = np.logspace(17, 20, 7)
-    law = fit_power_law(c, 3.5 * c ** 0.47)
+    law = fit_power_law(c, 3.5 * c**0.47)
     assert law.coefficient == pytest.approx(3.5, rel=1e-12) and law.exponent == pytest.approx(0.47, abs=1e-13)
-    sat = fit_saturating(c, 1.9 + 300.0 * c ** -0.12)
+    sat = fit_saturating(c, 1.9 + 300.0 * c**-0.12)
     assert sat.E == pytest.approx(1.9, rel=1e-8)
     assert sat.k == pytest.approx(300.0, rel=1e-7) and sat.gamma == pytest.approx(0.12, rel=1e-8)
     with pytest.warns(FitWarning, match="needs at least 4 budgets"):
-        assert fit_saturating(c[:3], (1.9 + 300.0 * c ** -0.12)[:3]) is None
+        assert fit_saturating(c[:3], (1.9 + 300.0 * c**-0.12)[:3]) is None
 
 
 def test_parabola_fit_exact_and_huber_resists_an_outlier():
@@ -193,7 +219,9 @@ def test_isoflop_flags_edge_and_degenerate_budgets():
     edge = Runs(c * np.ones(5), n, c / (6 * n), law_loss(n, c / (6 * n)))
     x = np.linspace(-1, 1, 5)
     flat = Runs(1e20 * np.ones(5), 1e9 * np.exp(x), 1e20 / (6e9 * np.exp(x)), 2.0 - 0.1 * x * x)
-    both = Runs(*(np.concatenate([getattr(r, f) for r in (runs, edge, flat)]) for f in ("flops", "params", "tokens", "loss")))
+    both = Runs(
+        *(np.concatenate([getattr(r, f) for r in (runs, edge, flat)]) for f in ("flops", "params", "tokens", "loss"))
+    )
     with pytest.warns(FitWarning) as record:
         fit = fit_isoflop(both)
     messages = " ".join(str(w.message) for w in record)
@@ -256,7 +284,9 @@ def test_envelope_bootstrap_resamples_curves():
     fit = fit_envelope(runs, bins_per_decade=4)
     boot = bootstrap(runs, fit, n=60, seed=0)
     assert boot.method == "envelope" and boot.n_resamples == 60
-    assert np.array_equal(boot.samples["params_law.exponent"], bootstrap(runs, fit, n=60, seed=0).samples["params_law.exponent"])
+    assert np.array_equal(
+        boot.samples["params_law.exponent"], bootstrap(runs, fit, n=60, seed=0).samples["params_law.exponent"]
+    )
     lo, hi = boot.ci90("params_law.exponent")
     assert lo <= fit.params_law.exponent <= hi and hi > lo
 
@@ -344,8 +374,11 @@ def test_isoflop_bootstrap_stratified_deterministic_and_covering():
     fit = fit_isoflop(runs)
     boot = bootstrap(runs, fit, n=1000, seed=0)
     again, other = bootstrap(runs, fit, n=100, seed=0), bootstrap(runs, fit, n=100, seed=1)
-    assert np.array_equal(bootstrap(runs, fit, n=100, seed=0).samples["loss_law_saturating.E"],
-                          again.samples["loss_law_saturating.E"], equal_nan=True)
+    assert np.array_equal(
+        bootstrap(runs, fit, n=100, seed=0).samples["loss_law_saturating.E"],
+        again.samples["loss_law_saturating.E"],
+        equal_nan=True,
+    )
     assert not np.array_equal(again.samples["params_law.exponent"], other.samples["params_law.exponent"])
     lo, hi = boot.ci90("params_law.exponent")
     assert lo < 0.28 / 0.62 < hi and lo < fit.params_law.exponent < hi
@@ -370,8 +403,8 @@ def test_predict_images_intervals_and_nearest_model():
     fit = fit_isoflop(runs)
     boot = bootstrap(runs, fit, n=200, seed=0)
     pred = predict(fit, 1e21, boot=boot, tokens_per_image=256, family=[("S", 3.3e7), ("B", 1.3e8), ("XL", 6.75e8)])
-    assert pred.n_opt.value == pytest.approx(fit.params_law.coefficient * 1e21 ** fit.params_law.exponent, rel=1e-12)
-    assert pred.d_opt.value == pytest.approx(fit.tokens_law.coefficient * 1e21 ** fit.tokens_law.exponent, rel=1e-12)
+    assert pred.n_opt.value == pytest.approx(fit.params_law.coefficient * 1e21**fit.params_law.exponent, rel=1e-12)
+    assert pred.d_opt.value == pytest.approx(fit.tokens_law.coefficient * 1e21**fit.tokens_law.exponent, rel=1e-12)
     assert pred.loss_opt.value == pytest.approx(fit.loss_law(1e21), rel=1e-12)
     assert pred.images_opt.value == pred.d_opt.value / 256
     assert pred.images_opt.ci90 == [x / 256 for x in pred.d_opt.ci90]
@@ -387,7 +420,7 @@ def test_backtest_exact_when_loss_is_a_pure_power_law():
     p = {**TRUE, "E": 0.0}
     runs = isoflop_grid(budgets=np.logspace(17, 20, 7), p=p)
     rows = backtest(runs, k=2)
-    assert [r.flops for r in rows] == pytest.approx([1e19 * 10 ** 0.5, 1e20], rel=1e-12)
+    assert [r.flops for r in rows] == pytest.approx([1e19 * 10**0.5, 1e20], rel=1e-12)
     for r in rows:
         assert r.relative_error == pytest.approx(0.0, abs=1e-9)
         assert r.relative_error == (r.predicted_loss - r.actual_loss) / r.actual_loss
@@ -411,8 +444,12 @@ def test_compare_resolves_a_real_difference_only():
     p_fit = fit_parametric(a_runs)
     cross = compare(a_fit, None, p_fit, None)
     assert cross["params_law.exponent"].b == p_fit.n_opt_law.exponent and cross["params_law.exponent"].ci90 is None
-    assert [d.name for d in cross.differences] == ["params_law.coefficient", "params_law.exponent",
-                                                   "tokens_law.coefficient", "tokens_law.exponent"]
+    assert [d.name for d in cross.differences] == [
+        "params_law.coefficient",
+        "params_law.exponent",
+        "tokens_law.coefficient",
+        "tokens_law.exponent",
+    ]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -429,7 +466,9 @@ def test_json_shapes_full_precision(chinchilla):
     assert d["params_law"]["exponent"] == fit.params_law.exponent  # full float64 round trip
     assert d["params_law"]["ci90"]["exponent"] == boot.ci90("params_law.exponent")
     assert set(d["loss_law_saturating"]) == {"E", "k", "gamma", "ci90", "se"}
-    assert [set(b) for b in d["budgets"]] == [{"flops", "n_opt", "d_opt", "loss_opt", "edge", "degenerate", "n_runs"}] * 5
+    assert [set(b) for b in d["budgets"]] == [
+        {"flops", "n_opt", "d_opt", "loss_opt", "edge", "degenerate", "n_runs"}
+    ] * 5
     assert d["budgets"][0]["n_runs"] == 7
     p = json.loads(json.dumps(chinchilla[1].to_dict()))
     assert {"E", "A", "B", "alpha", "beta", "ci90", "se", "n_opt_law", "d_opt_law"} <= set(p)
@@ -452,8 +491,23 @@ def iso_csv(tmp_path):
 
 
 def test_cli_fit_json_and_text(iso_csv, capsys, tmp_path):
-    assert main(["fit", "isoflop", str(iso_csv), "--json", "--bootstrap", "50", "--predict", "1e21",
-                 "--out", str(tmp_path / "laws.json")]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                "isoflop",
+                str(iso_csv),
+                "--json",
+                "--bootstrap",
+                "50",
+                "--predict",
+                "1e21",
+                "--out",
+                str(tmp_path / "laws.json"),
+            ]
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert out == json.loads((tmp_path / "laws.json").read_text())
     assert out["method"] == "isoflop" and len(out["budgets"]) == 5 and out["bootstrap"]["resamples"] == 50
@@ -486,11 +540,17 @@ def test_cli_parametric_json(capsys):
     assert out["prediction"]["n_opt"]["value"] == pytest.approx(7.319e10, rel=1e-3)  # Chinchilla itself: 70B
 
 
-@pytest.mark.parametrize("rows, message", [
-    ([["flops", "params", "tokens"], [1e17, 1e7, 1e9]], "has no column 'loss'"),
-    ([["flops", "params", "tokens", "loss"], [1e17, 1e7, 1e9, -1.0]], "line 2: column 'loss' is '-1.0'"),
-    ([["flops", "params", "tokens", "loss"], [1e17, 1e7, 1e9, 3.0], [1e17, 2e7, 5e8, 2.9]], "budget 1e+17 FLOPs has 2 runs"),
-])
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        ([["flops", "params", "tokens"], [1e17, 1e7, 1e9]], "has no column 'loss'"),
+        ([["flops", "params", "tokens", "loss"], [1e17, 1e7, 1e9, -1.0]], "line 2: column 'loss' is '-1.0'"),
+        (
+            [["flops", "params", "tokens", "loss"], [1e17, 1e7, 1e9, 3.0], [1e17, 2e7, 5e8, 2.9]],
+            "budget 1e+17 FLOPs has 2 runs",
+        ),
+    ],
+)
 def test_cli_errors_are_one_line_exit_2(tmp_path, capsys, rows, message):
     f = write_csv(tmp_path / "runs.csv", rows[0], rows[1:])
     assert main(["fit", "isoflop", str(f)]) == 2

@@ -50,8 +50,13 @@ def with_row(runs: Runs, n: float, c: float, factor: float = 1.0, seed=None) -> 
     """``runs`` plus one run of ``n`` params at budget ``c`` (loss from the law times ``factor``)."""
     d = c / (6 * n)
     seeds = None if seed is None else np.append(np.zeros(len(runs), int), seed)
-    return Runs(np.append(runs.flops, c), np.append(runs.params, n), np.append(runs.tokens, d),
-                np.append(runs.loss, law_loss(n, d) * factor), seed=seeds)
+    return Runs(
+        np.append(runs.flops, c),
+        np.append(runs.params, n),
+        np.append(runs.tokens, d),
+        np.append(runs.loss, law_loss(n, d) * factor),
+        seed=seeds,
+    )
 
 
 def test_well_centred_sweeps_raise_nothing():
@@ -134,7 +139,11 @@ def test_checks_reach_cli_json_and_warnings(tmp_path, capsys):
     assert main(["fit", "isoflop", str(f), "--json", "--bootstrap", "0"]) == 0
     cap = capsys.readouterr()
     out = json.loads(cap.out)
-    assert [c["kind"] for c in out["checks"]] == ["off_centre"] * 5 and set(out["checks"][0]) == {"budget", "kind", "message"}
+    assert [c["kind"] for c in out["checks"]] == ["off_centre"] * 5 and set(out["checks"][0]) == {
+        "budget",
+        "kind",
+        "message",
+    }
     assert cap.err.count("ditscale: warning: budget ") == 5 and "off-centre grid" in cap.err
     assert set(KINDS) == {"off_centre", "drifting_centres", "near_duplicate", "outlier", "loss_bends"}
 
@@ -160,7 +169,9 @@ def test_loss_bends_flags_a_floor_only_for_the_power_law():
     bend = loss_bend(fit)
     assert bend.first_exponent < bend.last_exponent < 0 and bend.t > 2.5
     (check,) = [c for c in checks if c.kind == "loss_bends"]
-    assert check.budget is None and "flattens towards a floor" in check.message and "loss_law: parametric" in check.message
+    assert (
+        check.budget is None and "flattens towards a floor" in check.message and "loss_law: parametric" in check.message
+    )
     assert f"{bend.first_exponent:.3f}" in check.message and f"{bend.last_exponent:.3f}" in check.message
     assert "loss_bends" not in kinds(checks_of(floor, loss_law="parametric")[1])
     assert "loss_bends" not in kinds(checks_of(floor, loss_law="saturating")[1])
@@ -178,7 +189,10 @@ def test_loss_bends_steepening_and_noise():
     x = np.log(budgets) - np.log(budgets).mean()
 
     def fit_of(log_l):
-        points = [SimpleNamespace(flops=float(c), loss_opt=float(math.exp(y)), degenerate=False) for c, y in zip(budgets, log_l)]
+        points = [
+            SimpleNamespace(flops=float(c), loss_opt=float(math.exp(y)), degenerate=False)
+            for c, y in zip(budgets, log_l)
+        ]
         return SimpleNamespace(budgets=points, loss_law=SimpleNamespace(exponent=float(np.polyfit(x, log_l, 1)[0])))
 
     steep = fit_of(-0.1 * x - 0.02 * x * x + 0.001 * np.sin(7 * x))
@@ -197,6 +211,8 @@ def test_loss_bends_on_the_committed_quickstart():
     runs = read_runs_csv(Path(__file__).parent / "data" / "studies" / "quickstart" / "runs.csv")
     fit, checks = checks_of(runs, loss_law="power")
     bend = loss_bend(fit)
-    assert bend.first_exponent == pytest.approx(-0.278, abs=0.002) and bend.last_exponent == pytest.approx(-0.162, abs=0.002)
+    assert bend.first_exponent == pytest.approx(-0.278, abs=0.002) and bend.last_exponent == pytest.approx(
+        -0.162, abs=0.002
+    )
     assert bend.t == pytest.approx(2.94, abs=0.01)
     assert "loss_bends" in kinds(checks) and "loss_bends" not in kinds(checks_of(runs)[1])

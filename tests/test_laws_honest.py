@@ -40,8 +40,10 @@ def test_extrapolation_warns_past_100x_only():
     assert inside.extrapolation == pytest.approx(100.0) and inside.warnings == ()
     far = predict(fit, 6.3e9 * largest)
     (message,) = far.warnings
-    assert message == (f"extrapolating 6.3e+09x beyond the largest trained budget {largest:.2g} FLOPs; "
-                       "intervals assume the power law holds that far")
+    assert message == (
+        f"extrapolating 6.3e+09x beyond the largest trained budget {largest:.2g} FLOPs; "
+        "intervals assume the power law holds that far"
+    )
     assert far.to_dict()["extrapolation"] == pytest.approx(6.3e9) and far.to_dict()["warnings"] == [message]
 
 
@@ -109,7 +111,7 @@ def three_per_budget(noise: float = 0.01, seed: int = 0, replicates: bool = True
     for c in BUDGETS:
         for x in (-1.0, 0.0, 1.0):
             n = analytic_n_opt(c) * math.exp(x)
-            for s in ((0, 1) if replicates and c == BUDGETS[0] else (0,)):
+            for s in (0, 1) if replicates and c == BUDGETS[0] else (0,):
                 loss = law_loss(n, c / (6 * n)) * math.exp(noise * rng.standard_normal())
                 rows.append((c, n, c / (6 * n), loss, s))
     a = np.array(rows).T

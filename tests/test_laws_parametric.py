@@ -13,7 +13,17 @@ from test_laws import CHINCHILLA, TRUE, analytic_n_opt, isoflop_grid, law_loss
 
 from ditscale.cli import main
 from ditscale.errors import ConfigError
-from ditscale.laws import FitConfig, Runs, backtest, bootstrap, fit_isoflop, fit_parametric, fit_runs, predict, read_runs_csv
+from ditscale.laws import (
+    FitConfig,
+    Runs,
+    backtest,
+    bootstrap,
+    fit_isoflop,
+    fit_parametric,
+    fit_runs,
+    predict,
+    read_runs_csv,
+)
 from ditscale.laws.bootstrap import _unit_counts, _unit_strata
 from ditscale.laws.parametric import VARPRO_EXPONENTS, grid_objective, varpro_cells
 
@@ -77,7 +87,9 @@ def test_parametric_loss_at_target_has_an_interval():
     boot = bootstrap(runs, fit, n=100, seed=0)
     pred = predict(fit, 1e21, boot=boot)
     n, d, loss = fit.optimum(fit.values(), 1e21)
-    assert pred.n_opt.value == pytest.approx(float(n), rel=1e-12) and pred.loss_opt.value == pytest.approx(float(loss), rel=1e-12)
+    assert pred.n_opt.value == pytest.approx(float(n), rel=1e-12) and pred.loss_opt.value == pytest.approx(
+        float(loss), rel=1e-12
+    )
     assert pred.loss_opt.value == pytest.approx(float(fit.loss(n, d)), rel=1e-12)
     true_loss = law_loss(analytic_n_opt(1e21), 1e21 / (6 * analytic_n_opt(1e21)))
     lo, hi = pred.loss_opt.ci90
@@ -152,8 +164,11 @@ def test_varpro_through_fit_config_and_cli(capsys):
     runs = study_runs()
     fit, boot = fit_runs(runs, {"method": "parametric", "parametric_method": "varpro", "bootstrap": 0})
     assert fit.options["method"] == "varpro" and boot is None
-    assert FitConfig(method="parametric", parametric_method="varpro").fit_options() == \
-        {"delta": 1e-3, "top_k": 20, "method": "varpro"}
+    assert FitConfig(method="parametric", parametric_method="varpro").fit_options() == {
+        "delta": 1e-3,
+        "top_k": 20,
+        "method": "varpro",
+    }
     with pytest.raises(ConfigError, match="unknown parametric_method 'nnls'"):
         FitConfig(parametric_method="nnls")
     with pytest.raises(ConfigError, match="unknown parametric method 'nnls'"):
@@ -203,7 +218,11 @@ def test_bootstrap_info_counts_resamples_without_a_finite_value():
     from ditscale.laws.bootstrap import Bootstrap
 
     nan = float("nan")
-    boot = Bootstrap(method="parametric", seed=0, n_failed=1,
-                     samples={"alpha": np.array([0.3, 0.4, nan, 0.5]), "n_opt_law.exponent": np.array([0.5, nan, nan, 0.6])})
+    boot = Bootstrap(
+        method="parametric",
+        seed=0,
+        n_failed=1,
+        samples={"alpha": np.array([0.3, 0.4, nan, 0.5]), "n_opt_law.exponent": np.array([0.5, nan, nan, 0.6])},
+    )
     assert boot.info() == {"resamples": 4, "seed": 0, "failed": 1, "nonfinite": {"n_opt_law.exponent": 1}}
     assert boot.ci90("n_opt_law.exponent") == [0.505, 0.595]  # from the two finite values

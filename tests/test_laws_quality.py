@@ -44,8 +44,12 @@ def test_exact_power_law_is_recovered_with_tight_intervals_and_a_zero_backtest_e
 
 def test_noisy_points_give_intervals_that_hold_the_truth_and_widen_with_noise():
     law = lambda c: 50.0 * (c / 1e11) ** -0.3  # noqa: E731
-    narrow = fit_quality(points_on(law, noise=0.02, seed=1), metric="fd", resamples=500).to_dict()["law"]["ci90"]["exponent"]
-    wide = fit_quality(points_on(law, noise=0.10, seed=1), metric="fd", resamples=500).to_dict()["law"]["ci90"]["exponent"]
+    narrow = fit_quality(points_on(law, noise=0.02, seed=1), metric="fd", resamples=500).to_dict()["law"]["ci90"][
+        "exponent"
+    ]
+    wide = fit_quality(points_on(law, noise=0.10, seed=1), metric="fd", resamples=500).to_dict()["law"]["ci90"][
+        "exponent"
+    ]
     assert narrow[0] < -0.3 < narrow[1] and wide[0] < -0.3 < wide[1]
     assert (wide[1] - wide[0]) > 2 * (narrow[1] - narrow[0])
 

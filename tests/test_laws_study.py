@@ -25,8 +25,12 @@ SPEC = {
     "name": "synthetic",
     "data": {"name": "shapes", "image_size": 8},
     "diffusion": {"kind": "flow"},
-    "family": {"widths": [8, 16, 32], "depth": 1, "head_dim": 8,
-               "model": {"patch_size": 2, "block": "in_context", "learn_sigma": False}},
+    "family": {
+        "widths": [8, 16, 32],
+        "depth": 1,
+        "head_dim": 8,
+        "model": {"patch_size": 2, "block": "in_context", "learn_sigma": False},
+    },
     "budgets": list(BUDGETS),
     "models_per_budget": 3,
     "laws": {"bootstrap": 100, "parametric_method": "varpro"},
@@ -110,8 +114,14 @@ def test_study_predict_names_the_loss_form(tmp_path, capsys):
     pred = predict_study(tmp_path, 1e21)
     assert f"L_opt  {pred['loss_opt']['value']:.4f}" in out and "(Approach 3 L(N, D))" in out
     row = pred["backtest"][0]
-    errors = ", ".join(f"{name} {row['forms'][k]['relative_error']:+.2%}" for k, name in
-                       (("power", "isoFLOP power law"), ("saturating", "isoFLOP saturating law"), ("parametric", "Approach 3 L(N, D)")))
+    errors = ", ".join(
+        f"{name} {row['forms'][k]['relative_error']:+.2%}"
+        for k, name in (
+            ("power", "isoFLOP power law"),
+            ("saturating", "isoFLOP saturating law"),
+            ("parametric", "Approach 3 L(N, D)"),
+        )
+    )
     assert f"    every form: {errors}" in out
 
 
@@ -180,7 +190,10 @@ def test_parametric_backtest_refits_approach_3_without_the_held_out_budget(laws)
     section = page.split("<h2>Approach 3 backtest")[1].split("<h2>")[0]
     assert f"<td>Approach 3 L(N, D)</td><td>{row['predicted_loss']:.4f}</td>" in section
     # a laws.json written before rows named their form (the committed quickstart's Approach 3 rows)
-    old = {**laws, "parametric": {**laws["parametric"], "backtest": [{k: v for k, v in row.items() if k != "loss_law"}]}}
+    old = {
+        **laws,
+        "parametric": {**laws["parametric"], "backtest": [{k: v for k, v in row.items() if k != "loss_law"}]},
+    }
     assert "<td>Approach 3 L(N, D)</td>" in render_html(old, [], title="t").split("<h2>Approach 3 backtest")[1]
 
 

@@ -227,8 +227,13 @@ def images(n: int, size: int = 8, seed: int = 0) -> np.ndarray:
 
 def test_npz_batch_round_trips_with_labels_names_and_captions(tmp_path):
     ims = images(3)
-    path = save_batch(tmp_path / "b.npz", ims, labels=[2, 0, 1], label_names=["circle", "red square", "star"],
-                      captions=["a red circle", "two squares", "ünïcode"])
+    path = save_batch(
+        tmp_path / "b.npz",
+        ims,
+        labels=[2, 0, 1],
+        label_names=["circle", "red square", "star"],
+        captions=["a red circle", "two squares", "ünïcode"],
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.npz"]  # atomic: no temp file left
     with np.load(path, allow_pickle=False) as raw:
         assert raw["captions"].dtype.kind == raw["label_names"].dtype.kind == "U"
@@ -242,8 +247,12 @@ def test_npz_batch_round_trips_with_labels_names_and_captions(tmp_path):
 
 def test_stats_only_reference_round_trips(tmp_path):
     rng = np.random.default_rng(8)
-    stats = {"mu": rng.normal(size=4), "sigma": random_spd(rng, 4), "mu_s": rng.normal(size=3),
-             "sigma_s": random_spd(rng, 3)}
+    stats = {
+        "mu": rng.normal(size=4),
+        "sigma": random_spd(rng, 4),
+        "mu_s": rng.normal(size=3),
+        "sigma_s": random_spd(rng, 3),
+    }
     batch = load_batch(save_reference_stats(tmp_path / "ref.npz", stats))
     assert batch.images is None and batch.num_images == 0 and sorted(batch.stats) == sorted(stats)
     for key, value in stats.items():
@@ -279,12 +288,18 @@ MALFORMED = {
     "float images": (lambda d: _write(d / "x.npz", arr_0=images(2).astype(np.float32)), "got float32"),
     "labels rows": (lambda d: _write(d / "x.npz", arr_0=images(2), labels=np.array([1])), "labels has 1 rows"),
     "float labels": (lambda d: _write(d / "x.npz", arr_0=images(2), labels=np.array([1.0, 2.0])), "integer"),
-    "label range": (lambda d: _write(d / "x.npz", arr_0=images(2), labels=np.array([0, 2]),
-                                     label_names=np.array(["a", "b"])), "[0, 1]"),
-    "captions rows": (lambda d: _write(d / "x.npz", arr_0=images(2), captions=np.array(["a", "b", "c"])),
-                      "captions has 3 rows"),
-    "object captions": (lambda d: _write(d / "x.npz", arr_0=images(2), captions=np.array(["a", "b"], dtype=object)),
-                        "holds Python objects"),
+    "label range": (
+        lambda d: _write(d / "x.npz", arr_0=images(2), labels=np.array([0, 2]), label_names=np.array(["a", "b"])),
+        "[0, 1]",
+    ),
+    "captions rows": (
+        lambda d: _write(d / "x.npz", arr_0=images(2), captions=np.array(["a", "b", "c"])),
+        "captions has 3 rows",
+    ),
+    "object captions": (
+        lambda d: _write(d / "x.npz", arr_0=images(2), captions=np.array(["a", "b"], dtype=object)),
+        "holds Python objects",
+    ),
     "no images or stats": (lambda d: _write(d / "x.npz", labels=np.array([1])), "neither images"),
     "mu without sigma": (lambda d: _write(d / "x.npz", mu=np.zeros(3)), "without its pair"),
     "sigma shape": (lambda d: _write(d / "x.npz", mu=np.zeros(3), sigma=np.eye(2)), "must be float (D,) and (D, D)"),
@@ -380,8 +395,9 @@ def fake_inception(monkeypatch):
 
 def test_evaluate_inception_wires_features_to_the_adm_metrics(fake_inception, tmp_path):
     fake_ims, real_ims = images(10, seed=3), images(14, seed=4) // 2
-    got = evaluate_inception(ImageBatch(fake_ims), ImageBatch(real_ims), model=None,
-                             save_ref_stats=tmp_path / "ref.npz")
+    got = evaluate_inception(
+        ImageBatch(fake_ims), ImageBatch(real_ims), model=None, save_ref_stats=tmp_path / "ref.npz"
+    )
     fake, real = fake_inception_features(None, fake_ims), fake_inception_features(None, real_ims)
     stats = {k: feature_statistics(v) for k, v in fake.items()}
     ref = {k: feature_statistics(v) for k, v in real.items()}
@@ -423,8 +439,13 @@ def test_inception_statistics_from_images(fake_inception):
 
 def test_metrics_to_dict_keeps_none():
     assert InceptionMetrics(1.0, None, 2.0, None, None, 3).to_dict()["sfid"] is None
-    assert ShapesMetrics(1.0, None, 0.5, 0.25, 4).to_dict() == {"fd": 1.0, "accuracy": None, "precision": 0.5,
-                                                                "recall": 0.25, "num_samples": 4}
+    assert ShapesMetrics(1.0, None, 0.5, 0.25, 4).to_dict() == {
+        "fd": 1.0,
+        "accuracy": None,
+        "precision": 0.5,
+        "recall": 0.25,
+        "num_samples": 4,
+    }
 
 
 # evaluate: end to end with the real networks (random weights) -----------------------------------

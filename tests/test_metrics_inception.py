@@ -89,13 +89,18 @@ def forward(model):
     def keep(name):
         return lambda mod, args, out=None: seen.setdefault(name, []).append(args[0] if out is None else out)
 
-    hooks = [model.Mixed_6d.branch1x1.register_forward_hook(keep("6d.1x1")),
-             model.Mixed_7c.register_forward_hook(keep("7c.out"))]
+    hooks = [
+        model.Mixed_6d.branch1x1.register_forward_hook(keep("6d.1x1")),
+        model.Mixed_7c.register_forward_hook(keep("7c.out")),
+    ]
     for block in ("Mixed_5b", "Mixed_6b", "Mixed_7b", "Mixed_7c"):
         hooks.append(getattr(model, block).register_forward_pre_hook(keep(block)))
         hooks.append(getattr(model, block).branch_pool.register_forward_pre_hook(keep(f"{block}.pool")))
-    hooks.append(model.register_forward_pre_hook(
-        lambda mod, args: seen.setdefault("tf32", []).append(torch.tensor([torch.backends.cudnn.allow_tf32]))))
+    hooks.append(
+        model.register_forward_pre_hook(
+            lambda mod, args: seen.setdefault("tf32", []).append(torch.tensor([torch.backends.cudnn.allow_tf32]))
+        )
+    )
     images = uint8_images(3, 64)
     flags = lambda: torch.tensor([torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32])  # noqa: E731
     seen["flags before"] = [flags()]
@@ -111,14 +116,19 @@ def forward(model):
 def test_feature_shapes_and_dtypes(forward):
     _, feats, _ = forward
     assert {k: (v.shape, v.dtype) for k, v in feats.items()} == {
-        "pool": ((3, 2048), np.float64), "spatial": ((3, 2023), np.float64), "logits": ((3, 1008), np.float64)}
+        "pool": ((3, 2048), np.float64),
+        "spatial": ((3, 2023), np.float64),
+        "logits": ((3, 1008), np.float64),
+    }
     assert feats["pool"].min() >= 0 and feats["pool"].std() > 0.05  # after ReLU, and not vanished
 
 
 def test_features_run_in_full_fp32_and_restore_tf32(forward):
     _, _, seen = forward
     assert seen["tf32"].tolist() == [False, False]  # off in both batches
-    assert seen["flags before"].tolist() == seen["flags after"].tolist() == [True, False]  # PyTorch's defaults, restored
+    assert (
+        seen["flags before"].tolist() == seen["flags after"].tolist() == [True, False]
+    )  # PyTorch's defaults, restored
 
 
 def test_logits_are_pool_times_fc_weight_without_bias(model, forward):
@@ -184,8 +194,10 @@ def tf1_reference(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     return top + (bottom - top) * dy[:, None]
 
 
-@pytest.mark.parametrize("in_hw,out_hw", [((5, 5), (13, 13)), ((32, 32), (299, 299)), ((300, 300), (299, 299)),
-                                          ((17, 17), (4, 4)), ((6, 9), (10, 4))])
+@pytest.mark.parametrize(
+    "in_hw,out_hw",
+    [((5, 5), (13, 13)), ((32, 32), (299, 299)), ((300, 300), (299, 299)), ((17, 17), (4, 4)), ((6, 9), (10, 4))],
+)
 def test_tf1_resize_matches_formula(in_hw, out_hw):
     img = np.random.default_rng(1).random((2, 3, *in_hw))
     got = tf1_resize_bilinear(torch.from_numpy(img), out_hw).numpy()
@@ -201,7 +213,12 @@ def test_tf1_resize_has_no_half_pixel_centres():
     x = torch.tensor([[[[0.0, 1.0]]]])  # (1, 1, 1, 2)
     # source x = 0, 0.5, 1, 1.5 -> the last one clips to the edge pixel
     assert tf1_resize_bilinear(x, (1, 4)).flatten().tolist() == [0.0, 0.5, 1.0, 1.0]
-    assert F.interpolate(x, size=(1, 4), mode="bilinear", align_corners=False).flatten().tolist() == [0.0, 0.25, 0.75, 1.0]
+    assert F.interpolate(x, size=(1, 4), mode="bilinear", align_corners=False).flatten().tolist() == [
+        0.0,
+        0.25,
+        0.75,
+        1.0,
+    ]
     img = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     half_pixel = F.interpolate(img, size=(299, 299), mode="bilinear", align_corners=False)
     assert (tf1_resize_bilinear(img, 299) - half_pixel).abs().max() > 0.05
@@ -216,7 +233,11 @@ def test_preprocess_adm_maps_uint8_like_the_graph():
     assert x.dtype == torch.float32 and tuple(x.shape) == (1, 3, 299, 299)
     assert [x[0, c].unique().tolist() for c in range(3)] == [[-1.0], [0.0], [127 / 128]]
     fid = preprocess(img, mode="pytorch-fid")
-    assert [fid[0, c].unique().tolist() for c in range(3)] == [[-1.0], [pytest.approx(128 / 127.5 - 1, abs=1e-6)], [1.0]]
+    assert [fid[0, c].unique().tolist() for c in range(3)] == [
+        [-1.0],
+        [pytest.approx(128 / 127.5 - 1, abs=1e-6)],
+        [1.0],
+    ]
 
 
 def test_preprocess_resizes_small_images_like_tf1():
@@ -230,8 +251,16 @@ def test_preprocess_resizes_small_images_like_tf1():
     assert tuple(fid.shape) == (2, 3, 299, 299) and (fid - x).abs().max() > 0.1  # half-pixel resize differs
 
 
-@pytest.mark.parametrize("bad", [np.zeros((2, 8, 8, 3), np.float32), np.zeros((2, 8, 8), np.uint8),
-                                 np.zeros((2, 8, 8, 4), np.uint8), np.zeros((8, 8, 3), np.uint8), [[0, 1]]])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.zeros((2, 8, 8, 3), np.float32),
+        np.zeros((2, 8, 8), np.uint8),
+        np.zeros((2, 8, 8, 4), np.uint8),
+        np.zeros((8, 8, 3), np.uint8),
+        [[0, 1]],
+    ],
+)
 def test_preprocess_rejects_non_uint8_rgb(bad):
     with pytest.raises(ConfigError, match=r"uint8 RGB images of shape \(N, H, W, 3\)") as err:
         preprocess(bad)
@@ -276,11 +305,14 @@ def edited(model, tmp_path, drop=(), add=None):
     return tmp_path / "edited.pth"
 
 
-@pytest.mark.parametrize("drop,add,named", [
-    (("Mixed_7c.branch_pool.conv.weight",), None, "missing keys Mixed_7c.branch_pool.conv.weight"),
-    ((), {"AuxLogits.fc.weight": torch.zeros(1000, 768)}, "unexpected keys AuxLogits.fc.weight"),
-    ((), {"fc.weight": torch.zeros(1000, 2048)}, r"wrong shapes fc.weight \(1000, 2048\) \(want \(1008, 2048\)\)"),
-])
+@pytest.mark.parametrize(
+    "drop,add,named",
+    [
+        (("Mixed_7c.branch_pool.conv.weight",), None, "missing keys Mixed_7c.branch_pool.conv.weight"),
+        ((), {"AuxLogits.fc.weight": torch.zeros(1000, 768)}, "unexpected keys AuxLogits.fc.weight"),
+        ((), {"fc.weight": torch.zeros(1000, 2048)}, r"wrong shapes fc.weight \(1000, 2048\) \(want \(1008, 2048\)\)"),
+    ],
+)
 def test_mismatched_keys_are_named_in_one_line(model, tmp_path, drop, add, named):
     with pytest.raises(CheckpointError, match=named) as err:
         load_fid_inception(edited(model, tmp_path, drop, add))
@@ -299,8 +331,10 @@ def test_missing_or_unreadable_file(tmp_path):
 
 
 # -- real weights --------------------------------------------------------------------------------
-@pytest.mark.skipif(not os.environ.get("DITSCALE_INCEPTION_WEIGHTS"), reason="set DITSCALE_INCEPTION_WEIGHTS to "
-                    "pt_inception-2015-12-05-6726825d.pth to run")
+@pytest.mark.skipif(
+    not os.environ.get("DITSCALE_INCEPTION_WEIGHTS"),
+    reason="set DITSCALE_INCEPTION_WEIGHTS to pt_inception-2015-12-05-6726825d.pth to run",
+)
 def test_real_weights_give_a_valid_distribution():
     net = load_fid_inception(os.environ["DITSCALE_INCEPTION_WEIGHTS"])
     feats = inception_features(net, np.full((1, 64, 64, 3), 128, dtype=np.uint8))

@@ -33,7 +33,9 @@ def random_model(config: DiTConfig = TINY, seed: int = 0):
 def test_safetensors_round_trip_is_bit_exact_with_config(tmp_path):
     config = TINY.replace(block="cross_attn", learn_sigma=False)
     model = random_model(config)
-    path = save_model(model, tmp_path / "run" / "model.safetensors", metadata={"diffusion": {"kind": "flow"}, "step": 7})
+    path = save_model(
+        model, tmp_path / "run" / "model.safetensors", metadata={"diffusion": {"kind": "flow"}, "step": 7}
+    )
     assert sorted(p.name for p in path.parent.iterdir()) == ["model.safetensors"]  # no temp file left behind
     assert read_metadata(path) == {"model": config.to_dict(), "diffusion": {"kind": "flow"}, "step": 7}
 
@@ -67,7 +69,9 @@ def test_reference_training_checkpoint_takes_ema(tmp_path):
     # the layout of AdamW.state_dict() (building a real AdamW imports torch._dynamo: seconds)
     opt = {
         "state": {0: {"step": torch.tensor(1.0), "exp_avg": torch.ones(3), "exp_avg_sq": torch.ones(3)}},
-        "param_groups": [{"lr": 1e-4, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0, "amsgrad": False, "params": [0]}],
+        "param_groups": [
+            {"lr": 1e-4, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0, "amsgrad": False, "params": [0]}
+        ],
     }
     args = argparse.Namespace(model="DiT-XL/2", image_size=256, num_classes=1000, global_batch_size=256, vae="ema")
     path = tmp_path / "0050000.pt"
@@ -77,7 +81,9 @@ def test_reference_training_checkpoint_takes_ema(tmp_path):
     assert all(torch.equal(sd[k], v) for k, v in ema.state_dict().items())
     sd_model = load_state_dict_file(path, key="model")
     assert torch.equal(sd_model["blocks.0.attn.qkv.weight"], model.blocks[0].attn.qkv.weight)
-    with pytest.raises(CheckpointError, match=r"has no 'state_dict' entry \(it has 'model', 'ema', 'opt' \(\+1 more\)\)"):
+    with pytest.raises(
+        CheckpointError, match=r"has no 'state_dict' entry \(it has 'model', 'ema', 'opt' \(\+1 more\)\)"
+    ):
         load_state_dict_file(path, key="state_dict")
     with pytest.raises(CheckpointError, match="not a state dict"):
         load_state_dict_file(path, key="args")
@@ -101,7 +107,9 @@ class Malicious:
 def test_arbitrary_pickle_is_refused_without_running_it(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"model": random_model().state_dict(), "extra": Malicious()}, path)
-    with pytest.raises(CheckpointError, match=r"refusing to load .*evil\.pt: it pickles \S*_payload, not just tensors") as err:
+    with pytest.raises(
+        CheckpointError, match=r"refusing to load .*evil\.pt: it pickles \S*_payload, not just tensors"
+    ) as err:
         load_state_dict_file(path)
     assert EXECUTED == [] and "\n" not in str(err.value)
     listing = tmp_path / "list.pt"

@@ -51,7 +51,7 @@ def test_xl2_state_dict_equals_reference_keys_and_shapes():
 
 def reference_param_count(name: str, input_size: int = 32, in_channels: int = 4, num_classes: int = 1000) -> int:
     """Closed-form parameter count of the reference class-conditional adaLN-Zero DiT (learn_sigma)."""
-    size, patch = name[len("DiT-"):].split("/")
+    size, patch = name[len("DiT-") :].split("/")
     depth, d, _ = MODEL_SIZES[size]
     p, out = int(patch), 2 * in_channels
     block = (3 * d * d + 3 * d) + (d * d + d) + (4 * d * d + 4 * d) + (4 * d * d + d) + (6 * d * d + 6 * d)
@@ -174,7 +174,9 @@ def reference_forward(sd, x, t, y, *, patch, heads, depth, out_channels):
     for i in range(depth):
         b = f"blocks.{i}"
         mod = _linear(F.silu(c), sd, f"{b}.adaLN_modulation.1")
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (mod[:, k * dim:(k + 1) * dim, None].transpose(1, 2) for k in range(6))
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
+            mod[:, k * dim : (k + 1) * dim, None].transpose(1, 2) for k in range(6)
+        )
         a = _layer_norm(h) * (1 + scale_msa) + shift_msa
         qkv = _linear(a, sd, f"{b}.attn.qkv").reshape(n, tokens, 3, heads, dh).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
@@ -194,7 +196,9 @@ def reference_forward(sd, x, t, y, *, patch, heads, depth, out_channels):
             for pr in range(patch):
                 for pc in range(patch):
                     for ch in range(out_channels):
-                        img[:, ch, row * patch + pr, col * patch + pc] = h[:, row * g + col, (pr * patch + pc) * out_channels + ch]
+                        img[:, ch, row * patch + pr, col * patch + pc] = h[
+                            :, row * g + col, (pr * patch + pc) * out_channels + ch
+                        ]
     return img
 
 
@@ -460,18 +464,24 @@ def test_model_takes_the_explicit_path_only_where_the_rule_says(monkeypatch):
     assert len(calls) == 3
 
 
-@pytest.mark.parametrize("config", [
-    dict(block="in_context"),
-    dict(block="in_context", **TEXT),
-    dict(block="cross_attn", **TEXT),
-    dict(block="adaln_zero"),
-])
+@pytest.mark.parametrize(
+    "config",
+    [
+        dict(block="in_context"),
+        dict(block="in_context", **TEXT),
+        dict(block="cross_attn", **TEXT),
+        dict(block="adaln_zero"),
+    ],
+)
 def test_fast_attention_model_equals_reference_kernels_forward_and_gradients(config):
     model = randomized(tiny(class_dropout_prob=0.0, **config), seed=14).train()
     torch.manual_seed(15)
     x, t = torch.randn(3, 4, 8, 8), torch.tensor([2.0, 300.0, 990.0])
     if "context_dim" in config:
-        kwargs = {"context": torch.randn(3, 5, 12), "context_mask": torch.tensor([[1, 1, 0, 0, 0], [1, 1, 1, 1, 1], [1, 0, 1, 0, 1]]).bool()}
+        kwargs = {
+            "context": torch.randn(3, 5, 12),
+            "context_mask": torch.tensor([[1, 1, 0, 0, 0], [1, 1, 1, 1, 1], [1, 0, 1, 0, 1]]).bool(),
+        }
     else:
         kwargs = {"y": torch.tensor([0, 4, 9])}
     target = torch.randn(3, 8, 8, 8)

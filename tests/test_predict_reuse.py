@@ -45,6 +45,7 @@ def study(tmp_path_factory):
 @pytest.fixture
 def no_resampling(monkeypatch):
     """Every bootstrap (isoflop, parametric, envelope) fails loudly if it draws."""
+
     def boom(*args, **kwargs):
         raise AssertionError("the bootstrap was drawn again")
 
@@ -60,8 +61,11 @@ def test_analysis_stores_every_draw(study):
     assert kinds == ["isoflop", "isoflop", "parametric", "parametric"]  # full fits and backtest refits
     boots = [b for _, b in store.entries.values()]
     assert {b.n_resamples for b in boots} == {100} and {b.seed for b in boots} == {0}
-    iso = next(b for kind, b in store.entries.values() if kind == "isoflop" and b.ci90("params_law.exponent")
-               == laws["params_law"]["ci90"]["exponent"])
+    iso = next(
+        b
+        for kind, b in store.entries.values()
+        if kind == "isoflop" and b.ci90("params_law.exponent") == laws["params_law"]["ci90"]["exponent"]
+    )
     assert iso.ci90("loss_law.exponent") == laws["loss_law"]["ci90"]["exponent"]
 
 
@@ -69,8 +73,18 @@ def test_predict_reuses_the_stored_draws_and_equals_laws_json(study, no_resampli
     out, laws = study
     pred = predict_study(out, laws["prediction"]["flops"])
     stored = laws["prediction"]
-    for key in ("n_opt", "d_opt", "images_opt", "loss_opt", "nearest", "forms", "exponents", "extrapolation",
-                "residual_structure", "warnings"):
+    for key in (
+        "n_opt",
+        "d_opt",
+        "images_opt",
+        "loss_opt",
+        "nearest",
+        "forms",
+        "exponents",
+        "extrapolation",
+        "residual_structure",
+        "warnings",
+    ):
         assert pred[key] == stored[key], key
     assert pred["notes"] == []
     assert pred["backtest"] == laws["backtest"]  # the backtest refit's draws are stored too

@@ -40,8 +40,14 @@ XL2_MACS = 118_638_231_552  # DiT-XL/2 forward MACs per image (Table 4: 118.64 "
 def _store(path, *, captions: bool, classes: int, train: int):
     """A latent store's meta.json alone: all a plan reads (32x32x4 latents = 256 px through the SD VAE)."""
     path.mkdir()
-    meta = {"format": "ditscale-latents", "version": 1, "shape": [4, 32, 32], "has_captions": captions,
-            "num_classes": classes, "splits": {"train": train, "val": 1000}}
+    meta = {
+        "format": "ditscale-latents",
+        "version": 1,
+        "shape": [4, 32, 32],
+        "has_captions": captions,
+        "num_classes": classes,
+        "splits": {"train": train, "val": 1000},
+    }
     (path / "meta.json").write_text(json.dumps(meta))
     return str(path)
 
@@ -66,8 +72,13 @@ def _non_embedding_in_context(depth: int, width: int) -> int:
 def test_liang2024_spec_is_the_papers_setup_and_needs_a_data_path(captions_store, capsys):
     spec = load_spec("liang2024", [f"data.path={captions_store}"])
     assert spec.budgets == LIANG_BUDGETS and spec.hparams.batch_size == 1024 and spec.hparams.batch_exponent == 0
-    assert spec.diffusion == {"kind": "flow", "flow_predict": "v", "time_sampling": "logit_normal",
-                              "logit_mean": 0.0, "logit_std": 1.0}
+    assert spec.diffusion == {
+        "kind": "flow",
+        "flow_predict": "v",
+        "time_sampling": "logit_normal",
+        "logit_mean": 0.0,
+        "logit_std": 1.0,
+    }
     model = spec.family.model
     assert (model["block"], model["conditioning"], model["patch_size"]) == ("in_context", "text", 2)
     assert spec.data["name"] == "latents" and spec.data["captions"] is True and spec.data["path"] == captions_store
@@ -117,9 +128,20 @@ def test_liang2024_gpu_hours_equal_a_hand_computation(captions_store):
     assert (cost.gpu, cost.peak_flops, cost.mfu) == ("H100 SXM", 989e12, 0.35) == (DEFAULT_GPU, 989e12, DEFAULT_MFU)
     run = next(r for r in plan.runs if r.run_id == "c6e18-d14w896h14-s0")
     row = next(c for c in cost.runs if c.run_id == run.run_id)
-    macs = forward_macs(named_config("DiT-XL/2", depth=14, hidden_size=896, num_heads=14, block="in_context",
-                                     conditioning="text", context_dim=768, context_len=77, learn_sigma=False,
-                                     num_classes=1)).total
+    macs = forward_macs(
+        named_config(
+            "DiT-XL/2",
+            depth=14,
+            hidden_size=896,
+            num_heads=14,
+            block="in_context",
+            conditioning="text",
+            context_dim=768,
+            context_len=77,
+            learn_sigma=False,
+            num_classes=1,
+        )
+    ).total
     by_hand = 6 * macs * run.images / (989e12 * 0.35) / 3600
     assert row.flops == run.flops_exact == 6 * macs * run.images
     assert row.gpu_hours == pytest.approx(by_hand, rel=1e-12) and row.gpu_hours == pytest.approx(4.8149, abs=1e-3)
@@ -143,20 +165,45 @@ def test_cli_study_plan_prints_gpu_hours_and_a_slurm_command_that_parses(caption
     assert "GPU time at MFU 0.35 of H100 SXM (989 TFLOP/s dense bf16), 8 GPU(s) per run:" in out
     assert "   total   30   5.500e+19       44.1" in out and "   6e+18    5   3.000e+19       24.1" in out
     command = next(line.strip() for line in out.splitlines() if line.strip().startswith("ditscale study run"))
-    assert command == (f"ditscale study run --preset liang2024 --set data.path={captions_store} --out runs/liang2024 "
-                       "--launcher slurm --slurm-gpus-per-node 8 --slurm-tasks-per-node 8 --slurm-cpus-per-task 8 "
-                       "--slurm-time 70")
+    assert command == (
+        f"ditscale study run --preset liang2024 --set data.path={captions_store} --out runs/liang2024 "
+        "--launcher slurm --slurm-gpus-per-node 8 --slurm-tasks-per-node 8 --slurm-cpus-per-task 8 "
+        "--slurm-time 70"
+    )
     args = build_parser("study").parse_args(shlex.split(command)[1:])  # the real `study run` options
     assert (args.study_command, args.launcher, args.preset, args.out) == ("run", "slurm", "liang2024", "runs/liang2024")
     assert (args.slurm_time, args.slurm_gpus_per_node, args.slurm_tasks_per_node) == (70, 8, 8)
 
-    assert main(["study", "plan", "--preset", "liang2024", "--set", f"data.path={captions_store}", "--json",
-                 "--gpu", "B200", "--mfu", "0.5", "--gpus-per-run", "4", "--out", "/scratch/l"]) == 0
+    assert (
+        main(
+            [
+                "study",
+                "plan",
+                "--preset",
+                "liang2024",
+                "--set",
+                f"data.path={captions_store}",
+                "--json",
+                "--gpu",
+                "B200",
+                "--mfu",
+                "0.5",
+                "--gpus-per-run",
+                "4",
+                "--out",
+                "/scratch/l",
+            ]
+        )
+        == 0
+    )
     cost = json.loads(capsys.readouterr().out)["cost"]
     assert (cost["gpu"], cost["peak_flops"], cost["mfu"], cost["gpus_per_run"]) == ("B200", 2250e12, 0.5, 4)
     assert cost["gpu_hours"] == pytest.approx(5.5e19 / (2250e12 * 0.5) / 3600, rel=1e-6)
     assert "--out /scratch/l" in cost["slurm_command"] and "--slurm-tasks-per-node 4" in cost["slurm_command"]
-    for bad, message in ((["--gpu", "TPU v5"], "unknown GPU 'TPU v5'"), (["--mfu", "0"], "argument --mfu: must be > 0, got 0")):
+    for bad, message in (
+        (["--gpu", "TPU v5"], "unknown GPU 'TPU v5'"),
+        (["--mfu", "0"], "argument --mfu: must be > 0, got 0"),
+    ):
         assert main(["study", "plan", "--preset", "liang2024", "--set", f"data.path={captions_store}", *bad]) == 2
         assert message in capsys.readouterr().err
 
@@ -201,12 +248,31 @@ def test_cli_train_plan_prints_torchrun_and_slurm_and_writes_nothing(imagenet_st
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no run folder, nothing written
     assert "118.6382 GMACs per image" in out and "102,400,000 images = 79.9 epochs of the 1,281,167 train images" in out
     assert "58.5 GPU-hours at MFU 0.35 of H100 SXM (989 TFLOP/s dense bf16) = 7.3 h on 1 node(s) x 8 GPUs" in out
-    assert (f"torchrun --standalone --nproc_per_node 8 -m ditscale train dit-xl2 --out runs/dit-xl2 "
-            f"data.path={imagenet_store}") in out
+    assert (
+        f"torchrun --standalone --nproc_per_node 8 -m ditscale train dit-xl2 --out runs/dit-xl2 "
+        f"data.path={imagenet_store}"
+    ) in out
     assert "#SBATCH --time=0-10:00:00" in out and "#SBATCH --gpus-per-node=8" in out and "srun torchrun --nnodes" in out
 
-    assert main(["train", "dit-xl2", f"data.path={imagenet_store}", "--plan", "--nodes", "2", "--mfu", "0.24",
-                 "--max-steps", "7000000", "--out", "/scratch/xl2"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "dit-xl2",
+                f"data.path={imagenet_store}",
+                "--plan",
+                "--nodes",
+                "2",
+                "--mfu",
+                "0.24",
+                "--max-steps",
+                "7000000",
+                "--out",
+                "/scratch/xl2",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     hours = 6 * XL2_MACS * 7_000_000 * 256 / (989e12 * 0.24) / 3600
     assert f"{hours:,.1f} GPU-hours at MFU 0.24" in out and f"= {hours / 16:,.1f} h on 2 node(s) x 8 GPUs" in out

@@ -59,7 +59,10 @@ def test_the_quickstart_resolves_its_laws(refit):
     # The loss of record is Approach 3's (laws.loss_law: parametric): within 2% and inside its interval.
     assert row["loss_law"] == "parametric" and laws["loss_law_of_record"] == "parametric"
     assert abs(row["relative_error"]) <= 0.02 and row["within_ci90"] is True
-    assert row["relative_error"] == a3["relative_error"] and laws["prediction"]["loss_opt"] == laws["parametric"]["prediction"]["loss_opt"]
+    assert (
+        row["relative_error"] == a3["relative_error"]
+        and laws["prediction"]["loss_opt"] == laws["parametric"]["prediction"]["loss_opt"]
+    )
     # The isoFLOP power law in C misses the held-out L* (-6.65%): L_opt flattens towards Approach 3's
     # floor E, which a pure power law cannot follow; the loss_bends measurement says so (it warns
     # only under loss_law: power). docs/studies.md, "The loss law of record".
@@ -67,5 +70,8 @@ def test_the_quickstart_resolves_its_laws(refit):
     assert laws["loss_bend"]["change"] > 0.25 * abs(laws["loss_law"]["exponent"]) and laws["loss_bend"]["t"] > 2.5
     lo, hi = laws["prediction"]["n_opt"]["ci90"]
     assert hi / lo < 4
-    assert measured["compute"]["study_mfu"] >= 0.3 and measured["compute"]["trained_flops"] < measured["compute"]["grid_flops"]
+    assert (
+        measured["compute"]["study_mfu"] >= 0.3
+        and measured["compute"]["trained_flops"] < measured["compute"]["grid_flops"]
+    )
     assert measured["wall_time"]["study_s"] < 15 * 60

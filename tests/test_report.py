@@ -43,18 +43,31 @@ def test_figures_and_html(tmp_path):
     laws = {"study": "synthetic", **fit.to_dict(boot), "paper": PAPER_LAWS, "warnings": ["an example warning"]}
     laws["budgets"][-1]["held_out"] = True
     predicted = 20 * 1.6e11**-0.1 * 1.015
-    laws["backtest"] = [{"flops": 1.6e11, "predicted_loss": predicted, "predicted_ci90": [predicted * 0.99, predicted * 1.01],
-                         "actual_loss": 20 * 1.6e11**-0.1, "relative_error": 0.015}]
+    laws["backtest"] = [
+        {
+            "flops": 1.6e11,
+            "predicted_loss": predicted,
+            "predicted_ci90": [predicted * 0.99, predicted * 1.01],
+            "actual_loss": 20 * 1.6e11**-0.1,
+            "relative_error": 0.015,
+        }
+    ]
     laws["backtest_fit"] = fit.to_dict()
-    laws["prediction"] = {"flops": 1e13, "n_opt": {"value": 3.2e5, "ci90": [2e5, 5e5]},
-                          "d_opt": {"value": 5e6, "ci90": [4e6, 6e6]}, "images_opt": {"value": 7.8e4, "ci90": [6e4, 9e4]},
-                          "loss_opt": {"value": 1.0, "ci90": [0.9, 1.1]},
-                          "nearest": {"name": "d2-w64-h8", "params": 100_096}}
+    laws["prediction"] = {
+        "flops": 1e13,
+        "n_opt": {"value": 3.2e5, "ci90": [2e5, 5e5]},
+        "d_opt": {"value": 5e6, "ci90": [4e6, 6e6]},
+        "images_opt": {"value": 7.8e4, "ci90": [6e4, 9e4]},
+        "loss_opt": {"value": 1.0, "ci90": [0.9, 1.1]},
+        "nearest": {"name": "d2-w64-h8", "params": 100_096},
+    }
     laws["noise"] = {"seed_spread": 0.01, "seed_groups": 2, "residual_spread": 0.012, "residual_to_seed_ratio": 1.2}
     laws["wall_time"] = {"study_s": 123.0, "calls": 1, "runs_wall_s_sum": 200.0, "runs_cpu_s_sum": 190.0}
-    figs = [(isoflop_figure(runs, laws, tmp_path / "isoflop.png"), "isoflop"),
-            (laws_figure(laws, tmp_path / "laws.png", boot=boot, target_flops=1e13), "laws"),
-            (residuals_figure(runs, laws, tmp_path / "residuals.png"), "residuals")]
+    figs = [
+        (isoflop_figure(runs, laws, tmp_path / "isoflop.png"), "isoflop"),
+        (laws_figure(laws, tmp_path / "laws.png", boot=boot, target_flops=1e13), "laws"),
+        (residuals_figure(runs, laws, tmp_path / "residuals.png"), "residuals"),
+    ]
     for png, _ in figs:
         data = png.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000

@@ -102,11 +102,11 @@ def test_save_grid_labels_each_cell(tmp_path):
     save_grid(imgs, tmp_path / "g.png", nrow=3, upscale=4, captions=["0 circle", "1 ring", "a caption far too long"])
     grid = np.asarray(Image.open(tmp_path / "g.png"))
     assert grid.shape == (2 + 32 + CAPTION_PX + 2, 3 * (32 + 2) + 2, 3)
-    band = grid[2 + 32:2 + 32 + CAPTION_PX]
+    band = grid[2 + 32 : 2 + 32 + CAPTION_PX]
     for col in range(3):  # white text under every image, inside its own column
-        cell = band[:, 2 + col * 34:2 + col * 34 + 32]
+        cell = band[:, 2 + col * 34 : 2 + col * 34 + 32]
         assert (cell > 128).all(axis=-1).sum() > 10
-    assert grid[:2 + 32].max() == 0 and band[:, 34:36].max() == 0  # images untouched, padding kept clear
+    assert grid[: 2 + 32].max() == 0 and band[:, 34:36].max() == 0  # images untouched, padding kept clear
     with pytest.raises(ConfigError, match="2 captions for 3 images"):
         save_grid(imgs, tmp_path / "x.png", captions=["a", "b"])
 
@@ -118,8 +118,18 @@ def test_random_classes_are_drawn_once_and_named(model, diffusion, tmp_path, cap
     b = sample_images(model, diffusion, labels=labels, seed=7, steps=STEPS, progress=False)
     assert np.array_equal(a, b)  # naming the classes does not change the samples
     save_model(model, tmp_path / "m.safetensors")
-    code, out, err = _cli(capsys, str(tmp_path / "m.safetensors"), "--num-images", "5", "--seed", "7",
-                          "--cfg-scale", "1", "--out", str(tmp_path / "g.png"))
+    code, out, err = _cli(
+        capsys,
+        str(tmp_path / "m.safetensors"),
+        "--num-images",
+        "5",
+        "--seed",
+        "7",
+        "--cfg-scale",
+        "1",
+        "--out",
+        str(tmp_path / "g.png"),
+    )
     assert code == 0, err
     assert f"cells, row by row: {'; '.join(map(str, labels.tolist()))}" in out  # no class names without a run
 
@@ -162,8 +172,15 @@ def test_cfg_matches_reference_forward_with_cfg(model, diffusion):
         z = torch.randn(2, 3, 8, 8, generator=g)
         z = torch.cat([z, z])
         fn = lambda x, t, y: model.forward_with_cfg(x, t, y, scale, guided_channels=3)  # noqa: E731
-        out = diffusion.sample(fn, z.shape, sampler=sampler, steps=STEPS, noise=z,
-                               model_kwargs={"y": torch.cat([labels, null])}, generator=g)
+        out = diffusion.sample(
+            fn,
+            z.shape,
+            sampler=sampler,
+            steps=STEPS,
+            noise=z,
+            model_kwargs={"y": torch.cat([labels, null])},
+            generator=g,
+        )
         return out[:2]
 
     guided = sample_latents(model, diffusion, labels=labels, cfg_scale=4.0, steps=STEPS, progress=False)
@@ -171,7 +188,9 @@ def test_cfg_matches_reference_forward_with_cfg(model, diffusion):
     plain = sample_latents(model, diffusion, labels=labels, cfg_scale=1.0, steps=STEPS, progress=False)
     assert (guided - plain).abs().max() > 0.05  # guidance changes the samples
     # With scale 1 the guided (doubled-batch) path is the conditional model: same DDIM samples.
-    plain_ddim = sample_latents(model, diffusion, labels=labels, cfg_scale=1.0, sampler="ddim", steps=STEPS, progress=False)
+    plain_ddim = sample_latents(
+        model, diffusion, labels=labels, cfg_scale=1.0, sampler="ddim", steps=STEPS, progress=False
+    )
     ref = reference(1.0, "ddim")
     assert (ref - plain_ddim).abs().max() <= 1e-5 * plain_ddim.abs().max()  # float rounding only
 
@@ -184,8 +203,14 @@ def test_text_guidance_uses_an_all_masked_null_context(diffusion):
     g = torch.Generator().manual_seed(0)
     z = torch.randn(2, 3, 8, 8, generator=g)
     fn = lambda x, t, **kw: model.forward_with_cfg(x, t, None, 3.0, guided_channels=3, **kw)  # noqa: E731
-    ref = diffusion.sample(fn, (4, 3, 8, 8), steps=STEPS, noise=torch.cat([z, z]), generator=g,
-                           model_kwargs={"context": torch.cat([ctx, ctx]), "context_mask": torch.cat([mask, mask])})
+    ref = diffusion.sample(
+        fn,
+        (4, 3, 8, 8),
+        steps=STEPS,
+        noise=torch.cat([z, z]),
+        generator=g,
+        model_kwargs={"context": torch.cat([ctx, ctx]), "context_mask": torch.cat([mask, mask])},
+    )
     assert torch.equal(got, ref[:2])
     with pytest.raises(ConfigError, match="text-conditional: pass context"):
         sample_latents(model, diffusion, num_images=1, progress=False)
@@ -225,8 +250,22 @@ def test_user_errors(model, diffusion):
 
 
 # ditscale sample ------------------------------------------------------------------------------
-TINY_OPTS = ["--model-opt", "in_channels=3", "--model-opt", "patch_size=4", "--model-opt", "hidden_size=32",
-             "--model-opt", "depth=1", "--model-opt", "num_heads=2", "--num-classes", "5", "--image-size", "8"]
+TINY_OPTS = [
+    "--model-opt",
+    "in_channels=3",
+    "--model-opt",
+    "patch_size=4",
+    "--model-opt",
+    "hidden_size=32",
+    "--model-opt",
+    "depth=1",
+    "--model-opt",
+    "num_heads=2",
+    "--num-classes",
+    "5",
+    "--image-size",
+    "8",
+]
 
 
 def _cli(capsys, *argv):
@@ -238,8 +277,19 @@ def _cli(capsys, *argv):
 def test_cli_reference_pt(model, diffusion, tmp_path, capsys):
     torch.save(model.state_dict(), tmp_path / "ref.pt")
     out_png, npz = tmp_path / "grid.png", tmp_path / "s.npz"
-    code, out, err = _cli(capsys, str(tmp_path / "ref.pt"), *TINY_OPTS, "--classes", "0,1,2,3", "--cfg-scale", "1.5",
-                          "--out", str(out_png), "--npz", str(npz))
+    code, out, err = _cli(
+        capsys,
+        str(tmp_path / "ref.pt"),
+        *TINY_OPTS,
+        "--classes",
+        "0,1,2,3",
+        "--cfg-scale",
+        "1.5",
+        "--out",
+        str(out_png),
+        "--npz",
+        str(npz),
+    )
     assert code == 0, err
     assert f"(8x8 px, shown 8x) to {out_png}" in out
     expected = sample_images(model, diffusion, labels=[0, 1, 2, 3], cfg_scale=1.5, steps=STEPS, progress=False)
@@ -251,31 +301,73 @@ def test_cli_reference_pt(model, diffusion, tmp_path, capsys):
     cells = make_grid(expected.repeat(8, 1).repeat(8, 2), 2, caption_px=CAPTION_PX)
     assert grid.shape == cells.shape
     for top in (2, 2 + 64 + CAPTION_PX + 2):  # the images are untouched; the caption bands hold the text
-        assert np.array_equal(grid[top:top + 64], cells[top:top + 64])
-    code, out, err = _cli(capsys, str(tmp_path / "ref.pt"), *TINY_OPTS, "--classes", "0,1,2,3", "--cfg-scale", "1.5",
-                          "--out", str(out_png), "--upscale", "1")
+        assert np.array_equal(grid[top : top + 64], cells[top : top + 64])
+    code, out, err = _cli(
+        capsys,
+        str(tmp_path / "ref.pt"),
+        *TINY_OPTS,
+        "--classes",
+        "0,1,2,3",
+        "--cfg-scale",
+        "1.5",
+        "--out",
+        str(out_png),
+        "--upscale",
+        "1",
+    )
     assert code == 0 and "(8x8 px) to" in out
     assert Image.open(out_png).size == (2 * 10 + 2, 2 * (10 + CAPTION_PX) + 2)
 
     # A reference training checkpoint {"model", "ema", "opt", "args"}: EMA by default, raw with --no-ema.
     raw = tiny_model(seed=5)
-    torch.save({"model": raw.state_dict(), "ema": model.state_dict(), "opt": {}, "args": argparse.Namespace(lr=1e-4)},
-               tmp_path / "train.pt")
+    torch.save(
+        {"model": raw.state_dict(), "ema": model.state_dict(), "opt": {}, "args": argparse.Namespace(lr=1e-4)},
+        tmp_path / "train.pt",
+    )
     for extra, weights in (([], model), (["--no-ema"], raw)):
-        code, out, err = _cli(capsys, str(tmp_path / "train.pt"), *TINY_OPTS, "--classes", "1,2", "--cfg-scale", "1",
-                              "--out", str(out_png), "--npz", str(npz), *extra)
+        code, out, err = _cli(
+            capsys,
+            str(tmp_path / "train.pt"),
+            *TINY_OPTS,
+            "--classes",
+            "1,2",
+            "--cfg-scale",
+            "1",
+            "--out",
+            str(out_png),
+            "--npz",
+            str(npz),
+            *extra,
+        )
         assert code == 0, err
         with np.load(npz) as data:
-            assert np.array_equal(data["arr_0"], sample_images(weights, diffusion, labels=[1, 2], steps=STEPS, progress=False))
+            assert np.array_equal(
+                data["arr_0"], sample_images(weights, diffusion, labels=[1, 2], steps=STEPS, progress=False)
+            )
 
 
 def test_cli_named_config_latent_pt(tmp_path, capsys):
     net = create_model("DiT-S/8", depth=1, input_size=8, num_classes=1000)  # official-style, 64 px through the VAE
     torch.save(net.state_dict(), tmp_path / "official.pt")
     make_tiny_vae().save_pretrained(tmp_path / "vae")
-    code, out, err = _cli(capsys, str(tmp_path / "official.pt"), "--model", "DiT-S/8", "--model-opt", "depth=1",
-                          "--image-size", "64", "--vae", str(tmp_path / "vae"), "--num-images", "3", "--nrow", "3",
-                          "--out", str(tmp_path / "g.png"))
+    code, out, err = _cli(
+        capsys,
+        str(tmp_path / "official.pt"),
+        "--model",
+        "DiT-S/8",
+        "--model-opt",
+        "depth=1",
+        "--image-size",
+        "64",
+        "--vae",
+        str(tmp_path / "vae"),
+        "--num-images",
+        "3",
+        "--nrow",
+        "3",
+        "--out",
+        str(tmp_path / "g.png"),
+    )
     assert code == 0, err
     assert Image.open(tmp_path / "g.png").size == (3 * 66 + 2, 66 + CAPTION_PX + 2)
 
@@ -285,13 +377,25 @@ def test_cli_safetensors_and_training_folders(model, tmp_path, capsys):
     flow_model = tiny_model(seed=1, learn_sigma=False)
     ema_model = tiny_model(seed=2, learn_sigma=False)
     save_model(flow_model, tmp_path / "m.safetensors", {"diffusion": flow_cfg})
-    code, out, err = _cli(capsys, str(tmp_path / "m.safetensors"), "--num-images", "2", "--seed", "3",
-                          "--out", str(tmp_path / "a.png"), "--npz", str(tmp_path / "a.npz"))
+    code, out, err = _cli(
+        capsys,
+        str(tmp_path / "m.safetensors"),
+        "--num-images",
+        "2",
+        "--seed",
+        "3",
+        "--out",
+        str(tmp_path / "a.png"),
+        "--npz",
+        str(tmp_path / "a.npz"),
+    )
     assert code == 0, err
     flow = create_diffusion(flow_cfg)
     with np.load(tmp_path / "a.npz") as data:
-        assert np.array_equal(data["arr_0"], sample_images(flow_model, flow, num_images=2, seed=3, cfg_scale=4.0,
-                                                           steps=STEPS, progress=False))
+        assert np.array_equal(
+            data["arr_0"],
+            sample_images(flow_model, flow, num_images=2, seed=3, cfg_scale=4.0, steps=STEPS, progress=False),
+        )
 
     run = tmp_path / "run"
     for step, ema in ((5, model), (10, ema_model)):  # the older checkpoint holds other weights
@@ -300,8 +404,19 @@ def test_cli_safetensors_and_training_folders(model, tmp_path, capsys):
         save_model(ema, ckpt / "ema.safetensors", {"diffusion": flow_cfg})
     newest = run / "checkpoints" / "step_00000010"
     for target, weights, extra in ((run, ema_model, []), (newest, flow_model, ["--no-ema"])):
-        code, out, err = _cli(capsys, str(target), "--classes", "4", "--cfg-scale", "1", "--out", str(tmp_path / "b.png"),
-                              "--npz", str(tmp_path / "b.npz"), *extra)
+        code, out, err = _cli(
+            capsys,
+            str(target),
+            "--classes",
+            "4",
+            "--cfg-scale",
+            "1",
+            "--out",
+            str(tmp_path / "b.png"),
+            "--npz",
+            str(tmp_path / "b.npz"),
+            *extra,
+        )
         assert code == 0, err
         assert (f"newest checkpoint: {newest}" in err) == (target == run)
         expected = sample_images(weights, flow, labels=[4], steps=STEPS, progress=False)
@@ -319,7 +434,10 @@ def test_cli_takes_the_vae_of_the_runs_latent_store(tmp_path, capsys):
     code, out, err = _cli(capsys, str(run), "--classes", "0", "--out", str(tmp_path / "g.png"))
     assert code == 0, err
     assert f"using the run's VAE {tmp_path / 'vae'}" in err
-    assert Image.open(tmp_path / "g.png").size == (68, 68 + CAPTION_PX)  # one 32 px image (4 latent px x 8) shown 2x + 2 px padding, labelled
+    assert Image.open(tmp_path / "g.png").size == (
+        68,
+        68 + CAPTION_PX,
+    )  # one 32 px image (4 latent px x 8) shown 2x + 2 px padding, labelled
 
 
 def _error_line(code, out, err):
@@ -368,7 +486,10 @@ def test_cli_errors(model, tmp_path, capsys):
 
 
 # Text-conditional models --------------------------------------------------------------------------
-PROMPTS = ["a large red circle at the center on a blue background", "a small white cross at the top on a black background"]
+PROMPTS = [
+    "a large red circle at the center on a blue background",
+    "a small white cross at the top on a black background",
+]
 
 
 def test_cli_samples_a_text_run_with_its_trained_word_encoder(tmp_path, capsys):
@@ -377,14 +498,25 @@ def test_cli_samples_a_text_run_with_its_trained_word_encoder(tmp_path, capsys):
     from ditscale.train.config import load_train_config
     from ditscale.train.loop import train
 
-    micro = ["model.hidden_size=32", "model.depth=1", "model.num_heads=2", "model.patch_size=4", "data.image_size=8",
-             "batch_size=8", "max_steps=3", "val.every=0", "ckpt_every=0", "optim.warmup_steps=1"]
+    micro = [
+        "model.hidden_size=32",
+        "model.depth=1",
+        "model.num_heads=2",
+        "model.patch_size=4",
+        "data.image_size=8",
+        "batch_size=8",
+        "max_steps=3",
+        "val.every=0",
+        "ckpt_every=0",
+        "optim.warmup_steps=1",
+    ]
     train(load_train_config("tiny-text", micro), tmp_path / "run", progress=False)
     final = tmp_path / "run" / "checkpoints" / "step_00000003"
     (tmp_path / "p.txt").write_text(PROMPTS[0] + "\n\n" + PROMPTS[1] + "\n")
     for how in (["--prompt", PROMPTS[0], "--prompt", PROMPTS[1]], ["--prompts", str(tmp_path / "p.txt")]):
-        code, out, err = _cli(capsys, str(tmp_path / "run"), *how, "--out", str(tmp_path / "g.png"),
-                              "--npz", str(tmp_path / "t.npz"))
+        code, out, err = _cli(
+            capsys, str(tmp_path / "run"), *how, "--out", str(tmp_path / "g.png"), "--npz", str(tmp_path / "t.npz")
+        )
         assert code == 0, err
         assert "cfg-scale 4.0" in err  # trained with caption dropout: guided by default, as class models
         with np.load(tmp_path / "t.npz") as data:
@@ -398,8 +530,15 @@ def test_cli_samples_a_text_run_with_its_trained_word_encoder(tmp_path, capsys):
         net = create_model(meta["model"])
         net.load_state_dict(load_state_dict_file(final / "ema.safetensors"))
         context, mask = encoder.encode(PROMPTS)
-        expected = sample_images(net, create_diffusion(meta["diffusion"]), context=context, context_mask=mask,
-                                 cfg_scale=4.0, steps=STEPS, progress=False)
+        expected = sample_images(
+            net,
+            create_diffusion(meta["diffusion"]),
+            context=context,
+            context_mask=mask,
+            cfg_scale=4.0,
+            steps=STEPS,
+            progress=False,
+        )
         assert images.shape == (2, 8, 8, 3) and np.array_equal(images, expected)
     assert not np.array_equal(images[0], images[1])  # the prompt reaches the model
 
@@ -410,28 +549,55 @@ def test_cli_text_model_with_a_hugging_face_encoder(tiny_clip, diffusion, tmp_pa
     net = tiny_model(conditioning="text", context_dim=32, context_len=6, block="cross_attn")
     save_model(net, tmp_path / "t.safetensors")
     prompts = ["a small red circle", "a large blue square at the top left"]
-    code, out, err = _cli(capsys, str(tmp_path / "t.safetensors"), "--prompt", prompts[0], "--prompt", prompts[1],
-                          "--text-encoder", str(tiny_clip), "--cfg-scale", "2", "--out", str(tmp_path / "g.png"),
-                          "--npz", str(tmp_path / "t.npz"))
+    code, out, err = _cli(
+        capsys,
+        str(tmp_path / "t.safetensors"),
+        "--prompt",
+        prompts[0],
+        "--prompt",
+        prompts[1],
+        "--text-encoder",
+        str(tiny_clip),
+        "--cfg-scale",
+        "2",
+        "--out",
+        str(tmp_path / "g.png"),
+        "--npz",
+        str(tmp_path / "t.npz"),
+    )
     assert code == 0, err
     context, mask = HFTextEncoder(tiny_clip, max_length=6).encode(prompts)
-    expected = sample_images(net, diffusion, context=context, context_mask=mask, cfg_scale=2.0, steps=STEPS,
-                             progress=False)
+    expected = sample_images(
+        net, diffusion, context=context, context_mask=mask, cfg_scale=2.0, steps=STEPS, progress=False
+    )
     with np.load(tmp_path / "t.npz") as data:
         assert np.array_equal(data["arr_0"], expected)
     # a run folder: the frozen encoder is the one its config names
     run = tmp_path / "run"
     save_model(net, run / "checkpoints" / "step_00000001" / "ema.safetensors")
     (run / "config.yaml").write_text(f"text_encoder: {tiny_clip}\n")
-    code, out, err = _cli(capsys, str(run), "--prompt", prompts[0], "--prompt", prompts[1], "--cfg-scale", "2",
-                          "--out", str(tmp_path / "g.png"), "--npz", str(tmp_path / "r.npz"))
+    code, out, err = _cli(
+        capsys,
+        str(run),
+        "--prompt",
+        prompts[0],
+        "--prompt",
+        prompts[1],
+        "--cfg-scale",
+        "2",
+        "--out",
+        str(tmp_path / "g.png"),
+        "--npz",
+        str(tmp_path / "r.npz"),
+    )
     assert code == 0, err
     with np.load(tmp_path / "r.npz") as data:
         assert np.array_equal(data["arr_0"], expected)
     wide = tiny_model(conditioning="text", context_dim=16, context_len=6)
     save_model(wide, tmp_path / "w.safetensors")
-    line = _error_line(*_cli(capsys, str(tmp_path / "w.safetensors"), "--prompt", "a red circle",
-                             "--text-encoder", str(tiny_clip)))
+    line = _error_line(
+        *_cli(capsys, str(tmp_path / "w.safetensors"), "--prompt", "a red circle", "--text-encoder", str(tiny_clip))
+    )
     assert "gives 32-wide embeddings but the model takes 16" in line
 
 
@@ -465,8 +631,9 @@ def test_sample_npz_contents(model, diffusion, reference_npz):
     for k, lo, hi in ((0, 0, 3), (1, 3, 6), (2, 6, 7)):
         labels = torch.randint(0, 5, (hi - lo,), generator=torch.Generator().manual_seed(derived_seed(0, k)))
         assert ref["labels"][lo:hi].tolist() == labels.tolist()
-    second_batch = sample_images(model, diffusion, labels=ref["labels"][5:6], seed=derived_seed(0, 1, 2), steps=2,
-                                 progress=False)
+    second_batch = sample_images(
+        model, diffusion, labels=ref["labels"][5:6], seed=derived_seed(0, 1, 2), steps=2, progress=False
+    )
     assert np.array_equal(ref["arr_0"][5:6], second_batch)
     assert len({derived_seed(0, 0), derived_seed(0, 1), derived_seed(1, 0), derived_seed(0, 0, 1)}) == 4
 
@@ -505,7 +672,9 @@ def test_sample_npz_split_across_two_ranks(model, diffusion, reference_npz, tmp_
     assert sorted(p.name for p in parts_dir(out).glob("chunk_*")) == ["chunk_000000.npz", "chunk_000002.npz"]
     with pytest.raises(ConfigError, match="holds chunks of another sampling run .*differs in steps"):
         sample_npz(model, diffusion, out, **{**NPZ_OPTS, "steps": 3}, rank=1, world_size=2)
-    assert sample_npz(model, diffusion, out, **NPZ_OPTS, rank=1, world_size=2) is None  # draws chunk 1, assembles nothing
+    assert (
+        sample_npz(model, diffusion, out, **NPZ_OPTS, rank=1, world_size=2) is None
+    )  # draws chunk 1, assembles nothing
     assert not out.exists()
     assert sample_npz(model, diffusion, out, **NPZ_OPTS, rank=0, world_size=2, wait_timeout_s=0) == out  # assembles
     got = _npz_arrays(out)
@@ -522,14 +691,33 @@ def _encode_lengths(captions):
 def test_sample_npz_text_model_cycles_its_captions(diffusion, tmp_path):
     net = tiny_model(conditioning="text", context_dim=8, context_len=4)
     prompts = ["a red circle", "the large blue square", "one"]
-    out = sample_npz(net, diffusion, tmp_path / "t.npz", num_samples=5, chunk_size=4, batch_size=4, steps=2,
-                     cfg_scale=2.0, captions=prompts, encode_captions=_encode_lengths, progress=False)
+    out = sample_npz(
+        net,
+        diffusion,
+        tmp_path / "t.npz",
+        num_samples=5,
+        chunk_size=4,
+        batch_size=4,
+        steps=2,
+        cfg_scale=2.0,
+        captions=prompts,
+        encode_captions=_encode_lengths,
+        progress=False,
+    )
     got = _npz_arrays(out)
     assert list(got) == ["arr_0", "captions"]  # no labels for a text model
     assert got["captions"].dtype.kind == "U" and got["captions"].tolist() == prompts + prompts[:2]
     context, mask = _encode_lengths(prompts + prompts[:1])
-    first = sample_images(net, diffusion, context=context, context_mask=mask, seed=derived_seed(0, 0, 1), steps=2,
-                          cfg_scale=2.0, progress=False)
+    first = sample_images(
+        net,
+        diffusion,
+        context=context,
+        context_mask=mask,
+        seed=derived_seed(0, 0, 1),
+        steps=2,
+        cfg_scale=2.0,
+        progress=False,
+    )
     assert np.array_equal(got["arr_0"][:4], first)
     assert not np.array_equal(got["arr_0"][0], got["arr_0"][1])  # the caption reaches the model
 
@@ -556,12 +744,33 @@ def test_cli_num_samples(model, diffusion, tmp_path, capsys):
     save_model(net, run / "checkpoints" / "step_00000001" / "ema.safetensors")
     (run / "config.yaml").write_text("data:\n  name: shapes\n  image_size: 8\n")
     npz, grid = tmp_path / "s.npz", tmp_path / "g.png"
-    code, out, err = _cli(capsys, str(run), "--num-samples", "70", "--chunk-size", "40", "--npz", str(npz),
-                          "--out", str(grid), "--cfg-scale", "1.5")
+    code, out, err = _cli(
+        capsys,
+        str(run),
+        "--num-samples",
+        "70",
+        "--chunk-size",
+        "40",
+        "--npz",
+        str(npz),
+        "--out",
+        str(grid),
+        "--cfg-scale",
+        "1.5",
+    )
     assert code == 0, err
     assert f"wrote 70 images to {npz} (keys arr_0, labels, label_names)" in out
-    expected = sample_npz(net, diffusion, tmp_path / "lib.npz", num_samples=70, chunk_size=40, cfg_scale=1.5,
-                          steps=STEPS, progress=False, label_names=KINDS)
+    expected = sample_npz(
+        net,
+        diffusion,
+        tmp_path / "lib.npz",
+        num_samples=70,
+        chunk_size=40,
+        cfg_scale=1.5,
+        steps=STEPS,
+        progress=False,
+        label_names=KINDS,
+    )
     got, want = _npz_arrays(npz), _npz_arrays(expected)
     assert list(got) == list(want) and all(np.array_equal(got[k], want[k]) for k in got)
     assert got["label_names"].tolist() == list(KINDS)
@@ -578,17 +787,35 @@ def test_cli_num_samples_of_a_text_run_prompts_with_its_val_captions(tiny_clip, 
     run = tmp_path / "run"
     save_model(net, run / "checkpoints" / "step_00000001" / "ema.safetensors")
     (run / "config.yaml").write_text(f"text_encoder: {tiny_clip}\ndata:\n  name: shapes\n  image_size: 8\n")
-    code, out, err = _cli(capsys, str(run), "--num-samples", "3", "--npz", str(tmp_path / "t.npz"),
-                          "--out", str(tmp_path / "g.png"), "--cfg-scale", "2")
+    code, out, err = _cli(
+        capsys,
+        str(run),
+        "--num-samples",
+        "3",
+        "--npz",
+        str(tmp_path / "t.npz"),
+        "--out",
+        str(tmp_path / "g.png"),
+        "--cfg-scale",
+        "2",
+    )
     assert code == 0, err
     assert "prompting with the captions of items 0..2 of the run's shapes val split" in err
     val = build_dataset(DataConfig(image_size=8, captions=True), "val")
     captions = [val[i]["caption"] for i in range(3)]
     got = _npz_arrays(tmp_path / "t.npz")
     assert got["captions"].tolist() == captions
-    expected = sample_npz(net, diffusion, tmp_path / "lib.npz", num_samples=3, cfg_scale=2.0, steps=STEPS,
-                          captions=captions, encode_captions=HFTextEncoder(tiny_clip, max_length=6).encode,
-                          progress=False)  # fmt: skip
+    expected = sample_npz(
+        net,
+        diffusion,
+        tmp_path / "lib.npz",
+        num_samples=3,
+        cfg_scale=2.0,
+        steps=STEPS,
+        captions=captions,
+        encode_captions=HFTextEncoder(tiny_clip, max_length=6).encode,
+        progress=False,
+    )
     assert np.array_equal(got["arr_0"], _npz_arrays(expected)["arr_0"])
 
 
@@ -596,13 +823,24 @@ def test_cli_num_samples_errors(model, tmp_path, capsys):
     save_model(model, tmp_path / "m.safetensors")
     line = _error_line(*_cli(capsys, str(tmp_path / "m.safetensors"), "--num-samples", "10"))
     assert "--num-samples needs --npz FILE" in line
-    line = _error_line(*_cli(capsys, str(tmp_path / "m.safetensors"), "--num-samples", "10", "--npz",
-                             str(tmp_path / "s.npz"), "--classes", "1,2"))
+    line = _error_line(
+        *_cli(
+            capsys,
+            str(tmp_path / "m.safetensors"),
+            "--num-samples",
+            "10",
+            "--npz",
+            str(tmp_path / "s.npz"),
+            "--classes",
+            "1,2",
+        )
+    )
     assert "drop --classes/--num-images" in line
     text = tiny_model(conditioning="text", context_dim=8, context_len=4)
     save_model(text, tmp_path / "t.safetensors")
-    line = _error_line(*_cli(capsys, str(tmp_path / "t.safetensors"), "--num-samples", "4", "--npz",
-                             str(tmp_path / "t.npz")))
+    line = _error_line(
+        *_cli(capsys, str(tmp_path / "t.safetensors"), "--num-samples", "4", "--npz", str(tmp_path / "t.npz"))
+    )
     assert "no run config to take captions from; pass --prompts FILE" in line
     assert not (tmp_path / "s.npz").exists() and not (tmp_path / "t.npz").exists()
 
@@ -617,22 +855,54 @@ def _torchrun(*args, cwd):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-           "--master_addr", "127.0.0.1", "--master_port", str(port), *args]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=cwd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(port),
+        *args,
+    ]
+    proc = subprocess.run(
+        cmd, cwd=cwd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
 
 
 def test_cli_num_samples_under_torchrun(model, reference_npz, tmp_path):
     save_model(model, tmp_path / "m.safetensors")
-    stdout = _torchrun("-m", "ditscale", "sample", "m.safetensors", "--num-samples", "7", "--chunk-size", "3",
-                       "--batch-size", "2", "--steps", "2", "--cfg-scale", "1", "--npz", "two.npz", "--quiet",
-                       cwd=tmp_path)  # fmt: skip
+    stdout = _torchrun(
+        "-m",
+        "ditscale",
+        "sample",
+        "m.safetensors",
+        "--num-samples",
+        "7",
+        "--chunk-size",
+        "3",
+        "--batch-size",
+        "2",
+        "--steps",
+        "2",
+        "--cfg-scale",
+        "1",
+        "--npz",
+        "two.npz",
+        "--quiet",
+        cwd=tmp_path,
+    )
     assert stdout.count("wrote 7 images to two.npz") == 1  # rank 0 alone assembles and reports
     got = _npz_arrays(tmp_path / "two.npz")
-    assert np.array_equal(got["arr_0"], reference_npz["arr_0"]) and np.array_equal(got["labels"], reference_npz["labels"])
+    assert np.array_equal(got["arr_0"], reference_npz["arr_0"]) and np.array_equal(
+        got["labels"], reference_npz["labels"]
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors", "sample.png", "two.npz"]  # parts removed
 
 

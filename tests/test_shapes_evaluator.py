@@ -38,8 +38,10 @@ def test_parse_caption_inverts_caption_of_scene(max_objects):
 
 def test_parse_caption_is_lenient_on_case_spaces_and_article():
     parsed = parse_caption("  A large  ORANGE ring at the bottom right on a orange background ")
-    assert parsed == {"background": "orange",
-                      "objects": [{"kind": "ring", "color": "orange", "size": "large", "position": "bottom right"}]}
+    assert parsed == {
+        "background": "orange",
+        "objects": [{"kind": "ring", "color": "orange", "size": "large", "position": "bottom right"}],
+    }
 
 
 @pytest.mark.parametrize(
@@ -50,8 +52,10 @@ def test_parse_caption_is_lenient_on_case_spaces_and_article():
         ("a small red circle at the top", "outside the shapes grammar"),
         ("two shapes: a small red circle at the top on a blue background", "says 'two shapes'"),
         ("a small red circle at the top and a large blue ring at the left on a red background", "no '{count}"),
-        ("two shapes: a small red circle at the top and a large blue ring at the top on a red background",
-         "one grid cell"),
+        (
+            "two shapes: a small red circle at the top and a large blue ring at the top on a red background",
+            "one grid cell",
+        ),
     ],
 )
 def test_parse_caption_rejects_captions_outside_the_grammar(caption, words):
@@ -63,8 +67,9 @@ def test_parse_caption_rejects_captions_outside_the_grammar(caption, words):
 # Scoring (no network) ---------------------------------------------------------------------------
 def test_caption_scores_need_every_attribute_and_exactly_the_captioned_cells():
     caption = "two shapes: a small red circle at the top and a large blue ring at the left on a green background"
-    right = Scene("green", (ObjectPrediction("circle", "red", "small", "top"),
-                            ObjectPrediction("ring", "blue", "large", "left")))  # fmt: skip
+    right = Scene(
+        "green", (ObjectPrediction("circle", "red", "small", "top"), ObjectPrediction("ring", "blue", "large", "left"))
+    )
     extra = Scene("green", right.objects + (ObjectPrediction("cross", "red", "small", "center"),))
     wrong_size = Scene("green", (right.objects[0], ObjectPrediction("ring", "blue", "medium", "left")))
     wrong_bg = Scene("red", right.objects)
@@ -78,8 +83,9 @@ def test_caption_scores_need_every_attribute_and_exactly_the_captioned_cells():
 
 
 def test_class_scores_use_kinds_or_label_names():
-    scene = Scene("green", (ObjectPrediction("circle", "red", "small", "top"),
-                            ObjectPrediction("ring", "blue", "large", "left")))  # fmt: skip
+    scene = Scene(
+        "green", (ObjectPrediction("circle", "red", "small", "top"), ObjectPrediction("ring", "blue", "large", "left"))
+    )
     assert class_scores([scene] * 3, np.array([0, 5, 1]))["all"] == [True, True, False]
     names = [f"{c} {k}" for k in KINDS for c in COLOR_NAMES]  # the kind_color classes
     labels = np.array([names.index("red circle"), names.index("blue circle"), names.index("blue ring")])

@@ -126,8 +126,24 @@ def test_no_import_cycles():
 # Areas import "downwards" only: a module may import its own area and the areas listed before it.
 # (The data flows data -> model -> diffusion -> run -> study -> fit -> quality -> report; the study, which
 # orchestrates, imports metrics, laws and report.)
-AREA_ORDER = ["errors", "io", "config", "ditscale", "models", "flops", "data", "diffusion", "generate", "train",
-              "metrics", "laws", "report", "study", "cli", "__main__"]
+AREA_ORDER = [
+    "errors",
+    "io",
+    "config",
+    "ditscale",
+    "models",
+    "flops",
+    "data",
+    "diffusion",
+    "generate",
+    "train",
+    "metrics",
+    "laws",
+    "report",
+    "study",
+    "cli",
+    "__main__",
+]
 
 
 def area(module: str) -> str:
@@ -201,3 +217,15 @@ def long_functions(folder: str) -> dict[str, int]:
 def test_train_and_study_functions_are_short():
     found = {**long_functions("train"), **long_functions("study")}
     assert {k: v for k, v in found.items() if k not in LONG_FUNCTIONS_ALLOWED} == {}
+
+
+# One formatter ----------------------------------------------------------------------------------
+def test_tree_is_ruff_formatted():
+    """ruff format (pinned in the dev extra, configured in pyproject.toml) leaves every tracked Python file as it is."""
+    root = SRC.parent
+    files = subprocess.run(["git", "ls-files", "*.py"], cwd=root, capture_output=True, text=True).stdout.split()
+    assert len(files) > 100, "run the suite from a git checkout of ditscale"
+    proc = subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--check", *files], cwd=root, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]

@@ -32,8 +32,12 @@ from test_study_run import MICRO as RUN_MICRO
 
 # test_study_run's micro study without its seed replicates, checkpoints at the default interval and
 # fewer bootstrap resamples (these tests check integrity, not intervals).
-TINY = {**{k: v for k, v in RUN_MICRO.items() if k != "repeat"}, "name": "tiny",
-        "train": {"ema_decay": 0.9, "log_every": 100}, "laws": {"bootstrap": 50}}
+TINY = {
+    **{k: v for k, v in RUN_MICRO.items() if k != "repeat"},
+    "name": "tiny",
+    "train": {"ema_decay": 0.9, "log_every": 100},
+    "laws": {"bootstrap": 50},
+}
 QUIET = {"progress": False, "echo": lambda m: None}
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -56,8 +60,9 @@ def tiny_spec(**changes):
 def hold_lock(path: Path) -> subprocess.Popen:
     """Another process holding the lock file ``path``; close its stdin to release it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True, env=ENV)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=ENV
+    )
     assert proc.stdout.readline().strip() == "held"
     return proc
 
@@ -143,9 +148,24 @@ def test_killing_study_run_kills_its_workers_and_a_rerun_completes(tmp_path):
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(spec))
     out = tmp_path / "s"
-    proc = subprocess.Popen([sys.executable, "-m", "ditscale", "study", "run", str(spec_path), "--out", str(out),
-                             "--workers", "2", "--no-progress"], env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ditscale",
+            "study",
+            "run",
+            str(spec_path),
+            "--out",
+            str(out),
+            "--workers",
+            "2",
+            "--no-progress",
+        ],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.time() + 180
         while proc.poll() is None and not list(out.glob("runs/*/checkpoints")) and time.time() < deadline:
@@ -201,12 +221,23 @@ def test_latent_store_shard_paths_stay_inside_the_store(tmp_path):
 
 
 # 4. Nothing is written before a config is accepted ------------------------------------------------
-SMALL_TRAIN = ["model.depth=1", "model.hidden_size=32", "model.num_heads=2", "batch_size=4", "val.num_images=0",
-               "--no-progress"]
+SMALL_TRAIN = [
+    "model.depth=1",
+    "model.hidden_size=32",
+    "model.num_heads=2",
+    "batch_size=4",
+    "val.num_images=0",
+    "--no-progress",
+]
 
 
-@pytest.mark.parametrize("bad, message", [(["--max-steps", "2", "model.num_heads=5"], "not divisible by num_heads 5"),
-                                          (["--flops", "1"], "less than one image's training cost")])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (["--max-steps", "2", "model.num_heads=5"], "not divisible by num_heads 5"),
+        (["--flops", "1"], "less than one image's training cost"),
+    ],
+)
 def test_a_refused_training_config_writes_nothing(tmp_path, capsys, bad, message):
     """A config refused by a check that needs the resolved model (old code: after config.yaml was
     written, so the fixed config was then refused as 'a different config')."""
@@ -243,10 +274,19 @@ def synthetic(tmp_path):
     runs = plan_study(spec).runs
     folder.write_plan(runs)
     for r in runs:
-        loss = 2 * r.budget ** -0.05 * (1 + 0.05 * math.log(r.params_non_embedding / (0.5 * r.budget ** 0.5)) ** 2)
-        result = {"status": "done", "val_loss": loss, "flops_exact": r.flops_exact, "flops_6nd": r.flops_6nd,
-                  "params": r.params, "params_non_embedding": r.params_non_embedding, "tokens": r.tokens,
-                  "images": r.images, "steps": r.steps, "wall_time_s": 1.0}
+        loss = 2 * r.budget**-0.05 * (1 + 0.05 * math.log(r.params_non_embedding / (0.5 * r.budget**0.5)) ** 2)
+        result = {
+            "status": "done",
+            "val_loss": loss,
+            "flops_exact": r.flops_exact,
+            "flops_6nd": r.flops_6nd,
+            "params": r.params,
+            "params_non_embedding": r.params_non_embedding,
+            "tokens": r.tokens,
+            "images": r.images,
+            "steps": r.steps,
+            "wall_time_s": 1.0,
+        }
         folder.run(r.run_id).root.mkdir(parents=True)
         folder.run(r.run_id).result.write_text(json.dumps(result))
     study_run.collect_runs(out)

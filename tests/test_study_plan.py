@@ -29,8 +29,11 @@ N_NON_EMB = (4 * D * D + 4 * D) + (2 * D * H + H + D) + (2 * 1 + 1) * 2 * D  # a
 
 def test_one_row_by_hand():
     assert MACS == 76_992 and N_NON_EMB == 3_312
-    spec = spec_with(budgets=[1e9, 2e9, 4e9], prior={"coefficient": 3312 / 1e9**0.5, "exponent": 0.5},
-                     hparams={"batch_size": 8, "lr": 1e-3, "base_width": 32, "warmup_fraction": 0.1})
+    spec = spec_with(
+        budgets=[1e9, 2e9, 4e9],
+        prior={"coefficient": 3312 / 1e9**0.5, "exponent": 0.5},
+        hparams={"batch_size": 8, "lr": 1e-3, "base_width": 32, "warmup_fraction": 0.1},
+    )
     row = next(r for r in plan_study(spec).runs if r.run_id == "c1e9-d1w16h2-s0")
     images = 2164  # floor(1e9 / (6 * 76,992)) : 2164 * 461,952 = 999,664,128 <= 1e9 < 2165 * 461,952
     assert row.macs_per_image == MACS
@@ -59,10 +62,18 @@ def test_choose_grid_takes_the_rungs_nearest_evenly_spaced_log_points():
 
 def test_grid_brackets_the_prior_optimum_and_moves_with_the_budget():
     widths = [8, 16, 24, 32, 40, 48, 56, 64, 80, 96]
-    spec = spec_with(family={"widths": widths, "depth": 1, "head_dim": 8,
-                             "model": {"patch_size": 2, "block": "in_context", "learn_sigma": False}},
-                     budgets=[1e10, 4e10, 1.6e11], models_per_budget=5, span=8,
-                     prior={"coefficient": 12_000 / 1e10**0.5, "exponent": 0.5})
+    spec = spec_with(
+        family={
+            "widths": widths,
+            "depth": 1,
+            "head_dim": 8,
+            "model": {"patch_size": 2, "block": "in_context", "learn_sigma": False},
+        },
+        budgets=[1e10, 4e10, 1.6e11],
+        models_per_budget=5,
+        span=8,
+        prior={"coefficient": 12_000 / 1e10**0.5, "exponent": 0.5},
+    )
     plan = plan_study(spec)
     assert plan.warnings == []
     for budget, runs in plan.by_budget().items():
@@ -86,8 +97,7 @@ def test_warnings_when_the_grid_cannot_bracket_the_optimum():
 
 
 def test_runs_with_too_few_steps_are_dropped_and_reported():
-    spec = spec_with(min_steps=150, hparams={"batch_size": 8},
-                     prior={"coefficient": 5000 / 1e9**0.5, "exponent": 0.5})
+    spec = spec_with(min_steps=150, hparams={"batch_size": 8}, prior={"coefficient": 5000 / 1e9**0.5, "exponent": 0.5})
     plan = plan_study(spec)
     dropped = {r.run_id: r.steps for r in plan.dropped}
     assert dropped and all(steps < 150 for steps in dropped.values())
@@ -117,7 +127,9 @@ def test_cli_plan_json_and_csv(tmp_path, capsys):
     path.write_text(yaml.safe_dump(BASE))
     assert main(["study", "plan", str(path), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert len(data["runs"]) == 9 and {"run_id", "flops_exact", "flops_6nd", "flops_ratio", "steps"} <= set(data["runs"][0])
+    assert len(data["runs"]) == 9 and {"run_id", "flops_exact", "flops_6nd", "flops_ratio", "steps"} <= set(
+        data["runs"][0]
+    )
     assert main(["study", "plan", str(path), "--csv", "--set", "models_per_budget=4"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("run_id,budget,") and len(lines) == 1 + 12
@@ -126,10 +138,17 @@ def test_cli_plan_json_and_csv(tmp_path, capsys):
 
 
 def test_repeat_can_be_limited_to_the_models_nearest_the_optimum():
-    spec = spec_with(family={"widths": [8, 16, 24, 32, 40], "depth": 1, "head_dim": 8,
-                             "model": {"patch_size": 2, "block": "in_context", "learn_sigma": False}},
-                     models_per_budget=5, repeat={"budgets": 2, "models": 1, "seeds": [5]},
-                     prior={"coefficient": 9000 / 1e9**0.5, "exponent": 0.5})
+    spec = spec_with(
+        family={
+            "widths": [8, 16, 24, 32, 40],
+            "depth": 1,
+            "head_dim": 8,
+            "model": {"patch_size": 2, "block": "in_context", "learn_sigma": False},
+        },
+        models_per_budget=5,
+        repeat={"budgets": 2, "models": 1, "seeds": [5]},
+        prior={"coefficient": 9000 / 1e9**0.5, "exponent": 0.5},
+    )
     plan = plan_study(spec)
     repeats = [r for r in plan.runs if r.role == "repeat"]
     # one replicate in each of the 2 smallest budgets: the rung nearest N* in log N. Non-embedding

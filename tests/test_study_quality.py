@@ -18,8 +18,14 @@ from ditscale.study.folder import StudyFolder
 from test_study_run import MICRO as RUN_MICRO
 
 QUALITY = {"num_samples": 24, "steps": 3, "batch_size": 24}
-MICRO = {**RUN_MICRO, "name": "micro-quality", "budgets": [1e8, 2e8, 4e8, 8e8], "repeat": {}, "laws": {"bootstrap": 100},
-         "quality": QUALITY}  # the micro study of test_study_run.py, one budget more, with a quality stage
+MICRO = {
+    **RUN_MICRO,
+    "name": "micro-quality",
+    "budgets": [1e8, 2e8, 4e8, 8e8],
+    "repeat": {},
+    "laws": {"bootstrap": 100},
+    "quality": QUALITY,
+}  # the micro study of test_study_run.py, one budget more, with a quality stage
 
 
 def scored_mtimes(out) -> dict[str, int]:
@@ -83,8 +89,12 @@ def test_rerun_redoes_nothing_and_new_settings_redo_the_scores(study, tmp_path):
 
 def test_runs_all_scores_every_model_of_the_study_seed():
     spec = spec_from_dict({**MICRO, "quality": {**QUALITY, "runs": "all"}})
-    rows = [{"run_id": f"r{i}", "budget": b, "seed": s, "loss": loss, "params": p}
-            for i, (b, s, loss, p) in enumerate([(1e8, 0, 0.5, 10), (1e8, 0, 0.4, 20), (1e8, 1, 0.3, 20), (2e8, 0, 0.3, 10)])]
+    rows = [
+        {"run_id": f"r{i}", "budget": b, "seed": s, "loss": loss, "params": p}
+        for i, (b, s, loss, p) in enumerate(
+            [(1e8, 0, 0.5, 10), (1e8, 0, 0.4, 20), (1e8, 1, 0.3, 20), (2e8, 0, 0.3, 10)]
+        )
+    ]
     picked = chosen_runs(rows, spec)
     assert [(r["run_id"], r["optimal"]) for r in picked] == [("r0", False), ("r1", True), ("r3", True)]
     optimal = chosen_runs(rows, spec_from_dict(MICRO))

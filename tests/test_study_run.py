@@ -27,8 +27,12 @@ MICRO = {
     "name": "micro",
     "data": {"name": "shapes", "image_size": 8},
     "diffusion": {"kind": "flow"},
-    "family": {"widths": [8, 16, 32], "depth": 1, "head_dim": 8,
-               "model": {"patch_size": 2, "block": "in_context", "learn_sigma": False}},
+    "family": {
+        "widths": [8, 16, 32],
+        "depth": 1,
+        "head_dim": 8,
+        "model": {"patch_size": 2, "block": "in_context", "learn_sigma": False},
+    },
     "budgets": [1e8, 2e8, 4e8],
     "models_per_budget": 3,
     "span": 4,
@@ -155,8 +159,12 @@ def test_interrupted_study_completes_without_redoing_runs(study, tmp_path):
     # a worker killed (SIGKILL) while training leaves a checkpoint and its lock behind
     victim = "c4e8-d1w8h1-s0"  # the longest run left
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, json.dumps(MICRO), victim, str(out)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILL_SCRIPT, json.dumps(MICRO), victim, str(out)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     ckpts = out / "runs" / victim / "checkpoints"
     while proc.poll() is None and not list(ckpts.glob("step_*/state.json")):
         time.sleep(0.005)
@@ -210,7 +218,9 @@ def test_submitit_local_executor_runs_one_run(tmp_path):
     run = plan_study(spec).runs[0]
     task = task_for(spec, tmp_path, run, threads=1)
     seen = []
-    launcher = SlurmLauncher(tmp_path / "slurm", SlurmOptions(cluster="local", cpus_per_task=1, time_min=10), poll_s=0.2)
+    launcher = SlurmLauncher(
+        tmp_path / "slurm", SlurmOptions(cluster="local", cpus_per_task=1, time_min=10), poll_s=0.2
+    )
     launcher.run([task], lambda t, outcome: seen.append((t.run_id, outcome)))
     assert seen == [(run.run_id, "trained")]
     res = json.loads((tmp_path / "runs" / run.run_id / "result.json").read_text())

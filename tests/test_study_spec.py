@@ -13,8 +13,12 @@ BASE = {
     "name": "t",
     "data": {"name": "shapes", "image_size": 8},
     "diffusion": {"kind": "flow"},
-    "family": {"widths": [8, 16, 24, 32], "depth": 1, "head_dim": 8,
-               "model": {"patch_size": 2, "block": "in_context", "learn_sigma": False}},
+    "family": {
+        "widths": [8, 16, 24, 32],
+        "depth": 1,
+        "head_dim": 8,
+        "model": {"patch_size": 2, "block": "in_context", "learn_sigma": False},
+    },
     "budgets": [1e9, 2e9, 4e9],
     "models_per_budget": 3,
 }

@@ -29,10 +29,25 @@ from ditscale.train.rundir import RunDir
 from ditscale.train.trunk import Branch, branch_point, train_trunk
 from ditscale.train.budget import run_length
 
-MICRO_RUN = ["model.hidden_size=32", "model.depth=2", "model.num_heads=2", "model.patch_size=4", "data.image_size=8",
-             "batch_size=8", "val.num_images=8", "val.num_timesteps=4", "val.buckets=2", "log_every=5",
-             "optim.warmup_steps=3", "optim.schedule=constant", "ckpt_every=0", "max_steps=null", "optim.lr=1e-3",
-             "ema_decay=0.9", "val.every=40"]
+MICRO_RUN = [
+    "model.hidden_size=32",
+    "model.depth=2",
+    "model.num_heads=2",
+    "model.patch_size=4",
+    "data.image_size=8",
+    "batch_size=8",
+    "val.num_images=8",
+    "val.num_timesteps=4",
+    "val.buckets=2",
+    "log_every=5",
+    "optim.warmup_steps=3",
+    "optim.schedule=constant",
+    "ckpt_every=0",
+    "max_steps=null",
+    "optim.lr=1e-3",
+    "ema_decay=0.9",
+    "val.every=40",
+]
 TIMINGS = ("images_per_s", "mfu", "wall_time_s", "checkpoint")
 
 
@@ -57,12 +72,16 @@ def test_branches_equal_independent_runs(tmp_path):
     assert train_trunk(tmp_path / "trunk", branches) == []
     points = {b.name: b.point for b in branches}
     length = run_length(8, configs["wsd"].model_config(), flops=1.6e9)
-    assert points["wsd"] == branch_point(configs["wsd"], length) == length.total_steps - round(0.25 * length.total_steps)
+    assert (
+        points["wsd"] == branch_point(configs["wsd"], length) == length.total_steps - round(0.25 * length.total_steps)
+    )
     assert points["full"] == alone["full"]["steps"] == 101 and 101 % 5  # branches at its very last step
     assert points["short"] < points["long"] < points["wsd"]  # the branch points differ; one trunk serves all
     for name in configs:
         shared = json.loads((tmp_path / "shared" / name / "result.json").read_text())
-        assert {k: v for k, v in shared.items() if k not in TIMINGS} == {k: v for k, v in alone[name].items() if k not in TIMINGS}
+        assert {k: v for k, v in shared.items() if k not in TIMINGS} == {
+            k: v for k, v in alone[name].items() if k not in TIMINGS
+        }
         final = f"step_{alone[name]['steps']:08d}"
         for stem in ("model", "ema", "optimizer"):
             a = ckpt.load_tensors(tmp_path / "alone" / name / "checkpoints" / final, stem)
@@ -75,15 +94,21 @@ def test_branches_equal_independent_runs(tmp_path):
     assert log[-1].endswith(f" trunk done at step {end}: 4 branch(es) served") and len(log) >= 3
     # run again: every branch is done, nothing trains
     before = {b.name: b.out.result.stat().st_mtime_ns for b in branches}
-    assert train_trunk(tmp_path / "trunk", [Branch(c, RunDir(tmp_path / "shared" / n)) for n, c in configs.items()]) == []
+    assert (
+        train_trunk(tmp_path / "trunk", [Branch(c, RunDir(tmp_path / "shared" / n)) for n, c in configs.items()]) == []
+    )
     assert {b.name: b.out.result.stat().st_mtime_ns for b in branches} == before
 
 
 def test_a_text_encoder_trained_with_the_model_branches_too(tmp_path):
     small = [x for x in MICRO_RUN if not x.startswith(("optim.lr", "ema_decay", "val.every"))]
-    configs = {name: load_train_config("tiny-text", small + [f"flops={flops}"]) for name, flops in (("a", 4e8), ("b", 8e8))}
+    configs = {
+        name: load_train_config("tiny-text", small + [f"flops={flops}"]) for name, flops in (("a", 4e8), ("b", 8e8))
+    }
     alone = {name: train(cfg, tmp_path / "alone" / name, progress=False) for name, cfg in configs.items()}
-    assert train_trunk(tmp_path / "trunk", [Branch(c, RunDir(tmp_path / "shared" / n)) for n, c in configs.items()]) == []
+    assert (
+        train_trunk(tmp_path / "trunk", [Branch(c, RunDir(tmp_path / "shared" / n)) for n, c in configs.items()]) == []
+    )
     for name in configs:
         final = f"step_{alone[name]['steps']:08d}"
         for stem in ("model", "ema", "text_encoder", "text_encoder_ema", "optimizer"):
@@ -104,8 +129,10 @@ def test_a_failing_branch_leaves_the_others_alone(tmp_path, monkeypatch):
         return real(cfg, out, **kw)
 
     monkeypatch.setattr(trunk.loop, "train", train_or_fail)
-    branches = [Branch(run_config(flops, 0), RunDir(tmp_path / name)) for name, flops in
-                (("a", 4e8), ("bad", 6.2e8), ("c", 8e8))]
+    branches = [
+        Branch(run_config(flops, 0), RunDir(tmp_path / name))
+        for name, flops in (("a", 4e8), ("bad", 6.2e8), ("c", 8e8))
+    ]
     assert train_trunk(tmp_path / "trunk", branches) == []
     assert [b.error for b in branches] == [None, "loss became nan at step 3; lower the learning rate", None]
     assert [(tmp_path / n / "result.json").exists() for n in ("a", "bad", "c")] == [True, False, True]
@@ -117,8 +144,10 @@ def test_runs_that_cannot_share_are_refused(tmp_path):
     cosine = [Branch(run_config(6.2e8, 0, "optim.schedule=cosine"), RunDir(tmp_path / "a"))]
     with pytest.raises(ConfigError, match="shared trunks need 'constant' or 'wsd'"):
         train_trunk(tmp_path / "t", cosine)
-    other_lr = [Branch(run_config(6.2e8, 0), RunDir(tmp_path / "b")),
-                Branch(run_config(1.2e9, 0, "optim.lr=2e-3"), RunDir(tmp_path / "c"))]
+    other_lr = [
+        Branch(run_config(6.2e8, 0), RunDir(tmp_path / "b")),
+        Branch(run_config(1.2e9, 0, "optim.lr=2e-3"), RunDir(tmp_path / "c")),
+    ]
     with pytest.raises(ConfigError, match="cannot share a trunk"):
         train_trunk(tmp_path / "t", other_lr)
 
@@ -128,15 +157,27 @@ STUDY = {
     "name": "trunks",
     "data": {"name": "shapes", "image_size": 8},
     "diffusion": {"kind": "flow"},
-    "family": {"widths": [8, 16, 32], "depth": 1, "head_dim": 8,
-               "model": {"patch_size": 2, "block": "in_context", "learn_sigma": False}},
+    "family": {
+        "widths": [8, 16, 32],
+        "depth": 1,
+        "head_dim": 8,
+        "model": {"patch_size": 2, "block": "in_context", "learn_sigma": False},
+    },
     "budgets": [2e8, 4e8, 8e8],
     "models_per_budget": 3,
     "span": 4,
     "min_steps": 3,
     "prior": {"coefficient": 0.5, "exponent": 0.5},
-    "hparams": {"lr": 1e-2, "base_width": 16, "batch_size": 8, "width_rule": "none", "schedule": "constant",
-                "warmup_steps": 5, "ema_fraction": 0.2, "ema_window": 0.4},
+    "hparams": {
+        "lr": 1e-2,
+        "base_width": 16,
+        "batch_size": 8,
+        "width_rule": "none",
+        "schedule": "constant",
+        "warmup_steps": 5,
+        "ema_fraction": 0.2,
+        "ema_window": 0.4,
+    },
     "val": {"num_images": 8, "num_timesteps": 2, "buckets": 2},
     "train": {"log_every": 10, "ckpt_every": 1000},
     "laws": {"bootstrap": 0},
@@ -153,8 +194,9 @@ def runs_csv(out) -> list[dict]:
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory):
     out = tmp_path_factory.mktemp("shared") / "s"
-    outcome = run_study(spec_from_dict({**STUDY, "share_trunks": True}), out, progress=False, report=False,
-                        echo=lambda m: None)
+    outcome = run_study(
+        spec_from_dict({**STUDY, "share_trunks": True}), out, progress=False, report=False, echo=lambda m: None
+    )
     assert outcome.complete and not outcome.failed and len(outcome.trained) == 9
     return out
 
@@ -200,8 +242,12 @@ def test_study_killed_mid_trunk_gives_the_same_runs(independent, shared, tmp_pat
     out = tmp_path / "killed"
     spec = {**STUDY, "share_trunks": True, "train": {"log_every": 10, "ckpt_every": 10}}
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", KILL, json.dumps(spec), str(out)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILL, json.dumps(spec), str(out)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 120
     while not list((out / "trunks").glob("*/checkpoints/step_*/state.json")):
         assert proc.poll() is None, proc.stderr.read().decode()

@@ -17,11 +17,25 @@ from ditscale.train.schedules import lr_at
 
 # A micro DiT on 8x8 shapes: 4 tokens per image, batch 8.
 MICRO = [
-    "model.hidden_size=32", "model.depth=2", "model.num_heads=2", "model.patch_size=4", "data.image_size=8",
-    "batch_size=8", "val.num_images=4", "val.num_timesteps=4", "val.buckets=2", "val.every=0",
-    "optim.warmup_steps=4", "log_every=2", "ckpt_every=0",
+    "model.hidden_size=32",
+    "model.depth=2",
+    "model.num_heads=2",
+    "model.patch_size=4",
+    "data.image_size=8",
+    "batch_size=8",
+    "val.num_images=4",
+    "val.num_timesteps=4",
+    "val.buckets=2",
+    "val.every=0",
+    "optim.warmup_steps=4",
+    "log_every=2",
+    "ckpt_every=0",
     # pinned here so that tuning the tiny preset does not change these tests
-    "optim.lr=1e-3", "optim.schedule=constant", "optim.grad_clip=1.0", "diffusion.kind=gaussian", "ema_decay=0.999",
+    "optim.lr=1e-3",
+    "optim.schedule=constant",
+    "optim.grad_clip=1.0",
+    "diffusion.kind=gaussian",
+    "ema_decay=0.999",
 ]
 
 

@@ -17,9 +17,19 @@ from ditscale.train.loop import train
 from ditscale.train.metrics import read_metrics
 
 MICRO = [
-    "model.hidden_size=32", "model.depth=2", "model.num_heads=2", "model.patch_size=4", "data.image_size=8",
-    "batch_size=8", "val.num_images=4", "val.num_timesteps=4", "val.buckets=2", "log_every=1",
-    "optim.warmup_steps=0", "ckpt_every=0", "max_steps=null",
+    "model.hidden_size=32",
+    "model.depth=2",
+    "model.num_heads=2",
+    "model.patch_size=4",
+    "data.image_size=8",
+    "batch_size=8",
+    "val.num_images=4",
+    "val.num_timesteps=4",
+    "val.buckets=2",
+    "log_every=1",
+    "optim.warmup_steps=0",
+    "ckpt_every=0",
+    "max_steps=null",
 ]
 
 
@@ -49,11 +59,30 @@ def test_two_processes_match_one(tmp_path, fsdp):
 
     budget = 21 * train_flops_exact(per_image_probe, 1)  # 21 images: batches 8, 8 and an uneven 5 (3 + 2)
     overrides = MICRO + [f"flops={budget!r}", f"fsdp={str(fsdp).lower()}"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-           "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-           "-m", "ditscale", "train", "tiny", "--out", str(tmp_path / "two"), "--no-progress", *overrides]
-    proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        "-m",
+        "ditscale",
+        "train",
+        "tiny",
+        "--out",
+        str(tmp_path / "two"),
+        "--no-progress",
+        *overrides,
+    ]
+    proc = subprocess.Popen(
+        cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -67,8 +96,12 @@ def test_two_processes_match_one(tmp_path, fsdp):
     assert two["world_size"] == 2 and one["world_size"] == 1
     assert two["images"] == one["images"] == 21 and two["steps"] == 3
 
-    final = {run: {stem: ckpt.load_tensors(tmp_path / run / "checkpoints" / "step_00000003", stem)
-                   for stem in ("model", "ema")} for run in ("one", "two")}
+    final = {
+        run: {
+            stem: ckpt.load_tensors(tmp_path / run / "checkpoints" / "step_00000003", stem) for stem in ("model", "ema")
+        }
+        for run in ("one", "two")
+    }
     for stem in ("model", "ema"):
         a, b = final["one"][stem], final["two"][stem]
         assert a.keys() == b.keys()

@@ -93,8 +93,7 @@ def test_compile_failure_falls_back_with_one_line_warning(monkeypatch):
     with pytest.warns(UserWarning) as caught:
         assert loop.maybe_compile(net, micro("max_steps=1", "compile=true"), torch.device("cuda")) is net
     [w] = caught
-    assert str(w.message) == ("torch.compile failed (RuntimeError: inductor needs a C++ compiler); "
-                              "training uncompiled")
+    assert str(w.message) == ("torch.compile failed (RuntimeError: inductor needs a C++ compiler); training uncompiled")
     with pytest.warns(UserWarning, match="compile=true is for GPUs"):  # CPU: never calls torch.compile
         assert loop.maybe_compile(net, micro("max_steps=1", "compile=true"), torch.device("cpu")) is net
     with warnings.catch_warnings():
@@ -137,8 +136,9 @@ def test_wandb_offline_run_holds_the_logged_keys(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
     (tmp_path / "wb").mkdir()
     out = tmp_path / "run"
-    cfg = micro("max_steps=4", "wandb.project=ditscale-test", "wandb.mode=offline", "val.sample_images=2",
-                "val.sample_steps=2")
+    cfg = micro(
+        "max_steps=4", "wandb.project=ditscale-test", "wandb.mode=offline", "val.sample_images=2", "val.sample_steps=2"
+    )
     result = loop.train(cfg, out, progress=False)
     run_id = (out / "wandb_run_id").read_text().strip()
     [folder] = (tmp_path / "wb" / "wandb").glob(f"offline-run-*-{run_id}")
@@ -190,14 +190,22 @@ def test_progress_lines_every_n_seconds(tmp_path):
     assert progress_text(0, 5, None, 0.0, 0.0, float("nan")).endswith("loss n/a images/s 0.0 elapsed 0:00:00 eta ?")
 
 
-PROGRESS = re.compile(r"^\S+Z step (\d+)/(\d+) \(\d+\.\d%\) loss \d+\.\d{4} images/s [\d.]+ "
-                      r"elapsed \d+:\d\d:\d\d eta \d+:\d\d:\d\d$")
+PROGRESS = re.compile(
+    r"^\S+Z step (\d+)/(\d+) \(\d+\.\d%\) loss \d+\.\d{4} images/s [\d.]+ "
+    r"elapsed \d+:\d\d:\d\d eta \d+:\d\d:\d\d$"
+)
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "ditscale", "train", *args], stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "ditscale", "train", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        timeout=300,
+    )
 
 
 def test_cli_progress_lines_train_log_threads_and_versions(tmp_path):
@@ -220,8 +228,11 @@ def test_cli_progress_lines_train_log_threads_and_versions(tmp_path):
     proc = _cli("tiny", "--out", str(out), "--max-steps", "8", "--force", "--progress-every", "1000", *MICRO)
     assert proc.returncode == 0, proc.stderr[-2000:]
     log2 = (out / "train.log").read_text().splitlines()
-    assert log2[:8] == log and log2[8].endswith("resume at step 6/8") and log2[9].split(" ", 1)[1].startswith(
-        "step 8/8 (100.0%)")
+    assert (
+        log2[:8] == log
+        and log2[8].endswith("resume at step 6/8")
+        and log2[9].split(" ", 1)[1].startswith("step 8/8 (100.0%)")
+    )
 
 
 def test_cli_rejects_bad_progress_and_thread_values(tmp_path, capsys):
@@ -244,8 +255,9 @@ def test_versions_block(tmp_path):
 
 def test_git_dirty_tells_uncommitted_changes(tmp_path):
     def git(*args):
-        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True, capture_output=True
+        )
 
     git("init", "-q")
     (tmp_path / "a.py").write_text("x = 1\n")

@@ -19,8 +19,21 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def command(out):
-    return [sys.executable, "-m", "ditscale", "train", "tiny", "--out", str(out), "--max-steps", "40",
-            "--ckpt-every", "10", "--no-progress", *SMALL]
+    return [
+        sys.executable,
+        "-m",
+        "ditscale",
+        "train",
+        "tiny",
+        "--out",
+        str(out),
+        "--max-steps",
+        "40",
+        "--ckpt-every",
+        "10",
+        "--no-progress",
+        *SMALL,
+    ]
 
 
 def final_tensors(out):

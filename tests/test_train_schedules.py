@@ -59,7 +59,14 @@ def test_train_config_defaults_are_the_dit_recipe_and_strict():
     cfg = from_dict(TrainConfig, {"max_steps": 10})
     o = cfg.optim
     assert (o.lr, o.betas, o.eps, o.weight_decay, o.schedule, cfg.ema_decay, cfg.batch_size) == (
-        1e-4, (0.9, 0.999), 1e-8, 0.0, "constant", 0.9999, 256)
+        1e-4,
+        (0.9, 0.999),
+        1e-8,
+        0.0,
+        "constant",
+        0.9999,
+        256,
+    )
     with pytest.raises(ConfigError, match="exactly one of max_steps and flops"):
         from_dict(TrainConfig, {"max_steps": 10, "flops": 1e12})
     with pytest.raises(ConfigError, match="'lrr'.*did you mean 'lr'"):

@@ -15,8 +15,9 @@ DATA = DataConfig(name="shapes", image_size=8)
 
 def model(**kw):
     torch.manual_seed(0)
-    m = create_model(dict(input_size=8, patch_size=4, in_channels=3, hidden_size=32, depth=2, num_heads=2,
-                          num_classes=6, **kw))
+    m = create_model(
+        dict(input_size=8, patch_size=4, in_channels=3, hidden_size=32, depth=2, num_heads=2, num_classes=6, **kw)
+    )
     with torch.no_grad():  # leave the zero init so the output depends on the input
         for p in m.parameters():
             p.add_(0.05 * torch.randn_like(p))
@@ -36,14 +37,26 @@ def test_grids_and_buckets():
     assert bucket_of(8, 4) == [0, 0, 1, 1, 2, 2, 3, 3]
     assert bucket_of(6, 4) == [0, 0, 1, 2, 2, 3]
     a = noise_for_image(0, 3, 4, (3, 8, 8))
-    assert torch.equal(a, noise_for_image(0, 3, 4, (3, 8, 8))) and not torch.equal(a, noise_for_image(0, 4, 4, (3, 8, 8)))
+    assert torch.equal(a, noise_for_image(0, 3, 4, (3, 8, 8))) and not torch.equal(
+        a, noise_for_image(0, 4, 4, (3, 8, 8))
+    )
 
 
 def test_flow_validation_of_a_zero_model_by_hand():
     """A zero-initialised DiT predicts v = 0, so each pair's loss is mean((noise - x0)^2)."""
     v = validator("flow")
-    zero = create_model(dict(input_size=8, patch_size=4, in_channels=3, hidden_size=32, depth=2, num_heads=2,
-                             num_classes=6, learn_sigma=False))
+    zero = create_model(
+        dict(
+            input_size=8,
+            patch_size=4,
+            in_channels=3,
+            hidden_size=32,
+            depth=2,
+            num_heads=2,
+            num_classes=6,
+            learn_sigma=False,
+        )
+    )
     out = v.evaluate(zero)
     ds = build_dataset(DATA, "val")
     per_t = torch.zeros(4, dtype=torch.float64)

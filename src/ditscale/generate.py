@@ -108,9 +108,13 @@ def _check_guidance(cfg: Any, cfg_scale: float) -> bool:
     """Whether sampling is guided (``cfg_scale != 1``); raise if the model has no null condition to guide with."""
     guided = cfg_scale != 1.0
     if guided and cfg.conditioning == "none":
-        raise ConfigError("classifier-free guidance needs a conditional model; this one is unconditional: use cfg_scale 1")
+        raise ConfigError(
+            "classifier-free guidance needs a conditional model; this one is unconditional: use cfg_scale 1"
+        )
     if guided and cfg.conditioning == "class" and cfg.class_dropout_prob <= 0:
-        raise ConfigError("this model was trained without label dropout, so it has no null class for guidance: use cfg_scale 1")
+        raise ConfigError(
+            "this model was trained without label dropout, so it has no null class for guidance: use cfg_scale 1"
+        )
     return guided
 
 
@@ -123,17 +127,24 @@ def _guided_channels(diffusion: Any, guided_channels: int | str | None, in_chann
     return in_channels if guided_channels is None else min(guided_channels, in_channels)
 
 
-def _condition_kwargs(labels: torch.Tensor | None, context: torch.Tensor | None, context_mask: torch.Tensor | None,
-                      lo: int, b: int, device: torch.device) -> dict[str, Any]:
+def _condition_kwargs(
+    labels: torch.Tensor | None,
+    context: torch.Tensor | None,
+    context_mask: torch.Tensor | None,
+    lo: int,
+    b: int,
+    device: torch.device,
+) -> dict[str, Any]:
     """Model kwargs of images ``lo .. lo + b``: class labels ``y``, or text ``context`` and its keep-mask."""
     kwargs: dict[str, Any] = {}
     if labels is not None:
-        kwargs["y"] = labels[lo:lo + b].to(device)
+        kwargs["y"] = labels[lo : lo + b].to(device)
     if context is not None:
-        ctx = context[lo:lo + b].to(device)
+        ctx = context[lo : lo + b].to(device)
         keep = (
-            torch.ones(ctx.shape[:2], dtype=torch.bool, device=device) if context_mask is None
-            else context_mask[lo:lo + b].to(device=device, dtype=torch.bool)
+            torch.ones(ctx.shape[:2], dtype=torch.bool, device=device)
+            if context_mask is None
+            else context_mask[lo : lo + b].to(device=device, dtype=torch.bool)
         )
         kwargs["context"], kwargs["context_mask"] = ctx, keep
     return kwargs
@@ -218,16 +229,32 @@ def sample_latents(
             if guided:
                 noise, kwargs = torch.cat([noise, noise]), _guidance_kwargs(kwargs, b, device)
             x = diffusion.sample(
-                model_fn, tuple(noise.shape), sampler=sampler, steps=steps, noise=noise, model_kwargs=kwargs,
-                generator=generator, progress=progress, device=device,
+                model_fn,
+                tuple(noise.shape),
+                sampler=sampler,
+                steps=steps,
+                noise=noise,
+                model_kwargs=kwargs,
+                generator=generator,
+                progress=progress,
+                device=device,
             )
             out.append(x[:b].float().cpu())
     return torch.cat(out)
 
 
-def check_request(model: torch.nn.Module, diffusion: Any, *, sampler: str | None = None, steps: int | str | None = None,
-                  cfg_scale: float = 1.0, labels: Sequence[int] | torch.Tensor | None = None,
-                  num_images: int | None = None, context: torch.Tensor | None = None, conditions: bool = True) -> None:
+def check_request(
+    model: torch.nn.Module,
+    diffusion: Any,
+    *,
+    sampler: str | None = None,
+    steps: int | str | None = None,
+    cfg_scale: float = 1.0,
+    labels: Sequence[int] | torch.Tensor | None = None,
+    num_images: int | None = None,
+    context: torch.Tensor | None = None,
+    conditions: bool = True,
+) -> None:
     """Raise now the one-line :class:`ConfigError` that :func:`sample_latents` would raise for these
     arguments (sampler, steps, guidance and, with ``conditions``, the labels or captions), so a
     command can refuse bad input before it reports anything or draws a sample."""
@@ -280,18 +307,29 @@ def sample_images(
     """
     _check_vae(model.config, vae)
     x = sample_latents(
-        model, diffusion, labels=labels, context=context, context_mask=context_mask, num_images=num_images,
-        seed=seed, sampler=sampler, steps=steps, cfg_scale=cfg_scale, guided_channels=guided_channels,
-        device=device, progress=progress, batch_size=batch_size,
+        model,
+        diffusion,
+        labels=labels,
+        context=context,
+        context_mask=context_mask,
+        num_images=num_images,
+        seed=seed,
+        sampler=sampler,
+        steps=steps,
+        cfg_scale=cfg_scale,
+        guided_channels=guided_channels,
+        device=device,
+        progress=progress,
+        batch_size=batch_size,
     )
     if vae is None:
         return to_uint8(x.clamp(-1, 1))
     from ditscale.data.vae import decode
 
     vae_device = next(vae.parameters()).device
-    return np.concatenate([
-        to_uint8(decode(vae, x[lo:lo + batch_size].to(vae_device)).cpu()) for lo in range(0, len(x), batch_size)
-    ])
+    return np.concatenate(
+        [to_uint8(decode(vae, x[lo : lo + batch_size].to(vae_device)).cpu()) for lo in range(0, len(x), batch_size)]
+    )
 
 
 # The largest grid written, in pixels (an 805 MB RGB array): image viewers and PNG encoders give up beyond.
@@ -302,8 +340,9 @@ MAX_GRID_PIXELS = 1 << 28
 CAPTION_PX = 12
 
 
-def grid_shape(n: int, h: int, w: int, nrow: int | None = None, padding: int = 2, upscale: int = 1,
-               caption_px: int = 0) -> tuple[int, int]:
+def grid_shape(
+    n: int, h: int, w: int, nrow: int | None = None, padding: int = 2, upscale: int = 1, caption_px: int = 0
+) -> tuple[int, int]:
     """``(height, width)`` in pixels of the grid of ``n`` images of ``h x w`` (see :func:`make_grid`);
     a one-line :class:`ConfigError` when it exceeds :data:`MAX_GRID_PIXELS` (checked before any work)."""
     cols = _columns(n, nrow)
@@ -311,8 +350,10 @@ def grid_shape(n: int, h: int, w: int, nrow: int | None = None, padding: int = 2
     height = rows * (h * upscale + caption_px + padding) + padding
     width = cols * (w * upscale + padding) + padding
     if height * width > MAX_GRID_PIXELS:
-        raise ConfigError(f"a grid of {n} images of {h * upscale}x{w * upscale} px would be {width}x{height} px "
-                          f"({height * width * 3 / 1e9:.1f} GB); lower --upscale or the number of images")
+        raise ConfigError(
+            f"a grid of {n} images of {h * upscale}x{w * upscale} px would be {width}x{height} px "
+            f"({height * width * 3 / 1e9:.1f} GB); lower --upscale or the number of images"
+        )
     return height, width
 
 
@@ -324,12 +365,14 @@ def _columns(n: int, nrow: int | None) -> int:
 def _cells(n: int, h: int, w: int, nrow: int | None, padding: int, caption_px: int) -> list[tuple[int, int]]:
     """``(top, left)`` of each of ``n`` cells of ``h x w`` pixels (a caption band of ``caption_px`` under each)."""
     cols = _columns(n, nrow)
-    return [(padding + (i // cols) * (h + caption_px + padding), padding + (i % cols) * (w + padding))
-            for i in range(n)]
+    return [
+        (padding + (i // cols) * (h + caption_px + padding), padding + (i % cols) * (w + padding)) for i in range(n)
+    ]
 
 
-def make_grid(images: np.ndarray, nrow: int | None = None, padding: int = 2, upscale: int = 1,
-              caption_px: int = 0) -> np.ndarray:
+def make_grid(
+    images: np.ndarray, nrow: int | None = None, padding: int = 2, upscale: int = 1, caption_px: int = 0
+) -> np.ndarray:
     """Tile uint8 images ``(N, H, W, 3)`` into one ``(rows*(H+c+p)+p, cols*(W+p)+p, 3)`` array.
 
     ``nrow`` images per row (default ``ceil(sqrt(N))``), black ``padding`` pixels between and around
@@ -349,7 +392,7 @@ def make_grid(images: np.ndarray, nrow: int | None = None, padding: int = 2, ups
     n, h, w, _ = images.shape
     grid = np.zeros((height, width, 3), dtype=np.uint8)
     for img, (top, left) in zip(images, _cells(n, h, w, nrow, padding, caption_px)):
-        grid[top:top + h, left:left + w] = img
+        grid[top : top + h, left : left + w] = img
     return grid
 
 
@@ -362,8 +405,14 @@ def _fit_text(draw: Any, text: str, width: int, font: Any) -> str:
     return text + "..."
 
 
-def save_grid(images: np.ndarray, path: str | Path, nrow: int | None = None, padding: int = 2, upscale: int = 1,
-              captions: Sequence[str] | None = None) -> Path:
+def save_grid(
+    images: np.ndarray,
+    path: str | Path,
+    nrow: int | None = None,
+    padding: int = 2,
+    upscale: int = 1,
+    captions: Sequence[str] | None = None,
+) -> Path:
     """Write uint8 images ``(N, H, W, 3)`` as one image grid (see :func:`make_grid`), atomically;
     with ``captions`` (one per image: its class name or prompt) each cell is labelled underneath,
     cut to the cell's width. The format follows the suffix (PNG when unknown or missing). Returns the path."""
@@ -483,16 +532,33 @@ class _Chunks:
         conditions, images = self.conditions(k), []
         for b, start in enumerate(range(0, hi - lo, self.batch_size)):
             stop = min(hi - lo, start + self.batch_size)
-            images.append(sample_images(
-                self.model, self.diffusion, **self.batch_kwargs(conditions, start, stop), **self.sampling,
-                seed=derived_seed(self.seed, k, b + 1), progress=False, batch_size=self.batch_size,
-            ))  # fmt: skip
+            images.append(
+                sample_images(
+                    self.model,
+                    self.diffusion,
+                    **self.batch_kwargs(conditions, start, stop),
+                    **self.sampling,
+                    seed=derived_seed(self.seed, k, b + 1),
+                    progress=False,
+                    batch_size=self.batch_size,
+                )
+            )
             bar.update(stop - start)
         return {"arr_0": np.concatenate(images), **conditions}
 
 
-def _check_npz_args(model: torch.nn.Module, num_samples: int, chunk_size: int, batch_size: int, seed: int, rank: int,
-                    world_size: int, captions, encode_captions, label_names) -> None:  # fmt: skip
+def _check_npz_args(
+    model: torch.nn.Module,
+    num_samples: int,
+    chunk_size: int,
+    batch_size: int,
+    seed: int,
+    rank: int,
+    world_size: int,
+    captions,
+    encode_captions,
+    label_names,
+) -> None:
     """One-line ConfigErrors for what :func:`sample_npz` cannot do, before any file is touched."""
     cfg = model.config
     if min(num_samples, chunk_size, batch_size) < 1:
@@ -510,8 +576,10 @@ def _check_npz_args(model: torch.nn.Module, num_samples: int, chunk_size: int, b
     if cfg.conditioning != "text" and captions is not None:
         raise ConfigError(f"captions are for text-conditional models; this one has conditioning={cfg.conditioning!r}")
     if label_names is not None and cfg.conditioning == "class" and len(label_names) != cfg.num_classes:
-        raise ConfigError(f"{len(label_names)} label names were given for a model of {cfg.num_classes} classes; "
-                          "give one name per class")  # fmt: skip
+        raise ConfigError(
+            f"{len(label_names)} label names were given for a model of {cfg.num_classes} classes; "
+            "give one name per class"
+        )
 
 
 def _npz_plan(job: _Chunks, label_names: Sequence[str] | None) -> dict[str, Any]:
@@ -519,12 +587,21 @@ def _npz_plan(job: _Chunks, label_names: Sequence[str] | None) -> dict[str, Any]
     s = job.sampling
     captions = None if job.captions is None else hashlib.sha256("\n".join(job.captions).encode()).hexdigest()
     return {
-        "format": SAMPLES_FORMAT, "num_samples": job.num_samples, "chunk_size": job.chunk_size, "seed": job.seed,
-        "batch_size": job.batch_size, "sampler": s["sampler"], "steps": s["steps"], "cfg_scale": float(s["cfg_scale"]),
-        "guided_channels": s["guided_channels"], "device": torch.device(s["device"]).type,
-        "model": _weights_digest(job.model), "vae": _weights_digest(s["vae"]), "captions": captions,
+        "format": SAMPLES_FORMAT,
+        "num_samples": job.num_samples,
+        "chunk_size": job.chunk_size,
+        "seed": job.seed,
+        "batch_size": job.batch_size,
+        "sampler": s["sampler"],
+        "steps": s["steps"],
+        "cfg_scale": float(s["cfg_scale"]),
+        "guided_channels": s["guided_channels"],
+        "device": torch.device(s["device"]).type,
+        "model": _weights_digest(job.model),
+        "vae": _weights_digest(s["vae"]),
+        "captions": captions,
         "label_names": None if label_names is None else [str(n) for n in label_names],
-    }  # fmt: skip
+    }
 
 
 def _claim_parts(parts: Path, plan: dict[str, Any]) -> None:
@@ -535,8 +612,10 @@ def _claim_parts(parts: Path, plan: dict[str, Any]) -> None:
         old = json.loads(path.read_text())
         if old != plan:
             diff = sorted(k for k in set(old) | set(plan) if old.get(k) != plan.get(k))
-            raise ConfigError(f"'{parts}' holds chunks of another sampling run (it differs in {', '.join(diff)}); "
-                              "delete that folder or write to another .npz")  # fmt: skip
+            raise ConfigError(
+                f"'{parts}' holds chunks of another sampling run (it differs in {', '.join(diff)}); "
+                "delete that folder or write to another .npz"
+            )
     else:
         atomic_write_json(path, plan)
 
@@ -628,16 +707,32 @@ def sample_npz(
     The other arguments are those of :func:`sample_images`; ``batch_size`` must also stay the same.
     An existing FILE is replaced: this samples anew (only FILE.parts/ is resumed).
     """
-    _check_npz_args(model, num_samples, chunk_size, batch_size, seed, rank, world_size, captions, encode_captions,
-                    label_names)  # fmt: skip
+    _check_npz_args(
+        model, num_samples, chunk_size, batch_size, seed, rank, world_size, captions, encode_captions, label_names
+    )
     label_names = label_names if model.config.conditioning == "class" else None  # names go with labels
     _check_guidance(model.config, cfg_scale)
     _check_vae(model.config, vae)
     sampler, steps = _sampler_and_steps(diffusion, sampler, steps)
-    sampling = {"sampler": sampler, "steps": steps, "cfg_scale": cfg_scale, "vae": vae, "device": device,
-                "guided_channels": _guided_channels(diffusion, guided_channels, model.config.in_channels)}  # fmt: skip
-    job = _Chunks(model, diffusion, num_samples, chunk_size, seed, batch_size, sampling,
-                  None if captions is None else list(captions), encode_captions)  # fmt: skip
+    sampling = {
+        "sampler": sampler,
+        "steps": steps,
+        "cfg_scale": cfg_scale,
+        "vae": vae,
+        "device": device,
+        "guided_channels": _guided_channels(diffusion, guided_channels, model.config.in_channels),
+    }
+    job = _Chunks(
+        model,
+        diffusion,
+        num_samples,
+        chunk_size,
+        seed,
+        batch_size,
+        sampling,
+        None if captions is None else list(captions),
+        encode_captions,
+    )
     out, parts = Path(out), parts_dir(out)
     _claim_parts(parts, _npz_plan(job, label_names))
     files = [parts / f"chunk_{k:06d}.npz" for k in range(job.count)]
@@ -694,8 +789,8 @@ def _dataset_arrays(dataset: Any, num: int, batch_size: int, progress: bool) -> 
             batch = to_uint8(torch.stack([item["x"] for item in items]))
             if images is None:  # preallocated: 50k images are not held twice
                 images = np.empty((num, *batch.shape[1:]), np.uint8)
-            images[lo:lo + len(items)] = batch
-            labels[lo:lo + len(items)] = [int(item["y"]) for item in items]
+            images[lo : lo + len(items)] = batch
+            labels[lo : lo + len(items)] = [int(item["y"]) for item in items]
             captions += [item["caption"] for item in items if "caption" in item]
             bar.update(len(items))
     arrays = {"arr_0": images, "labels": labels}
@@ -704,8 +799,9 @@ def _dataset_arrays(dataset: Any, num: int, batch_size: int, progress: bool) -> 
     return arrays
 
 
-def save_dataset_npz(data_config: Any, out: str | Path, *, num: int, split: str = "val", batch_size: int = 256,
-                     progress: bool = True) -> Path:  # fmt: skip
+def save_dataset_npz(
+    data_config: Any, out: str | Path, *, num: int, split: str = "val", batch_size: int = 256, progress: bool = True
+) -> Path:
     """Items ``0 .. num - 1`` of a dataset split as an ADM-style reference batch ``.npz``, written atomically.
 
     Keys: ``arr_0`` uint8 (N, H, W, 3), converted exactly as generated samples are (:func:`to_uint8`;
@@ -723,8 +819,10 @@ def save_dataset_npz(data_config: Any, out: str | Path, *, num: int, split: str 
     cfg = _export_config(data_config)
     dataset = build_dataset(cfg, split)
     if not dataset.infinite and num > len(dataset):
-        raise ConfigError(f"the {split} split of this {cfg.name} dataset has {len(dataset)} images, fewer than the "
-                          f"{num} asked for; export at most {len(dataset)} or use the other split")  # fmt: skip
+        raise ConfigError(
+            f"the {split} split of this {cfg.name} dataset has {len(dataset)} images, fewer than the "
+            f"{num} asked for; export at most {len(dataset)} or use the other split"
+        )
     arrays = _dataset_arrays(dataset, num, batch_size, progress)
     names = class_names(cfg) if dataset.num_classes > 1 else None
     if dataset.num_classes <= 1:

@@ -116,8 +116,10 @@ def decode_utf8(data: bytes, where: str, error: type[Exception] = DataError) -> 
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        raise error(f"{where} is not UTF-8 text (byte {err.start}); save it as UTF-8 (or restore it, if it was "
-                    "damaged) and retry") from None
+        raise error(
+            f"{where} is not UTF-8 text (byte {err.start}); save it as UTF-8 (or restore it, if it was "
+            "damaged) and retry"
+        ) from None
 
 
 def read_text(path: str | os.PathLike, error: type[Exception] = DataError) -> str:
@@ -161,11 +163,13 @@ def _check_creatable(path: Path, what: str) -> None:
     """``path`` (absent) can be created: its nearest existing ancestor is a writable folder."""
     base = _nearest_existing(path.parent if str(path.parent) else Path("."))
     if not base.is_dir():
-        raise ConfigError(f"{what} {str(path)!r} cannot be created: {str(base)!r} is a file, not a folder; "
-                          "choose another path")
+        raise ConfigError(
+            f"{what} {str(path)!r} cannot be created: {str(base)!r} is a file, not a folder; choose another path"
+        )
     if not os.access(base, os.W_OK | os.X_OK):
-        raise ConfigError(f"{what} {str(path)!r} cannot be created: the folder {str(base)!r} is not writable; "
-                          "choose another path")
+        raise ConfigError(
+            f"{what} {str(path)!r} cannot be created: the folder {str(base)!r} is not writable; choose another path"
+        )
 
 
 def check_output_file(path: str | os.PathLike, what: str) -> Path:

@@ -93,8 +93,11 @@ def main(argv: list[str] | None = None) -> int:
         import traceback
 
         traceback.print_exc()
-        print("ditscale: internal error (a bug, not a problem with your input); please report it with the "
-              "traceback above", file=sys.stderr)
+        print(
+            "ditscale: internal error (a bug, not a problem with your input); please report it with the "
+            "traceback above",
+            file=sys.stderr,
+        )
         return 1
 
 

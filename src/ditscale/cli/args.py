@@ -40,8 +40,9 @@ class OneLineParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def finite_float(minimum: float | None = None, maximum: float | None = None, *, above: bool = False
-                 ) -> Callable[[str], float]:
+def finite_float(
+    minimum: float | None = None, maximum: float | None = None, *, above: bool = False
+) -> Callable[[str], float]:
     """A float type that refuses NaN, inf and values outside ``[minimum, maximum]`` (``above``: > minimum)."""
 
     def parse(text: str) -> float:

@@ -35,23 +35,47 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = p.add_subparsers(dest="data_action", metavar="ACTION", required=True)
-    e = actions.add_parser("export", help="write N images of a dataset split as a reference batch (.npz)",
-                           description="Write items 0..N-1 of a dataset split as an ADM-style .npz.",
-                           epilog=EXPORT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    e.add_argument("name", nargs="?", default=None, metavar="NAME",
-                   help=f"dataset: {', '.join(EXPORTABLE)} (default: the name in --config/--preset)")  # fmt: skip
+    e = actions.add_parser(
+        "export",
+        help="write N images of a dataset split as a reference batch (.npz)",
+        description="Write items 0..N-1 of a dataset split as an ADM-style .npz.",
+        epilog=EXPORT_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    e.add_argument(
+        "name",
+        nargs="?",
+        default=None,
+        metavar="NAME",
+        help=f"dataset: {', '.join(EXPORTABLE)} (default: the name in --config/--preset)",
+    )
     e.add_argument("--num", type=count(1, 10**9), required=True, help="number of images N (items 0..N-1 of the split)")
     e.add_argument("--out", required=True, help=".npz file to write (atomically)")
     e.add_argument("--seed", type=seed, default=None, help="data seed: picks the stream (default: the config's, 0)")
-    e.add_argument("--split", choices=("train", "val"), default="val",
-                   help="split to export (default: val, whose captions `ditscale sample` prompts with)")
-    e.add_argument("--image-size", type=count(1, 8192), default=None, help="image side in pixels (overrides the config)")
-    e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="a data config field (repeatable), e.g. --set shapes_objects=4 or --set path=DIR; "
-                   "random flips are off unless --set random_flip=true")
+    e.add_argument(
+        "--split",
+        choices=("train", "val"),
+        default="val",
+        help="split to export (default: val, whose captions `ditscale sample` prompts with)",
+    )
+    e.add_argument(
+        "--image-size", type=count(1, 8192), default=None, help="image side in pixels (overrides the config)"
+    )
+    e.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a data config field (repeatable), e.g. --set shapes_objects=4 or --set path=DIR; "
+        "random flips are off unless --set random_flip=true",
+    )
     source = e.add_mutually_exclusive_group()
-    source.add_argument("--config", default=None, metavar="FILE.yaml",
-                        help="take the data: section of this training config (or a data config YAML)")
+    source.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE.yaml",
+        help="take the data: section of this training config (or a data config YAML)",
+    )
     source.add_argument("--preset", default=None, metavar="NAME", help="take the data: section of a training preset")
     e.add_argument("--batch-size", type=count(1, 1 << 20), default=256, help="images converted at once (default: 256)")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -65,8 +89,11 @@ def _config_section(args: argparse.Namespace) -> dict:
 
     if args.config is None and args.preset is None:
         return {}
-    raw = load_yaml(Path(args.config).expanduser()) if args.config else load_preset_or_yaml(
-        args.preset, PRESET_DIR, "training preset")  # fmt: skip
+    raw = (
+        load_yaml(Path(args.config).expanduser())
+        if args.config
+        else load_preset_or_yaml(args.preset, PRESET_DIR, "training preset")
+    )
     section = raw.get("data") if isinstance(raw.get("data"), dict) else raw
     section = dict(section)
     section.pop("random_flip", None)  # a training augmentation: a reference batch shows the images as they are
@@ -91,7 +118,7 @@ def data_config_from_args(args: argparse.Namespace):
         raw["name"] = args.name
     elif not raw:
         raise ConfigError(f"give a dataset NAME ({', '.join(EXPORTABLE)}) or --config FILE.yaml / --preset NAME")
-    overrides = [text[len("data."):] if text.startswith("data.") else text for text in args.set]
+    overrides = [text[len("data.") :] if text.startswith("data.") else text for text in args.set]
     overrides += [f"image_size={args.image_size}"] if args.image_size is not None else []
     overrides += [f"seed={args.seed}"] if args.seed is not None else []
     return from_dict(DataConfig, apply_overrides(raw, overrides), where="data")
@@ -104,13 +131,16 @@ def run(args: argparse.Namespace) -> int:
 
     check_output_file(args.out, "--out")
     cfg = data_config_from_args(args)
-    out = save_dataset_npz(cfg, args.out, num=args.num, split=args.split, batch_size=args.batch_size,
-                           progress=not args.quiet)  # fmt: skip
+    out = save_dataset_npz(
+        cfg, args.out, num=args.num, split=args.split, batch_size=args.batch_size, progress=not args.quiet
+    )
     import numpy as np
 
     with np.load(out, allow_pickle=False) as data:  # lazy: lists the keys without reading the images
         keys = ", ".join(data.files)
     side = cfg.image_size
-    print(f"wrote {args.num} images ({side}x{side} px) of {cfg.name}, {args.split} split, seed {cfg.seed} to {out} "
-          f"(keys {keys})")  # fmt: skip
+    print(
+        f"wrote {args.num} images ({side}x{side} px) of {cfg.name}, {args.split} split, seed {cfg.seed} to {out} "
+        f"(keys {keys})"
+    )
     return 0

@@ -29,8 +29,16 @@ EVALUATORS = ("shapes", "inception")
 MODES = ("adm", "pytorch-fid")
 DEFAULT_BATCH_SIZE = {"inception": 50, "shapes": 256}
 # JSON key -> the table's row name
-ROW_NAMES = {"fid": "FID", "sfid": "sFID", "inception_score": "Inception Score", "fd": "FD (shapes features)",
-             "accuracy": "accuracy", "precision": "precision", "recall": "recall", "num_samples": "samples"}
+ROW_NAMES = {
+    "fid": "FID",
+    "sfid": "sFID",
+    "inception_score": "Inception Score",
+    "fd": "FD (shapes features)",
+    "accuracy": "accuracy",
+    "precision": "precision",
+    "recall": "recall",
+    "num_samples": "samples",
+}
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -47,38 +55,72 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("samples", metavar="SAMPLES", help="sample batch: .npz (arr_0 uint8 NHWC) or a folder of images")
-    p.add_argument("--ref", required=True, metavar="REF",
-                   help="reference batch: .npz (images and/or mu, sigma, mu_s, sigma_s) or a folder of images")
-    p.add_argument("--evaluator", choices=EVALUATORS, default=None,
-                   help="inception (ADM's FID suite) or shapes (default, unless --inception is given)")
-    p.add_argument("--inception", default=None, metavar="FILE",
-                   help="pytorch-fid's FID-Inception weights (pt_inception-2015-12-05-6726825d.pth); "
-                   "selects the inception evaluator")
-    p.add_argument("--mode", choices=MODES, default=None,
-                   help="Inception preprocessing: adm (TF1 resize, as ADM's evaluator; default) or pytorch-fid")
-    p.add_argument("--batch-size", type=count(1, 1 << 20), default=None,
-                   help="images per forward pass (default: 50 inception, 256 shapes)")
+    p.add_argument(
+        "--ref",
+        required=True,
+        metavar="REF",
+        help="reference batch: .npz (images and/or mu, sigma, mu_s, sigma_s) or a folder of images",
+    )
+    p.add_argument(
+        "--evaluator",
+        choices=EVALUATORS,
+        default=None,
+        help="inception (ADM's FID suite) or shapes (default, unless --inception is given)",
+    )
+    p.add_argument(
+        "--inception",
+        default=None,
+        metavar="FILE",
+        help="pytorch-fid's FID-Inception weights (pt_inception-2015-12-05-6726825d.pth); "
+        "selects the inception evaluator",
+    )
+    p.add_argument(
+        "--mode",
+        choices=MODES,
+        default=None,
+        help="Inception preprocessing: adm (TF1 resize, as ADM's evaluator; default) or pytorch-fid",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=count(1, 1 << 20),
+        default=None,
+        help="images per forward pass (default: 50 inception, 256 shapes)",
+    )
     p.add_argument("--device", type=device, default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--quiet", action="store_true", help="no progress bars or notes")
-    p.add_argument("--save-ref-stats", default=None, metavar="FILE",
-                   help="also write the reference's Inception statistics (mu, sigma, mu_s, sigma_s) to this .npz, "
-                   "to pass as --ref later (inception evaluator)")
+    p.add_argument(
+        "--save-ref-stats",
+        default=None,
+        metavar="FILE",
+        help="also write the reference's Inception statistics (mu, sigma, mu_s, sigma_s) to this .npz, "
+        "to pass as --ref later (inception evaluator)",
+    )
     return p
 
 
 def choose_evaluator(args: argparse.Namespace) -> str:
-    """"inception" or "shapes", after checking that the options fit the evaluator."""
+    """ "inception" or "shapes", after checking that the options fit the evaluator."""
     evaluator = args.evaluator or ("inception" if args.inception else "shapes")
     if evaluator == "inception" and not args.inception:
-        raise ConfigError("the inception evaluator needs the FID-Inception weights: pass --inception FILE "
-                          "(pytorch-fid's pt_inception-2015-12-05-6726825d.pth)")
+        raise ConfigError(
+            "the inception evaluator needs the FID-Inception weights: pass --inception FILE "
+            "(pytorch-fid's pt_inception-2015-12-05-6726825d.pth)"
+        )
     if evaluator == "shapes":
-        given = [opt for opt, value in (("--inception", args.inception), ("--mode", args.mode),
-                                        ("--save-ref-stats", args.save_ref_stats)) if value]
+        given = [
+            opt
+            for opt, value in (
+                ("--inception", args.inception),
+                ("--mode", args.mode),
+                ("--save-ref-stats", args.save_ref_stats),
+            )
+            if value
+        ]
         if given:
-            raise ConfigError(f"{', '.join(given)} belong to the inception evaluator; drop them or pass "
-                              "--evaluator inception")
+            raise ConfigError(
+                f"{', '.join(given)} belong to the inception evaluator; drop them or pass --evaluator inception"
+            )
     return evaluator
 
 
@@ -109,8 +151,16 @@ def run(args: argparse.Namespace) -> int:
         from ditscale.metrics.inception import load_fid_inception
 
         model = load_fid_inception(args.inception, device=device)
-        metrics = evaluate_inception(samples, ref, model, batch_size=batch_size, mode=args.mode or "adm",
-                                     device=device, progress=not args.quiet, save_ref_stats=args.save_ref_stats)
+        metrics = evaluate_inception(
+            samples,
+            ref,
+            model,
+            batch_size=batch_size,
+            mode=args.mode or "adm",
+            device=device,
+            progress=not args.quiet,
+            save_ref_stats=args.save_ref_stats,
+        )
         if args.save_ref_stats and not args.quiet:
             print(f"ditscale eval: wrote the reference statistics to {args.save_ref_stats}", file=sys.stderr)
     else:

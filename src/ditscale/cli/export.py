@@ -45,20 +45,36 @@ NULL_CLASS = 1000  # DiTPipeline feeds this label as the unconditional class whe
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "export", help="export a model as a diffusers DiTPipeline folder or plain safetensors",
+        "export",
+        help="export a model as a diffusers DiTPipeline folder or plain safetensors",
         description="Export a trained model (run folder, checkpoint folder, weights file or diffusers folder)\n"
         "as a diffusers folder (DiTPipeline: transformer, scheduler, VAE) or as plain safetensors + config.\n"
         "Models diffusers has no equivalent for are written in the plain format, with a notice.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
-    p.add_argument("run", metavar="RUN", help="training run folder, checkpoint folder, weights file or diffusers folder")
-    p.add_argument("--format", choices=("diffusers", "safetensors"), default="diffusers",
-                   help="diffusers (DiTPipeline folder; default) or safetensors (ditscale's own format)")
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "run", metavar="RUN", help="training run folder, checkpoint folder, weights file or diffusers folder"
+    )
+    p.add_argument(
+        "--format",
+        choices=("diffusers", "safetensors"),
+        default="diffusers",
+        help="diffusers (DiTPipeline folder; default) or safetensors (ditscale's own format)",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="folder to write (must not exist, unless --overwrite)")
-    p.add_argument("--weights", choices=("ema", "model"), default="ema",
-                   help="the EMA (default) or the raw weights of a training checkpoint")
-    p.add_argument("--vae", default=None, metavar="PATH_OR_ID",
-                   help="VAE to put in the pipeline (default: the one the run's latent store was encoded with)")
+    p.add_argument(
+        "--weights",
+        choices=("ema", "model"),
+        default="ema",
+        help="the EMA (default) or the raw weights of a training checkpoint",
+    )
+    p.add_argument(
+        "--vae",
+        default=None,
+        metavar="PATH_OR_ID",
+        help="VAE to put in the pipeline (default: the one the run's latent store was encoded with)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
     return p
 
@@ -108,13 +124,19 @@ def _write_plain(model, info: dict[str, Any], weights: Path, folder: Path) -> st
 def _pipeline_notes(config) -> None:
     """What a DiTPipeline user must know about this model (one line each)."""
     if config.class_dropout_prob == 0:
-        _note("the model was trained without label dropout: its null class row is zeros; call DiTPipeline "
-              "with guidance_scale=1")  # fmt: skip
+        _note(
+            "the model was trained without label dropout: its null class row is zeros; call DiTPipeline "
+            "with guidance_scale=1"
+        )
     elif config.num_classes != NULL_CLASS:
-        _note(f"DiTPipeline uses label {NULL_CLASS} as the null class, this model has {config.num_classes} classes: "
-              f"call it with guidance_scale=1, or sample guided with `ditscale sample OUT`")  # fmt: skip
-    _note("diffusers' DiT embeds timesteps with frequencies 10000^(-i/127), the reference 10000^(-i/128): "
-          "the weights are exact, diffusers' outputs differ slightly (`ditscale sample OUT` is exact)")  # fmt: skip
+        _note(
+            f"DiTPipeline uses label {NULL_CLASS} as the null class, this model has {config.num_classes} classes: "
+            f"call it with guidance_scale=1, or sample guided with `ditscale sample OUT`"
+        )
+    _note(
+        "diffusers' DiT embeds timesteps with frequencies 10000^(-i/127), the reference 10000^(-i/128): "
+        "the weights are exact, diffusers' outputs differ slightly (`ditscale sample OUT` is exact)"
+    )
 
 
 def _vae_name(args: argparse.Namespace, weights: Path, config) -> str | None:
@@ -136,8 +158,10 @@ def _save_vae(name: str, config, folder: Path) -> None:
 
     vae = load_vae(name)
     if int(vae.config.latent_channels) != config.in_channels:
-        raise ConfigError(f"VAE {name} has {vae.config.latent_channels} latent channels but the model takes "
-                          f"{config.in_channels}; pass the --vae the run's latents were encoded with")  # fmt: skip
+        raise ConfigError(
+            f"VAE {name} has {vae.config.latent_channels} latent channels but the model takes "
+            f"{config.in_channels}; pass the --vae the run's latents were encoded with"
+        )
     if vae.config.scaling_factor != VAE_SCALE:
         vae.register_to_config(scaling_factor=VAE_SCALE)  # ditscale latents are always scaled by VAE_SCALE
     vae.save_pretrained(str(folder), safe_serialization=True)
@@ -149,8 +173,13 @@ def _model_index(args: argparse.Namespace, weights: Path, config) -> dict[str, A
     from ditscale.models.diffusers_io import transformer_config
 
     version = transformer_config(config)["_diffusers_version"]
-    index = {"_class_name": "DiTPipeline", "_diffusers_version": version, "scheduler": ["diffusers", "DDIMScheduler"],
-             "transformer": ["diffusers", "DiTTransformer2DModel"], "vae": ["diffusers", "AutoencoderKL"]}  # fmt: skip
+    index = {
+        "_class_name": "DiTPipeline",
+        "_diffusers_version": version,
+        "scheduler": ["diffusers", "DDIMScheduler"],
+        "transformer": ["diffusers", "DiTTransformer2DModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    }
     names = run_label_names(config, run_data_config(weights))
     if names:
         index["id2label"] = {str(i): name for i, name in enumerate(names)}
@@ -168,10 +197,15 @@ def _write_diffusers(args: argparse.Namespace, model, info: dict[str, Any], weig
     vae = _vae_name(args, weights, config)
     info["vae"] = vae or ("pixel-space" if config.in_channels in PIXEL_CHANNELS else None)
     if vae is None:
-        why = ("a pixel-space model" if config.in_channels in PIXEL_CHANNELS
-               else "a latent model whose VAE is unknown (pass --vae PATH_OR_ID)")  # fmt: skip
-        _note(f"{why}: wrote transformer/ and scheduler/ only, DiTPipeline needs a VAE; load the transformer with "
-              "DiTTransformer2DModel.from_pretrained(OUT, subfolder='transformer')")  # fmt: skip
+        why = (
+            "a pixel-space model"
+            if config.in_channels in PIXEL_CHANNELS
+            else "a latent model whose VAE is unknown (pass --vae PATH_OR_ID)"
+        )
+        _note(
+            f"{why}: wrote transformer/ and scheduler/ only, DiTPipeline needs a VAE; load the transformer with "
+            "DiTTransformer2DModel.from_pretrained(OUT, subfolder='transformer')"
+        )
         return "transformer/ and scheduler/"
     _save_vae(vae, config, folder / "vae")
     atomic_write_json(folder / "model_index.json", _model_index(args, weights, config))
@@ -193,8 +227,10 @@ def run(args: argparse.Namespace) -> int:
     weights = resolve_weights(args.run, ema=args.weights == "ema")
     meta = read_metadata(weights)
     if "model" not in meta:
-        raise CheckpointError(f"{weights} carries no model config (an official or plain .pt); "
-                              "save it with ditscale first, or sample it with ditscale sample --model")  # fmt: skip
+        raise CheckpointError(
+            f"{weights} carries no model config (an official or plain .pt); "
+            "save it with ditscale first, or sample it with ditscale sample --model"
+        )
     model = load_model(weights)
     flush_notes()  # resolve_weights' notes, now that the model is accepted
     diffusion = resolve_diffusion_config(meta.get("diffusion", {"learn_sigma": model.config.learn_sigma}))

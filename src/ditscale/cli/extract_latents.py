@@ -22,12 +22,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("data", help="a data YAML (a DataConfig, or a training config with a 'data:' section), "
-                   "a dataset name (shapes, digits) or an ImageNet-layout folder")  # fmt: skip
-    p.add_argument("--vae", required=True, help="diffusers AutoencoderKL folder or hub id (e.g. stabilityai/sd-vae-ft-ema)")
+    p.add_argument(
+        "data",
+        help="a data YAML (a DataConfig, or a training config with a 'data:' section), "
+        "a dataset name (shapes, digits) or an ImageNet-layout folder",
+    )
+    p.add_argument(
+        "--vae", required=True, help="diffusers AutoencoderKL folder or hub id (e.g. stabilityai/sd-vae-ft-ema)"
+    )
     p.add_argument("--out", required=True, help="latent store folder to write (or resume)")
     p.add_argument("--batch-size", type=count(1, 1 << 20), default=32, help="images per VAE call (default 32)")
-    p.add_argument("--workers", type=count(1, 1024), default=1, help="processes, each encoding whole shards (default 1)")
+    p.add_argument(
+        "--workers", type=count(1, 1024), default=1, help="processes, each encoding whole shards (default 1)"
+    )
     p.add_argument("--shard-size", type=count(1, 1 << 24), default=4096, help="images per shard file (default 4096)")
     p.add_argument("--dtype", choices=("float16", "float32"), default="float16", help="storage dtype (default float16)")
     p.add_argument("--image-size", type=count(8, 8192), help="image side in pixels (overrides the data config)")
@@ -69,10 +76,18 @@ def run(args: argparse.Namespace) -> int:
     overrides = list(args.set) + ([f"image_size={args.image_size}"] if args.image_size else [])
     cfg = data_config_from_arg(args.data, overrides)
     meta = extract_latents(
-        cfg, args.vae, args.out, batch_size=args.batch_size, workers=args.workers, shard_size=args.shard_size,
-        dtype=args.dtype, count=args.count, val_count=args.val_count, device=args.device,
+        cfg,
+        args.vae,
+        args.out,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        shard_size=args.shard_size,
+        dtype=args.dtype,
+        count=args.count,
+        val_count=args.val_count,
+        device=args.device,
         progress=not args.no_progress,
-    )  # fmt: skip
+    )
     c, h, w = meta["shape"]
     print(
         f"latent store {args.out}: {meta['splits']['train']} train + {meta['splits']['val']} val images, "

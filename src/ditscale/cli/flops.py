@@ -28,8 +28,18 @@ from ditscale.models.config import BLOCK_DESIGNS, CONDITIONINGS, MODEL_NAMES, Di
 
 # DiTConfig fields settable from the command line (option --input-size sets input_size, ...)
 CONFIG_FIELDS = (
-    "input_size", "in_channels", "block", "conditioning", "context_dim", "context_len",
-    "num_classes", "depth", "hidden_size", "num_heads", "patch_size", "mlp_ratio",
+    "input_size",
+    "in_channels",
+    "block",
+    "conditioning",
+    "context_dim",
+    "context_len",
+    "num_classes",
+    "depth",
+    "hidden_size",
+    "num_heads",
+    "patch_size",
+    "mlp_ratio",
 )
 
 
@@ -47,9 +57,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", metavar="MODEL", help=f"a paper config ({MODEL_NAMES[0]} ... {MODEL_NAMES[-1]}), 'custom', "
-                   "or a training preset / YAML config (its model, and the whole run's compute)")
-    p.add_argument("--input-size", type=count(1, 4096), help="latent side (32 for 256x256 images, 64 for 512x512); default 32")
+    p.add_argument(
+        "model",
+        metavar="MODEL",
+        help=f"a paper config ({MODEL_NAMES[0]} ... {MODEL_NAMES[-1]}), 'custom', "
+        "or a training preset / YAML config (its model, and the whole run's compute)",
+    )
+    p.add_argument(
+        "--input-size", type=count(1, 4096), help="latent side (32 for 256x256 images, 64 for 512x512); default 32"
+    )
     p.add_argument("--in-channels", type=count(1, 4096), help="input channels (4 for SD-VAE latents); default 4")
     p.add_argument("--block", choices=BLOCK_DESIGNS, help="block design; default adaln_zero")
     p.add_argument("--conditioning", choices=CONDITIONINGS, help="condition input; default class")
@@ -61,12 +77,22 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--num-heads", type=count(1, 1 << 16), help="attention heads (custom ladder models)")
     p.add_argument("--patch-size", type=count(1, 4096), help="patch side (custom ladder models)")
     p.add_argument("--mlp-ratio", type=finite_float(0.0, 1024.0, above=True), help="MLP width / d; default 4")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a training config's key (with a preset or YAML MODEL), e.g. model.depth=8")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a training config's key (with a preset or YAML MODEL), e.g. model.depth=8",
+    )
     p.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
     budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--images", type=finite_float(0.0), metavar="N", help="also give the training FLOPs of N images")
-    budget.add_argument("--flops", type=finite_float(0.0), metavar="F", help="also give the images a budget of F training FLOPs buys")
+    budget.add_argument(
+        "--images", type=finite_float(0.0), metavar="N", help="also give the training FLOPs of N images"
+    )
+    budget.add_argument(
+        "--flops", type=finite_float(0.0), metavar="F", help="also give the images a budget of F training FLOPs buys"
+    )
     return p
 
 
@@ -100,8 +126,9 @@ def training_run(args: argparse.Namespace):
     cfg = load_train_config(args.model, [*args.overrides, *cli])
     info, _ = declared_info(cfg.data_config())
     if cfg.text_encoder and not {"context_dim", "context_len"} <= set(cfg.model):
-        raise ConfigError(f"{args.model} conditions on a text encoder; give its width and length with "
-                          "--context-dim and --context-len")
+        raise ConfigError(
+            f"{args.model} conditions on a text encoder; give its width and length with --context-dim and --context-len"
+        )
     images = None if cfg.max_steps is None else float(cfg.max_steps * cfg.batch_size)
     return cfg.model_config(info=info), images, cfg.flops
 

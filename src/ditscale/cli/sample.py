@@ -48,7 +48,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         epilog=examples(
             "ditscale sample runs/tiny --out tiny.png              # PNG grid from the newest checkpoint (EMA)",
             "ditscale sample runs/tiny --num-samples 10000 --npz samples.npz --steps 50 --cfg-scale 1.5",
-            "ditscale sample runs/tiny-text --prompt \"a large red circle at the center on a blue background\"",
+            'ditscale sample runs/tiny-text --prompt "a large red circle at the center on a blue background"',
             "ditscale sample DiT-XL-2-256x256.pt --model DiT-XL/2 --image-size 256 --vae PATH_TO_SD_VAE --classes 207,360",
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -58,43 +58,102 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--npz", default=None, help="also write the uint8 images (N, H, W, 3) to this .npz")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--classes", default=None, help="comma-separated class labels, one image each (e.g. 207,360)")
-    which.add_argument("--num-images", type=count(1, MAX_GRID_IMAGES), default=None, help="N images of random classes (seeded)")
-    which.add_argument("--prompt", action="append", default=None, metavar="TEXT",
-                       help="a caption for a text-conditional model, one image each (repeatable)")
-    which.add_argument("--prompts", default=None, metavar="FILE",
-                       help="a text file of captions, one per line, one image each (text-conditional models)")
-    p.add_argument("--num-samples", type=count(1, 10**8), default=None, metavar="N",
-                   help="sample N images into --npz at evaluation scale (e.g. 50000, as DiT's sample_ddp.py): "
-                   "random classes or cycled captions saved beside them; resumable; split across torchrun ranks")
-    p.add_argument("--chunk-size", type=count(1, 10**6), default=1000,
-                   help="with --num-samples: images per resumable chunk, FILE.parts/chunk_*.npz (default: 1000)")
-    p.add_argument("--wait", type=finite_float(0.0), default=3600.0, metavar="SECONDS",
-                   help="with --num-samples under torchrun: how long rank 0 waits for the other ranks' chunks "
-                   "(default: 3600)")
+    which.add_argument(
+        "--num-images", type=count(1, MAX_GRID_IMAGES), default=None, help="N images of random classes (seeded)"
+    )
+    which.add_argument(
+        "--prompt",
+        action="append",
+        default=None,
+        metavar="TEXT",
+        help="a caption for a text-conditional model, one image each (repeatable)",
+    )
+    which.add_argument(
+        "--prompts",
+        default=None,
+        metavar="FILE",
+        help="a text file of captions, one per line, one image each (text-conditional models)",
+    )
+    p.add_argument(
+        "--num-samples",
+        type=count(1, 10**8),
+        default=None,
+        metavar="N",
+        help="sample N images into --npz at evaluation scale (e.g. 50000, as DiT's sample_ddp.py): "
+        "random classes or cycled captions saved beside them; resumable; split across torchrun ranks",
+    )
+    p.add_argument(
+        "--chunk-size",
+        type=count(1, 10**6),
+        default=1000,
+        help="with --num-samples: images per resumable chunk, FILE.parts/chunk_*.npz (default: 1000)",
+    )
+    p.add_argument(
+        "--wait",
+        type=finite_float(0.0),
+        default=3600.0,
+        metavar="SECONDS",
+        help="with --num-samples under torchrun: how long rank 0 waits for the other ranks' chunks (default: 3600)",
+    )
     p.add_argument("--seed", type=seed, default=0, help="seeds labels and noise (default: 0)")
-    p.add_argument("--sampler", choices=("ddpm", "ddim", "euler", "heun"), default=None,
-                   help="ddpm/ddim for gaussian models (default ddpm), euler/heun for flow models (default euler)")
+    p.add_argument(
+        "--sampler",
+        choices=("ddpm", "ddim", "euler", "heun"),
+        default=None,
+        help="ddpm/ddim for gaussian models (default ddpm), euler/heun for flow models (default euler)",
+    )
     p.add_argument("--steps", default=None, help="sampling steps (default: 250 gaussian, as DiT; 50 flow)")
-    p.add_argument("--cfg-scale", type=finite_float(0.0), default=None,
-                   help="classifier-free guidance scale (default: 4.0 as DiT's sample.py when the model was trained with "
-                   "label/caption dropout, else 1)")
-    p.add_argument("--guided-channels", type=count(1, 4096), default=None,
-                   help="channels guidance acts on (default: the diffusion config's, 3 as DiT)")
+    p.add_argument(
+        "--cfg-scale",
+        type=finite_float(0.0),
+        default=None,
+        help="classifier-free guidance scale (default: 4.0 as DiT's sample.py when the model was trained with "
+        "label/caption dropout, else 1)",
+    )
+    p.add_argument(
+        "--guided-channels",
+        type=count(1, 4096),
+        default=None,
+        help="channels guidance acts on (default: the diffusion config's, 3 as DiT)",
+    )
     p.add_argument("--vae", default=None, help="diffusers AutoencoderKL folder or hub id, for latent models")
-    p.add_argument("--text-encoder", default=None, metavar="PATH_OR_ID",
-                   help="text encoder of a text-conditional model (default: the checkpoint's trained "
-                   "text_encoder.safetensors, else the run config's Hugging Face encoder)")
+    p.add_argument(
+        "--text-encoder",
+        default=None,
+        metavar="PATH_OR_ID",
+        help="text encoder of a text-conditional model (default: the checkpoint's trained "
+        "text_encoder.safetensors, else the run config's Hugging Face encoder)",
+    )
     p.add_argument("--model", default=None, help="architecture for files without metadata, e.g. DiT-XL/2")
-    p.add_argument("--model-opt", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a DiTConfig field (repeatable), e.g. --model-opt in_channels=3")
-    p.add_argument("--image-size", type=count(8, 16384), default=None, help="image side in pixels, for files without metadata")
-    p.add_argument("--num-classes", type=count(1, 1 << 24), default=None, help="classes, for files without metadata (default 1000)")
-    p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True,
-                   help="use the EMA weights of a training checkpoint (default) or the raw ones (--no-ema)")
-    p.add_argument("--nrow", type=count(1, MAX_GRID_IMAGES), default=None, help="images per grid row (default: ceil(sqrt(N)))")
-    p.add_argument("--upscale", type=count(1, 64), default=None,
-                   help="enlarge each image in the grid K times, nearest neighbour (default: enough to make images "
-                   "at least 64 px, so 4 for 16 px images; 1 keeps the pixels as sampled; --npz is never scaled)")
+    p.add_argument(
+        "--model-opt",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a DiTConfig field (repeatable), e.g. --model-opt in_channels=3",
+    )
+    p.add_argument(
+        "--image-size", type=count(8, 16384), default=None, help="image side in pixels, for files without metadata"
+    )
+    p.add_argument(
+        "--num-classes", type=count(1, 1 << 24), default=None, help="classes, for files without metadata (default 1000)"
+    )
+    p.add_argument(
+        "--ema",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="use the EMA weights of a training checkpoint (default) or the raw ones (--no-ema)",
+    )
+    p.add_argument(
+        "--nrow", type=count(1, MAX_GRID_IMAGES), default=None, help="images per grid row (default: ceil(sqrt(N)))"
+    )
+    p.add_argument(
+        "--upscale",
+        type=count(1, 64),
+        default=None,
+        help="enlarge each image in the grid K times, nearest neighbour (default: enough to make images "
+        "at least 64 px, so 4 for 16 px images; 1 keeps the pixels as sampled; --npz is never scaled)",
+    )
     p.add_argument("--batch-size", type=count(1, 1 << 20), default=32, help="images per sampler call (default: 32)")
     p.add_argument("--device", type=device, default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -139,7 +198,9 @@ def resolve_weights(ckpt: str | Path, ema: bool = True) -> Path:
 
         found = [p for _, p in list_checkpoints(run.checkpoints) if any((p / n).is_file() for n in WEIGHT_FILES[ema])]
         if not found:
-            raise CheckpointError(f"run folder '{ckpt}' has no checkpoint with weights yet; train longer or pass a weights file")
+            raise CheckpointError(
+                f"run folder '{ckpt}' has no checkpoint with weights yet; train longer or pass a weights file"
+            )
         path = found[0]
         _note(f"newest checkpoint: {path}")
     for name in WEIGHT_FILES[ema]:
@@ -350,8 +411,12 @@ def _conditions(args: argparse.Namespace, config, prompts, weights: Path, device
             labels = list(DIT_DEMO_CLASSES)
     if config.conditioning != "class" and labels is not None:
         raise ConfigError("this model is unconditional and takes no --classes; use --num-images N")
-    return {"labels": labels, "num_images": None if labels is not None else num_images, "context": None,
-            "context_mask": None}
+    return {
+        "labels": labels,
+        "num_images": None if labels is not None else num_images,
+        "context": None,
+        "context_mask": None,
+    }
 
 
 def _cfg_scale(args: argparse.Namespace, config) -> float:
@@ -476,8 +541,10 @@ def _npz_captions(args: argparse.Namespace, config, prompts, weights: Path, devi
     from ditscale.generate import dataset_captions
 
     if prompts is None and data_config is None:
-        raise ConfigError("this text-conditional model has no run config to take captions from; "
-                          "pass --prompts FILE (cycled over the samples)")  # fmt: skip
+        raise ConfigError(
+            "this text-conditional model has no run config to take captions from; "
+            "pass --prompts FILE (cycled over the samples)"
+        )
     encoder = _text_encoder(args, weights, config, device)
     if prompts is None:
         prompts = dataset_captions(data_config, args.num_samples, split="val")
@@ -504,8 +571,18 @@ def _first_images(path: Path, n: int):
     return np.frombuffer(raw, dtype=dtype).reshape(count, *shape[1:])
 
 
-def _run_npz(args: argparse.Namespace, model, diffusion, config, weights: Path, prompts, vae, device: str,
-             sampling: dict, about: str) -> int:  # fmt: skip
+def _run_npz(
+    args: argparse.Namespace,
+    model,
+    diffusion,
+    config,
+    weights: Path,
+    prompts,
+    vae,
+    device: str,
+    sampling: dict,
+    about: str,
+) -> int:
     """Sample --num-samples images into --npz (this rank's chunks); rank 0 assembles it and writes the grid."""
     from ditscale.generate import sample_npz
 
@@ -514,10 +591,22 @@ def _run_npz(args: argparse.Namespace, model, diffusion, config, weights: Path, 
     text = _npz_captions(args, config, prompts, weights, device, data_config) if config.conditioning == "text" else {}
     _note(about + (f", rank {rank} of {world}" if world > 1 else ""), now=True)
     out = sample_npz(
-        model, diffusion, args.npz, num_samples=args.num_samples, **sampling, **text,
-        label_names=run_label_names(config, data_config), vae=vae, device=device, batch_size=args.batch_size,
-        chunk_size=args.chunk_size, rank=rank, world_size=world, progress=not args.quiet, wait_timeout_s=args.wait,
-    )  # fmt: skip
+        model,
+        diffusion,
+        args.npz,
+        num_samples=args.num_samples,
+        **sampling,
+        **text,
+        label_names=run_label_names(config, data_config),
+        vae=vae,
+        device=device,
+        batch_size=args.batch_size,
+        chunk_size=args.chunk_size,
+        rank=rank,
+        world_size=world,
+        progress=not args.quiet,
+        wait_timeout_s=args.wait,
+    )
     if out is None:  # another rank assembles the file
         return 0
     import numpy as np
@@ -552,8 +641,13 @@ def run(args: argparse.Namespace) -> int:
     diffusion = _diffusion_for(meta, config)
     cfg_scale = _cfg_scale(args, config)
     steps = int(args.steps) if args.steps is not None and args.steps.isdigit() else args.steps
-    sampling = {"seed": args.seed, "sampler": args.sampler, "steps": steps, "cfg_scale": cfg_scale,
-                "guided_channels": "auto" if args.guided_channels is None else args.guided_channels}  # fmt: skip
+    sampling = {
+        "seed": args.seed,
+        "sampler": args.sampler,
+        "steps": steps,
+        "cfg_scale": cfg_scale,
+        "guided_channels": "auto" if args.guided_channels is None else args.guided_channels,
+    }
     about = f"{describe_config(config)} from {weights} on {device}, cfg-scale {cfg_scale}"
     if args.num_samples is not None:
         _check_grid(args, min(args.num_samples, GRID_IMAGES), config, vae)
@@ -567,11 +661,27 @@ def run(args: argparse.Namespace) -> int:
         conditions["num_images"] = None
     labels = conditions["labels"]
     _check_grid(args, len(labels) if labels is not None else conditions["num_images"], config, vae)
-    check_request(model, diffusion, sampler=args.sampler, steps=steps, cfg_scale=cfg_scale, labels=labels,
-                  num_images=conditions["num_images"], context=conditions["context"])
+    check_request(
+        model,
+        diffusion,
+        sampler=args.sampler,
+        steps=steps,
+        cfg_scale=cfg_scale,
+        labels=labels,
+        num_images=conditions["num_images"],
+        context=conditions["context"],
+    )
     _note(about, now=True)
-    images = sample_images(model, diffusion, **conditions, **sampling, vae=vae, device=device,
-                           progress=not args.quiet, batch_size=args.batch_size)  # fmt: skip
+    images = sample_images(
+        model,
+        diffusion,
+        **conditions,
+        **sampling,
+        vae=vae,
+        device=device,
+        progress=not args.quiet,
+        batch_size=args.batch_size,
+    )
     _write_outputs(args, images, _captions(labels, prompts, config, weights))
     return 0
 

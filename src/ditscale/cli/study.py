@@ -26,88 +26,154 @@ RAW = argparse.RawDescriptionHelpFormatter  # keeps the examples' layout
 def _spec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", nargs="?", help="study spec YAML file")
     p.add_argument("--preset", help="built-in study preset (e.g. quickstart) instead of a YAML file")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a spec key, e.g. --set hparams.lr=2e-3 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a spec key, e.g. --set hparams.lr=2e-3 (repeatable)",
+    )
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("study", help="plan, run, predict and compare scaling-law studies",
-                              description="IsoFLOP scaling studies of a DiT family: plan the runs, train them "
-                                          "(resumable, parallel, Slurm), fit laws with intervals, backtest, report.",
-                              epilog=examples(
-                                  "ditscale study plan --preset quickstart                 # the table of runs, before spending compute",
-                                  "ditscale study run --preset quickstart --out runs/qs    # train (2 workers), fit, backtest, report",
-                                  "ditscale study predict runs/qs --flops 1e13             # N_opt, D_opt, loss with 90% intervals",
-                                  "ditscale study compare runs/a runs/b                    # exponents side by side",
-                              ),
-                              formatter_class=RAW)
+    p = subparsers.add_parser(
+        "study",
+        help="plan, run, predict and compare scaling-law studies",
+        description="IsoFLOP scaling studies of a DiT family: plan the runs, train them "
+        "(resumable, parallel, Slurm), fit laws with intervals, backtest, report.",
+        epilog=examples(
+            "ditscale study plan --preset quickstart                 # the table of runs, before spending compute",
+            "ditscale study run --preset quickstart --out runs/qs    # train (2 workers), fit, backtest, report",
+            "ditscale study predict runs/qs --flops 1e13             # N_opt, D_opt, loss with 90% intervals",
+            "ditscale study compare runs/a runs/b                    # exponents side by side",
+        ),
+        formatter_class=RAW,
+    )
     sub = p.add_subparsers(dest="study_command", metavar="ACTION", required=True)
 
-    q = sub.add_parser("plan", help="print the table of runs of a study", formatter_class=RAW, epilog=examples(
-        "ditscale study plan --preset quickstart                 # N, tokens, images, steps, exact FLOPs vs 6ND",
-        "ditscale study plan --preset quickstart --csv --set hparams.lr=2e-3",
-        "ditscale study plan --preset quickstart --gpu A100 --json",
-        "ditscale study plan --preset quickstart --out runs/qs   # a running study's plan: started budgets frozen",
-    ))
+    q = sub.add_parser(
+        "plan",
+        help="print the table of runs of a study",
+        formatter_class=RAW,
+        epilog=examples(
+            "ditscale study plan --preset quickstart                 # N, tokens, images, steps, exact FLOPs vs 6ND",
+            "ditscale study plan --preset quickstart --csv --set hparams.lr=2e-3",
+            "ditscale study plan --preset quickstart --gpu A100 --json",
+            "ditscale study plan --preset quickstart --out runs/qs   # a running study's plan: started budgets frozen",
+        ),
+    )
     _spec_args(q)
     q.add_argument("--out", help="study folder: use its finished budgets to centre the remaining grids")
     fmt = q.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print the plan as JSON (runs, dropped, warnings)")
     fmt.add_argument("--csv", action="store_true", help="print the plan as CSV")
-    q.add_argument("--gpu", default=None, help="GPU of the GPU-hour estimate (a name of the dense bf16 peak table, "
-                   "e.g. 'H100 SXM', 'A100', 'B200'; default H100 SXM)")
-    q.add_argument("--mfu", type=finite_float(0.0, 1.0, above=True), default=None, help="model FLOPs utilisation assumed (default 0.35: measured "
-                   "for DiT-XL/2 on an H100, docs/benchmarks.md)")
-    q.add_argument("--gpus-per-run", type=count(1, 1 << 16), default=8,
-                   help="GPUs per run job of the printed Slurm command (default 8)")
+    q.add_argument(
+        "--gpu",
+        default=None,
+        help="GPU of the GPU-hour estimate (a name of the dense bf16 peak table, "
+        "e.g. 'H100 SXM', 'A100', 'B200'; default H100 SXM)",
+    )
+    q.add_argument(
+        "--mfu",
+        type=finite_float(0.0, 1.0, above=True),
+        default=None,
+        help="model FLOPs utilisation assumed (default 0.35: measured for DiT-XL/2 on an H100, docs/benchmarks.md)",
+    )
+    q.add_argument(
+        "--gpus-per-run",
+        type=count(1, 1 << 16),
+        default=8,
+        help="GPUs per run job of the printed Slurm command (default 8)",
+    )
 
-    q = sub.add_parser("run", help="run (or continue) a study, then fit and report", formatter_class=RAW, epilog=examples(
-        "ditscale study run --preset quickstart --out runs/qs    # train (2 workers), fit, backtest, report",
-        "ditscale study run --preset quickstart --out runs/qs --workers 4 --max-runs 3",
-        "ditscale study run --preset liang2024 --set data.path=latents/laion256 --set train.text_encoder=models/clip-vit-large-patch14 \\",
-        "    --out runs/liang2024 --launcher slurm --slurm-gpus-per-node 8 --slurm-tasks-per-node 8 --slurm-time 70",
-    ))
+    q = sub.add_parser(
+        "run",
+        help="run (or continue) a study, then fit and report",
+        formatter_class=RAW,
+        epilog=examples(
+            "ditscale study run --preset quickstart --out runs/qs    # train (2 workers), fit, backtest, report",
+            "ditscale study run --preset quickstart --out runs/qs --workers 4 --max-runs 3",
+            "ditscale study run --preset liang2024 --set data.path=latents/laion256 --set train.text_encoder=models/clip-vit-large-patch14 \\",
+            "    --out runs/liang2024 --launcher slurm --slurm-gpus-per-node 8 --slurm-tasks-per-node 8 --slurm-time 70",
+        ),
+    )
     _spec_args(q)
     q.add_argument("--out", required=True, help="study folder (created; running again continues it)")
-    q.add_argument("--workers", type=count(0, 1024), default=None, help="parallel local worker processes (default: the spec's)")
+    q.add_argument(
+        "--workers", type=count(0, 1024), default=None, help="parallel local worker processes (default: the spec's)"
+    )
     q.add_argument("--launcher", choices=("local", "slurm"), default="local", help="where runs execute (default local)")
     q.add_argument("--max-runs", type=count(0), default=None, help="train at most this many runs now, then stop")
     q.add_argument("--retry-failed", action="store_true", help="train again runs that failed before")
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
-    q.add_argument("--slurm-cluster", default=None, choices=("slurm", "local", "debug"),
-                   help="submitit cluster (default: Slurm when available; local: subprocesses, for testing)")
+    q.add_argument(
+        "--slurm-cluster",
+        default=None,
+        choices=("slurm", "local", "debug"),
+        help="submitit cluster (default: Slurm when available; local: subprocesses, for testing)",
+    )
     q.add_argument("--slurm-partition", default=None, help="Slurm partition")
     q.add_argument("--slurm-time", type=count(1, 10**6), default=60, help="minutes per run job (default 60)")
     q.add_argument("--slurm-gpus-per-node", type=count(0, 1024), default=0, help="GPUs per run job (default 0)")
-    q.add_argument("--slurm-tasks-per-node", type=count(1, 1024), default=1,
-                   help="processes per run job; >1 runs each run distributed, one process per GPU (torchrun-style)")
+    q.add_argument(
+        "--slurm-tasks-per-node",
+        type=count(1, 1024),
+        default=1,
+        help="processes per run job; >1 runs each run distributed, one process per GPU (torchrun-style)",
+    )
     q.add_argument("--slurm-cpus-per-task", type=count(1, 4096), default=2, help="CPUs per process (default 2)")
     q.add_argument("--slurm-mem-gb", type=finite_float(0.0, above=True), default=None, help="memory per job, GB")
-    q.add_argument("--slurm-array-parallelism", type=count(1, 10**6), default=64, help="most jobs running at once (default 64)")
+    q.add_argument(
+        "--slurm-array-parallelism", type=count(1, 10**6), default=64, help="most jobs running at once (default 64)"
+    )
 
-    q = sub.add_parser("predict", help="compute-optimal N, D and loss at a budget, from a finished study",
-                       formatter_class=RAW, epilog=examples(
-                           "ditscale study predict runs/qs --flops 1e13     # N_opt, D_opt, loss with 90% intervals; nearest model",
-                           "ditscale study predict runs/qs --json           # at the spec's target_flops, as JSON",
-                       ))
+    q = sub.add_parser(
+        "predict",
+        help="compute-optimal N, D and loss at a budget, from a finished study",
+        formatter_class=RAW,
+        epilog=examples(
+            "ditscale study predict runs/qs --flops 1e13     # N_opt, D_opt, loss with 90% intervals; nearest model",
+            "ditscale study predict runs/qs --json           # at the spec's target_flops, as JSON",
+        ),
+    )
     q.add_argument("dir", help="study folder")
-    q.add_argument("--flops", type=finite_float(0.0, above=True), default=None, help="target training compute in FLOPs (default: the spec's target_flops)")
+    q.add_argument(
+        "--flops",
+        type=finite_float(0.0, above=True),
+        default=None,
+        help="target training compute in FLOPs (default: the spec's target_flops)",
+    )
     q.add_argument("--json", action="store_true", help="print JSON")
 
-    q = sub.add_parser("compare", help="two studies' laws side by side, with intervals", formatter_class=RAW, epilog=examples(
-        "ditscale study compare runs/a runs/b                # exponents side by side, differences resolved or not",
-        "ditscale study compare runs/qs runs/other --flops 1e13 --json",
-    ))
+    q = sub.add_parser(
+        "compare",
+        help="two studies' laws side by side, with intervals",
+        formatter_class=RAW,
+        epilog=examples(
+            "ditscale study compare runs/a runs/b                # exponents side by side, differences resolved or not",
+            "ditscale study compare runs/qs runs/other --flops 1e13 --json",
+        ),
+    )
     q.add_argument("dir_a", help="first study folder")
     q.add_argument("dir_b", help="second study folder")
-    q.add_argument("--flops", type=finite_float(0.0, above=True), default=None, help="also compare the losses both predict at this compute")
+    q.add_argument(
+        "--flops",
+        type=finite_float(0.0, above=True),
+        default=None,
+        help="also compare the losses both predict at this compute",
+    )
     q.add_argument("--json", action="store_true", help="print JSON")
 
-    q = sub.add_parser("report", help="refit a finished study and rewrite laws.json, the figures and report.html",
-                       formatter_class=RAW, epilog=examples(
-                           "ditscale study report runs/qs           # refit and redraw (e.g. after changing laws options)",
-                           "ditscale study report runs/liang2024    # rewrites laws.json, the figures and report.html",
-                       ))
+    q = sub.add_parser(
+        "report",
+        help="refit a finished study and rewrite laws.json, the figures and report.html",
+        formatter_class=RAW,
+        epilog=examples(
+            "ditscale study report runs/qs           # refit and redraw (e.g. after changing laws options)",
+            "ditscale study report runs/liang2024    # rewrites laws.json, the figures and report.html",
+        ),
+    )
     q.add_argument("dir", help="study folder")
     return p
 
@@ -141,8 +207,10 @@ def _plan(args) -> int:
         sys.stdout.write(plan.to_csv())
     else:
         print(plan.table())
-        print(f"\n{cost.table()}\n\nrun it on Slurm, one job per run ({cost.gpus_per_run} GPU(s) each; "
-              f"add --slurm-partition P if your cluster needs one):\n  {command}")
+        print(
+            f"\n{cost.table()}\n\nrun it on Slurm, one job per run ({cost.gpus_per_run} GPU(s) each; "
+            f"add --slurm-partition P if your cluster needs one):\n  {command}"
+        )
     if not args.json:
         for w in plan.warnings:
             print(f"warning: {w}", file=sys.stderr)
@@ -159,15 +227,31 @@ def _run(args) -> int:
     check_output_dir(args.out, "--out")
     slurm = None
     if args.launcher == "slurm":
-        slurm = SlurmOptions(cluster=args.slurm_cluster, partition=args.slurm_partition, time_min=args.slurm_time,
-                             gpus_per_node=args.slurm_gpus_per_node, tasks_per_node=args.slurm_tasks_per_node,
-                             cpus_per_task=args.slurm_cpus_per_task, mem_gb=args.slurm_mem_gb,
-                             array_parallelism=args.slurm_array_parallelism)
-    out = run_study(spec, args.out, workers=args.workers, launcher=args.launcher, slurm=slurm, max_runs=args.max_runs,
-                    retry_failed=args.retry_failed, progress=not args.no_progress,
-                    echo=lambda m: print(m, file=sys.stderr))
-    print(f"{len(out.trained)} run(s) trained, {len(out.skipped)} already done, {len(out.failed)} failed, "
-          f"{len(out.busy)} taken by other workers; {out.wall_s:.0f} s")
+        slurm = SlurmOptions(
+            cluster=args.slurm_cluster,
+            partition=args.slurm_partition,
+            time_min=args.slurm_time,
+            gpus_per_node=args.slurm_gpus_per_node,
+            tasks_per_node=args.slurm_tasks_per_node,
+            cpus_per_task=args.slurm_cpus_per_task,
+            mem_gb=args.slurm_mem_gb,
+            array_parallelism=args.slurm_array_parallelism,
+        )
+    out = run_study(
+        spec,
+        args.out,
+        workers=args.workers,
+        launcher=args.launcher,
+        slurm=slurm,
+        max_runs=args.max_runs,
+        retry_failed=args.retry_failed,
+        progress=not args.no_progress,
+        echo=lambda m: print(m, file=sys.stderr),
+    )
+    print(
+        f"{len(out.trained)} run(s) trained, {len(out.skipped)} already done, {len(out.failed)} failed, "
+        f"{len(out.busy)} taken by other workers; {out.wall_s:.0f} s"
+    )
     if out.laws:
         _print_laws_summary(out.laws, args.out)
     return 0 if out.complete or args.max_runs is not None else 1
@@ -207,12 +291,16 @@ def _print_quality(q) -> None:
     if q is None or q.law is None:
         return
     paper = (q.paper or {}).get("exponent")
-    print(f"  {q.metric:15s} = {q.law.coefficient:.4g} * C^{q.law.exponent:.4f}"
-          f"{_interval(q.law.interval('exponent'), '.4f')}   (paper, FID: C^{paper})")
+    print(
+        f"  {q.metric:15s} = {q.law.coefficient:.4g} * C^{q.law.exponent:.4f}"
+        f"{_interval(q.law.interval('exponent'), '.4f')}   (paper, FID: C^{paper})"
+    )
     bt = q.backtest
     if bt is not None:
-        print(f"  quality backtest at {bt.flops:.3g} FLOPs: predicted {q.metric} {bt.predicted:.4g}"
-              f"{_interval(bt.predicted_ci90)}, actual {bt.actual:.4g}, error {bt.relative_error:+.2%}")
+        print(
+            f"  quality backtest at {bt.flops:.3g} FLOPs: predicted {q.metric} {bt.predicted:.4g}"
+            f"{_interval(bt.predicted_ci90)}, actual {bt.actual:.4g}, error {bt.relative_error:+.2%}"
+        )
 
 
 def _print_backtest(rows) -> None:
@@ -221,11 +309,16 @@ def _print_backtest(rows) -> None:
 
     for row in rows:
         form = f" ({loss_law_name(row.loss_law)})" if row.loss_law else ""
-        print(f"  backtest: refit without {row.flops:.3g} FLOPs predicts L* {row.predicted_loss:.4f}"
-              f"{_interval(row.predicted_ci90, '.4f')}{form}, actual {row.actual_loss:.4f}, "
-              f"error {row.relative_error:+.2%}")
+        print(
+            f"  backtest: refit without {row.flops:.3g} FLOPs predicts L* {row.predicted_loss:.4f}"
+            f"{_interval(row.predicted_ci90, '.4f')}{form}, actual {row.actual_loss:.4f}, "
+            f"error {row.relative_error:+.2%}"
+        )
         if len(row.forms) > 1:
-            print("    every form: " + ", ".join(f"{loss_law_name(k)} {f.relative_error:+.2%}" for k, f in row.forms.items()))
+            print(
+                "    every form: "
+                + ", ".join(f"{loss_law_name(k)} {f.relative_error:+.2%}" for k, f in row.forms.items())
+            )
         _print_n_opt_backtest(row)
 
 
@@ -258,20 +351,28 @@ def _print_prediction(pred) -> None:
     print(f"  N_opt  {pred.n_opt.value:.4g} non-embedding params{_interval(pred.n_opt.ci90)}")
     print(f"  D_opt  {pred.d_opt.value:.4g} tokens{_interval(pred.d_opt.ci90)}")
     if pred.images_opt.value is not None:
-        print(f"         {pred.images_opt.value:.4g} images ({pred.tokens_per_image} tokens each)"
-              f"{_interval(pred.images_opt.ci90)}")
+        print(
+            f"         {pred.images_opt.value:.4g} images ({pred.tokens_per_image} tokens each)"
+            f"{_interval(pred.images_opt.ci90)}"
+        )
     form = f" ({loss_law_name(pred.loss_law)})" if pred.loss_law else ""
     print(f"  L_opt  {pred.loss_opt.value:.4f}{_interval(pred.loss_opt.ci90, '.4f')}{form}")
     where = "" if near.in_ladder else " (beyond the trained ladder, by the family rule)"
-    print(f"  nearest family model: {near.name} (depth {near.depth}, width {near.hidden_size}, "
-          f"{near.num_heads} heads; {near.params:,} non-embedding / {near.params_total:,} params){where}")
+    print(
+        f"  nearest family model: {near.name} (depth {near.depth}, width {near.hidden_size}, "
+        f"{near.num_heads} heads; {near.params:,} non-embedding / {near.params_total:,} params){where}"
+    )
     if pred.extrapolation is not None:
-        print(f"  extrapolation: {pred.extrapolation:.3g}x the largest trained budget ({pred.largest_budget:.3g} FLOPs)")
+        print(
+            f"  extrapolation: {pred.extrapolation:.3g}x the largest trained budget ({pred.largest_budget:.3g} FLOPs)"
+        )
     _print_forms(pred.forms)  # the exponents' words and the residual test's warning are among the warnings
     rs = pred.residual_structure
     if rs is not None and rs.p_value is not None:
-        print(f"  residual structure by model size: F = {rs.statistic:.3g}, p = {rs.p_value:.2g}"
-              f" ({'warns' if rs.warn else 'none'} below p < {rs.threshold:g})")
+        print(
+            f"  residual structure by model size: F = {rs.statistic:.3g}, p = {rs.p_value:.2g}"
+            f" ({'warns' if rs.warn else 'none'} below p < {rs.threshold:g})"
+        )
     _print_backtest(pred.backtest)
     for w in pred.warnings:
         print(f"warning: {w}", file=sys.stderr)
@@ -284,8 +385,10 @@ def _print_forms(forms) -> None:
     if forms:
         print("  every fitted form at this C:")
     for f in forms:
-        print(f"    {f.name:24s} N_opt {f.n_opt.value:.4g}{_interval(f.n_opt.ci90)}   "
-              f"L_opt {f.loss_opt.value:.4f}{_interval(f.loss_opt.ci90, '.4f')}")
+        print(
+            f"    {f.name:24s} N_opt {f.n_opt.value:.4g}{_interval(f.n_opt.ci90)}   "
+            f"L_opt {f.loss_opt.value:.4f}{_interval(f.loss_opt.ci90, '.4f')}"
+        )
 
 
 def _compare(args) -> int:
@@ -302,6 +405,7 @@ def _compare(args) -> int:
 
 def _print_comparison(comp) -> None:
     """``study compare``'s text: one row per shared value (A, B, A - B with intervals), then the losses."""
+
     def cell(value: float, interval, sign: str = "") -> str:
         text = f"{value:{sign}.4g}"
         return text if not interval else f"{text} [{interval[0]:.4g}, {interval[1]:.4g}]"
@@ -328,4 +432,6 @@ def _report(args) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    return {"plan": _plan, "run": _run, "predict": _predict, "compare": _compare, "report": _report}[args.study_command](args)
+    return {"plan": _plan, "run": _run, "predict": _predict, "compare": _compare, "report": _report}[
+        args.study_command
+    ](args)

@@ -39,12 +39,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("config", help="preset name (tiny, tiny-text, dit-s2, dit-xl2) or a YAML file")
-    p.add_argument("--out", default=None,
-                   help="run folder (config.yaml, metrics.jsonl, checkpoints/, result.json); required unless --plan")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="run folder (config.yaml, metrics.jsonl, checkpoints/, result.json); required unless --plan",
+    )
     length = p.add_mutually_exclusive_group()
     length.add_argument("--max-steps", type=count(1), default=None, help="optimizer steps (replaces flops)")
-    length.add_argument("--flops", type=finite_float(0.0, above=True), default=None,
-                        help="exact training-FLOP budget (replaces max_steps)")
+    length.add_argument(
+        "--flops",
+        type=finite_float(0.0, above=True),
+        default=None,
+        help="exact training-FLOP budget (replaces max_steps)",
+    )
     p.add_argument("--ckpt-every", type=count(0), default=None, help="checkpoint every N steps")
     p.add_argument("--seed", type=seed, default=None, help="seed of the init and of every per-step draw")
     p.add_argument("--no-progress", action="store_true", help="no progress bar and no progress lines on stdout")
@@ -68,11 +75,22 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         action="store_true",
         help="resume even though the config differs from OUT/config.yaml (the new config is used from the checkpoint on)",
     )
-    p.add_argument("--plan", action="store_true", help="print the run's steps, images, training FLOPs, GPU-hours and "
-                   "torchrun/Slurm commands, then exit without training or writing anything")
+    p.add_argument(
+        "--plan",
+        action="store_true",
+        help="print the run's steps, images, training FLOPs, GPU-hours and "
+        "torchrun/Slurm commands, then exit without training or writing anything",
+    )
     p.add_argument("--gpu", default=None, help="--plan: GPU of the estimate (default H100 SXM, 989 TFLOP/s dense bf16)")
-    p.add_argument("--mfu", type=finite_float(0.0, 1.0, above=True), default=None, help="--plan: model FLOPs utilisation assumed (default 0.35)")
-    p.add_argument("--nodes", type=count(1, 100_000), default=1, help="--plan: nodes of the launch commands (default 1)")
+    p.add_argument(
+        "--mfu",
+        type=finite_float(0.0, 1.0, above=True),
+        default=None,
+        help="--plan: model FLOPs utilisation assumed (default 0.35)",
+    )
+    p.add_argument(
+        "--nodes", type=count(1, 100_000), default=1, help="--plan: nodes of the launch commands (default 1)"
+    )
     p.add_argument("--gpus-per-node", type=count(1, 1024), default=8, help="--plan: GPUs per node (default 8)")
     p.add_argument("overrides", nargs="*", metavar="key.path=value", help="config overrides, e.g. optim.lr=3e-4")
     p.__class__ = _IntermixedParser  # overrides may follow the flags
@@ -139,8 +157,13 @@ def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     from ditscale.train.loop import train
 
-    result = train(cfg, args.out, progress=False if args.no_progress else None, force=args.force,
-                   progress_every=args.progress_every)
+    result = train(
+        cfg,
+        args.out,
+        progress=False if args.no_progress else None,
+        force=args.force,
+        progress_every=args.progress_every,
+    )
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
         keys = ("status", "steps", "images", "flops_exact", "flops_6nd", "val_loss", "train_loss", "wall_time_s")
         print(json.dumps({k: result.get(k) for k in keys}))

@@ -80,7 +80,9 @@ class DataConfig:
         if self.name == "shapes" and self.channels != 3:
             raise ConfigError(f"the shapes dataset is RGB; set data.channels=3 (got {self.channels})")
         if self.name == "folder" and self.captions:
-            raise ConfigError("an ImageNet-layout folder has no captions; use data.name=captions for image-caption pairs")
+            raise ConfigError(
+                "an ImageNet-layout folder has no captions; use data.name=captions for image-caption pairs"
+            )
         if self.name in ("folder", "captions", "latents") and not self.path:
             raise ConfigError(f"data.path is required for the {self.name!r} dataset; set data.path=DIR")
 

@@ -19,7 +19,6 @@ from ditscale.data.info import DIGIT_NAMES
 from ditscale.errors import ConfigError
 
 
-
 def load_digit_arrays() -> tuple[np.ndarray, np.ndarray]:
     """``(images uint8 (1797, 8, 8) with values 0..16, labels int64 (1797,))`` from scikit-learn."""
     from sklearn.datasets import load_digits

@@ -78,8 +78,9 @@ def _readable_headers(files: list[Path], on_bad_image: str) -> tuple[list[int], 
 class _ImageFiles(EpochDataset):
     """Shared loading: a list of files, their labels / captions, the split, flips and bad-image policy."""
 
-    def _setup(self, cfg: DataConfig, split: str, root: Path, files: list[Path], labels: list[int],
-               captions: list[str] | None) -> None:  # fmt: skip
+    def _setup(
+        self, cfg: DataConfig, split: str, root: Path, files: list[Path], labels: list[int], captions: list[str] | None
+    ) -> None:
         check_split(split)
         if split == "val" and cfg.val_fraction == 0:
             raise ConfigError("data.val_fraction is 0, so there is no val split; set it to e.g. 0.1")

@@ -68,7 +68,18 @@ def _latent_store_info(cfg: DataConfig) -> DataInfo:
     return DataInfo(int(meta["num_classes"]), channels, side, True, cfg.captions)
 
 
-DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")  # class names and caption words
+DIGIT_NAMES = (
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+)  # class names and caption words
 
 
 def class_names(cfg: DataConfig) -> tuple[str, ...] | None:

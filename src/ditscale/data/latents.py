@@ -69,8 +69,9 @@ def _check_options(cfg: DataConfig, dtype: str, batch_size: int, workers: int, s
 # -------------------------------------------------------------------------------------------- plan
 
 
-def _make_plan(src: DataConfig, vae: str, datasets: dict, n_train: int, n_val: int, dtype: str,
-               shard_size: int) -> dict:  # fmt: skip
+def _make_plan(
+    src: DataConfig, vae: str, datasets: dict, n_train: int, n_val: int, dtype: str, shard_size: int
+) -> dict:
     """The ``plan.json`` of an extraction: what ``meta.json`` will hold, less the shard list."""
     from ditscale.data.vae import VAE_SCALE, downsample_factor, load_vae
 
@@ -78,7 +79,9 @@ def _make_plan(src: DataConfig, vae: str, datasets: dict, n_train: int, n_val: i
     f, channels = downsample_factor(probe), int(probe.config.latent_channels)
     del probe
     if src.image_size % f:
-        raise ConfigError(f"image_size {src.image_size} is not divisible by the VAE's downsampling {f}; change data.image_size")
+        raise ConfigError(
+            f"image_size {src.image_size} is not divisible by the VAE's downsampling {f}; change data.image_size"
+        )
     plan = {
         "format": STORE_FORMAT,
         "version": STORE_VERSION,
@@ -182,8 +185,9 @@ def _finished(out: Path, s: int) -> bool:
     return (out / f"{shard_name(s)}.json").is_file() and (out / f"{shard_name(s)}.npy").is_file()
 
 
-def _encode_shards(out: Path, plan: dict, datasets: dict, todo: list[int], device: str, batch_size: int,
-                   workers: int, progress: bool) -> None:  # fmt: skip
+def _encode_shards(
+    out: Path, plan: dict, datasets: dict, todo: list[int], device: str, batch_size: int, workers: int, progress: bool
+) -> None:
     """Write shards ``todo`` of ``plan``, in this process or in ``workers`` processes of whole shards."""
     shard_size = plan["shard_size"]
     todo_images = sum(min(plan["count"], (s + 1) * shard_size) - s * shard_size for s in todo)

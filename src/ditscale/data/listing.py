@@ -59,7 +59,9 @@ def read_caption_index(path: Path) -> list[dict]:
         try:
             import pyarrow.parquet as pq
         except ImportError:  # pragma: no cover - pyarrow is in the dev extras
-            raise DataError("reading a .parquet caption index needs pyarrow; pip install pyarrow or use a CSV") from None
+            raise DataError(
+                "reading a .parquet caption index needs pyarrow; pip install pyarrow or use a CSV"
+            ) from None
         rows = pq.read_table(path).to_pylist()
     else:
         with open(path, newline="", encoding="utf-8") as fh:
@@ -73,7 +75,9 @@ def list_caption_pairs(path: str | None) -> tuple[Path, list[Path], list[str], l
     """``(root, image files, captions, labels)`` of a caption folder or ``.csv`` / ``.parquet`` index."""
     path = existing_dir(path, "a folder of image + .txt pairs or a .csv/.parquet index")
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p) and p.with_suffix(".txt").is_file())
+        files = sorted(
+            p for p in path.rglob("*") if p.is_file() and is_image_file(p) and p.with_suffix(".txt").is_file()
+        )
         if not files:
             raise DataError(f"dataset folder '{path}' has no image-caption pairs (expected name.png + name.txt)")
         captions = [f.with_suffix(".txt").read_text(encoding="utf-8").strip() for f in files]

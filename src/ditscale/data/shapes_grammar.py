@@ -23,10 +23,16 @@ SIZES = {"small": 0.10, "medium": 0.16, "large": 0.22}  # half-extent as a fract
 SIZE_NAMES = tuple(SIZES)
 # 3x3 grid: (row, col) -> name; centres at 0.25, 0.5, 0.75 of the side.
 POSITIONS = (
-    "top left", "top", "top right",
-    "left", "center", "right",
-    "bottom left", "bottom", "bottom right",
-)  # fmt: skip
+    "top left",
+    "top",
+    "top right",
+    "left",
+    "center",
+    "right",
+    "bottom left",
+    "bottom",
+    "bottom right",
+)
 GRID = (0.25, 0.5, 0.75)
 JITTER = 0.04  # position jitter, fraction of the side
 MAX_OBJECTS = 4  # most objects per image (data.shapes_objects), each on its own grid cell
@@ -61,13 +67,18 @@ def parse_caption(caption: str) -> dict:
     import re  # stdlib, kept next to its only user
 
     text = " ".join(str(caption).lower().split())
-    head = re.fullmatch(rf"(?:(?P<count>{_alternatives(COUNT_WORDS)}) shapes: )?(?P<body>.+) on an? "
-                        rf"(?P<background>{_alternatives(COLOR_NAMES)}) background", text)  # fmt: skip
+    head = re.fullmatch(
+        rf"(?:(?P<count>{_alternatives(COUNT_WORDS)}) shapes: )?(?P<body>.+) on an? "
+        rf"(?P<background>{_alternatives(COLOR_NAMES)}) background",
+        text,
+    )
     parts = head["body"].split(" and ") if head else []
     matches = [re.fullmatch(_OBJECT_PATTERN, part) for part in parts]
     if not head or not all(matches):
-        raise ValueError(f"caption {caption!r} is outside the shapes grammar "
-                         f"('a small red circle at the top left on a blue background')")  # fmt: skip
+        raise ValueError(
+            f"caption {caption!r} is outside the shapes grammar "
+            f"('a small red circle at the top left on a blue background')"
+        )
     objects = [{k: m[k] for k in ("kind", "color", "size", "position")} for m in matches]
     count = head["count"]
     if (count is None) != (len(objects) == 1) or (count and COUNT_WORDS.index(count) + 1 != len(objects)):

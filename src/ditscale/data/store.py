@@ -39,15 +39,18 @@ def read_meta(path: str | os.PathLike) -> dict:
         raise DataError(f"latent store '{root}' does not exist; create it with `ditscale extract-latents`")
     meta_file = root / "meta.json"
     if not meta_file.is_file():
-        hint = "rerun the same `ditscale extract-latents` command to finish it" if (root / "plan.json").is_file() else (
-            "create it with `ditscale extract-latents`"
+        hint = (
+            "rerun the same `ditscale extract-latents` command to finish it"
+            if (root / "plan.json").is_file()
+            else ("create it with `ditscale extract-latents`")
         )
         raise DataError(f"latent store '{root}' is incomplete (no meta.json); {hint}")
     try:
         meta = json.loads(meta_file.read_text())
     except (OSError, ValueError) as err:
-        raise DataError(f"{meta_file} is damaged ({type(err).__name__}); "
-                        "rerun `ditscale extract-latents` to rewrite it") from None
+        raise DataError(
+            f"{meta_file} is damaged ({type(err).__name__}); rerun `ditscale extract-latents` to rewrite it"
+        ) from None
     if not isinstance(meta, dict) or meta.get("format") != STORE_FORMAT or meta.get("version") != STORE_VERSION:
         raise DataError(f"'{root}' is not a version-{STORE_VERSION} ditscale latent store; re-extract it")
     for shard in meta.get("shards") or []:
@@ -60,8 +63,13 @@ def shard_path(root: Path, shard: dict, meta_file: Path | None = None) -> Path:
     Anything else (an absolute path, ``..``, a sub-folder) is a one-line :class:`DataError` naming
     ``meta.json``: a store never reads outside its folder."""
     name = shard.get("file") if isinstance(shard, dict) else None
-    if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name or "\\" in name \
-            or not name.endswith(".npy"):
+    if (
+        not isinstance(name, str)
+        or name in ("", ".", "..")
+        or Path(name).name != name
+        or "\\" in name
+        or not name.endswith(".npy")
+    ):
         where = meta_file or root / "meta.json"
         raise DataError(f"{where}: shard file {name!r} is not a .npy file name inside the store; re-extract the store")
     return root / name

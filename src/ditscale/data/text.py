@@ -115,8 +115,14 @@ class WordTextEncoder(nn.Module):
     Save ``encoder.tokenizer`` (``WordTokenizer.save``) next to the weights.
     """
 
-    def __init__(self, tokenizer: WordTokenizer, context_dim: int = 64, max_length: int = 16,
-                 num_layers: int = 1, num_heads: int = 4):  # fmt: skip
+    def __init__(
+        self,
+        tokenizer: WordTokenizer,
+        context_dim: int = 64,
+        max_length: int = 16,
+        num_layers: int = 1,
+        num_heads: int = 4,
+    ):
         super().__init__()
         if context_dim % num_heads:
             raise ConfigError(f"text context_dim {context_dim} must be divisible by num_heads {num_heads}")
@@ -155,7 +161,9 @@ def load_word_encoder(path: str | os.PathLike, device: str | torch.device = "cpu
 
     p = Path(path).expanduser()
     if not p.is_file():
-        raise CheckpointError(f"text encoder file '{p}' does not exist; pass the text_encoder.safetensors of a checkpoint")
+        raise CheckpointError(
+            f"text encoder file '{p}' does not exist; pass the text_encoder.safetensors of a checkpoint"
+        )
     with safe_open(str(p), framework="pt") as f:
         raw = (f.metadata() or {}).get(METADATA_KEY)
     try:
@@ -174,7 +182,9 @@ def load_word_encoder(path: str | os.PathLike, device: str | torch.device = "cpu
     try:
         encoder.load_state_dict(load_file(str(p)))
     except RuntimeError as err:
-        raise CheckpointError(f"'{p}' does not match its own word-encoder sizes ({str(err).splitlines()[0][:160]})") from None
+        raise CheckpointError(
+            f"'{p}' does not match its own word-encoder sizes ({str(err).splitlines()[0][:160]})"
+        ) from None
     return encoder.to(device).eval()
 
 
@@ -194,8 +204,15 @@ class HFTextEncoder:
         device, dtype: where the model runs; embeddings are returned as float32 on ``device``.
     """
 
-    def __init__(self, name_or_path: str | os.PathLike, *, max_length: int = 77, cache_dir: str | os.PathLike | None = None,
-                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):  # fmt: skip
+    def __init__(
+        self,
+        name_or_path: str | os.PathLike,
+        *,
+        max_length: int = 77,
+        cache_dir: str | os.PathLike | None = None,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ):
         from transformers import AutoConfig, AutoModel, AutoTokenizer, CLIPTextModel, T5EncoderModel
 
         local = Path(name_or_path).expanduser()
@@ -204,8 +221,12 @@ class HFTextEncoder:
         only_local = not _download_allowed()
         try:
             config = AutoConfig.from_pretrained(source, local_files_only=only_local)
-            cls = {"t5": T5EncoderModel, "mt5": T5EncoderModel, "clip": CLIPTextModel,
-                   "clip_text_model": CLIPTextModel}.get(config.model_type, AutoModel)  # fmt: skip
+            cls = {
+                "t5": T5EncoderModel,
+                "mt5": T5EncoderModel,
+                "clip": CLIPTextModel,
+                "clip_text_model": CLIPTextModel,
+            }.get(config.model_type, AutoModel)
             self.tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=only_local)
             model = cls.from_pretrained(source, local_files_only=only_local)
         except (OSError, ValueError) as err:
@@ -227,8 +248,9 @@ class HFTextEncoder:
 
     @torch.no_grad()
     def _run(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        tok = self.tokenizer(captions, padding="max_length", truncation=True, max_length=self.max_length,
-                             return_tensors="pt")  # fmt: skip
+        tok = self.tokenizer(
+            captions, padding="max_length", truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
         ids, mask = tok["input_ids"].to(self.device), tok["attention_mask"].to(self.device)
         emb = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
         return emb.float(), mask.bool()

@@ -59,7 +59,9 @@ def load_vae(
         with warnings.catch_warnings():  # hub-client deprecation chatter, not the user's concern
             warnings.simplefilter("ignore", UserWarning)
             vae = AutoencoderKL.from_pretrained(
-                str(path) if looks_local else name, local_files_only=local_files_only, low_cpu_mem_usage=False,
+                str(path) if looks_local else name,
+                local_files_only=local_files_only,
+                low_cpu_mem_usage=False,
                 torch_dtype=dtype,
             )
     except (OSError, ValueError) as err:  # huggingface_hub errors subclass OSError / ValueError

@@ -31,6 +31,12 @@ def __getattr__(name: str):
         raise AttributeError(f"module 'ditscale.diffusion' has no attribute {name!r}")
     from ditscale.diffusion import common, create, flow, gaussian, guidance, respace
 
-    modules = {"common": common, "create": create, "flow": flow, "gaussian": gaussian, "guidance": guidance,
-               "respace": respace}
+    modules = {
+        "common": common,
+        "create": create,
+        "flow": flow,
+        "gaussian": gaussian,
+        "guidance": guidance,
+        "respace": respace,
+    }
     return getattr(modules[_LAZY[name]], name)

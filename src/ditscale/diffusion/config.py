@@ -109,7 +109,9 @@ class DiffusionConfig:
         return from_dict(cls, data, where="diffusion config")
 
 
-def resolve_diffusion_config(cfg: "DiffusionConfig | dict[str, Any] | None" = None, **overrides: Any) -> DiffusionConfig:
+def resolve_diffusion_config(
+    cfg: "DiffusionConfig | dict[str, Any] | None" = None, **overrides: Any
+) -> DiffusionConfig:
     """A validated :class:`DiffusionConfig` from a config, a dict of its fields or None (defaults)."""
     if cfg is None:
         cfg = {}
@@ -118,4 +120,3 @@ def resolve_diffusion_config(cfg: "DiffusionConfig | dict[str, Any] | None" = No
     if not isinstance(cfg, dict):
         raise ConfigError(f"diffusion config must be a DiffusionConfig or a mapping, got {type(cfg).__name__}")
     return DiffusionConfig.from_dict({**cfg, **overrides})
-

@@ -88,8 +88,10 @@ class RectifiedFlow:
         return cls(cfg.time_sampling, cfg.logit_mean, cfg.logit_std, cfg.flow_predict, config=cfg)
 
     def __repr__(self) -> str:
-        return (f"RectifiedFlow(time_sampling={self.time_sampling!r}, logit_mean={self.logit_mean}, "
-                f"logit_std={self.logit_std}, predict={self.predict!r})")
+        return (
+            f"RectifiedFlow(time_sampling={self.time_sampling!r}, logit_mean={self.logit_mean}, "
+            f"logit_std={self.logit_std}, predict={self.predict!r})"
+        )
 
     def model_out_channels(self, in_channels: int) -> int:
         """Output channels the model needs: the velocity has as many channels as the input."""
@@ -117,7 +119,9 @@ class RectifiedFlow:
         t = self._expand(t, x_start)
         return (1 - t) * x_start + t * noise
 
-    def _model_output(self, model_fn: ModelFn, x: torch.Tensor, t: torch.Tensor, model_kwargs: dict | None) -> torch.Tensor:
+    def _model_output(
+        self, model_fn: ModelFn, x: torch.Tensor, t: torch.Tensor, model_kwargs: dict | None
+    ) -> torch.Tensor:
         out, _ = split_model_output(model_fn(x, self.model_time(t), **(model_kwargs or {})))
         if out.shape != x.shape:
             raise ConfigError(
@@ -126,7 +130,9 @@ class RectifiedFlow:
             )
         return out
 
-    def velocity(self, model_fn: ModelFn, x: torch.Tensor, t: torch.Tensor, model_kwargs: dict | None = None) -> torch.Tensor:
+    def velocity(
+        self, model_fn: ModelFn, x: torch.Tensor, t: torch.Tensor, model_kwargs: dict | None = None
+    ) -> torch.Tensor:
         """The model's velocity prediction at ``x`` and times ``t`` (shape (N,), in [0, 1]).
 
         For an x0-predicting model this is ``(x - x0_pred) / t``; ``t`` must then be > 0.
@@ -138,7 +144,9 @@ class RectifiedFlow:
             raise ConfigError("the velocity of an x0-predicting flow model is undefined at t = 0; evaluate it at t > 0")
         return (x - out) / self._expand(t, x)
 
-    def predict_x0(self, model_fn: ModelFn, x: torch.Tensor, t: torch.Tensor, model_kwargs: dict | None = None) -> torch.Tensor:
+    def predict_x0(
+        self, model_fn: ModelFn, x: torch.Tensor, t: torch.Tensor, model_kwargs: dict | None = None
+    ) -> torch.Tensor:
         """The model's estimate of the clean input at ``x`` and times ``t``: ``x - t * v`` (or the output of an x0 model)."""
         out = self._model_output(model_fn, x, t, model_kwargs)
         return out if self.predict == "x0" else x - self._expand(t, x) * out
@@ -221,6 +229,8 @@ class RectifiedFlow:
                 if sampler == "euler" or (t_next <= 0 and self.predict == "x0"):
                     x = x_euler
                     continue
-                v_next = self.velocity(model_fn, x_euler, torch.full((n,), t_next, device=device, dtype=x.dtype), model_kwargs)
+                v_next = self.velocity(
+                    model_fn, x_euler, torch.full((n,), t_next, device=device, dtype=x.dtype), model_kwargs
+                )
                 x = x + dt * 0.5 * (v + v_next)
         return x

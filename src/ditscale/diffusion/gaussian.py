@@ -64,7 +64,9 @@ def named_betas(schedule: str, num_steps: int) -> np.ndarray:
 # Likelihood terms (nats unless said otherwise) ----------------------------------------------------
 def normal_kl(mean1: torch.Tensor, logvar1: torch.Tensor, mean2: torch.Tensor, logvar2: torch.Tensor) -> torch.Tensor:
     """KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2))) elementwise, in nats (broadcasts)."""
-    return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + ((mean1 - mean2) ** 2) * torch.exp(-logvar2))
+    return 0.5 * (
+        -1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + ((mean1 - mean2) ** 2) * torch.exp(-logvar2)
+    )
 
 
 def approx_standard_normal_cdf(x: torch.Tensor) -> torch.Tensor:
@@ -72,7 +74,9 @@ def approx_standard_normal_cdf(x: torch.Tensor) -> torch.Tensor:
     return 0.5 * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3))))
 
 
-def discretized_gaussian_log_likelihood(x: torch.Tensor, *, means: torch.Tensor, log_scales: torch.Tensor) -> torch.Tensor:
+def discretized_gaussian_log_likelihood(
+    x: torch.Tensor, *, means: torch.Tensor, log_scales: torch.Tensor
+) -> torch.Tensor:
     """Log-probability (nats, elementwise) of ``x`` in [-1, 1] discretised to 256 bins under N(means, exp(log_scales)^2).
 
     The edge bins extend to -inf / +inf, as in ADM's decoder term.
@@ -139,7 +143,9 @@ class GaussianDiffusion:
         base_alphas_cumprod = np.cumprod(1.0 - self.base_betas)
         keep = sorted(set(range(self.original_num_steps) if use_timesteps is None else (int(i) for i in use_timesteps)))
         if not keep or keep[0] < 0 or keep[-1] >= self.original_num_steps:
-            raise ConfigError(f"use_timesteps must be within [0, {self.original_num_steps}), got {keep[:1]}..{keep[-1:]}")
+            raise ConfigError(
+                f"use_timesteps must be within [0, {self.original_num_steps}), got {keep[:1]}..{keep[-1:]}"
+            )
         last, kept_betas = 1.0, []
         for i in keep:
             kept_betas.append(1 - base_alphas_cumprod[i] / last)
@@ -161,7 +167,9 @@ class GaussianDiffusion:
         # Posterior q(x_{t-1} | x_t, x_0); its variance is 0 at t = 0, so the log uses t = 1's value there.
         self.posterior_variance = b * (1.0 - self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
         if self.num_timesteps > 1:
-            self.posterior_log_variance_clipped = np.log(np.append(self.posterior_variance[1], self.posterior_variance[1:]))
+            self.posterior_log_variance_clipped = np.log(
+                np.append(self.posterior_variance[1], self.posterior_variance[1:])
+            )
             self.fixed_large_variance = np.append(self.posterior_variance[1], b[1:])
         else:  # a one-step process: no posterior step exists; use beta (DDPM's sigma^2 = beta choice)
             self.posterior_log_variance_clipped = np.log(b)
@@ -228,7 +236,10 @@ class GaussianDiffusion:
     def q_posterior_mean_variance(self, x_start: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor):
         """Mean, variance and clipped log variance of the posterior q(x_{t-1} | x_t, x_0)."""
         n = x_t.ndim
-        mean = self._gather(self.posterior_mean_coef1, t, n) * x_start + self._gather(self.posterior_mean_coef2, t, n) * x_t
+        mean = (
+            self._gather(self.posterior_mean_coef1, t, n) * x_start
+            + self._gather(self.posterior_mean_coef2, t, n) * x_t
+        )
         variance = self._gather(self.posterior_variance, t, n).expand_as(x_t)
         log_variance = self._gather(self.posterior_log_variance_clipped, t, n).expand_as(x_t)
         return mean, variance, log_variance
@@ -382,7 +393,9 @@ class GaussianDiffusion:
         sample = out["mean"] + self._nonzero_mask(t, x) * torch.exp(0.5 * out["log_variance"]) * noise
         return {"sample": sample, "pred_xstart": out["pred_xstart"]}
 
-    def ddim_sample(self, model_fn, x, t, clip_denoised=True, denoised_fn=None, model_kwargs=None, eta=0.0, generator=None):
+    def ddim_sample(
+        self, model_fn, x, t, clip_denoised=True, denoised_fn=None, model_kwargs=None, eta=0.0, generator=None
+    ):
         """One DDIM step x_t -> x_{t-1} (Song et al. eq. 12; ``eta=0`` deterministic, ``eta=1`` DDPM-like)."""
         out = self.p_mean_variance(model_fn, x, t, clip_denoised, denoised_fn, model_kwargs)
         eps = self._predict_eps_from_xstart(x, t, out["pred_xstart"])
@@ -415,8 +428,16 @@ class GaussianDiffusion:
         return x
 
     def p_sample_loop(
-        self, model_fn, shape, noise=None, clip_denoised=True, denoised_fn=None, model_kwargs=None,
-        device=None, progress=False, generator=None,
+        self,
+        model_fn,
+        shape,
+        noise=None,
+        clip_denoised=True,
+        denoised_fn=None,
+        model_kwargs=None,
+        device=None,
+        progress=False,
+        generator=None,
     ) -> torch.Tensor:
         """DDPM ancestral sampling over all ``num_timesteps`` steps from ``noise`` (or a fresh draw); returns x_0.
 
@@ -431,8 +452,17 @@ class GaussianDiffusion:
         return self._loop(step, x, range(self.num_timesteps - 1, -1, -1), progress)
 
     def ddim_sample_loop(
-        self, model_fn, shape, noise=None, clip_denoised=True, denoised_fn=None, model_kwargs=None,
-        device=None, progress=False, eta=0.0, generator=None,
+        self,
+        model_fn,
+        shape,
+        noise=None,
+        clip_denoised=True,
+        denoised_fn=None,
+        model_kwargs=None,
+        device=None,
+        progress=False,
+        eta=0.0,
+        generator=None,
     ) -> torch.Tensor:
         """DDIM sampling over all ``num_timesteps`` steps from ``noise`` (or a fresh draw); returns x_0."""
         x = initial_noise(shape, noise, infer_device(model_fn, noise, device), generator)
@@ -466,8 +496,12 @@ class GaussianDiffusion:
         if keep not in self._respaced:
             config = self.config.replace(timestep_respacing=str(steps)) if self.config is not None else None
             self._respaced[keep] = GaussianDiffusion(
-                self.base_betas, predict=self.predict, learn_sigma=self.learn_sigma,
-                loss_type=self.loss_type, use_timesteps=keep, config=config,
+                self.base_betas,
+                predict=self.predict,
+                learn_sigma=self.learn_sigma,
+                loss_type=self.loss_type,
+                use_timesteps=keep,
+                config=config,
             )
         return self._respaced[keep]
 
@@ -505,8 +539,12 @@ class GaussianDiffusion:
         """
         process = self.check_sampling(sampler, steps, eta)
         kwargs = dict(
-            noise=noise, clip_denoised=clip_denoised, model_kwargs=model_kwargs,
-            device=device, progress=progress, generator=generator,
+            noise=noise,
+            clip_denoised=clip_denoised,
+            model_kwargs=model_kwargs,
+            device=device,
+            progress=progress,
+            generator=generator,
         )
         if sampler == "ddim":
             return process.ddim_sample_loop(model_fn, tuple(shape), eta=eta, **kwargs)

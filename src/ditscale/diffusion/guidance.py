@@ -32,7 +32,9 @@ def cfg_model_fn(model_fn: ModelFn, cfg_scale: float, guided_channels: int | Non
 
     def guided(x: torch.Tensor, t: torch.Tensor, **model_kwargs: Any):
         if len(x) % 2:
-            raise ConfigError(f"classifier-free guidance needs an even batch (conditional + unconditional halves), got {len(x)}")
+            raise ConfigError(
+                f"classifier-free guidance needs an even batch (conditional + unconditional halves), got {len(x)}"
+            )
         half = x[: len(x) // 2]
         out, extra = split_model_output(model_fn(torch.cat([half, half], dim=0), t, **model_kwargs))
         out = apply_guidance(out, cfg_scale, guided_channels)

@@ -36,7 +36,7 @@ def space_timesteps(num_timesteps: int, section_counts: str | int | Sequence[int
 def _ddim_steps(num_timesteps: int, text: str) -> list[int]:
     """``"ddimN"``: ``range(0, T, stride)`` with the integer stride giving exactly N steps (DDIM paper)."""
     try:
-        wanted = int(text[len("ddim"):])
+        wanted = int(text[len("ddim") :])
     except ValueError:
         raise ConfigError(f"bad timestep respacing {text!r}; write 'ddimN' with an integer N, e.g. 'ddim50'") from None
     for stride in range(1, num_timesteps):

@@ -94,9 +94,11 @@ def _draw_counts(rng: np.random.Generator, n: int, units: int) -> np.ndarray:
     return np.bincount(draws.ravel(), minlength=n * units).reshape(n, units).astype(np.float64)
 
 
-NO_NOISE_MESSAGE = ("bootstrap intervals withheld: every budget has only 3 model sizes (a parabola through 3 "
-                    "points fits them exactly) and there are no seed replicates, so the runs hold no measure of the "
-                    "loss noise; add a 4th model size per budget or seed replicates (repeat:)")
+NO_NOISE_MESSAGE = (
+    "bootstrap intervals withheld: every budget has only 3 model sizes (a parabola through 3 "
+    "points fits them exactly) and there are no seed replicates, so the runs hold no measure of the "
+    "loss noise; add a 4th model size per budget or seed replicates (repeat:)"
+)
 
 
 def _three_unit_runs(label: np.ndarray, groups: np.ndarray) -> np.ndarray:
@@ -109,8 +111,9 @@ def _three_unit_runs(label: np.ndarray, groups: np.ndarray) -> np.ndarray:
     return fixed
 
 
-def _isoflop_weights(runs: Runs, label: np.ndarray, budget_flops: np.ndarray, groups: np.ndarray, n: int,
-                     rng: np.random.Generator) -> np.ndarray:
+def _isoflop_weights(
+    runs: Runs, label: np.ndarray, budget_flops: np.ndarray, groups: np.ndarray, n: int, rng: np.random.Generator
+) -> np.ndarray:
     """(n, n_runs) resampling weights, stratified by budget, >= 3 distinct model sizes per budget
     (weight 1 in budgets of exactly 3 units: :func:`_three_unit_runs`)."""
     w, fixed = np.zeros((n, len(runs))), _three_unit_runs(label, groups)
@@ -132,12 +135,15 @@ def _isoflop_weights(runs: Runs, label: np.ndarray, budget_flops: np.ndarray, gr
             if len(todo) == 0:
                 break
         else:
-            raise DataError(f"budget {c:.4g} FLOPs: could not draw 3 distinct model sizes in 1000 tries; add runs to it")
+            raise DataError(
+                f"budget {c:.4g} FLOPs: could not draw 3 distinct model sizes in 1000 tries; add runs to it"
+            )
     return w
 
 
-def _parametric_losses(runs: Runs, fixed: np.ndarray, n: int, rng: np.random.Generator,
-                       budget_rtol: float) -> np.ndarray | None:
+def _parametric_losses(
+    runs: Runs, fixed: np.ndarray, n: int, rng: np.random.Generator, budget_rtol: float
+) -> np.ndarray | None:
     """(n, n_runs) losses: the runs' own, those in ``fixed`` multiplied by ``exp(sigma_r z)`` (module
     doc); None when the runs measure no noise (intervals are then withheld)."""
     sigma, dof = log_loss_noise(runs, budget_rtol)
@@ -161,8 +167,9 @@ def _bootstrap_isoflop(runs, fit, n, rng):
     if loss is None:
         warnings.warn(NO_NOISE_MESSAGE, FitWarning, stacklevel=3)
         return {k: np.full(n, np.nan) for k in fit.values()}, n
-    opt = budget_optima(runs, label, budget_flops, w, opts["tokens"], opts["huber_delta"],
-                        loss if loss.ndim == 2 else None)
+    opt = budget_optima(
+        runs, label, budget_flops, w, opts["tokens"], opts["huber_delta"], loss if loss.ndim == 2 else None
+    )
     use = np.isfinite(opt["log_n"])
     if opts["exclude_edge"]:
         for b, point in enumerate(fit.budgets):
@@ -174,8 +181,11 @@ def _bootstrap_isoflop(runs, fit, n, rng):
         warnings.simplefilter("ignore", FitWarning)
         for i in range(n):
             ok = use[i] & np.isfinite(opt["loss"][i]) & (opt["loss"][i] > 0)
-            law = fit_saturating(budget_flops[ok], opt["loss"][i, ok], start=fit.loss_law_saturating) \
-                if fit.loss_law_saturating is not None else None
+            law = (
+                fit_saturating(budget_flops[ok], opt["loss"][i, ok], start=fit.loss_law_saturating)
+                if fit.loss_law_saturating is not None
+                else None
+            )
             if law is not None:
                 sat[i] = (law.E, law.k, law.gamma)
     for j, f in enumerate(LAW_FIELDS["loss_law_saturating"]):
@@ -246,16 +256,29 @@ def bootstrap(runs: Runs, fit, n: int = 1000, seed: int = 0) -> Bootstrap:
         o = fit.options
         with one_blas_thread(), np.errstate(all="ignore"):  # a resample's allocation can be NaN (alpha <= 0)
             samples, failed = _bootstrap_each(
-                runs, fit, n, rng, lambda w: fit_parametric(runs, delta=o["delta"], weights=w, start=fit.theta).values(),
-                strata=_unit_strata(runs))
+                runs,
+                fit,
+                n,
+                rng,
+                lambda w: fit_parametric(runs, delta=o["delta"], weights=w, start=fit.theta).values(),
+                strata=_unit_strata(runs),
+            )
     elif fit.method == "envelope":
         from ditscale.laws.envelope import fit_envelope
 
         o = fit.options
         samples, failed = _bootstrap_each(
-            runs, fit, n, rng, lambda w: fit_envelope(runs.take(w > 0), bins_per_decade=o["bins_per_decade"],
-                                                      min_runs_per_bin=o["min_runs_per_bin"],
-                                                      flops_range=o["flops_range"]).values())
+            runs,
+            fit,
+            n,
+            rng,
+            lambda w: fit_envelope(
+                runs.take(w > 0),
+                bins_per_decade=o["bins_per_decade"],
+                min_runs_per_bin=o["min_runs_per_bin"],
+                flops_range=o["flops_range"],
+            ).values(),
+        )
     else:
         raise DataError(f"unknown fit method {fit.method!r}; use isoflop, parametric or envelope")
     return Bootstrap(method=fit.method, samples=samples, seed=seed, n_failed=failed)

@@ -127,10 +127,17 @@ def off_centre_checks(grids: list[Grid]) -> list[Check]:
     out = []
     for g in grids:
         if math.isfinite(g.log_n_opt) and abs(g.offset) > OFF_CENTRE:
-            out.append(Check(g.flops, "off_centre", (
-                f"budget {g.flops:.4g} FLOPs: off-centre grid, N* = {math.exp(g.log_n_opt):.4g} params is {g.offset:+.0%} of "
-                f"the grid's log-N span from its centre {math.exp(g.centre):.4g} (limit {OFF_CENTRE:.0%}); Approach 2 is "
-                "biased by off-centre grids: centre this budget's model sizes on N*")))
+            out.append(
+                Check(
+                    g.flops,
+                    "off_centre",
+                    (
+                        f"budget {g.flops:.4g} FLOPs: off-centre grid, N* = {math.exp(g.log_n_opt):.4g} params is {g.offset:+.0%} of "
+                        f"the grid's log-N span from its centre {math.exp(g.centre):.4g} (limit {OFF_CENTRE:.0%}); Approach 2 is "
+                        "biased by off-centre grids: centre this budget's model sizes on N*"
+                    ),
+                )
+            )
     return out
 
 
@@ -149,10 +156,17 @@ def drift_checks(grids: list[Grid]) -> list[Check]:
         se = math.sqrt(float(resid @ resid) / (len(ok) - 2) / float(((x - x.mean()) ** 2).sum()))
         if se > 0 and abs(slope) / se < DRIFT_T:
             return []
-    return [Check(None, "drifting_centres", (
-        f"grid centres drift against the fitted optima: N* moves {drift:+.0%} of a grid's log-N span relative to the "
-        f"centres from {ok[0].flops:.3g} to {ok[-1].flops:.3g} FLOPs (limit {DRIFT:.0%}); Approach 2's exponents are "
-        "biased by drifting grids: centre each budget on the fitted law and compare with Approach 3"))]
+    return [
+        Check(
+            None,
+            "drifting_centres",
+            (
+                f"grid centres drift against the fitted optima: N* moves {drift:+.0%} of a grid's log-N span relative to the "
+                f"centres from {ok[0].flops:.3g} to {ok[-1].flops:.3g} FLOPs (limit {DRIFT:.0%}); Approach 2's exponents are "
+                "biased by drifting grids: centre each budget on the fitted law and compare with Approach 3"
+            ),
+        )
+    ]
 
 
 def duplicate_checks(runs: Runs, label: np.ndarray, budget_flops: np.ndarray) -> list[Check]:
@@ -163,17 +177,31 @@ def duplicate_checks(runs: Runs, label: np.ndarray, budget_flops: np.ndarray) ->
         log_n = _distinct_log_n(runs.params[idx])
         for lo, hi in zip(log_n[:-1], log_n[1:]):
             if hi - lo < math.log1p(DUPLICATE_RTOL):
-                out.append(Check(float(c), "near_duplicate", (
-                    f"budget {c:.4g} FLOPs: model sizes {math.exp(lo):.4g} and {math.exp(hi):.4g} params differ by "
-                    f"{math.expm1(hi - lo):.1%} (< {DUPLICATE_RTOL:.0%}) and count twice at one point of the parabola: "
-                    "move one of them further out")))
+                out.append(
+                    Check(
+                        float(c),
+                        "near_duplicate",
+                        (
+                            f"budget {c:.4g} FLOPs: model sizes {math.exp(lo):.4g} and {math.exp(hi):.4g} params differ by "
+                            f"{math.expm1(hi - lo):.1%} (< {DUPLICATE_RTOL:.0%}) and count twice at one point of the parabola: "
+                            "move one of them further out"
+                        ),
+                    )
+                )
         if runs.seed is not None:
             keys = np.stack([np.round(np.log(runs.params[idx]), 6), runs.seed[idx]], axis=1)
             values, counts = np.unique(keys, axis=0, return_counts=True)
             for (log_n1, seed), k in zip(values[counts > 1], counts[counts > 1]):
-                out.append(Check(float(c), "near_duplicate", (
-                    f"budget {c:.4g} FLOPs: {k} runs of {math.exp(log_n1):.4g} params share seed {int(seed)}, so one run "
-                    "counts several times: drop the copies")))
+                out.append(
+                    Check(
+                        float(c),
+                        "near_duplicate",
+                        (
+                            f"budget {c:.4g} FLOPs: {k} runs of {math.exp(log_n1):.4g} params share seed {int(seed)}, so one run "
+                            "counts several times: drop the copies"
+                        ),
+                    )
+                )
     return out
 
 
@@ -212,16 +240,30 @@ def outlier_checks(runs: Runs, label: np.ndarray, budget_flops: np.ndarray) -> l
             continue
         i = idx[np.argmax(np.abs(z[idx]))]
         if len(_distinct_log_n(runs.params[idx])) == 4:  # one residual degree of freedom: every |z| is the same
-            out.append(Check(c, "outlier", (
-                f"budget {c:.4g} FLOPs: its runs are {abs(z[i]) / sigma:.1f} robust SDs from the budget's parabola "
-                f"(limit {OUTLIER_K:g}); with 4 sizes the residuals cannot tell which run is off: check its runs, "
-                "add sizes, or fit with robust: true")))
+            out.append(
+                Check(
+                    c,
+                    "outlier",
+                    (
+                        f"budget {c:.4g} FLOPs: its runs are {abs(z[i]) / sigma:.1f} robust SDs from the budget's parabola "
+                        f"(limit {OUTLIER_K:g}); with 4 sizes the residuals cannot tell which run is off: check its runs, "
+                        "add sizes, or fit with robust: true"
+                    ),
+                )
+            )
             continue
         name = "" if runs.run_id is None else f" {runs.run_id[i]}"
-        out.append(Check(c, "outlier", (
-            f"budget {c:.4g} FLOPs: run{name} ({runs.params[i]:.4g} params, loss {runs.loss[i]:.5g}) is "
-            f"{abs(z[i]) / sigma:.1f} robust SDs from the budget's parabola (limit {OUTLIER_K:g}): check that run "
-            "(diverged? wrong config?) or fit with robust: true")))
+        out.append(
+            Check(
+                c,
+                "outlier",
+                (
+                    f"budget {c:.4g} FLOPs: run{name} ({runs.params[i]:.4g} params, loss {runs.loss[i]:.5g}) is "
+                    f"{abs(z[i]) / sigma:.1f} robust SDs from the budget's parabola (limit {OUTLIER_K:g}): check that run "
+                    "(diverged? wrong config?) or fit with robust: true"
+                ),
+            )
+        )
     return out
 
 
@@ -242,9 +284,14 @@ class LossBend:
         return self.last_exponent - self.first_exponent
 
     def to_dict(self) -> dict:
-        return {"first_flops": self.first_flops, "last_flops": self.last_flops, "first_exponent": self.first_exponent,
-                "last_exponent": self.last_exponent, "change": self.change,
-                "t": self.t if math.isfinite(self.t) else None}  # None: minima exactly on a quadratic
+        return {
+            "first_flops": self.first_flops,
+            "last_flops": self.last_flops,
+            "first_exponent": self.first_exponent,
+            "last_exponent": self.last_exponent,
+            "change": self.change,
+            "t": self.t if math.isfinite(self.t) else None,
+        }  # None: minima exactly on a quadratic
 
 
 def loss_bend(fit) -> LossBend | None:
@@ -276,14 +323,24 @@ def loss_bend_checks(fit, loss_law: str = "power") -> list[Check]:
     if abs(bend.change) <= BEND_FRACTION * abs(fit.loss_law.exponent):
         return []
     if bend.change > 0:
-        what = ("flattens towards a floor", "under-predicts",
-                "predict it with laws.loss_law: parametric (Approach 3, with an irreducible E) or saturating")
+        what = (
+            "flattens towards a floor",
+            "under-predicts",
+            "predict it with laws.loss_law: parametric (Approach 3, with an irreducible E) or saturating",
+        )
     else:
         what = ("steepens", "over-predicts", "check the largest budgets' runs (schedule, warmup, divergence)")
-    return [Check(None, "loss_bends", (
-        f"L_opt {what[0]}: its local exponent goes from {bend.first_exponent:.3f} at {bend.first_flops:.3g} to "
-        f"{bend.last_exponent:.3f} at {bend.last_flops:.3g} FLOPs (t = {bend.t:.1f}), so the power law e C^f "
-        f"{what[1]} the loss past the sweep: {what[2]}"))]
+    return [
+        Check(
+            None,
+            "loss_bends",
+            (
+                f"L_opt {what[0]}: its local exponent goes from {bend.first_exponent:.3f} at {bend.first_flops:.3g} to "
+                f"{bend.last_exponent:.3f} at {bend.last_flops:.3g} FLOPs (t = {bend.t:.1f}), so the power law e C^f "
+                f"{what[1]} the loss past the sweep: {what[2]}"
+            ),
+        )
+    ]
 
 
 def isoflop_checks(runs: Runs, fit, loss_law: str = "power") -> list[Check]:
@@ -292,5 +349,10 @@ def isoflop_checks(runs: Runs, fit, loss_law: str = "power") -> list[Check]:
     :class:`~ditscale.laws.FitConfig` ``loss_law``); [] when the sweep looks sound."""
     label, budget_flops = runs.budgets(fit.options["budget_rtol"])
     grids = budget_grids(runs, fit)
-    return [*off_centre_checks(grids), *drift_checks(grids), *duplicate_checks(runs, label, budget_flops),
-            *outlier_checks(runs, label, budget_flops), *loss_bend_checks(fit, loss_law)]
+    return [
+        *off_centre_checks(grids),
+        *drift_checks(grids),
+        *duplicate_checks(runs, label, budget_flops),
+        *outlier_checks(runs, label, budget_flops),
+        *loss_bend_checks(fit, loss_law),
+    ]

@@ -38,8 +38,14 @@ class Difference:
     resolved: bool | None
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "a": self.a, "b": self.b, "difference": self.difference, "ci90": self.ci90,
-                "resolved": self.resolved}
+        return {
+            "name": self.name,
+            "a": self.a,
+            "b": self.b,
+            "difference": self.difference,
+            "ci90": self.ci90,
+            "resolved": self.resolved,
+        }
 
 
 @dataclass(frozen=True)
@@ -55,9 +61,12 @@ class Comparison:
         return next(d for d in self.differences if d.name == name)
 
     def to_dict(self) -> dict:
-        return {"differences": [d.to_dict() for d in self.differences], "flops": self.flops,
-                "loss_a": None if self.loss_a is None else self.loss_a.to_dict(),
-                "loss_b": None if self.loss_b is None else self.loss_b.to_dict()}
+        return {
+            "differences": [d.to_dict() for d in self.differences],
+            "flops": self.flops,
+            "loss_a": None if self.loss_a is None else self.loss_a.to_dict(),
+            "loss_b": None if self.loss_b is None else self.loss_b.to_dict(),
+        }
 
 
 def compare(fit_a, boot_a, fit_b, boot_b, *, flops: float | None = None, saturating: bool = False) -> Comparison:
@@ -86,4 +95,3 @@ def compare(fit_a, boot_a, fit_b, boot_b, *, flops: float | None = None, saturat
         loss_a = predict(fit_a, flops, boot=boot_a, saturating=saturating).loss_opt
         loss_b = predict(fit_b, flops, boot=boot_b, saturating=saturating).loss_opt
     return Comparison(tuple(diffs), None if flops is None else float(flops), loss_a, loss_b)
-

@@ -44,7 +44,10 @@ class ComputeLaws:
         n = values["params_law.coefficient"] * c ** values["params_law.exponent"]
         d = values["tokens_law.coefficient"] * c ** values["tokens_law.exponent"]
         if saturating:
-            loss = values["loss_law_saturating.E"] + values["loss_law_saturating.k"] * c ** -values["loss_law_saturating.gamma"]
+            loss = (
+                values["loss_law_saturating.E"]
+                + values["loss_law_saturating.k"] * c ** -values["loss_law_saturating.gamma"]
+            )
         else:
             loss = values["loss_law.coefficient"] * c ** values["loss_law.exponent"]
         return n, d, loss
@@ -66,5 +69,11 @@ class ComputeLaws:
     def fit_dict(self, boot, points_key: str, points) -> dict:
         """JSON-ready summary of an Approach 1 or 2 fit: method, laws, its per-budget ``points`` under
         ``points_key``, n_runs, options and the bootstrap's info (subclasses carry those fields)."""
-        return {"method": self.method, **self.laws_dict(boot), points_key: [p.to_dict() for p in points],
-                "n_runs": self.n_runs, "options": dict(self.options), "bootstrap": None if boot is None else boot.info()}
+        return {
+            "method": self.method,
+            **self.laws_dict(boot),
+            points_key: [p.to_dict() for p in points],
+            "n_runs": self.n_runs,
+            "options": dict(self.options),
+            "bootstrap": None if boot is None else boot.info(),
+        }

@@ -45,8 +45,11 @@ def runs_digest(runs: Runs) -> str:
 
 def draws_key(kind: str, runs: Runs, options: dict, n: int, seed: int) -> str:
     """The key of ``n`` resamples (seed ``seed``) of the fit ``kind`` with ``options`` to ``runs``."""
-    head = json.dumps({"kind": kind, "options": options, "n": int(n), "seed": int(seed),
-                       "version": DRAWS_VERSION}, sort_keys=True, default=str)
+    head = json.dumps(
+        {"kind": kind, "options": options, "n": int(n), "seed": int(seed), "version": DRAWS_VERSION},
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256((head + runs_digest(runs)).encode()).hexdigest()
 
 
@@ -87,9 +90,19 @@ class DrawStore:
         meta, arrays = [], {}
         for i, (key, (kind, boot)) in enumerate(self.entries.items()):
             names = sorted(boot.samples)
-            meta.append({"key": key, "kind": kind, "method": boot.method, "names": names, "seed": boot.seed,
-                         "resamples": boot.n_resamples, "failed": boot.n_failed, "version": DRAWS_VERSION,
-                         "warnings": self.messages.get(key, [])})
+            meta.append(
+                {
+                    "key": key,
+                    "kind": kind,
+                    "method": boot.method,
+                    "names": names,
+                    "seed": boot.seed,
+                    "resamples": boot.n_resamples,
+                    "failed": boot.n_failed,
+                    "version": DRAWS_VERSION,
+                    "warnings": self.messages.get(key, []),
+                }
+            )
             arrays[f"draws_{i}"] = np.stack([boot.samples[k] for k in names], axis=1)
         return {"meta": np.array(json.dumps(meta)), **arrays}
 

@@ -35,7 +35,13 @@ class EnvelopePoint:
     run_id: str
 
     def to_dict(self) -> dict:
-        return {"flops": self.flops, "n_opt": self.n_opt, "d_opt": self.d_opt, "loss_opt": self.loss_opt, "run_id": self.run_id}
+        return {
+            "flops": self.flops,
+            "n_opt": self.n_opt,
+            "d_opt": self.d_opt,
+            "loss_opt": self.loss_opt,
+            "run_id": self.run_id,
+        }
 
 
 @dataclass(frozen=True)
@@ -64,8 +70,9 @@ def envelope_points(runs: Runs, bins_per_decade: int = 8, min_runs_per_bin: int 
     return np.array(best, dtype=np.int64)
 
 
-def fit_envelope(runs: Runs, *, bins_per_decade: int = 8, min_runs_per_bin: int = 2,
-                 flops_range: tuple[float, float] | None = None) -> EnvelopeFit:
+def fit_envelope(
+    runs: Runs, *, bins_per_decade: int = 8, min_runs_per_bin: int = 2, flops_range: tuple[float, float] | None = None
+) -> EnvelopeFit:
     """Approach 1: power laws in C (FLOPs) fitted to the lower envelope of the training curves (module doc).
 
     ``flops_range=(lo, hi)`` keeps only points with lo <= FLOPs <= hi: restrict the fit to the compute
@@ -82,15 +89,25 @@ def fit_envelope(runs: Runs, *, bins_per_decade: int = 8, min_runs_per_bin: int 
         runs = runs.take(keep)
     pick = envelope_points(runs, bins_per_decade, min_runs_per_bin)
     if len(pick) < 2:
-        raise DataError(f"the lower envelope has {len(pick)} point(s) (bins of 1/{bins_per_decade} decade holding "
-                        f">= {min_runs_per_bin} runs); the laws need 2: add runs or lower min_runs_per_bin")
+        raise DataError(
+            f"the lower envelope has {len(pick)} point(s) (bins of 1/{bins_per_decade} decade holding "
+            f">= {min_runs_per_bin} runs); the laws need 2: add runs or lower min_runs_per_bin"
+        )
     c, n, d, loss = (getattr(runs, k)[pick] for k in ("flops", "params", "tokens", "loss"))
     run = runs.run_id[pick].astype(str) if runs.run_id is not None else pick.astype(str)
-    points = tuple(EnvelopePoint(float(c[i]), float(n[i]), float(d[i]), float(loss[i]), str(run[i])) for i in range(len(pick)))
-    return EnvelopeFit(
-        params_law=fit_power_law(c, n), tokens_law=fit_power_law(c, d), loss_law=fit_power_law(c, loss),
-        loss_law_saturating=fit_saturating(c, loss), envelope=points, n_runs=len(runs),
-        options={"bins_per_decade": bins_per_decade, "min_runs_per_bin": min_runs_per_bin,
-                 "flops_range": None if flops_range is None else [float(x) for x in flops_range]},
+    points = tuple(
+        EnvelopePoint(float(c[i]), float(n[i]), float(d[i]), float(loss[i]), str(run[i])) for i in range(len(pick))
     )
-
+    return EnvelopeFit(
+        params_law=fit_power_law(c, n),
+        tokens_law=fit_power_law(c, d),
+        loss_law=fit_power_law(c, loss),
+        loss_law_saturating=fit_saturating(c, loss),
+        envelope=points,
+        n_runs=len(runs),
+        options={
+            "bins_per_decade": bins_per_decade,
+            "min_runs_per_bin": min_runs_per_bin,
+            "flops_range": None if flops_range is None else [float(x) for x in flops_range],
+        },
+    )

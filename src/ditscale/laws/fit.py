@@ -20,7 +20,11 @@ from ditscale.laws.runs import Runs
 FIT_FUNCTIONS = {"isoflop": fit_isoflop, "parametric": fit_parametric, "envelope": fit_envelope}
 DEFAULT_RESAMPLES = {"isoflop": 1000, "envelope": 1000, "parametric": 200}
 # FitConfig.loss_law's choices (the L_opt law of record) and the names reports give them
-LOSS_LAW_NAMES = {"power": "isoFLOP power law", "saturating": "isoFLOP saturating law", "parametric": "Approach 3 L(N, D)"}
+LOSS_LAW_NAMES = {
+    "power": "isoFLOP power law",
+    "saturating": "isoFLOP saturating law",
+    "parametric": "Approach 3 L(N, D)",
+}
 LOSS_LAWS = tuple(LOSS_LAW_NAMES)
 
 
@@ -72,8 +76,9 @@ class FitConfig:
         if self.tokens not in ("interpolate", "6nd"):
             raise ConfigError(f"tokens must be 'interpolate' or '6nd', got {self.tokens!r}")
         if self.parametric_method not in PARAMETRIC_METHODS:
-            raise ConfigError(f"unknown parametric_method {self.parametric_method!r}; choose one of "
-                              f"{', '.join(PARAMETRIC_METHODS)}")
+            raise ConfigError(
+                f"unknown parametric_method {self.parametric_method!r}; choose one of {', '.join(PARAMETRIC_METHODS)}"
+            )
         if self.loss_law not in LOSS_LAWS:
             raise ConfigError(f"loss_law must be one of {', '.join(LOSS_LAWS)}, got {self.loss_law!r}")
         if self.bootstrap is not None and self.bootstrap < 0:
@@ -87,8 +92,11 @@ class FitConfig:
         """Keyword arguments of the method's fit function."""
         if self.method == "parametric":
             return self.parametric_options()
-        keys = ("robust", "tokens", "edge_margin", "exclude_edge", "budget_rtol") if self.method == "isoflop" \
+        keys = (
+            ("robust", "tokens", "edge_margin", "exclude_edge", "budget_rtol")
+            if self.method == "isoflop"
             else ("bins_per_decade", "min_runs_per_bin", "flops_range")
+        )
         return {k: getattr(self, k) for k in keys}
 
     def parametric_options(self) -> dict:

@@ -31,8 +31,9 @@ from ditscale.laws.runs import Runs
 HUBER_K = 1.345  # Huber threshold in robust standard deviations (95% efficiency under normal noise)
 
 
-def parabola_fit(x: np.ndarray, y: np.ndarray, weights: np.ndarray, huber_delta: float | None = None,
-                 iters: int = 100) -> np.ndarray:
+def parabola_fit(
+    x: np.ndarray, y: np.ndarray, weights: np.ndarray, huber_delta: float | None = None, iters: int = 100
+) -> np.ndarray:
     """Weighted least-squares parabolas ``y = c0 + c1 x + c2 x^2``, batched over resamples.
 
     ``x`` is ``(n,)``; ``y`` is ``(n,)`` or ``(B, n)`` (one set of values per row, e.g. a
@@ -106,8 +107,9 @@ class LogNParabola:
         return np.stack([a0, a1, a2], axis=1)
 
 
-def fit_log_n_parabola(log_n: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None,
-                       huber_delta: float | None = None) -> LogNParabola:
+def fit_log_n_parabola(
+    log_n: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None, huber_delta: float | None = None
+) -> LogNParabola:
     """The isoFLOP parabola of ``y`` (e.g. loss) in log N (``log_n`` ``(n,)``, natural log of parameters).
 
     ``weights`` is ``(B, n)`` (one fit per row; None: one equal-weight fit); ``y`` is ``(n,)`` or
@@ -151,7 +153,10 @@ class BudgetOptimum:
 
     def to_dict(self) -> dict:
         """JSON-ready; a degenerate budget's n_opt, d_opt, loss_opt are null."""
-        num = {k: (None if math.isnan(v) else v) for k, v in (("n_opt", self.n_opt), ("d_opt", self.d_opt), ("loss_opt", self.loss_opt))}
+        num = {
+            k: (None if math.isnan(v) else v)
+            for k, v in (("n_opt", self.n_opt), ("d_opt", self.d_opt), ("loss_opt", self.loss_opt))
+        }
         return {"flops": self.flops, **num, "edge": self.edge, "degenerate": self.degenerate, "n_runs": self.n_runs}
 
 
@@ -174,15 +179,26 @@ def check_budgets(runs: Runs, label: np.ndarray, budget_flops: np.ndarray) -> No
     for b, c in enumerate(budget_flops):
         idx = label == b
         if idx.sum() < 3 or len(np.unique(runs.params[idx])) < 3:
-            what = f"{int(idx.sum())} run{'s' if idx.sum() != 1 else ''}" if idx.sum() < 3 else \
-                f"only {len(np.unique(runs.params[idx]))} distinct model sizes"
-            raise DataError(f"budget {c:.4g} FLOPs has {what}; Approach 2 fits a parabola and needs at least 3 "
-                            "model sizes per budget: add runs or drop that budget")
+            what = (
+                f"{int(idx.sum())} run{'s' if idx.sum() != 1 else ''}"
+                if idx.sum() < 3
+                else f"only {len(np.unique(runs.params[idx]))} distinct model sizes"
+            )
+            raise DataError(
+                f"budget {c:.4g} FLOPs has {what}; Approach 2 fits a parabola and needs at least 3 "
+                "model sizes per budget: add runs or drop that budget"
+            )
 
 
-def budget_optima(runs: Runs, label: np.ndarray, budget_flops: np.ndarray, weights: np.ndarray,
-                  tokens: str = "interpolate", huber_delta: float | None = None,
-                  loss: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def budget_optima(
+    runs: Runs,
+    label: np.ndarray,
+    budget_flops: np.ndarray,
+    weights: np.ndarray,
+    tokens: str = "interpolate",
+    huber_delta: float | None = None,
+    loss: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
     """Parabola optima of every budget for each row of ``weights`` ``(B, n_runs)`` (and of ``loss``
     ``(B, n_runs)``, per-row losses, when given; else the runs' own).
 
@@ -229,8 +245,15 @@ def robust_scale(runs: Runs, label: np.ndarray, budget_flops: np.ndarray, weight
     return max(HUBER_K * sigma, 1e-12 * float(np.median(runs.loss)))
 
 
-def fit_isoflop(runs: Runs, *, robust: bool = False, tokens: str = "interpolate", edge_margin: float = 0.05,
-                exclude_edge: bool = False, budget_rtol: float = 0.1) -> IsoflopFit:
+def fit_isoflop(
+    runs: Runs,
+    *,
+    robust: bool = False,
+    tokens: str = "interpolate",
+    edge_margin: float = 0.05,
+    exclude_edge: bool = False,
+    budget_rtol: float = 0.1,
+) -> IsoflopFit:
     """Approach 2: fit isoFLOP parabolas per budget and compute laws across budgets (see module doc).
 
     Args:
@@ -258,25 +281,54 @@ def fit_isoflop(runs: Runs, *, robust: bool = False, tokens: str = "interpolate"
         degenerate = not np.isfinite(log_n)
         edge = (not degenerate) and not inside_grid(log_n, lo, hi, edge_margin)
         if degenerate:
-            warnings.warn(f"budget {c:.4g} FLOPs: loss is not convex in log N (curvature {opt['curvature'][0, b]:.3g}); "
-                          "left out of the laws: add runs on both sides of the optimum", FitWarning, stacklevel=2)
+            warnings.warn(
+                f"budget {c:.4g} FLOPs: loss is not convex in log N (curvature {opt['curvature'][0, b]:.3g}); "
+                "left out of the laws: add runs on both sides of the optimum",
+                FitWarning,
+                stacklevel=2,
+            )
         elif edge:
-            warnings.warn(f"budget {c:.4g} FLOPs: optimum N* = {np.exp(log_n):.4g} is at or beyond the edge of the runs "
-                          f"({np.exp(lo):.4g}..{np.exp(hi):.4g} params); extend the model sizes", FitWarning, stacklevel=2)
-        budgets.append(BudgetOptimum(float(c), float(np.exp(log_n)), float(np.exp(opt["log_d"][0, b])), float(opt["loss"][0, b]),
-                                     bool(edge), bool(degenerate), int(idx.sum()), float(opt["curvature"][0, b]),
-                                     (float(np.exp(lo)), float(np.exp(hi)))))
+            warnings.warn(
+                f"budget {c:.4g} FLOPs: optimum N* = {np.exp(log_n):.4g} is at or beyond the edge of the runs "
+                f"({np.exp(lo):.4g}..{np.exp(hi):.4g} params); extend the model sizes",
+                FitWarning,
+                stacklevel=2,
+            )
+        budgets.append(
+            BudgetOptimum(
+                float(c),
+                float(np.exp(log_n)),
+                float(np.exp(opt["log_d"][0, b])),
+                float(opt["loss"][0, b]),
+                bool(edge),
+                bool(degenerate),
+                int(idx.sum()),
+                float(opt["curvature"][0, b]),
+                (float(np.exp(lo)), float(np.exp(hi))),
+            )
+        )
     use = np.array([not (b.degenerate or (exclude_edge and b.edge)) and b.loss_opt > 0 for b in budgets])
     if use.sum() < 2:
-        raise DataError(f"only {int(use.sum())} budget(s) have a usable optimum; the laws need at least 2: add budgets "
-                        "or runs around each budget's optimum")
+        raise DataError(
+            f"only {int(use.sum())} budget(s) have a usable optimum; the laws need at least 2: add budgets "
+            "or runs around each budget's optimum"
+        )
     v = {k: float(x[0]) for k, x in laws_from_optima(budget_flops, opt, use[None, :]).items()}
     saturating = fit_saturating(budget_flops[use], opt["loss"][0, use])
-    options = {"robust": robust, "tokens": tokens, "edge_margin": edge_margin, "exclude_edge": exclude_edge,
-               "budget_rtol": budget_rtol, "huber_delta": delta}
+    options = {
+        "robust": robust,
+        "tokens": tokens,
+        "edge_margin": edge_margin,
+        "exclude_edge": exclude_edge,
+        "budget_rtol": budget_rtol,
+        "huber_delta": delta,
+    }
     return IsoflopFit(
         params_law=PowerLaw(v["params_law.coefficient"], v["params_law.exponent"]),
         tokens_law=PowerLaw(v["tokens_law.coefficient"], v["tokens_law.exponent"]),
         loss_law=PowerLaw(v["loss_law.coefficient"], v["loss_law.exponent"]),
-        loss_law_saturating=saturating, budgets=tuple(budgets), n_runs=len(runs), options=options,
+        loss_law_saturating=saturating,
+        budgets=tuple(budgets),
+        n_runs=len(runs),
+        options=options,
     )

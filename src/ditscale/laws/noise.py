@@ -34,8 +34,12 @@ def noise_summary(runs: Runs) -> dict:
     residual_spread, residual_dof, per_budget = _residual_spread(log_l, groups, budget_flops)
     ratio = residual_spread / seed_spread if (seed_spread and residual_spread is not None) else None
     return {
-        "seed_spread": seed_spread, "seed_groups": seed_groups, "seed_dof": seed_dof,
-        "residual_spread": residual_spread, "residual_dof": residual_dof, "residual_to_seed_ratio": ratio,
+        "seed_spread": seed_spread,
+        "seed_groups": seed_groups,
+        "seed_dof": seed_dof,
+        "residual_spread": residual_spread,
+        "residual_dof": residual_dof,
+        "residual_to_seed_ratio": ratio,
         "per_budget": per_budget,
         "units": NOISE_UNITS,
     }

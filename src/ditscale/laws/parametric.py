@@ -78,7 +78,9 @@ def objective(theta, log_n, log_d, log_l, delta=1e-3, weights=None):
     w = 1.0 if weights is None else weights
     psi = w * np.clip(r, -delta, delta)  # d Huber / d r
     p1, p2, p3 = np.exp(t1 - lse), np.exp(t2 - lse), np.exp(t3 - lse)  # d LSE / d t_k
-    grad = np.array([(psi * p1).sum(), (psi * p2).sum(), (psi * p3).sum(), -(psi * p1 * log_n).sum(), -(psi * p2 * log_d).sum()])
+    grad = np.array(
+        [(psi * p1).sum(), (psi * p2).sum(), (psi * p3).sum(), -(psi * p1 * log_n).sum(), -(psi * p2 * log_d).sum()]
+    )
     return float((w * huber(r, delta)).sum()), grad
 
 
@@ -105,8 +107,14 @@ def one_blas_thread():
 
 def minimize_from(theta0, log_n, log_d, log_l, delta=1e-3, weights=None):
     """L-BFGS-B from ``theta0``; returns scipy's OptimizeResult."""
-    return minimize(objective, np.asarray(theta0, dtype=np.float64), args=(log_n, log_d, log_l, delta, weights),
-                    jac=True, method="L-BFGS-B", options=LBFGS_OPTIONS)
+    return minimize(
+        objective,
+        np.asarray(theta0, dtype=np.float64),
+        args=(log_n, log_d, log_l, delta, weights),
+        jac=True,
+        method="L-BFGS-B",
+        options=LBFGS_OPTIONS,
+    )
 
 
 def nnls_coefficients(columns: np.ndarray, loss: np.ndarray, row_weights: np.ndarray) -> np.ndarray:
@@ -179,7 +187,9 @@ class ParametricFit:
 
     def loss(self, params, tokens):
         """Predicted loss at N = ``params``, D = ``tokens``."""
-        return self.E + self.A / np.asarray(params, float) ** self.alpha + self.B / np.asarray(tokens, float) ** self.beta
+        return (
+            self.E + self.A / np.asarray(params, float) ** self.alpha + self.B / np.asarray(tokens, float) ** self.beta
+        )
 
     @property
     def n_opt_law(self) -> PowerLaw:
@@ -215,9 +225,12 @@ class ParametricFit:
         out["se"] = None if boot is None else {k: boot.se(k) for k in keys}
         for law in ("n_opt_law", "d_opt_law"):
             p, fields = getattr(self, law), ("coefficient", "exponent")
-            out[law] = {"coefficient": p.coefficient, "exponent": p.exponent,
-                        "ci90": None if boot is None else {f: boot.ci90(f"{law}.{f}") for f in fields},
-                        "se": None if boot is None else {f: boot.se(f"{law}.{f}") for f in fields}}
+            out[law] = {
+                "coefficient": p.coefficient,
+                "exponent": p.exponent,
+                "ci90": None if boot is None else {f: boot.ci90(f"{law}.{f}") for f in fields},
+                "se": None if boot is None else {f: boot.se(f"{law}.{f}") for f in fields},
+            }
         out.update(n_runs=self.n_runs, objective=self.objective, options=dict(self.options))
         out["bootstrap"] = None if boot is None else boot.info()
         return out
@@ -242,9 +255,15 @@ def allocation(values) -> dict:
     }
 
 
-def fit_parametric(runs: Runs, *, delta: float = 1e-3, top_k: int | None = 20,
-                   weights: np.ndarray | None = None, start: np.ndarray | None = None,
-                   method: str = "lbfgs-grid") -> ParametricFit:
+def fit_parametric(
+    runs: Runs,
+    *,
+    delta: float = 1e-3,
+    top_k: int | None = 20,
+    weights: np.ndarray | None = None,
+    start: np.ndarray | None = None,
+    method: str = "lbfgs-grid",
+) -> ParametricFit:
     """Fit ``L(N, D) = E + A/N^alpha + B/D^beta`` (N params, D tokens) Epoch-AI style (see module doc).
 
     Args:
@@ -273,8 +292,18 @@ def fit_parametric(runs: Runs, *, delta: float = 1e-3, top_k: int | None = 20,
             if np.isfinite(res.fun) and np.all(np.isfinite(res.x)) and (best is None or res.fun < best.fun):
                 best = res
     if best is None:
-        raise DataError(f"the parametric fit of {len(runs)} runs did not converge from any start; check the runs' losses")
+        raise DataError(
+            f"the parametric fit of {len(runs)} runs did not converge from any start; check the runs' losses"
+        )
     a, b, e, alpha, beta = best.x
     opts = {"delta": delta, "top_k": top_k, "starts": len(starts), "method": method}
-    return ParametricFit(E=float(np.exp(e)), A=float(np.exp(a)), B=float(np.exp(b)), alpha=float(alpha), beta=float(beta),
-                         objective=float(best.fun), n_runs=len(runs), options=opts)
+    return ParametricFit(
+        E=float(np.exp(e)),
+        A=float(np.exp(a)),
+        B=float(np.exp(b)),
+        alpha=float(alpha),
+        beta=float(beta),
+        objective=float(best.fun),
+        n_runs=len(runs),
+        options=opts,
+    )

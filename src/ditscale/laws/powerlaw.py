@@ -41,7 +41,9 @@ class SaturatingLaw:
         return self.E + self.k * np.asarray(flops, dtype=np.float64) ** -self.gamma
 
 
-def loglog_fit(log_x: np.ndarray, log_y: np.ndarray, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def loglog_fit(
+    log_x: np.ndarray, log_y: np.ndarray, weights: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Weighted least-squares line ``log_y = intercept + slope * log_x``, batched.
 
     ``log_x`` is ``(n,)``; ``log_y`` and ``weights`` are ``(n,)`` or ``(B, n)`` (a zero weight drops
@@ -66,7 +68,9 @@ def fit_power_law(flops: np.ndarray, y: np.ndarray) -> PowerLaw:
     """Least-squares fit of ``log y = log coefficient + exponent * log C`` (C in FLOPs)."""
     flops, y = np.asarray(flops, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if len(np.unique(flops)) < 2:
-        raise DataError(f"a power law in compute needs at least 2 distinct budgets, got {len(np.unique(flops))}; add budgets")
+        raise DataError(
+            f"a power law in compute needs at least 2 distinct budgets, got {len(np.unique(flops))}; add budgets"
+        )
     intercept, slope = loglog_fit(np.log(flops), np.log(y))
     return PowerLaw(float(np.exp(intercept)), float(slope))
 
@@ -91,7 +95,9 @@ def fit_saturating(flops: np.ndarray, loss: np.ndarray, start: SaturatingLaw | N
     """
     flops, loss = np.asarray(flops, dtype=np.float64), np.asarray(loss, dtype=np.float64)
     if len(flops) < 4:
-        warnings.warn(f"saturating loss law skipped: needs at least 4 budgets, got {len(flops)}", FitWarning, stacklevel=2)
+        warnings.warn(
+            f"saturating loss law skipped: needs at least 4 budgets, got {len(flops)}", FitWarning, stacklevel=2
+        )
         return None
     log_c0 = float(np.mean(np.log(flops)))
     x = np.log(flops) - log_c0
@@ -107,11 +113,21 @@ def fit_saturating(flops: np.ndarray, loss: np.ndarray, start: SaturatingLaw | N
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             (E, k, gamma), _ = curve_fit(
-                _log_saturating, x, np.log(loss), p0=(E0, max(k0, 1e-12), gamma0), jac=_log_saturating_jac,
-                bounds=([0.0, 0.0, 0.0], [np.inf, np.inf, np.inf]), method="trf",
-                xtol=1e-14, ftol=1e-14, gtol=1e-14, max_nfev=2000,
+                _log_saturating,
+                x,
+                np.log(loss),
+                p0=(E0, max(k0, 1e-12), gamma0),
+                jac=_log_saturating_jac,
+                bounds=([0.0, 0.0, 0.0], [np.inf, np.inf, np.inf]),
+                method="trf",
+                xtol=1e-14,
+                ftol=1e-14,
+                gtol=1e-14,
+                max_nfev=2000,
             )
     except (RuntimeError, ValueError) as err:
-        warnings.warn(f"saturating loss law did not converge ({err}); reporting the pure power law only", FitWarning, stacklevel=2)
+        warnings.warn(
+            f"saturating loss law did not converge ({err}); reporting the pure power law only", FitWarning, stacklevel=2
+        )
         return None
     return SaturatingLaw(float(E), float(k * np.exp(gamma * log_c0)), float(gamma))

@@ -32,8 +32,10 @@ def extrapolation_warning(flops: float, largest: float | None, factor: float = E
     budget ``largest`` (FLOPs), else None."""
     if largest is None or flops <= factor * largest:
         return None
-    return (f"extrapolating {flops / largest:.2g}x beyond the largest trained budget {largest:.2g} FLOPs; "
-            "intervals assume the power law holds that far")
+    return (
+        f"extrapolating {flops / largest:.2g}x beyond the largest trained budget {largest:.2g} FLOPs; "
+        "intervals assume the power law holds that far"
+    )
 
 
 def exponent_resolution(name: str, value: float, ci90: list[float] | None, goal: float | None = INTERVAL_GOAL) -> dict:
@@ -52,8 +54,9 @@ def exponent_resolution(name: str, value: float, ci90: list[float] | None, goal:
     if out["includes_zero"]:
         out["message"] = f"{name} unresolved: its 90% interval [{lo:.3g}, {hi:.3g}] includes 0"
     elif goal is not None and hi - lo > goal:
-        out["message"] = (f"{name} loosely resolved: its 90% interval [{lo:.3g}, {hi:.3g}] is {hi - lo:.2g} wide "
-                          f"(goal {goal:g})")
+        out["message"] = (
+            f"{name} loosely resolved: its 90% interval [{lo:.3g}, {hi:.3g}] is {hi - lo:.2g} wide (goal {goal:g})"
+        )
     return out
 
 
@@ -100,12 +103,17 @@ class Prediction:
         return None if self.largest_budget is None else self.flops / self.largest_budget
 
     def to_dict(self) -> dict:
-        return {"flops": self.flops, "n_opt": self.n_opt.to_dict(), "d_opt": self.d_opt.to_dict(),
-                "loss_opt": self.loss_opt.to_dict(),
-                "images_opt": None if self.images_opt is None else self.images_opt.to_dict(),
-                "nearest": None if self.nearest is None else {"name": self.nearest[0], "params": self.nearest[1]},
-                "largest_budget": self.largest_budget, "extrapolation": self.extrapolation,
-                "warnings": list(self.warnings)}
+        return {
+            "flops": self.flops,
+            "n_opt": self.n_opt.to_dict(),
+            "d_opt": self.d_opt.to_dict(),
+            "loss_opt": self.loss_opt.to_dict(),
+            "images_opt": None if self.images_opt is None else self.images_opt.to_dict(),
+            "nearest": None if self.nearest is None else {"name": self.nearest[0], "params": self.nearest[1]},
+            "largest_budget": self.largest_budget,
+            "extrapolation": self.extrapolation,
+            "warnings": list(self.warnings),
+        }
 
 
 def nearest_model(params: float, family: Sequence[tuple[str, float]]) -> tuple[str, float]:
@@ -115,9 +123,16 @@ def nearest_model(params: float, family: Sequence[tuple[str, float]]) -> tuple[s
     return min(family, key=lambda m: abs(math.log(m[1]) - math.log(params)))
 
 
-def predict(fit, flops: float, *, boot=None, tokens_per_image: float | None = None,
-            family: Sequence[tuple[str, float]] | None = None, saturating: bool = False,
-            trained_flops: float | None = None) -> Prediction:
+def predict(
+    fit,
+    flops: float,
+    *,
+    boot=None,
+    tokens_per_image: float | None = None,
+    family: Sequence[tuple[str, float]] | None = None,
+    saturating: bool = False,
+    trained_flops: float | None = None,
+) -> Prediction:
     """Compute-optimal N (params), D (tokens), loss at ``flops`` FLOPs, with bootstrap intervals.
 
     Args:
@@ -166,17 +181,24 @@ class BacktestRow:
     actual_n_opt: float | None = None
 
     def to_dict(self) -> dict:
-        return {"flops": self.flops, "predicted_loss": self.predicted_loss, "actual_loss": self.actual_loss,
-                "relative_error": self.relative_error, "predicted_n_opt": self.predicted_n_opt,
-                "actual_n_opt": self.actual_n_opt}
+        return {
+            "flops": self.flops,
+            "predicted_loss": self.predicted_loss,
+            "actual_loss": self.actual_loss,
+            "relative_error": self.relative_error,
+            "predicted_n_opt": self.predicted_n_opt,
+            "actual_n_opt": self.actual_n_opt,
+        }
 
 
 def holdout_split(runs: Runs, k: int, budget_rtol: float = 0.1) -> tuple[Runs, np.ndarray]:
     """The runs of all but the ``k`` largest budgets, and the held-out budgets' FLOPs (ascending)."""
     label, budget_flops = runs.budgets(budget_rtol)
     if not 1 <= k <= len(budget_flops) - 2:
-        raise DataError(f"backtest holds out k={k} of {len(budget_flops)} budgets; keep at least 2: use 1 <= k <= "
-                        f"{len(budget_flops) - 2}")
+        raise DataError(
+            f"backtest holds out k={k} of {len(budget_flops)} budgets; keep at least 2: use 1 <= k <= "
+            f"{len(budget_flops) - 2}"
+        )
     held = np.arange(len(budget_flops) - k, len(budget_flops))
     return runs.take(~np.isin(label, held)), budget_flops[held]
 
@@ -196,8 +218,14 @@ def backtest_rows(refit, full_isoflop, held_flops, saturating: bool = False, to_
     return rows
 
 
-def backtest(runs: Runs, k: int = 1, method: str = "isoflop", saturating: bool = False,
-             parametric_method: str | None = None, **options) -> list[BacktestRow]:
+def backtest(
+    runs: Runs,
+    k: int = 1,
+    method: str = "isoflop",
+    saturating: bool = False,
+    parametric_method: str | None = None,
+    **options,
+) -> list[BacktestRow]:
     """Refit without the ``k`` largest budgets and predict their compute-optimal loss and N_opt.
 
     The "actual" loss of a held-out budget is the minimum L* of its own isoFLOP parabola (fitted on

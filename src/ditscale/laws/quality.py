@@ -62,8 +62,11 @@ class LawWithIntervals:
         return float(self.law(x)), interval90(draws)
 
     def to_dict(self) -> dict:
-        return {"coefficient": self.law.coefficient, "exponent": self.law.exponent,
-                "ci90": {"coefficient": interval90(self.coefficients), "exponent": interval90(self.exponents)}}
+        return {
+            "coefficient": self.law.coefficient,
+            "exponent": self.law.exponent,
+            "ci90": {"coefficient": interval90(self.coefficients), "exponent": interval90(self.exponents)},
+        }
 
 
 def fit_with_bootstrap(x: np.ndarray, y: np.ndarray, resamples: int = 1000, seed: int = 0) -> LawWithIntervals:
@@ -71,11 +74,17 @@ def fit_with_bootstrap(x: np.ndarray, y: np.ndarray, resamples: int = 1000, seed
     replacement; draws with fewer than two distinct x give NaN and are left out of the intervals)."""
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if np.any(x <= 0) or np.any(y <= 0) or not (np.isfinite(x).all() and np.isfinite(y).all()):
-        raise DataError("a quality power law needs positive, finite compute and quality values; check the evaluated runs")
+        raise DataError(
+            "a quality power law needs positive, finite compute and quality values; check the evaluated runs"
+        )
     law = fit_power_law(x, y)
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, len(x), size=(resamples, len(x)))
-    weights = np.stack([np.bincount(p, minlength=len(x)) for p in picks]).astype(np.float64) if resamples else np.zeros((0, len(x)))
+    weights = (
+        np.stack([np.bincount(p, minlength=len(x)) for p in picks]).astype(np.float64)
+        if resamples
+        else np.zeros((0, len(x)))
+    )
     intercept, slope = loglog_fit(np.log(x), np.broadcast_to(np.log(y), weights.shape), weights)
     return LawWithIntervals(law, np.exp(np.atleast_1d(intercept)), np.atleast_1d(slope))
 
@@ -96,9 +105,15 @@ class QualityBacktest:
 
     def to_dict(self) -> dict:
         ci = self.predicted_ci90
-        return {"flops": self.flops, "predicted": self.predicted, "predicted_ci90": ci, "actual": self.actual,
-                "relative_error": self.relative_error, "fitted_budgets": self.fitted_budgets,
-                "within_ci90": None if ci is None else bool(ci[0] <= self.actual <= ci[1])}
+        return {
+            "flops": self.flops,
+            "predicted": self.predicted,
+            "predicted_ci90": ci,
+            "actual": self.actual,
+            "relative_error": self.relative_error,
+            "fitted_budgets": self.fitted_budgets,
+            "within_ci90": None if ci is None else bool(ci[0] <= self.actual <= ci[1]),
+        }
 
 
 @dataclass(frozen=True)
@@ -149,8 +164,15 @@ def quality_backtest(optimal: list[QualityPoint], holdout: int, resamples: int, 
     return QualityBacktest(held.flops, predicted, ci, held.quality, len(fitted))
 
 
-def fit_quality(points: list[QualityPoint], *, metric: str, holdout: int = 1, resamples: int = 1000, seed: int = 0,
-                target_flops: float | None = None) -> QualityLaws:
+def fit_quality(
+    points: list[QualityPoint],
+    *,
+    metric: str,
+    holdout: int = 1,
+    resamples: int = 1000,
+    seed: int = 0,
+    target_flops: float | None = None,
+) -> QualityLaws:
     """Fit the quality laws of ``points`` (see the module docstring).
 
     The law in C goes through each budget's compute-optimal model, held-out budgets included (as
@@ -159,7 +181,9 @@ def fit_quality(points: list[QualityPoint], *, metric: str, holdout: int = 1, re
     """
     optimal = _optimal(points)
     if len(optimal) < 2:
-        raise DataError(f"quality laws need evaluated models at 2 or more budgets, got {len(optimal)}; evaluate more runs")
+        raise DataError(
+            f"quality laws need evaluated models at 2 or more budgets, got {len(optimal)}; evaluate more runs"
+        )
     flops, quality = np.array([p.flops for p in optimal]), np.array([p.quality for p in optimal])
     law = fit_with_bootstrap(flops, quality, resamples, seed)
     saturating = fit_saturating(flops, quality) if len(optimal) >= 4 else None
@@ -168,8 +192,16 @@ def fit_quality(points: list[QualityPoint], *, metric: str, holdout: int = 1, re
     if target_flops is not None:
         value, ci = law.predict(target_flops)
         prediction = {"flops": float(target_flops), "value": value, "ci90": ci}
-    return QualityLaws(metric, tuple(points), law, saturating, vs_loss, rho,
-                       quality_backtest(optimal, holdout, resamples, seed), prediction)
+    return QualityLaws(
+        metric,
+        tuple(points),
+        law,
+        saturating,
+        vs_loss,
+        rho,
+        quality_backtest(optimal, holdout, resamples, seed),
+        prediction,
+    )
 
 
 def _vs_loss(points: list[QualityPoint], resamples: int, seed: int) -> tuple[LawWithIntervals | None, float | None]:

@@ -39,8 +39,12 @@ class SizeResidual:
     above: int
 
     def to_dict(self) -> dict:
-        return {"params": self.params, "budgets": self.budgets, "mean_residual": self.mean_residual,
-                "above": self.above}
+        return {
+            "params": self.params,
+            "budgets": self.budgets,
+            "mean_residual": self.mean_residual,
+            "above": self.above,
+        }
 
 
 @dataclass(frozen=True)
@@ -65,16 +69,25 @@ class ResidualStructure:
         worst = max(self.sizes, key=lambda s: abs(s.mean_residual))
         side = "above" if worst.mean_residual > 0 else "below"
         count = worst.above if worst.mean_residual > 0 else worst.budgets - worst.above
-        return (f"isoFLOP residuals depend on model size across budgets: one offset per size explains them "
-                f"(F = {self.statistic:.3g} on {self.dof[0]} and {self.dof[1]} dof, p = {self.p_value:.2g} < "
-                f"{self.threshold:g}); N = {worst.params:.4g} sits {abs(worst.mean_residual):.1%} {side} its parabolas "
-                f"on average ({side} at {count} of {worst.budgets} budgets): such a rung bends the parabolas and "
-                f"shifts N*; check it or leave it out")
+        return (
+            f"isoFLOP residuals depend on model size across budgets: one offset per size explains them "
+            f"(F = {self.statistic:.3g} on {self.dof[0]} and {self.dof[1]} dof, p = {self.p_value:.2g} < "
+            f"{self.threshold:g}); N = {worst.params:.4g} sits {abs(worst.mean_residual):.1%} {side} its parabolas "
+            f"on average ({side} at {count} of {worst.budgets} budgets): such a rung bends the parabolas and "
+            f"shifts N*; check it or leave it out"
+        )
 
     def to_dict(self) -> dict:
-        return {"test": "per-size offsets, F-test", "statistic": self.statistic, "dof": list(self.dof),
-                "p_value": self.p_value, "threshold": self.threshold, "warn": self.warn,
-                "sizes": [s.to_dict() for s in self.sizes], "message": self.message}
+        return {
+            "test": "per-size offsets, F-test",
+            "statistic": self.statistic,
+            "dof": list(self.dof),
+            "p_value": self.p_value,
+            "threshold": self.threshold,
+            "warn": self.warn,
+            "sizes": [s.to_dict() for s in self.sizes],
+            "message": self.message,
+        }
 
 
 def _design(runs: Runs, label: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -125,6 +138,12 @@ def _size_residuals(runs: Runs, label: np.ndarray, size: np.ndarray, resid: np.n
     for k in np.unique(size):
         per_budget = [resid[(size == k) & (label == b)].mean() for b in np.unique(label[size == k])]
         if len(per_budget) >= 2:
-            out.append(SizeResidual(float(runs.params[size == k][0]), len(per_budget), float(np.mean(per_budget)),
-                                    int(sum(r > 0 for r in per_budget))))
+            out.append(
+                SizeResidual(
+                    float(runs.params[size == k][0]),
+                    len(per_budget),
+                    float(np.mean(per_budget)),
+                    int(sum(r > 0 for r in per_budget)),
+                )
+            )
     return tuple(out)

@@ -73,7 +73,9 @@ class Runs:
             if value is not None:
                 arr = np.asarray(value).reshape(-1)
                 if len(arr) != n:
-                    raise DataError(f"column '{name}' has {len(arr)} values but 'flops' has {n}; give equal-length columns")
+                    raise DataError(
+                        f"column '{name}' has {len(arr)} values but 'flops' has {n}; give equal-length columns"
+                    )
                 object.__setattr__(self, name, arr)
 
     def __len__(self) -> int:
@@ -144,13 +146,17 @@ def read_runs_csv(path: str | Path) -> Runs:
     where = {c: header.index(c) for c in header}
     for line, row in enumerate(rows, start=2):
         if len(row) != len(header):
-            raise DataError(f"{path.name} line {line} has {len(row)} fields but the header has {len(header)}; fix that row")
+            raise DataError(
+                f"{path.name} line {line} has {len(row)} fields but the header has {len(header)}; fix that row"
+            )
         for name in numeric:
             text = row[where[name]].strip()
             try:
                 value = float(text)
             except ValueError:
-                raise DataError(f"{path.name} line {line}: column '{name}' is {text!r}, not a number; fix or remove that row") from None
+                raise DataError(
+                    f"{path.name} line {line}: column '{name}' is {text!r}, not a number; fix or remove that row"
+                ) from None
             if not (math.isfinite(value) and value > 0):
                 raise DataError(
                     f"{path.name} line {line}: column '{name}' is {text!r}; {name} must be a positive finite number"

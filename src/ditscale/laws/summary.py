@@ -108,8 +108,12 @@ class FitSummary(_View):
     options: dict[str, Any] | None = None
     bootstrap: dict[str, Any] | None = None
 
-    _nested = {"params_law": LawSummary, "tokens_law": LawSummary, "loss_law": LawSummary,
-               "loss_law_saturating": SaturatingSummary}
+    _nested = {
+        "params_law": LawSummary,
+        "tokens_law": LawSummary,
+        "loss_law": LawSummary,
+        "loss_law_saturating": SaturatingSummary,
+    }
     _lists = {"budgets": BudgetSummary}
 
     def law(self, name: str) -> LawSummary | None:
@@ -247,8 +251,14 @@ class PredictionSummary(_View):
     warnings: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
 
-    _nested = {"n_opt": EstimateSummary, "d_opt": EstimateSummary, "loss_opt": EstimateSummary,
-               "images_opt": EstimateSummary, "nearest": NearestModel, "residual_structure": ResidualStructureSummary}
+    _nested = {
+        "n_opt": EstimateSummary,
+        "d_opt": EstimateSummary,
+        "loss_opt": EstimateSummary,
+        "images_opt": EstimateSummary,
+        "nearest": NearestModel,
+        "residual_structure": ResidualStructureSummary,
+    }
     _lists = {"backtest": BacktestSummary, "forms": FormSummary, "exponents": ExponentSummary}
 
 
@@ -373,8 +383,12 @@ class QualitySummary(_View):
     points: tuple[QualityPointSummary, ...] = ()
     paper: dict[str, Any] | None = None
 
-    _nested = {"law": QualityLawSummary, "saturating": SaturatingSummary, "vs_loss": QualityLawSummary,
-               "backtest": QualityBacktestSummary}
+    _nested = {
+        "law": QualityLawSummary,
+        "saturating": SaturatingSummary,
+        "vs_loss": QualityLawSummary,
+        "backtest": QualityBacktestSummary,
+    }
     _lists = {"points": QualityPointSummary}
 
 
@@ -427,10 +441,18 @@ class LawsSummary(FitSummary):
     loss_law_of_record: str | None = None
     loss_bend: LossBendSummary | None = None
 
-    _nested = {**FitSummary._nested, "parametric": ParametricSummary, "backtest_fit": FitSummary,
-               "loss_bend": LossBendSummary, "prediction": PredictionSummary, "noise": NoiseSummary, "wall_time": WallTime,
-               "quality": QualitySummary, "residual_structure": ResidualStructureSummary,
-               "provenance": ProvenanceSummary}
+    _nested = {
+        **FitSummary._nested,
+        "parametric": ParametricSummary,
+        "backtest_fit": FitSummary,
+        "loss_bend": LossBendSummary,
+        "prediction": PredictionSummary,
+        "noise": NoiseSummary,
+        "wall_time": WallTime,
+        "quality": QualitySummary,
+        "residual_structure": ResidualStructureSummary,
+        "provenance": ProvenanceSummary,
+    }
     _lists = {**FitSummary._lists, "backtest": BacktestSummary, "checks": CheckSummary, "exponents": ExponentSummary}
     _maps = {"paper": LawSummary}
 

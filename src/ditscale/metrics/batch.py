@@ -57,16 +57,20 @@ def _check_images(images: np.ndarray, where: str) -> np.ndarray:
     """``images`` if it is uint8 (N, H, W, 3) with N >= 1, else a one-line DataError saying what was found."""
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 or len(images) == 0:
         hint = " (grayscale? convert to RGB)" if images.ndim == 3 or images.shape[-1:] == (1,) else ""
-        raise DataError(f"{where}: arr_0 must be uint8 images (N, H, W, 3) with N >= 1, got {images.dtype} "
-                        f"{images.shape}{hint}; save RGB uint8 images in NHWC order")
+        raise DataError(
+            f"{where}: arr_0 must be uint8 images (N, H, W, 3) with N >= 1, got {images.dtype} "
+            f"{images.shape}{hint}; save RGB uint8 images in NHWC order"
+        )
     return images
 
 
 def _strings(array: np.ndarray, key: str, where: str) -> tuple[str, ...]:
     """A 1-D unicode (or bytes) array as a tuple of str."""
     if array.ndim != 1 or array.dtype.kind not in "US":
-        raise DataError(f"{where}: {key} must be a 1-D string array, got {array.dtype} {array.shape}; "
-                        "store it as np.array(list_of_str)")
+        raise DataError(
+            f"{where}: {key} must be a 1-D string array, got {array.dtype} {array.shape}; "
+            "store it as np.array(list_of_str)"
+        )
     return tuple(s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in array.tolist())
 
 
@@ -77,8 +81,9 @@ def _check_annotations(n: int, labels, label_names, captions, where: str) -> Non
             raise DataError(f"{where}: {key} has {len(rows)} rows but there are {n} images; give one per image")
     if labels is not None and len(labels) and (labels.min() < 0 or (label_names and labels.max() >= len(label_names))):
         top = f"{len(label_names) - 1}" if label_names else "inf"
-        raise DataError(f"{where}: labels must lie in [0, {top}], got {labels.min()}..{labels.max()}; "
-                        "fix the labels or label_names")
+        raise DataError(
+            f"{where}: labels must lie in [0, {top}], got {labels.min()}..{labels.max()}; fix the labels or label_names"
+        )
 
 
 def _labels(array: np.ndarray, where: str) -> np.ndarray:
@@ -94,12 +99,16 @@ def _stats(arrays: dict[str, np.ndarray], where: str) -> dict[str, np.ndarray] |
         if mu_key not in arrays and sigma_key not in arrays:
             continue
         if mu_key not in arrays or sigma_key not in arrays:
-            raise DataError(f"{where}: has {mu_key if mu_key in arrays else sigma_key} without its pair; "
-                            f"store {mu_key} and {sigma_key} together")
+            raise DataError(
+                f"{where}: has {mu_key if mu_key in arrays else sigma_key} without its pair; "
+                f"store {mu_key} and {sigma_key} together"
+            )
         mu, sigma = arrays[mu_key], arrays[sigma_key]
         if mu.ndim != 1 or sigma.shape != (len(mu), len(mu)) or mu.dtype.kind != "f" or sigma.dtype.kind != "f":
-            raise DataError(f"{where}: {mu_key} {mu.dtype} {mu.shape} and {sigma_key} {sigma.dtype} {sigma.shape} "
-                            "must be float (D,) and (D, D)")
+            raise DataError(
+                f"{where}: {mu_key} {mu.dtype} {mu.shape} and {sigma_key} {sigma.dtype} {sigma.shape} "
+                "must be float (D,) and (D, D)"
+            )
         stats[mu_key], stats[sigma_key] = mu.astype(np.float64), sigma.astype(np.float64)
     if "mu_s" in stats and "mu" not in stats:
         raise DataError(f"{where}: has mu_s/sigma_s but no mu/sigma; store the pool statistics too")
@@ -115,8 +124,10 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     try:
         npz = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise DataError(f"cannot read '{path}' as an .npz ({type(err).__name__}: {_one_line(err)}); "
-                        "pass an .npz written by np.savez or a folder of images") from None
+        raise DataError(
+            f"cannot read '{path}' as an .npz ({type(err).__name__}: {_one_line(err)}); "
+            "pass an .npz written by np.savez or a folder of images"
+        ) from None
     if not isinstance(npz, np.lib.npyio.NpzFile):
         raise DataError(f"'{path}' is a single .npy array, not an .npz; save it with np.savez(path, arr_0=...)")
     with npz:
@@ -128,11 +139,14 @@ def _read_key(npz, key: str, path: Path) -> np.ndarray:
         return npz[key]
     except ValueError as err:  # allow_pickle=False refuses object arrays
         what = "holds Python objects" if "allow_pickle" in str(err) else f"cannot be read ({_one_line(err)})"
-        raise DataError(f"'{path}': array '{key}' {what}; store strings as a unicode array "
-                        "(np.array(list_of_str)) and numbers as numeric arrays") from None
+        raise DataError(
+            f"'{path}': array '{key}' {what}; store strings as a unicode array "
+            "(np.array(list_of_str)) and numbers as numeric arrays"
+        ) from None
     except (OSError, EOFError, zipfile.BadZipFile) as err:
-        raise DataError(f"'{path}': array '{key}' is truncated or corrupt ({_one_line(err)}); "
-                        "write the file again") from None
+        raise DataError(
+            f"'{path}': array '{key}' is truncated or corrupt ({_one_line(err)}); write the file again"
+        ) from None
 
 
 def _npz_batch(path: Path) -> ImageBatch:
@@ -140,8 +154,10 @@ def _npz_batch(path: Path) -> ImageBatch:
     where = f"'{path}'"
     stats = _stats(arrays, where)
     if "arr_0" not in arrays and stats is None:
-        raise DataError(f"{where} has neither images (arr_0) nor statistics (mu, sigma, mu_s, sigma_s); "
-                        f"it holds {sorted(arrays) or 'nothing'}")
+        raise DataError(
+            f"{where} has neither images (arr_0) nor statistics (mu, sigma, mu_s, sigma_s); "
+            f"it holds {sorted(arrays) or 'nothing'}"
+        )
     images = _check_images(arrays["arr_0"], where) if "arr_0" in arrays else None
     labels = _labels(arrays["labels"], where) if "labels" in arrays else None
     label_names = _strings(arrays["label_names"], "label_names", where) if "label_names" in arrays else None
@@ -158,8 +174,10 @@ def _folder_batch(path: Path) -> ImageBatch:
 
     files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise DataError(f"folder '{path}' has no {'/'.join(s[1:] for s in IMAGE_SUFFIXES)} images; "
-                        "pass a folder of images or an .npz")
+        raise DataError(
+            f"folder '{path}' has no {'/'.join(s[1:] for s in IMAGE_SUFFIXES)} images; "
+            "pass a folder of images or an .npz"
+        )
     images = None
     for i, file in enumerate(files):
         try:
@@ -170,8 +188,10 @@ def _folder_batch(path: Path) -> ImageBatch:
         if images is None:  # allocate once: N copies of the first image's size
             images = np.empty((len(files), *pixels.shape), dtype=np.uint8)
         elif pixels.shape != images.shape[1:]:
-            raise DataError(f"image '{file}' is {pixels.shape[1]}x{pixels.shape[0]} but '{files[0].name}' is "
-                            f"{images.shape[2]}x{images.shape[1]}; resize all images to one size")
+            raise DataError(
+                f"image '{file}' is {pixels.shape[1]}x{pixels.shape[0]} but '{files[0].name}' is "
+                f"{images.shape[2]}x{images.shape[1]}; resize all images to one size"
+            )
         images[i] = pixels
     return ImageBatch(images, path=path)
 
@@ -185,8 +205,13 @@ def load_batch(path: str | Path) -> ImageBatch:
     return _folder_batch(p) if p.is_dir() else _npz_batch(p)
 
 
-def save_batch(path: str | Path, images: np.ndarray, labels: Sequence[int] | np.ndarray | None = None,
-               label_names: Sequence[str] | None = None, captions: Sequence[str] | None = None) -> Path:
+def save_batch(
+    path: str | Path,
+    images: np.ndarray,
+    labels: Sequence[int] | np.ndarray | None = None,
+    label_names: Sequence[str] | None = None,
+    captions: Sequence[str] | None = None,
+) -> Path:
     """Write uint8 ``images`` (N, H, W, 3) with optional ``labels`` (N,), ``label_names`` (num_classes,) and
     ``captions`` (N,) to an ADM-format ``.npz`` (strings as unicode arrays), atomically. Returns the path."""
     where = f"batch for '{path}'"

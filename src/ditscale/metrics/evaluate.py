@@ -82,8 +82,9 @@ def _statistics(features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return stats
 
 
-def inception_statistics(batch: ImageBatch, model, *, batch_size: int = 50, mode: str = "adm", device: str = "cpu",
-                         progress: bool = False) -> dict[str, np.ndarray]:
+def inception_statistics(
+    batch: ImageBatch, model, *, batch_size: int = 50, mode: str = "adm", device: str = "cpu", progress: bool = False
+) -> dict[str, np.ndarray]:
     """Inception statistics of a batch: float64 ``mu`` (2048,), ``sigma`` (2048, 2048), ``mu_s`` (2023,),
     ``sigma_s`` (2023, 2023); the batch's stored ones when it carries all four, else computed from its images
     with ``model`` (a :class:`~ditscale.metrics.inception.FIDInceptionV3`)."""
@@ -102,17 +103,27 @@ def _fd(stats1: dict[str, np.ndarray], stats2: dict[str, np.ndarray], pair: tupl
     return frechet_distance(stats1[mu], stats1[sigma], stats2[mu], stats2[sigma]) if mu in stats2 else None
 
 
-def evaluate_inception(samples: ImageBatch, ref: ImageBatch, model, *, batch_size: int = 50, mode: str = "adm",
-                       device: str = "cpu", progress: bool = False,
-                       save_ref_stats: str | Path | None = None) -> InceptionMetrics:
+def evaluate_inception(
+    samples: ImageBatch,
+    ref: ImageBatch,
+    model,
+    *,
+    batch_size: int = 50,
+    mode: str = "adm",
+    device: str = "cpu",
+    progress: bool = False,
+    save_ref_stats: str | Path | None = None,
+) -> InceptionMetrics:
     """FID, sFID, Inception Score and precision/recall of ``samples`` against ``ref`` with ``model`` (a
     :class:`~ditscale.metrics.inception.FIDInceptionV3`); ``mode`` is its preprocessing ("adm" or
     "pytorch-fid"). ``save_ref_stats`` also writes the reference statistics used to that ``.npz``."""
     from ditscale.metrics.inception import inception_features
 
     if ref.images is None and not (ref.stats and "mu" in ref.stats):
-        raise DataError(f"the reference batch{_named(ref)} has neither images (arr_0) nor statistics (mu, sigma); "
-                        "pass a reference batch from ADM or one written by save_batch / --save-ref-stats")
+        raise DataError(
+            f"the reference batch{_named(ref)} has neither images (arr_0) nor statistics (mu, sigma); "
+            "pass a reference batch from ADM or one written by save_batch / --save-ref-stats"
+        )
     options = dict(batch_size=batch_size, mode=mode, device=device, progress=progress)
     fake = inception_features(model, _images(samples, "sample batch", "the metrics need"), **options)
     real = inception_features(model, ref.images, **options) if ref.images is not None else None
@@ -141,13 +152,22 @@ def _shapes_features(evaluator, images: np.ndarray, batch_size: int, progress: b
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
     starts = range(0, len(images), batch_size)
-    parts = [evaluator.features(images[s : s + batch_size], batch_size=batch_size)
-             for s in tqdm(starts, desc="shapes evaluator", unit="batch", disable=not progress)]
+    parts = [
+        evaluator.features(images[s : s + batch_size], batch_size=batch_size)
+        for s in tqdm(starts, desc="shapes evaluator", unit="batch", disable=not progress)
+    ]
     return np.concatenate(parts).astype(np.float64, copy=False)
 
 
-def evaluate_shapes(samples: ImageBatch, ref: ImageBatch, evaluator=None, *, batch_size: int = 256,
-                    device: str = "cpu", progress: bool = False) -> ShapesMetrics:
+def evaluate_shapes(
+    samples: ImageBatch,
+    ref: ImageBatch,
+    evaluator=None,
+    *,
+    batch_size: int = 256,
+    device: str = "cpu",
+    progress: bool = False,
+) -> ShapesMetrics:
     """Fréchet distance and precision/recall (k = 3) of ``samples`` against ``ref`` on the shapes evaluator's
     features, and the samples' accuracy given their labels / label_names or captions. ``evaluator=None`` loads
     the shipped :class:`~ditscale.metrics.shapes_evaluator.ShapesEvaluator` on ``device``."""
@@ -161,8 +181,13 @@ def evaluate_shapes(samples: ImageBatch, ref: ImageBatch, evaluator=None, *, bat
     real = _shapes_features(evaluator, real_images, batch_size, progress)
     precision, recall = precision_recall(real, fake)
     conditioned = samples.labels is not None or samples.captions is not None
-    accuracy = evaluator.accuracy(fake_images, labels=samples.labels, label_names=samples.label_names,
-                                  captions=samples.captions) if conditioned else None
+    accuracy = (
+        evaluator.accuracy(
+            fake_images, labels=samples.labels, label_names=samples.label_names, captions=samples.captions
+        )
+        if conditioned
+        else None
+    )
     return ShapesMetrics(
         fd=frechet_distance(*feature_statistics(fake), *feature_statistics(real)),
         accuracy=accuracy,

@@ -38,13 +38,16 @@ def _checked(mu1, sigma1, mu2, sigma2) -> tuple[np.ndarray, ...]:
     mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
     sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
     if mu1.ndim != 1 or mu1.shape != mu2.shape:
-        raise ConfigError(f"the means must be vectors of one length, got shapes {mu1.shape} and {mu2.shape}; "
-                          "compare statistics of the same features")
+        raise ConfigError(
+            f"the means must be vectors of one length, got shapes {mu1.shape} and {mu2.shape}; "
+            "compare statistics of the same features"
+        )
     d = mu1.shape[0]
     for name, sigma in (("sigma1", sigma1), ("sigma2", sigma2)):
         if sigma.shape != (d, d):
-            raise ConfigError(f"{name} has shape {sigma.shape} but the means have length {d}; "
-                              f"covariances must be ({d}, {d})")
+            raise ConfigError(
+                f"{name} has shape {sigma.shape} but the means have length {d}; covariances must be ({d}, {d})"
+            )
     if not all(np.isfinite(a).all() for a in (mu1, sigma1, mu2, sigma2)):
         raise DataError("the statistics contain NaN or inf; recompute them from valid features")
     return mu1, sigma1, mu2, sigma2
@@ -69,18 +72,25 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
     diff = mu1 - mu2
     covmean = _sqrtm(sigma1 @ sigma2)
     if not np.isfinite(covmean).all():
-        warnings.warn(f"the covariance product is singular; adding {eps} to the covariances' diagonal",
-                      RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"the covariance product is singular; adding {eps} to the covariances' diagonal",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         offset = np.eye(sigma1.shape[0]) * eps
         covmean = _sqrtm((sigma1 + offset) @ (sigma2 + offset))
         if not np.isfinite(covmean).all():
-            raise DataError("the Fréchet distance is not finite even with eps added to the covariances; "
-                            "use more images or pass a larger eps")
+            raise DataError(
+                "the Fréchet distance is not finite even with eps added to the covariances; "
+                "use more images or pass a larger eps"
+            )
     if np.iscomplexobj(covmean):
         imag = np.abs(np.diagonal(covmean).imag).max()
         if imag > IMAG_TOLERANCE:
-            raise DataError(f"sqrtm(sigma1 @ sigma2) has an imaginary component {imag:.3g} > {IMAG_TOLERANCE}: "
-                            "the covariances are not valid; recompute them from more images")
+            raise DataError(
+                f"sqrtm(sigma1 @ sigma2) has an imaginary component {imag:.3g} > {IMAG_TOLERANCE}: "
+                "the covariances are not valid; recompute them from more images"
+            )
         covmean = covmean.real
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
 

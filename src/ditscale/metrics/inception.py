@@ -46,8 +46,14 @@ MAX_NAMED = 3  # keys named per category in a mismatch message
 class BasicConv2d(nn.Module):
     """Conv (no bias) -> BatchNorm (eps 0.001, as TF's graph) -> ReLU; keys ``conv.*``, ``bn.*``."""
 
-    def __init__(self, in_ch: int, out_ch: int, kernel_size: int | tuple[int, int],
-                 stride: int = 1, padding: int | tuple[int, int] = 0) -> None:
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        kernel_size: int | tuple[int, int],
+        stride: int = 1,
+        padding: int | tuple[int, int] = 0,
+    ) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_ch, out_ch, kernel_size, stride=stride, padding=padding, bias=False)
         self.bn = nn.BatchNorm2d(out_ch, eps=0.001)
@@ -243,7 +249,9 @@ class FIDInceptionV3(nn.Module):
     def forward(self, x: torch.Tensor) -> InceptionFeatures:
         """Features of float (N, 3, 299, 299) images already normalised to [-1, 1) (see :func:`preprocess`)."""
         if x.ndim != 4 or tuple(x.shape[1:]) != (3, INPUT_SIZE, INPUT_SIZE):
-            raise ConfigError(f"FIDInceptionV3 takes (N, 3, 299, 299) input, got {tuple(x.shape)}; use preprocess() first")
+            raise ConfigError(
+                f"FIDInceptionV3 takes (N, 3, 299, 299) input, got {tuple(x.shape)}; use preprocess() first"
+            )
         x = self.stem(x)  # (N, 192, 35, 35)
         x = self.Mixed_5d(self.Mixed_5c(self.Mixed_5b(x)))  # (N, 288, 35, 35)
         x = self.Mixed_6a(x)  # (N, 768, 17, 17)
@@ -343,8 +351,15 @@ def _full_fp32() -> Iterator[None]:
         cudnn.allow_tf32, matmul.allow_tf32 = saved
 
 
-def inception_features(model: FIDInceptionV3, images: np.ndarray, *, batch_size: int = 50, mode: str = "adm",
-                       device: str | torch.device = "cpu", progress: bool = False) -> dict[str, np.ndarray]:
+def inception_features(
+    model: FIDInceptionV3,
+    images: np.ndarray,
+    *,
+    batch_size: int = 50,
+    mode: str = "adm",
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> dict[str, np.ndarray]:
     """Run uint8 (N, H, W, 3) images through ``model`` in batches (moving the model to ``device``).
 
     Returns float64 numpy ``{"pool": (N, 2048), "spatial": (N, 2023), "logits": (N, 1008)}``; a tqdm
@@ -361,7 +376,7 @@ def inception_features(model: FIDInceptionV3, images: np.ndarray, *, batch_size:
     starts = range(0, len(images), batch_size)
     with torch.no_grad(), _full_fp32():
         for start in tqdm(starts, desc="inception", unit="batch", disable=not progress):
-            batch = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])).to(device)
+            batch = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).to(device)
             feats = model(preprocess(batch, mode))
             for key, value in feats._asdict().items():
                 parts[key].append(value.double().cpu().numpy())
@@ -386,10 +401,16 @@ def _check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], path: Pa
     expected = model.state_dict()
     missing = [k for k in expected if k not in state and not _is_bn_counter(k)]
     unexpected = [k for k in state if k not in expected]
-    wrong = [f"{k} {tuple(state[k].shape)} (want {tuple(v.shape)})"
-             for k, v in expected.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
-    problems = [f"{label} {_listing(keys)}" for label, keys in
-                (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong)) if keys]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} (want {tuple(v.shape)})"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    problems = [
+        f"{label} {_listing(keys)}"
+        for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong))
+        if keys
+    ]
     if problems:
         raise CheckpointError(
             f"{path} is not the FID Inception state dict: {'; '.join(problems)}; "

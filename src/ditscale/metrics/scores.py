@@ -84,8 +84,14 @@ def _on_manifold(points: np.ndarray, centres: np.ndarray, radii: np.ndarray, max
     return inside
 
 
-def precision_recall(real_features: np.ndarray, fake_features: np.ndarray, k: int = 3, *,
-                     dtype=np.float64, max_elements: int = MAX_BLOCK_ELEMENTS) -> tuple[float, float]:
+def precision_recall(
+    real_features: np.ndarray,
+    fake_features: np.ndarray,
+    k: int = 3,
+    *,
+    dtype=np.float64,
+    max_elements: int = MAX_BLOCK_ELEMENTS,
+) -> tuple[float, float]:
     """Improved (precision, recall) in [0, 1] of generated features ``(M, D)`` against real ones ``(N, D)``
     with k-NN balls; distances in ``dtype`` (float64, or float32 for speed), at most ``max_elements`` at once."""
     if k < 1:
@@ -93,8 +99,10 @@ def precision_recall(real_features: np.ndarray, fake_features: np.ndarray, k: in
     real = _as_features(real_features, "reference features", k, dtype)
     fake = _as_features(fake_features, "sample features", k, dtype)
     if real.shape[1] != fake.shape[1]:
-        raise ConfigError(f"the features have different widths: {real.shape[1]} (reference) and {fake.shape[1]} "
-                          "(samples); compute both with the same network")
+        raise ConfigError(
+            f"the features have different widths: {real.shape[1]} (reference) and {fake.shape[1]} "
+            "(samples); compute both with the same network"
+        )
     real_radii = manifold_radii(real, k, max_elements=max_elements)
     fake_radii = manifold_radii(fake, k, max_elements=max_elements)
     precision = _on_manifold(fake, real, real_radii, max_elements).mean()

@@ -92,10 +92,14 @@ class ShapesNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.trunk = nn.Sequential(
-            _conv(3, 48), nn.MaxPool2d(2),  # 16x16
-            _conv(48, 96), _conv(96, 96), nn.MaxPool2d(2),  # 8x8
-            _conv(96, 96), _conv(96, 64, kernel=4, stride=2, padding=0),  # 3x3: one window per grid cell
-        )  # fmt: skip
+            _conv(3, 48),
+            nn.MaxPool2d(2),  # 16x16
+            _conv(48, 96),
+            _conv(96, 96),
+            nn.MaxPool2d(2),  # 8x8
+            _conv(96, 96),
+            _conv(96, 64, kernel=4, stride=2, padding=0),  # 3x3: one window per grid cell
+        )
         self.embed = nn.Sequential(nn.Flatten(), nn.Linear(64 * CELLS, FEATURE_DIM), nn.ReLU())
         self.background = nn.Linear(FEATURE_DIM, len(COLOR_NAMES))
         self.cells = nn.Linear(FEATURE_DIM, CELLS * _CELL_WIDTH)
@@ -123,8 +127,10 @@ def prepare_images(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     """
     x = torch.as_tensor(images)
     if x.dtype != torch.uint8 or x.dim() != 4 or x.shape[-1] != 3:
-        raise ConfigError(f"images must be uint8 (N, H, W, 3), got {x.dtype} {tuple(x.shape)}; convert samples "
-                          f"with ditscale.generate.to_uint8")  # fmt: skip
+        raise ConfigError(
+            f"images must be uint8 (N, H, W, 3), got {x.dtype} {tuple(x.shape)}; convert samples "
+            f"with ditscale.generate.to_uint8"
+        )
     x = x.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)  # (N, 3, H, W)
     if tuple(x.shape[-2:]) != (INPUT_SIZE, INPUT_SIZE):
         x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False, antialias=True)
@@ -201,8 +207,10 @@ class ShapesEvaluator:
         """
         parts = self._batches(images, batch_size, self._two_views)
         if not parts:
-            return {k: np.zeros((0, CELLS, c) if k != "background" else (0, c), np.float32)
-                    for k, c in {"background": len(COLOR_NAMES), **_CELL_HEADS}.items()}  # fmt: skip
+            return {
+                k: np.zeros((0, CELLS, c) if k != "background" else (0, c), np.float32)
+                for k, c in {"background": len(COLOR_NAMES), **_CELL_HEADS}.items()
+            }
         return {k: torch.cat([p[k] for p in parts]).numpy() for k in parts[0]}
 
     def _two_views(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -221,8 +229,12 @@ class ShapesEvaluator:
         scenes = []
         for i in range(len(best["background"])):
             objects = tuple(
-                ObjectPrediction(KINDS[best["kind"][i, c]], COLOR_NAMES[best["color"][i, c]],
-                                 SIZE_NAMES[best["size"][i, c]], POSITIONS[c])  # fmt: skip
+                ObjectPrediction(
+                    KINDS[best["kind"][i, c]],
+                    COLOR_NAMES[best["color"][i, c]],
+                    SIZE_NAMES[best["size"][i, c]],
+                    POSITIONS[c],
+                )
                 for c in range(CELLS)
                 if best["occupied"][i, c] == 1
             )
@@ -261,8 +273,10 @@ def class_names(labels: np.ndarray, label_names: Sequence[str] | None) -> list[s
     labels = np.asarray(labels).reshape(-1).astype(np.int64)
     if label_names is None:
         if len(labels) and (labels.min() < 0 or labels.max() >= len(KINDS)):
-            raise ConfigError(f"labels reach {int(labels.max())} but no label_names were given; pass the batch's "
-                              f"label_names (e.g. 'red circle') so classes can be checked")  # fmt: skip
+            raise ConfigError(
+                f"labels reach {int(labels.max())} but no label_names were given; pass the batch's "
+                f"label_names (e.g. 'red circle') so classes can be checked"
+            )
         label_names = KINDS
     names = [str(n) for n in label_names]
     if len(labels) and (labels.min() < 0 or labels.max() >= len(names)):
@@ -348,8 +362,10 @@ def _load(path: Path, device: str | torch.device) -> ShapesEvaluator:
         model.load_state_dict(state, strict=True)
     except Exception as err:  # safetensors raises several types for unreadable files; all mean "bad file"
         reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
-        raise CheckpointError(f"cannot load shapes evaluator weights {path}: {reason}; "
-                              f"re-run scripts/train_shapes_evaluator.py or reinstall ditscale") from None  # fmt: skip
+        raise CheckpointError(
+            f"cannot load shapes evaluator weights {path}: {reason}; "
+            f"re-run scripts/train_shapes_evaluator.py or reinstall ditscale"
+        ) from None
     return ShapesEvaluator(model, device, metadata)
 
 
@@ -421,9 +437,15 @@ def _loss(logits: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> 
 
 
 def train_shapes_evaluator(
-    *, seed: int = 0, steps: int = 16000, batch_size: int = 128, lr: float = 2e-3, device: str = "cpu",
-    workers: int = 0, progress: bool = True,
-) -> ShapesNet:  # fmt: skip
+    *,
+    seed: int = 0,
+    steps: int = 16000,
+    batch_size: int = 128,
+    lr: float = 2e-3,
+    device: str = "cpu",
+    workers: int = 0,
+    progress: bool = True,
+) -> ShapesNet:
     """Train a :class:`ShapesNet` on freshly rendered images (AdamW, warmup + cosine decay).
 
     Deterministic for a given ``seed``, device and thread count (``workers`` that render batches
@@ -443,8 +465,9 @@ def train_shapes_evaluator(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
     )
     batches = _Batches(steps, batch_size, TRAIN_DATA_SEED + seed)
-    loader = torch.utils.data.DataLoader(batches, batch_size=None, num_workers=workers,
-                                         prefetch_factor=4 if workers else None)  # fmt: skip
+    loader = torch.utils.data.DataLoader(
+        batches, batch_size=None, num_workers=workers, prefetch_factor=4 if workers else None
+    )
     bar = tqdm(enumerate(loader), total=steps, disable=not progress, desc="shapes evaluator")
     for step, (x, targets) in bar:
         loss = _loss(model(x.to(device)), {k: v.to(device) for k, v in targets.items()})

@@ -104,13 +104,13 @@ class DiTConfig:
         if self.block not in BLOCK_DESIGNS:
             raise ConfigError(f"unknown block design {self.block!r}; choose one of {', '.join(BLOCK_DESIGNS)}")
         if self.conditioning not in CONDITIONINGS:
-            raise ConfigError(
-                f"unknown conditioning {self.conditioning!r}; choose one of {', '.join(CONDITIONINGS)}"
-            )
+            raise ConfigError(f"unknown conditioning {self.conditioning!r}; choose one of {', '.join(CONDITIONINGS)}")
         if self.conditioning == "class" and self.num_classes <= 0:
             raise ConfigError("class conditioning needs num_classes > 0; set num_classes or conditioning='none'")
         if self.conditioning == "text" and (self.context_dim <= 0 or self.context_len <= 0):
-            raise ConfigError("text conditioning needs context_dim > 0 and context_len > 0 (text-token width and count)")
+            raise ConfigError(
+                "text conditioning needs context_dim > 0 and context_len > 0 (text-token width and count)"
+            )
         if not 0.0 <= self.class_dropout_prob < 1.0:
             raise ConfigError(f"class_dropout_prob must be in [0, 1), got {self.class_dropout_prob}")
         if self.mlp_ratio <= 0:
@@ -168,12 +168,14 @@ def named_config(name: str, **overrides: Any) -> DiTConfig:
         close = difflib.get_close_matches(canon, MODEL_NAMES, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise ConfigError(f"unknown model {name!r}{hint}; choose one of {', '.join(MODEL_NAMES)}")
-    size, patch = canon[len("DiT-"):].split("/")
+    size, patch = canon[len("DiT-") :].split("/")
     depth, hidden, heads = MODEL_SIZES[size]
     base = dict(depth=depth, hidden_size=hidden, num_heads=heads, patch_size=int(patch))
     unknown = [k for k in overrides if k not in {f.name for f in dataclasses.fields(DiTConfig)}]
     if unknown:
-        raise ConfigError(f"unknown model option(s) {', '.join(unknown)}; valid: {', '.join(f.name for f in dataclasses.fields(DiTConfig))}")
+        raise ConfigError(
+            f"unknown model option(s) {', '.join(unknown)}; valid: {', '.join(f.name for f in dataclasses.fields(DiTConfig))}"
+        )
     base.update(overrides)
     return DiTConfig(**base)
 

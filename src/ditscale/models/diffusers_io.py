@@ -70,14 +70,20 @@ def _block_rules(i: int) -> list[KeyRule]:
 
 def _shared_rules(depth: int) -> list[KeyRule]:
     """The embedders diffusers repeats in every block: the timestep MLP and the class table."""
-    pairs = [(f"t_embedder.mlp.{j}.{p}", f"timestep_embedder.linear_{k}.{p}") for j, k in ((0, 1), (2, 2))
-             for p in ("weight", "bias")]  # fmt: skip
+    pairs = [
+        (f"t_embedder.mlp.{j}.{p}", f"timestep_embedder.linear_{k}.{p}")
+        for j, k in ((0, 1), (2, 2))
+        for p in ("weight", "bias")
+    ]
     pairs.append(("y_embedder.embedding_table.weight", "class_embedder.embedding_table.weight"))
     return [
-        KeyRule(ours, (f"transformer_blocks.0.norm1.emb.{theirs}",),
-                tuple(f"transformer_blocks.{i}.norm1.emb.{theirs}" for i in range(1, depth)))
+        KeyRule(
+            ours,
+            (f"transformer_blocks.0.norm1.emb.{theirs}",),
+            tuple(f"transformer_blocks.{i}.norm1.emb.{theirs}" for i in range(1, depth)),
+        )
         for ours, theirs in pairs
-    ]  # fmt: skip
+    ]
 
 
 def key_rules(depth: int) -> list[KeyRule]:
@@ -98,8 +104,10 @@ def unsupported_reason(config: DiTConfig, diffusion: dict[str, Any] | None = Non
     if config.block != "adaln_zero":
         return f"diffusers' DiTTransformer2DModel has only adaLN-Zero blocks; this model uses {config.block!r} blocks"
     if config.conditioning != "class":
-        return (f"diffusers' DiTTransformer2DModel is class-conditional only; "
-                f"this model has {config.conditioning!r} conditioning")
+        return (
+            f"diffusers' DiTTransformer2DModel is class-conditional only; "
+            f"this model has {config.conditioning!r} conditioning"
+        )
     if config.mlp_ratio != 4.0:
         return f"diffusers' DiTTransformer2DModel fixes the MLP ratio at 4; this model has {config.mlp_ratio}"
     if (diffusion or {}).get("kind", "gaussian") != "gaussian":
@@ -122,20 +130,38 @@ def transformer_config(config: DiTConfig) -> dict[str, Any]:
     if reason:
         raise CheckpointError(f"{reason}; export it in the safetensors format instead")
     return {
-        "_class_name": "DiTTransformer2DModel", "_diffusers_version": _diffusers_version(),
-        "num_attention_heads": config.num_heads, "attention_head_dim": config.hidden_size // config.num_heads,
-        "in_channels": config.in_channels, "out_channels": config.out_channels, "num_layers": config.depth,
-        "dropout": 0.0, "norm_num_groups": 32, "attention_bias": True, "sample_size": config.input_size,
-        "patch_size": config.patch_size, "activation_fn": "gelu-approximate",
-        "num_embeds_ada_norm": config.num_classes, "upcast_attention": False, "norm_type": "ada_norm_zero",
-        "norm_elementwise_affine": False, "norm_eps": NORM_EPS,
-    }  # fmt: skip
+        "_class_name": "DiTTransformer2DModel",
+        "_diffusers_version": _diffusers_version(),
+        "num_attention_heads": config.num_heads,
+        "attention_head_dim": config.hidden_size // config.num_heads,
+        "in_channels": config.in_channels,
+        "out_channels": config.out_channels,
+        "num_layers": config.depth,
+        "dropout": 0.0,
+        "norm_num_groups": 32,
+        "attention_bias": True,
+        "sample_size": config.input_size,
+        "patch_size": config.patch_size,
+        "activation_fn": "gelu-approximate",
+        "num_embeds_ada_norm": config.num_classes,
+        "upcast_attention": False,
+        "norm_type": "ada_norm_zero",
+        "norm_elementwise_affine": False,
+        "norm_eps": NORM_EPS,
+    }
 
 
 # what a transformer config must hold for our DiT to compute the same function (key -> required value)
-REQUIRED = {"norm_type": "ada_norm_zero", "activation_fn": "gelu-approximate", "attention_bias": True,
-            "cross_attention_dim": None, "num_vector_embeds": None, "only_cross_attention": False,
-            "double_self_attention": False, "norm_elementwise_affine": False}  # fmt: skip
+REQUIRED = {
+    "norm_type": "ada_norm_zero",
+    "activation_fn": "gelu-approximate",
+    "attention_bias": True,
+    "cross_attention_dim": None,
+    "num_vector_embeds": None,
+    "only_cross_attention": False,
+    "double_self_attention": False,
+    "norm_elementwise_affine": False,
+}
 
 
 def dit_config(transformer: dict[str, Any], where: str = "transformer config") -> DiTConfig:
@@ -149,15 +175,21 @@ def dit_config(transformer: dict[str, Any], where: str = "transformer config") -
     heads, in_ch = int(transformer.get("num_attention_heads", 16)), int(transformer.get("in_channels", 4))
     out_ch = transformer.get("out_channels") or in_ch
     if out_ch not in (in_ch, 2 * in_ch):
-        raise CheckpointError(f"{where} has out_channels {out_ch}, neither in_channels {in_ch} nor twice it; "
-                              "ditscale cannot map it")
+        raise CheckpointError(
+            f"{where} has out_channels {out_ch}, neither in_channels {in_ch} nor twice it; ditscale cannot map it"
+        )
     return DiTConfig(
-        input_size=int(transformer.get("sample_size", 32)), patch_size=int(transformer["patch_size"]),
-        in_channels=in_ch, hidden_size=heads * int(transformer.get("attention_head_dim", 72)),
-        depth=int(transformer.get("num_layers", 28)), num_heads=heads, mlp_ratio=4.0,
-        num_classes=int(transformer.get("num_embeds_ada_norm") or 1000), class_dropout_prob=0.1,
+        input_size=int(transformer.get("sample_size", 32)),
+        patch_size=int(transformer["patch_size"]),
+        in_channels=in_ch,
+        hidden_size=heads * int(transformer.get("attention_head_dim", 72)),
+        depth=int(transformer.get("num_layers", 28)),
+        num_heads=heads,
+        mlp_ratio=4.0,
+        num_classes=int(transformer.get("num_embeds_ada_norm") or 1000),
+        class_dropout_prob=0.1,
         learn_sigma=out_ch == 2 * in_ch,
-    )  # fmt: skip
+    )
 
 
 def scheduler_config(diffusion: dict[str, Any]) -> dict[str, Any]:
@@ -169,13 +201,21 @@ def scheduler_config(diffusion: dict[str, Any]) -> dict[str, Any]:
     """
     steps = int(diffusion["diffusion_steps"])
     scale = 1000 / steps
-    betas = {"linear": {"beta_schedule": "linear", "beta_start": 0.0001 * scale, "beta_end": 0.02 * scale},
-             "cosine": {"beta_schedule": "squaredcos_cap_v2"}}[diffusion["noise_schedule"]]  # fmt: skip
+    betas = {
+        "linear": {"beta_schedule": "linear", "beta_start": 0.0001 * scale, "beta_end": 0.02 * scale},
+        "cosine": {"beta_schedule": "squaredcos_cap_v2"},
+    }[diffusion["noise_schedule"]]
     return {
-        "_class_name": "DDIMScheduler", "_diffusers_version": _diffusers_version(),
-        "num_train_timesteps": steps, **betas, "trained_betas": None, "clip_sample": False,
-        "set_alpha_to_one": True, "steps_offset": 0, "prediction_type": PREDICTIONS[diffusion["predict"]],
-    }  # fmt: skip
+        "_class_name": "DDIMScheduler",
+        "_diffusers_version": _diffusers_version(),
+        "num_train_timesteps": steps,
+        **betas,
+        "trained_betas": None,
+        "clip_sample": False,
+        "set_alpha_to_one": True,
+        "steps_offset": 0,
+        "prediction_type": PREDICTIONS[diffusion["predict"]],
+    }
 
 
 def diffusion_from_scheduler(scheduler: dict[str, Any], learn_sigma: bool) -> dict[str, Any]:
@@ -191,10 +231,17 @@ def diffusion_from_scheduler(scheduler: dict[str, Any], learn_sigma: bool) -> di
         )
     predict = {v: k for k, v in PREDICTIONS.items()}.get(scheduler.get("prediction_type", "epsilon"))
     if predict is None:
-        raise CheckpointError(f"scheduler prediction_type {scheduler.get('prediction_type')!r} is not epsilon, "
-                              "sample or v_prediction; ditscale cannot sample this process")
-    return {"kind": "gaussian", "noise_schedule": "linear" if linear else "cosine", "diffusion_steps": steps,
-            "predict": predict, "learn_sigma": learn_sigma}  # fmt: skip
+        raise CheckpointError(
+            f"scheduler prediction_type {scheduler.get('prediction_type')!r} is not epsilon, "
+            "sample or v_prediction; ditscale cannot sample this process"
+        )
+    return {
+        "kind": "gaussian",
+        "noise_schedule": "linear" if linear else "cosine",
+        "diffusion_steps": steps,
+        "predict": predict,
+        "learn_sigma": learn_sigma,
+    }
 
 
 # State dicts --------------------------------------------------------------------------------------
@@ -213,8 +260,10 @@ def to_diffusers(state_dict: dict[str, torch.Tensor], config: DiTConfig) -> dict
     missing = [r.ours for r in rules if r.ours not in state_dict]
     extra = [k for k in state_dict if k not in {r.ours for r in rules} | set(FIXED_KEYS)]
     if missing or extra:
-        raise CheckpointError(f"state dict is not a DiT of depth {config.depth}: missing {_listing(missing) or 'none'}, "
-                              f"unexpected {_listing(extra) or 'none'}; pass the model's own state_dict()")  # fmt: skip
+        raise CheckpointError(
+            f"state dict is not a DiT of depth {config.depth}: missing {_listing(missing) or 'none'}, "
+            f"unexpected {_listing(extra) or 'none'}; pass the model's own state_dict()"
+        )
     _check_pos_embed(state_dict, config)
     out: dict[str, torch.Tensor] = {}
     for rule in rules:
@@ -233,8 +282,10 @@ def _check_pos_embed(state_dict: dict[str, torch.Tensor], config: DiTConfig) -> 
     fixed = sincos_pos_embed_2d(config.hidden_size, config.grid_size).unsqueeze(0)
     pos = state_dict.get("pos_embed")
     if pos is not None and (pos.shape != fixed.shape or not torch.allclose(pos.float().cpu(), fixed, atol=1e-6)):
-        raise CheckpointError("pos_embed is not the fixed 2-D sin-cos table that diffusers recomputes; "
-                              "this model cannot be exported to diffusers (use --format safetensors)")
+        raise CheckpointError(
+            "pos_embed is not the fixed 2-D sin-cos table that diffusers recomputes; "
+            "this model cannot be exported to diffusers (use --format safetensors)"
+        )
 
 
 def _with_null_row(table: torch.Tensor, config: DiTConfig) -> torch.Tensor:
@@ -255,11 +306,15 @@ def from_diffusers(theirs: dict[str, torch.Tensor], config: DiTConfig) -> dict[s
     missing = [k for k in sorted(known) if k not in theirs]
     unexpected = [k for k in theirs if k not in known]
     if missing or unexpected:
-        raise CheckpointError(f"diffusers weights do not match the {config.depth}-block DiT of their config: missing "
-                              f"{_listing(missing) or 'none'}; unexpected {_listing(unexpected) or 'none'}")  # fmt: skip
+        raise CheckpointError(
+            f"diffusers weights do not match the {config.depth}-block DiT of their config: missing "
+            f"{_listing(missing) or 'none'}; unexpected {_listing(unexpected) or 'none'}"
+        )
     _check_copies(theirs, rules)
-    ours = {r.ours: torch.cat([theirs[k] for k in r.theirs], dim=0) if len(r.theirs) > 1 else theirs[r.theirs[0]]
-            for r in rules}  # fmt: skip
+    ours = {
+        r.ours: torch.cat([theirs[k] for k in r.theirs], dim=0) if len(r.theirs) > 1 else theirs[r.theirs[0]]
+        for r in rules
+    }
     ours["pos_embed"] = sincos_pos_embed_2d(config.hidden_size, config.grid_size).unsqueeze(0)
     _check_shapes(ours, config, rules)
     return ours
@@ -269,8 +324,10 @@ def _check_copies(theirs: dict[str, torch.Tensor], rules: list[KeyRule]) -> None
     for rule in rules:
         for key in rule.copies:
             if not torch.equal(theirs[key], theirs[rule.theirs[0]]):
-                raise CheckpointError(f"diffusers weight {key} differs from {rule.theirs[0]}; our DiT shares one "
-                                      "timestep/class embedder across blocks, so this model cannot be loaded")  # fmt: skip
+                raise CheckpointError(
+                    f"diffusers weight {key} differs from {rule.theirs[0]}; our DiT shares one "
+                    "timestep/class embedder across blocks, so this model cannot be loaded"
+                )
 
 
 def _check_shapes(ours: dict[str, torch.Tensor], config: DiTConfig, rules: list[KeyRule]) -> None:
@@ -330,8 +387,11 @@ def read_folder_metadata(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not a diffusers DiT folder (no transformer/config.json); check the path")
     config = dit_config(_read_json(folder / "config.json"), where=str(folder / "config.json"))
     sched = Path(path) / "scheduler" / "scheduler_config.json"
-    diffusion = (diffusion_from_scheduler(_read_json(sched), config.learn_sigma) if sched.is_file()
-                 else {"learn_sigma": config.learn_sigma})  # fmt: skip
+    diffusion = (
+        diffusion_from_scheduler(_read_json(sched), config.learn_sigma)
+        if sched.is_file()
+        else {"learn_sigma": config.learn_sigma}
+    )
     return {"model": config.to_dict(), "diffusion": diffusion}
 
 

@@ -320,13 +320,17 @@ class DiT(nn.Module):
         # Fixed sin-cos embedding, a frozen Parameter (not a buffer) so the key is in the state_dict as in the reference.
         self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_patches, d), requires_grad=False)
         if cfg.block in ("adaln_zero", "adaln"):
-            blocks = [DiTBlock(d, cfg.num_heads, cfg.mlp_hidden, gated=cfg.block == "adaln_zero") for _ in range(cfg.depth)]
+            blocks = [
+                DiTBlock(d, cfg.num_heads, cfg.mlp_hidden, gated=cfg.block == "adaln_zero") for _ in range(cfg.depth)
+            ]
         elif cfg.block == "cross_attn":
             blocks = [CrossAttnBlock(d, cfg.num_heads, cfg.mlp_hidden) for _ in range(cfg.depth)]
         else:
             blocks = [TransformerBlock(d, cfg.num_heads, cfg.mlp_hidden) for _ in range(cfg.depth)]
         self.blocks = nn.ModuleList(blocks)
-        self.final_layer = FinalLayer(d, cfg.patch_size, cfg.out_channels, adaptive=cfg.block in ("adaln_zero", "adaln"))
+        self.final_layer = FinalLayer(
+            d, cfg.patch_size, cfg.out_channels, adaptive=cfg.block in ("adaln_zero", "adaln")
+        )
         self.initialize_weights()
 
     @property
@@ -369,7 +373,8 @@ class DiT(nn.Module):
         ``final_layer.linear``: the N of ``6 N D`` (as ``ditscale.flops.param_counts``).
         """
         return sum(
-            p.numel() for name, p in self.named_parameters()
+            p.numel()
+            for name, p in self.named_parameters()
             if not (non_embedding and name.startswith(EMBEDDING_PREFIXES))
         )
 
@@ -399,7 +404,9 @@ class DiT(nn.Module):
                     f"{cfg.context_dim}); use the text encoder and max length the model was built for"
                 )
             if context_mask is not None and tuple(context_mask.shape) != tuple(context.shape[:2]):
-                raise DataError(f"context_mask has shape {tuple(context_mask.shape)}, expected {tuple(context.shape[:2])}")
+                raise DataError(
+                    f"context_mask has shape {tuple(context_mask.shape)}, expected {tuple(context.shape[:2])}"
+                )
         elif context is not None:
             raise DataError(f"context was passed but this model has conditioning={cfg.conditioning!r}; drop it")
 
@@ -501,7 +508,9 @@ class DiT(nn.Module):
         The reference guides 3 channels (of the 4 eps channels of SD latents).
         """
         if self.config.conditioning == "none":
-            raise ConfigError("classifier-free guidance needs a conditional model (conditioning='none'); sample with cfg_scale=1")
+            raise ConfigError(
+                "classifier-free guidance needs a conditional model (conditioning='none'); sample with cfg_scale=1"
+            )
         half = x[: len(x) // 2]
         combined = torch.cat([half, half], dim=0)
         drop = guidance_drop_ids(len(half)) if self.config.conditioning == "text" else None

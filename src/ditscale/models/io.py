@@ -51,8 +51,10 @@ def _existing(path: str | Path) -> Path:
     if p.is_dir() and transformer_dir(p) is not None:  # a diffusers DiT folder
         return p
     if p.is_dir():
-        raise CheckpointError(f"{str(p)!r} is a folder but not a diffusers DiT folder (no transformer/config.json); "
-                              "pass a weights file or a diffusers folder")
+        raise CheckpointError(
+            f"{str(p)!r} is a folder but not a diffusers DiT folder (no transformer/config.json); "
+            "pass a weights file or a diffusers folder"
+        )
     if not p.is_file():
         raise CheckpointError(f"weights file {str(p)!r} does not exist; check the path")
     if p.suffix != ".safetensors" and p.suffix not in TORCH_SUFFIXES:
@@ -87,7 +89,9 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         with safe_open(str(p), framework="pt") as fh:
             raw = (fh.metadata() or {}).get(METADATA_KEY)
     except Exception as err:  # safetensors raises its own SafetensorError for corrupt headers
-        raise CheckpointError(f"{p} is not a readable safetensors file ({_first_line(err)}); re-save it or pick another file") from None
+        raise CheckpointError(
+            f"{p} is not a readable safetensors file ({_first_line(err)}); re-save it or pick another file"
+        ) from None
     if raw is None:
         return {}
     try:
@@ -102,8 +106,10 @@ def _first_line(err: BaseException) -> str:
 
 
 def _is_state_dict(obj: Any) -> bool:
-    return isinstance(obj, dict) and bool(obj) and all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    return (
+        isinstance(obj, dict)
+        and bool(obj)
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
     )
 
 
@@ -119,9 +125,13 @@ def _torch_load(p: Path) -> Any:
                 f"refusing to load {p}: it pickles {found.group(1)}, not just tensors (unsafe to unpickle); "
                 "re-save the weights with torch.save(model.state_dict(), path) or as safetensors"
             ) from None
-        raise CheckpointError(f"{p} is not a readable PyTorch checkpoint (corrupt or not written by torch.save)") from None
+        raise CheckpointError(
+            f"{p} is not a readable PyTorch checkpoint (corrupt or not written by torch.save)"
+        ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise CheckpointError(f"{p} is not a readable PyTorch checkpoint ({_first_line(err)}); re-download or re-save it") from None
+        raise CheckpointError(
+            f"{p} is not a readable PyTorch checkpoint ({_first_line(err)}); re-download or re-save it"
+        ) from None
 
 
 def _pick_state_dict(obj: Any, key: str | None, p: Path) -> dict[str, torch.Tensor]:
@@ -131,7 +141,9 @@ def _pick_state_dict(obj: Any, key: str | None, p: Path) -> dict[str, torch.Tens
         candidates = [key] if key is not None else [k for k in STATE_DICT_KEYS if k in obj]
         for k in candidates:
             if k not in obj:
-                raise CheckpointError(f"{p} has no {k!r} entry (it has {_listing([repr(x) for x in obj])}); pick one of those")
+                raise CheckpointError(
+                    f"{p} has no {k!r} entry (it has {_listing([repr(x) for x in obj])}); pick one of those"
+                )
             if _is_state_dict(obj[k]):
                 return dict(obj[k])
     raise CheckpointError(
@@ -143,7 +155,7 @@ def _pick_state_dict(obj: Any, key: str | None, p: Path) -> dict[str, torch.Tens
 def _strip_wrapper_prefixes(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     for prefix in WRAPPER_PREFIXES:
         if sd and all(k.startswith(prefix) for k in sd):
-            sd = {k[len(prefix):]: v for k, v in sd.items()}
+            sd = {k[len(prefix) :]: v for k, v in sd.items()}
     return sd
 
 
@@ -164,7 +176,9 @@ def load_state_dict_file(path: str | Path, key: str | None = None) -> dict[str, 
         try:
             sd = load_file(str(p), device="cpu")
         except Exception as err:  # SafetensorError (corrupt/truncated) or OSError
-            raise CheckpointError(f"{p} is not a readable safetensors file ({_first_line(err)}); re-save it or pick another file") from None
+            raise CheckpointError(
+                f"{p} is not a readable safetensors file ({_first_line(err)}); re-save it or pick another file"
+            ) from None
         if key is not None:
             raise CheckpointError(f"{p} is a safetensors file with a single state dict; drop key={key!r}")
     else:
@@ -186,13 +200,17 @@ def _load_diffusers_folder(p: Path, key: str | None) -> dict[str, torch.Tensor]:
 
 def describe_config(config: DiTConfig) -> str:
     """Short human name of a config, e.g. "DiT-S/2 (input_size 32)" or "DiT(depth=4, hidden_size=64, patch_size=2) (input_size 8)"."""
-    size = next((s for s, dims in MODEL_SIZES.items() if dims == (config.depth, config.hidden_size, config.num_heads)), None)
+    size = next(
+        (s for s, dims in MODEL_SIZES.items() if dims == (config.depth, config.hidden_size, config.num_heads)), None
+    )
     name = (
-        f"DiT-{size}/{config.patch_size}" if size
+        f"DiT-{size}/{config.patch_size}"
+        if size
         else f"DiT(depth={config.depth}, hidden_size={config.hidden_size}, patch_size={config.patch_size})"
     )
     extra = "".join(
-        f", {field} {getattr(config, field)}" for field, default in (("block", "adaln_zero"), ("conditioning", "class"))
+        f", {field} {getattr(config, field)}"
+        for field, default in (("block", "adaln_zero"), ("conditioning", "class"))
         if getattr(config, field) != default
     )
     return f"{name} (input_size {config.input_size}{extra})"
@@ -213,7 +231,8 @@ def load_state_dict_strict(model: torch.nn.Module, state_dict: dict[str, torch.T
     expected = model.state_dict()
     mismatched = [
         f"shape mismatch at {k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
-        for k, v in expected.items() if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
+        for k, v in expected.items()
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
     ]
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
@@ -225,7 +244,11 @@ def load_state_dict_strict(model: torch.nn.Module, state_dict: dict[str, torch.T
     if unexpected:
         problems.append(f"unexpected keys {_listing(unexpected)}")
     if problems:
-        target = describe_config(model.config) if isinstance(getattr(model, "config", None), DiTConfig) else type(model).__name__
+        target = (
+            describe_config(model.config)
+            if isinstance(getattr(model, "config", None), DiTConfig)
+            else type(model).__name__
+        )
         raise CheckpointError(
             f"checkpoint does not match {target}: {'; '.join(problems)} — pass the right --model/--image-size"
         )
@@ -254,7 +277,9 @@ def load_model(
     p = _existing(path)
     if isinstance(model, torch.nn.Module):
         if overrides:
-            raise CheckpointError(f"config overrides {sorted(overrides)} cannot apply to an existing model; build it with them")
+            raise CheckpointError(
+                f"config overrides {sorted(overrides)} cannot apply to an existing model; build it with them"
+            )
         net = model
     else:
         if model is None:

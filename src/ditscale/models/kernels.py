@@ -57,8 +57,15 @@ def reference_kernels(enabled: bool = True) -> Iterator[None]:
 EXPLICIT_MAX_SCORES = 1 << 20
 
 
-def attention_path(batch: int, heads: int, q_len: int, k_len: int, device: torch.device | str,
-                   dtype: torch.dtype, backward: bool = True) -> str:
+def attention_path(
+    batch: int,
+    heads: int,
+    q_len: int,
+    k_len: int,
+    device: torch.device | str,
+    dtype: torch.dtype,
+    backward: bool = True,
+) -> str:
     """The attention path of one call: ``"explicit"`` or ``"sdpa"``. A pure function of its arguments.
 
     A CPU float32 call that will be differentiated (``backward``) and whose score tensor has at most
@@ -72,7 +79,9 @@ def attention_path(batch: int, heads: int, q_len: int, k_len: int, device: torch
     return "explicit" if batch * heads * q_len * k_len <= EXPLICIT_MAX_SCORES else "sdpa"
 
 
-def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+def explicit_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """``softmax(q k^T / sqrt(d)) v`` with batched matmuls; q (N, H, Lq, d), k/v (N, H, Lk, d) -> (N, H, Lq, d).
 
     ``mask`` bool, broadcastable to (N, H, Lq, Lk), True = attend (SDPA's boolean mask). A query with
@@ -167,4 +176,6 @@ def retain_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 25
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold))) and bool(mallopt(_M_TRIM_THRESHOLD, int(trim_threshold)))
+    return bool(mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold))) and bool(
+        mallopt(_M_TRIM_THRESHOLD, int(trim_threshold))
+    )

@@ -15,12 +15,21 @@ from ditscale.report.figures import isoflop_figure, laws_figure, residuals_figur
 from ditscale.report.html import render_html, write_html
 from ditscale.report.quality import quality_figure, samples_figure
 
-__all__ = ["isoflop_figure", "laws_figure", "quality_figure", "render_html", "residuals_figure", "samples_figure",
-           "write_html", "write_report"]
+__all__ = [
+    "isoflop_figure",
+    "laws_figure",
+    "quality_figure",
+    "render_html",
+    "residuals_figure",
+    "samples_figure",
+    "write_html",
+    "write_report",
+]
 
 
-def write_report(out_dir: str | Path, laws: "dict | LawsSummary", spec=None, *, runs, boot=None,
-                 samples: list | None = None) -> Path:
+def write_report(
+    out_dir: str | Path, laws: "dict | LawsSummary", spec=None, *, runs, boot=None, samples: list | None = None
+) -> Path:
     """Figures and ``report.html`` of the study in ``out_dir``; returns the HTML path.
 
     ``laws`` is the laws.json dict (or its :class:`~ditscale.laws.summary.LawsSummary` view);
@@ -33,21 +42,35 @@ def write_report(out_dir: str | Path, laws: "dict | LawsSummary", spec=None, *, 
     view = laws if isinstance(laws, LawsSummary) else LawsSummary.from_dict(laws)
     target = (view.prediction.flops if view.prediction is not None else None) or getattr(spec, "target_flops", None)
     figs = [
-        (isoflop_figure(runs, view, out_dir / "isoflop.png"),
-         "isoFLOP curves: loss vs model size per budget, fitted parabolas, optima (stars); held-out budget dashed "
-         "with the backtest prediction (red diamond, 90% interval)"),
-        (laws_figure(view, out_dir / "laws.png", boot=boot, target_flops=target),
-         "compute-optimal N, D and loss vs compute, 90% bootstrap bands, backtest refit (dashed), "
-         "extrapolation to the target budget (orange)"),
-        (residuals_figure(runs, view, out_dir / "residuals.png"),
-         "residuals of the isoFLOP parabolas; grey band: seed-to-seed spread"),
+        (
+            isoflop_figure(runs, view, out_dir / "isoflop.png"),
+            "isoFLOP curves: loss vs model size per budget, fitted parabolas, optima (stars); held-out budget dashed "
+            "with the backtest prediction (red diamond, 90% interval)",
+        ),
+        (
+            laws_figure(view, out_dir / "laws.png", boot=boot, target_flops=target),
+            "compute-optimal N, D and loss vs compute, 90% bootstrap bands, backtest refit (dashed), "
+            "extrapolation to the target budget (orange)",
+        ),
+        (
+            residuals_figure(runs, view, out_dir / "residuals.png"),
+            "residuals of the isoFLOP parabolas; grey band: seed-to-seed spread",
+        ),
     ]
     if view.quality is not None and view.quality.law is not None:
-        figs.append((quality_figure(view, out_dir / "quality.png", target),
-                     f"sample quality ({view.quality.metric}) vs compute, with the backtest and the extrapolation, "
-                     "and vs validation loss"))
+        figs.append(
+            (
+                quality_figure(view, out_dir / "quality.png", target),
+                f"sample quality ({view.quality.metric}) vs compute, with the backtest and the extrapolation, "
+                "and vs validation loss",
+            )
+        )
     if samples:
-        figs.append((samples_figure(samples, out_dir / "samples.png"),
-                     "samples of each budget's compute-optimal model (smallest budget at the top)"))
+        figs.append(
+            (
+                samples_figure(samples, out_dir / "samples.png"),
+                "samples of each budget's compute-optimal model (smallest budget at the top)",
+            )
+        )
     name = view.study or getattr(spec, "name", "study")
     return write_html(out_dir / "report.html", view, figs, title=f"ditscale study: {name}")

@@ -88,26 +88,65 @@ def isoflop_figure(runs, laws: "dict | LawsSummary", path: str | Path) -> Path:
     return Path(path)
 
 
-def _draw_budget(ax, n: np.ndarray, loss: np.ndarray, c: float, colour, is_held: bool,
-                 opt: BudgetSummary | None, row: BacktestSummary | None) -> None:
+def _draw_budget(
+    ax,
+    n: np.ndarray,
+    loss: np.ndarray,
+    c: float,
+    colour,
+    is_held: bool,
+    opt: BudgetSummary | None,
+    row: BacktestSummary | None,
+) -> None:
     """One budget of the isoFLOP figure: its runs, parabola, optimum (star) and backtest prediction."""
     name = f"{fmt_flops(c)} FLOPs" + (" (held out)" if is_held else "")
-    ax.scatter(n, loss, color=colour, marker="s" if is_held else "o", s=28, zorder=3,
-               facecolors="none" if is_held else colour, linewidths=1.4, label=name)
+    ax.scatter(
+        n,
+        loss,
+        color=colour,
+        marker="s" if is_held else "o",
+        s=28,
+        zorder=3,
+        facecolors="none" if is_held else colour,
+        linewidths=1.4,
+        label=name,
+    )
     if len(np.unique(n)) >= 3:
         coef = budget_parabola(np.log(n), loss)
         xs = np.linspace(np.log(n.min()) - 0.15, np.log(n.max()) + 0.15, 100)
-        ax.plot(np.exp(xs), coef[0] + coef[1] * xs + coef[2] * xs**2, color=colour, lw=1.6,
-                linestyle="--" if is_held else "-", zorder=2)
+        ax.plot(
+            np.exp(xs),
+            coef[0] + coef[1] * xs + coef[2] * xs**2,
+            color=colour,
+            lw=1.6,
+            linestyle="--" if is_held else "-",
+            zorder=2,
+        )
     if opt and not opt.degenerate and np.isfinite(np.nan if opt.loss_opt is None else opt.loss_opt):
-        ax.scatter([opt.n_opt], [opt.loss_opt], marker="*", s=190, zorder=4, edgecolors="black",
-                   facecolors="white" if opt.edge else colour, linewidths=0.9)
+        ax.scatter(
+            [opt.n_opt],
+            [opt.loss_opt],
+            marker="*",
+            s=190,
+            zorder=4,
+            edgecolors="black",
+            facecolors="white" if opt.edge else colour,
+            linewidths=0.9,
+        )
     if row is not None:
         n_at = opt.n_opt if opt else float(np.exp(np.log(n).mean()))
         yerr = error_bar(row.predicted_loss, row.predicted_ci90)
-        ax.errorbar([n_at * 1.12], [row.predicted_loss], yerr=yerr, fmt="D", color="crimson", ms=6,
-                    capsize=3, zorder=5,
-                    label=f"backtest prediction, {loss_law_name(row.loss_law)} ({row.relative_error:+.1%})")
+        ax.errorbar(
+            [n_at * 1.12],
+            [row.predicted_loss],
+            yerr=yerr,
+            fmt="D",
+            color="crimson",
+            ms=6,
+            capsize=3,
+            zorder=5,
+            label=f"backtest prediction, {loss_law_name(row.loss_law)} ({row.relative_error:+.1%})",
+        )
 
 
 def _band(boot, law: str, cs: np.ndarray):
@@ -123,9 +162,11 @@ def _band(boot, law: str, cs: np.ndarray):
     return np.percentile(y[ok], [5, 95], axis=0)
 
 
-LAW_PANELS = [("params_law", "n_opt", "N_opt, non-embedding parameters"),
-              ("tokens_law", "d_opt", "D_opt, image tokens"),
-              ("loss_law", "loss_opt", "L_opt, validation loss")]
+LAW_PANELS = [
+    ("params_law", "n_opt", "N_opt, non-embedding parameters"),
+    ("tokens_law", "d_opt", "D_opt, image tokens"),
+    ("loss_law", "loss_opt", "L_opt, validation loss"),
+]
 
 
 def laws_figure(laws: "dict | LawsSummary", path: str | Path, *, boot=None, target_flops: float | None = None) -> Path:
@@ -147,13 +188,31 @@ def laws_figure(laws: "dict | LawsSummary", path: str | Path, *, boot=None, targ
             _draw_approach3_loss(ax, view, grid)
             for row in view.backtest:
                 yerr = error_bar(row.predicted_loss, row.predicted_ci90)
-                ax.errorbar([row.flops], [row.predicted_loss], yerr=yerr, fmt="D", color="crimson", ms=5,
-                            capsize=3, zorder=6, label=f"predicted, {loss_law_name(row.loss_law)} ({row.relative_error:+.1%})")
+                ax.errorbar(
+                    [row.flops],
+                    [row.predicted_loss],
+                    yerr=yerr,
+                    fmt="D",
+                    color="crimson",
+                    ms=5,
+                    capsize=3,
+                    zorder=6,
+                    label=f"predicted, {loss_law_name(row.loss_law)} ({row.relative_error:+.1%})",
+                )
             by = f" ({loss_law_name(view.prediction.loss_law)})" if view.prediction is not None else ""
         est = getattr(view.prediction, key) if view.prediction is not None else None
         if target_flops and est is not None and est.value is not None:
-            ax.errorbar([target_flops], [est.value], yerr=error_bar(est.value, est.ci90), fmt="o", color="tab:orange", ms=6,
-                        capsize=3, zorder=6, label=f"target {fmt_flops(target_flops)}: {est.value:.3g}{by}")
+            ax.errorbar(
+                [target_flops],
+                [est.value],
+                yerr=error_bar(est.value, est.ci90),
+                fmt="o",
+                color="tab:orange",
+                ms=6,
+                capsize=3,
+                zorder=6,
+                label=f"target {fmt_flops(target_flops)}: {est.value:.3g}{by}",
+            )
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("C, training FLOPs")
@@ -172,15 +231,21 @@ def laws_figure(laws: "dict | LawsSummary", path: str | Path, *, boot=None, targ
 def _draw_law(ax, view: LawsSummary, law: str, grid: np.ndarray, boot) -> None:
     """The fitted power law over ``grid``, its bootstrap band, and the backtest refit (dashed)."""
     fit = view.law(law)
-    y = fit.coefficient * grid ** fit.exponent
+    y = fit.coefficient * grid**fit.exponent
     ax.plot(grid, y, color="tab:blue", lw=1.8, label=f"fit, all budgets: {fit.coefficient:.3g} C^{fit.exponent:.3f}")
     band = _band(boot, law, grid)
     if band is not None:
         ax.fill_between(grid, band[0], band[1], color="tab:blue", alpha=0.18, lw=0, label="90% bootstrap band")
     refit = view.backtest_fit.law(law) if view.backtest_fit is not None else None
     if refit is not None:
-        ax.plot(grid, refit.coefficient * grid ** refit.exponent, color="crimson", lw=1.2, ls="--",
-                label=f"backtest refit: C^{refit.exponent:.3f}")
+        ax.plot(
+            grid,
+            refit.coefficient * grid**refit.exponent,
+            color="crimson",
+            lw=1.2,
+            ls="--",
+            label=f"backtest refit: C^{refit.exponent:.3f}",
+        )
 
 
 def _draw_approach3_loss(ax, view: LawsSummary, grid: np.ndarray) -> None:
@@ -206,11 +271,27 @@ def _draw_optima(ax, budgets: list[BudgetSummary], key: str) -> None:
     fitted = ~held
     ax.scatter(cs[fitted & ~edge], vals[fitted & ~edge], color="black", zorder=4, s=30, label="budget optima")
     if (fitted & edge).any():
-        ax.scatter(cs[fitted & edge], vals[fitted & edge], facecolors="white", edgecolors="black", zorder=4, s=30,
-                   label="optimum at grid edge")
+        ax.scatter(
+            cs[fitted & edge],
+            vals[fitted & edge],
+            facecolors="white",
+            edgecolors="black",
+            zorder=4,
+            s=30,
+            label="optimum at grid edge",
+        )
     if held.any():
-        ax.scatter(cs[held], vals[held], marker="s", facecolors="none", edgecolors="crimson", linewidths=1.5,
-                   zorder=5, s=46, label="held-out budget")
+        ax.scatter(
+            cs[held],
+            vals[held],
+            marker="s",
+            facecolors="none",
+            edgecolors="crimson",
+            linewidths=1.5,
+            zorder=5,
+            s=46,
+            label="held-out budget",
+        )
 
 
 def residuals_figure(runs, laws: "dict | LawsSummary", path: str | Path) -> Path:
@@ -233,8 +314,14 @@ def residuals_figure(runs, laws: "dict | LawsSummary", path: str | Path) -> Path
         x = np.log(n)
         r = loss / (coef[0] + coef[1] * x + coef[2] * x * x) - 1
         is_held = float(c) in held
-        ax.scatter(n, r, color=colours[float(c)], marker="s" if is_held else "o", s=24,
-                   label=f"{fmt_flops(float(c))}" + (" (held out)" if is_held else ""))
+        ax.scatter(
+            n,
+            r,
+            color=colours[float(c)],
+            marker="s" if is_held else "o",
+            s=24,
+            label=f"{fmt_flops(float(c))}" + (" (held out)" if is_held else ""),
+        )
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xscale("log")
     ax.set_xlabel("N, non-embedding parameters")

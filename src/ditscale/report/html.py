@@ -56,15 +56,20 @@ figure{margin:8px 0} img{max-width:100%} figcaption{font-size:0.85em;color:#555}
 def render_html(laws: "dict | LawsSummary", figures: list[tuple[Path, str]], *, title: str) -> str:
     """The report page for ``laws`` (the laws.json dict, or its view) with ``(png, caption)`` figures embedded."""
     view = laws if isinstance(laws, LawsSummary) else LawsSummary.from_dict(laws)
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+        f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>",
+    ]
     if view.prediction is not None:
         parts += _prediction_section(view.prediction)
     if view.backtest:
         parts += _backtest_section(view.backtest)
     if view.parametric is not None and view.parametric.backtest:
-        parts += _backtest_section(view.parametric.backtest, "Approach 3 backtest: L(N, D) refitted without the held-out budget(s)",
-                                   form="parametric")
+        parts += _backtest_section(
+            view.parametric.backtest,
+            "Approach 3 backtest: L(N, D) refitted without the held-out budget(s)",
+            form="parametric",
+        )
     parts += _laws_section(view)
     if view.quality is not None and view.quality.law is not None:
         parts += _quality_section(view.quality)
@@ -84,16 +89,26 @@ def _prediction_section(pred: PredictionSummary) -> list[str]:
     """The headline: the compute-optimal model at the target budget."""
     near = pred.nearest
     name = "–" if near.name is None else near.name
-    rows = [["target compute C (FLOPs)", _num(pred.flops, ".3g"), ""],
-            ["N_opt (non-embedding params)", _num(pred.n_opt.value, ".4g"), _ci(pred.n_opt.ci90)],
-            ["D_opt (image tokens)", _num(pred.d_opt.value, ".4g"), _ci(pred.d_opt.ci90)],
-            ["D_opt (images)", _num(pred.images_opt.value, ".4g"), _ci(pred.images_opt.ci90)],
-            [f"L_opt (validation loss; {loss_law_name(pred.loss_law)})", _num(pred.loss_opt.value, ".4f"),
-             _ci(pred.loss_opt.ci90, ".4f")],
-            ["nearest family model", html.escape(f"{name} ({_num(near.params, ',')} params)"), ""]]
+    rows = [
+        ["target compute C (FLOPs)", _num(pred.flops, ".3g"), ""],
+        ["N_opt (non-embedding params)", _num(pred.n_opt.value, ".4g"), _ci(pred.n_opt.ci90)],
+        ["D_opt (image tokens)", _num(pred.d_opt.value, ".4g"), _ci(pred.d_opt.ci90)],
+        ["D_opt (images)", _num(pred.images_opt.value, ".4g"), _ci(pred.images_opt.ci90)],
+        [
+            f"L_opt (validation loss; {loss_law_name(pred.loss_law)})",
+            _num(pred.loss_opt.value, ".4f"),
+            _ci(pred.loss_opt.ci90, ".4f"),
+        ],
+        ["nearest family model", html.escape(f"{name} ({_num(near.params, ',')} params)"), ""],
+    ]
     if pred.extrapolation is not None:
-        rows.append(["extrapolation (target / largest trained budget)", f"{_num(pred.extrapolation, '.3g')}x",
-                     f"largest budget {_num(pred.largest_budget, '.3g')} FLOPs"])
+        rows.append(
+            [
+                "extrapolation (target / largest trained budget)",
+                f"{_num(pred.extrapolation, '.3g')}x",
+                f"largest budget {_num(pred.largest_budget, '.3g')} FLOPs",
+            ]
+        )
     parts = ["<h2>Compute-optimal model at the target budget</h2>", _table(["quantity", "value", "90% interval"], rows)]
     parts += [f"<p class='bad'>{html.escape(w)}</p>" for w in pred.warnings if w.startswith("extrapolating")]
     return parts + _forms_section(pred)
@@ -103,15 +118,27 @@ def _forms_section(pred: PredictionSummary) -> list[str]:
     """Every fitted form at the target side by side, and the exponents' intervals in words."""
     parts = []
     if pred.forms:
-        rows = [[html.escape(f.name or ""), _num(f.n_opt.value, ".4g"), _ci(f.n_opt.ci90), _num(f.loss_opt.value, ".4f"),
-                 _ci(f.loss_opt.ci90, ".4f")] for f in pred.forms]
-        parts += [f"<h2>Every fitted form at C = {_num(pred.flops, '.3g')} FLOPs</h2>",
-                  _table(["form", "N_opt", "90% interval", "L_opt", "90% interval"], rows)]
+        rows = [
+            [
+                html.escape(f.name or ""),
+                _num(f.n_opt.value, ".4g"),
+                _ci(f.n_opt.ci90),
+                _num(f.loss_opt.value, ".4f"),
+                _ci(f.loss_opt.ci90, ".4f"),
+            ]
+            for f in pred.forms
+        ]
+        parts += [
+            f"<h2>Every fitted form at C = {_num(pred.flops, '.3g')} FLOPs</h2>",
+            _table(["form", "N_opt", "90% interval", "L_opt", "90% interval"], rows),
+        ]
     words = [e.message for e in pred.exponents if e.message]
     parts += [f"<p class='bad'>{html.escape(w)}</p>" for w in words]
     if pred.exponents and not words and all(e.ci90 for e in pred.exponents):
-        parts.append("<p class='muted'>Every exponent's 90% interval excludes 0 and the allocation exponents' are at "
-                     "most 0.25 wide.</p>")
+        parts.append(
+            "<p class='muted'>Every exponent's 90% interval excludes 0 and the allocation exponents' are at "
+            "most 0.25 wide.</p>"
+        )
     return parts
 
 
@@ -120,8 +147,11 @@ def _error(x: float | None) -> str:
     return "–" if x is None else f"<span class='{'ok' if abs(x) <= 0.02 else 'bad'}'>{x:+.2%}</span>"
 
 
-def _backtest_section(backtest: tuple[BacktestSummary, ...], title: str = "Backtest: refit without the held-out budget(s)",
-                      form: str = "power") -> list[str]:
+def _backtest_section(
+    backtest: tuple[BacktestSummary, ...],
+    title: str = "Backtest: refit without the held-out budget(s)",
+    form: str = "power",
+) -> list[str]:
     """Predicted vs actual L* (by the row's loss form; ``form`` for rows that name none) and N* of
     the held-out budgets; loss errors within 2% and N* inside the predicted 90% interval in green;
     then every loss form's error."""
@@ -129,91 +159,202 @@ def _backtest_section(backtest: tuple[BacktestSummary, ...], title: str = "Backt
     for r in backtest:
         n_cls = {True: "ok", False: "bad"}.get(r.n_opt_within_ci90, "muted")
         n_act = "edge" if r.actual_n_opt is None and r.predicted_n_opt is not None else _num(r.actual_n_opt, ".4g")
-        rows.append([_num(r.flops, ".3g"), html.escape(loss_law_name(r.loss_law or form)), _num(r.predicted_loss, ".4f"),
-                     _ci(r.predicted_ci90, ".4f"), _num(r.actual_loss, ".4f"), _error(r.relative_error),
-                     _num(r.predicted_n_opt, ".4g"), _ci(r.predicted_n_opt_ci90), f"<span class='{n_cls}'>{n_act}</span>"])
-        forms += [[_num(r.flops, ".3g"), html.escape(loss_law_name(k)), _num(f.predicted_loss, ".4f"),
-                   _ci(f.predicted_ci90, ".4f"), _error(f.relative_error)] for k, f in r.forms.items()]
-    parts = [f"<h2>{html.escape(title)}</h2>",
-             _table(["held-out C (FLOPs)", "L* from", "predicted L*", "90% interval", "actual L*", "relative error",
-                     "predicted N_opt", "90% interval", "actual N*"], rows)]
+        rows.append(
+            [
+                _num(r.flops, ".3g"),
+                html.escape(loss_law_name(r.loss_law or form)),
+                _num(r.predicted_loss, ".4f"),
+                _ci(r.predicted_ci90, ".4f"),
+                _num(r.actual_loss, ".4f"),
+                _error(r.relative_error),
+                _num(r.predicted_n_opt, ".4g"),
+                _ci(r.predicted_n_opt_ci90),
+                f"<span class='{n_cls}'>{n_act}</span>",
+            ]
+        )
+        forms += [
+            [
+                _num(r.flops, ".3g"),
+                html.escape(loss_law_name(k)),
+                _num(f.predicted_loss, ".4f"),
+                _ci(f.predicted_ci90, ".4f"),
+                _error(f.relative_error),
+            ]
+            for k, f in r.forms.items()
+        ]
+    parts = [
+        f"<h2>{html.escape(title)}</h2>",
+        _table(
+            [
+                "held-out C (FLOPs)",
+                "L* from",
+                "predicted L*",
+                "90% interval",
+                "actual L*",
+                "relative error",
+                "predicted N_opt",
+                "90% interval",
+                "actual N*",
+            ],
+            rows,
+        ),
+    ]
     if forms:
-        parts += ["<p>Every loss form refitted without the held-out budget(s); the study's <code>laws.loss_law</code> "
-                  "picks the one above.</p>",
-                  _table(["held-out C (FLOPs)", "form", "predicted L*", "90% interval", "relative error"], forms)]
+        parts += [
+            "<p>Every loss form refitted without the held-out budget(s); the study's <code>laws.loss_law</code> "
+            "picks the one above.</p>",
+            _table(["held-out C (FLOPs)", "form", "predicted L*", "90% interval", "relative error"], forms),
+        ]
     return parts
 
 
 def _quality_section(q: QualitySummary) -> list[str]:
     """The quality law in compute (with the paper's), its backtest and prediction, and quality vs loss."""
     law, paper, bt = q.law, q.paper or {}, q.backtest
-    rows = [[f"{q.metric} = a C^b (compute-optimal models)", _num(law.coefficient, ".4g"), _ci(law.interval("coefficient")),
-             _num(law.exponent, ".4f"), _ci(law.interval("exponent"), ".4f")]]
+    rows = [
+        [
+            f"{q.metric} = a C^b (compute-optimal models)",
+            _num(law.coefficient, ".4g"),
+            _ci(law.interval("coefficient")),
+            _num(law.exponent, ".4f"),
+            _ci(law.interval("exponent"), ".4f"),
+        ]
+    ]
     if q.vs_loss is not None:
-        rows.append([f"{q.metric} = a L^b (all scored models; Spearman {_num(q.vs_loss.spearman, '.3f')})",
-                     _num(q.vs_loss.coefficient, ".4g"), _ci(q.vs_loss.interval("coefficient")),
-                     _num(q.vs_loss.exponent, ".4f"), _ci(q.vs_loss.interval("exponent"), ".4f")])
-    rows.append([f"paper (Liang et al.): {paper.get('metric', 'fid')} = a C^b", _num(paper.get("coefficient"), ".4g"), "",
-                 _num(paper.get("exponent"), ".4f"), ""])
+        rows.append(
+            [
+                f"{q.metric} = a L^b (all scored models; Spearman {_num(q.vs_loss.spearman, '.3f')})",
+                _num(q.vs_loss.coefficient, ".4g"),
+                _ci(q.vs_loss.interval("coefficient")),
+                _num(q.vs_loss.exponent, ".4f"),
+                _ci(q.vs_loss.interval("exponent"), ".4f"),
+            ]
+        )
+    rows.append(
+        [
+            f"paper (Liang et al.): {paper.get('metric', 'fid')} = a C^b",
+            _num(paper.get("coefficient"), ".4g"),
+            "",
+            _num(paper.get("exponent"), ".4f"),
+            "",
+        ]
+    )
     parts = ["<h2>Sample quality</h2>", _table(["law", "a", "90% interval", "b", "90% interval"], rows)]
     if bt is not None:
         cls = {True: "ok", False: "bad"}.get(bt.within_ci90, "muted")
-        parts.append(_table(["held-out C (FLOPs)", f"predicted {q.metric}", "90% interval", "actual", "relative error"],
-                            [[_num(bt.flops, ".3g"), _num(bt.predicted), _ci(bt.predicted_ci90), _num(bt.actual),
-                              f"<span class='{cls}'>{_num(bt.relative_error, '+.2%')}</span>"]]))
+        parts.append(
+            _table(
+                ["held-out C (FLOPs)", f"predicted {q.metric}", "90% interval", "actual", "relative error"],
+                [
+                    [
+                        _num(bt.flops, ".3g"),
+                        _num(bt.predicted),
+                        _ci(bt.predicted_ci90),
+                        _num(bt.actual),
+                        f"<span class='{cls}'>{_num(bt.relative_error, '+.2%')}</span>",
+                    ]
+                ],
+            )
+        )
     pred = q.prediction or {}
     if pred.get("value") is not None:
-        parts.append(f"<p>Predicted {html.escape(str(q.metric))} at {_num(pred['flops'], '.3g')} FLOPs: "
-                     f"{_num(pred['value'])} {_ci(pred.get('ci90'))}</p>")
+        parts.append(
+            f"<p>Predicted {html.escape(str(q.metric))} at {_num(pred['flops'], '.3g')} FLOPs: "
+            f"{_num(pred['value'])} {_ci(pred.get('ci90'))}</p>"
+        )
     return parts
 
 
 def _law_row(what: str, f: LawSummary, refit: LawSummary, p: LawSummary) -> list[str]:
     """One row of the laws table: coefficient and exponent with intervals, the refit's and the paper's."""
-    return [what, _num(f.coefficient, ".4g"), _ci(f.interval("coefficient")), _num(f.exponent, ".4f"),
-            _ci(f.interval("exponent"), ".4f"), _num(refit.exponent, ".4f"), _num(p.coefficient, ".4g"), _num(p.exponent, ".4f")]
+    return [
+        what,
+        _num(f.coefficient, ".4g"),
+        _ci(f.interval("coefficient")),
+        _num(f.exponent, ".4f"),
+        _ci(f.interval("exponent"), ".4f"),
+        _num(refit.exponent, ".4f"),
+        _num(p.coefficient, ".4g"),
+        _num(p.exponent, ".4f"),
+    ]
 
 
 def _laws_section(view: LawsSummary) -> list[str]:
     """The fitted compute laws (Approach 2, and Approach 3's allocation laws with their own
     bootstrap intervals) beside the backtest refit's exponents and the paper's laws."""
     rows = []
-    for law, what in (("params_law", "N_opt = a C^b (params)"), ("tokens_law", "D_opt = c C^d (tokens)"),
-                      ("loss_law", "L_opt = e C^f")):
+    for law, what in (
+        ("params_law", "N_opt = a C^b (params)"),
+        ("tokens_law", "D_opt = c C^d (tokens)"),
+        ("loss_law", "L_opt = e C^f"),
+    ):
         refit = (view.backtest_fit.law(law) if view.backtest_fit else None) or LawSummary()
         rows.append(_law_row(what, view.law(law) or LawSummary(), refit, view.paper.get(law) or LawSummary()))
     par = view.parametric
-    for law, paper, what in (("n_opt_law", "params_law", "Approach 3: N_opt = G (C/6)^a"),
-                             ("d_opt_law", "tokens_law", "Approach 3: D_opt = G^-1 (C/6)^b")):
+    for law, paper, what in (
+        ("n_opt_law", "params_law", "Approach 3: N_opt = G (C/6)^a"),
+        ("d_opt_law", "tokens_law", "Approach 3: D_opt = G^-1 (C/6)^b"),
+    ):
         f = (getattr(par, law) if par else None) or LawSummary()
         rows.append(_law_row(what, f, LawSummary(), view.paper.get(paper) or LawSummary()))
-    return ["<h2>Fitted laws vs Liang et al. (2026)</h2>",
-            _table(["law", "coefficient", "90% CI", "exponent", "90% CI", "exponent (backtest refit)",
-                    "paper coefficient", "paper exponent"], rows),
-            "<p class='muted'>Paper: in-context DiTs with rectified flow on latent images, isoFLOP budgets "
-            "1e17–6e18 FLOPs, Approach 2, no intervals. Coefficients depend on data, tokenisation and the "
-            "loss, so only the exponents are comparable. Approach 3 rows: the allocation implied by "
-            "L = E + A/N^alpha + B/D^beta under C = 6ND, intervals from its own bootstrap.</p>"]
+    return [
+        "<h2>Fitted laws vs Liang et al. (2026)</h2>",
+        _table(
+            [
+                "law",
+                "coefficient",
+                "90% CI",
+                "exponent",
+                "90% CI",
+                "exponent (backtest refit)",
+                "paper coefficient",
+                "paper exponent",
+            ],
+            rows,
+        ),
+        "<p class='muted'>Paper: in-context DiTs with rectified flow on latent images, isoFLOP budgets "
+        "1e17–6e18 FLOPs, Approach 2, no intervals. Coefficients depend on data, tokenisation and the "
+        "loss, so only the exponents are comparable. Approach 3 rows: the allocation implied by "
+        "L = E + A/N^alpha + B/D^beta under C = 6ND, intervals from its own bootstrap.</p>",
+    ]
 
 
 def _budgets_section(budgets: tuple[BudgetSummary, ...]) -> list[str]:
     """Every budget's optimum with its flags."""
+
     def yes(flag: bool) -> str:
         return "yes" if flag else "no"
 
-    rows = [[_num(b.flops, ".3g"), str(b.n_runs), _num(b.n_opt, ".4g"), _num(b.d_opt, ".4g"), _num(b.loss_opt, ".4f"),
-             yes(b.edge), yes(b.degenerate), yes(b.held_out)] for b in budgets]
-    return ["<h2>Per-budget optima</h2>",
-            _table(["C (FLOPs)", "runs", "N*", "D* (tokens)", "L*", "edge", "degenerate", "held out"], rows)]
+    rows = [
+        [
+            _num(b.flops, ".3g"),
+            str(b.n_runs),
+            _num(b.n_opt, ".4g"),
+            _num(b.d_opt, ".4g"),
+            _num(b.loss_opt, ".4f"),
+            yes(b.edge),
+            yes(b.degenerate),
+            yes(b.held_out),
+        ]
+        for b in budgets
+    ]
+    return [
+        "<h2>Per-budget optima</h2>",
+        _table(["C (FLOPs)", "runs", "N*", "D* (tokens)", "L*", "edge", "degenerate", "held out"], rows),
+    ]
 
 
 def _checks_section(checks: tuple[CheckSummary, ...]) -> list[str]:
     """The isoFLOP point checks (off-centre or drifting grids, near-duplicate sizes, outliers)."""
     if not checks:
-        return ["<h2>isoFLOP point checks</h2><p class='muted'>No off-centre or drifting grids, near-duplicate "
-                "sizes or outliers found.</p>"]
-    rows = [["all" if c.budget is None else _num(c.budget, ".3g"), html.escape(c.kind or ""), html.escape(c.message or "")]
-            for c in checks]
+        return [
+            "<h2>isoFLOP point checks</h2><p class='muted'>No off-centre or drifting grids, near-duplicate "
+            "sizes or outliers found.</p>"
+        ]
+    rows = [
+        ["all" if c.budget is None else _num(c.budget, ".3g"), html.escape(c.kind or ""), html.escape(c.message or "")]
+        for c in checks
+    ]
     return ["<h2>isoFLOP point checks</h2>", _table(["C (FLOPs)", "check", "message"], rows)]
 
 
@@ -223,24 +364,39 @@ def _residual_section(rs: ResidualStructureSummary | None) -> list[str]:
         return []
     head = "<h2>Residual structure by model size</h2>"
     if rs.p_value is None:
-        return [head, "<p class='muted'>Not testable: the parabolas fit every budget exactly (3 sizes per budget and "
-                      "no seed replicates), or no model size appears in two budgets.</p>"]
+        return [
+            head,
+            "<p class='muted'>Not testable: the parabolas fit every budget exactly (3 sizes per budget and "
+            "no seed replicates), or no model size appears in two budgets.</p>",
+        ]
     dof = list(rs.dof or ())
-    rows = [[_num(x.params, ".4g"), str(x.budgets), _num(x.mean_residual, "+.2%"), f"{x.above} of {x.budgets}"]
-            for x in rs.sizes]
-    verdict = (f"<p class='bad'>{html.escape(rs.message or '')}</p>" if rs.warn else
-               f"<p class='ok'>No size structure: F = {_num(rs.statistic, '.3g')} on {dof} dof, p = {_num(rs.p_value, '.2g')} "
-               f"(warns below {_num(rs.threshold, 'g')}).</p>")
+    rows = [
+        [_num(x.params, ".4g"), str(x.budgets), _num(x.mean_residual, "+.2%"), f"{x.above} of {x.budgets}"]
+        for x in rs.sizes
+    ]
+    verdict = (
+        f"<p class='bad'>{html.escape(rs.message or '')}</p>"
+        if rs.warn
+        else f"<p class='ok'>No size structure: F = {_num(rs.statistic, '.3g')} on {dof} dof, p = {_num(rs.p_value, '.2g')} "
+        f"(warns below {_num(rs.threshold, 'g')}).</p>"
+    )
     return [head, verdict, _table(["N (params)", "budgets", "mean log-loss residual", "above its parabola"], rows)]
 
 
 def _noise_section(noise: NoiseSummary) -> list[str]:
     """Seed-to-seed spread vs the scatter of the isoFLOP parabolas."""
-    rows = [["seed-to-seed spread of the loss (std of log L)", _num(noise.seed_spread, ".3%") if noise.seed_spread else "–"],
-            ["replicated configurations", str(noise.seed_groups)],
-            ["isoFLOP parabola residuals (rms of log L)",
-             _num(noise.residual_spread, ".3%") if noise.residual_spread else "–"],
-            ["residual / seed spread", _num(noise.residual_to_seed_ratio, ".2f")]]
+    rows = [
+        [
+            "seed-to-seed spread of the loss (std of log L)",
+            _num(noise.seed_spread, ".3%") if noise.seed_spread else "–",
+        ],
+        ["replicated configurations", str(noise.seed_groups)],
+        [
+            "isoFLOP parabola residuals (rms of log L)",
+            _num(noise.residual_spread, ".3%") if noise.residual_spread else "–",
+        ],
+        ["residual / seed spread", _num(noise.residual_to_seed_ratio, ".2f")],
+    ]
     return ["<h2>Noise</h2>", _table(["measure", "value"], rows)]
 
 
@@ -252,15 +408,25 @@ def _other_fits_section(view: LawsSummary) -> list[str]:
         ci = par.interval(name)
         return f"{name}={_num(getattr(par, name))}" + (f" {_ci(ci)}" if ci else "")
 
-    rows = [["saturating loss L = E + k C^-gamma",
-             "–" if not sat else f"E={_num(sat.E)}, k={_num(sat.k)}, gamma={_num(sat.gamma)}"],
-            ["Approach 3 L = E + A/N^alpha + B/D^beta",
-             "did not converge" if not par else ", ".join(value(k) for k in ("E", "A", "B", "alpha", "beta"))]]
+    rows = [
+        [
+            "saturating loss L = E + k C^-gamma",
+            "–" if not sat else f"E={_num(sat.E)}, k={_num(sat.k)}, gamma={_num(sat.gamma)}",
+        ],
+        [
+            "Approach 3 L = E + A/N^alpha + B/D^beta",
+            "did not converge" if not par else ", ".join(value(k) for k in ("E", "A", "B", "alpha", "beta")),
+        ],
+    ]
     pred = par.prediction if par else None
     if pred is not None and pred.loss_opt.value is not None:
-        rows.append([f"Approach 3 at C = {_num(pred.flops, '.3g')} FLOPs",
-                     f"N_opt={_num(pred.n_opt.value)} {_ci(pred.n_opt.ci90)}, "
-                     f"L_opt={_num(pred.loss_opt.value, '.4f')} {_ci(pred.loss_opt.ci90, '.4f')}"])
+        rows.append(
+            [
+                f"Approach 3 at C = {_num(pred.flops, '.3g')} FLOPs",
+                f"N_opt={_num(pred.n_opt.value)} {_ci(pred.n_opt.ci90)}, "
+                f"L_opt={_num(pred.loss_opt.value, '.4f')} {_ci(pred.loss_opt.ci90, '.4f')}",
+            ]
+        )
     return ["<h2>Other fits</h2>", _table(["fit", "values"], rows)]
 
 
@@ -268,16 +434,20 @@ def _footer(view: LawsSummary) -> list[str]:
     """Wall time and the fit's warnings."""
     wall = view.wall_time
     n_runs = "" if view.n_runs is None else view.n_runs
-    parts = [f"<p class='muted'>Study wall time {_num(wall.study_s, '.0f')} s over {wall.calls} "
-             f"call(s); sum of run wall times {_num(wall.runs_wall_s_sum, '.0f')} s, run CPU time "
-             f"{_num(wall.runs_cpu_s_sum, '.0f')} s. {n_runs} runs.</p>"]
+    parts = [
+        f"<p class='muted'>Study wall time {_num(wall.study_s, '.0f')} s over {wall.calls} "
+        f"call(s); sum of run wall times {_num(wall.runs_wall_s_sum, '.0f')} s, run CPU time "
+        f"{_num(wall.runs_cpu_s_sum, '.0f')} s. {n_runs} runs.</p>"
+    ]
     if view.provenance is not None:
         v = view.provenance
         dirty = " with uncommitted changes" if v.git_dirty else ""
-        parts.append(f"<p class='muted'>Fitted by ditscale {html.escape(str(v.ditscale))} (commit "
-                     f"{html.escape(str(v.git_commit))}{dirty}), torch {html.escape(str(v.torch))}, Python "
-                     f"{html.escape(str(v.python))} on {html.escape(str(v.hostname))}; spec SHA-256 "
-                     f"{html.escape(str(v.spec_sha256))}.</p>")
+        parts.append(
+            f"<p class='muted'>Fitted by ditscale {html.escape(str(v.ditscale))} (commit "
+            f"{html.escape(str(v.git_commit))}{dirty}), torch {html.escape(str(v.torch))}, Python "
+            f"{html.escape(str(v.python))} on {html.escape(str(v.hostname))}; spec SHA-256 "
+            f"{html.escape(str(v.spec_sha256))}.</p>"
+        )
     return parts + [f"<p class='muted'>warning: {html.escape(w)}</p>" for w in view.warnings]
 
 

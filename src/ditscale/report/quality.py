@@ -41,23 +41,53 @@ def _quality_vs_compute(ax, q: QualitySummary, target_flops: float | None) -> No
     ax.scatter(cs[~is_held], ys[~is_held], color="black", zorder=4, s=30, label="compute-optimal models")
     others = [p for p in q.points if not p.optimal]
     if others:
-        ax.scatter([p.flops for p in others], [p.quality for p in others], color="grey", s=12, alpha=0.6,
-                   label="other models")
+        ax.scatter(
+            [p.flops for p in others], [p.quality for p in others], color="grey", s=12, alpha=0.6, label="other models"
+        )
     hi = max(cs.max(), target_flops or 0.0)
     grid = np.geomspace(cs.min(), hi, 100)
     law = q.law
-    ax.plot(grid, law.coefficient * grid**law.exponent, color="tab:blue", lw=1.8,
-            label=f"fit: {law.coefficient:.3g} C^{law.exponent:.3f}")
+    ax.plot(
+        grid,
+        law.coefficient * grid**law.exponent,
+        color="tab:blue",
+        lw=1.8,
+        label=f"fit: {law.coefficient:.3g} C^{law.exponent:.3f}",
+    )
     if q.backtest is not None:
         bt = q.backtest
-        ax.scatter([bt.flops], [bt.actual], marker="s", facecolors="none", edgecolors="crimson", s=46, zorder=5,
-                   label="held-out budget")
-        ax.errorbar([bt.flops], [bt.predicted], yerr=error_bar(bt.predicted, bt.predicted_ci90), fmt="D", color="crimson",
-                    ms=5, capsize=3, label=f"backtest prediction ({bt.relative_error:+.1%})")
+        ax.scatter(
+            [bt.flops],
+            [bt.actual],
+            marker="s",
+            facecolors="none",
+            edgecolors="crimson",
+            s=46,
+            zorder=5,
+            label="held-out budget",
+        )
+        ax.errorbar(
+            [bt.flops],
+            [bt.predicted],
+            yerr=error_bar(bt.predicted, bt.predicted_ci90),
+            fmt="D",
+            color="crimson",
+            ms=5,
+            capsize=3,
+            label=f"backtest prediction ({bt.relative_error:+.1%})",
+        )
     pred = q.prediction or {}
     if pred.get("value") is not None:
-        ax.errorbar([pred["flops"]], [pred["value"]], yerr=error_bar(pred["value"], pred.get("ci90")), fmt="o",
-                    color="tab:orange", ms=6, capsize=3, label=f"prediction at {fmt_flops(pred['flops'])}")
+        ax.errorbar(
+            [pred["flops"]],
+            [pred["value"]],
+            yerr=error_bar(pred["value"], pred.get("ci90")),
+            fmt="o",
+            color="tab:orange",
+            ms=6,
+            capsize=3,
+            label=f"prediction at {fmt_flops(pred['flops'])}",
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("C, training FLOPs")
@@ -75,8 +105,13 @@ def _quality_vs_loss(ax, q: QualitySummary) -> None:
         grid = np.linspace(loss.min(), loss.max(), 50)
         v = q.vs_loss
         rho = "" if v.spearman is None else f", Spearman {v.spearman:.2f}"
-        ax.plot(grid, v.coefficient * grid**v.exponent, color="tab:blue", lw=1.5,
-                label=f"fit: {v.coefficient:.3g} L^{v.exponent:.2f}{rho}")
+        ax.plot(
+            grid,
+            v.coefficient * grid**v.exponent,
+            color="tab:blue",
+            lw=1.5,
+            label=f"fit: {v.coefficient:.3g} L^{v.exponent:.2f}{rho}",
+        )
         ax.legend(fontsize=7, frameon=False)
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -89,8 +124,9 @@ def _quality_vs_loss(ax, q: QualitySummary) -> None:
 def samples_figure(rows: list[tuple[str, np.ndarray]], path: str | Path, per_row: int = 8) -> Path:
     """A grid of samples: one row per ``(label, uint8 images (N, H, W, 3))``, the first ``per_row`` images."""
     plt = pyplot()
-    fig, axes = plt.subplots(len(rows), per_row, figsize=(per_row * 0.9 + 1.6, len(rows) * 0.9 + 0.3), dpi=120,
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(rows), per_row, figsize=(per_row * 0.9 + 1.6, len(rows) * 0.9 + 0.3), dpi=120, squeeze=False
+    )
     for (label, images), line in zip(rows, axes):
         for j, ax in enumerate(line):
             if j < len(images):

@@ -48,7 +48,9 @@ def load_runs(out_dir: str | Path, *, budgets: list[float] | None = None):
 
 
 # -- family members for "nearest model" ------------------------------------------------------------
-def family_members(spec: StudySpec, up_to_params: float = 0.0, base=None) -> list[tuple[str, float, tuple[int, int, int]]]:
+def family_members(
+    spec: StudySpec, up_to_params: float = 0.0, base=None
+) -> list[tuple[str, float, tuple[int, int, int]]]:
     """``(name, non-embedding params, rung)`` of the family; a rule-based family is extended
     (deeper or wider) until a member has at least ``2 * up_to_params`` parameters. ``base``:
     :func:`~ditscale.study.plan.base_model_config` of ``spec`` if the caller has it."""
@@ -114,13 +116,16 @@ def draws_note(out_dir: str | Path, draws: DrawStore) -> str | None:
         return None
     path = draws_path(out_dir)
     why = "was drawn from other runs.csv rows or laws options" if draws.loaded else "is missing"
-    return (f"bootstrap redrawn ({', '.join(dict.fromkeys(draws.redrawn))}): {path} {why}; "
-            f"`ditscale study report {out_dir}` stores the draws again")
+    return (
+        f"bootstrap redrawn ({', '.join(dict.fromkeys(draws.redrawn))}): {path} {why}; "
+        f"`ditscale study report {out_dir}` stores the draws again"
+    )
 
 
 # -- fits -------------------------------------------------------------------------------------------
-def fit_study(out_dir: str | Path, spec: StudySpec | None = None, *, seed_offset: int = 0,
-              draws: DrawStore | None = None):
+def fit_study(
+    out_dir: str | Path, spec: StudySpec | None = None, *, seed_offset: int = 0, draws: DrawStore | None = None
+):
     """Approach 2 fit of all budgets (options: ``spec.laws``) with its bootstrap.
 
     Returns ``(runs, fit, boot, warnings)``; ``boot`` is None with ``laws.bootstrap: 0``; the
@@ -161,8 +166,15 @@ def _backtest_rows(refit, boot, full_isoflop, held_flops, saturating: bool = Fal
     out = []
     for row in backtest_rows(refit, full_isoflop, held_flops, saturating, to_6nd):
         est = predict(refit, row.flops * to_6nd, boot=boot, saturating=saturating)
-        out.append({**row.to_dict(), "predicted_ci90": est.loss_opt.ci90, "within_ci90": inside(est.loss_opt.ci90, row.actual_loss),
-                    "predicted_n_opt_ci90": est.n_opt.ci90, "n_opt_within_ci90": inside(est.n_opt.ci90, row.actual_n_opt)})
+        out.append(
+            {
+                **row.to_dict(),
+                "predicted_ci90": est.loss_opt.ci90,
+                "within_ci90": inside(est.loss_opt.ci90, row.actual_loss),
+                "predicted_n_opt_ci90": est.n_opt.ci90,
+                "n_opt_within_ci90": inside(est.n_opt.ci90, row.actual_n_opt),
+            }
+        )
     return out
 
 
@@ -212,8 +224,13 @@ def backtest_study(runs, spec: StudySpec, fit=None, draws: DrawStore | None = No
     forms = {name: [{**row, "loss_law": name} for row in rows] for name, rows in forms.items()}
     law = cfg.loss_law if cfg.loss_law in forms else "power"
     rows = [_record_row(i, forms, law) for i in range(len(held_flops))]
-    return {"rows": rows, "forms": forms, "loss_law": law, "fit": refit.to_dict(boot),
-            "budgets": budget_flops[: len(budget_flops) - holdout]}
+    return {
+        "rows": rows,
+        "forms": forms,
+        "loss_law": law,
+        "fit": refit.to_dict(boot),
+        "budgets": budget_flops[: len(budget_flops) - holdout],
+    }
 
 
 _LOSS_KEYS = ("predicted_loss", "predicted_ci90", "relative_error", "within_ci90")
@@ -227,8 +244,9 @@ def _record_row(i: int, forms: dict[str, list[dict]], law: str) -> dict:
     return row
 
 
-def parametric_summary(fitted, runs, cfg=None, target_flops: float | None = None, tpi: int | None = None,
-                       to_6nd: float = 1.0) -> dict | None:
+def parametric_summary(
+    fitted, runs, cfg=None, target_flops: float | None = None, tpi: int | None = None, to_6nd: float = 1.0
+) -> dict | None:
     """Approach 3 (``L = E + A/N^alpha + B/D^beta``) as JSON, or None if it did not converge.
 
     ``fitted``: :func:`_parametric_fit`'s ``(fit, Bootstrap or None)`` of ``runs``, or None. ``cfg``
@@ -281,13 +299,23 @@ def six_nd_per_exact(rows: list[dict]) -> float:
     ``flops_6nd / flops``): the conversion of an exact-FLOP target for Approach 3, whose allocation
     counts C = 6ND. Small DiTs spend 1.3-1.7 exact FLOPs per 6ND FLOP (attention, embeddings)."""
     largest = max(float(r["budget"]) for r in rows)
-    ratios = [float(r["flops_6nd"]) / float(r["flops"]) for r in rows
-              if float(r["budget"]) == largest and r.get("flops_6nd") not in (None, "")]
+    ratios = [
+        float(r["flops_6nd"]) / float(r["flops"])
+        for r in rows
+        if float(r["budget"]) == largest and r.get("flops_6nd") not in (None, "")
+    ]
     return math.exp(sum(map(math.log, ratios)) / len(ratios)) if ratios else 1.0  # no 6ND column: C as given
 
 
-def predict_study(out_dir: str | Path, flops: float, *, spec: StudySpec | None = None, fitted=None,
-                  with_backtest: bool = True, draws: DrawStore | None = None) -> dict:
+def predict_study(
+    out_dir: str | Path,
+    flops: float,
+    *,
+    spec: StudySpec | None = None,
+    fitted=None,
+    with_backtest: bool = True,
+    draws: DrawStore | None = None,
+) -> dict:
     """Compute-optimal model at ``flops`` training FLOPs from the study in ``out_dir`` (JSON-ready).
 
     Keys: ``flops``; ``n_opt`` (non-embedding params), ``d_opt`` (tokens), ``images_opt`` (images),
@@ -318,7 +346,9 @@ def predict_study(out_dir: str | Path, flops: float, *, spec: StudySpec | None =
     return out
 
 
-def _prediction(spec: StudySpec, flops: float, fitted, parametric, to_6nd: float, backtest: list[dict] | None = None) -> dict:
+def _prediction(
+    spec: StudySpec, flops: float, fitted, parametric, to_6nd: float, backtest: list[dict] | None = None
+) -> dict:
     """:func:`predict_study`'s answer from what is already fitted: ``fitted`` is :func:`fit_study`'s
     ``(runs, fit, boot, warnings)``, ``parametric`` :func:`_parametric_fit`'s ``(fit, boot)`` or None,
     ``backtest`` the rows to include (None: no ``backtest`` key); ``notes`` is left empty."""
@@ -352,9 +382,15 @@ def _nearest(spec: StudySpec, base, members, name: str) -> dict:
 
     rung = next(m[2] for m in members if m[0] == name)
     counts = param_counts(rung_config(spec, rung, base))
-    return {"name": name, "depth": rung[0], "hidden_size": rung[1], "num_heads": rung[2],
-            "params": int(counts.non_embedding), "params_total": int(counts.total),
-            "in_ladder": rung in spec.family.ladder()}
+    return {
+        "name": name,
+        "depth": rung[0],
+        "hidden_size": rung[1],
+        "num_heads": rung[2],
+        "params": int(counts.non_embedding),
+        "params_total": int(counts.total),
+        "in_ladder": rung in spec.family.ladder(),
+    }
 
 
 def prediction_forms(fit, boot, parametric, flops: float, to_6nd: float = 1.0) -> list[dict]:
@@ -372,13 +408,19 @@ def prediction_forms(fit, boot, parametric, flops: float, to_6nd: float = 1.0) -
     if parametric is not None:
         with np.errstate(all="ignore"):
             preds["parametric"] = predict(parametric[0], flops * to_6nd, boot=parametric[1])
-    return [{"form": form, "name": LOSS_LAW_NAMES[form], "n_opt": p.n_opt.to_dict(), "loss_opt": p.loss_opt.to_dict()}
-            for form, p in preds.items()]
+    return [
+        {"form": form, "name": LOSS_LAW_NAMES[form], "n_opt": p.n_opt.to_dict(), "loss_opt": p.loss_opt.to_dict()}
+        for form, p in preds.items()
+    ]
 
 
 def loss_law_fallback(wanted: str) -> str:
     """The warning when ``laws.loss_law`` names a form that could not be fitted."""
-    why = "Approach 3 did not converge" if wanted == "parametric" else "the saturating law was not fitted (needs 4 or more budgets)"
+    why = (
+        "Approach 3 did not converge"
+        if wanted == "parametric"
+        else "the saturating law was not fitted (needs 4 or more budgets)"
+    )
     return f"laws.loss_law is {wanted!r} but {why}: L_opt and its backtest come from the power law e C^f"
 
 
@@ -389,9 +431,11 @@ def exponent_checks(fit, boot, parametric) -> list[dict]:
     from ditscale.laws.predict import INTERVAL_GOAL, exponent_resolution
 
     ci = lambda b, name: None if b is None else b.ci90(name)  # noqa: E731
-    items = [("N_opt exponent", fit.params_law.exponent, ci(boot, "params_law.exponent"), INTERVAL_GOAL),
-             ("D_opt exponent", fit.tokens_law.exponent, ci(boot, "tokens_law.exponent"), INTERVAL_GOAL),
-             ("L_opt exponent", fit.loss_law.exponent, ci(boot, "loss_law.exponent"), None)]
+    items = [
+        ("N_opt exponent", fit.params_law.exponent, ci(boot, "params_law.exponent"), INTERVAL_GOAL),
+        ("D_opt exponent", fit.tokens_law.exponent, ci(boot, "tokens_law.exponent"), INTERVAL_GOAL),
+        ("L_opt exponent", fit.loss_law.exponent, ci(boot, "loss_law.exponent"), None),
+    ]
     if parametric is not None:
         pfit, pboot = parametric
         for law, what in (("n_opt_law", "N_opt"), ("d_opt_law", "D_opt")):
@@ -407,8 +451,12 @@ def _wall(folder: StudyFolder) -> dict:
     for row in folder.read_runs_rows():
         run_wall += float(row.get("wall_s") or 0)
         cpu += float(row.get("cpu_s") or 0)
-    return {"study_s": data.get("total_s"), "calls": len(data.get("calls", [])),
-            "runs_wall_s_sum": round(run_wall, 1), "runs_cpu_s_sum": round(cpu, 1)}
+    return {
+        "study_s": data.get("total_s"),
+        "calls": len(data.get("calls", [])),
+        "runs_wall_s_sum": round(run_wall, 1),
+        "runs_cpu_s_sum": round(cpu, 1),
+    }
 
 
 def compute_summary(folder: StudyFolder) -> dict:
@@ -432,8 +480,14 @@ def compute_summary(folder: StudyFolder) -> dict:
     peak, study_s = (max(peaks) if peaks else None), wall.get("total_s")
     study_s = None if study_s is None else round(study_s - quality_s, 3)
     mfu = trained / (study_s * peak) if (peak and study_s) else None
-    return {"grid_flops": grid, "trained_flops": trained, "study_s": study_s, "matmul_peak_flops": peak,
-            "study_mfu": mfu, "quality_s": round(quality_s, 3)}
+    return {
+        "grid_flops": grid,
+        "trained_flops": trained,
+        "study_s": study_s,
+        "matmul_peak_flops": peak,
+        "study_mfu": mfu,
+        "quality_s": round(quality_s, 3),
+    }
 
 
 def quality_summary(out_dir: str | Path, spec: StudySpec) -> dict | None:
@@ -449,8 +503,14 @@ def quality_summary(out_dir: str | Path, spec: StudySpec) -> dict | None:
     metric, points = found
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return fit_quality(points, metric=metric, holdout=spec.holdout, resamples=spec.laws.resamples,
-                           seed=spec.laws.seed, target_flops=spec.target_flops).to_dict()
+        return fit_quality(
+            points,
+            metric=metric,
+            holdout=spec.holdout,
+            resamples=spec.laws.resamples,
+            seed=spec.laws.seed,
+            target_flops=spec.target_flops,
+        ).to_dict()
 
 
 def provenance(spec: StudySpec) -> dict:
@@ -534,8 +594,14 @@ def _loss_law_record(laws: dict, fit, wanted: str) -> None:
         laws["warnings"].append(loss_law_fallback(wanted))
 
 
-def compare_studies(dir_a: str | Path, dir_b: str | Path, *, flops: float | None = None,
-                    spec_a: StudySpec | None = None, spec_b: StudySpec | None = None) -> dict:
+def compare_studies(
+    dir_a: str | Path,
+    dir_b: str | Path,
+    *,
+    flops: float | None = None,
+    spec_a: StudySpec | None = None,
+    spec_b: StudySpec | None = None,
+) -> dict:
     """Both studies' laws side by side: each coefficient/exponent with its interval, the difference
     a - b with its 90% interval and whether it is resolved (the interval excludes 0), and the loss
     each predicts at ``flops`` FLOPs (JSON-ready). ``spec_a``/``spec_b``: the studies' specs when

@@ -85,8 +85,15 @@ class PlanCost:
         out = []
         for b in sorted({r.budget for r in self.runs}):
             rows = [r for r in self.runs if r.budget == b]
-            out.append(BudgetCost(b, len(rows), sum(r.flops for r in rows), sum(r.gpu_hours for r in rows),
-                                  max(r.wall_hours for r in rows)))
+            out.append(
+                BudgetCost(
+                    b,
+                    len(rows),
+                    sum(r.flops for r in rows),
+                    sum(r.gpu_hours for r in rows),
+                    max(r.wall_hours for r in rows),
+                )
+            )
         return out
 
     def slurm_time_min(self) -> int:
@@ -98,17 +105,27 @@ class PlanCost:
     def table(self) -> str:
         """The per-budget GPU-hours, the total, and the assumptions behind them."""
         head = f"{'budget':>8} {'runs':>4} {'exact FLOPs':>11} {'GPU-hours':>10} {'longest run (h)':>15}"
-        lines = [f"GPU time at MFU {self.mfu:g} of {self.gpu} ({self.peak_flops / 1e12:g} TFLOP/s dense bf16), "
-                 f"{self.gpus_per_run} GPU(s) per run:", head, "-" * len(head)]
+        lines = [
+            f"GPU time at MFU {self.mfu:g} of {self.gpu} ({self.peak_flops / 1e12:g} TFLOP/s dense bf16), "
+            f"{self.gpus_per_run} GPU(s) per run:",
+            head,
+            "-" * len(head),
+        ]
         for b in self.by_budget():
-            lines.append(f"{b.budget:>8.2g} {b.runs:>4} {b.flops:>11.3e} {_hours(b.gpu_hours):>10} "
-                         f"{_hours(b.longest_wall_hours):>15}")
+            lines.append(
+                f"{b.budget:>8.2g} {b.runs:>4} {b.flops:>11.3e} {_hours(b.gpu_hours):>10} "
+                f"{_hours(b.longest_wall_hours):>15}"
+            )
         lines.append(f"{'total':>8} {len(self.runs):>4} {self.flops:>11.3e} {_hours(self.gpu_hours):>10}")
-        lines.append("GPU-hours = exact training FLOPs / (peak x MFU) / 3600; validation, checkpoints, compilation "
-                     "and text encoding not included")
+        lines.append(
+            "GPU-hours = exact training FLOPs / (peak x MFU) / 3600; validation, checkpoints, compilation "
+            "and text encoding not included"
+        )
         if self.mfu == DEFAULT_MFU:
-            lines.append(f"MFU {DEFAULT_MFU:g} was measured for DiT-XL/2 at 128 images per GPU; smaller models ran "
-                         "well below it (DiT-S/2 at 64 per GPU: 0.08), so their hours are a lower bound")
+            lines.append(
+                f"MFU {DEFAULT_MFU:g} was measured for DiT-XL/2 at 128 images per GPU; smaller models ran "
+                "well below it (DiT-S/2 at 64 per GPU: 0.08), so their hours are a lower bound"
+            )
         return "\n".join(lines)
 
     def slurm_command(self, source: list[str], out: str) -> str:
@@ -118,17 +135,38 @@ class PlanCost:
         YAML path first); ``out``: the study folder.
         """
         g = self.gpus_per_run
-        words = ["ditscale", "study", "run", *source, "--out", out, "--launcher", "slurm",
-                 "--slurm-gpus-per-node", str(g), "--slurm-tasks-per-node", str(g),
-                 "--slurm-cpus-per-task", str(CPUS_PER_GPU), "--slurm-time", str(self.slurm_time_min())]
+        words = [
+            "ditscale",
+            "study",
+            "run",
+            *source,
+            "--out",
+            out,
+            "--launcher",
+            "slurm",
+            "--slurm-gpus-per-node",
+            str(g),
+            "--slurm-tasks-per-node",
+            str(g),
+            "--slurm-cpus-per-task",
+            str(CPUS_PER_GPU),
+            "--slurm-time",
+            str(self.slurm_time_min()),
+        ]
         return " ".join(shlex.quote(w) for w in words)
 
     def to_json(self) -> dict:
         """Plain data: the assumptions, per-run and per-budget figures, totals."""
         return {
-            "gpu": self.gpu, "peak_flops": self.peak_flops, "mfu": self.mfu, "gpus_per_run": self.gpus_per_run,
-            "runs": [vars(r) for r in self.runs], "budgets": [vars(b) for b in self.by_budget()],
-            "flops": self.flops, "gpu_hours": self.gpu_hours, "slurm_time_min": self.slurm_time_min(),
+            "gpu": self.gpu,
+            "peak_flops": self.peak_flops,
+            "mfu": self.mfu,
+            "gpus_per_run": self.gpus_per_run,
+            "runs": [vars(r) for r in self.runs],
+            "budgets": [vars(b) for b in self.by_budget()],
+            "flops": self.flops,
+            "gpu_hours": self.gpu_hours,
+            "slurm_time_min": self.slurm_time_min(),
         }
 
 

@@ -176,8 +176,9 @@ def _train_trunk(task: TrunkTask, branches: list[RunTask]) -> dict[str, str]:
     for t in served:
         runs[t.run_id].finish(t.run_id, t.config_sha, (time.process_time() - cpu0) / len(served))
     outcomes = {t.run_id: "trained" for t in served}
-    outcomes.update({name: _fail(next(t for t in branches if t.run_id == name), runs[name], err)
-                     for name, err in errors.items()})
+    outcomes.update(
+        {name: _fail(next(t for t in branches if t.run_id == name), runs[name], err) for name, err in errors.items()}
+    )
     outcomes.update({t.run_id: _train_alone(t, runs[t.run_id], True) for t in branches if t.run_id in alone})
     return outcomes
 

@@ -44,8 +44,25 @@ from ditscale.train.rundir import RunDir
 # runs.csv: params is the non-embedding N, tokens D are image tokens, flops exact training FLOPs,
 # loss the run's validation loss, wall_s its training wall time and cpu_s the CPU seconds of the
 # worker process while it trained (seconds).
-RUNS_CSV_COLUMNS = ["run_id", "budget", "seed", "role", "depth", "hidden_size", "num_heads", "params",
-                    "params_total", "tokens", "images", "steps", "flops", "flops_6nd", "loss", "wall_s", "cpu_s"]
+RUNS_CSV_COLUMNS = [
+    "run_id",
+    "budget",
+    "seed",
+    "role",
+    "depth",
+    "hidden_size",
+    "num_heads",
+    "params",
+    "params_total",
+    "tokens",
+    "images",
+    "steps",
+    "flops",
+    "flops_6nd",
+    "loss",
+    "wall_s",
+    "cpu_s",
+]
 
 
 # -- one run of a study ---------------------------------------------------------------------------
@@ -70,7 +87,12 @@ class StudyRunDir(RunDir):
         if res is None or res.get("status", "done") != "done":
             return None
         loss, flops = res.get("val_loss"), res.get("flops_exact")
-        if not isinstance(loss, (int, float)) or not math.isfinite(loss) or not isinstance(flops, (int, float)) or flops <= 0:
+        if (
+            not isinstance(loss, (int, float))
+            or not math.isfinite(loss)
+            or not isinstance(flops, (int, float))
+            or flops <= 0
+        ):
             return None
         return res
 
@@ -205,15 +227,27 @@ class StudyFolder:
             if res is None:
                 continue
             cpu = (folder.read_study() or {}).get("cpu_s", "")
-            rows.append({
-                "run_id": run.run_id, "budget": run.budget, "seed": run.seed, "role": run.role, "depth": run.depth,
-                "hidden_size": run.hidden_size, "num_heads": run.num_heads,
-                "params": res.get("params_non_embedding", run.params_non_embedding),
-                "params_total": res.get("params", run.params), "tokens": res.get("tokens", run.tokens),
-                "images": res.get("images", run.images), "steps": res.get("steps", run.steps),
-                "flops": res["flops_exact"], "flops_6nd": res.get("flops_6nd", run.flops_6nd),
-                "loss": res["val_loss"], "wall_s": res.get("wall_time_s", ""), "cpu_s": cpu,
-            })
+            rows.append(
+                {
+                    "run_id": run.run_id,
+                    "budget": run.budget,
+                    "seed": run.seed,
+                    "role": run.role,
+                    "depth": run.depth,
+                    "hidden_size": run.hidden_size,
+                    "num_heads": run.num_heads,
+                    "params": res.get("params_non_embedding", run.params_non_embedding),
+                    "params_total": res.get("params", run.params),
+                    "tokens": res.get("tokens", run.tokens),
+                    "images": res.get("images", run.images),
+                    "steps": res.get("steps", run.steps),
+                    "flops": res["flops_exact"],
+                    "flops_6nd": res.get("flops_6nd", run.flops_6nd),
+                    "loss": res["val_loss"],
+                    "wall_s": res.get("wall_time_s", ""),
+                    "cpu_s": cpu,
+                }
+            )
         return rows
 
     def failed_run_ids(self) -> set[str]:
@@ -297,11 +331,15 @@ class StudyFolder:
         try:
             data = json.loads(self.laws_json.read_text())
         except (OSError, ValueError) as err:
-            raise DataError(f"{self.laws_json} is damaged or missing ({type(err).__name__}); "
-                            f"run `ditscale study report {self.root}` to rebuild it from the runs") from None
+            raise DataError(
+                f"{self.laws_json} is damaged or missing ({type(err).__name__}); "
+                f"run `ditscale study report {self.root}` to rebuild it from the runs"
+            ) from None
         if not isinstance(data, dict):
-            raise DataError(f"{self.laws_json} is damaged (not a JSON object); "
-                            f"run `ditscale study report {self.root}` to rebuild it from the runs")
+            raise DataError(
+                f"{self.laws_json} is damaged (not a JSON object); "
+                f"run `ditscale study report {self.root}` to rebuild it from the runs"
+            )
         return data
 
 
@@ -323,8 +361,18 @@ def parse_spec_yaml(text: str, path: Path) -> dict:
 
 
 # Columns of runs.csv that must equal the run's own result (the rest are bookkeeping: wall and CPU time).
-CHECKED_COLUMNS = ("budget", "seed", "params", "params_total", "tokens", "images", "steps", "flops", "flops_6nd",
-                   "loss")
+CHECKED_COLUMNS = (
+    "budget",
+    "seed",
+    "params",
+    "params_total",
+    "tokens",
+    "images",
+    "steps",
+    "flops",
+    "flops_6nd",
+    "loss",
+)
 
 
 def runs_csv_problem(rows: list[dict[str, str]], true: list[dict]) -> str | None:
@@ -376,9 +424,15 @@ def runs_table(rows: list[dict], budgets: list[float] | None = None):
     if not rows:
         raise DataError("the study has no finished runs yet; run `ditscale study run` first")
     col = lambda name: np.array([float(r[name]) for r in rows])  # noqa: E731
-    runs = Runs(flops=col("flops"), params=col("params"), tokens=col("tokens"), loss=col("loss"),
-                budget=col("budget"), run_id=np.array([str(r["run_id"]) for r in rows]),
-                seed=np.array([int(float(r["seed"])) for r in rows]))
+    runs = Runs(
+        flops=col("flops"),
+        params=col("params"),
+        tokens=col("tokens"),
+        loss=col("loss"),
+        budget=col("budget"),
+        run_id=np.array([str(r["run_id"]) for r in rows]),
+        seed=np.array([int(float(r["seed"])) for r in rows]),
+    )
     return _only_budgets(runs, budgets)
 
 

@@ -100,8 +100,9 @@ class LocalLauncher:
     def _ensure_pool(self) -> cf.ProcessPoolExecutor:
         if self._pool is None:
             ctx = multiprocessing.get_context("spawn")
-            self._pool = cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
-                                                initargs=(self.threads, os.getpid()))
+            self._pool = cf.ProcessPoolExecutor(
+                self.workers, mp_context=ctx, initializer=_init_worker, initargs=(self.threads, os.getpid())
+            )
         return self._pool
 
     def run(self, tasks: list[RunTask], on_done: Callable[[RunTask, str], None]) -> None:
@@ -185,8 +186,13 @@ class SlurmLauncher:
 
         o = self.options
         ex = submitit.AutoExecutor(folder=str(self.folder), cluster=o.cluster)
-        params = dict(timeout_min=o.time_min, tasks_per_node=o.tasks_per_node, cpus_per_task=o.cpus_per_task,
-                      gpus_per_node=o.gpus_per_node, name="ditscale-study")
+        params = dict(
+            timeout_min=o.time_min,
+            tasks_per_node=o.tasks_per_node,
+            cpus_per_task=o.cpus_per_task,
+            gpus_per_node=o.gpus_per_node,
+            name="ditscale-study",
+        )
         if o.mem_gb is not None:
             params["mem_gb"] = o.mem_gb
         if ex.cluster == "slurm":

@@ -118,16 +118,20 @@ def _check_row(run: PlannedRun, row: dict[str, str], where: str) -> None:
     is not the one its FLOPs give, raises :class:`DataError`."""
     for name, allowed in (("role", ("grid", "repeat")), ("centre", ("prior", "fit"))):
         if getattr(run, name) not in allowed:
-            raise DataError(f"{where}: column {name!r} of run {run.run_id!r} is {getattr(run, name)!r}, not one of "
-                            f"{', '.join(allowed)}; delete the study's plan.csv or fix that row")
+            raise DataError(
+                f"{where}: column {name!r} of run {run.run_id!r} is {getattr(run, name)!r}, not one of "
+                f"{', '.join(allowed)}; delete the study's plan.csv or fix that row"
+            )
     try:
         ratio = float(row.get("flops_ratio") or "nan")
     except ValueError:
         ratio = math.nan
     if ratio != round(run.flops_ratio, 6):
-        raise DataError(f"{where}: the row of run {run.run_id!r} is cut short or edited (flops_ratio "
-                        f"{row.get('flops_ratio')!r}, its FLOPs give {round(run.flops_ratio, 6)}); "
-                        "delete the study's plan.csv or fix that row")
+        raise DataError(
+            f"{where}: the row of run {run.run_id!r} is cut short or edited (flops_ratio "
+            f"{row.get('flops_ratio')!r}, its FLOPs give {round(run.flops_ratio, 6)}); "
+            "delete the study's plan.csv or fix that row"
+        )
 
 
 _FIELD_TYPES = {name: kind for name, kind in typing.get_type_hints(PlannedRun).items()}
@@ -177,8 +181,10 @@ class StudyPlan:
 
     def table(self) -> str:
         """A human-readable table of the plan."""
-        head = f"{'run_id':<24} {'budget':>8} {'d':>3} {'width':>5} {'N (non-emb)':>11} {'N total':>9} " \
-               f"{'images':>8} {'tokens D':>9} {'steps':>6} {'batch':>5} {'lr':>8} {'exact/6ND':>9}"
+        head = (
+            f"{'run_id':<24} {'budget':>8} {'d':>3} {'width':>5} {'N (non-emb)':>11} {'N total':>9} "
+            f"{'images':>8} {'tokens D':>9} {'steps':>6} {'batch':>5} {'lr':>8} {'exact/6ND':>9}"
+        )
         lines = [head, "-" * len(head)]
         for r in self.runs:
             lines.append(
@@ -215,8 +221,10 @@ RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 def check_run_id(run_id: str, where: str = "plan.csv") -> str:
     """``run_id`` if it is a safe folder name (:data:`RUN_ID_PATTERN`), else a one-line :class:`DataError`."""
     if not isinstance(run_id, str) or not RUN_ID_PATTERN.fullmatch(run_id):
-        raise DataError(f"{where}: run_id {run_id!r} is not a run name (letters, digits, '.', '_', '+', '-'; "
-                        "no '/' or '..'); fix that row")
+        raise DataError(
+            f"{where}: run_id {run_id!r} is not a run name (letters, digits, '.', '_', '+', '-'; "
+            "no '/' or '..'); fix that row"
+        )
     return run_id
 
 
@@ -251,10 +259,17 @@ def train_config(spec: StudySpec, rung: Rung, *, budget: float, batch_size: int,
     hp = spec.hparams
     d, w, h = rung
     optim = OptimConfig(
-        lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay, grad_clip=hp.grad_clip,
-        warmup_steps=hp.warmup_for(steps), schedule=hp.schedule,
-        cooldown_frac=hp.cooldown_frac, cooldown_shape=hp.cooldown_shape, min_lr_ratio=hp.min_lr_ratio,
-        width_rule=hp.width_rule, base_width=hp.base_width,
+        lr=hp.lr,
+        betas=tuple(hp.betas),
+        weight_decay=hp.weight_decay,
+        grad_clip=hp.grad_clip,
+        warmup_steps=hp.warmup_for(steps),
+        schedule=hp.schedule,
+        cooldown_frac=hp.cooldown_frac,
+        cooldown_shape=hp.cooldown_shape,
+        min_lr_ratio=hp.min_lr_ratio,
+        width_rule=hp.width_rule,
+        base_width=hp.base_width,
     )
     extra = dict(spec.train)
     extra.setdefault("ckpt_every", max(25, steps // 4))
@@ -346,8 +361,9 @@ def _replicated(spec: StudySpec, index: int, picked: list[int], log_n: list[floa
     return repeated
 
 
-def _planned_run(spec: StudySpec, size: RungSize, budget: float, batch: int, seed: int,
-                 n_opt: float, source: str) -> PlannedRun:
+def _planned_run(
+    spec: StudySpec, size: RungSize, budget: float, batch: int, seed: int, n_opt: float, source: str
+) -> PlannedRun:
     """One run of ``size`` at ``budget`` FLOPs: as many whole images as the budget buys."""
     from ditscale.flops import images_in_budget, tokens_per_image, train_flops_6nd, train_flops_exact
     from ditscale.train.schedules import width_scaled_lr
@@ -356,36 +372,68 @@ def _planned_run(spec: StudySpec, size: RungSize, budget: float, batch: int, see
     images = images_in_budget(cfg, budget)
     steps = math.ceil(images / batch) if images else 0
     return PlannedRun(
-        run_id=run_id_for(budget, size.rung, seed), budget=budget, depth=d, hidden_size=w, num_heads=h,
-        params=int(size.params.total), params_non_embedding=size.non_embedding, macs_per_image=size.macs,
-        images=images, tokens=images * int(tokens_per_image(cfg)), batch_size=batch, steps=steps,
+        run_id=run_id_for(budget, size.rung, seed),
+        budget=budget,
+        depth=d,
+        hidden_size=w,
+        num_heads=h,
+        params=int(size.params.total),
+        params_non_embedding=size.non_embedding,
+        macs_per_image=size.macs,
+        images=images,
+        tokens=images * int(tokens_per_image(cfg)),
+        batch_size=batch,
+        steps=steps,
         lr=width_scaled_lr(hp.lr, w, hp.width_rule, hp.base_width),
         warmup_steps=hp.warmup_for(steps),
-        flops_exact=float(train_flops_exact(cfg, images)), flops_6nd=float(train_flops_6nd(cfg, images)),
-        seed=seed, role="grid" if seed == spec.seed else "repeat", n_opt=float(n_opt), centre=source,
+        flops_exact=float(train_flops_exact(cfg, images)),
+        flops_6nd=float(train_flops_6nd(cfg, images)),
+        seed=seed,
+        role="grid" if seed == spec.seed else "repeat",
+        n_opt=float(n_opt),
+        centre=source,
     )
 
 
-def _grid_warnings(spec: StudySpec, budget: float, n_opt: float, source: str, picked: list[int], n_rungs: int,
-                   kept: list[PlannedRun], dropped: list[PlannedRun]) -> list[PlanWarning]:
+def _grid_warnings(
+    spec: StudySpec,
+    budget: float,
+    n_opt: float,
+    source: str,
+    picked: list[int],
+    n_rungs: int,
+    kept: list[PlannedRun],
+    dropped: list[PlannedRun],
+) -> list[PlanWarning]:
     """Warnings of one budget: runs dropped for too few steps; a grid that cannot bracket N*."""
     out = []
     short = [r for r in dropped if r.seed == spec.seed]
     if short:
         listed = ", ".join(f"{r.run_id} ({r.steps} steps)" for r in short)
-        out.append(PlanWarning(budget, f"dropped {len(short)} run(s) with fewer than min_steps={spec.min_steps} "
-                                       f"steps ({listed}); raise the budget or lower the batch"))
+        out.append(
+            PlanWarning(
+                budget,
+                f"dropped {len(short)} run(s) with fewer than min_steps={spec.min_steps} "
+                f"steps ({listed}); raise the budget or lower the batch",
+            )
+        )
     sizes = [r.params_non_embedding for r in kept if r.role == "grid"]
     label = f"predicted optimum N={n_opt:.3g} ({source})"
     if len(sizes) < 3:
         out.append(PlanWarning(budget, f"{label}: only {len(sizes)} runs left, too few for an isoFLOP parabola"))
     elif n_opt <= min(sizes):
         why = "the smallest model of the family is too big" if picked[0] == 0 else "its smaller models were dropped"
-        out.append(PlanWarning(budget, f"{label} is below the grid ({min(sizes):.3g}..{max(sizes):.3g}): {why}; "
-                                       "add smaller rungs"))
+        out.append(
+            PlanWarning(
+                budget, f"{label} is below the grid ({min(sizes):.3g}..{max(sizes):.3g}): {why}; add smaller rungs"
+            )
+        )
     elif n_opt >= max(sizes):
-        why = "the largest model of the family is too small" if picked[-1] == n_rungs - 1 else \
-            f"its larger models were dropped (fewer than {spec.min_steps} steps)"
+        why = (
+            "the largest model of the family is too small"
+            if picked[-1] == n_rungs - 1
+            else f"its larger models were dropped (fewer than {spec.min_steps} steps)"
+        )
         out.append(PlanWarning(budget, f"{label} is above the grid ({min(sizes):.3g}..{max(sizes):.3g}): {why}"))
     return out
 

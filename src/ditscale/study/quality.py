@@ -29,8 +29,26 @@ from ditscale.study.spec import QualityConfig, StudySpec
 # quality.csv: budget and flops in training FLOPs, params non-embedding, loss the run's val loss;
 # the scores of the evaluator (fd, accuracy, precision, recall for shapes; fid, sfid,
 # inception_score, precision, recall for inception); sample_s / eval_s wall seconds.
-QUALITY_CSV_COLUMNS = ["run_id", "budget", "flops", "params", "loss", "optimal", "metric", "value", "fd", "fid", "sfid",
-                       "inception_score", "accuracy", "precision", "recall", "num_samples", "sample_s", "eval_s"]
+QUALITY_CSV_COLUMNS = [
+    "run_id",
+    "budget",
+    "flops",
+    "params",
+    "loss",
+    "optimal",
+    "metric",
+    "value",
+    "fd",
+    "fid",
+    "sfid",
+    "inception_score",
+    "accuracy",
+    "precision",
+    "recall",
+    "num_samples",
+    "sample_s",
+    "eval_s",
+]
 
 
 # -- which models ---------------------------------------------------------------------------------
@@ -45,7 +63,10 @@ def chosen_runs(rows: list[dict], spec: StudySpec) -> list[dict]:
             best[b] = r
     optimal = {r["run_id"] for r in best.values()}
     picked = own if spec.quality.runs == "all" else list(best.values())
-    return [{**r, "optimal": r["run_id"] in optimal} for r in sorted(picked, key=lambda r: (float(r["budget"]), float(r["params"])))]
+    return [
+        {**r, "optimal": r["run_id"] in optimal}
+        for r in sorted(picked, key=lambda r: (float(r["budget"]), float(r["params"])))
+    ]
 
 
 def settings_sha(cfg: QualityConfig, data: dict) -> str:
@@ -89,8 +110,9 @@ class QualityFiles:
 
 
 # -- the stage ------------------------------------------------------------------------------------
-def run_quality(spec: StudySpec, out_dir: str | Path, *, progress: bool = True,
-                echo: Callable[[str], None] = print) -> int:
+def run_quality(
+    spec: StudySpec, out_dir: str | Path, *, progress: bool = True, echo: Callable[[str], None] = print
+) -> int:
     """Sample and score the chosen models of the finished study in ``out_dir``; write
     ``quality.csv``; return how many models were newly scored (those already scored with the same
     settings are skipped)."""
@@ -102,8 +124,10 @@ def run_quality(spec: StudySpec, out_dir: str | Path, *, progress: bool = True,
     todo = [r for r in runs if scored[r["run_id"]] is None]
     if todo:
         device = _device()
-        echo(f"quality: sampling and scoring {len(todo)} model(s), {cfg.num_samples} images each "
-             f"({cfg.evaluator} evaluator, {device})")
+        echo(
+            f"quality: sampling and scoring {len(todo)} model(s), {cfg.num_samples} images each "
+            f"({cfg.evaluator} evaluator, {device})"
+        )
         reference = _reference(spec, files, sha, progress)
         evaluator = _evaluator(cfg, device)
     for i, run in enumerate(todo):
@@ -137,8 +161,13 @@ def _reference(spec: StudySpec, files: QualityFiles, sha: str, progress: bool):
     path = files.reference
     _restamp(path, sha)
     if not path.is_file():
-        save_dataset_npz(from_dict(DataConfig, spec.data, where="data"), path, num=spec.quality.num_samples, split="val",
-                         progress=progress)
+        save_dataset_npz(
+            from_dict(DataConfig, spec.data, where="data"),
+            path,
+            num=spec.quality.num_samples,
+            split="val",
+            progress=progress,
+        )
     return load_batch(path)
 
 
@@ -182,8 +211,9 @@ def _score(samples, reference, evaluator, cfg: QualityConfig, device: str, progr
     return evaluate_inception(samples, reference, evaluator, device=device, progress=progress).to_dict()
 
 
-def _sample_run(folder: StudyFolder, run: dict, cfg: QualityConfig, files: QualityFiles, sha: str, device: str,
-                progress: bool):
+def _sample_run(
+    folder: StudyFolder, run: dict, cfg: QualityConfig, files: QualityFiles, sha: str, device: str, progress: bool
+):
     """The model's samples (:class:`~ditscale.metrics.batch.ImageBatch`), drawn unless its file exists
     with the current settings (:func:`_restamp`)."""
     from ditscale.metrics.batch import load_batch
@@ -208,16 +238,28 @@ def _draw(run_dir: Path, path: Path, cfg: QualityConfig, device: str, progress: 
 
     found = latest_checkpoint(RunDir(run_dir).checkpoints)
     if found is None or not (found[0] / "ema.safetensors").is_file():
-        raise DataError(f"run {run_dir.name} has no checkpoint with EMA weights to sample; train it again "
-                        "(delete its folder and run `ditscale study run` again)")
+        raise DataError(
+            f"run {run_dir.name} has no checkpoint with EMA weights to sample; train it again "
+            "(delete its folder and run `ditscale study run` again)"
+        )
     weights = found[0] / "ema.safetensors"
     model, meta = load_model(weights, map_location=device), read_metadata(weights)
     config = json.loads((run_dir / "result.json").read_text())["config"]
     path.parent.mkdir(parents=True, exist_ok=True)
-    sample_npz(model, create_diffusion(meta["diffusion"]), path, num_samples=cfg.num_samples, seed=cfg.seed,
-               sampler=cfg.sampler, steps=cfg.steps, cfg_scale=cfg.cfg_scale,
-               label_names=class_names(from_dict(DataConfig, config["data"], where="data")), batch_size=cfg.batch_size,
-               device=device, progress=progress)
+    sample_npz(
+        model,
+        create_diffusion(meta["diffusion"]),
+        path,
+        num_samples=cfg.num_samples,
+        seed=cfg.seed,
+        sampler=cfg.sampler,
+        steps=cfg.steps,
+        cfg_scale=cfg.cfg_scale,
+        label_names=class_names(from_dict(DataConfig, config["data"], where="data")),
+        batch_size=cfg.batch_size,
+        device=device,
+        progress=progress,
+    )
 
 
 # -- reading back ---------------------------------------------------------------------------------
@@ -228,8 +270,17 @@ def quality_points(out_dir: str | Path) -> tuple[str, list] | None:
     rows = QualityFiles(StudyFolder(out_dir)).read_csv()
     if not rows:
         return None
-    points = [QualityPoint(r["run_id"], float(r["budget"]), float(r["value"]), float(r["loss"]), float(r["params"]),
-                           bool(int(r["optimal"]))) for r in rows]
+    points = [
+        QualityPoint(
+            r["run_id"],
+            float(r["budget"]),
+            float(r["value"]),
+            float(r["loss"]),
+            float(r["params"]),
+            bool(int(r["optimal"])),
+        )
+        for r in rows
+    ]
     return rows[0]["metric"], points
 
 

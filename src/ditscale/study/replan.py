@@ -43,8 +43,11 @@ def folder_plan(spec: StudySpec, folder: StudyFolder, frozen: Frozen, rows: list
     runs = []
     for b in spec.budgets:
         runs.extend(frozen[b] if b in frozen else [r for r in fresh.runs if r.budget == b])
-    return StudyPlan(runs=runs, warnings=[w for w in fresh.warnings if w.budget in todo],
-                     dropped=[r for r in fresh.dropped if r.budget in todo])
+    return StudyPlan(
+        runs=runs,
+        warnings=[w for w in fresh.warnings if w.budget in todo],
+        dropped=[r for r in fresh.dropped if r.budget in todo],
+    )
 
 
 def all_runs(frozen: Frozen) -> list[PlannedRun]:
@@ -59,8 +62,9 @@ def complete_budgets(frozen: Frozen, finished: set[str], failed: set[str]) -> li
     return [b for b, runs in sorted(frozen.items()) if all(r.run_id in done for r in runs)]
 
 
-def fitted_centres(spec: StudySpec, frozen: Frozen, rows: list[dict], failed: set[str],
-                   budgets: list[float]) -> dict[float, tuple[float, str]]:
+def fitted_centres(
+    spec: StudySpec, frozen: Frozen, rows: list[dict], failed: set[str], budgets: list[float]
+) -> dict[float, tuple[float, str]]:
     """``{budget: (N*, "fit")}`` for ``budgets`` from the finished budgets (needs 2; see :func:`fit_so_far`)."""
     done = complete_budgets(frozen, {row["run_id"] for row in rows}, failed)
     centre = fit_so_far(spec, rows, done)

@@ -58,10 +58,17 @@ class StudyOutcome:
 
 def task_for(spec: StudySpec, out_dir: str | Path, run: PlannedRun, threads: int = 1) -> RunTask:
     """The :class:`RunTask` of a planned run of study folder ``out_dir`` (``threads`` 0: leave torch's)."""
-    cfg = train_config(spec, run.rung, budget=run.budget, batch_size=run.batch_size, steps=run.steps,
-                       seed=run.seed).to_dict()
-    return RunTask(run_id=run.run_id, run_dir=str(StudyFolder(out_dir).run(run.run_id).root), config=cfg,
-                   config_sha=config_sha(cfg), flops=run.flops_exact, threads=threads)
+    cfg = train_config(
+        spec, run.rung, budget=run.budget, batch_size=run.batch_size, steps=run.steps, seed=run.seed
+    ).to_dict()
+    return RunTask(
+        run_id=run.run_id,
+        run_dir=str(StudyFolder(out_dir).run(run.run_id).root),
+        config=cfg,
+        config_sha=config_sha(cfg),
+        flops=run.flops_exact,
+        threads=threads,
+    )
 
 
 def collect_runs(out_dir: str | Path) -> list[dict]:
@@ -159,8 +166,10 @@ def check_trainable(spec: StudySpec) -> None:
     from ditscale.errors import ConfigError
 
     if spec.family.model.get("conditioning") == "text" and not spec.train.get("text_encoder"):
-        raise ConfigError("the family conditions on text (family.model.conditioning: text) but no text encoder is "
-                          "set; give one with --set train.text_encoder=PATH (a Hugging Face encoder folder) or word")
+        raise ConfigError(
+            "the family conditions on text (family.model.conditioning: text) but no text encoder is "
+            "set; give one with --set train.text_encoder=PATH (a Hugging Face encoder folder) or word"
+        )
 
 
 def check_started_runs(spec: StudySpec, folder: StudyFolder) -> None:
@@ -188,8 +197,9 @@ def _at_most(tasks: list, left: float) -> list:
     return out
 
 
-def plan_stage(spec: StudySpec, folder: StudyFolder, stage: list[float],
-               echo: Callable[[str], None]) -> list[PlannedRun] | None:
+def plan_stage(
+    spec: StudySpec, folder: StudyFolder, stage: list[float], echo: Callable[[str], None]
+) -> list[PlannedRun] | None:
     """Plan the budgets of ``stage`` (warnings echoed), freeze them in ``plan.csv``; return their runs.
 
     With ``adaptive`` a budget not yet frozen is planned only once every smaller budget is finished
@@ -199,8 +209,10 @@ def plan_stage(spec: StudySpec, folder: StudyFolder, stage: list[float],
     frozen = folder.read_plan()
     fresh = [b for b in stage if b not in frozen]
     if spec.adaptive and fresh and unfinished_before(spec, folder, frozen, min(fresh)):
-        echo(f"budgets from {min(fresh):.3g} FLOPs not planned yet: smaller budgets have runs without results "
-             "(held by other workers, or interrupted); run the same command again once they finish")
+        echo(
+            f"budgets from {min(fresh):.3g} FLOPs not planned yet: smaller budgets have runs without results "
+            "(held by other workers, or interrupted); run the same command again once they finish"
+        )
         return None
     plan = folder_plan(spec, folder, frozen)
     for w in plan.warnings:
@@ -218,8 +230,12 @@ def unfinished_before(spec: StudySpec, folder: StudyFolder, frozen: dict, budget
     without a result that did not fail for good."""
     if any(b < budget and b not in frozen for b in spec.budgets):
         return True
-    return any(folder.run(r.run_id).valid_result() is None and not folder.run(r.run_id).failed()
-               for b, runs in frozen.items() if b < budget for r in runs)
+    return any(
+        folder.run(r.run_id).valid_result() is None and not folder.run(r.run_id).failed()
+        for b, runs in frozen.items()
+        if b < budget
+        for r in runs
+    )
 
 
 def wait_for_held(spec: StudySpec, folder: StudyFolder, runs: list[PlannedRun], runner, tally: "Tally") -> None:
@@ -242,8 +258,10 @@ def wait_for_held(spec: StudySpec, folder: StudyFolder, runs: list[PlannedRun], 
             runner.run(free, tally.on_retry)
             continue
         if not told:
-            tally.echo(f"waiting for {len(waiting)} run(s) held by other workers: the next budgets are planned "
-                       "from their results")
+            tally.echo(
+                f"waiting for {len(waiting)} run(s) held by other workers: the next budgets are planned "
+                "from their results"
+            )
             told = True
         time.sleep(HELD_POLL_S)
 
@@ -257,8 +275,14 @@ def _held_elsewhere(task: RunTask | TrunkTask) -> bool:
     return any(lock.path.exists() and not lock.is_stale() for lock in map(RunLock, paths))
 
 
-def stage_tasks(spec: StudySpec, folder: StudyFolder, runs: list[PlannedRun], threads: int, retry_failed: bool,
-                tally: "Tally | None") -> list[RunTask]:
+def stage_tasks(
+    spec: StudySpec,
+    folder: StudyFolder,
+    runs: list[PlannedRun],
+    threads: int,
+    retry_failed: bool,
+    tally: "Tally | None",
+) -> list[RunTask]:
     """Tasks of the ``runs`` still to train, longest first (most steps, then most FLOPs) so the
     short runs fill the gaps at the end; runs done or failed before are tallied instead (if ``tally``)."""
     tasks = []
@@ -295,13 +319,27 @@ def trunk_tasks(folder: StudyFolder, runs: list[PlannedRun], tasks: list[RunTask
             out.extend(group)
             continue
         group.sort(key=lambda t: t.flops)
-        out.append(TrunkTask(trunk_id=trunk_id, trunk_dir=str(trunk_dir), branches=tuple(group),
-                             flops=group[-1].flops, threads=threads))
+        out.append(
+            TrunkTask(
+                trunk_id=trunk_id,
+                trunk_dir=str(trunk_dir),
+                branches=tuple(group),
+                flops=group[-1].flops,
+                threads=threads,
+            )
+        )
     return sorted(out, key=lambda t: -t.flops)
 
 
-def finish_study(spec: StudySpec, folder: StudyFolder, tally: "Tally", t0: float, peak: float | None, report: bool,
-                 echo: Callable[[str], None]) -> StudyOutcome:
+def finish_study(
+    spec: StudySpec,
+    folder: StudyFolder,
+    tally: "Tally",
+    t0: float,
+    peak: float | None,
+    report: bool,
+    echo: Callable[[str], None],
+) -> StudyOutcome:
     """Write ``runs.csv`` and ``wall.json``; fit and report once every run is finished."""
     frozen = folder.read_plan()
     planned = all_runs(frozen)
@@ -325,8 +363,9 @@ def finish_study(spec: StudySpec, folder: StudyFolder, tally: "Tally", t0: float
         laws = _read_or_refit_laws(spec, folder, report, echo)
     elif not complete:
         echo(f"{remaining} run(s) not finished; run the same command again to continue")
-    return StudyOutcome(complete, tally.trained, tally.skipped, tally.failed, tally.busy, remaining, laws,
-                        time.time() - t0)
+    return StudyOutcome(
+        complete, tally.trained, tally.skipped, tally.failed, tally.busy, remaining, laws, time.time() - t0
+    )
 
 
 def _read_or_refit_laws(spec: StudySpec, folder: StudyFolder, report: bool, echo: Callable[[str], None]) -> dict | None:
@@ -345,8 +384,9 @@ def _read_or_refit_laws(spec: StudySpec, folder: StudyFolder, report: bool, echo
     return analyze_study(folder.root, spec)
 
 
-def _quality_stage(spec: StudySpec, folder: StudyFolder, complete: bool, progress: bool,
-                   echo: Callable[[str], None]) -> int:
+def _quality_stage(
+    spec: StudySpec, folder: StudyFolder, complete: bool, progress: bool, echo: Callable[[str], None]
+) -> int:
     """Sample and score the study's models once every run is finished (``spec.quality``): the
     number of models newly scored."""
     if not complete or spec.quality is None:
@@ -374,7 +414,9 @@ class Tally:
         if self.bar is None and self.progress:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=0, dynamic_ncols=True, bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]")
+            self.bar = tqdm(
+                total=0, dynamic_ncols=True, bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]"
+            )
         self.submitted += sum(len(_run_ids(t)) for t in tasks)
         if self.bar is not None:
             self.bar.total += sum(t.flops for t in tasks)

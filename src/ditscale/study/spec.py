@@ -288,11 +288,15 @@ class QualityConfig:
 
     def __post_init__(self) -> None:
         if self.evaluator == "inception" and not self.inception:
-            raise ConfigError("quality.evaluator is inception but quality.inception is not set; give the path of the "
-                              "pt_inception-2015-12-05 weights file, or use evaluator: shapes")
+            raise ConfigError(
+                "quality.evaluator is inception but quality.inception is not set; give the path of the "
+                "pt_inception-2015-12-05 weights file, or use evaluator: shapes"
+            )
         if self.num_samples < 10 or self.steps < 1 or self.batch_size < 1:
-            raise ConfigError(f"quality needs num_samples >= 10, steps >= 1 and batch_size >= 1, got "
-                              f"{self.num_samples}, {self.steps}, {self.batch_size}")
+            raise ConfigError(
+                f"quality needs num_samples >= 10, steps >= 1 and batch_size >= 1, got "
+                f"{self.num_samples}, {self.steps}, {self.batch_size}"
+            )
         if self.cfg_scale < 0:
             raise ConfigError(f"quality.cfg_scale must be >= 0, got {self.cfg_scale}")
 
@@ -368,7 +372,9 @@ class StudySpec:
     def _check_budgets(self) -> None:
         """Budgets: given, positive, finite, distinct; sorted ascending here."""
         if not self.budgets:
-            raise ConfigError("study spec has no 'budgets'; list training-FLOP budgets, e.g. budgets: [1e12, 3e12, 1e13]")
+            raise ConfigError(
+                "study spec has no 'budgets'; list training-FLOP budgets, e.g. budgets: [1e12, 3e12, 1e13]"
+            )
         for i, b in enumerate(self.budgets):
             if not (b > 0 and math.isfinite(b)):
                 raise ConfigError(f"budgets[{i}] is {b}; every budget must be a positive number of training FLOPs")
@@ -413,8 +419,10 @@ class StudySpec:
             raise ConfigError(f"repeat.seeds contains the study seed {self.seed}; give other seeds")
         self._check_trunks()
         if self.quality is not None and self.family.model.get("conditioning") == "text":
-            raise ConfigError("quality: samples class-conditional or unconditional families only (text-conditional "
-                              "studies cannot be sampled by the quality stage yet); remove the quality section")
+            raise ConfigError(
+                "quality: samples class-conditional or unconditional families only (text-conditional "
+                "studies cannot be sampled by the quality stage yet); remove the quality section"
+            )
 
     def _check_trunks(self) -> None:
         """share_trunks needs a schedule whose lr before the cooldown ignores the run's length."""
@@ -422,11 +430,14 @@ class StudySpec:
         if not self.share_trunks:
             return
         if hp.schedule not in ("constant", "wsd"):
-            raise ConfigError(f"share_trunks needs hparams.schedule constant or wsd (the lr of {hp.schedule!r} "
-                              "depends on each run's length from the start)")
+            raise ConfigError(
+                f"share_trunks needs hparams.schedule constant or wsd (the lr of {hp.schedule!r} "
+                "depends on each run's length from the start)"
+            )
         if hp.warmup_steps is None and hp.warmup_fraction > 0:
-            raise ConfigError("share_trunks needs a warmup fixed in steps: set hparams.warmup_steps "
-                              "(or warmup_fraction: 0)")
+            raise ConfigError(
+                "share_trunks needs a warmup fixed in steps: set hparams.warmup_steps (or warmup_fraction: 0)"
+            )
 
     def _check_train_keys(self) -> None:
         """``train`` may set only TrainConfig fields the study does not set per run."""

@@ -57,8 +57,12 @@ def run_length(batch_size: int, model_config, *, max_steps: int | None = None, f
         total_steps, total_images = max_steps, max_steps * batch_size
     counts = F.param_counts(model_config)
     return RunLength(
-        total_steps=total_steps, total_images=total_images, batch_size=batch_size,
-        flops_per_image=per_image, flops_6nd_per_image=float(F.train_flops_6nd(model_config, 1)),
+        total_steps=total_steps,
+        total_images=total_images,
+        batch_size=batch_size,
+        flops_per_image=per_image,
+        flops_6nd_per_image=float(F.train_flops_6nd(model_config, 1)),
         tokens_per_image=int(F.tokens_per_image(model_config)),
-        params_total=int(counts.total), params_non_embedding=int(counts.non_embedding),
+        params_total=int(counts.total),
+        params_non_embedding=int(counts.non_embedding),
     )

@@ -146,8 +146,10 @@ def write_checkpoint(
         _write_files(tmp, step, weights, state)
     except (OSError, SafetensorError) as err:  # e.g. a full disk: the earlier checkpoints stay as they were
         shutil.rmtree(tmp, ignore_errors=True)
-        raise CheckpointError(f"could not write checkpoint {final.name} in {root} ({err}); the earlier checkpoints "
-                              "are intact: free space and run the same command again to resume") from None
+        raise CheckpointError(
+            f"could not write checkpoint {final.name} in {root} ({err}); the earlier checkpoints "
+            "are intact: free space and run the same command again to resume"
+        ) from None
     if final.exists():  # e.g. a re-run of the same step after a crash between save and prune
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -235,8 +237,13 @@ def run_state(config: dict, length, step: int, sums, **extra: Any) -> dict[str, 
     """The JSON part of a run's checkpoint after ``step`` steps: its config (dict), data position and
     counters (from its ``RunLength``), loss sums (``LossSums``), and ``extra`` keys (a trunk's)."""
     counters = length.counters(step)
-    return {"config": config, "data_position": counters["images"], "accumulators": dict(sums.__dict__),
-            "counters": counters, **extra}
+    return {
+        "config": config,
+        "data_position": counters["images"],
+        "accumulators": dict(sums.__dict__),
+        "counters": counters,
+        **extra,
+    }
 
 
 def full_state_dicts(trainable: torch.nn.Module, opt: torch.optim.Optimizer):
@@ -248,7 +255,7 @@ def full_state_dicts(trainable: torch.nn.Module, opt: torch.optim.Optimizer):
 
 
 def _part(sd: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
 
 
 def _joined(parts: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -268,17 +275,37 @@ def training_files(model_sd, ema_sd, opt_sd, *, weights_meta: dict, step: int, t
         return {METADATA_KEY: json.dumps({**weights_meta, "step": step, "weights": kind})}
 
     if text_spec is None:
-        return {"model": (model_sd, meta("raw")), "ema": (ema_sd, meta("ema")), "optimizer": (opt_tensors, None)}, opt_meta
+        return {
+            "model": (model_sd, meta("raw")),
+            "ema": (ema_sd, meta("ema")),
+            "optimizer": (opt_tensors, None),
+        }, opt_meta
     dit, text = JOINT_PREFIXES["model"], JOINT_PREFIXES["text_encoder"]
     spec = {METADATA_KEY: json.dumps(text_spec)}
-    files = {"model": (_part(model_sd, dit), meta("raw")), "ema": (_part(ema_sd, dit), meta("ema")),
-             "optimizer": (opt_tensors, None),
-             "text_encoder": (_part(model_sd, text), spec), "text_encoder_ema": (_part(ema_sd, text), spec)}
+    files = {
+        "model": (_part(model_sd, dit), meta("raw")),
+        "ema": (_part(ema_sd, dit), meta("ema")),
+        "optimizer": (opt_tensors, None),
+        "text_encoder": (_part(model_sd, text), spec),
+        "text_encoder_ema": (_part(ema_sd, text), spec),
+    }
     return files, opt_meta
 
 
-def save_training(root: str | Path, step: int, trainable, ema, opt, *, weights_meta: dict, state: dict,
-                  text_spec: dict | None, keep: int, write: bool, extra_files: dict | None = None) -> Path | None:
+def save_training(
+    root: str | Path,
+    step: int,
+    trainable,
+    ema,
+    opt,
+    *,
+    weights_meta: dict,
+    state: dict,
+    text_spec: dict | None,
+    keep: int,
+    write: bool,
+    extra_files: dict | None = None,
+) -> Path | None:
     """Checkpoint a training run after ``step`` steps: weights, EMA, optimizer, RNG and ``state``
     (JSON: config, data position, accumulators, counters, and any further keys, e.g. a trunk's
     branches). ``extra_files``: more ``{stem: (tensors, metadata)}`` (a trunk's branch EMAs).
@@ -288,11 +315,19 @@ def save_training(root: str | Path, step: int, trainable, ema, opt, *, weights_m
     ema_sd = ema.state_dict()
     if not write:
         return None
-    files, opt_meta = training_files(model_sd, ema_sd, opt_sd, weights_meta=weights_meta, step=step, text_spec=text_spec)
+    files, opt_meta = training_files(
+        model_sd, ema_sd, opt_sd, weights_meta=weights_meta, step=step, text_spec=text_spec
+    )
     files.update(extra_files or {})
-    body = {"config": state["config"], "data_position": state["data_position"], "optimizer": opt_meta,
-            "accumulators": state["accumulators"], "rng": rng_state(), "counters": state["counters"],
-            **{k: v for k, v in state.items() if k not in ("config", "data_position", "accumulators", "counters")}}
+    body = {
+        "config": state["config"],
+        "data_position": state["data_position"],
+        "optimizer": opt_meta,
+        "accumulators": state["accumulators"],
+        "rng": rng_state(),
+        "counters": state["counters"],
+        **{k: v for k, v in state.items() if k not in ("config", "data_position", "accumulators", "counters")},
+    }
     return write_checkpoint(root, step, files, body, keep=keep)
 
 
@@ -305,7 +340,9 @@ def load_training(path: str | Path, state: dict, trainable, ema, opt, *, joint: 
     sd, ema_sd = load_tensors(path, "model"), load_tensors(path, "ema")
     if joint:
         text_sd = load_tensors(path, "text_encoder")
-        text_ema = load_tensors(path, "text_encoder_ema") if (path / "text_encoder_ema.safetensors").is_file() else text_sd
+        text_ema = (
+            load_tensors(path, "text_encoder_ema") if (path / "text_encoder_ema.safetensors").is_file() else text_sd
+        )
         sd = _joined({"model": sd, "text_encoder": text_sd})
         ema_sd = _joined({"model": ema_sd, "text_encoder": text_ema})
     set_model_state_dict(trainable, sd, options=StateDictOptions(full_state_dict=True, strict=True))

@@ -47,9 +47,11 @@ def check_memory(cfg: TrainConfig, available_bytes: float | None, where: str, wo
     per_rank = max(1, cfg.batch_size // max(1, world))
     need = train_memory_bytes(model, per_rank, bytes_per_value=2 if cfg.precision == "bf16" else 4)
     if available_bytes is not None and need > available_bytes:
-        raise ConfigError(f"a training step of {per_rank:,} images needs at least {need / 2**30:,.1f} GiB but "
-                          f"{where} has {available_bytes / 2**30:,.1f} GiB available; lower batch_size "
-                          "(or spread it over more GPUs)")
+        raise ConfigError(
+            f"a training step of {per_rank:,} images needs at least {need / 2**30:,.1f} GiB but "
+            f"{where} has {available_bytes / 2**30:,.1f} GiB available; lower batch_size "
+            "(or spread it over more GPUs)"
+        )
 
 
 def available_ram() -> float | None:
@@ -80,8 +82,10 @@ def claim_run_folder(root: str | os.PathLike, enabled: bool = True) -> Iterator[
     Path(root).mkdir(parents=True, exist_ok=True)
     lock = RunLock(path)
     if not lock.acquire():
-        raise TrainingError(f"{Path(root)} is being trained by another process ({lock.holder()}, {path}); "
-                            "wait for it to finish, or use another --out")
+        raise TrainingError(
+            f"{Path(root)} is being trained by another process ({lock.holder()}, {path}); "
+            "wait for it to finish, or use another --out"
+        )
     try:
         yield
     finally:

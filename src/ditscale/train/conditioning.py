@@ -37,7 +37,9 @@ def build_text_encoder(cfg: TrainConfig, has_captions: bool, cache_dir: str, dev
     if not has_captions:
         raise ConfigError(f"text_encoder={cfg.text_encoder!r} needs captions; set data.captions=true")
     if cfg.text_encoder == "word":
-        tokenizer = T.WordTokenizer.for_dataset(cfg.data_config())  # shapes grammar, digit words, or the captions' words
+        tokenizer = T.WordTokenizer.for_dataset(
+            cfg.data_config()
+        )  # shapes grammar, digit words, or the captions' words
         torch.manual_seed(cfg.seed + 1)
         return T.WordTextEncoder(tokenizer, **WORD_ENCODER).to(device)
     return T.HFTextEncoder(cfg.text_encoder, cache_dir=cache_dir, device=device)
@@ -66,7 +68,9 @@ class JointTextModel(torch.nn.Module):
 
     def forward(self, x, t, captions=None, force_drop_ids=None):
         context, mask = self.text.encode(captions)
-        return self.dit(x, t, context=context.to(x.device), context_mask=mask.to(x.device), force_drop_ids=force_drop_ids)
+        return self.dit(
+            x, t, context=context.to(x.device), context_mask=mask.to(x.device), force_drop_ids=force_drop_ids
+        )
 
 
 def frozen_encode_fn(text) -> EncodeFn | None:
@@ -82,8 +86,15 @@ def frozen_encode_fn(text) -> EncodeFn | None:
     return encode
 
 
-def model_kwargs(conditioning: str, *, labels: torch.Tensor | None, captions: list[str] | None,
-                 encode: EncodeFn | None, device: torch.device, drop: torch.Tensor | None = None) -> dict[str, Any]:
+def model_kwargs(
+    conditioning: str,
+    *,
+    labels: torch.Tensor | None,
+    captions: list[str] | None,
+    encode: EncodeFn | None,
+    device: torch.device,
+    drop: torch.Tensor | None = None,
+) -> dict[str, Any]:
     """The condition arguments of ``model(x, t, **kwargs)``.
 
     ``encode`` None with text conditioning passes ``captions`` (a :class:`JointTextModel`);

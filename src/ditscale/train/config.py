@@ -125,8 +125,10 @@ class ValConfig:
                 f"val.buckets ({self.buckets}) exceeds val.num_timesteps ({self.num_timesteps}); lower buckets"
             )
         if self.sample_images and not self.num_images:
-            raise ConfigError("val.sample_images draws samples at validation time, but val.num_images is 0 "
-                              "(no validation); set val.num_images > 0 or val.sample_images=0")
+            raise ConfigError(
+                "val.sample_images draws samples at validation time, but val.num_images is 0 "
+                "(no validation); set val.num_images > 0 or val.sample_images=0"
+            )
 
 
 @dataclass
@@ -315,8 +317,16 @@ class TrainConfig:
 _DIT_FIELDS = tuple(f.name for f in dataclasses.fields(DiTConfig))
 
 # What may differ between the runs of one shared trunk (ditscale.train.trunk): their length, EMA and cooldown.
-BRANCH_KEYS = ("flops", "max_steps", "ema_decay", "ema_start", "optim.schedule", "optim.cooldown_frac",
-               "optim.cooldown_shape", "optim.min_lr_ratio")
+BRANCH_KEYS = (
+    "flops",
+    "max_steps",
+    "ema_decay",
+    "ema_start",
+    "optim.schedule",
+    "optim.cooldown_frac",
+    "optim.cooldown_shape",
+    "optim.min_lr_ratio",
+)
 
 
 def trunk_key(cfg: TrainConfig) -> str:
@@ -363,4 +373,6 @@ def check_config(cfg: TrainConfig) -> None:
 
         named_config(str(cfg.model["name"]))
     if cfg.model.get("conditioning") == "text" and not cfg.text_encoder:
-        raise ConfigError("model.conditioning is 'text' but no text_encoder is set; set text_encoder=word or a HF path/id")
+        raise ConfigError(
+            "model.conditioning is 'text' but no text_encoder is set; set text_encoder=word or a HF path/id"
+        )

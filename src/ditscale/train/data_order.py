@@ -77,13 +77,21 @@ class EpochIndexed(torch.utils.data.Dataset):
         return self.dataset[index]
 
 
-def rank_batches(dataset, order: DataOrder, batch_at: Callable[[int], int], batch_size: int, steps: range,
-                 info: DistInfo, workers: int) -> Iterator[dict]:
+def rank_batches(
+    dataset,
+    order: DataOrder,
+    batch_at: Callable[[int], int],
+    batch_size: int,
+    steps: range,
+    info: DistInfo,
+    workers: int,
+) -> Iterator[dict]:
     """This rank's collated batch of every step in ``steps`` (through a DataLoader when ``workers`` > 0).
 
     ``batch_at(step)`` is the global batch of a step in images; ``batch_size`` the full global batch
     (the stride between steps' positions).
     """
+
     def keys():
         for step in steps:
             lo, hi = shard_bounds(batch_at(step), info)
@@ -94,9 +102,15 @@ def rank_batches(dataset, order: DataOrder, batch_at: Callable[[int], int], batc
         for k in keys():
             yield collate([ds[key] for key in k])
         return
-    loader = torch.utils.data.DataLoader(ds, batch_sampler=_Reiterable(keys), num_workers=workers,
-                                         collate_fn=collate, pin_memory=torch.cuda.is_available(),
-                                         persistent_workers=False, prefetch_factor=2)
+    loader = torch.utils.data.DataLoader(
+        ds,
+        batch_sampler=_Reiterable(keys),
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=False,
+        prefetch_factor=2,
+    )
     yield from loader
 
 

@@ -56,8 +56,10 @@ def _gpu_index(local_rank: int) -> int:
     if count == 1:  # one visible GPU per process (Slurm's per-task binding): it is this process's
         return 0
     if local_rank >= count:
-        raise ConfigError(f"LOCAL_RANK {local_rank} but only {count} GPU(s) are visible; launch at most {count} "
-                          "process(es) per node (torchrun --nproc_per_node)")
+        raise ConfigError(
+            f"LOCAL_RANK {local_rank} but only {count} GPU(s) are visible; launch at most {count} "
+            "process(es) per node (torchrun --nproc_per_node)"
+        )
     return local_rank
 
 

@@ -72,8 +72,14 @@ from ditscale.train.validate import Validator, validate_raw_and_ema
 from ditscale.train.wandb_log import check_wandb, start_wandb
 
 
-def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, progress: bool | None = None, force: bool = False,
-          progress_every: float = PROGRESS_EVERY) -> dict[str, Any]:
+def train(
+    cfg: TrainConfig,
+    out_dir: str | os.PathLike,
+    *,
+    progress: bool | None = None,
+    force: bool = False,
+    progress_every: float = PROGRESS_EVERY,
+) -> dict[str, Any]:
     """Train (or resume) the run described by ``cfg`` in ``out_dir``; returns the result dict.
 
     ``progress``: show a tqdm bar (None: only when stderr is a terminal); unless it is False, a
@@ -106,8 +112,9 @@ def _available_memory(device: torch.device) -> tuple[float | None, str]:
     return available_ram(), "RAM"
 
 
-def _train(cfg: TrainConfig, out: RunDir, info: DistInfo, *, progress: bool | None, force: bool,
-           every: float) -> dict[str, Any]:
+def _train(
+    cfg: TrainConfig, out: RunDir, info: DistInfo, *, progress: bool | None, force: bool, every: float
+) -> dict[str, Any]:
     # Set up the run folder and the device (train() has accepted the whole config: check_run)
     device = pick_device(cfg.device, info)
     if device.type == "cpu":  # reuse the last step's freed memory instead of page-faulting it in again
@@ -228,12 +235,34 @@ def build_run(cfg: TrainConfig, out: RunDir, info: DistInfo, device: torch.devic
     # Fused AdamW on GPUs (one kernel; ~2x faster for DiT-XL/2 on an H100, docs/benchmarks.md); on CPUs the
     # multi-tensor (foreach) form, the same arithmetic as the per-parameter loop (bit-identical), 1.4x faster.
     cuda = device.type == "cuda"
-    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=o.lr, betas=tuple(o.betas),
-                            eps=o.eps, weight_decay=o.weight_decay, fused=cuda or None, foreach=None if cuda else True)
-    return Run(cfg=cfg, out=out, info=info, device=device, dataset=dataset, order=DataOrder.for_dataset(dataset, cfg.seed),
-                diffusion=diffusion, model_config=mcfg, length=length, text=text, trainable=trainable, net=net,
-                ema=ema, opt=opt, encode=frozen_encode_fn(text), log=MetricsLog(out.root, enabled=info.is_main, tensorboard=cfg.tensorboard),
-                autocast=autocast_dtype(cfg, device))
+    opt = torch.optim.AdamW(
+        [p for p in net.parameters() if p.requires_grad],
+        lr=o.lr,
+        betas=tuple(o.betas),
+        eps=o.eps,
+        weight_decay=o.weight_decay,
+        fused=cuda or None,
+        foreach=None if cuda else True,
+    )
+    return Run(
+        cfg=cfg,
+        out=out,
+        info=info,
+        device=device,
+        dataset=dataset,
+        order=DataOrder.for_dataset(dataset, cfg.seed),
+        diffusion=diffusion,
+        model_config=mcfg,
+        length=length,
+        text=text,
+        trainable=trainable,
+        net=net,
+        ema=ema,
+        opt=opt,
+        encode=frozen_encode_fn(text),
+        log=MetricsLog(out.root, enabled=info.is_main, tensorboard=cfg.tensorboard),
+        autocast=autocast_dtype(cfg, device),
+    )
 
 
 def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
@@ -243,12 +272,18 @@ def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None
     if cfg.precision != "bf16":
         return None
     if device.type == "cpu" and not cfg.cpu_bf16:
-        warnings.warn("precision bf16 on CPU trains in fp32 (bf16 is slow or emulated on most CPUs); "
-                      "set cpu_bf16: true to autocast to bf16 anyway", stacklevel=3)
+        warnings.warn(
+            "precision bf16 on CPU trains in fp32 (bf16 is slow or emulated on most CPUs); "
+            "set cpu_bf16: true to autocast to bf16 anyway",
+            stacklevel=3,
+        )
         return None
     if device.type == "cpu":
-        warnings.warn("cpu_bf16: true: training with bf16 autocast on CPU; usually slower than fp32 "
-                      "(AVX512-BF16 EPYC, tiny preset: 1.2x)", stacklevel=3)
+        warnings.warn(
+            "cpu_bf16: true: training with bf16 autocast on CPU; usually slower than fp32 "
+            "(AVX512-BF16 EPYC, tiny preset: 1.2x)",
+            stacklevel=3,
+        )
     return torch.bfloat16
 
 
@@ -272,8 +307,9 @@ def _start_logs(run: Run, start: int, *, every: float, echo: bool) -> None:
     main = run.info.is_main
     if main:
         run.log.wandb_run = start_wandb(run.cfg.wandb, run.out, to_dict(run.cfg))
-    run.progress = ProgressLog(run.out.root / TRAIN_LOG if main else None, run.length.total_steps, start,
-                               every=every, echo=echo and main)
+    run.progress = ProgressLog(
+        run.out.root / TRAIN_LOG if main else None, run.length.total_steps, start, every=every, echo=echo and main
+    )
     run.progress.begin()
 
 
@@ -291,9 +327,16 @@ def build_validator(run: Run) -> Validator | None:
     cfg = run.cfg
     if cfg.val.num_images <= 0:
         return None
-    return Validator(build_dataset(cfg.data_config(), "val"), run.diffusion, cfg.diffusion_config().kind, cfg.val,
-                     device=run.device, info=run.info, conditioning=run.model_config.conditioning,
-                     encode_text=run.encode)
+    return Validator(
+        build_dataset(cfg.data_config(), "val"),
+        run.diffusion,
+        cfg.diffusion_config().kind,
+        cfg.val,
+        device=run.device,
+        info=run.info,
+        conditioning=run.model_config.conditioning,
+        encode_text=run.encode,
+    )
 
 
 # Resume -----------------------------------------------------------------------------------------
@@ -311,8 +354,10 @@ def _resume(run: Run, path: Path, state: dict[str, Any]) -> LossSums:
     step = ckpt.load_training(path, state, run.trainable, run.ema, run.opt, joint=run.joint)
     expected = run.length.counters(step)["images"]
     if state["data_position"] != expected:
-        raise TrainingError(f"checkpoint {path} is at data position {state['data_position']}, "
-                            f"expected {expected}; the batch size changed — use a new --out")
+        raise TrainingError(
+            f"checkpoint {path} is at data position {state['data_position']}, "
+            f"expected {expected}; the batch size changed — use a new --out"
+        )
     return LossSums(**state["accumulators"])
 
 
@@ -321,7 +366,11 @@ def _existing_result(out: RunDir, cfg: TrainConfig, start: int, length: RunLengt
     if start < length.total_steps:
         return None
     result = out.read_result()
-    if result is not None and result.get("status") == "done" and not config_changes(result.get("config", {}), to_dict(cfg)):
+    if (
+        result is not None
+        and result.get("status") == "done"
+        and not config_changes(result.get("config", {}), to_dict(cfg))
+    ):
         return result
     return None
 
@@ -341,8 +390,9 @@ def train_steps(run: Run, start: int, sums: LossSums, peak: float | None, progre
     length = run.length
     tail_from = tail_start(length.total_steps)  # train_loss = mean of the last 10% of steps
     steps = range(start, length.total_steps)
-    batches = rank_batches(run.dataset, run.order, length.batch_at, length.batch_size, steps, run.info,
-                           run.cfg.data_config().num_workers)
+    batches = rank_batches(
+        run.dataset, run.order, length.batch_at, length.batch_size, steps, run.info, run.cfg.data_config().num_workers
+    )
     bar, interval = progress_bar(length.total_steps, start, progress), Interval()
     run.net.train()
     for step in steps:
@@ -376,8 +426,14 @@ def train_step(run: Run, step: int, batch: dict) -> tuple[float, float, float | 
     drop_p = run.model_config.class_dropout_prob if run.model_config.conditioning != "none" else 0.0
     drop = (torch.rand(n, generator=g) < drop_p).long()[lo:hi].to(device)
     x = batch["x"].to(device, non_blocking=True)
-    kwargs = model_kwargs(run.model_config.conditioning, labels=batch.get("y"), captions=batch.get("caption"),
-                          encode=run.encode, device=device, drop=drop)
+    kwargs = model_kwargs(
+        run.model_config.conditioning,
+        labels=batch.get("y"),
+        captions=batch.get("caption"),
+        encode=run.encode,
+        device=device,
+        drop=drop,
+    )
     losses = run.diffusion.training_losses(forward_fn(run), x, t, model_kwargs=kwargs, noise=noise)["loss"].float()
     local_sum = losses.sum()
     step_loss = all_reduce_sum([float(local_sum.detach())], info, device)[0] / n
@@ -409,8 +465,9 @@ def forward_fn(run: Run) -> Any:
     return forward
 
 
-def after_step(run: Run, done: int, sums: LossSums, interval: Interval, lr: float, grad_norm: float | None,
-                peak: float | None) -> None:
+def after_step(
+    run: Run, done: int, sums: LossSums, interval: Interval, lr: float, grad_norm: float | None, peak: float | None
+) -> None:
     """Log every ``log_every`` steps, validate every ``val.every``, checkpoint every ``ckpt_every``
     (the last step's validation and checkpoint are the run's final ones, in :func:`_finish`)."""
     cfg, total = run.cfg, run.length.total_steps
@@ -423,14 +480,20 @@ def after_step(run: Run, done: int, sums: LossSums, interval: Interval, lr: floa
         _save(run, done, sums)
 
 
-def write_log_line(run: Run, done: int, sums: LossSums, interval: Interval, lr: float, grad_norm: float | None,
-                   peak: float | None) -> None:
+def write_log_line(
+    run: Run, done: int, sums: LossSums, interval: Interval, lr: float, grad_norm: float | None, peak: float | None
+) -> None:
     """One ``metrics.jsonl`` line after ``done`` steps: counters, mean loss since the last line, lr,
     images/s and MFU over the interval; then the interval and the sums' log part start again."""
     rate = interval.images / max(interval.seconds, 1e-9)
-    record = {"step": done, **run.length.counters(done), "train_loss": sums.log_mean(), "lr": lr,
-              "images_per_s": rate,
-              "mfu": (rate * run.length.flops_per_image / (peak * run.info.world)) if peak else None}
+    record = {
+        "step": done,
+        **run.length.counters(done),
+        "train_loss": sums.log_mean(),
+        "lr": lr,
+        "images_per_s": rate,
+        "mfu": (rate * run.length.flops_per_image / (peak * run.info.world)) if peak else None,
+    }
     if grad_norm is not None:
         record["grad_norm"] = grad_norm
     run.log.write(record)
@@ -448,8 +511,16 @@ def log_samples(run: Run, step: int) -> None:
     val = run.cfg.val
     if not val.sample_images or run.validator is None:
         return
-    grid = ema_sample_grid(run.validator, run.diffusion, run.cfg.diffusion_config().kind, run.net, run.trainable,
-                           run.ema, val.sample_images, val.sample_steps)
+    grid = ema_sample_grid(
+        run.validator,
+        run.diffusion,
+        run.cfg.diffusion_config().kind,
+        run.net,
+        run.trainable,
+        run.ema,
+        val.sample_images,
+        val.sample_steps,
+    )
     if run.info.is_main:
         from ditscale.generate import save_grid
 
@@ -461,10 +532,18 @@ def _save(run: Run, step: int, sums: LossSums) -> Path | None:
     """Checkpoint after ``step`` steps (every rank calls it; rank 0 writes and returns the path)."""
     sums.wall_time = run.wall_time()
     state = ckpt.run_state(to_dict(run.cfg), run.length, step, sums)
-    path = ckpt.save_training(run.out.checkpoints, step, run.trainable, run.ema, run.opt,
-                              weights_meta=run.weights_meta, state=state,
-                              text_spec=word_encoder_spec(run.text) if run.joint else None,
-                              keep=run.cfg.keep_checkpoints, write=run.info.is_main)
+    path = ckpt.save_training(
+        run.out.checkpoints,
+        step,
+        run.trainable,
+        run.ema,
+        run.opt,
+        weights_meta=run.weights_meta,
+        state=state,
+        text_spec=word_encoder_spec(run.text) if run.joint else None,
+        keep=run.cfg.keep_checkpoints,
+        write=run.info.is_main,
+    )
     barrier(run.info)
     return path
 

@@ -92,8 +92,7 @@ def tail_start(total_steps: int) -> int:
 
 def scalars(record: dict[str, Any]) -> dict[str, float]:
     """The numeric fields of a metrics record other than ``step`` (what TensorBoard and W&B get)."""
-    return {k: v for k, v in record.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step"}
+    return {k: v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step"}
 
 
 class MetricsLog:
@@ -104,8 +103,7 @@ class MetricsLog:
     equals that of an uninterrupted one. ``add_image`` logs a sample grid to both.
     """
 
-    def __init__(self, out_dir: str | Path, *, enabled: bool = True, tensorboard: bool = False,
-                 wandb_run: Any = None):
+    def __init__(self, out_dir: str | Path, *, enabled: bool = True, tensorboard: bool = False, wandb_run: Any = None):
         self.path = RunDir(out_dir).metrics
         self.enabled = enabled
         self.wandb_run = wandb_run if enabled else None

@@ -91,15 +91,18 @@ def _dataset_facts(cfg: TrainConfig):
     return info, train_images, None
 
 
-def plan_training(cfg: TrainConfig, *, gpu: str | None = None, mfu: float | None = None, nodes: int = 1,
-                  gpus_per_node: int = 8) -> TrainPlan:
+def plan_training(
+    cfg: TrainConfig, *, gpu: str | None = None, mfu: float | None = None, nodes: int = 1, gpus_per_node: int = 8
+) -> TrainPlan:
     """The :class:`TrainPlan` of ``cfg`` (defaults: :data:`~ditscale.flops.DEFAULT_GPU`,
     :data:`~ditscale.flops.DEFAULT_MFU`, one node of 8 GPUs)."""
     if nodes < 1 or gpus_per_node < 1:
         raise ConfigError(f"--nodes and --gpus-per-node must be >= 1, got {nodes} and {gpus_per_node}")
     if cfg.text_encoder and not {"context_dim", "context_len"} <= set(cfg.model):
-        raise ConfigError("this run conditions on a text encoder; give its width and tokens as model.context_dim "
-                          "and model.context_len to plan it")
+        raise ConfigError(
+            "this run conditions on a text encoder; give its width and tokens as model.context_dim "
+            "and model.context_len to plan it"
+        )
     name, peak = resolve_gpu(gpu or DEFAULT_GPU)
     mfu = DEFAULT_MFU if mfu is None else mfu
     gpu_hours(0.0, peak, mfu)  # checks the MFU
@@ -120,26 +123,41 @@ def launch_commands(plan: TrainPlan, config: str, overrides: list[str], out: str
     run = " ".join(shlex.quote(w) for w in ["-m", "ditscale", "train", config, "--out", out, *overrides])
     g, n = plan.gpus_per_node, plan.nodes
     lines = ["one node:", f"  torchrun --standalone --nproc_per_node {g} {run}"]
-    lines += [f"{max(n, 2)} nodes (run on every node; HEAD = the first node's address):",
-              f"  torchrun --nnodes {max(n, 2)} --nproc_per_node {g} --rdzv_id dit --rdzv_backend c10d "
-              f"--rdzv_endpoint HEAD:{RDZV_PORT} {run}"]
-    lines += [f"Slurm (sbatch this script; {n} node(s) x {g} GPUs, time = 1.25 x the estimate + 30 min; "
-              "submitting it again resumes from the newest checkpoint):",
-              "  #!/bin/bash",
-              *(f"  #SBATCH --{k}={v}" for k, v in (
-                  ("job-name", "ditscale-train"), ("nodes", n), ("ntasks-per-node", 1), ("gpus-per-node", g),
-                  ("cpus-per-task", g * CPUS_PER_GPU), ("time", _slurm_time(plan.wall_hours)))),
-              '  head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
-              f'  srun torchrun --nnodes "$SLURM_NNODES" --nproc_per_node {g} --rdzv_id "$SLURM_JOB_ID" '
-              f'--rdzv_backend c10d --rdzv_endpoint "$head:{RDZV_PORT}" {run}']
+    lines += [
+        f"{max(n, 2)} nodes (run on every node; HEAD = the first node's address):",
+        f"  torchrun --nnodes {max(n, 2)} --nproc_per_node {g} --rdzv_id dit --rdzv_backend c10d "
+        f"--rdzv_endpoint HEAD:{RDZV_PORT} {run}",
+    ]
+    lines += [
+        f"Slurm (sbatch this script; {n} node(s) x {g} GPUs, time = 1.25 x the estimate + 30 min; "
+        "submitting it again resumes from the newest checkpoint):",
+        "  #!/bin/bash",
+        *(
+            f"  #SBATCH --{k}={v}"
+            for k, v in (
+                ("job-name", "ditscale-train"),
+                ("nodes", n),
+                ("ntasks-per-node", 1),
+                ("gpus-per-node", g),
+                ("cpus-per-task", g * CPUS_PER_GPU),
+                ("time", _slurm_time(plan.wall_hours)),
+            )
+        ),
+        '  head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
+        f'  srun torchrun --nnodes "$SLURM_NNODES" --nproc_per_node {g} --rdzv_id "$SLURM_JOB_ID" '
+        f'--rdzv_backend c10d --rdzv_endpoint "$head:{RDZV_PORT}" {run}',
+    ]
     return lines
 
 
 def plan_text(plan: TrainPlan, config: str, overrides: list[str], out: str) -> str:
     """What ``ditscale train --plan`` prints: model, length, compute, GPU time, launch commands."""
     m, ln = plan.model, plan.length
-    epochs = f" = {ln.total_images / plan.train_images:.1f} epochs of the {plan.train_images:,} train images" \
-        if plan.train_images else ""
+    epochs = (
+        f" = {ln.total_images / plan.train_images:.1f} epochs of the {plan.train_images:,} train images"
+        if plan.train_images
+        else ""
+    )
     per_gpu = ln.batch_size / plan.gpus
     lines = [
         f"{config}{f' ({plan.name})' if plan.name else ''}: depth {m.depth}, width {m.hidden_size}, "

@@ -31,13 +31,14 @@ def format_duration(seconds: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
-def progress_text(done: int, total: int, loss: float | None, images_per_s: float, elapsed: float,
-                  eta: float) -> str:
+def progress_text(done: int, total: int, loss: float | None, images_per_s: float, elapsed: float, eta: float) -> str:
     """One progress line without its time stamp (see the module docstring)."""
     pct = 100.0 * done / max(1, total)
     shown = "n/a" if loss is None else f"{loss:.4f}"
-    return (f"step {done}/{total} ({pct:.1f}%) loss {shown} images/s {images_per_s:.1f} "
-            f"elapsed {format_duration(elapsed)} eta {format_duration(eta)}")
+    return (
+        f"step {done}/{total} ({pct:.1f}%) loss {shown} images/s {images_per_s:.1f} "
+        f"elapsed {format_duration(elapsed)} eta {format_duration(eta)}"
+    )
 
 
 class ProgressLog:
@@ -51,8 +52,16 @@ class ProgressLog:
         clock: seconds, monotonic (tests pass a fake one).
     """
 
-    def __init__(self, path: Path | None, total: int, start: int, *, every: float, echo: bool,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        path: Path | None,
+        total: int,
+        start: int,
+        *,
+        every: float,
+        echo: bool,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.path, self.total, self.start, self.every, self.echo = path, total, start, every, echo
         self.clock = clock
         self.t0 = self.last = clock()

@@ -21,8 +21,9 @@ def git_commit(path: str | Path = PACKAGE_DIR, timeout: float = 2.0) -> str | No
     """The ``HEAD`` commit (40 hex digits) of the git checkout holding ``path``; None when ``path``
     is not in a checkout (e.g. an installed wheel), git is missing, or it does not answer in time."""
     try:
-        proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=str(path), capture_output=True, text=True,
-                              timeout=timeout, check=False)
+        proc = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=str(path), capture_output=True, text=True, timeout=timeout, check=False
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     commit = proc.stdout.strip()
@@ -33,8 +34,14 @@ def git_dirty(path: str | Path = PACKAGE_DIR, timeout: float = 2.0) -> bool | No
     """True when the checkout holding ``path`` has uncommitted changes to tracked files (so
     :func:`git_commit` alone does not name the code that ran); None when that cannot be told."""
     try:
-        proc = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=str(path),
-                              capture_output=True, text=True, timeout=timeout, check=False)
+        proc = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=str(path),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return bool(proc.stdout.strip()) if proc.returncode == 0 else None

@@ -26,9 +26,20 @@ from typing import Any
 from ditscale.config import flatten_dotted
 
 # Keys that may change between runs in the same OUT without changing the trained weights.
-RESUME_SAFE_KEYS = ("log_every", "ckpt_every", "keep_checkpoints", "tensorboard", "val.every", "data.num_workers",
-                    "val.sample_images", "val.sample_steps",
-                    "wandb.project", "wandb.entity", "wandb.name", "wandb.mode")
+RESUME_SAFE_KEYS = (
+    "log_every",
+    "ckpt_every",
+    "keep_checkpoints",
+    "tensorboard",
+    "val.every",
+    "data.num_workers",
+    "val.sample_images",
+    "val.sample_steps",
+    "wandb.project",
+    "wandb.entity",
+    "wandb.name",
+    "wandb.mode",
+)
 
 
 # Keys added to TrainConfig after run folders were first written, with the value an older

@@ -34,13 +34,16 @@ def check_sampling(cfg: TrainConfig) -> None:
 
     in_channels = cfg.model.get("in_channels") or dataset_info(cfg.data_config()).channels
     if in_channels not in (1, 3):
-        raise ConfigError(f"val.sample_images draws pixel-space grids, but this model works in a {in_channels}-channel "
-                          "latent space (no VAE while training); set val.sample_images=0")
+        raise ConfigError(
+            f"val.sample_images draws pixel-space grids, but this model works in a {in_channels}-channel "
+            "latent space (no VAE while training); set val.sample_images=0"
+        )
 
 
 @torch.no_grad()
-def draw_samples(validator: Validator, diffusion: Any, kind: str, model: torch.nn.Module, num_images: int,
-                 steps: int, seed: int) -> np.ndarray:
+def draw_samples(
+    validator: Validator, diffusion: Any, kind: str, model: torch.nn.Module, num_images: int, steps: int, seed: int
+) -> np.ndarray:
     """uint8 ``(num_images, H, W, 3)`` images drawn by ``model`` (eval mode, restored afterwards)."""
     idx = torch.arange(num_images) % len(validator.x)
     shape = (num_images, *validator.x.shape[1:])
@@ -48,15 +51,30 @@ def draw_samples(validator: Validator, diffusion: Any, kind: str, model: torch.n
     was_training = model.training
     model.eval()
     try:
-        x = diffusion.sample(model, shape, sampler=SAMPLER[kind], steps=steps, noise=noise,
-                             model_kwargs=validator.condition_kwargs(idx), device=validator.device)
+        x = diffusion.sample(
+            model,
+            shape,
+            sampler=SAMPLER[kind],
+            steps=steps,
+            noise=noise,
+            model_kwargs=validator.condition_kwargs(idx),
+            device=validator.device,
+        )
     finally:
         model.train(was_training)
     return to_uint8(x.float().clamp(-1, 1).cpu())
 
 
-def ema_sample_grid(validator: Validator, diffusion: Any, kind: str, net: torch.nn.Module, model: torch.nn.Module,
-                    ema: EMA, num_images: int, steps: int) -> np.ndarray:
+def ema_sample_grid(
+    validator: Validator,
+    diffusion: Any,
+    kind: str,
+    net: torch.nn.Module,
+    model: torch.nn.Module,
+    ema: EMA,
+    num_images: int,
+    steps: int,
+) -> np.ndarray:
     """One uint8 ``(H, W, 3)`` grid of :func:`draw_samples` with the EMA weights swapped into ``model``
     (the module the EMA tracks; ``net`` wraps it), small images enlarged."""
     with ema.applied_to(model):

@@ -81,7 +81,9 @@ class Branch:
     @property
     def config_sha(self) -> str:
         """What its saved trunk state belongs to: the branch's weight-relevant config."""
-        return hashlib.sha256(json.dumps(weight_relevant(to_dict(self.cfg)), sort_keys=True, default=str).encode()).hexdigest()
+        return hashlib.sha256(
+            json.dumps(weight_relevant(to_dict(self.cfg)), sort_keys=True, default=str).encode()
+        ).hexdigest()
 
     def has_checkpoint(self) -> bool:
         """Whether the branch's folder already holds a verified checkpoint at or past its branch point."""
@@ -98,13 +100,19 @@ def check_branches(branches: list[Branch]) -> TrainConfig:
     key = trunk_key(branches[0].cfg)
     for b in branches:
         if trunk_key(b.cfg) != key:
-            raise ConfigError(f"run {b.name} cannot share a trunk with {branches[0].name}: their configs differ "
-                              "beyond length, EMA and cooldown")
+            raise ConfigError(
+                f"run {b.name} cannot share a trunk with {branches[0].name}: their configs differ "
+                "beyond length, EMA and cooldown"
+            )
         if b.cfg.optim.schedule not in SHAREABLE_SCHEDULES:
-            raise ConfigError(f"run {b.name} uses schedule {b.cfg.optim.schedule!r}, whose lr depends on the run's "
-                              "length from the start; shared trunks need 'constant' or 'wsd'")
+            raise ConfigError(
+                f"run {b.name} uses schedule {b.cfg.optim.schedule!r}, whose lr depends on the run's "
+                "length from the start; shared trunks need 'constant' or 'wsd'"
+            )
     first = branches[0].cfg
-    return first.replace(val=ValConfig(num_images=0), ema_start=0, optim=dataclasses.replace(first.optim, schedule="constant"))
+    return first.replace(
+        val=ValConfig(num_images=0), ema_start=0, optim=dataclasses.replace(first.optim, schedule="constant")
+    )
 
 
 # The trunk -----------------------------------------------------------------------------------------
@@ -186,7 +194,9 @@ def _claim_folder(out: RunDir, cfg: TrainConfig) -> None:
     path = out.root / "trunk.json"
     key = trunk_key(cfg)
     if path.is_file() and json.loads(path.read_text()).get("trunk_key") != key:
-        raise ConfigError(f"{out.root} holds the trunk of other runs (its config differs); delete it or use another folder")
+        raise ConfigError(
+            f"{out.root} holds the trunk of other runs (its config differs); delete it or use another folder"
+        )
     out.root.mkdir(parents=True, exist_ok=True)
     old = json.loads(path.read_text()) if path.is_file() else {}
     atomic_write_json(path, {**old, "trunk_key": key, "config": to_dict(cfg)})
@@ -230,14 +240,22 @@ def _branch_emas(path: Path) -> dict[str, torch.Tensor]:
     return ckpt.load_tensors(path, "branch_emas") if (path / "branch_emas.safetensors").is_file() else {}
 
 
-def _train_trunk_steps(run: loop.Run, start: int, sums: LossSums, branches: list[Branch], ckpt_every: int,
-                       progress: bool | None) -> None:
+def _train_trunk_steps(
+    run: loop.Run, start: int, sums: LossSums, branches: list[Branch], ckpt_every: int, progress: bool | None
+) -> None:
     """Trunk steps ``start .. last branch point - 1``, logged like a run's; each branch's EMA and sums
     follow, and its checkpoint is written when the trunk reaches its branch point."""
     end = run.length.total_steps
     steps = range(start, end)
-    batches = rank_batches(run.dataset, run.order, run.length.batch_at, run.length.batch_size, steps, run.info,
-                           run.cfg.data_config().num_workers)
+    batches = rank_batches(
+        run.dataset,
+        run.order,
+        run.length.batch_at,
+        run.length.batch_size,
+        steps,
+        run.info,
+        run.cfg.data_config().num_workers,
+    )
     peak = peak_flops(run.device, run.cfg.peak_flops)
     run.wall_before, run.started = sums.wall_time, time.perf_counter()
     bar, interval = progress_bar(end, start, progress, desc="trunk"), loop.Interval()
@@ -290,8 +308,9 @@ def _maybe_validate(run: loop.Run, done: int, b: Branch, validators: dict[str, A
     b.val_lines.append({"step": done, **b.length.counters(done), **record})
 
 
-def _branch_at(run: loop.Run, done: int, sums: LossSums, branches: list[Branch], ckpt_every: int,
-               last: tuple[float, float | None]) -> None:
+def _branch_at(
+    run: loop.Run, done: int, sums: LossSums, branches: list[Branch], ckpt_every: int, last: tuple[float, float | None]
+) -> None:
     """Write the checkpoint of every branch whose branch point is ``done`` steps (and note in
     ``trunk.json`` what it took from the trunk); checkpoint the trunk then, and every ``ckpt_every``
     steps. ``last``: the lr and grad norm of the step just made."""
@@ -310,20 +329,38 @@ def _write_branch(run: loop.Run, step: int, b: Branch, last: tuple[float, float 
     records = [r for r in read_metrics(run.out.root) if r.get("step", 0) <= step] + b.val_lines
     if step == b.length.total_steps and step % b.cfg.log_every:  # its last step, full: its own run logs it
         records.append(_last_line(b, step, *last))
-    lines = [json.dumps(r) for r in sorted(records, key=lambda r: r["step"])]  # stable: a log line before its validation
+    lines = [
+        json.dumps(r) for r in sorted(records, key=lambda r: r["step"])
+    ]  # stable: a log line before its validation
     atomic_write_text(b.out.metrics, "".join(line + "\n" for line in lines))
     ema = b.ema if b.ema is not None else EMA(run.trainable, b.cfg.ema_decay)  # before its window: the weights
     b.sums.wall_time = run.wall_time()
     state = ckpt.run_state(to_dict(b.cfg), b.length, step, b.sums, trunk=str(run.out.root))
-    ckpt.save_training(b.out.checkpoints, step, run.trainable, ema, run.opt, weights_meta=run.weights_meta,
-                       state=state, text_spec=_text_spec(run), keep=b.cfg.keep_checkpoints, write=True)
+    ckpt.save_training(
+        b.out.checkpoints,
+        step,
+        run.trainable,
+        ema,
+        run.opt,
+        weights_meta=run.weights_meta,
+        state=state,
+        text_spec=_text_spec(run),
+        keep=b.cfg.keep_checkpoints,
+        write=True,
+    )
 
 
 def _last_line(b: Branch, step: int, lr: float, grad_norm: float | None) -> dict[str, Any]:
     """The metrics line a run writes after its last step (the timing fields are the trunk's to know:
     null); its loss sums' log part then starts again, as in the run's own checkpoint."""
-    record = {"step": step, **b.length.counters(step), "train_loss": b.sums.log_mean(), "lr": lr,
-              "images_per_s": None, "mfu": None}
+    record = {
+        "step": step,
+        **b.length.counters(step),
+        "train_loss": b.sums.log_mean(),
+        "lr": lr,
+        "images_per_s": None,
+        "mfu": None,
+    }
     if grad_norm is not None:
         record["grad_norm"] = grad_norm
     b.sums.reset_log()
@@ -333,13 +370,37 @@ def _last_line(b: Branch, step: int, lr: float, grad_norm: float | None) -> dict
 def _save_trunk(run: loop.Run, step: int, sums: LossSums, branches: list[Branch]) -> None:
     """The trunk's own checkpoint: weights, optimizer, its loss sums, and every branch's EMA and sums."""
     sums.wall_time = run.wall_time()
-    tensors = {f"{b.name}{ckpt.SEP}{k}": v for b in branches if b.ema is not None for k, v in b.ema.state_dict().items()}
-    state = ckpt.run_state(to_dict(run.cfg), run.length, step, sums, branches={
-        b.name: {"config_sha": b.config_sha, "sums": dict(b.sums.__dict__), "ema": b.ema is not None,
-                 "val_lines": b.val_lines} for b in branches})
-    ckpt.save_training(run.out.checkpoints, step, run.trainable, run.ema, run.opt, weights_meta=run.weights_meta,
-                       state=state, text_spec=_text_spec(run), keep=1, write=True,
-                       extra_files={"branch_emas": (tensors, None)} if tensors else None)
+    tensors = {
+        f"{b.name}{ckpt.SEP}{k}": v for b in branches if b.ema is not None for k, v in b.ema.state_dict().items()
+    }
+    state = ckpt.run_state(
+        to_dict(run.cfg),
+        run.length,
+        step,
+        sums,
+        branches={
+            b.name: {
+                "config_sha": b.config_sha,
+                "sums": dict(b.sums.__dict__),
+                "ema": b.ema is not None,
+                "val_lines": b.val_lines,
+            }
+            for b in branches
+        },
+    )
+    ckpt.save_training(
+        run.out.checkpoints,
+        step,
+        run.trainable,
+        run.ema,
+        run.opt,
+        weights_meta=run.weights_meta,
+        state=state,
+        text_spec=_text_spec(run),
+        keep=1,
+        write=True,
+        extra_files={"branch_emas": (tensors, None)} if tensors else None,
+    )
 
 
 def _text_spec(run: loop.Run) -> dict | None:
@@ -349,7 +410,7 @@ def _text_spec(run: loop.Run) -> dict | None:
 
 def _part(tensors: dict[str, torch.Tensor], name: str) -> dict[str, torch.Tensor]:
     prefix = f"{name}{ckpt.SEP}"
-    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
 def _finish_branch(b: Branch) -> dict[str, Any]:

@@ -65,9 +65,18 @@ class Validator:
             ``captions=[...]`` to the model instead (a model that owns its text encoder).
     """
 
-    def __init__(self, dataset, diffusion, kind: str, val: ValConfig, *, device: torch.device,
-                 info: DistInfo = DistInfo(), conditioning: str = "class",
-                 encode_text: EncodeFn | None = None):
+    def __init__(
+        self,
+        dataset,
+        diffusion,
+        kind: str,
+        val: ValConfig,
+        *,
+        device: torch.device,
+        info: DistInfo = DistInfo(),
+        conditioning: str = "class",
+        encode_text: EncodeFn | None = None,
+    ):
         self.diffusion, self.val, self.device, self.info = diffusion, val, device, info
         self.conditioning, self.encode_text = conditioning, encode_text
         count = min(val.num_images, len(dataset))
@@ -86,8 +95,9 @@ class Validator:
         """The model's condition arguments for validation images ``idx`` (their labels or captions)."""
         labels = self.y[idx] if self.conditioning == "class" else None
         captions = [self.captions[i] for i in idx.tolist()] if self.conditioning == "text" else None
-        return model_kwargs(self.conditioning, labels=labels, captions=captions, encode=self.encode_text,
-                            device=self.device)
+        return model_kwargs(
+            self.conditioning, labels=labels, captions=captions, encode=self.encode_text, device=self.device
+        )
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module) -> dict[str, Any]:
@@ -114,8 +124,11 @@ class Validator:
                 per_image = {i: noise_for_image(self.val.seed, i, n_t, shape) for i in set(img.tolist())}
                 noise = torch.stack([per_image[i][j] for i, j in zip(img.tolist(), tj.tolist())])
                 out = self.diffusion.training_losses(
-                    model, self.x[img].to(self.device), self.t[tj].to(self.device),
-                    model_kwargs=self.condition_kwargs(img), noise=noise.to(self.device),
+                    model,
+                    self.x[img].to(self.device),
+                    self.t[tj].to(self.device),
+                    model_kwargs=self.condition_kwargs(img),
+                    noise=noise.to(self.device),
                 )
                 loss = out["loss"].double().cpu()
                 for k in range(len(pairs)):
@@ -132,8 +145,9 @@ class Validator:
         return {"val_loss": sum(per_t) / n_t, "val_loss_buckets": buckets, "val_loss_t": per_t}
 
 
-def validate_raw_and_ema(validator: Validator, net: torch.nn.Module, model: torch.nn.Module, ema: EMA,
-                         headline: str) -> dict[str, Any]:
+def validate_raw_and_ema(
+    validator: Validator, net: torch.nn.Module, model: torch.nn.Module, ema: EMA, headline: str
+) -> dict[str, Any]:
     """Validation with the raw weights of ``net`` and with the EMA weights swapped into ``model``
     (the module the EMA tracks; ``net`` wraps it). ``val_loss`` is the one named by ``headline``
     ("raw" or "ema"); both are always recorded."""
@@ -146,7 +160,11 @@ def validate_raw_and_ema(validator: Validator, net: torch.nn.Module, model: torc
             reshard(net)
     head = averaged if headline == "ema" else raw
     return {
-        "val_loss": head["val_loss"], "val_loss_buckets": head["val_loss_buckets"], "val_weights": headline,
-        "val_loss_raw": raw["val_loss"], "val_loss_ema": averaged["val_loss"],
-        "val_loss_buckets_raw": raw["val_loss_buckets"], "val_loss_buckets_ema": averaged["val_loss_buckets"],
+        "val_loss": head["val_loss"],
+        "val_loss_buckets": head["val_loss_buckets"],
+        "val_weights": headline,
+        "val_loss_raw": raw["val_loss"],
+        "val_loss_ema": averaged["val_loss"],
+        "val_loss_buckets_raw": raw["val_loss_buckets"],
+        "val_loss_buckets_ema": averaged["val_loss_buckets"],
     }

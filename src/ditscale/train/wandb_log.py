@@ -25,8 +25,10 @@ RUN_ID_FILE = "wandb_run_id"  # in the run folder: the W&B run this training run
 def check_wandb(cfg: WandbConfig) -> None:
     """Raise :class:`ConfigError` when W&B logging is asked for but ``wandb`` is not installed."""
     if cfg.enabled and importlib.util.find_spec("wandb") is None:
-        raise ConfigError(f"wandb.project={cfg.project!r} asks for Weights & Biases logging but wandb is not "
-                          "installed; pip install 'ditscale[wandb]', or remove wandb.project")
+        raise ConfigError(
+            f"wandb.project={cfg.project!r} asks for Weights & Biases logging but wandb is not "
+            "installed; pip install 'ditscale[wandb]', or remove wandb.project"
+        )
 
 
 def _run_id(out: RunDir) -> str:
@@ -48,9 +50,16 @@ def start_wandb(cfg: WandbConfig, out: RunDir, config: dict[str, Any]) -> Any | 
     check_wandb(cfg)
     import wandb
 
-    return wandb.init(project=cfg.project, entity=cfg.entity, name=cfg.name or out.root.resolve().name,
-                      mode=cfg.mode, dir=os.environ.get("WANDB_DIR") or str(out.root), config=config,
-                      id=_run_id(out), resume="allow")
+    return wandb.init(
+        project=cfg.project,
+        entity=cfg.entity,
+        name=cfg.name or out.root.resolve().name,
+        mode=cfg.mode,
+        dir=os.environ.get("WANDB_DIR") or str(out.root),
+        config=config,
+        id=_run_id(out),
+        resume="allow",
+    )
 
 
 def wandb_image(grid: Any, caption: str | None = None) -> Any:

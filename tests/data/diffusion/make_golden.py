@@ -61,8 +61,13 @@ LOSS_CASES = {
     "ddim50_hybrid": (dict(timestep_respacing="ddim50"), [0, 7, 25, 49]),
 }
 SCHEDULE_CASES = ("linear_hybrid", "cosine_hybrid", "ddim50_hybrid")
-SPACINGS = {"1000:250": (1000, "250"), "1000:ddim50": (1000, "ddim50"), "1000:ddim25": (1000, "ddim25"),
-            "300:10,15,20": (300, "10,15,20"), "1000:7": (1000, "7")}
+SPACINGS = {
+    "1000:250": (1000, "250"),
+    "1000:ddim50": (1000, "ddim50"),
+    "1000:ddim25": (1000, "ddim25"),
+    "300:10,15,20": (300, "10,15,20"),
+    "1000:7": (1000, "7"),
+}
 
 
 def main(ref_root: str, out: Path) -> None:
@@ -100,9 +105,18 @@ def main(ref_root: str, out: Path) -> None:
     torch.manual_seed(SEED)
     res["ddim25_eta1"] = create_diffusion("25").ddim_sample_loop(model, x_T.shape, eta=1.0, **kw).numpy()
     torch.manual_seed(SEED)
-    res["ddpm20_x0_fixed_clip"] = create_diffusion("20", predict_xstart=True, learn_sigma=False).p_sample_loop(
-        tiny_model(inp, out_channels=4), x_T.shape, noise=x_T, clip_denoised=True, model_kwargs=dict(y=y), device="cpu"
-    ).numpy()
+    res["ddpm20_x0_fixed_clip"] = (
+        create_diffusion("20", predict_xstart=True, learn_sigma=False)
+        .p_sample_loop(
+            tiny_model(inp, out_channels=4),
+            x_T.shape,
+            noise=x_T,
+            clip_denoised=True,
+            model_kwargs=dict(y=y),
+            device="cpu",
+        )
+        .numpy()
+    )
 
     for key, (steps, spacing) in SPACINGS.items():
         res[f"spacing/{key}"] = np.array(sorted(space_timesteps(steps, spacing)), dtype=np.int64)
