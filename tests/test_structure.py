@@ -160,6 +160,140 @@ def test_areas_import_downwards_only():
     assert {area(d) for d in graph["ditscale.laws.isoflop"]} <= {"laws", "errors", "config"}  # numpy/scipy only
 
 
+# Thin commands ----------------------------------------------------------------------------------
+# cli/ parses arguments and calls the library: what a command knows about files, folders and formats
+# lives in the library, where the other commands and the tests reach it. Rules (a) to (d) below.
+CLI_DISPATCHER = ("ditscale.cli", "ditscale.cli.__main__")
+CLI_SHARED = ("ditscale.cli.args",)  # what every command may import from cli/
+FORMAT_MODULES = ("zipfile", "yaml", "numpy", "pickle", "csv", "tomllib", "safetensors")
+READING_METHODS = ("read_text", "read_bytes")
+READING_CALLS = ("json.load", "json.loads", "np.load", "numpy.load", "torch.load")
+CLI_DECLARATIONS = ("add_parser",)
+
+
+def cli_sources() -> dict[str, str]:
+    """Dotted module name -> source, for every module of ``ditscale.cli``."""
+    return {m: p.read_text() for m, p in module_files().items() if area(m) == "cli"}
+
+
+def cli_cross_imports(graph: dict[str, set[str]]) -> list[str]:
+    """``"a -> b"`` for each cli/ command module importing a cli/ module other than the shared ones."""
+    return sorted(
+        f"{m} -> {d}"
+        for m, deps in graph.items()
+        if area(m) == "cli" and m not in CLI_DISPATCHER
+        for d in deps
+        if area(d) == "cli" and d not in CLI_SHARED
+    )
+
+
+def _dotted(node: ast.AST) -> str:
+    """``np.load`` for the expression ``np.load`` ("" for anything but names and attributes)."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        base = _dotted(node.value)
+        return f"{base}.{node.attr}" if base else ""
+    return ""
+
+
+def mutable_state(source: str) -> list[str]:
+    """What rule (b) refuses in ``source``: global/nonlocal statements, module-level lists, dicts, sets."""
+    tree = ast.parse(source)
+    found = [
+        f"line {n.lineno}: {type(n).__name__.lower()} {', '.join(n.names)}"
+        for n in ast.walk(tree)
+        if isinstance(n, (ast.Global, ast.Nonlocal))
+    ]
+    containers = (ast.List, ast.Dict, ast.Set, ast.ListComp, ast.DictComp, ast.SetComp)
+    for stmt in tree.body:
+        value = stmt.value if isinstance(stmt, (ast.Assign, ast.AnnAssign, ast.AugAssign)) else None
+        called = _dotted(value.func) if isinstance(value, ast.Call) else ""
+        if isinstance(value, containers) or called.rpartition(".")[2] in ("list", "dict", "set", "defaultdict"):
+            found.append(f"line {stmt.lineno}: a module-level {type(value).__name__} {called}".rstrip())
+    return found
+
+
+def file_reading(source: str) -> list[str]:
+    """What rule (c) refuses in ``source``: calls that read or parse files, and imports of format modules."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            found += [f"line {node.lineno}: import {n}" for n in names if n.split(".")[0] in FORMAT_MODULES]
+            if isinstance(node, ast.ImportFrom) and node.module == "json":
+                found += [f"line {node.lineno}: from json import {a.name}" for a in node.names if "load" in a.name]
+        elif isinstance(node, ast.Call):
+            name = _dotted(node.func)
+            attr = node.func.attr if isinstance(node.func, ast.Attribute) else ""
+            if name == "open" or name in READING_CALLS or attr in READING_METHODS:
+                found.append(f"line {node.lineno}: {name or attr}()")
+    return found
+
+
+def long_cli_functions(sources: dict[str, str]) -> dict[str, int]:
+    """``"module:function"`` -> lines, for cli/ functions over MAX_FUNCTION_LINES (``add_parser`` excepted)."""
+    return {
+        f"{module}:{node.name}": node.end_lineno - node.lineno + 1
+        for module, source in sources.items()
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.name not in CLI_DECLARATIONS
+        and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
+    }
+
+
+def test_thin_command_checkers_see_violations():
+    """Each rule can fail: a synthetic command breaking it is caught, a clean one passes."""
+    graph = {"ditscale.cli.export": {"ditscale.cli.sample", "ditscale.cli.args", "ditscale.models.io"}}
+    assert cli_cross_imports(graph) == ["ditscale.cli.export -> ditscale.cli.sample"]
+    assert cli_cross_imports({"ditscale.cli": {"ditscale.cli.sample"}}) == []  # the dispatcher
+    bad_state = "_PENDING: list[str] = []\nSEEN = set()\nCACHE = {k: 1 for k in 'ab'}\ndef f():\n    global X\n"
+    assert len(mutable_state(bad_state)) == 4
+    assert mutable_state("TABLE = MappingProxyType({'a': 1})\nNAMES = ('a', 'b')\ndef f():\n    x = []\n") == []
+    bad_reads = (
+        "import zipfile\nimport numpy as np\nfrom json import loads\n"
+        "def f(p):\n    open(p)\n    p.read_text()\n    json.load(p)\n    np.load(p)\n"
+    )
+    assert len(file_reading(bad_reads)) == 7
+    assert file_reading("import json\ndef f(x):\n    print(json.dumps(x))\n    return load_batch(x)\n") == []
+    long = "def run(args):\n" + "    x = 1\n" * MAX_FUNCTION_LINES + "def add_parser(s):\n" + "    s = 1\n" * 99
+    assert long_cli_functions({"ditscale.cli.fake": long}) == {"ditscale.cli.fake:run": MAX_FUNCTION_LINES + 1}
+
+
+def test_commands_import_no_other_command():
+    """(a) A cli/ module imports no other command's module, only ``ditscale.cli.args``; the dispatcher
+    (``cli/__init__``, ``cli/__main__``) is exempt. What two commands share is library code."""
+    graph = import_graph()
+    assert "ditscale.cli.args" in graph["ditscale.cli.sample"]  # the graph sees cli/
+    assert cli_cross_imports(graph) == []
+
+
+def test_commands_keep_no_module_state():
+    """(b) No mutable module state in cli/: no ``global``/``nonlocal`` and no module-level list, dict or
+    set (tables are tuples or read-only ``MappingProxyType``s); what a command collects, such as its
+    notes to the user, is returned or passed, so a second ``main()`` in one process starts clean."""
+    found = {m: bad for m, source in cli_sources().items() if (bad := mutable_state(source))}
+    assert found == {}
+
+
+def test_commands_read_files_through_the_library():
+    """(c) cli/ reads and parses no file itself: no ``open()``, ``.read_text()``, ``.read_bytes()``,
+    ``json.load(s)``, ``np.load``, ``torch.load``, nor an import of a format module (zipfile, yaml,
+    numpy, pickle, csv, tomllib, safetensors). Printing with ``json.dumps`` is fine; files are read by
+    library functions (``load_yaml``, ``metrics.batch.npz_keys``, ``ditscale.io.read_text`` ...)."""
+    found = {m: bad for m, source in cli_sources().items() if (bad := file_reading(source))}
+    assert found == {}
+
+
+def test_command_functions_are_short():
+    """(d) cli/ functions are at most MAX_FUNCTION_LINES lines, ``add_parser`` excepted: it is a flat
+    list of ``add_argument`` declarations without logic, which reads best whole."""
+    sources = cli_sources()
+    assert len(sources) > 10
+    assert long_cli_functions(sources) == {}
+
+
 # Torch-free planning ----------------------------------------------------------------------------
 NO_TORCH = textwrap.dedent(
     """

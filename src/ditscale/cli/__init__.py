@@ -15,25 +15,33 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import traceback
 import warnings
+from types import MappingProxyType
 
 from ditscale import __version__
 from ditscale.cli.args import OneLineParser
 from ditscale.errors import DitscaleError
 
-# command name -> (module, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "flops": ("ditscale.cli.flops", "analytic FLOPs and parameters of a DiT config"),
-    "sample": ("ditscale.cli.sample", "sample an image grid from a checkpoint"),
-    "train": ("ditscale.cli.train", "train a DiT from a YAML config or preset"),
-    "extract-latents": ("ditscale.cli.extract_latents", "encode a dataset into a VAE latent store"),
-    "fit": ("ditscale.cli.fit", "fit scaling laws to a CSV of runs (flops, params, tokens, loss)"),
-    "study": ("ditscale.cli.study", "plan, run, predict and compare scaling-law studies"),
-    "data": ("ditscale.cli.data", "export a dataset as an ADM-style reference batch (.npz)"),
-    "eval": ("ditscale.cli.eval", "FID/sFID/IS/precision/recall or the shapes evaluator's scores of a sample batch"),
-    "export": ("ditscale.cli.export", "export a model as a diffusers DiTPipeline folder or plain safetensors"),
-}
+# command name -> (module, one-line help); read-only, as every table of cli/ (tests/test_structure.py)
+COMMANDS: MappingProxyType[str, tuple[str, str]] = MappingProxyType(
+    {
+        "flops": ("ditscale.cli.flops", "analytic FLOPs and parameters of a DiT config"),
+        "sample": ("ditscale.cli.sample", "sample an image grid from a checkpoint"),
+        "train": ("ditscale.cli.train", "train a DiT from a YAML config or preset"),
+        "extract-latents": ("ditscale.cli.extract_latents", "encode a dataset into a VAE latent store"),
+        "fit": ("ditscale.cli.fit", "fit scaling laws to a CSV of runs (flops, params, tokens, loss)"),
+        "study": ("ditscale.cli.study", "plan, run, predict and compare scaling-law studies"),
+        "data": ("ditscale.cli.data", "export a dataset as an ADM-style reference batch (.npz)"),
+        "eval": (
+            "ditscale.cli.eval",
+            "FID/sFID/IS/precision/recall or the shapes evaluator's scores of a sample batch",
+        ),
+        "export": ("ditscale.cli.export", "export a model as a diffusers DiTPipeline folder or plain safetensors"),
+    }
+)
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -82,16 +90,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ditscale: error: {err}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `ditscale flops ... | head`
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KeyboardInterrupt:
         print("ditscale: interrupted; completed work is saved, run the same command again to resume", file=sys.stderr)
         return 130
     except Exception:  # not the user's input: a bug, reported with its traceback
-        import traceback
-
         traceback.print_exc()
         print(
             "ditscale: internal error (a bug, not a problem with your input); please report it with the "

@@ -88,7 +88,7 @@ seed = count(0, INT_LIMIT)
 
 def device(text: str) -> str:
     """A torch device this machine has: ``cpu``, ``cuda`` or ``cuda:N`` (N < the visible GPUs), ``mps``."""
-    import torch
+    import torch  # lazy: torch, only when a --device is given (args is imported by every command)
 
     try:
         dev = torch.device(text)

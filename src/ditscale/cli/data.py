@@ -14,7 +14,12 @@ import argparse
 from pathlib import Path
 
 from ditscale.cli.args import count, examples, seed
+from ditscale.config import apply_overrides, from_dict, load_preset_or_yaml, load_yaml
+from ditscale.data.config import DataConfig
 from ditscale.errors import ConfigError
+from ditscale.io import check_output_file
+from ditscale.metrics.batch import npz_keys
+from ditscale.train.config import PRESET_DIR
 
 EXPORTABLE = ("shapes", "digits", "folder", "captions")  # image datasets (a latent store holds latents)
 EXPORT_EXAMPLES = examples(
@@ -84,9 +89,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def _config_section(args: argparse.Namespace) -> dict:
     """The ``data:`` mapping of --config / --preset (a bare data YAML is taken whole), else {}."""
-    from ditscale.config import load_preset_or_yaml, load_yaml
-    from ditscale.train.config import PRESET_DIR
-
     if args.config is None and args.preset is None:
         return {}
     raw = (
@@ -102,9 +104,6 @@ def _config_section(args: argparse.Namespace) -> dict:
 
 def data_config_from_args(args: argparse.Namespace):
     """The DataConfig to export: NAME or the config's ``data:``, then --set, --image-size and --seed."""
-    from ditscale.config import apply_overrides, from_dict
-    from ditscale.data.config import DataConfig
-
     raw = _config_section(args)
     if args.name is not None:
         if args.name == "latents":
@@ -125,19 +124,14 @@ def data_config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ditscale.generate import save_dataset_npz
-
-    from ditscale.io import check_output_file
+    from ditscale.generate import save_dataset_npz  # lazy: torch
 
     check_output_file(args.out, "--out")
     cfg = data_config_from_args(args)
     out = save_dataset_npz(
         cfg, args.out, num=args.num, split=args.split, batch_size=args.batch_size, progress=not args.quiet
     )
-    import numpy as np
-
-    with np.load(out, allow_pickle=False) as data:  # lazy: lists the keys without reading the images
-        keys = ", ".join(data.files)
+    keys = ", ".join(npz_keys(out))
     side = cfg.image_size
     print(
         f"wrote {args.num} images ({side}x{side} px) of {cfg.name}, {args.split} split, seed {cfg.seed} to {out} "

@@ -20,25 +20,30 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from types import MappingProxyType
 from typing import Any
 
 from ditscale.cli.args import count, device, examples
 from ditscale.errors import ConfigError
+from ditscale.io import check_output_file
+from ditscale.metrics.batch import load_batch
 
 EVALUATORS = ("shapes", "inception")
 MODES = ("adm", "pytorch-fid")
-DEFAULT_BATCH_SIZE = {"inception": 50, "shapes": 256}
+DEFAULT_BATCH_SIZE = MappingProxyType({"inception": 50, "shapes": 256})
 # JSON key -> the table's row name
-ROW_NAMES = {
-    "fid": "FID",
-    "sfid": "sFID",
-    "inception_score": "Inception Score",
-    "fd": "FD (shapes features)",
-    "accuracy": "accuracy",
-    "precision": "precision",
-    "recall": "recall",
-    "num_samples": "samples",
-}
+ROW_NAMES = MappingProxyType(
+    {
+        "fid": "FID",
+        "sfid": "sFID",
+        "inception_score": "Inception Score",
+        "fd": "FD (shapes features)",
+        "accuracy": "accuracy",
+        "precision": "precision",
+        "recall": "recall",
+        "num_samples": "samples",
+    }
+)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -134,12 +139,9 @@ def format_table(metrics: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
+    import torch  # lazy: torch
 
-    from ditscale.metrics.batch import load_batch
-    from ditscale.metrics.evaluate import evaluate_inception, evaluate_shapes
-
-    from ditscale.io import check_output_file
+    from ditscale.metrics.evaluate import evaluate_inception, evaluate_shapes  # lazy: torch
 
     if args.save_ref_stats:
         check_output_file(args.save_ref_stats, "--save-ref-stats")
@@ -148,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     batch_size = args.batch_size or DEFAULT_BATCH_SIZE[evaluator]
     samples, ref = load_batch(args.samples), load_batch(args.ref)
     if evaluator == "inception":
-        from ditscale.metrics.inception import load_fid_inception
+        from ditscale.metrics.inception import load_fid_inception  # lazy: torch
 
         model = load_fid_inception(args.inception, device=device)
         metrics = evaluate_inception(

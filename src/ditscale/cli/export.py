@@ -31,7 +31,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ditscale.cli.args import examples
+from ditscale.diffusion.config import resolve_diffusion_config
 from ditscale.errors import CheckpointError, ConfigError
+from ditscale.io import atomic_write_json, check_output_dir
+from ditscale.train.rundir import RunDir
 
 EPILOG = examples(
     "ditscale export runs/xl2 --format diffusers --out exports/xl2-diffusers",
@@ -107,14 +110,11 @@ def staged_folder(out: Path, overwrite: bool) -> Iterator[Path]:
 def _write_plain(model, info: dict[str, Any], weights: Path, folder: Path) -> str:
     """ditscale's own format: ``model.safetensors`` (configs in its metadata) and ``config.json``, with
     the trained word encoder of a text run beside them (``text_encoder.safetensors``, as ``ditscale sample`` reads)."""
-    from ditscale.io import atomic_write_json
-    from ditscale.models.io import save_model
+    from ditscale.models.io import save_model, text_encoder_beside  # lazy: torch
 
     save_model(model, folder / "model.safetensors", {"diffusion": info["diffusion"]})
     atomic_write_json(folder / "config.json", {"format": "ditscale", **info})
-    stems = ("text_encoder_ema", "text_encoder") if weights.name == "ema.safetensors" else ("text_encoder",)
-    found = [weights.parent / f"{s}.safetensors" for s in stems if (weights.parent / f"{s}.safetensors").is_file()]
-    encoder = found[0] if found and weights.is_file() else None
+    encoder = text_encoder_beside(weights) if weights.is_file() else None
     if encoder is not None:
         shutil.copyfile(encoder, folder / "text_encoder.safetensors")
         return "model.safetensors, text_encoder.safetensors and config.json (ditscale format)"
@@ -141,20 +141,19 @@ def _pipeline_notes(config) -> None:
 
 def _vae_name(args: argparse.Namespace, weights: Path, config) -> str | None:
     """The VAE of a latent model: --vae, the source diffusers folder's vae/, or the run's latent store's."""
-    from ditscale.cli.sample import vae_from_run
+    from ditscale.models.io import vae_beside  # lazy: torch
 
     if config.in_channels in PIXEL_CHANNELS:
         return None
     if args.vae:
         return args.vae
-    if (weights / "vae" / "config.json").is_file():
-        return str(weights / "vae")
-    return vae_from_run(weights)
+    run = RunDir.containing(weights)
+    return vae_beside(weights) or (run.vae() if run is not None else None)
 
 
 def _save_vae(name: str, config, folder: Path) -> None:
     """Load the VAE ``name`` (offline) and save it under ``folder``, its scaling factor the latents' scale."""
-    from ditscale.data.vae import VAE_SCALE, load_vae
+    from ditscale.data.vae import VAE_SCALE, load_vae  # lazy: diffusers, imported only when a VAE is exported
 
     vae = load_vae(name)
     if int(vae.config.latent_channels) != config.in_channels:
@@ -169,8 +168,7 @@ def _save_vae(name: str, config, folder: Path) -> None:
 
 def _model_index(args: argparse.Namespace, weights: Path, config) -> dict[str, Any]:
     """The DiTPipeline ``model_index.json``, with ``id2label`` when the run names its classes."""
-    from ditscale.cli.sample import run_data_config, run_label_names
-    from ditscale.models.diffusers_io import transformer_config
+    from ditscale.models.diffusers_io import transformer_config  # lazy: torch
 
     version = transformer_config(config)["_diffusers_version"]
     index = {
@@ -180,7 +178,8 @@ def _model_index(args: argparse.Namespace, weights: Path, config) -> dict[str, A
         "transformer": ["diffusers", "DiTTransformer2DModel"],
         "vae": ["diffusers", "AutoencoderKL"],
     }
-    names = run_label_names(config, run_data_config(weights))
+    run = RunDir.containing(weights)
+    names = run.class_names(config) if run is not None else None
     if names:
         index["id2label"] = {str(i): name for i, name in enumerate(names)}
     return index
@@ -188,8 +187,7 @@ def _model_index(args: argparse.Namespace, weights: Path, config) -> dict[str, A
 
 def _write_diffusers(args: argparse.Namespace, model, info: dict[str, Any], weights: Path, folder: Path) -> str:
     """transformer/ and scheduler/, and with a VAE the whole DiTPipeline folder; returns what was written."""
-    from ditscale.io import atomic_write_json
-    from ditscale.models.diffusers_io import save_transformer, scheduler_config
+    from ditscale.models.diffusers_io import save_transformer, scheduler_config  # lazy: torch
 
     config = model.config
     save_transformer(model.state_dict(), config, folder / "transformer")
@@ -214,17 +212,17 @@ def _write_diffusers(args: argparse.Namespace, model, info: dict[str, Any], weig
 
 
 def run(args: argparse.Namespace) -> int:
-    from ditscale.cli.sample import flush_notes, resolve_weights
-    from ditscale.diffusion.config import resolve_diffusion_config
-    from ditscale.io import atomic_write_json, check_output_dir
-    from ditscale.models.diffusers_io import unsupported_reason
-    from ditscale.models.io import describe_config, load_model, read_metadata
+    from ditscale.models.diffusers_io import unsupported_reason  # lazy: torch
+    from ditscale.models.io import describe_config, load_model, read_metadata, resolve_weights  # lazy: torch
 
     out = Path(args.out).expanduser()
     if out.exists() and not args.overwrite:  # before any loading: fail fast
         raise ConfigError(f"--out {out} already exists; pick a new folder or pass --overwrite")
     check_output_dir(out, "--out")
-    weights = resolve_weights(args.run, ema=args.weights == "ema")
+    resolved = resolve_weights(
+        args.run, ema=args.weights == "ema", run_checkpoints=lambda folder: RunDir(folder).checkpoint_folders()
+    )
+    weights = resolved.path
     meta = read_metadata(weights)
     if "model" not in meta:
         raise CheckpointError(
@@ -232,7 +230,8 @@ def run(args: argparse.Namespace) -> int:
             "save it with ditscale first, or sample it with ditscale sample --model"
         )
     model = load_model(weights)
-    flush_notes()  # resolve_weights' notes, now that the model is accepted
+    for note in resolved.notes:  # now that the model is accepted; worded as `ditscale sample` prints them
+        print(f"ditscale sample: {note}", file=sys.stderr)
     diffusion = resolve_diffusion_config(meta.get("diffusion", {"learn_sigma": model.config.learn_sigma}))
     info = {"source": str(weights), "model": model.config.to_dict(), "diffusion": diffusion.to_dict()}
     reason = unsupported_reason(model.config, info["diffusion"]) if args.format == "diffusers" else None

@@ -6,6 +6,10 @@ import argparse
 from pathlib import Path
 
 from ditscale.cli.args import count, device, examples
+from ditscale.config import apply_overrides, from_dict, load_yaml
+from ditscale.data.config import DATASET_NAMES, DataConfig
+from ditscale.errors import ConfigError
+from ditscale.io import check_output_dir
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -48,9 +52,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def data_config_from_arg(text: str, overrides: list[str]):
     """A DataConfig from a YAML file, a dataset name or a folder, with ``key=value`` overrides applied."""
-    from ditscale.config import apply_overrides, from_dict, load_yaml
-    from ditscale.data.config import DATASET_NAMES, DataConfig
-
     path = Path(text).expanduser()
     if path.suffix.lower() in (".yaml", ".yml") or path.is_file():
         raw = load_yaml(path)
@@ -60,8 +61,6 @@ def data_config_from_arg(text: str, overrides: list[str]):
     elif path.is_dir():
         raw = {"name": "folder", "path": str(path)}
     else:
-        from ditscale.errors import ConfigError
-
         raise ConfigError(
             f"'{text}' is not a data YAML, a dataset name ({', '.join(DATASET_NAMES)}) or an existing folder"
         )
@@ -69,8 +68,7 @@ def data_config_from_arg(text: str, overrides: list[str]):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ditscale.data.latents import extract_latents
-    from ditscale.io import check_output_dir
+    from ditscale.data.latents import extract_latents  # lazy: torch
 
     check_output_dir(args.out, "--out")
     overrides = list(args.set) + ([f"image_size={args.image_size}"] if args.image_size else [])

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 from ditscale.cli.args import count, examples, finite_float
+from ditscale.data.info import declared_info
 from ditscale.errors import ConfigError
 from ditscale.flops import (
     forward_macs,
@@ -25,6 +27,7 @@ from ditscale.flops import (
     train_flops_exact,
 )
 from ditscale.models.config import BLOCK_DESIGNS, CONDITIONINGS, MODEL_NAMES, DiTConfig, named_config
+from ditscale.train.config import load_train_config, load_train_dict, preset_names
 
 # DiTConfig fields settable from the command line (option --input-size sets input_size, ...)
 CONFIG_FIELDS = (
@@ -98,10 +101,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def is_training_config(model: str) -> bool:
     """True when MODEL names a training preset or a YAML file rather than a paper config or "custom"."""
-    from pathlib import Path
-
-    from ditscale.train.config import preset_names
-
     return model in preset_names() or Path(model).suffix in (".yaml", ".yml") or Path(model).is_file()
 
 
@@ -116,9 +115,6 @@ def build_config(args: argparse.Namespace) -> DiTConfig:
 def training_run(args: argparse.Namespace):
     """The model of a training preset or YAML config (with ``--set`` and model options applied) and the
     images its run trains on (``max_steps x batch_size``; None for a FLOP budget, which ``--flops`` then gets)."""
-    from ditscale.data.info import declared_info
-    from ditscale.train.config import load_train_config, load_train_dict
-
     cli = [f"model.{f}={getattr(args, f)}" for f in CONFIG_FIELDS if getattr(args, f) is not None]
     data = load_train_dict(args.model, args.overrides).get("data") or {}
     if data.get("name") == "latents" and not data.get("path"):  # the store's declared shape is enough here

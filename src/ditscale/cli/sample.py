@@ -24,11 +24,18 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ditscale.cli.args import count, device, examples, finite_float, seed
-from ditscale.errors import CheckpointError, ConfigError
+from ditscale.config import parse_override
+from ditscale.errors import ConfigError
+from ditscale.io import check_output_file, read_text
+from ditscale.metrics.batch import first_images, npz_keys
+from ditscale.models.config import DiTConfig, named_config
 from ditscale.train.rundir import RunDir
 
 # Images one grid may show: more is unreadable (write them with --num-samples and --npz instead).
@@ -36,7 +43,6 @@ MAX_GRID_IMAGES = 4096
 
 # Class labels of DiT's sample.py (ImageNet: 207 golden retriever, 360 otter, 387 red panda, ...).
 DIT_DEMO_CLASSES = (207, 360, 387, 974, 88, 979, 417, 279)
-WEIGHT_FILES = {True: ("ema.safetensors", "model.safetensors"), False: ("model.safetensors", "ema.safetensors")}
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -160,65 +166,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-_PENDING: list[str] = []  # notes held back until the command's inputs are all accepted
+# Notes: what was chosen for the user. They are collected in a list and printed once every input is
+# accepted, so a refused command prints its one-line error alone.
+def _print_notes(notes: list[str]) -> None:
+    if notes:
+        print("\n".join(f"ditscale sample: {note}" for note in notes), file=sys.stderr)
+        notes.clear()
 
 
-def _note(text: str, *, now: bool = False) -> None:
-    """Tell the user (stderr) what was chosen for them. Notes are held back until one is given ``now``
-    (once every input is accepted), so a refused command prints its one-line error alone."""
-    _PENDING.append(f"ditscale sample: {text}")
-    if now:
-        flush_notes()
-
-
-def flush_notes() -> None:
-    """Print the notes held back by :func:`_note`."""
-    if _PENDING:
-        print("\n".join(_PENDING), file=sys.stderr)
-        _PENDING.clear()
-
-
-def resolve_weights(ckpt: str | Path, ema: bool = True) -> Path:
-    """The weights file of CKPT: the file itself, a checkpoint folder's EMA (or raw) weights, or
-    those of a run folder's newest checkpoint."""
-    path = Path(ckpt).expanduser()
-    if not path.exists():
-        raise CheckpointError(
-            f"checkpoint '{ckpt}' does not exist; pass a .safetensors/.pt file, a checkpoint folder or a run folder"
-        )
-    if path.is_file():
-        return path
-    from ditscale.models.diffusers_io import transformer_dir
-
-    if transformer_dir(path) is not None:  # a diffusers DiT folder: ditscale.models.io reads it whole
-        return path
-    run = RunDir(path)
-    if not any((path / name).is_file() for name in WEIGHT_FILES[ema]) and run.checkpoints.is_dir():
-        from ditscale.train.checkpoint import list_checkpoints
-
-        found = [p for _, p in list_checkpoints(run.checkpoints) if any((p / n).is_file() for n in WEIGHT_FILES[ema])]
-        if not found:
-            raise CheckpointError(
-                f"run folder '{ckpt}' has no checkpoint with weights yet; train longer or pass a weights file"
-            )
-        path = found[0]
-        _note(f"newest checkpoint: {path}")
-    for name in WEIGHT_FILES[ema]:
-        if (path / name).is_file():
-            if name != WEIGHT_FILES[ema][0]:
-                _note(f"{WEIGHT_FILES[ema][0]} not found in {path}; using {name}")
-            return path / name
-    raise CheckpointError(
-        f"'{ckpt}' is a folder without ema.safetensors/model.safetensors or checkpoints/; "
-        "pass a weights file, a checkpoint folder or a run folder"
-    )
-
-
-def _model_config(args: argparse.Namespace, meta: dict, vae_factor: int):
+def _model_config(args: argparse.Namespace, meta: dict, vae_factor: int) -> DiTConfig:
     """The DiTConfig from the flags (which win) or the file's metadata."""
-    from ditscale.config import parse_override
-    from ditscale.models.config import DiTConfig, named_config
-
     opts = {}
     for text in args.model_opt:
         key, value = parse_override(text)
@@ -249,42 +206,15 @@ def _model_config(args: argparse.Namespace, meta: dict, vae_factor: int):
 
 
 def _load_vae(name: str, device: str):
-    from ditscale.data.vae import load_vae  # imports diffusers: only when a VAE is needed
+    from ditscale.data.vae import load_vae  # lazy: diffusers, imported only when a VAE is needed
 
     return load_vae(name, device=device)
 
 
 def _downsample(vae) -> int:
-    from ditscale.data.vae import downsample_factor
+    from ditscale.data.vae import downsample_factor  # lazy: diffusers, imported only when a VAE is needed
 
     return downsample_factor(vae)
-
-
-def _run_config(weights: Path) -> dict:
-    """The training config (``config.yaml``) of the run ``weights`` lies in, or {} outside a run folder."""
-    from ditscale.config import load_yaml
-
-    run = RunDir.containing(weights)
-    if run is None:
-        return {}
-    try:
-        data = load_yaml(run.config)
-    except (ConfigError, OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def vae_from_run(weights: Path) -> str | None:
-    """The VAE a run's latent store was extracted with, when ``weights`` lies in a training run folder."""
-    import json
-
-    data = _run_config(weights).get("data") or {}
-    if isinstance(data, dict) and data.get("name") == "latents" and data.get("path"):
-        try:
-            return json.loads((Path(data["path"]) / "plan.json").read_text()).get("vae")
-        except (OSError, ValueError, AttributeError):
-            return None
-    return None
 
 
 def _read_prompts(args: argparse.Namespace) -> list[str] | None:
@@ -294,22 +224,22 @@ def _read_prompts(args: argparse.Namespace) -> list[str] | None:
     path = Path(args.prompts).expanduser()
     if not path.is_file():
         raise ConfigError(f"--prompts file '{args.prompts}' does not exist; give a text file with one caption per line")
-    prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    prompts = [line.strip() for line in read_text(path, ConfigError).splitlines() if line.strip()]
     if not prompts:
         raise ConfigError(f"--prompts file '{args.prompts}' holds no captions; write one caption per line")
     return prompts
 
 
-def _text_encoder(args: argparse.Namespace, weights: Path, config, device: str):
+def _text_encoder(args: argparse.Namespace, weights: Path, run: RunDir | None, config: DiTConfig, device: str):
     """--text-encoder, else the checkpoint's trained text encoder (its EMA next to EMA weights), else the run
     config's Hugging Face encoder."""
-    from ditscale.data import text as T
+    from ditscale.data import text as T  # lazy: torch
+    from ditscale.models.io import text_encoder_beside  # lazy: torch
 
     name = args.text_encoder
     if name is None:
-        stems = ("text_encoder_ema", "text_encoder") if weights.name == "ema.safetensors" else ("text_encoder",)
-        found = [weights.parent / f"{s}.safetensors" for s in stems if (weights.parent / f"{s}.safetensors").is_file()]
-        name = str(found[0]) if found else _run_config(weights).get("text_encoder")
+        found = text_encoder_beside(weights)
+        name = str(found) if found is not None else (run.text_encoder() if run is not None else None)
         if name == "word":
             raise ConfigError(
                 f"the run trained a word encoder but {weights.parent / 'text_encoder.safetensors'} is missing; "
@@ -324,7 +254,7 @@ def _text_encoder(args: argparse.Namespace, weights: Path, config, device: str):
         encoder = T.load_word_encoder(name, device)
     else:
         if args.quiet:
-            from transformers.utils import logging as hf_logging
+            from transformers.utils import logging as hf_logging  # lazy: transformers, only for its encoders
 
             hf_logging.disable_progress_bar()
         encoder = T.HFTextEncoder(name, max_length=config.context_len, device=device)
@@ -336,7 +266,7 @@ def _text_encoder(args: argparse.Namespace, weights: Path, config, device: str):
     return encoder
 
 
-def _check_prompts(config, prompts: list[str] | None, *, optional: bool = False) -> None:
+def _check_prompts(config: DiTConfig, prompts: list[str] | None, *, optional: bool = False) -> None:
     """Prompts go with text-conditional models, and only with them (``optional``: may be left out)."""
     if config.conditioning == "text" and prompts is None and not optional:
         raise ConfigError("this model is text-conditional: pass --prompt TEXT (repeatable) or --prompts FILE")
@@ -347,39 +277,24 @@ def _check_prompts(config, prompts: list[str] | None, *, optional: bool = False)
         )
 
 
-def _latent_vae(weights: Path, config, device: str):
+def _latent_vae(weights: Path, run: RunDir | None, config: DiTConfig, device: str, notes: list[str]):
     """The VAE of a latent-space model given no --vae: a diffusers folder's vae/, or the one its run's latent
     store was extracted with."""
-    name = str(weights / "vae") if (weights / "vae" / "config.json").is_file() else vae_from_run(weights)
+    from ditscale.models.io import vae_beside  # lazy: torch
+
+    name = vae_beside(weights) or (run.vae() if run is not None else None)
     if name is None:
         raise ConfigError(
             f"this model works in VAE latent space ({config.in_channels} channels): pass --vae PATH_OR_ID "
             "(a diffusers AutoencoderKL folder, or e.g. stabilityai/sd-vae-ft-ema)"
         )
-    _note(f"using the run's VAE {name}")
+    notes.append(f"using the run's VAE {name}")
     return _load_vae(name, device)
 
 
-def _load_weights(config, weights: Path, ema: bool, device: str):
-    """The model of ``config`` with the weights of ``weights`` (strict), in eval mode on ``device``."""
-    from ditscale.models import create_model
-    from ditscale.models.io import load_state_dict_file, load_state_dict_strict
-
-    model = create_model(config)
-    if weights.suffix != ".safetensors" and not ema:
-        try:  # a reference training checkpoint {"model", "ema", ...}: take the raw weights
-            state_dict = load_state_dict_file(weights, key="model")
-        except CheckpointError:  # a plain state dict: nothing to choose
-            state_dict = load_state_dict_file(weights)
-    else:
-        state_dict = load_state_dict_file(weights)
-    load_state_dict_strict(model, state_dict)
-    return model.to(device).eval()
-
-
-def _diffusion_for(meta: dict, config):
+def _diffusion_for(meta: dict, config: DiTConfig):
     """The weights file's diffusion process (DiT's default without metadata), checked against the model."""
-    from ditscale.diffusion import create_diffusion
+    from ditscale.diffusion import create_diffusion  # lazy: torch
 
     diffusion = create_diffusion(meta.get("diffusion") if "diffusion" in meta else {"learn_sigma": config.learn_sigma})
     if diffusion.model_out_channels(config.in_channels) != config.out_channels:
@@ -390,15 +305,35 @@ def _diffusion_for(meta: dict, config):
     return diffusion
 
 
-def _conditions(args: argparse.Namespace, config, prompts, weights: Path, device: str) -> dict:
-    """What to draw: ``labels`` or ``num_images``, or ``context``/``context_mask`` of the prompts."""
-    import torch
+@dataclass
+class _Job:
+    """What ``run`` resolved before sampling: the model, its diffusion, VAE and run, the sampler settings
+    and the notes not yet printed."""
 
-    if prompts is not None:
-        encoder = _text_encoder(args, weights, config, device)
+    args: argparse.Namespace
+    weights: Path
+    run: RunDir | None
+    config: DiTConfig
+    model: Any
+    diffusion: Any
+    vae: Any
+    device: str
+    prompts: list[str] | None
+    sampling: dict[str, Any]
+    about: str
+    notes: list[str]
+
+
+def _conditions(job: _Job) -> dict:
+    """What to draw: ``labels`` or ``num_images``, or ``context``/``context_mask`` of the prompts."""
+    import torch  # lazy: torch
+
+    args, config = job.args, job.config
+    if job.prompts is not None:
+        encoder = _text_encoder(args, job.weights, job.run, config, job.device)
         with torch.no_grad():
-            context, context_mask = encoder.encode(prompts)
-        return {"labels": None, "num_images": len(prompts), "context": context, "context_mask": context_mask}
+            context, context_mask = encoder.encode(job.prompts)
+        return {"labels": None, "num_images": len(job.prompts), "context": context, "context_mask": context_mask}
     labels, num_images = None, args.num_images
     if args.classes is not None:
         try:
@@ -419,7 +354,7 @@ def _conditions(args: argparse.Namespace, config, prompts, weights: Path, device
     }
 
 
-def _cfg_scale(args: argparse.Namespace, config) -> float:
+def _cfg_scale(args: argparse.Namespace, config: DiTConfig) -> float:
     """--cfg-scale, else 4.0 for a model trained with a null condition (DiT's demo), else 1.0 (no guidance)."""
     has_null = config.conditioning in ("class", "text") and config.class_dropout_prob > 0
     return args.cfg_scale if args.cfg_scale is not None else (4.0 if has_null else 1.0)
@@ -430,18 +365,18 @@ def _upscale(args: argparse.Namespace, h: int, w: int) -> int:
     return args.upscale if args.upscale is not None else max(1, math.ceil(64 / min(h, w)))
 
 
-def _check_grid(args: argparse.Namespace, n: int, config, vae) -> None:
+def _check_grid(job: _Job, n: int) -> None:
     """The grid of ``n`` images fits (:func:`ditscale.generate.grid_shape`): checked before sampling."""
-    from ditscale.generate import CAPTION_PX, grid_shape
+    from ditscale.generate import CAPTION_PX, grid_shape  # lazy: torch
 
-    side = config.input_size * (_downsample(vae) if vae is not None else 1)
-    grid_shape(n, side, side, args.nrow, upscale=_upscale(args, side, side), caption_px=CAPTION_PX)
+    side = job.config.input_size * (_downsample(job.vae) if job.vae is not None else 1)
+    grid_shape(n, side, side, job.args.nrow, upscale=_upscale(job.args, side, side), caption_px=CAPTION_PX)
 
 
 def _write_grid(args: argparse.Namespace, images, captions: list[str] | None = None) -> None:
     """The --out grid of uint8 images (N, H, W, 3), enlarged so tiny images stay visible, each cell
     labelled with its ``captions`` entry (class or prompt), which are also printed."""
-    from ditscale.generate import save_grid
+    from ditscale.generate import save_grid  # lazy: torch
 
     n, h, w, _ = images.shape
     upscale = _upscale(args, h, w)
@@ -453,7 +388,7 @@ def _write_grid(args: argparse.Namespace, images, captions: list[str] | None = N
 
 
 def _write_outputs(args: argparse.Namespace, images, captions: list[str] | None = None) -> None:
-    from ditscale.generate import save_npz
+    from ditscale.generate import save_npz  # lazy: torch
 
     n = len(images)
     _write_grid(args, images, captions)
@@ -479,8 +414,6 @@ def _check_num_samples(args: argparse.Namespace) -> None:
 
 def _check_outputs(args: argparse.Namespace) -> None:
     """--out and --npz name files that can be written (checked before any model is loaded)."""
-    from ditscale.io import check_output_file
-
     check_output_file(args.out, "--out")
     if args.npz:
         check_output_file(args.npz, "--npz")
@@ -488,8 +421,6 @@ def _check_outputs(args: argparse.Namespace) -> None:
 
 def _ranks() -> tuple[int, int, int]:
     """``(RANK, WORLD_SIZE, LOCAL_RANK)`` of a torchrun launch, (0, 1, 0) otherwise."""
-    import os
-
     try:
         return tuple(int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)))
     except ValueError:
@@ -498,108 +429,56 @@ def _ranks() -> tuple[int, int, int]:
 
 def _device(args: argparse.Namespace) -> str:
     """--device, else this rank's GPU under torchrun (LOCAL_RANK), cuda, or cpu."""
-    import torch
+    import torch  # lazy: torch
 
     if args.device:
         return args.device
     rank, world, local_rank = _ranks()
     if world > 1:
-        from ditscale.train.distributed import DistInfo, pick_device
+        from ditscale.train.distributed import DistInfo, pick_device  # lazy: torch.distributed, under torchrun only
 
         return str(pick_device("auto", DistInfo(rank, world, local_rank)))
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def run_data_config(weights: Path):
-    """The DataConfig of the run ``weights`` lies in, or None (no run folder, or no valid ``data:``)."""
-    from ditscale.config import from_dict
-    from ditscale.data.config import DataConfig
-
-    data = _run_config(weights).get("data")
-    try:
-        return from_dict(DataConfig, data, where="data") if isinstance(data, dict) else None
-    except ConfigError:
-        return None
-
-
-def run_label_names(config, data_config) -> list[str] | None:
-    """The run's class names (shapes kinds, folder classes ...) when they fit the model's classes."""
-    from ditscale.data.info import class_names
-    from ditscale.errors import DitscaleError
-
-    if config.conditioning != "class" or data_config is None:
-        return None
-    try:
-        names = class_names(data_config)
-    except DitscaleError:  # e.g. the run's image folder has moved: the labels still go out, unnamed
-        return None
-    return list(names) if names is not None and len(names) == config.num_classes else None
-
-
-def _npz_captions(args: argparse.Namespace, config, prompts, weights: Path, device: str, data_config) -> dict:
+def _npz_captions(job: _Job, data_config) -> dict:
     """``captions`` (the prompts, or the run's val captions 0..N-1) and their ``encode_captions``."""
-    from ditscale.generate import dataset_captions
+    from ditscale.generate import dataset_captions  # lazy: torch
 
+    args, prompts = job.args, job.prompts
     if prompts is None and data_config is None:
         raise ConfigError(
             "this text-conditional model has no run config to take captions from; "
             "pass --prompts FILE (cycled over the samples)"
         )
-    encoder = _text_encoder(args, weights, config, device)
+    encoder = _text_encoder(args, job.weights, job.run, job.config, job.device)
     if prompts is None:
         prompts = dataset_captions(data_config, args.num_samples, split="val")
         last = args.num_samples - 1
-        _note(f"prompting with the captions of items 0..{last} of the run's {data_config.name} val split")
+        job.notes.append(f"prompting with the captions of items 0..{last} of the run's {data_config.name} val split")
     return {"captions": prompts, "encode_captions": encoder.encode}
 
 
-def _first_images(path: Path, n: int):
-    """The first ``n`` images of an .npz's ``arr_0``, uint8 (<= n, H, W, 3), read without loading the rest."""
-    import zipfile
-
-    import numpy as np
-
-    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-    with zipfile.ZipFile(path) as zf, zf.open("arr_0.npy") as fh:
-        version = np.lib.format.read_magic(fh)
-        if version not in readers:  # a header format np.savez does not write for uint8 images
-            with np.load(path, allow_pickle=False) as data:
-                return data["arr_0"][:n]
-        shape, _, dtype = readers[version](fh)
-        count = min(n, shape[0])
-        raw = fh.read(count * int(np.prod(shape[1:])) * dtype.itemsize)
-    return np.frombuffer(raw, dtype=dtype).reshape(count, *shape[1:])
-
-
-def _run_npz(
-    args: argparse.Namespace,
-    model,
-    diffusion,
-    config,
-    weights: Path,
-    prompts,
-    vae,
-    device: str,
-    sampling: dict,
-    about: str,
-) -> int:
+def _run_npz(job: _Job) -> int:
     """Sample --num-samples images into --npz (this rank's chunks); rank 0 assembles it and writes the grid."""
-    from ditscale.generate import sample_npz
+    from ditscale.generate import sample_npz  # lazy: torch
 
+    args, config = job.args, job.config
     rank, world, _ = _ranks()
-    data_config = run_data_config(weights)
-    text = _npz_captions(args, config, prompts, weights, device, data_config) if config.conditioning == "text" else {}
-    _note(about + (f", rank {rank} of {world}" if world > 1 else ""), now=True)
+    data_config = job.run.data_config() if job.run is not None else None
+    text = _npz_captions(job, data_config) if config.conditioning == "text" else {}
+    job.notes.append(job.about + (f", rank {rank} of {world}" if world > 1 else ""))
+    _print_notes(job.notes)
     out = sample_npz(
-        model,
-        diffusion,
+        job.model,
+        job.diffusion,
         args.npz,
         num_samples=args.num_samples,
-        **sampling,
+        **job.sampling,
         **text,
-        label_names=run_label_names(config, data_config),
-        vae=vae,
-        device=device,
+        label_names=job.run.class_names(config) if job.run is not None else None,
+        vae=job.vae,
+        device=job.device,
         batch_size=args.batch_size,
         chunk_size=args.chunk_size,
         rank=rank,
@@ -609,35 +488,30 @@ def _run_npz(
     )
     if out is None:  # another rank assembles the file
         return 0
-    import numpy as np
-
-    with np.load(out, allow_pickle=False) as data:  # lazy: lists the keys without reading the images
-        keys = ", ".join(data.files)
-    print(f"wrote {args.num_samples} images to {out} (keys {keys})")
-    _write_grid(args, _first_images(out, GRID_IMAGES))
+    print(f"wrote {args.num_samples} images to {out} (keys {', '.join(npz_keys(out))})")
+    _write_grid(args, first_images(out, GRID_IMAGES))
     return 0
 
 
-def run(args: argparse.Namespace) -> int:
-    from ditscale.generate import check_request, draw_labels, sample_images
-    from ditscale.models.io import describe_config, read_metadata
+def _prepare(args: argparse.Namespace) -> _Job:
+    """Every input checked and the model loaded: the weights, the model config, what to condition on,
+    the diffusion process and the sampler settings."""
+    from ditscale.models.io import describe_config, load_model, read_metadata, resolve_weights  # lazy: torch
 
-    # The weights, the model config and what to condition on
-    _PENDING.clear()
     _check_num_samples(args)
     _check_outputs(args)
     device = _device(args)
-    weights = resolve_weights(args.ckpt, args.ema)
+    resolved = resolve_weights(args.ckpt, args.ema, run_checkpoints=lambda folder: RunDir(folder).checkpoint_folders())
+    weights, notes = resolved.path, list(resolved.notes)
+    run = RunDir.containing(weights)
     meta = read_metadata(weights)
     vae = _load_vae(args.vae, device) if args.vae else None
     config = _model_config(args, meta, vae_factor=_downsample(vae) if vae is not None else 8)
     prompts = _read_prompts(args)
     _check_prompts(config, prompts, optional=args.num_samples is not None)
     if vae is None and config.in_channels not in (1, 3):
-        vae = _latent_vae(weights, config, device)
-
-    # The model and its diffusion process
-    model = _load_weights(config, weights, args.ema, device)
+        vae = _latent_vae(weights, run, config, device, notes)
+    model = load_model(weights, config, map_location=device, ema=args.ema)
     diffusion = _diffusion_for(meta, config)
     cfg_scale = _cfg_scale(args, config)
     steps = int(args.steps) if args.steps is not None and args.steps.isdigit() else args.steps
@@ -649,49 +523,61 @@ def run(args: argparse.Namespace) -> int:
         "guided_channels": "auto" if args.guided_channels is None else args.guided_channels,
     }
     about = f"{describe_config(config)} from {weights} on {device}, cfg-scale {cfg_scale}"
+    return _Job(args, weights, run, config, model, diffusion, vae, device, prompts, sampling, about, notes)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ditscale.generate import check_request, draw_labels, sample_images  # lazy: torch
+
+    job = _prepare(args)
+    sampling = job.sampling
     if args.num_samples is not None:
-        _check_grid(args, min(args.num_samples, GRID_IMAGES), config, vae)
-        check_request(model, diffusion, sampler=args.sampler, steps=steps, cfg_scale=cfg_scale, conditions=False)
-        return _run_npz(args, model, diffusion, config, weights, prompts, vae, device, sampling, about)
+        _check_grid(job, min(args.num_samples, GRID_IMAGES))
+        check_request(job.model, job.diffusion, **_request(sampling), conditions=False)
+        return _run_npz(job)
 
     # Sample and write
-    conditions = _conditions(args, config, prompts, weights, device)
-    if config.conditioning == "class" and conditions["labels"] is None:  # name the random classes drawn
-        conditions["labels"] = draw_labels(model, conditions["num_images"], args.seed).tolist()
+    conditions = _conditions(job)
+    if job.config.conditioning == "class" and conditions["labels"] is None:  # name the random classes drawn
+        conditions["labels"] = draw_labels(job.model, conditions["num_images"], args.seed).tolist()
         conditions["num_images"] = None
     labels = conditions["labels"]
-    _check_grid(args, len(labels) if labels is not None else conditions["num_images"], config, vae)
+    _check_grid(job, len(labels) if labels is not None else conditions["num_images"])
     check_request(
-        model,
-        diffusion,
-        sampler=args.sampler,
-        steps=steps,
-        cfg_scale=cfg_scale,
+        job.model,
+        job.diffusion,
+        **_request(sampling),
         labels=labels,
         num_images=conditions["num_images"],
         context=conditions["context"],
     )
-    _note(about, now=True)
+    job.notes.append(job.about)
+    _print_notes(job.notes)
     images = sample_images(
-        model,
-        diffusion,
+        job.model,
+        job.diffusion,
         **conditions,
         **sampling,
-        vae=vae,
-        device=device,
+        vae=job.vae,
+        device=job.device,
         progress=not args.quiet,
         batch_size=args.batch_size,
     )
-    _write_outputs(args, images, _captions(labels, prompts, config, weights))
+    _write_outputs(args, images, _captions(labels, job))
     return 0
 
 
-def _captions(labels, prompts, config, weights: Path) -> list[str] | None:
+def _request(sampling: dict[str, Any]) -> dict[str, Any]:
+    """The sampler settings :func:`ditscale.generate.check_request` checks."""
+    return {key: sampling[key] for key in ("sampler", "steps", "cfg_scale")}
+
+
+def _captions(labels, job: _Job) -> list[str] | None:
     """Each image's caption in the grid: its prompt, or its class (``3 ring``, or the number alone
     when the run's class names are unknown); None for an unconditional model."""
-    if prompts is not None:
-        return list(prompts)
+    if job.prompts is not None:
+        return list(job.prompts)
     if labels is None:
         return None
-    names = run_label_names(config, run_data_config(weights))
+    names = job.run.class_names(job.config) if job.run is not None else None
     return [f"{y} {names[y]}" if names else str(y) for y in labels]

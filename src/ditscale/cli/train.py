@@ -5,8 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import warnings
+from pathlib import Path
 
 from ditscale.cli.args import OneLineParser, count, examples, finite_float, seed
+from ditscale.errors import ConfigError
+from ditscale.io import check_output_dir
+from ditscale.train.config import load_train_config
+from ditscale.train.plan import plan_text, plan_training
 
 
 class _IntermixedParser(OneLineParser):
@@ -104,9 +110,7 @@ def set_threads(n: int | None) -> None:
     (a second call in the same process keeps the first value, with a warning)."""
     if n is None:
         return
-    import warnings
-
-    import torch
+    import torch  # lazy: torch (`train --plan` and --help run without it)
 
     torch.set_num_threads(n)
     try:
@@ -131,10 +135,6 @@ def overrides_from_args(args: argparse.Namespace) -> list[str]:
 
 def _print_plan(args: argparse.Namespace, cfg) -> int:
     """``--plan``: the run's length, compute, GPU-hours and launch commands (no torch, nothing written)."""
-    from pathlib import Path
-
-    from ditscale.train.plan import plan_text, plan_training
-
     plan = plan_training(cfg, gpu=args.gpu, mfu=args.mfu, nodes=args.nodes, gpus_per_node=args.gpus_per_node)
     out = args.out or f"runs/{Path(args.config).stem}"
     print(plan_text(plan, args.config, overrides_from_args(args), out))
@@ -142,20 +142,14 @@ def _print_plan(args: argparse.Namespace, cfg) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ditscale.train.config import load_train_config
-
     cfg = load_train_config(args.config, overrides_from_args(args))
     if args.plan:
         return _print_plan(args, cfg)
     if not args.out:
-        from ditscale.errors import ConfigError
-
         raise ConfigError("--out is required (the run folder); or give --plan to print the run's plan without training")
-    from ditscale.io import check_output_dir
-
     check_output_dir(args.out, "--out")
     set_threads(args.threads)
-    from ditscale.train.loop import train
+    from ditscale.train.loop import train  # lazy: torch (`train --plan` and --help run without it)
 
     result = train(
         cfg,

@@ -102,11 +102,26 @@ def _make_plan(
     return plan
 
 
+def read_plan(store: str | Path) -> dict:
+    """The parsed ``plan.json`` of a latent store (written first by :func:`extract_latents`, so an
+    unfinished store has one too); raises OSError or ValueError when it is missing or not JSON."""
+    return json.loads((Path(store) / "plan.json").read_text())
+
+
+def store_vae(store: str | Path) -> str | None:
+    """The VAE (folder or hub id) the latent store ``store`` was extracted with, or None when its
+    ``plan.json`` is missing or unreadable."""
+    try:
+        return read_plan(store).get("vae")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def _claim_store(out: Path, plan: dict) -> None:
     """Write ``plan.json`` into ``out``, or check that an unfinished store there has the same plan."""
     out.mkdir(parents=True, exist_ok=True)
     if (out / "plan.json").is_file():
-        old = json.loads((out / "plan.json").read_text())
+        old = read_plan(out)
         if old != plan:
             diff = sorted(k for k in set(old) | set(plan) if old.get(k) != plan.get(k))
             raise DataError(f"'{out}' holds a different extraction (differs in {', '.join(diff)}); use another --out")

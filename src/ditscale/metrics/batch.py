@@ -205,6 +205,27 @@ def load_batch(path: str | Path) -> ImageBatch:
     return _folder_batch(p) if p.is_dir() else _npz_batch(p)
 
 
+def npz_keys(path: str | Path) -> list[str]:
+    """The array names of an ``.npz`` (``arr_0``, ``labels`` ...), listed without reading the arrays."""
+    with np.load(path, allow_pickle=False) as npz:
+        return list(npz.files)
+
+
+def first_images(path: str | Path, n: int) -> np.ndarray:
+    """The first ``n`` images of an ``.npz``'s ``arr_0``, uint8 (<= n, H, W, 3), read without loading
+    the rest (a grid of a large sample batch)."""
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    with zipfile.ZipFile(path) as zf, zf.open("arr_0.npy") as fh:
+        version = np.lib.format.read_magic(fh)
+        if version not in readers:  # a header format np.savez does not write for uint8 images
+            with np.load(path, allow_pickle=False) as data:
+                return data["arr_0"][:n]
+        shape, _, dtype = readers[version](fh)
+        count = min(n, shape[0])
+        raw = fh.read(count * int(np.prod(shape[1:])) * dtype.itemsize)
+    return np.frombuffer(raw, dtype=dtype).reshape(count, *shape[1:])
+
+
 def save_batch(
     path: str | Path,
     images: np.ndarray,

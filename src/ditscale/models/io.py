@@ -9,6 +9,10 @@
 - :func:`load_model` rebuilds a :class:`~ditscale.models.dit.DiT` and loads its weights.
 - A diffusers DiT folder (``model_index.json`` + ``transformer/``, or a lone transformer folder) is
   read like a weights file: its configs as metadata, its weights mapped by :mod:`.diffusers_io`.
+- :func:`resolve_weights` turns what a user names (a weights file, a diffusers folder, a checkpoint
+  folder holding ``ema.safetensors``/``model.safetensors``, or a training run folder) into the file
+  to load, with notes on what it chose. Run folders belong to :mod:`ditscale.train`, which this layer
+  does not import: the caller passes their checkpoint listing (``RunDir.checkpoint_folders``).
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import argparse
 import json
 import pickle
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +40,8 @@ TORCH_SUFFIXES = (".pt", ".pth", ".bin")
 STATE_DICT_KEYS = ("ema", "model", "state_dict")  # where training checkpoints keep weights, in preference order
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DDP / torch.compile wrappers
 MAX_NAMED = 3  # keys named per category in a mismatch message
+# The weights files of a checkpoint folder, in order of preference: EMA first (ema=True) or raw first.
+WEIGHT_FILES = {True: ("ema.safetensors", "model.safetensors"), False: ("model.safetensors", "ema.safetensors")}
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -198,6 +206,76 @@ def _load_diffusers_folder(p: Path, key: str | None) -> dict[str, torch.Tensor]:
     return from_diffusers(theirs, config)
 
 
+# Resolving what the user named --------------------------------------------------------------------
+@dataclass(frozen=True)
+class ResolvedWeights:
+    """The weights a user's CKPT names: ``path`` (a weights file or a diffusers folder, for
+    :func:`load_model`) and ``notes``, one line each on what was chosen for them (the newest
+    checkpoint of a run, the raw weights where the EMA ones are missing)."""
+
+    path: Path
+    notes: tuple[str, ...] = ()
+
+
+def holds_weights(folder: Path, ema: bool = True) -> bool:
+    """Whether ``folder`` is a checkpoint folder: it holds ``ema.safetensors`` or ``model.safetensors``."""
+    return any((folder / name).is_file() for name in WEIGHT_FILES[ema])
+
+
+def resolve_weights(
+    ckpt: str | Path,
+    ema: bool = True,
+    *,
+    run_checkpoints: Callable[[Path], list[Path] | None] = lambda folder: None,
+) -> ResolvedWeights:
+    """The weights file of CKPT: the file itself, a diffusers DiT folder itself, a checkpoint folder's
+    EMA (``ema=True``, else raw) weights, or those of a run folder's newest checkpoint holding weights.
+
+    ``run_checkpoints(folder)`` lists a run folder's checkpoint folders, newest first (None when
+    ``folder`` is not a run folder); ``lambda f: RunDir(f).checkpoint_folders()`` from
+    :mod:`ditscale.train.rundir`, which owns that layout.
+    """
+    path, notes = Path(ckpt).expanduser(), []
+    if not path.exists():
+        raise CheckpointError(
+            f"checkpoint '{ckpt}' does not exist; pass a .safetensors/.pt file, a checkpoint folder or a run folder"
+        )
+    if path.is_file() or transformer_dir(path) is not None:  # a diffusers DiT folder is read whole
+        return ResolvedWeights(path)
+    checkpoints = None if holds_weights(path, ema) else run_checkpoints(path)
+    if checkpoints is not None:
+        found = [folder for folder in checkpoints if holds_weights(folder, ema)]
+        if not found:
+            raise CheckpointError(
+                f"run folder '{ckpt}' has no checkpoint with weights yet; train longer or pass a weights file"
+            )
+        path = found[0]
+        notes.append(f"newest checkpoint: {path}")
+    for name in WEIGHT_FILES[ema]:
+        if (path / name).is_file():
+            if name != WEIGHT_FILES[ema][0]:
+                notes.append(f"{WEIGHT_FILES[ema][0]} not found in {path}; using {name}")
+            return ResolvedWeights(path / name, tuple(notes))
+    raise CheckpointError(
+        f"'{ckpt}' is a folder without ema.safetensors/model.safetensors or checkpoints/; "
+        "pass a weights file, a checkpoint folder or a run folder"
+    )
+
+
+def text_encoder_beside(weights: Path) -> Path | None:
+    """The trained word encoder saved beside checkpoint weights (``text_encoder.safetensors``; next to
+    ``ema.safetensors`` its EMA, ``text_encoder_ema.safetensors``, when there is one), or None."""
+    stems = ("text_encoder_ema", "text_encoder") if weights.name == "ema.safetensors" else ("text_encoder",)
+    found = [weights.parent / f"{s}.safetensors" for s in stems if (weights.parent / f"{s}.safetensors").is_file()]
+    return found[0] if found else None
+
+
+def vae_beside(weights: Path) -> str | None:
+    """The ``vae/`` of a diffusers pipeline folder (``model_index.json`` + ``transformer/`` + ``vae/``), or None."""
+    return str(weights / "vae") if (weights / "vae" / "config.json").is_file() else None
+
+
+# Describing and loading ---------------------------------------------------------------------------
 def describe_config(config: DiTConfig) -> str:
     """Short human name of a config, e.g. "DiT-S/2 (input_size 32)" or "DiT(depth=4, hidden_size=64, patch_size=2) (input_size 8)"."""
     size = next(
@@ -261,6 +339,7 @@ def load_model(
     *,
     map_location: str | torch.device = "cpu",
     key: str | None = None,
+    ema: bool = True,
     **overrides: Any,
 ):
     """Build a DiT and load weights from ``path`` strictly; returns it in eval mode on ``map_location``.
@@ -270,7 +349,9 @@ def load_model(
     ``"ditscale"`` metadata. ``overrides`` change config fields (e.g. ``input_size=64`` for the
     512x512 official checkpoint, ``gradient_checkpointing=True``). Official ``.pt`` files carry no
     config: ``load_model("DiT-XL-2-256x256.pt", "DiT-XL/2")``. A diffusers DiT folder (as
-    ``facebook/DiT-XL-2-256``) carries its config: ``load_model("DiT-XL-2-256/")``.
+    ``facebook/DiT-XL-2-256``) carries its config: ``load_model("DiT-XL-2-256/")``. ``ema=False``
+    takes the raw ``"model"`` weights of a reference training checkpoint ``{"model", "ema", ...}``
+    (a file with one set of weights gives that set either way).
     """
     from ditscale.models.dit import DiT
 
@@ -291,5 +372,16 @@ def load_model(
                 )
             model = config
         net = DiT(resolve_config(model, **overrides))
-    load_state_dict_strict(net, load_state_dict_file(p, key=key))
+    load_state_dict_strict(net, _weights_to_load(p, key, ema))
     return net.to(map_location).eval()
+
+
+def _weights_to_load(p: Path, key: str | None, ema: bool) -> dict[str, torch.Tensor]:
+    """The state dict :func:`load_model` loads: ``key``'s, else with ``ema=False`` a torch
+    checkpoint's ``"model"`` entry when it has one, else the file's (EMA first)."""
+    if key is None and not ema and p.is_file() and p.suffix != ".safetensors":
+        try:  # a reference training checkpoint {"model", "ema", ...}: take the raw weights
+            return load_state_dict_file(p, key="model")
+        except CheckpointError:  # a plain state dict: nothing to choose
+            pass
+    return load_state_dict_file(p, key=key)

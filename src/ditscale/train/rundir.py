@@ -13,6 +13,11 @@ the trainer. Layout of ``OUT/``::
 
 A folder is reused only by the same run: :func:`config_changes` lists the dotted keys whose
 values differ, ignoring :data:`RESUME_SAFE_KEYS` (logging, checkpoint cadence, workers).
+
+What a sampler or exporter needs from the run its weights came from is read here too
+(:meth:`RunDir.read_config`, :meth:`RunDir.data_config`, :meth:`RunDir.class_names`,
+:meth:`RunDir.text_encoder`, :meth:`RunDir.vae`): each is None (or ``{}``) when the file is missing
+or unreadable, since a model file outside its run still samples.
 """
 
 from __future__ import annotations
@@ -23,7 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ditscale.config import flatten_dotted
+from ditscale.config import flatten_dotted, from_dict, load_yaml
+from ditscale.data.config import DataConfig
+from ditscale.data.info import class_names
+from ditscale.errors import ConfigError, DitscaleError
+from ditscale.models.config import DiTConfig
 
 # Keys that may change between runs in the same OUT without changing the trained weights.
 RESUME_SAFE_KEYS = (
@@ -112,6 +121,56 @@ class RunDir:
         except (OSError, ValueError):
             return None
         return data if isinstance(data, dict) else None
+
+    def checkpoint_folders(self) -> list[Path] | None:
+        """The run's checkpoint folders ``checkpoints/step_*``, newest first (not verified); None when
+        there is no ``checkpoints/`` (not a run folder)."""
+        if not self.checkpoints.is_dir():
+            return None
+        from ditscale.train.checkpoint import list_checkpoints  # lazy: torch (train.checkpoint); RunDir is torch-free
+
+        return [path for _, path in list_checkpoints(self.checkpoints)]
+
+    def read_config(self) -> dict[str, Any]:
+        """The parsed ``config.yaml`` (the resolved TrainConfig as a dict), or {} when missing or unreadable."""
+        try:
+            data = load_yaml(self.config)
+        except (ConfigError, OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def data_config(self) -> DataConfig | None:
+        """The run's :class:`DataConfig`, or None (no config, or no valid ``data:`` section)."""
+        data = self.read_config().get("data")
+        try:
+            return from_dict(DataConfig, data, where="data") if isinstance(data, dict) else None
+        except ConfigError:
+            return None
+
+    def class_names(self, model: DiTConfig) -> list[str] | None:
+        """The names of the run's classes (shapes kinds, folder classes ...) when ``model`` is
+        class-conditional with as many classes; else None."""
+        data_config = self.data_config()
+        if model.conditioning != "class" or data_config is None:
+            return None
+        try:
+            names = class_names(data_config)
+        except DitscaleError:  # e.g. the run's image folder has moved: the labels still go out, unnamed
+            return None
+        return list(names) if names is not None and len(names) == model.num_classes else None
+
+    def text_encoder(self) -> Any:
+        """The run config's ``text_encoder`` (a Hugging Face folder or hub id, or ``"word"``), or None."""
+        return self.read_config().get("text_encoder")
+
+    def vae(self) -> str | None:
+        """The VAE the run's latent store was extracted with (``data.name: latents``), or None."""
+        data = self.read_config().get("data") or {}
+        if not (isinstance(data, dict) and data.get("name") == "latents" and data.get("path")):
+            return None
+        from ditscale.data.latents import store_vae  # lazy: torch (data.latents); RunDir is torch-free
+
+        return store_vae(Path(data["path"]))
 
     @classmethod
     def containing(cls, path: str | os.PathLike) -> "RunDir | None":
