@@ -170,7 +170,7 @@ def _npz_batch(path: Path) -> ImageBatch:
 
 
 def _folder_batch(path: Path) -> ImageBatch:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError  # lazy: start-up time (cli/ imports this module for .npz)
 
     files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:

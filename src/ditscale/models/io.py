@@ -34,6 +34,7 @@ from ditscale.errors import CheckpointError
 from ditscale.io import atomic_path
 from ditscale.models.config import MODEL_SIZES, DiTConfig, resolve_config
 from ditscale.models.diffusers_io import from_diffusers, read_folder_metadata, transformer_dir, weight_files
+from ditscale.models.dit import DiT
 
 METADATA_KEY = "ditscale"
 TORCH_SUFFIXES = (".pt", ".pth", ".bin")
@@ -353,8 +354,6 @@ def load_model(
     takes the raw ``"model"`` weights of a reference training checkpoint ``{"model", "ema", ...}``
     (a file with one set of weights gives that set either way).
     """
-    from ditscale.models.dit import DiT
-
     p = _existing(path)
     if isinstance(model, torch.nn.Module):
         if overrides:
