@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from ditscale.cli import main
-from ditscale.metrics.batch import load_batch, save_batch
+from ditscale.metrics.batch import first_images, load_batch, npz_keys, save_batch
 from ditscale.metrics.evaluate import evaluate_shapes
 
 SHAPES_KEYS = ["fd", "accuracy", "precision", "recall", "num_samples"]
@@ -141,3 +141,10 @@ def test_eval_is_a_registered_command(capsys):
     assert main(["eval", "--help"]) == 0
     text = capsys.readouterr().out
     assert "--save-ref-stats" in text and "--inception" in text
+
+
+def test_first_images_reads_the_head_of_arr_0_only(tmp_path):
+    images = np.arange(5 * 4 * 4 * 3, dtype=np.uint8).reshape(5, 4, 4, 3)
+    path = save_batch(tmp_path / "b.npz", images, captions=list("abcde"))
+    assert npz_keys(path) == ["arr_0", "captions"]
+    assert np.array_equal(first_images(path, 2), images[:2]) and np.array_equal(first_images(path, 64), images)

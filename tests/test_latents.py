@@ -12,10 +12,11 @@ import torch
 from ditscale.config import from_dict
 from ditscale.data import DataConfig, DataInfo, build_dataset, dataset_info
 from ditscale.data.base import RNG_LATENT, item_rng
-from ditscale.data.latents import extract_latents, read_meta, verify_latent_store
+from ditscale.data.latents import extract_latents, read_meta, store_vae, verify_latent_store
 from ditscale.data.vae import VAE_SCALE, encode_moments, load_vae, make_tiny_vae
 from ditscale.errors import ConfigError, DataError
 from ditscale.io import sha256_file
+from ditscale.train.rundir import RunDir
 from test_data import describe_without_torch
 
 SOURCE = DataConfig(name="digits", image_size=16, channels=1)  # 16 px -> 4x4x4 latents (downsample 4)
@@ -222,3 +223,12 @@ def test_cli_data_argument(tmp_path):
     assert data_config_from_arg(str(tmp_path / "imgs"), []).name == "folder"
     with pytest.raises(ConfigError, match="unknown key 'size'"):
         data_config_from_arg("shapes", ["size=3"])
+
+
+def test_store_vae_reads_the_plan_and_a_run_finds_it(store, vae_dir, tmp_path):
+    out, _ = store
+    assert store_vae(out) == vae_dir and store_vae(tmp_path) is None  # no plan.json: None
+    run = RunDir(tmp_path / "run")
+    run.root.mkdir()
+    run.config.write_text(f"data:\n  name: latents\n  path: {out}\n  channels: 4\n  image_size: 4\n")
+    assert run.vae() == vae_dir and run.data_config() == latents_cfg(out)

@@ -14,8 +14,11 @@ from ditscale.models.io import (
     load_state_dict_file,
     load_state_dict_strict,
     read_metadata,
+    resolve_weights,
     save_model,
+    text_encoder_beside,
 )
+from ditscale.train.rundir import RunDir
 
 TINY = DiTConfig(input_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=2, num_heads=4, num_classes=10)
 
@@ -89,6 +92,43 @@ def test_reference_training_checkpoint_takes_ema(tmp_path):
         load_state_dict_file(path, key="args")
     loaded = load_model(path, "DiT-S/2", input_size=8, depth=2, hidden_size=32, num_heads=4, num_classes=10)
     assert torch.equal(loaded.y_embedder.embedding_table.weight, ema.y_embedder.embedding_table.weight)
+    raw = load_model(path, TINY, ema=False)  # the raw weights, as `ditscale sample --no-ema`
+    assert torch.equal(raw.y_embedder.embedding_table.weight, model.y_embedder.embedding_table.weight)
+    plain = tmp_path / "plain.pt"  # one set of weights: ema=False has nothing to choose
+    torch.save(ema.state_dict(), plain)
+    assert torch.equal(load_model(plain, TINY, ema=False).pos_embed, ema.pos_embed)
+
+
+def test_resolve_weights_of_files_checkpoints_and_run_folders(tmp_path):
+    run = tmp_path / "run"
+    (run / "config.yaml").parent.mkdir()
+    (run / "config.yaml").write_text("text_encoder: word\n")
+    old, new = run / "checkpoints" / "step_00000005", run / "checkpoints" / "step_00000010"
+    for folder in (old, new):
+        save_model(random_model(), folder / "model.safetensors")
+    save_model(random_model(), old / "ema.safetensors")
+    checkpoints = lambda folder: RunDir(folder).checkpoint_folders()  # noqa: E731  (as the CLI passes it)
+
+    assert resolve_weights(old / "ema.safetensors").path == old / "ema.safetensors"  # a file: itself
+    assert resolve_weights(old) == resolve_weights(old, run_checkpoints=checkpoints)  # a checkpoint folder
+    assert resolve_weights(old).path == old / "ema.safetensors" and resolve_weights(old).notes == ()
+    assert resolve_weights(old, ema=False).path == old / "model.safetensors"
+    got = resolve_weights(run, run_checkpoints=checkpoints)  # the newest checkpoint, raw weights: two notes
+    assert got.path == new / "model.safetensors"
+    assert got.notes == (f"newest checkpoint: {new}", f"ema.safetensors not found in {new}; using model.safetensors")
+    with pytest.raises(CheckpointError, match="is a folder without ema.safetensors"):
+        resolve_weights(run)  # without run_checkpoints a run folder is just a folder
+    with pytest.raises(CheckpointError, match="does not exist"):
+        resolve_weights(tmp_path / "none")
+    (tmp_path / "empty" / "checkpoints").mkdir(parents=True)
+    with pytest.raises(CheckpointError, match="has no checkpoint with weights yet"):
+        resolve_weights(tmp_path / "empty", run_checkpoints=checkpoints)
+
+    assert RunDir(run).checkpoint_folders() == [new, old] and RunDir(tmp_path).checkpoint_folders() is None
+    assert RunDir.containing(got.path).text_encoder() == "word" and RunDir(run).vae() is None
+    assert text_encoder_beside(got.path) is None
+    (new / "text_encoder.safetensors").write_bytes(b"")
+    assert text_encoder_beside(got.path) == new / "text_encoder.safetensors"
 
 
 EXECUTED = []

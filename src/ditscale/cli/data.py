@@ -18,7 +18,6 @@ from ditscale.config import apply_overrides, from_dict, load_preset_or_yaml, loa
 from ditscale.data.config import DataConfig
 from ditscale.errors import ConfigError
 from ditscale.io import check_output_file
-from ditscale.metrics.batch import npz_keys
 from ditscale.train.config import PRESET_DIR
 
 EXPORTABLE = ("shapes", "digits", "folder", "captions")  # image datasets (a latent store holds latents)
@@ -125,6 +124,7 @@ def data_config_from_args(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from ditscale.generate import save_dataset_npz  # lazy: torch
+    from ditscale.metrics.batch import npz_keys  # lazy: numpy (start-up time of --help)
 
     check_output_file(args.out, "--out")
     cfg = data_config_from_args(args)

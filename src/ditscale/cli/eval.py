@@ -26,7 +26,6 @@ from typing import Any
 from ditscale.cli.args import count, device, examples
 from ditscale.errors import ConfigError
 from ditscale.io import check_output_file
-from ditscale.metrics.batch import load_batch
 
 EVALUATORS = ("shapes", "inception")
 MODES = ("adm", "pytorch-fid")
@@ -141,6 +140,7 @@ def format_table(metrics: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     import torch  # lazy: torch
 
+    from ditscale.metrics.batch import load_batch  # lazy: numpy (start-up time of --help)
     from ditscale.metrics.evaluate import evaluate_inception, evaluate_shapes  # lazy: torch
 
     if args.save_ref_stats:

@@ -34,7 +34,6 @@ from ditscale.cli.args import count, device, examples, finite_float, seed
 from ditscale.config import parse_override
 from ditscale.errors import ConfigError
 from ditscale.io import check_output_file, read_text
-from ditscale.metrics.batch import first_images, npz_keys
 from ditscale.models.config import DiTConfig, named_config
 from ditscale.train.rundir import RunDir
 
@@ -462,6 +461,7 @@ def _npz_captions(job: _Job, data_config) -> dict:
 def _run_npz(job: _Job) -> int:
     """Sample --num-samples images into --npz (this rank's chunks); rank 0 assembles it and writes the grid."""
     from ditscale.generate import sample_npz  # lazy: torch
+    from ditscale.metrics.batch import first_images, npz_keys  # lazy: numpy (start-up time of --help)
 
     args, config = job.args, job.config
     rank, world, _ = _ranks()
