@@ -39,6 +39,8 @@ from ditscale.io import atomic_write_json, atomic_write_npz
 
 BATCH_KEYS = ("arr_0", "labels", "label_names", "captions")  # the arrays of a batch file, in file order
 SAMPLES_FORMAT = "ditscale-samples"  # the "format" of FILE.parts/plan.json
+# a text encoder: captions -> (context (n, L, D), mask (n, L))
+EncodeCaptions = Callable[[list[str]], tuple[torch.Tensor, torch.Tensor]]
 
 
 def save_npz(images: np.ndarray, path: str | Path) -> Path:
@@ -60,8 +62,6 @@ def image_progress(total: int, initial: int, desc: str, enabled: bool) -> tqdm:
 
 
 # -- sample batches at evaluation scale (DiT's sample_ddp.py): chunked, resumable, split across ranks --
-
-
 def derived_seed(seed: int, *keys: int) -> int:
     """A 63-bit seed hashed from ``seed`` and non-negative ``keys`` (numpy's ``SeedSequence``).
 
@@ -104,7 +104,7 @@ class _Chunks:
     batch_size: int
     sampling: dict[str, Any]  # sampler, steps, cfg_scale, guided_channels, vae, device of sample_images
     captions: Sequence[str] | None = None
-    encode_captions: Callable[[list[str]], tuple[torch.Tensor, torch.Tensor]] | None = None
+    encode_captions: EncodeCaptions | None = None
 
     @property
     def count(self) -> int:
@@ -164,9 +164,9 @@ def _check_npz_args(
     seed: int,
     rank: int,
     world_size: int,
-    captions,
-    encode_captions,
-    label_names,
+    captions: Sequence[str] | None,
+    encode_captions: EncodeCaptions | None,
+    label_names: Sequence[str] | None,
 ) -> None:
     """One-line ConfigErrors for what :func:`sample_npz` cannot do, before any file is touched."""
     cfg = model.config
@@ -322,7 +322,7 @@ def sample_npz(
     cfg_scale: float = 1.0,
     guided_channels: int | str | None = "auto",
     captions: Sequence[str] | None = None,
-    encode_captions: Callable[[list[str]], tuple[torch.Tensor, torch.Tensor]] | None = None,
+    encode_captions: EncodeCaptions | None = None,
     label_names: Sequence[str] | None = None,
     vae: Any = None,
     device: str | torch.device = "cpu",

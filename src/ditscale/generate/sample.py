@@ -38,7 +38,12 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return out.permute(0, 2, 3, 1).cpu().numpy()
 
 
-def _labels(model, labels, num_images, generator: torch.Generator) -> tuple[torch.Tensor | None, int]:
+def _labels(
+    model: torch.nn.Module,
+    labels: Sequence[int] | torch.Tensor | None,
+    num_images: int | None,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor | None, int]:
     """Validated class labels (long, CPU) and the number of images."""
     cfg = model.config
     if labels is not None:
