@@ -33,7 +33,7 @@ __all__ = sorted(["Diffusion", "DiffusionConfig", "resolve_diffusion_config", *_
 def __getattr__(name: str):
     if name not in _LAZY:
         raise AttributeError(f"module 'ditscale.diffusion' has no attribute {name!r}")
-    from ditscale.diffusion import common, create, flow, gaussian, guidance, respace
+    from ditscale.diffusion import common, create, flow, gaussian, guidance, respace  # lazy: torch
 
     modules = {
         "common": common,

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from ditscale.diffusion.common import (
     check_sampler,
@@ -223,8 +224,6 @@ class RectifiedFlow:
         grid = time_grid(int(steps), shift).tolist()
         pairs = list(zip(grid[:-1], grid[1:]))
         if progress:
-            from tqdm.auto import tqdm
-
             pairs = tqdm(pairs, desc="sampling", leave=False)
         n = x.shape[0]
         with torch.no_grad():

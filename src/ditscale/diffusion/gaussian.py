@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from ditscale.diffusion.common import (
     check_sampler,
@@ -426,8 +427,6 @@ class GaussianDiffusion:
     def _loop(step, x: torch.Tensor, indices, progress: bool) -> torch.Tensor:
         """Apply ``x = step(x, t)["sample"]`` for each index in ``indices`` (no gradients)."""
         if progress:
-            from tqdm.auto import tqdm
-
             indices = tqdm(indices, desc="sampling", leave=False)
         with torch.no_grad():
             for i in indices:

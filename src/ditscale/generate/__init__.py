@@ -44,7 +44,7 @@ __all__ = sorted(["CAPTION_PX", "MAX_GRID_PIXELS", "grid_shape", "make_grid", "s
 def __getattr__(name: str):
     if name not in _LAZY:
         raise AttributeError(f"module 'ditscale.generate' has no attribute {name!r}")
-    from ditscale.generate import npz, reference, sample
+    from ditscale.generate import npz, reference, sample  # lazy: torch
 
     modules = {"npz": npz, "reference": reference, "sample": sample}
     return getattr(modules[_LAZY[name]], name)
