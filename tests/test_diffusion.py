@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from ditscale.diffusion import (
+    Diffusion,
     DiffusionConfig,
     GaussianDiffusion,
     RectifiedFlow,
@@ -59,6 +60,23 @@ def test_defaults_mirror_dit_create_diffusion():
     assert create_diffusion({"rescale_learned_sigmas": True}).loss_type == "rescaled_mse"
     assert create_diffusion(timestep_respacing=250).num_timesteps == 250
     assert DiffusionConfig.from_dict({"timestep_respacing": 250}).timestep_respacing == "250"
+
+
+def test_both_processes_keep_the_diffusion_protocol():
+    gaussian, fixed, flow = create_diffusion(), create_diffusion(learn_sigma=False), create_diffusion(kind="flow")
+    assert all(isinstance(d, Diffusion) for d in (gaussian, fixed, flow, gaussian.respaced(10)))
+    assert not isinstance(object(), Diffusion)
+    assert (gaussian.kind, flow.kind) == (gaussian.config.kind, flow.config.kind) == ("gaussian", "flow")
+    assert [d.model_out_channels(c) for d in (gaussian, fixed, flow) for c in (3, 4)] == [6, 8, 3, 4, 3, 4]
+    # what ditscale.generate samples with when not told: DiT's 250 DDPM steps, 50 Euler steps for a flow
+    assert (gaussian.default_sampler, gaussian.default_steps) == ("ddpm", 250)
+    assert (flow.default_sampler, flow.default_steps) == ("euler", 50)
+    gaussian.check_sampling(gaussian.default_sampler, gaussian.default_steps)
+    flow.check_sampling(flow.default_sampler, flow.default_steps)
+    with pytest.raises(ConfigError, match="unknown sampler 'euler' for a gaussian process"):
+        gaussian.check_sampling("euler", 10)
+    with pytest.raises(ConfigError, match="flow samplers take an integer number of steps >= 1, got '10'"):
+        flow.check_sampling("euler", "10")
 
 
 def test_config_is_strict():

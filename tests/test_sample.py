@@ -639,7 +639,7 @@ def test_sample_npz_contents(model, diffusion, reference_npz):
 
 
 def test_sample_npz_resumes_after_an_interruption(model, diffusion, reference_npz, tmp_path, monkeypatch):
-    import ditscale.generate as G
+    import ditscale.generate.npz as G
 
     real, calls = G.sample_images, []
 

@@ -2,14 +2,18 @@
 
 - :func:`create_diffusion` builds a :class:`GaussianDiffusion` (DiT's DDPM/ADM process) or a
   :class:`RectifiedFlow` (Liang et al.) from a :class:`DiffusionConfig`.
-- Both offer ``sample_t``, ``training_losses``, ``model_time`` and ``sample``.
+- Both keep the :class:`Diffusion` protocol (:mod:`ditscale.diffusion.protocol`): ``kind``,
+  ``sample_t``, ``training_losses``, ``model_time``, ``model_out_channels``, ``check_sampling`` and
+  ``sample``.
 - :func:`cfg_model_fn` wraps a model for classifier-free guidance (DiT's ``forward_with_cfg``).
 
-The config (:mod:`ditscale.diffusion.config`) is pure Python and imported eagerly; everything else
-needs torch and is imported on first use, so reading a run's diffusion config stays torch-free.
+The config (:mod:`ditscale.diffusion.config`) and the protocol are pure Python and imported eagerly;
+everything else needs torch and is imported on first use, so reading a run's diffusion config stays
+torch-free.
 """
 
 from ditscale.diffusion.config import DiffusionConfig, resolve_diffusion_config
+from ditscale.diffusion.protocol import Diffusion
 
 # public name -> the submodule that defines it (imported lazily: torch)
 _LAZY = {
@@ -23,13 +27,13 @@ _LAZY = {
     "space_timesteps": "respace",
 }
 
-__all__ = sorted(["DiffusionConfig", "resolve_diffusion_config", *_LAZY])
+__all__ = sorted(["Diffusion", "DiffusionConfig", "resolve_diffusion_config", *_LAZY])
 
 
 def __getattr__(name: str):
     if name not in _LAZY:
         raise AttributeError(f"module 'ditscale.diffusion' has no attribute {name!r}")
-    from ditscale.diffusion import common, create, flow, gaussian, guidance, respace
+    from ditscale.diffusion import common, create, flow, gaussian, guidance, respace  # lazy: torch
 
     modules = {
         "common": common,

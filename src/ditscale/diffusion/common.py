@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 
+from ditscale.diffusion.protocol import ModelFn
 from ditscale.errors import ConfigError
-
-ModelFn = Callable[..., Any]  # model_fn(x, t_model, **model_kwargs) -> tensor (or (tensor, extra))
 
 
 def mean_flat(x: torch.Tensor) -> torch.Tensor:

@@ -11,12 +11,11 @@ from typing import Any
 from ditscale.diffusion.config import DiffusionConfig, resolve_diffusion_config
 from ditscale.diffusion.flow import RectifiedFlow
 from ditscale.diffusion.gaussian import GaussianDiffusion
+from ditscale.diffusion.protocol import Diffusion
 
 
-def create_diffusion(
-    cfg: "DiffusionConfig | dict[str, Any] | None" = None, **overrides: Any
-) -> GaussianDiffusion | RectifiedFlow:
-    """Build the process described by ``cfg`` (with field ``overrides``).
+def create_diffusion(cfg: DiffusionConfig | dict[str, Any] | None = None, **overrides: Any) -> Diffusion:
+    """Build the process described by ``cfg`` (with field ``overrides``): a :class:`Diffusion` of ``cfg.kind``.
 
     ``create_diffusion()`` with no arguments gives DiT's training process: a linear beta schedule
     over 1000 steps, epsilon prediction, learned-range variance trained by the hybrid loss (MSE + VB),

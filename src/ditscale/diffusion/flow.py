@@ -18,9 +18,9 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from ditscale.diffusion.common import (
-    ModelFn,
     check_sampler,
     infer_device,
     initial_noise,
@@ -28,6 +28,7 @@ from ditscale.diffusion.common import (
     split_model_output,
 )
 from ditscale.diffusion.config import FLOW_PREDICTIONS, DiffusionConfig
+from ditscale.diffusion.protocol import Kind, ModelFn
 from ditscale.errors import ConfigError
 
 SAMPLERS = ("euler", "heun")
@@ -60,9 +61,15 @@ class RectifiedFlow:
         logit_std: standard deviation of the logit-normal.
         predict: "v" (the model outputs the velocity) or "x0" (it outputs the clean input).
         config: the :class:`DiffusionConfig` this process was built from (kept for checkpoints).
+
+    A :class:`~ditscale.diffusion.protocol.Diffusion` of kind "flow"; sampled by default (by
+    :mod:`ditscale.generate`) with 50 Euler steps.
     """
 
-    learn_sigma = False
+    kind: Kind = "flow"
+    default_sampler = "euler"
+    default_steps = 50
+    learn_sigma = False  # the velocity has the input's channels (see model_out_channels)
 
     def __init__(
         self,
@@ -190,7 +197,7 @@ class RectifiedFlow:
         shape: Sequence[int],
         *,
         sampler: str = "euler",
-        steps: int = 50,
+        steps: int | str | None = 50,
         noise: torch.Tensor | None = None,
         model_kwargs: dict | None = None,
         generator: torch.Generator | None = None,
@@ -217,8 +224,6 @@ class RectifiedFlow:
         grid = time_grid(int(steps), shift).tolist()
         pairs = list(zip(grid[:-1], grid[1:]))
         if progress:
-            from tqdm.auto import tqdm
-
             pairs = tqdm(pairs, desc="sampling", leave=False)
         n = x.shape[0]
         with torch.no_grad():

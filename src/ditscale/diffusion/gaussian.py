@@ -17,9 +17,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from ditscale.diffusion.common import (
-    ModelFn,
     check_sampler,
     infer_device,
     initial_noise,
@@ -27,6 +27,7 @@ from ditscale.diffusion.common import (
     split_model_output,
 )
 from ditscale.diffusion.config import DiffusionConfig
+from ditscale.diffusion.protocol import Kind, ModelFn
 from ditscale.diffusion.respace import space_timesteps
 from ditscale.errors import ConfigError
 
@@ -106,7 +107,14 @@ class GaussianDiffusion:
         use_timesteps: the original timesteps to keep (default: all). The betas are recomputed
             from the kept cumulative alphas, as ADM's ``SpacedDiffusion`` does (also for all steps).
         config: the :class:`DiffusionConfig` this process was built from (kept for checkpoints).
+
+    A :class:`~ditscale.diffusion.protocol.Diffusion` of kind "gaussian"; sampled by default (by
+    :mod:`ditscale.generate`) with 250 DDPM steps, as DiT.
     """
+
+    kind: Kind = "gaussian"
+    default_sampler = "ddpm"
+    default_steps = 250
 
     def __init__(
         self,
@@ -419,8 +427,6 @@ class GaussianDiffusion:
     def _loop(step, x: torch.Tensor, indices, progress: bool) -> torch.Tensor:
         """Apply ``x = step(x, t)["sample"]`` for each index in ``indices`` (no gradients)."""
         if progress:
-            from tqdm.auto import tqdm
-
             indices = tqdm(indices, desc="sampling", leave=False)
         with torch.no_grad():
             for i in indices:

@@ -10,7 +10,8 @@ from typing import Any
 
 import torch
 
-from ditscale.diffusion.common import ModelFn, split_model_output
+from ditscale.diffusion.common import split_model_output
+from ditscale.diffusion.protocol import ModelFn
 from ditscale.errors import ConfigError
 from ditscale.models.guidance import apply_guidance
 

@@ -1,0 +1,50 @@
+"""Generate images from a trained DiT: seeded sampling, classifier-free guidance, VAE decoding, grids, .npz batches.
+
+One job per module:
+
+- :mod:`~ditscale.generate.sample`: sampling (:func:`sample_latents`, :func:`sample_images`, as DiT's
+  ``sample.py`` / ``sample_ddp.py``), the labels and conditions it draws with, and the checks a command
+  runs before any work (:func:`check_request`); :func:`to_uint8` converts images as ``sample_ddp.py``.
+- :mod:`~ditscale.generate.grid`: image grids and their captions (:func:`make_grid`, :func:`save_grid`;
+  numpy and PIL only).
+- :mod:`~ditscale.generate.npz`: ADM-style ``.npz`` batches: :func:`save_npz`, and :func:`sample_npz`,
+  which writes one at evaluation scale in chunks seeded by (seed, chunk) alone, so that a killed run
+  resumes and ``torchrun`` ranks split the work yet write the same file as one process.
+- :mod:`~ditscale.generate.reference`: the matching reference batch of a dataset
+  (:func:`save_dataset_npz`, converted as samples are) and its captions as prompts.
+
+The diffusion process is any :class:`~ditscale.diffusion.protocol.Diffusion`; its defaults
+(``default_sampler``, ``default_steps``) pick the sampler, never a probe of its methods.
+
+The grid functions are imported eagerly (numpy and PIL only: a grid needs no torch); everything else
+needs torch and is imported on first use, as in :mod:`ditscale.diffusion`.
+"""
+
+from ditscale.generate.grid import CAPTION_PX, MAX_GRID_PIXELS, grid_shape, make_grid, save_grid
+
+# public name -> the submodule that defines it (imported on first use: torch)
+_LAZY = {
+    "check_request": "sample",
+    "draw_labels": "sample",
+    "sample_images": "sample",
+    "sample_latents": "sample",
+    "to_uint8": "sample",
+    "SAMPLES_FORMAT": "npz",
+    "derived_seed": "npz",
+    "parts_dir": "npz",
+    "sample_npz": "npz",
+    "save_npz": "npz",
+    "dataset_captions": "reference",
+    "save_dataset_npz": "reference",
+}
+
+__all__ = sorted(["CAPTION_PX", "MAX_GRID_PIXELS", "grid_shape", "make_grid", "save_grid", *_LAZY])
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'ditscale.generate' has no attribute {name!r}")
+    from ditscale.generate import npz, reference, sample  # lazy: torch
+
+    modules = {"npz": npz, "reference": reference, "sample": sample}
+    return getattr(modules[_LAZY[name]], name)
