@@ -15,9 +15,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ditscale.config import from_dict
 from ditscale.errors import DitscaleError
 from ditscale.study.folder import StudyRunDir
 from ditscale.study.locks import RunLock
+from ditscale.train.config import TrainConfig
 from ditscale.train.rundir import weight_relevant
 
 
@@ -91,11 +93,9 @@ def execute_run(task: RunTask, main_rank: bool = True) -> str:
 
 def _train_alone(task: RunTask, run: StudyRunDir, main_rank: bool) -> str:
     """Train the run in this process (resuming from its last checkpoint); record failure or CPU time."""
-    import torch
+    import torch  # lazy: torch and the loop load only in a process that trains (planning stays torch-free)
 
-    from ditscale.config import from_dict
     from ditscale.train import train
-    from ditscale.train.config import TrainConfig
 
     if task.threads > 0:
         torch.set_num_threads(task.threads)
@@ -119,17 +119,17 @@ def execute_trunk(task: TrunkTask) -> dict[str, str]:
     trunk_lock = RunLock(Path(task.trunk_dir) / "run.lock")
     if not trunk_lock.acquire():
         return {t.run_id: "busy" for t in task.branches}
-    outcomes, locks, mine = {}, [], []
+    outcomes, locks, claimed = {}, [], []
     try:
         for t in task.branches:
             run = StudyRunDir(t.run_dir)
             outcome = _claim(t, run, locks)
             if outcome is None:
-                mine.append(t)
+                claimed.append(t)
             else:
                 outcomes[t.run_id] = outcome
-        if mine:
-            outcomes.update(_train_trunk(task, mine))
+        if claimed:
+            outcomes.update(_train_trunk(task, claimed))
         return outcomes
     finally:
         for lock in locks:
@@ -156,30 +156,30 @@ def _claim(task: RunTask, run: StudyRunDir, locks: list) -> str | None:
 def _train_trunk(task: TrunkTask, branches: list[RunTask]) -> dict[str, str]:
     """Train the trunk of ``branches``; the branches it cannot serve train alone. The trunk's CPU
     seconds are shared equally by the branches it served (their ``study.json`` ``cpu_s``)."""
-    import torch
+    import torch  # lazy: torch and the loop load only in a process that trains (planning stays torch-free)
 
-    from ditscale.config import from_dict
-    from ditscale.train.config import TrainConfig
     from ditscale.train.trunk import Branch, train_trunk
 
     if task.threads > 0:
         torch.set_num_threads(task.threads)
     runs = {t.run_id: StudyRunDir(t.run_dir) for t in branches}
-    todo = [Branch(from_dict(TrainConfig, t.config, where=f"run {t.run_id}"), runs[t.run_id]) for t in branches]
+    trunk_branches = [
+        Branch(from_dict(TrainConfig, t.config, where=f"run {t.run_id}"), runs[t.run_id]) for t in branches
+    ]
     cpu0 = time.process_time()
     try:
-        alone = {b.name for b in train_trunk(task.trunk_dir, todo)}
+        unserved = {b.name for b in train_trunk(task.trunk_dir, trunk_branches)}
     except DitscaleError as err:  # the trunk itself failed: every branch not finished fails with it
         return {t.run_id: _fail(t, runs[t.run_id], str(err)) for t in branches}
-    errors = {b.name: b.error for b in todo if b.error}
-    served = [t for t in branches if t.run_id not in alone and t.run_id not in errors]
+    errors = {b.name: b.error for b in trunk_branches if b.error}
+    served = [t for t in branches if t.run_id not in unserved and t.run_id not in errors]
     for t in served:
         runs[t.run_id].finish(t.run_id, t.config_sha, (time.process_time() - cpu0) / len(served))
     outcomes = {t.run_id: "trained" for t in served}
     outcomes.update(
         {name: _fail(next(t for t in branches if t.run_id == name), runs[name], err) for name, err in errors.items()}
     )
-    outcomes.update({t.run_id: _train_alone(t, runs[t.run_id], True) for t in branches if t.run_id in alone})
+    outcomes.update({t.run_id: _train_alone(t, runs[t.run_id], True) for t in branches if t.run_id in unserved})
     return outcomes
 
 

@@ -22,9 +22,22 @@ import re
 import typing
 from dataclasses import asdict, dataclass, fields
 
+from ditscale.config import from_dict
 from ditscale.errors import DataError
-from ditscale.flops import fmt_flops
+from ditscale.flops import (
+    ParamCounts,
+    fmt_flops,
+    forward_macs,
+    images_in_budget,
+    param_counts,
+    tokens_per_image,
+    train_flops_6nd,
+    train_flops_exact,
+)
+from ditscale.models.config import DiTConfig
 from ditscale.study.spec import StudySpec
+from ditscale.train.config import TrainConfig
+from ditscale.train.schedules import peak_lr
 
 Rung = tuple[int, int, int]  # (depth, hidden_size, num_heads)
 
@@ -235,7 +248,7 @@ def run_id_for(budget: float, rung: Rung, seed: int) -> str:
 
 
 # -- configs of a rung and of a run ---------------------------------------------------------------
-def base_model_config(spec: StudySpec):
+def base_model_config(spec: StudySpec) -> DiTConfig:
     """The resolved :class:`~ditscale.models.config.DiTConfig` of the family's first rung: dataset
     facts (channels, size, classes) and ``learn_sigma`` filled in as :meth:`TrainConfig.model_config`
     does. Every rung shares all but depth, width and heads with it (:func:`rung_config`)."""
@@ -243,7 +256,7 @@ def base_model_config(spec: StudySpec):
     return train_config(spec, rung, budget=1.0, batch_size=1, steps=1, seed=spec.seed).model_config()
 
 
-def rung_config(spec: StudySpec, rung: Rung, base=None):
+def rung_config(spec: StudySpec, rung: Rung, base: DiTConfig | None = None) -> DiTConfig:
     """The resolved DiTConfig of ``rung``: ``base`` (default :func:`base_model_config`; pass it
     when resolving many rungs, it reads the dataset's description) with the rung's sizes."""
     base = base_model_config(spec) if base is None else base
@@ -251,26 +264,11 @@ def rung_config(spec: StudySpec, rung: Rung, base=None):
     return dataclasses.replace(base, depth=d, hidden_size=w, num_heads=h)
 
 
-def train_config(spec: StudySpec, rung: Rung, *, budget: float, batch_size: int, steps: int, seed: int):
-    """The :class:`~ditscale.train.TrainConfig` of one run of ``spec`` (``budget`` in FLOPs)."""
-    from ditscale.config import from_dict
-    from ditscale.train.config import OptimConfig, TrainConfig
-
+def train_config(spec: StudySpec, rung: Rung, *, budget: float, batch_size: int, steps: int, seed: int) -> TrainConfig:
+    """The :class:`~ditscale.train.TrainConfig` of one run of ``spec`` (``budget`` in FLOPs) of
+    ``steps`` optimizer steps: its optimizer from ``spec.hparams`` (:meth:`HparamConfig.optim_for`)."""
     hp = spec.hparams
     d, w, h = rung
-    optim = OptimConfig(
-        lr=hp.lr,
-        betas=tuple(hp.betas),
-        weight_decay=hp.weight_decay,
-        grad_clip=hp.grad_clip,
-        warmup_steps=hp.warmup_for(steps),
-        schedule=hp.schedule,
-        cooldown_frac=hp.cooldown_frac,
-        cooldown_shape=hp.cooldown_shape,
-        min_lr_ratio=hp.min_lr_ratio,
-        width_rule=hp.width_rule,
-        base_width=hp.base_width,
-    )
     extra = dict(spec.train)
     extra.setdefault("ckpt_every", max(25, steps // 4))
     if hp.ema_fraction is not None:
@@ -281,14 +279,14 @@ def train_config(spec: StudySpec, rung: Rung, *, budget: float, batch_size: int,
         "model": {**spec.family.model, "depth": d, "hidden_size": w, "num_heads": h},
         "diffusion": dict(spec.diffusion),
         "data": dict(spec.data),
+        "optim": hp.optim_for(steps),
         "batch_size": batch_size,
         "flops": float(budget),
         "val": asdict(spec.val),
         "seed": seed,
         **extra,
     }
-    cfg = from_dict(TrainConfig, data, where="run config")
-    return cfg.replace(optim=optim)
+    return from_dict(TrainConfig, data, where="run config")
 
 
 @dataclass(frozen=True)
@@ -296,8 +294,8 @@ class RungSize:
     """A rung with its resolved DiTConfig, parameter counts and forward MACs per image."""
 
     rung: Rung
-    config: object
-    params: object  # ditscale.flops.ParamCounts
+    config: DiTConfig
+    params: ParamCounts
     macs: int
 
     @property
@@ -307,8 +305,6 @@ class RungSize:
 
 def ladder_sizes(spec: StudySpec) -> list[RungSize]:
     """Every rung of the family with its sizes, sorted by non-embedding parameters."""
-    from ditscale.flops import forward_macs, param_counts
-
     base = base_model_config(spec)
     out = []
     for rung in spec.family.ladder():
@@ -365,12 +361,10 @@ def _planned_run(
     spec: StudySpec, size: RungSize, budget: float, batch: int, seed: int, n_opt: float, source: str
 ) -> PlannedRun:
     """One run of ``size`` at ``budget`` FLOPs: as many whole images as the budget buys."""
-    from ditscale.flops import images_in_budget, tokens_per_image, train_flops_6nd, train_flops_exact
-    from ditscale.train.schedules import width_scaled_lr
-
-    cfg, (d, w, h), hp = size.config, size.rung, spec.hparams
+    cfg, (d, w, h) = size.config, size.rung
     images = images_in_budget(cfg, budget)
     steps = math.ceil(images / batch) if images else 0
+    optim = spec.hparams.optim_for(steps)
     return PlannedRun(
         run_id=run_id_for(budget, size.rung, seed),
         budget=budget,
@@ -384,8 +378,8 @@ def _planned_run(
         tokens=images * int(tokens_per_image(cfg)),
         batch_size=batch,
         steps=steps,
-        lr=width_scaled_lr(hp.lr, w, hp.width_rule, hp.base_width),
-        warmup_steps=hp.warmup_for(steps),
+        lr=peak_lr(optim, w),
+        warmup_steps=optim.warmup_steps,
         flops_exact=float(train_flops_exact(cfg, images)),
         flops_6nd=float(train_flops_6nd(cfg, images)),
         seed=seed,

@@ -121,16 +121,16 @@ def run_quality(
     sha = settings_sha(cfg, spec.data)
     runs = chosen_runs(folder.read_runs_rows(), spec)
     scored = {r["run_id"]: files.read_scores(r["run_id"], sha) for r in runs}
-    todo = [r for r in runs if scored[r["run_id"]] is None]
-    if todo:
+    unscored = [r for r in runs if scored[r["run_id"]] is None]
+    if unscored:
         device = _device()
         echo(
-            f"quality: sampling and scoring {len(todo)} model(s), {cfg.num_samples} images each "
+            f"quality: sampling and scoring {len(unscored)} model(s), {cfg.num_samples} images each "
             f"({cfg.evaluator} evaluator, {device})"
         )
         reference = _reference(spec, files, sha, progress)
         evaluator = _evaluator(cfg, device)
-    for i, run in enumerate(todo):
+    for i, run in enumerate(unscored):
         t0 = time.time()
         samples = _sample_run(folder, run, cfg, files, sha, device, progress)
         t1 = time.time()
@@ -138,10 +138,10 @@ def run_quality(
         scores.update(settings_sha=sha, sample_s=round(t1 - t0, 2), eval_s=round(time.time() - t1, 2))
         atomic_write_json(files.scores(run["run_id"]), scores)
         scored[run["run_id"]] = scores
-        echo(f"quality: {i + 1}/{len(todo)} {run['run_id']}: {cfg.metric} {scores[cfg.metric]:.4g}")
+        echo(f"quality: {i + 1}/{len(unscored)} {run['run_id']}: {cfg.metric} {scores[cfg.metric]:.4g}")
     rows = [_csv_row(run, scored[run["run_id"]], cfg) for run in runs]
     files.write_csv(rows)
-    return len(todo)
+    return len(unscored)
 
 
 def _csv_row(run: dict, scores: dict, cfg: QualityConfig) -> dict:

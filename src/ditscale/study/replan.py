@@ -34,19 +34,19 @@ def current_plan(spec: StudySpec, out_dir: str | Path | None = None) -> StudyPla
 def folder_plan(spec: StudySpec, folder: StudyFolder, frozen: Frozen, rows: list[dict] | None = None) -> StudyPlan:
     """:func:`current_plan` from the ``frozen`` rows already read from ``folder``'s plan.csv and,
     if known, the finished runs' ``rows`` (:meth:`StudyFolder.finished_rows` of every frozen run)."""
-    todo = [b for b in spec.budgets if b not in frozen]
+    unplanned = [b for b in spec.budgets if b not in frozen]
     centres = {}
-    if spec.adaptive and todo:
+    if spec.adaptive and unplanned:
         rows = folder.finished_rows(all_runs(frozen)) if rows is None else rows
-        centres = fitted_centres(spec, frozen, rows, folder.failed_run_ids(), todo)
-    fresh = plan_study(spec, centres)
+        centres = fitted_centres(spec, frozen, rows, folder.failed_run_ids(), unplanned)
+    new_plan = plan_study(spec, centres)
     runs = []
     for b in spec.budgets:
-        runs.extend(frozen[b] if b in frozen else [r for r in fresh.runs if r.budget == b])
+        runs.extend(frozen[b] if b in frozen else [r for r in new_plan.runs if r.budget == b])
     return StudyPlan(
         runs=runs,
-        warnings=[w for w in fresh.warnings if w.budget in todo],
-        dropped=[r for r in fresh.dropped if r.budget in todo],
+        warnings=[w for w in new_plan.warnings if w.budget in unplanned],
+        dropped=[r for r in new_plan.dropped if r.budget in unplanned],
     )
 
 

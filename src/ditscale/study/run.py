@@ -20,11 +20,16 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from tqdm import tqdm
+
+from ditscale.errors import ConfigError, DataError
+from ditscale.study.analyze import analyze_study
 from ditscale.study.executor import RunTask, TrunkTask, config_sha, execute_run  # noqa: F401  (public here too)
 from ditscale.study.folder import RUNS_CSV_COLUMNS, StudyFolder  # noqa: F401
 from ditscale.study.launchers import make_launcher
 from ditscale.study.locks import RunLock
 from ditscale.study.plan import PlannedRun, train_config
+from ditscale.study.quality import run_quality
 from ditscale.study.replan import all_runs, current_plan, folder_plan  # noqa: F401
 from ditscale.study.spec import StudySpec
 from ditscale.train.rundir import RunDir
@@ -115,13 +120,13 @@ def run_study(
             runs = plan_stage(spec, folder, stage, echo)
             if runs is None:  # earlier budgets unfinished: later grids are planned only from results
                 break
-            todo = stage_tasks(spec, folder, runs, runner.threads, retry_failed, tally)
-            tasks = _at_most(todo, left)
+            pending = stage_tasks(spec, folder, runs, runner.threads, retry_failed, tally)
+            tasks = _at_most(pending, left)
             left -= sum(len(_run_ids(t)) for t in tasks)
             if tasks:
                 tally.submit(tasks)
                 runner.run(tasks, tally.on_done)
-            if left <= 0 or len(tasks) < len(todo):  # --max-runs reached
+            if left <= 0 or len(tasks) < len(pending):  # --max-runs reached
                 break
             if i + 1 < len(stages):  # (adaptive) the next budget is centred on this stage's results: wait for them
                 wait_for_held(spec, folder, runs, runner, tally)
@@ -139,7 +144,7 @@ def machine_matmul_peak() -> float | None:
     call's training and, when it lasted :data:`SECOND_PEAK_AFTER_S` or more, after it (the higher
     kept); on a GPU its dense bf16 figure by name (None
     for an unknown GPU)."""
-    import torch
+    import torch  # lazy: torch (and train.metrics, which imports it) only in a call that trains
 
     from ditscale.train.metrics import gpu_peak_flops, measure_matmul_peak
 
@@ -163,8 +168,6 @@ def prepare_folder(spec: StudySpec, out_dir: str | Path) -> StudyFolder:
 def check_trainable(spec: StudySpec) -> None:
     """Refuse, before anything is written, what would fail every run: a text-conditional family
     without a text encoder to condition on."""
-    from ditscale.errors import ConfigError
-
     if spec.family.model.get("conditioning") == "text" and not spec.train.get("text_encoder"):
         raise ConfigError(
             "the family conditions on text (family.model.conditioning: text) but no text encoder is "
@@ -207,10 +210,10 @@ def plan_stage(
     depends on results alone, never on which runs another process happens to hold.
     """
     frozen = folder.read_plan()
-    fresh = [b for b in stage if b not in frozen]
-    if spec.adaptive and fresh and unfinished_before(spec, folder, frozen, min(fresh)):
+    unplanned = [b for b in stage if b not in frozen]
+    if spec.adaptive and unplanned and unfinished_before(spec, folder, frozen, min(unplanned)):
         echo(
-            f"budgets from {min(fresh):.3g} FLOPs not planned yet: smaller budgets have runs without results "
+            f"budgets from {min(unplanned):.3g} FLOPs not planned yet: smaller budgets have runs without results "
             "(held by other workers, or interrupted); run the same command again once they finish"
         )
         return None
@@ -356,8 +359,6 @@ def finish_study(
         folder.add_wall(time.time() - t0, peak, quality_s)
     laws = None
     if complete and report and (tally.trained or scored or not folder.laws_json.exists()):
-        from ditscale.study.analyze import analyze_study
-
         laws = analyze_study(folder.root, spec)
     elif complete and folder.laws_json.exists():
         laws = _read_or_refit_laws(spec, folder, report, echo)
@@ -370,16 +371,12 @@ def finish_study(
 
 def _read_or_refit_laws(spec: StudySpec, folder: StudyFolder, report: bool, echo: Callable[[str], None]) -> dict | None:
     """laws.json; when it is damaged, reported and (``report``) rebuilt by refitting the runs."""
-    from ditscale.errors import DataError
-
     try:
         return folder.read_laws()
     except DataError as err:
         echo(f"warning: {err}")
         if not report:
             return None
-    from ditscale.study.analyze import analyze_study
-
     echo(f"warning: rebuilding {folder.laws_json} from the runs")
     return analyze_study(folder.root, spec)
 
@@ -391,8 +388,6 @@ def _quality_stage(
     number of models newly scored."""
     if not complete or spec.quality is None:
         return 0
-    from ditscale.study.quality import run_quality
-
     return run_quality(spec, folder.root, progress=progress, echo=echo)
 
 
@@ -412,8 +407,6 @@ class Tally:
 
     def submit(self, tasks: list) -> None:
         if self.bar is None and self.progress:
-            from tqdm import tqdm
-
             self.bar = tqdm(
                 total=0, dynamic_ncols=True, bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]"
             )

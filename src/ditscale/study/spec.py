@@ -34,7 +34,9 @@ from typing import Any, Literal
 from ditscale.config import apply_overrides, from_dict, load_preset_or_yaml, to_dict
 from ditscale.errors import ConfigError
 from ditscale.laws import FitConfig
-from ditscale.train.config import ValConfig
+from ditscale.models.config import DiTConfig
+from ditscale.train.config import CooldownShape, OptimConfig, Schedule, TrainConfig, ValConfig, WidthRule
+from ditscale.train.schedules import SHAREABLE_SCHEDULES
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets" / "study"
 
@@ -102,8 +104,6 @@ class FamilyConfig:
         shared = [k for k in self.model if k in _LADDER_FIELDS]
         if shared:
             raise ConfigError(f"family.model sets {', '.join(shared)}; those come from the ladder (rungs or depths)")
-        from ditscale.models.config import DiTConfig
-
         valid = {f.name for f in dataclasses.fields(DiTConfig)}
         unknown = [k for k in self.model if k not in valid]
         if unknown:
@@ -154,9 +154,30 @@ class PriorConfig:
         return self.coefficient * flops**self.exponent
 
 
+# The hparams keys that are OptimConfig's own (with a study's defaults): a run's OptimConfig is
+# these, plus the warmup of the run's length (HparamConfig.optim_for).
+OPTIM_KEYS = (
+    "lr",
+    "betas",
+    "weight_decay",
+    "grad_clip",
+    "schedule",
+    "cooldown_frac",
+    "cooldown_shape",
+    "min_lr_ratio",
+    "width_rule",
+    "base_width",
+)
+
+
 @dataclass
 class HparamConfig:
-    """Hyper-parameter rules applied to every run (mapped onto each run's ``OptimConfig``).
+    """The training rules of every run of a study: each run's :class:`~ditscale.train.config.OptimConfig`
+    (:meth:`optim_for`), batch (:meth:`batch_for`) and EMA (:meth:`ema_decay_for`, :meth:`ema_start_for`).
+
+    The keys are the spec's flat ``hparams`` mapping. The AdamW and schedule keys (:data:`OPTIM_KEYS`)
+    are OptimConfig's, with a study's defaults, and pass to each run's OptimConfig as they are; the
+    others are rules of the study (warmup as a fraction of the run, batch growth, EMA window).
 
     Attributes:
         lr: peak lr at ``base_width``.
@@ -183,13 +204,13 @@ class HparamConfig:
 
     lr: float = 1e-3
     base_width: int = 64
-    width_rule: Literal["none", "inverse", "inverse_sqrt"] = "inverse"
+    width_rule: WidthRule = "inverse"
     warmup_fraction: float = 0.05
     warmup_steps: int | None = None
-    schedule: Literal["constant", "cosine", "wsd"] = "cosine"
+    schedule: Schedule = "cosine"
     min_lr_ratio: float = 0.1
     cooldown_frac: float = 0.2
-    cooldown_shape: Literal["linear", "1-sqrt"] = "linear"
+    cooldown_shape: CooldownShape = "linear"
     batch_size: int = 32
     batch_exponent: float = 0.0
     ema_fraction: float | None = None
@@ -211,6 +232,11 @@ class HparamConfig:
             raise ConfigError(f"hparams.ema_window must be in (0, 1] or null, got {self.ema_window}")
         if self.warmup_steps is not None and self.warmup_steps < 0:
             raise ConfigError(f"hparams.warmup_steps must be >= 0 or null, got {self.warmup_steps}")
+
+    def optim_for(self, steps: int) -> OptimConfig:
+        """The OptimConfig of a run of ``steps`` optimizer steps: the :data:`OPTIM_KEYS` as given, and
+        the run's warmup (:meth:`warmup_for`); the width rule applies in the run (its ``hidden_size``)."""
+        return OptimConfig(**{key: getattr(self, key) for key in OPTIM_KEYS}, warmup_steps=self.warmup_for(steps))
 
     def warmup_for(self, steps: int) -> int:
         """Warmup steps of a run of ``steps`` optimizer steps."""
@@ -429,9 +455,9 @@ class StudySpec:
         hp = self.hparams
         if not self.share_trunks:
             return
-        if hp.schedule not in ("constant", "wsd"):
+        if hp.schedule not in SHAREABLE_SCHEDULES:
             raise ConfigError(
-                f"share_trunks needs hparams.schedule constant or wsd (the lr of {hp.schedule!r} "
+                f"share_trunks needs hparams.schedule {' or '.join(SHAREABLE_SCHEDULES)} (the lr of {hp.schedule!r} "
                 "depends on each run's length from the start)"
             )
         if hp.warmup_steps is None and hp.warmup_fraction > 0:
@@ -441,8 +467,6 @@ class StudySpec:
 
     def _check_train_keys(self) -> None:
         """``train`` may set only TrainConfig fields the study does not set per run."""
-        from ditscale.train.config import TrainConfig
-
         owned = {"model", "diffusion", "data", "optim", "batch_size", "max_steps", "flops", "val", "seed"}
         valid = {f.name for f in dataclasses.fields(TrainConfig)} - owned
         bad = [k for k in self.train if k not in valid]

@@ -17,18 +17,23 @@ validated strictly by their own modules' configs (``DiTConfig``, ``DiffusionConf
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from ditscale.config import apply_overrides, from_dict, load_preset_or_yaml, to_dict
+from ditscale.data import dataset_info
+from ditscale.data.config import DataConfig
+from ditscale.diffusion.config import DiffusionConfig
 from ditscale.errors import ConfigError
-from ditscale.models.config import DiTConfig
-from ditscale.train.rundir import weight_relevant
+from ditscale.models.config import DiTConfig, named_config, resolve_config
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets" / "train"
+
+# The choices of the lr schedule (:mod:`ditscale.train.schedules`); a study's ``hparams`` offer the same.
+Schedule = Literal["constant", "cosine", "wsd"]
+CooldownShape = Literal["linear", "1-sqrt"]
+WidthRule = Literal["none", "inverse", "inverse_sqrt"]
 
 
 @dataclass
@@ -58,11 +63,11 @@ class OptimConfig:
     weight_decay: float = 0.0
     grad_clip: float | None = None
     warmup_steps: int = 0
-    schedule: Literal["constant", "cosine", "wsd"] = "constant"
+    schedule: Schedule = "constant"
     cooldown_frac: float = 0.2
-    cooldown_shape: Literal["linear", "1-sqrt"] = "linear"
+    cooldown_shape: CooldownShape = "linear"
     min_lr_ratio: float = 0.0
-    width_rule: Literal["none", "inverse", "inverse_sqrt"] = "none"
+    width_rule: WidthRule = "none"
     base_width: int | None = None
 
     def __post_init__(self) -> None:
@@ -268,20 +273,16 @@ class TrainConfig:
         """A validated copy with some top-level fields changed."""
         return dataclasses.replace(self, **changes)
 
-    # Typed views of the sections owned by other modules (imported lazily) -----------------------
-    def diffusion_config(self):
+    # Typed views of the sections owned by other modules ------------------------------------------
+    def diffusion_config(self) -> DiffusionConfig:
         """The :class:`ditscale.diffusion.config.DiffusionConfig` of this run (strict)."""
-        from ditscale.diffusion.config import DiffusionConfig
-
         return from_dict(DiffusionConfig, self.diffusion, where="diffusion")
 
-    def data_config(self):
+    def data_config(self) -> DataConfig:
         """The :class:`ditscale.data.config.DataConfig` of this run (strict)."""
-        from ditscale.data.config import DataConfig
-
         return from_dict(DataConfig, self.data, where="data")
 
-    def model_config(self, *, text=None, info=None):
+    def model_config(self, *, text=None, info=None) -> DiTConfig:
         """The resolved :class:`~ditscale.models.config.DiTConfig` of this run.
 
         Unless given in ``model``: ``in_channels``, ``input_size`` and ``num_classes`` come from
@@ -291,16 +292,12 @@ class TrainConfig:
         (``.context_dim``, ``.max_length``) ``conditioning`` defaults to "text" and
         ``context_dim``/``context_len`` to the encoder's.
         """
-        from ditscale.models.config import resolve_config
-
         spec = dict(self.model)
         name = spec.pop("name", None)
         unknown = [k for k in spec if k not in _DIT_FIELDS]
         if unknown:
             from_dict(DiTConfig, spec, where="model")  # raises the standard unknown-key message
         if info is None:
-            from ditscale.data import dataset_info
-
             info = dataset_info(self.data_config())
         filled = {"in_channels": info.channels, "input_size": info.image_size, "num_classes": info.num_classes}
         for key, value in filled.items():
@@ -315,25 +312,6 @@ class TrainConfig:
 
 
 _DIT_FIELDS = tuple(f.name for f in dataclasses.fields(DiTConfig))
-
-# What may differ between the runs of one shared trunk (ditscale.train.trunk): their length, EMA and cooldown.
-BRANCH_KEYS = (
-    "flops",
-    "max_steps",
-    "ema_decay",
-    "ema_start",
-    "optim.schedule",
-    "optim.cooldown_frac",
-    "optim.cooldown_shape",
-    "optim.min_lr_ratio",
-)
-
-
-def trunk_key(cfg: TrainConfig) -> str:
-    """SHA-256 of what the runs of one shared trunk must have in common: the weight-relevant config
-    without :data:`BRANCH_KEYS` and validation. Runs with equal keys can branch off one trunk."""
-    kept = {k: v for k, v in weight_relevant(to_dict(cfg)).items() if k not in BRANCH_KEYS and not k.startswith("val.")}
-    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def preset_names() -> list[str]:
@@ -369,8 +347,6 @@ def check_config(cfg: TrainConfig) -> None:
     if any(k not in _DIT_FIELDS for k in spec):
         from_dict(DiTConfig, spec, where="model")
     if cfg.model.get("name"):
-        from ditscale.models.config import named_config
-
         named_config(str(cfg.model["name"]))
     if cfg.model.get("conditioning") == "text" and not cfg.text_encoder:
         raise ConfigError(

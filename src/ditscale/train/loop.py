@@ -3,7 +3,9 @@
 It reads as one story (``_train``): set up the run folder, build data / model / diffusion /
 optimizer, resume from the newest verified checkpoint, then for each step draw, step, log,
 validate and checkpoint, and finish with the final checkpoint, validation and ``result.json``.
-The parts live in their own modules:
+:func:`train_steps` is the one step loop: a shared trunk (:mod:`ditscale.train.trunk`) runs it too,
+adding its branches' bookkeeping after each step (a :data:`StepHook`). The parts live in their own
+modules:
 
 - data order and the per-step seeded draws: :mod:`ditscale.train.data_order`;
 - how long the run is (steps, images, exact FLOP budget): :mod:`ditscale.train.budget`;
@@ -21,21 +23,27 @@ an uninterrupted one (CPU), and W processes compute the same update as one.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import yaml
 
 from ditscale.config import flatten_dotted, to_dict
+from ditscale.data import build_dataset, dataset_info
+from ditscale.diffusion import create_diffusion
 from ditscale.errors import ConfigError, TrainingError
+from ditscale.generate import save_grid
 from ditscale.io import atomic_write_json, atomic_write_text, sha256_json
+from ditscale.models import create_model
 from ditscale.models.kernels import retain_freed_memory
 from ditscale.train import checkpoint as ckpt
 from ditscale.train.budget import RunLength, run_length
@@ -48,7 +56,7 @@ from ditscale.train.conditioning import (
     model_kwargs,
     word_encoder_spec,
 )
-from ditscale.train.config import TrainConfig
+from ditscale.train.config import TrainConfig, ValConfig
 from ditscale.train.data_order import DataOrder, rank_batches, step_generator
 from ditscale.train.distributed import (
     DistInfo,
@@ -139,7 +147,7 @@ def _train(
     run.validator = build_validator(run)
     peak = peak_flops(device, cfg.peak_flops) if info.is_main else None  # measured before the clock starts
     _start_logs(run, start, every=every, echo=progress is not False and not sys.stdout.isatty())
-    run.wall_before, run.started = sums.wall_time, time.perf_counter()
+    run.start_clock(sums.wall_time)
     try:
         train_steps(run, start, sums, peak, progress)
     except BaseException as err:
@@ -172,7 +180,11 @@ def prepare_run_dir(out: RunDir, cfg: TrainConfig, *, force: bool) -> None:
 
 @dataclass
 class Run:
-    """Everything one training run is built from (:func:`_build`), shared by the loop's steps."""
+    """Everything one training run is built from (:func:`build_run`), shared by the loop's steps.
+
+    The built parts are set once; what one call of :func:`train` adds (the validator, the progress
+    log, the clock) is set by this module's steps and by the methods below, never from outside.
+    """
 
     cfg: TrainConfig
     out: RunDir
@@ -200,6 +212,23 @@ class Run:
         """Training seconds of the run so far, earlier calls included."""
         return self.wall_before + time.perf_counter() - self.started
 
+    def start_clock(self, before: float) -> None:
+        """Start this call's training clock; ``before``: training seconds of earlier calls."""
+        self.wall_before, self.started = before, time.perf_counter()
+
+    def open_progress(self, start: int, *, every: float, echo: bool) -> None:
+        """Open this call's progress log (``OUT/train.log`` on rank 0; also stdout when ``echo``)."""
+        main = self.info.is_main
+        path = self.out.root / TRAIN_LOG if main else None
+        self.progress = ProgressLog(path, self.length.total_steps, start, every=every, echo=echo and main)
+        self.progress.begin()
+
+    def with_steps(self, steps: int) -> Run:
+        """The same built run, trained for ``steps`` full-batch steps (a shared trunk: its length is
+        known only once its model is, from its branches' branch points)."""
+        cfg = self.cfg.replace(max_steps=steps, flops=None)
+        return dataclasses.replace(self, cfg=cfg, length=run_length(cfg.batch_size, self.model_config, max_steps=steps))
+
     @property
     def joint(self) -> bool:
         """A text encoder trained with the model (inside ``trainable``)."""
@@ -212,10 +241,7 @@ class Run:
 
 
 def build_run(cfg: TrainConfig, out: RunDir, info: DistInfo, device: torch.device) -> Run:
-    from ditscale.data import build_dataset, dataset_info
-    from ditscale.diffusion import create_diffusion
-    from ditscale.models import create_model
-
+    """Data, text encoder, model (seeded by ``cfg.seed``), its DDP/FSDP wrapping, EMA, diffusion and AdamW."""
     data_info = dataset_info(cfg.data_config())
     dataset = build_dataset(cfg.data_config(), "train")
     cache = os.environ.get("DITSCALE_TEXT_CACHE") or str(out.text_cache)
@@ -304,13 +330,9 @@ def maybe_compile(net: torch.nn.Module, cfg: TrainConfig, device: torch.device) 
 
 def _start_logs(run: Run, start: int, *, every: float, echo: bool) -> None:
     """Open this call's progress log (``OUT/train.log``; stdout when ``echo``) and, on rank 0, the W&B run."""
-    main = run.info.is_main
-    if main:
+    if run.info.is_main:
         run.log.wandb_run = start_wandb(run.cfg.wandb, run.out, to_dict(run.cfg))
-    run.progress = ProgressLog(
-        run.out.root / TRAIN_LOG if main else None, run.length.total_steps, start, every=every, echo=echo and main
-    )
-    run.progress.begin()
+    run.open_progress(start, every=every, echo=echo)
 
 
 def _close_logs(run: Run, text: str) -> None:
@@ -320,18 +342,16 @@ def _close_logs(run: Run, text: str) -> None:
     run.log.close()
 
 
-def build_validator(run: Run) -> Validator | None:
-    """The fixed validation set of ``cfg.val`` (None when ``val.num_images`` is 0)."""
-    from ditscale.data import build_dataset
-
-    cfg = run.cfg
-    if cfg.val.num_images <= 0:
+def build_validator(run: Run, val: ValConfig | None = None) -> Validator | None:
+    """The fixed validation set of ``val`` (default ``run.cfg.val``; None when ``val.num_images`` is 0)."""
+    cfg, val = run.cfg, run.cfg.val if val is None else val
+    if val.num_images <= 0:
         return None
     return Validator(
         build_dataset(cfg.data_config(), "val"),
         run.diffusion,
         cfg.diffusion_config().kind,
-        cfg.val,
+        val,
         device=run.device,
         info=run.info,
         conditioning=run.model_config.conditioning,
@@ -376,41 +396,71 @@ def _existing_result(out: RunDir, cfg: TrainConfig, start: int, length: RunLengt
 
 
 # The steps --------------------------------------------------------------------------------------
+class StepResult(NamedTuple):
+    """What one optimizer step gives: the global mean loss, the lr it used and the gradient norm
+    (None without ``grad_clip``)."""
+
+    loss: float
+    lr: float
+    grad_norm: float | None
+
+
+# Called after each step's logging, validation and checkpoint with (steps done, the step's result,
+# the run's loss sums): what a caller adds to the loop (a shared trunk's branches, ditscale.train.trunk).
+StepHook = Callable[[int, StepResult, LossSums], None]
+
+
 @dataclass
 class Interval:
-    """Images and seconds since the last metrics line (for images/s and MFU)."""
+    """Images and seconds since the last metrics line (for images/s, and MFU against ``peak`` FLOP/s:
+    None on other ranks)."""
 
+    peak: float | None
     images: int = 0
     seconds: float = 0.0
 
 
-def train_steps(run: Run, start: int, sums: LossSums, peak: float | None, progress: bool | None) -> None:
+def train_steps(
+    run: Run,
+    start: int,
+    sums: LossSums,
+    peak: float | None,
+    progress: bool | None,
+    *,
+    hook: StepHook | None = None,
+    desc: str = "train",
+    log_last: bool = True,
+) -> None:
     """Steps ``start .. total_steps - 1``, each followed by its logging, validation and checkpoint
-    (``peak``: FLOP/s for the MFU column, None on other ranks)."""
+    (:func:`after_step`), then ``hook`` (``peak``: FLOP/s for the MFU column, None on other ranks;
+    ``desc``: the bar's label; ``log_last``: also log after the last step, off the ``log_every``
+    cadence — a trunk does not: its steps go on when a later branch extends it)."""
     length = run.length
     tail_from = tail_start(length.total_steps)  # train_loss = mean of the last 10% of steps
     steps = range(start, length.total_steps)
     batches = rank_batches(
         run.dataset, run.order, length.batch_at, length.batch_size, steps, run.info, run.cfg.data_config().num_workers
     )
-    bar, interval = progress_bar(length.total_steps, start, progress), Interval()
+    bar, interval = progress_bar(length.total_steps, start, progress, desc=desc), Interval(peak)
     run.net.train()
     for step in steps:
         t_step = time.perf_counter()
-        loss, lr, grad_norm = train_step(run, step, next(batches))
-        sums.add(loss, tail=step >= tail_from)
+        result = train_step(run, step, next(batches))
+        sums.add(result.loss, tail=step >= tail_from)
         interval.images += length.batch_at(step)
         interval.seconds += time.perf_counter() - t_step
         bar.update(1)
-        bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        bar.set_postfix(loss=f"{result.loss:.4f}", refresh=False)
         if run.progress is not None:
-            run.progress.update(step + 1, loss, length.batch_at(step))
-        after_step(run, step + 1, sums, interval, lr, grad_norm, peak)
+            run.progress.update(step + 1, result.loss, length.batch_at(step))
+        after_step(run, step + 1, result, sums, interval, log_last=log_last)
+        if hook is not None:
+            hook(step + 1, result, sums)
     bar.close()
     del batches
 
 
-def train_step(run: Run, step: int, batch: dict) -> tuple[float, float, float | None]:
+def train_step(run: Run, step: int, batch: dict) -> StepResult:
     """One optimizer step on this rank's rows of the global batch; returns (global mean loss, lr, grad norm)."""
     cfg, o, device, info = run.cfg, run.cfg.optim, run.device, run.info
     n = run.length.batch_at(step)
@@ -447,7 +497,7 @@ def train_step(run: Run, step: int, batch: dict) -> tuple[float, float, float | 
     run.opt.step()
     run.opt.zero_grad(set_to_none=True)
     run.ema.update(run.trainable, copy=step < cfg.ema_start)  # the EMA window starts after ema_start steps
-    return step_loss, lr, grad_norm
+    return StepResult(step_loss, lr, grad_norm)
 
 
 def forward_fn(run: Run) -> Any:
@@ -466,13 +516,14 @@ def forward_fn(run: Run) -> Any:
 
 
 def after_step(
-    run: Run, done: int, sums: LossSums, interval: Interval, lr: float, grad_norm: float | None, peak: float | None
+    run: Run, done: int, result: StepResult, sums: LossSums, interval: Interval, *, log_last: bool = True
 ) -> None:
-    """Log every ``log_every`` steps, validate every ``val.every``, checkpoint every ``ckpt_every``
-    (the last step's validation and checkpoint are the run's final ones, in :func:`_finish`)."""
+    """Log every ``log_every`` steps (and after the last step, with ``log_last``), validate every
+    ``val.every``, checkpoint every ``ckpt_every`` (the last step's validation and checkpoint are the
+    run's final ones, in :func:`_finish`)."""
     cfg, total = run.cfg, run.length.total_steps
-    if done % cfg.log_every == 0 or done == total:
-        write_log_line(run, done, sums, interval, lr, grad_norm, peak)
+    if done % cfg.log_every == 0 or (log_last and done == total):
+        write_log_line(run, done, result, sums, interval)
     if run.validator is not None and cfg.val.every and done % cfg.val.every == 0 and done < total:
         run.log.write({"step": done, **run.length.counters(done), **_validate(run)})
         log_samples(run, done)
@@ -480,25 +531,40 @@ def after_step(
         _save(run, done, sums)
 
 
-def write_log_line(
-    run: Run, done: int, sums: LossSums, interval: Interval, lr: float, grad_norm: float | None, peak: float | None
-) -> None:
-    """One ``metrics.jsonl`` line after ``done`` steps: counters, mean loss since the last line, lr,
-    images/s and MFU over the interval; then the interval and the sums' log part start again."""
+def write_log_line(run: Run, done: int, result: StepResult, sums: LossSums, interval: Interval) -> None:
+    """One ``metrics.jsonl`` line after ``done`` steps (:func:`metrics_line`, with images/s and MFU
+    over the interval); then the interval and the sums' log part start again."""
     rate = interval.images / max(interval.seconds, 1e-9)
-    record = {
-        "step": done,
-        **run.length.counters(done),
-        "train_loss": sums.log_mean(),
-        "lr": lr,
-        "images_per_s": rate,
-        "mfu": (rate * run.length.flops_per_image / (peak * run.info.world)) if peak else None,
-    }
-    if grad_norm is not None:
-        record["grad_norm"] = grad_norm
-    run.log.write(record)
+    peak = interval.peak
+    mfu = (rate * run.length.flops_per_image / (peak * run.info.world)) if peak else None
+    run.log.write(metrics_line(run.length, done, result, sums, images_per_s=rate, mfu=mfu))
     sums.reset_log()
     interval.images, interval.seconds = 0, 0.0
+
+
+def metrics_line(
+    length: RunLength,
+    done: int,
+    result: StepResult,
+    sums: LossSums,
+    *,
+    images_per_s: float | None = None,
+    mfu: float | None = None,
+) -> dict[str, Any]:
+    """The ``metrics.jsonl`` record of a run of ``length`` after ``done`` steps: counters, the mean
+    loss since the last line (``sums``), the last step's lr (and grad norm, with clipping), and the
+    timings (None where they are not known: a branch's line written by its trunk)."""
+    record = {
+        "step": done,
+        **length.counters(done),
+        "train_loss": sums.log_mean(),
+        "lr": result.lr,
+        "images_per_s": images_per_s,
+        "mfu": mfu,
+    }
+    if result.grad_norm is not None:
+        record["grad_norm"] = result.grad_norm
+    return record
 
 
 def _validate(run: Run) -> dict[str, Any]:
@@ -522,8 +588,6 @@ def log_samples(run: Run, step: int) -> None:
         val.sample_steps,
     )
     if run.info.is_main:
-        from ditscale.generate import save_grid
-
         run.log.add_image("samples", grid, step)
         save_grid(grid[None], run.out.root / "samples" / f"step_{step:08d}.png", padding=0)
 

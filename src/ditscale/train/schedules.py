@@ -10,13 +10,24 @@
 - "wsd" (warmup-stable-decay): ``lr`` until the cooldown, which covers the last
   ``round(cooldown_frac * total_steps)`` steps and decays linearly (or as ``1 - sqrt(p)``,
   ``cooldown_shape: 1-sqrt``) so the last step uses ``lr * m``.
+
+Shared trunks (:mod:`ditscale.train.trunk`) rest on :data:`SHAREABLE_SCHEDULES`: before
+:func:`cooldown_start` their lr does not depend on the run's length, so runs of one model that
+differ only in length (and in :data:`COOLDOWN_KEYS`) take the same first steps.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from ditscale.train.config import OptimConfig
+
+# Schedules whose lr before the cooldown does not depend on the run's length: the stable lr of
+# "constant", and of "wsd" until its cooldown starts ("cosine" decays from the first step after warmup).
+SHAREABLE_SCHEDULES = ("constant", "wsd")
+# The OptimConfig keys that shape only the cooldown: runs sharing a trunk may differ in them.
+COOLDOWN_KEYS = ("schedule", "cooldown_frac", "cooldown_shape", "min_lr_ratio")
 
 
 def width_scaled_lr(lr: float, hidden_size: int, rule: str = "none", base_width: int | None = None) -> float:
@@ -56,6 +67,16 @@ def lr_factor(step: int, total_steps: int, optim: OptimConfig) -> float:
     raise ValueError(f"unknown schedule {optim.schedule!r}")
 
 
+def is_shareable(optim: OptimConfig) -> bool:
+    """Whether runs with this schedule can share a trunk (:data:`SHAREABLE_SCHEDULES`)."""
+    return optim.schedule in SHAREABLE_SCHEDULES
+
+
+def stable_phase(optim: OptimConfig) -> OptimConfig:
+    """The schedule of the steps before every cooldown: ``optim`` with a constant lr (a trunk's)."""
+    return dataclasses.replace(optim, schedule="constant")
+
+
 def cooldown_start(total_steps: int, optim: OptimConfig) -> int:
     """First step of the "wsd" cooldown (``total_steps`` when there is none): every earlier step
     uses the stable lr, whatever the run's length, so runs of one trunk share them."""
@@ -64,9 +85,12 @@ def cooldown_start(total_steps: int, optim: OptimConfig) -> int:
     return total_steps - max(0, round(optim.cooldown_frac * total_steps))
 
 
+def peak_lr(optim: OptimConfig, hidden_size: int) -> float:
+    """The peak lr of a model ``hidden_size`` wide: ``optim.lr`` after its width rule."""
+    return width_scaled_lr(optim.lr, hidden_size, optim.width_rule, optim.base_width)
+
+
 def lr_at(step: int, total_steps: int, optim: OptimConfig, hidden_size: int | None = None) -> float:
     """Learning rate of 0-based optimizer ``step``: width-scaled peak lr x :func:`lr_factor`."""
-    peak = optim.lr
-    if hidden_size is not None:
-        peak = width_scaled_lr(optim.lr, hidden_size, optim.width_rule, optim.base_width)
+    peak = optim.lr if hidden_size is None else peak_lr(optim, hidden_size)
     return peak * lr_factor(step, total_steps, optim)

@@ -14,6 +14,9 @@ the metrics lines so far. The branch then resumes from it like any interrupted r
 (:func:`ditscale.train.train`) and trains its last steps, validates and writes ``result.json``:
 the same numbers as a run trained alone.
 
+The trunk trains with the loop of every run (:func:`ditscale.train.loop.train_steps`); what it adds
+for its branches runs after each step, as the loop's hook (:class:`ServedBranches`).
+
 The trunk's own folder holds its checkpoints (weights, optimizer, the branch EMAs and sums), so a
 killed trunk resumes; ``trunk.json`` says which branches it serves, and ``train.log`` holds its
 progress lines (a run's, :mod:`ditscale.train.progress`: one every 30 s, and a line per call at
@@ -24,10 +27,8 @@ any more: :func:`train_trunk` returns it and it trains alone.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,20 +42,27 @@ from ditscale.train import checkpoint as ckpt
 from ditscale.train import loop
 from ditscale.train.budget import RunLength, run_length
 from ditscale.train.conditioning import word_encoder_spec
-from ditscale.train.config import TrainConfig, ValConfig, check_config, trunk_key
-from ditscale.train.data_order import rank_batches
+from ditscale.train.config import TrainConfig, ValConfig, check_config
 from ditscale.train.distributed import DistInfo, pick_device
 from ditscale.train.ema import EMA
-from ditscale.train.metrics import LossSums, peak_flops, progress_bar, read_metrics, tail_start
-from ditscale.train.progress import PROGRESS_EVERY, TRAIN_LOG, ProgressLog
+from ditscale.train.metrics import LossSums, peak_flops, read_metrics, tail_start
+from ditscale.train.progress import PROGRESS_EVERY
 from ditscale.train.rundir import RunDir, weight_relevant
-from ditscale.train.schedules import cooldown_start
-from ditscale.train.validate import validate_raw_and_ema
+from ditscale.train.schedules import COOLDOWN_KEYS, SHAREABLE_SCHEDULES, cooldown_start, is_shareable, stable_phase
+from ditscale.train.validate import Validator, validate_raw_and_ema
 
-SHAREABLE_SCHEDULES = ("constant", "wsd")  # the lr before a run's cooldown does not depend on its length
+# What may differ between the runs of one shared trunk: their length, EMA and cooldown.
+BRANCH_KEYS = ("flops", "max_steps", "ema_decay", "ema_start", *(f"optim.{key}" for key in COOLDOWN_KEYS))
 
 
 # Where a run branches off ---------------------------------------------------------------------------
+def trunk_key(cfg: TrainConfig) -> str:
+    """SHA-256 of what the runs of one shared trunk must have in common: the weight-relevant config
+    without :data:`BRANCH_KEYS` and validation. Runs with equal keys can branch off one trunk."""
+    kept = {k: v for k, v in weight_relevant(to_dict(cfg)).items() if k not in BRANCH_KEYS and not k.startswith("val.")}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def branch_point(cfg: TrainConfig, length: RunLength) -> int:
     """Steps a run shares with its trunk: its full-batch steps, up to the first step of its cooldown."""
     return min(length.total_images // length.batch_size, cooldown_start(length.total_steps, cfg.optim))
@@ -90,6 +98,14 @@ class Branch:
         found = ckpt.latest_checkpoint(self.out.checkpoints)
         return found is not None and int(found[1]["step"]) >= self.point
 
+    def add_step(self, done: int, loss: float, model: torch.nn.Module) -> None:
+        """Take trunk step ``done`` (1-based) into the branch's EMA and loss sums, exactly as its own run would."""
+        if self.ema is not None:
+            self.ema.update(model)
+        self.sums.add(loss, tail=done - 1 >= tail_start(self.length.total_steps))
+        if done % self.cfg.log_every == 0:
+            self.sums.reset_log()
+
 
 def check_branches(branches: list[Branch]) -> TrainConfig:
     """The trunk's config: the first branch's, with a constant lr (the stable phase every branch
@@ -104,15 +120,13 @@ def check_branches(branches: list[Branch]) -> TrainConfig:
                 f"run {b.name} cannot share a trunk with {branches[0].name}: their configs differ "
                 "beyond length, EMA and cooldown"
             )
-        if b.cfg.optim.schedule not in SHAREABLE_SCHEDULES:
+        if not is_shareable(b.cfg.optim):
             raise ConfigError(
                 f"run {b.name} uses schedule {b.cfg.optim.schedule!r}, whose lr depends on the run's "
-                "length from the start; shared trunks need 'constant' or 'wsd'"
+                f"length from the start; shared trunks need {' or '.join(map(repr, SHAREABLE_SCHEDULES))}"
             )
     first = branches[0].cfg
-    return first.replace(
-        val=ValConfig(num_images=0), ema_start=0, optim=dataclasses.replace(first.optim, schedule="constant")
-    )
+    return first.replace(val=ValConfig(num_images=0), ema_start=0, optim=stable_phase(first.optim))
 
 
 # The trunk -----------------------------------------------------------------------------------------
@@ -129,25 +143,25 @@ def train_trunk(out_dir: str | Path, branches: list[Branch], *, progress: bool |
     out = RunDir(out_dir)
     base = check_branches(branches)
     check_config(base)
-    todo = [b for b in branches if not _done(b)]
-    if not todo:
+    unfinished = [b for b in branches if not _done(b)]
+    if not unfinished:
         return []
-    for b in todo:  # a folder holding another run is refused now, before any trunk compute is spent
+    for b in unfinished:  # a folder holding another run is refused now, before any trunk compute is spent
         loop.prepare_run_dir(b.out, b.cfg, force=False)
-    run = _build_trunk(out, base, todo)
-    for b in todo:  # every branch has the trunk's model (equal trunk keys)
+    run = _build_trunk(out, base, unfinished)
+    for b in unfinished:  # every branch has the trunk's model (equal trunk keys)
         b.length = run_length(b.cfg.batch_size, run.model_config, max_steps=b.cfg.max_steps, flops=b.cfg.flops)
         b.point = branch_point(b.cfg, b.length)
-    fresh = [b for b in todo if b.point > 0 and not b.has_checkpoint()]
-    alone = [b for b in todo if b.point == 0]
-    if fresh:
-        alone += _run_trunk(run, base, fresh, progress)
+    to_serve = [b for b in unfinished if b.point > 0 and not b.has_checkpoint()]
+    unserved = [b for b in unfinished if b.point == 0]
+    if to_serve:
+        unserved += _run_trunk(run, base, to_serve, progress)
     run.log.close()
     del run  # free the trunk before the branches build their own models
-    for b in todo:
-        if b not in alone:
+    for b in unfinished:
+        if b not in unserved:
             _finish_branch(b)
-    return alone
+    return unserved
 
 
 def _done(b: Branch) -> bool:
@@ -155,38 +169,25 @@ def _done(b: Branch) -> bool:
     return result is not None and result.get("status") == "done"
 
 
-def _build_trunk(out: RunDir, base: TrainConfig, todo: list[Branch]) -> loop.Run:
-    """The trunk's folder, config (steps up to the longest branch; no checkpoint cadence of its own)
-    and built run: data, model, diffusion and optimizer."""
-    longest = max(b.cfg.max_steps or 0 for b in todo)  # a placeholder length: _run_trunk sets the real one
+def _build_trunk(out: RunDir, base: TrainConfig, unfinished: list[Branch]) -> loop.Run:
+    """The trunk's folder, config and built run (data, model, diffusion and optimizer). Its length
+    waits for its model (the branch points): :func:`_run_trunk` sets it (``trunk.json`` keeps the
+    config as claimed here: steps of the longest ``max_steps`` branch, no checkpoint cadence)."""
+    longest = max(b.cfg.max_steps or 0 for b in unfinished)
     cfg = base.replace(max_steps=max(longest, 1), flops=None, ckpt_every=0)
     _claim_folder(out, cfg)
     info = DistInfo()
     return loop.build_run(cfg, out, info, pick_device(cfg.device, info))
 
 
-def _run_trunk(run: loop.Run, base: TrainConfig, fresh: list[Branch], progress: bool | None) -> list[Branch]:
+def _run_trunk(built: loop.Run, base: TrainConfig, to_serve: list[Branch], progress: bool | None) -> list[Branch]:
     """Resume the trunk and train it to the last branch point; returns the branches it cannot serve."""
-    end = max(b.point for b in fresh)
-    run.cfg = run.cfg.replace(max_steps=end)
-    run.length = run_length(run.cfg.batch_size, run.model_config, max_steps=end)
-    start, sums, alone = _resume_trunk(run, run.out, fresh)
-    serving = [b for b in fresh if b not in alone]
+    run = built.with_steps(max(b.point for b in to_serve))
+    start, sums, unserved = _resume_trunk(run, to_serve)
+    serving = [b for b in to_serve if b not in unserved]
     if serving:
-        _train_trunk_steps(run, start, sums, serving, base.ckpt_every, progress)
-    return alone
-
-
-def _record(out: RunDir, run: loop.Run, served: list[Branch], done: int) -> None:
-    """Note in ``trunk.json`` how far the trunk has trained (steps, images, exact FLOPs) and the FLOPs
-    each branch just served took from it, so a study counts the compute it really spent."""
-    path = out.root / "trunk.json"
-    data = json.loads(path.read_text())
-    steps = max(done, int((data.get("trained") or {}).get("steps", 0)))
-    images = steps * run.length.batch_size  # every trunk step has a full batch
-    data["trained"] = {"steps": steps, "images": images, "flops": images * run.length.flops_per_image}
-    data.setdefault("shared_flops", {}).update({b.name: b.length.counters(b.point)["flops"] for b in served})
-    atomic_write_json(path, data)
+        _train_trunk_steps(run, start, sums, ServedBranches(run, serving, base.ckpt_every), progress)
+    return unserved
 
 
 def _claim_folder(out: RunDir, cfg: TrainConfig) -> None:
@@ -202,14 +203,14 @@ def _claim_folder(out: RunDir, cfg: TrainConfig) -> None:
     atomic_write_json(path, {**old, "trunk_key": key, "config": to_dict(cfg)})
 
 
-def _resume_trunk(run: loop.Run, out: RunDir, fresh: list[Branch]) -> tuple[int, LossSums, list[Branch]]:
+def _resume_trunk(run: loop.Run, to_serve: list[Branch]) -> tuple[int, LossSums, list[Branch]]:
     """Load the trunk's newest checkpoint (weights, optimizer, its loss sums, branch EMAs and sums).
 
     Returns its step, the trunk's loss sums, and the branches that can no longer branch off: a new
     branch whose EMA window or last-10% loss window started before that step, or whose branch point
     is behind it.
     """
-    found = loop.find_checkpoint(out, run.info)
+    found = loop.find_checkpoint(run.out, run.info)
     start = 0
     if found is not None:
         path, state = found
@@ -218,22 +219,22 @@ def _resume_trunk(run: loop.Run, out: RunDir, fresh: list[Branch]) -> tuple[int,
     sums = LossSums(**state["accumulators"]) if found else LossSums()
     saved = state.get("branches", {}) if found else {}
     emas = _branch_emas(found[0]) if found else {}
-    alone = []
-    for b in fresh:
-        mine = saved.get(b.name, {}).get("config_sha") == b.config_sha  # state saved for this very run
+    unserved = []
+    for b in to_serve:
+        tracked = saved.get(b.name, {}).get("config_sha") == b.config_sha  # state saved for this very run
         if start > 0 and b.point <= start:
-            alone.append(b)  # the trunk is past its branch point and its checkpoint is gone
-        elif mine:
+            unserved.append(b)  # the trunk is past its branch point and its checkpoint is gone
+        elif tracked:
             b.sums = LossSums(**saved[b.name]["sums"])
             b.val_lines = saved[b.name].get("val_lines", [])
             if saved[b.name]["ema"]:
                 b.ema = EMA(run.trainable, b.cfg.ema_decay)
-                b.ema.load_state_dict(_part(emas, b.name))
+                b.ema.load_state_dict(ckpt.strip_prefix(emas, f"{b.name}{ckpt.SEP}"))
         elif start > 0 and min(b.point, b.cfg.ema_start, tail_start(b.length.total_steps)) < start:
-            alone.append(b)
+            unserved.append(b)
         else:  # joins now: the loss since the last log line is the trunk's
             b.sums = LossSums(log_sum=sums.log_sum, log_steps=sums.log_steps)
-    return start, sums, alone
+    return start, sums, unserved
 
 
 def _branch_emas(path: Path) -> dict[str, torch.Tensor]:
@@ -241,94 +242,81 @@ def _branch_emas(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _train_trunk_steps(
-    run: loop.Run, start: int, sums: LossSums, branches: list[Branch], ckpt_every: int, progress: bool | None
+    run: loop.Run, start: int, sums: LossSums, served: ServedBranches, progress: bool | None
 ) -> None:
-    """Trunk steps ``start .. last branch point - 1``, logged like a run's; each branch's EMA and sums
-    follow, and its checkpoint is written when the trunk reaches its branch point."""
-    end = run.length.total_steps
-    steps = range(start, end)
-    batches = rank_batches(
-        run.dataset,
-        run.order,
-        run.length.batch_at,
-        run.length.batch_size,
-        steps,
-        run.info,
-        run.cfg.data_config().num_workers,
-    )
+    """Trunk steps ``start .. last branch point - 1``: a run's steps and logs (its ``train.log``
+    included; no metrics line off the ``log_every`` cadence), with ``served`` after each step."""
     peak = peak_flops(run.device, run.cfg.peak_flops)
-    run.wall_before, run.started = sums.wall_time, time.perf_counter()
-    bar, interval = progress_bar(end, start, progress, desc="trunk"), loop.Interval()
-    log = ProgressLog(run.out.root / TRAIN_LOG, end, start, every=PROGRESS_EVERY, echo=False)
-    log.begin()  # TRUNK/train.log: what a run's own log says, for the trunk's steps
-    validators: dict[str, Any] = {}
-    run.net.train()
-    for step in steps:
-        t_step = time.perf_counter()
-        for b in branches:
-            if b.ema is None and step == b.cfg.ema_start and step < b.point:  # the branch's EMA window opens
-                b.ema = EMA(run.trainable, b.cfg.ema_decay)
-        loss, lr, grad_norm = loop.train_step(run, step, next(batches))
-        for b in branches:
-            if step < b.point:
-                _follow(b, step, loss, run.trainable)
-                _maybe_validate(run, step + 1, b, validators)
-        sums.add(loss, tail=False)
-        interval.images += run.length.batch_size
-        interval.seconds += time.perf_counter() - t_step
-        bar.update(1)
-        log.update(step + 1, loss, run.length.batch_size)
-        if (step + 1) % run.cfg.log_every == 0:
-            loop.write_log_line(run, step + 1, sums, interval, lr, grad_norm, peak)
-        _branch_at(run, step + 1, sums, branches, ckpt_every, (lr, grad_norm))
-    bar.close()
-    log.end(f"trunk done at step {end}: {len(branches)} branch(es) served")
-    del batches
+    run.open_progress(start, every=PROGRESS_EVERY, echo=False)  # TRUNK/train.log: what a run's own log says
+    run.start_clock(sums.wall_time)
+    served.open_ema_windows(start)
+    loop.train_steps(run, start, sums, peak, progress, hook=served.after_step, desc="trunk", log_last=False)
+    end = run.length.total_steps
+    run.progress.end(f"trunk done at step {end}: {len(served.branches)} branch(es) served")
 
 
-def _follow(b: Branch, step: int, loss: float, model: torch.nn.Module) -> None:
-    """A branch's EMA step and loss sums after trunk step ``step`` (exactly as its own run would)."""
-    if b.ema is not None:
-        b.ema.update(model)
-    b.sums.add(loss, tail=step >= tail_start(b.length.total_steps))
-    if (step + 1) % b.cfg.log_every == 0:
-        b.sums.reset_log()
+# What the trunk does for its branches after each step ---------------------------------------------
+@dataclass
+class ServedBranches:
+    """The branches a trunk serves while it trains (``branches``), and what it does for them after
+    each of its steps: :meth:`after_step`, the hook of :func:`ditscale.train.loop.train_steps`.
+    ``ckpt_every``: the trunk's own checkpoint cadence (the branches')."""
+
+    run: loop.Run
+    branches: list[Branch]
+    ckpt_every: int
+    validators: dict[str, Validator] = field(default_factory=dict)  # one fixed validation set per val config
+
+    def after_step(self, done: int, result: loop.StepResult, sums: LossSums) -> None:
+        """After trunk step ``done``: each branch before its branch point takes the step (its EMA and
+        loss sums) and validates when its own run would; EMA windows starting now open; then the
+        branch checkpoints due now, and the trunk's own (``sums``: the trunk's loss sums)."""
+        for b in self.branches:
+            if done <= b.point:
+                b.add_step(done, result.loss, self.run.trainable)
+                self._maybe_validate(done, b)
+        self.open_ema_windows(done)
+        self._branch_off(done, result, sums)
+
+    def open_ema_windows(self, done: int) -> None:
+        """Create the EMA of each branch whose window starts after ``done`` steps (before its branch point)."""
+        for b in self.branches:
+            if b.ema is None and done == b.cfg.ema_start and done < b.point:
+                b.ema = EMA(self.run.trainable, b.cfg.ema_decay)
+
+    def _maybe_validate(self, done: int, b: Branch) -> None:
+        """The mid-run validation a branch's own run makes every ``val.every`` steps (kept for its metrics)."""
+        run, val = self.run, b.cfg.val
+        if not (val.every and val.num_images and done % val.every == 0 and done < b.length.total_steps):
+            return
+        key = json.dumps(to_dict(val), sort_keys=True)
+        if key not in self.validators:
+            self.validators[key] = loop.build_validator(run, val)
+        ema = b.ema if b.ema is not None else EMA(run.trainable, b.cfg.ema_decay)
+        record = validate_raw_and_ema(self.validators[key], run.net, run.trainable, ema, val.weights)
+        b.val_lines.append({"step": done, **b.length.counters(done), **record})
+
+    def _branch_off(self, done: int, result: loop.StepResult, sums: LossSums) -> None:
+        """Write the checkpoint of every branch whose branch point is ``done`` steps (and note in
+        ``trunk.json`` what it took from the trunk); checkpoint the trunk then, and every ``ckpt_every``
+        steps. ``result``: the step just made (its lr and grad norm)."""
+        run = self.run
+        due = [b for b in self.branches if b.point == done]
+        for b in due:
+            _write_branch(run, done, b, result)
+        if due:
+            _record(run, due, done)
+        if due or (self.ckpt_every and done % self.ckpt_every == 0 and done < run.length.total_steps):
+            _save_trunk(run, done, sums, self.branches)
 
 
-def _maybe_validate(run: loop.Run, done: int, b: Branch, validators: dict[str, Any]) -> None:
-    """The mid-run validation a branch's own run makes every ``val.every`` steps (kept for its metrics)."""
-    val = b.cfg.val
-    if not (val.every and val.num_images and done % val.every == 0 and done < b.length.total_steps):
-        return
-    key = json.dumps(to_dict(val), sort_keys=True)
-    if key not in validators:  # one fixed validation set per distinct val config
-        validators[key] = loop.build_validator(dataclasses.replace(run, cfg=b.cfg))
-    ema = b.ema if b.ema is not None else EMA(run.trainable, b.cfg.ema_decay)
-    record = validate_raw_and_ema(validators[key], run.net, run.trainable, ema, val.weights)
-    b.val_lines.append({"step": done, **b.length.counters(done), **record})
-
-
-def _branch_at(
-    run: loop.Run, done: int, sums: LossSums, branches: list[Branch], ckpt_every: int, last: tuple[float, float | None]
-) -> None:
-    """Write the checkpoint of every branch whose branch point is ``done`` steps (and note in
-    ``trunk.json`` what it took from the trunk); checkpoint the trunk then, and every ``ckpt_every``
-    steps. ``last``: the lr and grad norm of the step just made."""
-    due = [b for b in branches if b.point == done]
-    for b in due:
-        _write_branch(run, done, b, last)
-    if due:
-        _record(run.out, run, due, done)
-    if due or (ckpt_every and done % ckpt_every == 0 and done < run.length.total_steps):
-        _save_trunk(run, done, sums, branches)
-
-
-def _write_branch(run: loop.Run, step: int, b: Branch, last: tuple[float, float | None]) -> None:
+def _write_branch(run: loop.Run, step: int, b: Branch, result: loop.StepResult) -> None:
     """The checkpoint, ``config.yaml`` and metrics lines of branch ``b`` after ``step`` steps."""
     loop.prepare_run_dir(b.out, b.cfg, force=False)
     records = [r for r in read_metrics(run.out.root) if r.get("step", 0) <= step] + b.val_lines
     if step == b.length.total_steps and step % b.cfg.log_every:  # its last step, full: its own run logs it
-        records.append(_last_line(b, step, *last))
+        records.append(loop.metrics_line(b.length, step, result, b.sums))  # the timings are the trunk's: null
+        b.sums.reset_log()  # as in the run's own checkpoint
     lines = [
         json.dumps(r) for r in sorted(records, key=lambda r: r["step"])
     ]  # stable: a log line before its validation
@@ -350,21 +338,16 @@ def _write_branch(run: loop.Run, step: int, b: Branch, last: tuple[float, float 
     )
 
 
-def _last_line(b: Branch, step: int, lr: float, grad_norm: float | None) -> dict[str, Any]:
-    """The metrics line a run writes after its last step (the timing fields are the trunk's to know:
-    null); its loss sums' log part then starts again, as in the run's own checkpoint."""
-    record = {
-        "step": step,
-        **b.length.counters(step),
-        "train_loss": b.sums.log_mean(),
-        "lr": lr,
-        "images_per_s": None,
-        "mfu": None,
-    }
-    if grad_norm is not None:
-        record["grad_norm"] = grad_norm
-    b.sums.reset_log()
-    return record
+def _record(run: loop.Run, served: list[Branch], done: int) -> None:
+    """Note in ``trunk.json`` how far the trunk has trained (steps, images, exact FLOPs) and the FLOPs
+    each branch just served took from it, so a study counts the compute it really spent."""
+    path = run.out.root / "trunk.json"
+    data = json.loads(path.read_text())
+    steps = max(done, int((data.get("trained") or {}).get("steps", 0)))
+    images = steps * run.length.batch_size  # every trunk step has a full batch
+    data["trained"] = {"steps": steps, "images": images, "flops": images * run.length.flops_per_image}
+    data.setdefault("shared_flops", {}).update({b.name: b.length.counters(b.point)["flops"] for b in served})
+    atomic_write_json(path, data)
 
 
 def _save_trunk(run: loop.Run, step: int, sums: LossSums, branches: list[Branch]) -> None:
@@ -406,11 +389,6 @@ def _save_trunk(run: loop.Run, step: int, sums: LossSums, branches: list[Branch]
 def _text_spec(run: loop.Run) -> dict | None:
     """The metadata of a word encoder trained with the model (None for other runs)."""
     return word_encoder_spec(run.text) if run.joint else None
-
-
-def _part(tensors: dict[str, torch.Tensor], name: str) -> dict[str, torch.Tensor]:
-    prefix = f"{name}{ckpt.SEP}"
-    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
 def _finish_branch(b: Branch) -> dict[str, Any]:
