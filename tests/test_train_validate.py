@@ -27,7 +27,7 @@ def model(**kw):
 def validator(kind, **val):
     diffusion = create_diffusion(kind=kind, learn_sigma=False)
     cfg = from_dict(ValConfig, {"num_images": 5, "num_timesteps": 4, "buckets": 2, **val})
-    return Validator(build_dataset(DATA, "val"), diffusion, kind, cfg, device=torch.device("cpu"))
+    return Validator(build_dataset(DATA, "val"), diffusion, cfg, device=torch.device("cpu"))
 
 
 def test_grids_and_buckets():

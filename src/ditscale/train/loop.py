@@ -39,7 +39,7 @@ import yaml
 
 from ditscale.config import flatten_dotted, to_dict
 from ditscale.data import build_dataset, dataset_info
-from ditscale.diffusion import create_diffusion
+from ditscale.diffusion import Diffusion, create_diffusion
 from ditscale.errors import ConfigError, TrainingError
 from ditscale.generate import save_grid
 from ditscale.io import atomic_write_json, atomic_write_text, sha256_json
@@ -192,7 +192,7 @@ class Run:
     device: torch.device
     dataset: Any  # the "train" split
     order: DataOrder
-    diffusion: Any
+    diffusion: Diffusion
     model_config: Any  # DiTConfig
     length: RunLength
     text: Any  # the text encoder or None
@@ -350,7 +350,6 @@ def build_validator(run: Run, val: ValConfig | None = None) -> Validator | None:
     return Validator(
         build_dataset(cfg.data_config(), "val"),
         run.diffusion,
-        cfg.diffusion_config().kind,
         val,
         device=run.device,
         info=run.info,
@@ -580,7 +579,6 @@ def log_samples(run: Run, step: int) -> None:
     grid = ema_sample_grid(
         run.validator,
         run.diffusion,
-        run.cfg.diffusion_config().kind,
         run.net,
         run.trainable,
         run.ema,

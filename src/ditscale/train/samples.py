@@ -10,11 +10,10 @@ Euler, gaussian ones DDIM (deterministic), with ``val.sample_steps`` steps. Ever
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 
+from ditscale.diffusion import Diffusion
 from ditscale.errors import ConfigError
 from ditscale.generate import make_grid, to_uint8
 from ditscale.train.config import TrainConfig
@@ -42,7 +41,7 @@ def check_sampling(cfg: TrainConfig) -> None:
 
 @torch.no_grad()
 def draw_samples(
-    validator: Validator, diffusion: Any, kind: str, model: torch.nn.Module, num_images: int, steps: int, seed: int
+    validator: Validator, diffusion: Diffusion, model: torch.nn.Module, num_images: int, steps: int, seed: int
 ) -> np.ndarray:
     """uint8 ``(num_images, H, W, 3)`` images drawn by ``model`` (eval mode, restored afterwards)."""
     idx = torch.arange(num_images) % len(validator.x)
@@ -54,7 +53,7 @@ def draw_samples(
         x = diffusion.sample(
             model,
             shape,
-            sampler=SAMPLER[kind],
+            sampler=SAMPLER[diffusion.kind],
             steps=steps,
             noise=noise,
             model_kwargs=validator.condition_kwargs(idx),
@@ -67,8 +66,7 @@ def draw_samples(
 
 def ema_sample_grid(
     validator: Validator,
-    diffusion: Any,
-    kind: str,
+    diffusion: Diffusion,
     net: torch.nn.Module,
     model: torch.nn.Module,
     ema: EMA,
@@ -79,7 +77,7 @@ def ema_sample_grid(
     (the module the EMA tracks; ``net`` wraps it), small images enlarged."""
     with ema.applied_to(model):
         try:
-            images = draw_samples(validator, diffusion, kind, net, num_images, steps, validator.val.seed)
+            images = draw_samples(validator, diffusion, net, num_images, steps, validator.val.seed)
         finally:
             reshard(net)
     upscale = max(1, MIN_GRID_IMAGE_SIDE // images.shape[1])

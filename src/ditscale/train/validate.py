@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ditscale.diffusion import Diffusion
 from ditscale.train.conditioning import EncodeFn, model_kwargs
 from ditscale.train.config import ValConfig
 from ditscale.train.distributed import DistInfo, all_reduce_sum, reshard
@@ -55,8 +56,7 @@ class Validator:
 
     Args:
         dataset: the "val" split (map-style, items ``{"x", "y"[, "caption"]}``).
-        diffusion: the training process (``training_losses``).
-        kind: "gaussian" or "flow" (picks the timestep grid).
+        diffusion: the training process (``training_losses``; its ``kind`` picks the timestep grid).
         val: :class:`ValConfig`.
         device: where the model runs.
         info: distributed placement (pairs are split over ranks, sums all-reduced).
@@ -68,8 +68,7 @@ class Validator:
     def __init__(
         self,
         dataset,
-        diffusion,
-        kind: str,
+        diffusion: Diffusion,
         val: ValConfig,
         *,
         device: torch.device,
@@ -84,7 +83,7 @@ class Validator:
         self.x = torch.stack([it["x"] for it in items]) if items else torch.empty(0)
         self.y = torch.stack([torch.as_tensor(it["y"]) for it in items]) if items and "y" in items[0] else None
         self.captions = [it.get("caption", "") for it in items]
-        self.t = timestep_grid(kind, val.num_timesteps, getattr(diffusion, "num_timesteps", 1000))
+        self.t = timestep_grid(diffusion.kind, val.num_timesteps, getattr(diffusion, "num_timesteps", 1000))
         self.bucket = bucket_of(val.num_timesteps, val.buckets)
 
     @property
