@@ -21,7 +21,7 @@ from ditscale.flops import fmt_flops
 from ditscale.laws.fit import loss_law_name
 from ditscale.laws.isoflop import fit_log_n_parabola
 from ditscale.laws.parametric import ParametricFit, allocation
-from ditscale.laws.summary import BacktestSummary, BudgetSummary, LawsSummary
+from ditscale.laws.results import BacktestSummary, BudgetSummary, LawsSummary
 
 
 def error_bar(value: float, ci) -> list | None:
