@@ -190,17 +190,6 @@ class SaturatingSummary(_Intervals, SaturatingValues):
 
 
 @dataclass(frozen=True, kw_only=True)
-class BootstrapInfo(Record):
-    """A bootstrap: ``resamples`` of whole runs (stratified by budget), its ``seed``, the ``failed``
-    refits, and by quantity the resamples that refitted to no finite value (``nonfinite``)."""
-
-    resamples: int
-    seed: int
-    failed: int
-    nonfinite: dict[str, int] | None = absent()
-
-
-@dataclass(frozen=True, kw_only=True)
 class BudgetSummary(Record):
     """One isoFLOP budget's optimum of the parabola in log N: N* (params), D* (tokens), L*; None where
     ``degenerate`` (not convex); ``edge`` when N* lies at the edge of the runs. ``held_out``: whether the
@@ -251,7 +240,7 @@ class FitSummary(ComputeLawsSummary):
     budgets: tuple[BudgetSummary, ...]
     n_runs: int
     options: dict[str, Any]
-    bootstrap: BootstrapInfo | None
+    bootstrap: dict[str, Any] | None  # resamples, seed, failed refits (and nonfinite: by quantity)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -261,7 +250,7 @@ class EnvelopeSummary(ComputeLawsSummary):
     envelope: tuple[EnvelopePointSummary, ...]
     n_runs: int
     options: dict[str, Any]
-    bootstrap: BootstrapInfo | None
+    bootstrap: dict[str, Any] | None  # resamples, seed, failed refits (and nonfinite: by quantity)
 
 
 # -- estimates and predictions ---------------------------------------------------------------------
@@ -434,7 +423,7 @@ class ParametricSummary(_Intervals, Record):
     n_runs: int
     objective: float
     options: dict[str, Any]
-    bootstrap: BootstrapInfo | None
+    bootstrap: dict[str, Any] | None  # resamples, seed, failed refits (and nonfinite: by quantity)
     prediction: PredictionSummary | None = absent()
     backtest: tuple[BacktestSummary, ...] | None = absent()
 
