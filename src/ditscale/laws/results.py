@@ -233,24 +233,35 @@ class ComputeLawsSummary(Record):
 
 
 @dataclass(frozen=True, kw_only=True)
-class FitSummary(ComputeLawsSummary):
-    """An Approach 2 fit (``fit isoflop --json``, laws.json's laws and its ``backtest_fit``): the compute
-    laws, the per-budget optima, the runs fitted, the fit's options and its bootstrap (None without)."""
+class _FitTail(Record):
+    """The keys every Approach 1/2 fit ends with: the runs fitted, the fit's options, its bootstrap
+    (resamples, seed, failed refits and, by quantity, the nonfinite ones; None without)."""
 
-    budgets: tuple[BudgetSummary, ...]
     n_runs: int
     options: dict[str, Any]
-    bootstrap: dict[str, Any] | None  # resamples, seed, failed refits (and nonfinite: by quantity)
+    bootstrap: dict[str, Any] | None
 
 
 @dataclass(frozen=True, kw_only=True)
-class EnvelopeSummary(ComputeLawsSummary):
-    """An Approach 1 fit (``fit envelope --json``): the compute laws and the envelope points."""
+class _Budgets(ComputeLawsSummary):
+    budgets: tuple[BudgetSummary, ...]
 
+
+@dataclass(frozen=True, kw_only=True)
+class _Envelope(ComputeLawsSummary):
     envelope: tuple[EnvelopePointSummary, ...]
-    n_runs: int
-    options: dict[str, Any]
-    bootstrap: dict[str, Any] | None  # resamples, seed, failed refits (and nonfinite: by quantity)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FitSummary(_FitTail, _Budgets):  # keys: the laws, budgets, then _FitTail's (see _Flops)
+    """An Approach 2 fit (``fit isoflop --json``, laws.json's laws and its ``backtest_fit``): the compute
+    laws, the per-budget optima, the runs fitted, the fit's options and its bootstrap."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class EnvelopeSummary(_FitTail, _Envelope):
+    """An Approach 1 fit (``fit envelope --json``): the compute laws, the envelope points, the runs
+    fitted, the options and the bootstrap."""
 
 
 # -- estimates and predictions ---------------------------------------------------------------------
@@ -553,22 +564,26 @@ class QualityVsLoss(QualityLawSummary):
     spearman: float | None
 
 
+# A base listed last leads the key order: dataclass fields follow the bases in reverse method-resolution
+# order, so its one field comes first in to_dict (as laws.json has always written it).
 @dataclass(frozen=True, kw_only=True)
-class QualityPrediction(Record):
+class _Flops(Record):
+    flops: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Metric(Record):
+    metric: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class QualityPrediction(EstimateSummary, _Flops):
     """The quality law at the target budget ``flops`` (FLOPs): its value and 90% interval."""
 
-    flops: float
-    value: float
-    ci90: Interval | None
-
 
 @dataclass(frozen=True, kw_only=True)
-class QualityPaper(Record):
+class QualityPaper(PowerLawSummary, _Metric):
     """The paper's quality law ``metric = coefficient * C^exponent`` (FID, C in FLOPs)."""
-
-    metric: str
-    coefficient: float
-    exponent: float
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -594,7 +609,7 @@ class _Named(Record):
 
 
 @dataclass(frozen=True, kw_only=True)
-class LawsSummary(FitSummary, _Named):  # _Named last among the bases: ``study`` is laws.json's first key
+class LawsSummary(FitSummary, _Named):  # _Named last: ``study`` leads (see _Flops)
     """The whole of laws.json (schema version :data:`SCHEMA_VERSION`): the study's name, the Approach 2 fit
     of all budgets (:class:`FitSummary`), and what the analysis adds: the isoFLOP point ``checks``,
     Approach 3 (``parametric``, None when it did not converge), the ``backtest`` rows of record and the

@@ -374,19 +374,9 @@ def _record_row(i: int, forms: dict[str, list[BacktestSummary]], law: str) -> Ba
 
 
 # -- the prediction ---------------------------------------------------------------------------------
-def predict_study(
-    out_dir: str | Path,
-    flops: float,
-    *,
-    spec: StudySpec | None = None,
-    fitted: StudyFit | None = None,
-    with_backtest: bool = True,
-    draws: DrawStore | None = None,
-) -> dict:
-    """:func:`study_prediction` as JSON (``study predict --json``)."""
-    return study_prediction(
-        out_dir, flops, spec=spec, fitted=fitted, with_backtest=with_backtest, draws=draws
-    ).to_dict()
+def predict_study(out_dir: str | Path, flops: float, **options) -> dict:
+    """:func:`study_prediction` (same arguments) as JSON: ``study predict --json``."""
+    return study_prediction(out_dir, flops, **options).to_dict()
 
 
 def study_prediction(
@@ -668,16 +658,9 @@ def _held_out(fit: FitSummary, rows: tuple[BacktestSummary, ...]) -> dict:
 
 
 # -- comparing two studies --------------------------------------------------------------------------
-def compare_studies(
-    dir_a: str | Path,
-    dir_b: str | Path,
-    *,
-    flops: float | None = None,
-    spec_a: StudySpec | None = None,
-    spec_b: StudySpec | None = None,
-) -> dict:
-    """:func:`study_comparison` as JSON (``study compare --json``)."""
-    return study_comparison(dir_a, dir_b, flops=flops, spec_a=spec_a, spec_b=spec_b).to_dict()
+def compare_studies(dir_a: str | Path, dir_b: str | Path, **options) -> dict:
+    """:func:`study_comparison` (same arguments) as JSON: ``study compare --json``."""
+    return study_comparison(dir_a, dir_b, **options).to_dict()
 
 
 def study_comparison(
