@@ -262,7 +262,7 @@ def _print_laws_summary(laws, out_dir) -> None:
     and the isoFLOP point checks of laws.json (its dict or record)."""
     from ditscale.laws.results import LawsSummary
 
-    view = laws if isinstance(laws, LawsSummary) else LawsSummary.from_dict(laws)
+    view = laws if isinstance(laws, LawsSummary) else LawsSummary.from_dict(laws, where=f"{out_dir}/laws.json")
     par = view.parametric
     approach3 = {"params_law": par and par.n_opt_law, "tokens_law": par and par.d_opt_law}
     for law, name in (("params_law", "N_opt (params)"), ("tokens_law", "D_opt (tokens)"), ("loss_law", "L_opt")):

@@ -54,26 +54,30 @@ class Record:
     """A frozen result; ``to_dict`` gives its JSON, ``from_dict`` reads it back (strictly)."""
 
     @classmethod
-    def from_dict(cls, data: Any, *, where: str = "laws.json", remedy: str | None = None):
-        """The record of ``data``; a one-line :class:`SchemaError` naming ``where`` and the key when a key
-        is unknown or missing or a record is not a JSON object (``remedy``: what to tell the user)."""
-        return _load(cls, data, "", _Source(where, remedy or REWRITE))
+    def from_dict(cls, data: Any, *, where: str = "laws.json"):
+        """The record of ``data``; a one-line :class:`SchemaError` naming ``where`` (the file) and the key
+        when a key is unknown or missing or a record is not a JSON object."""
+        return _load(cls, data, "", _Source(where))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, keys in field order; :func:`absent` fields that are None left out."""
         return _dump(self)
 
 
-REWRITE = "rewrite it with this ditscale (`ditscale study report DIR` rewrites a study's laws.json)"
-
-
 @dataclass(frozen=True)
 class _Source:
+    """Where the JSON came from: a file (``DIR/laws.json`` names its study folder in the remedy) or a label."""
+
     where: str
-    remedy: str
+
+    def remedy(self) -> str:
+        path = Path(self.where)
+        if path.name == "laws.json" and str(path.parent) != ".":
+            return f"run `ditscale study report {path.parent}` to rewrite it from the runs"
+        return "rewrite it with this ditscale (`ditscale study report DIR` rewrites a study's laws.json)"
 
     def error(self, what: str) -> SchemaError:
-        return SchemaError(f"{self.where}: {what} (laws.json schema version {SCHEMA_VERSION}); {self.remedy}")
+        return SchemaError(f"{self.where}: {what} (laws.json schema version {SCHEMA_VERSION}); {self.remedy()}")
 
 
 @functools.cache
@@ -637,9 +641,9 @@ class LawsSummary(FitSummary, _Named):  # _Named last: ``study`` leads (see _Flo
     provenance: ProvenanceSummary
 
     @classmethod
-    def from_dict(cls, data: Any, *, where: str = "laws.json", remedy: str | None = None) -> LawsSummary:
+    def from_dict(cls, data: Any, *, where: str = "laws.json") -> LawsSummary:
         """laws.json's record; ``schema_version`` (1 when absent) must be :data:`SCHEMA_VERSION`."""
-        src = _Source(where, remedy or REWRITE)
+        src = _Source(where)
         _expect(data, dict, "", "a JSON object", src)
         version = data.get("schema_version", 1)
         if version != SCHEMA_VERSION:
@@ -653,13 +657,12 @@ class LawsSummary(FitSummary, _Named):  # _Named last: ``study`` leads (see _Flo
     @classmethod
     def read(cls, path: str | Path) -> LawsSummary:
         """The laws.json file at ``path`` (a one-line error naming it when it is damaged or off-schema)."""
-        path = Path(path)
-        remedy = f"run `ditscale study report {path.parent}` to rewrite it from the runs"
+        src = _Source(str(path))
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(Path(path).read_text())
         except (OSError, ValueError) as err:
-            raise SchemaError(f"{path} is damaged or missing ({type(err).__name__}); {remedy}") from None
-        return cls.from_dict(data, where=str(path), remedy=remedy)
+            raise SchemaError(f"{path} is damaged or missing ({type(err).__name__}); {src.remedy()}") from None
+        return cls.from_dict(data, where=str(path))
 
 
 # -- comparing two studies -------------------------------------------------------------------------

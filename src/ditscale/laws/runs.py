@@ -140,9 +140,11 @@ def read_runs_csv(path: str | Path) -> Runs:
 
 def runs_from_rows(rows: list[dict[str, str]], path: str | Path) -> Runs:
     """:func:`read_runs_csv` of a runs CSV already read as rows of text cells (``csv.DictReader``'s, e.g.
-    a study's checked runs.csv), with the same checks; ``path`` names the file in the errors."""
+    a study's checked runs.csv), with the same checks (a short row's missing cells, None there, and a
+    long row's extra ones, under the key None, count as in the file); ``path`` names the file in the errors."""
     header = [h.strip() for h in rows[0] if h is not None] if rows else []
-    return _runs_table(header, [["" if v is None else v for v in r.values()] for r in rows], Path(path))
+    cells = [[v for k, v in r.items() if k is not None and v is not None] + list(r.get(None) or []) for r in rows]
+    return _runs_table(header, [c for c in cells if any(cell.strip() for cell in c)], Path(path))
 
 
 def _runs_table(header: list[str], rows: list[list[str]], path: Path) -> Runs:

@@ -42,7 +42,7 @@ from ditscale.errors import ConfigError, DataError
 from ditscale.flops import param_counts
 from ditscale.flops import tokens_per_image as flops_tokens_per_image
 from ditscale.io import atomic_write_npz, sha256_json
-from ditscale.laws import Bootstrap, FitConfig, Runs, bootstrap, compare, fit_parametric, fit_runs, predict
+from ditscale.laws import Bootstrap, FitConfig, IsoflopFit, Runs, bootstrap, compare, fit_parametric, fit_runs, predict
 from ditscale.laws.checks import Check, isoflop_checks, loss_bend
 from ditscale.laws.draws import DrawStore, draws_key
 from ditscale.laws.fit import LOSS_LAW_NAMES
@@ -197,7 +197,7 @@ class StudyFit:
     spec: StudySpec
     runs: Runs
     rows: list[dict[str, str]]
-    fit: object
+    fit: IsoflopFit
     boot: Bootstrap | None
     checks: tuple[Check, ...]
     structure: ResidualStructure
