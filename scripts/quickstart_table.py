@@ -170,14 +170,9 @@ def cost_rows(laws: LawsSummary) -> list[tuple[str, str, str]]:
     ]
 
 
-def record(laws: dict | LawsSummary) -> LawsSummary:
-    """laws.json's record, from the record or from the file's dict (read strictly, :meth:`LawsSummary.from_dict`)."""
-    return laws if isinstance(laws, LawsSummary) else LawsSummary.from_dict(laws)
-
-
 def render(laws: dict | LawsSummary) -> str:
     """The markdown table of a finished quickstart's laws.json (its record or dict)."""
-    laws = record(laws)
+    laws = LawsSummary.of(laws)
     rows = [*law_rows(laws), *backtest_rows(laws), prediction_row(laws), *quality_rows(laws), *cost_rows(laws)]
     lines = ["| | this study (90% bootstrap interval) | Liang et al. 2026 |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
@@ -186,7 +181,7 @@ def render(laws: dict | LawsSummary) -> str:
 
 def details(laws: dict | LawsSummary) -> str:
     """docs/studies.md's details: the fitted laws beside the paper's, the prediction, noise and checks."""
-    laws = record(laws)
+    laws = LawsSummary.of(laws)
     par, bt, paper = laws.parametric, laws.backtest_fit, laws.paper
     head = [
         "| law | Approach 2 (90% bootstrap interval) | backtest refit | Approach 3 (90%) | Liang et al. 2026 |",
@@ -251,7 +246,7 @@ def replace_block(text: str, name: str, body: str, where: str) -> str:
 
 def rendered(laws: dict | LawsSummary) -> dict[str, str]:
     """Each block's body: ``{"quickstart-table": ..., "quickstart-details": ...}`` (``laws``: its record or dict)."""
-    laws = record(laws)
+    laws = LawsSummary.of(laws)
     return {"quickstart-table": render(laws), "quickstart-details": details(laws)}
 
 

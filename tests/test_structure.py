@@ -277,13 +277,14 @@ def test_laws_json_refuses_what_the_schema_does_not_know(tmp_path):
         ({**data, "schema_version": 2}, "schema_version 2 is not one this ditscale reads"),
     ]
     for i, (bad, words) in enumerate(cases):
-        path = tmp_path / f"laws{i}.json"
+        path = tmp_path / f"study{i}" / "laws.json"
+        path.parent.mkdir()
         path.write_text(json.dumps(bad))
         with pytest.raises(DitscaleError) as err:
             LawsSummary.read(path)
         message = str(err.value)
         assert "\n" not in message and words in message and str(path) in message, message
-        assert f"ditscale study report {tmp_path}" in message, message
+        assert f"run `ditscale study report {path.parent}` to rewrite it" in message, message
 
 
 # One formatter ----------------------------------------------------------------------------------

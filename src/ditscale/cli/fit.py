@@ -118,7 +118,7 @@ def _format_compute_laws(d, boot) -> list[str]:
 
 def format_fit(fit, boot) -> str:
     """Human-readable summary of a fit and its bootstrap."""
-    from ditscale.laws.results import EnvelopeSummary, FitSummary
+    from ditscale.laws.results import EnvelopeSummary, FitSummary  # lazy: CLI start-up (scipy)
 
     how = f"; 90% intervals from {boot.n_resamples} bootstrap resamples (seed {boot.seed})" if boot else ""
     if fit.method == "parametric":
@@ -152,7 +152,7 @@ def format_fit(fit, boot) -> str:
 
 def _format_parametric(fit, boot, how: str) -> list[str]:
     """Approach 3's five values (with intervals and standard errors) and its allocation laws."""
-    from ditscale.laws.results import ParametricSummary
+    from ditscale.laws.results import ParametricSummary  # lazy: CLI start-up (scipy)
 
     d = ParametricSummary.from_dict(fit.to_dict(boot))
     solver = fit.options.get("method", "lbfgs-grid")

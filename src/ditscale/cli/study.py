@@ -260,9 +260,9 @@ def _run(args) -> int:
 def _print_laws_summary(laws, out_dir) -> None:
     """The laws with exponent intervals (Approach 3's beside them), the backtest (loss and N_opt)
     and the isoFLOP point checks of laws.json (its dict or record)."""
-    from ditscale.laws.results import LawsSummary
+    from ditscale.laws.results import LawsSummary  # lazy: CLI start-up (scipy)
 
-    view = laws if isinstance(laws, LawsSummary) else LawsSummary.from_dict(laws, where=f"{out_dir}/laws.json")
+    view = LawsSummary.of(laws, where=f"{out_dir}/laws.json")
     par = view.parametric
     approach3 = {"params_law": par and par.n_opt_law, "tokens_law": par and par.d_opt_law}
     for law, name in (("params_law", "N_opt (params)"), ("tokens_law", "D_opt (tokens)"), ("loss_law", "L_opt")):
@@ -329,7 +329,7 @@ def _print_n_opt_backtest(row, label: str = "N_opt") -> None:
 
 
 def _predict(args) -> int:
-    from ditscale.study.analyze import load_study_spec, study_prediction
+    from ditscale.study.analyze import load_study_spec, study_prediction  # lazy: CLI start-up (scipy)
 
     spec = load_study_spec(args.dir) if args.flops is None else None  # --flops is checked before the folder
     flops = args.flops if args.flops is not None else spec.target_flops
@@ -391,7 +391,7 @@ def _print_forms(forms) -> None:
 
 
 def _compare(args) -> int:
-    from ditscale.study.analyze import study_comparison
+    from ditscale.study.analyze import study_comparison  # lazy: CLI start-up (scipy)
 
     comp = study_comparison(args.dir_a, args.dir_b, flops=args.flops)
     if args.json:

@@ -655,6 +655,11 @@ class LawsSummary(FitSummary, _Named):  # _Named last: ``study`` leads (see _Flo
         return {"schema_version": SCHEMA_VERSION, **_dump(self)}
 
     @classmethod
+    def of(cls, laws: dict | LawsSummary, *, where: str = "laws.json") -> LawsSummary:
+        """``laws`` as a record: laws.json's dict read strictly (:meth:`from_dict`), or the record itself."""
+        return laws if isinstance(laws, LawsSummary) else cls.from_dict(laws, where=where)
+
+    @classmethod
     def read(cls, path: str | Path) -> LawsSummary:
         """The laws.json file at ``path`` (a one-line error naming it when it is damaged or off-schema)."""
         src = _Source(str(path))

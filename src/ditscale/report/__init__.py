@@ -39,7 +39,7 @@ def write_report(
     sample grid (one per budget).
     """
     out_dir = Path(out_dir)
-    view = laws if isinstance(laws, LawsSummary) else LawsSummary.from_dict(laws)
+    view = LawsSummary.of(laws)
     target = (view.prediction.flops if view.prediction is not None else None) or getattr(spec, "target_flops", None)
     figs = [
         (

@@ -56,7 +56,7 @@ figure{margin:8px 0} img{max-width:100%} figcaption{font-size:0.85em;color:#555}
 
 def render_html(laws: "dict | LawsSummary", figures: list[tuple[Path, str]], *, title: str) -> str:
     """The report page for ``laws`` (the laws.json dict, or its view) with ``(png, caption)`` figures embedded."""
-    view = laws if isinstance(laws, LawsSummary) else LawsSummary.from_dict(laws)
+    view = LawsSummary.of(laws)
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
         f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>",

@@ -76,7 +76,7 @@ from ditscale.laws.results import (
 from ditscale.laws.runs import runs_from_rows
 from ditscale.study.folder import StudyFolder
 from ditscale.study.plan import base_model_config, rung_config
-from ditscale.study.quality import quality_points
+from ditscale.study.quality import quality_points, sample_rows
 from ditscale.study.spec import PAPER_LAWS, StudySpec
 
 
@@ -599,7 +599,6 @@ def analyze_study(out_dir: str | Path, spec: StudySpec | None = None, *, report:
     folder.write_laws(laws.to_dict())
     if report:
         from ditscale.report import write_report  # lazy: matplotlib (CLI start-up)
-        from ditscale.study.quality import sample_rows
 
         write_report(folder.root, laws, study.spec, runs=study.runs, boot=study.boot, samples=sample_rows(folder.root))
     return laws.to_dict()
