@@ -13,9 +13,10 @@ blocks equal what it renders from the committed study (``tests/data/studies/quic
 from __future__ import annotations
 
 import argparse
-import json
 import re
 from pathlib import Path
+
+from ditscale.laws.results import LawsSummary
 
 BLOCKS = ("quickstart-table", "quickstart-details")
 
@@ -46,12 +47,12 @@ def inside(value: float, ci) -> str:
 
 
 # -- rows -----------------------------------------------------------------------------------------
-def law_rows(laws: dict) -> list[tuple[str, str, str]]:
+def law_rows(laws: LawsSummary) -> list[tuple[str, str, str]]:
     """Span and the three isoFLOP laws, Approach 3's beside them."""
-    paper, par = laws["paper"], laws.get("parametric") or {}
-    budgets = [b["flops"] for b in laws["budgets"]]
-    n, d, loss = laws["params_law"], laws["tokens_law"], laws["loss_law"]
-    n3, d3 = par.get("n_opt_law"), par.get("d_opt_law")
+    paper, par = laws.paper, laws.parametric
+    budgets = [b.flops for b in laws.budgets]
+    n, d, loss = laws.params_law, laws.tokens_law, laws.loss_law
+    n3, d3 = (par.n_opt_law, par.d_opt_law) if par else (None, None)
     rows = [
         (
             "compute span",
@@ -61,27 +62,27 @@ def law_rows(laws: dict) -> list[tuple[str, str, str]]:
         ),
         (
             "N_opt = a C^b, isoFLOP parabolas (Approach 2)",
-            f"b = {est(n['exponent'], n['ci90']['exponent'])}",
-            f"{paper['params_law']['exponent']}",
+            f"b = {est(n.exponent, n.interval('exponent'))}",
+            f"{paper['params_law'].exponent}",
         ),
     ]
     if n3:
         rows.append(
             (
                 "N_opt, Approach 3 (L = E + A/N^alpha + B/D^beta)",
-                f"b = {est(n3['exponent'], n3['ci90']['exponent'])}",
+                f"b = {est(n3.exponent, n3.interval('exponent'))}",
                 "-",
             )
         )
-    d_text = f"d = {est(d['exponent'], d['ci90']['exponent'])}"
+    d_text = f"d = {est(d.exponent, d.interval('exponent'))}"
     if d3:
-        d_text += f" / {est(d3['exponent'], d3['ci90']['exponent'])}"
+        d_text += f" / {est(d3.exponent, d3.interval('exponent'))}"
     rows += [
-        ("D_opt = c C^d (tokens), Approach 2 / 3", d_text, f"{paper['tokens_law']['exponent']}"),
+        ("D_opt = c C^d (tokens), Approach 2 / 3", d_text, f"{paper['tokens_law'].exponent}"),
         (
             "L_opt = e C^f",
-            f"f = {est(loss['exponent'], loss['ci90']['exponent'], bold=False)}",
-            f"{paper['loss_law']['exponent']}",
+            f"f = {est(loss.exponent, loss.interval('exponent'), bold=False)}",
+            f"{paper['loss_law'].exponent}",
         ),
     ]
     return rows
@@ -90,159 +91,146 @@ def law_rows(laws: dict) -> list[tuple[str, str, str]]:
 FORM_NAMES = {"power": "isoFLOP power law", "saturating": "saturating law", "parametric": "Approach 3"}
 
 
-def backtest_rows(laws: dict) -> list[tuple[str, str, str]]:
+def backtest_rows(laws: LawsSummary) -> list[tuple[str, str, str]]:
     """The held-out budget: L* by the study's loss law (every other form beside it), and N_opt by
     Approaches 2 and 3."""
-    (row,) = laws["backtest"][:1]
-    par = laws.get("parametric") or {}
-    prow = (par.get("backtest") or [None])[0]
-    law = row["loss_law"]
-    floor = f", floor E = {par['E']:.3f}" if law == "parametric" else ""
-    loss = f"{FORM_NAMES[law]} **{pct(row['relative_error'])}** (`loss_law: {law}`{floor}); " + ", ".join(
-        f"{FORM_NAMES[k]} {pct(f['relative_error'])}" for k, f in row["forms"].items() if k != law
+    (row,) = laws.backtest[:1]
+    par = laws.parametric
+    prow = (par.backtest or (None,))[0] if par else None
+    law = row.loss_law
+    floor = f", floor E = {par.E:.3f}" if law == "parametric" else ""
+    loss = f"{FORM_NAMES[law]} **{pct(row.relative_error)}** (`loss_law: {law}`{floor}); " + ", ".join(
+        f"{FORM_NAMES[k]} {pct(f.relative_error)}" for k, f in row.forms.items() if k != law
     )
-    actual = row["actual_n_opt"]
-    n_text = (
-        f"actual {g(actual)} {inside(actual, row['predicted_n_opt_ci90'])} the predicted 90% interval "
-        f"[{g(row['predicted_n_opt_ci90'][0])}, {g(row['predicted_n_opt_ci90'][1])}] (Approach 2)"
-    )
-    if prow and prow.get("predicted_n_opt_ci90"):
-        ci = prow["predicted_n_opt_ci90"]
+    actual, ci = row.actual_n_opt, row.predicted_n_opt_ci90
+    n_text = f"actual {g(actual)} {inside(actual, ci)} the predicted 90% interval [{g(ci[0])}, {g(ci[1])}] (Approach 2)"
+    if prow and prow.predicted_n_opt_ci90:
+        ci = prow.predicted_n_opt_ci90
         n_text += f"; {inside(actual, ci)} [{g(ci[0])}, {g(ci[1])}] (Approach 3)"
-    at = g(row["flops"])
+    at = g(row.flops)
     return [(f"backtest at {at} FLOPs: L*", loss, "-"), ("backtest: N_opt", n_text, "-")]
 
 
-def prediction_row(laws: dict) -> tuple[str, str, str]:
+def prediction_row(laws: LawsSummary) -> tuple[str, str, str]:
     """N_opt at the spec's target, with the width of its interval, Approach 3's beside it."""
-    pred = laws["prediction"]
-    n = pred["n_opt"]
-    text = (
-        f"N_opt {g(n['value'], 2)} [{g(n['ci90'][0], 2)}, {g(n['ci90'][1], 2)}] "
-        f"({n['ci90'][1] / n['ci90'][0]:.1f}x wide)"
-    )
-    p3 = (laws.get("parametric") or {}).get("prediction")
+    pred = laws.prediction
+    n = pred.n_opt
+    text = f"N_opt {g(n.value, 2)} [{g(n.ci90[0], 2)}, {g(n.ci90[1], 2)}] ({n.ci90[1] / n.ci90[0]:.1f}x wide)"
+    p3 = laws.parametric.prediction if laws.parametric else None
     if p3:
-        m = p3["n_opt"]
-        text += f"; Approach 3 {g(m['value'], 2)} [{g(m['ci90'][0], 2)}, {g(m['ci90'][1], 2)}]"
-    return (f"prediction at {g(pred['flops'])} FLOPs", text, "-")
+        m = p3.n_opt
+        text += f"; Approach 3 {g(m.value, 2)} [{g(m.ci90[0], 2)}, {g(m.ci90[1], 2)}]"
+    return (f"prediction at {g(pred.flops)} FLOPs", text, "-")
 
 
-def quality_rows(laws: dict) -> list[tuple[str, str, str]]:
+def quality_rows(laws: LawsSummary) -> list[tuple[str, str, str]]:
     """The quality law in compute, its backtest and its rank correlation with the loss."""
-    q = laws.get("quality")
+    q = laws.quality
     if not q:
         return []
-    law, bt, vs = q["law"], q["backtest"], q.get("vs_loss") or {}
+    law, bt, vs = q.law, q.backtest, q.vs_loss
     rows = [
         (
             "sample quality = g C^h (FD of the shapes evaluator, each budget's best model; FID for the paper)",
-            f"h = {est(law['exponent'], law['ci90']['exponent'])}",
-            f"{q['paper']['exponent']}",
+            f"h = {est(law.exponent, law.interval('exponent'))}",
+            f"{q.paper.exponent}",
         )
     ]
     if bt:
-        text = f"FD predicted {bt['predicted']:.0f}, actual {bt['actual']:.0f}: **{pct(bt['relative_error'])}**"
-        if vs.get("spearman") is not None:
-            text += f"; Spearman(FD, loss) = {vs['spearman']:.2f} over {len(q['points'])} models"
-        rows.append(
-            (f"quality backtest at {g(bt['flops'])} FLOPs / quality vs loss", text, "loss trend matches quality")
-        )
+        text = f"FD predicted {bt.predicted:.0f}, actual {bt.actual:.0f}: **{pct(bt.relative_error)}**"
+        if vs is not None and vs.spearman is not None:
+            text += f"; Spearman(FD, loss) = {vs.spearman:.2f} over {len(q.points)} models"
+        rows.append((f"quality backtest at {g(bt.flops)} FLOPs / quality vs loss", text, "loss trend matches quality"))
     return rows
 
 
-def cost_rows(laws: dict) -> list[tuple[str, str, str]]:
+def cost_rows(laws: LawsSummary) -> list[tuple[str, str, str]]:
     """Trained versus grid FLOPs, study_mfu, and the wall time split into training and quality."""
-    c = laws["compute"]
+    c = laws.compute
     mfu = (
         ""
-        if c["study_mfu"] is None
-        else (
-            f"; `study_mfu` **{c['study_mfu']:.2f}** of the measured matmul peak "
-            f"({c['matmul_peak_flops'] / 1e9:.0f} GFLOP/s)"
-        )
+        if c.study_mfu is None
+        else f"; `study_mfu` **{c.study_mfu:.2f}** of the measured matmul peak ({c.matmul_peak_flops / 1e9:.0f} GFLOP/s)"
     )
-    quality_s = c.get("quality_s") or 0.0
-    fit_s = laws["wall_time"].get("analysis_s") or 0.0
-    wall = (
-        f"**{minutes(c['study_s'] + quality_s + fit_s)}** of `study run` after set-up: training {minutes(c['study_s'])}"
-    )
+    quality_s = c.quality_s or 0.0
+    fit_s = laws.wall_time.analysis_s or 0.0
+    wall = f"**{minutes(c.study_s + quality_s + fit_s)}** of `study run` after set-up: training {minutes(c.study_s)}"
     if quality_s:
-        wall += (
-            f", sampling and scoring {len((laws.get('quality') or {}).get('points', []))} models {minutes(quality_s)}"
-        )
+        scored = len(laws.quality.points) if laws.quality else 0
+        wall += f", sampling and scoring {scored} models {minutes(quality_s)}"
     if fit_s:
         wall += f", fitting with bootstraps {minutes(fit_s)} (then a few seconds of report figures)"
     return [
         (
             "efficiency",
-            f"shared trunks trained {g(c['trained_flops'], 2)} of the grid's {g(c['grid_flops'], 2)} FLOPs{mfu}",
+            f"shared trunks trained {g(c.trained_flops, 2)} of the grid's {g(c.grid_flops, 2)} FLOPs{mfu}",
             "-",
         ),
         ("wall time", wall, "-"),
     ]
 
 
-def render(laws: dict) -> str:
-    """The markdown table of a finished quickstart's laws.json."""
+def render(laws: dict | LawsSummary) -> str:
+    """The markdown table of a finished quickstart's laws.json (its record or dict)."""
+    laws = LawsSummary.of(laws)
     rows = [*law_rows(laws), *backtest_rows(laws), prediction_row(laws), *quality_rows(laws), *cost_rows(laws)]
     lines = ["| | this study (90% bootstrap interval) | Liang et al. 2026 |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     return "\n".join(lines)
 
 
-def details(laws: dict) -> str:
+def details(laws: dict | LawsSummary) -> str:
     """docs/studies.md's details: the fitted laws beside the paper's, the prediction, noise and checks."""
-    par, bt, paper = laws["parametric"], laws["backtest_fit"], laws["paper"]
-    ci = par["ci90"]
+    laws = LawsSummary.of(laws)
+    par, bt, paper = laws.parametric, laws.backtest_fit, laws.paper
     head = [
         "| law | Approach 2 (90% bootstrap interval) | backtest refit | Approach 3 (90%) | Liang et al. 2026 |",
         "|---|---|---|---|---|",
     ]
     rows = []
     for name, law, a3 in (
-        ("N_opt = a C^b", "params_law", par["n_opt_law"]),
-        ("D_opt = c C^d", "tokens_law", par["d_opt_law"]),
+        ("N_opt = a C^b", "params_law", par.n_opt_law),
+        ("D_opt = c C^d", "tokens_law", par.d_opt_law),
     ):
-        f = laws[law]
+        f = laws.law(law)
         rows.append(
-            f"| {name} | {g(f['coefficient'], 4)} C^{est(f['exponent'], f['ci90']['exponent'])} | "
-            f"C^{bt[law]['exponent']:.3f} | {g(a3['coefficient'], 3)} C^{est(a3['exponent'], a3['ci90']['exponent'])}"
-            f" | {paper[law]['coefficient']} C^**{paper[law]['exponent']}** |"
+            f"| {name} | {g(f.coefficient, 4)} C^{est(f.exponent, f.interval('exponent'))} | "
+            f"C^{bt.law(law).exponent:.3f} | {g(a3.coefficient, 3)} C^{est(a3.exponent, a3.interval('exponent'))}"
+            f" | {paper[law].coefficient} C^**{paper[law].exponent}** |"
         )
-    f = laws["loss_law"]
+    f = laws.loss_law
     rows.append(
-        f"| L_opt = e C^f | {g(f['coefficient'], 4)} C^{est(f['exponent'], f['ci90']['exponent'])} | "
-        f"C^{bt['loss_law']['exponent']:.3f} | E = {est(par['E'], ci['E'], bold=False)}, alpha "
-        f"{est(par['alpha'], ci['alpha'], 2, False)}, beta {est(par['beta'], ci['beta'], 2, False)} | "
-        f"{paper['loss_law']['coefficient']} C^**{paper['loss_law']['exponent']}** |"
+        f"| L_opt = e C^f | {g(f.coefficient, 4)} C^{est(f.exponent, f.interval('exponent'))} | "
+        f"C^{bt.loss_law.exponent:.3f} | E = {est(par.E, par.interval('E'), bold=False)}, alpha "
+        f"{est(par.alpha, par.interval('alpha'), 2, False)}, beta {est(par.beta, par.interval('beta'), 2, False)} | "
+        f"{paper['loss_law'].coefficient} C^**{paper['loss_law'].exponent}** |"
     )
     return "\n".join([*head, *rows, "", *facts(laws)])
 
 
-def facts(laws: dict) -> list[str]:
+def facts(laws: LawsSummary) -> list[str]:
     """The prediction, the seed noise, the residuals and the point checks, one bullet each."""
-    pred, noise, rs = laws["prediction"], laws["noise"], laws.get("residual_structure") or {}
-    d, img, loss, near = pred["d_opt"], pred["images_opt"], pred["loss_opt"], pred["nearest"]
+    pred, noise, rs = laws.prediction, laws.noise, laws.residual_structure
+    d, img, loss, near = pred.d_opt, pred.images_opt, pred.loss_opt, pred.nearest
     out = [
-        f"- prediction at {g(pred['flops'])} FLOPs ({pred['extrapolation']:.0f}x the largest budget): D_opt "
-        f"{g(d['value'], 2)} tokens ({g(img['value'], 2)} images), L_opt {est(loss['value'], loss['ci90'], bold=False)} "
-        f"({FORM_NAMES[pred.get('loss_law', 'power')]}), "
-        f"nearest model {near['name']} ({near['params']:,} non-embedding parameters)",
-        f"- seed-to-seed spread ({noise['seed_groups']} replicated configurations): "
-        f"{100 * noise['seed_spread']:.1f}% of the loss (sd of log L); isoFLOP parabola residuals "
-        f"{100 * noise['residual_spread']:.1f}% (ratio {noise['residual_to_seed_ratio']:.1f})",
+        f"- prediction at {g(pred.flops)} FLOPs ({pred.extrapolation:.0f}x the largest budget): D_opt "
+        f"{g(d.value, 2)} tokens ({g(img.value, 2)} images), L_opt {est(loss.value, loss.ci90, bold=False)} "
+        f"({FORM_NAMES[pred.loss_law or 'power']}), "
+        f"nearest model {near.name} ({near.params:,} non-embedding parameters)",
+        f"- seed-to-seed spread ({noise.seed_groups} replicated configurations): "
+        f"{100 * noise.seed_spread:.1f}% of the loss (sd of log L); isoFLOP parabola residuals "
+        f"{100 * noise.residual_spread:.1f}% (ratio {noise.residual_to_seed_ratio:.1f})",
     ]
-    bend = laws.get("loss_bend")
-    if bend and bend.get("t") is not None:
+    bend = laws.loss_bend
+    if bend and bend.t is not None:
         out.append(
-            f"- L_opt bends: its local exponent goes from {bend['first_exponent']:.3f} at {g(bend['first_flops'])} "
-            f"to {bend['last_exponent']:.3f} at {g(bend['last_flops'])} FLOPs (t = {bend['t']:.1f}; docs/laws.md, "
+            f"- L_opt bends: its local exponent goes from {bend.first_exponent:.3f} at {g(bend.first_flops)} "
+            f"to {bend.last_exponent:.3f} at {g(bend.last_flops)} FLOPs (t = {bend.t:.1f}; docs/laws.md, "
             "`loss_bends`)"
         )
-    if rs.get("message"):
-        out.append(f"- residual structure: {rs['message']}")
-    out += [f"- point check: {c['message']}" for c in laws.get("checks", []) if c["kind"] != "residual_structure"]
+    if rs.message:
+        out.append(f"- residual structure: {rs.message}")
+    out += [f"- point check: {c.message}" for c in laws.checks if c.kind != "residual_structure"]
     return out
 
 
@@ -256,8 +244,9 @@ def replace_block(text: str, name: str, body: str, where: str) -> str:
     return f"{head}{start}\n{body}\n{end}{tail}"
 
 
-def rendered(laws: dict) -> dict[str, str]:
-    """Each block's body: ``{"quickstart-table": ..., "quickstart-details": ...}``."""
+def rendered(laws: dict | LawsSummary) -> dict[str, str]:
+    """Each block's body: ``{"quickstart-table": ..., "quickstart-details": ...}`` (``laws``: its record or dict)."""
+    laws = LawsSummary.of(laws)
     return {"quickstart-table": render(laws), "quickstart-details": details(laws)}
 
 
@@ -272,7 +261,7 @@ def main() -> None:
         help="rewrite the blocks that FILE(s) hold (README.md, docs/studies.md)",
     )
     args = parser.parse_args()
-    bodies = rendered(json.loads(Path(args.laws).read_text()))
+    bodies = rendered(LawsSummary.read(args.laws))
     for name in args.write:
         path = Path(name)
         text = path.read_text()

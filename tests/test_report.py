@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +13,10 @@ from ditscale.laws import Runs, bootstrap, fit_isoflop
 from ditscale.report import isoflop_figure, laws_figure, render_html, residuals_figure
 from ditscale.report.figures import budget_parabola
 from ditscale.study.spec import PAPER_LAWS
+
+# laws.json is read strictly (ditscale.laws.results): the synthetic laws below fill the keys they do not
+# set from the committed quickstart's laws.json
+BASE = json.loads((Path(__file__).parent / "data" / "studies" / "quickstart" / "laws.json").read_text())
 
 
 def synthetic_runs() -> Runs:
@@ -40,11 +46,13 @@ def test_figures_and_html(tmp_path):
     # exact data: the fit recovers the generating laws
     assert fit.params_law.exponent == pytest.approx(0.5, abs=1e-9)
     assert fit.loss_law.exponent == pytest.approx(-0.1, abs=1e-9)
-    laws = {"study": "synthetic", **fit.to_dict(boot), "paper": PAPER_LAWS, "warnings": ["an example warning"]}
+    laws = {**BASE, "study": "synthetic", **fit.to_dict(boot), "paper": PAPER_LAWS, "warnings": ["an example warning"]}
+    laws.update(parametric=None, quality=None)
     laws["budgets"][-1]["held_out"] = True
     predicted = 20 * 1.6e11**-0.1 * 1.015
     laws["backtest"] = [
         {
+            **BASE["backtest"][0],
             "flops": 1.6e11,
             "predicted_loss": predicted,
             "predicted_ci90": [predicted * 0.99, predicted * 1.01],
@@ -54,15 +62,28 @@ def test_figures_and_html(tmp_path):
     ]
     laws["backtest_fit"] = fit.to_dict()
     laws["prediction"] = {
+        **BASE["prediction"],
         "flops": 1e13,
         "n_opt": {"value": 3.2e5, "ci90": [2e5, 5e5]},
         "d_opt": {"value": 5e6, "ci90": [4e6, 6e6]},
         "images_opt": {"value": 7.8e4, "ci90": [6e4, 9e4]},
         "loss_opt": {"value": 1.0, "ci90": [0.9, 1.1]},
-        "nearest": {"name": "d2-w64-h8", "params": 100_096},
+        "nearest": {**BASE["prediction"]["nearest"], "name": "d2-w64-h8", "params": 100_096},
     }
-    laws["noise"] = {"seed_spread": 0.01, "seed_groups": 2, "residual_spread": 0.012, "residual_to_seed_ratio": 1.2}
-    laws["wall_time"] = {"study_s": 123.0, "calls": 1, "runs_wall_s_sum": 200.0, "runs_cpu_s_sum": 190.0}
+    laws["noise"] = {
+        **BASE["noise"],
+        "seed_spread": 0.01,
+        "seed_groups": 2,
+        "residual_spread": 0.012,
+        "residual_to_seed_ratio": 1.2,
+    }
+    laws["wall_time"] = {
+        **BASE["wall_time"],
+        "study_s": 123.0,
+        "calls": 1,
+        "runs_wall_s_sum": 200.0,
+        "runs_cpu_s_sum": 190.0,
+    }
     figs = [
         (isoflop_figure(runs, laws, tmp_path / "isoflop.png"), "isoflop"),
         (laws_figure(laws, tmp_path / "laws.png", boot=boot, target_flops=1e13), "laws"),

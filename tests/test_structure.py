@@ -353,6 +353,74 @@ def test_train_and_study_functions_are_short():
     assert {k: v for k, v in found.items() if k not in LONG_FUNCTIONS_ALLOWED} == {}
 
 
+# One schema for laws.json ----------------------------------------------------------------------
+QUICKSTART_LAWS = SRC.parent / "tests" / "data" / "studies" / "quickstart" / "laws.json"
+
+
+def test_committed_laws_json_round_trips_through_the_schema():
+    """The committed quickstart's laws.json (written before ``schema_version``: version 1) reads into
+    the typed records and writes back key by key, in order, with the version added first."""
+    from ditscale.laws.results import SCHEMA_VERSION, LawsSummary
+
+    data = json.loads(QUICKSTART_LAWS.read_text())
+    laws = LawsSummary.read(QUICKSTART_LAWS)
+    out = laws.to_dict()
+    assert list(out)[0] == "schema_version" and out.pop("schema_version") == SCHEMA_VERSION == 1
+    assert out == data and json.dumps(out) == json.dumps(data)
+    assert LawsSummary.from_dict(laws.to_dict()) == laws and LawsSummary.from_dict(data) == laws
+
+
+def test_a_fresh_analysis_round_trips_through_the_schema(tmp_path):
+    """A study analysed now (the quickstart's runs, 20 resamples) writes the schema: its laws.json
+    reads back into records equal to the analysis's, and writes back to the same dict."""
+    import dataclasses
+    import shutil
+
+    from ditscale.laws.results import LawsSummary
+    from ditscale.study import load_spec
+    from ditscale.study.analyze import analyze_study
+    from ditscale.study.folder import StudyFolder
+
+    spec = load_spec("quickstart")
+    folder = StudyFolder(tmp_path)
+    folder.create()
+    folder.write_spec(dataclasses.replace(spec, laws=dataclasses.replace(spec.laws, bootstrap=20)))
+    shutil.copy(QUICKSTART_LAWS.with_name("runs.csv"), folder.runs_csv)
+    data = analyze_study(tmp_path, report=False)
+    laws = LawsSummary.read(folder.laws_json)
+    assert laws.to_dict() == data == json.loads(folder.laws_json.read_text())
+    assert LawsSummary.from_dict(laws.to_dict()) == laws and data["schema_version"] == 1
+
+
+def test_laws_json_refuses_what_the_schema_does_not_know(tmp_path):
+    """An unknown key (at any depth), a missing required key and an unknown schema_version are each
+    refused with one line naming the file, the key and what to do."""
+    import pytest
+
+    from ditscale.errors import DitscaleError
+    from ditscale.laws.results import LawsSummary
+
+    data = json.loads(QUICKSTART_LAWS.read_text())
+    nested = json.loads(QUICKSTART_LAWS.read_text())
+    nested["prediction"]["nearest"]["colour"] = "red"
+    missing = {k: v for k, v in data.items() if k != "noise"}
+    cases = [
+        ({**data, "n_opt_law": 1}, "unknown key 'n_opt_law'"),
+        (nested, "unknown key 'prediction.nearest.colour'"),
+        (missing, "missing key 'noise'"),
+        ({**data, "schema_version": 2}, "schema_version 2 is not one this ditscale reads"),
+    ]
+    for i, (bad, words) in enumerate(cases):
+        path = tmp_path / f"study{i}" / "laws.json"
+        path.parent.mkdir()
+        path.write_text(json.dumps(bad))
+        with pytest.raises(DitscaleError) as err:
+            LawsSummary.read(path)
+        message = str(err.value)
+        assert "\n" not in message and words in message and str(path) in message, message
+        assert f"run `ditscale study report {path.parent}` to rewrite it" in message, message
+
+
 # One formatter ----------------------------------------------------------------------------------
 def test_tree_is_ruff_formatted():
     """ruff format (pinned in the dev extra, configured in pyproject.toml) leaves every tracked Python file as it is."""

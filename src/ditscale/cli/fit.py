@@ -93,7 +93,7 @@ def _interval(ci, fmt="{:.4g}") -> str:
 
 
 def _format_compute_laws(d, boot) -> list[str]:
-    """The three compute laws and the saturating loss law of ``d`` (a :class:`FitSummary`), with
+    """The three compute laws and the saturating loss law of ``d`` (a :class:`ComputeLawsSummary`), with
     intervals when bootstrapped."""
     lines = []
     for law, name in (("params_law", "N_opt (params)"), ("tokens_law", "D_opt (tokens)"), ("loss_law", "L_opt")):
@@ -118,12 +118,12 @@ def _format_compute_laws(d, boot) -> list[str]:
 
 def format_fit(fit, boot) -> str:
     """Human-readable summary of a fit and its bootstrap."""
-    from ditscale.laws.summary import FitSummary
+    from ditscale.laws.results import EnvelopeSummary, FitSummary  # lazy: CLI start-up (scipy)
 
     how = f"; 90% intervals from {boot.n_resamples} bootstrap resamples (seed {boot.seed})" if boot else ""
     if fit.method == "parametric":
         return "\n".join(_format_parametric(fit, boot, how))
-    d = FitSummary.from_dict(fit.to_dict(boot))
+    d = (FitSummary if fit.method == "isoflop" else EnvelopeSummary).from_dict(fit.to_dict(boot))
     if fit.method == "isoflop":
         lines = [
             f"isoflop fit (Approach 2) of {fit.n_runs} runs in {len(fit.budgets)} budgets{how}",
@@ -152,7 +152,7 @@ def format_fit(fit, boot) -> str:
 
 def _format_parametric(fit, boot, how: str) -> list[str]:
     """Approach 3's five values (with intervals and standard errors) and its allocation laws."""
-    from ditscale.laws.summary import ParametricSummary
+    from ditscale.laws.results import ParametricSummary  # lazy: CLI start-up (scipy)
 
     d = ParametricSummary.from_dict(fit.to_dict(boot))
     solver = fit.options.get("method", "lbfgs-grid")

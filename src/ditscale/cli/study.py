@@ -259,10 +259,10 @@ def _run(args) -> int:
 
 def _print_laws_summary(laws, out_dir) -> None:
     """The laws with exponent intervals (Approach 3's beside them), the backtest (loss and N_opt)
-    and the isoFLOP point checks of laws.json (its dict or view)."""
-    from ditscale.laws.summary import LawsSummary
+    and the isoFLOP point checks of laws.json (its dict or record)."""
+    from ditscale.laws.results import LawsSummary  # lazy: CLI start-up (scipy)
 
-    view = laws if isinstance(laws, LawsSummary) else LawsSummary.from_dict(laws)
+    view = LawsSummary.of(laws, where=f"{out_dir}/laws.json")
     par = view.parametric
     approach3 = {"params_law": par and par.n_opt_law, "tokens_law": par and par.d_opt_law}
     for law, name in (("params_law", "N_opt (params)"), ("tokens_law", "D_opt (tokens)"), ("loss_law", "L_opt")):
@@ -273,7 +273,7 @@ def _print_laws_summary(laws, out_dir) -> None:
             line += f"   | Approach 3: C^{other.exponent:.4f}{_interval(other.interval('exponent'), '.4f')}"
         print(line)
     _print_backtest(view.backtest)
-    for row in view.parametric.backtest if view.parametric is not None else ():
+    for row in (view.parametric.backtest or ()) if view.parametric is not None else ():
         _print_n_opt_backtest(row, "Approach 3's N_opt")
     _print_quality(view.quality)
     for check in view.checks:
@@ -290,7 +290,7 @@ def _print_quality(q) -> None:
     """The quality law in compute (beside the paper's exponent) and its backtest, when the study scored samples."""
     if q is None or q.law is None:
         return
-    paper = (q.paper or {}).get("exponent")
+    paper = q.paper.exponent
     print(
         f"  {q.metric:15s} = {q.law.coefficient:.4g} * C^{q.law.exponent:.4f}"
         f"{_interval(q.law.interval('exponent'), '.4f')}   (paper, FID: C^{paper})"
@@ -307,14 +307,14 @@ def _print_backtest(rows) -> None:
     """The backtest rows of record: L* by the study's loss law, every form's error, and N_opt."""
     from ditscale.laws.fit import loss_law_name
 
-    for row in rows:
+    for row in rows or ():
         form = f" ({loss_law_name(row.loss_law)})" if row.loss_law else ""
         print(
             f"  backtest: refit without {row.flops:.3g} FLOPs predicts L* {row.predicted_loss:.4f}"
             f"{_interval(row.predicted_ci90, '.4f')}{form}, actual {row.actual_loss:.4f}, "
             f"error {row.relative_error:+.2%}"
         )
-        if len(row.forms) > 1:
+        if len(row.forms or {}) > 1:
             print(
                 "    every form: "
                 + ", ".join(f"{loss_law_name(k)} {f.relative_error:+.2%}" for k, f in row.forms.items())
@@ -329,16 +329,15 @@ def _print_n_opt_backtest(row, label: str = "N_opt") -> None:
 
 
 def _predict(args) -> int:
-    from ditscale.laws.summary import PredictionSummary
-    from ditscale.study.analyze import load_study_spec, predict_study
+    from ditscale.study.analyze import load_study_spec, study_prediction  # lazy: CLI start-up (scipy)
 
     spec = load_study_spec(args.dir) if args.flops is None else None  # --flops is checked before the folder
     flops = args.flops if args.flops is not None else spec.target_flops
-    pred = predict_study(args.dir, flops, spec=spec)
+    pred = study_prediction(args.dir, flops, spec=spec)
     if args.json:
-        print(json.dumps(pred, indent=2))
+        print(json.dumps(pred.to_dict(), indent=2))
         return 0
-    _print_prediction(PredictionSummary.from_dict(pred))
+    _print_prediction(pred)
     return 0
 
 
@@ -392,14 +391,13 @@ def _print_forms(forms) -> None:
 
 
 def _compare(args) -> int:
-    from ditscale.laws.summary import ComparisonSummary
-    from ditscale.study.analyze import compare_studies
+    from ditscale.study.analyze import study_comparison  # lazy: CLI start-up (scipy)
 
-    comp = compare_studies(args.dir_a, args.dir_b, flops=args.flops)
+    comp = study_comparison(args.dir_a, args.dir_b, flops=args.flops)
     if args.json:
-        print(json.dumps(comp, indent=2))
+        print(json.dumps(comp.to_dict(), indent=2))
         return 0
-    _print_comparison(ComparisonSummary.from_dict(comp))
+    _print_comparison(comp)
     return 0
 
 

@@ -22,7 +22,7 @@ estimators ``envelope`` / ``isoflop`` (also the one home of the isoFLOP parabola
 and drifting grids, near-duplicate sizes, outliers), ``bootstrap``, ``fit`` (:class:`FitConfig`,
 :func:`fit_runs`), ``predict`` (with the backtest), ``compare``, ``noise`` (seed vs parabola
 scatter), ``residuals`` (does a model size sit off its parabolas at every budget), ``draws``
-(bootstrap draws stored and reused by key), ``summary`` (laws.json view).
+(bootstrap draws stored and reused by key), ``results`` (the typed laws.json schema).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from ditscale.laws.parametric import ParametricFit, fit_parametric
 from ditscale.laws.powerlaw import FitWarning, PowerLaw, SaturatingLaw, fit_power_law, fit_saturating
 from ditscale.laws.predict import BacktestRow, Estimate, Prediction, backtest, nearest_model, predict
 from ditscale.laws.runs import Runs, read_runs_csv
-from ditscale.laws.summary import LawsSummary
+from ditscale.laws.results import LawsSummary
 
 __all__ = [
     "BacktestRow",

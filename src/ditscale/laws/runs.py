@@ -135,7 +135,20 @@ def read_runs_csv(path: str | Path) -> Runs:
         raise DataError(f"runs file {str(path)!r} does not exist; give a CSV with columns flops, params, tokens, loss")
     reader = csv.reader(io.StringIO(read_text(path), newline=""))
     header = [h.strip() for h in next(reader, [])]
-    rows = [r for r in reader if any(cell.strip() for cell in r)]
+    return _runs_table(header, [r for r in reader if any(cell.strip() for cell in r)], path)
+
+
+def runs_from_rows(rows: list[dict[str, str]], path: str | Path) -> Runs:
+    """:func:`read_runs_csv` of a runs CSV already read as rows of text cells (``csv.DictReader``'s, e.g.
+    a study's checked runs.csv), with the same checks (a short row's missing cells, None there, and a
+    long row's extra ones, under the key None, count as in the file); ``path`` names the file in the errors."""
+    header = [h.strip() for h in rows[0] if h is not None] if rows else []
+    cells = [[v for k, v in r.items() if k is not None and v is not None] + list(r.get(None) or []) for r in rows]
+    return _runs_table(header, [c for c in cells if any(cell.strip() for cell in c)], Path(path))
+
+
+def _runs_table(header: list[str], rows: list[list[str]], path: Path) -> Runs:
+    """The :class:`Runs` of a CSV's ``header`` and data ``rows`` (text cells), checked (see :func:`read_runs_csv`)."""
     for name in REQUIRED:
         if name not in header:
             raise DataError(f"{path.name} has no column '{name}'; need flops, params, tokens, loss")

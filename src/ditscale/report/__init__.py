@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ditscale.laws.summary import LawsSummary
+from ditscale.laws.results import LawsSummary
 from ditscale.report.figures import isoflop_figure, laws_figure, residuals_figure
 from ditscale.report.html import render_html, write_html
 from ditscale.report.quality import quality_figure, samples_figure
@@ -32,14 +32,14 @@ def write_report(
 ) -> Path:
     """Figures and ``report.html`` of the study in ``out_dir``; returns the HTML path.
 
-    ``laws`` is the laws.json dict (or its :class:`~ditscale.laws.summary.LawsSummary` view);
+    ``laws`` is the laws.json dict (or its :class:`~ditscale.laws.results.LawsSummary` record, as read strictly);
     ``runs`` (a :class:`ditscale.laws.Runs`) the runs it was fitted to and ``boot`` its bootstrap
     (for the bands; None draws no bands); ``spec`` (a study spec) supplies the target budget and the
     name when laws.json lacks them; ``samples``: ``(label, uint8 images (N, H, W, 3))`` rows of the
     sample grid (one per budget).
     """
     out_dir = Path(out_dir)
-    view = laws if isinstance(laws, LawsSummary) else LawsSummary.from_dict(laws)
+    view = LawsSummary.of(laws)
     target = (view.prediction.flops if view.prediction is not None else None) or getattr(spec, "target_flops", None)
     figs = [
         (

@@ -21,7 +21,7 @@ from ditscale.flops import fmt_flops
 from ditscale.laws.fit import loss_law_name
 from ditscale.laws.isoflop import fit_log_n_parabola
 from ditscale.laws.parametric import ParametricFit, allocation
-from ditscale.laws.summary import BacktestSummary, BudgetSummary, LawsSummary
+from ditscale.laws.results import BacktestSummary, BudgetSummary, LawsSummary
 
 
 def error_bar(value: float, ci) -> list | None:
@@ -58,14 +58,10 @@ def budget_parabola(log_n: np.ndarray, loss: np.ndarray) -> np.ndarray:
     return fit_log_n_parabola(log_n, loss).unscaled()[0]
 
 
-def _view(laws: "dict | LawsSummary") -> LawsSummary:
-    return laws if isinstance(laws, LawsSummary) else LawsSummary.from_dict(laws)
-
-
 def isoflop_figure(runs, laws: "dict | LawsSummary", path: str | Path) -> Path:
     """Loss vs N per budget with parabolas and optima; returns ``path``. ``laws``: laws.json's dict or view."""
     plt = pyplot()
-    view = _view(laws)
+    view = LawsSummary.of(laws)
     label, budgets = runs.budgets()
     colours = _budget_colours(budgets)
     held = {b.flops for b in view.budgets if b.held_out}
@@ -174,7 +170,7 @@ def laws_figure(laws: "dict | LawsSummary", path: str | Path, *, boot=None, targ
 
     ``laws``: laws.json's dict or view; ``boot``: the fit's bootstrap (bands; None draws none)."""
     plt = pyplot()
-    view = _view(laws)
+    view = LawsSummary.of(laws)
     budgets = [b for b in view.budgets if not b.degenerate]
     cs = np.array([b.flops for b in budgets])
     hi = max(cs.max(), target_flops or 0)
@@ -297,7 +293,7 @@ def _draw_optima(ax, budgets: list[BudgetSummary], key: str) -> None:
 def residuals_figure(runs, laws: "dict | LawsSummary", path: str | Path) -> Path:
     """Relative residual ``loss / parabola - 1`` of every run vs N, by budget; returns ``path``."""
     plt = pyplot()
-    view = _view(laws)
+    view = LawsSummary.of(laws)
     label, budgets = runs.budgets()
     colours = _budget_colours(budgets)
     fig, ax = plt.subplots(figsize=(7.5, 3.8), dpi=120)

@@ -9,12 +9,13 @@ from pathlib import Path
 
 from ditscale.io import atomic_write_text
 from ditscale.laws.fit import loss_law_name
-from ditscale.laws.summary import (
+from ditscale.laws.results import (
     BacktestSummary,
     BudgetSummary,
     CheckSummary,
     LawsSummary,
     LawSummary,
+    PowerLawSummary,
     NoiseSummary,
     PredictionSummary,
     QualitySummary,
@@ -55,7 +56,7 @@ figure{margin:8px 0} img{max-width:100%} figcaption{font-size:0.85em;color:#555}
 
 def render_html(laws: "dict | LawsSummary", figures: list[tuple[Path, str]], *, title: str) -> str:
     """The report page for ``laws`` (the laws.json dict, or its view) with ``(png, caption)`` figures embedded."""
-    view = laws if isinstance(laws, LawsSummary) else LawsSummary.from_dict(laws)
+    view = LawsSummary.of(laws)
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
         f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>",
@@ -132,7 +133,7 @@ def _forms_section(pred: PredictionSummary) -> list[str]:
             f"<h2>Every fitted form at C = {_num(pred.flops, '.3g')} FLOPs</h2>",
             _table(["form", "N_opt", "90% interval", "L_opt", "90% interval"], rows),
         ]
-    words = [e.message for e in pred.exponents if e.message]
+    words = [e.message for e in pred.exponents or () if e.message]
     parts += [f"<p class='bad'>{html.escape(w)}</p>" for w in words]
     if pred.exponents and not words and all(e.ci90 for e in pred.exponents):
         parts.append(
@@ -180,7 +181,7 @@ def _backtest_section(
                 _ci(f.predicted_ci90, ".4f"),
                 _error(f.relative_error),
             ]
-            for k, f in r.forms.items()
+            for k, f in (r.forms or {}).items()
         ]
     parts = [
         f"<h2>{html.escape(title)}</h2>",
@@ -210,7 +211,7 @@ def _backtest_section(
 
 def _quality_section(q: QualitySummary) -> list[str]:
     """The quality law in compute (with the paper's), its backtest and prediction, and quality vs loss."""
-    law, paper, bt = q.law, q.paper or {}, q.backtest
+    law, paper, bt = q.law, q.paper, q.backtest
     rows = [
         [
             f"{q.metric} = a C^b (compute-optimal models)",
@@ -232,10 +233,10 @@ def _quality_section(q: QualitySummary) -> list[str]:
         )
     rows.append(
         [
-            f"paper (Liang et al.): {paper.get('metric', 'fid')} = a C^b",
-            _num(paper.get("coefficient"), ".4g"),
+            f"paper (Liang et al.): {paper.metric} = a C^b",
+            _num(paper.coefficient, ".4g"),
             "",
-            _num(paper.get("exponent"), ".4f"),
+            _num(paper.exponent, ".4f"),
             "",
         ]
     )
@@ -256,26 +257,29 @@ def _quality_section(q: QualitySummary) -> list[str]:
                 ],
             )
         )
-    pred = q.prediction or {}
-    if pred.get("value") is not None:
+    pred = q.prediction
+    if pred is not None and pred.value is not None:
         parts.append(
-            f"<p>Predicted {html.escape(str(q.metric))} at {_num(pred['flops'], '.3g')} FLOPs: "
-            f"{_num(pred['value'])} {_ci(pred.get('ci90'))}</p>"
+            f"<p>Predicted {html.escape(str(q.metric))} at {_num(pred.flops, '.3g')} FLOPs: "
+            f"{_num(pred.value)} {_ci(pred.ci90)}</p>"
         )
     return parts
 
 
-def _law_row(what: str, f: LawSummary, refit: LawSummary, p: LawSummary) -> list[str]:
-    """One row of the laws table: coefficient and exponent with intervals, the refit's and the paper's."""
+def _law_row(what: str, f: LawSummary | None, refit: LawSummary | None, p: PowerLawSummary | None) -> list[str]:
+    """One row of the laws table: coefficient and exponent with intervals, the refit's and the paper's
+    ("–" for a law that is None)."""
+    value = lambda law, name: None if law is None else getattr(law, name)  # noqa: E731
+    interval = lambda name: None if f is None else f.interval(name)  # noqa: E731
     return [
         what,
-        _num(f.coefficient, ".4g"),
-        _ci(f.interval("coefficient")),
-        _num(f.exponent, ".4f"),
-        _ci(f.interval("exponent"), ".4f"),
-        _num(refit.exponent, ".4f"),
-        _num(p.coefficient, ".4g"),
-        _num(p.exponent, ".4f"),
+        _num(value(f, "coefficient"), ".4g"),
+        _ci(interval("coefficient")),
+        _num(value(f, "exponent"), ".4f"),
+        _ci(interval("exponent"), ".4f"),
+        _num(value(refit, "exponent"), ".4f"),
+        _num(value(p, "coefficient"), ".4g"),
+        _num(value(p, "exponent"), ".4f"),
     ]
 
 
@@ -288,15 +292,14 @@ def _laws_section(view: LawsSummary) -> list[str]:
         ("tokens_law", "D_opt = c C^d (tokens)"),
         ("loss_law", "L_opt = e C^f"),
     ):
-        refit = (view.backtest_fit.law(law) if view.backtest_fit else None) or LawSummary()
-        rows.append(_law_row(what, view.law(law) or LawSummary(), refit, view.paper.get(law) or LawSummary()))
+        refit = view.backtest_fit.law(law) if view.backtest_fit else None
+        rows.append(_law_row(what, view.law(law), refit, view.paper.get(law)))
     par = view.parametric
     for law, paper, what in (
         ("n_opt_law", "params_law", "Approach 3: N_opt = G (C/6)^a"),
         ("d_opt_law", "tokens_law", "Approach 3: D_opt = G^-1 (C/6)^b"),
     ):
-        f = (getattr(par, law) if par else None) or LawSummary()
-        rows.append(_law_row(what, f, LawSummary(), view.paper.get(paper) or LawSummary()))
+        rows.append(_law_row(what, getattr(par, law) if par else None, None, view.paper.get(paper)))
     return [
         "<h2>Fitted laws vs Liang et al. (2026)</h2>",
         _table(

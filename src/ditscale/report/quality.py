@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ditscale.flops import fmt_flops
-from ditscale.laws.summary import LawsSummary, QualitySummary
+from ditscale.laws.results import LawsSummary, QualitySummary
 from ditscale.report.figures import error_bar, pyplot
 
 
@@ -76,23 +76,23 @@ def _quality_vs_compute(ax, q: QualitySummary, target_flops: float | None) -> No
             capsize=3,
             label=f"backtest prediction ({bt.relative_error:+.1%})",
         )
-    pred = q.prediction or {}
-    if pred.get("value") is not None:
+    pred = q.prediction
+    if pred is not None and pred.value is not None:
         ax.errorbar(
-            [pred["flops"]],
-            [pred["value"]],
-            yerr=error_bar(pred["value"], pred.get("ci90")),
+            [pred.flops],
+            [pred.value],
+            yerr=error_bar(pred.value, pred.ci90),
             fmt="o",
             color="tab:orange",
             ms=6,
             capsize=3,
-            label=f"prediction at {fmt_flops(pred['flops'])}",
+            label=f"prediction at {fmt_flops(pred.flops)}",
         )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("C, training FLOPs")
     ax.set_ylabel(q.metric or "quality")
-    ax.set_title(f"{q.metric} of the compute-optimal models (paper: FID ∝ C^{(q.paper or {}).get('exponent', -0.234)})")
+    ax.set_title(f"{q.metric} of the compute-optimal models (paper: FID ∝ C^{q.paper.exponent})")
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=7, frameon=False)
 

@@ -10,6 +10,12 @@
   fitted form at the target side by side, how far it extrapolates, which exponents are resolved.
 - :func:`compare_studies` puts two studies' laws side by side.
 
+Each builds the typed records of :mod:`ditscale.laws.results` (:func:`study_laws`,
+:func:`study_prediction`, :func:`study_comparison`); the ``*_study`` functions return their JSON
+(``to_dict``). The study's runs are read and fitted once (:func:`fit_study`, a :class:`StudyFit`);
+the loss form of record is decided by :func:`form_of_record`; the warnings of refits and
+predictions are silenced (and the study fit's collected) by :func:`_quiet` alone.
+
 The analysis stores every bootstrap it draws in ``DIR/bootstrap.npz`` (:data:`DRAWS_FILE`,
 :class:`ditscale.laws.draws.DrawStore`, keyed by the runs and options they were drawn from);
 ``predict_study`` and ``compare_studies`` reuse the draws whose key matches, so they give exactly
@@ -25,15 +31,52 @@ import dataclasses
 import math
 import time
 import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ditscale.errors import ConfigError, DataError
+from ditscale.flops import param_counts
+from ditscale.flops import tokens_per_image as flops_tokens_per_image
+from ditscale.io import atomic_write_npz, sha256_json
+from ditscale.laws import Bootstrap, FitConfig, IsoflopFit, Runs, bootstrap, compare, fit_parametric, fit_runs, predict
+from ditscale.laws.checks import Check, isoflop_checks, loss_bend
 from ditscale.laws.draws import DrawStore, draws_key
+from ditscale.laws.fit import LOSS_LAW_NAMES
 from ditscale.laws.noise import noise_summary  # noqa: F401  (laws.json "noise"; also public here)
+from ditscale.laws.predict import INTERVAL_GOAL, backtest_rows, exponent_resolution, holdout_split
+from ditscale.laws.quality import fit_quality
+from ditscale.laws.residuals import ResidualStructure, residual_structure
+from ditscale.laws.results import (
+    BacktestSummary,
+    CheckSummary,
+    ComparisonSummary,
+    ComputeSummary,
+    DifferenceSummary,
+    EstimateSummary,
+    ExponentSummary,
+    FitSummary,
+    FormSummary,
+    LawsSummary,
+    LossBendSummary,
+    NearestModel,
+    NoiseSummary,
+    ParametricSummary,
+    PowerLawSummary,
+    PredictionSummary,
+    ProvenanceSummary,
+    QualitySummary,
+    ResidualStructureSummary,
+    StudyRef,
+    WallTime,
+)
+from ditscale.laws.runs import runs_from_rows
 from ditscale.study.folder import StudyFolder
 from ditscale.study.plan import base_model_config, rung_config
+from ditscale.study.quality import quality_points, sample_rows
 from ditscale.study.spec import PAPER_LAWS, StudySpec
 
 
@@ -54,8 +97,6 @@ def family_members(
     """``(name, non-embedding params, rung)`` of the family; a rule-based family is extended
     (deeper or wider) until a member has at least ``2 * up_to_params`` parameters. ``base``:
     :func:`~ditscale.study.plan.base_model_config` of ``spec`` if the caller has it."""
-    from ditscale.flops import param_counts
-
     base = base_model_config(spec) if base is None else base
 
     def member(rung):
@@ -76,9 +117,7 @@ def family_members(
 
 def tokens_per_image(spec: StudySpec, base=None) -> int:
     """Image tokens per training image of the family (equal for every rung)."""
-    from ditscale.flops import tokens_per_image as tpi
-
-    return int(tpi(base_model_config(spec) if base is None else base))
+    return int(flops_tokens_per_image(base_model_config(spec) if base is None else base))
 
 
 # -- stored bootstrap draws -------------------------------------------------------------------------
@@ -105,8 +144,6 @@ def load_draws(out_dir: str | Path) -> DrawStore:
 
 def write_draws(out_dir: str | Path, draws: DrawStore) -> Path:
     """Write ``draws`` atomically to ``DIR/bootstrap.npz``."""
-    from ditscale.io import atomic_write_npz
-
     return atomic_write_npz(draws_path(out_dir), draws.to_arrays())
 
 
@@ -122,176 +159,78 @@ def draws_note(out_dir: str | Path, draws: DrawStore) -> str | None:
     )
 
 
-# -- fits -------------------------------------------------------------------------------------------
-def fit_study(
-    out_dir: str | Path, spec: StudySpec | None = None, *, seed_offset: int = 0, draws: DrawStore | None = None
-):
-    """Approach 2 fit of all budgets (options: ``spec.laws``) with its bootstrap.
-
-    Returns ``(runs, fit, boot, warnings)``; ``boot`` is None with ``laws.bootstrap: 0``; the
-    warnings include the messages of the isoFLOP point checks (:func:`ditscale.laws.checks.isoflop_checks`)
-    and of the residual-structure test (:func:`ditscale.laws.residuals.residual_structure`).
-    ``draws``: reuse (and keep) bootstrap draws there (:class:`~ditscale.laws.draws.DrawStore`).
-    """
-    runs, fit, boot, warns, _ = _fit_and_check(StudyFolder(out_dir), spec, seed_offset, draws)
-    return runs, fit, boot, warns
-
-
-def _fit_and_check(folder: StudyFolder, spec: StudySpec | None, seed_offset: int = 0, draws: DrawStore | None = None):
-    """:func:`fit_study`'s ``(runs, fit, boot, warnings)`` plus the isoFLOP point checks themselves."""
-    from ditscale.laws import fit_runs
-    from ditscale.laws.checks import isoflop_checks
-    from ditscale.laws.residuals import residual_structure
-
-    spec = spec or folder.read_spec()
-    cfg = dataclasses.replace(spec.laws, seed=spec.laws.seed + seed_offset)
-    runs = folder.read_runs()
+# -- warnings and the form of record ---------------------------------------------------------------
+@contextmanager
+def _quiet() -> Iterator[list[warnings.WarningMessage]]:
+    """The one place the analysis silences warnings: every warning raised inside (the fits', numpy's
+    floating-point ones) is collected instead of printed; the study's own fit reports them (in
+    laws.json's ``warnings``), the refits and predictions drop them."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        yield caught
+
+
+def form_of_record(wanted: str, fitted: Iterable[str]) -> str:
+    """The loss form of record: ``wanted`` (the spec's ``laws.loss_law``) when that form was fitted,
+    else the isoFLOP power law ``e C^f`` ("power", always fitted)."""
+    return wanted if wanted in set(fitted) else "power"
+
+
+def loss_law_fallback(wanted: str) -> str:
+    """The warning when ``laws.loss_law`` names a form that could not be fitted."""
+    why = (
+        "Approach 3 did not converge"
+        if wanted == "parametric"
+        else "the saturating law was not fitted (needs 4 or more budgets)"
+    )
+    return f"laws.loss_law is {wanted!r} but {why}: L_opt and its backtest come from the power law e C^f"
+
+
+# -- the study's fits -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StudyFit:
+    """A study's runs read once (runs.csv) and fitted: the Approach 2 ``fit`` of all budgets with its
+    bootstrap (None with ``laws.bootstrap: 0``), the isoFLOP point ``checks``, the residual-structure
+    test, and ``warnings``: the distinct messages of the fit, the checks and the test, sorted.
+    ``to_6nd``: 6ND FLOPs per exact FLOP (:func:`six_nd_per_exact`); ``rows``: runs.csv's text cells."""
+
+    spec: StudySpec
+    runs: Runs
+    rows: list[dict[str, str]]
+    fit: IsoflopFit
+    boot: Bootstrap | None
+    checks: tuple[Check, ...]
+    structure: ResidualStructure
+    warnings: tuple[str, ...]
+    to_6nd: float
+
+
+def read_study_runs(folder: StudyFolder) -> tuple[Runs, list[dict[str, str]]]:
+    """The study's runs.csv, read once: its checked rows of text cells and their :class:`Runs`."""
+    rows = folder.read_runs_rows()
+    if not rows:
+        return folder.read_runs(), rows  # no runs.csv: the folder's one-line error
+    return runs_from_rows(rows, folder.runs_csv), rows
+
+
+def fit_study(
+    out_dir: str | Path, spec: StudySpec | None = None, *, seed_offset: int = 0, draws: DrawStore | None = None
+) -> StudyFit:
+    """Approach 2 fit of all budgets (options: ``spec.laws``; seed plus ``seed_offset``) with its bootstrap,
+    the isoFLOP point checks (:func:`ditscale.laws.checks.isoflop_checks`) and the residual-structure
+    test (:func:`ditscale.laws.residuals.residual_structure`), whose messages join the fit's warnings.
+    ``draws``: reuse (and keep) bootstrap draws there (:class:`~ditscale.laws.draws.DrawStore`)."""
+    folder = StudyFolder(out_dir)
+    spec = spec or folder.read_spec()
+    cfg = dataclasses.replace(spec.laws, seed=spec.laws.seed + seed_offset)
+    runs, rows = read_study_runs(folder)
+    with _quiet() as caught:
         fit, boot = fit_runs(runs, cfg, draws)
-    checks = isoflop_checks(runs, fit, cfg.loss_law)
-    structure = residual_structure(runs, cfg.budget_rtol).message
-    found = {str(w.message) for w in caught} | {c.message for c in checks} | ({structure} if structure else set())
-    return runs, fit, boot, sorted(found), checks
-
-
-def _backtest_rows(refit, boot, full_isoflop, held_flops, saturating: bool = False, to_6nd: float = 1.0) -> list[dict]:
-    """The backtest rows as laws.json stores them (:func:`ditscale.laws.predict.backtest_rows`'s keys),
-    each with the 90% intervals of the predicted loss and N_opt from the refit's bootstrap and
-    whether the actual values lie inside. ``to_6nd``: 6ND FLOPs per FLOP, for Approach 3's refit."""
-    from ditscale.laws import predict
-    from ditscale.laws.predict import backtest_rows
-
-    inside = lambda ci, x: None if ci is None or x is None else bool(ci[0] <= x <= ci[1])  # noqa: E731
-    out = []
-    for row in backtest_rows(refit, full_isoflop, held_flops, saturating, to_6nd):
-        est = predict(refit, row.flops * to_6nd, boot=boot, saturating=saturating)
-        out.append(
-            {
-                **row.to_dict(),
-                "predicted_ci90": est.loss_opt.ci90,
-                "within_ci90": inside(est.loss_opt.ci90, row.actual_loss),
-                "predicted_n_opt_ci90": est.n_opt.ci90,
-                "n_opt_within_ci90": inside(est.n_opt.ci90, row.actual_n_opt),
-            }
-        )
-    return out
-
-
-def _holdout_split(runs, spec: StudySpec):
-    """``(runs without the spec.holdout largest budgets, their FLOPs)`` (warnings of the split silenced)."""
-    from ditscale.laws.predict import holdout_split
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return holdout_split(runs, spec.holdout, spec.laws.budget_rtol)
-
-
-def backtest_study(runs, spec: StudySpec, fit=None, draws: DrawStore | None = None, to_6nd: float = 1.0) -> dict:
-    """Refit without the ``spec.holdout`` largest budgets and predict their compute-optimal loss and N_opt.
-
-    Every loss form is backtested (:data:`ditscale.laws.fit.LOSS_LAWS`): the isoFLOP refit's power law and
-    saturating law, and Approach 3 refitted to the same runs (its C = 6ND target is the held-out
-    FLOPs times ``to_6nd``, :func:`six_nd_per_exact`). The rows of record take N_opt from the
-    isoFLOP refit and the loss from ``spec.laws.loss_law`` (the power law when that form could not
-    be fitted); each row names its ``loss_law`` and carries every form's loss under ``forms``.
-
-    ``fit`` is the study's isoFLOP fit of all runs (``fit_study``), which gives the held-out
-    budgets' actual L* and N*; it is refitted when not given. Returns ``{"rows": [{flops,
-    predicted_loss, predicted_ci90, actual_loss, relative_error, within_ci90, predicted_n_opt,
-    predicted_n_opt_ci90, actual_n_opt (None for an edge or degenerate optimum), n_opt_within_ci90,
-    loss_law, forms}], "forms": {form: rows of that form alone (Approach 3's with its own N_opt)},
-    "loss_law": the form of record, "fit": the refit's laws (JSON shape), "budgets": fitted budget
-    FLOPs}``. ``draws``: reuse (and keep) the refits' bootstraps there.
-    """
-    from ditscale.laws import fit_isoflop, fit_runs
-
-    cfg, holdout = spec.laws, spec.holdout
-    budget_flops = [float(c) for c in runs.budgets(cfg.budget_rtol)[1]]
-    if holdout < 1:
-        return {"rows": [], "forms": {}, "loss_law": cfg.loss_law, "fit": None, "budgets": budget_flops}
-    sub, held_flops = _holdout_split(runs, spec)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        refit, boot = fit_runs(sub, cfg, draws)
-        full = fit if fit is not None else fit_isoflop(runs, **cfg.fit_options())
-        forms = {"power": _backtest_rows(refit, boot, full, held_flops)}
-        if refit.loss_law_saturating is not None:
-            forms["saturating"] = _backtest_rows(refit, boot, full, held_flops, saturating=True)
-        par = _parametric_fit(sub, cfg, draws)
-        if par is not None:
-            forms["parametric"] = _backtest_rows(*par, full, held_flops, to_6nd=to_6nd)
-    forms = {name: [{**row, "loss_law": name} for row in rows] for name, rows in forms.items()}
-    law = cfg.loss_law if cfg.loss_law in forms else "power"
-    rows = [_record_row(i, forms, law) for i in range(len(held_flops))]
-    return {
-        "rows": rows,
-        "forms": forms,
-        "loss_law": law,
-        "fit": refit.to_dict(boot),
-        "budgets": budget_flops[: len(budget_flops) - holdout],
-    }
-
-
-_LOSS_KEYS = ("predicted_loss", "predicted_ci90", "relative_error", "within_ci90")
-
-
-def _record_row(i: int, forms: dict[str, list[dict]], law: str) -> dict:
-    """Held-out budget ``i``'s row of record: the isoFLOP refit's N_opt, the loss of form ``law``,
-    and every form's loss under ``forms``."""
-    row = {**forms["power"][i], **{k: forms[law][i][k] for k in _LOSS_KEYS}, "loss_law": law}
-    row["forms"] = {name: {k: rows[i][k] for k in _LOSS_KEYS} for name, rows in forms.items()}
-    return row
-
-
-def parametric_summary(
-    fitted, runs, cfg=None, target_flops: float | None = None, tpi: int | None = None, to_6nd: float = 1.0
-) -> dict | None:
-    """Approach 3 (``L = E + A/N^alpha + B/D^beta``) as JSON, or None if it did not converge.
-
-    ``fitted``: :func:`_parametric_fit`'s ``(fit, Bootstrap or None)`` of ``runs``, or None. ``cfg``
-    (a :class:`~ditscale.laws.FitConfig`, the spec's ``laws``; default: its defaults) gave the
-    solver (``parametric_method``, ``delta``, ``top_k``) and the bootstrap (``cfg.resamples``
-    resamples of whole runs, stratified by budget, seed ``cfg.seed``): intervals and standard
-    errors of E, A, B, alpha, beta and of the implied N_opt / D_opt laws. With ``target_flops``,
-    ``prediction`` holds the compute-optimal N, D (tokens, and images with ``tpi`` tokens per
-    image) and loss there with 90% intervals. Approach 3 allocates compute as C = 6ND, so an exact
-    FLOP target is first converted with ``to_6nd`` (6ND FLOPs per exact FLOP; :func:`six_nd_per_exact`);
-    the prediction keeps the exact target as ``flops`` and adds ``flops_6nd``.
-    """
-    from ditscale.laws import FitConfig, predict
-
-    cfg = cfg or FitConfig()
-    if fitted is None:
-        return None
-    fit, boot = fitted
-    out = fit.to_dict(boot)
-    if target_flops is not None:
-        largest = max(runs.budgets(cfg.budget_rtol)[1]) * to_6nd
-        with np.errstate(all="ignore"):
-            pred = predict(fit, target_flops * to_6nd, boot=boot, tokens_per_image=tpi, trained_flops=largest).to_dict()
-        out["prediction"] = {**pred, "flops": float(target_flops), "flops_6nd": float(target_flops * to_6nd)}
-    return out
-
-
-def _parametric_fit(runs, cfg, draws: DrawStore | None = None):
-    """Approach 3 fitted to ``runs`` and bootstrapped per ``cfg`` (reusing ``draws``): ``(fit,
-    Bootstrap or None)``, or None when the fit fails or is not finite."""
-    from ditscale.laws import bootstrap, fit_parametric
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            fit = fit_parametric(runs, **cfg.parametric_options())
-    except (DataError, ValueError, FloatingPointError):
-        return None
-    if not all(math.isfinite(getattr(fit, k)) for k in ("E", "A", "B", "alpha", "beta")):
-        return None
-    if cfg.resamples < 2:
-        return fit, None
-    if draws is None:
-        return fit, bootstrap(runs, fit, cfg.resamples, cfg.seed)
-    return fit, draws.bootstrap("parametric", runs, fit, cfg.parametric_options(), cfg.resamples, cfg.seed)
+    checks = tuple(isoflop_checks(runs, fit, cfg.loss_law))
+    structure = residual_structure(runs, cfg.budget_rtol)
+    found = {str(w.message) for w in caught} | {c.message for c in checks}
+    found |= {structure.message} if structure.message else set()
+    return StudyFit(spec, runs, rows, fit, boot, checks, structure, tuple(sorted(found)), six_nd_per_exact(rows))
 
 
 def six_nd_per_exact(rows: list[dict]) -> float:
@@ -307,129 +246,250 @@ def six_nd_per_exact(rows: list[dict]) -> float:
     return math.exp(sum(map(math.log, ratios)) / len(ratios)) if ratios else 1.0  # no 6ND column: C as given
 
 
-def predict_study(
+def _parametric_fit(runs: Runs, cfg: FitConfig, draws: DrawStore | None = None):
+    """Approach 3 fitted to ``runs`` and bootstrapped per ``cfg`` (reusing ``draws``): ``(fit,
+    Bootstrap or None)``, or None when the fit fails or is not finite."""
+    try:
+        with _quiet():
+            fit = fit_parametric(runs, **cfg.parametric_options())
+    except (DataError, ValueError, FloatingPointError):
+        return None
+    if not all(math.isfinite(getattr(fit, k)) for k in ("E", "A", "B", "alpha", "beta")):
+        return None
+    if cfg.resamples < 2:
+        return fit, None
+    if draws is None:
+        return fit, bootstrap(runs, fit, cfg.resamples, cfg.seed)
+    return fit, draws.bootstrap("parametric", runs, fit, cfg.parametric_options(), cfg.resamples, cfg.seed)
+
+
+def parametric_summary(
+    fitted,
+    runs: Runs,
+    cfg: FitConfig | None = None,
+    target_flops: float | None = None,
+    tpi: int | None = None,
+    to_6nd: float = 1.0,
+) -> ParametricSummary | None:
+    """Approach 3 (``L = E + A/N^alpha + B/D^beta``) as laws.json's ``parametric``, or None if it did not converge.
+
+    ``fitted``: :func:`_parametric_fit`'s ``(fit, Bootstrap or None)`` of ``runs``, or None. ``cfg``
+    (a :class:`~ditscale.laws.FitConfig`, the spec's ``laws``; default: its defaults) gave the
+    solver (``parametric_method``, ``delta``, ``top_k``) and the bootstrap (``cfg.resamples``
+    resamples of whole runs, stratified by budget, seed ``cfg.seed``): intervals and standard
+    errors of E, A, B, alpha, beta and of the implied N_opt / D_opt laws. With ``target_flops``,
+    ``prediction`` holds the compute-optimal N, D (tokens, and images with ``tpi`` tokens per
+    image) and loss there with 90% intervals. Approach 3 allocates compute as C = 6ND, so an exact
+    FLOP target is first converted with ``to_6nd`` (6ND FLOPs per exact FLOP; :func:`six_nd_per_exact`);
+    the prediction keeps the exact target as ``flops`` and adds ``flops_6nd``.
+    """
+    cfg = cfg or FitConfig()
+    if fitted is None:
+        return None
+    fit, boot = fitted
+    out = ParametricSummary.from_dict(fit.to_dict(boot))
+    if target_flops is None:
+        return out
+    largest = max(runs.budgets(cfg.budget_rtol)[1]) * to_6nd
+    with _quiet():
+        pred = predict(fit, target_flops * to_6nd, boot=boot, tokens_per_image=tpi, trained_flops=largest).to_dict()
+    pred = {**pred, "flops": float(target_flops), "flops_6nd": float(target_flops * to_6nd)}
+    return dataclasses.replace(out, prediction=PredictionSummary.from_dict(pred))
+
+
+# -- the backtest -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Backtest:
+    """:func:`backtest_study`'s result: the ``rows`` of record (N_opt from the isoFLOP refit, the loss
+    of the form of record, every form's loss under ``forms``), Approach 3's own rows (``parametric``;
+    () when it did not converge on the refit's runs) and the refit's laws (``fit``; None without a
+    holdout)."""
+
+    rows: tuple[BacktestSummary, ...]
+    parametric: tuple[BacktestSummary, ...]
+    fit: FitSummary | None
+
+
+def backtest_study(study: StudyFit, fit=None, draws: DrawStore | None = None) -> Backtest:
+    """Refit without the ``spec.holdout`` largest budgets and predict their compute-optimal loss and N_opt.
+
+    Every loss form is backtested (:data:`ditscale.laws.fit.LOSS_LAWS`): the isoFLOP refit's power law and
+    saturating law, and Approach 3 refitted to the same runs (its C = 6ND target is the held-out
+    FLOPs times ``study.to_6nd``, :func:`six_nd_per_exact`). The rows of record take N_opt from the
+    isoFLOP refit and the loss from the form of record (:func:`form_of_record` of the forms the refit
+    could fit); each row names its ``loss_law`` and carries every form's loss under ``forms``.
+
+    ``fit`` is the study's isoFLOP fit of all runs, which gives the held-out budgets' actual L* and N*
+    (default: ``study.fit``). ``draws``: reuse (and keep) the refits' bootstraps there.
+    """
+    spec, runs = study.spec, study.runs
+    cfg = spec.laws
+    if spec.holdout < 1:
+        return Backtest((), (), None)
+    with _quiet():
+        sub, held_flops = holdout_split(runs, spec.holdout, cfg.budget_rtol)
+        refit, boot = fit_runs(sub, cfg, draws)
+        full = fit if fit is not None else study.fit
+        forms = {"power": _backtest_rows(refit, boot, full, held_flops)}
+        if refit.loss_law_saturating is not None:
+            forms["saturating"] = _backtest_rows(refit, boot, full, held_flops, saturating=True)
+        par = _parametric_fit(sub, cfg, draws)
+        if par is not None:
+            forms["parametric"] = _backtest_rows(*par, full, held_flops, to_6nd=study.to_6nd)
+    forms = {name: [dataclasses.replace(row, loss_law=name) for row in rows] for name, rows in forms.items()}
+    law = form_of_record(cfg.loss_law, forms)
+    rows = tuple(_record_row(i, forms, law) for i in range(len(held_flops)))
+    return Backtest(rows, tuple(forms.get("parametric", ())), FitSummary.from_dict(refit.to_dict(boot)))
+
+
+def _backtest_rows(refit, boot, full_isoflop, held_flops, saturating: bool = False, to_6nd: float = 1.0):
+    """The backtest rows (:func:`ditscale.laws.predict.backtest_rows`), each with the 90% intervals of
+    the predicted loss and N_opt from the refit's bootstrap and whether the actual values lie inside.
+    ``to_6nd``: 6ND FLOPs per FLOP, for Approach 3's refit."""
+    inside = lambda ci, x: None if ci is None or x is None else bool(ci[0] <= x <= ci[1])  # noqa: E731
+    out = []
+    for row in backtest_rows(refit, full_isoflop, held_flops, saturating, to_6nd):
+        est = predict(refit, row.flops * to_6nd, boot=boot, saturating=saturating)
+        out.append(
+            BacktestSummary(
+                **row.to_dict(),
+                predicted_ci90=est.loss_opt.ci90,
+                within_ci90=inside(est.loss_opt.ci90, row.actual_loss),
+                predicted_n_opt_ci90=est.n_opt.ci90,
+                n_opt_within_ci90=inside(est.n_opt.ci90, row.actual_n_opt),
+            )
+        )
+    return out
+
+
+def _record_row(i: int, forms: dict[str, list[BacktestSummary]], law: str) -> BacktestSummary:
+    """Held-out budget ``i``'s row of record: the isoFLOP refit's N_opt, the loss of form ``law``,
+    and every form's loss under ``forms``."""
+    return dataclasses.replace(
+        forms["power"][i],
+        **dataclasses.asdict(forms[law][i].loss()),
+        loss_law=law,
+        forms={name: rows[i].loss() for name, rows in forms.items()},
+    )
+
+
+# -- the prediction ---------------------------------------------------------------------------------
+def predict_study(out_dir: str | Path, flops: float, **options) -> dict:
+    """:func:`study_prediction` (same arguments) as JSON: ``study predict --json``."""
+    return study_prediction(out_dir, flops, **options).to_dict()
+
+
+def study_prediction(
     out_dir: str | Path,
     flops: float,
     *,
     spec: StudySpec | None = None,
-    fitted=None,
+    fitted: StudyFit | None = None,
     with_backtest: bool = True,
     draws: DrawStore | None = None,
-) -> dict:
-    """Compute-optimal model at ``flops`` training FLOPs from the study in ``out_dir`` (JSON-ready).
+) -> PredictionSummary:
+    """Compute-optimal model at ``flops`` training FLOPs from the study in ``out_dir``.
 
-    Keys: ``flops``; ``n_opt`` (non-embedding params), ``d_opt`` (tokens), ``images_opt`` (images),
-    ``loss_opt``, each ``{"value", "ci90"}``; ``nearest`` (the family member nearest N_opt:
-    name, depth, hidden_size, num_heads, params, params_total, in_ladder); ``tokens_per_image``;
-    ``largest_budget`` and ``extrapolation`` (``flops`` over it); ``forms`` (:func:`prediction_forms`:
-    every fitted form's N_opt and L_opt at ``flops``); ``loss_law`` (the form ``loss_opt`` comes
-    from: ``spec.laws.loss_law``, or "power" with a warning when that form could not be fitted);
-    ``exponents`` (:func:`exponent_checks`);
-    ``residual_structure`` (:func:`ditscale.laws.residuals.residual_structure`); ``backtest`` (see
-    :func:`backtest_study`; unless ``with_backtest`` is False); ``warnings`` (the fit's, the
-    exponents' and, past 100x, the extrapolation's); ``notes`` (one line when a bootstrap was redrawn).
-    ``spec``: the study's spec when the caller has it (else read from ``DIR/spec.yaml``);
-    ``fitted``: ``fit_study``'s result when already fitted; ``draws``: the bootstrap draws to use
-    and keep (default: ``DIR/bootstrap.npz``'s, reporting redraws in ``notes``).
+    Fields (:class:`~ditscale.laws.results.PredictionSummary`): ``flops``; ``n_opt`` (non-embedding
+    params), ``d_opt`` (tokens), ``images_opt`` (images), ``loss_opt``, each a value and ``ci90``;
+    ``nearest`` (the family member nearest N_opt); ``tokens_per_image``; ``largest_budget`` and
+    ``extrapolation`` (``flops`` over it); ``forms`` (:func:`prediction_forms`: every fitted form's
+    N_opt and L_opt at ``flops``); ``loss_law`` (the form ``loss_opt`` comes from,
+    :func:`form_of_record`, with a warning when it is not ``spec.laws.loss_law``); ``exponents``
+    (:func:`exponent_checks`); ``residual_structure``; ``backtest`` (see :func:`backtest_study`;
+    unless ``with_backtest`` is False); ``warnings`` (the fit's, the exponents' and, past 100x, the
+    extrapolation's); ``notes`` (one line when a bootstrap was redrawn). ``spec``: the study's spec
+    when the caller has it (else read from ``DIR/spec.yaml``); ``fitted``: :func:`fit_study`'s result
+    when already fitted; ``draws``: the bootstrap draws to use and keep (default: ``DIR/bootstrap.npz``'s,
+    reporting redraws in ``notes``).
     """
     if not (flops > 0 and math.isfinite(flops)):
         raise ConfigError(f"--flops must be a positive number of training FLOPs, got {flops}")
     spec = spec or load_study_spec(out_dir)
     stored = draws is None
     draws = load_draws(out_dir) if stored else draws
-    runs, fit, boot, warns = fitted or fit_study(out_dir, spec, draws=draws)
-    to_6nd = six_nd_per_exact(StudyFolder(out_dir).read_runs_rows())
-    backtest = backtest_study(runs, spec, fit, draws, to_6nd)["rows"] if with_backtest else None
-    out = _prediction(spec, flops, (runs, fit, boot, warns), _parametric_fit(runs, spec.laws, draws), to_6nd, backtest)
+    study = fitted or fit_study(out_dir, spec, draws=draws)
+    backtest = backtest_study(study, draws=draws).rows if with_backtest else None
+    out = _prediction(study, flops, _parametric_fit(study.runs, spec.laws, draws), backtest)
     note = draws_note(out_dir, draws) if stored else None
-    out["notes"] = [note] if note else []
-    return out
+    return dataclasses.replace(out, notes=(note,) if note else ())
 
 
 def _prediction(
-    spec: StudySpec, flops: float, fitted, parametric, to_6nd: float, backtest: list[dict] | None = None
-) -> dict:
-    """:func:`predict_study`'s answer from what is already fitted: ``fitted`` is :func:`fit_study`'s
-    ``(runs, fit, boot, warnings)``, ``parametric`` :func:`_parametric_fit`'s ``(fit, boot)`` or None,
-    ``backtest`` the rows to include (None: no ``backtest`` key); ``notes`` is left empty."""
-    from ditscale.laws import predict
-    from ditscale.laws.residuals import residual_structure
-
-    runs, fit, boot, warns = fitted
+    study: StudyFit, flops: float, parametric, backtest: tuple[BacktestSummary, ...] | None = None
+) -> PredictionSummary:
+    """:func:`study_prediction`'s answer from what is already fitted: ``parametric`` is
+    :func:`_parametric_fit`'s ``(fit, boot)`` or None, ``backtest`` the rows to include (None: no
+    ``backtest`` key); ``notes`` is left empty."""
+    spec, fit, boot = study.spec, study.fit, study.boot
     base = base_model_config(spec)
     tpi = tokens_per_image(spec, base)
     members = family_members(spec, float(fit.params_law(flops)), base)
     pred = predict(fit, flops, boot=boot, tokens_per_image=tpi, family=[(m[0], m[1]) for m in members])
-    out = {**pred.to_dict(), "nearest": _nearest(spec, base, members, pred.nearest[0]), "tokens_per_image": tpi}
-    out["forms"] = prediction_forms(fit, boot, parametric, flops, to_6nd)
-    by_form = {f["form"]: f for f in out["forms"]}
-    out["loss_law"] = spec.laws.loss_law if spec.laws.loss_law in by_form else "power"
-    out["loss_opt"] = by_form[out["loss_law"]]["loss_opt"]
-    out["exponents"] = exponent_checks(fit, boot, parametric)
-    out["residual_structure"] = residual_structure(runs, spec.laws.budget_rtol).to_dict()
-    if backtest is not None:
-        out["backtest"] = backtest
-    out["warnings"] = list(warns) + [e["message"] for e in out["exponents"] if e["message"]] + list(pred.warnings)
-    if out["loss_law"] != spec.laws.loss_law:
-        out["warnings"].append(loss_law_fallback(spec.laws.loss_law))
-    out["notes"] = []
-    return out
+    forms = prediction_forms(fit, boot, parametric, flops, study.to_6nd)
+    law = form_of_record(spec.laws.loss_law, (f.form for f in forms))
+    exponents = exponent_checks(fit, boot, parametric)
+    warns = [*study.warnings, *(e.message for e in exponents if e.message), *pred.warnings]
+    if law != spec.laws.loss_law:
+        warns.append(loss_law_fallback(spec.laws.loss_law))
+    plain = PredictionSummary.from_dict({**pred.to_dict(), "nearest": None})  # nearest: with its rung, below
+    return dataclasses.replace(
+        plain,
+        loss_opt=next(f.loss_opt for f in forms if f.form == law),
+        nearest=_nearest(spec, base, members, pred.nearest[0]),
+        warnings=tuple(warns),
+        tokens_per_image=tpi,
+        forms=forms,
+        loss_law=law,
+        exponents=exponents,
+        residual_structure=ResidualStructureSummary.from_dict(study.structure.to_dict()),
+        backtest=backtest,
+        notes=(),
+    )
 
 
-def _nearest(spec: StudySpec, base, members, name: str) -> dict:
+def _nearest(spec: StudySpec, base, members, name: str) -> NearestModel:
     """The family member ``name`` as predict shows it (rung, non-embedding and total parameters)."""
-    from ditscale.flops import param_counts
-
     rung = next(m[2] for m in members if m[0] == name)
     counts = param_counts(rung_config(spec, rung, base))
-    return {
-        "name": name,
-        "depth": rung[0],
-        "hidden_size": rung[1],
-        "num_heads": rung[2],
-        "params": int(counts.non_embedding),
-        "params_total": int(counts.total),
-        "in_ladder": rung in spec.family.ladder(),
-    }
+    return NearestModel(
+        name=name,
+        depth=rung[0],
+        hidden_size=rung[1],
+        num_heads=rung[2],
+        params=int(counts.non_embedding),
+        params_total=int(counts.total),
+        in_ladder=rung in spec.family.ladder(),
+    )
 
 
-def prediction_forms(fit, boot, parametric, flops: float, to_6nd: float = 1.0) -> list[dict]:
-    """Every fitted form at ``flops`` FLOPs side by side: ``[{name, n_opt, loss_opt}]`` (each
-    ``{value, ci90}``, and ``form``, the :class:`~ditscale.laws.FitConfig` ``loss_law`` that names it)
-    for the isoFLOP power law ``e C^f``, the saturating ``E + k C^-gamma`` (N_opt from the same
-    ``a C^b``; when fitted) and Approach 3 (``parametric``: ``(fit, boot)`` or None;
-    its C = 6ND target is ``flops * to_6nd``)."""
-    from ditscale.laws import predict
-    from ditscale.laws.fit import LOSS_LAW_NAMES
-
+def prediction_forms(fit, boot, parametric, flops: float, to_6nd: float = 1.0) -> tuple[FormSummary, ...]:
+    """Every fitted form at ``flops`` FLOPs side by side: its name, N_opt and L_opt (each with its 90%
+    interval), and ``form``, the :class:`~ditscale.laws.FitConfig` ``loss_law`` that names it: the
+    isoFLOP power law ``e C^f``, the saturating ``E + k C^-gamma`` (N_opt from the same ``a C^b``;
+    when fitted) and Approach 3 (``parametric``: ``(fit, boot)`` or None; its C = 6ND target is
+    ``flops * to_6nd``)."""
     preds = {"power": predict(fit, flops, boot=boot)}
     if fit.loss_law_saturating is not None:
         preds["saturating"] = predict(fit, flops, boot=boot, saturating=True)
     if parametric is not None:
-        with np.errstate(all="ignore"):
+        with _quiet():
             preds["parametric"] = predict(parametric[0], flops * to_6nd, boot=parametric[1])
-    return [
-        {"form": form, "name": LOSS_LAW_NAMES[form], "n_opt": p.n_opt.to_dict(), "loss_opt": p.loss_opt.to_dict()}
+    return tuple(
+        FormSummary(
+            form=form,
+            name=LOSS_LAW_NAMES[form],
+            n_opt=EstimateSummary(**p.n_opt.to_dict()),
+            loss_opt=EstimateSummary(**p.loss_opt.to_dict()),
+        )
         for form, p in preds.items()
-    ]
-
-
-def loss_law_fallback(wanted: str) -> str:
-    """The warning when ``laws.loss_law`` names a form that could not be fitted."""
-    why = (
-        "Approach 3 did not converge"
-        if wanted == "parametric"
-        else "the saturating law was not fitted (needs 4 or more budgets)"
     )
-    return f"laws.loss_law is {wanted!r} but {why}: L_opt and its backtest come from the power law e C^f"
 
 
-def exponent_checks(fit, boot, parametric) -> list[dict]:
+def exponent_checks(fit, boot, parametric) -> tuple[ExponentSummary, ...]:
     """The allocation and loss exponents' intervals in words (:func:`ditscale.laws.predict.exponent_resolution`):
     the isoFLOP N_opt, D_opt (against the 0.25-width goal) and L_opt (includes 0 only) exponents, and
     Approach 3's N_opt and D_opt exponents (``parametric``: ``(fit, boot)`` or None)."""
-    from ditscale.laws.predict import INTERVAL_GOAL, exponent_resolution
-
     ci = lambda b, name: None if b is None else b.ci90(name)  # noqa: E731
     items = [
         ("N_opt exponent", fit.params_law.exponent, ci(boot, "params_law.exponent"), INTERVAL_GOAL),
@@ -441,171 +501,179 @@ def exponent_checks(fit, boot, parametric) -> list[dict]:
         for law, what in (("n_opt_law", "N_opt"), ("d_opt_law", "D_opt")):
             exponent = getattr(pfit, law).exponent
             items.append((f"Approach 3 {what} exponent", exponent, ci(pboot, f"{law}.exponent"), INTERVAL_GOAL))
-    return [exponent_resolution(name, float(value), interval, goal) for name, value, interval, goal in items]
+    return tuple(
+        ExponentSummary(**exponent_resolution(name, float(value), interval, goal))
+        for name, value, interval, goal in items
+    )
 
 
-def _wall(folder: StudyFolder) -> dict:
-    """laws.json's ``wall_time``: the study's wall seconds (``wall.json``) and the runs' sums (``runs.csv``)."""
-    data = folder.read_wall()
+# -- cost, quality, provenance ----------------------------------------------------------------------
+def _wall_time(wall: dict, rows: list[dict[str, str]], analysis_s: float) -> WallTime:
+    """laws.json's ``wall_time``: the study's wall seconds (``wall.json``), the runs' sums (``runs.csv``)
+    and this analysis's own seconds."""
     run_wall = cpu = 0.0
-    for row in folder.read_runs_rows():
+    for row in rows:
         run_wall += float(row.get("wall_s") or 0)
         cpu += float(row.get("cpu_s") or 0)
-    return {
-        "study_s": data.get("total_s"),
-        "calls": len(data.get("calls", [])),
-        "runs_wall_s_sum": round(run_wall, 1),
-        "runs_cpu_s_sum": round(cpu, 1),
-    }
+    return WallTime(
+        study_s=wall.get("total_s"),
+        calls=len(wall.get("calls", [])),
+        runs_wall_s_sum=round(run_wall, 1),
+        runs_cpu_s_sum=round(cpu, 1),
+        analysis_s=analysis_s,
+    )
 
 
 def compute_summary(folder: StudyFolder) -> dict:
+    """laws.json's ``compute`` of the study in ``folder`` (:func:`_compute`) as JSON."""
+    return _compute(folder, folder.read_runs_rows(), folder.read_wall()).to_dict()
+
+
+def _compute(folder: StudyFolder, rows: list[dict[str, str]], wall: dict) -> ComputeSummary:
     """laws.json's ``compute``: what the study's runs cost and how well the machine was used.
 
     ``grid_flops``: the sum of every finished run's exact training FLOPs (what independent runs
     would train); ``trained_flops``: what was trained (less with shared trunks: each branch's
-    shared steps counted once, in its trunk); ``study_s``: wall seconds of all ``study run`` calls,
-    less the quality stage;
+    shared steps counted once, in its trunk); ``study_s``: wall seconds of all ``study run`` calls
+    (``wall``: wall.json), less the quality stage;
     ``matmul_peak_flops``: the machine's fp32 matmul FLOP/s measured by those calls (the highest);
     ``study_mfu = trained_flops / (study_s x matmul_peak_flops)`` (None without a measured peak);
     ``quality_s``: wall seconds of the quality stage (sampling and scoring), left out of ``study_s``.
     """
-    rows = folder.read_runs_rows()
     grid = sum(float(r["flops"]) for r in rows)
     trunks, shared = folder.trunk_flops()
     trained = grid - sum(float(shared.get(r["run_id"], 0.0)) for r in rows) + trunks
-    wall = folder.read_wall()
     peaks = [c["matmul_peak_flops"] for c in wall.get("calls", []) if c.get("matmul_peak_flops")]
     quality_s = sum(c.get("quality_s", 0.0) for c in wall.get("calls", []))
     peak, study_s = (max(peaks) if peaks else None), wall.get("total_s")
     study_s = None if study_s is None else round(study_s - quality_s, 3)
     mfu = trained / (study_s * peak) if (peak and study_s) else None
-    return {
-        "grid_flops": grid,
-        "trained_flops": trained,
-        "study_s": study_s,
-        "matmul_peak_flops": peak,
-        "study_mfu": mfu,
-        "quality_s": round(quality_s, 3),
-    }
+    return ComputeSummary(
+        grid_flops=grid,
+        trained_flops=trained,
+        study_s=study_s,
+        matmul_peak_flops=peak,
+        study_mfu=mfu,
+        quality_s=round(quality_s, 3),
+    )
 
 
-def quality_summary(out_dir: str | Path, spec: StudySpec) -> dict | None:
+def quality_summary(out_dir: str | Path, spec: StudySpec) -> QualitySummary | None:
     """laws.json's ``quality`` (:class:`ditscale.laws.quality.QualityLaws`): the study's scored models
     (``quality.csv``) fitted against compute and loss, backtested on the ``spec.holdout`` largest
     budgets, predicted at ``target_flops``; None when the study scored no models."""
-    from ditscale.laws.quality import fit_quality
-    from ditscale.study.quality import quality_points
-
     found = quality_points(out_dir)
     if found is None:
         return None
     metric, points = found
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return fit_quality(
+    with _quiet():
+        laws = fit_quality(
             points,
             metric=metric,
             holdout=spec.holdout,
             resamples=spec.laws.resamples,
             seed=spec.laws.seed,
             target_flops=spec.target_flops,
-        ).to_dict()
+        )
+    return QualitySummary.from_dict(laws.to_dict())
 
 
-def provenance(spec: StudySpec) -> dict:
+def provenance(spec: StudySpec) -> ProvenanceSummary:
     """laws.json's ``provenance``: :func:`ditscale.train.provenance.versions` and the SHA-256 of the
     spec (its canonical JSON), so a result names the code and the spec that produced it."""
-    from ditscale.io import sha256_json
-    from ditscale.train.provenance import versions
+    from ditscale.train.provenance import versions  # lazy: ditscale.train's package imports torch
 
-    return {"spec_sha256": sha256_json(spec.to_dict()), **versions()}
+    return ProvenanceSummary(spec_sha256=sha256_json(spec.to_dict()), **versions())
 
 
+# -- the analysis -----------------------------------------------------------------------------------
 def analyze_study(out_dir: str | Path, spec: StudySpec | None = None, *, report: bool = True) -> dict:
-    """Fit the finished study in ``out_dir``; write ``laws.json`` (and ``report.html``); return laws.json's dict.
-
-    laws.json keys: ``study``, ``method``, ``params_law`` / ``tokens_law`` / ``loss_law`` (each
-    ``coefficient``, ``exponent``, ``ci90``, ``se``), ``loss_law_saturating``, ``budgets`` (per-budget
-    optima with ``edge`` / ``degenerate`` flags and ``held_out``), ``checks`` (the isoFLOP point
-    checks, ``{budget, kind, message}``; their messages are also in ``warnings``), ``parametric``
-    (Approach 3 with ``ci90`` / ``se`` from ``spec.laws.resamples`` resamples, its ``n_opt_law`` /
-    ``d_opt_law`` with intervals, its ``prediction`` at ``target_flops`` and its own ``backtest``,
-    N_opt included; or null), ``backtest`` (rows ``flops, predicted_loss, predicted_ci90,
-    actual_loss, relative_error, within_ci90, predicted_n_opt, predicted_n_opt_ci90, actual_n_opt,
-    n_opt_within_ci90, loss_law, forms``: :func:`backtest_study`'s rows of record), ``backtest_fit``,
-    ``prediction`` (at the spec's ``target_flops``), ``loss_law_of_record`` (the form the
-    prediction's L_opt comes from), ``loss_bend`` (:func:`ditscale.laws.checks.loss_bend`, or null),
-    ``noise``, ``paper``, ``warnings``, ``wall_time``,
-    ``compute`` (:func:`compute_summary`), ``quality`` (:func:`quality_summary`, or null),
-    ``provenance`` (:func:`provenance`: versions, source commit, host, the spec's SHA-256).
-    ``wall_time.analysis_s`` is this analysis's own seconds up to writing laws.json (the report's
-    figures follow).
-    """
-    t_start = time.monotonic()
+    """Fit the finished study in ``out_dir`` (:func:`study_laws`); write ``laws.json`` (its
+    :meth:`~ditscale.laws.results.LawsSummary.to_dict`, with the bootstrap draws in ``bootstrap.npz``)
+    and, with ``report``, ``report.html``; return laws.json's dict."""
     folder = StudyFolder(out_dir)
-    spec = spec or folder.read_spec()
     draws = DrawStore()  # a report redraws every bootstrap (and stores them for predict and compare)
-    runs, fit, boot, warns, checks = _fit_and_check(folder, spec, draws=draws)
-    laws = {"study": spec.name, **fit.to_dict(boot)}
-    laws["checks"] = [c.to_dict() for c in checks]
-    to_6nd = six_nd_per_exact(folder.read_runs_rows())
-    bt = backtest_study(runs, spec, fit, draws, to_6nd)
-    held = {row["flops"] for row in bt["rows"]}
-    for b in laws["budgets"]:
-        b["held_out"] = b["flops"] in held
-    par = _parametric_fit(runs, spec.laws, draws)  # one Approach 3 fit for its summary and the prediction
-    laws["parametric"] = parametric_summary(par, runs, spec.laws, spec.target_flops, tokens_per_image(spec), to_6nd)
-    if laws["parametric"] is not None:
-        laws["parametric"]["backtest"] = bt["forms"].get("parametric", [])
-    laws["backtest"] = bt["rows"]
-    laws["backtest_fit"] = bt["fit"]
-    laws["prediction"] = _prediction(spec, spec.target_flops, (runs, fit, boot, warns), par, to_6nd)
-    laws["exponents"] = laws["prediction"]["exponents"]
-    laws["residual_structure"] = laws["prediction"]["residual_structure"]
-    laws["noise"] = noise_summary(runs)
-    laws["paper"] = PAPER_LAWS
-    laws["warnings"] = warns + [e["message"] for e in laws["exponents"] if e["message"]]
-    _loss_law_record(laws, fit, spec.laws.loss_law)
-    laws["wall_time"] = _wall(folder)
-    laws["compute"] = compute_summary(folder)
-    laws["quality"] = quality_summary(folder.root, spec)
-    laws["provenance"] = provenance(spec)
-    laws["wall_time"]["analysis_s"] = round(time.monotonic() - t_start, 1)
+    study = fit_study(folder.root, spec or folder.read_spec(), draws=draws)
+    laws = study_laws(folder, study, draws, started=time.monotonic())
     write_draws(folder.root, draws)
-    folder.write_laws(laws)
+    folder.write_laws(laws.to_dict())
     if report:
-        from ditscale.report import write_report
-        from ditscale.study.quality import sample_rows
+        from ditscale.report import write_report  # lazy: matplotlib (CLI start-up)
 
-        write_report(folder.root, laws, spec, runs=runs, boot=boot, samples=sample_rows(folder.root))
-    return laws
-
-
-def _loss_law_record(laws: dict, fit, wanted: str) -> None:
-    """Add laws.json's ``loss_law_of_record`` (the prediction's form) and ``loss_bend`` (of the isoFLOP
-    ``fit``), and warn when the power law stood in for the form ``wanted`` (``laws.loss_law``)."""
-    from ditscale.laws.checks import loss_bend
-
-    laws["loss_law_of_record"] = laws["prediction"]["loss_law"]
-    bend = loss_bend(fit)
-    laws["loss_bend"] = None if bend is None else bend.to_dict()
-    if {laws["loss_law_of_record"], *(row["loss_law"] for row in laws["backtest"])} != {wanted}:
-        laws["warnings"].append(loss_law_fallback(wanted))
+        write_report(folder.root, laws, study.spec, runs=study.runs, boot=study.boot, samples=sample_rows(folder.root))
+    return laws.to_dict()
 
 
-def compare_studies(
+def study_laws(folder: StudyFolder, study: StudyFit, draws: DrawStore, *, started: float) -> LawsSummary:
+    """laws.json of the fitted ``study`` (:class:`~ditscale.laws.results.LawsSummary`, whose docstring
+    names every key): the fit of all budgets with each budget's ``held_out`` flag, the isoFLOP point
+    checks (their messages also in ``warnings``), Approach 3 (:func:`parametric_summary`, with its
+    prediction at ``target_flops`` and its own backtest, N_opt included), the backtest of record
+    (:func:`backtest_study`) and its refit, the prediction at ``target_flops`` (:func:`_prediction`)
+    with its form of record, the loss bend (:func:`ditscale.laws.checks.loss_bend`), the noise, the
+    paper's laws, the wall time (``analysis_s``: seconds since ``started``, a ``time.monotonic()``),
+    the compute (:func:`compute_summary`), sample quality (:func:`quality_summary`) and the provenance
+    (:func:`provenance`). ``draws``: where the bootstraps are reused and kept."""
+    spec, fit = study.spec, study.fit
+    bt = backtest_study(study, draws=draws)
+    par = _parametric_fit(study.runs, spec.laws, draws)  # one Approach 3 fit for its summary and the prediction
+    parametric = parametric_summary(par, study.runs, spec.laws, spec.target_flops, tokens_per_image(spec), study.to_6nd)
+    if parametric is not None:
+        parametric = dataclasses.replace(parametric, backtest=bt.parametric)
+    prediction = _prediction(study, spec.target_flops, par)
+    warns = [*study.warnings, *(e.message for e in prediction.exponents if e.message)]
+    if {prediction.loss_law, *(row.loss_law for row in bt.rows)} != {spec.laws.loss_law}:
+        warns.append(loss_law_fallback(spec.laws.loss_law))
+    bend, wall = loss_bend(fit), folder.read_wall()
+    quality, origin = quality_summary(folder.root, spec), provenance(spec)
+    return LawsSummary(
+        study=spec.name,
+        **_held_out(FitSummary.from_dict(fit.to_dict(study.boot)), bt.rows),
+        checks=tuple(CheckSummary(**c.to_dict()) for c in study.checks),
+        parametric=parametric,
+        backtest=bt.rows,
+        backtest_fit=bt.fit,
+        prediction=prediction,
+        exponents=prediction.exponents,
+        residual_structure=prediction.residual_structure,
+        noise=NoiseSummary.from_dict(noise_summary(study.runs)),
+        paper={k: PowerLawSummary(**v) for k, v in PAPER_LAWS.items()},
+        warnings=tuple(warns),
+        loss_law_of_record=prediction.loss_law,
+        loss_bend=None if bend is None else LossBendSummary(**bend.to_dict()),
+        wall_time=_wall_time(wall, study.rows, round(time.monotonic() - started, 1)),
+        compute=_compute(folder, study.rows, wall),
+        quality=quality,
+        provenance=origin,
+    )
+
+
+def _held_out(fit: FitSummary, rows: tuple[BacktestSummary, ...]) -> dict:
+    """The fields of ``fit``, each budget flagged ``held_out`` when a backtest row holds it out."""
+    held = {row.flops for row in rows}
+    fields = {f.name: getattr(fit, f.name) for f in dataclasses.fields(fit)}
+    fields["budgets"] = tuple(dataclasses.replace(b, held_out=b.flops in held) for b in fit.budgets)
+    return fields
+
+
+# -- comparing two studies --------------------------------------------------------------------------
+def compare_studies(dir_a: str | Path, dir_b: str | Path, **options) -> dict:
+    """:func:`study_comparison` (same arguments) as JSON: ``study compare --json``."""
+    return study_comparison(dir_a, dir_b, **options).to_dict()
+
+
+def study_comparison(
     dir_a: str | Path,
     dir_b: str | Path,
     *,
     flops: float | None = None,
     spec_a: StudySpec | None = None,
     spec_b: StudySpec | None = None,
-) -> dict:
+) -> ComparisonSummary:
     """Both studies' laws side by side: each coefficient/exponent with its interval, the difference
     a - b with its 90% interval and whether it is resolved (the interval excludes 0), and the loss
-    each predicts at ``flops`` FLOPs (JSON-ready). ``spec_a``/``spec_b``: the studies' specs when
-    the caller has them (else read from each folder's spec.yaml).
+    each predicts at ``flops`` FLOPs. ``spec_a``/``spec_b``: the studies' specs when the caller has
+    them (else read from each folder's spec.yaml).
 
     Each study's intervals are its stored ones (``bootstrap.npz``; redrawn, with a line in
     ``notes``, when they do not match). Draws drawn from the same runs with the same options (a
@@ -614,36 +682,36 @@ def compare_studies(
     bootstrapped with the same seed are not paired draw for draw (same seed and design would
     correlate their resamples and narrow the difference's interval).
     """
-    from ditscale.laws import compare
-
     spec_a = spec_a or load_study_spec(dir_a)
     spec_b = spec_b or load_study_spec(dir_b)
     draws_a, draws_b = load_draws(dir_a), load_draws(dir_b)
-    runs_a, fa, ba, _ = fit_study(dir_a, spec_a, draws=draws_a)
-    runs_b, fb, bb, _ = fit_study(dir_b, spec_b, draws=draws_b)
-    same = _isoflop_key(runs_a, spec_a) == _isoflop_key(runs_b, spec_b)
-    with np.errstate(over="ignore", invalid="ignore"):  # heavy-tailed bootstrap coefficients
-        comp = compare(fa, ba, fb, bb if same else _shifted(bb), flops=flops)
-    out = comp.to_dict()
+    a, b = fit_study(dir_a, spec_a, draws=draws_a), fit_study(dir_b, spec_b, draws=draws_b)
+    same = _isoflop_key(a.runs, spec_a) == _isoflop_key(b.runs, spec_b)
+    with _quiet():  # heavy-tailed bootstrap coefficients overflow
+        comp = compare(a.fit, a.boot, b.fit, b.boot if same else _shifted(b.boot), flops=flops)
     ci = lambda boot, name: None if boot is None else boot.ci90(name)  # noqa: E731
-    for d in out["differences"]:
-        d["a_ci90"], d["b_ci90"] = ci(ba, d["name"]), ci(bb, d["name"])
-    out["a"] = {"dir": str(dir_a), "study": spec_a.name}
-    out["b"] = {"dir": str(dir_b), "study": spec_b.name}
-    out["notes"] = [n for n in (draws_note(dir_a, draws_a), draws_note(dir_b, draws_b)) if n]
-    return out
+    return ComparisonSummary(
+        differences=tuple(
+            DifferenceSummary(**d.to_dict(), a_ci90=ci(a.boot, d.name), b_ci90=ci(b.boot, d.name))
+            for d in comp.differences
+        ),
+        flops=comp.flops,
+        loss_a=None if comp.loss_a is None else EstimateSummary(**comp.loss_a.to_dict()),
+        loss_b=None if comp.loss_b is None else EstimateSummary(**comp.loss_b.to_dict()),
+        a=StudyRef(dir=str(dir_a), study=spec_a.name),
+        b=StudyRef(dir=str(dir_b), study=spec_b.name),
+        notes=tuple(n for n in (draws_note(dir_a, draws_a), draws_note(dir_b, draws_b)) if n),
+    )
 
 
-def _isoflop_key(runs, spec: StudySpec) -> str:
+def _isoflop_key(runs: Runs, spec: StudySpec) -> str:
     """The key of a study's isoFLOP bootstrap (:func:`ditscale.laws.draws.draws_key`)."""
     cfg = spec.laws
     return draws_key(cfg.method, runs, cfg.fit_options(), cfg.resamples, cfg.seed)
 
 
-def _shifted(boot):
+def _shifted(boot: Bootstrap | None) -> Bootstrap | None:
     """``boot`` with its resamples rotated by half their number (None stays None)."""
-    from ditscale.laws import Bootstrap
-
     if boot is None:
         return None
     half = boot.n_resamples // 2
