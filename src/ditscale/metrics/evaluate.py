@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ditscale.errors import ConfigError, DataError
 from ditscale.metrics.batch import STAT_KEYS, STAT_PAIRS, ImageBatch, save_reference_stats
@@ -148,6 +147,8 @@ def evaluate_inception(
 
 def _shapes_features(evaluator, images: np.ndarray, batch_size: int, progress: bool) -> np.ndarray:
     """The evaluator's features float64 (N, F), a tqdm bar over batches when ``progress``."""
+    from tqdm.auto import tqdm  # lazy: tqdm.auto imports asyncio (~20 ms); study start-up imports this module
+
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
     starts = range(0, len(images), batch_size)
