@@ -248,7 +248,7 @@ def run_state(config: dict, length, step: int, sums, **extra: Any) -> dict[str, 
 
 def full_state_dicts(trainable: torch.nn.Module, opt: torch.optim.Optimizer):
     """Full model and optimizer state dicts on CPU (a collective under FSDP: every rank calls it)."""
-    from torch.distributed.checkpoint.state_dict import (  # lazy: takes ~0.7 s to import (start-up of every command)
+    from torch.distributed.checkpoint.state_dict import (  # lazy: ~0.7 s to import; only a checkpoint save needs it
         StateDictOptions,
         get_model_state_dict,
         get_optimizer_state_dict,
@@ -339,7 +339,7 @@ def save_training(
 def load_training(path: str | Path, state: dict, trainable, ema, opt, *, joint: bool) -> int:
     """Restore weights, EMA, optimizer and RNG from the verified checkpoint ``path`` (``state``: its
     state.json); ``joint`` for a model trained with its text encoder. Returns the checkpoint's step."""
-    from torch.distributed.checkpoint.state_dict import (  # lazy: takes ~0.7 s to import (see full_state_dicts)
+    from torch.distributed.checkpoint.state_dict import (  # lazy: ~0.7 s to import; only a resume needs it
         StateDictOptions,
         set_model_state_dict,
         set_optimizer_state_dict,
