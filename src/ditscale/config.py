@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import math
@@ -206,8 +207,6 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
 
     Intermediate mappings are created as needed; key validity is checked later by :func:`from_dict`.
     """
-    import copy
-
     out = copy.deepcopy(data)
     for text in overrides or ():
         path, value = parse_override(text)

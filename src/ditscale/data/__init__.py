@@ -18,7 +18,7 @@ _TORCH_NAMES = ("build_dataset", "collate")
 
 def __getattr__(name):  # lazy torch import
     if name in _TORCH_NAMES:
-        from ditscale.data import build
+        from ditscale.data import build  # lazy: torch; planning imports ditscale.data
 
         return getattr(build, name)
     raise AttributeError(f"module 'ditscale.data' has no attribute {name!r}")

@@ -9,7 +9,11 @@ from __future__ import annotations
 import torch
 
 from ditscale.data.config import DataConfig, check_split
+from ditscale.data.digits import DigitsDataset
+from ditscale.data.folder import CaptionDataset, ImageFolderDataset
 from ditscale.data.info import dataset_info  # noqa: F401  (re-exported)
+from ditscale.data.latent_dataset import LatentDataset
+from ditscale.data.shapes import ShapesDataset
 
 
 def build_dataset(cfg: DataConfig, split: str = "train") -> torch.utils.data.Dataset:
@@ -24,23 +28,13 @@ def build_dataset(cfg: DataConfig, split: str = "train") -> torch.utils.data.Dat
     """
     check_split(split)
     if cfg.name == "shapes":
-        from ditscale.data.shapes import ShapesDataset
-
         return ShapesDataset(cfg, split)
     if cfg.name == "digits":
-        from ditscale.data.digits import DigitsDataset
-
         return DigitsDataset(cfg, split)
     if cfg.name == "folder":
-        from ditscale.data.folder import ImageFolderDataset
-
         return ImageFolderDataset(cfg, split)
     if cfg.name == "captions":
-        from ditscale.data.folder import CaptionDataset
-
         return CaptionDataset(cfg, split)
-    from ditscale.data.latent_dataset import LatentDataset
-
     return LatentDataset(cfg, split)
 
 

@@ -123,7 +123,7 @@ _MOVED_TO_BASE = ("item_rng", "RNG_SHAPES", "RNG_FLIP", "RNG_LATENT", "heldout_m
 def __getattr__(name: str):
     """``from ditscale.data.config import item_rng`` (and the other shared helpers) keeps working."""
     if name in _MOVED_TO_BASE:
-        from ditscale.data import base
+        from ditscale.data import base  # lazy: torch (data.base); data.config is torch-free
 
         return getattr(base, name)
     raise AttributeError(f"module 'ditscale.data.config' has no attribute {name!r}")

@@ -21,7 +21,7 @@ from ditscale.errors import ConfigError
 
 def load_digit_arrays() -> tuple[np.ndarray, np.ndarray]:
     """``(images uint8 (1797, 8, 8) with values 0..16, labels int64 (1797,))`` from scikit-learn."""
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # lazy: scikit-learn takes ~1 s to import; only digits need it
 
     d = load_digits()
     return d.images.astype(np.uint8), d.target.astype(np.int64)

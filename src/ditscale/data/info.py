@@ -14,6 +14,7 @@ from ditscale.data.config import INFINITE_DATASETS, DataConfig, DataInfo
 from ditscale.data.listing import find_classes, list_caption_pairs
 from ditscale.data.shapes_grammar import COLOR_NAMES, KINDS, shapes_num_classes
 from ditscale.data.store import check_store_fits, read_meta, split_range
+from ditscale.errors import DitscaleError
 
 NUM_DIGIT_CLASSES = 10
 
@@ -41,8 +42,6 @@ def declared_info(cfg: DataConfig) -> tuple[DataInfo, str | None]:
     """``(dataset_info(cfg), None)``, or, for a dataset that cannot be read yet (a latent store not
     extracted), the shape the config declares (``data.channels``, ``data.image_size``; classes
     unknown, 0) and a note saying why: enough to count FLOPs and plan, never to train."""
-    from ditscale.errors import DitscaleError
-
     try:
         return dataset_info(cfg), None
     except DitscaleError as err:
@@ -110,6 +109,6 @@ def _latent_class_names(meta: dict) -> tuple[str, ...] | None:
     source = meta.get("source")
     if not isinstance(source, dict) or source.get("name") not in ("shapes", "digits"):
         return None  # a folder's names are recorded above; a caption set has none
-    from ditscale.config import from_dict  # here: `import ditscale.data` stays free of YAML
+    from ditscale.config import from_dict  # lazy: `import ditscale.data` stays free of YAML
 
     return class_names(from_dict(DataConfig, source, where="latent store source"))

@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ditscale.config import to_dict
+from ditscale.data.build import build_dataset
 from ditscale.data.config import INFINITE_DATASETS, DataConfig
 from ditscale.data.latent_dataset import LatentDataset  # noqa: F401  (re-exported)
 from ditscale.data.store import (  # noqa: F401  (read_meta, verify_latent_store re-exported)
@@ -42,8 +43,6 @@ from ditscale.io import atomic_path, atomic_write_json, sha256_file
 
 def _sources(cfg: DataConfig, count: int | None, val_count: int | None) -> tuple[dict, int, int]:
     """The source datasets (no random flips) and how many train / val items to encode."""
-    from ditscale.data.build import build_dataset
-
     has_val = cfg.name in INFINITE_DATASETS or cfg.val_fraction > 0
     datasets = {s: build_dataset(cfg, s) for s in (("train", "val") if has_val else ("train",))}
     n_train, n_val = len(datasets["train"]), len(datasets["val"]) if has_val else 0
@@ -73,7 +72,7 @@ def _make_plan(
     src: DataConfig, vae: str, datasets: dict, n_train: int, n_val: int, dtype: str, shard_size: int
 ) -> dict:
     """The ``plan.json`` of an extraction: what ``meta.json`` will hold, less the shard list."""
-    from ditscale.data.vae import VAE_SCALE, downsample_factor, load_vae
+    from ditscale.data.vae import VAE_SCALE, downsample_factor, load_vae  # lazy: diffusers takes ~4 s to import
 
     probe = load_vae(vae, device="cpu")
     f, channels = downsample_factor(probe), int(probe.config.latent_channels)
@@ -138,7 +137,7 @@ class _Extractor:
     """Encodes whole shards of a plan; one per process (the VAE and source datasets are built once)."""
 
     def __init__(self, out: str, plan: dict, datasets: dict, device: str, batch_size: int):
-        from ditscale.data.vae import load_vae
+        from ditscale.data.vae import load_vae  # lazy: diffusers takes ~4 s to import
 
         self.out, self.plan, self.datasets = Path(out), plan, datasets
         self.device, self.batch_size = device, batch_size
@@ -149,7 +148,7 @@ class _Extractor:
         return self.datasets["train"][g] if g < n_train else self.datasets["val"][g - n_train]
 
     def write_shard(self, s: int, progress=None) -> dict:
-        from ditscale.data.vae import encode_moments
+        from ditscale.data.vae import encode_moments  # lazy: diffusers takes ~4 s to import
 
         p, name = self.plan, shard_name(s)
         start, end = s * p["shard_size"], min(p["count"], (s + 1) * p["shard_size"])

@@ -57,7 +57,7 @@ def read_caption_index(path: Path) -> list[dict]:
     """Rows ``{"image": str, "caption": str[, "label": int]}`` of a ``.csv`` or ``.parquet`` index."""
     if path.suffix.lower() == ".parquet":
         try:
-            import pyarrow.parquet as pq
+            import pyarrow.parquet as pq  # lazy: optional dependency pyarrow
         except ImportError:  # pragma: no cover - pyarrow is in the dev extras
             raise DataError(
                 "reading a .parquet caption index needs pyarrow; pip install pyarrow or use a CSV"

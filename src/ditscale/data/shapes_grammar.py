@@ -7,6 +7,8 @@ Shared by the renderer (:mod:`ditscale.data.shapes`), the caption vocabulary
 
 from __future__ import annotations
 
+import re
+
 KINDS = ("circle", "square", "triangle", "diamond", "cross", "ring")
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (230, 30, 30),
@@ -64,8 +66,6 @@ def parse_caption(caption: str) -> dict:
     ignored, either article is accepted. Raises a one-line ``ValueError`` for a caption outside
     the grammar (unknown word, count that disagrees with the objects, two objects on one cell).
     """
-    import re  # stdlib, kept next to its only user
-
     text = " ".join(str(caption).lower().split())
     head = re.fullmatch(
         rf"(?:(?P<count>{_alternatives(COUNT_WORDS)}) shapes: )?(?P<body>.+) on an? "

@@ -88,7 +88,7 @@ def inception_statistics(
     """Inception statistics of a batch: float64 ``mu`` (2048,), ``sigma`` (2048, 2048), ``mu_s`` (2023,),
     ``sigma_s`` (2023, 2023); the batch's stored ones when it carries all four, else computed from its images
     with ``model`` (a :class:`~ditscale.metrics.inception.FIDInceptionV3`)."""
-    from ditscale.metrics.inception import inception_features
+    from ditscale.metrics.inception import inception_features  # lazy: torch; this module loads without it
 
     stored = batch.stats or {}
     if all(key in stored for key in STAT_KEYS):
@@ -117,7 +117,7 @@ def evaluate_inception(
     """FID, sFID, Inception Score and precision/recall of ``samples`` against ``ref`` with ``model`` (a
     :class:`~ditscale.metrics.inception.FIDInceptionV3`); ``mode`` is its preprocessing ("adm" or
     "pytorch-fid"). ``save_ref_stats`` also writes the reference statistics used to that ``.npz``."""
-    from ditscale.metrics.inception import inception_features
+    from ditscale.metrics.inception import inception_features  # lazy: torch; this module loads without it
 
     if ref.images is None and not (ref.stats and "mu" in ref.stats):
         raise DataError(
@@ -147,7 +147,7 @@ def evaluate_inception(
 
 def _shapes_features(evaluator, images: np.ndarray, batch_size: int, progress: bool) -> np.ndarray:
     """The evaluator's features float64 (N, F), a tqdm bar over batches when ``progress``."""
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # lazy: tqdm.auto imports asyncio (~20 ms); study start-up imports this module
 
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
@@ -174,7 +174,7 @@ def evaluate_shapes(
     fake_images = _images(samples, "sample batch", "the metrics need")
     real_images = _images(ref, "reference batch", "the shapes evaluator needs (stored statistics are Inception's)")
     if evaluator is None:
-        from ditscale.metrics.shapes_evaluator import load_shapes_evaluator
+        from ditscale.metrics.shapes_evaluator import load_shapes_evaluator  # lazy: torch; this module loads without it
 
         evaluator = load_shapes_evaluator(device=device)
     fake = _shapes_features(evaluator, fake_images, batch_size, progress)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from ditscale.errors import CheckpointError, ConfigError
 from ditscale.io import atomic_path
@@ -365,8 +366,6 @@ def inception_features(
     Returns float64 numpy ``{"pool": (N, 2048), "spatial": (N, 2023), "logits": (N, 1008)}``; a tqdm
     bar when ``progress``. ``mode`` is the :func:`preprocess` mode. Runs in full fp32 (TF32 off meanwhile).
     """
-    from tqdm.auto import tqdm
-
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     _as_uint8_nchw(images[:1] if len(images) else images)  # fail before any work on a bad array

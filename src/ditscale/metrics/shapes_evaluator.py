@@ -31,7 +31,10 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
+from tqdm import tqdm
 
 from ditscale.data.shapes import caption_of_scene, render_scene, sample_scene
 from ditscale.data.shapes_grammar import COLOR_NAMES, KINDS, POSITIONS, SIZE_NAMES, parse_caption
@@ -352,8 +355,6 @@ def _load_default(device: str) -> ShapesEvaluator:
 
 
 def _load(path: Path, device: str | torch.device) -> ShapesEvaluator:
-    from safetensors import safe_open
-
     model = ShapesNet()
     try:
         with safe_open(str(path), framework="pt") as fh:
@@ -376,8 +377,6 @@ def save_shapes_evaluator(model: ShapesNet, path: str | Path, *, accuracy: dict 
     Weight matrices are stored as float16 (half the size; loading converts them back), so measure
     accuracy on the model loaded from the file.
     """
-    from safetensors.torch import save_file
-
     info = getattr(model, "training_info", {})
     metadata = {"format": FORMAT, "torch": torch.__version__, "accuracy": json.dumps(accuracy or {})}
     metadata.update({k: str(v) for k, v in info.items()})
@@ -454,8 +453,6 @@ def train_shapes_evaluator(
     """
     if seed < 0 or steps < 1 or batch_size < 1:
         raise ConfigError(f"need seed >= 0, steps >= 1, batch_size >= 1; got {seed}, {steps}, {batch_size}")
-    from tqdm import tqdm
-
     with torch.random.fork_rng(devices=[]):  # seeded initial weights; the caller's RNG state is kept
         torch.manual_seed(seed)
         model = ShapesNet().to(device).train()

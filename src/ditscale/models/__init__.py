@@ -17,7 +17,7 @@ from ditscale.models.config import (  # noqa: F401
 
 def __getattr__(name):  # lazy torch import keeps `ditscale flops` fast and torch-free
     if name in {"DiT", "create_model"}:
-        from ditscale.models import dit
+        from ditscale.models import dit  # lazy: torch; `ditscale flops` stays fast and torch-free
 
         return getattr(dit, name)
     raise AttributeError(name)

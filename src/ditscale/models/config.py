@@ -11,9 +11,11 @@ sees ``(input_size // patch_size) ** 2`` image tokens.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass
 from typing import Any
 
+from ditscale.config import from_dict
 from ditscale.errors import ConfigError
 
 BLOCK_DESIGNS = ("adaln_zero", "adaln", "cross_attn", "in_context")
@@ -147,8 +149,6 @@ class DiTConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "DiTConfig":
         """Strict construction: unknown keys raise :class:`ConfigError` naming them."""
-        from ditscale.config import from_dict
-
         return from_dict(cls, data, where="model config")
 
 
@@ -163,8 +163,6 @@ def named_config(name: str, **overrides: Any) -> DiTConfig:
         head, _, patch = canon.rpartition("-")
         canon = f"{head}/{patch}"
     if canon not in MODEL_NAMES:
-        import difflib
-
         close = difflib.get_close_matches(canon, MODEL_NAMES, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise ConfigError(f"unknown model {name!r}{hint}; choose one of {', '.join(MODEL_NAMES)}")

@@ -95,7 +95,7 @@ def _train_alone(task: RunTask, run: StudyRunDir, main_rank: bool) -> str:
     """Train the run in this process (resuming from its last checkpoint); record failure or CPU time."""
     import torch  # lazy: torch and the loop load only in a process that trains (planning stays torch-free)
 
-    from ditscale.train import train
+    from ditscale.train import train  # lazy: torch (the loop); planning stays torch-free
 
     if task.threads > 0:
         torch.set_num_threads(task.threads)
@@ -158,7 +158,7 @@ def _train_trunk(task: TrunkTask, branches: list[RunTask]) -> dict[str, str]:
     seconds are shared equally by the branches it served (their ``study.json`` ``cpu_s``)."""
     import torch  # lazy: torch and the loop load only in a process that trains (planning stays torch-free)
 
-    from ditscale.train.trunk import Branch, train_trunk
+    from ditscale.train.trunk import Branch, train_trunk  # lazy: torch (the trunk's loop); planning stays torch-free
 
     if task.threads > 0:
         torch.set_num_threads(task.threads)

@@ -1,4 +1,4 @@
-"""A study folder: which file lives where, and how each is read and written (pure Python).
+"""A study folder: which file lives where, and how each is read and written (torch-free).
 
 Layout of ``DIR``::
 
@@ -32,11 +32,13 @@ import warnings
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 import yaml
 
 from ditscale.config import parse_yaml
 from ditscale.errors import ConfigError, DataError
 from ditscale.io import atomic_write_json, atomic_write_text, read_text
+from ditscale.laws import Runs, read_runs_csv
 from ditscale.study.plan import PlannedRun, check_run_id, plan_csv, read_plan_csv
 from ditscale.study.spec import StudySpec, spec_from_dict
 from ditscale.train.rundir import RunDir
@@ -283,8 +285,6 @@ class StudyFolder:
     def read_runs(self, budgets: list[float] | None = None):
         """``runs.csv`` (checked and brought up to date: :meth:`read_runs_rows`) as a
         :class:`ditscale.laws.Runs` (optionally only some budgets, FLOPs)."""
-        from ditscale.laws import read_runs_csv
-
         self.read_runs_rows()
         if not self.runs_csv.is_file():
             raise DataError(f"{self.root} has no runs.csv yet; run `ditscale study run` to finish the study first")
@@ -417,10 +417,6 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 def runs_table(rows: list[dict], budgets: list[float] | None = None):
     """:func:`StudyFolder.finished_rows` as a :class:`ditscale.laws.Runs`, exactly as
     ``read_runs_csv`` reads them back from ``runs.csv`` (optionally only some budgets, FLOPs)."""
-    import numpy as np
-
-    from ditscale.laws import Runs
-
     if not rows:
         raise DataError("the study has no finished runs yet; run `ditscale study run` first")
     col = lambda name: np.array([float(r[name]) for r in rows])  # noqa: E731
@@ -437,6 +433,4 @@ def runs_table(rows: list[dict], budgets: list[float] | None = None):
 
 
 def _only_budgets(runs, budgets: list[float] | None):
-    import numpy as np
-
     return runs if budgets is None else runs.take(np.isin(runs.budget, budgets))

@@ -17,14 +17,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
+from ditscale.config import from_dict
+from ditscale.data.config import DataConfig
+from ditscale.data.info import class_names
 from ditscale.errors import DataError
+from ditscale.flops import fmt_flops
 from ditscale.io import atomic_write_json, atomic_write_text
+from ditscale.metrics.batch import load_batch
+from ditscale.metrics.evaluate import evaluate_inception, evaluate_shapes
 from ditscale.study.folder import StudyFolder, read_csv, write_csv
 from ditscale.study.spec import QualityConfig, StudySpec
+from ditscale.train.rundir import RunDir
 
 # quality.csv: budget and flops in training FLOPs, params non-embedding, loss the run's val loss;
 # the scores of the evaluator (fd, accuracy, precision, recall for shapes; fid, sfid,
@@ -153,10 +163,7 @@ def _csv_row(run: dict, scores: dict, cfg: QualityConfig) -> dict:
 def _reference(spec: StudySpec, files: QualityFiles, sha: str, progress: bool):
     """The reference batch, exported once per settings (:func:`_restamp`): ``num_samples`` images of
     the study's data (val split), converted exactly as samples are (:func:`ditscale.generate.save_dataset_npz`)."""
-    from ditscale.config import from_dict
-    from ditscale.data.config import DataConfig
-    from ditscale.generate import save_dataset_npz
-    from ditscale.metrics.batch import load_batch
+    from ditscale.generate import save_dataset_npz  # lazy: torch (generate.reference); study stays torch-free
 
     path = files.reference
     _restamp(path, sha)
@@ -174,9 +181,7 @@ def _reference(spec: StudySpec, files: QualityFiles, sha: str, progress: bool):
 def _restamp(path: Path, sha: str) -> None:
     """Drop ``path`` (and the chunks of an unfinished draw) when its ``.sha`` stamp is not ``sha``, then
     stamp it ``sha`` before any work: an interrupted draw resumes only under the same settings."""
-    import shutil
-
-    from ditscale.generate import parts_dir
+    from ditscale.generate import parts_dir  # lazy: torch (generate.npz); study stays torch-free
 
     stamp = path.with_suffix(".sha")
     if not (stamp.is_file() and stamp.read_text() == sha):
@@ -187,7 +192,7 @@ def _restamp(path: Path, sha: str) -> None:
 
 def _device() -> str:
     """Where the stage samples and scores: the GPU when there is one."""
-    import torch
+    import torch  # lazy: torch; study stays torch-free
 
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -195,17 +200,15 @@ def _device() -> str:
 def _evaluator(cfg: QualityConfig, device: str):
     """The scoring network: the embedded shapes evaluator or the FID Inception."""
     if cfg.evaluator == "shapes":
-        from ditscale.metrics.shapes_evaluator import load_shapes_evaluator
+        from ditscale.metrics.shapes_evaluator import load_shapes_evaluator  # lazy: torch; study stays torch-free
 
         return load_shapes_evaluator(device=device)
-    from ditscale.metrics.inception import load_fid_inception
+    from ditscale.metrics.inception import load_fid_inception  # lazy: torch; study stays torch-free
 
     return load_fid_inception(cfg.inception, device=device)
 
 
 def _score(samples, reference, evaluator, cfg: QualityConfig, device: str, progress: bool) -> dict:
-    from ditscale.metrics.evaluate import evaluate_inception, evaluate_shapes
-
     if cfg.evaluator == "shapes":
         return evaluate_shapes(samples, reference, evaluator, device=device, progress=progress).to_dict()
     return evaluate_inception(samples, reference, evaluator, device=device, progress=progress).to_dict()
@@ -216,8 +219,6 @@ def _sample_run(
 ):
     """The model's samples (:class:`~ditscale.metrics.batch.ImageBatch`), drawn unless its file exists
     with the current settings (:func:`_restamp`)."""
-    from ditscale.metrics.batch import load_batch
-
     path = files.samples(run["run_id"])
     _restamp(path, sha)
     if not path.is_file():
@@ -227,14 +228,10 @@ def _sample_run(
 
 def _draw(run_dir: Path, path: Path, cfg: QualityConfig, device: str, progress: bool) -> None:
     """Sample ``cfg.num_samples`` images of the run's newest EMA weights into ``path``."""
-    from ditscale.config import from_dict
-    from ditscale.data.config import DataConfig
-    from ditscale.data.info import class_names
-    from ditscale.diffusion import create_diffusion
-    from ditscale.generate import sample_npz
-    from ditscale.models.io import load_model, read_metadata
-    from ditscale.train.checkpoint import latest_checkpoint
-    from ditscale.train.rundir import RunDir
+    from ditscale.diffusion import create_diffusion  # lazy: torch; study stays torch-free
+    from ditscale.generate import sample_npz  # lazy: torch; study stays torch-free
+    from ditscale.models.io import load_model, read_metadata  # lazy: torch; study stays torch-free
+    from ditscale.train.checkpoint import latest_checkpoint  # lazy: torch; study stays torch-free
 
     found = latest_checkpoint(RunDir(run_dir).checkpoints)
     if found is None or not (found[0] / "ema.safetensors").is_file():
@@ -265,7 +262,7 @@ def _draw(run_dir: Path, path: Path, cfg: QualityConfig, device: str, progress: 
 # -- reading back ---------------------------------------------------------------------------------
 def quality_points(out_dir: str | Path) -> tuple[str, list] | None:
     """``(metric, [QualityPoint])`` from ``quality.csv``, or None when the study has none."""
-    from ditscale.laws.quality import QualityPoint
+    from ditscale.laws.quality import QualityPoint  # lazy: its scipy.stats takes ~0.3 s; only reports read it
 
     rows = QualityFiles(StudyFolder(out_dir)).read_csv()
     if not rows:
@@ -286,10 +283,6 @@ def quality_points(out_dir: str | Path) -> tuple[str, list] | None:
 
 def sample_rows(out_dir: str | Path, per_row: int = 8) -> list[tuple[str, object]]:
     """``(label, the first per_row images)`` of each budget's compute-optimal model, for the report's grid."""
-    import numpy as np
-
-    from ditscale.flops import fmt_flops
-
     files = QualityFiles(StudyFolder(out_dir))
     out = []
     for row in files.read_csv():

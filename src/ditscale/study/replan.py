@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 
 from ditscale.errors import DataError
+from ditscale.laws import fit_isoflop
 from ditscale.study.folder import StudyFolder, runs_table
 from ditscale.study.plan import PlannedRun, StudyPlan, plan_study
 from ditscale.study.spec import StudySpec
@@ -83,8 +84,6 @@ def fit_so_far(spec: StudySpec, rows: list[dict], done: list[float]) -> Callable
     optima are inside their grids (else the best run of that budget), ``a`` the fitted exponent
     once 3 budgets have interior optima and it lies in [0, 1], else the prior's exponent.
     """
-    from ditscale.laws import fit_isoflop
-
     if len(done) < 2:
         return None
     runs = runs_table(rows, budgets=done)

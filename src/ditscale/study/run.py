@@ -146,7 +146,7 @@ def machine_matmul_peak() -> float | None:
     for an unknown GPU)."""
     import torch  # lazy: torch (and train.metrics, which imports it) only in a call that trains
 
-    from ditscale.train.metrics import gpu_peak_flops, measure_matmul_peak
+    from ditscale.train.metrics import gpu_peak_flops, measure_matmul_peak  # lazy: torch (train.metrics)
 
     if torch.cuda.is_available():
         return gpu_peak_flops(torch.cuda.get_device_name())

@@ -15,7 +15,7 @@ from ditscale.train.config import (  # noqa: F401
 
 def __getattr__(name):  # lazy torch import
     if name == "train":
-        from ditscale.train.loop import train
+        from ditscale.train.loop import train  # lazy: torch; train.config users stay torch-free
 
         return train
     raise AttributeError(name)

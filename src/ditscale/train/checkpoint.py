@@ -248,8 +248,11 @@ def run_state(config: dict, length, step: int, sums, **extra: Any) -> dict[str, 
 
 def full_state_dicts(trainable: torch.nn.Module, opt: torch.optim.Optimizer):
     """Full model and optimizer state dicts on CPU (a collective under FSDP: every rank calls it)."""
-    # lazy: torch.distributed.checkpoint takes ~0.7 s to import (start-up of every command that imports this module)
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+    from torch.distributed.checkpoint.state_dict import (  # lazy: ~0.7 s to import; only a checkpoint save needs it
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
 
     opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
     return get_model_state_dict(trainable, options=opts), get_optimizer_state_dict(trainable, opt, options=opts)
@@ -336,8 +339,11 @@ def save_training(
 def load_training(path: str | Path, state: dict, trainable, ema, opt, *, joint: bool) -> int:
     """Restore weights, EMA, optimizer and RNG from the verified checkpoint ``path`` (``state``: its
     state.json); ``joint`` for a model trained with its text encoder. Returns the checkpoint's step."""
-    # lazy: torch.distributed.checkpoint takes ~0.7 s to import (see full_state_dicts)
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
+    from torch.distributed.checkpoint.state_dict import (  # lazy: ~0.7 s to import; only a resume needs it
+        StateDictOptions,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
 
     path = Path(path)
     sd, ema_sd = load_tensors(path, "model"), load_tensors(path, "ema")

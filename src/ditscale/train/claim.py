@@ -17,7 +17,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Iterator
 
-from ditscale.errors import TrainingError
+from ditscale.errors import ConfigError, TrainingError
+from ditscale.flops import train_memory_bytes
 from ditscale.train.budget import RunLength, run_length
 from ditscale.train.config import TrainConfig, check_config
 from ditscale.train.locks import RunLock, held_here
@@ -40,9 +41,6 @@ def check_run(cfg: TrainConfig) -> RunLength:
 def check_memory(cfg: TrainConfig, available_bytes: float | None, where: str, world: int = 1) -> None:
     """Refuse a run whose training step cannot fit in ``available_bytes`` (of ``where``, e.g. "RAM"):
     :func:`ditscale.flops.train_memory_bytes` of one rank's batch is a lower bound. None: not known."""
-    from ditscale.errors import ConfigError
-    from ditscale.flops import train_memory_bytes
-
     model = cfg.model_config(text=_SMALLEST_TEXT if cfg.text_encoder else None)
     per_rank = max(1, cfg.batch_size // max(1, world))
     need = train_memory_bytes(model, per_rank, bytes_per_value=2 if cfg.precision == "bf16" else 4)

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import torch
 
+from ditscale.data import text as T
 from ditscale.errors import ConfigError
 from ditscale.train.config import TrainConfig
 
@@ -32,8 +33,6 @@ def build_text_encoder(cfg: TrainConfig, has_captions: bool, cache_dir: str, dev
     """
     if not cfg.text_encoder:  # text conditioning without an encoder is refused by train.config.check_config
         return None
-    from ditscale.data import text as T
-
     if not has_captions:
         raise ConfigError(f"text_encoder={cfg.text_encoder!r} needs captions; set data.captions=true")
     if cfg.text_encoder == "word":

@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 from ditscale.flops import GPU_BF16_PEAK_FLOPS, gpu_peak_flops  # noqa: F401  (the GPU peaks' one home; re-exported)
-from ditscale.io import append_jsonl
+from ditscale.io import append_jsonl, atomic_write_text
 from ditscale.train.rundir import RunDir
+from ditscale.train.wandb_log import wandb_image
 
 _MEASURED_PEAK: dict[str, float] = {}
 
@@ -110,7 +112,7 @@ class MetricsLog:
         self.writer = None
         if enabled and tensorboard:
             try:
-                from torch.utils.tensorboard import SummaryWriter
+                from torch.utils.tensorboard import SummaryWriter  # lazy: optional dependency tensorboard
 
                 self.writer = SummaryWriter(str(RunDir(out_dir).tensorboard))
             except ImportError:  # tensorboard is optional
@@ -120,8 +122,6 @@ class MetricsLog:
         """Keep only records with ``step <= step`` (atomic rewrite)."""
         if not self.enabled or not self.path.exists():
             return
-        from ditscale.io import atomic_write_text
-
         kept = []
         for line in self.path.read_text().splitlines():
             try:
@@ -150,8 +150,6 @@ class MetricsLog:
             self.writer.add_image(tag, image, step, dataformats="HWC")
             self.writer.flush()
         if self.wandb_run is not None:
-            from ditscale.train.wandb_log import wandb_image
-
             self.wandb_run.log({tag: wandb_image(image, caption=f"step {step}")}, step=step)
 
     def close(self) -> None:
@@ -172,8 +170,6 @@ def read_metrics(out_dir: str | Path) -> list[dict[str, Any]]:
 
 def progress_bar(total: int, initial: int, enabled: bool | None, desc: str = "train"):
     """A tqdm bar over optimizer steps; shown when ``enabled`` or (None) when stderr is a terminal."""
-    from tqdm import tqdm
-
     show = enabled if enabled is not None else sys.stderr.isatty()
     if os.environ.get("RANK", "0") != "0":
         show = False

@@ -16,6 +16,8 @@ import math
 import shlex
 from dataclasses import dataclass
 
+from ditscale.data.info import declared_info
+from ditscale.data.store import read_meta
 from ditscale.errors import ConfigError
 from ditscale.flops import DEFAULT_GPU, DEFAULT_MFU, forward_macs, gpu_hours, resolve_gpu
 from ditscale.train.budget import RunLength, run_length
@@ -77,16 +79,12 @@ class TrainPlan:
 
 def _dataset_facts(cfg: TrainConfig):
     """``(DataInfo, train images or None, note or None)``: read from the dataset, or declared by the config."""
-    from ditscale.data.info import declared_info
-
     data = cfg.data_config()
     info, note = declared_info(data)
     if note is not None:
         return info, None, note
     train_images = None
     if data.name == "latents":
-        from ditscale.data.store import read_meta
-
         train_images = int(read_meta(data.path)["splits"]["train"])
     return info, train_images, None
 

@@ -14,6 +14,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from ditscale import __version__
+
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -62,7 +64,7 @@ def device_name(device: Any = None) -> str:
     """A readable name of ``device`` (a ``torch.device`` or string): the GPU's name for CUDA, else the CPU's."""
     kind = getattr(device, "type", str(device or "cpu")).split(":")[0]
     if kind == "cuda":
-        import torch
+        import torch  # lazy: torch; provenance loads torch-free (study imports it)
 
         return torch.cuda.get_device_name(device)
     return cpu_name()
@@ -72,9 +74,7 @@ def versions(device: Any = None) -> dict[str, Any]:
     """``{"ditscale", "torch", "python", "git_commit", "git_dirty", "hostname", "device"}``: versions as
     strings, ``git_commit`` (and ``git_dirty``) None outside a git checkout, ``device`` the name of
     ``device`` (default CPU)."""
-    import torch
-
-    from ditscale import __version__
+    import torch  # lazy: torch; provenance loads torch-free (study imports it)
 
     return {
         "ditscale": __version__,

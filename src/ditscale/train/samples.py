@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ditscale.data import dataset_info
 from ditscale.diffusion import Diffusion
 from ditscale.errors import ConfigError
 from ditscale.generate import make_grid, to_uint8
@@ -29,8 +30,6 @@ def check_sampling(cfg: TrainConfig) -> None:
     """Sample grids need a pixel-space model (1 or 3 channels); raise :class:`ConfigError` otherwise."""
     if not cfg.val.sample_images:
         return
-    from ditscale.data import dataset_info
-
     in_channels = cfg.model.get("in_channels") or dataset_info(cfg.data_config()).channels
     if in_channels not in (1, 3):
         raise ConfigError(

@@ -16,6 +16,7 @@ import secrets
 from typing import Any
 
 from ditscale.errors import ConfigError
+from ditscale.io import atomic_write_text
 from ditscale.train.config import WandbConfig
 from ditscale.train.rundir import RunDir
 
@@ -36,8 +37,6 @@ def _run_id(out: RunDir) -> str:
     path = out.root / RUN_ID_FILE
     if path.exists() and path.read_text().strip():
         return path.read_text().strip()
-    from ditscale.io import atomic_write_text
-
     run_id = secrets.token_hex(6)  # 12 lowercase hex digits: a valid W&B run id
     atomic_write_text(path, run_id + "\n")
     return run_id
@@ -48,7 +47,7 @@ def start_wandb(cfg: WandbConfig, out: RunDir, config: dict[str, Any]) -> Any | 
     if not cfg.enabled:
         return None
     check_wandb(cfg)
-    import wandb
+    import wandb  # lazy: optional dependency wandb
 
     return wandb.init(
         project=cfg.project,
@@ -64,6 +63,6 @@ def start_wandb(cfg: WandbConfig, out: RunDir, config: dict[str, Any]) -> Any | 
 
 def wandb_image(grid: Any, caption: str | None = None) -> Any:
     """A ``wandb.Image`` of a uint8 ``(H, W, 3)`` array."""
-    import wandb
+    import wandb  # lazy: optional dependency wandb
 
     return wandb.Image(grid, caption=caption)
