@@ -178,8 +178,8 @@ def _format_parametric(fit, boot, how: str) -> list[str]:
 
 def _backtest(runs, cfg, args):
     """``--backtest K``: rows of :func:`ditscale.laws.backtest` with the fit's options (or None)."""
-    from ditscale.laws import backtest
-    from ditscale.laws.powerlaw import FitWarning
+    from ditscale.laws import backtest  # lazy: start-up (`ditscale --help` loads every command)
+    from ditscale.laws.powerlaw import FitWarning  # lazy: start-up (`ditscale --help` loads every command)
 
     if args.backtest is None:
         return None
@@ -228,9 +228,14 @@ def _print_text(fit, boot, pred, rows, k) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ditscale.laws import FitConfig, fit_runs, predict, read_runs_csv
-    from ditscale.laws.checks import isoflop_checks
-    from ditscale.laws.powerlaw import FitWarning
+    from ditscale.laws import (
+        FitConfig,
+        fit_runs,
+        predict,
+        read_runs_csv,
+    )  # lazy: start-up (`ditscale --help` loads every command)
+    from ditscale.laws.checks import isoflop_checks  # lazy: start-up (`ditscale --help` loads every command)
+    from ditscale.laws.powerlaw import FitWarning  # lazy: start-up (`ditscale --help` loads every command)
 
     if args.out:
         check_output_file(args.out, "--out")

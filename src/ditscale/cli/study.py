@@ -19,6 +19,8 @@ import json
 import sys
 
 from ditscale.cli.args import count, examples, finite_float
+from ditscale.errors import ConfigError
+from ditscale.io import check_output_dir
 
 RAW = argparse.RawDescriptionHelpFormatter  # keeps the examples' layout
 
@@ -179,8 +181,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _load(args):
-    from ditscale.errors import ConfigError
-    from ditscale.study import load_spec
+    from ditscale.study import load_spec  # lazy: start-up (`ditscale --help` loads every command)
 
     if bool(args.spec) == bool(args.preset):
         raise ConfigError("give a study spec YAML file or --preset NAME (exactly one)")
@@ -192,8 +193,8 @@ def _interval(ci, fmt=".4g") -> str:
 
 
 def _plan(args) -> int:
-    from ditscale.study import current_plan
-    from ditscale.study.cost import plan_cost
+    from ditscale.study import current_plan  # lazy: start-up (`ditscale --help` loads every command)
+    from ditscale.study.cost import plan_cost  # lazy: start-up (`ditscale --help` loads every command)
 
     spec = _load(args)
     plan = current_plan(spec, args.out)
@@ -218,10 +219,8 @@ def _plan(args) -> int:
 
 
 def _run(args) -> int:
-    from ditscale.study import run_study
-    from ditscale.study.launchers import SlurmOptions
-
-    from ditscale.io import check_output_dir
+    from ditscale.study import run_study  # lazy: start-up (`ditscale --help` loads every command)
+    from ditscale.study.launchers import SlurmOptions  # lazy: start-up (`ditscale --help` loads every command)
 
     spec = _load(args)
     check_output_dir(args.out, "--out")
@@ -305,7 +304,7 @@ def _print_quality(q) -> None:
 
 def _print_backtest(rows) -> None:
     """The backtest rows of record: L* by the study's loss law, every form's error, and N_opt."""
-    from ditscale.laws.fit import loss_law_name
+    from ditscale.laws.fit import loss_law_name  # lazy: start-up (`ditscale --help` loads every command)
 
     for row in rows or ():
         form = f" ({loss_law_name(row.loss_law)})" if row.loss_law else ""
@@ -343,7 +342,7 @@ def _predict(args) -> int:
 
 def _print_prediction(pred) -> None:
     """``study predict``'s text: N, D (tokens and images), loss with intervals, nearest model, backtest."""
-    from ditscale.laws.fit import loss_law_name
+    from ditscale.laws.fit import loss_law_name  # lazy: start-up (`ditscale --help` loads every command)
 
     near = pred.nearest
     print(f"compute-optimal at C = {pred.flops:.4g} training FLOPs:")
@@ -422,7 +421,7 @@ def _print_comparison(comp) -> None:
 
 
 def _report(args) -> int:
-    from ditscale.study.analyze import analyze_study
+    from ditscale.study.analyze import analyze_study  # lazy: start-up (`ditscale --help` loads every command)
 
     laws = analyze_study(args.dir)
     _print_laws_summary(laws, args.dir)

@@ -37,8 +37,10 @@ import numpy as np
 
 from ditscale.errors import DataError
 from ditscale.laws.compute_laws import LAW_FIELDS
+from ditscale.laws.envelope import fit_envelope
 from ditscale.laws.isoflop import budget_optima, inside_grid, laws_from_optima
 from ditscale.laws.noise import log_loss_noise
+from ditscale.laws.parametric import fit_parametric, one_blas_thread
 from ditscale.laws.powerlaw import FitWarning, fit_saturating
 from ditscale.laws.runs import Runs
 
@@ -251,8 +253,6 @@ def bootstrap(runs: Runs, fit, n: int = 1000, seed: int = 0) -> Bootstrap:
     if fit.method == "isoflop":
         samples, failed = _bootstrap_isoflop(runs, fit, n, rng)
     elif fit.method == "parametric":
-        from ditscale.laws.parametric import fit_parametric, one_blas_thread
-
         o = fit.options
         with one_blas_thread(), np.errstate(all="ignore"):  # a resample's allocation can be NaN (alpha <= 0)
             samples, failed = _bootstrap_each(
@@ -264,8 +264,6 @@ def bootstrap(runs: Runs, fit, n: int = 1000, seed: int = 0) -> Bootstrap:
                 strata=_unit_strata(runs),
             )
     elif fit.method == "envelope":
-        from ditscale.laws.envelope import fit_envelope
-
         o = fit.options
         samples, failed = _bootstrap_each(
             runs,

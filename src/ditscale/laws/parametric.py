@@ -23,11 +23,11 @@ N is parameters, D tokens; the compute-optimal allocation assumes C = 6 N D (FLO
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.optimize import minimize, nnls
+from threadpoolctl import threadpool_limits
 
 from ditscale.errors import ConfigError, DataError
 from ditscale.laws.powerlaw import PowerLaw
@@ -97,11 +97,7 @@ def grid_objective(starts: np.ndarray, log_n, log_d, log_l, delta=1e-3, weights=
 def one_blas_thread():
     """Context limiting BLAS to one thread: scipy's L-BFGS-B calls BLAS on 5x20 matrices, and a
     multi-threaded OpenBLAS then spends ~30x longer synchronising threads than computing (more so on
-    a busy machine). Uses threadpoolctl (installed with scikit-learn) when available."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - speed only
-        return contextlib.nullcontext()
+    a busy machine)."""
     return threadpool_limits(1, user_api="blas")
 
 

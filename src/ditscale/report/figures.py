@@ -34,10 +34,10 @@ def error_bar(value: float, ci) -> list | None:
 def pyplot():
     """matplotlib.pyplot on the non-interactive Agg backend (imported on first use: the report's
     figures are the only place that needs matplotlib)."""
-    import matplotlib
+    import matplotlib  # lazy: matplotlib (~0.7 s) loads only when a figure is drawn
 
     matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: after matplotlib.use('Agg'), which must come first
 
     return plt
 
