@@ -24,7 +24,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -38,6 +38,7 @@ FIXED_KEYS = ("pos_embed",)  # ours only: diffusers recomputes the fixed sin-cos
 NORM_EPS = 1e-6  # our LayerNorms' eps (diffusers' config default 1e-5 applies to its second block norm)
 PREDICTIONS = {"epsilon": "epsilon", "x0": "sample", "v": "v_prediction"}  # ours -> diffusers prediction_type
 MAX_NAMED = 3
+NULL_CLASS = 1000  # DiTPipeline feeds this label as the unconditional class when guidance_scale > 1
 
 
 @dataclass(frozen=True)
@@ -216,6 +217,42 @@ def scheduler_config(diffusion: dict[str, Any]) -> dict[str, Any]:
         "steps_offset": 0,
         "prediction_type": PREDICTIONS[diffusion["predict"]],
     }
+
+
+def pipeline_index(config: DiTConfig, class_names: Sequence[str] | None = None) -> dict[str, Any]:
+    """The ``model_index.json`` of a DiTPipeline folder (transformer, scheduler, vae), with ``id2label``
+    (``{"0": name, ...}``) when the classes have ``class_names``."""
+    index = {
+        "_class_name": "DiTPipeline",
+        "_diffusers_version": transformer_config(config)["_diffusers_version"],
+        "scheduler": ["diffusers", "DDIMScheduler"],
+        "transformer": ["diffusers", "DiTTransformer2DModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    }
+    if class_names:
+        index["id2label"] = {str(i): name for i, name in enumerate(class_names)}
+    return index
+
+
+def pipeline_notes(config: DiTConfig) -> list[str]:
+    """What a DiTPipeline user must know about this model, one line each: how to call it with guidance
+    (DiTPipeline takes label :data:`NULL_CLASS` as the null class) and diffusers' timestep embedding."""
+    notes = []
+    if config.class_dropout_prob == 0:
+        notes.append(
+            "the model was trained without label dropout: its null class row is zeros; call DiTPipeline "
+            "with guidance_scale=1"
+        )
+    elif config.num_classes != NULL_CLASS:
+        notes.append(
+            f"DiTPipeline uses label {NULL_CLASS} as the null class, this model has {config.num_classes} classes: "
+            f"call it with guidance_scale=1, or sample guided with `ditscale sample OUT`"
+        )
+    notes.append(
+        "diffusers' DiT embeds timesteps with frequencies 10000^(-i/127), the reference 10000^(-i/128): "
+        "the weights are exact, diffusers' outputs differ slightly (`ditscale sample OUT` is exact)"
+    )
+    return notes
 
 
 def diffusion_from_scheduler(scheduler: dict[str, Any], learn_sigma: bool) -> dict[str, Any]:
