@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from ditscale.cli.args import examples
 from ditscale.io import check_new_dir

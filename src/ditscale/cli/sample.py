@@ -199,7 +199,7 @@ def _load(args: argparse.Namespace):
 
 def _write_grid(args: argparse.Namespace, images, captions: list[str] | None = None) -> None:
     """The --out grid of uint8 images (N, H, W, 3), its cells labelled with ``captions`` (also printed)."""
-    from ditscale.generate.grid import grid_upscale, save_grid
+    from ditscale.generate.grid import grid_upscale, save_grid  # lazy: numpy, PIL (start-up time of --help)
 
     n, h, w, _ = images.shape
     upscale = grid_upscale(args.upscale, h, w)
