@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
+from test_sample import LATENT, PIXEL, tiny_model
 
 from ditscale.data import DataConfig
 from ditscale.data.text import HFTextEncoder, WordTextEncoder, WordTokenizer, text_encoder_for
@@ -40,25 +41,11 @@ from ditscale.generate.request import (
     sampling_settings,
 )
 from ditscale.io import check_new_dir, staged_folder
-from ditscale.models import DiTConfig, create_model
+from ditscale.models import DiTConfig
 from ditscale.models.diffusers_io import pipeline_notes
 from ditscale.models.io import save_model
 
-PIXEL = dict(input_size=8, patch_size=4, in_channels=3, hidden_size=32, depth=1, num_heads=2, num_classes=5)
-LATENT = {**PIXEL, "input_size": 4, "patch_size": 2, "in_channels": 4}
 TEXT = {**PIXEL, "conditioning": "text", "context_dim": 8, "context_len": 4}
-
-
-def tiny(seed=0, **overrides):
-    """A tiny seeded DiT, its trainable tensors perturbed (the fixed sin-cos pos_embed kept)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = create_model({**PIXEL, **overrides})
-    g = torch.Generator().manual_seed(seed)
-    for p in model.parameters():
-        if p.requires_grad:
-            p.data.add_(0.2 * torch.randn(p.shape, generator=g))
-    return model.eval()
 
 
 def sampler_of(model, **fields) -> Sampler:
@@ -107,7 +94,7 @@ def test_diffusion_for_is_checked_against_the_model():
 
 def test_load_sampler_of_a_latent_model_takes_its_runs_vae(tmp_path):
     make_tiny_vae().save_pretrained(tmp_path / "vae")
-    model = tiny(**LATENT)
+    model = tiny_model(**LATENT)
     weights = save_model(model, tmp_path / "m.safetensors")
     spec = sampler_spec(weights)
     assert spec.config == model.config and spec.vae is None and spec.meta == {"model": model.config.to_dict()}
@@ -127,10 +114,12 @@ def test_load_sampler_of_a_latent_model_takes_its_runs_vae(tmp_path):
 
 def test_sampler_loads_its_text_encoder_on_demand(tmp_path, tiny_clip):
     ema = word_encoder(tmp_path / "text_encoder_ema.safetensors", seed=1)
-    model = tiny(**TEXT)
+    model = tiny_model(**TEXT)
     sampler = sampler_of(model, encoder_name=str(tmp_path / "text_encoder_ema.safetensors"))
     assert torch.equal(sampler.text_encoder().tok_emb.weight, ema.tok_emb.weight)
-    hf = sampler_of(tiny(**{**TEXT, "context_dim": 32, "context_len": 6}), run_encoder=str(tiny_clip), progress=False)
+    hf = sampler_of(
+        tiny_model(**{**TEXT, "context_dim": 32, "context_len": 6}), run_encoder=str(tiny_clip), progress=False
+    )
     encoder = hf.text_encoder()
     assert isinstance(encoder, HFTextEncoder) and encoder.max_length == 6 and encoder.context_dim == 32
 
@@ -190,14 +179,14 @@ def test_prompts_are_read_and_go_with_text_models_only(tmp_path):
 
 
 def test_plan_grid_names_its_classes_and_checks_the_request():
-    model = tiny()
+    model = tiny_model()
     sampler, settings = sampler_of(model), sampling_settings(model.config, seed=3)
     given = plan_grid(sampler, settings, classes="1, 2,4")
     assert (given.labels, given.num_images, given.count) == ([1, 2, 4], None, 3)
     drawn = plan_grid(sampler, settings, num_images=3)
     assert drawn.labels == draw_labels(model, 3, 3).tolist()  # the random classes, named
     assert plan_grid(sampler, settings).count == 8  # DiT's 8 demo images: random classes of a 5-class model
-    demo = tiny(num_classes=1000)
+    demo = tiny_model(num_classes=1000)
     assert plan_grid(sampler_of(demo), sampling_settings(demo.config)).labels == list(DIT_DEMO_CLASSES)
     assert grid_captions(given) == ["1", "2", "4"]
     assert grid_captions(Conditions(labels=[1, 0]), ["ring", "dot"]) == ["1 dot", "0 ring"]
@@ -207,7 +196,7 @@ def test_plan_grid_names_its_classes_and_checks_the_request():
         plan_grid(sampler, settings, num_images=4096, upscale=64)
     with pytest.raises(ConfigError, match="unknown sampler 'euler'"):
         plan_grid(sampler, SamplingSettings(sampler="euler"), classes="1")
-    free = tiny(conditioning="none")
+    free = tiny_model(conditioning="none")
     unconditional = plan_grid(sampler_of(free), sampling_settings(free.config), num_images=2)
     assert (unconditional.labels, unconditional.num_images, grid_captions(unconditional)) == (None, 2, None)
     with pytest.raises(ConfigError, match="this model is unconditional and takes no --classes"):
@@ -216,7 +205,7 @@ def test_plan_grid_names_its_classes_and_checks_the_request():
 
 def test_plan_grid_encodes_prompts(tmp_path):
     encoder = word_encoder(tmp_path / "text_encoder.safetensors")
-    model = tiny(**TEXT)
+    model = tiny_model(**TEXT)
     sampler = sampler_of(model, encoder_name=str(tmp_path / "text_encoder.safetensors"))
     conditions = plan_grid(sampler, sampling_settings(model.config), prompts=["a red circle", "a circle"])
     context, mask = encoder.encode(["a red circle", "a circle"])
@@ -227,10 +216,10 @@ def test_plan_grid_encodes_prompts(tmp_path):
 
 
 def test_plan_npz_takes_the_prompts_or_the_runs_val_captions(tmp_path):
-    model = tiny()
+    model = tiny_model()
     assert plan_npz(sampler_of(model), sampling_settings(model.config), num_samples=5) == NpzPlan()
     encoder = word_encoder(tmp_path / "text_encoder.safetensors")
-    text = tiny(**TEXT)
+    text = tiny_model(**TEXT)
     sampler, settings = sampler_of(text, encoder_name=str(tmp_path / "text_encoder.safetensors")), SamplingSettings()
     with pytest.raises(ConfigError, match="no run config to take captions from; pass --prompts FILE"):
         plan_npz(sampler, settings, num_samples=3)
@@ -276,7 +265,7 @@ def test_torchrun_ranks_come_from_the_environment(monkeypatch):
 # generate.export ------------------------------------------------------------------------------------
 def test_export_model_writes_a_pipeline_its_parts_or_the_plain_format(tmp_path):
     make_tiny_vae().save_pretrained(tmp_path / "vae")
-    model = tiny(**LATENT)
+    model = tiny_model(**LATENT)
     weights = save_model(model, tmp_path / "m.safetensors")
     source = load_export_source(weights)
     diffusion = resolve_diffusion_config({"learn_sigma": True}).to_dict()  # DiT's process: none in the metadata
@@ -287,13 +276,7 @@ def test_export_model_writes_a_pipeline_its_parts_or_the_plain_format(tmp_path):
     assert done == Exported(
         "a DiTPipeline (transformer/, scheduler/, vae/, model_index.json)", tuple(pipeline_notes(model.config))
     )
-    assert sorted(p.name for p in out.iterdir()) == [
-        "ditscale.json",
-        "model_index.json",
-        "scheduler",
-        "transformer",
-        "vae",
-    ]
+    assert {p.name for p in out.iterdir()} == {"ditscale.json", "model_index.json", "scheduler", "transformer", "vae"}
     assert json.loads((out / "model_index.json").read_text())["id2label"]["4"] == "class4"
     assert json.loads((out / "ditscale.json").read_text()) == {**source.info, "vae": str(tmp_path / "vae")}
     with pytest.raises(ConfigError, match="already exists; pick a new folder or pass --overwrite"):
@@ -309,17 +292,17 @@ def test_export_model_writes_a_pipeline_its_parts_or_the_plain_format(tmp_path):
 
 
 def test_export_model_of_pixel_and_unsupported_models(tmp_path):
-    pixel = export_model(load_export_source(save_model(tiny(), tmp_path / "p.safetensors")), tmp_path / "p")
+    pixel = export_model(load_export_source(save_model(tiny_model(), tmp_path / "p.safetensors")), tmp_path / "p")
     assert pixel.what == "transformer/ and scheduler/" and pixel.notes[0].startswith("a pixel-space model: wrote")
     assert json.loads((tmp_path / "p" / "ditscale.json").read_text())["vae"] == "pixel-space"
-    flow = save_model(tiny(learn_sigma=False), tmp_path / "f.safetensors", {"diffusion": {"kind": "flow"}})
+    flow = save_model(tiny_model(learn_sigma=False), tmp_path / "f.safetensors", {"diffusion": {"kind": "flow"}})
     done = export_model(load_export_source(flow), tmp_path / "f")
     notice = (
         "diffusers' DiTPipeline and its schedulers run Gaussian diffusion; this is a rectified-flow model: "
         "diffusers has no equivalent, writing the ditscale safetensors format instead"
     )
     assert done == Exported("model.safetensors and config.json (ditscale format)", (notice,))
-    torch.save(tiny().state_dict(), tmp_path / "ref.pt")
+    torch.save(tiny_model().state_dict(), tmp_path / "ref.pt")
     with pytest.raises(CheckpointError, match="carries no model config .*save it with ditscale first"):
         load_export_source(tmp_path / "ref.pt")
 
