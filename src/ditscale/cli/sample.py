@@ -12,10 +12,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from ditscale.cli.args import count, device, examples, finite_float, seed
 from ditscale.io import check_output_file
 from ditscale.train.rundir import RunDir
+
+if TYPE_CHECKING:  # type names only: `ditscale --help` stays torch-free
+    from ditscale.generate.load import Sampler
+    from ditscale.generate.request import SamplingSettings
 
 # Images one grid may show: more is unreadable (write them with --num-samples and --npz instead).
 MAX_GRID_IMAGES = 4096
@@ -165,7 +170,7 @@ def _device(args: argparse.Namespace) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _load(args: argparse.Namespace):
+def _load(args: argparse.Namespace) -> tuple[Sampler, list[str] | None, RunDir | None]:
     """The :class:`~ditscale.generate.load.Sampler` of CKPT, the prompts (checked against it) and its run."""
     from ditscale.generate.load import load_sampler, sampler_spec  # lazy: torch
     from ditscale.generate.request import check_prompts, read_prompts  # lazy: torch
@@ -209,7 +214,13 @@ def _write_grid(args: argparse.Namespace, images, captions: list[str] | None = N
         print("cells, row by row: " + "; ".join(captions))
 
 
-def _sample_grid(args: argparse.Namespace, sampler, settings, prompts: list[str] | None, names) -> int:
+def _sample_grid(
+    args: argparse.Namespace,
+    sampler: Sampler,
+    settings: SamplingSettings,
+    prompts: list[str] | None,
+    names: list[str] | None,
+) -> int:
     """Sample the grid's images (labels, random classes or prompts) into --out and --npz."""
     from ditscale.generate import sample_images, save_npz  # lazy: torch
     from ditscale.generate.request import grid_captions, plan_grid  # lazy: torch
@@ -233,7 +244,13 @@ def _sample_grid(args: argparse.Namespace, sampler, settings, prompts: list[str]
     return 0
 
 
-def _sample_npz(args: argparse.Namespace, sampler, settings, prompts: list[str] | None, run: RunDir | None) -> int:
+def _sample_npz(
+    args: argparse.Namespace,
+    sampler: Sampler,
+    settings: SamplingSettings,
+    prompts: list[str] | None,
+    run: RunDir | None,
+) -> int:
     """Sample --num-samples images into --npz (this rank's chunks); rank 0 assembles it and writes the grid."""
     from ditscale.generate import sample_npz  # lazy: torch
     from ditscale.generate.npz import torchrun_ranks  # lazy: torch

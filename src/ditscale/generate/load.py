@@ -17,7 +17,7 @@ run (``RunDir.vae()``, ``RunDir.text_encoder()``) as plain values.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -154,7 +154,7 @@ class Sampler:
     notes: tuple[str, ...] = ()
     encoder_name: str | None = None
     run_encoder: str | None = None
-    progress: bool = field(default=True, compare=False)
+    progress: bool = True
 
     @property
     def image_side(self) -> int:

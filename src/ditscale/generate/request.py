@@ -51,6 +51,7 @@ class SamplingSettings:
         return {"sampler": self.sampler, "steps": self.steps, "cfg_scale": self.cfg_scale}
 
     def kwargs(self) -> dict[str, Any]:
+        """All the settings, as keyword arguments of ``sample_images`` / ``sample_npz``."""
         return asdict(self)
 
 
