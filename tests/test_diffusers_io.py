@@ -17,6 +17,8 @@ from ditscale.models.diffusers_io import (
     diffusion_from_scheduler,
     from_diffusers,
     key_rules,
+    pipeline_index,
+    pipeline_notes,
     save_transformer,
     scheduler_config,
     to_diffusers,
@@ -203,6 +205,24 @@ def test_exported_pipeline_samples_end_to_end(tmp_path, capsys):
     assert images.min() >= 0 and images.max() <= 1 and images.std() > 0
     info = json.loads((out / "ditscale.json").read_text())
     assert info["vae"] == str(tmp_path / "vae") and info["source"].endswith("ema.safetensors")
+
+
+def test_pipeline_index_and_notes():
+    config = tiny_dit().config  # 10 classes, label dropout 0.1
+    index = pipeline_index(config)
+    assert index["_class_name"] == "DiTPipeline" and "id2label" not in index
+    assert [index[k] for k in ("scheduler", "transformer", "vae")] == [
+        ["diffusers", "DDIMScheduler"],
+        ["diffusers", "DiTTransformer2DModel"],
+        ["diffusers", "AutoencoderKL"],
+    ]
+    assert index["_diffusers_version"] == transformer_config(config)["_diffusers_version"]
+    assert pipeline_index(config, ["a", "b"])["id2label"] == {"0": "a", "1": "b"}
+    null_class, embedding = pipeline_notes(config)
+    assert null_class.startswith("DiTPipeline uses label 1000 as the null class, this model has 10 classes")
+    assert "10000^(-i/127)" in embedding
+    assert pipeline_notes(config.replace(num_classes=1000)) == [embedding]  # DiTPipeline's own null class
+    assert pipeline_notes(config.replace(class_dropout_prob=0.0))[0].startswith("the model was trained without label")
 
 
 # 4. Strict loading and unsupported models --------------------------------------------------------------

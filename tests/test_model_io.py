@@ -17,6 +17,8 @@ from ditscale.models.io import (
     resolve_weights,
     save_model,
     text_encoder_beside,
+    vae_for,
+    write_plain_folder,
 )
 from ditscale.train.rundir import RunDir
 
@@ -210,3 +212,27 @@ def test_metadata_with_bad_config_is_rejected(tmp_path):
     assert json.loads(json.dumps(read_metadata(path)))["model"]["widht"] == 3
     with pytest.raises(ConfigError, match="unknown key 'widht'"):
         load_model(path)
+
+
+def test_vae_for_and_the_plain_export_folder(tmp_path):
+    (tmp_path / "pipe" / "vae").mkdir(parents=True)
+    (tmp_path / "pipe" / "vae" / "config.json").write_text("{}")
+    assert vae_for(tmp_path / "pipe", "run-vae") == str(tmp_path / "pipe" / "vae")  # a diffusers folder's own
+    assert vae_for(tmp_path / "m.safetensors", "run-vae") == "run-vae" and vae_for(tmp_path / "m.safetensors") is None
+    model, ckpt, out = random_model(), tmp_path / "ckpt", tmp_path / "out"
+    save_model(model, ckpt / "ema.safetensors")
+    (ckpt / "text_encoder_ema.safetensors").write_bytes(b"ema encoder")
+    out.mkdir()
+    info = {"source": "s", "model": model.config.to_dict(), "diffusion": {"kind": "gaussian"}}
+    what = write_plain_folder(model, info, ckpt / "ema.safetensors", out)
+    assert what == "model.safetensors, text_encoder.safetensors and config.json (ditscale format)"
+    assert json.loads((out / "config.json").read_text()) == {"format": "ditscale", **info}
+    assert read_metadata(out / "model.safetensors") == {
+        "model": model.config.to_dict(),
+        "diffusion": {"kind": "gaussian"},
+    }
+    assert (out / "text_encoder.safetensors").read_bytes() == b"ema encoder"
+    (tmp_path / "bare").mkdir()
+    assert write_plain_folder(model, info, tmp_path / "m.safetensors", tmp_path / "bare").startswith(
+        "model.safetensors and"
+    )

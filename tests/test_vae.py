@@ -3,8 +3,17 @@
 import pytest
 import torch
 
-from ditscale.data.vae import VAE_SCALE, decode, downsample_factor, encode, encode_moments, load_vae, make_tiny_vae
-from ditscale.errors import CheckpointError
+from ditscale.data.vae import (
+    VAE_SCALE,
+    decode,
+    downsample_factor,
+    encode,
+    encode_moments,
+    load_vae,
+    make_tiny_vae,
+    save_vae_folder,
+)
+from ditscale.errors import CheckpointError, ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +82,18 @@ def test_save_pretrained_round_trip(vae, images, tmp_path):
     assert all(torch.equal(ref[k], got[k]) for k in ref)
     assert torch.equal(encode(loaded, images, sample=False), encode(vae, images, sample=False))
     assert load_vae(str(tmp_path / "vae"), dtype=torch.float64).dtype == torch.float64
+
+
+def test_save_vae_folder_checks_channels_and_sets_the_latent_scale(tmp_path):
+    source = make_tiny_vae(seed=2)
+    source.register_to_config(scaling_factor=0.5)  # not ditscale's scale: the exported copy gets VAE_SCALE
+    source.save_pretrained(tmp_path / "src")
+    save_vae_folder(str(tmp_path / "src"), 4, tmp_path / "out")
+    saved = load_vae(tmp_path / "out")
+    assert saved.config.scaling_factor == VAE_SCALE
+    assert all(torch.equal(saved.state_dict()[k], v) for k, v in source.state_dict().items())
+    with pytest.raises(ConfigError, match="has 4 latent channels but the model takes 3; pass the --vae"):
+        save_vae_folder(str(tmp_path / "src"), 3, tmp_path / "other")
 
 
 def _one_line(err):

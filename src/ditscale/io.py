@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -196,3 +197,39 @@ def check_output_dir(path: str | os.PathLike, what: str) -> Path:
     if not p.exists():
         _check_creatable(p, what)
     return p
+
+
+# -- folders assembled whole -------------------------------------------------------------------------
+def _refuse_existing(path: Path, what: str, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise ConfigError(f"{what} {path} already exists; pick a new folder or pass --overwrite")
+
+
+def check_new_dir(path: str | os.PathLike, what: str, *, overwrite: bool = False) -> Path:
+    """:func:`check_output_dir`, and ``path`` must not exist yet unless ``overwrite`` (checked before
+    any work, then again by :func:`staged_folder`)."""
+    p = Path(path).expanduser()
+    _refuse_existing(p, what, overwrite)
+    return check_output_dir(p, what)
+
+
+@contextlib.contextmanager
+def staged_folder(out: Path, *, overwrite: bool, what: str = "--out", tag: str = "export") -> Iterator[Path]:
+    """A fresh temporary sibling of ``out`` (``.NAME.TAG-PID.tmp``) to fill; renamed to ``out`` on
+    success (replacing it with ``overwrite``), removed on failure: an interrupted writer leaves no
+    half-written ``out``."""
+    _refuse_existing(out, what, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.{tag}-{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        old = out.parent / f".{out.name}.old-{os.getpid()}.tmp"
+        if out.exists():
+            out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

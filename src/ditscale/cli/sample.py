@@ -1,47 +1,29 @@
 """``ditscale sample CKPT``: sample an image grid (and optionally an ``.npz``) from a checkpoint.
 
-CKPT is one of:
-
-- a ``.safetensors`` written by ``save_model`` or the trainer (model and diffusion configs in its metadata);
-- an official / reference ``.pt`` state dict (``DiT-XL-2-256x256.pt``): pass ``--model DiT-XL/2
-  --image-size 256`` (the latent side is image-size // 8);
-- a training checkpoint folder ``RUN/checkpoints/step_XXXXXXXX/`` (EMA weights unless ``--no-ema``);
-- a training run folder ``RUN/`` (its newest checkpoint);
-- a diffusers DiT folder (``model_index.json`` + ``transformer/``, as ``facebook/DiT-XL-2-256`` or
-  ``ditscale export --format diffusers``; its ``vae/`` decodes).
-
-Class-conditional models take ``--classes`` or ``--num-images``; text-conditional ones take
-``--prompt TEXT`` (repeatable) or ``--prompts FILE`` and encode them with the checkpoint's trained
-``text_encoder.safetensors`` or the run's Hugging Face encoder (``--text-encoder`` overrides).
-
-``--num-samples N --npz FILE`` samples at evaluation scale, as DiT's ``sample_ddp.py``: N images
-with uniform random labels (class models) or captions (text models: ``--prompts`` cycled, by
-default the captions of the run's own val split), saved with them in FILE; resumable chunk by chunk,
-and split across ``torchrun`` ranks (rank 0 assembles FILE). The grid shows the first 64 images.
+CKPT is a ``.safetensors`` with its configs in the metadata, an official ``.pt`` (with ``--model`` and
+``--image-size``), a training checkpoint or run folder (EMA weights unless ``--no-ema``) or a diffusers
+DiT folder. Class models take ``--classes`` / ``--num-images``, text models ``--prompt`` / ``--prompts``;
+``--num-samples N --npz FILE`` samples at evaluation scale, as DiT's ``sample_ddp.py`` (resumable, split
+across ``torchrun`` ranks). docs/sampling.md has the details; :mod:`ditscale.generate` (``load``,
+``request``, ``sample``, ``npz``) does the work, this module turns the arguments into its calls.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
-import os
 import sys
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ditscale.cli.args import count, device, examples, finite_float, seed
-from ditscale.config import parse_override
-from ditscale.errors import ConfigError
-from ditscale.io import check_output_file, read_text
-from ditscale.models.config import DiTConfig, named_config
+from ditscale.io import check_output_file
 from ditscale.train.rundir import RunDir
+
+if TYPE_CHECKING:  # type names only: `ditscale --help` stays torch-free
+    from ditscale.generate.load import Sampler
+    from ditscale.generate.request import SamplingSettings
 
 # Images one grid may show: more is unreadable (write them with --num-samples and --npz instead).
 MAX_GRID_IMAGES = 4096
-
-# Class labels of DiT's sample.py (ImageNet: 207 golden retriever, 360 otter, 387 red panda, ...).
-DIT_DEMO_CLASSES = (207, 360, 387, 974, 88, 979, 417, 279)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -165,274 +147,22 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-# Notes: what was chosen for the user. They are collected in a list and printed once every input is
-# accepted, so a refused command prints its one-line error alone.
 def _print_notes(notes: list[str]) -> None:
+    """What was chosen for the user, printed once every input is accepted (a refused command prints its
+    one-line error alone)."""
     if notes:
         print("\n".join(f"ditscale sample: {note}" for note in notes), file=sys.stderr)
-        notes.clear()
-
-
-def _model_config(args: argparse.Namespace, meta: dict, vae_factor: int) -> DiTConfig:
-    """The DiTConfig from the flags (which win) or the file's metadata."""
-    opts = {}
-    for text in args.model_opt:
-        key, value = parse_override(text)
-        opts[".".join(key)] = value
-    if "model" in meta and not (args.model or opts or args.image_size or args.num_classes):
-        return DiTConfig.from_dict(meta["model"])
-    if args.model:
-        base = named_config(args.model).to_dict()
-    elif "model" in meta or opts:
-        base = DiTConfig.from_dict(meta.get("model", {})).to_dict()
-    else:
-        raise ConfigError(
-            "this weights file carries no model config (an official or plain .pt): pass --model NAME and "
-            "--image-size PX, e.g. --model DiT-XL/2 --image-size 256"
-        )
-    if args.num_classes is not None:
-        base["num_classes"] = args.num_classes
-    base.update(opts)
-    if args.image_size is not None:
-        latent = base["in_channels"] not in (1, 3) or args.vae is not None
-        f = vae_factor if latent else 1
-        if args.image_size % f:
-            raise ConfigError(f"--image-size {args.image_size} is not divisible by the VAE's downsampling {f}")
-        base["input_size"] = args.image_size // f
-    elif "model" not in meta and "input_size" not in opts:
-        raise ConfigError("pass --image-size PX (e.g. 256 for DiT-XL-2-256x256.pt) for a file without model config")
-    return DiTConfig.from_dict(base)
-
-
-def _load_vae(name: str, device: str):
-    from ditscale.data.vae import load_vae  # lazy: diffusers, imported only when a VAE is needed
-
-    return load_vae(name, device=device)
-
-
-def _downsample(vae) -> int:
-    from ditscale.data.vae import downsample_factor  # lazy: diffusers, imported only when a VAE is needed
-
-    return downsample_factor(vae)
-
-
-def _read_prompts(args: argparse.Namespace) -> list[str] | None:
-    """The captions of --prompt / --prompts (None when neither is given)."""
-    if args.prompts is None:
-        return args.prompt
-    path = Path(args.prompts).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"--prompts file '{args.prompts}' does not exist; give a text file with one caption per line")
-    prompts = [line.strip() for line in read_text(path, ConfigError).splitlines() if line.strip()]
-    if not prompts:
-        raise ConfigError(f"--prompts file '{args.prompts}' holds no captions; write one caption per line")
-    return prompts
-
-
-def _text_encoder(args: argparse.Namespace, weights: Path, run: RunDir | None, config: DiTConfig, device: str):
-    """--text-encoder, else the checkpoint's trained text encoder (its EMA next to EMA weights), else the run
-    config's Hugging Face encoder."""
-    from ditscale.data import text as T  # lazy: torch
-    from ditscale.models.io import text_encoder_beside  # lazy: torch
-
-    name = args.text_encoder
-    if name is None:
-        found = text_encoder_beside(weights)
-        name = str(found) if found is not None else (run.text_encoder() if run is not None else None)
-        if name == "word":
-            raise ConfigError(
-                f"the run trained a word encoder but {weights.parent / 'text_encoder.safetensors'} is missing; "
-                "pass --text-encoder PATH/text_encoder.safetensors"
-            )
-    if not name:
-        raise ConfigError(
-            "this model is text-conditional and no text encoder was found next to its weights: pass --text-encoder "
-            "(a text_encoder.safetensors, or a Hugging Face folder / hub id)"
-        )
-    if str(name).endswith(".safetensors"):
-        encoder = T.load_word_encoder(name, device)
-    else:
-        if args.quiet:
-            from transformers.utils import logging as hf_logging  # lazy: transformers, only for its encoders
-
-            hf_logging.disable_progress_bar()
-        encoder = T.HFTextEncoder(name, max_length=config.context_len, device=device)
-    if encoder.context_dim != config.context_dim:
-        raise ConfigError(
-            f"text encoder '{name}' gives {encoder.context_dim}-wide embeddings but the model takes {config.context_dim}; "
-            "pass the encoder the model was trained with"
-        )
-    return encoder
-
-
-def _check_prompts(config: DiTConfig, prompts: list[str] | None, *, optional: bool = False) -> None:
-    """Prompts go with text-conditional models, and only with them (``optional``: may be left out)."""
-    if config.conditioning == "text" and prompts is None and not optional:
-        raise ConfigError("this model is text-conditional: pass --prompt TEXT (repeatable) or --prompts FILE")
-    if config.conditioning != "text" and prompts is not None:
-        raise ConfigError(
-            f"--prompt/--prompts are for text-conditional models; this one has conditioning={config.conditioning!r}: "
-            "use --classes or --num-images"
-        )
-
-
-def _latent_vae(weights: Path, run: RunDir | None, config: DiTConfig, device: str, notes: list[str]):
-    """The VAE of a latent-space model given no --vae: a diffusers folder's vae/, or the one its run's latent
-    store was extracted with."""
-    from ditscale.models.io import vae_beside  # lazy: torch
-
-    name = vae_beside(weights) or (run.vae() if run is not None else None)
-    if name is None:
-        raise ConfigError(
-            f"this model works in VAE latent space ({config.in_channels} channels): pass --vae PATH_OR_ID "
-            "(a diffusers AutoencoderKL folder, or e.g. stabilityai/sd-vae-ft-ema)"
-        )
-    notes.append(f"using the run's VAE {name}")
-    return _load_vae(name, device)
-
-
-def _diffusion_for(meta: dict, config: DiTConfig):
-    """The weights file's diffusion process (DiT's default without metadata), checked against the model."""
-    from ditscale.diffusion import create_diffusion  # lazy: torch
-
-    diffusion = create_diffusion(meta.get("diffusion") if "diffusion" in meta else {"learn_sigma": config.learn_sigma})
-    if diffusion.model_out_channels(config.in_channels) != config.out_channels:
-        raise ConfigError(
-            f"the model outputs {config.out_channels} channels but its {type(diffusion).__name__} needs "
-            f"{diffusion.model_out_channels(config.in_channels)}; check learn_sigma of the model and diffusion configs"
-        )
-    return diffusion
-
-
-@dataclass
-class _Job:
-    """What ``run`` resolved before sampling: the model, its diffusion, VAE and run, the sampler settings
-    and the notes not yet printed."""
-
-    args: argparse.Namespace
-    weights: Path
-    run: RunDir | None
-    config: DiTConfig
-    model: Any
-    diffusion: Any
-    vae: Any
-    device: str
-    prompts: list[str] | None
-    sampling: dict[str, Any]
-    about: str
-    notes: list[str]
-
-
-def _conditions(job: _Job) -> dict:
-    """What to draw: ``labels`` or ``num_images``, or ``context``/``context_mask`` of the prompts."""
-    import torch  # lazy: torch
-
-    args, config = job.args, job.config
-    if job.prompts is not None:
-        encoder = _text_encoder(args, job.weights, job.run, config, job.device)
-        with torch.no_grad():
-            context, context_mask = encoder.encode(job.prompts)
-        return {"labels": None, "num_images": len(job.prompts), "context": context, "context_mask": context_mask}
-    labels, num_images = None, args.num_images
-    if args.classes is not None:
-        try:
-            labels = [int(c) for c in args.classes.replace(" ", "").split(",") if c]
-        except ValueError:
-            raise ConfigError(f"--classes must be comma-separated integers, got {args.classes!r}") from None
-    elif num_images is None:
-        num_images = len(DIT_DEMO_CLASSES)
-        if config.conditioning == "class" and config.num_classes == 1000:
-            labels = list(DIT_DEMO_CLASSES)
-    if config.conditioning != "class" and labels is not None:
-        raise ConfigError("this model is unconditional and takes no --classes; use --num-images N")
-    return {
-        "labels": labels,
-        "num_images": None if labels is not None else num_images,
-        "context": None,
-        "context_mask": None,
-    }
-
-
-def _cfg_scale(args: argparse.Namespace, config: DiTConfig) -> float:
-    """--cfg-scale, else 4.0 for a model trained with a null condition (DiT's demo), else 1.0 (no guidance)."""
-    has_null = config.conditioning in ("class", "text") and config.class_dropout_prob > 0
-    return args.cfg_scale if args.cfg_scale is not None else (4.0 if has_null else 1.0)
-
-
-def _upscale(args: argparse.Namespace, h: int, w: int) -> int:
-    """--upscale, else enough to show images of ``h x w`` pixels at least 64 px wide."""
-    return args.upscale if args.upscale is not None else max(1, math.ceil(64 / min(h, w)))
-
-
-def _check_grid(job: _Job, n: int) -> None:
-    """The grid of ``n`` images fits (:func:`ditscale.generate.grid_shape`): checked before sampling."""
-    from ditscale.generate import CAPTION_PX, grid_shape  # lazy: torch
-
-    side = job.config.input_size * (_downsample(job.vae) if job.vae is not None else 1)
-    grid_shape(n, side, side, job.args.nrow, upscale=_upscale(job.args, side, side), caption_px=CAPTION_PX)
-
-
-def _write_grid(args: argparse.Namespace, images, captions: list[str] | None = None) -> None:
-    """The --out grid of uint8 images (N, H, W, 3), enlarged so tiny images stay visible, each cell
-    labelled with its ``captions`` entry (class or prompt), which are also printed."""
-    from ditscale.generate import save_grid  # lazy: torch
-
-    n, h, w, _ = images.shape
-    upscale = _upscale(args, h, w)
-    out = save_grid(images, args.out, nrow=args.nrow, upscale=upscale, captions=captions)
-    shown = f", shown {upscale}x" if upscale > 1 else ""
-    print(f"wrote a grid of {n} images ({w}x{h} px{shown}) to {out}")
-    if captions is not None:
-        print("cells, row by row: " + "; ".join(captions))
-
-
-def _write_outputs(args: argparse.Namespace, images, captions: list[str] | None = None) -> None:
-    from ditscale.generate import save_npz  # lazy: torch
-
-    n = len(images)
-    _write_grid(args, images, captions)
-    if args.npz:
-        print(f"wrote {n} images to {save_npz(images, args.npz)} (key arr_0)")
-
-
-# --num-samples: evaluation-scale batches -----------------------------------------------------------
-GRID_IMAGES = 64  # the grid of a --num-samples run shows this many of its first images
-
-
-def _check_num_samples(args: argparse.Namespace) -> None:
-    """--num-samples writes an .npz of random classes or cycled captions: it needs --npz, not --classes."""
-    if args.num_samples is None:
-        return
-    if not args.npz:
-        raise ConfigError("--num-samples needs --npz FILE to write the images to (the grid shows only the first 64)")
-    if args.classes is not None or args.num_images is not None:
-        raise ConfigError("--num-samples draws uniform random classes (as sample_ddp.py); drop --classes/--num-images")
-    if args.num_samples < 1 or args.chunk_size < 1:
-        raise ConfigError(f"--num-samples and --chunk-size must be >= 1, got {args.num_samples} and {args.chunk_size}")
-
-
-def _check_outputs(args: argparse.Namespace) -> None:
-    """--out and --npz name files that can be written (checked before any model is loaded)."""
-    check_output_file(args.out, "--out")
-    if args.npz:
-        check_output_file(args.npz, "--npz")
-
-
-def _ranks() -> tuple[int, int, int]:
-    """``(RANK, WORLD_SIZE, LOCAL_RANK)`` of a torchrun launch, (0, 1, 0) otherwise."""
-    try:
-        return tuple(int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)))
-    except ValueError:
-        raise ConfigError("RANK, WORLD_SIZE and LOCAL_RANK must be integers (as torchrun sets them)") from None
 
 
 def _device(args: argparse.Namespace) -> str:
     """--device, else this rank's GPU under torchrun (LOCAL_RANK), cuda, or cpu."""
     import torch  # lazy: torch
 
+    from ditscale.generate.npz import torchrun_ranks  # lazy: torch
+
     if args.device:
         return args.device
-    rank, world, local_rank = _ranks()
+    rank, world, local_rank = torchrun_ranks()
     if world > 1:
         from ditscale.train.distributed import DistInfo, pick_device  # lazy: torch.distributed, under torchrun only
 
@@ -440,45 +170,109 @@ def _device(args: argparse.Namespace) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _npz_captions(job: _Job, data_config) -> dict:
-    """``captions`` (the prompts, or the run's val captions 0..N-1) and their ``encode_captions``."""
-    from ditscale.generate import dataset_captions  # lazy: torch
+def _load(args: argparse.Namespace) -> tuple[Sampler, list[str] | None, RunDir | None]:
+    """The :class:`~ditscale.generate.load.Sampler` of CKPT, the prompts (checked against it) and its run."""
+    from ditscale.generate.load import load_sampler, sampler_spec  # lazy: torch
+    from ditscale.generate.request import check_prompts, read_prompts  # lazy: torch
+    from ditscale.models.io import resolve_weights  # lazy: torch
 
-    args, prompts = job.args, job.prompts
-    if prompts is None and data_config is None:
-        raise ConfigError(
-            "this text-conditional model has no run config to take captions from; "
-            "pass --prompts FILE (cycled over the samples)"
-        )
-    encoder = _text_encoder(args, job.weights, job.run, job.config, job.device)
-    if prompts is None:
-        prompts = dataset_captions(data_config, args.num_samples, split="val")
-        last = args.num_samples - 1
-        job.notes.append(f"prompting with the captions of items 0..{last} of the run's {data_config.name} val split")
-    return {"captions": prompts, "encode_captions": encoder.encode}
+    device = _device(args)
+    resolved = resolve_weights(args.ckpt, args.ema, run_checkpoints=lambda folder: RunDir(folder).checkpoint_folders())
+    run = RunDir.containing(resolved.path)
+    spec = sampler_spec(
+        resolved.path,
+        model=args.model,
+        image_size=args.image_size,
+        num_classes=args.num_classes,
+        model_opts=args.model_opt,
+        vae=args.vae,
+        device=device,
+    )
+    prompts = read_prompts(args.prompt, args.prompts)
+    check_prompts(spec.config, prompts, optional=args.num_samples is not None)
+    sampler = load_sampler(
+        spec,
+        ema=args.ema,
+        run_vae=run.vae() if run is not None else None,
+        notes=resolved.notes,
+        encoder_name=args.text_encoder,
+        run_encoder=run.text_encoder() if run is not None else None,
+        progress=not args.quiet,
+    )
+    return sampler, prompts, run
 
 
-def _run_npz(job: _Job) -> int:
+def _write_grid(args: argparse.Namespace, images, captions: list[str] | None = None) -> None:
+    """The --out grid of uint8 images (N, H, W, 3), its cells labelled with ``captions`` (also printed)."""
+    from ditscale.generate.grid import grid_upscale, save_grid  # lazy: numpy, PIL (start-up time of --help)
+
+    n, h, w, _ = images.shape
+    upscale = grid_upscale(args.upscale, h, w)
+    out = save_grid(images, args.out, nrow=args.nrow, upscale=upscale, captions=captions)
+    print(f"wrote a grid of {n} images ({w}x{h} px{f', shown {upscale}x' if upscale > 1 else ''}) to {out}")
+    if captions is not None:
+        print("cells, row by row: " + "; ".join(captions))
+
+
+def _sample_grid(
+    args: argparse.Namespace,
+    sampler: Sampler,
+    settings: SamplingSettings,
+    prompts: list[str] | None,
+    names: list[str] | None,
+) -> int:
+    """Sample the grid's images (labels, random classes or prompts) into --out and --npz."""
+    from ditscale.generate import sample_images, save_npz  # lazy: torch
+    from ditscale.generate.request import grid_captions, plan_grid  # lazy: torch
+
+    grid = {"classes": args.classes, "num_images": args.num_images, "nrow": args.nrow, "upscale": args.upscale}
+    conditions = plan_grid(sampler, settings, prompts=prompts, **grid)
+    _print_notes([*sampler.notes, sampler.about(settings.cfg_scale)])
+    images = sample_images(
+        sampler.model,
+        sampler.diffusion,
+        **conditions.kwargs(),
+        **settings.kwargs(),
+        vae=sampler.vae,
+        device=sampler.device,
+        progress=not args.quiet,
+        batch_size=args.batch_size,
+    )
+    _write_grid(args, images, grid_captions(conditions, names))
+    if args.npz:
+        print(f"wrote {len(images)} images to {save_npz(images, args.npz)} (key arr_0)")
+    return 0
+
+
+def _sample_npz(
+    args: argparse.Namespace,
+    sampler: Sampler,
+    settings: SamplingSettings,
+    prompts: list[str] | None,
+    run: RunDir | None,
+) -> int:
     """Sample --num-samples images into --npz (this rank's chunks); rank 0 assembles it and writes the grid."""
     from ditscale.generate import sample_npz  # lazy: torch
+    from ditscale.generate.npz import torchrun_ranks  # lazy: torch
+    from ditscale.generate.request import GRID_IMAGES, plan_npz  # lazy: torch
     from ditscale.metrics.batch import first_images, npz_keys  # lazy: numpy (start-up time of --help)
 
-    args, config = job.args, job.config
-    rank, world, _ = _ranks()
-    data_config = job.run.data_config() if job.run is not None else None
-    text = _npz_captions(job, data_config) if config.conditioning == "text" else {}
-    job.notes.append(job.about + (f", rank {rank} of {world}" if world > 1 else ""))
-    _print_notes(job.notes)
+    rank, world, _ = torchrun_ranks()
+    data = {"prompts": prompts, "data_config": run.data_config() if run is not None else None}
+    plan = plan_npz(sampler, settings, num_samples=args.num_samples, **data, nrow=args.nrow, upscale=args.upscale)
+    about = sampler.about(settings.cfg_scale) + (f", rank {rank} of {world}" if world > 1 else "")
+    _print_notes([*sampler.notes, *plan.notes, about])
     out = sample_npz(
-        job.model,
-        job.diffusion,
+        sampler.model,
+        sampler.diffusion,
         args.npz,
         num_samples=args.num_samples,
-        **job.sampling,
-        **text,
-        label_names=job.run.class_names(config) if job.run is not None else None,
-        vae=job.vae,
-        device=job.device,
+        **settings.kwargs(),
+        captions=plan.captions,
+        encode_captions=plan.encode_captions,
+        label_names=run.class_names(sampler.config) if run is not None else None,
+        vae=sampler.vae,
+        device=sampler.device,
         batch_size=args.batch_size,
         chunk_size=args.chunk_size,
         rank=rank,
@@ -493,91 +287,18 @@ def _run_npz(job: _Job) -> int:
     return 0
 
 
-def _prepare(args: argparse.Namespace) -> _Job:
-    """Every input checked and the model loaded: the weights, the model config, what to condition on,
-    the diffusion process and the sampler settings."""
-    from ditscale.models.io import describe_config, load_model, read_metadata, resolve_weights  # lazy: torch
-
-    _check_num_samples(args)
-    _check_outputs(args)
-    device = _device(args)
-    resolved = resolve_weights(args.ckpt, args.ema, run_checkpoints=lambda folder: RunDir(folder).checkpoint_folders())
-    weights, notes = resolved.path, list(resolved.notes)
-    run = RunDir.containing(weights)
-    meta = read_metadata(weights)
-    vae = _load_vae(args.vae, device) if args.vae else None
-    config = _model_config(args, meta, vae_factor=_downsample(vae) if vae is not None else 8)
-    prompts = _read_prompts(args)
-    _check_prompts(config, prompts, optional=args.num_samples is not None)
-    if vae is None and config.in_channels not in (1, 3):
-        vae = _latent_vae(weights, run, config, device, notes)
-    model = load_model(weights, config, map_location=device, ema=args.ema)
-    diffusion = _diffusion_for(meta, config)
-    cfg_scale = _cfg_scale(args, config)
-    steps = int(args.steps) if args.steps is not None and args.steps.isdigit() else args.steps
-    sampling = {
-        "seed": args.seed,
-        "sampler": args.sampler,
-        "steps": steps,
-        "cfg_scale": cfg_scale,
-        "guided_channels": "auto" if args.guided_channels is None else args.guided_channels,
-    }
-    about = f"{describe_config(config)} from {weights} on {device}, cfg-scale {cfg_scale}"
-    return _Job(args, weights, run, config, model, diffusion, vae, device, prompts, sampling, about, notes)
-
-
 def run(args: argparse.Namespace) -> int:
-    from ditscale.generate import check_request, draw_labels, sample_images  # lazy: torch
+    from ditscale.generate.request import check_npz_request, sampling_settings  # lazy: torch
 
-    job = _prepare(args)
-    sampling = job.sampling
+    check_npz_request(args.num_samples, args.npz, classes=args.classes, num_images=args.num_images)
+    check_output_file(args.out, "--out")  # before any model is loaded
+    if args.npz:
+        check_output_file(args.npz, "--npz")
+    sampler, prompts, run_dir = _load(args)
+    settings = sampling_settings(
+        sampler.config, args.seed, args.sampler, args.steps, args.cfg_scale, args.guided_channels
+    )
     if args.num_samples is not None:
-        _check_grid(job, min(args.num_samples, GRID_IMAGES))
-        check_request(job.model, job.diffusion, **_request(sampling), conditions=False)
-        return _run_npz(job)
-
-    # Sample and write
-    conditions = _conditions(job)
-    if job.config.conditioning == "class" and conditions["labels"] is None:  # name the random classes drawn
-        conditions["labels"] = draw_labels(job.model, conditions["num_images"], args.seed).tolist()
-        conditions["num_images"] = None
-    labels = conditions["labels"]
-    _check_grid(job, len(labels) if labels is not None else conditions["num_images"])
-    check_request(
-        job.model,
-        job.diffusion,
-        **_request(sampling),
-        labels=labels,
-        num_images=conditions["num_images"],
-        context=conditions["context"],
-    )
-    job.notes.append(job.about)
-    _print_notes(job.notes)
-    images = sample_images(
-        job.model,
-        job.diffusion,
-        **conditions,
-        **sampling,
-        vae=job.vae,
-        device=job.device,
-        progress=not args.quiet,
-        batch_size=args.batch_size,
-    )
-    _write_outputs(args, images, _captions(labels, job))
-    return 0
-
-
-def _request(sampling: dict[str, Any]) -> dict[str, Any]:
-    """The sampler settings :func:`ditscale.generate.check_request` checks."""
-    return {key: sampling[key] for key in ("sampler", "steps", "cfg_scale")}
-
-
-def _captions(labels, job: _Job) -> list[str] | None:
-    """Each image's caption in the grid: its prompt, or its class (``3 ring``, or the number alone
-    when the run's class names are unknown); None for an unconditional model."""
-    if job.prompts is not None:
-        return list(job.prompts)
-    if labels is None:
-        return None
-    names = job.run.class_names(job.config) if job.run is not None else None
-    return [f"{y} {names[y]}" if names else str(y) for y in labels]
+        return _sample_npz(args, sampler, settings, prompts, run_dir)
+    names = run_dir.class_names(sampler.config) if run_dir is not None else None
+    return _sample_grid(args, sampler, settings, prompts, names)

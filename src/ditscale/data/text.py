@@ -11,6 +11,9 @@ Both have the same interface::
 * :class:`HFTextEncoder` (frozen): a Hugging Face CLIP text model or T5 encoder from a local folder
   or hub id (``local_files_only`` unless ``DITSCALE_ALLOW_DOWNLOAD=1``), its outputs cached on
   disk, one ``.safetensors`` file per (model, max_length, caption).
+
+:func:`text_encoder_for` picks a model's encoder: the one named, the trained word encoder saved
+beside its weights, or its run's Hugging Face encoder.
 """
 
 from __future__ import annotations
@@ -24,11 +27,17 @@ from pathlib import Path
 from typing import Iterable
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ditscale.data.info import DIGIT_NAMES
+from ditscale.data.listing import list_caption_pairs
+from ditscale.data.shapes_grammar import COLOR_NAMES, COUNT_WORDS, KINDS, POSITIONS, SIZE_NAMES
+from ditscale.data.store import read_meta, read_shard_records
 from ditscale.errors import CheckpointError, ConfigError
 from ditscale.io import atomic_path, atomic_write_json
+from ditscale.models.io import METADATA_KEY, text_encoder_beside
 
 PAD, UNK = "<pad>", "<unk>"
 _WORD = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")
@@ -56,8 +65,6 @@ class WordTokenizer:
     def for_shapes(cls, objects: int = 1) -> "WordTokenizer":
         """The closed vocabulary of the ``shapes`` caption grammar (no caption maps to ``<unk>``);
         ``objects > 1`` adds the words of several-object captions (one object keeps the old ids)."""
-        from ditscale.data.shapes_grammar import COLOR_NAMES, COUNT_WORDS, KINDS, POSITIONS, SIZE_NAMES
-
         words = "a an at the on background".split() + list(KINDS + COLOR_NAMES + SIZE_NAMES)
         words += [w for p in POSITIONS for w in p.split()]
         return cls(words + (["and", "shapes", ":", *COUNT_WORDS] if objects > 1 else []))
@@ -69,16 +76,10 @@ class WordTokenizer:
         if cfg.name == "shapes":
             return cls.for_shapes(cfg.shapes_objects)
         if cfg.name == "digits":
-            from ditscale.data.info import DIGIT_NAMES
-
             return cls(["the", "digit", *DIGIT_NAMES])
         if cfg.name == "captions":
-            from ditscale.data.listing import list_caption_pairs
-
             return cls.from_captions(list_caption_pairs(cfg.path)[2])
         if cfg.name == "latents":
-            from ditscale.data.store import read_meta, read_shard_records
-
             meta = read_meta(cfg.path)
             if meta["source"]["name"] == "shapes":
                 return cls.for_shapes(meta["source"].get("shapes_objects", 1))
@@ -155,10 +156,6 @@ def load_word_encoder(path: str | os.PathLike, device: str | torch.device = "cpu
     The file's metadata (key ``"ditscale"``) holds the vocabulary and sizes the trainer wrote:
     ``{"text_encoder": "word", "context_dim", "max_length", "num_layers", "num_heads", "vocab"}``.
     """
-    from safetensors import safe_open
-
-    from ditscale.models.io import METADATA_KEY
-
     p = Path(path).expanduser()
     if not p.is_file():
         raise CheckpointError(
@@ -213,7 +210,13 @@ class HFTextEncoder:
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
     ):
-        from transformers import AutoConfig, AutoModel, AutoTokenizer, CLIPTextModel, T5EncoderModel
+        from transformers import (  # lazy: transformers (seconds to import; only Hugging Face encoders need it)
+            AutoConfig,
+            AutoModel,
+            AutoTokenizer,
+            CLIPTextModel,
+            T5EncoderModel,
+        )
 
         local = Path(name_or_path).expanduser()
         self.model_id = str(local.resolve()) if local.exists() else str(name_or_path)
@@ -276,3 +279,59 @@ class HFTextEncoder:
                 with atomic_path(self._cache_file(captions[i])) as tmp:
                     save_file({"emb": new_emb[j].cpu().contiguous(), "mask": new_mask[j].cpu().contiguous()}, str(tmp))
         return emb, mask
+
+
+# -- the encoder of a text-conditional model --------------------------------------------------------
+TextEncoder = WordTextEncoder | HFTextEncoder
+
+
+def _encoder_name(weights: Path, run_encoder: str | None) -> str | None:
+    """The trained word encoder saved beside ``weights``, else the run config's ``text_encoder``."""
+    found = text_encoder_beside(weights)
+    name = str(found) if found is not None else run_encoder
+    if name == "word":
+        raise ConfigError(
+            f"the run trained a word encoder but {weights.parent / 'text_encoder.safetensors'} is missing; "
+            "pass --text-encoder PATH/text_encoder.safetensors"
+        )
+    return name
+
+
+def text_encoder_for(
+    weights: Path,
+    *,
+    context_len: int,
+    context_dim: int,
+    name: str | None = None,
+    run_encoder: str | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> TextEncoder:
+    """The text encoder of the text-conditional model in ``weights``, checked to give its embeddings.
+
+    ``name`` (a ``text_encoder.safetensors``, or a Hugging Face folder / hub id) when given; else the
+    checkpoint's trained word encoder beside ``weights`` (its EMA beside EMA weights); else
+    ``run_encoder``, the run config's Hugging Face encoder (``RunDir.text_encoder()``). A Hugging Face
+    encoder pads captions to ``context_len`` tokens; ``progress`` False silences its download bars.
+    The encoder must give ``context_dim``-wide embeddings, as the model takes.
+    """
+    name = _encoder_name(weights, run_encoder) if name is None else name
+    if not name:
+        raise ConfigError(
+            "this model is text-conditional and no text encoder was found next to its weights: pass --text-encoder "
+            "(a text_encoder.safetensors, or a Hugging Face folder / hub id)"
+        )
+    if str(name).endswith(".safetensors"):
+        encoder = load_word_encoder(name, device)
+    else:
+        if not progress:
+            from transformers.utils import logging as hf_logging  # lazy: transformers, only for its encoders
+
+            hf_logging.disable_progress_bar()
+        encoder = HFTextEncoder(name, max_length=context_len, device=device)
+    if encoder.context_dim != context_dim:
+        raise ConfigError(
+            f"text encoder '{name}' gives {encoder.context_dim}-wide embeddings but the model takes {context_dim}; "
+            "pass the encoder the model was trained with"
+        )
+    return encoder

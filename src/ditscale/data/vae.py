@@ -7,6 +7,7 @@ DiT trains in the latent space of the Stable Diffusion VAE ("stabilityai/sd-vae-
 
 Nothing downloads at run time unless asked: :func:`load_vae` reads a local diffusers folder or the
 local Hugging Face cache, and only goes to the network when ``DITSCALE_ALLOW_DOWNLOAD=1``.
+:func:`save_vae_folder` writes one into an exported pipeline, scaled as ditscale's latents.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL
 
-from ditscale.errors import CheckpointError
+from ditscale.errors import CheckpointError, ConfigError
 
 VAE_SCALE = 0.18215  # SD-VAE latent scale, as in DiT's train.py / sample.py
 
@@ -72,6 +73,21 @@ def load_vae(
     if not isinstance(vae, AutoencoderKL):  # pragma: no cover - from_pretrained returns cls
         raise CheckpointError(f"'{name}' is not a diffusers AutoencoderKL: {hint}")
     return vae.to(device=device).eval().requires_grad_(False)
+
+
+def save_vae_folder(name: str, latent_channels: int, folder: Path) -> None:
+    """Load the VAE ``name`` (offline, as :func:`load_vae`) and save it under ``folder`` for a pipeline
+    whose model takes ``latent_channels``; its ``scaling_factor`` becomes :data:`VAE_SCALE`, the
+    scale of ditscale's latents."""
+    vae = load_vae(name)
+    if int(vae.config.latent_channels) != latent_channels:
+        raise ConfigError(
+            f"VAE {name} has {vae.config.latent_channels} latent channels but the model takes "
+            f"{latent_channels}; pass the --vae the run's latents were encoded with"
+        )
+    if vae.config.scaling_factor != VAE_SCALE:
+        vae.register_to_config(scaling_factor=VAE_SCALE)  # ditscale latents are always scaled by VAE_SCALE
+    vae.save_pretrained(str(folder), safe_serialization=True)
 
 
 def make_tiny_vae(

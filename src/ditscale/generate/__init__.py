@@ -12,6 +12,14 @@ One job per module:
   resumes and ``torchrun`` ranks split the work yet write the same file as one process.
 - :mod:`~ditscale.generate.reference`: the matching reference batch of a dataset
   (:func:`save_dataset_npz`, converted as samples are) and its captions as prompts.
+- :mod:`~ditscale.generate.load`: a checkpoint made ready to sample (:func:`~ditscale.generate.load.load_sampler`:
+  config, weights, diffusion process, VAE, text encoder), what ``ditscale sample`` resolves first.
+- :mod:`~ditscale.generate.request`: what a sampling command asks for (settings, prompts, the
+  conditions of a grid or an ``.npz``), checked before any output.
+- :mod:`~ditscale.generate.export`: a trained model as a diffusers DiTPipeline folder or plain
+  safetensors (``ditscale export``).
+
+The last three are imported from their modules (``from ditscale.generate.load import load_sampler``).
 
 The diffusion process is any :class:`~ditscale.diffusion.protocol.Diffusion`; its defaults
 (``default_sampler``, ``default_steps``) pick the sampler, never a probe of its methods.

@@ -1,6 +1,7 @@
 """Image grids: uint8 images tiled into one picture, optionally captioned, written as PNG (numpy and PIL only).
 
-:func:`grid_shape` is checked before any sampling, so a grid too large to write is refused at once.
+:func:`grid_shape` is checked before any sampling, so a grid too large to write is refused at once;
+:func:`grid_upscale` enlarges tiny images so that they stay visible.
 """
 
 from __future__ import annotations
@@ -21,6 +22,13 @@ MAX_GRID_PIXELS = 1 << 28
 
 # Height in pixels of the caption band under each cell of a labelled grid (PIL's default bitmap font is 11 px).
 CAPTION_PX = 12
+MIN_SHOWN_PX = 64  # grid_upscale's default enlarges small images to at least this side
+
+
+def grid_upscale(upscale: int | None, h: int, w: int) -> int:
+    """``upscale``, else the smallest factor that shows images of ``h x w`` pixels at least
+    :data:`MIN_SHOWN_PX` wide (4 for 16 px images, 1 from 64 px)."""
+    return upscale if upscale is not None else max(1, math.ceil(MIN_SHOWN_PX / min(h, w)))
 
 
 def grid_shape(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -73,6 +74,15 @@ def derived_seed(seed: int, *keys: int) -> int:
         raise ConfigError(f"seeds must be non-negative, got seed={seed} and keys {keys}")
     state = np.random.SeedSequence([int(seed), *(int(k) for k in keys)]).generate_state(1, np.uint64)
     return int(state[0]) >> 1
+
+
+def torchrun_ranks() -> tuple[int, int, int]:
+    """``(RANK, WORLD_SIZE, LOCAL_RANK)`` of a ``torchrun`` launch (its environment), (0, 1, 0) otherwise:
+    the ``rank`` and ``world_size`` that :func:`sample_npz` splits chunks by."""
+    try:
+        return tuple(int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)))
+    except ValueError:
+        raise ConfigError("RANK, WORLD_SIZE and LOCAL_RANK must be integers (as torchrun sets them)") from None
 
 
 def parts_dir(out: str | Path) -> Path:

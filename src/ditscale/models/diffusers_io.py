@@ -23,13 +23,17 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
+from safetensors.torch import save_file
 
 from ditscale.errors import CheckpointError
+from ditscale.io import atomic_path, atomic_write_json
 from ditscale.models.config import DiTConfig
+from ditscale.models.dit import DiT, sincos_pos_embed_2d
 
 TRANSFORMER_CLASSES = ("DiTTransformer2DModel", "Transformer2DModel")  # current and older (hub) class names
 WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
@@ -38,6 +42,7 @@ FIXED_KEYS = ("pos_embed",)  # ours only: diffusers recomputes the fixed sin-cos
 NORM_EPS = 1e-6  # our LayerNorms' eps (diffusers' config default 1e-5 applies to its second block norm)
 PREDICTIONS = {"epsilon": "epsilon", "x0": "sample", "v": "v_prediction"}  # ours -> diffusers prediction_type
 MAX_NAMED = 3
+NULL_CLASS = 1000  # DiTPipeline feeds this label as the unconditional class when guidance_scale > 1
 
 
 @dataclass(frozen=True)
@@ -116,8 +121,6 @@ def unsupported_reason(config: DiTConfig, diffusion: dict[str, Any] | None = Non
 
 
 def _diffusers_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version("diffusers")
     except PackageNotFoundError:
@@ -218,6 +221,42 @@ def scheduler_config(diffusion: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def pipeline_index(config: DiTConfig, class_names: Sequence[str] | None = None) -> dict[str, Any]:
+    """The ``model_index.json`` of a DiTPipeline folder (transformer, scheduler, vae), with ``id2label``
+    (``{"0": name, ...}``) when the classes have ``class_names``."""
+    index = {
+        "_class_name": "DiTPipeline",
+        "_diffusers_version": transformer_config(config)["_diffusers_version"],
+        "scheduler": ["diffusers", "DDIMScheduler"],
+        "transformer": ["diffusers", "DiTTransformer2DModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    }
+    if class_names:
+        index["id2label"] = {str(i): name for i, name in enumerate(class_names)}
+    return index
+
+
+def pipeline_notes(config: DiTConfig) -> list[str]:
+    """What a DiTPipeline user must know about this model, one line each: how to call it with guidance
+    (DiTPipeline takes label :data:`NULL_CLASS` as the null class) and diffusers' timestep embedding."""
+    notes = []
+    if config.class_dropout_prob == 0:
+        notes.append(
+            "the model was trained without label dropout: its null class row is zeros; call DiTPipeline "
+            "with guidance_scale=1"
+        )
+    elif config.num_classes != NULL_CLASS:
+        notes.append(
+            f"DiTPipeline uses label {NULL_CLASS} as the null class, this model has {config.num_classes} classes: "
+            f"call it with guidance_scale=1, or sample guided with `ditscale sample OUT`"
+        )
+    notes.append(
+        "diffusers' DiT embeds timesteps with frequencies 10000^(-i/127), the reference 10000^(-i/128): "
+        "the weights are exact, diffusers' outputs differ slightly (`ditscale sample OUT` is exact)"
+    )
+    return notes
+
+
 def diffusion_from_scheduler(scheduler: dict[str, Any], learn_sigma: bool) -> dict[str, Any]:
     """The ``DiffusionConfig`` fields of a diffusers scheduler config (the inverse of :func:`scheduler_config`)."""
     steps = int(scheduler.get("num_train_timesteps", 1000))
@@ -277,8 +316,6 @@ def to_diffusers(state_dict: dict[str, torch.Tensor], config: DiTConfig) -> dict
 
 def _check_pos_embed(state_dict: dict[str, torch.Tensor], config: DiTConfig) -> None:
     """Diffusers recomputes the sin-cos position table, so ours must be exactly that table."""
-    from ditscale.models.dit import sincos_pos_embed_2d
-
     fixed = sincos_pos_embed_2d(config.hidden_size, config.grid_size).unsqueeze(0)
     pos = state_dict.get("pos_embed")
     if pos is not None and (pos.shape != fixed.shape or not torch.allclose(pos.float().cpu(), fixed, atol=1e-6)):
@@ -299,8 +336,6 @@ def from_diffusers(theirs: dict[str, torch.Tensor], config: DiTConfig) -> dict[s
     """A ``DiTTransformer2DModel`` state dict -> ours, strictly: every key mapped, shapes checked, the
     per-block embedder copies equal; ``pos_embed`` is the fixed sin-cos table. One-line
     :class:`CheckpointError` naming the offending keys otherwise."""
-    from ditscale.models.dit import sincos_pos_embed_2d
-
     rules = key_rules(config.depth)
     known = {k for r in rules for k in r.theirs + r.copies}
     missing = [k for k in sorted(known) if k not in theirs]
@@ -332,8 +367,6 @@ def _check_copies(theirs: dict[str, torch.Tensor], rules: list[KeyRule]) -> None
 
 def _check_shapes(ours: dict[str, torch.Tensor], config: DiTConfig, rules: list[KeyRule]) -> None:
     """Each mapped tensor has the shape our DiT of ``config`` needs (named by its diffusers key)."""
-    from ditscale.models.dit import DiT
-
     with torch.device("meta"):
         expected = {k: tuple(v.shape) for k, v in DiT(config).state_dict().items()}
     for rule in rules:
@@ -398,10 +431,6 @@ def read_folder_metadata(path: str | Path) -> dict[str, Any]:
 def save_transformer(state_dict: dict[str, torch.Tensor], config: DiTConfig, folder: str | Path) -> Path:
     """Write ``folder/config.json`` and ``folder/diffusion_pytorch_model.safetensors`` (atomically):
     a folder ``DiTTransformer2DModel.from_pretrained`` loads. Returns ``folder``."""
-    from safetensors.torch import save_file
-
-    from ditscale.io import atomic_path, atomic_write_json
-
     folder = Path(folder)
     tensors = to_diffusers(state_dict, config)
     atomic_write_json(folder / "config.json", transformer_config(config))

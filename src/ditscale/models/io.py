@@ -9,6 +9,7 @@
 - :func:`load_model` rebuilds a :class:`~ditscale.models.dit.DiT` and loads its weights.
 - A diffusers DiT folder (``model_index.json`` + ``transformer/``, or a lone transformer folder) is
   read like a weights file: its configs as metadata, its weights mapped by :mod:`.diffusers_io`.
+- :func:`write_plain_folder` exports a model as ``model.safetensors`` + ``config.json``.
 - :func:`resolve_weights` turns what a user names (a weights file, a diffusers folder, a checkpoint
   folder holding ``ema.safetensors``/``model.safetensors``, or a training run folder) into the file
   to load, with notes on what it chose. Run folders belong to :mod:`ditscale.train`, which this layer
@@ -21,6 +22,7 @@ import argparse
 import json
 import pickle
 import re
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +33,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from ditscale.errors import CheckpointError
-from ditscale.io import atomic_path
+from ditscale.io import atomic_path, atomic_write_json
 from ditscale.models.config import MODEL_SIZES, DiTConfig, resolve_config
 from ditscale.models.diffusers_io import from_diffusers, read_folder_metadata, transformer_dir, weight_files
 from ditscale.models.dit import DiT
@@ -274,6 +276,26 @@ def text_encoder_beside(weights: Path) -> Path | None:
 def vae_beside(weights: Path) -> str | None:
     """The ``vae/`` of a diffusers pipeline folder (``model_index.json`` + ``transformer/`` + ``vae/``), or None."""
     return str(weights / "vae") if (weights / "vae" / "config.json").is_file() else None
+
+
+def vae_for(weights: Path, run_vae: str | None = None) -> str | None:
+    """The VAE that latent-space ``weights`` decode with: a diffusers pipeline folder's ``vae/``, else
+    ``run_vae``, the one its run's latent store was encoded with (``RunDir.vae()``), else None."""
+    return vae_beside(weights) or run_vae
+
+
+def write_plain_folder(model: torch.nn.Module, info: dict[str, Any], weights: Path, folder: Path) -> str:
+    """ditscale's own format in ``folder``: ``model.safetensors`` (configs in its metadata) and
+    ``config.json`` (``{"format": "ditscale", **info}``), with the trained word encoder saved beside
+    ``weights`` copied as ``text_encoder.safetensors`` (as ``ditscale sample`` reads it). ``info`` holds
+    ``source``, ``model`` and ``diffusion``; returns what was written, for the user."""
+    save_model(model, folder / "model.safetensors", {"diffusion": info["diffusion"]})
+    atomic_write_json(folder / "config.json", {"format": "ditscale", **info})
+    encoder = text_encoder_beside(weights) if weights.is_file() else None
+    if encoder is not None:
+        shutil.copyfile(encoder, folder / "text_encoder.safetensors")
+        return "model.safetensors, text_encoder.safetensors and config.json (ditscale format)"
+    return "model.safetensors and config.json (ditscale format)"
 
 
 # Describing and loading ---------------------------------------------------------------------------
