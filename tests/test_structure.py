@@ -356,19 +356,9 @@ def test_train_and_study_functions_are_short():
 
 # Imports inside functions -----------------------------------------------------------------------
 # An import inside a function is kept only where it protects something (torch-free planning, start-up
-# time, an optional dependency) and says so in a comment on the statement: ``# lazy: <why>``. The rest live at the top.
+# time, an optional dependency) and says so in a comment on the statement: ``# lazy: <why>``. The rest
+# live at the top.
 LAZY_MARK = "# lazy:"
-# being reworked in parallel; the lead empties this set after merging
-LAZY_IMPORT_PENDING = {
-    "cli/sample.py",
-    "cli/export.py",
-    "generate/",
-    "data/text.py",
-    "data/vae.py",
-    "io.py",
-    "models/diffusers_io.py",
-    "models/io.py",
-}
 
 
 def unmarked_lazy_imports(source: str) -> list[int]:
@@ -413,10 +403,8 @@ def test_imports_inside_functions_say_why():
     assert len(paths) > 40
     found = {}
     for path in paths:
-        name = path.relative_to(PACKAGE_DIR).as_posix()
-        pending = any(name == p or (p.endswith("/") and name.startswith(p)) for p in LAZY_IMPORT_PENDING)
-        if not pending and (lines := unmarked_lazy_imports(path.read_text())):
-            found[name] = lines
+        if lines := unmarked_lazy_imports(path.read_text()):
+            found[path.relative_to(PACKAGE_DIR).as_posix()] = lines
     assert found == {}, f"lift these imports to module level, or say why they stay ({LAZY_MARK} ...)"
 
 

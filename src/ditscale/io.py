@@ -98,7 +98,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 def atomic_write_npz(path: str | os.PathLike, arrays: dict[str, Any]) -> Path:
     """Write numpy ``arrays`` uncompressed to an ``.npz`` (``np.savez``, as ADM's batches) atomically;
     returns the path. Through a file handle, so ``np.savez`` appends no second ``.npz``."""
-    import numpy as np
+    import numpy as np  # lazy: numpy stays out of CLI start-up (ditscale.io loads with every command)
 
     path = Path(path)
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
