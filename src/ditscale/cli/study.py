@@ -1,4 +1,4 @@
-"""``ditscale study plan|run|predict|compare|report``: isoFLOP scaling studies from the command line.
+"""``ditscale study plan|run|predict|compare|verify|report``: isoFLOP scaling studies from the command line.
 
 ::
 
@@ -6,6 +6,7 @@
     ditscale study run --preset quickstart --out DIR [--workers 2] [--launcher local|slurm] [--max-runs K]
     ditscale study predict DIR --flops 1e21 [--json]
     ditscale study compare DIR_A DIR_B [--flops 1e21] [--json]
+    ditscale study verify DIR --flops 5e13 [--sizes 1|3] [--json]
     ditscale study report DIR
 
 A spec is a YAML path (positional) or a built-in preset (``--preset NAME``); ``--set key.path=value``
@@ -165,6 +166,37 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default=None,
         help="also compare the losses both predict at this compute",
     )
+    q.add_argument("--json", action="store_true", help="print JSON")
+
+    q = sub.add_parser(
+        "verify",
+        help="train the predicted compute-optimal model at a budget and compare its loss with the prediction",
+        formatter_class=RAW,
+        epilog=examples(
+            "ditscale study verify runs/qs --flops 5.12e13            # N_opt's nearest model at 10x the sweep",
+            "ditscale study verify runs/qs --flops 5.12e13 --sizes 3  # also N_opt/2 and 2 N_opt: which is best?",
+        ),
+    )
+    q.add_argument("dir", help="finished study folder (the runs train in DIR/verify/, resumable)")
+    q.add_argument(
+        "--flops",
+        type=finite_float(0.0, above=True),
+        required=True,
+        help="training compute in FLOPs, at least the study's largest budget",
+    )
+    q.add_argument(
+        "--sizes", type=int, choices=(1, 3), default=1, help="models to train: N_opt, or N_opt/2, N_opt, 2 N_opt"
+    )
+    q.add_argument(
+        "--workers", type=count(0, 1024), default=None, help="parallel local worker processes (default: the spec's)"
+    )
+    q.add_argument(
+        "--max-hours",
+        type=finite_float(0.0, above=True),
+        default=None,
+        help="refuse when the estimated training time (the study's measured FLOP/s) is longer",
+    )
+    q.add_argument("--no-progress", action="store_true", help="no progress bar")
     q.add_argument("--json", action="store_true", help="print JSON")
 
     q = sub.add_parser(
@@ -420,6 +452,43 @@ def _print_comparison(comp) -> None:
         print(f"note: {n}", file=sys.stderr)
 
 
+def _verify(args) -> int:
+    from ditscale.study.verify import verify_study  # lazy: CLI start-up (scipy, the study loop)
+
+    answer = verify_study(
+        args.dir,
+        args.flops,
+        sizes=args.sizes,
+        workers=args.workers,
+        max_hours=args.max_hours,
+        progress=not args.no_progress,
+        echo=lambda m: print(m, file=sys.stderr),
+    )
+    if args.json:
+        print(json.dumps(answer.to_dict(), indent=2))
+        return 0
+    _print_verification(answer, args.dir)
+    return 0
+
+
+def _print_verification(v, out_dir) -> None:
+    """``study verify``'s text: the prediction against the trained model, and each size's loss."""
+    from ditscale.laws.fit import loss_law_name  # lazy: start-up (`ditscale --help` loads every command)
+
+    form = f" ({loss_law_name(v.loss_law)})" if v.loss_law else ""
+    inside = {True: "inside", False: "outside", None: "no"}[v.within_ci90]
+    print(f"verified at C = {v.flops:.4g} training FLOPs, {v.factor:.3g}x the largest budget ({v.largest_budget:.4g}):")
+    print(f"  predicted L_opt {v.predicted_loss:.4f}{_interval(v.predicted_ci90, '.4f')}{form}")
+    print(f"  actual loss     {v.actual_loss:.4f}, error {v.relative_error:+.2%}, {inside} the 90% interval")
+    print(f"  predicted N_opt {v.predicted_n_opt:.4g}{_interval(v.predicted_n_opt_ci90)}")
+    for s in v.sizes:
+        best = "  <- best" if s.params == v.best_params else ""
+        print(f"    {s.name:14s} ({s.role:6s}) N {s.params:>12,}  loss {s.loss:.4f}{best}")
+    for n in v.notes:
+        print(f"note: {n}", file=sys.stderr)
+    print(f"  {out_dir}/verify/verify.json")
+
+
 def _report(args) -> int:
     from ditscale.study.analyze import analyze_study  # lazy: start-up (`ditscale --help` loads every command)
 
@@ -429,6 +498,12 @@ def _report(args) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    return {"plan": _plan, "run": _run, "predict": _predict, "compare": _compare, "report": _report}[
-        args.study_command
-    ](args)
+    commands = {
+        "plan": _plan,
+        "run": _run,
+        "predict": _predict,
+        "compare": _compare,
+        "report": _report,
+        "verify": _verify,
+    }
+    return commands[args.study_command](args)

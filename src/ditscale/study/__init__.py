@@ -8,13 +8,15 @@
     print(current_plan(spec).table())               # runs, params, tokens, steps, exact vs 6ND FLOPs
     run_study(spec, "runs/quickstart")              # trains (resumable), writes runs.csv, laws.json, report.html
     predict_study("runs/quickstart", 1e21)          # N_opt, D_opt, loss with 90% intervals; nearest model
+    verify_study("runs/quickstart", 5.12e13)        # train that model at C: predicted vs actual loss
 
 Modules: ``spec`` (the YAML spec), ``plan`` (which runs: :func:`plan_study` -> :class:`StudyPlan`),
 ``folder`` (the study folder's files: :class:`StudyFolder`), ``replan`` (the plan of a folder
 part-way through: :func:`current_plan`), ``analyze`` (fits, backtest, prediction, report),
 ``locks``, ``executor`` (one run, or a shared trunk and its branches: :func:`execute_task`),
 ``launchers`` (local processes or Slurm), ``run`` (the study loop: :func:`run_study`, which calls
-``analyze`` when the study is complete). Each imports only modules listed before it.
+``analyze`` when the study is complete), ``verify`` (train the predicted compute-optimal model at a
+budget beyond the sweep: :func:`verify_study`). Each imports only modules listed before it.
 
 Planning never imports torch; ``run_study`` imports it to measure the machine's matmul peak (laws.json
 ``compute``) and when a run trains. See ``docs/studies.md``.
@@ -27,4 +29,5 @@ from ditscale.study.locks import RunLock  # noqa: F401
 from ditscale.study.plan import PlannedRun, PlanWarning, StudyPlan, plan_study  # noqa: F401
 from ditscale.study.replan import current_plan  # noqa: F401
 from ditscale.study.run import StudyOutcome, collect_runs, run_study  # noqa: F401
+from ditscale.study.verify import Verification, verify_study  # noqa: F401
 from ditscale.study.spec import PAPER_LAWS, StudySpec, load_spec, preset_names, spec_from_dict  # noqa: F401

@@ -1,0 +1,132 @@
+"""``ditscale study verify``: a micro study trained for real (3 budgets x 3 tiny DiTs), then its
+prediction at 2x the largest budget trained (one size, then three): the JSON's values against the
+runs' own result.json and ``study predict``, the study's recipe, reuse of finished runs, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from ditscale.cli import main
+from ditscale.study import run_study, spec_from_dict
+from ditscale.study.executor import config_sha
+from ditscale.study.plan import train_config
+
+MICRO = {
+    "name": "micro",
+    "data": {"name": "shapes", "image_size": 8},
+    "diffusion": {"kind": "flow"},
+    "family": {
+        "widths": [8, 16, 32],
+        "depth": 1,
+        "head_dim": 8,
+        "model": {"patch_size": 2, "block": "in_context", "learn_sigma": False},
+    },
+    "budgets": [1e8, 2e8, 4e8],
+    "models_per_budget": 3,
+    "span": 4,
+    "min_steps": 3,
+    "prior": {"coefficient": 0.5, "exponent": 0.5},
+    "hparams": {"lr": 1e-2, "base_width": 16, "batch_size": 8, "width_rule": "none"},
+    "val": {"num_images": 8, "num_timesteps": 2, "buckets": 2},
+    "train": {"ema_decay": 0.9, "log_every": 100, "ckpt_every": 1000},
+    "repeat": {"budgets": 1, "seeds": [1]},  # seed replicates: the noise that gives the intervals
+    "laws": {"bootstrap": 100},
+    "workers": 0,
+    "target_flops": 1e10,
+}
+C = 8e8  # 2x the largest budget
+KEYS = {
+    "flops",
+    "factor",
+    "predicted_loss",
+    "predicted_ci90",
+    "actual_loss",
+    "relative_error",
+    "within_ci90",
+    "sizes",
+    "predicted_n_opt",
+    "best_params",
+}
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("verify") / "micro"
+    outcome = run_study(spec_from_dict(MICRO), out, progress=False, echo=lambda m: None)
+    assert outcome.complete and not outcome.failed
+    return out
+
+
+def cli_json(capsys, *argv) -> tuple[dict, str]:
+    assert main(["study", *argv, "--json"]) == 0
+    captured = capsys.readouterr()
+    return json.loads(captured.out), captured.err
+
+
+def result_mtimes(out) -> dict[str, int]:
+    return {p.parent.name: p.stat().st_mtime_ns for p in (out / "verify").glob("*/result.json")}
+
+
+@pytest.mark.slow
+def test_verify_one_size_against_the_prediction_and_its_run(study, capsys):
+    pred, _ = cli_json(capsys, "predict", str(study), "--flops", str(C))
+    v, err = cli_json(capsys, "verify", str(study), "--flops", str(C), "--no-progress")
+    assert KEYS <= set(v) and v["flops"] == C and v["factor"] == 2.0  # 8e8 / 4e8, the largest budget
+    assert "2x the largest budget" in err and "FLOPs to train: about" in err  # the estimate comes first
+    # the prediction is study predict's at C: the loss law of record and its interval, N_opt
+    assert v["predicted_loss"] == pred["loss_opt"]["value"] and v["predicted_ci90"] == pred["loss_opt"]["ci90"]
+    assert v["predicted_n_opt"] == pred["n_opt"]["value"] and v["loss_law"] == pred["loss_law"]
+    (size,) = v["sizes"]
+    assert size["name"] == pred["nearest"]["name"] and size["params"] == pred["nearest"]["params"]
+    res = json.loads((study / "verify" / size["run_id"] / "result.json").read_text())
+    assert v["actual_loss"] == size["loss"] == res["val_loss"] and size["params"] == res["params_non_embedding"]
+    assert 0.99 * C < res["flops_exact"] <= C and v["best_params"] == size["params"]
+    assert v["relative_error"] == pytest.approx((v["predicted_loss"] - v["actual_loss"]) / v["actual_loss"], rel=1e-12)
+    lo, hi = v["predicted_ci90"]  # (an interval: the seed replicates measure the noise)
+    assert v["within_ci90"] == (lo <= v["actual_loss"] <= hi)
+    # the study's own recipe: the TrainConfig a budget-C grid of the study would give this rung
+    spec = spec_from_dict(MICRO)
+    rung = (pred["nearest"]["depth"], pred["nearest"]["hidden_size"], pred["nearest"]["num_heads"])
+    cfg = train_config(spec, rung, budget=C, batch_size=8, steps=size["steps"], seed=0).to_dict()
+    assert json.loads((study / "verify" / size["run_id"] / "study.json").read_text())["config_sha"] == config_sha(cfg)
+    assert json.loads((study / "verify" / "verify.json").read_text()) == v
+
+    before = result_mtimes(study)
+    again, err = cli_json(capsys, "verify", str(study), "--flops", str(C), "--no-progress")
+    assert again == v and result_mtimes(study) == before and "nothing to train" in err
+
+
+@pytest.mark.slow
+def test_verify_three_sizes_reuses_the_n_opt_run(study, capsys):
+    before = result_mtimes(study)  # the one-size verification above, if it ran first
+    v, _ = cli_json(capsys, "verify", str(study), "--flops", str(C), "--sizes", "3", "--no-progress")
+    sizes = v["sizes"]
+    assert [s["role"] for s in sizes] == ["half", "n_opt", "double"]
+    params = [s["params"] for s in sizes]
+    assert params == sorted(params) and len(set(params)) == 3
+    assert params[0] < v["predicted_n_opt"] < params[2] or params[1] in (min(params), max(params))
+    assert v["best_params"] == min(sizes, key=lambda s: s["loss"])["params"]
+    assert v["actual_loss"] == sizes[1]["loss"]
+    for s in sizes:
+        res = json.loads((study / "verify" / s["run_id"] / "result.json").read_text())
+        assert s["loss"] == res["val_loss"] and res["flops_exact"] <= C
+    kept = {k: t for k, t in result_mtimes(study).items() if k in before}
+    assert kept == before  # a size trained before is not trained again
+
+
+def test_one_line_errors(study, tmp_path, capsys):
+    assert main(["study", "verify", str(study), "--flops", "2e8"]) == 2
+    err = capsys.readouterr().err
+    assert "below the study's largest budget 4e+08" in err and err.count("\n") == 1
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(study / "spec.yaml", bare / "spec.yaml")
+    assert main(["study", "verify", str(bare), "--flops", str(C)]) == 2
+    err = capsys.readouterr().err
+    assert "has no laws.json yet" in err and err.count("\n") == 1
+    assert main(["study", "verify", str(study), "--flops", "1e15", "--max-hours", "1"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert "above --max-hours 1" in err[-1] and not list((study / "verify").glob("c1e15*"))
