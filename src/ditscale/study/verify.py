@@ -87,8 +87,9 @@ def verify_dir(out_dir: str | Path) -> Path:
 
 
 def plan_verification(out_dir: str | Path, flops: float, sizes: int = 1) -> VerifyPlan:
-    """What ``study verify`` trains at ``flops`` FLOPs (torch-free; one-line errors for a study that
-    is not finished and fitted, or a C below its largest budget)."""
+    """What ``study verify`` trains at ``flops`` FLOPs (it trains nothing; one-line errors for a study
+    that is not finished and fitted, or a C below its largest budget). A run shorter than the spec's
+    ``min_steps`` (which the study would have dropped) is kept and named in the notes."""
     if sizes not in (1, 3):
         raise ConfigError(f"--sizes must be 1 or 3, got {sizes}")
     if not (flops > 0 and math.isfinite(flops)):
@@ -111,6 +112,11 @@ def plan_verification(out_dir: str | Path, flops: float, sizes: int = 1) -> Veri
     runs = [
         _planned_run(spec, _size(spec, rung, base), flops, batch, spec.seed, pred.n_opt.value, "fit")
         for _, rung in members
+    ]
+    notes += [
+        f"{r.run_id} has {r.steps} steps, fewer than min_steps={spec.min_steps}"
+        for r in runs
+        if r.steps < spec.min_steps
     ]
     compute = laws.compute
     rate = compute.trained_flops / compute.study_s if compute.study_s else None
