@@ -1,6 +1,7 @@
-"""``ditscale study verify``: a micro study trained for real (3 budgets x 3 tiny DiTs), then its
-prediction at 2x the largest budget trained (one size, then three): the JSON's values against the
-runs' own result.json and ``study predict``, the study's recipe, reuse of finished runs, one-line errors."""
+"""``ditscale study verify``: a micro study trained for real (3 budgets x 3 tiny DiTs, shared trunks),
+then its prediction at 2x the largest budget trained (one size, then three): the JSON's values against
+the runs' own result.json and ``study predict``, the study's recipe, a branch off a copy of the study's
+trunk equal to the run trained alone, reuse of finished runs, one-line errors."""
 
 from __future__ import annotations
 
@@ -11,11 +12,19 @@ import pytest
 
 from ditscale.cli import main
 from ditscale.study import run_study, spec_from_dict
-from ditscale.study.executor import config_sha
+from ditscale.study.executor import RunTask, config_sha, execute_run
 from ditscale.study.plan import train_config
 from test_study_run import MICRO
 
-SPEC = {**MICRO, "laws": {"bootstrap": 100}}  # 3 budgets x 3 tiny DiTs, seed replicates at the smallest
+# 3 budgets x 3 tiny DiTs, seed replicates at the smallest; each model a shared trunk (constant lr)
+SPEC = {
+    **MICRO,
+    "share_trunks": True,
+    # EMA over each run's last 40%: a window that opens after the study's branch points, so a longer run can branch off
+    "hparams": {**MICRO["hparams"], "schedule": "constant", "warmup_steps": 2, "ema_fraction": 0.2, "ema_window": 0.4},
+    "train": {"log_every": 100, "ckpt_every": 1000},
+    "laws": {"bootstrap": 100},
+}
 C = 8e8  # 2x the largest budget
 KEYS = {
     "flops",
@@ -45,13 +54,18 @@ def cli_json(capsys, *argv) -> tuple[dict, str]:
     return json.loads(captured.out), captured.err
 
 
+def tree_bytes(root) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
 def result_mtimes(out) -> dict[str, int]:
     return {p.parent.name: p.stat().st_mtime_ns for p in (out / "verify").glob("*/result.json")}
 
 
 @pytest.mark.slow
-def test_verify_one_size_against_the_prediction_and_its_run(study, capsys):
+def test_verify_one_size_against_the_prediction_and_its_run(study, tmp_path, capsys):
     pred, _ = cli_json(capsys, "predict", str(study), "--flops", str(C))
+    trunks = tree_bytes(study / "trunks")
     v, err = cli_json(capsys, "verify", str(study), "--flops", str(C), "--no-progress")
     assert KEYS <= set(v) and v["flops"] == C and v["factor"] == 2.0  # 8e8 / 4e8, the largest budget
     assert "2x the largest budget" in err and "FLOPs to train: about" in err  # the estimate comes first
@@ -72,6 +86,12 @@ def test_verify_one_size_against_the_prediction_and_its_run(study, capsys):
     cfg = train_config(spec, rung, budget=C, batch_size=8, steps=size["steps"], seed=0).to_dict()
     assert json.loads((study / "verify" / size["run_id"] / "study.json").read_text())["config_sha"] == config_sha(cfg)
     assert json.loads((study / "verify" / "verify.json").read_text()) == v
+    # it branched off a copy of the study's trunk of that model, and equals the run trained alone
+    trunk = json.loads((study / "verify" / "trunks" / f"d1w{rung[1]}h{rung[2]}-b8-s0" / "trunk.json").read_text())
+    assert size["run_id"] in trunk["shared_flops"] and tree_bytes(study / "trunks") == trunks
+    alone = tmp_path / "alone"
+    assert execute_run(RunTask(size["run_id"], str(alone), cfg, config_sha(cfg), res["flops_exact"], 0)) == "trained"
+    assert json.loads((alone / "result.json").read_text())["val_loss"] == res["val_loss"]
 
     before = result_mtimes(study)
     again, err = cli_json(capsys, "verify", str(study), "--flops", str(C), "--no-progress")

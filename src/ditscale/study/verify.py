@@ -10,15 +10,19 @@ as many whole images as C buys, the study's batch rule, hparams, EMA, data, vali
 executed as a study run (:func:`ditscale.study.executor.execute_run`), so it is resumable and
 measured as ``runs.csv`` measures a run: its ``result.json`` ``val_loss``.
 
-The sizes are different models, so no two of them share a trunk (a trunk serves one model's runs,
-:mod:`ditscale.train.trunk`). Branching off the study's own trunk of that model would save at most
-1 / factor of the compute and would write into the study's ``trunks/`` (changing its compute
-accounting), so each verification run trains alone.
+Shared trunks: the sizes are different models, so no two of them share a trunk (a trunk serves one
+model's runs, :mod:`ditscale.train.trunk`). But in a study with ``share_trunks`` a size the study
+trained has a trunk in ``DIR/trunks/``, at its largest branch point: the verification run branches
+off a copy of it (``DIR/verify/trunks/<trunk_id>/``), which saves the study's steps of that model
+(1 / factor of the run at most) and leaves the study's own trunks, and so its compute accounting,
+untouched. A branch equals the run trained alone (``docs/studies.md``, shared trunks); other sizes
+train alone.
 
 Layout, inside the study folder::
 
     verify/<run_id>/     one study run folder per size (config.yaml, checkpoints/, train.log,
                          result.json, study.json); a killed verify resumes from its checkpoints
+    verify/trunks/       copies of the study's trunks that verification runs branch off (resumable)
     verify/verify.json   the answer (:class:`Verification`), written atomically when every size is done
 
 Units: C in training FLOPs (exact convention); ``params`` non-embedding parameters (the law's N);
@@ -29,7 +33,10 @@ Units: C in training FLOPs (exact convention); ``params`` non-embedding paramete
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +52,7 @@ from ditscale.study.executor import RunTask, config_sha
 from ditscale.study.folder import StudyFolder, StudyRunDir
 from ditscale.study.launchers import make_launcher
 from ditscale.study.plan import PlannedRun, RungSize, _planned_run, base_model_config, rung_config, train_config
-from ditscale.study.run import Tally
+from ditscale.study.run import Tally, trunk_tasks
 from ditscale.study.spec import StudySpec
 
 VERIFY_DIR = "verify"  # inside the study folder
@@ -178,10 +185,54 @@ def verify_tasks(out_dir: str | Path, plan: VerifyPlan, threads: int = 1) -> lis
 
 
 def remaining_seconds(out_dir: str | Path, plan: VerifyPlan) -> tuple[float, float | None]:
-    """Training FLOPs of the runs of ``plan`` without a result yet, and the seconds they would take at
-    the study's measured rate (None when the study did not measure it)."""
-    flops = sum(r.flops_exact for r in plan.runs if StudyRunDir(verify_dir(out_dir) / r.run_id).valid_result() is None)
+    """Training FLOPs of the runs of ``plan`` without a result yet (less what a trunk they branch off
+    has trained), and the seconds they would take at the study's measured rate (None when the study
+    did not measure it)."""
+    flops = 0.0
+    for r in plan.runs:
+        if StudyRunDir(verify_dir(out_dir) / r.run_id).valid_result() is None:
+            flops += r.flops_exact - min(r.flops_exact, _trunk_flops(out_dir, plan, r))
     return flops, (flops / plan.rate if plan.rate else None)
+
+
+# -- shared trunks --------------------------------------------------------------------------------
+def trunk_id(run: PlannedRun) -> str:
+    """The trunk of ``run``'s model, batch and seed, as the study names it (:func:`ditscale.study.run.trunk_tasks`)."""
+    return f"d{run.depth}w{run.hidden_size}h{run.num_heads}-b{run.batch_size}-s{run.seed}"
+
+
+def _trunk_source(out_dir: str | Path, plan: VerifyPlan, run: PlannedRun) -> Path | None:
+    """The trunk ``run`` branches off: the verification's copy, else the study's own (None: none, or
+    the study does not share trunks)."""
+    if not plan.spec.share_trunks:
+        return None
+    for path in (verify_dir(out_dir) / "trunks" / trunk_id(run), StudyFolder(out_dir).trunk_dir(trunk_id(run))):
+        if (path / "trunk.json").is_file():
+            return path
+    return None
+
+
+def _trunk_flops(out_dir: str | Path, plan: VerifyPlan, run: PlannedRun) -> float:
+    """Training FLOPs the trunk of ``run`` has trained already (0 without one)."""
+    path = _trunk_source(out_dir, plan, run)
+    if path is None:
+        return 0.0
+    return float((json.loads((path / "trunk.json").read_text()).get("trained") or {}).get("flops", 0.0))
+
+
+def copy_trunks(out_dir: str | Path, plan: VerifyPlan, todo: list[PlannedRun]) -> None:
+    """Copy the study's trunk of each run of ``todo`` that has one into ``DIR/verify/trunks/`` (once:
+    through a ``.partial`` folder renamed when whole), so the run branches off it and the study's own
+    trunk is never written."""
+    for run in todo:
+        source = _trunk_source(out_dir, plan, run)
+        mine = verify_dir(out_dir) / "trunks" / trunk_id(run)
+        if source is None or source == mine:
+            continue
+        partial = mine.with_name(mine.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)  # a copy cut short by a kill
+        shutil.copytree(source, partial, ignore=shutil.ignore_patterns("*.lock"))
+        os.replace(partial, mine)
 
 
 # -- the answer -----------------------------------------------------------------------------------
@@ -323,6 +374,9 @@ def _train(out_dir: str | Path, plan: VerifyPlan, workers: int, progress: bool, 
     runner = make_launcher("local", workers, None, verify_dir(out_dir))
     tasks = verify_tasks(out_dir, plan, runner.threads)
     todo = [t for t in tasks if StudyRunDir(t.run_dir).valid_result() is None]
+    if plan.spec.share_trunks:  # a size the study trained branches off a copy of its trunk
+        copy_trunks(out_dir, plan, [r for r in plan.runs if r.run_id in {t.run_id for t in todo}])
+        todo = trunk_tasks(StudyFolder(verify_dir(out_dir)), list(plan.runs), todo, runner.threads)
     tally = Tally(f"{plan.spec.name} verify", progress, echo)
     try:
         if todo:
