@@ -6,6 +6,7 @@ trunk equal to the run trained alone, reuse of finished runs, one-line errors.""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
 import pytest
@@ -96,6 +97,7 @@ def test_verify_one_size_against_the_prediction_and_its_run(study, tmp_path, cap
     before = result_mtimes(study)
     again, err = cli_json(capsys, "verify", str(study), "--flops", str(C), "--no-progress")
     assert again == v and result_mtimes(study) == before and "nothing to train" in err
+    assert v["n_opt_gap"] == 0.0 and v["within_seed_noise"] is None  # one size: nothing to compare
 
 
 @pytest.mark.slow
@@ -109,6 +111,12 @@ def test_verify_three_sizes_reuses_the_n_opt_run(study, capsys):
     assert params[0] < v["predicted_n_opt"] < params[2]  # else the middle one would not be the nearest
     assert v["best_params"] == min(sizes, key=lambda s: s["loss"])["params"]
     assert v["actual_loss"] == sizes[1]["loss"]
+    # within seed noise of the best: the gap in log loss against the 90% band of two runs' difference
+    best = min(s["loss"] for s in sizes)
+    assert v["n_opt_gap"] == pytest.approx(math.log(v["actual_loss"] / best), rel=1e-12, abs=0)
+    spread = json.loads((study / "laws.json").read_text())["noise"]["seed_spread"]
+    assert v["seed_spread"] == spread > 0
+    assert v["within_seed_noise"] == (v["n_opt_gap"] <= 1.645 * math.sqrt(2) * spread)
     for s in sizes:
         res = json.loads((study / "verify" / s["run_id"] / "result.json").read_text())
         assert s["loss"] == res["val_loss"] and res["flops_exact"] <= C

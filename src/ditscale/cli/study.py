@@ -484,6 +484,14 @@ def _print_verification(v, out_dir) -> None:
     for s in v.sizes:
         best = "  <- best" if s.params == v.best_params else ""
         print(f"    {s.name:14s} ({s.role:6s}) N {s.params:>12,}  loss {s.loss:.4f}{best}")
+    if v.n_opt_gap == 0 and len(v.sizes) > 1:
+        print(f"  the predicted size is the best of {len(v.sizes)}")
+    elif v.within_seed_noise is not None:
+        where = "within" if v.within_seed_noise else "beyond"
+        print(
+            f"  N_opt's model is {v.n_opt_gap:.2%} (log) above the best, {where} seed noise "
+            f"(90% band of two runs: 1.645 x sqrt(2) x {v.seed_spread:.3g})"
+        )
     for n in v.notes:
         print(f"note: {n}", file=sys.stderr)
     print(f"  {out_dir}/verify/verify.json")

@@ -59,6 +59,9 @@ VERIFY_DIR = "verify"  # inside the study folder
 VERIFY_JSON = "verify.json"  # inside VERIFY_DIR
 # The target of each trained size, as a multiple of the predicted N_opt.
 ROLES = {"n_opt": 1.0, "half": 0.5, "double": 2.0}
+# z of a two-sided 90% band: two sizes whose log losses differ by less than SEED_BAND x sqrt(2) x the
+# seed-to-seed sd are within seed noise of each other.
+SEED_BAND = 1.645
 
 
 # -- what a verification trains -------------------------------------------------------------------
@@ -71,7 +74,8 @@ class VerifyPlan:
     target each is nearest ("n_opt", "half", "double"); ``prediction``: the study's prediction at
     ``flops``; ``largest_budget``: the study's largest budget (FLOPs); ``rate``: the study's measured
     training FLOP/s on its machine (laws.json ``compute``: trained_flops / study_s; None unknown);
-    ``notes``: sizes that could not be placed."""
+    ``seed_spread``: the study's seed-to-seed sd of log loss (laws.json ``noise``; None without
+    replicates); ``notes``: sizes that could not be placed, runs shorter than ``min_steps``."""
 
     spec: StudySpec
     flops: float
@@ -80,6 +84,7 @@ class VerifyPlan:
     runs: tuple[PlannedRun, ...]
     roles: tuple[str, ...]
     rate: float | None
+    seed_spread: float | None
     notes: tuple[str, ...]
 
     @property
@@ -127,7 +132,8 @@ def plan_verification(out_dir: str | Path, flops: float, sizes: int = 1) -> Veri
     ]
     compute = laws.compute
     rate = compute.trained_flops / compute.study_s if compute.study_s else None
-    return VerifyPlan(spec, flops, largest, pred, tuple(runs), tuple(role for role, _ in members), rate, tuple(notes))
+    roles = tuple(role for role, _ in members)
+    return VerifyPlan(spec, flops, largest, pred, tuple(runs), roles, rate, laws.noise.seed_spread, tuple(notes))
 
 
 def _members(spec: StudySpec, pred: PredictionSummary, sizes: int) -> tuple[list[tuple[str, tuple]], list[str]]:
@@ -261,7 +267,12 @@ class Verification:
     90% interval; ``actual_loss``: the validation loss of the member nearest ``predicted_n_opt``;
     ``relative_error = (predicted_loss - actual_loss) / actual_loss``; ``within_ci90``: actual inside
     the interval (None without one); ``sizes`` ascending in N; ``best_params``: the N of the lowest
-    loss; ``factor = flops / largest_budget``."""
+    loss; ``factor = flops / largest_budget``.
+
+    Is the predicted size the best? ``n_opt_gap = log(actual_loss / lowest loss)`` (0 when it is the
+    best); ``within_seed_noise``: the gap is inside the 90% band of the difference of two runs'
+    log losses, ``1.645 sqrt(2) seed_spread`` (the study's seed-to-seed sd of log loss, measured at
+    its own budgets; None without it, or with one size)."""
 
     flops: float
     factor: float
@@ -276,6 +287,9 @@ class Verification:
     predicted_n_opt_ci90: tuple[float, float] | None
     loss_law: str | None
     largest_budget: float
+    seed_spread: float | None
+    n_opt_gap: float
+    within_seed_noise: bool | None
     notes: tuple[str, ...]
 
     def to_dict(self) -> dict:
@@ -314,6 +328,9 @@ def _answer(plan: VerifyPlan, sizes: tuple[VerifySize, ...]) -> Verification:
     pred = plan.prediction
     loss, ci = float(pred.loss_opt.value), pred.loss_opt.ci90
     actual = next(s.loss for s in sizes if s.role == "n_opt")
+    gap = math.log(actual / min(s.loss for s in sizes))
+    spread = plan.seed_spread
+    tie = None if spread is None or len(sizes) == 1 else bool(gap <= SEED_BAND * math.sqrt(2.0) * spread)
     return Verification(
         flops=plan.flops,
         factor=plan.factor,
@@ -328,6 +345,9 @@ def _answer(plan: VerifyPlan, sizes: tuple[VerifySize, ...]) -> Verification:
         predicted_n_opt_ci90=None if pred.n_opt.ci90 is None else tuple(float(x) for x in pred.n_opt.ci90),
         loss_law=pred.loss_law,
         largest_budget=plan.largest_budget,
+        seed_spread=spread,
+        n_opt_gap=gap,
+        within_seed_noise=tie,
         notes=plan.notes,
     )
 
