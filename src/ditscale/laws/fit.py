@@ -44,8 +44,9 @@ class FitConfig:
         robust, tokens, edge_margin, exclude_edge, budget_rtol: isoflop options (:func:`fit_isoflop`).
         bins_per_decade, min_runs_per_bin, flops_range: envelope options (:func:`fit_envelope`).
         delta, top_k: parametric options (:func:`fit_parametric`).
-        parametric_method: how Approach 3 is solved: "lbfgs-grid" (Epoch AI's grid of starts) or
-            "varpro" (NNLS for E, A, B per (alpha, beta), then refined); ``fit_parametric``'s ``method``.
+        parametric_method: how Approach 3 is solved: "best" (both of the next two, the lower
+            objective kept, the default), "lbfgs-grid" (Epoch AI's grid of starts) or "varpro" (NNLS
+            for E, A, B per (alpha, beta), then refined); ``fit_parametric``'s ``method``.
         loss_law: which L_opt law a study's predictions and backtest of record use: "power" (``e C^f``,
             Liang et al.'s form), "saturating" (``E + k C^-gamma`` fitted to the isoFLOP minima) or
             "parametric" (Approach 3's ``L(N_opt, D_opt)``, whose floor E is fitted to every run).
@@ -67,7 +68,7 @@ class FitConfig:
     flops_range: tuple[float, float] | None = None
     delta: float = 1e-3
     top_k: int | None = 20
-    parametric_method: str = "lbfgs-grid"
+    parametric_method: str = "best"
     loss_law: str = "power"
 
     def __post_init__(self) -> None:
