@@ -22,11 +22,11 @@ above is refined, all five parameters together, by the same L-BFGS-B.
 varpro's best cell, and keeps the lower objective. Either alone can stop in a local minimum (on 24
 runs of the quickstart, widths 64-128 at budgets 6.4e11-3.62e12 FLOPs, the grid starts stop at
 1.06e-3 with alpha 1.50 where varpro reaches 1.23e-4 with alpha 0.28). The two objectives are
-recorded (``options["objectives"]``) and ``options["method"]`` names the start that won; they agree
-when they are within ``AGREE_RTOL`` = 1e-3 of each other (a shared optimum reached from two sides
-agrees to ~1e-6; 5e-13 per run, a log-loss residual of 1e-6, on noise-free data), and then lbfgs-grid's optimum is kept, so a fit on which both agree is
-lbfgs-grid's to the last digit. When they disagree the fit says so in one line (a
-:class:`~ditscale.laws.powerlaw.FitWarning`).
+recorded (``options["objectives"]``) and ``options["method"]`` names the start that won. They agree
+within ``AGREE_RTOL`` = 1e-3 of the lower one, plus ``AGREE_ATOL`` = 5e-13 per run (a log-loss residual
+of 1e-6: noise-free data); one optimum reached from two starts agrees to 1e-12 or better. Then
+lbfgs-grid's optimum is kept, so a fit on which both agree is lbfgs-grid's to the last digit. When
+they disagree the fit says so in one line (a :class:`~ditscale.laws.powerlaw.FitWarning`).
 
 N is parameters, D tokens; the compute-optimal allocation assumes C = 6 N D (FLOPs).
 """
@@ -182,11 +182,13 @@ def _refine(starts, log_n, log_d, log_l, delta, weights):
 
 
 def _best_of_both(grid, varpro, n_runs: int):
-    """``method="best"``: the lower of the lbfgs-grid and varpro optima (lbfgs-grid's when they agree
-    within ``AGREE_RTOL`` or ``AGREE_ATOL`` per run), the name of the winner and both objectives; warns when they disagree."""
+    """``method="best"``: the lower of the lbfgs-grid and varpro optima (lbfgs-grid's when they agree,
+    module doc), the name of the winner and both objectives; warns in one line when they disagree."""
     objectives = {m: (None if r is None else float(r.fun)) for m, r in (("lbfgs-grid", grid), ("varpro", varpro))}
-    if grid is None or varpro is None:
-        return grid or varpro, ("lbfgs-grid" if varpro is None else "varpro"), objectives
+    if varpro is None:
+        return grid, "lbfgs-grid", objectives
+    if grid is None:
+        return varpro, "varpro", objectives
     lo, hi = sorted((grid.fun, varpro.fun))
     if hi - lo <= AGREE_RTOL * lo + AGREE_ATOL * n_runs:
         return grid, "lbfgs-grid", objectives
