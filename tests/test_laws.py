@@ -39,6 +39,7 @@ from ditscale.laws import (
     read_runs_csv,
 )
 from ditscale.laws.bootstrap import _isoflop_weights
+from ditscale.laws.checks import duplicate_points
 from ditscale.laws.isoflop import parabola_fit
 from ditscale.laws.parametric import grid_objective, grid_starts, minimize_from
 
@@ -143,6 +144,43 @@ def test_resampling_groups():
     runs = Runs([1e17] * 3, [1.0, 2.0, 3.0], [1.0] * 3, [1.0] * 3, run_id=["b", "a", "b"])
     assert runs.groups().tolist() == [1, 0, 1]
     assert Runs([1e17] * 3, [1.0] * 3, [1.0] * 3, [1.0] * 3).groups().tolist() == [0, 1, 2]
+
+
+def test_repeated_points_tie_runs_and_are_named():
+    # run c repeats run a's (N, D) point and run d run b's: a with c and b with d become one unit each
+    runs = Runs([1e17] * 5, [1.0, 2.0, 1.0, 2.0, 3.0], [1.0] * 5, [1.0, 1.0, 1.1, 1.1, 1.0], run_id=list("abcde"))
+    assert [r.tolist() for r in runs.duplicates()] == [[0, 2], [1, 3]]
+    assert runs.groups().tolist() == [0, 1, 0, 1, 2]
+    assert duplicate_points(runs) == (
+        "2 (N, D) point(s) appear in 4 rows (a = c, b = d): the bootstrap draws each point's rows as one unit; "
+        "drop the copies, or give true replicates a seed column"
+    )
+    # without run_id every row is a unit (test_resampling_groups); tied() gives rows ids that tie copies
+    plain = Runs(runs.flops, runs.params, runs.tokens, runs.loss)
+    assert plain.tied().groups().tolist() == [0, 1, 0, 1, 2] and plain.tied().run_id.tolist() == list("01234")
+    assert "(row 1 = row 3, row 2 = row 4)" in duplicate_points(plain)
+    clean = plain.take(np.array([1, 2, 4]))
+    assert clean.tied() is clean and duplicate_points(clean) is None
+    # seed replicates (same point, other seed) are no duplicates; a seed listed twice is
+    seeded = Runs([1e17] * 3, [1.0] * 3, [1.0] * 3, [1.0, 1.1, 1.2], seed=[0, 1, 0])
+    assert [r.tolist() for r in seeded.duplicates()] == [[0, 2]] and "3 rows" not in duplicate_points(seeded)
+    assert "appear in 2 rows with the same seed" in duplicate_points(seeded)
+
+
+@pytest.mark.parametrize("copy", [1 / math.log(2), 1.01])  # the losses again in bits; 1% off
+def test_runs_listed_twice_keep_the_clean_interval(tmp_path, capsys, copy):
+    runs = isoflop_grid(k=7, noise=0.005, seed=1)
+    rows = list(zip(runs.flops, runs.params, runs.tokens, runs.loss))
+    twice = rows + [(c, n, d, loss * copy) for c, n, d, loss in rows]
+    f = write_csv(tmp_path / "runs.csv", ["flops", "params", "tokens", "loss"], twice)
+    assert main(["fit", "isoflop", str(f), "--json", "--bootstrap", "1000"]) == 0
+    cap = capsys.readouterr()
+    assert cap.err.count("ditscale: warning: 35 (N, D) point(s) appear in 70 rows (row 1 = row 36, ") == 1
+    lo, hi = json.loads(cap.out)["tokens_law"]["ci90"]["exponent"]
+    _, boot = fit_runs(runs, {"bootstrap": 1000})
+    clean_lo, clean_hi = boot.ci90("tokens_law.exponent")  # [0.497, 0.586]
+    # drawn apart, the copies gave [-0.41, 1.58] (in bits) and [0.534, 0.569] (1% off: the runs counted twice)
+    assert 0.5 < (hi - lo) / (clean_hi - clean_lo) < 2 and abs(lo - clean_lo) < 0.02 and abs(hi - clean_hi) < 0.02
 
 
 def test_budget_with_fewer_than_3_runs_is_named():

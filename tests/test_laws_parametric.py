@@ -4,8 +4,11 @@ backtest of N_opt. Synthetic data come from a known L(N, D) (see tests/test_laws
 
 from __future__ import annotations
 
+import csv
 import json
 import math
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,10 +28,13 @@ from ditscale.laws import (
     read_runs_csv,
 )
 from ditscale.laws.bootstrap import _unit_counts, _unit_strata
-from ditscale.laws.parametric import VARPRO_EXPONENTS, grid_objective, varpro_cells
+from ditscale.laws.parametric import AGREE_RTOL, VARPRO_EXPONENTS, grid_objective, varpro_cells
+from ditscale.laws.powerlaw import FitWarning
+from ditscale.laws.runs import runs_from_rows
 
 EPOCH_OBJECTIVE = 1.0182740178006e-3  # tests/test_laws.py: our refit of Epoch AI's Chinchilla data
 S = TRUE["alpha"] + TRUE["beta"]
+QUICKSTART = Path(__file__).parent / "data" / "studies" / "quickstart" / "runs.csv"
 
 
 def study_runs(seed: int = 1, noise: float = 0.01) -> Runs:
@@ -178,6 +184,44 @@ def test_varpro_through_fit_config_and_cli(capsys):
     assert out["options"]["method"] == "varpro" and out["alpha"] == pytest.approx(0.3473, abs=2e-4)
     assert main(["fit", "parametric", str(CHINCHILLA), "--method", "varpro", "--bootstrap", "0"]) == 0
     assert "parametric fit (Approach 3, varpro) of 240 runs" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------------
+# The default solver runs both starts and keeps the lower objective
+
+
+def quickstart_subset() -> Runs:
+    """Issue 21's 24 runs of the committed quickstart: the rungs of width (hidden_size) 64-128 at the
+    training budgets >= 6.4e11 FLOPs (6.4e11 .. 3.62e12; the held-out 5.12e12 left out)."""
+    rows = list(csv.DictReader(QUICKSTART.open(newline="")))
+    keep = [r for r in rows if 64 <= int(r["hidden_size"]) <= 128 and 6.4e11 <= float(r["budget"]) < 5e12]
+    return runs_from_rows(keep, QUICKSTART)
+
+
+def test_default_solver_reaches_the_global_optimum_where_the_grid_starts_stop():
+    runs = quickstart_subset()
+    assert len(runs) == 24
+    with pytest.warns(FitWarning, match=r"the lbfgs-grid start stopped in a local minimum \(objective 0.001055\)"):
+        fit = fit_parametric(runs)
+    # varpro's optimum, the one 4500 L-BFGS-B starts also reach (docs/laws.md); the grid's top 20 stop at 1.06e-3
+    assert fit.objective == pytest.approx(1.2310e-4, rel=1e-3) and fit.objective <= 1.3e-4
+    assert fit.options["method"] == "varpro" and fit.options["starts"] == 21
+    assert fit.options["objectives"]["lbfgs-grid"] == pytest.approx(1.0553e-3, rel=1e-3)
+    assert fit.options["objectives"]["varpro"] == fit.objective
+    assert 0.2 < fit.alpha < 0.35 and 0.4 < fit.beta < 0.6  # the local minimum has alpha 1.50
+    assert 5e4 < fit.n_opt_law(3.62e12) < 1e6  # the sizes fitted span 1.0e5-4.0e5; the local minimum says 187
+
+
+def test_default_solver_is_the_grid_fit_where_both_agree(chinchilla):
+    runs, _, varpro = chinchilla
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FitWarning)  # agreeing starts raise nothing
+        fit = fit_parametric(runs)
+    grid = fit_parametric(runs, method="lbfgs-grid")
+    assert FitConfig().parametric_method == "best" and fit.options["method"] == "lbfgs-grid"
+    assert (fit.alpha, fit.beta, fit.objective) == (grid.alpha, grid.beta, grid.objective)  # to the last digit
+    lo, hi = sorted(fit.options["objectives"].values())
+    assert fit.options["objectives"]["varpro"] == varpro.objective and hi - lo <= AGREE_RTOL * lo
 
 
 # ------------------------------------------------------------------------------------------------

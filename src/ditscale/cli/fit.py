@@ -67,10 +67,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--method",
         dest="parametric_method",
-        choices=("lbfgs-grid", "varpro"),
-        default="lbfgs-grid",
-        help="parametric: lbfgs-grid (Epoch AI's grid of L-BFGS starts, default) or varpro (NNLS for "
-        "E, A, B on an (alpha, beta) grid, then refined)",
+        choices=("best", "lbfgs-grid", "varpro"),
+        default="best",
+        help="parametric: best (both below, the lower objective kept; default), lbfgs-grid (Epoch AI's grid "
+        "of L-BFGS starts) or varpro (NNLS for E, A, B on an (alpha, beta) grid, then refined)",
     )
     p.add_argument("--saturating", action="store_true", help="predict the loss with E + k C^-gamma (isoflop, envelope)")
     p.add_argument(

@@ -51,6 +51,11 @@ for a loss law that the fit cannot follow:
     (t = 2.9), and the power law misses the held-out budget by -6.6% where Approach 3 is within 2%.
     :func:`loss_bend` gives the measurement whatever the loss law (laws.json ``loss_bend``).
 
+Repeated points, for every approach: :func:`duplicate_points` names in one line the rows that repeat
+one (N, D) point (the same run listed twice, e.g. logged in two units; with ``seed``, only rows of one
+seed), which the bootstrap draws as one unit (:meth:`Runs.groups`, :meth:`Runs.tied`); a study and
+``ditscale fit`` warn with it (:func:`ditscale.laws.fit.fit_runs`).
+
 Each finding is a :class:`Check` ``(budget, kind, message)`` (``budget`` in FLOPs, None for the
 sweep-wide drift); the message is one line saying what is wrong and what to do. Nothing is
 refitted or dropped: the checks only report.
@@ -203,6 +208,22 @@ def duplicate_checks(runs: Runs, label: np.ndarray, budget_flops: np.ndarray) ->
                     )
                 )
     return out
+
+
+def duplicate_points(runs: Runs, shown: int = 3) -> str | None:
+    """One line naming the rows that repeat one (params, tokens) point (:meth:`Runs.duplicates`): how
+    many points and rows, the first ``shown`` sets by run_id (else by 1-based row number); None if none."""
+    sets = runs.duplicates()
+    if not sets:
+        return None
+    name = (lambda i: str(runs.run_id[i])) if runs.run_id is not None else (lambda i: f"row {i + 1}")
+    named = ", ".join(" = ".join(name(i) for i in rows) for rows in sets[:shown])
+    more = f" and {len(sets) - shown} more" if len(sets) > shown else ""
+    same = " with the same seed" if runs.seed is not None else ""
+    return (
+        f"{len(sets)} (N, D) point(s) appear in {sum(map(len, sets))} rows{same} ({named}{more}): the bootstrap draws "
+        "each point's rows as one unit; drop the copies, or give true replicates a seed column"
+    )
 
 
 def standardized_residuals(runs: Runs, label: np.ndarray, budget_flops: np.ndarray) -> np.ndarray:

@@ -6,15 +6,18 @@ Kept apart from the package ``__init__`` so modules of :mod:`ditscale.laws` (e.g
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 from ditscale.config import from_dict
 from ditscale.errors import ConfigError
 from ditscale.laws.bootstrap import bootstrap
+from ditscale.laws.checks import duplicate_points
 from ditscale.laws.draws import DrawStore
 from ditscale.laws.envelope import fit_envelope
 from ditscale.laws.isoflop import fit_isoflop
 from ditscale.laws.parametric import METHODS as PARAMETRIC_METHODS, fit_parametric
+from ditscale.laws.powerlaw import FitWarning
 from ditscale.laws.runs import Runs
 
 FIT_FUNCTIONS = {"isoflop": fit_isoflop, "parametric": fit_parametric, "envelope": fit_envelope}
@@ -44,8 +47,9 @@ class FitConfig:
         robust, tokens, edge_margin, exclude_edge, budget_rtol: isoflop options (:func:`fit_isoflop`).
         bins_per_decade, min_runs_per_bin, flops_range: envelope options (:func:`fit_envelope`).
         delta, top_k: parametric options (:func:`fit_parametric`).
-        parametric_method: how Approach 3 is solved: "lbfgs-grid" (Epoch AI's grid of starts) or
-            "varpro" (NNLS for E, A, B per (alpha, beta), then refined); ``fit_parametric``'s ``method``.
+        parametric_method: how Approach 3 is solved: "best" (both of the next two, the lower
+            objective kept, the default), "lbfgs-grid" (Epoch AI's grid of starts) or "varpro" (NNLS
+            for E, A, B per (alpha, beta), then refined); ``fit_parametric``'s ``method``.
         loss_law: which L_opt law a study's predictions and backtest of record use: "power" (``e C^f``,
             Liang et al.'s form), "saturating" (``E + k C^-gamma`` fitted to the isoFLOP minima) or
             "parametric" (Approach 3's ``L(N_opt, D_opt)``, whose floor E is fitted to every run).
@@ -67,7 +71,7 @@ class FitConfig:
     flops_range: tuple[float, float] | None = None
     delta: float = 1e-3
     top_k: int | None = 20
-    parametric_method: str = "lbfgs-grid"
+    parametric_method: str = "best"
     loss_law: str = "power"
 
     def __post_init__(self) -> None:
@@ -108,12 +112,18 @@ class FitConfig:
 def fit_runs(runs: Runs, config: FitConfig | dict | None = None, draws: DrawStore | None = None):
     """Fit ``config.method`` to ``runs`` and bootstrap it; returns ``(fit, Bootstrap or None)``.
 
-    ``draws``: a :class:`~ditscale.laws.draws.DrawStore` whose matching draws are reused (and
-    where new ones are kept); without it the bootstrap is always drawn."""
+    Rows that repeat one (N, D) point are named in one :class:`FitWarning`
+    (:func:`~ditscale.laws.checks.duplicate_points`) and drawn as one unit by the bootstrap
+    (:meth:`Runs.tied`). ``draws``: a :class:`~ditscale.laws.draws.DrawStore` whose matching draws
+    are reused (and where new ones are kept); without it the bootstrap is always drawn."""
     cfg = config if isinstance(config, FitConfig) else from_dict(FitConfig, config or {}, where="laws config")
+    repeated = duplicate_points(runs)
+    if repeated is not None:
+        warnings.warn(repeated, FitWarning, stacklevel=2)
     fit = FIT_FUNCTIONS[cfg.method](runs, **cfg.fit_options())
     if not cfg.resamples:
         return fit, None
+    tied = runs.tied()
     if draws is None:
-        return fit, bootstrap(runs, fit, cfg.resamples, cfg.seed)
-    return fit, draws.bootstrap(cfg.method, runs, fit, cfg.fit_options(), cfg.resamples, cfg.seed)
+        return fit, bootstrap(tied, fit, cfg.resamples, cfg.seed)
+    return fit, draws.bootstrap(cfg.method, tied, fit, cfg.fit_options(), cfg.resamples, cfg.seed)

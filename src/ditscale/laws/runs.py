@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -107,19 +107,61 @@ class Runs:
         flops = self.flops[order]
         return label, np.array([np.median(flops[i:j]) for i, j in zip(bounds[:-1], bounds[1:])])
 
+    def points(self) -> np.ndarray:
+        """Integer label of each row's (params, tokens) point: rows with equal N and D to 6
+        significant digits (1e-6 in log) share one."""
+        keys = np.stack([np.round(np.log(self.params), 6), np.round(np.log(self.tokens), 6)], axis=1)
+        return np.unique(keys, axis=0, return_inverse=True)[1].reshape(-1)
+
+    def duplicates(self) -> list[np.ndarray]:
+        """Rows that repeat one (params, tokens) point, as arrays of row indices (ascending, by first
+        row): the same run listed twice, e.g. logged in two units. With ``seed``, rows of one point
+        and one seed (seed replicates, other seeds at one point, are no duplicates)."""
+        key = self.points() if self.seed is None else np.stack([self.points(), self.seed], axis=1)
+        _, label, counts = np.unique(key, axis=0, return_inverse=True, return_counts=True)
+        label = label.reshape(-1)
+        sets = [np.flatnonzero(label == k) for k in np.flatnonzero(counts > 1)]
+        return sorted(sets, key=lambda rows: rows[0])
+
     def groups(self) -> np.ndarray:
         """Resampling unit of each row for the bootstrap, as integer labels 0..G-1.
 
-        With ``seed``: rows with the same params and tokens (to 6 significant digits), i.e. one
-        configuration's seed replicates; else with ``run_id``: rows sharing a run_id (one run or
-        training curve); else each row is its own unit.
+        With ``seed``: rows with the same params and tokens (to 6 significant digits, :meth:`points`),
+        i.e. one configuration's seed replicates; else with ``run_id``: rows sharing a run_id (one run
+        or training curve), and runs that share a (params, tokens) point (:meth:`duplicates`: the same
+        run listed twice) are tied into one unit, so that a resample draws all copies of a point or
+        none (drawn apart, copies that disagree, e.g. a loss logged in two units, make the resamples
+        disagree far more than the runs do); else each row is its own unit (:meth:`tied` ties them).
         """
         if self.seed is not None:
-            keys = np.stack([np.round(np.log(self.params), 6), np.round(np.log(self.tokens), 6)], axis=1)
-            return np.unique(keys, axis=0, return_inverse=True)[1].reshape(-1)
+            return self.points()
         if self.run_id is not None:
-            return np.unique(self.run_id.astype(str), return_inverse=True)[1].reshape(-1)
+            return _tie(np.unique(self.run_id.astype(str), return_inverse=True)[1].reshape(-1), self.points())
         return np.arange(len(self))
+
+    def tied(self) -> Runs:
+        """These runs as the bootstrap should draw them: without ``seed`` and ``run_id`` and with
+        :meth:`duplicates`, each row gets its row number as ``run_id``, so that :meth:`groups` ties the
+        copies of a point; else the runs themselves (their groups already tie them)."""
+        if self.seed is not None or self.run_id is not None or not self.duplicates():
+            return self
+        width = len(str(len(self) - 1))
+        return replace(self, run_id=np.array([f"{i:0{width}d}" for i in range(len(self))]))  # sorts as rows
+
+
+def _tie(base: np.ndarray, point: np.ndarray) -> np.ndarray:
+    """Labels 0..G-1 joining the units ``base`` (labels 0..U-1) that share a ``point`` (connected
+    components, each labelled by its lowest ``base`` label, so ``base`` comes back unchanged when
+    nothing is joined)."""
+    label = base.copy()
+    while True:
+        at_point = np.full(point.max() + 1, label.max())
+        np.minimum.at(at_point, point, label)
+        joined = np.full(base.max() + 1, label.max())
+        np.minimum.at(joined, base, at_point[point])
+        if np.array_equal(joined[base], label):
+            return np.unique(label, return_inverse=True)[1].reshape(-1)
+        label = joined[base]
 
 
 def read_runs_csv(path: str | Path) -> Runs:
