@@ -588,8 +588,8 @@ def study_prediction(
     (:func:`exponent_checks`); ``residual_structure``; ``backtest`` (see :func:`backtest_study`;
     unless ``with_backtest`` is False); ``warnings`` (the fit's, the exponents' and, past 100x, the
     extrapolation's); ``notes`` (one line when a bootstrap was redrawn); ``measured_error`` (the
-    study's measured backtest error nearest this distance, from ``DIR/laws.json``'s
-    ``extrapolation_of_record`` when it has one). ``spec``: the study's spec
+    study's measured backtest error nearest this distance, every form's, from ``DIR/laws.json``'s
+    ``extrapolation`` when it has one). ``spec``: the study's spec
     when the caller has it (else read from ``DIR/spec.yaml``); ``fitted``: :func:`fit_study`'s result
     when already fitted; ``draws``: the bootstrap draws to use and keep (default: ``DIR/bootstrap.npz``'s,
     reporting redraws in ``notes``).
@@ -608,12 +608,12 @@ def study_prediction(
 
 
 def _stored_extrapolation(out_dir: str | Path) -> tuple[ExtrapolationRow, ...] | None:
-    """The rows of record of the study's backtests at every distance, as ``DIR/laws.json`` stored them
+    """The study's backtests at every distance (every form's rows), as ``DIR/laws.json`` stored them
     (None when the file is missing, unreadable or older than the key): predict measures its distance's
     error from them rather than refitting every distance."""
     path = StudyFolder(out_dir).laws_json
     try:
-        return LawsSummary.read(path).extrapolation_of_record if path.is_file() else None
+        return LawsSummary.read(path).extrapolation if path.is_file() else None
     except DataError:
         return None
 
@@ -817,7 +817,7 @@ def study_laws(folder: StudyFolder, study: StudyFit, draws: DrawStore, *, starte
     paper's laws, the wall time (``analysis_s``: seconds since ``started``, a ``time.monotonic()``),
     the compute (:func:`compute_summary`), sample quality (:func:`quality_summary`) and the provenance
     (:func:`provenance`), the backtests at every distance (:func:`extrapolation_study`; the
-    prediction's ``measured_error`` from its rows of record) and, under ``laws.loss_law: auto``, the
+    prediction's ``measured_error`` from its rows) and, under ``laws.loss_law: auto``, the
     rules that chose the forms of record. ``draws``: where the bootstraps are reused and kept."""
     spec, fit = study.spec, study.fit
     bt = backtest_study(study, draws=draws)
@@ -827,9 +827,7 @@ def study_laws(folder: StudyFolder, study: StudyFit, draws: DrawStore, *, starte
         parametric = dataclasses.replace(parametric, backtest=bt.parametric)
     ext = extrapolation_study(study)
     prediction = _prediction(study, spec.target_flops, par)
-    prediction = dataclasses.replace(
-        prediction, measured_error=measured_error(ext.of_record or None, prediction.extrapolation)
-    )
+    prediction = dataclasses.replace(prediction, measured_error=measured_error(ext.rows, prediction.extrapolation))
     warns = [*study.warnings, *(e.message for e in prediction.exponents if e.message)]
     wanted = wanted_form(spec.laws.loss_law, study.rule)
     if {prediction.loss_law, *(row.loss_law for row in bt.rows)} != {wanted}:
