@@ -17,7 +17,7 @@ import statistics
 
 from ditscale.laws.fit import LOSS_LAW_NAMES, LOSS_LAWS
 from ditscale.laws.results import ExtrapolationRow, FactorError, LawsSummary
-from ditscale.study.analyze import error_by_factor
+from ditscale.laws.extrapolation import error_by_factor
 
 
 def cell(e: FactorError | None) -> str:

@@ -45,6 +45,7 @@ from ditscale.io import atomic_write_npz, sha256_json
 from ditscale.laws import Bootstrap, FitConfig, IsoflopFit, Runs, bootstrap, compare, fit_parametric, fit_runs, predict
 from ditscale.laws.checks import Check, isoflop_checks, loss_bend
 from ditscale.laws.draws import DrawStore, draws_key
+from ditscale.laws.extrapolation import measured_error
 from ditscale.laws.fit import LOSS_LAW_NAMES, LOSS_LAWS
 from ditscale.laws.noise import noise_summary  # noqa: F401  (laws.json "noise"; also public here)
 from ditscale.laws.predict import INTERVAL_GOAL, backtest_rows, exponent_resolution, holdout_split
@@ -59,13 +60,11 @@ from ditscale.laws.results import (
     EstimateSummary,
     ExponentSummary,
     ExtrapolationRow,
-    FactorError,
     FitSummary,
     FormSummary,
     LawsSummary,
     LossBendSummary,
     LossLawRule,
-    MeasuredError,
     NearestModel,
     NoiseSummary,
     ParametricSummary,
@@ -512,54 +511,6 @@ def _extrapolation_row(row: BacktestSummary, form: str, fitted_max: float) -> Ex
     fields = row.to_dict()
     fields.pop("loss_law", None)
     return ExtrapolationRow(**fields, fitted_max_flops=fitted_max, factor=row.flops / fitted_max, form=form)
-
-
-def error_by_factor(rows: Iterable[ExtrapolationRow], rtol: float = 0.1) -> dict[float, tuple[FactorError, ...]]:
-    """The extrapolation ``rows`` grouped by distance: factors within ``rtol`` of their neighbour
-    share a group (keyed by its geometric-mean factor, ascending), each form's
-    :class:`~ditscale.laws.results.FactorError` there (forms in :data:`LOSS_LAWS` order)."""
-    rows = sorted(rows, key=lambda r: r.factor)
-    groups: list[list[ExtrapolationRow]] = []
-    for row in rows:
-        if groups and row.factor <= groups[-1][-1].factor * (1 + rtol):
-            groups[-1].append(row)
-        else:
-            groups.append([row])
-    out = {}
-    for group in groups:
-        factor = float(np.exp(np.mean([math.log(r.factor) for r in group])))
-        out[factor] = tuple(
-            _factor_error(form, factor, [r for r in group if r.form == form])
-            for form in LOSS_LAWS
-            if any(r.form == form for r in group)
-        )
-    return out
-
-
-def _factor_error(form: str, factor: float, rows: list[ExtrapolationRow]) -> FactorError:
-    """One form's measured error at one distance (:func:`error_by_factor`)."""
-    errors = [r.relative_error for r in rows]
-    return FactorError(
-        form=form,
-        factor=factor,
-        rows=len(rows),
-        median=float(np.median(errors)),
-        low=float(min(errors)),
-        high=float(max(errors)),
-        within_ci90=sum(r.within_ci90 is True for r in rows),
-        within_2pct=sum(abs(e) <= 0.02 for e in errors),
-    )
-
-
-def measured_error(rows: tuple[ExtrapolationRow, ...] | None, factor: float | None) -> MeasuredError | None:
-    """The study's measured backtest error nearest (in log distance) the distance ``factor`` a
-    prediction extrapolates; None without rows or a factor."""
-    if not rows or factor is None:
-        return None
-    groups = error_by_factor(rows)
-    nearest = min(groups, key=lambda f: abs(math.log(f) - math.log(factor)))
-    beyond = factor > max(groups) * 1.1
-    return MeasuredError(factor=float(factor), measured_factor=nearest, beyond=beyond, forms=groups[nearest])
 
 
 # -- the prediction ---------------------------------------------------------------------------------
