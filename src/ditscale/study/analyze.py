@@ -465,8 +465,9 @@ def _inner_errors(sub: Runs, held, own, point: FitConfig, to_6nd: float) -> list
 
 # -- backtests at every distance ---------------------------------------------------------------------
 EXTRAPOLATION_MIN_FITTED = 5  # refit without the K largest budgets, K = 1, 2, ... while 5 stay fitted
-# the refits' bootstrap resamples (at most the spec's): fewer than the study's own, to keep the analysis
-# about as fast (the quickstart's: ~+10 s on 2 cores); 90% intervals from 100 resamples each
+# the refits' bootstrap resamples (at most the spec's), fewer than the study's own to bound the cost: the
+# quickstart's 6 refits took 18 s (11 s with 50 for Approach 3) on a busy 2-core machine where the rest of
+# its analysis took 34-44 s; Approach 3's bootstrap is most of it. Not stored in bootstrap.npz.
 EXTRAPOLATION_RESAMPLES = {"isoflop": 100, "parametric": 100}
 
 
