@@ -21,7 +21,7 @@ from ditscale.laws.predict import backtest
 from ditscale.laws.results import ExtrapolationRow, LawsSummary
 from ditscale.report import extrapolation_figure, render_html
 from ditscale.study import load_spec
-from ditscale.study.analyze import analyze_study, backtest_study, fit_study
+from ditscale.study.analyze import analyze_study, backtest_study, extrapolation_study, fit_study
 from ditscale.study.folder import StudyFolder
 
 DATA = Path(__file__).parent / "data" / "studies" / "quickstart"
@@ -73,7 +73,7 @@ def test_every_refit_predicts_every_held_out_budget_by_every_form(study):
     actual = {b.flops: b.loss_opt for b in laws.budgets}
     assert all(r.actual_loss == actual[r.flops] for r in rows)
     # of record: the form the rule chose for each refit (auto picks the power law on every one of them)
-    assert [r.form for r in laws.extrapolation_of_record] == ["power"] * 21
+    assert laws.extrapolation_of_record == tuple(r for r in rows if r.form == "power")
     assert [rule.chosen for rule in laws.extrapolation_rules] == ["power"] * 6
 
 
@@ -177,3 +177,10 @@ def test_a_fixed_loss_law_has_no_rule(tmp_path):
     assert study.rule is None and study.spec.laws.loss_law == "parametric"
     assert backtest_study(study).rows[0].loss_law == "parametric"
     assert not math.isnan(backtest_study(study).rows[0].relative_error)
+    # the rows of record: Approach 3's loss, N_opt from the isoFLOP refit (as the backtest of record)
+    ext = extrapolation_study(study)
+    power, a3 = ([r for r in ext.rows if r.form == form] for form in ("power", "parametric"))
+    assert [r.form for r in ext.of_record] == ["parametric"] * 21 and ext.rules == ()
+    assert [r.relative_error for r in ext.of_record] == [r.relative_error for r in a3]
+    assert [r.predicted_n_opt for r in ext.of_record] == [r.predicted_n_opt for r in power]
+    assert [r.predicted_n_opt for r in a3] != [r.predicted_n_opt for r in power]

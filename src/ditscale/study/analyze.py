@@ -486,8 +486,11 @@ def extrapolation_study(study: StudyFit) -> Extrapolation:
     """Backtests at every distance: for K = 1, 2, ... while at least :data:`EXTRAPOLATION_MIN_FITTED`
     budgets stay fitted, every form refitted without the K largest budgets (:func:`_refit_forms`,
     bootstraps of :data:`EXTRAPOLATION_RESAMPLES`, not stored) predicts each held-out budget,
-    ``factor`` = its FLOPs over the largest fitted budget. The form of record of each refit is
-    :func:`form_of_record`'s, under "auto" by :func:`loss_law_rule` on that refit's fitted budgets."""
+    ``factor`` = its FLOPs over the largest fitted budget; each form's rows carry its own N_opt (the
+    isoFLOP refit's for power and saturating, Approach 3's own). The rows of record take the loss of
+    each refit's form of record (:func:`form_of_record`; under "auto" :func:`loss_law_rule` on that
+    refit's fitted budgets) and N_opt from the isoFLOP refit, as the backtest of record
+    (:func:`_record_row`) and the prediction do."""
     cfg = study.spec.laws
     budgets = study.runs.budgets(cfg.budget_rtol)[1]
     cfgs = tuple(dataclasses.replace(cfg, bootstrap=min(cfg.resamples, n)) for n in EXTRAPOLATION_RESAMPLES.values())
@@ -500,17 +503,14 @@ def extrapolation_study(study: StudyFit) -> Extrapolation:
         rule = loss_law_rule(sub, cfg, study.to_6nd) if cfg.loss_law == "auto" else None
         rules += [rule] if rule is not None else []
         law = form_of_record(cfg.loss_law, forms, rule)
-        for form, form_rows in forms.items():
-            ext = [_extrapolation_row(row, form, fitted_max) for row in form_rows]
-            rows += ext
-            of_record += ext if form == law else []
+        rows += [_extrapolation_row(row, form, fitted_max) for form, form_rows in forms.items() for row in form_rows]
+        of_record += [_extrapolation_row(_record_row(i, forms, law), law, fitted_max) for i in range(len(held))]
     return Extrapolation(tuple(rows), tuple(of_record), tuple(rules))
 
 
 def _extrapolation_row(row: BacktestSummary, form: str, fitted_max: float) -> ExtrapolationRow:
     """A backtest row of ``form`` as an extrapolation row of the refit fitted up to ``fitted_max`` FLOPs."""
-    fields = row.to_dict()
-    fields.pop("loss_law", None)
+    fields = {k: v for k, v in row.to_dict().items() if k not in ("loss_law", "forms")}
     return ExtrapolationRow(**fields, fitted_max_flops=fitted_max, factor=row.flops / fitted_max, form=form)
 
 
