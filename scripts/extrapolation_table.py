@@ -59,7 +59,9 @@ def table(laws: LawsSummary) -> str:
         at = [r for r in record if abs(r.factor / factor - 1) <= 0.1]
         n = max(e.rows for e in errors)
         cells = [cell(by_form.get(f)) for f in forms]
-        lines.append(f"| {factor:.3g}x ({n} predictions) | " + " | ".join(cells) + f" | {record_cell(at)} |")
+        lines.append(
+            f"| {factor:.3g}x ({n} prediction{'s' * (n != 1)}) | " + " | ".join(cells) + f" | {record_cell(at)} |"
+        )
     totals = []
     for f in forms:
         mine = [r for r in rows if r.form == f]
