@@ -404,10 +404,33 @@ def _print_prediction(pred) -> None:
             f" ({'warns' if rs.warn else 'none'} below p < {rs.threshold:g})"
         )
     _print_backtest(pred.backtest)
+    _print_measured_error(pred.measured_error, pred.loss_law)
     for w in pred.warnings:
         print(f"warning: {w}", file=sys.stderr)
     for n in pred.notes:
         print(f"note: {n}", file=sys.stderr)
+
+
+def _print_measured_error(measured, of_record: str | None) -> None:
+    """The study's measured backtest L* error at the distance nearest this prediction's (laws.json's
+    ``extrapolation``), one line per form (``of_record``: the prediction's form, marked), and whether
+    this C lies beyond every distance measured."""
+    from ditscale.laws.fit import loss_law_name  # lazy: start-up (`ditscale --help` loads every command)
+
+    if measured is None:
+        return
+    where = "beyond every distance the study measured" if measured.beyond else "the nearest distance measured"
+    print(
+        f"  measured backtest error at {measured.measured_factor:.3g}x (this C is {measured.factor:.3g}x the "
+        f"largest budget, {where}):"
+    )
+    for e in measured.forms:
+        spread = "" if e.rows == 1 else f" [{e.low:+.1%}, {e.high:+.1%}]"
+        print(
+            f"    {loss_law_name(e.form):24s} {e.median:+.1%}{spread} ({e.rows} row{'s' * (e.rows != 1)}; "
+            f"{e.within_ci90} inside the 90% interval, {e.within_2pct} within 2%)"
+            + ("  <- this prediction's form" if e.form == of_record else "")
+        )
 
 
 def _print_forms(forms) -> None:

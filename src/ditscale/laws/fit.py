@@ -29,6 +29,7 @@ LOSS_LAW_NAMES = {
     "parametric": "Approach 3 L(N, D)",
 }
 LOSS_LAWS = tuple(LOSS_LAW_NAMES)
+LOSS_LAW_CHOICES = (*LOSS_LAWS, "auto")  # "auto": chosen by a rule that sees only the fitted budgets
 
 
 def loss_law_name(loss_law: str | None) -> str:
@@ -56,6 +57,8 @@ class FitConfig:
             The last two follow a loss that bends towards an irreducible floor within the sweep, which
             the pure power law under-predicts (the ``loss_bends`` check says when). N_opt and D_opt
             always come from ``method``; every form is fitted, backtested and reported side by side.
+            "auto": a study chooses the form by an inner backtest on its fitted budgets alone
+            (:func:`ditscale.study.analyze.loss_law_rule`, recorded as laws.json's ``loss_law_rule``).
     """
 
     method: str = "isoflop"
@@ -83,8 +86,11 @@ class FitConfig:
             raise ConfigError(
                 f"unknown parametric_method {self.parametric_method!r}; choose one of {', '.join(PARAMETRIC_METHODS)}"
             )
-        if self.loss_law not in LOSS_LAWS:
-            raise ConfigError(f"loss_law must be one of {', '.join(LOSS_LAWS)}, got {self.loss_law!r}")
+        if self.loss_law not in LOSS_LAW_CHOICES:
+            raise ConfigError(
+                f"loss_law must be one of {', '.join(LOSS_LAWS)}, got {self.loss_law!r}; "
+                "or auto (chosen by a backtest inside the fitted budgets)"
+            )
         if self.bootstrap is not None and self.bootstrap < 0:
             raise ConfigError(f"bootstrap must be >= 0 resamples, got {self.bootstrap}")
 

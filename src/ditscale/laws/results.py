@@ -335,6 +335,84 @@ class BacktestSummary(Record):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ExtrapolationRow(Record):
+    """One held-out budget of one refit, by one loss ``form``: the study refitted without every budget
+    above ``fitted_max_flops`` (the K largest, K = 1, 2, ... while at least 5 budgets stay fitted)
+    predicts the held-out budget at ``flops``, ``factor = flops / fitted_max_flops`` beyond its
+    largest fitted budget. Loss and N_opt (params) as in :class:`BacktestSummary` ("actual": the
+    budget's own isoFLOP minimum in the fit of all budgets; N* None for an edge or degenerate
+    optimum), each with its 90% interval and whether the actual value lies inside."""
+
+    fitted_max_flops: float
+    flops: float
+    factor: float
+    form: str
+    predicted_loss: float
+    predicted_ci90: Interval | None
+    actual_loss: float
+    relative_error: float
+    within_ci90: bool | None
+    predicted_n_opt: float
+    predicted_n_opt_ci90: Interval | None
+    actual_n_opt: float | None
+    n_opt_within_ci90: bool | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RuleInput(Record):
+    """One row of the inner backtest behind ``laws.loss_law: auto``: the fitted budgets up to
+    ``fitted_max_flops`` predict the fitted budget ``flops``; ``relative_errors`` per loss form."""
+
+    fitted_max_flops: float
+    flops: float
+    relative_errors: dict[str, float]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LossLawRule(Record):
+    """How ``laws.loss_law: auto`` chose the loss form of record from the fitted budgets alone (those up
+    to ``fitted_max_flops``): the ``rule`` in words, its ``inputs`` (the inner backtest's rows),
+    each form's ``score`` (mean |relative error| of its inputs; a form that failed to fit in any
+    inner refit is not scored) and the form ``chosen``."""
+
+    rule: str
+    fitted_max_flops: float
+    inputs: tuple[RuleInput, ...]
+    scores: dict[str, float]
+    chosen: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class FactorError(Record):
+    """The measured backtest error of one loss ``form`` at one extrapolation distance: the rows of
+    ``extrapolation`` whose factor lies within 10% of ``factor`` (their geometric mean): how many,
+    the median and range of ``relative_error``, how many lie inside their 90% interval and how
+    many within 2%."""
+
+    form: str
+    factor: float
+    rows: int
+    median: float
+    low: float
+    high: float
+    within_ci90: int
+    within_2pct: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class MeasuredError(Record):
+    """What a prediction's distance has cost in the study's own backtests: ``factor`` (the target
+    over the largest trained budget), the nearest measured factor (``measured_factor``, in log
+    distance), whether the target lies ``beyond`` every measured factor, and every form's
+    :class:`FactorError` there."""
+
+    factor: float
+    measured_factor: float
+    beyond: bool
+    forms: tuple[FactorError, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
 class FormSummary(Record):
     """One fitted loss form at the prediction's target: ``form`` (the ``laws.loss_law`` that names it:
     power, saturating, parametric), its name, and its N_opt (params) and L_opt with their intervals."""
@@ -395,7 +473,9 @@ class PredictionSummary(Record):
     counts C = 6ND), and has no nearest model. A study's prediction (laws.json's and ``study predict
     --json``) adds ``tokens_per_image``, every fitted form at the target (``forms``; ``loss_opt`` is
     that of ``loss_law``), the exponents' intervals in words, the residual-structure test, the
-    ``backtest`` rows (``study predict`` only) and ``notes`` (e.g. a bootstrap that was redrawn)."""
+    ``backtest`` rows (``study predict`` only), ``notes`` (e.g. a bootstrap that was redrawn) and
+    ``measured_error`` (:class:`MeasuredError`: the study's backtest error nearest the target's
+    distance; when the study measured an ``extrapolation``)."""
 
     flops: float
     n_opt: EstimateSummary
@@ -414,6 +494,7 @@ class PredictionSummary(Record):
     residual_structure: ResidualStructureSummary | None = absent()
     backtest: tuple[BacktestSummary, ...] | None = absent()
     notes: tuple[str, ...] | None = absent()
+    measured_error: MeasuredError | None = absent()
 
 
 # -- Approach 3 ------------------------------------------------------------------------------------
@@ -621,7 +702,10 @@ class LawsSummary(FitSummary, _Named):  # _Named last: ``study`` leads (see _Flo
     the form of record of its L_opt (``loss_law_of_record``), the exponents in words, the residual
     test, the noise, the paper's laws, the warnings, how the minima bend (``loss_bend``, None with too
     few budgets), the wall time, the compute, sample ``quality`` (None without a quality stage), and
-    the provenance."""
+    the provenance. Files written since issue 21 add the backtests at every distance
+    (``extrapolation``: :class:`ExtrapolationRow` per refit, held-out budget and form; the form of
+    record's rows in ``extrapolation_of_record``) and, under ``laws.loss_law: auto``, the rule that
+    chose the form of record (``loss_law_rule``) and each refit's own choice (``extrapolation_rules``)."""
 
     checks: tuple[CheckSummary, ...]
     parametric: ParametricSummary | None
@@ -639,6 +723,10 @@ class LawsSummary(FitSummary, _Named):  # _Named last: ``study`` leads (see _Flo
     compute: ComputeSummary
     quality: QualitySummary | None
     provenance: ProvenanceSummary
+    extrapolation: tuple[ExtrapolationRow, ...] | None = absent()
+    extrapolation_of_record: tuple[ExtrapolationRow, ...] | None = absent()
+    loss_law_rule: LossLawRule | None = absent()
+    extrapolation_rules: tuple[LossLawRule, ...] | None = absent()
 
     @classmethod
     def from_dict(cls, data: Any, *, where: str = "laws.json") -> LawsSummary:

@@ -1,7 +1,8 @@
 """Reports of scaling studies: PNG figures and a self-contained ``report.html``.
 
 ``write_report(DIR, laws, spec, runs=runs, boot=boot)`` draws ``isoflop.png``, ``laws.png`` and ``residuals.png``
-(and, for a study that scored its samples, ``quality.png`` and ``samples.png``) into the study
+(``extrapolation.png`` when laws.json has backtests at every distance, and, for a study that scored
+its samples, ``quality.png`` and ``samples.png``) into the study
 folder and writes ``report.html`` with them embedded (base64), so the page can be mailed or opened
 anywhere on its own.
 """
@@ -11,11 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from ditscale.laws.results import LawsSummary
-from ditscale.report.figures import isoflop_figure, laws_figure, residuals_figure
+from ditscale.report.figures import extrapolation_figure, isoflop_figure, laws_figure, residuals_figure
 from ditscale.report.html import render_html, write_html
 from ditscale.report.quality import quality_figure, samples_figure
 
 __all__ = [
+    "extrapolation_figure",
     "isoflop_figure",
     "laws_figure",
     "quality_figure",
@@ -57,6 +59,14 @@ def write_report(
             "residuals of the isoFLOP parabolas; grey band: seed-to-seed spread",
         ),
     ]
+    if view.extrapolation:
+        figs.append(
+            (
+                extrapolation_figure(view, out_dir / "extrapolation.png"),
+                "backtests at every distance: each form's L* error vs held-out C / largest fitted C; "
+                "filled: inside its 90% interval",
+            )
+        )
     if view.quality is not None and view.quality.law is not None:
         figs.append(
             (

@@ -7,6 +7,9 @@
   90% bootstrap bands, extrapolated to the target budget; the backtest refit dashed.
 - :func:`residuals_figure`: each run's loss relative to its budget's parabola, with the measured
   seed-to-seed spread as a band.
+- :func:`extrapolation_figure`: the backtests at every distance: each form's L* error vs the
+  extrapolation factor (held-out C / largest fitted C, log axis), filled where the actual L* lies
+  inside the prediction's 90% interval, hollow where it does not; the median per distance joined.
 
 Axes: C in training FLOPs, N non-embedding parameters, D image tokens.
 """
@@ -18,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from ditscale.flops import fmt_flops
-from ditscale.laws.fit import loss_law_name
+from ditscale.laws.extrapolation import error_by_factor
+from ditscale.laws.fit import LOSS_LAWS, loss_law_name
 from ditscale.laws.isoflop import fit_log_n_parabola
 from ditscale.laws.parametric import ParametricFit, allocation
 from ditscale.laws.results import BacktestSummary, BudgetSummary, LawsSummary
@@ -326,6 +330,49 @@ def residuals_figure(runs, laws: "dict | LawsSummary", path: str | Path) -> Path
     ax.set_title("isoFLOP residuals vs measurement noise")
     ax.grid(True, alpha=0.25)
     ax.legend(fontsize=8, frameon=False, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+FORM_COLOURS = {"power": "tab:blue", "saturating": "tab:green", "parametric": "tab:red"}
+
+
+def extrapolation_figure(laws: "dict | LawsSummary", path: str | Path) -> Path:
+    """Relative L* error vs extrapolation factor, every form (laws.json's ``extrapolation``); returns ``path``."""
+    plt = pyplot()
+    view = LawsSummary.of(laws)
+    rows = view.extrapolation or ()
+    fig, ax = plt.subplots(figsize=(7.5, 4.2), dpi=120)
+    ax.axhspan(-0.02, 0.02, color="grey", alpha=0.15, lw=0, label="within 2%")
+    groups = error_by_factor(rows)
+    for i, form in enumerate(f for f in LOSS_LAWS if any(r.form == f for r in rows)):
+        mine = [r for r in rows if r.form == form]
+        colour, shift = FORM_COLOURS[form], 1.0 + 0.02 * (i - 1)  # side by side at each factor
+        for hit in (True, False):
+            pts = [r for r in mine if (r.within_ci90 is True) == hit]
+            ax.scatter(
+                [r.factor * shift for r in pts],
+                [r.relative_error for r in pts],
+                s=26,
+                color=colour,
+                facecolors=colour if hit else "none",
+                linewidths=1.2,
+                label=loss_law_name(form) if hit else None,
+            )
+        medians = [(f, e.median) for f, errs in groups.items() for e in errs if e.form == form]
+        ax.plot([f * shift for f, _ in medians], [m for _, m in medians], color=colour, lw=1.2, alpha=0.7)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xscale("log")
+    for axis in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):
+        axis(plt.FuncFormatter(lambda v, _: f"{v:.3g}x"))
+    ax.set_xlabel("extrapolation factor: held-out C / largest fitted C")
+    ax.set_ylabel("L* relative error")
+    ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:+.0%}"))
+    ax.set_title("backtests at every distance (filled: inside its 90% interval; line: median)", fontsize=10)
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=7, frameon=False, loc="upper left")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

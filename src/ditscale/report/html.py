@@ -8,13 +8,15 @@ import math
 from pathlib import Path
 
 from ditscale.io import atomic_write_text
-from ditscale.laws.fit import loss_law_name
+from ditscale.laws.extrapolation import error_by_factor
+from ditscale.laws.fit import LOSS_LAWS, loss_law_name
 from ditscale.laws.results import (
     BacktestSummary,
     BudgetSummary,
     CheckSummary,
     LawsSummary,
     LawSummary,
+    LossLawRule,
     PowerLawSummary,
     NoiseSummary,
     PredictionSummary,
@@ -71,6 +73,10 @@ def render_html(laws: "dict | LawsSummary", figures: list[tuple[Path, str]], *, 
             "Approach 3 backtest: L(N, D) refitted without the held-out budget(s)",
             form="parametric",
         )
+    if view.extrapolation:
+        parts += _extrapolation_section(view)
+    if view.loss_law_rule is not None:
+        parts += _rule_section(view.loss_law_rule)
     parts += _laws_section(view)
     if view.quality is not None and view.quality.law is not None:
         parts += _quality_section(view.quality)
@@ -207,6 +213,49 @@ def _backtest_section(
             _table(["held-out C (FLOPs)", "form", "predicted L*", "90% interval", "relative error"], forms),
         ]
     return parts
+
+
+def _extrapolation_section(view: LawsSummary) -> list[str]:
+    """The backtests at every distance by factor: each form's median L* error [range], how many actual
+    L* lie inside their 90% interval, and the law of record's N_opt interval hits."""
+    rows_all = view.extrapolation or ()
+    forms = [f for f in LOSS_LAWS if any(r.form == f for r in rows_all)]
+    record = view.extrapolation_of_record or ()
+    rows = []
+    for factor, errors in error_by_factor(rows_all).items():
+        by_form = {e.form: e for e in errors}
+        at = [r for r in record if abs(r.factor / factor - 1) <= 0.1]
+        n_hits = sum(r.n_opt_within_ci90 is True for r in at)
+        cells = [
+            "–"
+            if f not in by_form
+            else f"{_error(by_form[f].median)} [{by_form[f].low:+.1%}, {by_form[f].high:+.1%}], "
+            f"{by_form[f].within_ci90}/{by_form[f].rows} in 90%"
+            for f in forms
+        ]
+        rows.append([f"{factor:.3g}x", str(max(e.rows for e in errors)), *cells, f"{n_hits}/{len(at)}"])
+    head = ["held-out C / largest fitted C", "rows", *(html.escape(loss_law_name(f)) for f in forms)]
+    return [
+        "<h2>Backtests at every distance</h2>",
+        "<p>The K largest budgets left out (K = 1, 2, ... while 5 budgets stay fitted); every form refitted "
+        "predicts each held-out budget's L*: median error [range] and how many actual L* lie inside the "
+        "prediction's 90% interval; last column: the law of record's N_opt inside its 90% interval.</p>",
+        _table([*head, "N_opt in 90% (of record)"], rows),
+    ]
+
+
+def _rule_section(rule: LossLawRule) -> list[str]:
+    """How ``laws.loss_law: auto`` chose the form of record: the rule, each form's score, the choice."""
+    rows = [
+        [html.escape(loss_law_name(f)), f"{score:.3%}", "chosen" if f == rule.chosen else ""]
+        for f, score in rule.scores.items()
+    ]
+    return [
+        "<h2>The loss law of record, by rule</h2>",
+        f"<p>{html.escape(rule.rule)}. Fitted budgets up to {_num(rule.fitted_max_flops, '.3g')} FLOPs; "
+        f"{len(rule.inputs)} inner predictions.</p>",
+        _table(["form", "mean |relative error|", ""], rows),
+    ]
 
 
 def _quality_section(q: QualitySummary) -> list[str]:

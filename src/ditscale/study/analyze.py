@@ -45,7 +45,8 @@ from ditscale.io import atomic_write_npz, sha256_json
 from ditscale.laws import Bootstrap, FitConfig, IsoflopFit, Runs, bootstrap, compare, fit_parametric, fit_runs, predict
 from ditscale.laws.checks import Check, isoflop_checks, loss_bend
 from ditscale.laws.draws import DrawStore, draws_key
-from ditscale.laws.fit import LOSS_LAW_NAMES
+from ditscale.laws.extrapolation import measured_error
+from ditscale.laws.fit import LOSS_LAW_NAMES, LOSS_LAWS
 from ditscale.laws.noise import noise_summary  # noqa: F401  (laws.json "noise"; also public here)
 from ditscale.laws.predict import INTERVAL_GOAL, backtest_rows, exponent_resolution, holdout_split
 from ditscale.laws.quality import fit_quality
@@ -58,10 +59,12 @@ from ditscale.laws.results import (
     DifferenceSummary,
     EstimateSummary,
     ExponentSummary,
+    ExtrapolationRow,
     FitSummary,
     FormSummary,
     LawsSummary,
     LossBendSummary,
+    LossLawRule,
     NearestModel,
     NoiseSummary,
     ParametricSummary,
@@ -70,6 +73,7 @@ from ditscale.laws.results import (
     ProvenanceSummary,
     QualitySummary,
     ResidualStructureSummary,
+    RuleInput,
     StudyRef,
     WallTime,
 )
@@ -170,14 +174,24 @@ def _quiet() -> Iterator[list[warnings.WarningMessage]]:
         yield caught
 
 
-def form_of_record(wanted: str, fitted: Iterable[str]) -> str:
-    """The loss form of record: ``wanted`` (the spec's ``laws.loss_law``) when that form was fitted,
-    else the isoFLOP power law ``e C^f`` ("power", always fitted)."""
-    return wanted if wanted in set(fitted) else "power"
+def form_of_record(wanted: str, fitted: Iterable[str], rule: LossLawRule | None = None) -> str:
+    """The loss form of record: ``wanted`` (the spec's ``laws.loss_law``; under "auto" the form ``rule``
+    chose, :func:`loss_law_rule`) when that form was fitted, else the isoFLOP power law ``e C^f``
+    ("power", always fitted)."""
+    return wanted_form(wanted, rule) if wanted_form(wanted, rule) in set(fitted) else "power"
+
+
+def wanted_form(wanted: str, rule: LossLawRule | None) -> str:
+    """The form ``laws.loss_law`` asks for: itself, or under "auto" the form ``rule`` chose ("power"
+    without a rule)."""
+    if wanted != "auto":
+        return wanted
+    return "power" if rule is None else rule.chosen
 
 
 def loss_law_fallback(wanted: str) -> str:
-    """The warning when ``laws.loss_law`` names a form that could not be fitted."""
+    """The warning when ``laws.loss_law`` (or the form its "auto" rule chose) names a form that could
+    not be fitted."""
     why = (
         "Approach 3 did not converge"
         if wanted == "parametric"
@@ -192,7 +206,9 @@ class StudyFit:
     """A study's runs read once (runs.csv) and fitted: the Approach 2 ``fit`` of all budgets with its
     bootstrap (None with ``laws.bootstrap: 0``), the isoFLOP point ``checks``, the residual-structure
     test, and ``warnings``: the distinct messages of the fit, the checks and the test, sorted.
-    ``to_6nd``: 6ND FLOPs per exact FLOP (:func:`six_nd_per_exact`); ``rows``: runs.csv's text cells."""
+    ``to_6nd``: 6ND FLOPs per exact FLOP (:func:`six_nd_per_exact`); ``rows``: runs.csv's text cells;
+    ``rule``: under ``laws.loss_law: auto``, how the form of record was chosen from the budgets the
+    backtest of record fits (:func:`loss_law_rule`), else None."""
 
     spec: StudySpec
     runs: Runs
@@ -203,6 +219,7 @@ class StudyFit:
     structure: ResidualStructure
     warnings: tuple[str, ...]
     to_6nd: float
+    rule: LossLawRule | None = None
 
 
 def read_study_runs(folder: StudyFolder) -> tuple[Runs, list[dict[str, str]]]:
@@ -226,11 +243,21 @@ def fit_study(
     runs, rows = read_study_runs(folder)
     with _quiet() as caught:
         fit, boot = fit_runs(runs, cfg, draws)
-    checks = tuple(isoflop_checks(runs, fit, cfg.loss_law))
+    to_6nd = six_nd_per_exact(rows)
+    rule = _record_rule(runs, spec.holdout, cfg, to_6nd) if cfg.loss_law == "auto" else None
+    checks = tuple(isoflop_checks(runs, fit, wanted_form(cfg.loss_law, rule)))
     structure = residual_structure(runs, cfg.budget_rtol)
     found = {str(w.message) for w in caught} | {c.message for c in checks}
     found |= {structure.message} if structure.message else set()
-    return StudyFit(spec, runs, rows, fit, boot, checks, structure, tuple(sorted(found)), six_nd_per_exact(rows))
+    return StudyFit(spec, runs, rows, fit, boot, checks, structure, tuple(sorted(found)), to_6nd, rule)
+
+
+def _record_rule(runs: Runs, holdout: int, cfg: FitConfig, to_6nd: float) -> LossLawRule:
+    """:func:`loss_law_rule` on the budgets the backtest of record fits (all but the ``holdout``
+    largest): the form of record never sees a held-out budget."""
+    with _quiet():
+        fitted = holdout_split(runs, holdout, cfg.budget_rtol)[0] if holdout >= 1 else runs
+    return loss_law_rule(fitted, cfg, to_6nd)
 
 
 def six_nd_per_exact(rows: list[dict]) -> float:
@@ -322,24 +349,35 @@ def backtest_study(study: StudyFit, fit=None, draws: DrawStore | None = None) ->
     ``fit`` is the study's isoFLOP fit of all runs, which gives the held-out budgets' actual L* and N*
     (default: ``study.fit``). ``draws``: reuse (and keep) the refits' bootstraps there.
     """
-    spec, runs = study.spec, study.runs
+    spec = study.spec
     cfg = spec.laws
     if spec.holdout < 1:
         return Backtest((), (), None)
     with _quiet():
-        sub, held_flops = holdout_split(runs, spec.holdout, cfg.budget_rtol)
-        refit, boot = fit_runs(sub, cfg, draws)
-        full = fit if fit is not None else study.fit
+        sub, held_flops = holdout_split(study.runs, spec.holdout, cfg.budget_rtol)
+    forms, refit, boot = _refit_forms(study, sub, held_flops, (cfg, cfg), fit, draws)
+    law = form_of_record(cfg.loss_law, forms, study.rule)
+    rows = tuple(_record_row(i, forms, law) for i in range(len(held_flops)))
+    return Backtest(rows, tuple(forms.get("parametric", ())), FitSummary.from_dict(refit.to_dict(boot)))
+
+
+def _refit_forms(study: StudyFit, sub: Runs, held_flops, cfgs: tuple[FitConfig, FitConfig], full=None, draws=None):
+    """Every loss form refitted to the runs ``sub`` predicts the budgets ``held_flops``: ``({form: rows},
+    isoFLOP refit, its bootstrap)``, each row naming its ``loss_law`` (:func:`_backtest_rows`; Approach 3's
+    C = 6ND target is the FLOPs times ``study.to_6nd``). ``cfgs``: the isoFLOP refit's and Approach 3's
+    :class:`~ditscale.laws.FitConfig` (their bootstraps); ``full``: the isoFLOP fit giving the actual L*
+    and N* (default ``study.fit``); ``draws``: reuse (and keep) the refits' bootstraps there."""
+    full = full if full is not None else study.fit
+    with _quiet():
+        refit, boot = fit_runs(sub, cfgs[0], draws)
         forms = {"power": _backtest_rows(refit, boot, full, held_flops)}
         if refit.loss_law_saturating is not None:
             forms["saturating"] = _backtest_rows(refit, boot, full, held_flops, saturating=True)
-        par = _parametric_fit(sub, cfg, draws)
+        par = _parametric_fit(sub, cfgs[1], draws)
         if par is not None:
             forms["parametric"] = _backtest_rows(*par, full, held_flops, to_6nd=study.to_6nd)
     forms = {name: [dataclasses.replace(row, loss_law=name) for row in rows] for name, rows in forms.items()}
-    law = form_of_record(cfg.loss_law, forms)
-    rows = tuple(_record_row(i, forms, law) for i in range(len(held_flops)))
-    return Backtest(rows, tuple(forms.get("parametric", ())), FitSummary.from_dict(refit.to_dict(boot)))
+    return forms, refit, boot
 
 
 def _backtest_rows(refit, boot, full_isoflop, held_flops, saturating: bool = False, to_6nd: float = 1.0):
@@ -373,6 +411,109 @@ def _record_row(i: int, forms: dict[str, list[BacktestSummary]], law: str) -> Ba
     )
 
 
+# -- the form of record by rule: an inner backtest on the fitted budgets ------------------------------
+INNER_HOLDOUT = 3  # the inner backtest holds out the 1, 2, ... up to 3 largest fitted budgets
+INNER_MIN_FITTED = 4  # ... while at least 4 stay (the saturating law needs 4 budgets)
+RULE_TIE = 1e-6  # scores this close are a tie (a saturating law whose floor fits 0 is the power law)
+LOSS_LAW_RULE = (
+    "inner backtest on the fitted budgets only: for j = 1 .. min(3, m - 4), refit every form (points, no "
+    "bootstrap) without the j largest of the m fitted budgets and predict their L* (actual: the isoFLOP fit "
+    "of the fitted budgets); score = mean |relative error| over those rows; the lowest score wins, scores "
+    "within 1e-6 of it tie and go to power, saturating, parametric in that order; power when m < 5 or no "
+    "form was scored"
+)
+
+
+def loss_law_rule(fitted: Runs, cfg: FitConfig, to_6nd: float = 1.0) -> LossLawRule:
+    """``laws.loss_law: auto``: the loss form of record chosen from the runs ``fitted`` alone
+    (:data:`LOSS_LAW_RULE`), so a held-out budget's losses cannot move the choice. Each form's score is
+    the mean |relative error| of its inner backtest rows (a form that fails to fit in any inner refit
+    is not scored); ``to_6nd``: 6ND FLOPs per FLOP, for Approach 3's target."""
+    point = dataclasses.replace(cfg, bootstrap=0)
+    budgets = fitted.budgets(cfg.budget_rtol)[1]
+    inputs = []
+    with _quiet():
+        own = fit_runs(fitted, point)[0]
+        for j in range(1, min(INNER_HOLDOUT, len(budgets) - INNER_MIN_FITTED) + 1):
+            sub, held = holdout_split(fitted, j, cfg.budget_rtol)
+            errors = _inner_errors(sub, held, own, point, to_6nd)
+            inputs += [
+                RuleInput(fitted_max_flops=float(budgets[-j - 1]), flops=float(c), relative_errors=errors[i])
+                for i, c in enumerate(held)
+            ]
+    scored = [f for f in LOSS_LAWS if inputs and all(f in x.relative_errors for x in inputs)]
+    scores = {f: float(np.mean([abs(x.relative_errors[f]) for x in inputs])) for f in scored}
+    best = min(scores.values(), default=0.0)
+    chosen = next((f for f in scores if scores[f] <= best + RULE_TIE), "power")  # scores: in LOSS_LAWS order
+    return LossLawRule(
+        rule=LOSS_LAW_RULE, fitted_max_flops=float(budgets[-1]), inputs=tuple(inputs), scores=scores, chosen=chosen
+    )
+
+
+def _inner_errors(sub: Runs, held, own, point: FitConfig, to_6nd: float) -> list[dict[str, float]]:
+    """Each budget of ``held``'s relative L* error by every form refitted (points) to ``sub``; the
+    actual L* is that of ``own``, the isoFLOP fit of the rule's fitted runs."""
+    refit = fit_runs(sub, point)[0]
+    forms = {"power": backtest_rows(refit, own, held)}
+    if refit.loss_law_saturating is not None:
+        forms["saturating"] = backtest_rows(refit, own, held, saturating=True)
+    par = _parametric_fit(sub, point)
+    if par is not None:
+        forms["parametric"] = backtest_rows(par[0], own, held, to_6nd=to_6nd)
+    return [{f: rows[i].relative_error for f, rows in forms.items()} for i in range(len(held))]
+
+
+# -- backtests at every distance ---------------------------------------------------------------------
+EXTRAPOLATION_MIN_FITTED = 5  # refit without the K largest budgets, K = 1, 2, ... while 5 stay fitted
+# the refits' bootstrap resamples (at most the spec's), fewer than the study's own to bound the cost: the
+# quickstart's 6 refits took 18 s (11 s with 50 for Approach 3) on a busy 2-core machine where the rest of
+# its analysis took 34-44 s; Approach 3's bootstrap is most of it. Not stored in bootstrap.npz.
+EXTRAPOLATION_RESAMPLES = {"isoflop": 100, "parametric": 100}
+
+
+@dataclass(frozen=True)
+class Extrapolation:
+    """:func:`extrapolation_study`'s result: every refit's rows by every form (``rows``), the rows of
+    each refit's form of record (``of_record``) and, under ``laws.loss_law: auto``, each refit's
+    :class:`~ditscale.laws.results.LossLawRule` (``rules``; () otherwise)."""
+
+    rows: tuple[ExtrapolationRow, ...]
+    of_record: tuple[ExtrapolationRow, ...]
+    rules: tuple[LossLawRule, ...]
+
+
+def extrapolation_study(study: StudyFit) -> Extrapolation:
+    """Backtests at every distance: for K = 1, 2, ... while at least :data:`EXTRAPOLATION_MIN_FITTED`
+    budgets stay fitted, every form refitted without the K largest budgets (:func:`_refit_forms`,
+    bootstraps of :data:`EXTRAPOLATION_RESAMPLES`, not stored) predicts each held-out budget,
+    ``factor`` = its FLOPs over the largest fitted budget; each form's rows carry its own N_opt (the
+    isoFLOP refit's for power and saturating, Approach 3's own). The rows of record take the loss of
+    each refit's form of record (:func:`form_of_record`; under "auto" :func:`loss_law_rule` on that
+    refit's fitted budgets) and N_opt from the isoFLOP refit, as the backtest of record
+    (:func:`_record_row`) and the prediction do."""
+    cfg = study.spec.laws
+    budgets = study.runs.budgets(cfg.budget_rtol)[1]
+    cfgs = tuple(dataclasses.replace(cfg, bootstrap=min(cfg.resamples, n)) for n in EXTRAPOLATION_RESAMPLES.values())
+    rows, of_record, rules = [], [], []
+    for k in range(1, len(budgets) - EXTRAPOLATION_MIN_FITTED + 1):
+        with _quiet():
+            sub, held = holdout_split(study.runs, k, cfg.budget_rtol)
+        fitted_max = float(budgets[-k - 1])
+        forms = _refit_forms(study, sub, held, cfgs)[0]
+        rule = loss_law_rule(sub, cfg, study.to_6nd) if cfg.loss_law == "auto" else None
+        rules += [rule] if rule is not None else []
+        law = form_of_record(cfg.loss_law, forms, rule)
+        rows += [_extrapolation_row(row, form, fitted_max) for form, form_rows in forms.items() for row in form_rows]
+        of_record += [_extrapolation_row(_record_row(i, forms, law), law, fitted_max) for i in range(len(held))]
+    return Extrapolation(tuple(rows), tuple(of_record), tuple(rules))
+
+
+def _extrapolation_row(row: BacktestSummary, form: str, fitted_max: float) -> ExtrapolationRow:
+    """A backtest row of ``form`` as an extrapolation row of the refit fitted up to ``fitted_max`` FLOPs."""
+    fields = {k: v for k, v in row.to_dict().items() if k not in ("loss_law", "forms")}
+    return ExtrapolationRow(**fields, fitted_max_flops=fitted_max, factor=row.flops / fitted_max, form=form)
+
+
 # -- the prediction ---------------------------------------------------------------------------------
 def predict_study(out_dir: str | Path, flops: float, **options) -> dict:
     """:func:`study_prediction` (same arguments) as JSON: ``study predict --json``."""
@@ -398,7 +539,9 @@ def study_prediction(
     :func:`form_of_record`, with a warning when it is not ``spec.laws.loss_law``); ``exponents``
     (:func:`exponent_checks`); ``residual_structure``; ``backtest`` (see :func:`backtest_study`;
     unless ``with_backtest`` is False); ``warnings`` (the fit's, the exponents' and, past 100x, the
-    extrapolation's); ``notes`` (one line when a bootstrap was redrawn). ``spec``: the study's spec
+    extrapolation's); ``notes`` (one line when a bootstrap was redrawn); ``measured_error`` (the
+    study's measured backtest error nearest this distance, every form's, from ``DIR/laws.json``'s
+    ``extrapolation`` when it has one). ``spec``: the study's spec
     when the caller has it (else read from ``DIR/spec.yaml``); ``fitted``: :func:`fit_study`'s result
     when already fitted; ``draws``: the bootstrap draws to use and keep (default: ``DIR/bootstrap.npz``'s,
     reporting redraws in ``notes``).
@@ -412,7 +555,19 @@ def study_prediction(
     backtest = backtest_study(study, draws=draws).rows if with_backtest else None
     out = _prediction(study, flops, _parametric_fit(study.runs, spec.laws, draws), backtest)
     note = draws_note(out_dir, draws) if stored else None
-    return dataclasses.replace(out, notes=(note,) if note else ())
+    measured = measured_error(_stored_extrapolation(out_dir), out.extrapolation)
+    return dataclasses.replace(out, notes=(note,) if note else (), measured_error=measured)
+
+
+def _stored_extrapolation(out_dir: str | Path) -> tuple[ExtrapolationRow, ...] | None:
+    """The study's backtests at every distance (every form's rows), as ``DIR/laws.json`` stored them
+    (None when the file is missing, unreadable or older than the key): predict measures its distance's
+    error from them rather than refitting every distance."""
+    path = StudyFolder(out_dir).laws_json
+    try:
+        return LawsSummary.read(path).extrapolation if path.is_file() else None
+    except DataError:
+        return None
 
 
 def _prediction(
@@ -427,11 +582,11 @@ def _prediction(
     members = family_members(spec, float(fit.params_law(flops)), base)
     pred = predict(fit, flops, boot=boot, tokens_per_image=tpi, family=[(m[0], m[1]) for m in members])
     forms = prediction_forms(fit, boot, parametric, flops, study.to_6nd)
-    law = form_of_record(spec.laws.loss_law, (f.form for f in forms))
+    law = form_of_record(spec.laws.loss_law, (f.form for f in forms), study.rule)
     exponents = exponent_checks(fit, boot, parametric)
     warns = [*study.warnings, *(e.message for e in exponents if e.message), *pred.warnings]
-    if law != spec.laws.loss_law:
-        warns.append(loss_law_fallback(spec.laws.loss_law))
+    if law != wanted_form(spec.laws.loss_law, study.rule):
+        warns.append(loss_law_fallback(wanted_form(spec.laws.loss_law, study.rule)))
     plain = PredictionSummary.from_dict({**pred.to_dict(), "nearest": None})  # nearest: with its rung, below
     return dataclasses.replace(
         plain,
@@ -613,17 +768,22 @@ def study_laws(folder: StudyFolder, study: StudyFit, draws: DrawStore, *, starte
     with its form of record, the loss bend (:func:`ditscale.laws.checks.loss_bend`), the noise, the
     paper's laws, the wall time (``analysis_s``: seconds since ``started``, a ``time.monotonic()``),
     the compute (:func:`compute_summary`), sample quality (:func:`quality_summary`) and the provenance
-    (:func:`provenance`). ``draws``: where the bootstraps are reused and kept."""
+    (:func:`provenance`), the backtests at every distance (:func:`extrapolation_study`; the
+    prediction's ``measured_error`` from its rows) and, under ``laws.loss_law: auto``, the
+    rules that chose the forms of record. ``draws``: where the bootstraps are reused and kept."""
     spec, fit = study.spec, study.fit
     bt = backtest_study(study, draws=draws)
     par = _parametric_fit(study.runs, spec.laws, draws)  # one Approach 3 fit for its summary and the prediction
     parametric = parametric_summary(par, study.runs, spec.laws, spec.target_flops, tokens_per_image(spec), study.to_6nd)
     if parametric is not None:
         parametric = dataclasses.replace(parametric, backtest=bt.parametric)
+    ext = extrapolation_study(study)
     prediction = _prediction(study, spec.target_flops, par)
+    prediction = dataclasses.replace(prediction, measured_error=measured_error(ext.rows, prediction.extrapolation))
     warns = [*study.warnings, *(e.message for e in prediction.exponents if e.message)]
-    if {prediction.loss_law, *(row.loss_law for row in bt.rows)} != {spec.laws.loss_law}:
-        warns.append(loss_law_fallback(spec.laws.loss_law))
+    wanted = wanted_form(spec.laws.loss_law, study.rule)
+    if {prediction.loss_law, *(row.loss_law for row in bt.rows)} != {wanted}:
+        warns.append(loss_law_fallback(wanted))
     bend, wall = loss_bend(fit), folder.read_wall()
     quality, origin = quality_summary(folder.root, spec), provenance(spec)
     return LawsSummary(
@@ -645,6 +805,10 @@ def study_laws(folder: StudyFolder, study: StudyFit, draws: DrawStore, *, starte
         compute=_compute(folder, study.rows, wall),
         quality=quality,
         provenance=origin,
+        extrapolation=ext.rows,
+        extrapolation_of_record=ext.of_record,
+        loss_law_rule=study.rule,
+        extrapolation_rules=ext.rules or None,
     )
 
 

@@ -1,0 +1,83 @@
+"""The error-vs-distance table of a study's backtests at every distance, rendered from its laws.json.
+
+laws.json's ``extrapolation`` holds one row per refit (the K largest budgets left out, K = 1, 2, ...
+while at least 5 budgets stay fitted), held-out budget and loss form. This script groups the rows by
+``factor`` (held-out C / largest fitted C; factors within 10% share a row,
+:func:`ditscale.study.analyze.error_by_factor`) and prints, per form, the median and range of the L*
+error, how many actual L* fell inside their 90% interval, and the totals within 2%; the law of
+record's rows (``extrapolation_of_record``) get their own column, with N_opt's interval hits::
+
+    python scripts/extrapolation_table.py runs/quickstart/laws.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+from ditscale.laws.fit import LOSS_LAW_NAMES, LOSS_LAWS
+from ditscale.laws.results import ExtrapolationRow, FactorError, LawsSummary
+from ditscale.laws.extrapolation import error_by_factor
+
+
+def cell(e: FactorError | None) -> str:
+    """``median +0.1% [-6.6, +2.1], 3/6 in 90%`` (one row: its error alone)."""
+    if e is None:
+        return "-"
+    hits = f"{e.within_ci90}/{e.rows} in 90%"
+    if e.rows == 1:
+        return f"{100 * e.median:+.1f}%, {hits}"
+    return f"median {100 * e.median:+.1f}% [{100 * e.low:+.1f}, {100 * e.high:+.1f}], {hits}"
+
+
+def record_cell(rows: list[ExtrapolationRow]) -> str:
+    """The law of record's rows at one distance: their forms, median error and the N_opt interval hits."""
+    if not rows:
+        return "-"
+    forms = "/".join(dict.fromkeys(r.form for r in rows))
+    median = statistics.median(r.relative_error for r in rows)
+    n_hits = sum(r.n_opt_within_ci90 is True for r in rows)
+    n_known = sum(r.n_opt_within_ci90 is not None for r in rows)
+    return f"{forms} median {100 * median:+.1f}%, N_opt {n_hits}/{n_known} in 90%"
+
+
+def table(laws: LawsSummary) -> str:
+    """The markdown table and its totals line (a note when the file has no ``extrapolation``)."""
+    rows = laws.extrapolation or ()
+    if not rows:
+        return "no backtests at every distance in this laws.json (older than the key, or fewer than 6 budgets)"
+    forms = [f for f in LOSS_LAWS if any(r.form == f for r in rows)]
+    record = laws.extrapolation_of_record or ()
+    lines = [
+        "| extrapolation (held-out C / largest fitted C) | "
+        + " | ".join(f"{LOSS_LAW_NAMES[f]}, L* error" for f in forms)
+        + " | law of record |",
+        "|---" * (len(forms) + 2) + "|",
+    ]
+    for factor, errors in error_by_factor(rows).items():
+        by_form = {e.form: e for e in errors}
+        at = [r for r in record if abs(r.factor / factor - 1) <= 0.1]
+        n = max(e.rows for e in errors)
+        cells = [cell(by_form.get(f)) for f in forms]
+        lines.append(
+            f"| {factor:.3g}x ({n} prediction{'s' * (n != 1)}) | " + " | ".join(cells) + f" | {record_cell(at)} |"
+        )
+    totals = []
+    for f in forms:
+        mine = [r for r in rows if r.form == f]
+        within = sum(abs(r.relative_error) <= 0.02 for r in mine)
+        hits = sum(r.within_ci90 is True for r in mine)
+        totals.append(f"{LOSS_LAW_NAMES[f]} {within} of {len(mine)} within 2% ({hits} inside their 90% interval)")
+    return "\n".join(lines) + "\n\nWithin 2%: " + "; ".join(totals) + "."
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("laws", help="a study's laws.json")
+    args = p.parse_args(argv)
+    print(table(LawsSummary.read(args.laws)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,187 @@
+"""Backtests at every distance and the loss law of record by rule (issue 21, goals 1 and 3).
+
+The study is the quickstart's measured runs.csv (tests/data/studies) refitted with 20 resamples and
+``laws.loss_law: auto`` (no training): laws.json's ``extrapolation`` holds every form's prediction of
+every held-out budget for K = 1..6 (11 budgets, at least 5 fitted), and the form of record is chosen
+from the fitted budgets alone, so altering the held-out budget's losses cannot move it."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+
+from ditscale.cli import main
+from ditscale.errors import ConfigError
+from ditscale.laws import FitConfig
+from ditscale.laws.extrapolation import error_by_factor, measured_error
+from ditscale.laws.predict import backtest
+from ditscale.laws.results import ExtrapolationRow, LawsSummary
+from ditscale.report import extrapolation_figure, render_html
+from ditscale.study import load_spec
+from ditscale.study.analyze import analyze_study, backtest_study, extrapolation_study, fit_study
+from ditscale.study.folder import StudyFolder
+
+DATA = Path(__file__).parent / "data" / "studies" / "quickstart"
+HELD_OUT = 5.12e12  # the quickstart's largest budget: its backtest of record holds it out
+
+
+def make_study(out: Path, scale: float = 1.0, budget: float = HELD_OUT, overrides=("laws.loss_law=auto",)) -> Path:
+    """A study folder of the quickstart's runs (20 resamples), the losses of ``budget`` times ``scale``."""
+    folder = StudyFolder(out)
+    folder.create()
+    folder.write_spec(load_spec("quickstart", ["laws.bootstrap=20", *overrides]))
+    with open(DATA / "runs.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        if float(row["budget"]) == budget:
+            row["loss"] = repr(float(row["loss"]) * scale)
+    with open(folder.runs_csv, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return out
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    out = make_study(tmp_path_factory.mktemp("qs_auto"))
+    return out, LawsSummary.of(analyze_study(out, report=False))
+
+
+# -- goal 1: backtests at every distance -----------------------------------------------------------
+def test_every_refit_predicts_every_held_out_budget_by_every_form(study):
+    _, laws = study
+    rows = laws.extrapolation
+    # 11 budgets, K = 1..6 (5 stay fitted): 1 + 2 + ... + 6 = 21 predictions per form
+    assert {r.form: sum(x.form == r.form for x in rows) for r in rows} == {
+        "power": 21,
+        "saturating": 21,
+        "parametric": 21,
+    }
+    assert {round(r.factor, 1) for r in rows} == {1.4, 2.0, 2.8, 4.0, 5.7, 8.0}
+    budgets = sorted(b.flops for b in laws.budgets)
+    for r in rows:
+        assert r.fitted_max_flops in budgets[4:-1] and r.flops > r.fitted_max_flops
+        assert r.factor == pytest.approx(r.flops / r.fitted_max_flops)
+        assert r.relative_error == pytest.approx((r.predicted_loss - r.actual_loss) / r.actual_loss)
+        lo, hi = r.predicted_ci90
+        assert r.within_ci90 is (lo <= r.actual_loss <= hi)
+    # the actual L* is the budget's own minimum in the fit of all budgets
+    actual = {b.flops: b.loss_opt for b in laws.budgets}
+    assert all(r.actual_loss == actual[r.flops] for r in rows)
+    # of record: the form the rule chose for each refit (auto picks the power law on every one of them)
+    assert laws.extrapolation_of_record == tuple(r for r in rows if r.form == "power")
+    assert [rule.chosen for rule in laws.extrapolation_rules] == ["power"] * 6
+
+
+def test_the_farthest_rows_equal_the_fit_commands_backtest(study):
+    """K = 6's power-law rows are `ditscale fit isoflop runs.csv --backtest 6`'s (one home for the math)."""
+    out, laws = study
+    cfg = load_spec("quickstart").laws
+    rows = backtest(StudyFolder(out).read_runs(), 6, "isoflop", **cfg.fit_options())
+    mine = [r for r in laws.extrapolation if r.form == "power" and r.fitted_max_flops == 6.4e11]
+    assert [r.relative_error for r in mine] == pytest.approx([r.relative_error for r in rows], rel=1e-12)
+    assert mine[-1].factor == pytest.approx(8, rel=0.02) and mine[-1].relative_error == pytest.approx(-0.062, abs=5e-4)
+    a3 = [r for r in laws.extrapolation if r.form == "parametric" and r.factor > 7]
+    assert len(a3) == 1 and a3[0].relative_error == pytest.approx(0.149, abs=5e-4)
+
+
+def test_error_by_factor_groups_distances_and_counts_hits():
+    def row(factor, err, form="power", inside=True):
+        return ExtrapolationRow(
+            fitted_max_flops=1.0,
+            flops=factor,
+            factor=factor,
+            form=form,
+            predicted_loss=1 + err,
+            predicted_ci90=[0.9, 1.1],
+            actual_loss=1.0,
+            relative_error=err,
+            within_ci90=inside,
+            predicted_n_opt=1.0,
+            predicted_n_opt_ci90=None,
+            actual_n_opt=None,
+            n_opt_within_ci90=None,
+        )
+
+    rows = [row(1.41, 0.01), row(1.42, -0.05, inside=False), row(1.415, 0.03, "parametric"), row(4.0, 0.1)]
+    groups = error_by_factor(rows)
+    (near, far) = groups
+    assert near == pytest.approx(1.415, rel=1e-3) and far == 4.0
+    power, a3 = groups[near]
+    assert (power.form, power.rows, power.within_ci90, power.within_2pct) == ("power", 2, 1, 1)
+    assert (power.median, power.low, power.high) == pytest.approx((-0.02, -0.05, 0.01))
+    assert (a3.form, a3.rows) == ("parametric", 1)
+    at3 = measured_error(tuple(rows), 3.0)
+    assert at3.measured_factor == 4.0 and at3.beyond is False
+    at10 = measured_error(tuple(rows), 10.0)
+    assert at10.measured_factor == 4.0 and at10.beyond is True
+    assert measured_error((), 3.0) is None
+
+
+def test_predict_prints_the_measured_error_at_its_distance(study, capsys):
+    out, laws = study
+    assert laws.prediction.measured_error.measured_factor == pytest.approx(8, rel=0.02)
+    assert laws.prediction.measured_error.beyond is True  # the target is 9.8x: beyond every backtest
+    assert main(["study", "predict", str(out), "--flops", "2e13"]) == 0
+    text = capsys.readouterr().out
+    assert "measured backtest error at 4x (this C is 3.91x the largest budget, the nearest distance measured)" in text
+    assert "isoFLOP power law        -4.5% [-8.8%, +2.2%] (3 rows;" in text
+    assert "Approach 3 L(N, D)       +12.5% [+12.4%, +14.0%] (3 rows; 0 inside the 90% interval, 0 within 2%)" in text
+
+
+def test_report_draws_error_against_distance(study, tmp_path):
+    _, laws = study
+    png = extrapolation_figure(laws, tmp_path / "extrapolation.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = render_html(laws, [], title="t")
+    assert "Backtests at every distance" in page and "The loss law of record, by rule" in page
+    assert "5.66x" in page and page.count("in 90%") == 3 * 6 + 1  # 6 distances x 3 forms, and the header
+
+
+# -- goal 3: the form of record sees only the fitted budgets ---------------------------------------
+def test_auto_is_a_choice_and_other_names_are_refused():
+    assert FitConfig(loss_law="auto").loss_law == "auto"
+    with pytest.raises(ConfigError, match="loss_law must be one of power, saturating, parametric, got 'floor'"):
+        FitConfig(loss_law="floor")
+
+
+def rule_of(out: Path):
+    study = fit_study(out)
+    return study.rule, backtest_study(study).rows[0].loss_law
+
+
+def test_the_rule_does_not_see_the_held_out_budget(study, tmp_path):
+    out, laws = study
+    rule, law = rule_of(out)
+    assert laws.loss_law_rule == rule and laws.loss_law_of_record == law == rule.chosen == "power"
+    assert rule.fitted_max_flops == 3.62e12 and len(rule.inputs) == 6  # j = 1, 2, 3 of the 10 fitted budgets
+    assert max(x.flops for x in rule.inputs) == 3.62e12
+    # the saturating law's floor fits 0 here: it ties with the power law, and the tie goes to power
+    assert rule.scores["saturating"] == pytest.approx(rule.scores["power"], abs=1e-6)
+    assert rule.scores["parametric"] > 2 * rule.scores["power"]
+    points = ("laws.loss_law=auto", "laws.bootstrap=0")  # the rule uses point fits: no resamples needed
+    for scale in (0.9, 1.1):
+        altered = make_study(tmp_path / f"held_{scale}", scale, overrides=points)
+        assert rule_of(altered) == (rule, law), scale
+    # ...while the same change to a fitted budget moves the rule's inputs (the check can fail)
+    fitted = make_study(tmp_path / "fitted", 1.1, budget=3.62e12, overrides=points)
+    assert rule_of(fitted)[0].inputs != rule.inputs
+
+
+def test_a_fixed_loss_law_has_no_rule(tmp_path):
+    out = make_study(tmp_path / "qs", overrides=("laws.bootstrap=0",))
+    study = fit_study(out)
+    assert study.rule is None and study.spec.laws.loss_law == "parametric"
+    assert backtest_study(study).rows[0].loss_law == "parametric"
+    assert not math.isnan(backtest_study(study).rows[0].relative_error)
+    # the rows of record: Approach 3's loss, N_opt from the isoFLOP refit (as the backtest of record)
+    ext = extrapolation_study(study)
+    power, a3 = ([r for r in ext.rows if r.form == form] for form in ("power", "parametric"))
+    assert [r.form for r in ext.of_record] == ["parametric"] * 21 and ext.rules == ()
+    assert [r.relative_error for r in ext.of_record] == [r.relative_error for r in a3]
+    assert [r.predicted_n_opt for r in ext.of_record] == [r.predicted_n_opt for r in power]
+    assert [r.predicted_n_opt for r in a3] != [r.predicted_n_opt for r in power]
