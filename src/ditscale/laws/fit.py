@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from ditscale.config import from_dict
 from ditscale.errors import ConfigError
-from ditscale.laws.bootstrap import bootstrap
+from ditscale.laws.bootstrap import KINDS as BOOTSTRAP_KINDS, bootstrap
 from ditscale.laws.draws import DrawStore
 from ditscale.laws.envelope import fit_envelope
 from ditscale.laws.isoflop import fit_isoflop
@@ -41,6 +41,9 @@ class FitConfig:
         method: "isoflop" (Approach 2), "parametric" (Approach 3) or "envelope" (Approach 1).
         bootstrap: resamples for the intervals (0: none; None: 1000, or 200 for parametric).
         seed: bootstrap seed.
+        bootstrap_kind: "case" (resample runs, the default) or "residual" (Approach 2 only: resample
+            the parabolas' residuals, plus the between-budget scatter of the optima; intervals as wide
+            as the estimate's real spread on simulated sweeps, docs/laws.md). Approach 3 keeps "case".
         robust, tokens, edge_margin, exclude_edge, budget_rtol: isoflop options (:func:`fit_isoflop`).
         bins_per_decade, min_runs_per_bin, flops_range: envelope options (:func:`fit_envelope`).
         delta, top_k: parametric options (:func:`fit_parametric`).
@@ -57,6 +60,7 @@ class FitConfig:
     method: str = "isoflop"
     bootstrap: int | None = None
     seed: int = 0
+    bootstrap_kind: str = "case"
     robust: bool = False
     tokens: str = "interpolate"
     edge_margin: float = 0.05
@@ -81,6 +85,12 @@ class FitConfig:
             )
         if self.loss_law not in LOSS_LAWS:
             raise ConfigError(f"loss_law must be one of {', '.join(LOSS_LAWS)}, got {self.loss_law!r}")
+        if self.bootstrap_kind not in BOOTSTRAP_KINDS:
+            raise ConfigError(
+                f"bootstrap_kind must be one of {', '.join(BOOTSTRAP_KINDS)}, got {self.bootstrap_kind!r}"
+            )
+        if self.bootstrap_kind == "residual" and self.method != "isoflop":
+            raise ConfigError(f"bootstrap_kind residual is Approach 2's (method isoflop), not {self.method}'s")
         if self.bootstrap is not None and self.bootstrap < 0:
             raise ConfigError(f"bootstrap must be >= 0 resamples, got {self.bootstrap}")
 
@@ -115,5 +125,5 @@ def fit_runs(runs: Runs, config: FitConfig | dict | None = None, draws: DrawStor
     if not cfg.resamples:
         return fit, None
     if draws is None:
-        return fit, bootstrap(runs, fit, cfg.resamples, cfg.seed)
-    return fit, draws.bootstrap(cfg.method, runs, fit, cfg.fit_options(), cfg.resamples, cfg.seed)
+        return fit, bootstrap(runs, fit, cfg.resamples, cfg.seed, cfg.bootstrap_kind)
+    return fit, draws.bootstrap(cfg.method, runs, fit, cfg.fit_options(), cfg.resamples, cfg.seed, cfg.bootstrap_kind)
