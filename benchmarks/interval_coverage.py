@@ -64,7 +64,7 @@ def main() -> None:
                 c = interval_coverage(
                     estimate,
                     law.n_opt_exponent,
-                    lambda rng: simulated_sweep(law, rng, noise=noise, drift=drift),
+                    lambda rng, noise=noise, drift=drift: simulated_sweep(law, rng, noise=noise, drift=drift),
                     args.sweeps,
                     args.seed,
                 )

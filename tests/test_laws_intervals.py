@@ -42,8 +42,13 @@ def isoflop_exponent(kind: str):
 
 def coverage(kind: str, noise: float, drift: float):
     law = QUICKSTART_LAW
-    sweep = lambda rng: simulated_sweep(law, rng, noise=noise, drift=drift)  # noqa: E731
-    return interval_coverage(isoflop_exponent(kind), law.n_opt_exponent, sweep, SWEEPS, seed=21)
+    return interval_coverage(
+        isoflop_exponent(kind),
+        law.n_opt_exponent,
+        lambda rng: simulated_sweep(law, rng, noise=noise, drift=drift),
+        SWEEPS,
+        seed=21,
+    )
 
 
 @pytest.mark.parametrize(("noise", "drift"), [(0.01, 1.0), (0.02, 2.0)])

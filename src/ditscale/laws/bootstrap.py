@@ -1,4 +1,4 @@
-"""Bootstrap intervals for every fitted coefficient and exponent, resampling whole runs.
+"""Bootstrap intervals for every fitted coefficient and exponent, resampling whole runs (or residuals).
 
 A resample draws resampling units with replacement (a unit is a run, a training curve with its
 ``run_id``, or with ``seed`` all seed replicates of one configuration, see :meth:`Runs.groups`) and
@@ -23,6 +23,25 @@ duplicated rows.
   (each budget draws as many units as it has; no 3-size rule, the surface fit needs none), so
   every resample keeps the study's design; without it the units are drawn from all runs.
 - ``envelope``: each resample refits the envelope of the drawn curves.
+
+``kind="residual"`` (Approach 2 only; ``FitConfig.bootstrap_kind``) resamples residuals instead of
+runs, because case resampling leaves ~3 distinct sizes per budget and gives intervals 3-4x wider
+than the real spread of the estimate (docs/laws.md, benchmarks/interval_coverage.py):
+
+1. each budget's point parabola is kept; its runs' relative residuals ``L / fit - 1`` (a budget of
+   m runs scaled by ``sqrt(m / (m - 3))``), pooled over all budgets and centred, are drawn with
+   replacement, one per run: the resample's losses are ``fit (1 + r)``; the parabolas and optima
+   are refitted in one batch. Runs whose budgets all have 3 runs have no residuals: intervals
+   withheld (:data:`NO_NOISE_MESSAGE`);
+2. the between-budget scatter term: the point optima scatter about the fitted N_opt law by
+   ``s^2 = sum e_b^2 / (K - 2)``; the parabolas' noise explains ``v``, the mean resampled
+   variance of a budget's log N*; ``max(0, s^2 - v)`` more is drawn as independent normal shifts
+   of every budget's log N* (D* moves along its budget's log D-log N line), so scatter of the
+   optima that the runs' noise does not explain widens the interval.
+
+The laws are then refitted as for ``case``. Pooling assumes one multiplicative noise level for all
+budgets: where the parabolas do not fit (a steep wing), that lack of fit is spread over every
+budget, and the intervals widen.
 
 Intervals are 90% percentile intervals (5th and 95th percentiles); standard errors are the standard
 deviations of the resampled values. Results are deterministic given ``seed``.
@@ -82,7 +101,8 @@ class Bootstrap:
 
     def info(self) -> dict:
         """Resamples, seed, failed refits, and (``nonfinite``) by quantity the resamples that refitted
-        but gave no finite value (e.g. an allocation with alpha <= 0): intervals leave both out."""
+        but gave no finite value (e.g. an allocation with alpha <= 0): intervals leave both out;
+        ``kind`` when it is not ``"case"``."""
         out = {"resamples": self.n_resamples, "seed": self.seed, "failed": self.n_failed}
         if self.kind != "case":  # written only when not the default, so case-bootstrap files keep their keys
             out["kind"] = self.kind
