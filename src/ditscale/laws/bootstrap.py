@@ -261,8 +261,10 @@ def _budget_scatter(runs: Runs, fit, label: np.ndarray, opt: dict[str, np.ndarra
     log_c = np.log([p.flops for p in fit.budgets])
     law = fit.params_law
     e = np.log([p.n_opt for p in fit.budgets])[use] - np.log(law.coefficient) - law.exponent * log_c[use]
-    within = float(np.mean(np.nanvar(opt["log_n"][:, use], axis=0)))
-    excess = max(0.0, float(np.sum(e * e)) / (use.sum() - 2) - within)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a budget degenerate in every resample: no variance
+        within = float(np.nanmean(np.nanvar(opt["log_n"][:, use], axis=0)))
+    excess = max(0.0, float(np.sum(e * e)) / (use.sum() - 2) - within) if np.isfinite(within) else 0.0
     shift = np.sqrt(excess) * rng.standard_normal(opt["log_n"].shape)
     slope = np.full(len(fit.budgets), -1.0)
     if fit.options["tokens"] == "interpolate":
