@@ -1,4 +1,4 @@
-"""Bootstrap intervals for every fitted coefficient and exponent, resampling whole runs.
+"""Bootstrap intervals for every fitted coefficient and exponent, resampling whole runs (or residuals).
 
 A resample draws resampling units with replacement (a unit is a run, a training curve with its
 ``run_id``, or with ``seed`` all seed replicates of one configuration, see :meth:`Runs.groups`) and
@@ -24,6 +24,25 @@ duplicated rows.
   every resample keeps the study's design; without it the units are drawn from all runs.
 - ``envelope``: each resample refits the envelope of the drawn curves.
 
+``kind="residual"`` (Approach 2 only; ``FitConfig.bootstrap_kind``) resamples residuals instead of
+runs, because case resampling leaves ~3 distinct sizes per budget and gives intervals 3-4x wider
+than the real spread of the estimate (docs/laws.md, benchmarks/interval_coverage.py):
+
+1. each budget's point parabola is kept; its runs' relative residuals ``L / fit - 1`` (a budget of
+   m runs scaled by ``sqrt(m / (m - 3))``), pooled over all budgets and centred, are drawn with
+   replacement, one per run: the resample's losses are ``fit (1 + r)``; the parabolas and optima
+   are refitted in one batch. Runs whose budgets all have 3 runs have no residuals: intervals
+   withheld (:data:`NO_NOISE_MESSAGE`);
+2. the between-budget scatter term: the point optima scatter about the fitted N_opt law by
+   ``s^2 = sum e_b^2 / (K - 2)``; the parabolas' noise explains ``v``, the mean resampled
+   variance of a budget's log N*; ``max(0, s^2 - v)`` more is drawn as independent normal shifts
+   of every budget's log N* (D* moves along its budget's log D-log N line), so scatter of the
+   optima that the runs' noise does not explain widens the interval.
+
+The laws are then refitted as for ``case``. Pooling assumes one multiplicative noise level for all
+budgets: where the parabolas do not fit (a steep wing), that lack of fit is spread over every
+budget, and the intervals widen.
+
 Intervals are 90% percentile intervals (5th and 95th percentiles); standard errors are the standard
 deviations of the resampled values. Results are deterministic given ``seed``.
 """
@@ -38,7 +57,7 @@ import numpy as np
 from ditscale.errors import DataError
 from ditscale.laws.compute_laws import LAW_FIELDS
 from ditscale.laws.envelope import fit_envelope
-from ditscale.laws.isoflop import budget_optima, inside_grid, laws_from_optima
+from ditscale.laws.isoflop import budget_optima, fit_log_n_parabola, inside_grid, laws_from_optima
 from ditscale.laws.noise import log_loss_noise
 from ditscale.laws.parametric import fit_parametric, one_blas_thread
 from ditscale.laws.powerlaw import FitWarning, fit_saturating
@@ -63,6 +82,7 @@ class Bootstrap:
     samples: dict[str, np.ndarray]
     seed: int
     n_failed: int = 0
+    kind: str = "case"
 
     @property
     def n_resamples(self) -> int:
@@ -81,8 +101,11 @@ class Bootstrap:
 
     def info(self) -> dict:
         """Resamples, seed, failed refits, and (``nonfinite``) by quantity the resamples that refitted
-        but gave no finite value (e.g. an allocation with alpha <= 0): intervals leave both out."""
+        but gave no finite value (e.g. an allocation with alpha <= 0): intervals leave both out;
+        ``kind`` when it is not ``"case"``."""
         out = {"resamples": self.n_resamples, "seed": self.seed, "failed": self.n_failed}
+        if self.kind != "case":  # written only when not the default, so case-bootstrap files keep their keys
+            out["kind"] = self.kind
         nonfinite = {k: int((~np.isfinite(v)).sum()) - self.n_failed for k, v in self.samples.items()}
         nonfinite = {k: n for k, n in nonfinite.items() if n > 0}
         if nonfinite:
@@ -172,6 +195,13 @@ def _bootstrap_isoflop(runs, fit, n, rng):
     opt = budget_optima(
         runs, label, budget_flops, w, opts["tokens"], opts["huber_delta"], loss if loss.ndim == 2 else None
     )
+    return _laws_of_optima(fit, budget_flops, opt)
+
+
+def _laws_of_optima(fit, budget_flops: np.ndarray, opt: dict[str, np.ndarray]):
+    """``(samples, failed)``: the compute laws refitted to each resample's budget optima ``opt`` (arrays
+    ``(n, n_budgets)``, :func:`budget_optima`), edge budgets left out as the point fit left them out."""
+    opts, n = fit.options, opt["log_n"].shape[0]
     use = np.isfinite(opt["log_n"])
     if opts["exclude_edge"]:
         for b, point in enumerate(fit.budgets):
@@ -194,6 +224,70 @@ def _bootstrap_isoflop(runs, fit, n, rng):
         samples[f"loss_law_saturating.{f}"] = sat[:, j]
     failed = int((use.sum(1) < 2).sum())
     return samples, failed
+
+
+def _residual_losses(runs: Runs, fit, label: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray | None:
+    """(n, n_runs) losses of the residual bootstrap: each run's fitted parabola value times ``1 + r``,
+    ``r`` drawn with replacement from the relative residuals of all budgets' parabolas (pooled: the
+    noise is multiplicative; centred; a budget of m runs scaled by ``sqrt(m / (m - 3))``, undoing the
+    shrinkage of fitting 3 coefficients to m points). None when no budget has more than 3 runs."""
+    w = np.ones(len(runs)) if runs.weight is None else runs.weight
+    fitted, pool = np.empty(len(runs)), []
+    for b in np.unique(label):
+        idx = np.flatnonzero(label == b)
+        log_n = np.log(runs.params[idx])
+        fitted[idx] = fit_log_n_parabola(log_n, runs.loss[idx], w[None, idx], fit.options["huber_delta"])(log_n)[0]
+        if len(idx) > 3:
+            pool.append((runs.loss[idx] / fitted[idx] - 1.0) * np.sqrt(len(idx) / (len(idx) - 3)))
+    if not pool:
+        return None
+    pool = np.concatenate(pool)
+    pool -= pool.mean()
+    return fitted * (1.0 + pool[rng.integers(0, len(pool), size=(n, len(runs)))])
+
+
+def _budget_scatter(runs: Runs, fit, label: np.ndarray, opt: dict[str, np.ndarray], rng: np.random.Generator):
+    """Add the between-budget scatter term to the resampled optima ``opt`` (in place).
+
+    The point optima scatter about the fitted N_opt law by ``s^2 = sum e_b^2 / (K - 2)`` (``e_b`` the
+    residuals of log N* of the K budgets in the law). The parabolas' noise explains ``v``, the mean
+    over budgets of the resampled log N*'s variance; the rest, ``max(0, s^2 - v)`` (a power law that
+    does not hold exactly, budgets that differ beyond their runs' noise), is added to every budget's
+    log N* as independent normal draws, and moves log D* along the budget's own log D-log N line (-1
+    with ``tokens="6nd"``)."""
+    use = np.array([not (p.degenerate or (fit.options["exclude_edge"] and p.edge)) for p in fit.budgets])
+    if use.sum() < 3:
+        return
+    log_c = np.log([p.flops for p in fit.budgets])
+    law = fit.params_law
+    e = np.log([p.n_opt for p in fit.budgets])[use] - np.log(law.coefficient) - law.exponent * log_c[use]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a budget degenerate in every resample: no variance
+        within = float(np.nanmean(np.nanvar(opt["log_n"][:, use], axis=0)))
+    excess = max(0.0, float(np.sum(e * e)) / (use.sum() - 2) - within) if np.isfinite(within) else 0.0
+    shift = np.sqrt(excess) * rng.standard_normal(opt["log_n"].shape)
+    slope = np.full(len(fit.budgets), -1.0)
+    if fit.options["tokens"] == "interpolate":
+        for b in range(len(fit.budgets)):
+            idx = label == b
+            slope[b] = np.polyfit(np.log(runs.params[idx]), np.log(runs.tokens[idx]), 1)[0]
+    opt["log_n"] += shift
+    opt["log_d"] += slope * shift
+
+
+def _bootstrap_isoflop_residual(runs, fit, n, rng):
+    """Approach 2's residual bootstrap (module doc): resampled parabola residuals, then the between-budget
+    scatter term of the optima."""
+    opts = fit.options
+    label, budget_flops = runs.budgets(opts["budget_rtol"])
+    loss = _residual_losses(runs, fit, label, n, rng)
+    if loss is None:
+        warnings.warn(NO_NOISE_MESSAGE, FitWarning, stacklevel=3)
+        return {k: np.full(n, np.nan) for k in fit.values()}, n
+    w = np.ones((n, len(runs))) if runs.weight is None else np.repeat(runs.weight[None, :], n, axis=0)
+    opt = budget_optima(runs, label, budget_flops, w, opts["tokens"], opts["huber_delta"], loss)
+    _budget_scatter(runs, fit, label, opt, rng)
+    return _laws_of_optima(fit, budget_flops, opt)
 
 
 def _unit_strata(runs: Runs) -> np.ndarray | None:
@@ -238,7 +332,10 @@ def _bootstrap_each(runs, fit, n, rng, refit, strata=None):
     return out, failed
 
 
-def bootstrap(runs: Runs, fit, n: int = 1000, seed: int = 0) -> Bootstrap:
+KINDS = ("case", "residual")
+
+
+def bootstrap(runs: Runs, fit, n: int = 1000, seed: int = 0, kind: str = "case") -> Bootstrap:
     """Resample ``runs`` ``n`` times (whole runs, see module doc) and refit as ``fit`` was fitted.
 
     Args:
@@ -246,12 +343,19 @@ def bootstrap(runs: Runs, fit, n: int = 1000, seed: int = 0) -> Bootstrap:
         fit: an :class:`IsoflopFit`, :class:`EnvelopeFit` or :class:`ParametricFit`.
         n: number of resamples (e.g. 1000 for isoflop/envelope, 100-200 for parametric).
         seed: seed of the numpy generator; equal seeds give equal results.
+        kind: "case" (resample runs) or "residual" (Approach 2 only: resample its parabolas'
+            residuals, plus the between-budget scatter of the optima; module doc).
     """
+    if kind not in KINDS:
+        raise DataError(f"unknown bootstrap kind {kind!r}; use case or residual")
+    if kind == "residual" and fit.method != "isoflop":
+        raise DataError(f"the residual bootstrap is Approach 2's (isoflop); {fit.method} uses the case bootstrap")
     if n < 2:
         raise DataError(f"the bootstrap needs at least 2 resamples, got {n}; use e.g. --bootstrap 1000")
     rng = np.random.default_rng(seed)
     if fit.method == "isoflop":
-        samples, failed = _bootstrap_isoflop(runs, fit, n, rng)
+        draw = _bootstrap_isoflop_residual if kind == "residual" else _bootstrap_isoflop
+        samples, failed = draw(runs, fit, n, rng)
     elif fit.method == "parametric":
         o = fit.options
         with one_blas_thread(), np.errstate(all="ignore"):  # a resample's allocation can be NaN (alpha <= 0)
@@ -279,4 +383,4 @@ def bootstrap(runs: Runs, fit, n: int = 1000, seed: int = 0) -> Bootstrap:
         )
     else:
         raise DataError(f"unknown fit method {fit.method!r}; use isoflop, parametric or envelope")
-    return Bootstrap(method=fit.method, samples=samples, seed=seed, n_failed=failed)
+    return Bootstrap(method=fit.method, samples=samples, seed=seed, n_failed=failed, kind=kind)

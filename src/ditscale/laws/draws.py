@@ -4,8 +4,9 @@ A study's analysis (``study run``, ``study report``) bootstraps each fit once an
 resample's fitted values in ``DIR/bootstrap.npz``; ``study predict`` and ``study compare`` read them
 back, so they answer in seconds and give exactly the intervals of laws.json. Each stored entry is
 keyed by a SHA-256 of what its draws depend on: the rows of the runs they were drawn from (every
-column of :class:`Runs`), the fit's method and options, the number of resamples, the seed and
-:data:`DRAWS_VERSION` (bumped whenever the resampling scheme changes). A key that does not match
+column of :class:`Runs`), the fit's method and options, the number of resamples, the seed, the
+bootstrap's kind (only when not ``"case"``, so the keys of case draws stored before kinds existed
+still match) and :data:`DRAWS_VERSION` (bumped whenever the resampling scheme changes). A key that does not match
 (other runs, options, seed or code) is redrawn, never reused.
 
 This module is numpy only: :meth:`DrawStore.to_arrays` / :meth:`DrawStore.from_arrays` give the
@@ -25,7 +26,9 @@ from ditscale.laws.bootstrap import Bootstrap, bootstrap
 from ditscale.laws.powerlaw import FitWarning
 from ditscale.laws.runs import FIELDS, Runs
 
-DRAWS_VERSION = 2  # 2: budgets of 3 resampling units get the parametric draw (docs/laws.md)
+DRAWS_VERSION = (
+    3  # 2: budgets of 3 resampling units get the parametric draw; 3: runs at one (N, D) point tie (docs/laws.md)
+)
 
 
 def runs_digest(runs: Runs) -> str:
@@ -43,13 +46,13 @@ def runs_digest(runs: Runs) -> str:
     return h.hexdigest()
 
 
-def draws_key(kind: str, runs: Runs, options: dict, n: int, seed: int) -> str:
-    """The key of ``n`` resamples (seed ``seed``) of the fit ``kind`` with ``options`` to ``runs``."""
-    head = json.dumps(
-        {"kind": kind, "options": options, "n": int(n), "seed": int(seed), "version": DRAWS_VERSION},
-        sort_keys=True,
-        default=str,
-    )
+def draws_key(kind: str, runs: Runs, options: dict, n: int, seed: int, bootstrap_kind: str = "case") -> str:
+    """The key of ``n`` resamples (seed ``seed``, :func:`bootstrap` kind ``bootstrap_kind``) of the fit
+    ``kind`` with ``options`` to ``runs``."""
+    head = {"kind": kind, "options": options, "n": int(n), "seed": int(seed), "version": DRAWS_VERSION}
+    if bootstrap_kind != "case":
+        head["bootstrap_kind"] = bootstrap_kind
+    head = json.dumps(head, sort_keys=True, default=str)
     return hashlib.sha256((head + runs_digest(runs)).encode()).hexdigest()
 
 
@@ -68,15 +71,17 @@ class DrawStore:
     redrawn: list[str] = field(default_factory=list)
     messages: dict[str, list[str]] = field(default_factory=dict)
 
-    def bootstrap(self, kind: str, runs: Runs, fit, options: dict, n: int, seed: int) -> Bootstrap:
+    def bootstrap(
+        self, kind: str, runs: Runs, fit, options: dict, n: int, seed: int, bootstrap_kind: str = "case"
+    ) -> Bootstrap:
         """The stored draws of this fit when their key matches, else :func:`bootstrap` them (and keep
         them). The :class:`FitWarning` s of the draw (e.g. intervals withheld) are kept with them
         and raised again on every use, so a reused draw warns as a fresh one does."""
-        key = draws_key(kind, runs, options, n, seed)
+        key = draws_key(kind, runs, options, n, seed, bootstrap_kind)
         if key not in self.entries:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", FitWarning)
-                boot = bootstrap(runs, fit, n, seed)
+                boot = bootstrap(runs, fit, n, seed, bootstrap_kind)
             self.entries[key] = (kind, boot)
             self.messages[key] = [str(w.message) for w in caught if issubclass(w.category, FitWarning)]
             self.redrawn.append(kind)
@@ -100,6 +105,7 @@ class DrawStore:
                     "resamples": boot.n_resamples,
                     "failed": boot.n_failed,
                     "version": DRAWS_VERSION,
+                    "bootstrap_kind": boot.kind,
                     "warnings": self.messages.get(key, []),
                 }
             )
@@ -113,6 +119,9 @@ class DrawStore:
         for i, m in enumerate(json.loads(str(arrays["meta"]))):
             x = np.asarray(arrays[f"draws_{i}"], dtype=np.float64)
             samples = {name: x[:, j].copy() for j, name in enumerate(m["names"])}
-            entries[m["key"]] = (m["kind"], Bootstrap(m["method"], samples, int(m["seed"]), int(m["failed"])))
+            entries[m["key"]] = (
+                m["kind"],
+                Bootstrap(m["method"], samples, int(m["seed"]), int(m["failed"]), m.get("bootstrap_kind", "case")),
+            )
             messages[m["key"]] = list(m.get("warnings", []))
         return cls(entries=entries, loaded=True, messages=messages)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from ditscale.config import from_dict
 from ditscale.errors import ConfigError
-from ditscale.laws.bootstrap import bootstrap
+from ditscale.laws.bootstrap import KINDS as BOOTSTRAP_KINDS, bootstrap
 from ditscale.laws.checks import duplicate_points
 from ditscale.laws.draws import DrawStore
 from ditscale.laws.envelope import fit_envelope
@@ -45,6 +45,9 @@ class FitConfig:
         method: "isoflop" (Approach 2), "parametric" (Approach 3) or "envelope" (Approach 1).
         bootstrap: resamples for the intervals (0: none; None: 1000, or 200 for parametric).
         seed: bootstrap seed.
+        bootstrap_kind: "case" (resample runs, the default) or "residual" (Approach 2 only: resample
+            the parabolas' residuals, plus the between-budget scatter of the optima; intervals as wide
+            as the estimate's real spread on simulated sweeps, docs/laws.md). Approach 3 keeps "case".
         robust, tokens, edge_margin, exclude_edge, budget_rtol: isoflop options (:func:`fit_isoflop`).
         bins_per_decade, min_runs_per_bin, flops_range: envelope options (:func:`fit_envelope`).
         delta, top_k: parametric options (:func:`fit_parametric`).
@@ -64,6 +67,7 @@ class FitConfig:
     method: str = "isoflop"
     bootstrap: int | None = None
     seed: int = 0
+    bootstrap_kind: str = "case"
     robust: bool = False
     tokens: str = "interpolate"
     edge_margin: float = 0.05
@@ -91,6 +95,12 @@ class FitConfig:
                 f"loss_law must be one of {', '.join(LOSS_LAWS)}, got {self.loss_law!r}; "
                 "or auto (chosen by a backtest inside the fitted budgets)"
             )
+        if self.bootstrap_kind not in BOOTSTRAP_KINDS:
+            raise ConfigError(
+                f"bootstrap_kind must be one of {', '.join(BOOTSTRAP_KINDS)}, got {self.bootstrap_kind!r}"
+            )
+        if self.bootstrap_kind == "residual" and self.method != "isoflop":
+            raise ConfigError(f"bootstrap_kind residual is Approach 2's (method isoflop), not {self.method}'s")
         if self.bootstrap is not None and self.bootstrap < 0:
             raise ConfigError(f"bootstrap must be >= 0 resamples, got {self.bootstrap}")
 
@@ -131,5 +141,5 @@ def fit_runs(runs: Runs, config: FitConfig | dict | None = None, draws: DrawStor
         return fit, None
     tied = runs.tied()
     if draws is None:
-        return fit, bootstrap(tied, fit, cfg.resamples, cfg.seed)
-    return fit, draws.bootstrap(cfg.method, tied, fit, cfg.fit_options(), cfg.resamples, cfg.seed)
+        return fit, bootstrap(tied, fit, cfg.resamples, cfg.seed, cfg.bootstrap_kind)
+    return fit, draws.bootstrap(cfg.method, tied, fit, cfg.fit_options(), cfg.resamples, cfg.seed, cfg.bootstrap_kind)
