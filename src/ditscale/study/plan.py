@@ -357,7 +357,7 @@ def _replicated(spec: StudySpec, index: int, picked: list[int], log_n: list[floa
     return repeated
 
 
-def _planned_run(
+def planned_run(
     spec: StudySpec, size: RungSize, budget: float, batch: int, seed: int, n_opt: float, source: str
 ) -> PlannedRun:
     """One run of ``size`` at ``budget`` FLOPs: as many whole images as the budget buys."""
@@ -452,7 +452,7 @@ def plan_study(spec: StudySpec, centres: dict[float, tuple[float, str]] | None =
         kept, dropped = [], []
         for i in picked:
             for seed in [spec.seed] + (list(spec.repeat.seeds) if i in repeated else []):
-                run = _planned_run(spec, sizes[i], budget, batch, seed, n_opt, source)
+                run = planned_run(spec, sizes[i], budget, batch, seed, n_opt, source)
                 (kept if run.steps >= spec.min_steps else dropped).append(run)
         plan.warnings.extend(_grid_warnings(spec, budget, n_opt, source, picked, len(sizes), kept, dropped))
         plan.runs.extend(kept)

@@ -5,7 +5,7 @@ A finished study predicts the compute-optimal N_opt and loss L_opt at a budget C
 This module trains the family member nearest N_opt at C (log distance, the prediction's
 ``nearest``) and, with ``sizes=3``, also the members nearest N_opt / 2 (among the smaller ones) and
 2 N_opt (among the larger ones; a rule-based family is extended to reach it), each on the study's
-own recipe: the run a budget-C grid of the study would train (:func:`ditscale.study.plan._planned_run`:
+own recipe: the run a budget-C grid of the study would train (:func:`ditscale.study.plan.planned_run`:
 as many whole images as C buys, the study's batch rule, hparams, EMA, data, validation and seed),
 executed as a study run (:func:`ditscale.study.executor.execute_run`), so it is resumable and
 measured as ``runs.csv`` measures a run: its ``result.json`` ``val_loss``.
@@ -51,7 +51,7 @@ from ditscale.study.analyze import family_members, study_prediction
 from ditscale.study.executor import RunTask, config_sha
 from ditscale.study.folder import StudyFolder, StudyRunDir
 from ditscale.study.launchers import make_launcher
-from ditscale.study.plan import PlannedRun, RungSize, _planned_run, base_model_config, rung_config, train_config
+from ditscale.study.plan import PlannedRun, RungSize, base_model_config, planned_run, rung_config, train_config
 from ditscale.study.run import Tally, trunk_tasks
 from ditscale.study.spec import StudySpec
 
@@ -122,7 +122,7 @@ def plan_verification(out_dir: str | Path, flops: float, sizes: int = 1) -> Veri
     base = base_model_config(spec)
     batch = spec.hparams.batch_for(flops, spec.budgets[0])  # the study's batch rule at C
     runs = [
-        _planned_run(spec, _size(spec, rung, base), flops, batch, spec.seed, pred.n_opt.value, "fit")
+        planned_run(spec, _size(spec, rung, base), flops, batch, spec.seed, pred.n_opt.value, "fit")
         for _, rung in members
     ]
     notes += [
