@@ -18,11 +18,12 @@ Quick use::
 
 Modules (no cycles among them): ``runs`` (the table), ``powerlaw``, ``compute_laws``, the three
 estimators ``envelope`` / ``isoflop`` (also the one home of the isoFLOP parabola and the edge rule) /
-``parametric`` (grid or variable-projection solver), ``checks`` (isoFLOP point checks: off-centre
+``parametric`` (grid and variable-projection starts, the better kept), ``checks`` (isoFLOP point checks: off-centre
 and drifting grids, near-duplicate sizes, outliers), ``bootstrap``, ``fit`` (:class:`FitConfig`,
 :func:`fit_runs`), ``predict`` (with the backtest), ``compare``, ``noise`` (seed vs parabola
 scatter), ``residuals`` (does a model size sit off its parabolas at every budget), ``draws``
-(bootstrap draws stored and reused by key), ``results`` (the typed laws.json schema).
+(bootstrap draws stored and reused by key), ``results`` (the typed laws.json schema), ``extrapolation``
+(backtest error by distance), ``simulate`` (sweeps of a known L(N, D), for the intervals' coverage).
 """
 
 from __future__ import annotations
