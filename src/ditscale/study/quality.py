@@ -233,7 +233,8 @@ def _draw(run_dir: Path, path: Path, cfg: QualityConfig, device: str, progress: 
     from ditscale.models.io import load_model, read_metadata  # lazy: torch; study stays torch-free
     from ditscale.train.checkpoint import latest_checkpoint  # lazy: torch; study stays torch-free
 
-    found = latest_checkpoint(RunDir(run_dir).checkpoints)
+    run = RunDir(run_dir)
+    found = latest_checkpoint(run.checkpoints)
     if found is None or not (found[0] / "ema.safetensors").is_file():
         raise DataError(
             f"run {run_dir.name} has no checkpoint with EMA weights to sample; train it again "
@@ -241,7 +242,7 @@ def _draw(run_dir: Path, path: Path, cfg: QualityConfig, device: str, progress: 
         )
     weights = found[0] / "ema.safetensors"
     model, meta = load_model(weights, map_location=device), read_metadata(weights)
-    config = json.loads((run_dir / "result.json").read_text())["config"]
+    config = run.read_result()["config"]  # the run finished: its result.json is there (runs.csv row)
     path.parent.mkdir(parents=True, exist_ok=True)
     sample_npz(
         model,
