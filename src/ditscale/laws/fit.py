@@ -18,6 +18,7 @@ from ditscale.laws.envelope import fit_envelope
 from ditscale.laws.isoflop import fit_isoflop
 from ditscale.laws.parametric import METHODS as PARAMETRIC_METHODS, fit_parametric
 from ditscale.laws.powerlaw import FitWarning
+from ditscale.laws.rungs import OFF_RUNGS
 from ditscale.laws.runs import Runs
 
 FIT_FUNCTIONS = {"isoflop": fit_isoflop, "parametric": fit_parametric, "envelope": fit_envelope}
@@ -62,6 +63,10 @@ class FitConfig:
             always come from ``method``; every form is fitted, backtested and reported side by side.
             "auto": a study chooses the form by an inner backtest on its fitted budgets alone
             (:func:`ditscale.study.analyze.loss_law_rule`, recorded as laws.json's ``loss_law_rule``).
+        off_rungs: "keep" (every rung, the default) or "drop": a study leaves out, from every fit, the
+            model sizes that sit off their parabolas at every budget, by the rule
+            :data:`ditscale.laws.rungs.RUNG_RULE` decided on the fitted budgets alone (laws.json's
+            ``rung_rule``). A study option: :func:`fit_runs` fits the runs it is given.
     """
 
     method: str = "isoflop"
@@ -80,6 +85,7 @@ class FitConfig:
     top_k: int | None = 20
     parametric_method: str = "best"
     loss_law: str = "power"
+    off_rungs: str = "keep"
 
     def __post_init__(self) -> None:
         if self.method not in FIT_FUNCTIONS:
@@ -95,6 +101,8 @@ class FitConfig:
                 f"loss_law must be one of {', '.join(LOSS_LAWS)}, got {self.loss_law!r}; "
                 "or auto (chosen by a backtest inside the fitted budgets)"
             )
+        if self.off_rungs not in OFF_RUNGS:
+            raise ConfigError(f"off_rungs must be one of {', '.join(OFF_RUNGS)}, got {self.off_rungs!r}")
         if self.bootstrap_kind not in BOOTSTRAP_KINDS:
             raise ConfigError(
                 f"bootstrap_kind must be one of {', '.join(BOOTSTRAP_KINDS)}, got {self.bootstrap_kind!r}"

@@ -19,6 +19,7 @@ sizes per budget and no replicates the parabolas fit exactly and nothing can be 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -146,4 +147,42 @@ def _size_residuals(runs: Runs, label: np.ndarray, size: np.ndarray, resid: np.n
                     int(sum(r > 0 for r in per_budget)),
                 )
             )
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class SizeOffset:
+    """One size's own offset (log loss) added to its budgets' parabolas: the null model of the module
+    doc plus the indicator of that size alone. ``offset`` is its least-squares coefficient (about the
+    relative loss excess), ``t = offset / se`` on ``dof`` residual degrees of freedom (se from that
+    model's own residual variance) and ``p_value`` its two-sided t tail; ``t`` and ``p_value`` are
+    None when the offset cannot be tested (no residual dof, or the size is fitted exactly)."""
+
+    params: float
+    offset: float | None
+    t: float | None
+    dof: int
+    p_value: float | None
+
+
+def size_offsets(runs: Runs, budget_rtol: float = 0.1) -> tuple[SizeOffset, ...]:
+    """Each size in 2+ budgets tested alone (:class:`SizeOffset`), in the order of
+    :attr:`ResidualStructure.sizes`."""
+    label = runs.budgets(budget_rtol)[0]
+    X0, S, _ = _design(runs, label)
+    sw = np.sqrt(runs.weight) if runs.weight is not None else np.ones(len(runs))
+    y = np.log(runs.loss) * sw
+    rank0 = _rss(X0 * sw[:, None], y)[1]
+    out = []
+    for j in range(S.shape[1]):
+        X = np.hstack([X0, S[:, j : j + 1]]) * sw[:, None]
+        coef, _, rank, _ = np.linalg.lstsq(X, y, rcond=None)
+        r, dof = y - X @ coef, len(runs) - int(rank)
+        params = float(runs.params[S[:, j] > 0][0])
+        var = float(r @ r) / dof * float(np.linalg.pinv(X.T @ X)[-1, -1]) if dof > 0 and rank > rank0 else 0.0
+        if var <= 1e-24 * float(y @ y):
+            out.append(SizeOffset(params, float(coef[-1]) if rank > rank0 else None, None, dof, None))
+            continue
+        t = float(coef[-1]) / math.sqrt(var)
+        out.append(SizeOffset(params, float(coef[-1]), t, dof, float(2 * stats.t.sf(abs(t), dof))))
     return tuple(out)

@@ -383,6 +383,49 @@ class LossLawRule(Record):
 
 
 @dataclass(frozen=True, kw_only=True)
+class RungTestSummary(Record):
+    """One model size (``params``) at one step of the off-rung rule (:mod:`ditscale.laws.rungs`): in
+    ``budgets`` budgets, its mean log-loss residual from their parabolas, at how many it lies
+    ``above``, its own ``offset`` (log loss) with ``t`` and Bonferroni-adjusted ``p_value`` (None when
+    untestable), and whether it ``qualifies`` to be dropped."""
+
+    params: float
+    budgets: int
+    mean_residual: float
+    above: int
+    offset: float | None
+    t: float | None
+    p_value: float | None
+    qualifies: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class RungStepSummary(Record):
+    """One step of the off-rung rule: the per-size F-test of the runs left (``statistic`` on ``dof``,
+    ``p_value``; None when untestable), each size's test and the size ``dropped`` (None: the last step)."""
+
+    statistic: float | None
+    dof: list[int]
+    p_value: float | None
+    sizes: tuple[RungTestSummary, ...]
+    dropped: float | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RungRuleSummary(Record):
+    """Which rungs ``laws.off_rungs: drop`` left out, decided from the fitted budgets alone (those up to
+    ``fitted_max_flops``): the ``rule`` in words (:data:`ditscale.laws.rungs.RUNG_RULE`), its ``steps``
+    (the inputs), the sizes ``dropped`` (non-embedding params, left out at every budget) and why it
+    ``stopped``."""
+
+    rule: str
+    fitted_max_flops: float
+    steps: tuple[RungStepSummary, ...]
+    dropped: tuple[float, ...]
+    stopped: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class FactorError(Record):
     """The measured backtest error of one loss ``form`` at one extrapolation distance: the rows of
     ``extrapolation`` whose factor lies within 10% of ``factor`` (their geometric mean): how many,
@@ -705,7 +748,9 @@ class LawsSummary(FitSummary, _Named):  # _Named last: ``study`` leads (see _Flo
     the provenance. Files written since issue 21 add the backtests at every distance
     (``extrapolation``: :class:`ExtrapolationRow` per refit, held-out budget and form; the form of
     record's rows in ``extrapolation_of_record``) and, under ``laws.loss_law: auto``, the rule that
-    chose the form of record (``loss_law_rule``) and each refit's own choice (``extrapolation_rules``)."""
+    chose the form of record (``loss_law_rule``) and each refit's own choice (``extrapolation_rules``);
+    under ``laws.off_rungs: drop``, the rule that left rungs out of every fit (``rung_rule``, decided on
+    the backtest of record's fitted budgets) and each extrapolation refit's own (``extrapolation_rung_rules``)."""
 
     checks: tuple[CheckSummary, ...]
     parametric: ParametricSummary | None
@@ -727,6 +772,8 @@ class LawsSummary(FitSummary, _Named):  # _Named last: ``study`` leads (see _Flo
     extrapolation_of_record: tuple[ExtrapolationRow, ...] | None = absent()
     loss_law_rule: LossLawRule | None = absent()
     extrapolation_rules: tuple[LossLawRule, ...] | None = absent()
+    rung_rule: RungRuleSummary | None = absent()
+    extrapolation_rung_rules: tuple[RungRuleSummary, ...] | None = absent()
 
     @classmethod
     def from_dict(cls, data: Any, *, where: str = "laws.json") -> LawsSummary:

@@ -77,10 +77,12 @@ from ditscale.laws.results import (
     StudyRef,
     WallTime,
 )
+from ditscale.laws.rungs import RungRule
 from ditscale.laws.runs import runs_from_rows
 from ditscale.study.folder import StudyFolder
 from ditscale.study.plan import base_model_config, rung_config
 from ditscale.study.quality import quality_points, sample_rows
+from ditscale.study.rungs import refit_rungs, rung_summary, rungs_of_record
 from ditscale.study.spec import PAPER_LAWS, StudySpec
 
 
@@ -208,7 +210,9 @@ class StudyFit:
     test, and ``warnings``: the distinct messages of the fit, the checks and the test, sorted.
     ``to_6nd``: 6ND FLOPs per exact FLOP (:func:`six_nd_per_exact`); ``rows``: runs.csv's text cells;
     ``rule``: under ``laws.loss_law: auto``, how the form of record was chosen from the budgets the
-    backtest of record fits (:func:`loss_law_rule`), else None."""
+    backtest of record fits (:func:`loss_law_rule`), else None. Under ``laws.off_rungs: drop``, ``runs``
+    lack the off rungs :func:`~ditscale.study.rungs.rungs_of_record` found (``rungs``, the rule) and
+    ``all_runs`` holds every run (None: ``runs`` are all)."""
 
     spec: StudySpec
     runs: Runs
@@ -220,6 +224,8 @@ class StudyFit:
     warnings: tuple[str, ...]
     to_6nd: float
     rule: LossLawRule | None = None
+    rungs: RungRule | None = None
+    all_runs: Runs | None = None
 
 
 def read_study_runs(folder: StudyFolder) -> tuple[Runs, list[dict[str, str]]]:
@@ -240,7 +246,9 @@ def fit_study(
     folder = StudyFolder(out_dir)
     spec = spec or folder.read_spec()
     cfg = dataclasses.replace(spec.laws, seed=spec.laws.seed + seed_offset)
-    runs, rows = read_study_runs(folder)
+    all_runs, rows = read_study_runs(folder)
+    with _quiet():
+        runs, rungs = rungs_of_record(all_runs, spec.holdout, cfg)
     with _quiet() as caught:
         fit, boot = fit_runs(runs, cfg, draws)
     to_6nd = six_nd_per_exact(rows)
@@ -248,8 +256,9 @@ def fit_study(
     checks = tuple(isoflop_checks(runs, fit, wanted_form(cfg.loss_law, rule)))
     structure = residual_structure(runs, cfg.budget_rtol)
     found = {str(w.message) for w in caught} | {c.message for c in checks}
-    found |= {structure.message} if structure.message else set()
-    return StudyFit(spec, runs, rows, fit, boot, checks, structure, tuple(sorted(found)), to_6nd, rule)
+    found |= {m for m in (structure.message, rungs and rungs.message) if m}
+    kept = None if rungs is None else all_runs
+    return StudyFit(spec, runs, rows, fit, boot, checks, structure, tuple(sorted(found)), to_6nd, rule, rungs, kept)
 
 
 def _record_rule(runs: Runs, holdout: int, cfg: FitConfig, to_6nd: float) -> LossLawRule:
@@ -475,11 +484,13 @@ EXTRAPOLATION_RESAMPLES = {"isoflop": 100, "parametric": 100}
 class Extrapolation:
     """:func:`extrapolation_study`'s result: every refit's rows by every form (``rows``), the rows of
     each refit's form of record (``of_record``) and, under ``laws.loss_law: auto``, each refit's
-    :class:`~ditscale.laws.results.LossLawRule` (``rules``; () otherwise)."""
+    :class:`~ditscale.laws.results.LossLawRule` (``rules``; () otherwise) and, under ``laws.off_rungs:
+    drop``, each refit's off-rung rule (``rung_rules``; () otherwise)."""
 
     rows: tuple[ExtrapolationRow, ...]
     of_record: tuple[ExtrapolationRow, ...]
     rules: tuple[LossLawRule, ...]
+    rung_rules: tuple[RungRule, ...] = ()
 
 
 def extrapolation_study(study: StudyFit) -> Extrapolation:
@@ -490,14 +501,18 @@ def extrapolation_study(study: StudyFit) -> Extrapolation:
     isoFLOP refit's for power and saturating, Approach 3's own). The rows of record take the loss of
     each refit's form of record (:func:`form_of_record`; under "auto" :func:`loss_law_rule` on that
     refit's fitted budgets) and N_opt from the isoFLOP refit, as the backtest of record
-    (:func:`_record_row`) and the prediction do."""
+    (:func:`_record_row`) and the prediction do. Under ``laws.off_rungs: drop`` each refit leaves out
+    the off rungs of its own fitted budgets (:func:`~ditscale.study.rungs.refit_rungs`, from all the
+    study's runs); the actual L* and N* stay those of the study's fit."""
     cfg = study.spec.laws
     budgets = study.runs.budgets(cfg.budget_rtol)[1]
     cfgs = tuple(dataclasses.replace(cfg, bootstrap=min(cfg.resamples, n)) for n in EXTRAPOLATION_RESAMPLES.values())
-    rows, of_record, rules = [], [], []
+    rows, of_record, rules, rung_rules = [], [], [], []
     for k in range(1, len(budgets) - EXTRAPOLATION_MIN_FITTED + 1):
         with _quiet():
-            sub, held = holdout_split(study.runs, k, cfg.budget_rtol)
+            sub, held = holdout_split(study.runs if study.all_runs is None else study.all_runs, k, cfg.budget_rtol)
+            sub, rungs = refit_rungs(sub, cfg)
+        rung_rules += [rungs] if rungs is not None else []
         fitted_max = float(budgets[-k - 1])
         forms = _refit_forms(study, sub, held, cfgs)[0]
         rule = loss_law_rule(sub, cfg, study.to_6nd) if cfg.loss_law == "auto" else None
@@ -505,7 +520,7 @@ def extrapolation_study(study: StudyFit) -> Extrapolation:
         law = form_of_record(cfg.loss_law, forms, rule)
         rows += [_extrapolation_row(row, form, fitted_max) for form, form_rows in forms.items() for row in form_rows]
         of_record += [_extrapolation_row(_record_row(i, forms, law), law, fitted_max) for i in range(len(held))]
-    return Extrapolation(tuple(rows), tuple(of_record), tuple(rules))
+    return Extrapolation(tuple(rows), tuple(of_record), tuple(rules), tuple(rung_rules))
 
 
 def _extrapolation_row(row: BacktestSummary, form: str, fitted_max: float) -> ExtrapolationRow:
@@ -809,6 +824,8 @@ def study_laws(folder: StudyFolder, study: StudyFit, draws: DrawStore, *, starte
         extrapolation_of_record=ext.of_record,
         loss_law_rule=study.rule,
         extrapolation_rules=ext.rules or None,
+        rung_rule=rung_summary(study.rungs),
+        extrapolation_rung_rules=tuple(map(rung_summary, ext.rung_rules)) or None,
     )
 
 
