@@ -12,8 +12,16 @@ from the runs it is given alone (a study gives it the budgets its fit sees, neve
    appears in at least :data:`MIN_BUDGETS` budgets, lies on its offset's side of the parabolas at
    :data:`SIDE_SHARE` of them or more, and its adjusted p < 0.01;
 3. the qualifying size with the largest |t| (the largest drop in the residual sum of squares) is
-   dropped, unless that would leave a budget with fewer than :data:`MIN_SIZES` sizes (then it is
-   kept, the rule stops and says why); refit and repeat.
+   dropped, unless that would leave a budget with fewer than :data:`MIN_SIZES` sizes, or would move
+   a budget's parabola vertex to the edge of its remaining sizes (``edge``, as
+   :func:`ditscale.laws.isoflop.fit_isoflop` flags it, where it was not before): then it is kept, the
+   rule stops and says why; else refit and repeat.
+
+The edge guard is what the quickstart taught: its width-48 rung is the smallest size of its 9
+smallest budgets, and without it 6 of their 11 optima fall below the remaining sizes (extrapolated
+vertices, N* down to 5.3e4 against 1e5 for the smallest size left); every form's backtest error
+then grew at every distance (docs/laws.md). A rung that is off and also brackets the optimum cannot
+be mended by dropping it: train a size in its place.
 
 The largest |t|, not the largest mean residual, picks the size: a cliff at the small end bends the
 parabolas so much that its neighbour's mean residual can be the larger one (the quickstart's width
@@ -26,8 +34,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import warnings
+
 import numpy as np
 
+from ditscale.laws.isoflop import fit_isoflop
 from ditscale.laws.residuals import P_THRESHOLD, ResidualStructure, residual_structure, size_offsets
 from ditscale.laws.runs import Runs
 
@@ -41,7 +52,8 @@ RUNG_RULE = (
     "parabolas, two-sided t-test, p times the number of sizes tested); a size qualifies when it is in >= 3 "
     "budgets, on its offset's side of the parabolas at >= 80% of them and its adjusted p < 0.01; drop the "
     "qualifying size with the largest |t| from every budget and refit, unless a budget would keep fewer than "
-    "4 sizes (then keep it and stop); stop when no size qualifies"
+    "4 sizes or a budget's parabola vertex would move to the edge of its remaining sizes (then keep it and "
+    "stop); stop when no size qualifies"
 )
 
 
@@ -133,14 +145,15 @@ def drop_sizes(runs: Runs, params: Iterable[float]) -> Runs:
     return runs.take(~np.isin(_size_key(runs.params), gone)) if len(gone) else runs
 
 
-def rung_rule(runs: Runs, budget_rtol: float = 0.1) -> RungRule:
-    """The off rungs of ``runs`` by :data:`RUNG_RULE` (module doc), decided from ``runs`` alone."""
+def rung_rule(runs: Runs, budget_rtol: float = 0.1, edge_margin: float = 0.05) -> RungRule:
+    """The off rungs of ``runs`` by :data:`RUNG_RULE` (module doc), decided from ``runs`` alone
+    (``edge_margin``: :func:`~ditscale.laws.isoflop.fit_isoflop`'s, for the edge guard)."""
     fitted_max = float(runs.budgets(budget_rtol)[1][-1])
     steps, dropped = [], []
     while True:
         structure = residual_structure(runs, budget_rtol)
         tests = _tests(runs, structure, budget_rtol)
-        stopped, worst = _verdict(runs, structure, tests, budget_rtol)
+        stopped, worst = _verdict(runs, structure, tests, budget_rtol, edge_margin)
         steps.append(RungStep(structure.statistic, structure.dof, structure.p_value, tests, worst))
         if worst is None:
             return RungRule(RUNG_RULE, fitted_max, tuple(steps), tuple(dropped), stopped)
@@ -161,7 +174,7 @@ def _tests(runs: Runs, structure: ResidualStructure, budget_rtol: float) -> tupl
 
 
 def _verdict(
-    runs: Runs, structure: ResidualStructure, tests: tuple[RungTest, ...], budget_rtol: float
+    runs: Runs, structure: ResidualStructure, tests: tuple[RungTest, ...], budget_rtol: float, edge_margin: float
 ) -> tuple[str, float | None]:
     """``(why the rule stops, None)`` or ``("", the size to drop)``."""
     if structure.p_value is None:
@@ -184,4 +197,22 @@ def _verdict(
             f"N = {worst.params:.4g} qualifies (t = {worst.t:.3g}) but dropping it would leave {len(short)} "
             f"budget(s) (from {short[0]:.3g} FLOPs) fewer than {MIN_SIZES} sizes: kept"
         ), None
+    edged = _new_edges(runs, drop_sizes(runs, [worst.params]), budget_rtol, edge_margin)
+    if edged:
+        return (
+            f"N = {worst.params:.4g} qualifies (t = {worst.t:.3g}) but without it {len(edged)} budget(s) (from "
+            f"{edged[0]:.3g} FLOPs) would have their optimum at the edge of the sizes left: kept (train a size "
+            f"in its place)"
+        ), None
     return "", worst.params
+
+
+def _new_edges(before: Runs, after: Runs, budget_rtol: float, edge_margin: float) -> list[float]:
+    """The budgets (FLOPs) whose parabola vertex is at the edge of its sizes in ``after`` but not in ``before``."""
+    with warnings.catch_warnings():  # the fits' own warnings belong to the study's fit, not to this guard
+        warnings.simplefilter("ignore")
+        edges = [
+            {b.flops for b in fit_isoflop(r, edge_margin=edge_margin, budget_rtol=budget_rtol).budgets if b.edge}
+            for r in (before, after)
+        ]
+    return sorted(edges[1] - edges[0])

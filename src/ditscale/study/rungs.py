@@ -23,7 +23,7 @@ def rungs_of_record(runs: Runs, holdout: int, cfg: FitConfig) -> tuple[Runs, Run
     if cfg.off_rungs == "keep":
         return runs, None
     fitted = holdout_split(runs, holdout, cfg.budget_rtol)[0] if holdout >= 1 else runs
-    rule = rung_rule(fitted, cfg.budget_rtol)
+    rule = rung_rule(fitted, cfg.budget_rtol, cfg.edge_margin)
     return rule.apply(runs), rule
 
 
@@ -32,7 +32,7 @@ def refit_rungs(fitted: Runs, cfg: FitConfig) -> tuple[Runs, RungRule | None]:
     the rule; ``(fitted, None)`` under "keep"."""
     if cfg.off_rungs == "keep":
         return fitted, None
-    rule = rung_rule(fitted, cfg.budget_rtol)
+    rule = rung_rule(fitted, cfg.budget_rtol, cfg.edge_margin)
     return rule.apply(fitted), rule
 
 
