@@ -20,6 +20,7 @@ from ditscale.laws.predict import holdout_split
 from ditscale.laws.results import LawsSummary, RungRuleSummary
 from ditscale.laws.rungs import MIN_SIZES, RUNG_RULE, drop_sizes, rung_rule
 from ditscale.laws.simulate import QUICKSTART_FLOPS, QUICKSTART_LAW
+from ditscale.report.html import _rung_section
 from ditscale.study import load_spec
 from ditscale.study.analyze import fit_study
 from ditscale.study.folder import StudyFolder
@@ -165,5 +166,6 @@ def test_a_study_fits_without_the_off_rungs_and_laws_json_records_the_rule(tmp_p
     assert keep.structure.p_value < 1e-6 and len(study.fit.budgets) == len(keep.fit.budgets) == 11
     truth = QUICKSTART_LAW.n_opt_exponent
     assert abs(study.fit.params_law.exponent - truth) < abs(keep.fit.params_law.exponent - truth) / 3
+    assert "left out N = 2e+05; the F-test passes" in _rung_section(rung_summary(study.rungs))[0]  # the report's line
     old = LawsSummary.read(QUICKSTART / "laws.json")
     assert old.rung_rule is None and old.extrapolation_rung_rules is None and "rung_rule" not in old.to_dict()

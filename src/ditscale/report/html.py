@@ -22,6 +22,7 @@ from ditscale.laws.results import (
     PredictionSummary,
     QualitySummary,
     ResidualStructureSummary,
+    RungRuleSummary,
 )
 
 
@@ -84,6 +85,7 @@ def render_html(laws: "dict | LawsSummary", figures: list[tuple[Path, str]], *, 
     parts += _budgets_section(view.budgets)
     parts += _checks_section(view.checks)
     parts += _residual_section(view.residual_structure)
+    parts += _rung_section(view.rung_rule)
     parts += _noise_section(view.noise)
     parts += _other_fits_section(view)
     parts += _footer(view)
@@ -433,6 +435,17 @@ def _residual_section(rs: ResidualStructureSummary | None) -> list[str]:
         f"(warns below {_num(rs.threshold, 'g')}).</p>"
     )
     return [head, verdict, _table(["N (params)", "budgets", "mean log-loss residual", "above its parabola"], rows)]
+
+
+def _rung_section(rule: RungRuleSummary | None) -> list[str]:
+    """Under ``laws.off_rungs: drop``: which rungs the rule left out of every fit, and why it stopped."""
+    if rule is None:
+        return []
+    left = ", ".join(_num(p, ".4g") for p in rule.dropped) or "none"
+    return [
+        f"<p>Off rungs (<code>laws.off_rungs: drop</code>, decided on the budgets up to "
+        f"{_num(rule.fitted_max_flops, '.3g')} FLOPs): left out N = {left}; {html.escape(rule.stopped)}.</p>"
+    ]
 
 
 def _noise_section(noise: NoiseSummary) -> list[str]:
