@@ -22,7 +22,7 @@ from ditscale.laws.rungs import MIN_SIZES, RUNG_RULE, drop_sizes, rung_rule
 from ditscale.laws.simulate import QUICKSTART_FLOPS, QUICKSTART_LAW
 from ditscale.report.html import _rung_section
 from ditscale.study import load_spec
-from ditscale.study.analyze import fit_study
+from ditscale.study.analyze import extrapolation_study, fit_study
 from ditscale.study.folder import StudyFolder
 from ditscale.study.rungs import refit_rungs, rung_summary, rungs_of_record
 
@@ -169,3 +169,25 @@ def test_a_study_fits_without_the_off_rungs_and_laws_json_records_the_rule(tmp_p
     assert "left out N = 2e+05; the F-test passes" in _rung_section(rung_summary(study.rungs))[0]  # the report's line
     old = LawsSummary.read(QUICKSTART / "laws.json")
     assert old.rung_rule is None and old.extrapolation_rung_rules is None and "rung_rule" not in old.to_dict()
+
+
+def test_every_extrapolation_refit_decides_on_its_own_budgets(tmp_path):
+    """The study's rule ignores its held-out budget (its losses x0.9 or x1.1: the same rule), and each
+    refit of the backtests at every distance records the rule of its own fitted budgets."""
+    folder = StudyFolder(tmp_path)
+    folder.create()
+    spec = load_spec("quickstart", ["laws.off_rungs=drop", "laws.bootstrap=0"])
+    folder.write_spec(spec)
+    runs = ladder_sweep(1, off=OFF)
+    write_sweep(folder, runs)
+    study = fit_study(tmp_path, spec)
+    for factor in (0.9, 1.1):
+        write_sweep(folder, scaled(runs, runs.budget == runs.budget.max(), factor))
+        assert fit_study(tmp_path, spec).rungs == study.rungs
+    write_sweep(folder, runs)
+    ext = extrapolation_study(study)
+    budgets = np.unique(runs.budget)
+    assert [r.fitted_max_flops for r in ext.rung_rules] == list(budgets[-2:3:-1])  # K = 1 .. 6
+    assert all(r.dropped == (OFF,) for r in ext.rung_rules) and ext.rung_rules[0] == study.rungs
+    for k, rule in enumerate(ext.rung_rules, start=1):
+        assert rule == refit_rungs(holdout_split(runs, k)[0], DROP)[1]
