@@ -23,7 +23,8 @@ and drifting grids, near-duplicate sizes, outliers), ``bootstrap``, ``fit`` (:cl
 :func:`fit_runs`), ``predict`` (with the backtest), ``compare``, ``noise`` (seed vs parabola
 scatter), ``residuals`` (does a model size sit off its parabolas at every budget), ``draws``
 (bootstrap draws stored and reused by key), ``results`` (the typed laws.json schema), ``extrapolation``
-(backtest error by distance), ``simulate`` (sweeps of a known L(N, D), for the intervals' coverage).
+(backtest error by distance), ``simulate`` (sweeps of a known L(N, D), for the intervals' coverage),
+``rungs`` (the rule that leaves out a size sitting off its parabolas at every budget).
 """
 
 from __future__ import annotations
