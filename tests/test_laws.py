@@ -274,6 +274,27 @@ def test_isoflop_flags_edge_and_degenerate_budgets():
     assert excluded.params_law.exponent == pytest.approx(fit_isoflop(runs).params_law.exponent, abs=1e-12)
 
 
+def test_isoflop_exclude_edge_allocation_keeps_edge_budgets_in_the_loss_laws():
+    # A budget whose models are all too small: its N* is the parabola's extrapolation, its L* is near
+    # its best run. "allocation" leaves it out of the N_opt and D_opt laws only.
+    runs = isoflop_grid(noise=0.01)
+    c = 3e20
+    n = analytic_n_opt(c) * np.exp(np.linspace(-2.0, -0.5, 5))
+    edge = Runs(c * np.ones(5), n, c / (6 * n), law_loss(n, c / (6 * n)))
+    both = Runs(*(np.concatenate([getattr(r, f) for r in (runs, edge)]) for f in ("flops", "params", "tokens", "loss")))
+    with pytest.warns(FitWarning, match="3e\\+20 FLOPs: optimum"):
+        kept, dropped, alloc = (fit_isoflop(both, exclude_edge=x) for x in (False, True, "allocation"))
+    assert alloc.budgets[-1].edge and alloc.budgets[-1].loss_opt >= kept.budgets[-1].loss_opt * (1 - 1e-12)
+    for law in ("params_law", "tokens_law"):
+        assert getattr(alloc, law) == getattr(dropped, law) and getattr(alloc, law) != getattr(kept, law)
+    assert alloc.loss_law == kept.loss_law != dropped.loss_law
+    assert alloc.loss_law_saturating == kept.loss_law_saturating
+    boot = bootstrap(both, alloc, 50, seed=0)
+    assert boot.samples["loss_law.exponent"].std() > 0 and np.isfinite(boot.samples["params_law.exponent"]).all()
+    with pytest.raises(ConfigError, match="exclude_edge must be false, true or allocation"):
+        FitConfig(exclude_edge="params")
+
+
 def test_isoflop_robust_equals_least_squares_on_clean_parabolas():
     # Data that are exactly parabolas in log N: the Huber fit has zero residuals and equals OLS.
     rows = []

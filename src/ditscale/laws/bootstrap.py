@@ -57,7 +57,7 @@ import numpy as np
 from ditscale.errors import DataError
 from ditscale.laws.compute_laws import LAW_FIELDS
 from ditscale.laws.envelope import fit_envelope
-from ditscale.laws.isoflop import budget_optima, fit_log_n_parabola, inside_grid, laws_from_optima
+from ditscale.laws.isoflop import budget_optima, edge_masks, fit_log_n_parabola, inside_grid, laws_from_optima
 from ditscale.laws.noise import log_loss_noise
 from ditscale.laws.parametric import fit_parametric, one_blas_thread
 from ditscale.laws.powerlaw import FitWarning, fit_saturating
@@ -202,17 +202,18 @@ def _laws_of_optima(fit, budget_flops: np.ndarray, opt: dict[str, np.ndarray]):
     """``(samples, failed)``: the compute laws refitted to each resample's budget optima ``opt`` (arrays
     ``(n, n_budgets)``, :func:`budget_optima`), edge budgets left out as the point fit left them out."""
     opts, n = fit.options, opt["log_n"].shape[0]
-    use = np.isfinite(opt["log_n"])
-    if opts["exclude_edge"]:
-        for b, point in enumerate(fit.budgets):
-            lo, hi = np.log(point.params_range)
-            use[:, b] &= inside_grid(opt["log_n"][:, b], lo, hi, opts["edge_margin"])
-    samples = laws_from_optima(budget_flops, opt, use)
+    usable = np.isfinite(opt["log_n"])
+    edge = np.zeros_like(usable)
+    for b, point in enumerate(fit.budgets):
+        lo, hi = np.log(point.params_range)
+        edge[:, b] = usable[:, b] & ~inside_grid(opt["log_n"][:, b], lo, hi, opts["edge_margin"])
+    use, use_loss = edge_masks(usable, edge, opts["exclude_edge"])
+    samples = laws_from_optima(budget_flops, opt, use, use_loss)
     sat = np.full((n, 3), np.nan)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FitWarning)
         for i in range(n):
-            ok = use[i] & np.isfinite(opt["loss"][i]) & (opt["loss"][i] > 0)
+            ok = use_loss[i] & np.isfinite(opt["loss"][i]) & (opt["loss"][i] > 0)
             law = (
                 fit_saturating(budget_flops[ok], opt["loss"][i, ok], start=fit.loss_law_saturating)
                 if fit.loss_law_saturating is not None
@@ -255,7 +256,7 @@ def _budget_scatter(runs: Runs, fit, label: np.ndarray, opt: dict[str, np.ndarra
     does not hold exactly, budgets that differ beyond their runs' noise), is added to every budget's
     log N* as independent normal draws, and moves log D* along the budget's own log D-log N line (-1
     with ``tokens="6nd"``)."""
-    use = np.array([not (p.degenerate or (fit.options["exclude_edge"] and p.edge)) for p in fit.budgets])
+    use = np.array([not (p.degenerate or (fit.options["exclude_edge"] and p.edge)) for p in fit.budgets])  # N_opt's
     if use.sum() < 3:
         return
     log_c = np.log([p.flops for p in fit.budgets])

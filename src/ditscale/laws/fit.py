@@ -15,7 +15,7 @@ from ditscale.laws.bootstrap import KINDS as BOOTSTRAP_KINDS, bootstrap
 from ditscale.laws.checks import duplicate_points
 from ditscale.laws.draws import DrawStore
 from ditscale.laws.envelope import fit_envelope
-from ditscale.laws.isoflop import fit_isoflop
+from ditscale.laws.isoflop import EXCLUDE_EDGE, fit_isoflop
 from ditscale.laws.parametric import METHODS as PARAMETRIC_METHODS, fit_parametric
 from ditscale.laws.powerlaw import FitWarning
 from ditscale.laws.rungs import OFF_RUNGS
@@ -76,7 +76,7 @@ class FitConfig:
     robust: bool = False
     tokens: str = "interpolate"
     edge_margin: float = 0.05
-    exclude_edge: bool = False
+    exclude_edge: bool | str = False
     budget_rtol: float = 0.1
     bins_per_decade: int = 8
     min_runs_per_bin: int = 2
@@ -101,6 +101,8 @@ class FitConfig:
                 f"loss_law must be one of {', '.join(LOSS_LAWS)}, got {self.loss_law!r}; "
                 "or auto (chosen by a backtest inside the fitted budgets)"
             )
+        if self.exclude_edge not in EXCLUDE_EDGE:
+            raise ConfigError(f"exclude_edge must be false, true or allocation, got {self.exclude_edge!r}")
         if self.off_rungs not in OFF_RUNGS:
             raise ConfigError(f"off_rungs must be one of {', '.join(OFF_RUNGS)}, got {self.off_rungs!r}")
         if self.bootstrap_kind not in BOOTSTRAP_KINDS:

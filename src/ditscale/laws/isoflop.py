@@ -12,7 +12,10 @@ A budget is flagged ``edge`` when N* lies outside, or within ``edge_margin`` (a 
 budget's log-N span) of the edge of, the budget's N range, and ``degenerate`` when the parabola does
 not open upwards (c2 <= 0); both warn. Degenerate budgets are left out of the power laws
 ``N_opt = a C^b``, ``D_opt = c C^d``, ``L_opt = e C^f`` (least squares in log-log) and of the
-saturating ``L = E + k C^-gamma``; edge budgets are kept unless ``exclude_edge``.
+saturating ``L = E + k C^-gamma``; edge budgets are kept unless ``exclude_edge``: ``True`` leaves them
+out of every law, ``"allocation"`` out of the N_opt and D_opt laws only (an edge budget's N* is its
+parabola's extrapolation beyond the runs, but its L* stays within reach of its best run, so the loss
+laws keep it: :func:`edge_masks`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from ditscale.laws.compute_laws import ComputeLaws
 from ditscale.laws.powerlaw import FitWarning, PowerLaw, fit_saturating, loglog_fit
 from ditscale.laws.runs import Runs
 
+EXCLUDE_EDGE = (False, True, "allocation")  # exclude_edge: keep edge budgets, leave them out of every law, or
+# out of the N_opt and D_opt laws only
 HUBER_K = 1.345  # Huber threshold in robust standard deviations (95% efficiency under normal noise)
 
 
@@ -221,15 +226,27 @@ def budget_optima(
     return out
 
 
-def laws_from_optima(budget_flops: np.ndarray, optima: dict[str, np.ndarray], use: np.ndarray) -> dict[str, np.ndarray]:
-    """Batched log-log fits of N*, D*, L* against budget FLOPs over the budgets where ``use`` is True."""
+def edge_masks(usable: np.ndarray, edge: np.ndarray, exclude_edge: bool | str) -> tuple[np.ndarray, np.ndarray]:
+    """``(allocation, loss)``: the budgets the N_opt / D_opt laws and the L_opt laws fit, from the
+    ``usable`` optima (finite, convex) and the ``edge`` flags, per ``exclude_edge`` (module doc)."""
+    allocation = usable & ~edge if exclude_edge else usable
+    return allocation, (allocation if exclude_edge is True else usable)
+
+
+def laws_from_optima(
+    budget_flops: np.ndarray, optima: dict[str, np.ndarray], use: np.ndarray, use_loss: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """Batched log-log fits of N*, D*, L* against budget FLOPs over the budgets where ``use`` is True
+    (the L* law over ``use_loss`` when given, :func:`edge_masks`)."""
     log_c = np.log(budget_flops)
     with np.errstate(invalid="ignore", divide="ignore"):
         log_l = np.log(optima["loss"])
     use = use & np.isfinite(optima["log_n"]) & np.isfinite(log_l)
+    use_loss = use if use_loss is None else use_loss & np.isfinite(optima["log_n"]) & np.isfinite(log_l)
     out = {}
     for law, log_y in (("params_law", optima["log_n"]), ("tokens_law", optima["log_d"]), ("loss_law", log_l)):
-        intercept, slope = loglog_fit(log_c, np.where(use, log_y, 0.0), use.astype(np.float64))
+        mask = use_loss if law == "loss_law" else use
+        intercept, slope = loglog_fit(log_c, np.where(mask, log_y, 0.0), mask.astype(np.float64))
         out[f"{law}.coefficient"], out[f"{law}.exponent"] = np.exp(intercept), slope
     return out
 
@@ -251,7 +268,7 @@ def fit_isoflop(
     robust: bool = False,
     tokens: str = "interpolate",
     edge_margin: float = 0.05,
-    exclude_edge: bool = False,
+    exclude_edge: bool | str = False,
     budget_rtol: float = 0.1,
 ) -> IsoflopFit:
     """Approach 2: fit isoFLOP parabolas per budget and compute laws across budgets (see module doc).
@@ -262,7 +279,8 @@ def fit_isoflop(
         robust: Huber M-estimate parabolas instead of least squares.
         tokens: ``"interpolate"`` (D* from the runs' own log D vs log N) or ``"6nd"`` (D* = C / 6N*).
         edge_margin: flag N* within this fraction of the log-N span of a budget's smallest or largest N.
-        exclude_edge: leave edge budgets out of the power laws (they are always reported).
+        exclude_edge: leave edge budgets out of the power laws (they are always reported): ``True``
+            out of every law, ``"allocation"`` out of the N_opt and D_opt laws only.
 
     Returns an :class:`IsoflopFit` with N* in parameters, D* in tokens, budgets in FLOPs.
     """
@@ -307,14 +325,15 @@ def fit_isoflop(
                 (float(np.exp(lo)), float(np.exp(hi))),
             )
         )
-    use = np.array([not (b.degenerate or (exclude_edge and b.edge)) and b.loss_opt > 0 for b in budgets])
+    usable = np.array([not b.degenerate and b.loss_opt > 0 for b in budgets])
+    use, use_loss = edge_masks(usable, np.array([b.edge for b in budgets]), exclude_edge)
     if use.sum() < 2:
         raise DataError(
             f"only {int(use.sum())} budget(s) have a usable optimum; the laws need at least 2: add budgets "
             "or runs around each budget's optimum"
         )
-    v = {k: float(x[0]) for k, x in laws_from_optima(budget_flops, opt, use[None, :]).items()}
-    saturating = fit_saturating(budget_flops[use], opt["loss"][0, use])
+    v = {k: float(x[0]) for k, x in laws_from_optima(budget_flops, opt, use[None, :], use_loss[None, :]).items()}
+    saturating = fit_saturating(budget_flops[use_loss], opt["loss"][0, use_loss])
     options = {
         "robust": robust,
         "tokens": tokens,
