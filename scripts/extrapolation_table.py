@@ -31,14 +31,21 @@ def cell(e: FactorError | None) -> str:
 
 
 def record_cell(rows: list[ExtrapolationRow]) -> str:
-    """The law of record's rows at one distance: their forms, median error and the N_opt interval hits."""
+    """The law of record's rows at one distance: their forms, the median and range of the L* error,
+    its 90%-interval and 2% hits, and the N_opt interval hits."""
     if not rows:
         return "-"
     forms = "/".join(dict.fromkeys(r.form for r in rows))
-    median = statistics.median(r.relative_error for r in rows)
+    errors = [r.relative_error for r in rows]
+    spread = "" if len(rows) == 1 else f" [{100 * min(errors):+.1f}, {100 * max(errors):+.1f}]"
+    hits = sum(r.within_ci90 is True for r in rows)
+    within = sum(abs(e) <= 0.02 for e in errors)
     n_hits = sum(r.n_opt_within_ci90 is True for r in rows)
     n_known = sum(r.n_opt_within_ci90 is not None for r in rows)
-    return f"{forms} median {100 * median:+.1f}%, N_opt {n_hits}/{n_known} in 90%"
+    return (
+        f"{forms} {100 * statistics.median(errors):+.1f}%{spread}, {hits}/{len(rows)} in 90%, "
+        f"{within}/{len(rows)} within 2%; N_opt {n_hits}/{n_known} in 90%"
+    )
 
 
 def table(laws: LawsSummary) -> str:

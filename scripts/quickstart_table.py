@@ -1,24 +1,31 @@
 """The README's table of quickstart results, rendered from a finished study's laws.json.
 
 The numbers the README and docs/studies.md quote are never typed by hand: this script writes the
-summary table between the markers ``<!-- quickstart-table -->`` and ``<!-- /quickstart-table -->``
-and the details (fitted laws, noise, checks, the prediction) between ``<!-- quickstart-details -->``
-and ``<!-- /quickstart-details -->``, and ``tests/test_docs_numbers.py`` checks that both files'
-blocks equal what it renders from the committed study (``tests/data/studies/quickstart/laws.json``)::
+summary table between the markers ``<!-- quickstart-table -->`` and ``<!-- /quickstart-table -->``,
+the details (fitted laws, noise, checks, the prediction) between ``<!-- quickstart-details -->``
+and ``<!-- /quickstart-details -->``, the backtests at every distance (``scripts/extrapolation_table.py``)
+in ``<!-- quickstart-extrapolation -->`` and, when the study was verified (``verify.json`` beside
+laws.json or in its ``verify/`` folder, with ``predict.json``, ``study predict --flops C --json`` at the
+same C, for every form's prediction), the verification in ``<!-- quickstart-verify -->``; and
+``tests/test_docs_numbers.py`` checks that the files' blocks equal what it renders from the committed
+study (``tests/data/studies/quickstart/``)::
 
-    python scripts/quickstart_table.py runs/quickstart/laws.json              # print the table
+    python scripts/quickstart_table.py runs/quickstart/laws.json              # print the blocks
     python scripts/quickstart_table.py runs/quickstart/laws.json --write README.md docs/studies.md
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import json
+import math
 import re
 from pathlib import Path
 
-from ditscale.laws.results import LawsSummary
+from ditscale.laws.results import LawsSummary, PredictionSummary
 
-BLOCKS = ("quickstart-table", "quickstart-details")
+BLOCKS = ("quickstart-table", "quickstart-details", "quickstart-extrapolation", "quickstart-verify")
 
 
 # -- formatting -----------------------------------------------------------------------------------
@@ -234,6 +241,75 @@ def facts(laws: LawsSummary) -> list[str]:
     return out
 
 
+def extrapolation(laws: LawsSummary) -> str:
+    """The backtests at every distance (``scripts/extrapolation_table.py``'s table)."""
+    path = Path(__file__).with_name("extrapolation_table.py")
+    spec = importlib.util.spec_from_file_location("extrapolation_table", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.table(laws)
+
+
+def verify(found: dict | None) -> str:
+    """The verification of the prediction (``study verify --json``, ``found["verify"]``): each trained
+    size against the loss law of record, and every form's prediction at the same C
+    (``found["predict"]``, ``study predict --json``)."""
+    if not found:
+        return "not verified yet (no verify.json beside laws.json)"
+    v, pred = found["verify"], found.get("predict")
+    ci = v["predicted_ci90"]
+    lines = [
+        f"`ditscale study verify DIR --flops {g(v['flops'])} --sizes {len(v['sizes'])}` "
+        f"({v['factor']:.0f}x the largest budget): predicted N_opt {g(v['predicted_n_opt'])} "
+        f"[{g(v['predicted_n_opt_ci90'][0])}, {g(v['predicted_n_opt_ci90'][1])}], L_opt "
+        f"{v['predicted_loss']:.4f} [{ci[0]:.4f}, {ci[1]:.4f}] ({FORM_NAMES[v['loss_law']]}, the law of record).",
+        "",
+        "| model | role | non-embedding params | steps | val loss | vs the predicted L_opt |",
+        "|---|---|---|---|---|---|",
+    ]
+    for size in v["sizes"]:
+        err = (v["predicted_loss"] - size["loss"]) / size["loss"]
+        best = " (best)" if size["params"] == v["best_params"] else ""
+        lines.append(
+            f"| {size['name']} | {size['role']} | {size['params']:,} | {size['steps']:,} | "
+            f"**{size['loss']:.4f}**{best} | {pct(err)} |"
+        )
+    verdict = "inside" if v["within_ci90"] else "outside"
+    lines += [
+        "",
+        f"- law of record: **{pct(v['relative_error'])}** against the model nearest N_opt, {verdict} its 90% interval",
+    ]
+    if pred:
+        p = PredictionSummary.from_dict(pred)
+        forms = []
+        for f in p.forms or ():
+            lo, hi = f.loss_opt.ci90 or (math.nan, math.nan)
+            err = (f.loss_opt.value - v["actual_loss"]) / v["actual_loss"]
+            forms.append(f"{FORM_NAMES[f.form]} {f.loss_opt.value:.4f} [{lo:.4f}, {hi:.4f}] {pct(err)}")
+        lines.append("- every form at the same C (`study predict`): " + "; ".join(forms))
+    if v.get("within_seed_noise") is not None:
+        lines.append(
+            f"- best of the {len(v['sizes'])}: {g(v['best_params'])} parameters; the predicted size's loss is "
+            f"{100 * v['n_opt_gap']:.1f}% (log) above the best, "
+            f"{'within' if v['within_seed_noise'] else 'beyond'} seed noise (90% band of two runs: "
+            f"{100 * 1.645 * math.sqrt(2) * v['seed_spread']:.1f}%)"
+        )
+    return "\n".join(lines)
+
+
+def verification_files(laws_path: str | Path) -> dict | None:
+    """``{"verify": ..., "predict": ...}`` beside ``laws_path`` (a committed study) or in its study
+    folder's ``verify/``; None when the study was not verified."""
+    here = Path(laws_path).parent
+    for folder in (here, here / "verify"):
+        if (folder / "verify.json").is_file():
+            out = {"verify": json.loads((folder / "verify.json").read_text())}
+            if (folder / "predict.json").is_file():
+                out["predict"] = json.loads((folder / "predict.json").read_text())
+            return out
+    return None
+
+
 def replace_block(text: str, name: str, body: str, where: str) -> str:
     """``text`` with its ``<!-- name -->`` ... ``<!-- /name -->`` block's body replaced by ``body``."""
     start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
@@ -244,10 +320,16 @@ def replace_block(text: str, name: str, body: str, where: str) -> str:
     return f"{head}{start}\n{body}\n{end}{tail}"
 
 
-def rendered(laws: dict | LawsSummary) -> dict[str, str]:
-    """Each block's body: ``{"quickstart-table": ..., "quickstart-details": ...}`` (``laws``: its record or dict)."""
+def rendered(laws: dict | LawsSummary, verified: dict | None = None) -> dict[str, str]:
+    """Each block's body by name (:data:`BLOCKS`; ``laws``: its record or dict; ``verified``:
+    :func:`verification_files`)."""
     laws = LawsSummary.of(laws)
-    return {"quickstart-table": render(laws), "quickstart-details": details(laws)}
+    return {
+        "quickstart-table": render(laws),
+        "quickstart-details": details(laws),
+        "quickstart-extrapolation": extrapolation(laws),
+        "quickstart-verify": verify(verified),
+    }
 
 
 def main() -> None:
@@ -261,7 +343,7 @@ def main() -> None:
         help="rewrite the blocks that FILE(s) hold (README.md, docs/studies.md)",
     )
     args = parser.parse_args()
-    bodies = rendered(LawsSummary.read(args.laws))
+    bodies = rendered(LawsSummary.read(args.laws), verification_files(args.laws))
     for name in args.write:
         path = Path(name)
         text = path.read_text()
