@@ -22,11 +22,17 @@ def _script(name: str = "quickstart_table"):
 
 @pytest.mark.parametrize(
     "doc, blocks",
-    [("README.md", ["quickstart-table"]), ("docs/studies.md", ["quickstart-table", "quickstart-details"])],
+    [
+        ("README.md", ["quickstart-table", "quickstart-extrapolation"]),
+        (
+            "docs/studies.md",
+            ["quickstart-table", "quickstart-details", "quickstart-extrapolation", "quickstart-verify"],
+        ),
+    ],
 )
 def test_docs_quote_the_committed_study(doc, blocks):
     table = _script()
-    bodies = table.rendered(json.loads(LAWS.read_text()))
+    bodies = table.rendered(json.loads(LAWS.read_text()), table.verification_files(LAWS))
     text = (ROOT / doc).read_text()
     for name in blocks:
         assert table.replace_block(text, name, bodies[name], doc) == text, (
@@ -42,13 +48,21 @@ def test_the_table_reads_what_the_study_measured():
     assert f"**{100 * laws['backtest'][0]['relative_error']:+.2f}%**" in text
     assert f"`study_mfu` **{laws['compute']['study_mfu']:.2f}**" in text
     assert table.g(174719.3) == "1.75e5" and table.minutes(551) == "9 min 11 s"
+    found = table.verification_files(LAWS)
+    v = found["verify"]
+    text = table.verify(found)
+    assert f"**{100 * v['relative_error']:+.2f}%**" in text and f"**{v['actual_loss']:.4f}**" in text
+    assert text.count("| d2-w") == len(v["sizes"]) == 3 and "(best)" in text
+    assert "saturating law" in text and "isoFLOP power law" in text  # every form at the same C
+    assert table.verify(None).startswith("not verified yet")
 
 
 def test_the_trunk_bootstrap_figures_docs_quote(monkeypatch, capsys):
-    """docs/studies.md's run-level vs trunk-level bootstrap of the quickstart (scripts/trunk_bootstrap.py,
-    seed 0): trunk resampling narrows the N_opt exponent's interval."""
+    """docs/studies.md's run-level vs trunk-level bootstrap of the previous preset's study (p2,
+    scripts/trunk_bootstrap.py, seed 0): trunk resampling narrows the N_opt exponent's interval."""
     script = _script("trunk_bootstrap")
-    monkeypatch.setattr("sys.argv", ["trunk_bootstrap.py", str(LAWS.with_name("runs.csv"))])
+    runs = ROOT / "tests" / "data" / "studies" / "quickstart-p2" / "runs.csv"  # the previous preset's study
+    monkeypatch.setattr("sys.argv", ["trunk_bootstrap.py", str(runs)])
     script.main()
     out = capsys.readouterr().out
     assert "params_law.exponent      run-level (seed 0): [0.099, 0.343]" in out

@@ -24,7 +24,7 @@ from ditscale.study import load_spec
 from ditscale.study.analyze import analyze_study, backtest_study, extrapolation_study, fit_study
 from ditscale.study.folder import StudyFolder
 
-DATA = Path(__file__).parent / "data" / "studies" / "quickstart"
+DATA = Path(__file__).parent / "data" / "studies" / "quickstart-p2"
 HELD_OUT = 5.12e12  # the quickstart's largest budget: its backtest of record holds it out
 
 
@@ -32,7 +32,7 @@ def make_study(out: Path, scale: float = 1.0, budget: float = HELD_OUT, override
     """A study folder of the quickstart's runs (20 resamples), the losses of ``budget`` times ``scale``."""
     folder = StudyFolder(out)
     folder.create()
-    folder.write_spec(load_spec("quickstart", ["laws.bootstrap=20", *overrides]))
+    folder.write_spec(load_spec(str(DATA / "spec.yaml"), ["laws.bootstrap=20", *overrides]))
     with open(DATA / "runs.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     for row in rows:
@@ -80,7 +80,7 @@ def test_every_refit_predicts_every_held_out_budget_by_every_form(study):
 def test_the_farthest_rows_equal_the_fit_commands_backtest(study):
     """K = 6's power-law rows are `ditscale fit isoflop runs.csv --backtest 6`'s (one home for the math)."""
     out, laws = study
-    cfg = load_spec("quickstart").laws
+    cfg = load_spec(str(DATA / "spec.yaml")).laws
     rows = backtest(StudyFolder(out).read_runs(), 6, "isoflop", **cfg.fit_options())
     mine = [r for r in laws.extrapolation if r.form == "power" and r.fitted_max_flops == 6.4e11]
     assert [r.relative_error for r in mine] == pytest.approx([r.relative_error for r in rows], rel=1e-12)

@@ -208,7 +208,7 @@ def test_loss_bends_on_the_committed_quickstart():
     -0.16 over 32x of compute: the reason it predicts L_opt with Approach 3 (docs/studies.md)."""
     from ditscale.laws import read_runs_csv
 
-    runs = read_runs_csv(Path(__file__).parent / "data" / "studies" / "quickstart" / "runs.csv")
+    runs = read_runs_csv(Path(__file__).parent / "data" / "studies" / "quickstart-p2" / "runs.csv")
     fit, checks = checks_of(runs, loss_law="power")
     bend = loss_bend(fit)
     assert bend.first_exponent == pytest.approx(-0.278, abs=0.002) and bend.last_exponent == pytest.approx(

@@ -34,7 +34,7 @@ from ditscale.laws.runs import runs_from_rows
 
 EPOCH_OBJECTIVE = 1.0182740178006e-3  # tests/test_laws.py: our refit of Epoch AI's Chinchilla data
 S = TRUE["alpha"] + TRUE["beta"]
-QUICKSTART = Path(__file__).parent / "data" / "studies" / "quickstart" / "runs.csv"
+QUICKSTART = Path(__file__).parent / "data" / "studies" / "quickstart-p2" / "runs.csv"
 
 
 def study_runs(seed: int = 1, noise: float = 0.01) -> Runs:

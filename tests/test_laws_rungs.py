@@ -26,7 +26,7 @@ from ditscale.study.analyze import extrapolation_study, fit_study
 from ditscale.study.folder import StudyFolder
 from ditscale.study.rungs import refit_rungs, rung_summary, rungs_of_record
 
-QUICKSTART = Path(__file__).parent / "data" / "studies" / "quickstart"
+QUICKSTART = Path(__file__).parent / "data" / "studies" / "quickstart-p2"
 LADDER = 1e5 * 2 ** (np.arange(-8, 14) / 2)
 OFF = 2e5  # the ladder size every budget trains (11 of 11): the off rung of the tests
 DROP = FitConfig(off_rungs="drop")
@@ -153,7 +153,7 @@ def write_sweep(folder: StudyFolder, runs: Runs) -> None:
 def test_a_study_fits_without_the_off_rungs_and_laws_json_records_the_rule(tmp_path):
     folder = StudyFolder(tmp_path)
     folder.create()
-    spec = load_spec("quickstart", ["laws.off_rungs=drop", "laws.bootstrap=0"])
+    spec = load_spec(str(QUICKSTART / "spec.yaml"), ["laws.off_rungs=drop", "laws.bootstrap=0"])
     folder.write_spec(spec)
     runs = ladder_sweep(0, off=OFF)
     write_sweep(folder, runs)
@@ -176,7 +176,7 @@ def test_every_extrapolation_refit_decides_on_its_own_budgets(tmp_path):
     refit of the backtests at every distance records the rule of its own fitted budgets."""
     folder = StudyFolder(tmp_path)
     folder.create()
-    spec = load_spec("quickstart", ["laws.off_rungs=drop", "laws.bootstrap=0"])
+    spec = load_spec(str(QUICKSTART / "spec.yaml"), ["laws.off_rungs=drop", "laws.bootstrap=0"])
     folder.write_spec(spec)
     runs = ladder_sweep(1, off=OFF)
     write_sweep(folder, runs)

@@ -24,14 +24,14 @@ from ditscale.study import load_spec
 from ditscale.study.analyze import analyze_study, compare_studies, draws_path, predict_study
 from ditscale.study.folder import StudyFolder
 
-DATA = Path(__file__).parent / "data" / "studies" / "quickstart"
+DATA = Path(__file__).parent / "data" / "studies" / "quickstart-p2"
 bootstrap_module = importlib.import_module("ditscale.laws.bootstrap")  # the package's `bootstrap` is the function
 
 
 def make_study(out: Path) -> dict:
     folder = StudyFolder(out)
     folder.create()
-    folder.write_spec(load_spec("quickstart", ["laws.bootstrap=100"]))
+    folder.write_spec(load_spec(str(DATA / "spec.yaml"), ["laws.bootstrap=100"]))
     shutil.copy(DATA / "runs.csv", folder.runs_csv)
     return analyze_study(out, report=False)
 

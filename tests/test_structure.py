@@ -327,7 +327,7 @@ def test_study_plan_runs_without_torch():
     budgets = sorted({r["budget"] for r in plan["runs"]})
     assert len(budgets) == 11 and (budgets[0], budgets[-1]) == (1.6e11, 5.12e12)
     row = next(r for r in plan["runs"] if r["run_id"] == "c1.6e11-d2w64h2-s0")  # a row of the measured study's plan.csv
-    assert (row["params_non_embedding"], row["images"], row["steps"]) == (100096, 3317, 208)
+    assert (row["params_non_embedding"], row["images"], row["steps"]) == (100096, 3317, 415)  # batch 8
 
 
 def test_flops_runs_without_torch():
@@ -413,16 +413,20 @@ QUICKSTART_LAWS = SRC.parent / "tests" / "data" / "studies" / "quickstart" / "la
 
 
 def test_committed_laws_json_round_trips_through_the_schema():
-    """The committed quickstart's laws.json (written before ``schema_version``: version 1) reads into
-    the typed records and writes back key by key, in order, with the version added first."""
+    """The committed quickstart's laws.json reads into the typed records and writes back key by key,
+    in order; so does the previous preset's (quickstart-p2, written before ``schema_version``:
+    version 1), with the version added first."""
     from ditscale.laws.results import SCHEMA_VERSION, LawsSummary
 
-    data = json.loads(QUICKSTART_LAWS.read_text())
-    laws = LawsSummary.read(QUICKSTART_LAWS)
-    out = laws.to_dict()
-    assert list(out)[0] == "schema_version" and out.pop("schema_version") == SCHEMA_VERSION == 1
-    assert out == data and json.dumps(out) == json.dumps(data)
-    assert LawsSummary.from_dict(laws.to_dict()) == laws and LawsSummary.from_dict(data) == laws
+    for path in (QUICKSTART_LAWS, QUICKSTART_LAWS.parents[1] / "quickstart-p2" / "laws.json"):
+        data = json.loads(path.read_text())
+        laws = LawsSummary.read(path)
+        out = laws.to_dict()
+        assert list(out)[0] == "schema_version" and out["schema_version"] == SCHEMA_VERSION == 1
+        if "schema_version" not in data:
+            out.pop("schema_version")
+        assert out == data and json.dumps(out) == json.dumps(data), path
+        assert LawsSummary.from_dict(laws.to_dict()) == laws and LawsSummary.from_dict(data) == laws
 
 
 def test_a_fresh_analysis_round_trips_through_the_schema(tmp_path):
