@@ -24,12 +24,24 @@ DATA = Path(__file__).parent / "data" / "studies" / "quickstart"
 
 @pytest.fixture(scope="module")
 def refit(tmp_path_factory):
-    out = tmp_path_factory.mktemp("quickstart")
-    folder = StudyFolder(out)
-    folder.create()
-    folder.write_spec(load_spec("quickstart"))
-    shutil.copy(DATA / "runs.csv", folder.runs_csv)
-    return analyze_study(out, report=False), json.loads((DATA / "laws.json").read_text())
+    """The committed study folder (spec, plan, runs.csv, wall.json, quality.csv, stored draws, laws.json;
+    no run folders) analysed again as `study report` does."""
+    out = tmp_path_factory.mktemp("quickstart") / "study"
+    shutil.copytree(DATA, out)
+    with pytest.warns(UserWarning, match="60 run\\(s\\) have no folder .* kept as recorded"):
+        laws = analyze_study(out, report=False)
+    assert (out / "runs.csv").read_text() == (DATA / "runs.csv").read_text()  # nothing dropped
+    return laws, json.loads((DATA / "laws.json").read_text())
+
+
+def test_the_committed_study_is_the_presets_and_a_study_folder(refit):
+    """The folder holds the preset's spec, and analysing it again keeps what it cannot recompute
+    without its run and trunk folders (the compute, with a note) and the quality laws."""
+    laws, measured = refit
+    assert StudyFolder(DATA).read_spec() == load_spec("quickstart")
+    assert laws["compute"] == measured["compute"] and laws["quality"] == measured["quality"]
+    assert any(w.startswith("compute kept from") for w in laws["warnings"])
+    assert laws["prediction"] == measured["prediction"]
 
 
 def width(ci: list[float]) -> float:

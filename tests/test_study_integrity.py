@@ -314,6 +314,27 @@ def test_an_edited_loss_in_runs_csv_is_reported_and_rebuilt(synthetic):
     assert (out / "runs.csv").read_text() == text  # rebuilt to the true values
 
 
+def test_runs_without_a_folder_keep_their_rows(synthetic):
+    """A study shipped without its run folders (or a run folder deleted to train it again): runs.csv
+    is those runs' only record, so reading it keeps their rows, with a warning, instead of rebuilding
+    runs.csv without them (old code: it was rewritten empty and the analysis failed). A run whose folder
+    is back is checked against its result.json again."""
+    import shutil
+
+    from ditscale.study.analyze import predict_study
+
+    spec, out = synthetic
+    before, text = predict_study(out, 1e10)["loss_opt"]["value"], (out / "runs.csv").read_text()
+    gone = sorted((out / "runs").iterdir())
+    shutil.move(str(gone[0]), str(out / "moved"))
+    with pytest.warns(UserWarning, match="1 run\\(s\\) have no folder .* kept as recorded"):
+        assert predict_study(out, 1e10)["loss_opt"]["value"] == before
+    shutil.rmtree(out / "runs")
+    with pytest.warns(UserWarning, match=f"{len(gone)} run\\(s\\) have no folder"):
+        assert predict_study(out, 1e10)["loss_opt"]["value"] == before
+    assert (out / "runs.csv").read_text() == text
+
+
 def test_a_truncated_spec_yaml_is_an_error_not_defaults(synthetic, capsys):
     """spec.yaml cut before its laws section: one-line error naming the file (old code: defaults
     filled in the rest and `study predict` answered)."""

@@ -728,6 +728,31 @@ def _compute(folder: StudyFolder, rows: list[dict[str, str]], wall: dict) -> Com
     )
 
 
+def study_compute(
+    folder: StudyFolder, spec: StudySpec, rows: list[dict[str, str]], wall: dict
+) -> tuple[ComputeSummary, str | None]:
+    """``(compute, note)``: :func:`_compute`, unless the study shared trunks and its ``trunks/`` folder
+    is not here (a study shipped as runs.csv and laws.json): then the trained FLOPs cannot be
+    recounted, so the ``compute`` laws.json recorded is kept, with a note saying so (``note`` None
+    otherwise; without a readable record the recount stands, and the note says it is an upper bound)."""
+    computed = _compute(folder, rows, wall)
+    if not spec.share_trunks or any(folder.trunks_dir.glob("*/trunk.json")):
+        return computed, None
+    try:
+        recorded = LawsSummary.read(folder.laws_json).compute
+    except DataError:  # missing or damaged: nothing recorded to keep
+        recorded = None
+    if recorded is None:
+        return (
+            computed,
+            f"{folder.trunks_dir} is not here: compute.trained_flops counts every run whole (an upper bound)",
+        )
+    return (
+        recorded,
+        f"compute kept from {folder.laws_json}: {folder.trunks_dir} is not here to recount the trained FLOPs",
+    )
+
+
 def quality_summary(out_dir: str | Path, spec: StudySpec) -> QualitySummary | None:
     """laws.json's ``quality`` (:class:`ditscale.laws.quality.QualityLaws`): the study's scored models
     (``quality.csv``) fitted against compute and loss, backtested on the ``spec.holdout`` largest
@@ -801,6 +826,8 @@ def study_laws(folder: StudyFolder, study: StudyFit, draws: DrawStore, *, starte
         warns.append(loss_law_fallback(wanted))
     bend, wall = loss_bend(fit), folder.read_wall()
     quality, origin = quality_summary(folder.root, spec), provenance(spec)
+    compute, kept = study_compute(folder, spec, study.rows, wall)
+    warns += [kept] if kept else []
     return LawsSummary(
         study=spec.name,
         **_held_out(FitSummary.from_dict(fit.to_dict(study.boot)), bt.rows),
@@ -817,7 +844,7 @@ def study_laws(folder: StudyFolder, study: StudyFit, draws: DrawStore, *, starte
         loss_law_of_record=prediction.loss_law,
         loss_bend=None if bend is None else LossBendSummary(**bend.to_dict()),
         wall_time=_wall_time(wall, study.rows, round(time.monotonic() - started, 1)),
-        compute=_compute(folder, study.rows, wall),
+        compute=compute,
         quality=quality,
         provenance=origin,
         extrapolation=ext.rows,

@@ -265,21 +265,35 @@ class StudyFolder:
         runs.csv is derived: in a study folder (one with ``plan.csv``) it is rebuilt from the finished
         runs' own ``result.json`` whenever it is out of date, and a row that disagrees with its run
         (an edited or damaged file) is reported with a warning naming the run and the value; the
-        run folders are never touched. A runs.csv without plan.csv (written by hand) is read as is.
+        run folders are never touched. A row whose run has no folder here (a study shipped without
+        its run folders, or a run folder deleted to train it again) is kept as recorded, with a
+        warning, until its run finishes again: runs.csv is then its only record, and a rebuild never
+        drops it. A runs.csv without plan.csv (written by hand) is read as is.
         """
         rows = read_csv(self.runs_csv)
         if not self.plan_csv.is_file():
             return rows
-        true = self.finished_rows([r for runs in self.read_plan().values() for r in runs])
-        problem = runs_csv_problem(rows, true)
-        if problem is None and len(rows) == len(true):
+        planned = [r for runs in self.read_plan().values() for r in runs]
+        absent = {r.run_id for r in planned if not (self.runs_dir / r.run_id).is_dir()}
+        kept = [r for r in rows if r.get("run_id") in absent]
+        if kept:
+            warnings.warn(
+                f"{self.runs_csv}: {len(kept)} run(s) have no folder in {self.runs_dir}; their rows are kept as recorded",
+                stacklevel=2,
+            )
+        mine = [r for r in rows if r.get("run_id") not in absent]
+        true = self.finished_rows([r for r in planned if r.run_id not in absent])
+        problem = runs_csv_problem(mine, true)
+        if problem is None and len(mine) == len(true):
             return rows
         if problem is not None:
             warnings.warn(f"{self.runs_csv}: {problem}; rebuilt it from the runs' result.json", stacklevel=2)
+        order = {r.run_id: i for i, r in enumerate(planned)}
+        merged = sorted([*true, *kept], key=lambda r: order.get(r["run_id"], len(order)))
         try:
-            self.write_runs_csv(true)
+            self.write_runs_csv(merged)
         except OSError:  # a read-only folder: use the rebuilt rows all the same
-            return [{k: "" if r.get(k) is None else str(r.get(k)) for k in RUNS_CSV_COLUMNS} for r in true]
+            return [{k: "" if r.get(k) is None else str(r.get(k)) for k in RUNS_CSV_COLUMNS} for r in merged]
         return read_csv(self.runs_csv)
 
     def read_runs(self, budgets: list[float] | None = None):
