@@ -17,6 +17,7 @@ from ditscale.metrics.evaluate import evaluate_shapes
 
 SHAPES_KEYS = ["fd", "accuracy", "precision", "recall", "num_samples"]
 INCEPTION_KEYS = ["fid", "sfid", "inception_score", "precision", "recall", "num_samples"]
+FRAME_KEYS = ["chance", "ceiling", "floor", "floor_images", "frame_notes"]
 
 
 def images(n: int, seed: int) -> np.ndarray:
@@ -31,6 +32,9 @@ class FakeShapesEvaluator:
 
     def accuracy(self, images, *, labels=None, label_names=None, captions=None):
         return float(np.mean(np.asarray(labels) == 0))
+
+    def accuracies(self, images, conditions):
+        return [self.accuracy(images, **c) for c in conditions]
 
 
 def fake_inception_features(model, images, *, batch_size=50, mode="adm", device="cpu", progress=False):
@@ -68,10 +72,14 @@ def test_shapes_is_the_default_and_prints_one_json_object(batches, fakes, capsys
     code, out, err = run_eval(capsys, samples, "--ref", ref, "--json")
     assert code == 0 and err == ""
     got = json.loads(out)
-    assert list(got) == SHAPES_KEYS
+    assert list(got) == SHAPES_KEYS + FRAME_KEYS  # the scores' keys first, unchanged
     expected = evaluate_shapes(load_batch(samples), load_batch(ref), FakeShapesEvaluator()).to_dict()
-    assert got == pytest.approx(expected)
+    assert {k: got[k] for k in SHAPES_KEYS} == pytest.approx(expected)
     assert got["accuracy"] == pytest.approx(5 / 9) and got["num_samples"] == 9
+    # 12 reference images hold no two halves of 10 or more: no floor; the reference has no labels: no chance
+    assert got["floor"] is None and got["floor_images"] is None
+    assert got["chance"] == got["ceiling"] == {"accuracy": None}
+    assert [note.split(":")[0] for note in got["frame_notes"]] == ["no real-vs-real floor", "no chance level"]
 
 
 def test_table_shows_each_metric_and_n_a_for_missing_ones(batches, fakes, capsys, tmp_path):
@@ -79,9 +87,17 @@ def test_table_shows_each_metric_and_n_a_for_missing_ones(batches, fakes, capsys
     unlabelled = str(save_batch(tmp_path / "plain.npz", images(6, 3)))
     code, out, _ = run_eval(capsys, unlabelled, "--ref", ref)
     assert code == 0
-    rows = dict(line.rsplit(None, 1) for line in out.strip().splitlines())
-    assert rows["accuracy"] == "n/a" and rows["samples"] == "6"
-    assert float(rows["FD (shapes features)"]) > 0 and 0 <= float(rows["precision"]) <= 1
+    lines = out.strip().splitlines()
+    rows = {line[:22].strip(): line[23:].split() for line in lines if not line.startswith("note: ")}
+    assert rows["accuracy"] == ["n/a"] and rows["samples"] == ["6"]
+    fd, precision = float(rows["FD (shapes features)"][0]), float(rows["precision"][0])
+    assert fd > 0 and 0 <= precision <= 1
+    frame = evaluate_shapes(load_batch(unlabelled), load_batch(ref), FakeShapesEvaluator(), frame=True).frame
+    assert rows["FD (shapes features)"][1:] == "(real-vs-real {:.4f} at 6 images)".format(frame.floor["fd"]).split()
+    assert frame.floor_images == 6 and len(rows) == len(lines)  # 12 = 2 x 6 reference images: no note
+    code, out, _ = run_eval(capsys, batches[0], "--ref", ref)  # 9 labelled samples, 12 unlabelled real images
+    notes = [line for line in out.strip().splitlines() if line.startswith("note: ")]
+    assert code == 0 and [n.split(":")[1].strip() for n in notes] == ["no real-vs-real floor", "no chance level"]
 
 
 def test_inception_json_and_reference_statistics_reuse(batches, fakes, capsys, tmp_path):
@@ -93,7 +109,8 @@ def test_inception_json_and_reference_statistics_reuse(batches, fakes, capsys, t
     )
     assert code == 0
     first = json.loads(out)
-    assert list(first) == INCEPTION_KEYS and first["num_samples"] == 9
+    assert list(first) == INCEPTION_KEYS + FRAME_KEYS and first["num_samples"] == 9
+    assert first["chance"] == first["ceiling"] == {} and first["floor"] is None  # 12 images: no two halves of 10
     assert all(np.isfinite(first[k]) for k in INCEPTION_KEYS) and first["fid"] > 0
     assert sorted(load_batch(stats).stats) == ["mu", "mu_s", "sigma", "sigma_s"]
     code, out, _ = run_eval(
@@ -102,6 +119,7 @@ def test_inception_json_and_reference_statistics_reuse(batches, fakes, capsys, t
     again = json.loads(out)
     assert code == 0 and again["fid"] == pytest.approx(first["fid"]) and again["sfid"] == pytest.approx(first["sfid"])
     assert again["precision"] is None and again["recall"] is None  # a statistics-only reference
+    assert again["floor"] is None and "statistics only" in again["frame_notes"][0]
 
 
 ERRORS = {
@@ -148,3 +166,29 @@ def test_first_images_reads_the_head_of_arr_0_only(tmp_path):
     path = save_batch(tmp_path / "b.npz", images, captions=list("abcde"))
     assert npz_keys(path) == ["arr_0", "captions"]
     assert np.array_equal(first_images(path, 2), images[:2]) and np.array_equal(first_images(path, 64), images)
+
+
+def test_json_frame_on_real_exported_batches(tmp_path, capsys):
+    """The shipped evaluator on 120 reference images (data seed 0) and 60 other real ones (seed 1) of the
+    tiny preset: the floor is at 60 images, the real batch scores near it, chance is far below the ceiling."""
+    from ditscale.metrics.shapes_evaluator import DEFAULT_WEIGHTS
+
+    if not DEFAULT_WEIGHTS.is_file():
+        pytest.skip(f"{DEFAULT_WEIGHTS.name} is not built yet")
+    for name, num, seed in (("ref.npz", 120, 0), ("real.npz", 60, 1)):
+        argv = ["data", "export", "--preset", "tiny", "--num", str(num), "--seed", str(seed)]
+        assert main([*argv, "--out", str(tmp_path / name), "--quiet"]) == 0
+    capsys.readouterr()  # the exports' "wrote ..." lines
+    code, out, _ = run_eval(capsys, str(tmp_path / "real.npz"), "--ref", str(tmp_path / "ref.npz"), "--json")
+    got = json.loads(out)
+    assert code == 0 and list(got) == SHAPES_KEYS + FRAME_KEYS and got["floor_images"] == 60
+    assert sorted(got["floor"]) == ["fd", "precision", "recall"] and got["frame_notes"] == []
+    assert got["floor"]["fd"] / 3 < got["fd"] < 3 * got["floor"]["fd"]
+    # the exported batch carries captions: accuracy is caption accuracy, its chance the shuffled captions'
+    assert got["chance"]["accuracy"] < 0.1 < 0.9 < got["ceiling"]["accuracy"] and got["accuracy"] > 0.9
+    code, out, _ = run_eval(capsys, str(tmp_path / "real.npz"), "--ref", str(tmp_path / "ref.npz"))
+    rows = {line[:22].strip(): line[23:] for line in out.strip().splitlines()}
+    assert rows["accuracy"].endswith(
+        "(chance {:.4f}, real {:.4f})".format(got["chance"]["accuracy"], got["ceiling"]["accuracy"])
+    )
+    assert rows["FD (shapes features)"].endswith("(real-vs-real {:.4f} at 60 images)".format(got["floor"]["fd"]))

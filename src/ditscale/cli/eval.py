@@ -8,6 +8,11 @@ only its Inception statistics ``mu, sigma, mu_s, sigma_s``) or folders of images
 - ``inception`` (chosen by ``--inception FILE``): ADM's FID, sFID, Inception Score and precision/recall
   with pytorch-fid's FID-Inception weights (``pt_inception-2015-12-05-6726825d.pth``, never downloaded).
 
+Each score is printed beside its frame (:mod:`ditscale.metrics.frame`): the real-vs-real value of two
+halves of the reference at the samples' count (FD, precision, recall), and for an accuracy its chance
+level (real images, shuffled labels) and the real images' own accuracy; ``--json`` adds them as
+``chance``, ``ceiling``, ``floor``, ``floor_images`` and ``frame_notes``.
+
 Examples::
 
     ditscale eval samples.npz --ref reference.npz --json
@@ -52,7 +57,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Evaluate a sample batch (.npz with arr_0, or a folder of images) against a reference batch "
         "with ADM's Inception metrics (--inception FILE) or the shipped shapes evaluator (default).",
         epilog=examples(
-            "ditscale eval samples.npz --ref ref.npz --json          # shapes evaluator: FD, precision/recall, accuracy",
+            "ditscale eval samples.npz --ref ref.npz --json   # shapes evaluator: FD, P/R, accuracy, with floor and chance",
             "ditscale eval samples.npz --ref VIRTUAL_imagenet256_labeled.npz --inception pt_inception-2015-12-05-6726825d.pth",
             "ditscale eval samples.npz --ref real_images/ --inception pt_inception.pth --save-ref-stats ref_stats.npz",
         ),
@@ -128,13 +133,16 @@ def choose_evaluator(args: argparse.Namespace) -> str:
     return evaluator
 
 
-def format_table(metrics: dict[str, Any]) -> str:
-    """The metrics as aligned rows; None shows as "n/a"."""
+def format_table(scores: dict[str, Any], frame=None) -> str:
+    """The scores as aligned rows, each beside its frame (a :class:`~ditscale.metrics.frame.QualityFrame`),
+    then the frame's notes; None shows as "n/a"."""
     lines = []
-    for key, value in metrics.items():
+    for key, value in scores.items():
         text = "n/a" if value is None else f"{value:,}" if isinstance(value, int) else f"{value:.4f}"
-        lines.append(f"{ROW_NAMES.get(key, key):<22} {text}")
-    return "\n".join(lines)
+        beside = frame.beside(key) if frame is not None and value is not None else ""
+        lines.append(f"{ROW_NAMES.get(key, key):<22} {text:<10} {beside}".rstrip())
+    notes = frame.notes if frame is not None else ()
+    return "\n".join(lines + [f"note: {note}" for note in notes])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -162,11 +170,13 @@ def run(args: argparse.Namespace) -> int:
             device=device,
             progress=not args.quiet,
             save_ref_stats=args.save_ref_stats,
+            frame=True,
         )
         if args.save_ref_stats and not args.quiet:
             print(f"ditscale eval: wrote the reference statistics to {args.save_ref_stats}", file=sys.stderr)
     else:
-        metrics = evaluate_shapes(samples, ref, batch_size=batch_size, device=device, progress=not args.quiet)
-    result = metrics.to_dict()
-    print(json.dumps(result) if args.json else format_table(result))
+        metrics = evaluate_shapes(
+            samples, ref, batch_size=batch_size, device=device, progress=not args.quiet, frame=True
+        )
+    print(json.dumps(metrics.to_dict()) if args.json else format_table(metrics.scores(), metrics.frame))
     return 0

@@ -10,5 +10,7 @@ Modules:
 - :mod:`ditscale.metrics.shapes_evaluator`: a small network trained on the procedural ``shapes`` data,
   for a Fréchet distance and GenEval-style attribute accuracy.
 - :mod:`ditscale.metrics.batch`: ADM-format ``.npz`` sample / reference batches and image folders.
-- :mod:`ditscale.metrics.evaluate`: one call from two batches to the metrics.
+- :mod:`ditscale.metrics.frame`: the frame of a score: the real-vs-real floor of two halves of the
+  reference and the chance level of an accuracy (numpy).
+- :mod:`ditscale.metrics.evaluate`: one call from two batches to the metrics (and, asked, their frame).
 """

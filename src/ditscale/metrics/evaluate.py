@@ -8,6 +8,10 @@
 - :func:`evaluate_shapes`: the same Fréchet distance and precision/recall on the shipped shapes
   evaluator's features, and the fraction of samples that show their class or caption.
 
+With ``frame=True`` each also returns the scores' frame (:mod:`ditscale.metrics.frame`): the real-vs-real
+floor of two halves of the reference scored by the same code, and the chance level and real-image ceiling
+of each accuracy.
+
 The feature networks are imported only when called, so this module loads without torch.
 """
 
@@ -22,6 +26,7 @@ import numpy as np
 
 from ditscale.errors import ConfigError, DataError
 from ditscale.metrics.batch import STAT_KEYS, STAT_PAIRS, ImageBatch, save_reference_stats
+from ditscale.metrics.frame import QualityFrame, real_vs_real, shuffled
 from ditscale.metrics.frechet import feature_statistics, frechet_distance
 from ditscale.metrics.scores import inception_score, precision_recall
 
@@ -33,7 +38,7 @@ FEATURE_STATS = {"pool": STAT_PAIRS[0], "spatial": STAT_PAIRS[1]}
 class InceptionMetrics:
     """ADM's metrics of a sample batch: FID and sFID (lower is better), Inception Score, precision and
     recall in [0, 1] (None when the reference carries statistics only; sFID None when it has no spatial
-    statistics and no images), and the number of samples evaluated."""
+    statistics and no images), the number of samples evaluated, and their frame (None unless asked for)."""
 
     fid: float
     sfid: float | None
@@ -41,27 +46,46 @@ class InceptionMetrics:
     precision: float | None
     recall: float | None
     num_samples: int
+    frame: QualityFrame | None = None
+
+    def scores(self) -> dict[str, Any]:
+        """{"fid", "sfid", "inception_score", "precision", "recall", "num_samples"}."""
+        return _scores(self)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready {"fid", "sfid", "inception_score", "precision", "recall", "num_samples"}."""
-        return dataclasses.asdict(self)
+        """JSON-ready :meth:`scores`, and with a frame its keys (:meth:`QualityFrame.to_dict`)."""
+        return _with_frame(self)
 
 
 @dataclass
 class ShapesMetrics:
     """The shapes evaluator's metrics: Fréchet distance of its features (lower is better), accuracy (the
     fraction of samples showing their class or caption; None without labels or captions), precision and
-    recall in [0, 1], and the number of samples evaluated."""
+    recall in [0, 1], the number of samples evaluated, and their frame (None unless asked for)."""
 
     fd: float
     accuracy: float | None
     precision: float
     recall: float
     num_samples: int
+    frame: QualityFrame | None = None
+
+    def scores(self) -> dict[str, Any]:
+        """{"fd", "accuracy", "precision", "recall", "num_samples"}."""
+        return _scores(self)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready {"fd", "accuracy", "precision", "recall", "num_samples"}."""
-        return dataclasses.asdict(self)
+        """JSON-ready :meth:`scores`, and with a frame its keys (:meth:`QualityFrame.to_dict`)."""
+        return _with_frame(self)
+
+
+def _scores(metrics: InceptionMetrics | ShapesMetrics) -> dict[str, Any]:
+    return {f.name: getattr(metrics, f.name) for f in dataclasses.fields(metrics) if f.name != "frame"}
+
+
+def _with_frame(metrics: InceptionMetrics | ShapesMetrics) -> dict[str, Any]:
+    scores = metrics.scores()
+    return scores if metrics.frame is None else {**scores, **metrics.frame.to_dict()}
 
 
 def _named(batch: ImageBatch) -> str:
@@ -113,10 +137,13 @@ def evaluate_inception(
     device: str = "cpu",
     progress: bool = False,
     save_ref_stats: str | Path | None = None,
+    frame: bool = False,
+    frame_seed: int = 0,
 ) -> InceptionMetrics:
     """FID, sFID, Inception Score and precision/recall of ``samples`` against ``ref`` with ``model`` (a
     :class:`~ditscale.metrics.inception.FIDInceptionV3`); ``mode`` is its preprocessing ("adm" or
-    "pytorch-fid"). ``save_ref_stats`` also writes the reference statistics used to that ``.npz``."""
+    "pytorch-fid"). ``save_ref_stats`` also writes the reference statistics used to that ``.npz``.
+    ``frame`` adds the real-vs-real floor of each score (:func:`_inception_floor`; no accuracy, so no chance)."""
     from ditscale.metrics.inception import inception_features  # lazy: torch; this module loads without it
 
     if ref.images is None and not (ref.stats and "mu" in ref.stats):
@@ -142,7 +169,32 @@ def evaluate_inception(
         precision=precision,
         recall=recall,
         num_samples=len(samples.images),
+        frame=_inception_frame(real, len(samples.images), frame_seed) if frame else None,
     )
+
+
+def _inception_floor(real: dict[str, np.ndarray], a: np.ndarray, b: np.ndarray) -> dict[str, float | None]:
+    """Reference images ``a`` scored against reference images ``b`` (indices into Inception features
+    ``real``) as :func:`evaluate_inception` scores samples: FID, sFID, precision/recall, and the IS of ``a``."""
+    half_a, half_b = ({key: value[idx] for key, value in real.items()} for idx in (a, b))
+    stats_a, stats_b = _statistics(half_a), _statistics(half_b)
+    precision, recall = precision_recall(half_b["pool"], half_a["pool"])
+    return {
+        "fid": _fd(stats_a, stats_b, STAT_PAIRS[0]),
+        "sfid": _fd(stats_a, stats_b, STAT_PAIRS[1]),
+        "inception_score": inception_score(half_a["logits"]),
+        "precision": precision,
+        "recall": recall,
+    }
+
+
+def _inception_frame(real: dict[str, np.ndarray] | None, num_samples: int, seed: int) -> QualityFrame:
+    """The floor of :func:`_inception_floor` on two halves of the reference; none for a statistics-only one."""
+    if real is None:
+        note = "no real-vs-real floor: the reference holds statistics only; pass a reference with its images"
+        return QualityFrame(None, None, {}, {}, (note,))
+    floor, n, note = real_vs_real(len(real["pool"]), num_samples, lambda a, b: _inception_floor(real, a, b), seed)
+    return QualityFrame(floor, n, {}, {}, (note,) if note else ())
 
 
 def _shapes_features(evaluator, images: np.ndarray, batch_size: int, progress: bool) -> np.ndarray:
@@ -159,6 +211,13 @@ def _shapes_features(evaluator, images: np.ndarray, batch_size: int, progress: b
     return np.concatenate(parts).astype(np.float64, copy=False)
 
 
+def _shapes_scores(fake: np.ndarray, real: np.ndarray) -> dict[str, float]:
+    """{"fd", "precision", "recall"} of sample features ``fake`` (M, F) against reference features ``real`` (N, F)."""
+    precision, recall = precision_recall(real, fake)
+    fd = frechet_distance(*feature_statistics(fake), *feature_statistics(real))
+    return {"fd": fd, "precision": precision, "recall": recall}
+
+
 def evaluate_shapes(
     samples: ImageBatch,
     ref: ImageBatch,
@@ -167,10 +226,14 @@ def evaluate_shapes(
     batch_size: int = 256,
     device: str = "cpu",
     progress: bool = False,
+    frame: bool = False,
+    frame_seed: int = 0,
 ) -> ShapesMetrics:
     """Fréchet distance and precision/recall (k = 3) of ``samples`` against ``ref`` on the shapes evaluator's
     features, and the samples' accuracy given their labels / label_names or captions. ``evaluator=None`` loads
-    the shipped :class:`~ditscale.metrics.shapes_evaluator.ShapesEvaluator` on ``device``."""
+    the shipped :class:`~ditscale.metrics.shapes_evaluator.ShapesEvaluator` on ``device``. ``frame`` adds the
+    real-vs-real floor of FD, precision and recall and the chance level and ceiling of the accuracy
+    (:func:`_shapes_frame`), drawn from ``frame_seed``."""
     fake_images = _images(samples, "sample batch", "the metrics need")
     real_images = _images(ref, "reference batch", "the shapes evaluator needs (stored statistics are Inception's)")
     if evaluator is None:
@@ -179,7 +242,7 @@ def evaluate_shapes(
         evaluator = load_shapes_evaluator(device=device)
     fake = _shapes_features(evaluator, fake_images, batch_size, progress)
     real = _shapes_features(evaluator, real_images, batch_size, progress)
-    precision, recall = precision_recall(real, fake)
+    scores = _shapes_scores(fake, real)
     conditioned = samples.labels is not None or samples.captions is not None
     accuracy = (
         evaluator.accuracy(
@@ -189,9 +252,41 @@ def evaluate_shapes(
         else None
     )
     return ShapesMetrics(
-        fd=frechet_distance(*feature_statistics(fake), *feature_statistics(real)),
+        fd=scores["fd"],
         accuracy=accuracy,
-        precision=precision,
-        recall=recall,
+        precision=scores["precision"],
+        recall=scores["recall"],
         num_samples=len(fake_images),
+        frame=_shapes_frame(evaluator, samples, ref, real, frame_seed) if frame else None,
     )
+
+
+def _reference_conditions(samples: ImageBatch, ref: ImageBatch) -> tuple[dict[str, Any] | None, str | None]:
+    """The reference's conditions of the kind the samples' accuracy reads (captions, else labels) as keyword
+    arguments of the evaluator's accuracy, or (None, why not); (None, None) for unconditioned samples."""
+    if samples.captions is not None:
+        kind, conditions = "captions", {"captions": ref.captions} if ref.captions is not None else None
+    elif samples.labels is not None:
+        names = ref.label_names or samples.label_names
+        kind, conditions = "labels", {"labels": ref.labels, "label_names": names} if ref.labels is not None else None
+    else:
+        return None, None
+    if conditions is None:
+        return None, f"no chance level: the samples carry {kind} but the reference has none; export one that has"
+    return conditions, None
+
+
+def _shapes_frame(evaluator, samples: ImageBatch, ref: ImageBatch, real: np.ndarray, seed: int) -> QualityFrame:
+    """Floor: :func:`_shapes_scores` of two halves of the reference's features ``real``. Chance and ceiling:
+    the accuracy of all the reference's images under its conditions shuffled, and as they are."""
+    floor, n, floor_note = real_vs_real(
+        len(real), len(samples.images), lambda a, b: _shapes_scores(real[a], real[b]), seed
+    )
+    conditions, chance_note = _reference_conditions(samples, ref)
+    chance = ceiling = None
+    if conditions is not None:
+        key = "captions" if "captions" in conditions else "labels"
+        random = {**conditions, key: shuffled(conditions[key], seed)}
+        chance, ceiling = evaluator.accuracies(ref.images, [random, conditions])
+    notes = tuple(note for note in (floor_note, chance_note) if note)
+    return QualityFrame(floor, n, {"accuracy": chance}, {"accuracy": ceiling}, notes)

@@ -247,8 +247,15 @@ class ShapesEvaluator:
     def accuracy(self, images: np.ndarray, *, labels=None, label_names=None, captions=None) -> float | None:
         """Fraction of images that show their condition: every attribute of their caption (when
         ``captions`` is given; it wins over labels), else their class; ``None`` with neither."""
-        scores = self._scores(images, labels, label_names, captions)
-        return None if scores is None else float(np.mean(scores["all"])) if len(scores["all"]) else float("nan")
+        return self.accuracies(images, [{"labels": labels, "label_names": label_names, "captions": captions}])[0]
+
+    def accuracies(self, images: np.ndarray, conditions: Sequence[dict]) -> list[float | None]:
+        """:meth:`accuracy` of the same images under each of ``conditions`` (dicts of ``labels``,
+        ``label_names``, ``captions``), the images' scenes predicted once (e.g. true and shuffled labels)."""
+        if all(c.get("labels") is None and c.get("captions") is None for c in conditions):
+            return [None] * len(conditions)
+        scenes = self.predict(images)
+        return [_fraction(scene_scores(scenes, **c)) for c in conditions]
 
     def attribute_accuracy(
         self, images: np.ndarray, *, labels=None, label_names=None, captions=None
@@ -263,14 +270,29 @@ class ShapesEvaluator:
         return {} if scores is None else {k: float(np.mean(v)) if len(v) else float("nan") for k, v in scores.items()}
 
     def _scores(self, images, labels, label_names, captions) -> dict[str, list[bool]] | None:
-        if captions is not None:
-            return caption_scores(self.predict(images), [str(c) for c in captions])
-        if labels is not None:
-            return class_scores(self.predict(images), np.asarray(labels), label_names)
-        return None
+        if captions is None and labels is None:
+            return None
+        return scene_scores(self.predict(images), labels=labels, label_names=label_names, captions=captions)
 
 
 # Scoring predictions ----------------------------------------------------------------------------
+def _fraction(scores: dict[str, list[bool]] | None) -> float | None:
+    """The fraction of images right on every attribute (``"all"``); nan with no images, None without scores."""
+    return None if scores is None else float(np.mean(scores["all"])) if len(scores["all"]) else float("nan")
+
+
+def scene_scores(
+    scenes: Sequence[Scene], *, labels=None, label_names=None, captions=None
+) -> dict[str, list[bool]] | None:
+    """:func:`caption_scores` when ``captions`` is given (it wins over labels), else :func:`class_scores`;
+    ``None`` with neither."""
+    if captions is not None:
+        return caption_scores(scenes, [str(c) for c in captions])
+    if labels is not None:
+        return class_scores(scenes, np.asarray(labels), label_names)
+    return None
+
+
 def class_names(labels: np.ndarray, label_names: Sequence[str] | None) -> list[str]:
     """The class name of each label: ``label_names[label]``, or ``KINDS[label]`` without names."""
     labels = np.asarray(labels).reshape(-1).astype(np.int64)
