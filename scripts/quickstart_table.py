@@ -4,9 +4,9 @@ The numbers the README and docs/studies.md quote are never typed by hand: this s
 summary table between the markers ``<!-- quickstart-table -->`` and ``<!-- /quickstart-table -->``,
 the details (fitted laws, noise, checks, the prediction) between ``<!-- quickstart-details -->``
 and ``<!-- /quickstart-details -->``, the backtests at every distance (``scripts/extrapolation_table.py``)
-in ``<!-- quickstart-extrapolation -->`` and, when the study was verified (``verify.json`` beside
-laws.json or in its ``verify/`` folder, with ``predict.json``, ``study predict --flops C --json`` at the
-same C, for every form's prediction), the verification in ``<!-- quickstart-verify -->``; and
+in ``<!-- quickstart-extrapolation -->`` and, when the study was verified (``verify*.json`` beside
+laws.json or in its ``verify/`` folder, each with its ``predict*.json``, ``study predict --flops C
+--json`` at the same C, for every form's prediction), the verifications in ``<!-- quickstart-verify -->``; and
 ``tests/test_docs_numbers.py`` checks that the files' blocks equal what it renders from the committed
 study (``tests/data/studies/quickstart/``)::
 
@@ -250,13 +250,18 @@ def extrapolation(laws: LawsSummary) -> str:
     return module.table(laws)
 
 
-def verify(found: dict | None) -> str:
-    """The verification of the prediction (``study verify --json``, ``found["verify"]``): each trained
-    size against the loss law of record, and every form's prediction at the same C
-    (``found["predict"]``, ``study predict --json``)."""
+def verify(found: list[dict] | dict | None) -> str:
+    """The verifications of the prediction (``study verify --json``, each ``found[i]["verify"]``, in
+    order of distance): each trained size against the loss law of record, and every form's prediction
+    at the same C (``found[i]["predict"]``, ``study predict --json``)."""
+    found = [found] if isinstance(found, dict) else (found or [])
     if not found:
         return "not verified yet (no verify.json beside laws.json)"
-    v, pred = found["verify"], found.get("predict")
+    return "\n\n".join(_one_verification(f["verify"], f.get("predict")) for f in found)
+
+
+def _one_verification(v: dict, pred: dict | None) -> str:
+    """One ``study verify`` answer ``v`` (with ``study predict``'s ``pred`` at the same C) in markdown."""
     ci = v["predicted_ci90"]
     lines = [
         f"`ditscale study verify DIR --flops {g(v['flops'])} --sizes {len(v['sizes'])}` "
@@ -269,7 +274,7 @@ def verify(found: dict | None) -> str:
     ]
     for size in v["sizes"]:
         err = (v["predicted_loss"] - size["loss"]) / size["loss"]
-        best = " (best)" if size["params"] == v["best_params"] else ""
+        best = " (best)" if size["params"] == v["best_params"] and len(v["sizes"]) > 1 else ""
         lines.append(
             f"| {size['name']} | {size['role']} | {size['params']:,} | {size['steps']:,} | "
             f"**{size['loss']:.4f}**{best} | {pct(err)} |"
@@ -297,17 +302,22 @@ def verify(found: dict | None) -> str:
     return "\n".join(lines)
 
 
-def verification_files(laws_path: str | Path) -> dict | None:
-    """``{"verify": ..., "predict": ...}`` beside ``laws_path`` (a committed study) or in its study
-    folder's ``verify/``; None when the study was not verified."""
+def verification_files(laws_path: str | Path) -> list[dict]:
+    """``[{"verify": ..., "predict": ...}]`` of every ``verify*.json`` beside ``laws_path`` (a committed
+    study: ``verify.json``, ``verify-20x.json``, ... each with its ``predict*.json`` of the same suffix)
+    or in its study folder's ``verify/``, in order of distance; [] when the study was not verified."""
     here = Path(laws_path).parent
+    out = []
     for folder in (here, here / "verify"):
-        if (folder / "verify.json").is_file():
-            out = {"verify": json.loads((folder / "verify.json").read_text())}
-            if (folder / "predict.json").is_file():
-                out["predict"] = json.loads((folder / "predict.json").read_text())
-            return out
-    return None
+        for path in sorted(folder.glob("verify*.json")):
+            found = {"verify": json.loads(path.read_text())}
+            predict = path.with_name(path.name.replace("verify", "predict", 1))
+            if predict.is_file():
+                found["predict"] = json.loads(predict.read_text())
+            out.append(found)
+        if out:
+            break
+    return sorted(out, key=lambda f: f["verify"]["factor"])
 
 
 def replace_block(text: str, name: str, body: str, where: str) -> str:
@@ -320,7 +330,7 @@ def replace_block(text: str, name: str, body: str, where: str) -> str:
     return f"{head}{start}\n{body}\n{end}{tail}"
 
 
-def rendered(laws: dict | LawsSummary, verified: dict | None = None) -> dict[str, str]:
+def rendered(laws: dict | LawsSummary, verified: list[dict] | None = None) -> dict[str, str]:
     """Each block's body by name (:data:`BLOCKS`; ``laws``: its record or dict; ``verified``:
     :func:`verification_files`)."""
     laws = LawsSummary.of(laws)
