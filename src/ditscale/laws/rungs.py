@@ -40,6 +40,7 @@ import numpy as np
 
 from ditscale.laws.isoflop import fit_isoflop
 from ditscale.laws.residuals import P_THRESHOLD, ResidualStructure, residual_structure, size_offsets
+from ditscale.laws.results import RungStepSummary, RungTestSummary
 from ditscale.laws.runs import Runs
 
 OFF_RUNGS = ("keep", "drop")  # laws.off_rungs: keep every rung (the default) or drop the off ones by rule
@@ -58,46 +59,6 @@ RUNG_RULE = (
 
 
 @dataclass(frozen=True)
-class RungTest:
-    """One size at one step of the rule: in ``budgets`` budgets, its ``mean_residual`` (log loss) from
-    the parabolas, ``above`` (at how many it lies above), its own ``offset``, ``t`` and Bonferroni-
-    adjusted ``p_value`` (None when untestable), and whether it ``qualifies`` to be dropped."""
-
-    params: float
-    budgets: int
-    mean_residual: float
-    above: int
-    offset: float | None
-    t: float | None
-    p_value: float | None
-    qualifies: bool
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
-
-
-@dataclass(frozen=True)
-class RungStep:
-    """One step of the rule: the F-test (``statistic`` on ``dof``, ``p_value``) of the runs left, each
-    size's test, and the size ``dropped`` at this step (None at the last step)."""
-
-    statistic: float | None
-    dof: tuple[int, int]
-    p_value: float | None
-    sizes: tuple[RungTest, ...]
-    dropped: float | None
-
-    def to_dict(self) -> dict:
-        return {
-            "statistic": self.statistic,
-            "dof": list(self.dof),
-            "p_value": self.p_value,
-            "sizes": [s.to_dict() for s in self.sizes],
-            "dropped": self.dropped,
-        }
-
-
-@dataclass(frozen=True)
 class RungRule:
     """:func:`rung_rule`'s decision: the ``rule`` in words (:data:`RUNG_RULE`), the largest budget it saw
     (``fitted_max_flops``), its ``steps``, the sizes ``dropped`` (non-embedding params) and why it
@@ -105,7 +66,7 @@ class RungRule:
 
     rule: str
     fitted_max_flops: float
-    steps: tuple[RungStep, ...]
+    steps: tuple[RungStepSummary, ...]
     dropped: tuple[float, ...]
     stopped: str
 
@@ -154,27 +115,46 @@ def rung_rule(runs: Runs, budget_rtol: float = 0.1, edge_margin: float = 0.05) -
         structure = residual_structure(runs, budget_rtol)
         tests = _tests(runs, structure, budget_rtol)
         stopped, worst = _verdict(runs, structure, tests, budget_rtol, edge_margin)
-        steps.append(RungStep(structure.statistic, structure.dof, structure.p_value, tests, worst))
+        steps.append(
+            RungStepSummary(
+                statistic=structure.statistic,
+                dof=list(structure.dof),
+                p_value=structure.p_value,
+                sizes=tests,
+                dropped=worst,
+            )
+        )
         if worst is None:
             return RungRule(RUNG_RULE, fitted_max, tuple(steps), tuple(dropped), stopped)
         dropped.append(worst)
         runs = drop_sizes(runs, [worst])
 
 
-def _tests(runs: Runs, structure: ResidualStructure, budget_rtol: float) -> tuple[RungTest, ...]:
-    """Every size's :class:`RungTest` (its residuals from ``structure``, its own offset's t-test)."""
+def _tests(runs: Runs, structure: ResidualStructure, budget_rtol: float) -> tuple[RungTestSummary, ...]:
+    """Every size's :class:`RungTestSummary` (its residuals from ``structure``, its own offset's t-test)."""
     offsets = size_offsets(runs, budget_rtol)
     out = []
     for s, o in zip(structure.sizes, offsets, strict=True):
         p = None if o.p_value is None else min(1.0, o.p_value * len(offsets))
         side = s.above if (o.offset or 0.0) > 0 else s.budgets - s.above
         ok = p is not None and p < P_THRESHOLD and s.budgets >= MIN_BUDGETS and side >= SIDE_SHARE * s.budgets
-        out.append(RungTest(s.params, s.budgets, s.mean_residual, s.above, o.offset, o.t, p, bool(ok)))
+        out.append(
+            RungTestSummary(
+                params=s.params,
+                budgets=s.budgets,
+                mean_residual=s.mean_residual,
+                above=s.above,
+                offset=o.offset,
+                t=o.t,
+                p_value=p,
+                qualifies=bool(ok),
+            )
+        )
     return tuple(out)
 
 
 def _verdict(
-    runs: Runs, structure: ResidualStructure, tests: tuple[RungTest, ...], budget_rtol: float, edge_margin: float
+    runs: Runs, structure: ResidualStructure, tests: tuple[RungTestSummary, ...], budget_rtol: float, edge_margin: float
 ) -> tuple[str, float | None]:
     """``(why the rule stops, None)`` or ``("", the size to drop)``."""
     if structure.p_value is None:
