@@ -250,11 +250,10 @@ def extrapolation(laws: LawsSummary) -> str:
     return module.table(laws)
 
 
-def verify(found: list[dict] | dict | None) -> str:
-    """The verifications of the prediction (``study verify --json``, each ``found[i]["verify"]``, in
+def verify(found: list[dict] | None) -> str:
+    """The verifications of the prediction (:func:`verification_files`: each ``found[i]["verify"]``, in
     order of distance): each trained size against the loss law of record, and every form's prediction
     at the same C (``found[i]["predict"]``, ``study predict --json``)."""
-    found = [found] if isinstance(found, dict) else (found or [])
     if not found:
         return "not verified yet (no verify.json beside laws.json)"
     return "\n\n".join(_one_verification(f["verify"], f.get("predict")) for f in found)

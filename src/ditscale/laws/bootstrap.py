@@ -256,7 +256,8 @@ def _budget_scatter(runs: Runs, fit, label: np.ndarray, opt: dict[str, np.ndarra
     does not hold exactly, budgets that differ beyond their runs' noise), is added to every budget's
     log N* as independent normal draws, and moves log D* along the budget's own log D-log N line (-1
     with ``tokens="6nd"``)."""
-    use = np.array([not (p.degenerate or (fit.options["exclude_edge"] and p.edge)) for p in fit.budgets])  # N_opt's
+    degenerate, edge = (np.array([getattr(p, k) for p in fit.budgets]) for k in ("degenerate", "edge"))
+    use = edge_masks(~degenerate, edge, fit.options["exclude_edge"])[0]  # the budgets of the N_opt law
     if use.sum() < 3:
         return
     log_c = np.log([p.flops for p in fit.budgets])
