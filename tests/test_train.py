@@ -88,6 +88,15 @@ def test_metrics_and_result(tmp_path):
     assert train(cfg, tmp_path, progress=False) == saved
 
 
+def test_val_both_false_scores_only_the_headline(tmp_path):
+    """``val.both: false`` skips the other weights' pass: the headline is bit-identical, the other is absent."""
+    both = train(micro("max_steps=3", "val.weights=ema"), tmp_path / "both", progress=False)
+    one = train(micro("max_steps=3", "val.weights=ema", "val.both=false"), tmp_path / "one", progress=False)
+    assert one["val_loss"] == one["val_loss_ema"] == both["val_loss_ema"] != both["val_loss_raw"]
+    assert one["val_loss_buckets_ema"] == both["val_loss_buckets_ema"]
+    assert "val_loss_raw" not in one and "val_loss_buckets_raw" not in one and "val_loss_raw" in both
+
+
 def test_flops_budget_stops_within_one_image(tmp_path):
     probe = micro("max_steps=1").model_config()
     per_image = F.train_flops_exact(probe, 1)

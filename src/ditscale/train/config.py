@@ -99,7 +99,10 @@ class ValConfig:
         seed: seed of the fixed validation noise (keep it equal across the runs of a study).
         buckets: number of equal timestep buckets reported in ``val_loss_buckets``.
         weights: which weights give the headline ``val_loss``: "raw" (default; EMA with decay
-            0.9999 is meaningless for short scaling runs) or "ema". Both are always recorded.
+            0.9999 is meaningless for short scaling runs) or "ema".
+        both: also score the other set of weights, recorded as ``val_loss_raw`` / ``val_loss_ema``
+            (default). False scores only the headline's weights: half the validation's cost, which
+            in a CPU study of small models is ~40% of the training FLOPs (docs/studies.md).
         sample_images: at every validation, also draw this many images from the EMA weights (fp32,
             no guidance, conditioned on the first validation images' labels or captions, initial
             noise seeded by ``seed``) and log them as one grid: TensorBoard ``samples`` image,
@@ -115,6 +118,7 @@ class ValConfig:
     seed: int = 0
     buckets: int = 4
     weights: Literal["raw", "ema"] = "raw"
+    both: bool = True
     sample_images: int = 0
     sample_steps: int = 10
 

@@ -567,7 +567,7 @@ def metrics_line(
 
 
 def _validate(run: Run) -> dict[str, Any]:
-    return validate_raw_and_ema(run.validator, run.net, run.trainable, run.ema, run.cfg.val.weights)
+    return validate_raw_and_ema(run.validator, run.net, run.trainable, run.ema, run.cfg.val)
 
 
 def log_samples(run: Run, step: int) -> None:

@@ -41,6 +41,7 @@ RESUME_SAFE_KEYS = (
     "keep_checkpoints",
     "tensorboard",
     "val.every",
+    "val.both",
     "data.num_workers",
     "val.sample_images",
     "val.sample_steps",

@@ -293,7 +293,7 @@ class ServedBranches:
         if key not in self.validators:
             self.validators[key] = loop.build_validator(run, val)
         ema = b.ema if b.ema is not None else EMA(run.trainable, b.cfg.ema_decay)
-        record = validate_raw_and_ema(self.validators[key], run.net, run.trainable, ema, val.weights)
+        record = validate_raw_and_ema(self.validators[key], run.net, run.trainable, ema, val)
         b.val_lines.append({"step": done, **b.length.counters(done), **record})
 
     def _branch_off(self, done: int, result: loop.StepResult, sums: LossSums) -> None:

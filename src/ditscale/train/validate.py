@@ -145,25 +145,23 @@ class Validator:
 
 
 def validate_raw_and_ema(
-    validator: Validator, net: torch.nn.Module, model: torch.nn.Module, ema: EMA, headline: str
+    validator: Validator, net: torch.nn.Module, model: torch.nn.Module, ema: EMA, val: ValConfig
 ) -> dict[str, Any]:
     """Validation with the raw weights of ``net`` and with the EMA weights swapped into ``model``
-    (the module the EMA tracks; ``net`` wraps it). ``val_loss`` is the one named by ``headline``
-    ("raw" or "ema"); both are always recorded."""
-    raw = validator.evaluate(net)
-    reshard(net)
-    with ema.applied_to(model):
-        try:
-            averaged = validator.evaluate(net)
-        finally:
-            reshard(net)
-    head = averaged if headline == "ema" else raw
-    return {
-        "val_loss": head["val_loss"],
-        "val_loss_buckets": head["val_loss_buckets"],
-        "val_weights": headline,
-        "val_loss_raw": raw["val_loss"],
-        "val_loss_ema": averaged["val_loss"],
-        "val_loss_buckets_raw": raw["val_loss_buckets"],
-        "val_loss_buckets_ema": averaged["val_loss_buckets"],
-    }
+    (the module the EMA tracks; ``net`` wraps it). ``val_loss`` is the one named by ``val.weights``
+    ("raw" or "ema"); the other is scored and recorded too unless ``val.both`` is false."""
+    scores = {}
+    if val.both or val.weights == "raw":
+        scores["raw"] = validator.evaluate(net)
+        reshard(net)
+    if val.both or val.weights == "ema":
+        with ema.applied_to(model):
+            try:
+                scores["ema"] = validator.evaluate(net)
+            finally:
+                reshard(net)
+    head = scores[val.weights]
+    record = {"val_loss": head["val_loss"], "val_loss_buckets": head["val_loss_buckets"], "val_weights": val.weights}
+    record.update({f"val_loss_{name}": score["val_loss"] for name, score in scores.items()})
+    record.update({f"val_loss_buckets_{name}": score["val_loss_buckets"] for name, score in scores.items()})
+    return record
