@@ -167,8 +167,13 @@ def read_word_encoder_spec(path: Path) -> dict:
         raise CheckpointError(
             f"text encoder file '{path}' does not exist; pass the text_encoder.safetensors of a checkpoint"
         )
-    with safe_open(str(path), framework="pt") as f:
-        raw = (f.metadata() or {}).get(METADATA_KEY)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get(METADATA_KEY)
+    except Exception:  # safetensors raises its own SafetensorError for corrupt headers
+        raise CheckpointError(
+            f"'{path}' is not a readable safetensors file; pass a trained text_encoder.safetensors"
+        ) from None
     try:
         spec = json.loads(raw) if raw else {}
         sizes = {k: int(spec[k]) for k in WORD_SIZES}
