@@ -5,12 +5,17 @@ make them ~100x slower; tests that need more threads set them explicitly.
 """
 
 import os
+import tempfile
 
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may download during tests
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# where diffusers copies an exported folder's pipeline file when loading it (trust_remote_code): not ~/.cache
+os.environ.setdefault(
+    "HF_MODULES_CACHE", os.path.join(tempfile.gettempdir(), f"ditscale-tests-hf-modules-{os.getuid()}")
+)
 
 try:
     import torch

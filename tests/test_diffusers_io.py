@@ -133,8 +133,23 @@ def test_label_table_without_null_row_gets_a_zero_row():
     table = to_diffusers(model.state_dict(), model.config)[
         "transformer_blocks.1.norm1.emb.class_embedder.embedding_table.weight"
     ]
-    assert table.shape == (11, 32) and torch.equal(table[:10], model.y_embedder.embedding_table.weight)
-    assert not table[10].any()
+    # the null row (zeros: no label dropout) at DiTPipeline's label 1000, and in the rows between
+    assert table.shape == (1001, 32) and torch.equal(table[:10], model.y_embedder.embedding_table.weight)
+    assert not table[10:].any()
+
+
+def test_a_padded_label_table_puts_the_null_row_at_1000_and_reads_back():
+    model = tiny_dit()  # 10 classes and a trained null row (row 10)
+    ours = model.y_embedder.embedding_table.weight
+    theirs = to_diffusers(model.state_dict(), model.config)
+    table = theirs["transformer_blocks.0.norm1.emb.class_embedder.embedding_table.weight"]
+    assert table.shape == (1001, 32) and torch.equal(table[:10], ours[:10])
+    assert all(torch.equal(row, ours[10]) for row in table[10:])
+    config = transformer_config(model.config)
+    assert config["num_embeds_ada_norm"] == 1000 and config["_ditscale_num_classes"] == 10
+    assert torch.equal(from_diffusers(theirs, model.config)["y_embedder.embedding_table.weight"], ours)
+    twin = diffusers.DiTTransformer2DModel.from_config(config)
+    assert twin.transformer_blocks[0].norm1.emb.class_embedder.embedding_table.weight.shape == (1001, 32)
 
 
 @pytest.mark.parametrize(
@@ -219,7 +234,7 @@ def test_pipeline_index_and_notes():
     assert index["_diffusers_version"] == transformer_config(config)["_diffusers_version"]
     assert pipeline_index(config, ["a", "b"])["id2label"] == {"0": "a", "1": "b"}
     null_class, embedding = pipeline_notes(config)
-    assert null_class.startswith("DiTPipeline uses label 1000 as the null class, this model has 10 classes")
+    assert null_class.startswith("this model has 10 classes (labels 0..9); its null class is stored at label 1000")
     assert "10000^(-i/127)" in embedding
     assert pipeline_notes(config.replace(num_classes=1000)) == [embedding]  # DiTPipeline's own null class
     assert pipeline_notes(config.replace(class_dropout_prob=0.0))[0].startswith("the model was trained without label")
@@ -271,21 +286,32 @@ def test_strict_load_names_the_offending_key(tmp_path):
     [
         ({"block": "in_context"}, DIFFUSION, "only adaLN-Zero blocks"),
         ({"learn_sigma": False}, {"kind": "flow"}, "rectified-flow model"),
+        ({"class_dropout_prob": 0.0}, DIFFUSION, "this model has no null class"),
     ],
 )
-def test_unsupported_models_export_the_plain_format(tmp_path, capsys, overrides, diffusion, why):
+def test_models_dit_pipeline_cannot_sample_export_a_ditscale_pipeline(tmp_path, capsys, overrides, diffusion, why):
     model = tiny_dit(**overrides)
     save_model(model, tmp_path / "m.safetensors", {"diffusion": diffusion})
-    code, stdout, err = _cli(capsys, "export", str(tmp_path / "m.safetensors"), "--out", str(tmp_path / "out"))
+    make_tiny_vae().save_pretrained(tmp_path / "vae")
+    argv = ["export", str(tmp_path / "m.safetensors"), "--out", str(tmp_path / "out"), "--vae", str(tmp_path / "vae")]
+    code, stdout, err = _cli(capsys, *argv)
     assert code == 0, err
-    notices = [line for line in err.splitlines() if "diffusers has no equivalent" in line]
-    assert len(notices) == 1 and why in notices[0]
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["config.json", "model.safetensors"]
-    back = load_model(tmp_path / "out" / "model.safetensors")
+    notices = [line for line in err.splitlines() if "exported as a DitscalePipeline" in line]
+    assert len(notices) == 1 and why in notices[0] and "trust_remote_code=True" in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "ditscale.json",
+        "model_index.json",
+        "pipeline_ditscale.py",
+        "scheduler",
+        "transformer",
+        "vae",
+    ]
+    back = load_model(tmp_path / "out")  # ditscale reads the folder back, as it reads a DiTPipeline folder
     assert all(torch.equal(back.state_dict()[k], v) for k, v in model.state_dict().items())
-    assert json.loads((tmp_path / "out" / "config.json").read_text())["diffusion"]["kind"] == diffusion.get(
-        "kind", "gaussian"
-    )
+    assert read_metadata(tmp_path / "out")["diffusion"]["kind"] == diffusion.get("kind", "gaussian")
+    pipe = diffusers.DiffusionPipeline.from_pretrained(tmp_path / "out", trust_remote_code=True)
+    images = pipe(class_labels=[1, 2], num_inference_steps=2, output_type="np").images  # a latent model: VAE-decoded
+    assert images.shape == (2, 64, 64, 3) and np.isfinite(images).all() and images.std() > 0
     if model.config.block != "adaln_zero":  # the flow model's transformer maps; its process does not
         with pytest.raises(CheckpointError, match="safetensors format instead"):
             transformer_config(model.config)
@@ -298,7 +324,7 @@ def test_cli_sample_of_an_exported_folder_equals_the_run(tmp_path, capsys):
     out = tmp_path / "dit"
     code, _, err = _cli(capsys, "export", str(run), "--out", str(out))
     assert code == 0, err
-    assert "label 1000 as the null class" in err
+    assert "its null class is stored at label 1000" in err
     assert json.loads((out / "model_index.json").read_text())["id2label"] == {str(i): n for i, n in enumerate(names)}
     common = ["--classes", "1,2", "--steps", "2", "--cfg-scale", "2", "--quiet"]
     for source, name in ((out, "a"), (run, "b")):
@@ -324,14 +350,24 @@ def test_cli_sample_of_an_exported_folder_equals_the_run(tmp_path, capsys):
     assert (out / "model.safetensors").is_file() and not (out / "transformer").exists()
 
 
-def test_cli_pixel_model_exports_transformer_and_scheduler(tmp_path, capsys):
+def test_cli_pixel_model_exports_a_pipeline_without_vae(tmp_path, capsys):
     model = tiny_dit(in_channels=3, patch_size=4)
     save_model(model, tmp_path / "m.safetensors", {"diffusion": DIFFUSION})
     code, _, err = _cli(capsys, "export", str(tmp_path / "m.safetensors"), "--out", str(tmp_path / "dit"))
     assert code == 0, err
-    assert "pixel-space model" in err and "DiTPipeline needs a VAE" in err
-    assert sorted(p.name for p in (tmp_path / "dit").iterdir()) == ["ditscale.json", "scheduler", "transformer"]
-    assert read_metadata(tmp_path / "dit")["diffusion"] == DIFFUSION
+    assert "pixel-space model: exported as a DitscalePipeline" in err
+    assert sorted(p.name for p in (tmp_path / "dit").iterdir()) == [
+        "ditscale.json",
+        "model_index.json",
+        "pipeline_ditscale.py",
+        "scheduler",
+        "transformer",
+    ]
+    pipe = diffusers.DiffusionPipeline.from_pretrained(tmp_path / "dit", trust_remote_code=True)
+    assert isinstance(pipe.scheduler, diffusers.DDIMScheduler) and pipe.vae is None
+    images = pipe(class_labels=[3], num_inference_steps=2, output_type="np").images
+    assert images.shape == (1, 8, 8, 3) and np.isfinite(images).all() and images.std() > 0
+    assert read_metadata(tmp_path / "dit")["diffusion"].items() >= DIFFUSION.items()  # the whole resolved config
     code, _, err = _cli(
         capsys,
         "sample",
@@ -397,7 +433,6 @@ def test_plain_export_of_a_text_run_keeps_its_trained_word_encoder(tmp_path, cap
     save_model(model, ckpt / "ema.safetensors", {"diffusion": DIFFUSION})
     (ckpt / "text_encoder_ema.safetensors").write_bytes(b"ema encoder")
     (ckpt / "text_encoder.safetensors").write_bytes(b"raw encoder")
-    code, _, err = _cli(capsys, "export", str(ckpt), "--out", str(tmp_path / "out"))
+    code, _, err = _cli(capsys, "export", str(ckpt), "--format", "safetensors", "--out", str(tmp_path / "out"))
     assert code == 0, err
-    assert "class-conditional only" in err and "'text' conditioning" in err
     assert (tmp_path / "out" / "text_encoder.safetensors").read_bytes() == b"ema encoder"

@@ -293,15 +293,23 @@ def test_export_model_writes_a_pipeline_its_parts_or_the_plain_format(tmp_path):
 
 def test_export_model_of_pixel_and_unsupported_models(tmp_path):
     pixel = export_model(load_export_source(save_model(tiny_model(), tmp_path / "p.safetensors")), tmp_path / "p")
-    assert pixel.what == "transformer/ and scheduler/" and pixel.notes[0].startswith("a pixel-space model: wrote")
+    what = "a DitscalePipeline (transformer/, scheduler/, model_index.json, pipeline_ditscale.py)"
+    load = "load it with DiffusionPipeline.from_pretrained(OUT, trust_remote_code=True) (ditscale installed)"
+    assert pixel.what == what and pixel.notes[0].endswith("a pixel-space model: exported as a DitscalePipeline")
     assert json.loads((tmp_path / "p" / "ditscale.json").read_text())["vae"] == "pixel-space"
     flow = save_model(tiny_model(learn_sigma=False), tmp_path / "f.safetensors", {"diffusion": {"kind": "flow"}})
     done = export_model(load_export_source(flow), tmp_path / "f")
     notice = (
         "diffusers' DiTPipeline and its schedulers run Gaussian diffusion; this is a rectified-flow model: "
-        "diffusers has no equivalent, writing the ditscale safetensors format instead"
+        "exported as a DitscalePipeline"
     )
-    assert done == Exported("model.safetensors and config.json (ditscale format)", (notice,))
+    assert done == Exported(what, (notice, load))
+    index = json.loads((tmp_path / "f" / "model_index.json").read_text())
+    assert index["scheduler"] == ["diffusers", "FlowMatchEulerDiscreteScheduler"] and index["vae"] == [None, None]
+    text = save_model(tiny_model(**TEXT), tmp_path / "t.safetensors")  # no trained word encoder beside it
+    plain = export_model(load_export_source(text), tmp_path / "t")
+    assert plain.what == "model.safetensors and config.json (ditscale format)"
+    assert plain.notes[0].startswith("no trained word encoder beside its weights")
     torch.save(tiny_model().state_dict(), tmp_path / "ref.pt")
     with pytest.raises(CheckpointError, match="carries no model config .*save it with ditscale first"):
         load_export_source(tmp_path / "ref.pt")

@@ -3,8 +3,9 @@
 RUN is anything ``ditscale sample`` takes (a run folder, a checkpoint folder, a ``.safetensors``
 with metadata, a diffusers DiT folder). ``--format diffusers`` writes a DiTPipeline folder
 (``transformer/``, ``scheduler/``, ``vae/``, ``model_index.json``, ``ditscale.json``) that
-``DiTPipeline.from_pretrained(DIR)`` loads offline; models diffusers has no equivalent for get the
-plain format instead, with a one-line notice. ``--format safetensors`` writes ``DIR/model.safetensors``
+``DiffusionPipeline.from_pretrained(DIR)`` loads offline, or, for models DiTPipeline cannot sample
+(flow, pixel, text, other blocks), a DitscalePipeline folder loaded with ``trust_remote_code=True``
+(:mod:`ditscale.models.diffusers_custom` says why), with a one-line notice. ``--format safetensors`` writes ``DIR/model.safetensors``
 (configs in its metadata), ``DIR/config.json`` and a text run's trained word encoder. The layouts and
 rules are :mod:`ditscale.generate.export`'s; this module turns the arguments into its calls.
 """
@@ -21,7 +22,7 @@ from ditscale.train.rundir import RunDir
 EPILOG = examples(
     "ditscale export runs/xl2 --format diffusers --out exports/xl2-diffusers",
     "ditscale export runs/xl2 --format safetensors --weights model --out exports/xl2-raw",
-    "python -c \"from diffusers import DiTPipeline; DiTPipeline.from_pretrained('exports/xl2-diffusers')\"",
+    "python -c \"from diffusers import DiffusionPipeline; DiffusionPipeline.from_pretrained('exports/xl2-diffusers')\"",
     "ditscale sample exports/xl2-diffusers --classes 1,2",
 )
 

@@ -86,6 +86,13 @@ class WordTokenizer:
             return cls.from_captions(read_shard_records(Path(cfg.path).expanduser(), meta)[1])
         raise ConfigError(f"data.name={cfg.name!r} has no captions to build a vocabulary from")
 
+    @classmethod
+    def from_vocab(cls, vocab: list[str]) -> "WordTokenizer":
+        """The tokenizer of a saved vocabulary, ids exactly as saved (position in ``vocab``)."""
+        tokenizer = cls([])
+        tokenizer.vocab, tokenizer.ids = list(vocab), {w: i for i, w in enumerate(vocab)}
+        return tokenizer
+
     def __len__(self) -> int:
         return len(self.vocab)
 
@@ -150,6 +157,36 @@ class WordTextEncoder(nn.Module):
         return self(ids.to(device), mask.to(device)), mask.to(device)
 
 
+WORD_SIZES = ("context_dim", "max_length", "num_layers", "num_heads")
+
+
+def read_word_encoder_spec(path: Path) -> dict:
+    """``{"vocab": [...], "context_dim", "max_length", "num_layers", "num_heads"}`` (ints) of a trained
+    word encoder's ``text_encoder.safetensors`` (its "ditscale" metadata), checked."""
+    if not path.is_file():
+        raise CheckpointError(
+            f"text encoder file '{path}' does not exist; pass the text_encoder.safetensors of a checkpoint"
+        )
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get(METADATA_KEY)
+    except Exception:  # safetensors raises its own SafetensorError for corrupt headers
+        raise CheckpointError(
+            f"'{path}' is not a readable safetensors file; pass a trained text_encoder.safetensors"
+        ) from None
+    try:
+        spec = json.loads(raw) if raw else {}
+        sizes = {k: int(spec[k]) for k in WORD_SIZES}
+        vocab = list(spec["vocab"])
+    except (ValueError, KeyError, TypeError):
+        raise CheckpointError(
+            f"'{path}' has no word-encoder metadata (vocabulary and sizes); it was not written by `ditscale train`"
+        ) from None
+    if spec.get("text_encoder") != "word":
+        raise CheckpointError(f"'{path}' holds a {spec.get('text_encoder')!r} text encoder, not a trained word encoder")
+    return {"vocab": vocab, **sizes}
+
+
 def load_word_encoder(path: str | os.PathLike, device: str | torch.device = "cpu") -> WordTextEncoder:
     """The trained :class:`WordTextEncoder` of a checkpoint's ``text_encoder.safetensors``.
 
@@ -157,25 +194,9 @@ def load_word_encoder(path: str | os.PathLike, device: str | torch.device = "cpu
     ``{"text_encoder": "word", "context_dim", "max_length", "num_layers", "num_heads", "vocab"}``.
     """
     p = Path(path).expanduser()
-    if not p.is_file():
-        raise CheckpointError(
-            f"text encoder file '{p}' does not exist; pass the text_encoder.safetensors of a checkpoint"
-        )
-    with safe_open(str(p), framework="pt") as f:
-        raw = (f.metadata() or {}).get(METADATA_KEY)
-    try:
-        spec = json.loads(raw) if raw else {}
-        sizes = {k: int(spec[k]) for k in ("context_dim", "max_length", "num_layers", "num_heads")}
-        vocab = list(spec["vocab"])
-    except (ValueError, KeyError, TypeError):
-        raise CheckpointError(
-            f"'{p}' has no word-encoder metadata (vocabulary and sizes); it was not written by `ditscale train`"
-        ) from None
-    if spec.get("text_encoder") != "word":
-        raise CheckpointError(f"'{p}' holds a {spec.get('text_encoder')!r} text encoder, not a trained word encoder")
-    tokenizer = WordTokenizer([])
-    tokenizer.vocab, tokenizer.ids = vocab, {w: i for i, w in enumerate(vocab)}  # exactly the saved ids
-    encoder = WordTextEncoder(tokenizer, **sizes)
+    spec = read_word_encoder_spec(p)
+    sizes = {k: spec[k] for k in WORD_SIZES}
+    encoder = WordTextEncoder(WordTokenizer.from_vocab(spec["vocab"]), **sizes)  # exactly the saved ids
     try:
         encoder.load_state_dict(load_file(str(p)))
     except RuntimeError as err:

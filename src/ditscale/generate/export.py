@@ -1,6 +1,7 @@
-"""A trained model for other tools: a diffusers DiTPipeline folder, or ditscale's plain safetensors.
+"""A trained model for other tools: a diffusers pipeline folder, or ditscale's plain safetensors.
 
-:func:`export_model` writes, for a class-conditional adaLN-Zero Gaussian model (``format="diffusers"``)::
+:func:`export_model` writes, for a class-conditional adaLN-Zero Gaussian latent model with a null
+class and at most 1000 classes (``format="diffusers"``)::
 
     DIR/model_index.json        DiTPipeline (transformer, vae, scheduler, id2label of the run's classes)
     DIR/transformer/            DiTTransformer2DModel: config.json + diffusion_pytorch_model.safetensors
@@ -8,11 +9,14 @@
     DIR/vae/                    the AutoencoderKL the run's latents were encoded with (or the one named)
     DIR/ditscale.json           where it came from: source weights, model and diffusion configs, VAE
 
-so ``DiTPipeline.from_pretrained(DIR)`` loads offline. A pixel-space model (or a latent one whose VAE
-is unknown) gets ``transformer/`` and ``scheduler/`` only: DiTPipeline always decodes through a VAE.
-Models diffusers has no equivalent for (in-context, cross-attention or adaLN blocks, text or no
-conditioning, rectified flow) get the plain format instead (``format="safetensors"``:
-:func:`ditscale.models.io.write_plain_folder`), with a note saying so. The folder is assembled in a
+so ``DiffusionPipeline.from_pretrained(DIR)`` loads it offline and samples at DiTPipeline's defaults
+(its null class sits at label 1000, where DiTPipeline's guidance looks). A latent one whose VAE is
+unknown gets ``transformer/`` and ``scheduler/`` only. Every other model (rectified flow, pixel
+space, in-context, cross-attention or adaLN blocks, text or no conditioning, no null class) gets a
+``DitscalePipeline`` folder (:mod:`ditscale.models.diffusers_custom`: the layout, and why it loads
+with ``trust_remote_code=True``). A text model whose encoder is not a trained word encoder gets the
+plain format instead (``format="safetensors"``: :func:`ditscale.models.io.write_plain_folder`),
+with a note saying so. The folder is assembled in a
 temporary sibling and renamed into place (:func:`ditscale.io.staged_folder`), so an interrupted export
 leaves no half-written DIR. Run folders belong to :mod:`ditscale.train`: the caller passes their VAE
 and class names as plain values.
@@ -20,14 +24,23 @@ and class names as plain values.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
+from ditscale.data.text import read_word_encoder_spec
 from ditscale.diffusion.config import resolve_diffusion_config
 from ditscale.errors import CheckpointError
 from ditscale.generate.load import PIXEL_CHANNELS
 from ditscale.io import atomic_write_json, staged_folder
+from ditscale.models.diffusers_custom import (
+    custom_pipeline_index,
+    custom_scheduler_config,
+    save_custom_transformer,
+    text_encoder_config,
+    write_pipeline_code,
+)
 from ditscale.models.diffusers_io import (
     pipeline_index,
     pipeline_notes,
@@ -36,9 +49,10 @@ from ditscale.models.diffusers_io import (
     unsupported_reason,
 )
 from ditscale.models.dit import DiT
-from ditscale.models.io import load_model, read_metadata, vae_for, write_plain_folder
+from ditscale.models.io import load_model, read_metadata, text_encoder_beside, vae_for, write_plain_folder
 
 Format = Literal["diffusers", "safetensors"]
+CUSTOM_LOAD = "trust_remote_code=True"  # the one argument a DitscalePipeline folder needs (diffusers_custom)
 
 
 @dataclass(frozen=True)
@@ -107,6 +121,54 @@ def write_diffusers_folder(
     return Exported("a DiTPipeline (transformer/, scheduler/, vae/, model_index.json)", tuple(pipeline_notes(config)))
 
 
+def write_custom_folder(
+    source: ExportSource,
+    folder: Path,
+    *,
+    vae: str | None = None,
+    text_encoder: Path | None = None,
+    class_names: Sequence[str] | None = None,
+) -> Exported:
+    """A DitscalePipeline folder: ``transformer/``, ``scheduler/``, the pipeline file and
+    ``model_index.json``, with ``text_encoder/`` (the trained word encoder file ``text_encoder``,
+    copied) and ``vae/`` (a latent model's ``vae``) when given; then ``ditscale.json``."""
+    config, diffusion = source.model.config, source.info["diffusion"]
+    save_custom_transformer(source.model.state_dict(), source.info, folder / "transformer")
+    atomic_write_json(folder / "scheduler" / "scheduler_config.json", custom_scheduler_config(diffusion))
+    if text_encoder is not None:
+        atomic_write_json(
+            folder / "text_encoder" / "config.json", text_encoder_config(read_word_encoder_spec(text_encoder))
+        )
+        shutil.copyfile(text_encoder, folder / "text_encoder" / "diffusion_pytorch_model.safetensors")
+    pixel = config.in_channels in PIXEL_CHANNELS
+    if vae is not None:
+        _save_vae(vae, config.in_channels, folder / "vae")
+    write_pipeline_code(folder)
+    index = custom_pipeline_index(
+        diffusion, vae=vae is not None, text_encoder=text_encoder is not None, class_names=class_names
+    )
+    atomic_write_json(folder / "model_index.json", index)
+    atomic_write_json(folder / "ditscale.json", {**source.info, "vae": vae or ("pixel-space" if pixel else None)})
+    notes = [f"load it with DiffusionPipeline.from_pretrained(OUT, {CUSTOM_LOAD}) (ditscale installed)"]
+    if vae is None and not pixel:
+        notes.append(
+            "a latent model whose VAE is unknown: pass vae=AutoencoderKL.from_pretrained(...) to from_pretrained"
+        )
+    return Exported(
+        "a DitscalePipeline (transformer/, scheduler/, model_index.json, pipeline_ditscale.py)", tuple(notes)
+    )
+
+
+def _text_encoder(source: ExportSource) -> tuple[Path | None, str | None]:
+    """A text model's trained word encoder file, or why the model cannot be a DitscalePipeline."""
+    if source.model.config.conditioning != "text":
+        return None, None
+    found = text_encoder_beside(source.weights)
+    if found is None:
+        return None, "no trained word encoder beside its weights (a Hugging Face text encoder is not exported)"
+    return found, None
+
+
 def export_model(
     source: ExportSource,
     out: Path,
@@ -122,12 +184,15 @@ def export_model(
     (:func:`ditscale.models.io.vae_for`: a diffusers folder's ``vae/``, else ``run_vae``)."""
     config = source.model.config
     reason = unsupported_reason(config, source.info["diffusion"]) if format == "diffusers" else None
-    notes = (
-        (f"{reason}: diffusers has no equivalent, writing the ditscale safetensors format instead",) if reason else ()
-    )
+    encoder, no_pipeline = _text_encoder(source) if reason else (None, None)
+    name = None if config.in_channels in PIXEL_CHANNELS else vae or vae_for(source.weights, run_vae)
     with staged_folder(out, overwrite=overwrite) as folder:
-        if format == "safetensors" or reason:
-            return Exported(write_plain_folder(source.model, source.info, source.weights, folder), notes)
-        name = None if config.in_channels in PIXEL_CHANNELS else vae or vae_for(source.weights, run_vae)
-        written = write_diffusers_folder(source, folder, vae=name, class_names=class_names)
-    return Exported(written.what, notes + written.notes)
+        if format == "safetensors" or no_pipeline:
+            note = f"{no_pipeline}: writing the ditscale safetensors format instead"
+            return Exported(
+                write_plain_folder(source.model, source.info, source.weights, folder), (note,) if no_pipeline else ()
+            )
+        if reason:
+            written = write_custom_folder(source, folder, vae=name, text_encoder=encoder, class_names=class_names)
+            return Exported(written.what, (f"{reason}: exported as a DitscalePipeline",) + written.notes)
+        return write_diffusers_folder(source, folder, vae=name, class_names=class_names)

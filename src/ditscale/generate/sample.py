@@ -113,7 +113,7 @@ def resolve_guided_channels(diffusion: Diffusion, guided_channels: int | str | N
     return in_channels if guided_channels is None else min(guided_channels, in_channels)
 
 
-def _condition_kwargs(
+def condition_kwargs(
     labels: torch.Tensor | None,
     context: torch.Tensor | None,
     context_mask: torch.Tensor | None,
@@ -147,7 +147,7 @@ def _eval_mode(model: torch.nn.Module):
         model.train(was_training)
 
 
-def _guidance_kwargs(kwargs: dict[str, Any], b: int, device: torch.device) -> dict[str, Any]:
+def guidance_kwargs(kwargs: dict[str, Any], b: int, device: torch.device) -> dict[str, Any]:
     """``kwargs`` of ``b`` images doubled into a guidance batch: the same condition twice, the second
     half switched to the model's null condition by ``force_drop_ids`` (null class, or no text)."""
     doubled = {key: torch.cat([value, value]) for key, value in kwargs.items()}
@@ -211,9 +211,9 @@ def sample_latents(
         for lo in range(0, n, batch_size):
             b = min(batch_size, n - lo)
             noise = torch.randn((b, *shape), generator=generator, device=device)
-            kwargs = _condition_kwargs(labels, context, context_mask, lo, b, device)
+            kwargs = condition_kwargs(labels, context, context_mask, lo, b, device)
             if guided:
-                noise, kwargs = torch.cat([noise, noise]), _guidance_kwargs(kwargs, b, device)
+                noise, kwargs = torch.cat([noise, noise]), guidance_kwargs(kwargs, b, device)
             x = diffusion.sample(
                 model_fn,
                 tuple(noise.shape),

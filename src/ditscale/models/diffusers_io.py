@@ -36,13 +36,18 @@ from ditscale.models.config import DiTConfig
 from ditscale.models.dit import DiT, sincos_pos_embed_2d
 
 TRANSFORMER_CLASSES = ("DiTTransformer2DModel", "Transformer2DModel")  # current and older (hub) class names
+DITSCALE_TRANSFORMER = "DitscaleTransformer"  # any ditscale DiT, in a DitscalePipeline folder (diffusers_custom)
+DITSCALE_PREFIX = "dit."  # its weights: our own keys under this prefix (the module holds our DiT as .dit)
 WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 SHARD_INDEX = "diffusion_pytorch_model.safetensors.index.json"
+CLASS_TABLE = "y_embedder.embedding_table.weight"
 FIXED_KEYS = ("pos_embed",)  # ours only: diffusers recomputes the fixed sin-cos table
 NORM_EPS = 1e-6  # our LayerNorms' eps (diffusers' config default 1e-5 applies to its second block norm)
 PREDICTIONS = {"epsilon": "epsilon", "x0": "sample", "v": "v_prediction"}  # ours -> diffusers prediction_type
 MAX_NAMED = 3
+PIXEL_CHANNELS = (1, 3)  # in_channels of pixel-space models; anything else works in a VAE's latent space
 NULL_CLASS = 1000  # DiTPipeline feeds this label as the unconditional class when guidance_scale > 1
+NUM_CLASSES_KEY = "_ditscale_num_classes"  # our class count in a padded table (diffusers skips "_" config keys)
 
 
 @dataclass(frozen=True)
@@ -105,7 +110,12 @@ def key_rules(depth: int) -> list[KeyRule]:
 
 # Configs ------------------------------------------------------------------------------------------
 def unsupported_reason(config: DiTConfig, diffusion: dict[str, Any] | None = None) -> str | None:
-    """Why diffusers' DiT cannot hold this model (one line), or None when it can."""
+    """Why diffusers' DiT cannot hold this model (one line), or None when it can.
+
+    With ``diffusion`` (the export's question) also why the stock ``DiTPipeline`` cannot sample it
+    at its defaults: a rectified flow, pixels (it always decodes through a VAE), no null class (it
+    guides at ``guidance_scale=4`` with label :data:`NULL_CLASS`), or more than 1000 classes (label
+    1000 would be a real class). Those export as a :data:`CUSTOM_PIPELINE` instead."""
     if config.block != "adaln_zero":
         return f"diffusers' DiTTransformer2DModel has only adaLN-Zero blocks; this model uses {config.block!r} blocks"
     if config.conditioning != "class":
@@ -115,12 +125,20 @@ def unsupported_reason(config: DiTConfig, diffusion: dict[str, Any] | None = Non
         )
     if config.mlp_ratio != 4.0:
         return f"diffusers' DiTTransformer2DModel fixes the MLP ratio at 4; this model has {config.mlp_ratio}"
-    if (diffusion or {}).get("kind", "gaussian") != "gaussian":
+    if diffusion is None:
+        return None
+    if diffusion.get("kind", "gaussian") != "gaussian":
         return "diffusers' DiTPipeline and its schedulers run Gaussian diffusion; this is a rectified-flow model"
+    if config.in_channels in PIXEL_CHANNELS:
+        return "diffusers' DiTPipeline always decodes through a VAE; this is a pixel-space model"
+    if config.class_dropout_prob == 0:
+        return "diffusers' DiTPipeline guides by default (guidance_scale 4) and this model has no null class"
+    if config.num_classes > NULL_CLASS:
+        return f"diffusers' DiTPipeline takes label {NULL_CLASS} as the null class; this model has {config.num_classes}"
     return None
 
 
-def _diffusers_version() -> str:
+def diffusers_version() -> str:
     try:
         return version("diffusers")
     except PackageNotFoundError:
@@ -134,7 +152,7 @@ def transformer_config(config: DiTConfig) -> dict[str, Any]:
         raise CheckpointError(f"{reason}; export it in the safetensors format instead")
     return {
         "_class_name": "DiTTransformer2DModel",
-        "_diffusers_version": _diffusers_version(),
+        "_diffusers_version": diffusers_version(),
         "num_attention_heads": config.num_heads,
         "attention_head_dim": config.hidden_size // config.num_heads,
         "in_channels": config.in_channels,
@@ -146,11 +164,12 @@ def transformer_config(config: DiTConfig) -> dict[str, Any]:
         "sample_size": config.input_size,
         "patch_size": config.patch_size,
         "activation_fn": "gelu-approximate",
-        "num_embeds_ada_norm": config.num_classes,
+        "num_embeds_ada_norm": max(config.num_classes, NULL_CLASS),
         "upcast_attention": False,
         "norm_type": "ada_norm_zero",
         "norm_elementwise_affine": False,
         "norm_eps": NORM_EPS,
+        NUM_CLASSES_KEY: config.num_classes,
     }
 
 
@@ -189,7 +208,7 @@ def dit_config(transformer: dict[str, Any], where: str = "transformer config") -
         depth=int(transformer.get("num_layers", 28)),
         num_heads=heads,
         mlp_ratio=4.0,
-        num_classes=int(transformer.get("num_embeds_ada_norm") or 1000),
+        num_classes=int(transformer.get(NUM_CLASSES_KEY) or transformer.get("num_embeds_ada_norm") or 1000),
         class_dropout_prob=0.1,
         learn_sigma=out_ch == 2 * in_ch,
     )
@@ -210,7 +229,7 @@ def scheduler_config(diffusion: dict[str, Any]) -> dict[str, Any]:
     }[diffusion["noise_schedule"]]
     return {
         "_class_name": "DDIMScheduler",
-        "_diffusers_version": _diffusers_version(),
+        "_diffusers_version": diffusers_version(),
         "num_train_timesteps": steps,
         **betas,
         "trained_betas": None,
@@ -237,18 +256,18 @@ def pipeline_index(config: DiTConfig, class_names: Sequence[str] | None = None) 
 
 
 def pipeline_notes(config: DiTConfig) -> list[str]:
-    """What a DiTPipeline user must know about this model, one line each: how to call it with guidance
-    (DiTPipeline takes label :data:`NULL_CLASS` as the null class) and diffusers' timestep embedding."""
+    """What a DiTPipeline user must know about this model, one line each: its labels (the null class
+    sits at label :data:`NULL_CLASS`, where DiTPipeline looks) and diffusers' timestep embedding."""
     notes = []
     if config.class_dropout_prob == 0:
         notes.append(
             "the model was trained without label dropout: its null class row is zeros; call DiTPipeline "
             "with guidance_scale=1"
         )
-    elif config.num_classes != NULL_CLASS:
+    elif config.num_classes < NULL_CLASS:
         notes.append(
-            f"DiTPipeline uses label {NULL_CLASS} as the null class, this model has {config.num_classes} classes: "
-            f"call it with guidance_scale=1, or sample guided with `ditscale sample OUT`"
+            f"this model has {config.num_classes} classes (labels 0..{config.num_classes - 1}); its null class "
+            f"is stored at label {NULL_CLASS}, where DiTPipeline's guidance looks for it"
         )
     notes.append(
         "diffusers' DiT embeds timesteps with frequencies 10000^(-i/127), the reference 10000^(-i/128): "
@@ -307,7 +326,7 @@ def to_diffusers(state_dict: dict[str, torch.Tensor], config: DiTConfig) -> dict
     out: dict[str, torch.Tensor] = {}
     for rule in rules:
         tensor = state_dict[rule.ours]
-        tensor = _with_null_row(tensor, config) if rule.ours.startswith("y_embedder.") else tensor
+        tensor = _with_null_row(tensor, config) if rule.ours == CLASS_TABLE else tensor
         for key, part in zip(rule.theirs, tensor.chunk(len(rule.theirs), dim=0)):
             out[key] = part.detach().to("cpu").contiguous().clone()
         out.update({key: out[rule.theirs[0]].clone() for key in rule.copies})
@@ -326,10 +345,17 @@ def _check_pos_embed(state_dict: dict[str, torch.Tensor], config: DiTConfig) -> 
 
 
 def _with_null_row(table: torch.Tensor, config: DiTConfig) -> torch.Tensor:
-    """The class table with diffusers' null row (zeros when the model was trained without label dropout)."""
-    if table.shape[0] == config.num_classes:
-        return torch.cat([table, table.new_zeros(1, table.shape[1])])
-    return table
+    """The class table as DiTPipeline indexes it: our classes, then our null row (zeros when the model
+    was trained without label dropout) at row :data:`NULL_CLASS`; with fewer classes the rows between
+    repeat the null row, so ``DiTPipeline``'s default guidance (label 1000 as the null class) works."""
+    null = table[config.num_classes :] if table.shape[0] > config.num_classes else table.new_zeros(1, table.shape[1])
+    pad = null.expand(max(NULL_CLASS - config.num_classes, 0), -1)
+    return torch.cat([table[: config.num_classes], pad, null])
+
+
+def _without_padding(table: torch.Tensor, config: DiTConfig) -> torch.Tensor:
+    """Our class table (classes and null row) of a diffusers one, padded by :func:`_with_null_row` or not."""
+    return torch.cat([table[: config.num_classes], table[-1:]]) if table.shape[0] > config.num_classes + 1 else table
 
 
 def from_diffusers(theirs: dict[str, torch.Tensor], config: DiTConfig) -> dict[str, torch.Tensor]:
@@ -350,6 +376,7 @@ def from_diffusers(theirs: dict[str, torch.Tensor], config: DiTConfig) -> dict[s
         r.ours: torch.cat([theirs[k] for k in r.theirs], dim=0) if len(r.theirs) > 1 else theirs[r.theirs[0]]
         for r in rules
     }
+    ours[CLASS_TABLE] = _without_padding(ours[CLASS_TABLE], config)
     ours["pos_embed"] = sincos_pos_embed_2d(config.hidden_size, config.grid_size).unsqueeze(0)
     _check_shapes(ours, config, rules)
     return ours
@@ -396,9 +423,14 @@ def transformer_dir(path: str | Path) -> Path | None:
     for candidate in (p / "transformer", p):
         if (candidate / "config.json").is_file():
             cls = _read_json(candidate / "config.json").get("_class_name")
-            if cls in TRANSFORMER_CLASSES:
+            if cls in (*TRANSFORMER_CLASSES, DITSCALE_TRANSFORMER):
                 return candidate
     return None
+
+
+def is_ditscale_transformer(folder: Path) -> bool:
+    """Whether the transformer folder ``folder`` holds a ``DitscaleTransformer`` (our keys, our configs)."""
+    return _read_json(folder / "config.json").get("_class_name") == DITSCALE_TRANSFORMER
 
 
 def weight_files(folder: Path) -> list[Path]:
@@ -414,10 +446,16 @@ def weight_files(folder: Path) -> list[Path]:
 
 def read_folder_metadata(path: str | Path) -> dict[str, Any]:
     """``{"model": DiTConfig dict, "diffusion": DiffusionConfig fields}`` of a diffusers DiT folder
-    (the diffusion from ``scheduler/scheduler_config.json`` when present, else DiT's default process)."""
+    (the diffusion from ``scheduler/scheduler_config.json`` when present, else DiT's default process;
+    a ``DitscaleTransformer`` carries both in its own config)."""
     folder = transformer_dir(path)
     if folder is None:
         raise CheckpointError(f"{path} is not a diffusers DiT folder (no transformer/config.json); check the path")
+    if is_ditscale_transformer(folder):
+        own = _read_json(folder / "config.json")
+        if not isinstance(own.get("model"), dict) or not isinstance(own.get("diffusion"), dict):
+            raise CheckpointError(f"{folder / 'config.json'} lacks its model or diffusion config; re-export the folder")
+        return {"model": DiTConfig.from_dict(own["model"]).to_dict(), "diffusion": own["diffusion"]}
     config = dit_config(_read_json(folder / "config.json"), where=str(folder / "config.json"))
     sched = Path(path) / "scheduler" / "scheduler_config.json"
     diffusion = (

@@ -35,7 +35,14 @@ from safetensors.torch import load_file, save_file
 from ditscale.errors import CheckpointError
 from ditscale.io import atomic_path, atomic_write_json
 from ditscale.models.config import MODEL_SIZES, DiTConfig, resolve_config
-from ditscale.models.diffusers_io import from_diffusers, read_folder_metadata, transformer_dir, weight_files
+from ditscale.models.diffusers_io import (
+    DITSCALE_PREFIX,
+    from_diffusers,
+    is_ditscale_transformer,
+    read_folder_metadata,
+    transformer_dir,
+    weight_files,
+)
 from ditscale.models.dit import DiT
 
 METADATA_KEY = "ditscale"
@@ -205,6 +212,8 @@ def _load_diffusers_folder(p: Path, key: str | None) -> dict[str, torch.Tensor]:
     theirs: dict[str, torch.Tensor] = {}
     for file in weight_files(folder):
         theirs.update(load_state_dict_file(file))
+    if is_ditscale_transformer(folder):  # our own keys under "dit."; load_model checks them strictly
+        return {k.removeprefix(DITSCALE_PREFIX): v for k, v in theirs.items()}
     config = DiTConfig.from_dict(read_folder_metadata(p)["model"])
     return from_diffusers(theirs, config)
 
@@ -267,7 +276,11 @@ def resolve_weights(
 
 def text_encoder_beside(weights: Path) -> Path | None:
     """The trained word encoder saved beside checkpoint weights (``text_encoder.safetensors``; next to
-    ``ema.safetensors`` its EMA, ``text_encoder_ema.safetensors``, when there is one), or None."""
+    ``ema.safetensors`` its EMA, ``text_encoder_ema.safetensors``, when there is one), or the one of a
+    DitscalePipeline folder (``text_encoder/``, the same file), or None."""
+    if weights.is_dir():
+        found = weights / "text_encoder" / "diffusion_pytorch_model.safetensors"
+        return found if found.is_file() else None
     stems = ("text_encoder_ema", "text_encoder") if weights.name == "ema.safetensors" else ("text_encoder",)
     found = [weights.parent / f"{s}.safetensors" for s in stems if (weights.parent / f"{s}.safetensors").is_file()]
     return found[0] if found else None
