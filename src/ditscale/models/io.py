@@ -127,7 +127,8 @@ def _is_state_dict(obj: Any) -> bool:
 def _torch_load(p: Path) -> Any:
     try:
         # weights_only: tensors and plain containers only; argparse.Namespace for the reference "args".
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        # sparse tensors are checked while loading (an index outside its declared size is refused)
+        with torch.serialization.safe_globals([argparse.Namespace]), torch.sparse.check_sparse_tensor_invariants():
             return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
