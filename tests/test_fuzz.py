@@ -651,16 +651,17 @@ for _key, _value, _words in (
             t / "d",
         )
     )
-for _changes, _words in (
+for _what, _changes, _words in (
     (
+        "steps 1e10",
         {"num_train_timesteps": 1e10, "beta_schedule": "squaredcos_cap_v2"},
         "diffusion_steps must be between 1 and 100,000",
     ),
-    ({"num_train_timesteps": "x"}, "num_train_timesteps must be an integer"),
-    ({"num_train_timesteps": 0}, "num_train_timesteps must be >= 1"),
-    ({"prediction_type": ["epsilon"]}, "prediction_type must be a string"),
+    ("steps a word", {"num_train_timesteps": "x"}, "num_train_timesteps must be an integer"),
+    ("steps 0", {"num_train_timesteps": 0}, "num_train_timesteps must be >= 1"),
+    ("prediction_type a list", {"prediction_type": ["epsilon"]}, "prediction_type must be a string"),
 ):
-    case(f"sample diffusers scheduler {_changes}", _words)(
+    case(f"sample diffusers scheduler {_what}", _words)(
         lambda w, t, c=_changes: (
             ["sample", str(_diffusers_edit(w, t, SCHEDULER, **c)), "--out", str(t / "g.png")],
             t / "d",
