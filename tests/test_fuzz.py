@@ -8,14 +8,19 @@ file's bytes and mode hashed before and after). A hang fails the case after :dat
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import io
 import pickle
+import resource
 import shutil
 import signal
 import socket
 import struct
+import zipfile
+import zlib
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Callable
@@ -26,6 +31,8 @@ import torch
 from safetensors.torch import save_file
 
 from ditscale.cli import main
+from ditscale.models.diffusers_io import save_transformer, scheduler_config
+from ditscale.models.io import load_model, read_metadata
 from ditscale.train.config import load_train_config
 from ditscale.train.loop import train
 from test_laws_study import SPEC as STUDY_SPEC
@@ -33,6 +40,7 @@ from test_laws_study import synthetic_study
 from test_train import MICRO
 
 TIMEOUT_S = 60  # no case needs more than a few seconds; a hang becomes a failure
+HEADROOM = 3 * 2**30  # address space a case may add to the process (RLIMIT_AS): a few GB
 
 
 # -- the world the cases point at -----------------------------------------------------------------
@@ -46,14 +54,26 @@ def world(tmp_path_factory):
     synthetic_study(root / "study", STUDY_SPEC)
     images = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
     np.savez(root / "batch.npz", arr_0=images)
+    weights = next((root / "run").rglob("ema.safetensors"))
     return SimpleNamespace(
         root=root,
         run=root / "run",
         study=root / "study",
         csv=root / "study" / "runs.csv",
         batch=root / "batch.npz",
-        weights=next((root / "run").rglob("*.safetensors")),
+        weights=weights,
+        diffusers=_diffusers_folder(weights, root / "diffusers"),
     )
+
+
+def _diffusers_folder(weights: Path, folder: Path) -> Path:
+    """The micro run's weights as a diffusers DiT folder: transformer/ (config.json, weights) and scheduler/."""
+    model = load_model(weights)
+    save_transformer(model.state_dict(), model.config, folder / "transformer")
+    scheduler = scheduler_config({"noise_schedule": "linear", "diffusion_steps": 1000, "predict": "epsilon"})
+    _write(folder / "scheduler" / "scheduler_config.json", json.dumps(scheduler))
+    assert read_metadata(folder)["model"] == model.config.to_dict()
+    return folder
 
 
 def tree_hash(path: Path) -> str:
@@ -337,7 +357,7 @@ case("sample metadata a list", "")(
         None,
     )
 )
-case("sample metadata absurd sizes", "")(
+case("sample metadata absurd sizes", "GiB of memory")(
     lambda w, t: (
         [
             "sample",
@@ -353,6 +373,7 @@ case("sample metadata absurd sizes", "")(
                                     "num_heads": 1,
                                     "patch_size": 2,
                                     "input_size": 8,
+                                    "in_channels": 3,
                                 }
                             }
                         )
@@ -568,6 +589,194 @@ def _tagged(path: Path) -> Path:
     return path
 
 
+# sizes bounded before anything is allocated, from every source (issue 24.4); diffusers folders (24.3)
+def _diffusers_edit(w: SimpleNamespace, t: Path, file: str, **changes) -> Path:
+    """A copy of the world's diffusers folder with ``changes`` made to the JSON ``file`` (text values
+    given as ``RAW:...`` are written as they are: NaN, Infinity)."""
+    folder = _copy(w.diffusers, t / "d")
+    data = json.loads((folder / file).read_text())
+    data.update(changes)
+    text = json.dumps(data)
+    for value in changes.values():
+        if isinstance(value, str) and value.startswith("RAW:"):
+            text = text.replace(json.dumps(value), value[4:])
+    (folder / file).write_text(text)
+    return folder
+
+
+def _sharded(w: SimpleNamespace, t: Path, shard) -> Path:
+    """The diffusers folder with its weights moved out, beside it, and an index naming ``shard`` for every tensor."""
+    folder = _copy(w.diffusers, t / "d")
+    weights = folder / "transformer" / "diffusion_pytorch_model.safetensors"
+    keys = list(_safetensors_keys(weights))
+    weights.rename(t / "outside.safetensors")
+    shard = str(t / "outside.safetensors") if shard == "ABSOLUTE" else shard
+    index = {"metadata": {}, "weight_map": {k: shard for k in keys}}
+    _write(folder / "transformer" / "diffusion_pytorch_model.safetensors.index.json", json.dumps(index))
+    return folder
+
+
+def _safetensors_keys(path: Path) -> list[str]:
+    (length,) = struct.unpack("<Q", path.read_bytes()[:8])
+    return [k for k in json.loads(path.read_bytes()[8 : 8 + length]) if k != "__metadata__"]
+
+
+TRANSFORMER = "transformer/config.json"
+SCHEDULER = "scheduler/scheduler_config.json"
+for _name, _shard in (
+    ("outside the folder", "../../outside.safetensors"),
+    ("an absolute path", "ABSOLUTE"),
+    ("the folder itself", "."),
+    ("a number", 5),
+    ("a list", ["a.safetensors"]),
+):
+    case(f"sample diffusers shard {_name}", "not a file name inside")(
+        lambda w, t, s=_shard: (["sample", str(_sharded(w, t, s)), "--out", str(t / "g.png")], t / "d")
+    )
+case("export diffusers shard outside the folder", "not a file name inside")(
+    lambda w, t: (["export", str(_sharded(w, t, "../../outside.safetensors")), "--out", str(t / "e")], t / "d")
+)
+for _key, _value, _words in (
+    ("num_layers", 1_000_000, "GiB of memory"),
+    ("attention_head_dim", 5e8, "GiB of memory"),
+    ("sample_size", 100_000, "GiB of memory"),
+    ("num_embeds_ada_norm", 1e12, "GiB of memory"),
+    ("num_layers", "many", "num_layers must be an integer"),
+    ("num_layers", "RAW:NaN", "num_layers must be an integer"),
+    ("sample_size", "RAW:Infinity", "sample_size must be an integer"),
+):
+    case(f"sample diffusers {_key} {_value}", _words)(
+        lambda w, t, k=_key, v=_value: (
+            ["sample", str(_diffusers_edit(w, t, TRANSFORMER, **{k: v})), "--out", str(t / "g.png")],
+            t / "d",
+        )
+    )
+for _what, _changes, _words in (
+    (
+        "steps 1e10",
+        {"num_train_timesteps": 1e10, "beta_schedule": "squaredcos_cap_v2"},
+        "diffusion_steps must be between 1 and 100,000",
+    ),
+    ("steps a word", {"num_train_timesteps": "x"}, "num_train_timesteps must be an integer"),
+    ("steps 0", {"num_train_timesteps": 0}, "num_train_timesteps must be >= 1"),
+    ("prediction_type a list", {"prediction_type": ["epsilon"]}, "prediction_type must be a string"),
+):
+    case(f"sample diffusers scheduler {_what}", _words)(
+        lambda w, t, c=_changes: (
+            ["sample", str(_diffusers_edit(w, t, SCHEDULER, **c)), "--out", str(t / "g.png")],
+            t / "d",
+        )
+    )
+case("export diffusers num_layers a million", "GiB of memory")(
+    lambda w, t: (["export", str(_diffusers_edit(w, t, TRANSFORMER, num_layers=10**6)), "--out", str(t / "e")], t / "d")
+)
+case("sample metadata depth a million", "GiB of memory")(
+    lambda w, t: (
+        [
+            "sample",
+            str(_metadata_model(t / "m.safetensors", depth=10**6, hidden_size=32, num_heads=2, in_channels=3)),
+            "--out",
+            str(t / "g.png"),
+        ],
+        None,
+    )
+)
+case("sample metadata diffusion steps 1e10", "diffusion_steps must be between")(
+    lambda w, t: (
+        [
+            "sample",
+            str(_metadata_model(t / "m.safetensors", {"diffusion_steps": 10**10}, depth=1, in_channels=3)),
+            "--out",
+            str(t / "g.png"),
+        ],
+        None,
+    )
+)
+
+
+def _metadata_model(path: Path, diffusion: dict | None = None, **model) -> Path:
+    base = {"hidden_size": 32, "num_heads": 2, "patch_size": 2, "input_size": 8}
+    info = {"model": {**base, **model}, **({"diffusion": diffusion} if diffusion else {})}
+    return _safetensors(path, {"ditscale": json.dumps(info)})
+
+
+# a YAML alias bomb (541 bytes as the issue's: 9**7 strings) in a string field
+BOMB = "".join(f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdef", "bcdefg"))
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + BOMB
+case("train yaml alias bomb", "aliases")(
+    lambda w, t: (
+        ["train", str(_write(t / "c.yaml", f"max_steps: 3\n{BOMB}device: *g\n")), "--out", str(t / "r")],
+        None,
+    )
+)
+case("study plan yaml alias bomb", "aliases")(
+    lambda w, t: (["study", "plan", str(_write(t / "s.yaml", BOMB.replace("a:", "x:", 1) + "name: *g\n"))], None)
+)
+
+
+def _npz_declaring(path: Path, shape: tuple[int, ...], others: dict | None = None) -> Path:
+    """An .npz whose ``arr_0`` (or first member) header declares ``shape`` of uint8 over a few bytes of data."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False, "shape": shape})
+    with zipfile.ZipFile(path, "w") as zf:
+        for key, value in (others or {}).items():
+            buf = io.BytesIO()
+            np.save(buf, value)
+            zf.writestr(f"{key}.npy", buf.getvalue())
+        zf.writestr(f"{'draws_0' if others else 'arr_0'}.npy", header.getvalue() + bytes(64))
+    return path
+
+
+case("eval npz declaring 273 TiB", "declares shape")(
+    lambda w, t: (
+        ["eval", str(_npz_declaring(t / "s.npz", (10**10, 10**2, 10**2, 3))), "--ref", str(w.batch)],
+        None,
+    )
+)
+case("eval image bomb in a folder", "cannot decode image")(
+    lambda w, t: (["eval", str(_bomb_png(t)), "--ref", str(w.batch)], None)
+)
+
+
+def _bomb_png(t: Path) -> Path:
+    """A folder holding one PNG of 15000 x 15000 pixels in a few hundred bytes (PIL's decompression bomb)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", 15000, 15000, 1, 0, 0, 0, 0)
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    _write(t / "imgs" / "bomb.png", png)
+    return t / "imgs"
+
+
+case("eval sparse inception weights", "not dense weights")(
+    lambda w, t: (["eval", str(w.batch), "--ref", str(w.batch), "--inception", str(_sparse_inception(t))], None)
+)
+
+
+def _sparse_inception(t: Path) -> Path:
+    """The FID-Inception state dict's keys and shapes, every tensor sparse (no stored values)."""
+    from ditscale.metrics.inception import FIDInceptionV3
+
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in FIDInceptionV3().state_dict().items()}
+    sparse = {
+        k: torch.sparse_coo_tensor(torch.zeros(len(s), 0, dtype=torch.long), torch.zeros(0), s, check_invariants=True)
+        for k, s in shapes.items()
+    }
+    torch.save(sparse, t / "pt_inception.pth")
+    return t / "pt_inception.pth"
+
+
+case("fit csv field over the csv limit", "is not a readable CSV")(
+    lambda w, t: (
+        ["fit", "isoflop", str(_write(t / "r.csv", "flops,params,tokens,loss\n" + "1" * 140_000 + ",1,1,1\n"))],
+        None,
+    )
+)
+
+
 # -- the test -------------------------------------------------------------------------------------
 @pytest.fixture
 def deadline():
@@ -581,12 +790,35 @@ def deadline():
     signal.signal(signal.SIGALRM, old)
 
 
+def _vm_size() -> int:
+    """This process's address-space size now (VmSize, bytes)."""
+    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmSize:"))
+    return int(line.split()[1]) * 1024
+
+
+@contextlib.contextmanager
+def memory_ceiling(headroom: int = HEADROOM):
+    """Run the block under an address-space limit (RLIMIT_AS) of the process's current size plus
+    ``headroom``: an allocation beyond it fails at once instead of exhausting the machine. The soft
+    limit is lowered, then restored within the hard one, so no subprocess is needed."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = _vm_size() + headroom
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    try:
+        yield limit
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_input_is_one_line(name, world, tmp_path, capsys, deadline):
     build, words = CASES[name]
     argv, guarded = build(world, tmp_path)
     before = tree_hash(guarded) if guarded else None
-    code = main(argv)
+    with memory_ceiling():
+        code = main(argv)
     out, err = capsys.readouterr()
     assert code == 2, f"exit status {code}; stderr: {err[-2000:]}"
     assert err.startswith("ditscale: error: ") and err.count("\n") == 1, err
@@ -601,4 +833,29 @@ def test_catalogue_covers_every_command():
     first = {"extract": "extract-latents", "predict": "study", "compare": "study", "report": "study"}
     covered = {first.get(name.split()[0], name.split()[0]) for name in CASES}
     assert covered == set(COMMANDS)
-    assert len(CASES) >= 90
+    assert len(CASES) >= 130
+
+
+def test_memory_ceiling_refuses_what_exceeds_it():
+    """The ceiling the cases run under is real: inside it an allocation of more than its headroom
+    fails, and the limit is lifted again afterwards."""
+    before = resource.getrlimit(resource.RLIMIT_AS)
+    with memory_ceiling(2**30), pytest.raises(MemoryError):
+        np.ones(2 * 2**30, dtype=np.uint8)
+    assert resource.getrlimit(resource.RLIMIT_AS) == before
+    assert np.ones(2**20, dtype=np.uint8).sum() == 2**20
+
+
+def test_a_bootstrap_npz_declaring_a_huge_shape_is_unreadable(world, tmp_path):
+    """A bootstrap.npz whose draws declare 10**12 x 10**3 values (a crafted or damaged header) reads as
+    unreadable (``study predict`` then redraws and says so), within the memory ceiling, never allocated."""
+    from ditscale.study.analyze import load_draws
+
+    study = _copy(world.study, tmp_path / "study")
+    with np.load(study / "bootstrap.npz", allow_pickle=False) as arrays:
+        meta = arrays["meta"]
+    assert load_draws(study).entries  # the study's own draws read
+    _npz_declaring(study / "bootstrap.npz", (10**12, 10**3), {"meta": meta})
+    with memory_ceiling():
+        draws = load_draws(study)
+    assert draws.loaded and not draws.entries

@@ -18,6 +18,7 @@ import copy
 import dataclasses
 import difflib
 import math
+import reprlib
 import types
 import typing
 from pathlib import Path
@@ -31,6 +32,17 @@ from ditscale.io import decode_utf8
 T = TypeVar("T")
 
 INT_LIMIT = 2**63 - 1  # what torch and numpy can hold: seeds, steps and counts beyond it overflow deep inside them
+# The most nodes a YAML document may expand to through its aliases (``*name``): an alias bomb of a
+# few hundred bytes expands to billions. A document without aliases is never refused.
+MAX_YAML_NODES = 100_000
+_SHOWN = reprlib.Repr()  # values in error messages: at most a few items per level and 60 characters per string
+_SHOWN.maxstring = _SHOWN.maxother = 60
+
+
+def shown(value: Any) -> str:
+    """``repr(value)``, bounded: what an error message shows of a value from a file or the command line
+    (a huge or deeply shared value is cut, never expanded)."""
+    return _SHOWN.repr(value)
 
 
 def _suggest(key: str, valid: list[str]) -> str:
@@ -55,21 +67,21 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return _coerce(value, arg, where)
             except ConfigError as err:
                 errors.append(str(err))
-        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+        raise ConfigError(errors[0] if errors else f"{where}: invalid value {shown(value)}")
     if origin is typing.Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:
-            raise ConfigError(f"{where} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+            raise ConfigError(f"{where} must be one of {', '.join(map(repr, allowed))}, got {shown(value)}")
         return value
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
-            raise ConfigError(f"{where} must be a mapping of {tp.__name__} keys, got {value!r}")
+            raise ConfigError(f"{where} must be a mapping of {tp.__name__} keys, got {shown(value)}")
         return from_dict(tp, value, where=where)
     if origin in (list, tuple):
         if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-            raise ConfigError(f"{where} must be a list, got {value!r}")
+            raise ConfigError(f"{where} must be a list, got {shown(value)}")
         args = typing.get_args(tp)
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
@@ -80,37 +92,37 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where} must be a mapping, got {value!r}")
+            raise ConfigError(f"{where} must be a mapping, got {shown(value)}")
         return dict(value)
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{where} must be true or false, got {value!r}")
+        raise ConfigError(f"{where} must be true or false, got {shown(value)}")
     if tp is int:
         if isinstance(value, bool):
-            raise ConfigError(f"{where} must be an integer, got {value!r}")
+            raise ConfigError(f"{where} must be an integer, got {shown(value)}")
         number = _as_integer(value)
         if number is None:
-            raise ConfigError(f"{where} must be an integer, got {value!r}")
+            raise ConfigError(f"{where} must be an integer, got {shown(value)}")
         if abs(number) > INT_LIMIT:
-            raise ConfigError(f"{where} = {value!r} is out of range; use an integer of magnitude below 2**63")
+            raise ConfigError(f"{where} = {shown(value)} is out of range; use an integer of magnitude below 2**63")
         return number
     if tp is float:
         if isinstance(value, bool):
-            raise ConfigError(f"{where} must be a number, got {value!r}")
+            raise ConfigError(f"{where} must be a number, got {shown(value)}")
         try:
             number = float(value) if isinstance(value, (int, float, str)) else None
         except (ValueError, OverflowError):
             number = None
         if number is None:
-            raise ConfigError(f"{where} must be a number, got {value!r}")
+            raise ConfigError(f"{where} must be a number, got {shown(value)}")
         if not math.isfinite(number):
-            raise ConfigError(f"{where} must be a finite number, got {value!r}")
+            raise ConfigError(f"{where} must be a finite number, got {shown(value)}")
         return number
     if tp is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(f"{where} must be a string, got {value!r}")
+        raise ConfigError(f"{where} must be a string, got {shown(value)}")
     return value
 
 
@@ -190,7 +202,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key:
         raise ConfigError(f"override {text!r} has an empty key; write key.path=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     # YAML reads "1e-4" as a string (no dot before the exponent); numbers are what users mean.
@@ -223,7 +235,22 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """PyYAML's safe loader that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
+    """PyYAML's safe loader that refuses a key given twice in one mapping (PyYAML keeps the last silently)
+    and a document whose aliases expand it beyond :data:`MAX_YAML_NODES` nodes (checked on the composed
+    node graph, before any value is built)."""
+
+    def get_single_node(self):
+        node = super().get_single_node()
+        if node is not None:
+            distinct, expanded = _node_counts(node)
+            if expanded > max(MAX_YAML_NODES, distinct):
+                why = (
+                    "an alias refers to a node that contains it"
+                    if math.isinf(expanded)
+                    else f"its aliases (*name) expand {distinct:,} nodes to {expanded:,}, over {MAX_YAML_NODES:,}"
+                )
+                raise yaml.composer.ComposerError(None, None, f"{why}; write the values out", node.start_mark)
+        return node
 
     def construct_mapping(self, node, deep=False):
         seen: set = set()
@@ -235,6 +262,35 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def _node_counts(root: yaml.Node) -> tuple[int, float]:
+    """(distinct nodes, nodes once every alias is expanded) of a composed YAML graph; the expanded
+    count is summed over the graph (each distinct node once), so a bomb is measured, never built.
+    A document that contains itself (``&a [*a]``) expands without end: infinity."""
+    size: dict[int, float] = {}
+    entered: set[int] = set()  # on the current path: met again, a node contains itself
+    stack = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if isinstance(node, yaml.MappingNode):
+            children = [c for pair in node.value for c in pair]
+        else:
+            children = node.value if isinstance(node, yaml.CollectionNode) else []
+        if done:
+            size[id(node)] = 1 + sum(size[id(c)] for c in children)
+            entered.discard(id(node))
+        elif id(node) in entered:
+            return len(size), math.inf
+        elif id(node) not in size:
+            entered.add(id(node))
+            stack.append((node, True))
+            stack.extend((c, False) for c in children)
+    return len(size), size[id(root)]
+
+
+def _load(text: str) -> Any:
+    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def parse_yaml(text: str | bytes, where: str) -> dict[str, Any]:
     """The YAML mapping in ``text`` (``where`` names its file in errors); one-line :class:`ConfigError`
     for bytes that are not UTF-8, bad syntax, a duplicate key, a tag such as ``!!python/object``
@@ -242,7 +298,7 @@ def parse_yaml(text: str | bytes, where: str) -> dict[str, Any]:
     if isinstance(text, bytes):
         text = decode_utf8(text, where, ConfigError)
     try:
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        data = _load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""

@@ -41,6 +41,8 @@ __all__ = [
     "train_flops_6nd",
     "images_for_flops",
     "images_in_budget",
+    "inference_memory_bytes",
+    "train_memory_bytes",
     "fmt_flops",
     "GPU_BF16_PEAK_FLOPS",
     "DEFAULT_GPU",
@@ -279,6 +281,15 @@ def train_memory_bytes(config: Any, images: float, bytes_per_value: int = 4) -> 
     state = STATE_BYTES_PER_PARAM * param_counts(cfg).total
     per_image = cfg.depth * cfg.num_patches * cfg.hidden_size * ACTIVATION_VALUES_PER_TOKEN_WIDTH * bytes_per_value
     return float(state + per_image * _count(images, "images"))
+
+
+def inference_memory_bytes(config: Any, images: float = 1) -> float:
+    """A lower bound on the memory (bytes) of one forward pass on ``images`` images: the fp32 weights
+    (4 bytes per parameter, as the model is built) plus the MLP's hidden activation, the widest value
+    a block computes (``tokens * mlp_hidden`` values of 4 bytes per image). A model that needs more
+    cannot be built and run, whatever its weights hold."""
+    cfg = resolve_config(config)
+    return float(4 * param_counts(cfg).total + 4 * cfg.num_patches * cfg.mlp_hidden * _count(images, "images"))
 
 
 def images_in_budget(config: Any, flops: float) -> int:

@@ -12,8 +12,10 @@ read or changed (``os.umask`` sets it process-wide, a race with other threads).
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import json
+import math
 import os
 import secrets
 import shutil
@@ -145,12 +147,101 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+@contextlib.contextmanager
+def csv_errors(where: str, error: type[Exception] = DataError) -> Iterator[None]:
+    """Turn what the ``csv`` module refuses while reading (a field over its 131,072-character limit, a
+    malformed quote) into a one-line ``error`` naming ``where``."""
+    try:
+        yield
+    except csv.Error as err:
+        raise error(f"{where} is not a readable CSV ({err}); fix or restore the file and retry") from None
+
+
 def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:
     """Append one JSON line to ``path`` and flush it to disk (metrics logs)."""
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(record) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
+
+
+# -- memory, checked before anything is allocated ----------------------------------------------------
+def _meminfo_kib(path: str, field: str) -> float | None:
+    """The ``field`` line of a /proc file (``MemAvailable:`` of /proc/meminfo, ``VmSize:`` of
+    /proc/self/status) in KiB, or None where there is no such file or line."""
+    try:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(field):
+                return float(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def available_memory() -> float | None:
+    """Bytes this process can still allocate (None: not known): the RAM available now
+    (``MemAvailable``, else all physical memory), capped by what its address-space limit
+    (``RLIMIT_AS``, ``ulimit -v``) leaves above its current size (``VmSize``)."""
+    free = _meminfo_kib("/proc/meminfo", "MemAvailable:")
+    available = free * 1024 if free is not None else None
+    if available is None:
+        try:
+            available = float(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (ValueError, OSError, AttributeError):
+            available = None
+    try:
+        import resource  # lazy: Unix only
+    except ImportError:
+        return available
+    soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    size = _meminfo_kib("/proc/self/status", "VmSize:")
+    if soft == resource.RLIM_INFINITY or size is None:
+        return available
+    room = max(0.0, soft - size * 1024)
+    return room if available is None else min(available, room)
+
+
+def check_allocation(nbytes: float, what: str, remedy: str, error: type[Exception] = ConfigError) -> None:
+    """Refuse, before allocating, ``what`` that needs at least ``nbytes`` bytes when fewer are
+    :func:`available_memory`: a one-line ``error`` with both figures and ``remedy``."""
+    available = available_memory()
+    if available is not None and nbytes > available:
+        raise error(
+            f"{what} needs at least {nbytes / 2**30:,.1f} GiB of memory but {available / 2**30:,.1f} GiB is "
+            f"available; {remedy}"
+        )
+
+
+def check_npz(path: str | os.PathLike, error: type[Exception] = DataError) -> None:
+    """Check an ``.npz`` before any array is read: each member's ``.npy`` header (shape and dtype)
+    must declare no more bytes than the member holds and than :func:`available_memory`, and no
+    Python objects (never unpickled). A one-line ``error`` naming the file and the array otherwise;
+    a file that is not a zip raises ``zipfile.BadZipFile`` (``np.load``'s own errors stay the caller's)."""
+    import zipfile  # lazy: the .npz readers only
+
+    import numpy as np  # lazy: numpy stays out of CLI start-up (ditscale.io loads with every command)
+
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            name = info.filename.removesuffix(".npy")
+            declared = info.file_size
+            if info.filename.endswith(".npy"):
+                with zf.open(info) as fh:
+                    version = np.lib.format.read_magic(fh)
+                    shape, _, dtype = readers.get(version, np.lib.format.read_array_header_2_0)(fh)
+                if dtype.hasobject:
+                    raise error(
+                        f"'{path}': array '{name}' holds Python objects, which are never unpickled; store numbers "
+                        "as numeric arrays and strings as unicode arrays"
+                    )
+                declared = math.prod(shape) * dtype.itemsize
+                if declared > info.file_size:
+                    raise error(
+                        f"'{path}': array '{name}' declares shape {shape} of {dtype} ({declared:,} bytes) but holds "
+                        f"{info.file_size:,} bytes; the file is damaged or crafted: write it again"
+                    )
+            check_allocation(declared, f"'{path}': array '{name}'", "the file is damaged or too large to read", error)
 
 
 # -- output paths, checked before any work -----------------------------------------------------------

@@ -10,6 +10,7 @@ import csv
 from pathlib import Path
 
 from ditscale.errors import DataError
+from ditscale.io import csv_errors
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm", ".pgm")
 
@@ -64,7 +65,7 @@ def read_caption_index(path: Path) -> list[dict]:
             ) from None
         rows = pq.read_table(path).to_pylist()
     else:
-        with open(path, newline="", encoding="utf-8") as fh:
+        with open(path, newline="", encoding="utf-8") as fh, csv_errors(f"caption index '{path}'"):
             rows = list(csv.DictReader(fh))
     if not rows or not {"image", "caption"} <= set(rows[0]):
         raise DataError(f"caption index '{path}' needs columns 'image' and 'caption' and at least one row")

@@ -18,6 +18,10 @@ NOISE_SCHEDULES = ("linear", "cosine")
 PREDICTIONS = ("epsilon", "x0", "v")
 TIME_SAMPLINGS = ("uniform", "logit_normal")
 FLOW_PREDICTIONS = ("v", "x0")
+# The most discrete timesteps a process may have: its tables (about 16 float64 arrays of T values)
+# then take 13 MB. DiT and ADM use 1000 to 4000; a size from a damaged or crafted config beyond it
+# is refused before anything is built (10**10 steps would need 1.3 TB of tables).
+MAX_DIFFUSION_STEPS = 100_000
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -78,8 +82,11 @@ class DiffusionConfig:
         _check_choice("predict", self.predict, PREDICTIONS)
         _check_choice("time_sampling", self.time_sampling, TIME_SAMPLINGS)
         _check_choice("flow_predict", self.flow_predict, FLOW_PREDICTIONS)
-        if self.diffusion_steps < 1:
-            raise ConfigError(f"DiffusionConfig.diffusion_steps must be >= 1, got {self.diffusion_steps}")
+        if not 1 <= self.diffusion_steps <= MAX_DIFFUSION_STEPS:
+            raise ConfigError(
+                f"DiffusionConfig.diffusion_steps must be between 1 and {MAX_DIFFUSION_STEPS:,}, "
+                f"got {self.diffusion_steps}"
+            )
         if self.logit_std <= 0:
             raise ConfigError(f"DiffusionConfig.logit_std must be positive, got {self.logit_std}")
         if self.guided_channels is not None and self.guided_channels < 1:

@@ -32,8 +32,9 @@ from typing import Any, Literal, Sequence
 from ditscale.data.text import read_word_encoder_spec
 from ditscale.diffusion.config import resolve_diffusion_config
 from ditscale.errors import CheckpointError
-from ditscale.generate.load import PIXEL_CHANNELS
+from ditscale.generate.load import PIXEL_CHANNELS, checked_size
 from ditscale.io import atomic_write_json, staged_folder
+from ditscale.models.config import DiTConfig
 from ditscale.models.diffusers_custom import (
     custom_pipeline_index,
     custom_scheduler_config,
@@ -74,8 +75,9 @@ def load_export_source(weights: Path) -> ExportSource:
             f"{weights} carries no model config (an official or plain .pt); "
             "save it with ditscale first, or sample it with ditscale sample --model"
         )
-    model = load_model(weights)
-    diffusion = resolve_diffusion_config(meta.get("diffusion", {"learn_sigma": model.config.learn_sigma}))
+    config = checked_size(DiTConfig.from_dict(meta["model"]))  # sizes bounded before anything is built
+    diffusion = resolve_diffusion_config(meta.get("diffusion", {"learn_sigma": config.learn_sigma}))
+    model = load_model(weights, config)
     return ExportSource(
         weights, model, {"source": str(weights), "model": model.config.to_dict(), "diffusion": diffusion.to_dict()}
     )

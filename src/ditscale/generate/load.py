@@ -24,8 +24,11 @@ from typing import Any, Sequence
 from ditscale.config import parse_override
 from ditscale.data.text import TextEncoder, text_encoder_for
 from ditscale.diffusion import create_diffusion
+from ditscale.diffusion.config import resolve_diffusion_config
 from ditscale.diffusion.protocol import Diffusion
 from ditscale.errors import ConfigError
+from ditscale.flops import inference_memory_bytes
+from ditscale.io import check_allocation
 from ditscale.models.config import DiTConfig, named_config
 from ditscale.models.dit import DiT
 from ditscale.models.io import describe_config, load_model, read_metadata, vae_for
@@ -68,7 +71,7 @@ def model_config(
         key, value = parse_override(text)
         opts[".".join(key)] = value
     if "model" in meta and not (model or opts or image_size or num_classes):
-        return DiTConfig.from_dict(meta["model"])
+        return checked_size(DiTConfig.from_dict(meta["model"]))
     if model:
         base = named_config(model).to_dict()
     elif "model" in meta or opts:
@@ -89,7 +92,20 @@ def model_config(
         base["input_size"] = image_size // f
     elif "model" not in meta and "input_size" not in opts:
         raise ConfigError("pass --image-size PX (e.g. 256 for DiT-XL-2-256x256.pt) for a file without model config")
-    return DiTConfig.from_dict(base)
+    return checked_size(DiTConfig.from_dict(base))
+
+
+def checked_size(config: DiTConfig) -> DiTConfig:
+    """``config`` when the model it describes fits in the memory available
+    (:func:`ditscale.flops.inference_memory_bytes`), checked before anything is built; else a one-line
+    :class:`ConfigError` with both figures. Every source of a config to sample or export (the weights'
+    metadata, a diffusers ``config.json``, the flags) passes here."""
+    check_allocation(
+        inference_memory_bytes(config),
+        f"the model {describe_config(config)}",
+        "its sizes are too large for this machine (or the file's config is damaged)",
+    )
+    return config
 
 
 @dataclass(frozen=True)
@@ -117,6 +133,8 @@ def sampler_spec(
     """Step 1: the metadata of ``weights``, the VAE ``vae`` (a diffusers folder or hub id) loaded on
     ``device``, and the :func:`model_config` of the other arguments. No weights are read yet."""
     meta = read_metadata(weights)
+    if "diffusion" in meta:  # its sizes (diffusion_steps) are checked before anything is built
+        resolve_diffusion_config(meta["diffusion"])
     loaded = _load_vae(vae, device) if vae else None
     factor = _downsample(loaded) if loaded is not None else None
     config = model_config(

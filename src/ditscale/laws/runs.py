@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ditscale.errors import DataError
-from ditscale.io import read_text
+from ditscale.io import csv_errors, read_text
 
 REQUIRED = ("flops", "params", "tokens", "loss")
 FIELDS = REQUIRED + ("budget", "run_id", "seed", "weight")
@@ -176,8 +176,10 @@ def read_runs_csv(path: str | Path) -> Runs:
     if not path.is_file():
         raise DataError(f"runs file {str(path)!r} does not exist; give a CSV with columns flops, params, tokens, loss")
     reader = csv.reader(io.StringIO(read_text(path), newline=""))
-    header = [h.strip() for h in next(reader, [])]
-    return _runs_table(header, [r for r in reader if any(cell.strip() for cell in r)], path)
+    with csv_errors(str(path)):
+        header = [h.strip() for h in next(reader, [])]
+        rows = [r for r in reader if any(cell.strip() for cell in r)]
+    return _runs_table(header, rows, path)
 
 
 def runs_from_rows(rows: list[dict[str, str]], path: str | Path) -> Runs:

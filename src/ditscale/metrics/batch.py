@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from ditscale.errors import DataError
-from ditscale.io import atomic_write_npz
+from ditscale.io import atomic_write_npz, check_allocation, check_npz
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 # Statistics pairs (mean key, covariance key): pool features (FID) and spatial features (sFID).
@@ -122,6 +122,8 @@ def _one_line(err: BaseException) -> str:
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
     """Every array of an ``.npz``, without unpickling anything."""
     try:
+        if zipfile.is_zipfile(path):  # every header's shape and dtype checked before an array is read
+            check_npz(path)
         npz = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise DataError(
@@ -183,9 +185,15 @@ def _folder_batch(path: Path) -> ImageBatch:
         try:
             with Image.open(file) as im:
                 pixels = np.asarray(im.convert("RGB"))
-        except (OSError, UnidentifiedImageError, ValueError) as err:
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
             raise DataError(f"cannot decode image '{file}' ({_one_line(err)}); remove or replace it") from None
         if images is None:  # allocate once: N copies of the first image's size
+            check_allocation(
+                len(files) * pixels.nbytes,
+                f"folder '{path}' ({len(files):,} images of {pixels.shape})",
+                "pass fewer or smaller images",
+                DataError,
+            )
             images = np.empty((len(files), *pixels.shape), dtype=np.uint8)
         elif pixels.shape != images.shape[1:]:
             raise DataError(

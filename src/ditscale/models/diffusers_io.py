@@ -20,8 +20,10 @@ works on plain dicts and state dicts: no diffusers import.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import reprlib
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -30,7 +32,8 @@ from typing import Any, Sequence
 import torch
 from safetensors.torch import save_file
 
-from ditscale.errors import CheckpointError
+from ditscale.config import from_dict
+from ditscale.errors import CheckpointError, ConfigError
 from ditscale.io import atomic_path, atomic_write_json
 from ditscale.models.config import DiTConfig
 from ditscale.models.dit import DiT, sincos_pos_embed_2d
@@ -194,24 +197,63 @@ def dit_config(transformer: dict[str, Any], where: str = "transformer config") -
             f"{where} is not a class-conditional adaLN-Zero DiT ({', '.join(wrong) or transformer.get('_class_name')}); "
             "only DiTTransformer2DModel folders (as facebook/DiT-XL-2-256) load into ditscale"
         )
-    heads, in_ch = int(transformer.get("num_attention_heads", 16)), int(transformer.get("in_channels", 4))
-    out_ch = transformer.get("out_channels") or in_ch
+    sizes = _typed(TransformerSizes, transformer, where)
+    in_ch = sizes.in_channels
+    out_ch = sizes.out_channels or in_ch
     if out_ch not in (in_ch, 2 * in_ch):
         raise CheckpointError(
             f"{where} has out_channels {out_ch}, neither in_channels {in_ch} nor twice it; ditscale cannot map it"
         )
     return DiTConfig(
-        input_size=int(transformer.get("sample_size", 32)),
-        patch_size=int(transformer["patch_size"]),
+        input_size=sizes.sample_size,
+        patch_size=sizes.patch_size,
         in_channels=in_ch,
-        hidden_size=heads * int(transformer.get("attention_head_dim", 72)),
-        depth=int(transformer.get("num_layers", 28)),
-        num_heads=heads,
+        hidden_size=sizes.num_attention_heads * sizes.attention_head_dim,
+        depth=sizes.num_layers,
+        num_heads=sizes.num_attention_heads,
         mlp_ratio=4.0,
-        num_classes=int(transformer.get(NUM_CLASSES_KEY) or transformer.get("num_embeds_ada_norm") or 1000),
+        num_classes=sizes._ditscale_num_classes or sizes.num_embeds_ada_norm or 1000,
         class_dropout_prob=0.1,
         learn_sigma=out_ch == 2 * in_ch,
     )
+
+
+@dataclass(frozen=True)
+class TransformerSizes:
+    """The sizes of a DiT ``config.json`` (diffusers' defaults where a key is absent), each an integer
+    (a word, NaN, Infinity or a fraction is refused; :class:`DiTConfig` refuses those below 1)."""
+
+    patch_size: int
+    num_attention_heads: int = 16
+    attention_head_dim: int = 72
+    in_channels: int = 4
+    out_channels: int | None = None
+    num_layers: int = 28
+    sample_size: int = 32
+    num_embeds_ada_norm: int | None = 1000
+    _ditscale_num_classes: int | None = None  # NUM_CLASSES_KEY: our class count when the table is padded
+
+
+@dataclass(frozen=True)
+class SchedulerFields:
+    """The fields of a diffusers scheduler config that ditscale reads, typed (diffusers' defaults)."""
+
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "linear"
+    beta_start: float = 0.0001
+    beta_end: float = 0.02
+    prediction_type: str = "epsilon"
+    trained_betas: Any = None
+
+
+def _typed(cls: type, data: dict[str, Any], where: str) -> Any:
+    """``cls`` built from the keys of ``data`` it has (the rest of a diffusers config is not ours),
+    each checked for its type: a one-line :class:`CheckpointError` naming ``where`` and the key."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    try:
+        return from_dict(cls, {k: v for k, v in data.items() if k in names}, where=where)
+    except ConfigError as err:
+        raise CheckpointError(f"{err}; fix or re-export the folder") from None
 
 
 def scheduler_config(diffusion: dict[str, Any]) -> dict[str, Any]:
@@ -276,21 +318,27 @@ def pipeline_notes(config: DiTConfig) -> list[str]:
     return notes
 
 
-def diffusion_from_scheduler(scheduler: dict[str, Any], learn_sigma: bool) -> dict[str, Any]:
-    """The ``DiffusionConfig`` fields of a diffusers scheduler config (the inverse of :func:`scheduler_config`)."""
-    steps = int(scheduler.get("num_train_timesteps", 1000))
-    schedule, scale = scheduler.get("beta_schedule", "linear"), 1000 / steps
-    ends = (float(scheduler.get("beta_start", 0.0001)), float(scheduler.get("beta_end", 0.02)))
+def diffusion_from_scheduler(
+    scheduler: dict[str, Any], learn_sigma: bool, where: str = "scheduler config"
+) -> dict[str, Any]:
+    """The ``DiffusionConfig`` fields of a diffusers scheduler config (the inverse of :func:`scheduler_config`),
+    each field type-checked (``where`` names the file in errors); ``DiffusionConfig`` bounds the steps."""
+    fields = _typed(SchedulerFields, scheduler, where)
+    steps = fields.num_train_timesteps
+    if steps < 1:
+        raise CheckpointError(f"{where}.num_train_timesteps must be >= 1, got {steps}; fix or re-export the folder")
+    schedule, scale = fields.beta_schedule, 1000 / steps
+    ends = (fields.beta_start, fields.beta_end)
     linear = schedule == "linear" and all(math.isclose(a, b * scale, rel_tol=1e-6) for a, b in zip(ends, (1e-4, 0.02)))
-    if scheduler.get("trained_betas") is not None or not (linear or schedule == "squaredcos_cap_v2"):
+    if fields.trained_betas is not None or not (linear or schedule == "squaredcos_cap_v2"):
         raise CheckpointError(
             f"scheduler betas ({schedule} {ends[0]}..{ends[1]}) are neither DiT's linear nor the cosine schedule; "
             "ditscale cannot sample this process"
         )
-    predict = {v: k for k, v in PREDICTIONS.items()}.get(scheduler.get("prediction_type", "epsilon"))
+    predict = {v: k for k, v in PREDICTIONS.items()}.get(fields.prediction_type)
     if predict is None:
         raise CheckpointError(
-            f"scheduler prediction_type {scheduler.get('prediction_type')!r} is not epsilon, "
+            f"scheduler prediction_type {fields.prediction_type!r} is not epsilon, "
             "sample or v_prediction; ditscale cannot sample this process"
         )
     return {
@@ -408,6 +456,8 @@ def _check_shapes(ours: dict[str, torch.Tensor], config: DiTConfig, rules: list[
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise CheckpointError(f"{path} is nested too deeply to be a config; re-export the folder") from None
     except (OSError, ValueError) as err:
         raise CheckpointError(f"{path} is not readable JSON ({err}); re-export the folder") from None
     if not isinstance(data, dict):
@@ -433,11 +483,29 @@ def is_ditscale_transformer(folder: Path) -> bool:
     return _read_json(folder / "config.json").get("_class_name") == DITSCALE_TRANSFORMER
 
 
+def _shard_names(index: Path) -> list[str]:
+    """The shard files a safetensors index names (its ``weight_map`` values), each a plain file name
+    inside the index's folder: not a path (``/``, ``\\``), not ``.`` or ``..``, a string; a one-line
+    :class:`CheckpointError` otherwise, so a folder never reads weights outside itself."""
+    weight_map = _read_json(index).get("weight_map", {})
+    if not isinstance(weight_map, dict):
+        raise CheckpointError(f"{index}: weight_map must be an object (tensor name -> file name); re-export the folder")
+    names = sorted({v for v in weight_map.values() if isinstance(v, str)})
+    bad = [v for v in weight_map.values() if not isinstance(v, str)] + [
+        v for v in names if v in ("", ".", "..") or "/" in v or "\\" in v or "\0" in v
+    ]
+    if bad:
+        raise CheckpointError(
+            f"{index}: weight_map names {reprlib.repr(bad[0])}, not a file name inside {index.parent}; "
+            "a shard must be a plain file name beside the index: re-export the folder"
+        )
+    return names
+
+
 def weight_files(folder: Path) -> list[Path]:
     """The weights files of a diffusers model folder: one file, or the shards of a safetensors index."""
     if (folder / SHARD_INDEX).is_file():
-        shards = sorted(set(_read_json(folder / SHARD_INDEX).get("weight_map", {}).values()))
-        return [folder / name for name in shards]
+        return [folder / name for name in _shard_names(folder / SHARD_INDEX)]
     for name in WEIGHT_NAMES:
         if (folder / name).is_file():
             return [folder / name]
@@ -459,7 +527,7 @@ def read_folder_metadata(path: str | Path) -> dict[str, Any]:
     config = dit_config(_read_json(folder / "config.json"), where=str(folder / "config.json"))
     sched = Path(path) / "scheduler" / "scheduler_config.json"
     diffusion = (
-        diffusion_from_scheduler(_read_json(sched), config.learn_sigma)
+        diffusion_from_scheduler(_read_json(sched), config.learn_sigma, where=str(sched))
         if sched.is_file()
         else {"learn_sigma": config.learn_sigma}
     )

@@ -134,7 +134,8 @@ def _is_state_dict(obj: Any) -> bool:
 def _torch_load(p: Path) -> Any:
     try:
         # weights_only: tensors and plain containers only; argparse.Namespace for the reference "args".
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        # sparse tensors are checked while loading (an index outside its declared size is refused)
+        with torch.serialization.safe_globals([argparse.Namespace]), torch.sparse.check_sparse_tensor_invariants():
             return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
@@ -201,7 +202,19 @@ def load_state_dict_file(path: str | Path, key: str | None = None) -> dict[str, 
             raise CheckpointError(f"{p} is a safetensors file with a single state dict; drop key={key!r}")
     else:
         sd = _pick_state_dict(_torch_load(p), key, p)
+    _check_dense(sd, p)
     return _strip_wrapper_prefixes(sd)
+
+
+def _check_dense(sd: dict[str, torch.Tensor], p: Path) -> None:
+    """Weights are dense (strided) tensors: a sparse or otherwise laid-out tensor (whose declared size
+    can be any, and which loading into a parameter would densify) is refused naming it."""
+    odd = [k for k, v in sd.items() if v.layout != torch.strided]
+    if odd:
+        raise CheckpointError(
+            f"{p} holds {sd[odd[0]].layout} tensors ({_listing(odd)}), not dense weights; "
+            "save the weights as dense tensors (tensor.to_dense()) and retry"
+        )
 
 
 def _load_diffusers_folder(p: Path, key: str | None) -> dict[str, torch.Tensor]:

@@ -31,6 +31,7 @@ import dataclasses
 import math
 import time
 import warnings
+import zipfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ import numpy as np
 from ditscale.errors import ConfigError, DataError
 from ditscale.flops import param_counts
 from ditscale.flops import tokens_per_image as flops_tokens_per_image
-from ditscale.io import atomic_write_npz, sha256_json
+from ditscale.io import atomic_write_npz, check_npz, sha256_json
 from ditscale.laws import Bootstrap, FitConfig, IsoflopFit, Runs, bootstrap, compare, fit_parametric, fit_runs, predict
 from ditscale.laws.checks import Check, isoflop_checks, loss_bend
 from ditscale.laws.draws import DrawStore, draws_key
@@ -142,9 +143,10 @@ def load_draws(out_dir: str | Path) -> DrawStore:
     if not path.is_file():
         return DrawStore()
     try:
+        check_npz(path)  # a header declaring more than the file holds or memory allows: unreadable
         with np.load(path, allow_pickle=False) as arrays:
             return DrawStore.from_arrays(arrays)
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, DataError):
         return DrawStore(loaded=True)
 
 

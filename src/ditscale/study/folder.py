@@ -37,7 +37,7 @@ import yaml
 
 from ditscale.config import parse_yaml
 from ditscale.errors import ConfigError, DataError
-from ditscale.io import atomic_write_json, atomic_write_text, read_text
+from ditscale.io import atomic_write_json, atomic_write_text, csv_errors, read_text
 from ditscale.laws import Runs, read_runs_csv
 from ditscale.study.plan import PlannedRun, check_run_id, plan_csv, read_plan_csv
 from ditscale.study.spec import StudySpec, spec_from_dict
@@ -425,7 +425,8 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         text = read_text(path)
     except OSError:
         return []
-    return list(csv.DictReader(io.StringIO(text, newline="")))
+    with csv_errors(str(path)):
+        return list(csv.DictReader(io.StringIO(text, newline="")))
 
 
 def runs_table(rows: list[dict], budgets: list[float] | None = None):

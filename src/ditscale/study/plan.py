@@ -34,6 +34,7 @@ from ditscale.flops import (
     train_flops_6nd,
     train_flops_exact,
 )
+from ditscale.io import csv_errors
 from ditscale.models.config import DiTConfig
 from ditscale.study.spec import StudySpec
 from ditscale.train.config import TrainConfig
@@ -222,7 +223,9 @@ def plan_csv(runs: list[PlannedRun]) -> str:
 
 def read_plan_csv(text: str, where: str = "plan.csv") -> list[PlannedRun]:
     """The runs of a ``plan.csv`` text, typed (see :meth:`PlannedRun.from_row`)."""
-    return [PlannedRun.from_row(row, where) for row in csv.DictReader(io.StringIO(text))]
+    with csv_errors(where):
+        rows = list(csv.DictReader(io.StringIO(text)))
+    return [PlannedRun.from_row(row, where) for row in rows]
 
 
 # -- names ----------------------------------------------------------------------------------------

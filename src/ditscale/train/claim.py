@@ -52,20 +52,6 @@ def check_memory(cfg: TrainConfig, available_bytes: float | None, where: str, wo
         )
 
 
-def available_ram() -> float | None:
-    """Bytes of RAM available now (``MemAvailable`` of /proc/meminfo, else all physical memory)."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return float(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return float(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError):
-        return None
-
-
 @contextlib.contextmanager
 def claim_run_folder(root: str | os.PathLike, enabled: bool = True) -> Iterator[None]:
     """Hold ``root/run.lock`` for the block (``enabled`` False: other ranks of a job, no lock).

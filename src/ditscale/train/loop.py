@@ -42,12 +42,12 @@ from ditscale.data import build_dataset, dataset_info
 from ditscale.diffusion import Diffusion, create_diffusion
 from ditscale.errors import ConfigError, TrainingError
 from ditscale.generate import save_grid
-from ditscale.io import atomic_write_json, atomic_write_text, sha256_json
+from ditscale.io import atomic_write_json, atomic_write_text, available_memory, sha256_json
 from ditscale.models import create_model
 from ditscale.models.kernels import retain_freed_memory
 from ditscale.train import checkpoint as ckpt
 from ditscale.train.budget import RunLength, run_length
-from ditscale.train.claim import available_ram, check_memory, check_run, claim_run_folder
+from ditscale.train.claim import check_memory, check_run, claim_run_folder
 from ditscale.train.conditioning import (
     JointTextModel,
     build_text_encoder,
@@ -117,7 +117,7 @@ def _available_memory(device: torch.device) -> tuple[float | None, str]:
     """Bytes a training step may use on ``device`` (a GPU's total memory, else the RAM available) and its name."""
     if device.type == "cuda":
         return float(torch.cuda.mem_get_info(device)[1]), torch.cuda.get_device_name(device)
-    return available_ram(), "RAM"
+    return available_memory(), "RAM"
 
 
 def _train(
