@@ -11,7 +11,9 @@ across ``torchrun`` ranks). docs/sampling.md has the details; :mod:`ditscale.gen
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ditscale.cli.args import count, device, examples, finite_float, seed
@@ -41,7 +43,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("ckpt", metavar="CKPT", help="weights file, checkpoint folder or training run folder")
-    p.add_argument("--out", default="sample.png", help="image grid to write (default: sample.png)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="image grid to write (default: sample.png; with --num-samples only when given, of the first images)",
+    )
     p.add_argument("--npz", default=None, help="also write the uint8 images (N, H, W, 3) to this .npz")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--classes", default=None, help="comma-separated class labels, one image each (e.g. 207,360)")
@@ -270,7 +276,7 @@ def _sample_npz(
         **settings.kwargs(),
         captions=plan.captions,
         encode_captions=plan.encode_captions,
-        label_names=run.class_names(sampler.config) if run is not None else None,
+        label_names=run.class_names(sampler.config) if run is not None else exported_class_names(args.ckpt),
         vae=sampler.vae,
         device=sampler.device,
         batch_size=args.batch_size,
@@ -283,7 +289,8 @@ def _sample_npz(
     if out is None:  # another rank assembles the file
         return 0
     print(f"wrote {args.num_samples} images to {out} (keys {', '.join(npz_keys(out))})")
-    _write_grid(args, first_images(out, GRID_IMAGES))
+    if args.out is not None:  # the grid of the first images only when asked for
+        _write_grid(args, first_images(out, GRID_IMAGES))
     return 0
 
 
@@ -291,7 +298,10 @@ def run(args: argparse.Namespace) -> int:
     from ditscale.generate.request import check_npz_request, sampling_settings  # lazy: torch
 
     check_npz_request(args.num_samples, args.npz, classes=args.classes, num_images=args.num_images)
-    check_output_file(args.out, "--out")  # before any model is loaded
+    if args.out is None and args.num_samples is None:
+        args.out = "sample.png"
+    if args.out is not None:
+        check_output_file(args.out, "--out")  # before any model is loaded
     if args.npz:
         check_output_file(args.npz, "--npz")
     sampler, prompts, run_dir = _load(args)
@@ -300,5 +310,21 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.num_samples is not None:
         return _sample_npz(args, sampler, settings, prompts, run_dir)
-    names = run_dir.class_names(sampler.config) if run_dir is not None else None
+    names = run_dir.class_names(sampler.config) if run_dir is not None else exported_class_names(args.ckpt)
     return _sample_grid(args, sampler, settings, prompts, names)
+
+
+def exported_class_names(path: str) -> list[str] | None:
+    """The class names an exported folder records (``ditscale export``: ``model_index.json``'s
+    ``id2label``), in label order; None when ``path`` is not such a folder or names none."""
+    index = Path(path) / "model_index.json"
+    try:
+        labels = json.loads(index.read_text()).get("id2label") if index.is_file() else None
+    except (OSError, ValueError):
+        return None
+    if not isinstance(labels, dict) or not labels:
+        return None
+    try:
+        return [str(labels[str(i)]) for i in range(len(labels))]
+    except KeyError:  # not 0 .. n-1: the labels cannot be named in order
+        return None
