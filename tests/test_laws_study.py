@@ -260,25 +260,3 @@ def test_report_draws_approach_3_loss_curve(laws):
     assert line.get_label().startswith("Approach 3 L(N_opt, D_opt), floor E = ")
     assert line.get_ydata()[1] == pytest.approx(laws["parametric"]["prediction"]["loss_opt"]["value"], rel=1e-12)
     assert line.get_ydata()[0] > line.get_ydata()[1] > laws["parametric"]["E"]
-
-
-def test_withheld_intervals_are_said_on_the_console_and_at_the_top_of_the_report(laws, capsys):
-    """3 model sizes per budget and no seed replicates: the bootstrap withholds every interval (issue 23,
-    item 2), and the console's laws and the report's top table say so, with the reason among the
-    warnings printed (stderr) and at the top of the page."""
-    from ditscale.cli.study import _print_laws_summary
-    from ditscale.report.html import WITHHELD
-
-    data, out = laws
-    view = LawsSummary.of(data)
-    assert view.params_law.ci90 is None and view.bootstrap["failed"] == view.bootstrap["resamples"]
-    _print_laws_summary(data, out)
-    stdout, stderr = capsys.readouterr()
-    (n_line,) = [line for line in stdout.splitlines() if "N_opt (params)" in line]
-    assert n_line.endswith("90% interval withheld (see the warning below)")
-    assert "warning: bootstrap intervals withheld: every budget has only 3 model sizes" in stderr
-    page = render_html(data, [], title="t")
-    top = page[: page.index("Compute-optimal model at the target budget")]
-    assert "<h2>Warnings</h2>" in top and "bootstrap intervals withheld" in top
-    table = page[page.index("Compute-optimal model") : page.index("Every fitted form")]
-    assert table.count(WITHHELD) == 4  # N_opt, D_opt (tokens, images), L_opt
