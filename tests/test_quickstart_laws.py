@@ -50,8 +50,9 @@ def test_the_committed_study_is_the_presets_and_a_study_folder(refit):
     assert new["nearest"].pop("outside_ladder") is False
     added = new.pop("warnings")[len(old["warnings"]) :]
     assert added[0].startswith("Approach 3 L(N, D) is degenerate: E = 3.9e-10 is at its bound 0")
-    assert added[1].startswith("the loss forms disagree on L_opt at C = 5e+13 FLOPs beyond their 90% intervals")
-    assert len(added) == 2 and new == {k: v for k, v in old.items() if k != "warnings"}
+    assert added[1].startswith("the loss forms disagree on N_opt at C = 5e+13 FLOPs beyond their 90% intervals")
+    assert added[2].startswith("the loss forms disagree on L_opt at C = 5e+13 FLOPs beyond their 90% intervals")
+    assert len(added) == 3 and new == {k: v for k, v in old.items() if k != "warnings"}
 
 
 def width(ci: list[float]) -> float:
