@@ -129,7 +129,7 @@ def test_a_target_beyond_the_ladder_says_so():
 
 # -- item 10: the smaller items ----------------------------------------------------------------------
 def test_sample_names_the_classes_an_exported_folder_records(tmp_path):
-    from ditscale.cli.sample import exported_class_names
+    from ditscale.generate.request import exported_class_names
     from ditscale.models.config import DiTConfig
     from ditscale.models.diffusers_io import pipeline_index
 

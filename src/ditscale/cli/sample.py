@@ -11,9 +11,7 @@ across ``torchrun`` ranks). docs/sampling.md has the details; :mod:`ditscale.gen
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ditscale.cli.args import count, device, examples, finite_float, seed
@@ -260,7 +258,7 @@ def _sample_npz(
     """Sample --num-samples images into --npz (this rank's chunks); rank 0 assembles it and writes the grid."""
     from ditscale.generate import sample_npz  # lazy: torch
     from ditscale.generate.npz import torchrun_ranks  # lazy: torch
-    from ditscale.generate.request import GRID_IMAGES, plan_npz  # lazy: torch
+    from ditscale.generate.request import GRID_IMAGES, exported_class_names, plan_npz  # lazy: torch
     from ditscale.metrics.batch import first_images, npz_keys  # lazy: numpy (start-up time of --help)
 
     rank, world, _ = torchrun_ranks()
@@ -295,7 +293,7 @@ def _sample_npz(
 
 
 def run(args: argparse.Namespace) -> int:
-    from ditscale.generate.request import check_npz_request, sampling_settings  # lazy: torch
+    from ditscale.generate.request import check_npz_request, exported_class_names, sampling_settings  # lazy: torch
 
     check_npz_request(args.num_samples, args.npz, classes=args.classes, num_images=args.num_images)
     if args.out is None and args.num_samples is None:
@@ -312,19 +310,3 @@ def run(args: argparse.Namespace) -> int:
         return _sample_npz(args, sampler, settings, prompts, run_dir)
     names = run_dir.class_names(sampler.config) if run_dir is not None else exported_class_names(args.ckpt)
     return _sample_grid(args, sampler, settings, prompts, names)
-
-
-def exported_class_names(path: str) -> list[str] | None:
-    """The class names an exported folder records (``ditscale export``: ``model_index.json``'s
-    ``id2label``), in label order; None when ``path`` is not such a folder or names none."""
-    index = Path(path) / "model_index.json"
-    try:
-        labels = json.loads(index.read_text()).get("id2label") if index.is_file() else None
-    except (OSError, ValueError):
-        return None
-    if not isinstance(labels, dict) or not labels:
-        return None
-    try:
-        return [str(labels[str(i)]) for i in range(len(labels))]
-    except KeyError:  # not 0 .. n-1: the labels cannot be named in order
-        return None
