@@ -41,8 +41,9 @@ def test_extrapolation_warns_past_100x_only():
     far = predict(fit, 6.3e9 * largest)
     (message,) = far.warnings
     assert message == (
-        f"extrapolating 6.3e+09x beyond the largest trained budget {largest:.2g} FLOPs; "
-        "intervals assume the power law holds that far"
+        f"extrapolating 6.3e+09x (9.8 decades of compute) beyond the largest trained budget {largest:.2g} FLOPs, "
+        "more than 6 decades beyond the data where the isoFLOP power law was never tested: read the values as "
+        "orders of magnitude, not predictions; the intervals do not bound them"
     )
     assert far.to_dict()["extrapolation"] == pytest.approx(6.3e9) and far.to_dict()["warnings"] == [message]
 

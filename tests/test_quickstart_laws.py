@@ -41,7 +41,18 @@ def test_the_committed_study_is_the_presets_and_a_study_folder(refit):
     assert StudyFolder(DATA).read_spec() == load_spec("quickstart")
     assert laws["compute"] == measured["compute"] and laws["quality"] == measured["quality"]
     assert any(w.startswith("compute kept from") for w in laws["warnings"])
-    assert laws["prediction"] == measured["prediction"]
+    # the prediction is the committed one, plus what issue 23 added: each form's degenerate flag (Approach
+    # 3's floor E = 3.9e-10 sits at its bound 0), the nearest model's outside_ladder, and their warnings
+    new, old = dict(laws["prediction"]), measured["prediction"]
+    degenerate = {f["form"]: f.pop("degenerate") for f in new["forms"]}
+    assert degenerate["power"] == [] and degenerate["saturating"] == []
+    assert [r.split(" is at")[0] for r in degenerate["parametric"]] == ["E = 3.9e-10"]
+    assert new["nearest"].pop("outside_ladder") is False
+    added = new.pop("warnings")[len(old["warnings"]) :]
+    assert added[0].startswith("Approach 3 L(N, D) is degenerate: E = 3.9e-10 is at its bound 0")
+    assert added[1].startswith("the loss forms disagree on N_opt at C = 5e+13 FLOPs beyond their 90% intervals")
+    assert added[2].startswith("the loss forms disagree on L_opt at C = 5e+13 FLOPs beyond their 90% intervals")
+    assert len(added) == 3 and new == {k: v for k, v in old.items() if k != "warnings"}
 
 
 def width(ci: list[float]) -> float:

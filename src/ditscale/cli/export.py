@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         args.run, ema=args.weights == "ema", run_checkpoints=lambda folder: RunDir(folder).checkpoint_folders()
     )
     source = load_export_source(resolved.path)
-    _print_notes("sample", resolved.notes)  # now that the model is accepted; worded as `ditscale sample` prints them
+    _print_notes("export", resolved.notes)  # now that the model is accepted
     run_dir = RunDir.containing(resolved.path)
     exported = export_model(
         source,

@@ -41,7 +41,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("ckpt", metavar="CKPT", help="weights file, checkpoint folder or training run folder")
-    p.add_argument("--out", default="sample.png", help="image grid to write (default: sample.png)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="image grid to write (default: sample.png; with --num-samples only when given, of the first images)",
+    )
     p.add_argument("--npz", default=None, help="also write the uint8 images (N, H, W, 3) to this .npz")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--classes", default=None, help="comma-separated class labels, one image each (e.g. 207,360)")
@@ -254,7 +258,7 @@ def _sample_npz(
     """Sample --num-samples images into --npz (this rank's chunks); rank 0 assembles it and writes the grid."""
     from ditscale.generate import sample_npz  # lazy: torch
     from ditscale.generate.npz import torchrun_ranks  # lazy: torch
-    from ditscale.generate.request import GRID_IMAGES, plan_npz  # lazy: torch
+    from ditscale.generate.request import GRID_IMAGES, exported_class_names, plan_npz  # lazy: torch
     from ditscale.metrics.batch import first_images, npz_keys  # lazy: numpy (start-up time of --help)
 
     rank, world, _ = torchrun_ranks()
@@ -270,7 +274,7 @@ def _sample_npz(
         **settings.kwargs(),
         captions=plan.captions,
         encode_captions=plan.encode_captions,
-        label_names=run.class_names(sampler.config) if run is not None else None,
+        label_names=run.class_names(sampler.config) if run is not None else exported_class_names(args.ckpt),
         vae=sampler.vae,
         device=sampler.device,
         batch_size=args.batch_size,
@@ -283,15 +287,19 @@ def _sample_npz(
     if out is None:  # another rank assembles the file
         return 0
     print(f"wrote {args.num_samples} images to {out} (keys {', '.join(npz_keys(out))})")
-    _write_grid(args, first_images(out, GRID_IMAGES))
+    if args.out is not None:  # the grid of the first images only when asked for
+        _write_grid(args, first_images(out, GRID_IMAGES))
     return 0
 
 
 def run(args: argparse.Namespace) -> int:
-    from ditscale.generate.request import check_npz_request, sampling_settings  # lazy: torch
+    from ditscale.generate.request import check_npz_request, exported_class_names, sampling_settings  # lazy: torch
 
     check_npz_request(args.num_samples, args.npz, classes=args.classes, num_images=args.num_images)
-    check_output_file(args.out, "--out")  # before any model is loaded
+    if args.out is None and args.num_samples is None:
+        args.out = "sample.png"
+    if args.out is not None:
+        check_output_file(args.out, "--out")  # before any model is loaded
     if args.npz:
         check_output_file(args.npz, "--npz")
     sampler, prompts, run_dir = _load(args)
@@ -300,5 +308,5 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.num_samples is not None:
         return _sample_npz(args, sampler, settings, prompts, run_dir)
-    names = run_dir.class_names(sampler.config) if run_dir is not None else None
+    names = run_dir.class_names(sampler.config) if run_dir is not None else exported_class_names(args.ckpt)
     return _sample_grid(args, sampler, settings, prompts, names)

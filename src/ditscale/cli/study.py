@@ -224,8 +224,12 @@ def _interval(ci, fmt=".4g") -> str:
     return "" if not ci else f"  90% [{ci[0]:{fmt}}, {ci[1]:{fmt}}]"
 
 
+CPU_SIZED_GPU_HOURS = 0.1  # a plan under 6 GPU-minutes is sized for a CPU: no GPU-hours or Slurm command unless --gpu
+
+
 def _plan(args) -> int:
     from ditscale.study import current_plan  # lazy: start-up (`ditscale --help` loads every command)
+    from ditscale.study.plan import interval_warning  # lazy: start-up (`ditscale --help` loads every command)
     from ditscale.study.cost import plan_cost  # lazy: start-up (`ditscale --help` loads every command)
 
     spec = _load(args)
@@ -234,10 +238,19 @@ def _plan(args) -> int:
     source = [args.spec] if args.spec else ["--preset", args.preset]
     source += [w for o in args.overrides for w in ("--set", o)]
     command = cost.slurm_command(source, args.out or f"runs/{spec.name}")
+    warnings = [*map(str, plan.warnings), *filter(None, [interval_warning(spec)])]
     if args.json:
-        print(json.dumps({**plan.to_json(), "cost": {**cost.to_json(), "slurm_command": command}}, indent=2))
+        out = {**plan.to_json(), "warnings": warnings, "cost": {**cost.to_json(), "slurm_command": command}}
+        print(json.dumps(out, indent=2))
     elif args.csv:
         sys.stdout.write(plan.to_csv())
+    elif args.gpu is None and cost.gpu_hours < CPU_SIZED_GPU_HOURS:
+        print(plan.table())
+        print(
+            f"\n{cost.flops:.3g} exact training FLOPs in all: {cost.gpu_hours * 3600:.2g} GPU-seconds on {cost.gpu}, "
+            f"a study sized for a CPU; run it here with `ditscale study run ... --out DIR` (--gpu NAME prints "
+            "its GPU-hours and a Slurm command)"
+        )
     else:
         print(plan.table())
         print(
@@ -245,7 +258,7 @@ def _plan(args) -> int:
             f"add --slurm-partition P if your cluster needs one):\n  {command}"
         )
     if not args.json:
-        for w in plan.warnings:
+        for w in warnings:
             print(f"warning: {w}", file=sys.stderr)
     return 0
 
@@ -289,32 +302,47 @@ def _run(args) -> int:
 
 
 def _print_laws_summary(laws, out_dir) -> None:
-    """The laws with exponent intervals (Approach 3's beside them), the backtest (loss and N_opt)
-    and the isoFLOP point checks of laws.json (its dict or record)."""
+    """The laws with exponent intervals (Approach 3's beside them; an interval the bootstrap withheld
+    says so), the backtest (loss and N_opt), the isoFLOP point checks and every other warning of
+    laws.json (its dict or record) and of its prediction (degenerate fits among them)."""
     from ditscale.laws.results import LawsSummary  # lazy: CLI start-up (scipy)
 
     view = LawsSummary.of(laws, where=f"{out_dir}/laws.json")
     par = view.parametric
     approach3 = {"params_law": par and par.n_opt_law, "tokens_law": par and par.d_opt_law}
+    withheld = "  90% interval withheld (see the warning below)" if view.bootstrap else ""
     for law, name in (("params_law", "N_opt (params)"), ("tokens_law", "D_opt (tokens)"), ("loss_law", "L_opt")):
         f = view.law(law)
-        line = f"  {name:15s} = {f.coefficient:.4g} * C^{f.exponent:.4f}{_interval(f.interval('exponent'), '.4f')}"
+        ci = f.interval("exponent")
+        line = f"  {name:15s} = {f.coefficient:.4g} * C^{f.exponent:.4f}{_interval(ci, '.4f') if ci else withheld}"
         other = approach3.get(law)
         if other is not None and other.exponent is not None:
             line += f"   | Approach 3: C^{other.exponent:.4f}{_interval(other.interval('exponent'), '.4f')}"
+            line += " (degenerate)" if _degenerate(view.prediction, "parametric") else ""
         print(line)
     _print_backtest(view.backtest)
     for row in (view.parametric.backtest or ()) if view.parametric is not None else ():
         _print_n_opt_backtest(row, "Approach 3's N_opt")
     _print_quality(view.quality)
+    shown = {c.message for c in view.checks} | {e.message for e in view.exponents if e.message}
     for check in view.checks:
         print(f"  check {check.kind}: {check.message}")
     if view.residual_structure is not None and view.residual_structure.message:
+        shown.add(view.residual_structure.message)
         print(f"  check residual_structure: {view.residual_structure.message}")
     for e in view.exponents:
         if e.message:
             print(f"  {e.message}")
+    for w in dict.fromkeys((*view.warnings, *(view.prediction.warnings if view.prediction else ()))):
+        if w not in shown:
+            print(f"warning: {w}", file=sys.stderr)
     print(f"  report: {out_dir}/report.html")
+
+
+def _degenerate(pred, form: str) -> tuple[str, ...]:
+    """Why the prediction's loss ``form`` is degenerate (laws.json's ``prediction.forms``; () when it is
+    not, or the file predates the rule)."""
+    return next((f.degenerate or () for f in (pred.forms or ()) if f.form == form), ()) if pred else ()
 
 
 def _print_quality(q) -> None:
@@ -388,6 +416,8 @@ def _print_prediction(pred) -> None:
     form = f" ({loss_law_name(pred.loss_law)})" if pred.loss_law else ""
     print(f"  L_opt  {pred.loss_opt.value:.4f}{_interval(pred.loss_opt.ci90, '.4f')}{form}")
     where = "" if near.in_ladder else " (beyond the trained ladder, by the family rule)"
+    if near.outside_ladder:
+        where += f" -- N_opt is {pred.n_opt.value / near.params:.2g}x its size: outside the family's ladder"
     print(
         f"  nearest family model: {near.name} (depth {near.depth}, width {near.hidden_size}, "
         f"{near.num_heads} heads; {near.params:,} non-embedding / {near.params_total:,} params){where}"
@@ -441,6 +471,7 @@ def _print_forms(forms) -> None:
         print(
             f"    {f.name:24s} N_opt {f.n_opt.value:.4g}{_interval(f.n_opt.ci90)}   "
             f"L_opt {f.loss_opt.value:.4f}{_interval(f.loss_opt.ci90, '.4f')}"
+            + ("   DEGENERATE: " + "; ".join(f.degenerate) if f.degenerate else "")
         )
 
 

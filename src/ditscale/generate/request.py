@@ -14,6 +14,7 @@ A command calls these before it prints anything, so a refused request prints its
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -259,3 +260,19 @@ def plan_npz(
     if sampler.config.conditioning != "text":
         return NpzPlan()
     return _npz_captions(sampler, prompts, data_config, num_samples)
+
+
+def exported_class_names(path: str | Path) -> list[str] | None:
+    """The class names an exported folder records (``ditscale export``: ``model_index.json``'s
+    ``id2label``), in label order; None when ``path`` is not such a folder or names none."""
+    index = Path(path) / "model_index.json"
+    try:
+        labels = json.loads(index.read_text()).get("id2label") if index.is_file() else None
+    except (OSError, ValueError):
+        return None
+    if not isinstance(labels, dict) or not labels:
+        return None
+    try:
+        return [str(labels[str(i)]) for i in range(len(labels))]
+    except KeyError:  # not 0 .. n-1: the labels cannot be named in order
+        return None

@@ -2,8 +2,10 @@
 
 A prediction says how far it extrapolates: ``extrapolation`` is the target C over the largest
 trained budget, and beyond :data:`EXTRAPOLATION_WARN` (100x, two decades of compute past the data)
-it carries a warning that its intervals assume the power law holds that far (the bootstrap only
-knows the scatter of the fitted budgets, not whether the law bends beyond them).
+it carries a warning that its intervals assume its loss form holds that far (the bootstrap only
+knows the scatter of the fitted budgets, not whether the law bends beyond them), worded more
+strongly past 4 and 6 decades (:func:`extrapolation_warning`); :func:`forms_disagreement` warns
+when two loss forms' intervals at the target do not overlap.
 :func:`exponent_resolution` puts an exponent's interval into words: unresolved when its 90%
 interval includes 0, loosely resolved when it is wider than :data:`INTERVAL_GOAL` (0.25).
 """
@@ -18,24 +20,75 @@ import numpy as np
 
 from ditscale.errors import DataError
 from ditscale.laws.bootstrap import interval90
-from ditscale.laws.fit import FIT_FUNCTIONS
+from ditscale.laws.fit import FIT_FUNCTIONS, LOSS_LAW_NAMES
 from ditscale.laws.isoflop import fit_isoflop
 from ditscale.laws.runs import Runs
 
 
 EXTRAPOLATION_WARN = 100.0  # warn when the target is more than this many times the largest trained budget
+EXTRAPOLATION_FAR = 1e4  # beyond 4 decades of compute the warning says the intervals understate the error
+EXTRAPOLATION_BLIND = 1e6  # beyond 6 decades it says the values are orders of magnitude, not predictions
 INTERVAL_GOAL = 0.25  # an allocation exponent's 90% interval should be at most this wide (issue 9)
 
 
-def extrapolation_warning(flops: float, largest: float | None, factor: float = EXTRAPOLATION_WARN) -> str | None:
+def extrapolation_warning(
+    flops: float, largest: float | None, factor: float = EXTRAPOLATION_WARN, form: str = "the isoFLOP power law"
+) -> str | None:
     """The one-line warning for a target ``flops`` more than ``factor`` times the largest trained
-    budget ``largest`` (FLOPs), else None."""
+    budget ``largest`` (FLOPs), else None. It names the loss ``form`` the prediction comes from and
+    grows with the distance: past :data:`EXTRAPOLATION_FAR` (4 decades) the intervals understate the
+    error, past :data:`EXTRAPOLATION_BLIND` (6 decades) the values are orders of magnitude."""
     if largest is None or flops <= factor * largest:
         return None
-    return (
-        f"extrapolating {flops / largest:.2g}x beyond the largest trained budget {largest:.2g} FLOPs; "
-        "intervals assume the power law holds that far"
+    x = flops / largest
+    head = (
+        f"extrapolating {x:.2g}x ({math.log10(x):.1f} decades of compute) beyond the largest trained budget "
+        f"{largest:.2g} FLOPs"
     )
+    if x <= EXTRAPOLATION_FAR:
+        return f"{head}; intervals assume {form} holds that far"
+    if x <= EXTRAPOLATION_BLIND:
+        return (
+            f"{head}, far beyond the data: intervals assume {form} holds over {math.log10(x):.0f} decades and "
+            "understate the error; read the values as estimates, not measurements"
+        )
+    return (
+        f"{head}, more than {math.log10(EXTRAPOLATION_BLIND):.0f} decades beyond the data where {form} was "
+        "never tested: read the values as orders of magnitude, not predictions; the intervals do not bound them"
+    )
+
+
+def form_phrase(form: str) -> str:
+    """Loss ``form`` (power, saturating, parametric) in a sentence: "the isoFLOP power law", ...,
+    "Approach 3 L(N, D)"."""
+    name = LOSS_LAW_NAMES[form]
+    return name if form == "parametric" else f"the {name}"
+
+
+def forms_disagreement(flops: float, forms) -> tuple[str, ...]:
+    """One warning per quantity (N_opt, L_opt) on which two fitted loss ``forms`` (records with ``name``,
+    ``n_opt`` and ``loss_opt``, each a value and ``ci90``) disagree beyond their 90% intervals at
+    ``flops`` (the intervals do not overlap): each interval is conditional on its own form, so the
+    spread between forms is an uncertainty none of them shows."""
+    out = []
+    for key, what in (("n_opt", "N_opt"), ("loss_opt", "L_opt")):
+        apart = []
+        for i, a in enumerate(forms):
+            for b in forms[i + 1 :]:
+                ea, eb = getattr(a, key), getattr(b, key)
+                if ea.ci90 and eb.ci90 and (ea.ci90[1] < eb.ci90[0] or eb.ci90[1] < ea.ci90[0]):
+                    ratio = max(ea.value, eb.value) / min(ea.value, eb.value)
+                    apart.append(
+                        f"{a.name} {ea.value:.4g} [{ea.ci90[0]:.4g}, {ea.ci90[1]:.4g}] vs {b.name} {eb.value:.4g} "
+                        f"[{eb.ci90[0]:.4g}, {eb.ci90[1]:.4g}] ({ratio:.3g}x)"
+                    )
+        if apart:
+            out.append(
+                f"the loss forms disagree on {what} at C = {flops:.3g} FLOPs beyond their 90% intervals: "
+                f"{'; '.join(apart)}; each interval assumes its own form, so the spread between forms is "
+                "the larger uncertainty"
+            )
+    return tuple(out)
 
 
 def exponent_resolution(name: str, value: float, ci90: list[float] | None, goal: float | None = INTERVAL_GOAL) -> dict:
@@ -162,7 +215,8 @@ def predict(
         images = Estimate(point[1] / tokens_per_image, lo_hi)
     near = nearest_model(point[0], family) if family else None
     largest = largest_budget(fit) if trained_flops is None else float(trained_flops)
-    warn = extrapolation_warning(float(flops), largest)
+    form = form_phrase("saturating" if saturating else "parametric" if fit.method == "parametric" else "power")
+    warn = extrapolation_warning(float(flops), largest, form=form)
     return Prediction(float(flops), est[0], est[1], est[2], images, near, largest, (warn,) if warn else ())
 
 

@@ -280,7 +280,9 @@ class EstimateSummary(Record):
 @dataclass(frozen=True, kw_only=True)
 class NearestModel(Record):
     """The family member nearest the predicted N_opt in log N: its rung, ``params`` (non-embedding) and
-    ``params_total``; ``in_ladder`` False when the family rule extended the trained ladder to reach it."""
+    ``params_total``; ``in_ladder`` False when the family rule extended the trained ladder to reach it;
+    ``outside_ladder`` True when N_opt lies more than 2x from it (no family model near N_opt: a ladder
+    of fixed rungs that stops short of it; absent in files written before issue 23)."""
 
     name: str
     depth: int
@@ -289,6 +291,7 @@ class NearestModel(Record):
     params: int
     params_total: int
     in_ladder: bool
+    outside_ladder: bool | None = absent()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -458,12 +461,16 @@ class MeasuredError(Record):
 @dataclass(frozen=True, kw_only=True)
 class FormSummary(Record):
     """One fitted loss form at the prediction's target: ``form`` (the ``laws.loss_law`` that names it:
-    power, saturating, parametric), its name, and its N_opt (params) and L_opt with their intervals."""
+    power, saturating, parametric), its name, and its N_opt (params) and L_opt with their intervals.
+    ``degenerate``: why the form's fit is degenerate (:func:`ditscale.laws.degenerate.form_degenerate`:
+    a parameter at its optimiser's bound, or an interval spanning more than 10 decades), one line
+    each, () when it is not; absent in files written before the rule (issue 23)."""
 
     form: str
     name: str
     n_opt: EstimateSummary
     loss_opt: EstimateSummary
+    degenerate: tuple[str, ...] | None = absent()
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -35,6 +35,22 @@ def error_bar(value: float, ci) -> list | None:
     return [[max(0.0, value - ci[0])], [max(0.0, ci[1] - value)]]
 
 
+def percent_decimals(ticks, most: int = 6) -> int:
+    """The fewest decimals of a percent label that write every tick value (fractions, 0.0002 = 0.02%)
+    exactly, so neighbouring ticks never share a label (e.g. every tick "+0.0%"); at most ``most``."""
+    values = [float(x) * 100 for x in ticks]
+    for d in range(most + 1):
+        if all(abs(v - round(v, d)) <= 1e-6 * 10.0**-d for v in values):
+            return d
+    return most
+
+
+def percent_formatter(plt):
+    """A signed-percent tick formatter whose precision follows the axis's ticks (:func:`percent_decimals`)."""
+    fmt = plt.FuncFormatter(lambda v, _: f"{v:+.{percent_decimals(list(fmt.locs) or [v])}%}")
+    return fmt
+
+
 def pyplot():
     """matplotlib.pyplot on the non-interactive Agg backend (imported on first use: the report's
     figures are the only place that needs matplotlib)."""
@@ -326,7 +342,7 @@ def residuals_figure(runs, laws: "dict | LawsSummary", path: str | Path) -> Path
     ax.set_xscale("log")
     ax.set_xlabel("N, non-embedding parameters")
     ax.set_ylabel("loss / parabola - 1")
-    ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:+.1%}"))
+    ax.yaxis.set_major_formatter(percent_formatter(plt))
     ax.set_title("isoFLOP residuals vs measurement noise")
     ax.grid(True, alpha=0.25)
     ax.legend(fontsize=8, frameon=False, ncol=2)
@@ -369,7 +385,7 @@ def extrapolation_figure(laws: "dict | LawsSummary", path: str | Path) -> Path:
         axis(plt.FuncFormatter(lambda v, _: f"{v:.3g}x"))
     ax.set_xlabel("extrapolation factor: held-out C / largest fitted C")
     ax.set_ylabel("L* relative error")
-    ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:+.0%}"))
+    ax.yaxis.set_major_formatter(percent_formatter(plt))
     ax.set_title("backtests at every distance (filled: inside its 90% interval; line: median)", fontsize=10)
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=7, frameon=False, loc="upper left")

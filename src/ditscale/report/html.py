@@ -64,8 +64,9 @@ def render_html(laws: "dict | LawsSummary", figures: list[tuple[Path, str]], *, 
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
         f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>",
     ]
+    parts += _warnings_section(view)
     if view.prediction is not None:
-        parts += _prediction_section(view.prediction)
+        parts += _prediction_section(view.prediction, withheld=view.bootstrap is not None)
     if view.backtest:
         parts += _backtest_section(view.backtest)
     if view.parametric is not None and view.parametric.backtest:
@@ -94,21 +95,35 @@ def render_html(laws: "dict | LawsSummary", figures: list[tuple[Path, str]], *, 
 
 
 # -- sections of the page (each a list of HTML parts) ----------------------------------------------
-def _prediction_section(pred: PredictionSummary) -> list[str]:
-    """The headline: the compute-optimal model at the target budget."""
+WITHHELD = "withheld (see the warnings above)"
+
+
+def _warnings_section(view: LawsSummary) -> list[str]:
+    """Every warning of laws.json and of its prediction, once each, at the top of the page."""
+    found = dict.fromkeys((*view.warnings, *(view.prediction.warnings if view.prediction else ())))
+    if not found:
+        return []
+    return ["<h2>Warnings</h2>", *(f"<p class='bad'>warning: {html.escape(w)}</p>" for w in found)]
+
+
+def _prediction_section(pred: PredictionSummary, withheld: bool = False) -> list[str]:
+    """The headline: the compute-optimal model at the target budget (an interval the bootstrap was asked
+    for and withheld says so: ``withheld``)."""
     near = pred.nearest
     name = "–" if near.name is None else near.name
+    ci = lambda est, fmt=".4g": WITHHELD if withheld and not est.ci90 else _ci(est.ci90, fmt)  # noqa: E731
+    outside = " – outside the family's ladder" if near.outside_ladder else ""
     rows = [
         ["target compute C (FLOPs)", _num(pred.flops, ".3g"), ""],
-        ["N_opt (non-embedding params)", _num(pred.n_opt.value, ".4g"), _ci(pred.n_opt.ci90)],
-        ["D_opt (image tokens)", _num(pred.d_opt.value, ".4g"), _ci(pred.d_opt.ci90)],
-        ["D_opt (images)", _num(pred.images_opt.value, ".4g"), _ci(pred.images_opt.ci90)],
+        ["N_opt (non-embedding params)", _num(pred.n_opt.value, ".4g"), ci(pred.n_opt)],
+        ["D_opt (image tokens)", _num(pred.d_opt.value, ".4g"), ci(pred.d_opt)],
+        ["D_opt (images)", _num(pred.images_opt.value, ".4g"), ci(pred.images_opt)],
         [
             f"L_opt (validation loss; {loss_law_name(pred.loss_law)})",
             _num(pred.loss_opt.value, ".4f"),
-            _ci(pred.loss_opt.ci90, ".4f"),
+            ci(pred.loss_opt, ".4f"),
         ],
-        ["nearest family model", html.escape(f"{name} ({_num(near.params, ',')} params)"), ""],
+        ["nearest family model", html.escape(f"{name} ({_num(near.params, ',')} params){outside}"), ""],
     ]
     if pred.extrapolation is not None:
         rows.append(
@@ -119,7 +134,6 @@ def _prediction_section(pred: PredictionSummary) -> list[str]:
             ]
         )
     parts = ["<h2>Compute-optimal model at the target budget</h2>", _table(["quantity", "value", "90% interval"], rows)]
-    parts += [f"<p class='bad'>{html.escape(w)}</p>" for w in pred.warnings if w.startswith("extrapolating")]
     return parts + _forms_section(pred)
 
 
@@ -134,12 +148,13 @@ def _forms_section(pred: PredictionSummary) -> list[str]:
                 _ci(f.n_opt.ci90),
                 _num(f.loss_opt.value, ".4f"),
                 _ci(f.loss_opt.ci90, ".4f"),
+                _degenerate_cell(f.degenerate),
             ]
             for f in pred.forms
         ]
         parts += [
             f"<h2>Every fitted form at C = {_num(pred.flops, '.3g')} FLOPs</h2>",
-            _table(["form", "N_opt", "90% interval", "L_opt", "90% interval"], rows),
+            _table(["form", "N_opt", "90% interval", "L_opt", "90% interval", "fit"], rows),
         ]
     words = [e.message for e in pred.exponents or () if e.message]
     parts += [f"<p class='bad'>{html.escape(w)}</p>" for w in words]
@@ -149,6 +164,13 @@ def _forms_section(pred: PredictionSummary) -> list[str]:
             "most 0.25 wide.</p>"
         )
     return parts
+
+
+def _degenerate_cell(reasons: tuple[str, ...] | None) -> str:
+    """A form's fit: "degenerate" with its reasons, "ok", or "–" (a laws.json older than the rule)."""
+    if reasons is None:
+        return "–"
+    return f"<span class='bad'>degenerate: {html.escape('; '.join(reasons))}</span>" if reasons else "ok"
 
 
 def _error(x: float | None) -> str:
@@ -473,14 +495,18 @@ def _other_fits_section(view: LawsSummary) -> list[str]:
         ci = par.interval(name)
         return f"{name}={_num(getattr(par, name))}" + (f" {_ci(ci)}" if ci else "")
 
+    forms = {f.form: f.degenerate for f in (view.prediction.forms or ())} if view.prediction else {}
+    mark = lambda form: f" ({_degenerate_cell(forms[form])})" if forms.get(form) else ""  # noqa: E731
     rows = [
         [
             "saturating loss L = E + k C^-gamma",
-            "–" if not sat else f"E={_num(sat.E)}, k={_num(sat.k)}, gamma={_num(sat.gamma)}",
+            "–" if not sat else f"E={_num(sat.E)}, k={_num(sat.k)}, gamma={_num(sat.gamma)}{mark('saturating')}",
         ],
         [
             "Approach 3 L = E + A/N^alpha + B/D^beta",
-            "did not converge" if not par else ", ".join(value(k) for k in ("E", "A", "B", "alpha", "beta")),
+            "did not converge"
+            if not par
+            else ", ".join(value(k) for k in ("E", "A", "B", "alpha", "beta")) + mark("parametric"),
         ],
     ]
     pred = par.prediction if par else None
@@ -496,7 +522,7 @@ def _other_fits_section(view: LawsSummary) -> list[str]:
 
 
 def _footer(view: LawsSummary) -> list[str]:
-    """Wall time and the fit's warnings."""
+    """Wall time and provenance (the warnings are at the top of the page)."""
     wall = view.wall_time
     n_runs = "" if view.n_runs is None else view.n_runs
     parts = [
@@ -513,7 +539,7 @@ def _footer(view: LawsSummary) -> list[str]:
             f"{html.escape(str(v.python))} on {html.escape(str(v.hostname))}; spec SHA-256 "
             f"{html.escape(str(v.spec_sha256))}.</p>"
         )
-    return parts + [f"<p class='muted'>warning: {html.escape(w)}</p>" for w in view.warnings]
+    return parts
 
 
 def write_html(path: str | Path, laws: "dict | LawsSummary", figures: list[tuple[Path, str]], *, title: str) -> Path:

@@ -45,11 +45,20 @@ from ditscale.flops import tokens_per_image as flops_tokens_per_image
 from ditscale.io import atomic_write_npz, check_npz, sha256_json
 from ditscale.laws import Bootstrap, FitConfig, IsoflopFit, Runs, bootstrap, compare, fit_parametric, fit_runs, predict
 from ditscale.laws.checks import Check, isoflop_checks, loss_bend
+from ditscale.laws.degenerate import degenerate_warning, form_degenerate
 from ditscale.laws.draws import DrawStore, draws_key
 from ditscale.laws.extrapolation import measured_error
 from ditscale.laws.fit import LOSS_LAW_NAMES, LOSS_LAWS
 from ditscale.laws.noise import noise_summary  # noqa: F401  (laws.json "noise"; also public here)
-from ditscale.laws.predict import INTERVAL_GOAL, backtest_rows, exponent_resolution, holdout_split
+from ditscale.laws.predict import (
+    INTERVAL_GOAL,
+    backtest_rows,
+    exponent_resolution,
+    extrapolation_warning,
+    form_phrase,
+    forms_disagreement,
+    holdout_split,
+)
 from ditscale.laws.quality import fit_quality
 from ditscale.laws.residuals import ResidualStructure, residual_structure
 from ditscale.laws.results import (
@@ -598,17 +607,19 @@ def _prediction(
     tpi = tokens_per_image(spec, base)
     members = family_members(spec, float(fit.params_law(flops)), base)
     pred = predict(fit, flops, boot=boot, tokens_per_image=tpi, family=[(m[0], m[1]) for m in members])
-    forms = prediction_forms(fit, boot, parametric, flops, study.to_6nd)
+    forms = prediction_forms(fit, boot, parametric, flops, study.to_6nd, float(np.min(study.runs.loss)))
     law = form_of_record(spec.laws.loss_law, (f.form for f in forms), study.rule)
     exponents = exponent_checks(fit, boot, parametric)
-    warns = [*study.warnings, *(e.message for e in exponents if e.message), *pred.warnings]
+    nearest = _nearest(spec, base, members, pred.nearest[0], pred.n_opt.value)
+    warns = [*study.warnings, *(e.message for e in exponents if e.message)]
+    warns += _prediction_warnings(pred, forms, law, nearest)
     if law != wanted_form(spec.laws.loss_law, study.rule):
         warns.append(loss_law_fallback(wanted_form(spec.laws.loss_law, study.rule)))
     plain = PredictionSummary.from_dict({**pred.to_dict(), "nearest": None})  # nearest: with its rung, below
     return dataclasses.replace(
         plain,
         loss_opt=next(f.loss_opt for f in forms if f.form == law),
-        nearest=_nearest(spec, base, members, pred.nearest[0]),
+        nearest=nearest,
         warnings=tuple(warns),
         tokens_per_image=tpi,
         forms=forms,
@@ -620,10 +631,30 @@ def _prediction(
     )
 
 
-def _nearest(spec: StudySpec, base, members, name: str) -> NearestModel:
-    """The family member ``name`` as predict shows it (rung, non-embedding and total parameters)."""
+LADDER_SLACK = 2.0  # N_opt more than 2x from its nearest family model (beyond a rung step) lies outside the ladder
+
+
+def _prediction_warnings(pred, forms: tuple[FormSummary, ...], law: str, nearest: NearestModel) -> list[str]:
+    """A prediction's own warnings: the distance (naming the form of record, :func:`extrapolation_warning`),
+    the degenerate forms, the forms that disagree beyond their intervals, and an N_opt outside the family."""
+    out = [w for w in (extrapolation_warning(pred.flops, pred.largest_budget, form=form_phrase(law)),) if w]
+    out += [degenerate_warning(f.name, f.degenerate) for f in forms if f.degenerate]
+    out += forms_disagreement(pred.flops, forms)
+    if nearest.outside_ladder:
+        ratio = pred.n_opt.value / nearest.params
+        out.append(
+            f"N_opt = {pred.n_opt.value:.3g} params lies outside the family's ladder: {ratio:.2g}x its nearest "
+            f"model {nearest.name} ({nearest.params:.3g} non-embedding params); add rungs that reach it"
+        )
+    return out
+
+
+def _nearest(spec: StudySpec, base, members, name: str, n_opt: float) -> NearestModel:
+    """The family member ``name`` as predict shows it (rung, non-embedding and total parameters), and
+    whether ``n_opt`` lies more than :data:`LADDER_SLACK` times from it (outside the ladder)."""
     rung = next(m[2] for m in members if m[0] == name)
     counts = param_counts(rung_config(spec, rung, base))
+    off = max(n_opt / counts.non_embedding, counts.non_embedding / n_opt)
     return NearestModel(
         name=name,
         depth=rung[0],
@@ -632,15 +663,19 @@ def _nearest(spec: StudySpec, base, members, name: str) -> NearestModel:
         params=int(counts.non_embedding),
         params_total=int(counts.total),
         in_ladder=rung in spec.family.ladder(),
+        outside_ladder=bool(off > LADDER_SLACK),
     )
 
 
-def prediction_forms(fit, boot, parametric, flops: float, to_6nd: float = 1.0) -> tuple[FormSummary, ...]:
+def prediction_forms(
+    fit, boot, parametric, flops: float, to_6nd: float = 1.0, smallest_loss: float | None = None
+) -> tuple[FormSummary, ...]:
     """Every fitted form at ``flops`` FLOPs side by side: its name, N_opt and L_opt (each with its 90%
     interval), and ``form``, the :class:`~ditscale.laws.FitConfig` ``loss_law`` that names it: the
     isoFLOP power law ``e C^f``, the saturating ``E + k C^-gamma`` (N_opt from the same ``a C^b``;
     when fitted) and Approach 3 (``parametric``: ``(fit, boot)`` or None; its C = 6ND target is
-    ``flops * to_6nd``)."""
+    ``flops * to_6nd``). With ``smallest_loss`` (the smallest loss fitted), each form says whether
+    its fit is degenerate (:func:`form_degeneracy`)."""
     preds = {"power": predict(fit, flops, boot=boot)}
     if fit.loss_law_saturating is not None:
         preds["saturating"] = predict(fit, flops, boot=boot, saturating=True)
@@ -653,9 +688,25 @@ def prediction_forms(fit, boot, parametric, flops: float, to_6nd: float = 1.0) -
             name=LOSS_LAW_NAMES[form],
             n_opt=EstimateSummary(**p.n_opt.to_dict()),
             loss_opt=EstimateSummary(**p.loss_opt.to_dict()),
+            degenerate=None if smallest_loss is None else form_degeneracy(form, fit, boot, parametric, smallest_loss),
         )
         for form, p in preds.items()
     )
+
+
+def form_degeneracy(form: str, fit, boot, parametric, smallest_loss: float) -> tuple[str, ...]:
+    """Why loss ``form``'s fit is degenerate (:func:`ditscale.laws.degenerate.form_degenerate`), from the
+    isoFLOP ``fit`` and its ``boot`` (power, saturating) or Approach 3's ``parametric`` ``(fit, boot)``."""
+    if form == "parametric":
+        pfit, pboot = parametric
+        names = ("E", "A", "B", "alpha", "beta")
+        values, prefix, boot = pfit.values(), "", pboot
+    else:
+        law = "loss_law" if form == "power" else "loss_law_saturating"
+        names = ("coefficient", "exponent") if form == "power" else ("E", "k", "gamma")
+        values, prefix = {n: getattr(getattr(fit, law), n) for n in names}, f"{law}."
+    ci90 = None if boot is None else {n: boot.ci90(prefix + n) for n in names}
+    return form_degenerate(form, values, ci90, smallest_loss)
 
 
 def exponent_checks(fit, boot, parametric) -> tuple[ExponentSummary, ...]:
@@ -823,6 +874,7 @@ def study_laws(folder: StudyFolder, study: StudyFit, draws: DrawStore, *, starte
     prediction = _prediction(study, spec.target_flops, par)
     prediction = dataclasses.replace(prediction, measured_error=measured_error(ext.rows, prediction.extrapolation))
     warns = [*study.warnings, *(e.message for e in prediction.exponents if e.message)]
+    warns += [degenerate_warning(f.name, f.degenerate) for f in prediction.forms if f.degenerate]
     wanted = wanted_form(spec.laws.loss_law, study.rule)
     if {prediction.loss_law, *(row.loss_law for row in bt.rows)} != {wanted}:
         warns.append(loss_law_fallback(wanted))

@@ -436,6 +436,23 @@ def _grid_warnings(
 
 
 # -- the plan of every budget ---------------------------------------------------------------------
+NO_INTERVALS = (
+    "models_per_budget is 3 with no seed replicates (repeat.budgets: 0): a parabola through 3 points fits them "
+    "exactly, so the runs will measure no noise and the bootstrap will give no intervals (laws.json, the console "
+    "and the report will say 'withheld'); use models_per_budget: 4 or more, or repeat.budgets: 1 (seed "
+    "replicates), or laws.bootstrap: 0 to fit without intervals"
+)
+
+
+def interval_warning(spec: StudySpec) -> str | None:
+    """The plan's warning (:data:`NO_INTERVALS`) when the study's bootstrap cannot give intervals: every
+    budget 3 model sizes and no seed replicates leave no measure of the loss noise, so both bootstrap
+    kinds withhold every interval (:data:`ditscale.laws.bootstrap.NO_NOISE_MESSAGE`); else None."""
+    if spec.models_per_budget == 3 and spec.repeat.budgets == 0 and spec.laws.resamples >= 2:
+        return NO_INTERVALS
+    return None
+
+
 def plan_study(spec: StudySpec, centres: dict[float, tuple[float, str]] | None = None) -> StudyPlan:
     """Plan every run of ``spec``.
 

@@ -28,7 +28,7 @@ from ditscale.study.executor import RunTask, TrunkTask, config_sha, execute_run 
 from ditscale.study.folder import RUNS_CSV_COLUMNS, StudyFolder  # noqa: F401
 from ditscale.study.launchers import make_launcher
 from ditscale.study.locks import RunLock
-from ditscale.study.plan import PlannedRun, train_config
+from ditscale.study.plan import PlannedRun, interval_warning, train_config
 from ditscale.study.quality import run_quality
 from ditscale.study.replan import all_runs, current_plan, folder_plan  # noqa: F401
 from ditscale.study.spec import StudySpec
@@ -114,6 +114,8 @@ def run_study(
     runner = make_launcher(launcher, spec.workers if workers is None else workers, slurm, folder.slurm_dir)
     tally = Tally(spec.name, progress, echo)
     left = math.inf if max_runs is None else max_runs
+    if interval_warning(spec):
+        echo(f"warning: {interval_warning(spec)}")
     try:
         stages = _stages(spec)
         for i, stage in enumerate(stages):
