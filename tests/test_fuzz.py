@@ -646,11 +646,22 @@ for _key, _value, _words in (
     ("sample_size", "RAW:Infinity", "sample_size must be an integer"),
 ):
     case(f"sample diffusers {_key} {_value}", _words)(
-        lambda w, t, k=_key, v=_value: (
-            ["sample", str(_diffusers_edit(w, t, TRANSFORMER, **{k: v})), "--out", str(t / "g.png")],
+        lambda w, t, k=_key, v=_value: (  # a stock diffusers config: no class count of ours beside the table
+            [
+                "sample",
+                str(_diffusers_edit(w, t, TRANSFORMER, **{k: v, "_ditscale_num_classes": None})),
+                "--out",
+                str(t / "g.png"),
+            ],
             t / "d",
         )
     )
+case("sample diffusers table rows disagree with our class count", "do not match")(
+    lambda w, t: (
+        ["sample", str(_diffusers_edit(w, t, TRANSFORMER, num_embeds_ada_norm=10**12)), "--out", str(t / "g.png")],
+        t / "d",
+    )
+)
 for _what, _changes, _words in (
     (
         "steps 1e10",

@@ -204,6 +204,7 @@ def dit_config(transformer: dict[str, Any], where: str = "transformer config") -
         raise CheckpointError(
             f"{where} has out_channels {out_ch}, neither in_channels {in_ch} nor twice it; ditscale cannot map it"
         )
+    _check_table_rows(sizes, where)
     return DiTConfig(
         input_size=sizes.sample_size,
         patch_size=sizes.patch_size,
@@ -216,6 +217,17 @@ def dit_config(transformer: dict[str, Any], where: str = "transformer config") -
         class_dropout_prob=0.1,
         learn_sigma=out_ch == 2 * in_ch,
     )
+
+
+def _check_table_rows(sizes: "TransformerSizes", where: str) -> None:
+    """A folder we exported names its class count (:data:`NUM_CLASSES_KEY`) beside the padded table's
+    ``num_embeds_ada_norm`` (:func:`transformer_config`: ``max(classes, NULL_CLASS)``): the two must agree."""
+    classes, rows = sizes._ditscale_num_classes, sizes.num_embeds_ada_norm
+    if classes is not None and rows != max(classes, NULL_CLASS):
+        raise CheckpointError(
+            f"{where} has num_embeds_ada_norm {rows} but {NUM_CLASSES_KEY} {classes} (the exported table has "
+            f"max(classes, {NULL_CLASS}) rows): the two do not match; re-export the folder"
+        )
 
 
 @dataclass(frozen=True)
