@@ -15,7 +15,7 @@ import argparse
 import sys
 
 from ditscale.cli.args import examples
-from ditscale.io import check_new_dir
+from ditscale.io import check_apart, check_new_dir
 from ditscale.train.rundir import RunDir
 
 EPILOG = examples(
@@ -72,12 +72,15 @@ def run(args: argparse.Namespace) -> int:
     from ditscale.models.io import describe_config, resolve_weights  # lazy: torch
 
     out = check_new_dir(args.out, "--out", overwrite=args.overwrite)  # before any loading: fail fast
+    check_apart({"--out": out}, {"RUN": args.run, "--vae": args.vae})  # --overwrite never replaces an input
     resolved = resolve_weights(
         args.run, ema=args.weights == "ema", run_checkpoints=lambda folder: RunDir(folder).checkpoint_folders()
     )
     source = load_export_source(resolved.path)
     _print_notes("sample", resolved.notes)  # now that the model is accepted; worded as `ditscale sample` prints them
     run_dir = RunDir.containing(resolved.path)
+    run_inputs = {"the weights": resolved.path, "their run folder": run_dir.root if run_dir else None}
+    check_apart({"--out": out}, {**run_inputs, "the run's VAE": run_dir.vae() if run_dir else None})
     exported = export_model(
         source,
         out,
