@@ -79,8 +79,8 @@ def run(args: argparse.Namespace) -> int:
     source = load_export_source(resolved.path)
     _print_notes("sample", resolved.notes)  # now that the model is accepted; worded as `ditscale sample` prints them
     run_dir = RunDir.containing(resolved.path)
-    run_inputs = {"the weights": resolved.path, "their run folder": run_dir.root if run_dir else None}
-    check_apart({"--out": out}, {**run_inputs, "the run's VAE": run_dir.vae() if run_dir else None})
+    run_inputs = {"RUN's weights": resolved.path, "RUN's run folder": run_dir.root if run_dir else None}
+    check_apart({"--out": out}, {**run_inputs, "RUN's VAE": run_dir.vae() if run_dir else None})
     exported = export_model(
         source,
         out,

@@ -302,7 +302,7 @@ def run(args: argparse.Namespace) -> int:
     inputs = {"CKPT": args.ckpt, "--vae": args.vae, "--prompts": args.prompts, "--text-encoder": args.text_encoder}
     check_apart(_outputs(args), inputs)
     sampler, prompts, run_dir = _load(args)
-    check_apart(_outputs(args), {"the run folder": run_dir.root if run_dir is not None else None})
+    check_apart(_outputs(args), {"CKPT's run folder": run_dir.root if run_dir is not None else None})
     settings = sampling_settings(
         sampler.config, args.seed, args.sampler, args.steps, args.cfg_scale, args.guided_channels
     )

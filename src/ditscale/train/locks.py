@@ -99,10 +99,11 @@ class RunLock:
         info = self.owner()
         if info is None:
             return False
+        if info.get("host") == socket.gethostname() and isinstance(info.get("pid"), int):
+            if not pid_alive(info["pid"]):  # gone, a zombie, or no process id at all (0, -1, 20 digits)
+                return True
         if not valid_holder(info):
             return age > DAMAGED_AFTER
-        if info["host"] == socket.gethostname() and not pid_alive(info["pid"]):
-            return True
         return age > self.stale_after
 
     # -- acquire / release ------------------------------------------------------------------------
