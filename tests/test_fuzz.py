@@ -419,10 +419,13 @@ case("export out contains the checkpoint", "contains the input RUN")(
     )
 )
 case("sample npz inside the run", "lies inside the input CKPT")(
-    lambda w, t: (["sample", str(w.run), "--out", str(t / "g.png"), "--npz", str(w.run / "metrics.jsonl")], w.run)
+    lambda w, t: (["sample", str(_copy(w.run, t / "r")), "--out", str(t / "g.png"), "--npz", str(t / "r" / "x.npz")], t)
 )
 case("sample out inside the checkpoint's run", "lies inside the input CKPT's run folder")(
-    lambda w, t: (["sample", str(next(w.run.glob("checkpoints/step_*"))), "--out", str(w.run / "config.yaml")], w.run)
+    lambda w, t: (
+        ["sample", str(next(_copy(w.run, t / "r").glob("checkpoints/step_*"))), "--out", str(t / "r" / "config.yaml")],
+        t,
+    )
 )
 case("fit out is the csv", "is the input CSV")(
     lambda w, t: (["fit", "isoflop", str(Path(shutil.copy(w.csv, t / "r.csv"))), "--out", str(t / "r.csv")], t)

@@ -343,7 +343,7 @@ def check_output_dir(path: str | os.PathLike, what: str) -> Path:
 # -- outputs apart from inputs ----------------------------------------------------------------------
 def _overlap(out: Path, inp: Path) -> str | None:
     """How output ``out`` overlaps input ``inp`` (both resolved): "is", "contains", "lies inside" or None."""
-    if out == inp or (out.exists() and os.path.samefile(out, inp)):
+    if out == inp or (out.exists() and inp.exists() and os.path.samefile(out, inp)):
         return "is"
     if out in inp.parents:
         return "contains"

@@ -180,7 +180,7 @@ def write_run_config(out: RunDir, cfg: TrainConfig) -> None:
 def check_run_dir(out: RunDir, cfg: TrainConfig, *, force: bool) -> None:
     """Refuse (ConfigError) to reuse the run folder for another config, unless ``force``; writes nothing."""
     new = to_dict(cfg)
-    if out.config.exists() or out.config.is_symlink():
+    if out.config.exists():
         old = load_yaml(out.config)  # a FIFO or a folder there: one line, never a read that blocks
         changed = config_changes(old, new)
         if changed and not force:
