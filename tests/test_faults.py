@@ -12,6 +12,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -152,3 +153,58 @@ def test_a_full_disk_keeps_the_previous_checkpoint_valid(tmp_path):
         assert f"resume at step {step}/40" in log and json.loads((moved / "result.json").read_text())["steps"] == 40
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_a_full_disk_on_any_write_of_a_run_is_one_line(tmp_path, capsys):
+    """Issue 24: a full disk while appending metrics.jsonl gave an OSError traceback; only checkpoint
+    writes had the one-line message. With k pages of space left, the k-th write of a run fails: the
+    lock, config.yaml, train.log, metrics.jsonl; each is one line naming the file. In process."""
+    from ditscale.cli import main
+
+    disk, size = tmp_path / "disk", 2 << 20
+    if not _mount_tmpfs(disk, f"{size}"):
+        pytest.skip("could not mount a tmpfs here")
+    argv = ["train", "tiny", "--out", str(disk / "run"), "--no-progress", *TRAIN_MICRO, "max_steps=4", "log_every=1"]
+    try:
+        for pages, name in enumerate(("run.lock", "config.yaml", "train.log", "metrics.jsonl")):
+            shutil.rmtree(disk / "run", ignore_errors=True)
+            (disk / "filler").write_bytes(b"\0" * (size - pages * 4096))  # tmpfs counts whole pages
+            assert main(argv) == 2
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and "Traceback" not in err, err
+            assert err.startswith(f"ditscale: error: could not write '{disk / 'run' / name}' (No space left"), err
+            assert "free space and run the same command again" in err
+            assert not (disk / "run" / "run.lock").exists()  # no lock left behind, empty or not
+        (disk / "filler").unlink()  # with space again the same command finishes the run
+        assert main(argv) == 0
+        assert json.loads((disk / "run" / "result.json").read_text())["steps"] == 4
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+def test_a_killed_writers_temp_file_is_removed_by_the_next_write(tmp_path, capsys):
+    """Issue 24: a SIGKILLed `data export` left its temp file (500 MB at scale) for good. A writer
+    killed inside an atomic write (a forked child, SIGKILLed there) leaves its temp file; the next
+    `data export` to the same file removes it, and keeps the temp file of a live writer."""
+    from ditscale.cli import main
+    from ditscale.io import atomic_path
+
+    out = tmp_path / "ref.npz"
+    child = os.fork()
+    if child == 0:  # the killed writer
+        try:
+            with atomic_path(out) as tmp:
+                tmp.write_bytes(b"\0" * 4096)
+                os.kill(os.getpid(), signal.SIGKILL)
+        finally:
+            os._exit(1)
+    assert os.waitpid(child, 0)[1] == signal.SIGKILL
+    (stale,) = tmp_path.iterdir()
+    assert stale.name.startswith(".ref.npz.") and stale.name.endswith(".tmp") and stale.stat().st_size == 4096
+    with atomic_path(out) as live:  # a live writer of the same file (this process), mid-write
+        live.write_bytes(b"live")
+        assert main(["data", "export", "shapes", "--num", "2", "--image-size", "8", "--quiet", "--out", str(out)]) == 0
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "ref.npz"])  # the stale one is gone
+    assert out.read_bytes() == b"live"
+    capsys.readouterr()

@@ -420,6 +420,119 @@ case("export unknown format", "invalid choice")(
     lambda w, t: (["export", str(w.run), "--format", "onnx", "--out", str(t / "e")], w.run)
 )
 
+# outputs never overlap inputs (issue 24: `export RUN --out RUN --overwrite` deleted the run it exported)
+case("export out is the run", "is the input RUN")(
+    lambda w, t: (["export", str(_copy(w.run, t / "r")), "--out", str(t / "r"), "--overwrite"], t / "r")
+)
+case("export out contains the run", "contains the input RUN")(
+    lambda w, t: (["export", str(_copy(w.run, t / "r")), "--out", str(t), "--overwrite", "--format", "safetensors"], t)
+)
+case("export out inside the run", "lies inside the input RUN")(
+    lambda w, t: (["export", str(_copy(w.run, t / "r")), "--out", str(t / "r" / "checkpoints"), "--overwrite"], t)
+)
+case("export out a link to the run", "is the input RUN")(
+    lambda w, t: (["export", str(_copy(w.run, t / "r")), "--out", str(_link(t / "l", t / "r")), "--overwrite"], t)
+)
+case("export out contains the checkpoint", "contains the input RUN")(
+    lambda w, t: (
+        ["export", str(next(_copy(w.run, t / "r").glob("checkpoints/step_*"))), "--out", str(t / "r"), "--overwrite"],
+        t,
+    )
+)
+case("sample npz inside the run", "lies inside the input CKPT")(
+    lambda w, t: (["sample", str(_copy(w.run, t / "r")), "--out", str(t / "g.png"), "--npz", str(t / "r" / "x.npz")], t)
+)
+case("sample out inside the checkpoint's run", "lies inside the input CKPT's run folder")(
+    lambda w, t: (
+        ["sample", str(next(_copy(w.run, t / "r").glob("checkpoints/step_*"))), "--out", str(t / "r" / "config.yaml")],
+        t,
+    )
+)
+case("fit out is the csv", "is the input CSV")(
+    lambda w, t: (["fit", "isoflop", str(Path(shutil.copy(w.csv, t / "r.csv"))), "--out", str(t / "r.csv")], t)
+)
+case("eval ref stats over the reference", "is the input --ref")(
+    lambda w, t: (
+        ["eval", str(w.batch), "--ref", str(Path(shutil.copy(w.batch, t / "ref.npz"))), "--evaluator", "inception"]
+        + ["--inception", str(t / "none.pth"), "--save-ref-stats", str(t / "ref.npz")],
+        t,
+    )
+)
+case("data export out is the config", "is the input --config")(
+    lambda w, t: (
+        ["data", "export", "--config", str(_write(t / "c.yaml", "data: {name: shapes, image_size: 8}\n"))]
+        + ["--num", "2", "--out", str(t / "c.yaml")],
+        t,
+    )
+)
+case("extract out is the image folder", "is the input DATA")(
+    lambda w, t: (["extract-latents", str(_images(t)), "--vae", "v", "--out", str(t / "imgs")], t)
+)
+case("train out is the data folder", "is the input data.path")(
+    lambda w, t: ([*TRAIN, str(_images(t)), *MICRO, "max_steps=2", "data.name=folder", f"data.path={t / 'imgs'}"], t)
+)
+
+
+def _link(link: Path, target: Path) -> Path:
+    link.symlink_to(target)
+    return link
+
+
+def _images(t: Path) -> Path:
+    """An image folder with one class of two 8x8 PNGs."""
+    from PIL import Image
+
+    (t / "imgs" / "cat").mkdir(parents=True)
+    for i in range(2):
+        Image.new("RGB", (8, 8), (i * 100, 0, 0)).save(t / "imgs" / "cat" / f"{i}.png")
+    return t / "imgs"
+
+
+# a resumed run never writes through a link planted in its folder (issue 24: train.log -> outside file)
+def _planted(w: SimpleNamespace, t: Path, name: str) -> list[str]:
+    """A copy of the world's run to resume (its result.json removed), ``name`` a link to a file outside."""
+    run = _copy(w.run, t / "r")
+    (run / "result.json").unlink()
+    _write(t / "outside.txt", "not the run's\n")
+    (run / name).unlink()
+    (run / name).symlink_to(t / "outside.txt")
+    return [*TRAIN, str(run), "--no-progress", *MICRO, "max_steps=2"]
+
+
+case("train resume through a train.log link", "is a symbolic link")(lambda w, t: (_planted(w, t, "train.log"), t))
+case("train resume through a metrics.jsonl link", "is a symbolic link")(
+    lambda w, t: (_planted(w, t, "metrics.jsonl"), t)
+)
+
+# train --force with another architecture: refused before config.yaml is rewritten (issue 24)
+case("train force another architecture", "another architecture")(
+    lambda w, t: (
+        [*TRAIN, str(_copy(w.run, t / "r")), "--force", "--no-progress", *MICRO, "max_steps=3", "model.hidden_size=64"],
+        t / "r",
+    )
+)
+
+# a FIFO where a file is read is refused, never read (it would block forever; issue 24)
+case("fit csv is a fifo", "is a FIFO")(lambda w, t: (["fit", "isoflop", str(_fifo(t / "r.csv"))], None))
+case("train config.yaml is a fifo", "is a FIFO")(
+    lambda w, t: ([*TRAIN, str(_fifo_in(_copy(w.run, t / "r"), "config.yaml")), *MICRO, "max_steps=2"], t / "r")
+)
+case("report runs.csv is a fifo", "is a FIFO")(
+    lambda w, t: (["study", "report", str(_fifo_in(_copy(w.study, t / "study"), "runs.csv"))], t / "study")
+)
+
+
+def _fifo(path: Path) -> Path:
+    os.mkfifo(path)
+    return path
+
+
+def _fifo_in(folder: Path, name: str) -> Path:
+    (folder / name).unlink()
+    _fifo(folder / name)
+    return folder
+
+
 # study plan / run
 simple("study plan unknown preset", "unknown study", "study", "plan", "--preset", "nope")
 simple(

@@ -40,7 +40,7 @@ from ditscale.generate.request import (
     read_prompts,
     sampling_settings,
 )
-from ditscale.io import check_new_dir, staged_folder
+from ditscale.io import check_new_dir, host_tag, staged_folder
 from ditscale.models import DiTConfig
 from ditscale.models.diffusers_io import pipeline_notes
 from ditscale.models.io import save_model
@@ -321,7 +321,7 @@ def test_staged_folder_replaces_the_folder_whole_or_not_at_all(tmp_path):
     assert check_new_dir(out, "--out") == out
     with staged_folder(out, overwrite=False) as folder:
         (folder / "a.txt").write_text("new")
-        assert not out.exists() and folder.name == f".out.export-{os.getpid()}.tmp"
+        assert not out.exists() and folder.name == f".out.export-{host_tag()}-{os.getpid()}.tmp"
     assert [p.name for p in out.iterdir()] == ["a.txt"]
     with pytest.raises(ConfigError, match="--out .*out already exists; pick a new folder or pass --overwrite"):
         check_new_dir(out, "--out")

@@ -79,3 +79,25 @@ def test_processes_racing_for_a_lock_exactly_one_wins(tmp_path):
             p.join(timeout=60)
         assert sum(got for _, got in outcomes) == 1
         assert not path.exists()
+
+
+def test_a_damaged_lock_file_is_broken_and_no_pid_counts_as_alive(tmp_path):
+    """Issue 24: an empty or cut-short run.lock (SIGKILL between its creation and its write) held the
+    folder for 10 minutes as "pid ? on host ?"; pid 0 or -1 counted as alive; a 20-digit pid raised."""
+    path, host = tmp_path / "run.lock", socket.gethostname()
+    old = time.time() - 30  # past DAMAGED_AFTER (10 s), far below stale_after (600 s)
+    for body in ("", '{"pid": 12', "[1, 2]", json.dumps({"pid": 0, "host": "elsewhere", "time": 0})):
+        path.write_text(body)
+        lock = RunLock(path)
+        assert not lock.is_stale() and not lock.acquire()  # a fresh one may be being written right now
+        assert "damaged lock file" in lock.holder()
+        os.utime(path, (old, old))
+        assert lock.is_stale() and lock.acquire(), body
+        assert lock.owner()["pid"] == os.getpid()
+        lock.release()
+    for pid in (0, -1, 10**19, True):  # on this host: no such process, whatever the file's age
+        path.write_text(json.dumps({"pid": pid, "host": host, "time": time.time()}))
+        lock = RunLock(path)
+        assert lock.is_stale() and lock.acquire(), pid
+        lock.release()
+    assert not path.exists()

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import yaml
 
 from ditscale.errors import ConfigError
-from ditscale.io import decode_utf8
+from ditscale.io import decode_utf8, read_bytes
 
 T = TypeVar("T")
 
@@ -316,9 +316,9 @@ def parse_yaml(text: str | bytes, where: str) -> dict[str, Any]:
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping from ``path`` with a one-line error if it is missing or malformed (see :func:`parse_yaml`)."""
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise ConfigError(f"config file {str(p)!r} does not exist; give a YAML file or a preset name")
-    return parse_yaml(p.read_bytes(), str(p))
+    return parse_yaml(read_bytes(p, ConfigError), str(p))  # a folder or a FIFO: refused, one line
 
 
 def load_preset_or_yaml(name_or_path: str | Path, preset_dir: str | Path, what: str) -> dict[str, Any]:

@@ -26,3 +26,7 @@ class DataError(DitscaleError):
 
 class TrainingError(DitscaleError):
     """A training run cannot continue (e.g. the loss became NaN); earlier checkpoints are kept."""
+
+
+class WriteError(DitscaleError):
+    """A file cannot be written: the disk is full or a quota is exhausted (the work done so far is kept)."""

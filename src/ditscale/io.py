@@ -6,23 +6,78 @@ truncated file, even if the writer is killed with SIGKILL.
 Files get the process umask's mode, like ``open(path, "w")``: ``0o666 & ~umask`` (0644 under umask
 022, 0600 under 077). The temp file is created with ``os.open(..., O_CREAT | O_EXCL, 0o666)``, so
 the kernel applies the umask (``tempfile.mkstemp`` would force 0600); the umask itself is never
-read or changed (``os.umask`` sets it process-wide, a race with other threads).
+read or changed (``os.umask`` sets it process-wide, a race with other threads). A temp file is named
+``.NAME.HOST-PID.HEX.tmp`` (HOST: a short hash of the host name); one left by a writer of this host
+that died (SIGKILL) is removed by the next atomic write of the same file.
+
+Every write here fails as one line: a full disk or quota (``ENOSPC``, ``EDQUOT``, ``EFBIG``) is a
+:class:`~ditscale.errors.WriteError` naming the file, and an append-mode file never follows a
+symbolic link (``O_NOFOLLOW``): a link planted where a log is appended to is refused. Reads refuse
+what is not a regular file (a FIFO would block forever). :func:`check_apart` keeps a command's
+outputs apart from its inputs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import hashlib
 import json
 import math
 import os
+import re
 import secrets
 import shutil
+import socket
+import stat
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator
+from typing import IO, Any
 
-from ditscale.errors import ConfigError, DataError
+from ditscale.errors import ConfigError, DataError, WriteError
+
+# errno values of a full disk or an exhausted quota / file size limit: one line, not a traceback
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+# Largest pid a Linux kernel hands out (pid_max's ceiling, 2**22): anything else in a lock or temp name is damage.
+PID_MAX = 1 << 22
+
+
+def is_no_space(err: BaseException) -> bool:
+    """True for an OSError of a full disk or an exhausted quota (:data:`NO_SPACE`)."""
+    return isinstance(err, OSError) and err.errno in NO_SPACE
+
+
+def no_space_error(path: str | os.PathLike | None, err: OSError) -> WriteError:
+    """The one-line error for ``err`` (a full disk, :func:`is_no_space`) while writing ``path``."""
+    where = f" {str(path)!r}" if path is not None else ""
+    return WriteError(
+        f"could not write{where} ({os.strerror(err.errno or errno.ENOSPC)}); free space and run the same "
+        "command again (completed work is kept)"
+    )
+
+
+def pid_alive(pid: Any) -> bool:
+    """True while process ``pid`` of this host runs (a zombie, killed but not yet reaped, does not).
+    A value that is no process id (not an int in 1..:data:`PID_MAX`: 0, -1, a 20-digit number) is not alive."""
+    if isinstance(pid, bool) or not isinstance(pid, int) or not 0 < pid <= PID_MAX:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # Linux: the state field of /proc/<pid>/stat
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
+
+
+def host_tag() -> str:
+    """A short hash of this host's name: marks temp files, so only this host's dead writers are judged."""
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 
 
 def _fsync_dir(path: Path) -> None:
@@ -38,11 +93,36 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+TEMP_FILE = r"(?P<host>[0-9a-f]{8})-(?P<pid>\d+)\.[0-9a-f]{12}\.tmp"  # .NAME.HOST-PID.HEX.tmp
+STAGED_FOLDER = r"[a-z]+-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)\.tmp"  # .NAME.TAG-HOST-PID.tmp (and .old-...)
+
+
+def remove_stale_temps(path: Path, pattern: str) -> None:
+    """Remove the leftovers of writers of ``path`` that died: entries of ``path.parent`` named
+    ``.NAME.<pattern>`` (a regex whose groups ``host`` and ``pid`` are the writer's) made by this host
+    (:func:`host_tag`) under a pid that is no longer alive. Others' and live writers' are kept."""
+    name = re.compile(rf"\.{re.escape(path.name)}\.{pattern}")
+    try:
+        entries = list(path.parent.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        m = name.fullmatch(entry.name)
+        if m is None or m["host"] != host_tag() or pid_alive(int(m["pid"])):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                entry.unlink()
+
+
 def _create_temp(path: Path) -> tuple[Path, int]:
     """Create an empty, uniquely named temp file next to ``path`` with mode ``0o666 & ~umask``;
     returns it and that mode (read back from the new file, so the umask is never queried)."""
+    remove_stale_temps(path, TEMP_FILE)
     for _ in range(100):
-        tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp"
+        tmp = path.parent / f".{path.name}.{host_tag()}-{os.getpid()}.{secrets.token_hex(6)}.tmp"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:
@@ -70,8 +150,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     if path.is_dir():  # os.replace would fail only after the work is done
         raise ConfigError(f"{path} is a folder, where a file is to be written; move the folder away and retry")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp, mode = _create_temp(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp, mode = _create_temp(path)
+    except OSError as err:
+        if is_no_space(err):
+            raise no_space_error(path, err) from None
+        raise
     try:
         yield tmp
         if os.stat(tmp).st_mode & 0o777 != mode:
@@ -80,9 +165,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if is_no_space(err):
+            raise no_space_error(path, err) from None
         raise
 
 
@@ -125,9 +212,27 @@ def decode_utf8(data: bytes, where: str, error: type[Exception] = DataError) -> 
         ) from None
 
 
+def read_bytes(path: str | os.PathLike, error: type[Exception] = DataError) -> bytes:
+    """A regular file's bytes. Anything else (a FIFO, a device, a socket) is a one-line ``error``
+    naming it: it is opened without blocking and refused, where reading a FIFO would wait forever.
+    A missing file raises FileNotFoundError, as ``open`` does."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a FIFO" if stat.S_ISFIFO(mode) else "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+            raise error(f"{str(path)!r} is {kind}, not a file to read; replace it with a regular file and retry")
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read()
+    finally:
+        os.close(fd)
+
+
 def read_text(path: str | os.PathLike, error: type[Exception] = DataError) -> str:
-    """A text file's contents, read as UTF-8 (see :func:`decode_utf8`; ``error`` names the file)."""
-    return decode_utf8(Path(path).read_bytes(), str(path), error)
+    """A text file's contents, read as UTF-8 (see :func:`decode_utf8` and :func:`read_bytes`; ``error``
+    names the file)."""
+    return decode_utf8(read_bytes(path, error), str(path), error)
 
 
 def sha256_json(obj: Any) -> str:
@@ -157,12 +262,48 @@ def csv_errors(where: str, error: type[Exception] = DataError) -> Iterator[None]
         raise error(f"{where} is not a readable CSV ({err}); fix or restore the file and retry") from None
 
 
+def refuse_symlink(path: str | os.PathLike) -> None:
+    """A one-line :class:`~ditscale.errors.ConfigError` when ``path`` is a symbolic link: a file the
+    project appends to or rewrites in a run or study folder is never written through a link."""
+    if os.path.islink(path):
+        raise ConfigError(
+            f"{str(path)!r} is a symbolic link; ditscale does not write through links in its folders "
+            "(it could change a file elsewhere): remove the link and retry"
+        )
+
+
+@contextlib.contextmanager
+def open_append(path: str | os.PathLike) -> Iterator[IO[str]]:
+    """``path`` opened for appending UTF-8 text, created with mode ``0o666 & ~umask`` if missing,
+    without following a symbolic link (``O_NOFOLLOW``: a link there is refused, :func:`refuse_symlink`).
+    A full disk while opening, writing or closing is a :class:`~ditscale.errors.WriteError`."""
+    try:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                refuse_symlink(path)
+            raise
+        with os.fdopen(fd, "a", encoding="utf-8") as fh:
+            yield fh
+    except OSError as err:
+        if is_no_space(err):
+            raise no_space_error(path, err) from None
+        raise
+
+
+def append_text(path: str | os.PathLike, text: str, *, fsync: bool = False) -> None:
+    """Append ``text`` to ``path`` (:func:`open_append`) and flush it (and fsync it, with ``fsync``)."""
+    with open_append(path) as fh:
+        fh.write(text)
+        fh.flush()
+        if fsync:
+            os.fsync(fh.fileno())
+
+
 def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:
     """Append one JSON line to ``path`` and flush it to disk (metrics logs)."""
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    append_text(path, json.dumps(record) + "\n", fsync=True)
 
 
 # -- memory, checked before anything is allocated ----------------------------------------------------
@@ -290,6 +431,40 @@ def check_output_dir(path: str | os.PathLike, what: str) -> Path:
     return p
 
 
+# -- outputs apart from inputs ----------------------------------------------------------------------
+def _overlap(out: Path, inp: Path) -> str | None:
+    """How output ``out`` overlaps input ``inp`` (both resolved): "is", "contains", "lies inside" or None."""
+    if out == inp or (out.exists() and inp.exists() and os.path.samefile(out, inp)):
+        return "is"
+    if out in inp.parents:
+        return "contains"
+    if inp in out.parents:
+        return "lies inside"
+    return None
+
+
+def check_apart(
+    outputs: Mapping[str, str | os.PathLike | None], inputs: Mapping[str, str | os.PathLike | None]
+) -> None:
+    """Refuse, as one :class:`~ditscale.errors.ConfigError`, an output path that is, contains or lies
+    inside an input path: writing it could destroy what the command reads (``export --out RUN
+    --overwrite`` would replace the run it exports). Both sides are named as the user gave them (e.g.
+    ``{"--out": args.out}``, ``{"RUN": args.run}``) and compared with symbolic links resolved (and hard
+    links as the same file); None and inputs that do not exist (a hub id, say) are skipped."""
+    given = {what: p for what, p in inputs.items() if p is not None and os.path.lexists(Path(p).expanduser())}
+    for out_what, out in outputs.items():
+        if out is None:
+            continue
+        o = Path(out).expanduser().resolve()
+        for in_what, inp in given.items():
+            relation = _overlap(o, Path(inp).expanduser().resolve())
+            if relation is not None:
+                raise ConfigError(
+                    f"{out_what} {str(out)!r} {relation} the input {in_what} {str(inp)!r}; writing there "
+                    "could destroy what is read: choose an output outside every input"
+                )
+
+
 # -- folders assembled whole -------------------------------------------------------------------------
 def _refuse_existing(path: Path, what: str, overwrite: bool) -> None:
     if path.exists() and not overwrite:
@@ -306,17 +481,18 @@ def check_new_dir(path: str | os.PathLike, what: str, *, overwrite: bool = False
 
 @contextlib.contextmanager
 def staged_folder(out: Path, *, overwrite: bool, what: str = "--out", tag: str = "export") -> Iterator[Path]:
-    """A fresh temporary sibling of ``out`` (``.NAME.TAG-PID.tmp``) to fill; renamed to ``out`` on
+    """A fresh temporary sibling of ``out`` (``.NAME.TAG-HOST-PID.tmp``) to fill; renamed to ``out`` on
     success (replacing it with ``overwrite``), removed on failure: an interrupted writer leaves no
-    half-written ``out``."""
+    half-written ``out``, and one killed outright leaves a folder the next writer of ``out`` removes."""
     _refuse_existing(out, what, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.{tag}-{os.getpid()}.tmp"
+    remove_stale_temps(out, STAGED_FOLDER)
+    tmp = out.parent / f".{out.name}.{tag}-{host_tag()}-{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
         yield tmp
-        old = out.parent / f".{out.name}.old-{os.getpid()}.tmp"
+        old = out.parent / f".{out.name}.old-{host_tag()}-{os.getpid()}.tmp"
         if out.exists():
             out.rename(old)
         tmp.rename(out)

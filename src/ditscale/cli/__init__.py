@@ -8,7 +8,7 @@ Each command lives in its own module of this package with two functions::
 Modules are imported only when their command runs, so ``ditscale flops`` does not import torch.
 A :class:`ditscale.errors.DitscaleError` or a usage error is printed as one line (``ditscale: error:
 ...``) with exit status 2 and no traceback; any other exception is a bug: its traceback is shown,
-then a line saying so, with exit status 1.
+then a line saying so, with exit status 1. A full disk is one line wherever it strikes.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from types import MappingProxyType
 from ditscale import __version__
 from ditscale.cli.args import OneLineParser
 from ditscale.errors import DitscaleError
+from ditscale.io import is_no_space, no_space_error
 
 # command name -> (module, one-line help); read-only, as every table of cli/ (tests/test_structure.py)
 COMMANDS: MappingProxyType[str, tuple[str, str]] = MappingProxyType(
@@ -95,7 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ditscale: interrupted; completed work is saved, run the same command again to resume", file=sys.stderr)
         return 130
-    except Exception:  # not the user's input: a bug, reported with its traceback
+    except Exception as err:  # not the user's input: a bug, reported with its traceback
+        if is_no_space(err):  # a full disk or quota, on a write path ditscale.io does not cover: one line too
+            print(f"ditscale: error: {no_space_error(getattr(err, 'filename', None), err)}", file=sys.stderr)
+            return 2
         traceback.print_exc()
         print(
             "ditscale: internal error (a bug, not a problem with your input); please report it with the "

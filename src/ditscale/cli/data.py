@@ -17,7 +17,7 @@ from ditscale.cli.args import count, examples, seed
 from ditscale.config import apply_overrides, from_dict, load_preset_or_yaml, load_yaml
 from ditscale.data.config import DataConfig
 from ditscale.errors import ConfigError
-from ditscale.io import check_output_file
+from ditscale.io import check_apart, check_output_file
 from ditscale.train.config import PRESET_DIR
 
 EXPORTABLE = ("shapes", "digits", "folder", "captions")  # image datasets (a latent store holds latents)
@@ -128,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_output_file(args.out, "--out")
     cfg = data_config_from_args(args)
+    check_apart({"--out": args.out}, {"--config": args.config, "data.path": cfg.path})
     out = save_dataset_npz(
         cfg, args.out, num=args.num, split=args.split, batch_size=args.batch_size, progress=not args.quiet
     )

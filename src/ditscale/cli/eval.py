@@ -30,7 +30,7 @@ from typing import Any
 
 from ditscale.cli.args import count, device, examples
 from ditscale.errors import ConfigError
-from ditscale.io import check_output_file
+from ditscale.io import check_apart, check_output_file
 
 EVALUATORS = ("shapes", "inception")
 MODES = ("adm", "pytorch-fid")
@@ -153,6 +153,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.save_ref_stats:
         check_output_file(args.save_ref_stats, "--save-ref-stats")
+        inputs = {"SAMPLES": args.samples, "--ref": args.ref, "--inception": args.inception}
+        check_apart({"--save-ref-stats": args.save_ref_stats}, inputs)
     evaluator = choose_evaluator(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     batch_size = args.batch_size or DEFAULT_BATCH_SIZE[evaluator]

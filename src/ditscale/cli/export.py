@@ -16,7 +16,7 @@ import argparse
 import sys
 
 from ditscale.cli.args import examples
-from ditscale.io import check_new_dir
+from ditscale.io import check_apart, check_new_dir
 from ditscale.train.rundir import RunDir
 
 EPILOG = examples(
@@ -73,12 +73,15 @@ def run(args: argparse.Namespace) -> int:
     from ditscale.models.io import describe_config, resolve_weights  # lazy: torch
 
     out = check_new_dir(args.out, "--out", overwrite=args.overwrite)  # before any loading: fail fast
+    check_apart({"--out": out}, {"RUN": args.run, "--vae": args.vae})  # --overwrite never replaces an input
     resolved = resolve_weights(
         args.run, ema=args.weights == "ema", run_checkpoints=lambda folder: RunDir(folder).checkpoint_folders()
     )
     source = load_export_source(resolved.path)
     _print_notes("export", resolved.notes)  # now that the model is accepted
     run_dir = RunDir.containing(resolved.path)
+    run_inputs = {"RUN's weights": resolved.path, "RUN's run folder": run_dir.root if run_dir else None}
+    check_apart({"--out": out}, {**run_inputs, "RUN's VAE": run_dir.vae() if run_dir else None})
     exported = export_model(
         source,
         out,

@@ -9,7 +9,7 @@ from ditscale.cli.args import count, device, examples
 from ditscale.config import apply_overrides, from_dict, load_yaml
 from ditscale.data.config import DATASET_NAMES, DataConfig
 from ditscale.errors import ConfigError
-from ditscale.io import check_output_dir
+from ditscale.io import check_apart, check_output_dir
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -73,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(args.out, "--out")
     overrides = list(args.set) + ([f"image_size={args.image_size}"] if args.image_size else [])
     cfg = data_config_from_arg(args.data, overrides)
+    check_apart({"--out": args.out}, {"DATA": args.data, "data.path": cfg.path, "--vae": args.vae})
     meta = extract_latents(
         cfg,
         args.vae,

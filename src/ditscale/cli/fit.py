@@ -14,7 +14,7 @@ import sys
 import warnings
 
 from ditscale.cli.args import count, examples, finite_float, seed
-from ditscale.io import atomic_write_json, check_output_file
+from ditscale.io import atomic_write_json, check_apart, check_output_file
 
 # Resamples beyond this add no precision to a 90% interval (its Monte Carlo error is already ~0.3%)
 # and their stored draws would take gigabytes.
@@ -239,6 +239,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.out:
         check_output_file(args.out, "--out")
+        check_apart({"--out": args.out}, {"CSV": args.csv})
     runs = read_runs_csv(args.csv)
     cfg = FitConfig(
         method=args.method,

@@ -15,7 +15,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from ditscale.cli.args import count, device, examples, finite_float, seed
-from ditscale.io import check_output_file
+from ditscale.io import check_apart, check_output_file
 from ditscale.train.rundir import RunDir
 
 if TYPE_CHECKING:  # type names only: `ditscale --help` stays torch-free
@@ -292,6 +292,11 @@ def _sample_npz(
     return 0
 
 
+def _outputs(args: argparse.Namespace) -> dict[str, str | None]:
+    """The paths the command writes: the grid, the .npz and its folder of chunks."""
+    return {"--out": args.out, "--npz": args.npz, "--npz's chunks": f"{args.npz}.parts" if args.npz else None}
+
+
 def run(args: argparse.Namespace) -> int:
     from ditscale.generate.request import check_npz_request, exported_class_names, sampling_settings  # lazy: torch
 
@@ -302,7 +307,10 @@ def run(args: argparse.Namespace) -> int:
         check_output_file(args.out, "--out")  # before any model is loaded
     if args.npz:
         check_output_file(args.npz, "--npz")
+    inputs = {"CKPT": args.ckpt, "--vae": args.vae, "--prompts": args.prompts, "--text-encoder": args.text_encoder}
+    check_apart(_outputs(args), inputs)
     sampler, prompts, run_dir = _load(args)
+    check_apart(_outputs(args), {"CKPT's run folder": run_dir.root if run_dir is not None else None})
     settings = sampling_settings(
         sampler.config, args.seed, args.sampler, args.steps, args.cfg_scale, args.guided_channels
     )

@@ -21,7 +21,7 @@ import sys
 
 from ditscale.cli.args import count, examples, finite_float
 from ditscale.errors import ConfigError
-from ditscale.io import check_output_dir
+from ditscale.io import check_apart, check_output_dir
 
 RAW = argparse.RawDescriptionHelpFormatter  # keeps the examples' layout
 
@@ -269,6 +269,7 @@ def _run(args) -> int:
 
     spec = _load(args)
     check_output_dir(args.out, "--out")
+    check_apart({"--out": args.out}, {"data.path": spec.data.get("path")})  # a spec may live in --out: it resumes
     slurm = None
     if args.launcher == "slurm":
         slurm = SlurmOptions(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ditscale.cli.args import OneLineParser, count, examples, finite_float, seed
 from ditscale.errors import ConfigError
-from ditscale.io import check_output_dir
+from ditscale.io import check_apart, check_output_dir
 from ditscale.train.config import load_train_config
 from ditscale.train.plan import plan_text, plan_training
 
@@ -148,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.out:
         raise ConfigError("--out is required (the run folder); or give --plan to print the run's plan without training")
     check_output_dir(args.out, "--out")
+    check_apart({"--out": args.out}, {"data.path": cfg.data.get("path")})  # the config may live in --out: it resumes
     set_threads(args.threads)
     from ditscale.train.loop import train  # lazy: torch (`train --plan` and --help run without it)
 

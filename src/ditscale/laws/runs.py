@@ -173,9 +173,9 @@ def read_runs_csv(path: str | Path) -> Runs:
     non-numeric, NaN, infinite, zero or negative value.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise DataError(f"runs file {str(path)!r} does not exist; give a CSV with columns flops, params, tokens, loss")
-    reader = csv.reader(io.StringIO(read_text(path), newline=""))
+    reader = csv.reader(io.StringIO(read_text(path), newline=""))  # a folder or a FIFO: refused, one line
     with csv_errors(str(path)):
         header = [h.strip() for h in next(reader, [])]
         rows = [r for r in reader if any(cell.strip() for cell in r)]

@@ -37,7 +37,7 @@ import yaml
 
 from ditscale.config import parse_yaml
 from ditscale.errors import ConfigError, DataError
-from ditscale.io import atomic_write_json, atomic_write_text, csv_errors, read_text
+from ditscale.io import atomic_write_json, atomic_write_text, csv_errors, read_bytes, read_text
 from ditscale.laws import Runs, read_runs_csv
 from ditscale.study.plan import PlannedRun, check_run_id, plan_csv, read_plan_csv
 from ditscale.study.spec import StudySpec, spec_from_dict
@@ -105,8 +105,8 @@ class StudyRunDir(RunDir):
     def read_study(self) -> dict | None:
         """``study.json`` (``run_id``, ``config_sha`` and, once trained, ``cpu_s``), or None."""
         try:
-            return json.loads(self.study_json.read_text())
-        except (OSError, ValueError):
+            return json.loads(read_bytes(self.study_json))
+        except (OSError, ValueError, DataError):  # DataError: not a regular file (a FIFO is never read)
             return None
 
     def check_config(self, run_id: str, config_sha: str) -> None:
@@ -308,8 +308,8 @@ class StudyFolder:
     def read_wall(self) -> dict:
         """``wall.json``: ``calls`` (wall_s, host, time of each ``study run`` call) and ``total_s``; {} if none."""
         try:
-            return json.loads(self.wall_json.read_text())
-        except (OSError, ValueError):
+            return json.loads(read_bytes(self.wall_json))
+        except (OSError, ValueError, DataError):  # DataError: not a regular file (a FIFO is never read)
             return {}
 
     def add_wall(self, seconds: float, matmul_peak_flops: float | None = None, quality_s: float = 0.0) -> None:
@@ -343,7 +343,7 @@ class StudyFolder:
         """``laws.json``; a one-line :class:`DataError` when it is damaged (it is derived:
         ``study report`` rewrites it)."""
         try:
-            data = json.loads(self.laws_json.read_text())
+            data = json.loads(read_bytes(self.laws_json))  # a FIFO: a one-line DataError, never a read
         except (OSError, ValueError) as err:
             raise DataError(
                 f"{self.laws_json} is damaged or missing ({type(err).__name__}); "

@@ -336,6 +336,23 @@ def save_training(
     return write_checkpoint(root, step, files, body, keep=keep)
 
 
+def check_architecture(path: Path, sd: dict[str, torch.Tensor], trainable: torch.nn.Module) -> None:
+    """Refuse (one-line CheckpointError) to load checkpoint ``path``'s weights ``sd`` into a model of
+    another architecture (other keys or shapes; e.g. ``train --force`` after a width change), before
+    anything is loaded or written."""
+    want = {k: tuple(v.shape) for k, v in trainable.state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in sd.items()}
+    if want == have:
+        return
+    diff = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
+    shown = ", ".join(f"{k} {have.get(k, 'absent')} -> {want.get(k, 'absent')}" for k in diff[:2])
+    raise CheckpointError(
+        f"checkpoint {path} holds a model of another architecture than the config's ({shown}"
+        f"{f' and {len(diff) - 2} more' if len(diff) > 2 else ''}); a run cannot continue with a changed "
+        "architecture, not even with --force: train it in another --out"
+    )
+
+
 def load_training(path: str | Path, state: dict, trainable, ema, opt, *, joint: bool) -> int:
     """Restore weights, EMA, optimizer and RNG from the verified checkpoint ``path`` (``state``: its
     state.json); ``joint`` for a model trained with its text encoder. Returns the checkpoint's step."""
@@ -354,6 +371,7 @@ def load_training(path: str | Path, state: dict, trainable, ema, opt, *, joint: 
         )
         sd = _joined({"model": sd, "text_encoder": text_sd})
         ema_sd = _joined({"model": ema_sd, "text_encoder": text_ema})
+    check_architecture(path, sd, trainable)
     set_model_state_dict(trainable, sd, options=StateDictOptions(full_state_dict=True, strict=True))
     ema.load_state_dict(ema_sd)
     osd = unflatten_optimizer_state(load_tensors(path, "optimizer"), state["optimizer"])

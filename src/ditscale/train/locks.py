@@ -8,18 +8,28 @@ A lock is a file created with ``O_CREAT | O_EXCL`` (atomic on local filesystems 
 holding ``{"pid", "host", "time"}``. The holder refreshes its mtime (a heartbeat) while it works.
 A lock is stale, and may be broken, when its holder is on this host and its pid is gone (or a
 zombie), or when its heartbeat is older than ``stale_after`` seconds (a holder on another host
-that died).
+that died). A lock file that holds no valid holder (empty or cut short: what SIGKILL leaves between
+its creation and its write; a pid that is no process id, such as 0, -1 or a 20-digit number; not a
+regular file) is damaged, and stale once :data:`DAMAGED_AFTER` seconds old.
 Breaking is serialised by a second O_EXCL file so two workers cannot both break and re-take it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import threading
 import time
 from pathlib import Path
+
+from ditscale.errors import DitscaleError
+from ditscale.io import PID_MAX, is_no_space, no_space_error, pid_alive, read_bytes
+
+# A lock file is written right after it is created: one still without a valid holder after this many
+# seconds was left by a writer killed in between (or damaged), and is broken.
+DAMAGED_AFTER = 10.0
 
 # Lock files this process holds (resolved paths): a training run started by a study worker that
 # already holds its run folder's lock takes it over instead of refusing itself.
@@ -31,19 +41,14 @@ def held_here(path: str | os.PathLike) -> bool:
     return str(Path(path).resolve()) in _HELD
 
 
-def _pid_alive(pid: int) -> bool:
-    """True while process ``pid`` of this host runs (a zombie, killed but not yet reaped, does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+def valid_holder(info: dict | None) -> bool:
+    """True when ``info`` names a holder: a positive pid a kernel could give (``pid_alive``'s range) and a host."""
+    if not info:
         return False
-    except PermissionError:
-        return True
-    try:  # Linux: the state field of /proc/<pid>/stat
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state not in ("Z", "X")
+    pid = info.get("pid")
+    return (
+        isinstance(pid, int) and not isinstance(pid, bool) and 0 < pid <= PID_MAX and isinstance(info.get("host"), str)
+    )
 
 
 class RunLock:
@@ -66,16 +71,18 @@ class RunLock:
     def owner(self) -> dict | None:
         """The holder's ``{"pid", "host", "time"}``, or None when unlocked (or unreadable: being written)."""
         try:
-            data = json.loads(self.path.read_text())
+            data = json.loads(read_bytes(self.path))
         except FileNotFoundError:
             return None
-        except (OSError, ValueError):
+        except (OSError, ValueError, DitscaleError):  # not JSON, or not a regular file (a FIFO never blocks)
             return {}
         return data if isinstance(data, dict) else {}
 
     def holder(self) -> str:
         """Who holds the lock, for messages: ``"pid 123 on host h since 2026-11-26 06:30:00 UTC"``."""
         info = self.owner() or {}
+        if not valid_holder(info):
+            return f"a damaged lock file without a valid holder (broken once {DAMAGED_AFTER:g} s old)"
         when = info.get("time")
         since = ""
         if isinstance(when, (int, float)):
@@ -83,17 +90,20 @@ class RunLock:
         return f"pid {info.get('pid', '?')} on host {info.get('host', '?')}{since}"
 
     def is_stale(self) -> bool:
-        """True when the lock exists and its holder is dead (same host) or silent for ``stale_after`` s."""
+        """True when the lock exists and its holder is dead (same host) or silent for ``stale_after`` s,
+        or when it names no valid holder (:func:`valid_holder`) and is :data:`DAMAGED_AFTER` s old."""
         try:
-            age = time.time() - self.path.stat().st_mtime
+            age = time.time() - self.path.lstat().st_mtime
         except FileNotFoundError:
             return False
         info = self.owner()
         if info is None:
             return False
-        if info and info.get("host") == socket.gethostname() and isinstance(info.get("pid"), int):
-            if not _pid_alive(info["pid"]):
+        if info.get("host") == socket.gethostname() and isinstance(info.get("pid"), int):
+            if not pid_alive(info["pid"]):  # gone, a zombie, or no process id at all (0, -1, 20 digits)
                 return True
+        if not valid_holder(info):
+            return age > DAMAGED_AFTER
         return age > self.stale_after
 
     # -- acquire / release ------------------------------------------------------------------------
@@ -102,10 +112,17 @@ class RunLock:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             return False
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
+        except OSError as err:
+            raise no_space_error(self.path, err) if is_no_space(err) else err from None
+        try:
+            with os.fdopen(fd, "w") as fh:
+                json.dump({"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as err:  # e.g. a full disk: leave no empty lock behind
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            raise no_space_error(self.path, err) if is_no_space(err) else err from None
         return True
 
     def _break_stale(self) -> None:

@@ -23,6 +23,7 @@ an uninterrupted one (CPU), and W processes compute the same update as one.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -37,10 +38,10 @@ from typing import Any, NamedTuple
 import torch
 import yaml
 
-from ditscale.config import flatten_dotted, to_dict
+from ditscale.config import flatten_dotted, load_yaml, to_dict
 from ditscale.data import build_dataset, dataset_info
 from ditscale.diffusion import Diffusion, create_diffusion
-from ditscale.errors import ConfigError, TrainingError
+from ditscale.errors import ConfigError, DitscaleError, TrainingError
 from ditscale.generate import save_grid
 from ditscale.io import atomic_write_json, atomic_write_text, available_memory, sha256_json
 from ditscale.models import create_model
@@ -128,19 +129,22 @@ def _train(
     if device.type == "cpu":  # reuse the last step's freed memory instead of page-faulting it in again
         retain_freed_memory()
     if info.is_main:
-        prepare_run_dir(out, cfg, force=force)
+        check_run_dir(out, cfg, force=force)
     barrier(info)
 
     # Build data, model, diffusion and optimizer
     run = build_run(cfg, out, info, device)
 
-    # Resume from the newest verified checkpoint (or start at step 0)
+    # Resume from the newest verified checkpoint (or start at step 0); config.yaml is written only
+    # once the checkpoint has loaded, so a refused --force (another architecture) leaves it as it was
     found = find_checkpoint(out, info)
     start = int(found[1]["step"]) if found else 0
     done = _existing_result(out, cfg, start, run.length)
+    sums = _resume(run, *found) if found and done is None else LossSums()
+    if info.is_main:
+        write_run_config(out, cfg)
     if done is not None:
         return done
-    sums = _resume(run, *found) if found else LossSums()
     run.log.truncate_after(start)  # drop lines logged after the checkpoint (or all, when starting over)
 
     # Train
@@ -151,7 +155,8 @@ def _train(
     try:
         train_steps(run, start, sums, peak, progress)
     except BaseException as err:
-        _close_logs(run, f"stopped: {type(err).__name__}: {(str(err).splitlines() or [''])[0]}")
+        with contextlib.suppress(DitscaleError):  # e.g. a full disk: the error to report is ``err``
+            _close_logs(run, f"stopped: {type(err).__name__}: {(str(err).splitlines() or [''])[0]}")
         raise
 
     # Finish: the final checkpoint, validation and result.json
@@ -162,9 +167,21 @@ def _train(
 # Setup ------------------------------------------------------------------------------------------
 def prepare_run_dir(out: RunDir, cfg: TrainConfig, *, force: bool) -> None:
     """Create the run folder and write ``config.yaml``; refuse (ConfigError) to reuse it for another config."""
+    check_run_dir(out, cfg, force=force)
+    write_run_config(out, cfg)
+
+
+def write_run_config(out: RunDir, cfg: TrainConfig) -> None:
+    """Create the run folder and write ``config.yaml`` (atomically)."""
+    out.root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out.config, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def check_run_dir(out: RunDir, cfg: TrainConfig, *, force: bool) -> None:
+    """Refuse (ConfigError) to reuse the run folder for another config, unless ``force``; writes nothing."""
     new = to_dict(cfg)
     if out.config.exists():
-        old = yaml.safe_load(out.config.read_text()) or {}
+        old = load_yaml(out.config)  # a FIFO or a folder there: one line, never a read that blocks
         changed = config_changes(old, new)
         if changed and not force:
             before, after = flatten_dotted(old), flatten_dotted(new)
@@ -174,8 +191,6 @@ def prepare_run_dir(out: RunDir, cfg: TrainConfig, *, force: bool) -> None:
                 f"{out.root} holds a run with a different config ({shown}{more}); use another --out, "
                 "or --force to continue that run with the new config"
             )
-    out.root.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out.config, yaml.safe_dump(new, sort_keys=False))
 
 
 @dataclass

@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from ditscale.flops import GPU_BF16_PEAK_FLOPS, gpu_peak_flops  # noqa: F401  (the GPU peaks' one home; re-exported)
-from ditscale.io import append_jsonl, atomic_write_text
+from ditscale.io import append_jsonl, atomic_write_text, read_text, refuse_symlink
 from ditscale.train.rundir import RunDir
 from ditscale.train.wandb_log import wandb_image
 
@@ -120,10 +120,13 @@ class MetricsLog:
 
     def truncate_after(self, step: int) -> None:
         """Keep only records with ``step <= step`` (atomic rewrite)."""
-        if not self.enabled or not self.path.exists():
+        if not self.enabled:
+            return
+        refuse_symlink(self.path)  # neither read nor replaced through a link planted in the run folder
+        if not self.path.exists():
             return
         kept = []
-        for line in self.path.read_text().splitlines():
+        for line in read_text(self.path).splitlines():
             try:
                 if json.loads(line).get("step", 0) <= step:
                     kept.append(line)
@@ -165,7 +168,7 @@ def read_metrics(out_dir: str | Path) -> list[dict[str, Any]]:
     path = RunDir(out_dir).metrics
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [json.loads(line) for line in read_text(path).splitlines() if line.strip()]
 
 
 def progress_bar(total: int, initial: int, enabled: bool | None, desc: str = "train"):

@@ -9,7 +9,8 @@ writes one line every ``every`` seconds instead::
 those steps over the wall time between the lines (validation and checkpoints included), ``eta`` the
 remaining steps at this call's mean wall time per step. The same lines, plus a ``start`` / ``resume``
 line and a closing line, are appended to ``OUT/train.log`` by every call (so a resumed run's log
-holds all its calls). Pure Python.
+holds all its calls). Pure Python; appended through :func:`ditscale.io.append_text` (no symbolic
+links followed, a full disk is one line).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
+
+from ditscale.io import append_text
 
 TRAIN_LOG = "train.log"  # in the run folder
 PROGRESS_EVERY = 30.0  # seconds between progress lines, by default
@@ -74,8 +77,7 @@ class ProgressLog:
         line = f"{stamp} {text}"
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(line + "\n")
+            append_text(self.path, line + "\n")  # never through a planted link; a full disk is one line
         if self.echo:
             print(line, flush=True)
 

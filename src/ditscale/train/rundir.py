@@ -32,6 +32,7 @@ from ditscale.config import flatten_dotted, from_dict, load_yaml
 from ditscale.data.config import DataConfig
 from ditscale.data.info import class_names
 from ditscale.errors import ConfigError, DitscaleError
+from ditscale.io import read_bytes
 from ditscale.models.config import DiTConfig
 
 # Keys that may change between runs in the same OUT without changing the trained weights.
@@ -118,8 +119,8 @@ class RunDir:
     def read_result(self) -> dict[str, Any] | None:
         """The parsed ``result.json`` (any status), or None when it is missing or unreadable."""
         try:
-            data = json.loads(self.result.read_text())
-        except (OSError, ValueError):
+            data = json.loads(read_bytes(self.result))
+        except (OSError, ValueError, DitscaleError):  # missing, damaged, or not a regular file (a FIFO)
             return None
         return data if isinstance(data, dict) else None
 
