@@ -11,7 +11,10 @@ models:
   e.g. the Fréchet distance of finite sample sets);
 - ``vs_loss``: ``Q = coefficient * L^exponent`` over every evaluated model, with the rank
   correlation of quality and loss;
-- the backtest: the same law refitted without the held-out budgets predicts their quality.
+- the backtest: the same law refitted without the held-out budgets predicts their quality;
+- :func:`fit_metric`: the law, backtest and law in loss of any other metric of the stage (an
+  accuracy, higher is better) with its chance level, floor and the top budget's best value
+  (laws.json's ``quality_metrics``).
 
 Units: C in training FLOPs; Q in the metric's own units (FID, or the shapes evaluator's FD; lower
 is better); L in the runs' validation-loss units; ``relative_error = (predicted - actual) / actual``.

@@ -176,7 +176,7 @@ def samples_figure(rows: list[tuple], path: str | Path, per_row: int = 8) -> Pat
     plt = pyplot()
     captioned = any(len(row) > 2 and row[2] for row in rows)
     per_row = min(per_row, 6) if captioned else per_row
-    cell, band = (1.5, 0.75) if captioned else (0.9, 0.0)
+    cell, band = (1.5, 0.4) if captioned else (0.9, 0.0)
     fig, axes = plt.subplots(
         len(rows),
         per_row,
