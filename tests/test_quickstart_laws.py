@@ -55,6 +55,23 @@ def test_the_committed_study_is_the_presets_and_a_study_folder(refit):
     assert len(added) == 3 and new == {k: v for k, v in old.items() if k != "warnings"}
 
 
+def test_the_committed_quality_csv_fills_quality_metrics(refit):
+    """quality.csv holds each budget's FD and class accuracy: `study report` fits both as it fits the
+    primary law; without quality/frame.json (the committed study predates it) chance and floor are null."""
+    laws, measured = refit
+    assert "quality_metrics" not in measured  # the committed laws.json predates the key and still reads
+    metrics = laws["quality_metrics"]
+    assert set(metrics) == {"fd", "accuracy_class"}
+    assert (
+        metrics["fd"]["law"] == measured["quality"]["law"]
+        and metrics["fd"]["backtest"] == measured["quality"]["backtest"]
+    )
+    assert metrics["fd"]["best_value"] == 1456.4788651135925 and metrics["accuracy_class"]["best_value"] == 0.374
+    accuracy = metrics["accuracy_class"]
+    assert 0 < accuracy["law"]["exponent"] and accuracy["backtest"]["actual"] == 0.374
+    assert all(m["chance"] is None and m["floor"] is None for m in metrics.values())
+
+
 def width(ci: list[float]) -> float:
     return ci[1] - ci[0]
 

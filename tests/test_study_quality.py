@@ -108,7 +108,4 @@ def test_quality_settings_are_checked():
         spec_from_dict({**MICRO, "quality": {"num_samples": 2}})
     with pytest.raises(ConfigError, match="unknown key 'sample'"):
         spec_from_dict({**MICRO, "quality": {"sample": 2}})
-    text_family = {**MICRO["family"], "model": {**MICRO["family"]["model"], "conditioning": "text"}}
-    with pytest.raises(ConfigError, match="text-conditional"):
-        spec_from_dict({**MICRO, "family": text_family})
     assert QualityFiles(StudyFolder("x")).samples("r1").name == "r1.npz"

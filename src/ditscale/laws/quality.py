@@ -11,7 +11,10 @@ models:
   e.g. the Fréchet distance of finite sample sets);
 - ``vs_loss``: ``Q = coefficient * L^exponent`` over every evaluated model, with the rank
   correlation of quality and loss;
-- the backtest: the same law refitted without the held-out budgets predicts their quality.
+- the backtest: the same law refitted without the held-out budgets predicts their quality;
+- :func:`fit_metric`: the law, backtest and law in loss of any other metric of the stage (an
+  accuracy, higher is better) with its chance level, floor and the top budget's best value
+  (laws.json's ``quality_metrics``).
 
 Units: C in training FLOPs; Q in the metric's own units (FID, or the shapes evaluator's FD; lower
 is better); L in the runs' validation-loss units; ``relative_error = (predicted - actual) / actual``.
@@ -211,3 +214,57 @@ def _vs_loss(points: list[QualityPoint], resamples: int, seed: int) -> tuple[Law
         return None, None
     rho = float(spearmanr(loss, quality).statistic)
     return fit_with_bootstrap(loss, quality, resamples, seed + 1), (rho if math.isfinite(rho) else None)
+
+
+# -- every metric of a quality stage: laws.json's quality_metrics --------------------------------------
+@dataclass(frozen=True)
+class MetricLaws:
+    """One metric's laws (laws.json's ``quality_metrics[NAME]``): the power law in C through the
+    compute-optimal models with its 90% intervals, its backtest, the law in loss with the Spearman rank
+    correlation (each None when the metric has a value <= 0, e.g. an accuracy of 0, which no power law
+    fits), the metric's ``chance`` level and ``floor`` (the value real data reaches; None when unknown),
+    and ``best_value``: the score of the top budget's compute-optimal model."""
+
+    law: LawWithIntervals | None
+    backtest: QualityBacktest | None
+    vs_loss: LawWithIntervals | None
+    spearman: float | None
+    chance: float | None
+    floor: float | None
+    best_value: float
+
+    def to_dict(self) -> dict:
+        vs_loss = None if self.vs_loss is None else {**self.vs_loss.to_dict(), "spearman": self.spearman}
+        return {
+            "law": None if self.law is None else self.law.to_dict(),
+            "backtest": None if self.backtest is None else self.backtest.to_dict(),
+            "vs_loss": vs_loss,
+            "chance": self.chance,
+            "floor": self.floor,
+            "best_value": self.best_value,
+        }
+
+
+def fit_metric(
+    points: list[QualityPoint],
+    *,
+    holdout: int = 1,
+    resamples: int = 1000,
+    seed: int = 0,
+    chance: float | None = None,
+    floor: float | None = None,
+) -> MetricLaws:
+    """:class:`MetricLaws` of one metric's ``points`` (``quality`` holds the metric, higher or lower
+    better), fitted exactly as :func:`fit_quality` fits the primary metric."""
+    optimal = _optimal(points)
+    if len(optimal) < 2:
+        raise DataError(
+            f"quality laws need evaluated models at 2 or more budgets, got {len(optimal)}; evaluate more runs"
+        )
+    best = float(optimal[-1].quality)
+    values = np.array([p.quality for p in points])
+    if not (np.isfinite(values).all() and (values > 0).all()):  # a power law cannot pass through 0
+        return MetricLaws(None, None, None, None, chance, floor, best)
+    law = fit_with_bootstrap([p.flops for p in optimal], [p.quality for p in optimal], resamples, seed)
+    vs_loss, rho = _vs_loss(points, resamples, seed)
+    return MetricLaws(law, quality_backtest(optimal, holdout, resamples, seed), vs_loss, rho, chance, floor, best)

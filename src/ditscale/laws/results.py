@@ -737,6 +737,24 @@ class QualitySummary(Record):
     paper: QualityPaper
 
 
+@dataclass(frozen=True, kw_only=True)
+class QualityMetricSummary(Record):
+    """One metric of laws.json's ``quality_metrics`` (:class:`ditscale.laws.quality.MetricLaws`): the power
+    law in C through the compute-optimal models (``law``, 90% intervals), its ``backtest`` on the held-out
+    budget, the law in validation loss with its Spearman correlation (``vs_loss``); each None when the
+    metric has a value <= 0 (no power law passes through 0) or too few points. ``chance``: the metric's
+    chance level (an accuracy of real images with shuffled conditions; None for distances); ``floor``: the
+    value real data reaches (FD: real-vs-real at the samples' count; an accuracy: real images with their
+    own conditions); None where unknown. ``best_value``: the top budget's compute-optimal model's score."""
+
+    law: QualityLawSummary | None
+    backtest: QualityBacktestSummary | None
+    vs_loss: QualityVsLoss | None
+    chance: float | None
+    floor: float | None
+    best_value: float
+
+
 # -- the whole of laws.json ------------------------------------------------------------------------
 @dataclass(frozen=True, kw_only=True)
 class _Named(Record):
@@ -757,7 +775,10 @@ class LawsSummary(FitSummary, _Named):  # _Named last: ``study`` leads (see _Flo
     record's rows in ``extrapolation_of_record``) and, under ``laws.loss_law: auto``, the rule that
     chose the form of record (``loss_law_rule``) and each refit's own choice (``extrapolation_rules``);
     under ``laws.off_rungs: drop``, the rule that left rungs out of every fit (``rung_rule``, decided on
-    the backtest of record's fitted budgets) and each extrapolation refit's own (``extrapolation_rung_rules``)."""
+    the backtest of record's fitted budgets) and each extrapolation refit's own (``extrapolation_rung_rules``).
+    Files written since issue 22 by a study with a quality stage add ``quality_metrics``: every metric
+    (``fd``, ``accuracy_all``, ``accuracy_<attribute>``, ``accuracy_class``) with its laws, chance level,
+    floor and best value (:class:`QualityMetricSummary`)."""
 
     checks: tuple[CheckSummary, ...]
     parametric: ParametricSummary | None
@@ -781,6 +802,7 @@ class LawsSummary(FitSummary, _Named):  # _Named last: ``study`` leads (see _Flo
     extrapolation_rules: tuple[LossLawRule, ...] | None = absent()
     rung_rule: RungRuleSummary | None = absent()
     extrapolation_rung_rules: tuple[RungRuleSummary, ...] | None = absent()
+    quality_metrics: dict[str, QualityMetricSummary] | None = absent()
 
     @classmethod
     def from_dict(cls, data: Any, *, where: str = "laws.json") -> LawsSummary:

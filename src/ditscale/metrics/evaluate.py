@@ -276,6 +276,75 @@ def _reference_conditions(samples: ImageBatch, ref: ImageBatch) -> tuple[dict[st
     return conditions, None
 
 
+# -- named accuracies and the frame of a study's quality stage (laws.json's quality_metrics) -----------------
+# The evaluator's attributes (ShapesEvaluator.attribute_accuracy) under the names a study reports them by:
+# captions name every attribute ("all": every one right), class labels only the class.
+CAPTION_ACCURACIES = {
+    "all": "accuracy_all",
+    "kind": "accuracy_shape",
+    "color": "accuracy_colour",
+    "size": "accuracy_size",
+    "count": "accuracy_count",
+    "position": "accuracy_position",
+    "background": "accuracy_background",
+}
+CLASS_ACCURACIES = {"all": "accuracy_class"}
+
+
+def condition_kind(batch: ImageBatch) -> str | None:
+    """What the samples' accuracy reads: "captions" (they win), "labels", or None for unconditioned samples."""
+    return "captions" if batch.captions is not None else "labels" if batch.labels is not None else None
+
+
+def _conditions(batch: ImageBatch, kind: str) -> dict[str, Any]:
+    if kind == "captions":
+        return {"captions": batch.captions}
+    return {"labels": batch.labels, "label_names": batch.label_names}
+
+
+def _by_name(scores: dict[str, float], kind: str) -> dict[str, float]:
+    names = CAPTION_ACCURACIES if kind == "captions" else CLASS_ACCURACIES
+    return {name: scores[key] for key, name in names.items() if key in scores}
+
+
+def named_accuracies(samples: ImageBatch, evaluator) -> dict[str, float]:
+    """The samples' accuracy of each attribute their conditions name, by name: ``accuracy_all`` and one
+    ``accuracy_<attribute>`` per caption attribute (:data:`CAPTION_ACCURACIES`), or ``accuracy_class``
+    for class labels (:data:`CLASS_ACCURACIES`); {} for unconditioned samples."""
+    kind = condition_kind(samples)
+    if kind is None:
+        return {}
+    images = _images(samples, "sample batch", "the accuracies need")
+    return _by_name(evaluator.attribute_accuracies(images, [_conditions(samples, kind)])[0], kind)
+
+
+def reference_frame(
+    ref: ImageBatch, num_samples: int, kind: str | None, evaluator, *, batch_size: int = 256, seed: int = 0
+) -> QualityFrame:
+    """The frame of ``num_samples`` samples conditioned by ``kind`` (:func:`condition_kind`), from a reference
+    of real images alone (hold at least 2 x ``num_samples`` for a floor at the samples' count):
+
+    - floor of ``fd``, ``precision``, ``recall``: two random halves of the reference scored against each
+      other (:func:`ditscale.metrics.frame.real_vs_real`, as :func:`evaluate_shapes` with ``frame=True``);
+    - chance of each :func:`named_accuracies` name: its accuracy on all the reference's images with their
+      conditions randomly permuted (:func:`ditscale.metrics.frame.shuffled`); ceiling: with their own.
+    """
+    images = _images(ref, "reference batch", "the frame needs")
+    real = _shapes_features(evaluator, images, batch_size, False)
+    floor, n, note = real_vs_real(len(real), num_samples, lambda a, b: _shapes_scores(real[a], real[b]), seed)
+    chance: dict[str, float | None] = {}
+    ceiling: dict[str, float | None] = {}
+    notes = [note] if note else []
+    if kind is not None and (ref.captions if kind == "captions" else ref.labels) is None:
+        notes.append(f"no chance level: the samples carry {kind} but the reference has none; export one that has")
+    elif kind is not None:
+        own = _conditions(ref, kind)
+        key = "captions" if kind == "captions" else "labels"
+        random, true = evaluator.attribute_accuracies(images, [{**own, key: shuffled(own[key], seed)}, own])
+        chance, ceiling = _by_name(random, kind), _by_name(true, kind)
+    return QualityFrame(floor, n, chance, ceiling, tuple(notes))
+
+
 def _shapes_frame(evaluator, samples: ImageBatch, ref: ImageBatch, real: np.ndarray, seed: int) -> QualityFrame:
     """Floor: :func:`_shapes_scores` of two halves of the reference's features ``real``. Chance and ceiling:
     the accuracy of all the reference's images under its conditions shuffled, and as they are."""

@@ -266,16 +266,25 @@ class ShapesEvaluator:
         predicted occupied) and ``kind``/``color``/``size`` (... and holds that attribute) per shape
         of the captions. With labels: ``kind`` (and ``color`` for "red circle" names) per image.
         """
-        scores = self._scores(images, labels, label_names, captions)
-        return {} if scores is None else {k: float(np.mean(v)) if len(v) else float("nan") for k, v in scores.items()}
+        return self.attribute_accuracies(
+            images, [{"labels": labels, "label_names": label_names, "captions": captions}]
+        )[0]
 
-    def _scores(self, images, labels, label_names, captions) -> dict[str, list[bool]] | None:
-        if captions is None and labels is None:
-            return None
-        return scene_scores(self.predict(images), labels=labels, label_names=label_names, captions=captions)
+    def attribute_accuracies(self, images: np.ndarray, conditions: Sequence[dict]) -> list[dict[str, float]]:
+        """:meth:`attribute_accuracy` of the same images under each of ``conditions`` (dicts of ``labels``,
+        ``label_names``, ``captions``), the images' scenes predicted once (e.g. true and shuffled captions)."""
+        if all(c.get("labels") is None and c.get("captions") is None for c in conditions):
+            return [{} for _ in conditions]
+        scenes = self.predict(images)
+        return [_means(scene_scores(scenes, **c)) for c in conditions]
 
 
 # Scoring predictions ----------------------------------------------------------------------------
+def _means(scores: dict[str, list[bool]] | None) -> dict[str, float]:
+    """The fraction right of each attribute (nan where nothing was scored); {} without scores."""
+    return {} if scores is None else {k: float(np.mean(v)) if len(v) else float("nan") for k, v in scores.items()}
+
+
 def _fraction(scores: dict[str, list[bool]] | None) -> float | None:
     """The fraction of images right on every attribute (``"all"``); nan with no images, None without scores."""
     return None if scores is None else float(np.mean(scores["all"])) if len(scores["all"]) else float("nan")

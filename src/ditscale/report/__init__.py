@@ -14,9 +14,10 @@ from pathlib import Path
 from ditscale.laws.results import LawsSummary
 from ditscale.report.figures import extrapolation_figure, isoflop_figure, laws_figure, residuals_figure
 from ditscale.report.html import render_html, write_html
-from ditscale.report.quality import quality_figure, samples_figure
+from ditscale.report.quality import accuracy_figure, quality_figure, samples_figure
 
 __all__ = [
+    "accuracy_figure",
     "extrapolation_figure",
     "isoflop_figure",
     "laws_figure",
@@ -30,7 +31,14 @@ __all__ = [
 
 
 def write_report(
-    out_dir: str | Path, laws: "dict | LawsSummary", spec=None, *, runs, boot=None, samples: list | None = None
+    out_dir: str | Path,
+    laws: "dict | LawsSummary",
+    spec=None,
+    *,
+    runs,
+    boot=None,
+    samples: list | None = None,
+    metric_points: dict | None = None,
 ) -> Path:
     """Figures and ``report.html`` of the study in ``out_dir``; returns the HTML path.
 
@@ -38,7 +46,8 @@ def write_report(
     ``runs`` (a :class:`ditscale.laws.Runs`) the runs it was fitted to and ``boot`` its bootstrap
     (for the bands; None draws no bands); ``spec`` (a study spec) supplies the target budget and the
     name when laws.json lacks them; ``samples``: ``(label, uint8 images (N, H, W, 3))`` rows of the
-    sample grid (one per budget).
+    sample grid (one per budget; a third item, the prompts, captions each cell); ``metric_points``: each
+    quality metric's scored models (``{name: [QualityPoint]}``) for the accuracy figure.
     """
     out_dir = Path(out_dir)
     view = LawsSummary.of(laws)
@@ -75,11 +84,25 @@ def write_report(
                 "and vs validation loss",
             )
         )
+    accuracies = [n for n in (view.quality_metrics or {}) if n.startswith("accuracy") and n in (metric_points or {})]
+    if accuracies:
+        figs.append(
+            (
+                accuracy_figure(view.quality_metrics, metric_points, out_dir / "accuracy.png"),
+                (
+                    f"accuracy ({', '.join(accuracies)}) vs compute and vs validation loss; dotted: chance level "
+                    "(real images given shuffled conditions)"
+                ),
+            )
+        )
     if samples:
         figs.append(
             (
                 samples_figure(samples, out_dir / "samples.png"),
-                "samples of each budget's compute-optimal model (smallest budget at the top)",
+                (
+                    "samples of each budget's compute-optimal model (smallest budget at the top), each captioned "
+                    "with its prompt for a text-conditional study"
+                ),
             )
         )
     name = view.study or getattr(spec, "name", "study")

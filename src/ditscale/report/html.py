@@ -20,6 +20,7 @@ from ditscale.laws.results import (
     PowerLawSummary,
     NoiseSummary,
     PredictionSummary,
+    QualityMetricSummary,
     QualitySummary,
     ResidualStructureSummary,
     RungRuleSummary,
@@ -82,6 +83,8 @@ def render_html(laws: "dict | LawsSummary", figures: list[tuple[Path, str]], *, 
     parts += _laws_section(view)
     if view.quality is not None and view.quality.law is not None:
         parts += _quality_section(view.quality)
+    if view.quality_metrics:
+        parts += _quality_metrics_section(view.quality_metrics)
     parts += [_img(png, caption) for png, caption in figures]
     parts += _budgets_section(view.budgets)
     parts += _checks_section(view.checks)
@@ -337,6 +340,37 @@ def _quality_section(q: QualitySummary) -> list[str]:
             f"{_num(pred.value)} {_ci(pred.ci90)}</p>"
         )
     return parts
+
+
+def _quality_metrics_section(metrics: dict[str, QualityMetricSummary]) -> list[str]:
+    """Every quality metric beside its frame: the top budget's best score, its chance level and what real
+    data reaches, its law in compute (90% interval of the exponent), backtest and agreement with loss."""
+    rows = []
+    for name, m in metrics.items():
+        bt, vs = m.backtest, m.vs_loss
+        rows.append(
+            [
+                html.escape(name),
+                _num(m.best_value),
+                _num(m.chance),
+                _num(m.floor),
+                "–" if m.law is None else f"{_num(m.law.coefficient, '.3g')} C^{_num(m.law.exponent, '.4f')}",
+                "–" if m.law is None else _ci(m.law.interval("exponent"), ".4f"),
+                "–" if bt is None else _num(bt.relative_error, "+.2%"),
+                "–" if vs is None else _num(vs.spearman, ".3f"),
+                "–" if vs is None else _num(vs.exponent, ".3f"),
+            ]
+        )
+    head = ["metric", "best (top budget)", "chance", "real data", "law in C", "exponent 90%"]
+    return [
+        "<h2>Quality metrics</h2>",
+        (
+            "<p class='muted'>chance: the accuracy of real images given shuffled captions or labels; real data: "
+            "FD of two real sets of the samples' count, or the accuracy of real images given their own; no law "
+            "where a score is 0.</p>"
+        ),
+        _table(head + ["backtest error", "Spearman vs loss", "exponent in loss"], rows),
+    ]
 
 
 def _law_row(what: str, f: LawSummary | None, refit: LawSummary | None, p: PowerLawSummary | None) -> list[str]:

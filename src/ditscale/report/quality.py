@@ -3,19 +3,25 @@
 - :func:`quality_figure`: the quality metric of each budget's compute-optimal model against
   compute (the fitted power law extrapolated to the target budget, the held-out budget with the
   backtest's prediction and its 90% interval), and against validation loss (every scored model).
-- :func:`samples_figure`: a grid of samples, one row per budget's compute-optimal model.
+  The real-vs-real floor (laws.json's ``quality_metrics``) is drawn dashed where known.
+- :func:`accuracy_figure`: every accuracy of ``quality_metrics`` against compute (compute-optimal
+  models, their laws) and against loss (every scored model), each with its chance level (dotted).
+- :func:`samples_figure`: a grid of samples, one row per budget's compute-optimal model, each cell
+  captioned with its prompt for a text-conditional study.
 
-Axes: C in training FLOPs; quality in the metric's units (lower is better); loss in val-loss units.
+Axes: C in training FLOPs; quality in the metric's units (lower is better); accuracy a fraction
+(higher is better); loss in val-loss units.
 """
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
 
 from ditscale.flops import fmt_flops
-from ditscale.laws.results import LawsSummary, QualitySummary
+from ditscale.laws.results import LawsSummary, QualityMetricSummary, QualitySummary
 from ditscale.report.figures import error_bar, pyplot
 
 
@@ -26,6 +32,11 @@ def quality_figure(laws: LawsSummary, path: str | Path, target_flops: float | No
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=120)
     _quality_vs_compute(left, q, target_flops)
     _quality_vs_loss(right, q)
+    floor = (laws.quality_metrics or {}).get(q.metric)
+    if floor is not None and floor.floor is not None:
+        for ax in (left, right):
+            ax.axhline(floor.floor, color="grey", ls="--", lw=1, label=f"real vs real {floor.floor:.3g}")
+            ax.legend(fontsize=7, frameon=False)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -121,22 +132,72 @@ def _quality_vs_loss(ax, q: QualitySummary) -> None:
     ax.grid(True, which="both", alpha=0.25)
 
 
-def samples_figure(rows: list[tuple[str, np.ndarray]], path: str | Path, per_row: int = 8) -> Path:
-    """A grid of samples: one row per ``(label, uint8 images (N, H, W, 3))``, the first ``per_row`` images."""
+def accuracy_figure(metrics: dict[str, QualityMetricSummary], points: dict[str, list], path: str | Path) -> Path:
+    """Each accuracy (``accuracy_*`` of ``metrics``, its scored models ``points``: QualityPoint lists) vs compute (left: compute-optimal
+    models and the law in C) and vs validation loss (right: every scored model and the law in loss), its
+    chance level dotted in its colour; returns ``path``."""
     plt = pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.4), dpi=120)
+    names = [n for n in metrics if n.startswith("accuracy") and n in points]
+    for name, colour in zip(names, plt.get_cmap("tab10").colors):
+        m, pts = metrics[name], points[name]
+        opt = sorted((p for p in pts if p.optimal), key=lambda p: p.flops)
+        cs = np.array([p.flops for p in opt])
+        left.plot(cs, [p.quality for p in opt], "o", color=colour, ms=4, label=f"{name} (best {m.best_value:.3g})")
+        right.plot([p.loss for p in pts], [p.quality for p in pts], "o", color=colour, ms=4, label=name)
+        if m.law is not None:
+            grid = np.geomspace(cs.min(), cs.max(), 50)
+            left.plot(grid, m.law.coefficient * grid**m.law.exponent, color=colour, lw=1.2)
+        if m.vs_loss is not None:
+            loss = np.linspace(min(p.loss for p in pts), max(p.loss for p in pts), 50)
+            right.plot(loss, m.vs_loss.coefficient * loss**m.vs_loss.exponent, color=colour, lw=1.2)
+        for ax in (left, right):
+            if m.chance is not None:
+                ax.axhline(m.chance, color=colour, ls=":", lw=1)
+    left.set_xscale("log")
+    left.set_xlabel("C, training FLOPs")
+    left.set_title("accuracy of the compute-optimal models (dotted: chance)")
+    right.set_xlabel("validation loss")
+    right.set_title("accuracy vs loss (all scored models)")
+    for ax in (left, right):
+        ax.set_ylabel("accuracy (fraction of samples)")
+        ax.set_ylim(0, 1)
+        ax.grid(True, alpha=0.25)
+    left.legend(fontsize=6, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def samples_figure(rows: list[tuple], path: str | Path, per_row: int = 8) -> Path:
+    """A grid of samples: one row per ``(label, uint8 images (N, H, W, 3)[, prompts])``, the first
+    ``per_row`` images, each cell captioned with its prompt when the row has prompts (then at most 6 a row)."""
+    plt = pyplot()
+    captioned = any(len(row) > 2 and row[2] for row in rows)
+    per_row = min(per_row, 6) if captioned else per_row
+    cell, band = (1.5, 0.4) if captioned else (0.9, 0.0)
     fig, axes = plt.subplots(
-        len(rows), per_row, figsize=(per_row * 0.9 + 1.6, len(rows) * 0.9 + 0.3), dpi=120, squeeze=False
+        len(rows),
+        per_row,
+        figsize=(per_row * cell + 1.6, len(rows) * (cell + band) + 0.3),
+        dpi=120,
+        squeeze=False,
     )
-    for (label, images), line in zip(rows, axes):
+    for row, line in zip(rows, axes):
+        label, images, prompts = row[0], row[1], (row[2] if len(row) > 2 else None)
         for j, ax in enumerate(line):
             if j < len(images):
                 ax.imshow(images[j], interpolation="nearest")
+            if prompts and j < len(prompts):
+                ax.set_xlabel(textwrap.fill(prompts[j], 26), fontsize=4.5, linespacing=1.0)
             ax.set_xticks([])
             ax.set_yticks([])
             for side in ax.spines.values():
                 side.set_visible(False)
         line[0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7)
-    fig.subplots_adjust(left=0.17, right=0.99, top=0.99, bottom=0.01, wspace=0.05, hspace=0.08)
+    hspace = band / cell + 0.08
+    fig.subplots_adjust(left=0.17, right=0.99, top=0.99, bottom=0.01 + 0.04 * captioned, wspace=0.05, hspace=hspace)
     fig.savefig(path)
     plt.close(fig)
     return Path(path)

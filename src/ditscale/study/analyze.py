@@ -59,7 +59,7 @@ from ditscale.laws.predict import (
     forms_disagreement,
     holdout_split,
 )
-from ditscale.laws.quality import fit_quality
+from ditscale.laws.quality import fit_metric, fit_quality
 from ditscale.laws.residuals import ResidualStructure, residual_structure
 from ditscale.laws.results import (
     BacktestSummary,
@@ -81,6 +81,7 @@ from ditscale.laws.results import (
     PowerLawSummary,
     PredictionSummary,
     ProvenanceSummary,
+    QualityMetricSummary,
     QualitySummary,
     ResidualStructureSummary,
     RuleInput,
@@ -91,7 +92,7 @@ from ditscale.laws.rungs import RungRule
 from ditscale.laws.runs import runs_from_rows
 from ditscale.study.folder import StudyFolder
 from ditscale.study.plan import base_model_config, rung_config
-from ditscale.study.quality import quality_points, sample_rows
+from ditscale.study.quality import metric_points, quality_frame, quality_points, sample_rows
 from ditscale.study.rungs import refit_rungs, rung_summary, rungs_of_record
 from ditscale.study.spec import PAPER_LAWS, StudySpec
 
@@ -826,6 +827,33 @@ def quality_summary(out_dir: str | Path, spec: StudySpec) -> QualitySummary | No
     return QualitySummary.from_dict(laws.to_dict())
 
 
+def quality_metrics_summary(out_dir: str | Path, spec: StudySpec) -> dict[str, QualityMetricSummary] | None:
+    """laws.json's ``quality_metrics``: every metric of ``quality.csv`` (:func:`metric_points`) fitted as
+    :func:`quality_summary` fits the primary one (:func:`ditscale.laws.quality.fit_metric`), with its
+    chance level and floor from the study's ``quality/frame.json`` (None without one: a study scored
+    before the frame existed; ``ditscale study run DIR`` adds it): chance is the frame's (an accuracy
+    of real images with shuffled conditions), floor its real-vs-real value (FD) or its real-image
+    accuracy (an accuracy). None when the study scored no models."""
+    metrics = metric_points(out_dir, spec.family.model.get("conditioning", "class"))
+    if not metrics:
+        return None
+    frame = quality_frame(out_dir) or {}
+    chance, floor = frame.get("chance") or {}, {**(frame.get("ceiling") or {}), **(frame.get("floor") or {})}
+    out = {}
+    for name, points in metrics.items():
+        with _quiet():
+            laws = fit_metric(
+                points,
+                holdout=spec.holdout,
+                resamples=spec.laws.resamples,
+                seed=spec.laws.seed,
+                chance=chance.get(name),
+                floor=floor.get(name),
+            )
+        out[name] = QualityMetricSummary.from_dict(laws.to_dict())
+    return out
+
+
 def provenance(spec: StudySpec) -> ProvenanceSummary:
     """laws.json's ``provenance``: :func:`ditscale.train.provenance.versions` and the SHA-256 of the
     spec (its canonical JSON), so a result names the code and the spec that produced it."""
@@ -848,7 +876,15 @@ def analyze_study(out_dir: str | Path, spec: StudySpec | None = None, *, report:
     if report:
         from ditscale.report import write_report  # lazy: matplotlib (CLI start-up)
 
-        write_report(folder.root, laws, study.spec, runs=study.runs, boot=study.boot, samples=sample_rows(folder.root))
+        write_report(
+            folder.root,
+            laws,
+            study.spec,
+            runs=study.runs,
+            boot=study.boot,
+            samples=sample_rows(folder.root),
+            metric_points=metric_points(folder.root, study.spec.family.model.get("conditioning", "class")),
+        )
     return laws.to_dict()
 
 
@@ -907,6 +943,7 @@ def study_laws(folder: StudyFolder, study: StudyFit, draws: DrawStore, *, starte
         extrapolation_rules=ext.rules or None,
         rung_rule=rung_summary(study.rungs),
         extrapolation_rung_rules=tuple(map(rung_summary, ext.rung_rules)) or None,
+        quality_metrics=quality_metrics_summary(folder.root, spec),
     )
 
 

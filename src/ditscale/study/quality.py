@@ -7,7 +7,17 @@ Files in the study folder::
     quality/samples/<run_id>.npz each chosen model's samples (arr_0, labels, label_names), written in
                                  resumable chunks by :func:`ditscale.generate.sample_npz`
     quality/scores/<run_id>.json each model's scores, with the settings that produced them
-    quality.csv                  one row per scored model (:data:`QUALITY_CSV_COLUMNS`)
+    quality/frame_reference.npz  2 x num_samples images of the val split (the first num_samples are the
+                                 reference's), the real images of the frame (shapes evaluator)
+    quality/frame.json           the frame of the scores (:func:`ditscale.metrics.evaluate.reference_frame`):
+                                 FD's real-vs-real floor at num_samples images, each accuracy's chance
+                                 level (real images, shuffled captions or labels) and real-image value
+    quality.csv                  one row per scored model (:data:`QUALITY_CSV_COLUMNS`, and
+                                 :data:`ATTRIBUTE_COLUMNS` for text-conditional studies)
+
+Text-conditional models are prompted with the captions of items 0..num_samples-1 of the val split
+(held out from training; the reference's own captions), encoded by the run's own text encoder (the
+word encoder trained with it, saved beside its weights, or the Hugging Face encoder its config names).
 
 Idempotent and resumable: every file is written atomically; a sample file or score made with the
 same settings is never made again, one made with other settings is redone.
@@ -31,7 +41,13 @@ from ditscale.errors import DataError
 from ditscale.flops import fmt_flops
 from ditscale.io import atomic_write_json, atomic_write_text
 from ditscale.metrics.batch import load_batch
-from ditscale.metrics.evaluate import evaluate_inception, evaluate_shapes
+from ditscale.metrics.evaluate import (
+    CAPTION_ACCURACIES,
+    evaluate_inception,
+    evaluate_shapes,
+    named_accuracies,
+    reference_frame,
+)
 from ditscale.study.folder import StudyFolder, read_csv, write_csv
 from ditscale.study.spec import QualityConfig, StudySpec
 from ditscale.train.rundir import RunDir
@@ -59,6 +75,9 @@ QUALITY_CSV_COLUMNS = [
     "sample_s",
     "eval_s",
 ]
+# quality.csv's further columns, written when a row has them: the accuracy of each caption attribute of a
+# text-conditional study (``accuracy`` is every attribute right: laws.json's accuracy_all).
+ATTRIBUTE_COLUMNS = [name for key, name in CAPTION_ACCURACIES.items() if key != "all"]
 
 
 # -- which models ---------------------------------------------------------------------------------
@@ -111,8 +130,25 @@ class QualityFiles:
             return None
         return data if data.get("settings_sha") == sha else None
 
+    @property
+    def frame(self) -> Path:
+        return self.root / "frame.json"
+
+    @property
+    def frame_reference(self) -> Path:
+        return self.root / "frame_reference.npz"
+
+    def read_frame(self, sha: str | None = None) -> dict | None:
+        """frame.json (when made with settings ``sha``, if given), else None."""
+        try:
+            data = json.loads(self.frame.read_text())
+        except (OSError, ValueError):
+            return None
+        return data if sha is None or data.get("settings_sha") == sha else None
+
     def write_csv(self, rows: list[dict]) -> None:
-        write_csv(self.csv, QUALITY_CSV_COLUMNS, rows)
+        extra = [c for c in ATTRIBUTE_COLUMNS if any(row.get(c) is not None for row in rows)]
+        write_csv(self.csv, QUALITY_CSV_COLUMNS + extra, rows)
 
     def read_csv(self) -> list[dict[str, str]]:
         """``quality.csv`` as rows of text cells ([] when it does not exist)."""
@@ -132,14 +168,18 @@ def run_quality(
     runs = chosen_runs(folder.read_runs_rows(), spec)
     scored = {r["run_id"]: files.read_scores(r["run_id"], sha) for r in runs}
     unscored = [r for r in runs if scored[r["run_id"]] is None]
-    if unscored:
+    framed = cfg.evaluator != "shapes" or files.read_frame(sha) is not None
+    if unscored or not framed:
         device = _device()
+        evaluator = _evaluator(cfg, device)
+    if not framed:
+        _write_frame(spec, files, sha, evaluator, progress)
+    if unscored:
         echo(
             f"quality: sampling and scoring {len(unscored)} model(s), {cfg.num_samples} images each "
             f"({cfg.evaluator} evaluator, {device})"
         )
         reference = _reference(spec, files, sha, progress)
-        evaluator = _evaluator(cfg, device)
     for i, run in enumerate(unscored):
         t0 = time.time()
         samples = _sample_run(folder, run, cfg, files, sha, device, progress)
@@ -156,7 +196,7 @@ def run_quality(
 
 def _csv_row(run: dict, scores: dict, cfg: QualityConfig) -> dict:
     row = {k: run[k] for k in ("run_id", "budget", "flops", "params", "loss")}
-    row.update({k: v for k, v in scores.items() if k in QUALITY_CSV_COLUMNS})
+    row.update({k: v for k, v in scores.items() if k in QUALITY_CSV_COLUMNS or k in ATTRIBUTE_COLUMNS})
     return {**row, "optimal": int(run["optimal"]), "metric": cfg.metric, "value": scores[cfg.metric]}
 
 
@@ -176,6 +216,21 @@ def _reference(spec: StudySpec, files: QualityFiles, sha: str, progress: bool):
             progress=progress,
         )
     return load_batch(path)
+
+
+def _write_frame(spec: StudySpec, files: QualityFiles, sha: str, evaluator, progress: bool) -> None:
+    """frame.json: :func:`~ditscale.metrics.evaluate.reference_frame` of ``2 x num_samples`` images of the
+    val split (``frame_reference.npz``), so the floor compares two sets of the samples' count."""
+    from ditscale.generate import save_dataset_npz  # lazy: torch (generate.reference); study stays torch-free
+
+    cfg, path = spec.quality, files.frame_reference
+    _restamp(path, sha)
+    if not path.is_file():
+        data = from_dict(DataConfig, spec.data, where="data")
+        save_dataset_npz(data, path, num=2 * cfg.num_samples, split="val", progress=progress)
+    kind = {"text": "captions", "class": "labels"}.get(spec.family.model.get("conditioning", "class"))
+    frame = reference_frame(load_batch(path), cfg.num_samples, kind, evaluator, seed=cfg.seed)
+    atomic_write_json(files.frame, {"settings_sha": sha, "num_samples": cfg.num_samples, **frame.to_dict()})
 
 
 def _restamp(path: Path, sha: str) -> None:
@@ -210,7 +265,8 @@ def _evaluator(cfg: QualityConfig, device: str):
 
 def _score(samples, reference, evaluator, cfg: QualityConfig, device: str, progress: bool) -> dict:
     if cfg.evaluator == "shapes":
-        return evaluate_shapes(samples, reference, evaluator, device=device, progress=progress).to_dict()
+        scores = evaluate_shapes(samples, reference, evaluator, device=device, progress=progress).to_dict()
+        return {**scores, **named_accuracies(samples, evaluator)}
     return evaluate_inception(samples, reference, evaluator, device=device, progress=progress).to_dict()
 
 
@@ -243,6 +299,7 @@ def _draw(run_dir: Path, path: Path, cfg: QualityConfig, device: str, progress: 
     weights = found[0] / "ema.safetensors"
     model, meta = load_model(weights, map_location=device), read_metadata(weights)
     config = run.read_result()["config"]  # the run finished: its result.json is there (runs.csv row)
+    data = from_dict(DataConfig, config["data"], where="data")
     path.parent.mkdir(parents=True, exist_ok=True)
     sample_npz(
         model,
@@ -253,37 +310,83 @@ def _draw(run_dir: Path, path: Path, cfg: QualityConfig, device: str, progress: 
         sampler=cfg.sampler,
         steps=cfg.steps,
         cfg_scale=cfg.cfg_scale,
-        label_names=class_names(from_dict(DataConfig, config["data"], where="data")),
+        label_names=class_names(data),
         batch_size=cfg.batch_size,
         device=device,
         progress=progress,
+        **_prompts(run, weights, model.config, data, cfg.num_samples, device),
     )
+
+
+def _prompts(run: RunDir, weights: Path, model_config, data: DataConfig, num: int, device: str) -> dict:
+    """A text-conditional model's ``captions`` (those of items 0..num-1 of the val split, held out from
+    training: the reference's own) and ``encode_captions`` (the run's own text encoder: the word encoder
+    trained with it, beside ``weights``, or its config's Hugging Face encoder); {} for other models."""
+    if model_config.conditioning != "text":
+        return {}
+    from ditscale.data.text import text_encoder_for  # lazy: torch; study stays torch-free
+    from ditscale.generate import dataset_captions  # lazy: torch; study stays torch-free
+
+    encoder = text_encoder_for(
+        weights,
+        context_len=model_config.context_len,
+        context_dim=model_config.context_dim,
+        run_encoder=run.text_encoder(),
+        device=device,
+        progress=False,
+    )
+    return {"captions": dataset_captions(data, num, split="val"), "encode_captions": encoder.encode}
 
 
 # -- reading back ---------------------------------------------------------------------------------
 def quality_points(out_dir: str | Path) -> tuple[str, list] | None:
     """``(metric, [QualityPoint])`` from ``quality.csv``, or None when the study has none."""
-    from ditscale.laws.quality import QualityPoint  # lazy: its scipy.stats takes ~0.3 s; only reports read it
-
     rows = QualityFiles(StudyFolder(out_dir)).read_csv()
     if not rows:
         return None
-    points = [
+    return rows[0]["metric"], _points(rows, "value")
+
+
+def _points(rows: list[dict[str, str]], column: str) -> list:
+    from ditscale.laws.quality import QualityPoint  # lazy: its scipy.stats takes ~0.3 s; only reports read it
+
+    return [
         QualityPoint(
             r["run_id"],
             float(r["budget"]),
-            float(r["value"]),
+            float(r[column]),
             float(r["loss"]),
             float(r["params"]),
             bool(int(r["optimal"])),
         )
         for r in rows
     ]
-    return rows[0]["metric"], points
 
 
-def sample_rows(out_dir: str | Path, per_row: int = 8) -> list[tuple[str, object]]:
-    """``(label, the first per_row images)`` of each budget's compute-optimal model, for the report's grid."""
+def metric_points(out_dir: str | Path, conditioning: str) -> dict[str, list]:
+    """Each metric's ``[QualityPoint]`` from ``quality.csv`` by its laws.json name: the primary metric
+    (``fd`` or ``fid``), ``accuracy`` as ``accuracy_all`` (text-conditional studies: every caption
+    attribute right) or ``accuracy_class`` (``conditioning`` "class"), and each attribute column; a
+    metric with an empty cell is left out; {} without quality.csv."""
+    rows = QualityFiles(StudyFolder(out_dir)).read_csv()
+    if not rows:
+        return {}
+    columns = {rows[0]["metric"]: "value"}
+    accuracy = {"text": "accuracy_all", "class": "accuracy_class"}.get(conditioning)
+    if accuracy is not None:
+        columns[accuracy] = "accuracy"
+    columns.update({name: name for name in ATTRIBUTE_COLUMNS})
+    return {name: _points(rows, col) for name, col in columns.items() if all(r.get(col) for r in rows)}
+
+
+def quality_frame(out_dir: str | Path) -> dict | None:
+    """The study's frame.json (:func:`_write_frame`) as written, or None when it has none."""
+    return QualityFiles(StudyFolder(out_dir)).read_frame()
+
+
+def sample_rows(out_dir: str | Path, per_row: int = 8) -> list[tuple[str, object, list[str] | None]]:
+    """``(label, the first per_row images, their prompts or None)`` of each budget's compute-optimal model,
+    for the report's grid (prompts: the captions of a text-conditional model's samples)."""
     files = QualityFiles(StudyFolder(out_dir))
     out = []
     for row in files.read_csv():
@@ -291,5 +394,9 @@ def sample_rows(out_dir: str | Path, per_row: int = 8) -> list[tuple[str, object
         if int(row["optimal"]) and path.is_file():
             with np.load(path, allow_pickle=False) as data:
                 images = data["arr_0"][:per_row]
-            out.append((f"{fmt_flops(float(row['budget']))}\n{row['metric']} {float(row['value']):.3g}", images))
+                captions = [str(c) for c in data["captions"][:per_row]] if "captions" in data else None
+            label = f"{fmt_flops(float(row['budget']))}\n{row['metric']} {float(row['value']):.3g}"
+            if row.get("accuracy"):
+                label += f"\naccuracy {float(row['accuracy']):.3g}"
+            out.append((label, images, captions))
     return out

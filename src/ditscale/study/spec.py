@@ -444,11 +444,6 @@ class StudySpec:
         if self.seed in self.repeat.seeds and self.repeat.budgets:
             raise ConfigError(f"repeat.seeds contains the study seed {self.seed}; give other seeds")
         self._check_trunks()
-        if self.quality is not None and self.family.model.get("conditioning") == "text":
-            raise ConfigError(
-                "quality: samples class-conditional or unconditional families only (text-conditional "
-                "studies cannot be sampled by the quality stage yet); remove the quality section"
-            )
 
     def _check_trunks(self) -> None:
         """share_trunks needs a schedule whose lr before the cooldown ignores the run's length."""
