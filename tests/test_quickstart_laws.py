@@ -41,27 +41,25 @@ def test_the_committed_study_is_the_presets_and_a_study_folder(refit):
     assert StudyFolder(DATA).read_spec() == load_spec("quickstart")
     assert laws["compute"] == measured["compute"] and laws["quality"] == measured["quality"]
     assert any(w.startswith("compute kept from") for w in laws["warnings"])
-    # the prediction is the committed one, plus what issue 23 added: each form's degenerate flag (Approach
+    # the prediction is the committed one, with what issue 23 added: each form's degenerate flag (Approach
     # 3's floor E = 3.9e-10 sits at its bound 0), the nearest model's outside_ladder, and their warnings
-    new, old = dict(laws["prediction"]), measured["prediction"]
-    degenerate = {f["form"]: f.pop("degenerate") for f in new["forms"]}
+    assert laws["prediction"] == measured["prediction"]
+    degenerate = {f["form"]: f["degenerate"] for f in measured["prediction"]["forms"]}
     assert degenerate["power"] == [] and degenerate["saturating"] == []
     assert [r.split(" is at")[0] for r in degenerate["parametric"]] == ["E = 3.9e-10"]
-    assert new["nearest"].pop("outside_ladder") is False
-    added = new.pop("warnings")[len(old["warnings"]) :]
-    assert added[0].startswith("Approach 3 L(N, D) is degenerate: E = 3.9e-10 is at its bound 0")
-    assert added[1].startswith("the loss forms disagree on N_opt at C = 5e+13 FLOPs beyond their 90% intervals")
-    assert added[2].startswith("the loss forms disagree on L_opt at C = 5e+13 FLOPs beyond their 90% intervals")
-    assert len(added) == 3 and new == {k: v for k, v in old.items() if k != "warnings"}
+    assert measured["prediction"]["nearest"]["outside_ladder"] is False
+    warned = measured["prediction"]["warnings"]
+    assert any(w.startswith("Approach 3 L(N, D) is degenerate: E = 3.9e-10 is at its bound 0") for w in warned)
+    for what in ("N_opt", "L_opt"):
+        assert any(w.startswith(f"the loss forms disagree on {what} at C = 5e+13 FLOPs beyond") for w in warned)
 
 
-def test_the_committed_quality_csv_fills_quality_metrics(refit):
-    """quality.csv holds each budget's FD and class accuracy: `study report` fits both as it fits the
-    primary law; without quality/frame.json (the committed study predates it) chance and floor are null."""
+def test_the_committed_quality_metrics_carry_their_frame(refit):
+    """quality.csv holds each budget's FD and class accuracy and quality/frame.json their frame: `study
+    report` fits both as it fits the primary law, each beside its chance level and real-data value."""
     laws, measured = refit
-    assert "quality_metrics" not in measured  # the committed laws.json predates the key and still reads
     metrics = laws["quality_metrics"]
-    assert set(metrics) == {"fd", "accuracy_class"}
+    assert metrics == measured["quality_metrics"] and set(metrics) == {"fd", "accuracy_class"}
     assert (
         metrics["fd"]["law"] == measured["quality"]["law"]
         and metrics["fd"]["backtest"] == measured["quality"]["backtest"]
@@ -69,7 +67,11 @@ def test_the_committed_quality_csv_fills_quality_metrics(refit):
     assert metrics["fd"]["best_value"] == 1456.4788651135925 and metrics["accuracy_class"]["best_value"] == 0.374
     accuracy = metrics["accuracy_class"]
     assert 0 < accuracy["law"]["exponent"] and accuracy["backtest"]["actual"] == 0.374
-    assert all(m["chance"] is None and m["floor"] is None for m in metrics.values())
+    # chance: real images with shuffled labels; floor: FD of two disjoint sets of 1000 real images, and
+    # the accuracy of real images with their own labels. Issue 22's goal 3 is missed, as measured:
+    assert accuracy["chance"] == 0.36 and accuracy["floor"] == 1.0 and metrics["fd"]["chance"] is None
+    assert metrics["fd"]["floor"] == pytest.approx(60.28, abs=0.01)
+    assert accuracy["best_value"] < 2 * accuracy["chance"] and metrics["fd"]["best_value"] > 10 * metrics["fd"]["floor"]
 
 
 def width(ci: list[float]) -> float:
@@ -108,8 +110,9 @@ def test_the_quickstart_resolves_its_laws(refit):
     assert abs(row["relative_error"]) <= 0.02 and row["within_ci90"] is True and row["n_opt_within_ci90"] is True
     assert (
         measured["compute"]["trained_flops"] < measured["compute"]["grid_flops"]
-        and measured["wall_time"]["study_s"] < 15 * 60
+        and measured["wall_time"]["study_s"] + measured["wall_time"]["analysis_s"] < 15 * 60
     )
+    assert measured["compute"]["study_mfu"] >= 0.33  # of the peak measured in the same run (issue 21, goal 7)
 
 
 def test_backtests_at_every_distance(refit):
