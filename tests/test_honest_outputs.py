@@ -63,8 +63,9 @@ def test_committed_laws_json_still_load_and_round_trip_exactly():
         data = json.loads(path.read_text())
         laws = LawsSummary.read(path)
         assert laws.to_dict() == {"schema_version": 1, **data}, path  # p2 predates the version key
-        assert all(f.degenerate is None for f in laws.prediction.forms or ())  # written before the rule
-        assert laws.prediction.nearest.outside_ladder is None
+        if path.parent.name != "quickstart":  # written before the rule; the quickstart was re-run since
+            assert all(f.degenerate is None for f in laws.prediction.forms or ())
+            assert laws.prediction.nearest.outside_ladder is None
 
 
 def test_percent_ticks_carry_the_precision_their_data_need():

@@ -111,7 +111,10 @@ def test_cli_predict_prints_every_form_without_redrawing(study, no_resampling, c
     captured = capsys.readouterr()
     assert "isoFLOP power law" in captured.out and "Approach 3 L(N, D)" in captured.out
     assert "isoFLOP saturating law" in captured.out
-    assert "extrapolating 9.8e+03x (4.0 decades of compute) beyond the largest trained budget 5.1e+12 FLOPs" in captured.err
+    assert (
+        "extrapolating 9.8e+03x (4.0 decades of compute) beyond the largest trained budget 5.1e+12 FLOPs"
+        in captured.err
+    )
     assert "note:" not in captured.err
 
 

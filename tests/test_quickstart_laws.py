@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from ditscale.study import load_spec
-from ditscale.study.analyze import analyze_study
+from ditscale.study.analyze import analyze_study, load_draws
 from ditscale.study.folder import StudyFolder
 
 DATA = Path(__file__).parent / "data" / "studies" / "quickstart"
@@ -25,11 +25,17 @@ DATA = Path(__file__).parent / "data" / "studies" / "quickstart"
 @pytest.fixture(scope="module")
 def refit(tmp_path_factory):
     """The committed study folder (spec, plan, runs.csv, wall.json, quality.csv, stored draws, laws.json;
-    no run folders) analysed again as `study report` does."""
+    no run folders) analysed again as `study report` does, reusing its stored bootstrap draws (their keys
+    hash the runs and options they were drawn from: none is redrawn, so runs.csv and the spec are those
+    of the draws; the extrapolation refits' bootstraps are not stored and are drawn again). Every point
+    fit, rule and backtest is recomputed; a fresh draw of the same seed gives the same draws (the
+    schema round-trip test of test_structure.py redraws an analysis from scratch)."""
     out = tmp_path_factory.mktemp("quickstart") / "study"
     shutil.copytree(DATA, out)
+    draws = load_draws(out)
     with pytest.warns(UserWarning, match="60 run\\(s\\) have no folder .* kept as recorded"):
-        laws = analyze_study(out, report=False)
+        laws = analyze_study(out, report=False, draws=draws)
+    assert draws.loaded and draws.redrawn == []
     assert (out / "runs.csv").read_text() == (DATA / "runs.csv").read_text()  # nothing dropped
     return laws, json.loads((DATA / "laws.json").read_text())
 

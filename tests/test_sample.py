@@ -903,7 +903,10 @@ def test_cli_num_samples_under_torchrun(model, reference_npz, tmp_path):
     assert np.array_equal(got["arr_0"], reference_npz["arr_0"]) and np.array_equal(
         got["labels"], reference_npz["labels"]
     )
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors", "two.npz"]  # parts removed, no grid asked for
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "m.safetensors",
+        "two.npz",
+    ]  # parts removed, no grid asked for
 
 
 BARRIER_SCRIPT = """

@@ -863,12 +863,16 @@ def provenance(spec: StudySpec) -> ProvenanceSummary:
 
 
 # -- the analysis -----------------------------------------------------------------------------------
-def analyze_study(out_dir: str | Path, spec: StudySpec | None = None, *, report: bool = True) -> dict:
+def analyze_study(
+    out_dir: str | Path, spec: StudySpec | None = None, *, report: bool = True, draws: DrawStore | None = None
+) -> dict:
     """Fit the finished study in ``out_dir`` (:func:`study_laws`); write ``laws.json`` (its
     :meth:`~ditscale.laws.results.LawsSummary.to_dict`, with the bootstrap draws in ``bootstrap.npz``)
-    and, with ``report``, ``report.html``; return laws.json's dict."""
+    and, with ``report``, ``report.html``; return laws.json's dict. ``draws``: bootstraps to reuse where
+    their keys match (the runs and options they were drawn from, e.g. :func:`load_draws`); by default a
+    report redraws every bootstrap, and stores them for predict and compare."""
     folder = StudyFolder(out_dir)
-    draws = DrawStore()  # a report redraws every bootstrap (and stores them for predict and compare)
+    draws = DrawStore() if draws is None else draws
     study = fit_study(folder.root, spec or folder.read_spec(), draws=draws)
     laws = study_laws(folder, study, draws, started=time.monotonic())
     write_draws(folder.root, draws)
