@@ -80,6 +80,12 @@ def host_tag() -> str:
     return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 
 
+def shown_path(path: str | os.PathLike) -> str:
+    """``path`` as printable UTF-8 text: bytes of a file name that are not UTF-8 (held by Python as lone
+    surrogates, which no terminal, log or pickle can encode) are written as ``\\xNN``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(str(path), os.O_RDONLY)

@@ -35,6 +35,7 @@ from ditscale.data.listing import (  # noqa: F401  (find_classes & co. are re-ex
     read_caption_index,
 )
 from ditscale.errors import ConfigError, DataError
+from ditscale.io import shown_path
 
 
 def center_crop_arr(image: Image.Image, image_size: int) -> np.ndarray:
@@ -88,7 +89,8 @@ class _ImageFiles(EpochDataset):
         good, self.skipped = _readable_headers(files, cfg.on_bad_image)
         if self.skipped:
             warnings.warn(
-                f"skipped {len(self.skipped)} unreadable image(s) under '{root}' (first: '{self.skipped[0]}'); "
+                f"skipped {len(self.skipped)} unreadable image(s) under '{shown_path(root)}' "
+                f"(first: '{shown_path(self.skipped[0])}'); "
                 "set data.on_bad_image=fail to stop on them instead",
                 stacklevel=3,
             )
