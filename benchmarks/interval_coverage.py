@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/interval_coverage.py                          # Approach 2, case and residual bootstrap
     python benchmarks/interval_coverage.py --approach3 --sweeps 40  # also Approach 3 (slow: a fit per resample)
+    python benchmarks/interval_coverage.py --sizes 3 --sweeps 300   # 3 sizes per budget: no parabola residuals
 
 Simulated isoFLOP sweeps of a known ``L(N, D)`` (:mod:`ditscale.laws.simulate`: 11 budgets over 32x,
 5 sizes per budget over 8x, centred grids and grids drifting to 2x the optimum, 1% and 2% noise).
@@ -47,6 +48,8 @@ def main() -> None:
     ap.add_argument("--approach3", action="store_true", help="also Approach 3 (case bootstrap)")
     ap.add_argument("--only-approach3", action="store_true", help="Approach 3 alone")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sizes", type=int, default=5, help="model sizes per budget (3: no parabola residuals)")
+    ap.add_argument("--budgets", type=int, default=11, help="budgets per sweep (over 32x)")
     args = ap.parse_args()
     law = QUICKSTART_LAW
     estimators = [(f"Approach 2, {k}", isoflop_estimator(k, args.resamples)) for k in ("case", "residual")]
@@ -64,7 +67,9 @@ def main() -> None:
                 c = interval_coverage(
                     estimate,
                     law.n_opt_exponent,
-                    lambda rng, noise=noise, drift=drift: simulated_sweep(law, rng, noise=noise, drift=drift),
+                    lambda rng, noise=noise, drift=drift: simulated_sweep(
+                        law, rng, noise=noise, drift=drift, sizes=args.sizes, budgets=args.budgets
+                    ),
                     args.sweeps,
                     args.seed,
                 )

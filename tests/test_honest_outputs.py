@@ -30,7 +30,9 @@ def test_study_plan_warns_when_the_bootstrap_will_withhold_every_interval(tmp_pa
     assert main(["study", "plan", str(path), "--csv"]) == 0
     err = capsys.readouterr().err
     assert "warning: models_per_budget is 3 with no seed replicates (repeat.budgets: 0)" in err
-    assert "the bootstrap will give no intervals" in err
+    assert "the case bootstrap will give no intervals" in err
+    residual = spec_from_dict({**spec, "laws": {"bootstrap_kind": "residual"}})
+    assert "from the scatter of the budgets' optima alone" in interval_warning(residual)
     assert interval_warning(spec_from_dict({**spec, "repeat": {"budgets": 1, "seeds": [1]}})) is None
     assert interval_warning(spec_from_dict({**spec, "laws": {"bootstrap": 0}})) is None
     assert interval_warning(spec_from_dict({**spec, "models_per_budget": 4})) is None

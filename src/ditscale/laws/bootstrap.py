@@ -31,8 +31,10 @@ than the real spread of the estimate (docs/laws.md, benchmarks/interval_coverage
 1. each budget's point parabola is kept; its runs' relative residuals ``L / fit - 1`` (a budget of
    m runs scaled by ``sqrt(m / (m - 3))``), pooled over all budgets and centred, are drawn with
    replacement, one per run: the resample's losses are ``fit (1 + r)``; the parabolas and optima
-   are refitted in one batch. Runs whose budgets all have 3 runs have no residuals: intervals
-   withheld (:data:`NO_NOISE_MESSAGE`);
+   are refitted in one batch. Runs whose budgets all have 3 runs have no residuals: the optima are
+   kept and moved by the scatter term alone (step 2, with the scale's own uncertainty; a
+   :class:`FitWarning` says so, :func:`_scatter_only`): on simulated 3-size sweeps its 90% intervals
+   cover 0.82-0.90 (docs/laws.md);
 2. the between-budget scatter term: the point optima scatter about the fitted N_opt law by
    ``s^2 = sum e_b^2 / (K - 2)``; the parabolas' noise explains ``v``, the mean resampled
    variance of a budget's log N*; ``max(0, s^2 - v)`` more is drawn as independent normal shifts
@@ -122,7 +124,8 @@ def _draw_counts(rng: np.random.Generator, n: int, units: int) -> np.ndarray:
 NO_NOISE_MESSAGE = (
     "bootstrap intervals withheld: every budget has only 3 model sizes (a parabola through 3 "
     "points fits them exactly) and there are no seed replicates, so the runs hold no measure of the "
-    "loss noise; add a 4th model size per budget or seed replicates (repeat:)"
+    "loss noise; add a 4th model size per budget or seed replicates (repeat:), or use the residual bootstrap "
+    "(laws.bootstrap_kind: residual), whose intervals then come from the scatter of the budgets' optima"
 )
 
 
@@ -279,17 +282,65 @@ def _budget_scatter(runs: Runs, fit, label: np.ndarray, opt: dict[str, np.ndarra
 
 def _bootstrap_isoflop_residual(runs, fit, n, rng):
     """Approach 2's residual bootstrap (module doc): resampled parabola residuals, then the between-budget
-    scatter term of the optima."""
+    scatter term of the optima; with no residuals (3 sizes per budget), the scatter alone
+    (:func:`_scatter_only`)."""
     opts = fit.options
     label, budget_flops = runs.budgets(opts["budget_rtol"])
     loss = _residual_losses(runs, fit, label, n, rng)
     if loss is None:
-        warnings.warn(NO_NOISE_MESSAGE, FitWarning, stacklevel=3)
-        return {k: np.full(n, np.nan) for k in fit.values()}, n
+        return _scatter_only(runs, fit, label, budget_flops, n, rng)
     w = np.ones((n, len(runs))) if runs.weight is None else np.repeat(runs.weight[None, :], n, axis=0)
     opt = budget_optima(runs, label, budget_flops, w, opts["tokens"], opts["huber_delta"], loss)
     _budget_scatter(runs, fit, label, opt, rng)
     return _laws_of_optima(fit, budget_flops, opt)
+
+
+SCATTER_ONLY_MESSAGE = (
+    "every budget has only 3 model sizes and there are no seed replicates: the intervals come from the "
+    "scatter of the budgets' optima about the fitted laws alone (a regression bootstrap with K - 2 degrees "
+    "of freedom); a 4th model size per budget or seed replicates (repeat:) measure the runs' noise too"
+)
+
+
+def _scatter_only(runs: Runs, fit, label: np.ndarray, budget_flops: np.ndarray, n: int, rng: np.random.Generator):
+    """The residual bootstrap of a sweep whose parabolas have no residuals (every budget 3 runs): each
+    resample keeps the point optima and moves them by the between-budget scatter only, a regression
+    bootstrap. log N* (and log D* along its budget's line) moves by ``sigma_r z``, ``sigma_r = s sqrt((K -
+    2) / chi2_{K-2})`` per resample (``s^2 = sum e_b^2 / (K - 2)``, the optima's residuals about the fitted
+    N_opt law, so the scale's own uncertainty widens the interval as a t distribution does); log L* moves
+    likewise by the scatter of the optima's losses about the loss power law. A :class:`FitWarning`
+    (:data:`SCATTER_ONLY_MESSAGE`) says where the intervals come from."""
+    opts = fit.options
+    w = np.ones((1, len(runs))) if runs.weight is None else runs.weight[None, :]
+    point = budget_optima(runs, label, budget_flops, w, opts["tokens"], opts["huber_delta"])
+    opt = {k: np.repeat(v, n, axis=0) for k, v in point.items()}
+    degenerate, edge = (np.array([getattr(p, k) for p in fit.budgets]) for k in ("degenerate", "edge"))
+    use, use_loss = edge_masks(~degenerate, edge, opts["exclude_edge"])
+    if use.sum() < 3 or use_loss.sum() < 3:
+        warnings.warn(NO_NOISE_MESSAGE, FitWarning, stacklevel=4)
+        return {k: np.full(n, np.nan) for k in fit.values()}, n
+    warnings.warn(SCATTER_ONLY_MESSAGE, FitWarning, stacklevel=4)
+    log_c = np.log(budget_flops)
+    shift_n = _scatter_draws(np.log([p.n_opt for p in fit.budgets]), log_c, fit.params_law, use, n, rng)
+    slope = np.full(len(fit.budgets), -1.0)
+    if opts["tokens"] == "interpolate":
+        for b in range(len(fit.budgets)):
+            idx = label == b
+            slope[b] = np.polyfit(np.log(runs.params[idx]), np.log(runs.tokens[idx]), 1)[0]
+    opt["log_n"] += shift_n
+    opt["log_d"] += slope * shift_n
+    shift_l = _scatter_draws(np.log([p.loss_opt for p in fit.budgets]), log_c, fit.loss_law, use_loss, n, rng)
+    opt["loss"] *= np.exp(shift_l)
+    return _laws_of_optima(fit, budget_flops, opt)
+
+
+def _scatter_draws(log_y: np.ndarray, log_c: np.ndarray, law, use: np.ndarray, n: int, rng: np.random.Generator):
+    """``(n, K)`` normal draws of the scatter of ``log_y`` about ``law`` (a power law in C) over the budgets
+    ``use``, each resample's scale ``s sqrt(dof / chi2_dof)`` (``dof`` = used budgets - 2)."""
+    e = log_y[use] - np.log(law.coefficient) - law.exponent * log_c[use]
+    dof = int(use.sum()) - 2
+    scale = np.sqrt(float(np.sum(e * e)) / dof) * np.sqrt(dof / rng.chisquare(dof, size=(n, 1)))
+    return scale * rng.standard_normal((n, len(log_c)))
 
 
 def _unit_strata(runs: Runs) -> np.ndarray | None:
