@@ -602,6 +602,12 @@ case("study run out is a file", "is a file, not a folder")(
 case("study run bad run id", "is not a run name")(
     lambda w, t: (["study", "run", "--preset", "quickstart", "--out", str(_evil_plan(t))], t / "study")
 )
+case("study run plans no run", "the spec plans no run")(  # refused before the folder is created
+    lambda w, t: (["study", "run", "--preset", "quickstart", "--set", "min_steps=10000000", "--out", f"{t}/s"], t / "s")
+)
+case("study run duplicate run id", "is given twice (row 7)")(  # refused before any run trains
+    lambda w, t: (["study", "run", "--preset", "quickstart", "--out", str(_twice_plan(t))], t / "study")
+)
 
 
 def _quickstart_folder(t: Path) -> Path:
@@ -636,6 +642,14 @@ def _evil_plan(t: Path) -> Path:
     first = text[1].split(",")
     first[0] = "../../../escaped"
     (root / "plan.csv").write_text("\n".join([text[0], ",".join(first), *text[2:]]) + "\n")
+    return root
+
+
+def _twice_plan(t: Path) -> Path:
+    """A started quickstart folder whose plan.csv gives its first run again as its 6th row."""
+    root = _quickstart_folder(t)
+    text = (root / "plan.csv").read_text().splitlines()
+    (root / "plan.csv").write_text("\n".join([*text[:6], text[1], *text[6:]]) + "\n")
     return root
 
 

@@ -3,6 +3,7 @@ ranks) and the ``ditscale sample`` command."""
 
 import argparse
 import json
+import os
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from ditscale.cli import main
 from ditscale.data.vae import decode, make_tiny_vae
 from ditscale.diffusion import create_diffusion
 from ditscale.errors import ConfigError
+from ditscale.io import atomic_write_npz
 from ditscale.data.shapes_grammar import KINDS
 from ditscale.generate import (
     CAPTION_PX,
@@ -936,3 +938,37 @@ def test_sample_npz_uses_the_barrier_of_a_process_group(model, reference_npz, tm
     assert sorted(stdout.split("\n")[:2]) == ["rank 0 returned b.npz", "rank 1 returned None"]
     got = _npz_arrays(tmp_path / "b.npz")
     assert all(np.array_equal(got[key], reference_npz[key]) for key in reference_npz)
+
+
+def test_sample_npz_refuses_a_second_process_on_the_same_file(model, diffusion, tmp_path):
+    """Issue 24 item 2: while one process samples FILE (it holds FILE.parts/rank_00000.lock), a second one
+    on FILE is refused with one line, instead of redrawing its chunks and then waiting for the ones it deleted."""
+    import fcntl
+
+    out = tmp_path / "s.npz"
+    lock = parts_dir(out) / "rank_00000.lock"
+    lock.parent.mkdir()
+    with open(lock, "w") as held:  # the first process's lock, as sample_npz takes it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("4242")
+        held.flush()
+        with pytest.raises(ConfigError, match=rf"'{out}' is in use: another process \(pid 4242\)") as err:
+            sample_npz(model, diffusion, out, **NPZ_OPTS, wait_timeout_s=0)
+        assert "\n" not in str(err.value)
+        assert sorted(p.name for p in lock.parent.iterdir()) == ["rank_00000.lock"]  # nothing drawn, no plan
+    assert sample_npz(model, diffusion, out, **NPZ_OPTS) == out  # once the holder is gone, it samples
+    assert not lock.parent.exists()
+
+
+def test_sample_npz_discards_chunks_another_plan_made(model, diffusion, reference_npz, tmp_path):
+    """Issue 24 item 2: a chunk left without plan.json (or with another plan's digest, or cut short) is
+    redrawn, never adopted: images of another draw do not end up in this one."""
+    out, parts = tmp_path / "s.npz", parts_dir(tmp_path / "s.npz")
+    parts.mkdir()
+    other = {"arr_0": 255 - reference_npz["arr_0"][6:7], "labels": reference_npz["labels"][6:7]}
+    atomic_write_npz(parts / "chunk_000002.npz", other)  # a lone chunk of another draw, as a lost race leaves it
+    (parts / "chunk_000001.npz").write_bytes(b"PK\x03\x04 cut short")  # a chunk cut short
+    assert sample_npz(model, diffusion, out, **NPZ_OPTS) == out
+    got = _npz_arrays(out)
+    assert all(np.array_equal(got[key], reference_npz[key]) for key in reference_npz)
+    assert not parts.exists()

@@ -24,6 +24,8 @@ from ditscale.errors import ConfigError
 from ditscale.io import check_apart, check_output_dir
 
 RAW = argparse.RawDescriptionHelpFormatter  # keeps the examples' layout
+# `study run` left runs unfinished (held elsewhere, or to be retried): neither a bug (1) nor a user error (2)
+EXIT_UNFINISHED = 3
 
 
 def _spec_args(p: argparse.ArgumentParser) -> None:
@@ -93,6 +95,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     q = sub.add_parser(
         "run",
         help="run (or continue) a study, then fit and report",
+        description=(
+            "Run (or continue) a study, then fit and report. Exit status: 0 done (or --max-runs reached); "
+            f"{EXIT_UNFINISHED} runs remain unfinished (held by other processes, or failed and to be retried): "
+            "run the same command again; 2 a user error; 1 a bug."
+        ),
         formatter_class=RAW,
         epilog=examples(
             "ditscale study run --preset quickstart --out runs/qs    # train (2 workers), fit, backtest, report",
@@ -299,7 +306,7 @@ def _run(args) -> int:
     )
     if out.laws:
         _print_laws_summary(out.laws, args.out)
-    return 0 if out.complete or args.max_runs is not None else 1
+    return 0 if out.complete or args.max_runs is not None else EXIT_UNFINISHED
 
 
 def _print_laws_summary(laws, out_dir) -> None:

@@ -12,15 +12,18 @@ ranks split the chunks yet write the same file as one process.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import math
 import os
 import shutil
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -223,20 +226,80 @@ def _npz_plan(job: _Chunks, label_names: Sequence[str] | None) -> dict[str, Any]
     }
 
 
+def _plan_digest(plan: dict[str, Any]) -> str:
+    """SHA-256 of a sampling plan (its JSON, keys sorted): stored as ``plan`` in each chunk it made."""
+    return hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()
+
+
+def _read_plan(path: Path) -> dict[str, Any] | None:
+    """``plan.json`` as a dict; None when absent, or not a JSON object (damaged: the chunks are then
+    checked one by one against the new plan, by the digest each one holds)."""
+    try:
+        old = json.loads(path.read_bytes())
+    except (OSError, ValueError):  # absent, or not JSON
+        return None
+    return old if isinstance(old, dict) else None
+
+
+def _chunk_digest(path: Path) -> str | None:
+    """The plan digest a chunk file holds; None when it holds none or cannot be read (cut short)."""
+    try:
+        with np.load(path, allow_pickle=False) as part:
+            digest = part["plan"] if "plan" in part.files else None
+            return str(digest) if digest is not None and digest.shape == () and digest.dtype.kind == "U" else None
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
+        return None
+
+
 def _claim_parts(parts: Path, plan: dict[str, Any]) -> None:
-    """Write ``plan.json`` into ``parts``, or check that the chunks already there belong to the same plan."""
+    """Write ``plan.json`` into ``parts``, or check that the chunks already there belong to the same plan;
+    then discard every chunk file not made by this plan (a stale chunk, one cut short, one of an older version)."""
     parts.mkdir(parents=True, exist_ok=True)
     path = parts / "plan.json"
-    if path.is_file():
-        old = json.loads(path.read_text())
-        if old != plan:
-            diff = sorted(k for k in set(old) | set(plan) if old.get(k) != plan.get(k))
-            raise ConfigError(
-                f"'{parts}' holds chunks of another sampling run (it differs in {', '.join(diff)}); "
-                "delete that folder or write to another .npz"
-            )
-    else:
+    old = _read_plan(path)
+    if old is not None and old != plan:
+        diff = sorted(k for k in set(old) | set(plan) if old.get(k) != plan.get(k))
+        raise ConfigError(
+            f"'{parts}' holds chunks of another sampling run (it differs in {', '.join(diff)}); "
+            "delete that folder or write to another .npz"
+        )
+    if old is None:
         atomic_write_json(path, plan)
+    digest = _plan_digest(plan)
+    for chunk in sorted(parts.glob("chunk_*.npz")):
+        if _chunk_digest(chunk) != digest:
+            chunk.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _hold_rank(out: Path, parts: Path, rank: int) -> Iterator[None]:
+    """Hold ``parts/rank_<rank>.lock`` (an ``flock``, freed by the kernel when its holder dies) for the
+    block: a second process sampling ``out`` as the same rank is refused with one line (it would redraw
+    the first one's chunks, then wait for chunks the first one has already assembled and deleted)."""
+    path = parts / f"rank_{rank:05d}.lock"
+    while True:
+        parts.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise ConfigError(
+                f"'{out}' is in use: another process (pid {holder}) is sampling it as rank {rank} ({path}); "
+                "wait for it to finish, or write to another .npz"
+            ) from None
+        with contextlib.suppress(FileNotFoundError):
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:  # not a file its last holder had already removed
+                break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # while still held: a waiter that opened it sees another inode and retries
+        os.close(fd)
 
 
 def _wait_for(files: list[Path], timeout_s: float, poll_s: float = 1.0) -> None:
@@ -261,11 +324,13 @@ def _barrier(world_size: int) -> None:
         dist.barrier()
 
 
-def _assemble(out: Path, files: list[Path], job: _Chunks, label_names: Sequence[str] | None) -> Path:
-    """Concatenate the chunk files into ``out`` (atomically), then delete their folder."""
+def _assemble(out: Path, files: list[Path], job: _Chunks, digest: str, label_names: Sequence[str] | None) -> Path:
+    """Concatenate the chunk files (each checked against the plan) into ``out`` atomically, then delete their folder."""
     images, conditions = None, {}
     for k, f in enumerate(files):
         lo, hi = job.bounds(k)
+        if _chunk_digest(f) != digest:
+            raise DataError(f"chunk file '{f}' was not made by this sampling run (or is damaged); delete it and rerun")
         with np.load(f, allow_pickle=False) as part:
             if len(part["arr_0"]) != hi - lo:
                 n = len(part["arr_0"])
@@ -308,8 +373,9 @@ def _sampling(
     }
 
 
-def _draw_chunks(job: _Chunks, files: list[Path], rank: int, world_size: int, progress: bool) -> None:
-    """Draw this rank's chunks (``k % world_size == rank``) not yet in ``files``, each written atomically."""
+def _draw_chunks(job: _Chunks, files: list[Path], digest: str, rank: int, world_size: int, progress: bool) -> None:
+    """Draw this rank's chunks (``k % world_size == rank``) not yet in ``files``, each written atomically
+    with the ``digest`` of its plan."""
     mine = range(rank, job.count, world_size)
     size = {k: job.bounds(k)[1] - job.bounds(k)[0] for k in mine}
     done = sum(size[k] for k in mine if files[k].is_file())
@@ -317,7 +383,7 @@ def _draw_chunks(job: _Chunks, files: list[Path], rank: int, world_size: int, pr
     with image_progress(sum(size.values()), done, desc, progress) as bar:
         for k in mine:
             if not files[k].is_file():
-                atomic_write_npz(files[k], job.draw(k, bar))
+                atomic_write_npz(files[k], {**job.draw(k, bar), "plan": np.array(digest)})
 
 
 def sample_npz(
@@ -352,8 +418,10 @@ def sample_npz(
 
     Work goes in chunks of ``chunk_size`` images; chunk k's labels and noise come from (seed, k)
     alone (:func:`derived_seed`), so one process and any number of ranks write the same file. Each
-    finished chunk is written atomically to ``FILE.parts/chunk_000k.npz``; a rerun skips them (the
-    other arguments and the weights must be the same: ``plan.json`` records them). Rank ``rank`` of
+    finished chunk is written atomically to ``FILE.parts/chunk_000k.npz`` with the digest of its plan
+    (:func:`_plan_digest`); a rerun skips them (the other arguments and the weights must be the same:
+    ``plan.json`` records them) and discards any chunk another plan made. Each rank holds
+    ``FILE.parts/rank_<rank>.lock`` while it works: a second process of the same rank is refused. Rank ``rank`` of
     ``world_size`` draws chunks ``k % world_size == rank``; rank 0 then waits (a barrier when a
     process group is initialised, else polling up to ``wait_timeout_s`` seconds) for every chunk,
     writes FILE atomically, removes the parts and returns FILE; the other ranks return None.
@@ -368,11 +436,13 @@ def sample_npz(
     captions = None if captions is None else list(captions)
     job = _Chunks(model, diffusion, num_samples, chunk_size, seed, batch_size, sampling, captions, encode_captions)
     out, parts = Path(out), parts_dir(out)
-    _claim_parts(parts, _npz_plan(job, label_names))
+    plan = _npz_plan(job, label_names)
     files = [parts / f"chunk_{k:06d}.npz" for k in range(job.count)]
-    _draw_chunks(job, files, rank, world_size, progress)
-    _barrier(world_size)
-    if rank != 0:
-        return None
-    _wait_for(files, wait_timeout_s)
-    return _assemble(out, files, job, label_names)
+    with _hold_rank(out, parts, rank):
+        _claim_parts(parts, plan)
+        _draw_chunks(job, files, _plan_digest(plan), rank, world_size, progress)
+        _barrier(world_size)
+        if rank != 0:
+            return None
+        _wait_for(files, wait_timeout_s)
+        return _assemble(out, files, job, _plan_digest(plan), label_names)

@@ -222,10 +222,17 @@ def plan_csv(runs: list[PlannedRun]) -> str:
 
 
 def read_plan_csv(text: str, where: str = "plan.csv") -> list[PlannedRun]:
-    """The runs of a ``plan.csv`` text, typed (see :meth:`PlannedRun.from_row`)."""
+    """The runs of a ``plan.csv`` text, typed (see :meth:`PlannedRun.from_row`); a run id given twice
+    is a one-line :class:`DataError` here, before any run trains."""
     with csv_errors(where):
         rows = list(csv.DictReader(io.StringIO(text)))
-    return [PlannedRun.from_row(row, where) for row in rows]
+    runs = [PlannedRun.from_row(row, where) for row in rows]
+    seen: set[str] = set()
+    for i, run in enumerate(runs):
+        if run.run_id in seen:
+            raise DataError(f"{where}: run_id {run.run_id!r} is given twice (row {i + 2}); remove the second row")
+        seen.add(run.run_id)
+    return runs
 
 
 # -- names ----------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from ditscale.study.launchers import make_launcher
 from ditscale.study.locks import RunLock
 from ditscale.study.plan import PlannedRun, interval_warning, train_config
 from ditscale.study.quality import run_quality
-from ditscale.study.replan import all_runs, current_plan, folder_plan  # noqa: F401
+from ditscale.study.replan import all_runs, current_plan, folder_plan
 from ditscale.study.spec import StudySpec
 from ditscale.train.rundir import RunDir
 
@@ -162,6 +162,7 @@ def prepare_folder(spec: StudySpec, out_dir: str | Path) -> StudyFolder:
     folder = StudyFolder(out_dir)
     check_trainable(spec)
     check_started_runs(spec, folder)
+    check_plans_runs(spec, folder)
     folder.create()
     folder.write_spec(spec)
     return folder
@@ -174,6 +175,19 @@ def check_trainable(spec: StudySpec) -> None:
         raise ConfigError(
             "the family conditions on text (family.model.conditioning: text) but no text encoder is "
             "set; give one with --set train.text_encoder=PATH (a Hugging Face encoder folder) or word"
+        )
+
+
+def check_plans_runs(spec: StudySpec, folder: StudyFolder) -> None:
+    """Refuse, before the folder is created, a new study whose plan holds no run at all (every run
+    dropped, e.g. for fewer than ``min_steps`` steps): it would create a folder with nothing to train."""
+    if folder.plan_csv.is_file():
+        return
+    plan = current_plan(spec, None)
+    if not plan.runs:
+        raise ConfigError(
+            f"the spec plans no run ({len(plan.dropped)} dropped: fewer than min_steps={spec.min_steps} steps, "
+            "or no model of the family fits a budget); raise the budgets, or lower min_steps or the batch size"
         )
 
 
