@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ditscale.config import from_dict
 from ditscale.data.config import DataConfig, DataInfo
-from ditscale.data.info import declared_info
+from ditscale.data.info import dataset_info, declared_info
 from ditscale.data.store import read_meta
 from ditscale.errors import DitscaleError
 from ditscale.study.spec import StudySpec
@@ -87,71 +87,59 @@ def study_inputs(spec: StudySpec) -> tuple[StudyInput, ...]:
     return tuple(out)
 
 
+def _read_error(cfg: DataConfig) -> str | None:
+    """Why the data of ``cfg`` cannot be read (the error a run would raise), or None when it can."""
+    try:
+        dataset_info(cfg)
+    except DitscaleError as err:
+        return str(err)
+    return None
+
+
 def _source_input(cfg: DataConfig) -> StudyInput:
     what = "image folder" if cfg.name == "folder" else "caption set"
     if cfg.path == NOT_SET:
         hint = "root/<class>/<image>" if cfg.name == "folder" else "image + .txt pairs or a .csv/.parquet index"
         return StudyInput(what, "data.path", None, "missing", f"not set; --set data.path=DIR ({hint})")
-    info, note = declared_info(cfg)  # a note (not an error) when the data cannot be read
-    if note is not None:
-        return StudyInput(what, "data.path", cfg.path, "missing", note.split(" (planned from")[0])
-    return StudyInput(what, "data.path", cfg.path, "ready", f"found, {info.num_classes} classes")
+    error = _read_error(cfg)
+    if error is not None:
+        return StudyInput(what, "data.path", cfg.path, "missing", error)
+    return StudyInput(what, "data.path", cfg.path, "ready", f"found, {dataset_info(cfg).num_classes} classes")
 
 
 def _latent_inputs(cfg: DataConfig) -> list[StudyInput]:
     """The latent store, its captions (when asked for) and the VAE it was (or must be) encoded with."""
+    error = "not set" if cfg.path == NOT_SET else _read_error(cfg)
+    if error is not None:
+        return _latents_to_make(cfg, error)
+    meta = read_meta(cfg.path)
+    out = [StudyInput("latent store", "data.path", cfg.path, "ready", f"{meta['splits']['train']:,} train images")]
+    if cfg.captions:
+        out.append(StudyInput("captions", "data.captions", "true", "ready", "the store carries captions"))
+    vae = meta.get("vae")
+    found = "recorded by the store" if vae else "the store names none (needed to decode samples)"
+    out.append(StudyInput("VAE", "", vae, "ready" if vae else "missing", found))
+    return out
+
+
+def _latents_to_make(cfg: DataConfig, error: str) -> list[StudyInput]:
+    """The inputs of a latent store that cannot be read (``error``): what to extract it from, and with."""
     px = cfg.image_size * SD_VAE_DOWN
     make = (
         f"make it with `ditscale extract-latents IMAGES --vae VAE --image-size {px} --out DIR` "
         f"({cfg.image_size}x{cfg.image_size}x{cfg.channels} latents = {px} px through an {SD_VAE_DOWN}x-down "
         f"{cfg.channels}-channel VAE), then --set data.path=DIR"
     )
-    meta, why = None, "not set"
-    if cfg.path != NOT_SET:
-        try:
-            meta = read_meta(cfg.path)
-            _, note = declared_info(cfg)
-            why = note.split(" (planned from")[0] if note else ""
-        except DitscaleError as err:
-            why = str(err)
-    if meta is None or why:
-        out = [
-            StudyInput(
-                "latent store", "data.path", None if cfg.path == NOT_SET else cfg.path, "missing", f"{why}; {make}"
-            )
-        ]
-        if cfg.captions:
-            out.append(
-                StudyInput(
-                    "captions",
-                    "data.captions",
-                    "true",
-                    "missing",
-                    "the store must be extracted from a "
-                    "caption set (data.name=captions: image + .txt pairs or a .csv/.parquet index)",
-                )
-            )
-        out.append(
-            StudyInput(
-                "VAE",
-                "",
-                None,
-                "missing",
-                "a diffusers AutoencoderKL (folder or hub id, e.g. "
-                f"stabilityai/sd-vae-ft-ema) with {cfg.channels} latent channels, for extract-latents "
-                "--vae and to decode samples",
-            )
-        )
-        return out
-    out = [StudyInput("latent store", "data.path", cfg.path, "ready", f"{meta['splits']['train']:,} train images")]
+    value = None if cfg.path == NOT_SET else cfg.path
+    out = [StudyInput("latent store", "data.path", value, "missing", f"{error}; {make}")]
     if cfg.captions:
-        out.append(StudyInput("captions", "data.captions", "true", "ready", "the store carries captions"))
-    vae = meta.get("vae")
-    out.append(
-        StudyInput(
-            "VAE", "", vae, "ready" if vae else "missing", "recorded by the store" if vae else "the store names none"
-        )
+        caption_set = "a caption set (data.name=captions: image + .txt pairs or a .csv/.parquet index)"
+        out.append(StudyInput("captions", "data.captions", "true", "missing", f"extract the store from {caption_set}"))
+    vae = (
+        f"a diffusers AutoencoderKL (folder or hub id, e.g. stabilityai/sd-vae-ft-ema) with {cfg.channels} "
+        "latent channels, for extract-latents --vae and to decode samples"
     )
+    out.append(StudyInput("VAE", "", None, "missing", vae))
     return out
 
 
