@@ -2,6 +2,7 @@
 
 ::
 
+    ditscale study init --data folder --path IMAGES --out SPEC.yaml
     ditscale study plan --preset quickstart [--out DIR] [--json | --csv]
     ditscale study run --preset quickstart --out DIR [--workers 2] [--launcher local|slurm] [--max-runs K]
     ditscale study predict DIR --flops 1e21 [--json]
@@ -21,7 +22,7 @@ import sys
 
 from ditscale.cli.args import count, examples, finite_float
 from ditscale.errors import ConfigError
-from ditscale.io import check_apart, check_output_dir
+from ditscale.io import atomic_write_text, check_apart, check_output_dir, check_output_file
 
 RAW = argparse.RawDescriptionHelpFormatter  # keeps the examples' layout
 # `study run` left runs unfinished (held elsewhere, or to be retried): neither a bug (1) nor a user error (2)
@@ -56,6 +57,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         formatter_class=RAW,
     )
     sub = p.add_subparsers(dest="study_command", metavar="ACTION", required=True)
+
+    q = sub.add_parser(
+        "init",
+        help="write a starting study spec for a folder of your own images",
+        formatter_class=RAW,
+        epilog=examples(
+            "ditscale study init --data folder --path my_images --out my_study.yaml   # root/<class>/<image>",
+            "ditscale study plan my_study.yaml                                         # check it: runs, cost, prior",
+        ),
+    )
+    q.add_argument("--data", choices=("folder",), required=True, help="the kind of data: folder (root/<class>/<image>)")
+    q.add_argument("--path", required=True, help="the image folder (one sub-folder per class)")
+    q.add_argument("--out", required=True, help="spec YAML file to write (refused if it exists, unless --force)")
+    q.add_argument("--name", default=None, help="the study's name (default: the folder's name)")
+    q.add_argument("--force", action="store_true", help="overwrite --out")
 
     q = sub.add_parser(
         "plan",
@@ -246,8 +262,10 @@ def _plan(args) -> int:
     source += [w for o in args.overrides for w in ("--set", o)]
     command = cost.slurm_command(source, args.out or f"runs/{spec.name}")
     warnings = [*map(str, plan.warnings), *filter(None, [interval_warning(spec)])]
+    inputs, prior = _plan_inputs(spec)
     if args.json:
         out = {**plan.to_json(), "warnings": warnings, "cost": {**cost.to_json(), "slurm_command": command}}
+        out.update(inputs=[i.to_json() for i in inputs], prior_suggestion=prior)
         print(json.dumps(out, indent=2))
     elif args.csv:
         sys.stdout.write(plan.to_csv())
@@ -265,8 +283,54 @@ def _plan(args) -> int:
             f"add --slurm-partition P if your cluster needs one):\n  {command}"
         )
     if not args.json:
+        _print_inputs(inputs)
         for w in warnings:
             print(f"warning: {w}", file=sys.stderr)
+        if prior:
+            print(f"{PRIOR_MISSES}\n{prior}", file=sys.stderr)
+    return 0
+
+
+PRIOR_MISSES = (
+    "warning: the spec's prior puts every budget's optimum outside the family's ladder; a prior centred on "
+    "the ladder (the spec's exponent, the middle budget's optimum at the middle of the rungs it trains), "
+    "to paste into the spec:"
+)
+
+
+def _plan_inputs(spec):
+    """``(inputs a real run needs, the prior line to paste or None)`` of ``study plan``: the list is
+    empty for built-in data; the line is given only when the prior misses the ladder at every budget."""
+    from ditscale.study.inputs import study_inputs  # lazy: start-up (`ditscale --help` loads every command)
+    from ditscale.study.prior import prior_line, prior_misses_ladder, suggest_prior  # lazy: start-up
+
+    inputs = study_inputs(spec)
+    if spec.data.get("name") not in ("folder", "captions", "latents") and len(inputs) == 1:
+        inputs = ()
+    return inputs, (prior_line(suggest_prior(spec)) if prior_misses_ladder(spec) else None)
+
+
+def _print_inputs(inputs) -> None:
+    """The inputs a real run needs, each ready, missing or unchecked (stdout, after the plan)."""
+    if not inputs:
+        return
+    missing = sum(i.status == "missing" for i in inputs)
+    print(
+        f"\ninputs a real run needs ({missing} missing{'; this plan counts the declared shapes' if missing else ''}):"
+    )
+    for i in inputs:
+        print(f"  {i.line()}")
+
+
+def _init(args) -> int:
+    from ditscale.study.starter import starter_spec  # lazy: start-up (`ditscale --help` loads every command)
+
+    out = check_output_file(args.out, "--out")
+    if out.exists() and not args.force:
+        raise ConfigError(f"--out {args.out} exists; choose another file or add --force to overwrite it")
+    text = starter_spec(args.path, args.name)
+    atomic_write_text(out, text)
+    print(f"wrote {out}; check it with `ditscale study plan {out}`, then `ditscale study run {out} --out DIR`")
     return 0
 
 
@@ -569,6 +633,7 @@ def _report(args) -> int:
 
 def run(args: argparse.Namespace) -> int:
     commands = {
+        "init": _init,
         "plan": _plan,
         "run": _run,
         "predict": _predict,

@@ -23,6 +23,7 @@ import typing
 from dataclasses import asdict, dataclass, fields
 
 from ditscale.config import from_dict
+from ditscale.data.config import DataConfig, DataInfo
 from ditscale.errors import DataError
 from ditscale.flops import (
     ParamCounts,
@@ -36,6 +37,7 @@ from ditscale.flops import (
 )
 from ditscale.io import csv_errors
 from ditscale.models.config import DiTConfig
+from ditscale.study.inputs import data_config, planning_info
 from ditscale.study.spec import StudySpec
 from ditscale.train.config import TrainConfig
 from ditscale.train.schedules import peak_lr
@@ -258,12 +260,16 @@ def run_id_for(budget: float, rung: Rung, seed: int) -> str:
 
 
 # -- configs of a rung and of a run ---------------------------------------------------------------
-def base_model_config(spec: StudySpec) -> DiTConfig:
+def base_model_config(spec: StudySpec, info: DataInfo | None = None) -> DiTConfig:
     """The resolved :class:`~ditscale.models.config.DiTConfig` of the family's first rung: dataset
-    facts (channels, size, classes) and ``learn_sigma`` filled in as :meth:`TrainConfig.model_config`
-    does. Every rung shares all but depth, width and heads with it (:func:`rung_config`)."""
+    facts (channels, size, classes; ``info`` when given, else read from the data) and ``learn_sigma``
+    filled in as :meth:`TrainConfig.model_config` does. Every rung shares all but depth, width and
+    heads with it (:func:`rung_config`)."""
     rung = spec.family.ladder()[0]
-    return train_config(spec, rung, budget=1.0, batch_size=1, steps=1, seed=spec.seed).model_config()
+    if info is None:
+        return train_config(spec, rung, budget=1.0, batch_size=1, steps=1, seed=spec.seed).model_config()
+    cfg = train_config(spec, rung, budget=1.0, batch_size=1, steps=1, seed=spec.seed, data=data_config(spec))
+    return cfg.model_config(info=info)
 
 
 def rung_config(spec: StudySpec, rung: Rung, base: DiTConfig | None = None) -> DiTConfig:
@@ -274,9 +280,19 @@ def rung_config(spec: StudySpec, rung: Rung, base: DiTConfig | None = None) -> D
     return dataclasses.replace(base, depth=d, hidden_size=w, num_heads=h)
 
 
-def train_config(spec: StudySpec, rung: Rung, *, budget: float, batch_size: int, steps: int, seed: int) -> TrainConfig:
+def train_config(
+    spec: StudySpec,
+    rung: Rung,
+    *,
+    budget: float,
+    batch_size: int,
+    steps: int,
+    seed: int,
+    data: DataConfig | None = None,
+) -> TrainConfig:
     """The :class:`~ditscale.train.TrainConfig` of one run of ``spec`` (``budget`` in FLOPs) of
-    ``steps`` optimizer steps: its optimizer from ``spec.hparams`` (:meth:`HparamConfig.optim_for`)."""
+    ``steps`` optimizer steps: its optimizer from ``spec.hparams`` (:meth:`HparamConfig.optim_for`);
+    ``data`` (for planning: :func:`ditscale.study.inputs.data_config`) in place of ``spec.data``."""
     hp = spec.hparams
     d, w, h = rung
     extra = dict(spec.train)
@@ -288,7 +304,7 @@ def train_config(spec: StudySpec, rung: Rung, *, budget: float, batch_size: int,
     data = {
         "model": {**spec.family.model, "depth": d, "hidden_size": w, "num_heads": h},
         "diffusion": dict(spec.diffusion),
-        "data": dict(spec.data),
+        "data": dict(spec.data) if data is None else asdict(data),
         "optim": hp.optim_for(steps),
         "batch_size": batch_size,
         "flops": float(budget),
@@ -314,8 +330,9 @@ class RungSize:
 
 
 def ladder_sizes(spec: StudySpec) -> list[RungSize]:
-    """Every rung of the family with its sizes, sorted by non-embedding parameters."""
-    base = base_model_config(spec)
+    """Every rung of the family with its sizes, sorted by non-embedding parameters: the data's shape
+    read, or declared where it cannot be read yet (:func:`ditscale.study.inputs.planning_info`)."""
+    base = base_model_config(spec, planning_info(spec)[0])
     out = []
     for rung in spec.family.ladder():
         cfg = rung_config(spec, rung, base)

@@ -22,6 +22,8 @@ from typing import Callable
 
 from tqdm import tqdm
 
+from ditscale.config import from_dict
+from ditscale.data import DataConfig, dataset_info
 from ditscale.errors import ConfigError, DataError
 from ditscale.study.analyze import analyze_study
 from ditscale.study.executor import RunTask, TrunkTask, config_sha, execute_run  # noqa: F401  (public here too)
@@ -170,12 +172,14 @@ def prepare_folder(spec: StudySpec, out_dir: str | Path) -> StudyFolder:
 
 def check_trainable(spec: StudySpec) -> None:
     """Refuse, before anything is written, what would fail every run: a text-conditional family
-    without a text encoder to condition on."""
+    without a text encoder to condition on, data that cannot be read (no ``data.path``, a latent
+    store not extracted: ``study plan`` plans from the declared shapes, a run cannot)."""
     if spec.family.model.get("conditioning") == "text" and not spec.train.get("text_encoder"):
         raise ConfigError(
             "the family conditions on text (family.model.conditioning: text) but no text encoder is "
             "set; give one with --set train.text_encoder=PATH (a Hugging Face encoder folder) or word"
         )
+    dataset_info(from_dict(DataConfig, spec.data, where="data"))  # raises what the runs would
 
 
 def check_plans_runs(spec: StudySpec, folder: StudyFolder) -> None:
