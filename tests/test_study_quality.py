@@ -12,10 +12,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from ditscale.errors import ConfigError
+from ditscale.errors import ConfigError, DataError
 from ditscale.flops import forward_macs
 from ditscale.study import run_study, spec_from_dict
-from ditscale.study.quality import QualityFiles, chosen_runs, model_calls, run_quality_steps
+from ditscale.study.quality import QualityFiles, chosen_runs, model_calls, run_quality_steps, steps_points
 from ditscale.study.folder import StudyFolder
 from test_study_run import MICRO as RUN_MICRO
 
@@ -146,3 +146,10 @@ def test_quality_settings_are_checked():
     with pytest.raises(ConfigError, match="unknown key 'sample'"):
         spec_from_dict({**MICRO, "quality": {"sample": 2}})
     assert QualityFiles(StudyFolder("x")).samples("r1").name == "r1.npz"
+
+
+def test_a_damaged_quality_steps_csv_is_a_one_line_error(tmp_path):
+    (tmp_path / "quality_steps.csv").write_text("run_id,budget,params,steps\nr1,1e8,3312,five\n")
+    with pytest.raises(DataError, match="quality_steps.csv is damaged .*run `ditscale study quality-steps` again"):
+        steps_points(tmp_path)
+    assert steps_points(tmp_path / "none") == []

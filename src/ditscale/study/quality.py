@@ -14,6 +14,11 @@ Files in the study folder::
                                  level (real images, shuffled captions or labels) and real-image value
     quality.csv                  one row per scored model (:data:`QUALITY_CSV_COLUMNS`, and
                                  :data:`ATTRIBUTE_COLUMNS` for text-conditional studies)
+    quality/steps/samples|scores/<run_id>-steps<K>.npz|.json
+                                 ``study quality-steps`` (:func:`run_quality_steps`): a chosen model
+                                 sampled and scored at K sampler steps (at the stage's own K: the files above)
+    quality_steps.csv            one row per (model, steps) (:data:`STEPS_CSV_COLUMNS`): sampling FLOPs per
+                                 image and scores
 
 Text-conditional models are prompted with the captions of items 0..num_samples-1 of the val split
 (held out from training; the reference's own captions), encoded by the run's own text encoder (the
