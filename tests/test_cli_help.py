@@ -7,7 +7,7 @@ import pytest
 from ditscale.cli import COMMANDS, main
 from ditscale.cli.args import examples
 
-STUDY_ACTIONS = ("plan", "run", "predict", "compare", "report")
+STUDY_ACTIONS = ("plan", "run", "predict", "compare", "report", "quality-steps")
 DATA_ACTIONS = ("export",)
 
 # every command (iterating COMMANDS: a new command without examples fails), then the subcommands

@@ -7,13 +7,15 @@ from __future__ import annotations
 import csv
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from ditscale.errors import ConfigError
+from ditscale.errors import ConfigError, DataError
+from ditscale.flops import forward_macs
 from ditscale.study import run_study, spec_from_dict
-from ditscale.study.quality import QualityFiles, chosen_runs
+from ditscale.study.quality import QualityFiles, chosen_runs, model_calls, run_quality_steps, steps_points
 from ditscale.study.folder import StudyFolder
 from test_study_run import MICRO as RUN_MICRO
 
@@ -71,8 +73,41 @@ def test_each_budgets_optimal_model_is_scored_and_fitted(study):
     assert "Sample quality" in html and (out / "quality.png").is_file() and (out / "samples.png").is_file()
 
 
-def test_rerun_redoes_nothing_and_new_settings_redo_the_scores(study, tmp_path):
+def check_quality_steps(out) -> None:
+    """`study quality-steps`: each budget's best model at 1 and 3 sampler steps (3: the stage's own setting,
+    its scores reused), sampling FLOPs per image the analytic forward FLOPs x steps; a rerun redoes nothing."""
+    stage = scored_mtimes(out)
+    with open(out / "quality.csv") as f:
+        quality = list(csv.DictReader(f))
+    assert run_quality_steps(out, [3, 1], progress=False, echo=lambda m: None) == len(quality)  # only 1 step is new
+    with open(out / "quality_steps.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["run_id"], int(r["steps"])) for r in rows] == [(q["run_id"], k) for q in quality for k in (1, 3)]
+    folder = StudyFolder(out)
+    for r, q in zip(rows, [q for q in quality for _ in (1, 3)]):
+        forward = 2 * forward_macs(folder.run(r["run_id"]).read_result()["config"]["model"]).total
+        assert int(r["forward_flops"]) == forward and int(r["model_calls"]) == int(r["steps"])
+        assert int(r["sampling_flops"]) == forward * int(r["steps"])  # exact: no guidance (cfg_scale 1)
+        assert (r["flops"], r["params"], r["budget"]) == (q["flops"], q["params"], q["budget"])
+        assert r["metric"] == "fd" and float(r["value"]) == float(r["fd"]) > 0 and 0 <= float(r["accuracy"]) <= 1
+        if r["steps"] == "3":
+            assert r["fd"] == q["fd"]  # the quality stage's own score, not made again
+    assert all(a["fd"] != b["fd"] for a, b in zip(rows[::2], rows[1::2]))  # 1 step samples differ from 3
+    swept = {p.name: p.stat().st_mtime_ns for p in (out / "quality" / "steps" / "scores").glob("*.json")}
+    assert len(swept) == len(quality) and scored_mtimes(out) == stage
+    text = (out / "quality_steps.csv").read_text()
+    assert run_quality_steps(out, [1, 3], progress=False, echo=lambda m: None) == 0  # the rerun redoes nothing
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "quality" / "steps" / "scores").glob("*.json")} == swept
+    assert (out / "quality_steps.csv").read_text() == text and scored_mtimes(out) == stage
+    cfg = spec_from_dict(MICRO).quality
+    assert model_calls(replace(cfg, cfg_scale=4.0), 5) == 10  # guidance: conditional and unconditional passes
+    with pytest.raises(ConfigError, match="heun makes two"):
+        model_calls(replace(cfg, sampler="heun"), 5)
+
+
+def test_rerun_redoes_nothing_new_settings_redo_the_scores_and_quality_steps_sweeps(study, tmp_path):
     out, _ = study
+    check_quality_steps(out)
     before = scored_mtimes(out)
     outcome = run_study(spec_from_dict(MICRO), out, progress=False, echo=lambda m: None)
     assert outcome.trained == [] and scored_mtimes(out) == before
@@ -82,6 +117,8 @@ def test_rerun_redoes_nothing_and_new_settings_redo_the_scores(study, tmp_path):
     run_study(spec_from_dict(MICRO), out, progress=False, echo=lambda m: None)
     after = scored_mtimes(out)
     assert {k for k in before if after[k] != before[k]} == {lost}
+    html = (out / "report.html").read_text()  # that run's new report draws quality_steps.csv too
+    assert "sampling compute vs model compute" in html and (out / "quality_steps.png").is_file()
     # other sampling settings: every model is sampled and scored again
     run_study(spec_from_dict({**MICRO, "quality": {**QUALITY, "steps": 2}}), out, progress=False, echo=lambda m: None)
     assert all(scored_mtimes(out)[k] != after[k] for k in after)
@@ -109,3 +146,10 @@ def test_quality_settings_are_checked():
     with pytest.raises(ConfigError, match="unknown key 'sample'"):
         spec_from_dict({**MICRO, "quality": {"sample": 2}})
     assert QualityFiles(StudyFolder("x")).samples("r1").name == "r1.npz"
+
+
+def test_a_damaged_quality_steps_csv_is_a_one_line_error(tmp_path):
+    (tmp_path / "quality_steps.csv").write_text("run_id,budget,params,steps\nr1,1e8,3312,five\n")
+    with pytest.raises(DataError, match="quality_steps.csv is damaged .*run `ditscale study quality-steps` again"):
+        steps_points(tmp_path)
+    assert steps_points(tmp_path / "none") == []

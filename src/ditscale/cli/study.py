@@ -1,4 +1,4 @@
-"""``ditscale study plan|run|predict|compare|verify|report``: isoFLOP scaling studies from the command line.
+"""``ditscale study plan|run|predict|compare|verify|report|quality-steps``: isoFLOP scaling studies from the command line.
 
 ::
 
@@ -9,6 +9,7 @@
     ditscale study compare DIR_A DIR_B [--flops 1e21] [--json]
     ditscale study verify DIR --flops 5e13 [--sizes 1|3] [--json]
     ditscale study report DIR
+    ditscale study quality-steps DIR [--steps 5 10 25 50]
 
 A spec is a YAML path (positional) or a built-in preset (``--preset NAME``); ``--set key.path=value``
 overrides any spec key (repeatable).
@@ -232,6 +233,29 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         ),
     )
     q.add_argument("dir", help="study folder")
+
+    q = sub.add_parser(
+        "quality-steps",
+        help="score each budget's best model at several sampler step counts (sampling vs model compute)",
+        description="Sample and score the models the quality stage picks at each step count (its other "
+        "quality settings), write quality_steps.csv (sampling FLOPs per image, scores) and redraw the "
+        "report with quality against sampling FLOPs per image, one line per model. Resumable: a pair "
+        "scored with the same settings is not scored again.",
+        formatter_class=RAW,
+        epilog=examples(
+            "ditscale study quality-steps runs/qs                      # 5, 10, 25 and 50 steps",
+            "ditscale study quality-steps runs/qs --steps 10 100       # then: quality_steps.png in report.html",
+        ),
+    )
+    q.add_argument("dir", help="finished study folder with a quality section")
+    q.add_argument(
+        "--steps",
+        type=count(1, 100_000),
+        nargs="+",
+        default=[5, 10, 25, 50],
+        help="sampler step counts (default 5 10 25 50)",
+    )
+    q.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
@@ -631,6 +655,24 @@ def _report(args) -> int:
     return 0
 
 
+def _quality_steps(args) -> int:
+    from ditscale.study.analyze import analyze_study, load_draws  # lazy: CLI start-up (scipy, matplotlib)
+    from ditscale.study.quality import run_quality_steps, steps_points  # lazy: CLI start-up
+
+    check_output_dir(args.dir, "study folder")
+    new = run_quality_steps(
+        args.dir, args.steps, progress=not args.no_progress, echo=lambda m: print(m, file=sys.stderr)
+    )
+    analyze_study(args.dir, draws=load_draws(args.dir))
+    print(f"{'budget':>10}  {'params':>10}  {'steps':>6}  {'sampling FLOPs/image':>20}  value")
+    for p in steps_points(args.dir):
+        print(
+            f"{p.budget:>10.3g}  {p.params:>10.4g}  {p.steps:>6}  {p.sampling_flops:>20.4g}  {p.metric} {p.value:.4g}"
+        )
+    print(f"{new} (model, steps) pair(s) scored now; {args.dir}/quality_steps.csv, {args.dir}/report.html")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     commands = {
         "init": _init,
@@ -640,5 +682,6 @@ def run(args: argparse.Namespace) -> int:
         "compare": _compare,
         "report": _report,
         "verify": _verify,
+        "quality-steps": _quality_steps,
     }
     return commands[args.study_command](args)

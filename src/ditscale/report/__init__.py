@@ -2,7 +2,7 @@
 
 ``write_report(DIR, laws, spec, runs=runs, boot=boot)`` draws ``isoflop.png``, ``laws.png`` and ``residuals.png``
 (``extrapolation.png`` when laws.json has backtests at every distance, and, for a study that scored
-its samples, ``quality.png`` and ``samples.png``) into the study
+its samples, ``quality.png`` and ``samples.png``; ``quality_steps.png`` after ``study quality-steps``) into the study
 folder and writes ``report.html`` with them embedded (base64), so the page can be mailed or opened
 anywhere on its own.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 from ditscale.laws.results import LawsSummary
 from ditscale.report.figures import extrapolation_figure, isoflop_figure, laws_figure, residuals_figure
 from ditscale.report.html import render_html, write_html
-from ditscale.report.quality import accuracy_figure, quality_figure, samples_figure
+from ditscale.report.quality import accuracy_figure, quality_figure, samples_figure, steps_figure
 
 __all__ = [
     "accuracy_figure",
@@ -25,6 +25,7 @@ __all__ = [
     "render_html",
     "residuals_figure",
     "samples_figure",
+    "steps_figure",
     "write_html",
     "write_report",
 ]
@@ -39,6 +40,7 @@ def write_report(
     boot=None,
     samples: list | None = None,
     metric_points: dict | None = None,
+    steps_points: list | None = None,
 ) -> Path:
     """Figures and ``report.html`` of the study in ``out_dir``; returns the HTML path.
 
@@ -47,7 +49,8 @@ def write_report(
     (for the bands; None draws no bands); ``spec`` (a study spec) supplies the target budget and the
     name when laws.json lacks them; ``samples``: ``(label, uint8 images (N, H, W, 3))`` rows of the
     sample grid (one per budget; a third item, the prompts, captions each cell); ``metric_points``: each
-    quality metric's scored models (``{name: [QualityPoint]}``) for the accuracy figure.
+    quality metric's scored models (``{name: [QualityPoint]}``) for the accuracy figure; ``steps_points``:
+    ``quality_steps.csv``'s rows (:func:`~ditscale.report.quality.steps_figure`) for the sampling-compute figure.
     """
     out_dir = Path(out_dir)
     view = LawsSummary.of(laws)
@@ -92,6 +95,17 @@ def write_report(
                 (
                     f"accuracy ({', '.join(accuracies)}) vs compute and vs validation loss; dotted: chance level "
                     "(real images given shuffled conditions)"
+                ),
+            )
+        )
+    if steps_points:
+        figs.append(
+            (
+                steps_figure(steps_points, out_dir / "quality_steps.png"),
+                (
+                    "sampling compute vs model compute: quality against sampling FLOPs per image (forward FLOPs x "
+                    "model calls), one line per model through its sampler step counts; a small model's line "
+                    "reaching below a larger model's at equal FLOPs means more steps make up for size"
                 ),
             )
         )

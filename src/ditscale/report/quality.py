@@ -6,6 +6,8 @@
   The real-vs-real floor (laws.json's ``quality_metrics``) is drawn dashed where known.
 - :func:`accuracy_figure`: every accuracy of ``quality_metrics`` against compute (compute-optimal
   models, their laws) and against loss (every scored model), each with its chance level (dotted).
+- :func:`steps_figure`: quality against total sampling FLOPs per image, one line per model (its step
+  counts), from ``ditscale study quality-steps``: can more steps on a small model match a larger one?
 - :func:`samples_figure`: a grid of samples, one row per budget's compute-optimal model, each cell
   captioned with its prompt for a text-conditional study.
 
@@ -164,6 +166,36 @@ def accuracy_figure(metrics: dict[str, QualityMetricSummary], points: dict[str, 
         ax.set_ylim(0, 1)
         ax.grid(True, alpha=0.25)
     left.legend(fontsize=6, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def steps_figure(points: list, path: str | Path) -> Path:
+    """Quality (lower is better) against sampling FLOPs per image, one line per model through its step
+    counts, labelled with its parameter count and budget; ``points``: rows with ``run_id``, ``budget``,
+    ``params``, ``steps``, ``sampling_flops``, ``value`` and ``metric``
+    (:class:`ditscale.study.quality.StepsPoint`); returns ``path``."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.4), dpi=120)
+    models = sorted({(p.params, p.budget, p.run_id) for p in points})
+    colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.9, len(models)))
+    for (params, budget, run_id), colour in zip(models, colours):
+        line = sorted((p for p in points if p.run_id == run_id), key=lambda p: p.steps)
+        xs, ys = [p.sampling_flops for p in line], [p.value for p in line]
+        ax.plot(xs, ys, "o-", color=colour, ms=4, label=f"N = {params:.3g} params (best at {fmt_flops(budget)})")
+        for p in line:
+            ax.annotate(
+                str(p.steps), (p.sampling_flops, p.value), fontsize=6, xytext=(3, 3), textcoords="offset points"
+            )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("sampling FLOPs per image (forward FLOPs x model calls)")
+    ax.set_ylabel(points[0].metric)
+    ax.set_title("sampling compute vs model compute (numbers: sampler steps)")
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=7, frameon=False)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

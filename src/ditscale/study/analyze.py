@@ -92,7 +92,7 @@ from ditscale.laws.rungs import RungRule
 from ditscale.laws.runs import runs_from_rows
 from ditscale.study.folder import StudyFolder
 from ditscale.study.plan import base_model_config, rung_config
-from ditscale.study.quality import metric_points, quality_frame, quality_points, sample_rows
+from ditscale.study.quality import metric_points, quality_frame, quality_points, sample_rows, steps_points
 from ditscale.study.rungs import refit_rungs, rung_summary, rungs_of_record
 from ditscale.study.spec import PAPER_LAWS, StudySpec
 
@@ -888,6 +888,7 @@ def analyze_study(
             boot=study.boot,
             samples=sample_rows(folder.root),
             metric_points=metric_points(folder.root, study.spec.family.model.get("conditioning", "class")),
+            steps_points=steps_points(folder.root),
         )
     return laws.to_dict()
 

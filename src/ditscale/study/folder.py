@@ -12,6 +12,7 @@ Layout of ``DIR``::
     runs.csv             one row per finished run (:data:`RUNS_CSV_COLUMNS`); derived: checked against
                          the runs' result.json on read, rebuilt when out of date or damaged
     quality/, quality.csv   samples and scores of the quality stage (:mod:`ditscale.study.quality`)
+    quality_steps.csv    the quality stage's models at several sampler step counts (``study quality-steps``)
     wall.json            wall seconds of every ``study run`` call
     laws.json, report.html, *.png   the fit and its report (:mod:`ditscale.study.analyze`)
     trunks/<trunk_id>/   shared trunks (``share_trunks``): trunk.json, checkpoints, metrics.jsonl

@@ -14,6 +14,11 @@ Files in the study folder::
                                  level (real images, shuffled captions or labels) and real-image value
     quality.csv                  one row per scored model (:data:`QUALITY_CSV_COLUMNS`, and
                                  :data:`ATTRIBUTE_COLUMNS` for text-conditional studies)
+    quality/steps/samples|scores/<run_id>-steps<K>.npz|.json
+                                 ``study quality-steps`` (:func:`run_quality_steps`): a chosen model
+                                 sampled and scored at K sampler steps (at the stage's own K: the files above)
+    quality_steps.csv            one row per (model, steps) (:data:`STEPS_CSV_COLUMNS`): sampling FLOPs per
+                                 image and scores
 
 Text-conditional models are prompted with the captions of items 0..num_samples-1 of the val split
 (held out from training; the reference's own captions), encoded by the run's own text encoder (the
@@ -29,6 +34,7 @@ import hashlib
 import json
 import shutil
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -37,8 +43,8 @@ import numpy as np
 from ditscale.config import from_dict
 from ditscale.data.config import DataConfig
 from ditscale.data.info import class_names
-from ditscale.errors import DataError
-from ditscale.flops import fmt_flops
+from ditscale.errors import ConfigError, DataError
+from ditscale.flops import fmt_flops, forward_flops
 from ditscale.io import atomic_write_json, atomic_write_text
 from ditscale.metrics.batch import load_batch
 from ditscale.metrics.evaluate import (
@@ -111,6 +117,8 @@ class QualityFiles:
     def __init__(self, folder: StudyFolder):
         self.root = folder.root / "quality"
         self.csv = folder.root / "quality.csv"
+        self.steps = self.root / "steps"  # quality-steps' samples/ and scores/
+        self.steps_csv = folder.root / "quality_steps.csv"
 
     @property
     def reference(self) -> Path:
@@ -124,11 +132,7 @@ class QualityFiles:
 
     def read_scores(self, run_id: str, sha: str) -> dict | None:
         """A model's scores when they were made with settings ``sha``, else None."""
-        try:
-            data = json.loads(self.scores(run_id).read_text())
-        except (OSError, ValueError):
-            return None
-        return data if data.get("settings_sha") == sha else None
+        return _read_stamped(self.scores(run_id), sha)
 
     @property
     def frame(self) -> Path:
@@ -156,6 +160,31 @@ class QualityFiles:
 
 
 # -- the stage ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Job:
+    """One model to sample and score: its runs.csv row, the settings, where its samples and scores go."""
+
+    run: dict
+    cfg: QualityConfig
+    sha: str
+    samples: Path
+    scores: Path
+    label: str
+
+
+class _Scorer:
+    """Where the stage samples and scores, and the scoring network, loaded on first use."""
+
+    def __init__(self, cfg: QualityConfig):
+        self.cfg, self.device, self._net = cfg, None, None
+
+    def net(self):
+        if self._net is None:
+            self.device = _device()
+            self._net = _evaluator(self.cfg, self.device)
+        return self._net
+
+
 def run_quality(
     spec: StudySpec, out_dir: str | Path, *, progress: bool = True, echo: Callable[[str], None] = print
 ) -> int:
@@ -166,32 +195,49 @@ def run_quality(
     files, cfg = QualityFiles(folder), spec.quality
     sha = settings_sha(cfg, spec.data)
     runs = chosen_runs(folder.read_runs_rows(), spec)
-    scored = {r["run_id"]: files.read_scores(r["run_id"], sha) for r in runs}
-    unscored = [r for r in runs if scored[r["run_id"]] is None]
-    framed = cfg.evaluator != "shapes" or files.read_frame(sha) is not None
-    if unscored or not framed:
-        device = _device()
-        evaluator = _evaluator(cfg, device)
-    if not framed:
-        _write_frame(spec, files, sha, evaluator, progress)
-    if unscored:
+    jobs = [_Job(r, cfg, sha, files.samples(r["run_id"]), files.scores(r["run_id"]), r["run_id"]) for r in runs]
+    scorer = _Scorer(cfg)
+    if cfg.evaluator == "shapes" and files.read_frame(sha) is None:
+        _write_frame(spec, files, sha, scorer.net(), progress)
+    scored, new = _score_jobs(spec, folder, jobs, scorer, progress, echo)
+    files.write_csv([_csv_row(run, scores, cfg) for run, scores in zip(runs, scored)])
+    return new
+
+
+def _score_jobs(
+    spec: StudySpec, folder: StudyFolder, jobs: list[_Job], scorer: _Scorer, progress: bool, echo: Callable
+) -> tuple[list[dict], int]:
+    """Each job's scores (read back when made with its settings, else sampled and scored now, each score
+    file written atomically), and how many were made now."""
+    files, cfg = QualityFiles(folder), spec.quality
+    scored = [_read_stamped(job.scores, job.sha) for job in jobs]
+    todo = [i for i, scores in enumerate(scored) if scores is None]
+    if todo:
+        net = scorer.net()
         echo(
-            f"quality: sampling and scoring {len(unscored)} model(s), {cfg.num_samples} images each "
-            f"({cfg.evaluator} evaluator, {device})"
+            f"quality: sampling and scoring {len(todo)} model(s), {cfg.num_samples} images each "
+            f"({cfg.evaluator} evaluator, {scorer.device})"
         )
-        reference = _reference(spec, files, sha, progress)
-    for i, run in enumerate(unscored):
-        t0 = time.time()
-        samples = _sample_run(folder, run, cfg, files, sha, device, progress)
+        reference = _reference(spec, files, settings_sha(cfg, spec.data), progress)
+    for n, i in enumerate(todo):
+        job, t0 = jobs[i], time.time()
+        samples = _sample_run(folder, job, scorer.device, progress)
         t1 = time.time()
-        scores = _score(samples, reference, evaluator, cfg, device, progress)
-        scores.update(settings_sha=sha, sample_s=round(t1 - t0, 2), eval_s=round(time.time() - t1, 2))
-        atomic_write_json(files.scores(run["run_id"]), scores)
-        scored[run["run_id"]] = scores
-        echo(f"quality: {i + 1}/{len(unscored)} {run['run_id']}: {cfg.metric} {scores[cfg.metric]:.4g}")
-    rows = [_csv_row(run, scored[run["run_id"]], cfg) for run in runs]
-    files.write_csv(rows)
-    return len(unscored)
+        scores = _score(samples, reference, net, job.cfg, scorer.device, progress)
+        scores.update(settings_sha=job.sha, sample_s=round(t1 - t0, 2), eval_s=round(time.time() - t1, 2))
+        atomic_write_json(job.scores, scores)
+        scored[i] = scores
+        echo(f"quality: {n + 1}/{len(todo)} {job.label}: {cfg.metric} {scores[cfg.metric]:.4g}")
+    return scored, len(todo)
+
+
+def _read_stamped(path: Path, sha: str) -> dict | None:
+    """The JSON of ``path`` when its ``settings_sha`` is ``sha``, else None (missing, unreadable, other settings)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("settings_sha") == sha else None
 
 
 def _csv_row(run: dict, scores: dict, cfg: QualityConfig) -> dict:
@@ -270,16 +316,13 @@ def _score(samples, reference, evaluator, cfg: QualityConfig, device: str, progr
     return evaluate_inception(samples, reference, evaluator, device=device, progress=progress).to_dict()
 
 
-def _sample_run(
-    folder: StudyFolder, run: dict, cfg: QualityConfig, files: QualityFiles, sha: str, device: str, progress: bool
-):
-    """The model's samples (:class:`~ditscale.metrics.batch.ImageBatch`), drawn unless its file exists
-    with the current settings (:func:`_restamp`)."""
-    path = files.samples(run["run_id"])
-    _restamp(path, sha)
-    if not path.is_file():
-        _draw(folder.run(run["run_id"]).root, path, cfg, device, progress)
-    return load_batch(path)
+def _sample_run(folder: StudyFolder, job: _Job, device: str, progress: bool):
+    """The job's samples (:class:`~ditscale.metrics.batch.ImageBatch`), drawn unless its file exists
+    with the job's settings (:func:`_restamp`)."""
+    _restamp(job.samples, job.sha)
+    if not job.samples.is_file():
+        _draw(folder.run(job.run["run_id"]).root, job.samples, job.cfg, device, progress)
+    return load_batch(job.samples)
 
 
 def _draw(run_dir: Path, path: Path, cfg: QualityConfig, device: str, progress: bool) -> None:
@@ -336,6 +379,156 @@ def _prompts(run: RunDir, weights: Path, model_config, data: DataConfig, num: in
         progress=False,
     )
     return {"captions": dataset_captions(data, num, split="val"), "encode_captions": encoder.encode}
+
+
+# -- sampling compute vs model compute (`ditscale study quality-steps`) ------------------------------
+# quality_steps.csv: one row per (model, sampler steps). flops: the model's training FLOPs; forward_flops:
+# FLOPs of one forward pass of one image (ditscale.flops: 2 x multiply-adds); sampling_flops: FLOPs of
+# sampling one image, forward_flops x model calls (steps, x 2 with classifier-free guidance); the scores
+# as quality.csv's.
+STEPS_CSV_COLUMNS = [
+    "run_id",
+    "budget",
+    "flops",
+    "params",
+    "loss",
+    "optimal",
+    "steps",
+    "sampler",
+    "cfg_scale",
+    "forward_flops",
+    "model_calls",
+    "sampling_flops",
+    "metric",
+    "value",
+    "fd",
+    "fid",
+    "sfid",
+    "inception_score",
+    "accuracy",
+    "precision",
+    "recall",
+    "num_samples",
+    "sample_s",
+    "eval_s",
+]
+
+
+@dataclass(frozen=True)
+class StepsPoint:
+    """One model scored at one sampler step count (a row of ``quality_steps.csv``).
+
+    Attributes:
+        run_id, budget (training FLOPs of its budget), params (non-embedding), steps: the model and steps.
+        sampling_flops: FLOPs of sampling one image (forward FLOPs x model calls).
+        value: the quality metric (``fd`` or ``fid``, lower is better).
+        metric: its name.
+    """
+
+    run_id: str
+    budget: float
+    params: float
+    steps: int
+    sampling_flops: float
+    value: float
+    metric: str
+
+
+def model_calls(cfg: QualityConfig, steps: int) -> int:
+    """Forward passes of one image in sampling at ``steps`` steps: one a step (euler, ddpm, ddim), twice
+    that with classifier-free guidance (``cfg_scale != 1``: conditional and unconditional)."""
+    if cfg.sampler == "heun":
+        raise ConfigError(
+            "quality-steps counts one model call per sampler step, and heun makes two (one fewer for an "
+            "x0-predicting model); set quality.sampler to euler (flow), ddpm or ddim (gaussian)"
+        )
+    return steps * (2 if cfg.cfg_scale != 1.0 else 1)
+
+
+def run_quality_steps(
+    out_dir: str | Path,
+    steps: list[int],
+    *,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+) -> int:
+    """Score the quality stage's chosen models (:func:`chosen_runs`) of the finished study in ``out_dir``
+    at each sampler step count of ``steps``, with its other quality settings; write ``quality_steps.csv``;
+    return how many (model, steps) pairs were newly scored. Files go to ``quality/steps/`` (at the quality
+    stage's own step count: the stage's own files, shared with it); a pair scored with the same settings
+    is never scored again."""
+    folder = StudyFolder(out_dir)
+    spec = folder.read_spec()
+    if spec.quality is None:
+        raise ConfigError(
+            f"study {folder.root} has no quality section; run `ditscale study run` on it again with a quality: "
+            "section in the spec (its trained runs are kept), then quality-steps"
+        )
+    if not steps or min(steps) < 1:
+        raise ConfigError(f"quality-steps needs step counts >= 1, got {steps}")
+    files, base = QualityFiles(folder), spec.quality
+    runs = chosen_runs(folder.read_runs_rows(), spec)
+    jobs = [_steps_job(files, spec, run, k) for run in runs for k in sorted(set(steps))]
+    for job in jobs:
+        model_calls(job.cfg, job.cfg.steps)  # refuse a sampler whose calls are not counted before any work
+    scored, new = _score_jobs(spec, folder, jobs, _Scorer(base), progress, echo)
+    rows = [_steps_row(folder, job, scores) for job, scores in zip(jobs, scored)]
+    write_csv(files.steps_csv, STEPS_CSV_COLUMNS, rows)
+    return new
+
+
+def _steps_job(files: QualityFiles, spec: StudySpec, run: dict, steps: int) -> _Job:
+    cfg = replace(spec.quality, steps=steps)
+    sha, run_id = settings_sha(cfg, spec.data), run["run_id"]
+    if steps == spec.quality.steps:  # the quality stage's own settings: its own files
+        return _Job(run, cfg, sha, files.samples(run_id), files.scores(run_id), f"{run_id} at {steps} steps")
+    stem = f"{run_id}-steps{steps}"
+    return _Job(run, cfg, sha, files.steps / "samples" / f"{stem}.npz", files.steps / "scores" / f"{stem}.json", stem)
+
+
+def _steps_row(folder: StudyFolder, job: _Job, scores: dict) -> dict:
+    """quality_steps.csv's row of a job: its model, its sampling FLOPs per image, its scores."""
+    result = folder.run(job.run["run_id"]).read_result()
+    if result is None:
+        raise DataError(
+            f"run {job.run['run_id']} has no readable result.json; train it again (delete its folder and run "
+            "`ditscale study run` again)"
+        )
+    forward, calls = forward_flops(result["config"]["model"]), model_calls(job.cfg, job.cfg.steps)
+    row = _csv_row(job.run, scores, job.cfg)
+    row.update(
+        steps=job.cfg.steps,
+        sampler=job.cfg.sampler or "default",
+        cfg_scale=job.cfg.cfg_scale,
+        forward_flops=forward,
+        model_calls=calls,
+        sampling_flops=forward * calls,
+    )
+    return {k: v for k, v in row.items() if k in STEPS_CSV_COLUMNS}
+
+
+def steps_points(out_dir: str | Path) -> list[StepsPoint]:
+    """``quality_steps.csv`` as :class:`StepsPoint` rows ([] when the study has none); :class:`DataError`
+    when a row lacks a column or holds a cell that is not a number where one belongs."""
+    path = QualityFiles(StudyFolder(out_dir)).steps_csv
+    rows = read_csv(path)
+    try:
+        return [
+            StepsPoint(
+                r["run_id"],
+                float(r["budget"]),
+                float(r["params"]),
+                int(r["steps"]),
+                float(r["sampling_flops"]),
+                float(r["value"]),
+                r["metric"],
+            )
+            for r in rows
+        ]
+    except (KeyError, TypeError, ValueError) as e:
+        raise DataError(
+            f"{path} is damaged ({type(e).__name__}: {e}); delete it and run `ditscale study quality-steps` again"
+        ) from None
 
 
 # -- reading back ---------------------------------------------------------------------------------
