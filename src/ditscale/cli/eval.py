@@ -28,9 +28,10 @@ import sys
 from types import MappingProxyType
 from typing import Any
 
-from ditscale.cli.args import count, device, examples
+from ditscale.cli.args import add_threads_argument, count, device, examples
 from ditscale.errors import ConfigError
 from ditscale.io import check_apart, check_output_file
+from ditscale.train.threads import choose_threads, model_params
 
 EVALUATORS = ("shapes", "inception")
 MODES = ("adm", "pytorch-fid")
@@ -96,6 +97,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="images per forward pass (default: 50 inception, 256 shapes)",
     )
     p.add_argument("--device", type=device, default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    add_threads_argument(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--quiet", action="store_true", help="no progress bars or notes")
     p.add_argument(
@@ -163,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
         from ditscale.metrics.inception import load_fid_inception  # lazy: torch
 
         model = load_fid_inception(args.inception, device=device)
+        choose_threads(args.threads, model_params(model), device)
         metrics = evaluate_inception(
             samples,
             ref,
@@ -177,8 +180,12 @@ def run(args: argparse.Namespace) -> int:
         if args.save_ref_stats and not args.quiet:
             print(f"ditscale eval: wrote the reference statistics to {args.save_ref_stats}", file=sys.stderr)
     else:
+        from ditscale.metrics.shapes_evaluator import load_shapes_evaluator  # lazy: torch
+
+        evaluator = load_shapes_evaluator(device=device)
+        choose_threads(args.threads, model_params(evaluator.model), device)
         metrics = evaluate_shapes(
-            samples, ref, batch_size=batch_size, device=device, progress=not args.quiet, frame=True
+            samples, ref, batch_size=batch_size, device=device, progress=not args.quiet, frame=True, evaluator=evaluator
         )
     print(json.dumps(metrics.to_dict()) if args.json else format_table(metrics.scores(), metrics.frame))
     return 0
