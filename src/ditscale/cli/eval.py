@@ -31,7 +31,7 @@ from typing import Any
 from ditscale.cli.args import add_threads_argument, count, device, examples
 from ditscale.errors import ConfigError
 from ditscale.io import check_apart, check_output_file
-from ditscale.train.threads import choose_threads, model_params
+from ditscale.train.threads import set_threads
 
 EVALUATORS = ("shapes", "inception")
 MODES = ("adm", "pytorch-fid")
@@ -97,7 +97,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="images per forward pass (default: 50 inception, 256 shapes)",
     )
     p.add_argument("--device", type=device, default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    add_threads_argument(p)
+    add_threads_argument(
+        p,
+        "torch threads (default: torch's, one per core: the evaluator networks' convolutions are big "
+        "enough to use them, unlike a small DiT's matrix products)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--quiet", action="store_true", help="no progress bars or notes")
     p.add_argument(
@@ -161,11 +165,11 @@ def run(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     batch_size = args.batch_size or DEFAULT_BATCH_SIZE[evaluator]
     samples, ref = load_batch(args.samples), load_batch(args.ref)
+    set_threads(args.threads)
     if evaluator == "inception":
         from ditscale.metrics.inception import load_fid_inception  # lazy: torch
 
         model = load_fid_inception(args.inception, device=device)
-        choose_threads(args.threads, model_params(model), device)
         metrics = evaluate_inception(
             samples,
             ref,
@@ -180,12 +184,8 @@ def run(args: argparse.Namespace) -> int:
         if args.save_ref_stats and not args.quiet:
             print(f"ditscale eval: wrote the reference statistics to {args.save_ref_stats}", file=sys.stderr)
     else:
-        from ditscale.metrics.shapes_evaluator import load_shapes_evaluator  # lazy: torch
-
-        evaluator = load_shapes_evaluator(device=device)
-        choose_threads(args.threads, model_params(evaluator.model), device)
         metrics = evaluate_shapes(
-            samples, ref, batch_size=batch_size, device=device, progress=not args.quiet, frame=True, evaluator=evaluator
+            samples, ref, batch_size=batch_size, device=device, progress=not args.quiet, frame=True
         )
     print(json.dumps(metrics.to_dict()) if args.json else format_table(metrics.scores(), metrics.frame))
     return 0
