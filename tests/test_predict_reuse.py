@@ -162,3 +162,29 @@ def test_report_shows_every_form_and_the_residual_test(study):
     assert "Residual structure by model size" in page and "isoFLOP residuals depend on model size" in page
     assert "extrapolation (target / largest trained budget)" in page and "9.77x" in page
     assert "N_opt exponent loosely resolved" in page
+
+
+def test_predict_states_epochs_of_a_finite_dataset(study, no_resampling, tmp_path, capsys):
+    """The same runs on a folder of 18 train images: D_opt in epochs, with a warning past 16 (issue 23.7);
+    laws.json's prediction of the shapes study (procedural) has no epochs key."""
+    out, laws = study
+    assert "epochs_opt" not in laws["prediction"] and "train_images" not in laws["prediction"]
+    copy = tmp_path / "qs"
+    shutil.copytree(out, copy)
+    images = tmp_path / "imgs"
+    for name in ("a", "b"):  # 20 listed (empty) images, 2 held out: predictions list files, never decode them
+        (images / name).mkdir(parents=True)
+        for i in range(10):
+            (images / name / f"{i}.png").write_bytes(b"")
+    spec = load_spec(str(copy / "spec.yaml"), ["data.name=folder", f"data.path={images}"])
+    StudyFolder(copy).write_spec(spec)
+    assert main(["study", "predict", str(copy), "--flops", "4e12", "--json"]) == 0
+    pred = json.loads(capsys.readouterr().out)
+    assert pred["train_images"] == 18
+    assert pred["epochs_opt"]["value"] == pred["images_opt"]["value"] / 18
+    assert pred["epochs_opt"]["ci90"] == [x / 18 for x in pred["images_opt"]["ci90"]]
+    value = pred["epochs_opt"]["value"]
+    (warning,) = [w for w in pred["warnings"] if "epochs of the 18 train images" in w]
+    assert warning.startswith(f"D_opt at 4e+12 FLOPs is {value:.3g} epochs of the 18 train images, past 16")
+    assert main(["study", "predict", str(copy), "--flops", "4e12"]) == 0
+    assert f"{value:.3g} epochs of the 18 train images" in capsys.readouterr().out

@@ -72,6 +72,18 @@ def _one_line_warning(message, *_args, **_kwargs) -> str:
     return f"ditscale: warning: {message}\n"
 
 
+def _interrupted_note(args: argparse.Namespace) -> str:
+    """What an interrupted command kept: its own account (``args._interrupted``, set once it knows where it
+    writes), else that nothing is promised."""
+    note = getattr(args, "_interrupted", None)
+    if note is None:
+        return "this command keeps no partial work; run it again to redo it"
+    try:
+        return note()
+    except OSError as err:  # the account of what was saved must not hide the interrupt
+        return f"could not tell what was saved ({type(err).__name__}: {err})"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     warnings.formatwarning = _one_line_warning
@@ -94,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KeyboardInterrupt:
-        print("ditscale: interrupted; completed work is saved, run the same command again to resume", file=sys.stderr)
+        print(f"ditscale: interrupted; {_interrupted_note(args)}", file=sys.stderr)
         return 130
     except Exception as err:  # not the user's input: a bug, reported with its traceback
         if is_no_space(err):  # a full disk or quota, on a write path ditscale.io does not cover: one line too

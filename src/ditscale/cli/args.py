@@ -82,6 +82,17 @@ def count(minimum: int = 0, maximum: int = INT_LIMIT) -> Callable[[str], int]:
     return parse
 
 
+THREADS_HELP = (
+    "torch threads (default: 1 on CPU for a model under 10M parameters, such as the tiny presets; "
+    "otherwise torch's default, one per core this process may use; see docs/training.md, Threads)"
+)
+
+
+def add_threads_argument(p: argparse.ArgumentParser, help_text: str = THREADS_HELP) -> None:
+    """Declare ``--threads N`` on the parser of a compute command (``ditscale.train.threads`` applies it)."""
+    p.add_argument("--threads", type=count(1, 4096), default=None, metavar="N", help=help_text)
+
+
 # A seed: what numpy's and torch's generators accept (non-negative, below 2**63).
 seed = count(0, INT_LIMIT)
 

@@ -28,9 +28,10 @@ import sys
 from types import MappingProxyType
 from typing import Any
 
-from ditscale.cli.args import count, device, examples
+from ditscale.cli.args import add_threads_argument, count, device, examples
 from ditscale.errors import ConfigError
 from ditscale.io import check_apart, check_output_file
+from ditscale.train.threads import set_threads
 
 EVALUATORS = ("shapes", "inception")
 MODES = ("adm", "pytorch-fid")
@@ -96,6 +97,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="images per forward pass (default: 50 inception, 256 shapes)",
     )
     p.add_argument("--device", type=device, default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    add_threads_argument(
+        p,
+        "torch threads (default: torch's, one per core: the evaluator networks' convolutions are big "
+        "enough to use them, unlike a small DiT's matrix products)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--quiet", action="store_true", help="no progress bars or notes")
     p.add_argument(
@@ -159,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     batch_size = args.batch_size or DEFAULT_BATCH_SIZE[evaluator]
     samples, ref = load_batch(args.samples), load_batch(args.ref)
+    set_threads(args.threads)
     if evaluator == "inception":
         from ditscale.metrics.inception import load_fid_inception  # lazy: torch
 

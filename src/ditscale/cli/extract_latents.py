@@ -37,7 +37,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="latent store folder to write (or resume)")
     p.add_argument("--batch-size", type=count(1, 1 << 20), default=32, help="images per VAE call (default 32)")
     p.add_argument(
-        "--workers", type=count(1, 1024), default=1, help="processes, each encoding whole shards (default 1)"
+        "--workers",
+        type=count(1, 1024),
+        default=1,
+        help="processes, each encoding whole shards (default 1); on CPU each uses 1 torch thread, so the store's "
+        "bytes do not depend on the count: use --workers for more cores",
     )
     p.add_argument("--shard-size", type=count(1, 1 << 24), default=4096, help="images per shard file (default 4096)")
     p.add_argument("--dtype", choices=("float16", "float32"), default="float16", help="storage dtype (default float16)")
@@ -74,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = list(args.set) + ([f"image_size={args.image_size}"] if args.image_size else [])
     cfg = data_config_from_arg(args.data, overrides)
     check_apart({"--out": args.out}, {"DATA": args.data, "data.path": cfg.path, "--vae": args.vae})
+    args._interrupted = lambda: f"finished shards are kept in {args.out}; run the same command again to resume"
     meta = extract_latents(
         cfg,
         args.vae,

@@ -14,9 +14,10 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from ditscale.cli.args import count, device, examples, finite_float, seed
+from ditscale.cli.args import add_threads_argument, count, device, examples, finite_float, seed
 from ditscale.io import check_apart, check_output_file
 from ditscale.train.rundir import RunDir
+from ditscale.train.threads import choose_threads, model_params
 
 if TYPE_CHECKING:  # type names only: `ditscale --help` stays torch-free
     from ditscale.generate.load import Sampler
@@ -148,6 +149,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=count(1, 1 << 20), default=32, help="images per sampler call (default: 32)")
     p.add_argument("--device", type=device, default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_threads_argument(p)
     return p
 
 
@@ -310,11 +312,15 @@ def run(args: argparse.Namespace) -> int:
     inputs = {"CKPT": args.ckpt, "--vae": args.vae, "--prompts": args.prompts, "--text-encoder": args.text_encoder}
     check_apart(_outputs(args), inputs)
     sampler, prompts, run_dir = _load(args)
+    choose_threads(args.threads, model_params(sampler.model), str(sampler.device))
     check_apart(_outputs(args), {"CKPT's run folder": run_dir.root if run_dir is not None else None})
     settings = sampling_settings(
         sampler.config, args.seed, args.sampler, args.steps, args.cfg_scale, args.guided_channels
     )
     if args.num_samples is not None:
+        args._interrupted = lambda: (
+            f"finished chunks are kept in {args.npz}.parts; run the same command again to resume"
+        )
         return _sample_npz(args, sampler, settings, prompts, run_dir)
     names = run_dir.class_names(sampler.config) if run_dir is not None else exported_class_names(args.ckpt)
     return _sample_grid(args, sampler, settings, prompts, names)

@@ -21,7 +21,7 @@ import argparse
 import json
 import sys
 
-from ditscale.cli.args import count, examples, finite_float
+from ditscale.cli.args import add_threads_argument, count, examples, finite_float
 from ditscale.errors import ConfigError
 from ditscale.io import atomic_write_text, check_apart, check_output_dir, check_output_file
 
@@ -133,6 +133,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     q.add_argument("--launcher", choices=("local", "slurm"), default="local", help="where runs execute (default local)")
     q.add_argument("--max-runs", type=count(0), default=None, help="train at most this many runs now, then stop")
     q.add_argument("--retry-failed", action="store_true", help="train again runs that failed before")
+    add_threads_argument(q, STUDY_THREADS_HELP)
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
     q.add_argument(
         "--slurm-cluster",
@@ -221,6 +222,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="refuse when the estimated training time (the study's measured FLOP/s) is longer",
     )
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_threads_argument(q, STUDY_THREADS_HELP)
     q.add_argument("--json", action="store_true", help="print JSON")
 
     q = sub.add_parser(
@@ -259,6 +261,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+STUDY_THREADS_HELP = (
+    "torch threads of each local run (default: the cores this process may use, divided among the workers)"
+)
+STUDY_INTERRUPTED = (
+    "finished runs are kept in {0} and each unfinished run keeps its newest checkpoint (if it wrote one); "
+    "run the same command again to continue"
+)
+
+
 def _load(args):
     from ditscale.study import load_spec  # lazy: start-up (`ditscale --help` loads every command)
 
@@ -278,6 +289,7 @@ def _plan(args) -> int:
     from ditscale.study import current_plan  # lazy: start-up (`ditscale --help` loads every command)
     from ditscale.study.plan import interval_warning  # lazy: start-up (`ditscale --help` loads every command)
     from ditscale.study.cost import plan_cost  # lazy: start-up (`ditscale --help` loads every command)
+    from ditscale.study.epochs import plan_epochs  # lazy: start-up (`ditscale --help` loads every command)
 
     spec = _load(args)
     plan = current_plan(spec, args.out)
@@ -285,16 +297,20 @@ def _plan(args) -> int:
     source = [args.spec] if args.spec else ["--preset", args.preset]
     source += [w for o in args.overrides for w in ("--set", o)]
     command = cost.slurm_command(source, args.out or f"runs/{spec.name}")
-    warnings = [*map(str, plan.warnings), *filter(None, [interval_warning(spec)])]
+    epochs = plan_epochs(spec, plan)
+    warnings = [*map(str, plan.warnings), *filter(None, [interval_warning(spec), epochs and epochs.warning])]
     inputs, prior = _plan_inputs(spec)
     if args.json:
         out = {**plan.to_json(), "warnings": warnings, "cost": {**cost.to_json(), "slurm_command": command}}
         out.update(inputs=[i.to_json() for i in inputs], prior_suggestion=prior)
+        out.update({"epochs": epochs.to_json()} if epochs else {})
         print(json.dumps(out, indent=2))
     elif args.csv:
         sys.stdout.write(plan.to_csv())
     elif args.gpu is None and cost.gpu_hours < CPU_SIZED_GPU_HOURS:
         print(plan.table())
+        if epochs:
+            print(epochs.line())
         print(
             f"\n{cost.flops:.3g} exact training FLOPs in all: {cost.gpu_hours * 3600:.2g} GPU-seconds on {cost.gpu}, "
             f"a study sized for a CPU; run it here with `ditscale study run ... --out DIR` (--gpu NAME prints "
@@ -302,6 +318,8 @@ def _plan(args) -> int:
         )
     else:
         print(plan.table())
+        if epochs:
+            print(epochs.line())
         print(
             f"\n{cost.table()}\n\nrun it on Slurm, one job per run ({cost.gpus_per_run} GPU(s) each; "
             f"add --slurm-partition P if your cluster needs one):\n  {command}"
@@ -365,6 +383,7 @@ def _run(args) -> int:
     spec = _load(args)
     check_output_dir(args.out, "--out")
     check_apart({"--out": args.out}, {"data.path": spec.data.get("path")})  # a spec may live in --out: it resumes
+    args._interrupted = lambda: STUDY_INTERRUPTED.format(args.out)
     slurm = None
     if args.launcher == "slurm":
         slurm = SlurmOptions(
@@ -387,6 +406,7 @@ def _run(args) -> int:
         retry_failed=args.retry_failed,
         progress=not args.no_progress,
         echo=lambda m: print(m, file=sys.stderr),
+        threads=args.threads,
     )
     print(
         f"{len(out.trained)} run(s) trained, {len(out.skipped)} already done, {len(out.failed)} failed, "
@@ -509,6 +529,11 @@ def _print_prediction(pred) -> None:
             f"         {pred.images_opt.value:.4g} images ({pred.tokens_per_image} tokens each)"
             f"{_interval(pred.images_opt.ci90)}"
         )
+    if pred.epochs_opt is not None:
+        print(
+            f"         {pred.epochs_opt.value:.3g} epochs of the {pred.train_images:,} train images"
+            f"{_interval(pred.epochs_opt.ci90, '.3g')}"
+        )
     form = f" ({loss_law_name(pred.loss_law)})" if pred.loss_law else ""
     print(f"  L_opt  {pred.loss_opt.value:.4f}{_interval(pred.loss_opt.ci90, '.4f')}{form}")
     where = "" if near.in_ladder else " (beyond the trained ladder, by the family rule)"
@@ -605,6 +630,7 @@ def _print_comparison(comp) -> None:
 def _verify(args) -> int:
     from ditscale.study.verify import verify_study  # lazy: CLI start-up (scipy, the study loop)
 
+    args._interrupted = lambda: STUDY_INTERRUPTED.format(f"{args.dir}/verify")
     answer = verify_study(
         args.dir,
         args.flops,
@@ -613,6 +639,7 @@ def _verify(args) -> int:
         max_hours=args.max_hours,
         progress=not args.no_progress,
         echo=lambda m: print(m, file=sys.stderr),
+        threads=args.threads,
     )
     if args.json:
         print(json.dumps(answer.to_dict(), indent=2))

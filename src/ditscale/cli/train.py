@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import warnings
 from pathlib import Path
 
-from ditscale.cli.args import OneLineParser, count, examples, finite_float, seed
+from ditscale.cli.args import OneLineParser, add_threads_argument, count, examples, finite_float, seed
 from ditscale.errors import ConfigError
+from ditscale.flops import param_counts
 from ditscale.io import check_apart, check_output_dir
 from ditscale.train.config import load_train_config
 from ditscale.train.plan import plan_text, plan_training
+from ditscale.train.rundir import RunDir
+from ditscale.train.threads import choose_threads
 
 
 class _IntermixedParser(OneLineParser):
@@ -69,13 +71,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="when stdout is not a terminal (nohup, a pipe), print a progress line (step, loss, images/s, ETA) "
         "every SECONDS (default 30); OUT/train.log gets the same lines",
     )
-    p.add_argument(
-        "--threads",
-        type=count(1, 4096),
-        default=None,
-        metavar="N",
-        help="torch intra-op and inter-op threads (default: torch's own choice)",
-    )
+    add_threads_argument(p)
     p.add_argument(
         "--force",
         action="store_true",
@@ -103,20 +99,27 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def set_threads(n: int | None) -> None:
-    """Set torch's intra-op and inter-op thread counts to ``n`` (None: leave torch's defaults).
+def interrupted_note(out: str | Path, ckpt_every: int) -> str:
+    """What an interrupted ``train --out OUT`` kept: its newest checkpoint's step, or that it kept nothing."""
+    from ditscale.train.checkpoint import list_checkpoints  # lazy: torch
 
-    Called before any torch work: inter-op threads can only be set once, before they are first used
-    (a second call in the same process keeps the first value, with a warning)."""
-    if n is None:
-        return
+    found = list_checkpoints(RunDir(out).checkpoints)
+    if found:
+        step, path = found[0]
+        return f"the newest checkpoint is step {step:,} ({path}); run the same command again to resume from it"
+    first = f"the first comes at step {ckpt_every:,}" if ckpt_every else "ckpt_every=0 writes one only at the end"
+    return (
+        f"nothing was saved: no checkpoint in {RunDir(out).checkpoints} yet ({first}); "
+        "running the same command again starts from step 0"
+    )
+
+
+def _threads(args: argparse.Namespace, cfg) -> int:
+    """--threads, else the default for this model on this run's device (see ditscale.train.threads)."""
     import torch  # lazy: torch (`train --plan` and --help run without it)
 
-    torch.set_num_threads(n)
-    try:
-        torch.set_num_interop_threads(n)
-    except RuntimeError:
-        warnings.warn(f"could not set {n} inter-op threads: torch already started its thread pool", stacklevel=2)
+    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    return choose_threads(args.threads, param_counts(cfg.model).total, device)
 
 
 def overrides_from_args(args: argparse.Namespace) -> list[str]:
@@ -149,7 +152,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--out is required (the run folder); or give --plan to print the run's plan without training")
     check_output_dir(args.out, "--out")
     check_apart({"--out": args.out}, {"data.path": cfg.data.get("path")})  # the config may live in --out: it resumes
-    set_threads(args.threads)
+    _threads(args, cfg)
+    args._interrupted = lambda: interrupted_note(args.out, cfg.ckpt_every)
     from ditscale.train.loop import train  # lazy: torch (`train --plan` and --help run without it)
 
     result = train(

@@ -13,6 +13,8 @@ import hashlib
 import numpy as np
 import torch
 
+from ditscale.data.split import heldout_count
+
 # Purpose tags for item_rng, so that (seed, epoch, index) streams for different uses never coincide.
 RNG_SHAPES, RNG_FLIP, RNG_LATENT = 1, 2, 3
 
@@ -30,9 +32,7 @@ def heldout_mask(keys: list[str], fraction: float) -> np.ndarray:
     order; adding or removing items only moves items near the cut.
     """
     n = len(keys)
-    n_val = int(round(fraction * n))
-    if fraction > 0 and n >= 2:
-        n_val = min(max(n_val, 1), n - 1)
+    n_val = heldout_count(n, fraction)
     order = sorted(range(n), key=lambda i: hashlib.sha1(keys[i].encode("utf-8")).digest())
     mask = np.zeros(n, dtype=bool)
     mask[order[:n_val]] = True

@@ -11,12 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from ditscale.data.config import INFINITE_DATASETS, DataConfig, DataInfo
-from ditscale.data.listing import find_classes, list_caption_pairs
+from ditscale.data.listing import find_classes, list_caption_pairs, list_image_folder
 from ditscale.data.shapes_grammar import COLOR_NAMES, KINDS, shapes_num_classes
+from ditscale.data.split import train_count
 from ditscale.data.store import check_store_fits, read_meta, split_range
 from ditscale.errors import DitscaleError
 
 NUM_DIGIT_CLASSES = 10
+NUM_DIGIT_IMAGES = 1797  # scikit-learn's 8x8 digits
 
 
 def dataset_info(cfg: DataConfig) -> DataInfo:
@@ -47,6 +49,25 @@ def declared_info(cfg: DataConfig) -> tuple[DataInfo, str | None]:
     except DitscaleError as err:
         info = DataInfo(0, cfg.channels, cfg.image_size, cfg.name == "latents", bool(cfg.captions))
         return info, f"{err} (planned from the declared data.channels and data.image_size)"
+
+
+def train_images(cfg: DataConfig) -> int | None:
+    """Images in the train split of a finite dataset (None for procedural data, which has no epochs).
+
+    Counted from the listing (folders, caption sets), ``meta.json`` (latent stores) or the constant
+    (digits), less the held-out val split; a folder's unreadable images, dropped when training starts,
+    are still counted. Raises the dataset's DataError when it cannot be read."""
+    if cfg.name in INFINITE_DATASETS:
+        return None
+    if cfg.name == "latents":
+        return int(read_meta(Path(cfg.path).expanduser())["splits"]["train"])
+    if cfg.name == "digits":
+        n = NUM_DIGIT_IMAGES
+    elif cfg.name == "folder":
+        n = len(list_image_folder(cfg.path)[2])
+    else:
+        n = len(list_caption_pairs(cfg.path)[1])
+    return train_count(n, cfg.val_fraction)
 
 
 def _num_classes(cfg: DataConfig) -> int:

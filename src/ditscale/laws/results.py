@@ -525,7 +525,9 @@ class PredictionSummary(Record):
     that of ``loss_law``), the exponents' intervals in words, the residual-structure test, the
     ``backtest`` rows (``study predict`` only), ``notes`` (e.g. a bootstrap that was redrawn) and
     ``measured_error`` (:class:`MeasuredError`: the study's backtest error nearest the target's
-    distance; when the study measured an ``extrapolation``)."""
+    distance; when the study measured an ``extrapolation``). On a finite dataset it adds ``train_images``
+    (the train split) and ``epochs_opt`` (D_opt's images over it, with its interval; a warning past
+    16 epochs, :mod:`ditscale.data.epochs`); procedural data (shapes) has neither key."""
 
     flops: float
     n_opt: EstimateSummary
@@ -545,6 +547,8 @@ class PredictionSummary(Record):
     backtest: tuple[BacktestSummary, ...] | None = absent()
     notes: tuple[str, ...] | None = absent()
     measured_error: MeasuredError | None = absent()
+    train_images: int | None = absent()
+    epochs_opt: EstimateSummary | None = absent()
 
 
 # -- Approach 3 ------------------------------------------------------------------------------------

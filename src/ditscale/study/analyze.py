@@ -90,6 +90,7 @@ from ditscale.laws.results import (
 )
 from ditscale.laws.rungs import RungRule
 from ditscale.laws.runs import runs_from_rows
+from ditscale.study.epochs import prediction_epochs, study_train_images
 from ditscale.study.folder import StudyFolder
 from ditscale.study.plan import base_model_config, rung_config
 from ditscale.study.quality import metric_points, quality_frame, quality_points, sample_rows, steps_points
@@ -617,6 +618,9 @@ def _prediction(
     if law != wanted_form(spec.laws.loss_law, study.rule):
         warns.append(loss_law_fallback(wanted_form(spec.laws.loss_law, study.rule)))
     plain = PredictionSummary.from_dict({**pred.to_dict(), "nearest": None})  # nearest: with its rung, below
+    n_train = study_train_images(spec)
+    epochs_opt, epochs_warn = prediction_epochs(plain.images_opt, n_train, flops)
+    warns += [epochs_warn] if epochs_warn else []
     return dataclasses.replace(
         plain,
         loss_opt=next(f.loss_opt for f in forms if f.form == law),
@@ -629,6 +633,8 @@ def _prediction(
         residual_structure=ResidualStructureSummary.from_dict(study.structure.to_dict()),
         backtest=backtest,
         notes=(),
+        train_images=n_train if epochs_opt is not None else None,
+        epochs_opt=epochs_opt,
     )
 
 

@@ -35,16 +35,9 @@ from typing import Callable
 
 from ditscale.errors import ConfigError
 from ditscale.study.executor import RunTask, TrunkTask, execute_run, execute_task
+from ditscale.train.threads import available_cores
 
 __all__ = ["LocalLauncher", "RunTask", "SlurmLauncher", "SlurmOptions", "make_launcher", "threads_per_worker"]
-
-
-def available_cores() -> int:
-    """CPU cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 def threads_per_worker(workers: int) -> int:
@@ -85,15 +78,20 @@ def _local_entry(task: RunTask) -> str:
 
 
 class LocalLauncher:
-    """Run tasks in ``workers`` spawned processes (or in this process when ``workers`` is 0)."""
+    """Run tasks in ``workers`` spawned processes (or in this process when ``workers`` is 0), each run on
+    ``threads`` torch threads (None: the rule of :attr:`threads`)."""
 
-    def __init__(self, workers: int = 1):
+    def __init__(self, workers: int = 1, threads: int | None = None):
         self.workers = workers
+        self._threads = threads
         self._pool: cf.ProcessPoolExecutor | None = None
 
     @property
     def threads(self) -> int:
-        """torch threads of each run: the cores shared by the workers (0 in this process: left alone)."""
+        """torch threads of each run: as given, else the cores shared by the workers (0 in this process:
+        left alone)."""
+        if self._threads is not None:
+            return self._threads
         return threads_per_worker(self.workers) if self.workers else 0
 
     def _ensure_pool(self) -> cf.ProcessPoolExecutor:
@@ -235,10 +233,15 @@ class SlurmLauncher:
         pass
 
 
-def make_launcher(kind: str, workers: int, slurm: SlurmOptions | None, slurm_folder: str | Path):
-    """The launcher ``kind`` ("local" with ``workers`` processes, or "slurm" logging to ``slurm_folder``)."""
+def make_launcher(
+    kind: str, workers: int, slurm: SlurmOptions | None, slurm_folder: str | Path, threads: int | None = None
+):
+    """The launcher ``kind`` ("local" with ``workers`` processes of ``threads`` torch threads each, or
+    "slurm" logging to ``slurm_folder``, its runs on ``--slurm-cpus-per-task`` threads)."""
     if kind == "local":
-        return LocalLauncher(workers)
+        return LocalLauncher(workers, threads)
+    if threads is not None:
+        raise ConfigError("--threads is for the local launcher; a Slurm run uses --slurm-cpus-per-task threads")
     if kind == "slurm":
         return SlurmLauncher(slurm_folder, slurm)
     raise ConfigError(f"unknown launcher {kind!r}; choose local or slurm")

@@ -100,6 +100,7 @@ def run_study(
     progress: bool = True,
     report: bool = True,
     echo: Callable[[str], None] = print,
+    threads: int | None = None,
 ) -> StudyOutcome:
     """Run (or continue) the study ``spec`` in ``out_dir``; see the module docstring.
 
@@ -109,11 +110,12 @@ def run_study(
         max_runs: train at most this many runs in this call, then stop (the rest on the next call).
         retry_failed: train again runs that failed before (``failed.json``).
         report: write laws.json and report.html once every run is finished.
+        threads: torch threads of each local run (default: the cores shared by the workers).
     """
     t0 = time.time()
     folder = prepare_folder(spec, out_dir)
     peak = machine_matmul_peak()
-    runner = make_launcher(launcher, spec.workers if workers is None else workers, slurm, folder.slurm_dir)
+    runner = make_launcher(launcher, spec.workers if workers is None else workers, slurm, folder.slurm_dir, threads)
     tally = Tally(spec.name, progress, echo)
     left = math.inf if max_runs is None else max_runs
     if interval_warning(spec):

@@ -362,6 +362,7 @@ def verify_study(
     max_hours: float | None = None,
     progress: bool = True,
     echo: Callable[[str], None] = print,
+    threads: int | None = None,
 ) -> Verification:
     """Train the study's predicted compute-optimal model at ``flops`` FLOPs (``sizes=3``: also the
     members nearest N_opt / 2 and 2 N_opt), resuming runs already started, and write
@@ -369,7 +370,8 @@ def verify_study(
 
     ``workers``: local worker processes (default: the spec's, at most one per size; 0 trains in this
     process); ``max_hours``: refuse, before training, when the estimated time left (at the study's
-    measured FLOP/s) is longer; ``echo`` gets the plan and estimate before training."""
+    measured FLOP/s) is longer; ``echo`` gets the plan and estimate before training; ``threads``: torch
+    threads of each run (default: the cores shared by the workers)."""
     plan = plan_verification(out_dir, flops, sizes)
     left, seconds = remaining_seconds(out_dir, plan)
     for line in describe(plan, left, seconds):
@@ -382,16 +384,23 @@ def verify_study(
     if left:
         echo(f"  progress of each run: tail -f {verify_dir(out_dir)}/<run_id>/train.log")
     workers = plan.spec.workers if workers is None else workers
-    _train(out_dir, plan, min(workers, len(plan.runs)), progress, echo)
+    _train(out_dir, plan, min(workers, len(plan.runs)), progress, echo, threads)
     answer = verification(out_dir, plan)
     atomic_write_json(verify_dir(out_dir) / VERIFY_JSON, answer.to_dict())
     return answer
 
 
-def _train(out_dir: str | Path, plan: VerifyPlan, workers: int, progress: bool, echo: Callable[[str], None]) -> None:
+def _train(
+    out_dir: str | Path,
+    plan: VerifyPlan,
+    workers: int,
+    progress: bool,
+    echo: Callable[[str], None],
+    threads: int | None = None,
+) -> None:
     """Train (or resume) the runs of ``plan`` without a result; a run that fails or is held by another
     process raises a one-line error (the finished runs are kept: run the command again)."""
-    runner = make_launcher("local", workers, None, verify_dir(out_dir))
+    runner = make_launcher("local", workers, None, verify_dir(out_dir), threads)
     tasks = verify_tasks(out_dir, plan, runner.threads)
     todo = [t for t in tasks if StudyRunDir(t.run_dir).valid_result() is None]
     if plan.spec.share_trunks:  # a size the study trained branches off a copy of its trunk

@@ -16,8 +16,8 @@ import math
 import shlex
 from dataclasses import dataclass
 
-from ditscale.data.info import declared_info
-from ditscale.data.store import read_meta
+from ditscale.data.epochs import epoch_count, epochs_warning
+from ditscale.data.info import declared_info, train_images
 from ditscale.errors import ConfigError
 from ditscale.flops import DEFAULT_GPU, DEFAULT_MFU, forward_macs, gpu_hours, resolve_gpu
 from ditscale.train.budget import RunLength, run_length
@@ -36,7 +36,7 @@ class TrainPlan:
         length: steps, images and per-image FLOPs (:class:`~ditscale.train.budget.RunLength`).
         gpu, peak_flops, mfu: the GPU's table name, its dense bf16 peak FLOP/s, the assumed MFU.
         nodes, gpus_per_node: the launch layout (wall time = GPU-hours / GPUs).
-        train_images: images in the dataset's train split when known (a readable latent store), else None.
+        train_images: images in the dataset's train split when known (a readable finite dataset), else None.
         note: why the dataset facts are the config's declared ones (None when the dataset was read).
         name: the paper name of the model (``model.name``, e.g. "DiT-XL/2"), if the config gives one.
     """
@@ -83,10 +83,7 @@ def _dataset_facts(cfg: TrainConfig):
     info, note = declared_info(data)
     if note is not None:
         return info, None, note
-    train_images = None
-    if data.name == "latents":
-        train_images = int(read_meta(data.path)["splits"]["train"])
-    return info, train_images, None
+    return info, train_images(data), None
 
 
 def plan_training(
@@ -173,4 +170,7 @@ def plan_text(plan: TrainPlan, config: str, overrides: list[str], out: str) -> s
     ]
     if plan.note:
         lines.append(f"  note        {plan.note}")
+    if plan.train_images:
+        warn = epochs_warning(epoch_count(ln.total_images, plan.train_images), plan.train_images, "this run")
+        lines += [f"  warning     {warn}"] if warn else []
     return "\n".join(lines + launch_commands(plan, config, overrides, out))
