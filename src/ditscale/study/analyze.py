@@ -156,8 +156,8 @@ def load_draws(out_dir: str | Path) -> DrawStore:
         check_npz(path)  # a header declaring more than the file holds or memory allows: unreadable
         with np.load(path, allow_pickle=False) as arrays:
             return DrawStore.from_arrays(arrays)
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, DataError):
-        return DrawStore(loaded=True)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, DataError) as e:
+        return DrawStore(loaded=True, unreadable=str(e).splitlines()[0] if str(e) else type(e).__name__)
 
 
 def write_draws(out_dir: str | Path, draws: DrawStore) -> Path:
@@ -171,6 +171,8 @@ def draws_note(out_dir: str | Path, draws: DrawStore) -> str | None:
         return None
     path = draws_path(out_dir)
     why = "was drawn from other runs.csv rows or laws options" if draws.loaded else "is missing"
+    if draws.unreadable:
+        why = f"is unreadable ({draws.unreadable})"
     return (
         f"bootstrap redrawn ({', '.join(dict.fromkeys(draws.redrawn))}): {path} {why}; "
         f"`ditscale study report {out_dir}` stores the draws again"
