@@ -944,6 +944,24 @@ case("train latent store without shards", "0 shards listed")(lambda w, t: (_trai
 case("train latent store scale 0", "scale 0 is not a finite number > 0")(lambda w, t: (_train_on_store(t, scale=0), t))
 
 
+case("fit equal losses", "equal losses say nothing")(
+    lambda w, t: (
+        [
+            "fit",
+            "parametric",
+            str(
+                _write(
+                    t / "r.csv",
+                    "flops,params,tokens,loss\n"
+                    + "".join(f"1e{9 + i % 2},{10 * (i + 1)},{100 // (i + 1)},2.0\n" for i in range(8)),
+                )
+            ),
+        ],
+        None,
+    )
+)
+
+
 # -- the test -------------------------------------------------------------------------------------
 @pytest.fixture
 def deadline():
@@ -1183,3 +1201,40 @@ def test_a_damaged_quality_csv_is_one_line(edit, words, tmp_path):
     with pytest.raises(DataError, match="quality.csv is damaged") as err:
         files.read_csv()
     assert words in str(err.value) and "\n" not in str(err.value)
+
+
+# -- silent wrong results (issue 24.10) -----------------------------------------------------------
+def test_a_parametric_fit_without_finite_allocation_laws_is_refused():
+    """The fit the issue's 1e308 losses gave (B = 1e308, alpha = 4639, beta ~ -1.5e-15): its N_opt law is
+    NaN, and the check refuses it in one line instead of printing NaN laws with exit 0."""
+    from ditscale.errors import DataError
+    from ditscale.laws.fit import check_finite_laws
+    from ditscale.laws.parametric import ParametricFit
+    from ditscale.laws.runs import Runs
+
+    runs = Runs(flops=[1e9] * 6, params=[1.0 + i for i in range(6)], tokens=[6.0] * 6, loss=[1e308] * 5 + [9e307])
+    fit = ParametricFit(
+        E=2.71828, A=1.36437e-113, B=1e308, alpha=4639.0, beta=-1.51578e-15, objective=0.0, n_runs=6, options={}
+    )
+    assert not np.isfinite(fit.n_opt_law.coefficient)
+    with pytest.raises(DataError, match="gives no usable N_opt law .* \\(from 9e\\+307 to 1e\\+308"):
+        check_finite_laws("parametric", fit, runs)
+    good = ParametricFit(E=1.0, A=400.0, B=400.0, alpha=0.34, beta=0.28, objective=0.0, n_runs=6, options={})
+    check_finite_laws("parametric", good, runs)  # a usable fit passes
+    assert np.isfinite(good.n_opt_law.coefficient) and good.n_opt_law.coefficient > 0
+
+
+def test_a_prediction_far_below_the_sweep_warns(world, tmp_path, capsys):
+    """`study predict --flops 1`, 17 decades below the smallest budget, warns as one far above it does
+    (old code: answered 0.011 parameters without a word); at the sweep's own budgets it does not."""
+    from ditscale.laws.fit import fit_runs
+    from ditscale.laws.predict import predict
+    from ditscale.laws.runs import read_runs_csv
+
+    fit, _ = fit_runs(read_runs_csv(world.csv), {"bootstrap": 0})
+    assert any("below the smallest trained budget 1e+17 FLOPs" in w for w in predict(fit, 1.0).warnings)
+    assert not any("below the smallest" in w for w in predict(fit, 1e17).warnings)
+    study = _copy(world.study, tmp_path / "study")
+    assert main(["study", "predict", str(study), "--flops", "1"]) == 0
+    said = capsys.readouterr()
+    assert "17.0 decades of compute) below the smallest trained budget 1e+17 FLOPs" in said.err, said.err

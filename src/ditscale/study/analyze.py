@@ -53,11 +53,13 @@ from ditscale.laws.noise import noise_summary  # noqa: F401  (laws.json "noise";
 from ditscale.laws.predict import (
     INTERVAL_GOAL,
     backtest_rows,
+    below_sweep_warning,
     exponent_resolution,
     extrapolation_warning,
     form_phrase,
     forms_disagreement,
     holdout_split,
+    smallest_budget,
 )
 from ditscale.laws.quality import fit_metric, fit_quality
 from ditscale.laws.residuals import ResidualStructure, residual_structure
@@ -616,6 +618,8 @@ def _prediction(
     nearest = _nearest(spec, base, members, pred.nearest[0], pred.n_opt.value)
     warns = [*study.warnings, *(e.message for e in exponents if e.message)]
     warns += _prediction_warnings(pred, forms, law, nearest)
+    below = below_sweep_warning(pred.flops, smallest_budget(study.fit))
+    warns += [below] if below else []
     if law != wanted_form(spec.laws.loss_law, study.rule):
         warns.append(loss_law_fallback(wanted_form(spec.laws.loss_law, study.rule)))
     plain = PredictionSummary.from_dict({**pred.to_dict(), "nearest": None})  # nearest: with its rung, below
