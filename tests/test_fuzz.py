@@ -962,6 +962,16 @@ case("fit equal losses", "equal losses say nothing")(
 )
 
 
+case("eval 1x1 samples against an 8x8 reference", "the samples are 1x1 images but the reference's are 8x8")(
+    lambda w, t: (["eval", str(_tiny_samples(t / "s.npz")), "--ref", str(w.batch)], None)
+)
+
+
+def _tiny_samples(path: Path) -> Path:
+    np.savez(path, arr_0=np.random.default_rng(1).integers(0, 256, (4, 1, 1, 3), dtype=np.uint8))
+    return path
+
+
 # -- the test -------------------------------------------------------------------------------------
 @pytest.fixture
 def deadline():

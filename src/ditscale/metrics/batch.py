@@ -53,6 +53,21 @@ class ImageBatch:
         return 0 if self.images is None else len(self.images)
 
 
+def check_same_size(samples: ImageBatch, ref: ImageBatch) -> None:
+    """Samples and a reference of images must have one size: a metric between, say, 1x1 samples and
+    16x16 reference images (both resized to the evaluator's input) measures the resize, not the
+    model. A one-line DataError naming both sizes; a statistics-only reference is not checked."""
+    if samples.images is None or ref.images is None:
+        return
+    (h, w), (rh, rw) = samples.images.shape[1:3], ref.images.shape[1:3]
+    if (h, w) != (rh, rw):
+        where = f" ({samples.path} against {ref.path})" if samples.path and ref.path else ""
+        raise DataError(
+            f"the samples are {h}x{w} images but the reference's are {rh}x{rw}{where}; a score between images "
+            "of different sizes measures the resize, not the model: draw the samples at the reference's size"
+        )
+
+
 def _check_images(images: np.ndarray, where: str) -> np.ndarray:
     """``images`` if it is uint8 (N, H, W, 3) with N >= 1, else a one-line DataError saying what was found."""
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 or len(images) == 0:
