@@ -962,11 +962,6 @@ case("fit equal losses", "equal losses say nothing")(
 )
 
 
-case("eval 1x1 samples against an 8x8 reference", "the samples are 1x1 images but the reference's are 8x8")(
-    lambda w, t: (["eval", str(_tiny_samples(t / "s.npz")), "--ref", str(w.batch)], None)
-)
-
-
 def _tiny_samples(path: Path) -> Path:
     np.savez(path, arr_0=np.random.default_rng(1).integers(0, 256, (4, 1, 1, 3), dtype=np.uint8))
     return path
@@ -1248,3 +1243,13 @@ def test_a_prediction_far_below_the_sweep_warns(world, tmp_path, capsys):
     assert main(["study", "predict", str(study), "--flops", "1"]) == 0
     said = capsys.readouterr()
     assert "17.0 decades of compute) below the smallest trained budget 1e+17 FLOPs" in said.err, said.err
+
+
+def test_eval_of_samples_of_another_size_than_the_reference_warns(world, tmp_path, capsys):
+    """`eval` of 1x1 samples against the 8x8 reference says so on stderr (old code: scored without
+    comment); samples of the reference's size get no such warning."""
+    assert main(["eval", str(_tiny_samples(tmp_path / "s.npz")), "--ref", str(world.batch), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: the samples are 1x1 images but the reference's are 8x8" in err, err
+    assert main(["eval", str(world.batch), "--ref", str(world.batch), "--quiet"]) == 0
+    assert "warning" not in capsys.readouterr().err

@@ -53,19 +53,20 @@ class ImageBatch:
         return 0 if self.images is None else len(self.images)
 
 
-def check_same_size(samples: ImageBatch, ref: ImageBatch) -> None:
-    """Samples and a reference of images must have one size: a metric between, say, 1x1 samples and
-    16x16 reference images (both resized to the evaluator's input) measures the resize, not the
-    model. A one-line DataError naming both sizes; a statistics-only reference is not checked."""
+def size_mismatch(samples: ImageBatch, ref: ImageBatch) -> str | None:
+    """A warning when the samples' images and the reference's differ in size (e.g. 1x1 samples against
+    16x16 reference images: both are resized to the evaluator's input, so the score measures the
+    resize as much as the model), else None; a statistics-only reference is not compared. The
+    metrics still accept such batches (resizing is their design); ``ditscale eval`` prints this."""
     if samples.images is None or ref.images is None:
-        return
+        return None
     (h, w), (rh, rw) = samples.images.shape[1:3], ref.images.shape[1:3]
-    if (h, w) != (rh, rw):
-        where = f" ({samples.path} against {ref.path})" if samples.path and ref.path else ""
-        raise DataError(
-            f"the samples are {h}x{w} images but the reference's are {rh}x{rw}{where}; a score between images "
-            "of different sizes measures the resize, not the model: draw the samples at the reference's size"
-        )
+    if (h, w) == (rh, rw):
+        return None
+    return (
+        f"the samples are {h}x{w} images but the reference's are {rh}x{rw}: both are resized to the evaluator's "
+        "input, so the scores compare the resize as much as the model; draw the samples at the reference's size"
+    )
 
 
 def _check_images(images: np.ndarray, where: str) -> np.ndarray:

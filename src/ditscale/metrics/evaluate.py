@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ditscale.errors import ConfigError, DataError
-from ditscale.metrics.batch import STAT_KEYS, STAT_PAIRS, ImageBatch, check_same_size, save_reference_stats
+from ditscale.metrics.batch import STAT_KEYS, STAT_PAIRS, ImageBatch, save_reference_stats
 from ditscale.metrics.frame import QualityFrame, real_vs_real, shuffled
 from ditscale.metrics.frechet import feature_statistics, frechet_distance
 from ditscale.metrics.scores import inception_score, precision_recall
@@ -151,7 +151,6 @@ def evaluate_inception(
             f"the reference batch{_named(ref)} has neither images (arr_0) nor statistics (mu, sigma); "
             "pass a reference batch from ADM or one written by save_batch / --save-ref-stats"
         )
-    check_same_size(samples, ref)
     options = dict(batch_size=batch_size, mode=mode, device=device, progress=progress)
     fake = inception_features(model, _images(samples, "sample batch", "the metrics need"), **options)
     real = inception_features(model, ref.images, **options) if ref.images is not None else None
@@ -237,7 +236,6 @@ def evaluate_shapes(
     (:func:`_shapes_frame`), drawn from ``frame_seed``."""
     fake_images = _images(samples, "sample batch", "the metrics need")
     real_images = _images(ref, "reference batch", "the shapes evaluator needs (stored statistics are Inception's)")
-    check_same_size(samples, ref)
     if evaluator is None:
         from ditscale.metrics.shapes_evaluator import load_shapes_evaluator  # lazy: torch; this module loads without it
 
