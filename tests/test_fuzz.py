@@ -9,6 +9,7 @@ file's bytes and mode hashed before and after). A hang fails the case after :dat
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import json
 import os
@@ -915,6 +916,71 @@ case("fit csv field over the csv limit", "is not a readable CSV")(
 )
 
 
+# damaged study and run files (issue 24.5) and silent wrong results (24.10): a latent store whose
+# meta.json does not describe its shards, or scales every latent to 0, is refused before the run folder
+def _latent_store(t: Path, **changes) -> Path:
+    """A finished 10-item latent store of (4, 8, 8) latents in one shard (8 train, 2 val items), with
+    ``changes`` made to its meta.json (the whole tmp folder is guarded: no run folder may appear)."""
+    store = t / "store"
+    store.mkdir()
+    np.save(store / "shard-00000.npy", np.zeros((10, 2, 2, 4, 8, 8), dtype=np.float16))
+    _write(store / "shard-00000.json", json.dumps({"labels": [0] * 10, "captions": None}))
+    meta = {
+        "format": "ditscale-latents",
+        "version": 1,
+        "vae": "v",
+        "scale": 0.18215,
+        "dtype": "float16",
+        "shape": [4, 8, 8],
+        "image_size": 64,
+        "count": 10,
+        "splits": {"train": 8, "val": 2},
+        "shard_size": 10,
+        "num_classes": 1,
+        "has_captions": False,
+        "shards": [{"file": "shard-00000.npy", "start": 0, "count": 10, "sha256": "0" * 64}],
+        **changes,
+    }
+    _write(store / "meta.json", json.dumps(meta))
+    return store
+
+
+def _train_on_store(t: Path, **changes) -> list[str]:
+    store = _latent_store(t, **changes)
+    data = ["data.name=latents", f"data.path={store}", "data.channels=4"]
+    return ["train", "tiny", "--out", str(t / "r"), "--no-progress", *MICRO, *data, "max_steps=2"]
+
+
+case("train latent store count beyond its shards", "shards listed for 20 items")(
+    lambda w, t: (_train_on_store(t, count=20, splits={"train": 18, "val": 2}), t)
+)
+case("train latent store without shards", "0 shards listed")(lambda w, t: (_train_on_store(t, shards=[]), t))
+case("train latent store scale 0", "scale 0 is not a finite number > 0")(lambda w, t: (_train_on_store(t, scale=0), t))
+
+
+case("fit equal losses", "equal losses say nothing")(
+    lambda w, t: (
+        [
+            "fit",
+            "parametric",
+            str(
+                _write(
+                    t / "r.csv",
+                    "flops,params,tokens,loss\n"
+                    + "".join(f"1e{9 + i % 2},{10 * (i + 1)},{100 // (i + 1)},2.0\n" for i in range(8)),
+                )
+            ),
+        ],
+        None,
+    )
+)
+
+
+def _tiny_samples(path: Path) -> Path:
+    np.savez(path, arr_0=np.random.default_rng(1).integers(0, 256, (4, 1, 1, 3), dtype=np.uint8))
+    return path
+
+
 # -- the test -------------------------------------------------------------------------------------
 @pytest.fixture
 def deadline():
@@ -997,3 +1063,207 @@ def test_a_bootstrap_npz_declaring_a_huge_shape_is_unreadable(world, tmp_path):
     with memory_ceiling():
         draws = load_draws(study)
     assert draws.loaded and not draws.entries
+
+
+# -- damaged study and run files read by their one reader (issue 24.5, 24.10) ----------------------
+def _draws_meta(study: Path) -> list[dict]:
+    with np.load(study / "bootstrap.npz", allow_pickle=False) as arrays:
+        return json.loads(str(arrays["meta"]))
+
+
+def _resave_draws(path: Path, meta, **arrays) -> Path:
+    with np.load(path, allow_pickle=False) as old:
+        kept = {k: old[k] for k in old.files if k != "meta"}
+    np.savez(path, meta=np.array(meta if isinstance(meta, str) else json.dumps(meta)), **{**kept, **arrays})
+    return path
+
+
+def _entry(meta: list[dict], i: int = 0, **changes) -> list[dict]:
+    return [dict(m, **changes) if j == i else m for j, m in enumerate(meta)]
+
+
+DAMAGED_DRAWS = {
+    "truncated": (lambda p, m: _truncate(p, 0.5), "not a zip file"),
+    "empty": (lambda p, m: _write(p, b""), "not a zip file"),
+    "meta not json": (lambda p, m: _resave_draws(p, "{not json"), "Expecting"),
+    "meta nested 100k deep": (lambda p, m: _resave_draws(p, "[" * 100_000 + "]" * 100_000), "nested too deeply"),
+    "meta an object": (lambda p, m: _resave_draws(p, {"key": 1}), "not a JSON list"),
+    "a list key": (lambda p, m: _resave_draws(p, _entry(m, key=[1])), "'key' is not a str"),
+    "a text seed": (lambda p, m: _resave_draws(p, _entry(m, seed="0")), "'seed' is not a int"),
+    "1-D draws": (lambda p, m: _resave_draws(p, m, draws_0=np.ones(100)), "not (resamples, 9)"),
+    "NaN draws of a matching key": (
+        lambda p, m: _resave_draws(p, m, draws_0=np.full((100, 9), np.nan)),
+        "100 resamples without a finite value but 0 failed refits",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(DAMAGED_DRAWS))
+def test_a_damaged_bootstrap_npz_is_redrawn_and_said_why(name, world, tmp_path):
+    """bootstrap.npz truncated, empty, with a crafted ``meta`` (not JSON, nested 100k deep, a list key,
+    a text seed), 1-D draws, or NaN draws under a matching key: unreadable (old code: tracebacks, or
+    the NaN draws reused), so ``study predict`` / ``compare`` redraw and the note names the reason."""
+    from ditscale.study.analyze import draws_note, load_draws
+
+    study = _copy(world.study, tmp_path / "study")
+    meta = _draws_meta(study)
+    damage, words = DAMAGED_DRAWS[name]
+    damage(study / "bootstrap.npz", meta)
+    with memory_ceiling():
+        draws = load_draws(study)
+    assert draws.loaded and not draws.entries and words in draws.unreadable, draws.unreadable
+    draws.redrawn.append("isoflop")
+    assert f"bootstrap.npz is unreadable ({draws.unreadable})" in draws_note(study, draws)
+
+
+def test_intact_bootstrap_draws_still_read_with_their_nan_resamples(world, tmp_path):
+    """The checks keep valid draws: the study's own (a column with a NaN resample included) read whole."""
+    from ditscale.study.analyze import load_draws
+
+    draws = load_draws(world.study)
+    assert not draws.unreadable and len(draws.entries) == len(_draws_meta(world.study)) == 4
+    samples = [boot.samples for _, boot in draws.entries.values()]
+    assert all(len(v) == 100 for s in samples for v in s.values())
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[1]",
+        '{"schema_version": 1, "params_law": 5}',
+        "[" * 100_000 + "]" * 100_000,
+        '{"a": ' * 100_000 + "1" + "}" * 100_000,
+    ],
+    ids=["a list", "a field of the wrong type", "nested 100k deep", "objects nested 100k deep"],
+)
+def test_a_laws_json_of_the_wrong_shape_is_one_line(text, world, tmp_path):
+    """laws.json of the wrong shape or nested 100k deep: a one-line DataError from both readers (the
+    study folder's, which `study run` on a finished study uses, and LawsSummary.read), never a
+    traceback (old code: the dict returned as it was, a RecursionError)."""
+    from ditscale.errors import DataError
+    from ditscale.laws.results import LawsSummary
+    from ditscale.study.folder import StudyFolder
+
+    study = _copy(world.study, tmp_path / "study")
+    (study / "laws.json").write_text(text)
+    for read in (StudyFolder(study).read_laws, lambda: LawsSummary.read(study / "laws.json")):
+        with pytest.raises(DataError) as err:
+            read()
+        assert "laws.json" in str(err.value) and "\n" not in str(err.value)
+    intact = LawsSummary.from_dict(StudyFolder(world.study).read_laws()).to_dict()
+    assert json.dumps(intact) == json.dumps(LawsSummary.read(world.study / "laws.json").to_dict())
+
+
+def test_a_result_json_nested_100k_deep_is_unreadable(tmp_path):
+    """result.json nested 100k deep reads as unreadable (None), as a damaged one does (old code: RecursionError)."""
+    from ditscale.train.rundir import RunDir
+
+    run = RunDir(tmp_path)
+    run.result.write_text("[" * 100_000 + "]" * 100_000)
+    assert run.read_result() is None
+    run.result.write_text('{"status": "done"}')
+    assert run.read_result() == {"status": "done"}
+
+
+def test_damaged_quality_scores_and_stamps_are_redone(tmp_path):
+    """quality/scores/<id>.json that is ``[1]``, lacks the metric, or is nested 100k deep is not a
+    score (the model is scored again; old code: AttributeError / KeyError); a non-UTF-8 ``.sha``
+    stamp is a stale stamp (old code: UnicodeDecodeError)."""
+    from ditscale.study.folder import StudyFolder
+    from ditscale.study.quality import QualityFiles, _restamp
+
+    files = QualityFiles(StudyFolder(tmp_path))
+    files.scores("r").parent.mkdir(parents=True)
+    for text in ("[1]", '{"settings_sha": "s", "accuracy": 0.5}', '{"settings_sha": "s", "fd": "x"}', "[" * 100_000):
+        files.scores("r").write_text(text)
+        assert files.read_scores("r", "s", "fd") is None
+    files.scores("r").write_text('{"settings_sha": "s", "fd": 2.5}')
+    assert files.read_scores("r", "s", "fd") == {"settings_sha": "s", "fd": 2.5}
+    samples = _write(files.samples("r"), b"old samples")
+    _write(samples.with_suffix(".sha"), b"\xff\xfe")
+    _restamp(samples, "s")
+    assert not samples.exists() and samples.with_suffix(".sha").read_text() == "s"
+
+
+def _empty_scores(files) -> dict[str, str]:
+    """The empty cells of quality.csv's optional score columns (every column but the first eight)."""
+    return {c: "" for c in files.csv.read_text().splitlines()[0].split(",")[8:]}
+
+
+def _drop_column(text: str, name: str) -> str:
+    rows = list(csv.reader(io.StringIO(text)))
+    at = rows[0].index(name)
+    return "".join(",".join(r[:at] + r[at + 1 :]) + "\n" for r in rows)
+
+
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [
+        (lambda text: text.replace(",3.5,", ",abc,"), "value 'abc' is not a number"),
+        (lambda text: _drop_column(text, "loss"), "has no column loss"),
+        (lambda text: text.replace("a,1000,", "a,inf,"), "budget 'inf' is not a finite number"),
+    ],
+    ids=["value abc", "no loss column", "budget inf"],
+)
+def test_a_damaged_quality_csv_is_one_line(edit, words, tmp_path):
+    """quality.csv with ``value=abc``, a missing column or an infinite budget: a one-line DataError
+    naming the file, the line and the cell (old code: ValueError / KeyError tracebacks)."""
+    from ditscale.errors import DataError
+    from ditscale.study.folder import StudyFolder
+    from ditscale.study.quality import QualityFiles
+
+    files = QualityFiles(StudyFolder(tmp_path))
+    row = {"run_id": "a", "budget": 1000, "flops": 1000, "params": 10, "loss": 0.5, "optimal": 1, "metric": "fd"}
+    files.write_csv([dict(row, value=3.5, accuracy="")])
+    assert files.read_csv() == [{**{k: str(v) for k, v in row.items()}, "value": "3.5"} | _empty_scores(files)]
+    files.csv.write_text(edit(files.csv.read_text()))
+    with pytest.raises(DataError, match="quality.csv is damaged") as err:
+        files.read_csv()
+    assert words in str(err.value) and "\n" not in str(err.value)
+
+
+# -- silent wrong results (issue 24.10) -----------------------------------------------------------
+def test_a_parametric_fit_without_finite_allocation_laws_is_refused():
+    """The fit the issue's 1e308 losses gave (B = 1e308, alpha = 4639, beta ~ -1.5e-15): its N_opt law is
+    NaN, and the check refuses it in one line instead of printing NaN laws with exit 0."""
+    from ditscale.errors import DataError
+    from ditscale.laws.fit import check_finite_laws
+    from ditscale.laws.parametric import ParametricFit
+    from ditscale.laws.runs import Runs
+
+    runs = Runs(flops=[1e9] * 6, params=[1.0 + i for i in range(6)], tokens=[6.0] * 6, loss=[1e308] * 5 + [9e307])
+    fit = ParametricFit(
+        E=2.71828, A=1.36437e-113, B=1e308, alpha=4639.0, beta=-1.51578e-15, objective=0.0, n_runs=6, options={}
+    )
+    assert not np.isfinite(fit.n_opt_law.coefficient)
+    with pytest.raises(DataError, match="gives no usable N_opt law .* \\(from 9e\\+307 to 1e\\+308"):
+        check_finite_laws("parametric", fit, runs)
+    good = ParametricFit(E=1.0, A=400.0, B=400.0, alpha=0.34, beta=0.28, objective=0.0, n_runs=6, options={})
+    check_finite_laws("parametric", good, runs)  # a usable fit passes
+    assert np.isfinite(good.n_opt_law.coefficient) and good.n_opt_law.coefficient > 0
+
+
+def test_a_prediction_far_below_the_sweep_warns(world, tmp_path, capsys):
+    """`study predict --flops 1`, 17 decades below the smallest budget, warns as one far above it does
+    (old code: answered 0.011 parameters without a word); at the sweep's own budgets it does not."""
+    from ditscale.laws.fit import fit_runs
+    from ditscale.laws.predict import predict
+    from ditscale.laws.runs import read_runs_csv
+
+    fit, _ = fit_runs(read_runs_csv(world.csv), {"bootstrap": 0})
+    assert any("below the smallest trained budget 1e+17 FLOPs" in w for w in predict(fit, 1.0).warnings)
+    assert not any("below the smallest" in w for w in predict(fit, 1e17).warnings)
+    study = _copy(world.study, tmp_path / "study")
+    assert main(["study", "predict", str(study), "--flops", "1"]) == 0
+    said = capsys.readouterr()
+    assert "17.0 decades of compute) below the smallest trained budget 1e+17 FLOPs" in said.err, said.err
+
+
+def test_eval_of_samples_of_another_size_than_the_reference_warns(world, tmp_path, capsys):
+    """`eval` of 1x1 samples against the 8x8 reference says so on stderr (old code: scored without
+    comment); samples of the reference's size get no such warning."""
+    assert main(["eval", str(_tiny_samples(tmp_path / "s.npz")), "--ref", str(world.batch), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: the samples are 1x1 images but the reference's are 8x8" in err, err
+    assert main(["eval", str(world.batch), "--ref", str(world.batch), "--quiet"]) == 0
+    assert "warning" not in capsys.readouterr().err

@@ -241,6 +241,22 @@ def read_text(path: str | os.PathLike, error: type[Exception] = DataError) -> st
     return decode_utf8(read_bytes(path, error), str(path), error)
 
 
+def parse_json(data: str | bytes) -> Any:
+    """``json.loads(data)``, with JSON nested beyond the parser's depth (a crafted file, or one
+    damaged into ``[[[[...``) raised as the ``ValueError`` every damaged-JSON handler catches,
+    never a RecursionError traceback."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def read_json(path: str | os.PathLike, error: type[Exception] = DataError) -> Any:
+    """A JSON file's parsed contents (:func:`read_bytes` then :func:`parse_json`): damaged,
+    undecodable or too deeply nested JSON raises ``ValueError``; a FIFO is a one-line ``error``."""
+    return parse_json(read_bytes(path, error))
+
+
 def sha256_json(obj: Any) -> str:
     """SHA-256 (hex) of ``obj`` as canonical JSON (sorted keys): a fingerprint of a config or spec."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()

@@ -154,7 +154,7 @@ def format_table(scores: dict[str, Any], frame=None) -> str:
 def run(args: argparse.Namespace) -> int:
     import torch  # lazy: torch
 
-    from ditscale.metrics.batch import load_batch  # lazy: numpy (start-up time of --help)
+    from ditscale.metrics.batch import load_batch, size_mismatch  # lazy: numpy (start-up time of --help)
     from ditscale.metrics.evaluate import evaluate_inception, evaluate_shapes  # lazy: torch
 
     if args.save_ref_stats:
@@ -166,6 +166,9 @@ def run(args: argparse.Namespace) -> int:
     batch_size = args.batch_size or DEFAULT_BATCH_SIZE[evaluator]
     samples, ref = load_batch(args.samples), load_batch(args.ref)
     set_threads(args.threads)
+    mismatch = size_mismatch(samples, ref)
+    if mismatch:
+        print(f"warning: {mismatch}", file=sys.stderr)
     if evaluator == "inception":
         from ditscale.metrics.inception import load_fid_inception  # lazy: torch
 

@@ -14,7 +14,7 @@ from ditscale.data.config import INFINITE_DATASETS, DataConfig, DataInfo
 from ditscale.data.listing import find_classes, list_caption_pairs, list_image_folder
 from ditscale.data.shapes_grammar import COLOR_NAMES, KINDS, shapes_num_classes
 from ditscale.data.split import train_count
-from ditscale.data.store import check_store_fits, read_meta, split_range
+from ditscale.data.store import check_store_fits, check_store_items, read_meta, split_range
 from ditscale.errors import DitscaleError
 
 NUM_DIGIT_CLASSES = 10
@@ -38,6 +38,15 @@ def dataset_info(cfg: DataConfig) -> DataInfo:
         cfg.captions or cfg.name == "captions",
         infinite=cfg.name in INFINITE_DATASETS,
     )
+
+
+def check_items_readable(cfg: DataConfig) -> None:
+    """Before a run is started on ``cfg``: a latent store's ``meta.json`` describes items that can be read
+    (:func:`~ditscale.data.store.check_store_items`: counts, shards, scale), a one-line DataError
+    otherwise; nothing to check for other datasets (they are read as they are listed)."""
+    if cfg.name == "latents":
+        root = Path(cfg.path).expanduser()
+        check_store_items(root, read_meta(root))
 
 
 def declared_info(cfg: DataConfig) -> tuple[DataInfo, str | None]:

@@ -14,7 +14,7 @@ import torch
 
 from ditscale.data.base import RNG_LATENT, EpochDataset, item_rng
 from ditscale.data.config import DataConfig, check_split
-from ditscale.data.store import check_store_fits, read_meta, read_shard_records, split_range
+from ditscale.data.store import check_store_fits, check_store_items, read_meta, read_shard_records, split_range
 from ditscale.errors import DataError
 
 
@@ -29,6 +29,7 @@ class LatentDataset(EpochDataset):
         check_split(split)
         self.root = Path(cfg.path).expanduser()
         meta = read_meta(self.root)
+        check_store_items(self.root, meta)
         shape = check_store_fits(self.root, meta, cfg)
         self.meta, self.shape, self.scale = meta, shape, float(meta["scale"])
         self.offset, self.length = split_range(self.root, meta, split)

@@ -15,13 +15,12 @@ Writing: :mod:`ditscale.data.latents`; reading items: :mod:`ditscale.data.latent
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from ditscale.data.config import DataConfig, check_split
 from ditscale.errors import DataError
-from ditscale.io import sha256_file
+from ditscale.io import parse_json, read_bytes, sha256_file
 
 STORE_FORMAT = "ditscale-latents"
 STORE_VERSION = 1
@@ -46,7 +45,7 @@ def read_meta(path: str | os.PathLike) -> dict:
         )
         raise DataError(f"latent store '{root}' is incomplete (no meta.json); {hint}")
     try:
-        meta = json.loads(meta_file.read_text())
+        meta = parse_json(read_bytes(meta_file))
     except (OSError, ValueError) as err:
         raise DataError(
             f"{meta_file} is damaged ({type(err).__name__}); rerun `ditscale extract-latents` to rewrite it"
@@ -73,6 +72,54 @@ def shard_path(root: Path, shard: dict, meta_file: Path | None = None) -> Path:
         where = meta_file or root / "meta.json"
         raise DataError(f"{where}: shard file {name!r} is not a .npy file name inside the store; re-extract the store")
     return root / name
+
+
+def _is_int(x, low: int = 0) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= low
+
+
+def check_store_items(root: Path, meta: dict) -> None:
+    """Check what reading a store's items relies on in its ``meta.json`` (planning reads less; this
+    is checked before any item is read): ``count`` >= 1 items split into ``splits`` train + val,
+    ``shard_size`` >= 1, a ``shape`` of three positive sizes, a finite ``scale`` > 0 (0 would train on
+    zeros to a loss of 0), a float16/float32 ``dtype``, and ``shards`` covering exactly the
+    ``ceil(count / shard_size)`` slices ``[s * shard_size, ...)`` in order. A one-line
+    :class:`DataError` naming ``meta.json`` and the field otherwise."""
+    where = root / "meta.json"
+
+    def bad(what: str) -> DataError:
+        return DataError(
+            f"{where}: {what}; the store is damaged or was edited: re-extract it with `ditscale extract-latents`"
+        )
+
+    count, size, splits = meta.get("count"), meta.get("shard_size"), meta.get("splits")
+    if not _is_int(count, 1) or not _is_int(size, 1):
+        raise bad(f"count {count!r} and shard_size {size!r} must be positive integers")
+    if not isinstance(splits, dict) or not all(_is_int(splits.get(k)) for k in ("train", "val")):
+        raise bad(f"splits {splits!r} must give train and val item counts")
+    if splits["train"] + splits["val"] != count:
+        raise bad(f"splits train {splits['train']} + val {splits['val']} is not count {count}")
+    shape, scale = meta.get("shape"), meta.get("scale")
+    if not isinstance(shape, list) or len(shape) != 3 or not all(_is_int(x, 1) for x in shape):
+        raise bad(f"shape {shape!r} is not three positive sizes (C, h, w)")
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < float("inf"):
+        raise bad(f"scale {scale!r} is not a finite number > 0")
+    if meta.get("dtype") not in ("float16", "float32"):
+        raise bad(f"dtype {meta.get('dtype')!r} is not float16 or float32")
+    shards = meta.get("shards")
+    want = -(-count // size)
+    if not isinstance(shards, list) or len(shards) != want:
+        raise bad(
+            f"{len(shards) if isinstance(shards, list) else 'no'} shards listed for {count} items of {size} per shard ({want})"
+        )
+    for s, shard in enumerate(shards):
+        start = s * size
+        if (
+            not isinstance(shard, dict)
+            or shard.get("start") != start
+            or shard.get("count") != min(count, start + size) - start
+        ):
+            raise bad(f"shard {s} does not hold items {start} to {min(count, start + size) - 1}")
 
 
 def check_store_fits(root: Path, meta: dict, cfg: DataConfig) -> tuple[int, int, int]:
@@ -111,7 +158,19 @@ def read_shard_records(root: Path, meta: dict) -> tuple[list[int], list[str]]:
     """
     labels, captions = [], []
     for shard in meta["shards"]:
-        rec = json.loads(shard_path(root, shard).with_suffix(".json").read_text())
+        path = shard_path(root, shard).with_suffix(".json")
+        try:
+            rec = parse_json(read_bytes(path))
+        except (OSError, ValueError) as err:
+            raise DataError(f"{path} is damaged or missing ({type(err).__name__}); re-extract the store") from None
+        want = shard.get("count")
+        if (
+            not isinstance(rec, dict)
+            or not isinstance(rec.get("labels"), list)
+            or not isinstance(rec.get("captions") or [], list)
+            or (want is not None and len(rec["labels"]) != want)
+        ):
+            raise DataError(f"{path} does not hold the labels of its shard; re-extract the store")
         labels += rec["labels"]
         captions += rec["captions"] or []
     return labels, captions

@@ -64,12 +64,14 @@ class DrawStore:
         entries: key -> ``(kind, Bootstrap)``.
         loaded: the store was read from a file (so a redraw is news worth a line).
         redrawn: kinds that had to be drawn because no stored entry matched.
+        unreadable: why the file could not be used (empty when it was read or is missing).
     """
 
     entries: dict[str, tuple[str, Bootstrap]] = field(default_factory=dict)
     loaded: bool = False
     redrawn: list[str] = field(default_factory=list)
     messages: dict[str, list[str]] = field(default_factory=dict)
+    unreadable: str = ""
 
     def bootstrap(
         self, kind: str, runs: Runs, fit, options: dict, n: int, seed: int, bootstrap_kind: str = "case"
@@ -113,15 +115,74 @@ class DrawStore:
         return {"meta": np.array(json.dumps(meta)), **arrays}
 
     @classmethod
-    def from_arrays(cls, arrays) -> "DrawStore":
-        """The store written by :meth:`to_arrays` (``arrays``: a mapping such as ``np.load``'s)."""
+    def from_arrays(cls, arrays) -> DrawStore:
+        """The store written by :meth:`to_arrays` (``arrays``: a mapping such as ``np.load``'s), every
+        field checked: ``meta`` a JSON list of entries of the right types, each ``draws_<i>`` a finite-
+        or-failed ``(resamples, names)`` array. :class:`DrawsError` naming what is wrong otherwise (the
+        caller redraws)."""
         entries, messages = {}, {}
-        for i, m in enumerate(json.loads(str(arrays["meta"]))):
-            x = np.asarray(arrays[f"draws_{i}"], dtype=np.float64)
+        for i, m in enumerate(_read_meta(arrays)):
+            x = _read_entry_draws(arrays, i, m)
             samples = {name: x[:, j].copy() for j, name in enumerate(m["names"])}
             entries[m["key"]] = (
                 m["kind"],
-                Bootstrap(m["method"], samples, int(m["seed"]), int(m["failed"]), m.get("bootstrap_kind", "case")),
+                Bootstrap(m["method"], samples, m["seed"], m["failed"], m["bootstrap_kind"]),
             )
-            messages[m["key"]] = list(m.get("warnings", []))
+            messages[m["key"]] = list(m["warnings"])
         return cls(entries=entries, loaded=True, messages=messages)
+
+
+class DrawsError(ValueError):
+    """Stored draws that cannot be used (damaged or crafted): the caller redraws them."""
+
+
+# the fields of a ``meta`` entry and their types (``bootstrap_kind`` and ``warnings`` may be absent)
+_META_FIELDS = {"key": str, "kind": str, "method": str, "names": list, "seed": int, "failed": int}
+_META_OPTIONAL = {"bootstrap_kind": (str, "case"), "warnings": (list, [])}
+
+
+def _read_meta(arrays) -> list[dict]:
+    """``meta``: a JSON list of entries whose fields have the types :meth:`DrawStore.to_arrays` writes."""
+    if "meta" not in arrays:
+        raise DrawsError("no 'meta' array")
+    raw = np.asarray(arrays["meta"])
+    if raw.shape != () or raw.dtype.kind != "U":
+        raise DrawsError(f"'meta' is a {raw.dtype} array of shape {raw.shape}, not one JSON string")
+    try:
+        meta = json.loads(str(raw))
+    except RecursionError as e:  # nested beyond the parser's depth: crafted
+        raise DrawsError("'meta' is nested too deeply") from e
+    if not isinstance(meta, list):
+        raise DrawsError("'meta' is not a JSON list")
+    out = []
+    for i, m in enumerate(meta):
+        if not isinstance(m, dict):
+            raise DrawsError(f"meta entry {i} is not an object")
+        for name, (kind, default) in _META_OPTIONAL.items():
+            m.setdefault(name, default)
+        for name, kind in {**_META_FIELDS, **{k: t for k, (t, _) in _META_OPTIONAL.items()}}.items():
+            if not isinstance(m.get(name), kind) or isinstance(m.get(name), bool):
+                raise DrawsError(f"meta entry {i}: '{name}' is not a {kind.__name__}")
+        if not all(isinstance(x, str) for x in m["names"] + m["warnings"]) or len(set(m["names"])) != len(m["names"]):
+            raise DrawsError(f"meta entry {i}: 'names' and 'warnings' must be lists of distinct strings")
+        out.append(m)
+    return out
+
+
+def _read_entry_draws(arrays, i: int, m: dict) -> np.ndarray:
+    """``draws_<i>``: a float ``(resamples, names)`` array, ``0 <= failed <= resamples``, and no more
+    resamples without a single finite value than ``failed`` (a refit that failed is all NaN; a
+    draw of NaN where the fits succeeded is damaged)."""
+    name = f"draws_{i}"
+    if name not in arrays:
+        raise DrawsError(f"no '{name}' array")
+    x = np.asarray(arrays[name])
+    if x.dtype.kind not in "fiu" or x.ndim != 2 or x.shape[1] != len(m["names"]) or x.shape[0] < 1:
+        raise DrawsError(f"'{name}' is a {x.dtype} array of shape {x.shape}, not (resamples, {len(m['names'])})")
+    x = x.astype(np.float64)
+    if not 0 <= m["failed"] <= x.shape[0]:
+        raise DrawsError(f"meta entry {i}: failed {m['failed']} is not between 0 and {x.shape[0]}")
+    empty = int((~np.isfinite(x)).all(axis=1).sum()) if x.shape[1] else 0
+    if empty > m["failed"]:
+        raise DrawsError(f"'{name}' has {empty} resamples without a finite value but {m['failed']} failed refits")
+    return x

@@ -6,11 +6,12 @@ Kept apart from the package ``__init__`` so modules of :mod:`ditscale.laws` (e.g
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
 from ditscale.config import from_dict
-from ditscale.errors import ConfigError
+from ditscale.errors import ConfigError, DataError
 from ditscale.laws.bootstrap import KINDS as BOOTSTRAP_KINDS, bootstrap
 from ditscale.laws.checks import duplicate_points
 from ditscale.laws.draws import DrawStore
@@ -135,6 +136,30 @@ class FitConfig:
         return {"delta": self.delta, "top_k": self.top_k, "method": self.parametric_method}
 
 
+def check_losses_vary(runs: Runs) -> None:
+    """Refuse runs whose losses are all equal: they say nothing about where the optimum lies, and every
+    fit would still return a law (an N* anywhere on the grid, an N_opt of zero width)."""
+    if len(runs) > 1 and float(runs.loss.max()) == float(runs.loss.min()):
+        raise DataError(
+            f"every one of the {len(runs)} runs has loss {float(runs.loss[0]):.6g}: equal losses say nothing about "
+            "the compute-optimal model; check the loss column (each run's own final loss)"
+        )
+
+
+def check_finite_laws(method: str, fit, runs: Runs) -> None:
+    """Refuse a point fit whose allocation laws are not positive finite numbers (e.g. losses near 1e308:
+    the parametric form overflows), rather than print NaN laws."""
+    laws = [("N_opt", fit.n_opt_law), ("D_opt", fit.d_opt_law)] if method == "parametric" else []
+    laws += [("N_opt", fit.params_law)] if method == "isoflop" else []
+    for name, law in laws:
+        if not (math.isfinite(law.exponent) and math.isfinite(law.coefficient) and law.coefficient > 0):
+            raise DataError(
+                f"the {method} fit of {len(runs)} runs gives no usable {name} law (coefficient {law.coefficient:.4g}, "
+                f"exponent {law.exponent:.4g}); the losses (from {float(runs.loss.min()):.4g} to "
+                f"{float(runs.loss.max()):.4g}) are outside what the fit can represent: check the loss column"
+            )
+
+
 def fit_runs(runs: Runs, config: FitConfig | dict | None = None, draws: DrawStore | None = None):
     """Fit ``config.method`` to ``runs`` and bootstrap it; returns ``(fit, Bootstrap or None)``.
 
@@ -146,7 +171,9 @@ def fit_runs(runs: Runs, config: FitConfig | dict | None = None, draws: DrawStor
     repeated = duplicate_points(runs)
     if repeated is not None:
         warnings.warn(repeated, FitWarning, stacklevel=2)
+    check_losses_vary(runs)
     fit = FIT_FUNCTIONS[cfg.method](runs, **cfg.fit_options())
+    check_finite_laws(cfg.method, fit, runs)
     if not cfg.resamples:
         return fit, None
     tied = runs.tied()

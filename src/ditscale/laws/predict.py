@@ -58,6 +58,19 @@ def extrapolation_warning(
     )
 
 
+def below_sweep_warning(flops: float, smallest: float | None, factor: float = EXTRAPOLATION_WARN) -> str | None:
+    """The one-line warning for a target ``flops`` more than ``factor`` times below the smallest trained
+    budget ``smallest`` (FLOPs), as :func:`extrapolation_warning` warns above the largest; else None."""
+    if smallest is None or flops * factor >= smallest:
+        return None
+    x = smallest / flops
+    return (
+        f"extrapolating {x:.2g}x ({math.log10(x):.1f} decades of compute) below the smallest trained budget "
+        f"{smallest:.2g} FLOPs: no run was trained near this budget, and the laws were fitted to larger ones; "
+        "read the values as estimates, not measurements"
+    )
+
+
 def form_phrase(form: str) -> str:
     """Loss ``form`` (power, saturating, parametric) in a sentence: "the isoFLOP power law", ...,
     "Approach 3 L(N, D)"."""
@@ -117,6 +130,12 @@ def largest_budget(fit) -> float | None:
     """The largest trained budget of an isoflop (``budgets``) or envelope (``envelope``) fit, FLOPs; None otherwise."""
     points = getattr(fit, "budgets", None) or getattr(fit, "envelope", None)
     return max(p.flops for p in points) if points else None
+
+
+def smallest_budget(fit) -> float | None:
+    """The smallest trained budget of an isoflop or envelope fit, FLOPs; None otherwise."""
+    points = getattr(fit, "budgets", None) or getattr(fit, "envelope", None)
+    return min(p.flops for p in points) if points else None
 
 
 @dataclass(frozen=True)
@@ -216,8 +235,11 @@ def predict(
     near = nearest_model(point[0], family) if family else None
     largest = largest_budget(fit) if trained_flops is None else float(trained_flops)
     form = form_phrase("saturating" if saturating else "parametric" if fit.method == "parametric" else "power")
-    warn = extrapolation_warning(float(flops), largest, form=form)
-    return Prediction(float(flops), est[0], est[1], est[2], images, near, largest, (warn,) if warn else ())
+    warns = [extrapolation_warning(float(flops), largest, form=form)]
+    if trained_flops is None:  # the fit's own budgets, in the units of ``flops``
+        warns.append(below_sweep_warning(float(flops), smallest_budget(fit)))
+    warns = tuple(w for w in warns if w)
+    return Prediction(float(flops), est[0], est[1], est[2], images, near, largest, warns)
 
 
 @dataclass(frozen=True)

@@ -833,7 +833,7 @@ class LawsSummary(FitSummary, _Named):  # _Named last: ``study`` leads (see _Flo
         src = _Source(str(path))
         try:
             data = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, RecursionError) as err:  # RecursionError: JSON nested too deeply
             raise SchemaError(f"{path} is damaged or missing ({type(err).__name__}); {src.remedy()}") from None
         return cls.from_dict(data, where=str(path))
 

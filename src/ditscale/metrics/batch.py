@@ -53,6 +53,22 @@ class ImageBatch:
         return 0 if self.images is None else len(self.images)
 
 
+def size_mismatch(samples: ImageBatch, ref: ImageBatch) -> str | None:
+    """A warning when the samples' images and the reference's differ in size (e.g. 1x1 samples against
+    16x16 reference images: both are resized to the evaluator's input, so the score measures the
+    resize as much as the model), else None; a statistics-only reference is not compared. The
+    metrics still accept such batches (resizing is their design); ``ditscale eval`` prints this."""
+    if samples.images is None or ref.images is None:
+        return None
+    (h, w), (rh, rw) = samples.images.shape[1:3], ref.images.shape[1:3]
+    if (h, w) == (rh, rw):
+        return None
+    return (
+        f"the samples are {h}x{w} images but the reference's are {rh}x{rw}: both are resized to the evaluator's "
+        "input, so the scores compare the resize as much as the model; draw the samples at the reference's size"
+    )
+
+
 def _check_images(images: np.ndarray, where: str) -> np.ndarray:
     """``images`` if it is uint8 (N, H, W, 3) with N >= 1, else a one-line DataError saying what was found."""
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 or len(images) == 0:

@@ -53,11 +53,13 @@ from ditscale.laws.noise import noise_summary  # noqa: F401  (laws.json "noise";
 from ditscale.laws.predict import (
     INTERVAL_GOAL,
     backtest_rows,
+    below_sweep_warning,
     exponent_resolution,
     extrapolation_warning,
     form_phrase,
     forms_disagreement,
     holdout_split,
+    smallest_budget,
 )
 from ditscale.laws.quality import fit_metric, fit_quality
 from ditscale.laws.residuals import ResidualStructure, residual_structure
@@ -157,8 +159,8 @@ def load_draws(out_dir: str | Path) -> DrawStore:
         check_npz(path)  # a header declaring more than the file holds or memory allows: unreadable
         with np.load(path, allow_pickle=False) as arrays:
             return DrawStore.from_arrays(arrays)
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, DataError):
-        return DrawStore(loaded=True)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, DataError) as e:
+        return DrawStore(loaded=True, unreadable=str(e).splitlines()[0] if str(e) else type(e).__name__)
 
 
 def write_draws(out_dir: str | Path, draws: DrawStore) -> Path:
@@ -172,6 +174,8 @@ def draws_note(out_dir: str | Path, draws: DrawStore) -> str | None:
         return None
     path = draws_path(out_dir)
     why = "was drawn from other runs.csv rows or laws options" if draws.loaded else "is missing"
+    if draws.unreadable:
+        why = f"is unreadable ({draws.unreadable})"
     return (
         f"bootstrap redrawn ({', '.join(dict.fromkeys(draws.redrawn))}): {path} {why}; "
         f"`ditscale study report {out_dir}` stores the draws again"
@@ -615,6 +619,8 @@ def _prediction(
     nearest = _nearest(spec, base, members, pred.nearest[0], pred.n_opt.value)
     warns = [*study.warnings, *(e.message for e in exponents if e.message)]
     warns += _prediction_warnings(pred, forms, law, nearest)
+    below = below_sweep_warning(pred.flops, smallest_budget(study.fit))
+    warns += [below] if below else []
     if law != wanted_form(spec.laws.loss_law, study.rule):
         warns.append(loss_law_fallback(wanted_form(spec.laws.loss_law, study.rule)))
     plain = PredictionSummary.from_dict({**pred.to_dict(), "nearest": None})  # nearest: with its rung, below

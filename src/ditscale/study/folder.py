@@ -38,8 +38,9 @@ import yaml
 
 from ditscale.config import parse_yaml
 from ditscale.errors import ConfigError, DataError
-from ditscale.io import atomic_write_json, atomic_write_text, csv_errors, read_bytes, read_text
+from ditscale.io import atomic_write_json, atomic_write_text, csv_errors, parse_json, read_bytes, read_text
 from ditscale.laws import Runs, read_runs_csv
+from ditscale.laws.results import LawsSummary
 from ditscale.study.plan import PlannedRun, check_run_id, plan_csv, read_plan_csv
 from ditscale.study.spec import StudySpec, spec_from_dict
 from ditscale.train.rundir import RunDir
@@ -341,20 +342,17 @@ class StudyFolder:
         atomic_write_json(self.laws_json, laws)
 
     def read_laws(self) -> dict:
-        """``laws.json``; a one-line :class:`DataError` when it is damaged (it is derived:
-        ``study report`` rewrites it)."""
+        """``laws.json``, checked against its schema (:meth:`LawsSummary.from_dict`); a one-line
+        :class:`DataError` when it is damaged or of the wrong shape (it is derived: ``study report``
+        rewrites it)."""
         try:
-            data = json.loads(read_bytes(self.laws_json))  # a FIFO: a one-line DataError, never a read
+            data = parse_json(read_bytes(self.laws_json))  # a FIFO: a one-line DataError, never a read
         except (OSError, ValueError) as err:
             raise DataError(
                 f"{self.laws_json} is damaged or missing ({type(err).__name__}); "
                 f"run `ditscale study report {self.root}` to rebuild it from the runs"
             ) from None
-        if not isinstance(data, dict):
-            raise DataError(
-                f"{self.laws_json} is damaged (not a JSON object); "
-                f"run `ditscale study report {self.root}` to rebuild it from the runs"
-            )
+        LawsSummary.from_dict(data, where=str(self.laws_json))  # the wrong shape: a one-line SchemaError
         return data
 
 

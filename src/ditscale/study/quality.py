@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 import time
 from dataclasses import dataclass, replace
@@ -45,7 +46,7 @@ from ditscale.data.config import DataConfig
 from ditscale.data.info import class_names
 from ditscale.errors import ConfigError, DataError
 from ditscale.flops import fmt_flops, forward_flops
-from ditscale.io import atomic_write_json, atomic_write_text
+from ditscale.io import atomic_write_json, atomic_write_text, parse_json, read_bytes
 from ditscale.metrics.batch import load_batch
 from ditscale.metrics.evaluate import (
     CAPTION_ACCURACIES,
@@ -81,6 +82,9 @@ QUALITY_CSV_COLUMNS = [
     "sample_s",
     "eval_s",
 ]
+# the columns every quality.csv row has (the rest may be empty); those of text, the rest numbers
+QUALITY_CSV_REQUIRED = ["run_id", "budget", "flops", "params", "loss", "optimal", "metric", "value"]
+_QUALITY_TEXT = {"run_id", "metric"}
 # quality.csv's further columns, written when a row has them: the accuracy of each caption attribute of a
 # text-conditional study (``accuracy`` is every attribute right: laws.json's accuracy_all).
 ATTRIBUTE_COLUMNS = [name for key, name in CAPTION_ACCURACIES.items() if key != "all"]
@@ -130,9 +134,10 @@ class QualityFiles:
     def scores(self, run_id: str) -> Path:
         return self.root / "scores" / f"{run_id}.json"
 
-    def read_scores(self, run_id: str, sha: str) -> dict | None:
-        """A model's scores when they were made with settings ``sha``, else None."""
-        return _read_stamped(self.scores(run_id), sha)
+    def read_scores(self, run_id: str, sha: str, metric: str) -> dict | None:
+        """A model's scores when they were made with settings ``sha`` and hold a number for ``metric``,
+        else None (missing, damaged or of the wrong shape: the model is scored again)."""
+        return _read_stamped(self.scores(run_id), sha, metric)
 
     @property
     def frame(self) -> Path:
@@ -145,8 +150,10 @@ class QualityFiles:
     def read_frame(self, sha: str | None = None) -> dict | None:
         """frame.json (when made with settings ``sha``, if given), else None."""
         try:
-            data = json.loads(self.frame.read_text())
-        except (OSError, ValueError):
+            data = parse_json(read_bytes(self.frame))
+        except (OSError, ValueError, DataError):
+            return None
+        if not isinstance(data, dict):
             return None
         return data if sha is None or data.get("settings_sha") == sha else None
 
@@ -155,8 +162,30 @@ class QualityFiles:
         write_csv(self.csv, QUALITY_CSV_COLUMNS + extra, rows)
 
     def read_csv(self) -> list[dict[str, str]]:
-        """``quality.csv`` as rows of text cells ([] when it does not exist)."""
-        return read_csv(self.csv)
+        """``quality.csv`` as rows of text cells ([] when it does not exist), checked: every column
+        the stage writes first (:data:`QUALITY_CSV_REQUIRED`) present, the numeric cells numbers
+        (optional score columns may be empty). A one-line :class:`DataError` otherwise."""
+        rows = read_csv(self.csv)
+        missing = [c for c in QUALITY_CSV_REQUIRED if rows and c not in rows[0]]
+        if missing:
+            raise self._damaged(f"has no column {', '.join(missing)}")
+        for i, row in enumerate(rows, start=2):
+            for column, cell in row.items():
+                if column in _QUALITY_TEXT or (cell in ("", None) and column not in QUALITY_CSV_REQUIRED):
+                    continue
+                try:
+                    number = float(cell)
+                except (TypeError, ValueError):
+                    raise self._damaged(f"line {i}: {column} {str(cell)[:40]!r} is not a number") from None
+                if column != "value" and not math.isfinite(number):
+                    raise self._damaged(f"line {i}: {column} {cell!r} is not a finite number")
+        return rows
+
+    def _damaged(self, what: str) -> DataError:
+        return DataError(
+            f"{self.csv} is damaged ({what}); delete it and run `ditscale study run` on the study again "
+            "to rewrite it from quality/scores"
+        )
 
 
 # -- the stage ------------------------------------------------------------------------------------
@@ -210,7 +239,7 @@ def _score_jobs(
     """Each job's scores (read back when made with its settings, else sampled and scored now, each score
     file written atomically), and how many were made now."""
     files, cfg = QualityFiles(folder), spec.quality
-    scored = [_read_stamped(job.scores, job.sha) for job in jobs]
+    scored = [_read_stamped(job.scores, job.sha, cfg.metric) for job in jobs]
     todo = [i for i, scores in enumerate(scored) if scores is None]
     if todo:
         net = scorer.net()
@@ -231,13 +260,17 @@ def _score_jobs(
     return scored, len(todo)
 
 
-def _read_stamped(path: Path, sha: str) -> dict | None:
-    """The JSON of ``path`` when its ``settings_sha`` is ``sha``, else None (missing, unreadable, other settings)."""
+def _read_stamped(path: Path, sha: str, metric: str) -> dict | None:
+    """The JSON scores of ``path`` when its ``settings_sha`` is ``sha`` and it holds a number for ``metric``,
+    else None (missing, damaged, nested too deep, of the wrong shape or other settings: scored again)."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        data = parse_json(read_bytes(path))
+    except (OSError, ValueError, DataError):
         return None
-    return data if isinstance(data, dict) and data.get("settings_sha") == sha else None
+    if not isinstance(data, dict) or data.get("settings_sha") != sha:
+        return None
+    value = data.get(metric)
+    return data if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _csv_row(run: dict, scores: dict, cfg: QualityConfig) -> dict:
@@ -285,10 +318,19 @@ def _restamp(path: Path, sha: str) -> None:
     from ditscale.generate import parts_dir  # lazy: torch (generate.npz); study stays torch-free
 
     stamp = path.with_suffix(".sha")
-    if not (stamp.is_file() and stamp.read_text() == sha):
+    if not (stamp.is_file() and _read_stamp(stamp) == sha.encode()):
         path.unlink(missing_ok=True)
         shutil.rmtree(parts_dir(path), ignore_errors=True)
         atomic_write_text(stamp, sha)
+
+
+def _read_stamp(stamp: Path) -> bytes | None:
+    """A ``.sha`` stamp's bytes (compared as bytes: a damaged, non-UTF-8 stamp is simply not ``sha``);
+    None when it cannot be read."""
+    try:
+        return read_bytes(stamp)
+    except (OSError, DataError):
+        return None
 
 
 def _device() -> str:

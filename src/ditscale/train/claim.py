@@ -17,6 +17,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Iterator
 
+from ditscale.data.info import check_items_readable
 from ditscale.errors import ConfigError, TrainingError
 from ditscale.flops import train_memory_bytes
 from ditscale.train.budget import RunLength, run_length
@@ -34,6 +35,7 @@ def check_run(cfg: TrainConfig) -> RunLength:
     config and the run length (raises :class:`~ditscale.errors.ConfigError`). Returns the length
     (of the stand-in context for text models)."""
     check_config(cfg)
+    check_items_readable(cfg.data_config())  # a damaged latent store: refused before the folder is made
     model = cfg.model_config(text=_SMALLEST_TEXT if cfg.text_encoder else None)
     return run_length(cfg.batch_size, model, max_steps=cfg.max_steps, flops=cfg.flops)
 

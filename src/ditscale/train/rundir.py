@@ -22,7 +22,6 @@ or unreadable, since a model file outside its run still samples.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from ditscale.config import flatten_dotted, from_dict, load_yaml
 from ditscale.data.config import DataConfig
 from ditscale.data.info import class_names
 from ditscale.errors import ConfigError, DitscaleError
-from ditscale.io import read_bytes
+from ditscale.io import parse_json, read_bytes
 from ditscale.models.config import DiTConfig
 
 # Keys that may change between runs in the same OUT without changing the trained weights.
@@ -119,7 +118,7 @@ class RunDir:
     def read_result(self) -> dict[str, Any] | None:
         """The parsed ``result.json`` (any status), or None when it is missing or unreadable."""
         try:
-            data = json.loads(read_bytes(self.result))
+            data = parse_json(read_bytes(self.result))  # nested too deeply: a ValueError
         except (OSError, ValueError, DitscaleError):  # missing, damaged, or not a regular file (a FIFO)
             return None
         return data if isinstance(data, dict) else None
