@@ -399,13 +399,17 @@ case("sample truncated weights", "")(
         None,
     )
 )
-case("sample hostile pickle", "")(
+case("sample hostile pickle", "pickles posix.system, not just tensors")(
     lambda w, t: (
-        [
+        [  # pixel-space and sized, so the weights are what is refused (not the missing --vae or --image-size)
             "sample",
             str(_write(t / "m.pt", pickle.dumps({"model": _Hostile()}))),
             "--model",
             "DiT-S/2",
+            "--image-size",
+            "32",
+            "--model-opt",
+            "in_channels=3",
             "--out",
             str(t / "g.png"),
         ],

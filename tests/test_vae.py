@@ -84,6 +84,26 @@ def test_save_pretrained_round_trip(vae, images, tmp_path):
     assert load_vae(str(tmp_path / "vae"), dtype=torch.float64).dtype == torch.float64
 
 
+class _Hostile:
+    def __reduce__(self):  # runs `true` if unpickled
+        import os
+
+        return (os.system, ("true",))
+
+
+def test_a_hostile_pickled_vae_is_refused_in_one_line_naming_its_global(vae, tmp_path, capfd):
+    """A VAE folder whose .bin weights pickle a callable: one error naming it, and none of diffusers' own
+    log lines (its fallback notes) on stderr."""
+    import pickle
+
+    vae.save_pretrained(tmp_path / "vae", safe_serialization=False)
+    (tmp_path / "vae" / "diffusion_pytorch_model.bin").write_bytes(pickle.dumps({"x": _Hostile()}))
+    capfd.readouterr()
+    with pytest.raises(CheckpointError, match=r"diffusion_pytorch_model.bin pickles posix.system, not just tensors"):
+        load_vae(tmp_path / "vae")
+    assert capfd.readouterr().err == ""
+
+
 def test_save_vae_folder_checks_channels_and_sets_the_latent_scale(tmp_path):
     source = make_tiny_vae(seed=2)
     source.register_to_config(scaling_factor=0.5)  # not ditscale's scale: the exported copy gets VAE_SCALE

@@ -26,11 +26,13 @@ import hashlib
 import json
 import math
 import os
+import pickletools
 import re
 import secrets
 import shutil
 import socket
 import stat
+import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -84,6 +86,37 @@ def shown_path(path: str | os.PathLike) -> str:
     """``path`` as printable UTF-8 text: bytes of a file name that are not UTF-8 (held by Python as lone
     surrogates, which no terminal, log or pickle can encode) are written as ``\\xNN``."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+PICKLE_SCAN_BYTES = 1 << 26  # a refused file's pickle is read this far to name what it imports (64 MiB)
+# what torch.save pickles besides containers: tensors' rebuild functions and storages, and argparse.Namespace
+_TORCH_GLOBALS = re.compile(r"^(torch\.|collections\.OrderedDict$|argparse\.Namespace$|_codecs\.encode$)")
+
+
+def pickled_global(p: Path) -> str | None:
+    """The first global (``module.name``) the pickle of ``p`` imports that torch.save would not write, read
+    with :mod:`pickletools` (it parses opcodes and runs nothing); None when there is none or it does not
+    parse. For torch's own (zip) format the pickle is the archive's ``data.pkl``; else the file itself."""
+    try:
+        if zipfile.is_zipfile(p):
+            with zipfile.ZipFile(p) as z:
+                name = next((n for n in z.namelist() if n.endswith("data.pkl")), None)
+                data = z.open(name).read(PICKLE_SCAN_BYTES) if name else b""
+        else:
+            with open(p, "rb") as fh:
+                data = fh.read(PICKLE_SCAN_BYTES)
+        strings: list[str] = []
+        for op, arg, _ in pickletools.genops(data):
+            if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
+                strings.append(arg)
+            found = arg.replace(" ", ".") if op.name == "GLOBAL" else None
+            if op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found = f"{strings[-2]}.{strings[-1]}"
+            if found and not _TORCH_GLOBALS.match(found):
+                return found
+    except Exception:  # noqa: BLE001 - a damaged pickle names nothing; the caller then calls it unreadable
+        return None
+    return None
 
 
 def _fsync_dir(path: Path) -> None:

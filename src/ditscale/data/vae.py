@@ -12,14 +12,17 @@ local Hugging Face cache, and only goes to the network when ``DITSCALE_ALLOW_DOW
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL
+from diffusers.utils import logging as diffusers_logging
 
 from ditscale.errors import CheckpointError, ConfigError
+from ditscale.io import pickled_global
 
 VAE_SCALE = 0.18215  # SD-VAE latent scale, as in DiT's train.py / sample.py
 
@@ -56,7 +59,11 @@ def load_vae(
     if looks_local and not (path / "config.json").is_file():
         what = "has no config.json" if path.is_dir() else "does not exist"
         raise CheckpointError(f"VAE folder '{name}' {what}: {hint}")
+    verbosity = diffusers_logging.get_verbosity()
     try:
+        # its fallback notes ("an error occurred ...", "defaulting to unsafe serialization") leak as extra lines;
+        # what went wrong is ours to say, in one
+        diffusers_logging.set_verbosity(logging.CRITICAL)
         with warnings.catch_warnings():  # hub-client deprecation chatter, not the user's concern
             warnings.simplefilter("ignore", UserWarning)
             vae = AutoencoderKL.from_pretrained(
@@ -68,8 +75,17 @@ def load_vae(
     except (OSError, ValueError) as err:  # huggingface_hub errors subclass OSError / ValueError
         if local_files_only and not looks_local:
             raise CheckpointError(f"VAE '{name}' not found locally: {hint}") from None
+        for weights in sorted(path.glob("*.bin")) if looks_local else ():
+            found = pickled_global(weights)
+            if found:
+                raise CheckpointError(
+                    f"refusing to load VAE '{name}': {weights.name} pickles {found}, not just tensors (unsafe to "
+                    "unpickle); use a folder with safetensors weights"
+                ) from None
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
         raise CheckpointError(f"VAE '{name}' could not be loaded ({reason}): {hint}") from None
+    finally:
+        diffusers_logging.set_verbosity(verbosity)
     if not isinstance(vae, AutoencoderKL):  # pragma: no cover - from_pretrained returns cls
         raise CheckpointError(f"'{name}' is not a diffusers AutoencoderKL: {hint}")
     return vae.to(device=device).eval().requires_grad_(False)

@@ -23,6 +23,7 @@ import json
 import pickle
 import re
 import shutil
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from ditscale.errors import CheckpointError
-from ditscale.io import atomic_path, atomic_write_json
+from ditscale.io import atomic_path, atomic_write_json, pickled_global
 from ditscale.models.config import MODEL_SIZES, DiTConfig, resolve_config
 from ditscale.models.diffusers_io import (
     DITSCALE_PREFIX,
@@ -134,14 +135,21 @@ def _is_state_dict(obj: Any) -> bool:
 def _torch_load(p: Path) -> Any:
     try:
         # weights_only: tensors and plain containers only; argparse.Namespace for the reference "args".
-        # sparse tensors are checked while loading (an index outside its declared size is refused)
-        with torch.serialization.safe_globals([argparse.Namespace]), torch.sparse.check_sparse_tensor_invariants():
+        # sparse tensors are checked while loading (an index outside its declared size is refused).
+        # torch's note on a pickle protocol it does not expect is not the user's business: the refusal says it all
+        with (
+            torch.serialization.safe_globals([argparse.Namespace]),
+            torch.sparse.check_sparse_tensor_invariants(),
+            warnings.catch_warnings(),
+        ):
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
             return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        if found:
+        name = found.group(1) if found else pickled_global(p)
+        if name:
             raise CheckpointError(
-                f"refusing to load {p}: it pickles {found.group(1)}, not just tensors (unsafe to unpickle); "
+                f"refusing to load {p}: it pickles {name}, not just tensors (unsafe to unpickle); "
                 "re-save the weights with torch.save(model.state_dict(), path) or as safetensors"
             ) from None
         raise CheckpointError(
