@@ -378,3 +378,21 @@ def test_a_second_train_on_a_held_run_folder_is_refused(tmp_path, capsys):
         release(holder)
     assert main(["train", "tiny", "--out", str(out), "--max-steps", "2", *SMALL_TRAIN]) == 0
     assert not (out / "run.lock").exists()
+
+
+def test_study_run_ending_with_a_run_held_elsewhere_exits_3(tmp_path, capsys):
+    """Another process holds a run's lock to the end: `study run` trains the rest, says the run is not
+    finished and exits 3, the documented "run the same command again" status, not 1 (a bug) nor 0 (done).
+    (Old code: exit 1.)"""
+    from ditscale.cli import main
+
+    spec_dict = {**TINY, "adaptive": False, "laws": {"bootstrap": 0}}
+    spec, out = tmp_path / "spec.yaml", tmp_path / "s"
+    spec.write_text(json.dumps(spec_dict))
+    held = plan_study(spec_from_dict(spec_dict)).runs[0]
+    holder = hold_lock(out / "runs" / held.run_id / "run.lock")
+    try:
+        assert main(["study", "run", str(spec), "--out", str(out), "--no-progress"]) == 3
+    finally:
+        release(holder)
+    assert "1 run(s) not finished" in capsys.readouterr().err
