@@ -428,31 +428,16 @@ def _prompts(run: RunDir, weights: Path, model_config, data: DataConfig, num: in
 # FLOPs of one forward pass of one image (ditscale.flops: 2 x multiply-adds); sampling_flops: FLOPs of
 # sampling one image, forward_flops x model calls (steps, x 2 with classifier-free guidance); the scores
 # as quality.csv's.
+_SCORES_FROM = QUALITY_CSV_COLUMNS.index("metric")  # quality.csv's columns from "metric" on: the scores
 STEPS_CSV_COLUMNS = [
-    "run_id",
-    "budget",
-    "flops",
-    "params",
-    "loss",
-    "optimal",
+    *QUALITY_CSV_COLUMNS[:_SCORES_FROM],
     "steps",
     "sampler",
     "cfg_scale",
     "forward_flops",
     "model_calls",
     "sampling_flops",
-    "metric",
-    "value",
-    "fd",
-    "fid",
-    "sfid",
-    "inception_score",
-    "accuracy",
-    "precision",
-    "recall",
-    "num_samples",
-    "sample_s",
-    "eval_s",
+    *QUALITY_CSV_COLUMNS[_SCORES_FROM:],
 ]
 
 
