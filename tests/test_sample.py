@@ -968,6 +968,7 @@ def test_sample_npz_discards_chunks_another_plan_made(model, diffusion, referenc
     other = {"arr_0": 255 - reference_npz["arr_0"][6:7], "labels": reference_npz["labels"][6:7]}
     atomic_write_npz(parts / "chunk_000002.npz", other)  # a lone chunk of another draw, as a lost race leaves it
     (parts / "chunk_000001.npz").write_bytes(b"PK\x03\x04 cut short")  # a chunk cut short
+    (parts / "plan.json").write_text("{not json")  # a plan.json that is not JSON
     assert sample_npz(model, diffusion, out, **NPZ_OPTS) == out
     got = _npz_arrays(out)
     assert all(np.array_equal(got[key], reference_npz[key]) for key in reference_npz)
