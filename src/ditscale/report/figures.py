@@ -51,6 +51,14 @@ def percent_formatter(plt):
     return fmt
 
 
+def save_figure(plt, fig, path) -> Path:
+    """Lay out ``fig``, write it to ``path`` and close it (every report figure ends so); returns the path."""
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
 def pyplot():
     """matplotlib.pyplot on the non-interactive Agg backend (imported on first use: the report's
     figures are the only place that needs matplotlib)."""
@@ -98,10 +106,7 @@ def isoflop_figure(runs, laws: "dict | LawsSummary", path: str | Path) -> Path:
     ax.set_title("isoFLOP curves (stars: parabola minima; hollow star: at the grid's edge)")
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=8, frameon=False)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(plt, fig, path)
 
 
 def _draw_budget(
@@ -238,10 +243,7 @@ def laws_figure(laws: "dict | LawsSummary", path: str | Path, *, boot=None, targ
     axes[0].set_title("compute-optimal model size")
     axes[1].set_title("compute-optimal data")
     axes[2].set_title("compute-optimal loss")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(plt, fig, path)
 
 
 def _draw_law(ax, view: LawsSummary, law: str, grid: np.ndarray, boot) -> None:
@@ -346,10 +348,7 @@ def residuals_figure(runs, laws: "dict | LawsSummary", path: str | Path) -> Path
     ax.set_title("isoFLOP residuals vs measurement noise")
     ax.grid(True, alpha=0.25)
     ax.legend(fontsize=8, frameon=False, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(plt, fig, path)
 
 
 FORM_COLOURS = {"power": "tab:blue", "saturating": "tab:green", "parametric": "tab:red"}
@@ -389,7 +388,4 @@ def extrapolation_figure(laws: "dict | LawsSummary", path: str | Path) -> Path:
     ax.set_title("backtests at every distance (filled: inside its 90% interval; line: median)", fontsize=10)
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=7, frameon=False, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(plt, fig, path)

@@ -24,7 +24,7 @@ import numpy as np
 
 from ditscale.flops import fmt_flops
 from ditscale.laws.results import LawsSummary, QualityMetricSummary, QualitySummary
-from ditscale.report.figures import error_bar, pyplot
+from ditscale.report.figures import error_bar, pyplot, save_figure
 
 
 def quality_figure(laws: LawsSummary, path: str | Path, target_flops: float | None = None) -> Path:
@@ -39,10 +39,7 @@ def quality_figure(laws: LawsSummary, path: str | Path, target_flops: float | No
         for ax in (left, right):
             ax.axhline(floor.floor, color="grey", ls="--", lw=1, label=f"real vs real {floor.floor:.3g}")
             ax.legend(fontsize=7, frameon=False)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(plt, fig, path)
 
 
 def _quality_vs_compute(ax, q: QualitySummary, target_flops: float | None) -> None:
@@ -166,10 +163,7 @@ def accuracy_figure(metrics: dict[str, QualityMetricSummary], points: dict[str, 
         ax.set_ylim(0, 1)
         ax.grid(True, alpha=0.25)
     left.legend(fontsize=6, frameon=False)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(plt, fig, path)
 
 
 def steps_figure(points: list, path: str | Path) -> Path:
@@ -196,10 +190,7 @@ def steps_figure(points: list, path: str | Path) -> Path:
     ax.set_title("sampling compute vs model compute (numbers: sampler steps)")
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=7, frameon=False)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(plt, fig, path)
 
 
 def samples_figure(rows: list[tuple], path: str | Path, per_row: int = 8) -> Path:
