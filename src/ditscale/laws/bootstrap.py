@@ -250,6 +250,17 @@ def _residual_losses(runs: Runs, fit, label: np.ndarray, n: int, rng: np.random.
     return fitted * (1.0 + pool[rng.integers(0, len(pool), size=(n, len(runs)))])
 
 
+def _d_slopes(runs: Runs, fit, label: np.ndarray) -> np.ndarray:
+    """Each budget's d log D / d log N: along which line a shift of its log N* moves its log D* (-1 with
+    ``tokens="6nd"``; with ``"interpolate"``, the budget's runs' own log D - log N line)."""
+    slope = np.full(len(fit.budgets), -1.0)
+    if fit.options["tokens"] == "interpolate":
+        for b in range(len(fit.budgets)):
+            idx = label == b
+            slope[b] = np.polyfit(np.log(runs.params[idx]), np.log(runs.tokens[idx]), 1)[0]
+    return slope
+
+
 def _budget_scatter(runs: Runs, fit, label: np.ndarray, opt: dict[str, np.ndarray], rng: np.random.Generator):
     """Add the between-budget scatter term to the resampled optima ``opt`` (in place).
 
@@ -271,11 +282,7 @@ def _budget_scatter(runs: Runs, fit, label: np.ndarray, opt: dict[str, np.ndarra
         within = float(np.nanmean(np.nanvar(opt["log_n"][:, use], axis=0)))
     excess = max(0.0, float(np.sum(e * e)) / (use.sum() - 2) - within) if np.isfinite(within) else 0.0
     shift = np.sqrt(excess) * rng.standard_normal(opt["log_n"].shape)
-    slope = np.full(len(fit.budgets), -1.0)
-    if fit.options["tokens"] == "interpolate":
-        for b in range(len(fit.budgets)):
-            idx = label == b
-            slope[b] = np.polyfit(np.log(runs.params[idx]), np.log(runs.tokens[idx]), 1)[0]
+    slope = _d_slopes(runs, fit, label)
     opt["log_n"] += shift
     opt["log_d"] += slope * shift
 
@@ -322,11 +329,7 @@ def _scatter_only(runs: Runs, fit, label: np.ndarray, budget_flops: np.ndarray, 
     warnings.warn(SCATTER_ONLY_MESSAGE, FitWarning, stacklevel=4)
     log_c = np.log(budget_flops)
     shift_n = _scatter_draws(np.log([p.n_opt for p in fit.budgets]), log_c, fit.params_law, use, n, rng)
-    slope = np.full(len(fit.budgets), -1.0)
-    if opts["tokens"] == "interpolate":
-        for b in range(len(fit.budgets)):
-            idx = label == b
-            slope[b] = np.polyfit(np.log(runs.params[idx]), np.log(runs.tokens[idx]), 1)[0]
+    slope = _d_slopes(runs, fit, label)
     opt["log_n"] += shift_n
     opt["log_d"] += slope * shift_n
     shift_l = _scatter_draws(np.log([p.loss_opt for p in fit.budgets]), log_c, fit.loss_law, use_loss, n, rng)
