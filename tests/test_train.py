@@ -185,6 +185,22 @@ def test_text_conditioned_run_saves_and_resumes_its_word_encoder(tmp_path):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_word_encoder_takes_the_models_caption_length_and_width(tmp_path):
+    """Two-object shapes captions run to 24 words: a model declaring context_len 24 (and context_dim 32)
+    gets a word encoder of that length and width, saved so sampling rebuilds it (not the fixed 16 x 64)."""
+    extra = ["max_steps=2", "data.shapes_objects=2", "model.context_len=24", "model.context_dim=32"]
+    result = train(load_train_config("tiny-text", MICRO + extra), tmp_path, progress=False)
+    assert result["steps"] == 2
+    from ditscale.data.text import load_word_encoder
+    from ditscale.models.io import read_metadata
+
+    final = tmp_path / "checkpoints" / "step_00000002"
+    encoder = load_word_encoder(final / "text_encoder_ema.safetensors")
+    assert (encoder.max_length, encoder.context_dim) == (24, 32) and "and" in encoder.tokenizer.vocab
+    model = read_metadata(final / "model.safetensors")["model"]
+    assert (model["context_len"], model["context_dim"]) == (24, 32)
+
+
 def test_word_encoder_vocabulary_comes_from_the_dataset(tmp_path):
     """Captioned digits (no data.path) get the digit vocabulary, not a caption-folder scan."""
     cfg = load_train_config("tiny-text", MICRO + ["max_steps=2", "data.name=digits", "data.image_size=8"])

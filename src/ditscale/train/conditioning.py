@@ -10,7 +10,8 @@ Training steps and validation build their model arguments with the same :func:`m
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -18,7 +19,8 @@ from ditscale.data import text as T
 from ditscale.errors import ConfigError
 from ditscale.train.config import TrainConfig
 
-# Sizes of the small word encoder trained with the model (``text_encoder: word``).
+# Sizes of the small word encoder trained with the model (``text_encoder: word``); a model that declares
+# ``context_dim`` / ``context_len`` gets an encoder of that width and length (word_encoder_sizes).
 WORD_ENCODER = {"context_dim": 64, "max_length": 16, "num_layers": 1, "num_heads": 4}
 
 EncodeFn = Callable[[list[str]], tuple[torch.Tensor, torch.Tensor]]
@@ -40,8 +42,18 @@ def build_text_encoder(cfg: TrainConfig, has_captions: bool, cache_dir: str, dev
             cfg.data_config()
         )  # shapes grammar, digit words, or the captions' words
         torch.manual_seed(cfg.seed + 1)
-        return T.WordTextEncoder(tokenizer, **WORD_ENCODER).to(device)
+        return T.WordTextEncoder(tokenizer, **word_encoder_sizes(cfg.model)).to(device)
     return T.HFTextEncoder(cfg.text_encoder, cache_dir=cache_dir, device=device)
+
+
+def word_encoder_sizes(model: dict[str, Any]) -> dict[str, int]:
+    """:data:`WORD_ENCODER`, with the width and the caption length (tokens) the run's ``model`` section
+    declares as ``context_dim`` / ``context_len``: the DiT and its encoder must agree on both (longer
+    captions, e.g. several-object shapes scenes, need more than 16 tokens)."""
+    sizes = dict(WORD_ENCODER)
+    sizes["context_dim"] = int(model.get("context_dim", sizes["context_dim"]))
+    sizes["max_length"] = int(model.get("context_len", sizes["max_length"]))
+    return sizes
 
 
 def is_trainable(text) -> bool:
@@ -51,7 +63,8 @@ def is_trainable(text) -> bool:
 
 def word_encoder_spec(text) -> dict[str, Any]:
     """The metadata that rebuilds a trained word encoder (sizes and vocabulary) at sampling time."""
-    return {"text_encoder": "word", **WORD_ENCODER, "vocab": text.tokenizer.vocab}
+    sizes = {**WORD_ENCODER, "context_dim": int(text.context_dim), "max_length": int(text.max_length)}
+    return {"text_encoder": "word", **sizes, "vocab": text.tokenizer.vocab}
 
 
 class JointTextModel(torch.nn.Module):
