@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ditscale.laws.results import LawsSummary, PredictionSummary
 
-BLOCKS = ("quickstart-table", "quickstart-details", "quickstart-extrapolation", "quickstart-verify")
+BLOCKS = ("table", "details", "extrapolation", "verify", "quality")  # each block is <!-- {study}-{block} -->
 
 
 # -- formatting -----------------------------------------------------------------------------------
@@ -319,6 +319,55 @@ def verification_files(laws_path: str | Path) -> list[dict]:
     return sorted(out, key=lambda f: f["verify"]["factor"])
 
 
+# -- recognisable samples (issue 22, goal 3) ----------------------------------------------------------
+GOAL_ACCURACIES = ("accuracy_class", "accuracy_colour", "accuracy_shape")  # each >= 2x its chance level
+ATTRIBUTES_GIVEN_POSITION = ("accuracy_shape", "accuracy_colour", "accuracy_size")
+
+
+def recognisable(laws: LawsSummary) -> str:
+    """The top budget's best model against its frame: each accuracy beside its chance level and the
+    real-image floor, the FD beside the real-vs-real FD at the same sample count, and the goals (each
+    named accuracy >= 2x chance; FD <= 10x the floor). A text study's per-object attributes are scored
+    only where the object's cell is predicted occupied, so their chance folds in the position's (a blob
+    of the right colour in the right cell passes 2x the shape's chance): the last column divides that
+    out (the attribute right, given the position right), and the goals of shape and colour are judged
+    on it."""
+    metrics = laws.quality_metrics or {}
+    if not metrics:
+        return "no quality_metrics in this study's laws.json"
+    head = (
+        "metric",
+        "top budget's best model",
+        "chance (real images, shuffled conditions)",
+        "floor (real data)",
+        "goal",
+        "met",
+        "given the position right: model / chance",
+    )
+    lines = ["| " + " | ".join(head) + " |", "|---|---|---|---|---|---|---|"]
+    position = metrics.get("accuracy_position")
+    for name, m in metrics.items():
+        goal, met, given = "-", "-", "-"
+        if position and name in ATTRIBUTES_GIVEN_POSITION and position.best_value and position.chance:
+            model, chance = m.best_value / position.best_value, m.chance / position.chance
+            given = f"{model:.3f} / {chance:.3f}"
+            if name in GOAL_ACCURACIES:  # the stricter reading: the shape drawn, not just a blob in place
+                goal, met = ">= 2x chance, given the position", _yes(model >= 2 * chance)
+        elif name in GOAL_ACCURACIES:
+            goal, met = f">= 2x chance ({2 * m.chance:.3f})", _yes(m.best_value >= 2 * m.chance)
+        if name == "fd":
+            goal, met = f"<= 10x floor ({10 * m.floor:.0f})", _yes(m.best_value <= 10 * m.floor)
+        chance = "-" if m.chance is None else f"{m.chance:.3f}"
+        floor = "-" if m.floor is None else (f"{m.floor:.1f}" if name == "fd" else f"{m.floor:.3f}")
+        value = f"{m.best_value:.1f}" if name == "fd" else f"{m.best_value:.3f}"
+        lines.append(f"| {name} | **{value}** | {chance} | {floor} | {goal} | {met} | {given} |")
+    return "\n".join(lines)
+
+
+def _yes(ok: bool) -> str:
+    return "yes" if ok else "**no**"
+
+
 def replace_block(text: str, name: str, body: str, where: str) -> str:
     """``text`` with its ``<!-- name -->`` ... ``<!-- /name -->`` block's body replaced by ``body``."""
     start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
@@ -329,21 +378,26 @@ def replace_block(text: str, name: str, body: str, where: str) -> str:
     return f"{head}{start}\n{body}\n{end}{tail}"
 
 
-def rendered(laws: dict | LawsSummary, verified: list[dict] | None = None) -> dict[str, str]:
-    """Each block's body by name (:data:`BLOCKS`; ``laws``: its record or dict; ``verified``:
-    :func:`verification_files`)."""
+def rendered(laws: dict | LawsSummary, verified: list[dict] | None = None, study: str = "quickstart") -> dict[str, str]:
+    """Each block's body by its marker name ``{study}-{block}`` (:data:`BLOCKS`; ``laws``: its record or
+    dict; ``verified``: :func:`verification_files`; ``study``: the preset, ``quickstart`` or ``quickstart-t2i``)."""
     laws = LawsSummary.of(laws)
-    return {
-        "quickstart-table": render(laws),
-        "quickstart-details": details(laws),
-        "quickstart-extrapolation": extrapolation(laws),
-        "quickstart-verify": verify(verified),
+    bodies = {
+        "table": render(laws),
+        "details": details(laws),
+        "extrapolation": extrapolation(laws),
+        "verify": verify(verified),
+        "quality": recognisable(laws),
     }
+    return {f"{study}-{block}": body for block, body in bodies.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("laws", help="a finished quickstart's laws.json")
+    parser.add_argument(
+        "--study", default="quickstart", help="the blocks' name: quickstart (default) or quickstart-t2i"
+    )
     parser.add_argument(
         "--write",
         nargs="*",
@@ -352,7 +406,7 @@ def main() -> None:
         help="rewrite the blocks that FILE(s) hold (README.md, docs/studies.md)",
     )
     args = parser.parse_args()
-    bodies = rendered(LawsSummary.read(args.laws), verification_files(args.laws))
+    bodies = rendered(LawsSummary.read(args.laws), verification_files(args.laws), args.study)
     for name in args.write:
         path = Path(name)
         text = path.read_text()

@@ -20,24 +20,48 @@ def _script(name: str = "quickstart_table"):
     return module
 
 
-@pytest.mark.parametrize(
-    "doc, blocks",
-    [
-        ("README.md", ["quickstart-table", "quickstart-extrapolation"]),
-        (
-            "docs/studies.md",
-            ["quickstart-table", "quickstart-details", "quickstart-extrapolation", "quickstart-verify"],
-        ),
-    ],
-)
-def test_docs_quote_the_committed_study(doc, blocks):
+STUDIES = ROOT / "tests" / "data" / "studies"
+DOC_BLOCKS = [  # (study, doc, its blocks written from that study's committed laws.json)
+    ("quickstart", "README.md", ["table", "extrapolation"]),
+    ("quickstart", "docs/studies.md", ["table", "details", "extrapolation", "verify"]),
+    ("quickstart", "docs/quality.md", ["quality"]),
+    ("quickstart-t2i", "README.md", ["table"]),
+    ("quickstart-t2i", "docs/studies.md", ["table", "details", "extrapolation"]),
+    ("quickstart-t2i", "docs/quality.md", ["quality"]),
+]
+
+
+@pytest.mark.parametrize("study, doc, blocks", DOC_BLOCKS)
+def test_docs_quote_the_committed_study(study, doc, blocks):
     table = _script()
-    bodies = table.rendered(json.loads(LAWS.read_text()), table.verification_files(LAWS))
+    laws = STUDIES / study / "laws.json"
+    bodies = table.rendered(json.loads(laws.read_text()), table.verification_files(laws), study)
     text = (ROOT / doc).read_text()
     for name in blocks:
-        assert table.replace_block(text, name, bodies[name], doc) == text, (
-            f"{doc}: run `python scripts/quickstart_table.py {LAWS.relative_to(ROOT)} --write {doc}`"
+        block = f"{study}-{name}"
+        assert table.replace_block(text, block, bodies[block], doc) == text, (
+            f"{doc}: run `python scripts/quickstart_table.py {laws.relative_to(ROOT)} --study {study} --write {doc}`"
         )
+
+
+def test_the_goal_table_judges_each_score_against_its_frame():
+    """docs/quality.md's recognisable-samples table: the class study's FD and accuracy against 10x the
+    floor and 2x chance; the T2I study's shape and colour against chance given the position (a blob in
+    the right cell passes the literal bar)."""
+    table = _script()
+    rows = {}
+    for study in ("quickstart", "quickstart-t2i"):
+        text = table.recognisable(table.LawsSummary.read(STUDIES / study / "laws.json"))
+        rows |= {f"{study}:{line.split(' | ')[0][2:]}": line.split(" | ") for line in text.splitlines()[2:]}
+    assert rows["quickstart:fd"][4:6] == ["<= 10x floor (603)", "**no**"]
+    assert rows["quickstart:accuracy_class"][2:6] == ["0.360", "1.000", ">= 2x chance (0.720)", "**no**"]
+    assert rows["quickstart-t2i:accuracy_shape"][4:] == [
+        ">= 2x chance, given the position",
+        "**no**",
+        "0.175 / 0.183 |",
+    ]
+    assert rows["quickstart-t2i:accuracy_colour"][5:] == ["yes", "0.336 / 0.113 |"]
+    assert rows["quickstart-t2i:accuracy_position"][4:] == ["-", "-", "- |"]
 
 
 def test_the_table_reads_what_the_study_measured():
