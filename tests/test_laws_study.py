@@ -127,9 +127,12 @@ def test_study_predict_names_the_loss_form(tmp_path, capsys):
 
 def test_loss_law_falls_back_with_a_warning(tmp_path, monkeypatch):
     """Approach 3 that does not converge: L_opt and the backtest come from the power law, with a warning."""
-    import ditscale.study.analyze as analyze
+    from ditscale.study import fitted
 
-    monkeypatch.setattr(analyze, "_parametric_fit", lambda *a, **k: None)
+    def diverges(*args, **kwargs):
+        raise ValueError("Approach 3 did not converge")
+
+    monkeypatch.setattr(fitted, "fit_parametric", diverges)  # every Approach 3 fit: the study's and the refits'
     out = synthetic_study(tmp_path, {**SPEC, "laws": {**SPEC["laws"], "loss_law": "parametric"}})
     assert out["loss_law_of_record"] == "power" and out["backtest"][0]["loss_law"] == "power"
     assert set(out["backtest"][0]["forms"]) == {"power", "saturating"}
