@@ -25,6 +25,20 @@ except ImportError:  # pragma: no cover - torch is a core dependency
     pass
 
 
+# The micro DiT the training tests train (test_train.py, test_threads.py, test_train_distributed.py,
+# test_study_trunks.py; ``from conftest import MICRO_MODEL``): 8x8 images in 4x4 patches (4 tokens per
+# image), 2 blocks 32 wide with 2 heads, batch 8. Each file adds its own validation, logging, schedule
+# and length overrides after these.
+MICRO_MODEL = (
+    "model.hidden_size=32",
+    "model.depth=2",
+    "model.num_heads=2",
+    "model.patch_size=4",
+    "data.image_size=8",
+    "batch_size=8",
+)
+
+
 @pytest.fixture(scope="session")
 def tiny_clip(tmp_path_factory):
     """A tiny random CLIP text model + word-level tokenizer saved to a folder (built offline, 32-wide)."""

@@ -21,7 +21,8 @@ from ditscale.laws.predict import backtest
 from ditscale.laws.results import ExtrapolationRow, LawsSummary
 from ditscale.report import extrapolation_figure, render_html
 from ditscale.study import load_spec
-from ditscale.study.analyze import analyze_study, backtest_study, extrapolation_study, fit_study
+from ditscale.study.analyze import analyze_study, fit_study
+from ditscale.study.backtest import backtest_study, extrapolation_study
 from ditscale.study.folder import StudyFolder
 
 DATA = Path(__file__).parent / "data" / "studies" / "quickstart-p2"

@@ -22,7 +22,8 @@ from ditscale.laws.rungs import MIN_SIZES, RUNG_RULE, drop_sizes, rung_rule
 from ditscale.laws.simulate import QUICKSTART_FLOPS, QUICKSTART_LAW
 from ditscale.report.html import _rung_section
 from ditscale.study import load_spec
-from ditscale.study.analyze import extrapolation_study, fit_study
+from ditscale.study.analyze import fit_study
+from ditscale.study.backtest import extrapolation_study
 from ditscale.study.folder import StudyFolder
 from ditscale.study.rungs import refit_rungs, rung_summary, rungs_of_record
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from test_laws_checks import BUDGETS, sweep
 from ditscale.errors import ConfigError
 from ditscale.laws.results import LawsSummary
 from ditscale.report import render_html
+from ditscale.study import folder as folder_module
 from ditscale.study import spec_from_dict
 from ditscale.study.analyze import analyze_study, predict_study
 from ditscale.study.folder import StudyFolder
@@ -39,9 +41,10 @@ SPEC = {
 }
 
 
-def synthetic_study(out, spec: dict) -> dict:
+def synthetic_study(out, spec: dict, report: bool = False) -> dict:
     """Write the 5-budget sweep (0.5% noise, the middle budget's grid off-centre) as the runs.csv
-    of a study folder with ``spec``, and analyse it (no training); returns laws.json."""
+    of a study folder with ``spec``, and analyse it (no training; with ``report``, report.html too);
+    returns laws.json."""
     folder = StudyFolder(out)
     folder.create()
     folder.write_spec(spec_from_dict(spec))
@@ -51,7 +54,7 @@ def synthetic_study(out, spec: dict) -> dict:
         w.writerow(["run_id", "budget", "flops", "params", "tokens", "loss", "seed"])
         for i in range(len(runs)):
             w.writerow([f"r{i}", runs.flops[i], runs.flops[i], runs.params[i], runs.tokens[i], runs.loss[i], 0])
-    return analyze_study(out, report=False)
+    return analyze_study(out, report=report)
 
 
 @pytest.fixture(scope="module")
@@ -127,9 +130,12 @@ def test_study_predict_names_the_loss_form(tmp_path, capsys):
 
 def test_loss_law_falls_back_with_a_warning(tmp_path, monkeypatch):
     """Approach 3 that does not converge: L_opt and the backtest come from the power law, with a warning."""
-    import ditscale.study.analyze as analyze
+    from ditscale.study import fitted
 
-    monkeypatch.setattr(analyze, "_parametric_fit", lambda *a, **k: None)
+    def diverges(*args, **kwargs):
+        raise ValueError("Approach 3 did not converge")
+
+    monkeypatch.setattr(fitted, "fit_parametric", diverges)  # every Approach 3 fit: the study's and the refits'
     out = synthetic_study(tmp_path, {**SPEC, "laws": {**SPEC["laws"], "loss_law": "parametric"}})
     assert out["loss_law_of_record"] == "power" and out["backtest"][0]["loss_law"] == "power"
     assert set(out["backtest"][0]["forms"]) == {"power", "saturating"}
@@ -260,3 +266,17 @@ def test_report_draws_approach_3_loss_curve(laws):
     assert line.get_label().startswith("Approach 3 L(N_opt, D_opt), floor E = ")
     assert line.get_ydata()[1] == pytest.approx(laws["parametric"]["prediction"]["loss_opt"]["value"], rel=1e-12)
     assert line.get_ydata()[0] > line.get_ydata()[1] > laws["parametric"]["E"]
+
+
+def test_an_analysis_reads_runs_csv_once(tmp_path, monkeypatch):
+    """``analyze_study`` (fit, backtests, laws.json and the report) reads runs.csv once, through the
+    folder's checked reader, and passes its rows down (StudyFit.rows) to everything else that needs them."""
+    rows_reads, text_reads = [], []
+    read_rows, read_text = StudyFolder.read_runs_rows, folder_module.read_text
+    monkeypatch.setattr(StudyFolder, "read_runs_rows", lambda self: rows_reads.append(self.root) or read_rows(self))
+    monkeypatch.setattr(
+        folder_module, "read_text", lambda path, *a: text_reads.append(Path(path).name) or read_text(path, *a)
+    )
+    laws = synthetic_study(tmp_path, {**SPEC, "laws": {**SPEC["laws"], "bootstrap": 0}}, report=True)
+    assert rows_reads == [tmp_path] and text_reads.count("runs.csv") == 1
+    assert laws["backtest"] and (tmp_path / "report.html").is_file()  # the backtest and the report ran

@@ -18,24 +18,20 @@ import time
 
 import pytest
 import torch
+from conftest import MICRO_MODEL
 
 from ditscale.study import run_study, spec_from_dict
 from ditscale.study.analyze import compute_summary
 from ditscale.study.folder import StudyFolder
 from ditscale.train import checkpoint as ckpt
+from ditscale.train.budget import run_length
 from ditscale.train.config import load_train_config
 from ditscale.train.loop import train
 from ditscale.train.rundir import RunDir
 from ditscale.train.trunk import Branch, branch_point, train_trunk
-from ditscale.train.budget import run_length
 
 MICRO_RUN = [
-    "model.hidden_size=32",
-    "model.depth=2",
-    "model.num_heads=2",
-    "model.patch_size=4",
-    "data.image_size=8",
-    "batch_size=8",
+    *MICRO_MODEL,
     "val.num_images=8",
     "val.num_timesteps=4",
     "val.buckets=2",

@@ -8,18 +8,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import MICRO_MODEL
 
 import ditscale.train.checkpoint as ckpt
 from ditscale.cli import build_parser, main
 from ditscale.study.launchers import make_launcher, threads_per_worker
 
 MICRO = [
-    "model.hidden_size=32",
-    "model.depth=2",
-    "model.num_heads=2",
-    "model.patch_size=4",
-    "data.image_size=8",
-    "batch_size=8",
+    *MICRO_MODEL,
     "val.every=0",
     "log_every=1",
 ]

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from conftest import MICRO_MODEL
 
 from ditscale import flops as F
 from ditscale.cli import main
@@ -15,14 +16,9 @@ from ditscale.train.loop import train
 from ditscale.train.metrics import read_metrics
 from ditscale.train.schedules import lr_at
 
-# A micro DiT on 8x8 shapes: 4 tokens per image, batch 8.
+# The micro DiT (conftest.MICRO_MODEL: 8x8 shapes, 4 tokens per image, batch 8) with this file's other settings.
 MICRO = [
-    "model.hidden_size=32",
-    "model.depth=2",
-    "model.num_heads=2",
-    "model.patch_size=4",
-    "data.image_size=8",
-    "batch_size=8",
+    *MICRO_MODEL,
     "val.num_images=4",
     "val.num_timesteps=4",
     "val.buckets=2",

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+from conftest import MICRO_MODEL
 
 from ditscale.train import checkpoint as ckpt
 from ditscale.train.config import load_train_config
@@ -17,12 +18,7 @@ from ditscale.train.loop import train
 from ditscale.train.metrics import read_metrics
 
 MICRO = [
-    "model.hidden_size=32",
-    "model.depth=2",
-    "model.num_heads=2",
-    "model.patch_size=4",
-    "data.image_size=8",
-    "batch_size=8",
+    *MICRO_MODEL,
     "val.num_images=4",
     "val.num_timesteps=4",
     "val.buckets=2",

@@ -1,7 +1,7 @@
 """How far a study's laws have held: its backtests at every distance grouped by extrapolation factor.
 
 laws.json's ``extrapolation`` rows (:class:`~ditscale.laws.results.ExtrapolationRow`, written by
-:func:`ditscale.study.analyze.extrapolation_study`) each predict one held-out budget from a refit
+:func:`ditscale.study.backtest.extrapolation_study`) each predict one held-out budget from a refit
 that stops ``factor`` times below it (``factor = held-out C / largest fitted C``).
 :func:`error_by_factor` groups them by distance (factors within 10% of their neighbour share a
 group, keyed by its geometric mean) and sums each loss form's error there

@@ -63,7 +63,7 @@ class FitConfig:
             the pure power law under-predicts (the ``loss_bends`` check says when). N_opt and D_opt
             always come from ``method``; every form is fitted, backtested and reported side by side.
             "auto": a study chooses the form by an inner backtest on its fitted budgets alone
-            (:func:`ditscale.study.analyze.loss_law_rule`, recorded as laws.json's ``loss_law_rule``).
+            (:func:`ditscale.study.backtest.loss_law_rule`, recorded as laws.json's ``loss_law_rule``).
         off_rungs: "keep" (every rung, the default) or "drop": a study leaves out, from every fit, the
             model sizes that sit off their parabolas at every budget, by the rule
             :data:`ditscale.laws.rungs.RUNG_RULE` decided on the fitted budgets alone (laws.json's

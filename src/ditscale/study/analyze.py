@@ -1,10 +1,11 @@
-"""Fit, backtest and predict from a study folder (numpy/scipy through :mod:`ditscale.laws`).
+"""Fit and predict from a study folder (numpy/scipy through :mod:`ditscale.laws`).
 
 - :func:`analyze_study` writes ``DIR/laws.json`` (and the report): Approach 2 laws on all budgets
   with bootstrap 90% intervals, the per-budget optima with edge flags, the isoFLOP point checks
   (off-centre and drifting grids, near-duplicate sizes, outliers), Approach 3 with its own
-  bootstrap intervals when it converges, the backtest (refit without the ``holdout`` largest
-  budgets, predict their compute-optimal loss and N_opt), the measured noise and the wall time.
+  bootstrap intervals when it converges, the backtests (:mod:`ditscale.study.backtest`: refit
+  without the ``holdout`` largest budgets, and at every distance, predicting the held-out budgets'
+  compute-optimal loss and N_opt), the measured noise and the wall time.
 - :func:`predict_study` answers "what should I train with C FLOPs": N_opt, D_opt (tokens and
   images), loss, each with a 90% interval, and the nearest model of the study's family; every
   fitted form at the target side by side, how far it extrapolates, which exponents are resolved.
@@ -12,9 +13,10 @@
 
 Each builds the typed records of :mod:`ditscale.laws.results` (:func:`study_laws`,
 :func:`study_prediction`, :func:`study_comparison`); the ``*_study`` functions return their JSON
-(``to_dict``). The study's runs are read and fitted once (:func:`fit_study`, a :class:`StudyFit`);
-the loss form of record is decided by :func:`form_of_record`; the warnings of refits and
-predictions are silenced (and the study fit's collected) by :func:`_quiet` alone.
+(``to_dict``). The study's runs are read and fitted once (:func:`fit_study`, a
+:class:`~ditscale.study.fitted.StudyFit`); the loss form of record is decided by
+:func:`~ditscale.study.fitted.form_of_record`; the warnings of refits and predictions are silenced
+(and the study fit's collected) by :func:`~ditscale.study.fitted.quiet` alone.
 
 The analysis stores every bootstrap it draws in ``DIR/bootstrap.npz`` (:data:`DRAWS_FILE`,
 :class:`ditscale.laws.draws.DrawStore`, keyed by the runs and options they were drawn from);
@@ -30,11 +32,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-import warnings
 import zipfile
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,26 +41,24 @@ from ditscale.errors import ConfigError, DataError
 from ditscale.flops import param_counts
 from ditscale.flops import tokens_per_image as flops_tokens_per_image
 from ditscale.io import atomic_write_npz, check_npz, sha256_json
-from ditscale.laws import Bootstrap, FitConfig, IsoflopFit, Runs, bootstrap, compare, fit_parametric, fit_runs, predict
-from ditscale.laws.checks import Check, isoflop_checks, loss_bend
+from ditscale.laws import Bootstrap, FitConfig, Runs, compare, fit_runs, predict
+from ditscale.laws.checks import isoflop_checks, loss_bend
 from ditscale.laws.degenerate import degenerate_warning, form_degenerate
 from ditscale.laws.draws import DrawStore, draws_key
 from ditscale.laws.extrapolation import measured_error
-from ditscale.laws.fit import LOSS_LAW_NAMES, LOSS_LAWS
+from ditscale.laws.fit import LOSS_LAW_NAMES
 from ditscale.laws.noise import noise_summary  # noqa: F401  (laws.json "noise"; also public here)
 from ditscale.laws.predict import (
     INTERVAL_GOAL,
-    backtest_rows,
     below_sweep_warning,
     exponent_resolution,
     extrapolation_warning,
     form_phrase,
     forms_disagreement,
-    holdout_split,
     smallest_budget,
 )
 from ditscale.laws.quality import fit_metric, fit_quality
-from ditscale.laws.residuals import ResidualStructure, residual_structure
+from ditscale.laws.residuals import residual_structure
 from ditscale.laws.results import (
     BacktestSummary,
     CheckSummary,
@@ -76,7 +72,6 @@ from ditscale.laws.results import (
     FormSummary,
     LawsSummary,
     LossBendSummary,
-    LossLawRule,
     NearestModel,
     NoiseSummary,
     ParametricSummary,
@@ -86,17 +81,17 @@ from ditscale.laws.results import (
     QualityMetricSummary,
     QualitySummary,
     ResidualStructureSummary,
-    RuleInput,
     StudyRef,
     WallTime,
 )
-from ditscale.laws.rungs import RungRule
 from ditscale.laws.runs import runs_from_rows
+from ditscale.study.backtest import backtest_study, extrapolation_study, record_rule
 from ditscale.study.epochs import prediction_epochs, study_train_images
+from ditscale.study.fitted import StudyFit, form_of_record, parametric_fit, quiet, wanted_form
 from ditscale.study.folder import StudyFolder
 from ditscale.study.plan import base_model_config, rung_config
 from ditscale.study.quality import metric_points, quality_frame, quality_points, sample_rows, steps_points
-from ditscale.study.rungs import refit_rungs, rung_summary, rungs_of_record
+from ditscale.study.rungs import rung_summary, rungs_of_record
 from ditscale.study.spec import PAPER_LAWS, StudySpec
 
 
@@ -182,32 +177,7 @@ def draws_note(out_dir: str | Path, draws: DrawStore) -> str | None:
     )
 
 
-# -- warnings and the form of record ---------------------------------------------------------------
-@contextmanager
-def _quiet() -> Iterator[list[warnings.WarningMessage]]:
-    """The one place the analysis silences warnings: every warning raised inside (the fits', numpy's
-    floating-point ones) is collected instead of printed; the study's own fit reports them (in
-    laws.json's ``warnings``), the refits and predictions drop them."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yield caught
-
-
-def form_of_record(wanted: str, fitted: Iterable[str], rule: LossLawRule | None = None) -> str:
-    """The loss form of record: ``wanted`` (the spec's ``laws.loss_law``; under "auto" the form ``rule``
-    chose, :func:`loss_law_rule`) when that form was fitted, else the isoFLOP power law ``e C^f``
-    ("power", always fitted)."""
-    return wanted_form(wanted, rule) if wanted_form(wanted, rule) in set(fitted) else "power"
-
-
-def wanted_form(wanted: str, rule: LossLawRule | None) -> str:
-    """The form ``laws.loss_law`` asks for: itself, or under "auto" the form ``rule`` chose ("power"
-    without a rule)."""
-    if wanted != "auto":
-        return wanted
-    return "power" if rule is None else rule.chosen
-
-
+# -- the form of record's fallback ----------------------------------------------------------------
 def loss_law_fallback(wanted: str) -> str:
     """The warning when ``laws.loss_law`` (or the form its "auto" rule chose) names a form that could
     not be fitted."""
@@ -220,31 +190,6 @@ def loss_law_fallback(wanted: str) -> str:
 
 
 # -- the study's fits -------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class StudyFit:
-    """A study's runs read once (runs.csv) and fitted: the Approach 2 ``fit`` of all budgets with its
-    bootstrap (None with ``laws.bootstrap: 0``), the isoFLOP point ``checks``, the residual-structure
-    test, and ``warnings``: the distinct messages of the fit, the checks and the test, sorted.
-    ``to_6nd``: 6ND FLOPs per exact FLOP (:func:`six_nd_per_exact`); ``rows``: runs.csv's text cells;
-    ``rule``: under ``laws.loss_law: auto``, how the form of record was chosen from the budgets the
-    backtest of record fits (:func:`loss_law_rule`), else None. Under ``laws.off_rungs: drop``, ``runs``
-    lack the off rungs :func:`~ditscale.study.rungs.rungs_of_record` found (``rungs``, the rule) and
-    ``all_runs`` holds every run (None: ``runs`` are all)."""
-
-    spec: StudySpec
-    runs: Runs
-    rows: list[dict[str, str]]
-    fit: IsoflopFit
-    boot: Bootstrap | None
-    checks: tuple[Check, ...]
-    structure: ResidualStructure
-    warnings: tuple[str, ...]
-    to_6nd: float
-    rule: LossLawRule | None = None
-    rungs: RungRule | None = None
-    all_runs: Runs | None = None
-
-
 def read_study_runs(folder: StudyFolder) -> tuple[Runs, list[dict[str, str]]]:
     """The study's runs.csv, read once: its checked rows of text cells and their :class:`Runs`."""
     rows = folder.read_runs_rows()
@@ -264,26 +209,18 @@ def fit_study(
     spec = spec or folder.read_spec()
     cfg = dataclasses.replace(spec.laws, seed=spec.laws.seed + seed_offset)
     all_runs, rows = read_study_runs(folder)
-    with _quiet():
+    with quiet():
         runs, rungs = rungs_of_record(all_runs, spec.holdout, cfg)
-    with _quiet() as caught:
+    with quiet() as caught:
         fit, boot = fit_runs(runs, cfg, draws)
     to_6nd = six_nd_per_exact(rows)
-    rule = _record_rule(runs, spec.holdout, cfg, to_6nd) if cfg.loss_law == "auto" else None
+    rule = record_rule(runs, spec.holdout, cfg, to_6nd) if cfg.loss_law == "auto" else None
     checks = tuple(isoflop_checks(runs, fit, wanted_form(cfg.loss_law, rule)))
     structure = residual_structure(runs, cfg.budget_rtol)
     found = {str(w.message) for w in caught} | {c.message for c in checks}
     found |= {m for m in (structure.message, rungs and rungs.message) if m}
     kept = None if rungs is None else all_runs
     return StudyFit(spec, runs, rows, fit, boot, checks, structure, tuple(sorted(found)), to_6nd, rule, rungs, kept)
-
-
-def _record_rule(runs: Runs, holdout: int, cfg: FitConfig, to_6nd: float) -> LossLawRule:
-    """:func:`loss_law_rule` on the budgets the backtest of record fits (all but the ``holdout``
-    largest): the form of record never sees a held-out budget."""
-    with _quiet():
-        fitted = holdout_split(runs, holdout, cfg.budget_rtol)[0] if holdout >= 1 else runs
-    return loss_law_rule(fitted, cfg, to_6nd)
 
 
 def six_nd_per_exact(rows: list[dict]) -> float:
@@ -299,23 +236,6 @@ def six_nd_per_exact(rows: list[dict]) -> float:
     return math.exp(sum(map(math.log, ratios)) / len(ratios)) if ratios else 1.0  # no 6ND column: C as given
 
 
-def _parametric_fit(runs: Runs, cfg: FitConfig, draws: DrawStore | None = None):
-    """Approach 3 fitted to ``runs`` and bootstrapped per ``cfg`` (reusing ``draws``): ``(fit,
-    Bootstrap or None)``, or None when the fit fails or is not finite."""
-    try:
-        with _quiet():
-            fit = fit_parametric(runs, **cfg.parametric_options())
-    except (DataError, ValueError, FloatingPointError):
-        return None
-    if not all(math.isfinite(getattr(fit, k)) for k in ("E", "A", "B", "alpha", "beta")):
-        return None
-    if cfg.resamples < 2:
-        return fit, None
-    if draws is None:
-        return fit, bootstrap(runs, fit, cfg.resamples, cfg.seed)
-    return fit, draws.bootstrap("parametric", runs, fit, cfg.parametric_options(), cfg.resamples, cfg.seed)
-
-
 def parametric_summary(
     fitted,
     runs: Runs,
@@ -326,8 +246,8 @@ def parametric_summary(
 ) -> ParametricSummary | None:
     """Approach 3 (``L = E + A/N^alpha + B/D^beta``) as laws.json's ``parametric``, or None if it did not converge.
 
-    ``fitted``: :func:`_parametric_fit`'s ``(fit, Bootstrap or None)`` of ``runs``, or None. ``cfg``
-    (a :class:`~ditscale.laws.FitConfig`, the spec's ``laws``; default: its defaults) gave the
+    ``fitted``: :func:`~ditscale.study.fitted.parametric_fit`'s ``(fit, Bootstrap or None)`` of ``runs``,
+    or None. ``cfg`` (a :class:`~ditscale.laws.FitConfig`, the spec's ``laws``; default: its defaults) gave the
     solver (``parametric_method``, ``delta``, ``top_k``) and the bootstrap (``cfg.resamples``
     resamples of whole runs, stratified by budget, seed ``cfg.seed``): intervals and standard
     errors of E, A, B, alpha, beta and of the implied N_opt / D_opt laws. With ``target_flops``,
@@ -344,206 +264,10 @@ def parametric_summary(
     if target_flops is None:
         return out
     largest = max(runs.budgets(cfg.budget_rtol)[1]) * to_6nd
-    with _quiet():
+    with quiet():
         pred = predict(fit, target_flops * to_6nd, boot=boot, tokens_per_image=tpi, trained_flops=largest).to_dict()
     pred = {**pred, "flops": float(target_flops), "flops_6nd": float(target_flops * to_6nd)}
     return dataclasses.replace(out, prediction=PredictionSummary.from_dict(pred))
-
-
-# -- the backtest -----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Backtest:
-    """:func:`backtest_study`'s result: the ``rows`` of record (N_opt from the isoFLOP refit, the loss
-    of the form of record, every form's loss under ``forms``), Approach 3's own rows (``parametric``;
-    () when it did not converge on the refit's runs) and the refit's laws (``fit``; None without a
-    holdout)."""
-
-    rows: tuple[BacktestSummary, ...]
-    parametric: tuple[BacktestSummary, ...]
-    fit: FitSummary | None
-
-
-def backtest_study(study: StudyFit, fit=None, draws: DrawStore | None = None) -> Backtest:
-    """Refit without the ``spec.holdout`` largest budgets and predict their compute-optimal loss and N_opt.
-
-    Every loss form is backtested (:data:`ditscale.laws.fit.LOSS_LAWS`): the isoFLOP refit's power law and
-    saturating law, and Approach 3 refitted to the same runs (its C = 6ND target is the held-out
-    FLOPs times ``study.to_6nd``, :func:`six_nd_per_exact`). The rows of record take N_opt from the
-    isoFLOP refit and the loss from the form of record (:func:`form_of_record` of the forms the refit
-    could fit); each row names its ``loss_law`` and carries every form's loss under ``forms``.
-
-    ``fit`` is the study's isoFLOP fit of all runs, which gives the held-out budgets' actual L* and N*
-    (default: ``study.fit``). ``draws``: reuse (and keep) the refits' bootstraps there.
-    """
-    spec = study.spec
-    cfg = spec.laws
-    if spec.holdout < 1:
-        return Backtest((), (), None)
-    with _quiet():
-        sub, held_flops = holdout_split(study.runs, spec.holdout, cfg.budget_rtol)
-    forms, refit, boot = _refit_forms(study, sub, held_flops, (cfg, cfg), fit, draws)
-    law = form_of_record(cfg.loss_law, forms, study.rule)
-    rows = tuple(_record_row(i, forms, law) for i in range(len(held_flops)))
-    return Backtest(rows, tuple(forms.get("parametric", ())), FitSummary.from_dict(refit.to_dict(boot)))
-
-
-def _refit_forms(study: StudyFit, sub: Runs, held_flops, cfgs: tuple[FitConfig, FitConfig], full=None, draws=None):
-    """Every loss form refitted to the runs ``sub`` predicts the budgets ``held_flops``: ``({form: rows},
-    isoFLOP refit, its bootstrap)``, each row naming its ``loss_law`` (:func:`_backtest_rows`; Approach 3's
-    C = 6ND target is the FLOPs times ``study.to_6nd``). ``cfgs``: the isoFLOP refit's and Approach 3's
-    :class:`~ditscale.laws.FitConfig` (their bootstraps); ``full``: the isoFLOP fit giving the actual L*
-    and N* (default ``study.fit``); ``draws``: reuse (and keep) the refits' bootstraps there."""
-    full = full if full is not None else study.fit
-    with _quiet():
-        refit, boot = fit_runs(sub, cfgs[0], draws)
-        forms = {"power": _backtest_rows(refit, boot, full, held_flops)}
-        if refit.loss_law_saturating is not None:
-            forms["saturating"] = _backtest_rows(refit, boot, full, held_flops, saturating=True)
-        par = _parametric_fit(sub, cfgs[1], draws)
-        if par is not None:
-            forms["parametric"] = _backtest_rows(*par, full, held_flops, to_6nd=study.to_6nd)
-    forms = {name: [dataclasses.replace(row, loss_law=name) for row in rows] for name, rows in forms.items()}
-    return forms, refit, boot
-
-
-def _backtest_rows(refit, boot, full_isoflop, held_flops, saturating: bool = False, to_6nd: float = 1.0):
-    """The backtest rows (:func:`ditscale.laws.predict.backtest_rows`), each with the 90% intervals of
-    the predicted loss and N_opt from the refit's bootstrap and whether the actual values lie inside.
-    ``to_6nd``: 6ND FLOPs per FLOP, for Approach 3's refit."""
-    inside = lambda ci, x: None if ci is None or x is None else bool(ci[0] <= x <= ci[1])  # noqa: E731
-    out = []
-    for row in backtest_rows(refit, full_isoflop, held_flops, saturating, to_6nd):
-        est = predict(refit, row.flops * to_6nd, boot=boot, saturating=saturating)
-        out.append(
-            BacktestSummary(
-                **row.to_dict(),
-                predicted_ci90=est.loss_opt.ci90,
-                within_ci90=inside(est.loss_opt.ci90, row.actual_loss),
-                predicted_n_opt_ci90=est.n_opt.ci90,
-                n_opt_within_ci90=inside(est.n_opt.ci90, row.actual_n_opt),
-            )
-        )
-    return out
-
-
-def _record_row(i: int, forms: dict[str, list[BacktestSummary]], law: str) -> BacktestSummary:
-    """Held-out budget ``i``'s row of record: the isoFLOP refit's N_opt, the loss of form ``law``,
-    and every form's loss under ``forms``."""
-    return dataclasses.replace(
-        forms["power"][i],
-        **dataclasses.asdict(forms[law][i].loss()),
-        loss_law=law,
-        forms={name: rows[i].loss() for name, rows in forms.items()},
-    )
-
-
-# -- the form of record by rule: an inner backtest on the fitted budgets ------------------------------
-INNER_HOLDOUT = 3  # the inner backtest holds out the 1, 2, ... up to 3 largest fitted budgets
-INNER_MIN_FITTED = 4  # ... while at least 4 stay (the saturating law needs 4 budgets)
-RULE_TIE = 1e-6  # scores this close are a tie (a saturating law whose floor fits 0 is the power law)
-LOSS_LAW_RULE = (
-    "inner backtest on the fitted budgets only: for j = 1 .. min(3, m - 4), refit every form (points, no "
-    "bootstrap) without the j largest of the m fitted budgets and predict their L* (actual: the isoFLOP fit "
-    "of the fitted budgets); score = mean |relative error| over those rows; the lowest score wins, scores "
-    "within 1e-6 of it tie and go to power, saturating, parametric in that order; power when m < 5 or no "
-    "form was scored"
-)
-
-
-def loss_law_rule(fitted: Runs, cfg: FitConfig, to_6nd: float = 1.0) -> LossLawRule:
-    """``laws.loss_law: auto``: the loss form of record chosen from the runs ``fitted`` alone
-    (:data:`LOSS_LAW_RULE`), so a held-out budget's losses cannot move the choice. Each form's score is
-    the mean |relative error| of its inner backtest rows (a form that fails to fit in any inner refit
-    is not scored); ``to_6nd``: 6ND FLOPs per FLOP, for Approach 3's target."""
-    point = dataclasses.replace(cfg, bootstrap=0)
-    budgets = fitted.budgets(cfg.budget_rtol)[1]
-    inputs = []
-    with _quiet():
-        own = fit_runs(fitted, point)[0]
-        for j in range(1, min(INNER_HOLDOUT, len(budgets) - INNER_MIN_FITTED) + 1):
-            sub, held = holdout_split(fitted, j, cfg.budget_rtol)
-            errors = _inner_errors(sub, held, own, point, to_6nd)
-            inputs += [
-                RuleInput(fitted_max_flops=float(budgets[-j - 1]), flops=float(c), relative_errors=errors[i])
-                for i, c in enumerate(held)
-            ]
-    scored = [f for f in LOSS_LAWS if inputs and all(f in x.relative_errors for x in inputs)]
-    scores = {f: float(np.mean([abs(x.relative_errors[f]) for x in inputs])) for f in scored}
-    best = min(scores.values(), default=0.0)
-    chosen = next((f for f in scores if scores[f] <= best + RULE_TIE), "power")  # scores: in LOSS_LAWS order
-    return LossLawRule(
-        rule=LOSS_LAW_RULE, fitted_max_flops=float(budgets[-1]), inputs=tuple(inputs), scores=scores, chosen=chosen
-    )
-
-
-def _inner_errors(sub: Runs, held, own, point: FitConfig, to_6nd: float) -> list[dict[str, float]]:
-    """Each budget of ``held``'s relative L* error by every form refitted (points) to ``sub``; the
-    actual L* is that of ``own``, the isoFLOP fit of the rule's fitted runs."""
-    refit = fit_runs(sub, point)[0]
-    forms = {"power": backtest_rows(refit, own, held)}
-    if refit.loss_law_saturating is not None:
-        forms["saturating"] = backtest_rows(refit, own, held, saturating=True)
-    par = _parametric_fit(sub, point)
-    if par is not None:
-        forms["parametric"] = backtest_rows(par[0], own, held, to_6nd=to_6nd)
-    return [{f: rows[i].relative_error for f, rows in forms.items()} for i in range(len(held))]
-
-
-# -- backtests at every distance ---------------------------------------------------------------------
-EXTRAPOLATION_MIN_FITTED = 5  # refit without the K largest budgets, K = 1, 2, ... while 5 stay fitted
-# the refits' bootstrap resamples (at most the spec's), fewer than the study's own to bound the cost: the
-# quickstart's 6 refits took 18 s (11 s with 50 for Approach 3) on a busy 2-core machine where the rest of
-# its analysis took 34-44 s; Approach 3's bootstrap is most of it. Not stored in bootstrap.npz.
-EXTRAPOLATION_RESAMPLES = {"isoflop": 100, "parametric": 100}
-
-
-@dataclass(frozen=True)
-class Extrapolation:
-    """:func:`extrapolation_study`'s result: every refit's rows by every form (``rows``), the rows of
-    each refit's form of record (``of_record``) and, under ``laws.loss_law: auto``, each refit's
-    :class:`~ditscale.laws.results.LossLawRule` (``rules``; () otherwise) and, under ``laws.off_rungs:
-    drop``, each refit's off-rung rule (``rung_rules``; () otherwise)."""
-
-    rows: tuple[ExtrapolationRow, ...]
-    of_record: tuple[ExtrapolationRow, ...]
-    rules: tuple[LossLawRule, ...]
-    rung_rules: tuple[RungRule, ...] = ()
-
-
-def extrapolation_study(study: StudyFit) -> Extrapolation:
-    """Backtests at every distance: for K = 1, 2, ... while at least :data:`EXTRAPOLATION_MIN_FITTED`
-    budgets stay fitted, every form refitted without the K largest budgets (:func:`_refit_forms`,
-    bootstraps of :data:`EXTRAPOLATION_RESAMPLES`, not stored) predicts each held-out budget,
-    ``factor`` = its FLOPs over the largest fitted budget; each form's rows carry its own N_opt (the
-    isoFLOP refit's for power and saturating, Approach 3's own). The rows of record take the loss of
-    each refit's form of record (:func:`form_of_record`; under "auto" :func:`loss_law_rule` on that
-    refit's fitted budgets) and N_opt from the isoFLOP refit, as the backtest of record
-    (:func:`_record_row`) and the prediction do. Under ``laws.off_rungs: drop`` each refit leaves out
-    the off rungs of its own fitted budgets (:func:`~ditscale.study.rungs.refit_rungs`, from all the
-    study's runs); the actual L* and N* stay those of the study's fit."""
-    cfg = study.spec.laws
-    budgets = study.runs.budgets(cfg.budget_rtol)[1]
-    cfgs = tuple(dataclasses.replace(cfg, bootstrap=min(cfg.resamples, n)) for n in EXTRAPOLATION_RESAMPLES.values())
-    rows, of_record, rules, rung_rules = [], [], [], []
-    for k in range(1, len(budgets) - EXTRAPOLATION_MIN_FITTED + 1):
-        with _quiet():
-            sub, held = holdout_split(study.runs if study.all_runs is None else study.all_runs, k, cfg.budget_rtol)
-            sub, rungs = refit_rungs(sub, cfg)
-        rung_rules += [rungs] if rungs is not None else []
-        fitted_max = float(budgets[-k - 1])
-        forms = _refit_forms(study, sub, held, cfgs)[0]
-        rule = loss_law_rule(sub, cfg, study.to_6nd) if cfg.loss_law == "auto" else None
-        rules += [rule] if rule is not None else []
-        law = form_of_record(cfg.loss_law, forms, rule)
-        rows += [_extrapolation_row(row, form, fitted_max) for form, form_rows in forms.items() for row in form_rows]
-        of_record += [_extrapolation_row(_record_row(i, forms, law), law, fitted_max) for i in range(len(held))]
-    return Extrapolation(tuple(rows), tuple(of_record), tuple(rules), tuple(rung_rules))
-
-
-def _extrapolation_row(row: BacktestSummary, form: str, fitted_max: float) -> ExtrapolationRow:
-    """A backtest row of ``form`` as an extrapolation row of the refit fitted up to ``fitted_max`` FLOPs."""
-    fields = {k: v for k, v in row.to_dict().items() if k not in ("loss_law", "forms")}
-    return ExtrapolationRow(**fields, fitted_max_flops=fitted_max, factor=row.flops / fitted_max, form=form)
 
 
 # -- the prediction ---------------------------------------------------------------------------------
@@ -585,7 +309,7 @@ def study_prediction(
     draws = load_draws(out_dir) if stored else draws
     study = fitted or fit_study(out_dir, spec, draws=draws)
     backtest = backtest_study(study, draws=draws).rows if with_backtest else None
-    out = _prediction(study, flops, _parametric_fit(study.runs, spec.laws, draws), backtest)
+    out = _prediction(study, flops, parametric_fit(study.runs, spec.laws, draws), backtest)
     note = draws_note(out_dir, draws) if stored else None
     measured = measured_error(_stored_extrapolation(out_dir), out.extrapolation)
     return dataclasses.replace(out, notes=(note,) if note else (), measured_error=measured)
@@ -606,7 +330,7 @@ def _prediction(
     study: StudyFit, flops: float, parametric, backtest: tuple[BacktestSummary, ...] | None = None
 ) -> PredictionSummary:
     """:func:`study_prediction`'s answer from what is already fitted: ``parametric`` is
-    :func:`_parametric_fit`'s ``(fit, boot)`` or None, ``backtest`` the rows to include (None: no
+    :func:`~ditscale.study.fitted.parametric_fit`'s ``(fit, boot)`` or None, ``backtest`` the rows to include (None: no
     ``backtest`` key); ``notes`` is left empty."""
     spec, fit, boot = study.spec, study.fit, study.boot
     base = base_model_config(spec)
@@ -693,7 +417,7 @@ def prediction_forms(
     if fit.loss_law_saturating is not None:
         preds["saturating"] = predict(fit, flops, boot=boot, saturating=True)
     if parametric is not None:
-        with _quiet():
+        with quiet():
             preds["parametric"] = predict(parametric[0], flops * to_6nd, boot=parametric[1])
     return tuple(
         FormSummary(
@@ -827,7 +551,7 @@ def quality_summary(out_dir: str | Path, spec: StudySpec) -> QualitySummary | No
     if found is None:
         return None
     metric, points = found
-    with _quiet():
+    with quiet():
         laws = fit_quality(
             points,
             metric=metric,
@@ -853,7 +577,7 @@ def quality_metrics_summary(out_dir: str | Path, spec: StudySpec) -> dict[str, Q
     chance, floor = frame.get("chance") or {}, {**(frame.get("ceiling") or {}), **(frame.get("floor") or {})}
     out = {}
     for name, points in metrics.items():
-        with _quiet():
+        with quiet():
             laws = fit_metric(
                 points,
                 holdout=spec.holdout,
@@ -919,7 +643,7 @@ def study_laws(folder: StudyFolder, study: StudyFit, draws: DrawStore, *, starte
     rules that chose the forms of record. ``draws``: where the bootstraps are reused and kept."""
     spec, fit = study.spec, study.fit
     bt = backtest_study(study, draws=draws)
-    par = _parametric_fit(study.runs, spec.laws, draws)  # one Approach 3 fit for its summary and the prediction
+    par = parametric_fit(study.runs, spec.laws, draws)  # one Approach 3 fit for its summary and the prediction
     parametric = parametric_summary(par, study.runs, spec.laws, spec.target_flops, tokens_per_image(spec), study.to_6nd)
     if parametric is not None:
         parametric = dataclasses.replace(parametric, backtest=bt.parametric)
@@ -1003,7 +727,7 @@ def study_comparison(
     draws_a, draws_b = load_draws(dir_a), load_draws(dir_b)
     a, b = fit_study(dir_a, spec_a, draws=draws_a), fit_study(dir_b, spec_b, draws=draws_b)
     same = _isoflop_key(a.runs, spec_a) == _isoflop_key(b.runs, spec_b)
-    with _quiet():  # heavy-tailed bootstrap coefficients overflow
+    with quiet():  # heavy-tailed bootstrap coefficients overflow
         comp = compare(a.fit, a.boot, b.fit, b.boot if same else _shifted(b.boot), flops=flops)
     ci = lambda boot, name: None if boot is None else boot.ci90(name)  # noqa: E731
     return ComparisonSummary(
