@@ -1,17 +1,19 @@
 """The README's table of quickstart results, rendered from a finished study's laws.json.
 
-The numbers the README and docs/studies.md quote are never typed by hand: this script writes the
-summary table between the markers ``<!-- quickstart-table -->`` and ``<!-- /quickstart-table -->``,
-the details (fitted laws, noise, checks, the prediction) between ``<!-- quickstart-details -->``
-and ``<!-- /quickstart-details -->``, the backtests at every distance (``scripts/extrapolation_table.py``)
-in ``<!-- quickstart-extrapolation -->`` and, when the study was verified (``verify*.json`` beside
-laws.json or in its ``verify/`` folder, each with its ``predict*.json``, ``study predict --flops C
---json`` at the same C, for every form's prediction), the verifications in ``<!-- quickstart-verify -->``; and
-``tests/test_docs_numbers.py`` checks that the files' blocks equal what it renders from the committed
-study (``tests/data/studies/quickstart/``)::
+The numbers the README and the docs quote are never typed by hand: this script writes, for the study
+named by ``--study`` (``quickstart``, the default, or ``quickstart-t2i``), the summary table between
+the markers ``<!-- {study}-table -->`` and ``<!-- /{study}-table -->``, the details (fitted laws,
+noise, checks, the prediction) in ``<!-- {study}-details -->``, the backtests at every distance
+(``scripts/extrapolation_table.py``) in ``<!-- {study}-extrapolation -->``, the top budget's sample
+quality against its chance levels and floors in ``<!-- {study}-quality -->`` (docs/quality.md) and,
+when the study was verified (``verify*.json`` beside laws.json or in its ``verify/`` folder, each
+with its ``predict*.json``, ``study predict --flops C --json`` at the same C, for every form's
+prediction), the verifications in ``<!-- {study}-verify -->``; ``tests/test_docs_numbers.py`` checks
+that the files' blocks equal what it renders from the committed studies (``tests/data/studies/``)::
 
     python scripts/quickstart_table.py runs/quickstart/laws.json              # print the blocks
-    python scripts/quickstart_table.py runs/quickstart/laws.json --write README.md docs/studies.md
+    python scripts/quickstart_table.py runs/quickstart/laws.json --write README.md docs/studies.md docs/quality.md
+    python scripts/quickstart_table.py runs/quickstart-t2i/laws.json --study quickstart-t2i --write README.md docs/studies.md docs/quality.md
 """
 
 from __future__ import annotations
@@ -24,8 +26,6 @@ import re
 from pathlib import Path
 
 from ditscale.laws.results import LawsSummary, PredictionSummary
-
-BLOCKS = ("table", "details", "extrapolation", "verify", "quality")  # each block is <!-- {study}-{block} -->
 
 
 # -- formatting -----------------------------------------------------------------------------------
@@ -379,7 +379,7 @@ def replace_block(text: str, name: str, body: str, where: str) -> str:
 
 
 def rendered(laws: dict | LawsSummary, verified: list[dict] | None = None, study: str = "quickstart") -> dict[str, str]:
-    """Each block's body by its marker name ``{study}-{block}`` (:data:`BLOCKS`; ``laws``: its record or
+    """Each block's body by its marker name ``{study}-{block}`` (``laws``: its record or
     dict; ``verified``: :func:`verification_files`; ``study``: the preset, ``quickstart`` or ``quickstart-t2i``)."""
     laws = LawsSummary.of(laws)
     bodies = {
@@ -403,7 +403,7 @@ def main() -> None:
         nargs="*",
         default=[],
         metavar="FILE",
-        help="rewrite the blocks that FILE(s) hold (README.md, docs/studies.md)",
+        help="rewrite the blocks that FILE(s) hold (README.md, docs/studies.md, docs/quality.md)",
     )
     args = parser.parse_args()
     bodies = rendered(LawsSummary.read(args.laws), verification_files(args.laws), args.study)
