@@ -60,12 +60,19 @@ def test_the_rounds_follow_the_falling_loss_past_the_edge():
     assert (low.n_opt, low.edge) == (56640.0, "below")
     # round 2: 2x, 4x, 8x below the smallest size trained: 2.8e4, 1.4e4, 7.1e3 -> widths 32, 24, 16
     assert next_round(LOG_N, {5, 8, 11}, [low]) == [1, 2, 3]
-    # nothing beyond the edge: the rounds end; an optimum inside the sizes trained ends them too
-    assert next_round(LOG_N, {0, 1, 2}, [low]) == []
-    inside = BudgetOptimum(3.2e11, 2.5e4, None, ())
-    assert next_round(LOG_N, {1, 2, 3, 5, 8, 11}, [inside]) == []
-    # at the top edge, only 2 sizes beyond: padded with the untrained size nearest the edge
-    high = BudgetOptimum(3.2e11, 890112.0, "above", ())
+    # round 3: widths 16-32 lost to 48 at both budgets: no lowest loss at an edge; refine halfway (in log N)
+    # between each lowest loss and its trained neighbours, the largest budget first: 96 -> 64 and 128, then 48 -> 40
+    small = {6592: 0.50, 14496: 0.42, 25472: 0.37, 56640: 0.347, 223872: 0.419, 890112: 1.067}
+    large = {6592: 0.45, 14496: 0.38, 25472: 0.33, 56640: 0.302, 223872: 0.291, 890112: 0.764}
+    optima = [budget_optimum(1.6e11, list(small.items())), budget_optimum(3.2e11, list(large.items()))]
+    assert [o.edge for o in optima] == [None, None]
+    assert next_round(LOG_N, {1, 2, 3, 5, 8, 11}, optima) == [4, 7, 9]
+    # every neighbour of the lowest losses trained: nothing left to learn
+    assert next_round(LOG_N, {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}, optima) == []
+    # at the narrowest size with nothing beyond it: refine above it; at the top, pad to 3 sizes
+    floor = budget_optimum(3.2e11, [(1760, 0.2), (14496, 0.3), (56640, 0.4)])
+    assert next_round(LOG_N, {0, 2, 5}, [floor]) == [1, 3, 4]
+    high = BudgetOptimum(3.2e11, 890112.0, "above", ((223872, 0.3), (890112, 0.2)))
     assert next_round(LOG_N, {5, 8, 11}, [high]) == [10, 12, 13]
 
 
@@ -79,24 +86,30 @@ def test_a_budget_optimum_is_the_vertex_of_the_parabola_through_the_lowest_loss(
         budget_optimum(6.4e11, [(1e4, 0.3)])
 
 
-def test_a_minimum_at_the_small_edge_moves_the_prior_and_the_rungs_down():
+def test_optima_below_the_ladder_move_the_prior_and_the_rungs_down():
     """The own-data case: the ladder's prior (0.0781 C^0.5681, 4e5 at 6.4e11) put every grid above the
-    optimum; the pilot's optima (2.5e4 and 3.5e4) give a prior 7.4x lower and rungs from width 16."""
+    optimum; the pilot's optima (2.5e4 and 3.5e4, inside the sizes it trained) give the prior through
+    both (its exponent measured between them) and rungs from width 16."""
     optima = [BudgetOptimum(1.6e11, 2.5e4, None, ()), BudgetOptimum(3.2e11, 3.5e4, None, ())]
     p = place(optima, LADDER, BUDGETS, span=6, exponent=0.5681, models=5)
-    log_k = (math.log(2.5e4) + math.log(3.5e4) - 0.5681 * (math.log(1.6e11) + math.log(3.2e11))) / 2
-    assert p.prior.coefficient == float(f"{math.exp(log_k):.3g}") == 0.0105
-    assert p.prior.exponent == 0.5681
-    # grids reach N_opt(1.6e11) / sqrt(6) = 9.9e3 .. N_opt(2.56e12) * sqrt(6) = 2.9e5: widths 16 to 128
+    assert p.exponent_source == "pilot" and p.prior.exponent == float(f"{math.log(1.4) / math.log(2):.3g}") == 0.485
+    log_k = (math.log(2.5e4) + math.log(3.5e4) - 0.485 * (math.log(1.6e11) + math.log(3.2e11))) / 2
+    assert p.prior.coefficient == float(f"{math.exp(log_k):.3g}") == 0.092
+    assert p.prior.n_opt(1.6e11) == pytest.approx(2.5e4, rel=5e-3) and p.prior.n_opt(3.2e11) == pytest.approx(
+        3.5e4, rel=5e-3
+    )
+    # grids reach N_opt(1.6e11) / sqrt(6) = 1.0e4 .. N_opt(2.56e12) * sqrt(6) = 2.3e5: widths 16 to 128
     assert p.rungs == tuple(r for r, _ in LADDER[1:10])
     assert p.warnings == ()
-    # the prior runs through the pilot's optima: its value at their geometric mean budget is theirs
-    assert p.prior.n_opt(math.sqrt(1.6e11 * 3.2e11)) == pytest.approx(math.sqrt(2.5e4 * 3.5e4), rel=5e-3)
+    # a falling optimum (noise) is held inside EXPONENT_RANGE: 0.1
+    falling = [BudgetOptimum(1.6e11, 1e5, None, ()), BudgetOptimum(3.2e11, 9e4, None, ())]
+    assert place(falling, LADDER, BUDGETS, 6, 0.5681, 5).prior.exponent == 0.1
 
 
 def test_an_optimum_at_the_narrowest_rung_is_a_bound_and_says_so():
     optima = [BudgetOptimum(1.6e11, 1760.0, "below", ()), BudgetOptimum(3.2e11, 6592.0, None, ())]
     p = place(optima, LADDER, BUDGETS, span=6, exponent=0.5681, models=5)
+    assert (p.prior.exponent, p.exponent_source) == (0.5681, "spec")  # a bound measures no exponent
     assert p.rungs == tuple(r for r, _ in LADDER[:5])  # from the narrowest, at least 5 rungs
     (warning,) = p.warnings
     assert warning.startswith("pilot budget 1.6e11: the lowest loss is at the smallest size trained (N=1.76e+03)")
@@ -139,6 +152,7 @@ def test_a_tiny_pilot_places_the_study_and_resumes_without_training(tmp_path):
     # its cost: the rounds' trained FLOPs (trunks counted once), which the plan's estimate matches
     rounds = [StudyFolder(out / f"round{k}") for k in range(1, pilot.rounds + 1)]
     assert pilot.flops == sum(compute_summary(f)["trained_flops"] for f in rounds)
+    assert pilot.wall_s == sum(compute_summary(f)["study_s"] for f in rounds) > 0
     spec1 = round_spec(spec, [s for s in sizes if s.rung in first], [1e8, 2e8], 1)
     estimate = trained_flops(plan_study(spec1).runs, True, spec.hparams.cooldown_frac)
     assert estimate == pytest.approx(compute_summary(rounds[0])["trained_flops"], rel=0.05)  # runs of ~20 steps

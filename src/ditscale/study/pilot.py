@@ -8,7 +8,8 @@ a few model sizes at the study's two smallest budgets, in rounds of 3 sizes (at 
 killed anywhere resumes where it stopped, a finished one trains nothing again). Which sizes, and
 how their losses become the study's ``prior`` and ``rungs``, is :mod:`ditscale.study.placement`:
 the sizes are the family's ladder and narrower rungs below it, round 1 spans 16x in N around the
-prior's optimum, later rounds follow the falling loss beyond the edge of the sizes trained.
+prior's optimum, later rounds follow the falling loss beyond the edge of the sizes trained, then
+fill in the sizes next to the lowest losses.
 
 ``DIR/pilot.json`` records the outcome (points, optima, prior, rungs, FLOPs). Its cost is the
 training FLOPs of the pilot's runs (shared trunks counted once), set against the placed study's
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +55,8 @@ PILOT_JSON = "pilot.json"
 class PilotOutcome:
     """What a pilot measured and placed: its ``points``, the ``placement`` (prior, rungs, warnings),
     the ``rounds`` it ran at ``budgets`` (FLOPs), the training FLOPs it cost (``flops``) and the
-    placed study's (``study_flops``), its wall seconds and folder."""
+    placed study's (``study_flops``), ``wall_s`` (the seconds of every call that ran a round, as a
+    study's ``study_s``) and its folder."""
 
     placement: Placement
     points: tuple[PilotPoint, ...]
@@ -77,7 +78,7 @@ class PilotOutcome:
         sizes = len({x.rung for x in self.points})
         head = (
             f"pilot: {self.rounds} round(s), {sizes} model sizes at {' and '.join(fmt_flops(b) for b in self.budgets)} "
-            f"FLOPs in {self.wall_s:.0f} s: {self.flops:.3g} training FLOPs, {self.share:.0%} of the placed study's "
+            f"FLOPs in {self.wall_s:.0f} s of training calls: {self.flops:.3g} training FLOPs, {self.share:.0%} of the placed study's "
             f"{self.study_flops:.3g} ({Path(self.out_dir) / PILOT_JSON})"
         )
         out = [head] + [f"  {_optimum_text(o)}" for o in p.optima]
@@ -102,6 +103,7 @@ class PilotOutcome:
             "points": [dataclasses.asdict(x) for x in self.points],
             "optima": [{"budget": o.budget, "n_opt": o.n_opt, "edge": o.edge} for o in p.optima],
             "prior": {"coefficient": p.prior.coefficient, "exponent": p.prior.exponent},
+            "exponent_source": p.exponent_source,
             "rungs": [list(r) for r in p.rungs],
             "warnings": list(p.warnings),
             "flops": self.flops,
@@ -155,7 +157,6 @@ def run_pilot(
     echo: Callable[[str], None] = print,
 ) -> PilotOutcome:
     """Run (or continue) the pilot of ``spec`` in ``out_dir`` and place the study (see the module)."""
-    t0 = time.time()
     sizes = candidate_sizes(spec)
     log_n = [math.log(s.non_embedding) for s in sizes]
     budgets = spec.budgets[:2]
@@ -163,15 +164,15 @@ def run_pilot(
     index = {s.rung: i for i, s in enumerate(sizes)}
     points: list[PilotPoint] = []
     tried: set[int] = set()
-    flops, number = 0.0, 0
+    flops, wall, number = 0.0, 0.0, 0
     while picked and number < MAX_ROUNDS:
         number += 1
-        new, cost = _pilot_round(
+        new, cost, seconds = _pilot_round(
             spec, [sizes[i] for i in picked], budgets, Path(out_dir), number, echo, progress, workers, threads
         )
         points += new
         tried |= set(picked) | {index[p.rung] for p in new if p.rung in index}
-        flops += cost
+        flops, wall = flops + cost, wall + seconds
         optima = _optima(points, budgets, Path(out_dir))
         echo(f"pilot round {number}: " + "; ".join(_optimum_text(o) for o in optima))
         picked = next_round(log_n, tried, optima)
@@ -180,9 +181,7 @@ def run_pilot(
     hp = spec.hparams
     cooldown = hp.cooldown_frac if hp.schedule == "wsd" else 0.0
     study = trained_flops(plan_study(placed_spec(spec, placement)).runs, spec.share_trunks, cooldown)
-    outcome = PilotOutcome(
-        placement, tuple(points), number, tuple(budgets), flops, study, time.time() - t0, str(out_dir)
-    )
+    outcome = PilotOutcome(placement, tuple(points), number, tuple(budgets), flops, study, wall, str(out_dir))
     atomic_write_json(Path(out_dir) / PILOT_JSON, outcome.to_json())
     return outcome
 
@@ -195,7 +194,8 @@ def _centre(spec: StudySpec, budgets: list[float]) -> float:
 
 
 def _pilot_round(spec, sizes, budgets, out_dir: Path, number: int, echo, progress, workers, threads):
-    """Train round ``number`` in ``out_dir/round<number>``: ``(its finished points, its training FLOPs)``."""
+    """Train round ``number`` in ``out_dir/round<number>``: ``(its finished points, its training FLOPs,
+    the wall seconds of every call that ran it)``."""
     widths = ", ".join(f"d{d}w{w}h{h}" for d, w, h in (s.rung for s in sizes))
     echo(f"pilot round {number}: {widths} at {' and '.join(fmt_flops(b) for b in budgets)} FLOPs")
     folder = StudyFolder(out_dir / f"round{number}")
@@ -218,7 +218,8 @@ def _pilot_round(spec, sizes, budgets, out_dir: Path, number: int, echo, progres
         )
         for r in rows
     ]
-    return points, float(compute_summary(folder)["trained_flops"])
+    compute = compute_summary(folder)
+    return points, float(compute["trained_flops"]), float(compute["study_s"] or 0.0)
 
 
 def _optima(points: list[PilotPoint], budgets: list[float], out_dir: Path) -> list[BudgetOptimum]:

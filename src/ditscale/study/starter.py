@@ -12,6 +12,10 @@ to fit the data:
   optimizer steps as the quickstart's.
 - ``prior``: :func:`ditscale.study.prior.suggest_prior` of that draft, so the grids start inside
   the family's ladder.
+
+:func:`piloted_starter_spec` (``study init --pilot``) writes that spec, runs a pilot of it
+(:func:`ditscale.study.pilot.run_pilot`) and writes it again with the ``rungs`` and ``prior`` the
+pilot placed from its losses (:mod:`ditscale.study.placement`).
 """
 
 from __future__ import annotations
@@ -23,9 +27,9 @@ from pathlib import Path
 from ditscale.config import parse_yaml
 from ditscale.data.listing import list_image_folder
 from ditscale.study.pilot import PilotOutcome, run_pilot
-from ditscale.study.plan import ladder_sizes, planned_run
+from ditscale.study.plan import ladder_sizes, plan_study
 from ditscale.study.prior import prior_line, suggest_prior
-from ditscale.study.spec import load_spec, spec_from_dict
+from ditscale.study.spec import PriorConfig, load_spec, spec_from_dict
 
 RUNGS = [[2, 64, 2], [2, 96, 3], [2, 128, 4], [2, 160, 5], [2, 192, 6], [2, 224, 7], [2, 256, 8]]  # the quickstart's
 BUDGETS = [1.6e11, 3.2e11, 6.4e11, 1.28e12, 2.56e12]  # quickstart budgets (64 tokens of 4x4x3), x2 apart
@@ -81,6 +85,8 @@ def draft(facts: FolderFacts, name: str) -> dict:
             "model": {"patch_size": patch, "block": "in_context", "conditioning": "class", "learn_sigma": False},
         },
         "budgets": BUDGETS,
+        "models_per_budget": 5,
+        "span": 6,
         "min_steps": 50,
         "hparams": {"batch_size": 8},
     }
@@ -89,7 +95,8 @@ def draft(facts: FolderFacts, name: str) -> dict:
 def starter_spec(path: str, name: str | None = None) -> str:
     """The commented YAML text of a starting spec for the image folder ``path`` (see the module)."""
     facts, spec, ratio = _starter(path, name)
-    return _render(facts, spec, prior_line(suggest_prior(spec_from_dict(spec))), ratio, _use(facts, spec))
+    prior = suggest_prior(spec_from_dict(spec))
+    return _render(facts, spec, prior_line(prior), ratio, _use(facts, spec, prior))
 
 
 def piloted_starter_spec(path: str, name: str | None, pilot_dir: str, **options) -> tuple[str, PilotOutcome]:
@@ -97,11 +104,12 @@ def piloted_starter_spec(path: str, name: str | None, pilot_dir: str, **options)
     (:func:`ditscale.study.pilot.run_pilot` of that spec, in ``pilot_dir``; ``options`` go to it):
     ``(its YAML text, the pilot's outcome)``."""
     facts, spec, ratio = _starter(path, name)
-    text = _render(facts, spec, prior_line(suggest_prior(spec_from_dict(spec))), ratio, _use(facts, spec))
+    prior = suggest_prior(spec_from_dict(spec))
+    text = _render(facts, spec, prior_line(prior), ratio, _use(facts, spec, prior))
     outcome = run_pilot(spec_from_dict(parse_yaml(text, "the starting spec")), pilot_dir, **options)
     spec["family"]["rungs"] = [list(r) for r in outcome.placement.rungs]
-    notes = _pilot_notes(spec, outcome, pilot_dir)
-    return _render(facts, spec, prior_line(outcome.placement.prior), ratio, _use(facts, spec), notes), outcome
+    prior, notes = outcome.placement.prior, _pilot_notes(spec, outcome, pilot_dir)
+    return _render(facts, spec, prior_line(prior), ratio, _use(facts, spec, prior), notes), outcome
 
 
 def _starter(path: str, name: str | None) -> tuple[FolderFacts, dict, float]:
@@ -116,11 +124,11 @@ def _starter(path: str, name: str | None) -> tuple[FolderFacts, dict, float]:
     return facts, spec, ratio
 
 
-def _use(facts: FolderFacts, spec: dict) -> tuple[float, int]:
-    """``(epochs the largest budget's smallest model sees, train images)`` of the draft ``spec``."""
-    draft_spec = spec_from_dict(spec)
-    smallest = ladder_sizes(draft_spec)[0]
-    images = planned_run(draft_spec, smallest, spec["budgets"][-1], 8, 0, 1.0, "prior").images
+def _use(facts: FolderFacts, spec: dict, prior: PriorConfig) -> tuple[float, int]:
+    """``(epochs of the run that sees the most images, train images)`` of the draft ``spec`` planned
+    with ``prior``."""
+    prior_dict = {"coefficient": prior.coefficient, "exponent": prior.exponent}
+    images = max(r.images for r in plan_study(spec_from_dict({**spec, "prior": prior_dict})).runs)
     train_images = facts.images - max(1, round(0.1 * facts.images))  # the val split: 10% (data.val_fraction)
     return images / max(train_images, 1), train_images
 
@@ -133,9 +141,13 @@ def _pilot_notes(spec: dict, outcome: PilotOutcome, pilot_dir: str) -> tuple[str
         f"# depth {rungs[0][0]}, widths {rungs[0][1]}..{rungs[-1][1]}: the quickstart's ladder and narrower rungs, cut by\n"
         f"  # the pilot ({pilot_dir}) to the sizes the grids of the prior below reach;"
     )
+    if outcome.placement.exponent_source == "pilot":
+        how = "the exponent of the pilot's optima (measured between its two budgets), the coefficient"
+    else:
+        how = "the default exponent (Liang et al.: an optimum was a bound), the coefficient"
     prior = (
-        f"# Grid centres N_opt = coefficient x C^exponent: the default exponent (Liang et al.), the coefficient\n"
-        f"# through the pilot's optima ({optima} FLOPs; its {outcome.flops:.3g} training FLOPs are "
+        f"# Grid centres N_opt = coefficient x C^exponent: {how}\n"
+        f"# through them ({optima} FLOPs; its {outcome.flops:.3g} training FLOPs are "
         f"{outcome.share:.0%} of this study's {outcome.study_flops:.3g})."
     )
     return family, prior
@@ -169,7 +181,7 @@ family:
   rungs: {json.dumps(spec["family"]["rungs"]).replace(" ", "")}
   model: {{patch_size: {model["patch_size"]}, block: in_context, conditioning: class, learn_sigma: false}}
 # Training FLOPs (exact: 3 x forward MACs x 2 per image), 2x apart: the quickstart's budgets x {ratio:.3g}
-# (this data's FLOPs per image over the quickstart's). The largest budget's smallest model sees
+# (this data's FLOPs per image over the quickstart's). The run that sees the most images makes
 # about {use[0]:.3g} epochs of the ~{use[1]} train images.
 budgets: [{", ".join(f"{b:.3g}" for b in budgets)}]
 models_per_budget: 5                # model sizes per isoFLOP curve: two each side of the optimum
