@@ -83,9 +83,9 @@ class PilotOutcome:
         )
         out = [head] + [f"  {_optimum_text(o)}" for o in p.optima]
         rungs = ", ".join(f"d{d}w{w}h{h}" for d, w, h in p.rungs)
-        out.append(
-            f"  prior N_opt = {p.prior.coefficient:.3g} C^{p.prior.exponent:g} (through the optima); rungs {rungs}"
-        )
+        how = "its exponent measured between the budgets" if p.exponent_source == "pilot" else "the spec's exponent"
+        out.append(f"  prior N_opt = {p.prior.coefficient:.3g} C^{p.prior.exponent:g} (through the optima, {how})")
+        out.append(f"  rungs {rungs}")
         return out
 
     def warnings(self) -> list[str]:
@@ -201,7 +201,14 @@ def _pilot_round(spec, sizes, budgets, out_dir: Path, number: int, echo, progres
     folder = StudyFolder(out_dir / f"round{number}")
     rspec = round_spec(spec, sizes, budgets, number)
     outcome = run_study(
-        rspec, folder.root, workers=workers, report=False, progress=progress, echo=echo, threads=threads
+        rspec,
+        folder.root,
+        workers=workers,
+        report=False,
+        progress=progress,
+        echo=echo,
+        threads=threads,
+        measure_peak=False,
     )
     if not outcome.complete:
         raise DataError(

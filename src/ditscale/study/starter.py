@@ -142,13 +142,13 @@ def _pilot_notes(spec: dict, outcome: PilotOutcome, pilot_dir: str) -> tuple[str
         f"  # the pilot ({pilot_dir}) to the sizes the grids of the prior below reach;"
     )
     if outcome.placement.exponent_source == "pilot":
-        how = "the exponent of the pilot's optima (measured between its two budgets), the coefficient"
+        how = "the exponent measured between its two budgets"
     else:
-        how = "the default exponent (Liang et al.: an optimum was a bound), the coefficient"
+        how = "the default exponent (Liang et al.): an optimum was a bound"
     prior = (
-        f"# Grid centres N_opt = coefficient x C^exponent: {how}\n"
-        f"# through them ({optima} FLOPs; its {outcome.flops:.3g} training FLOPs are "
-        f"{outcome.share:.0%} of this study's {outcome.study_flops:.3g})."
+        f"# Grid centres N_opt = coefficient x C^exponent through the pilot's optima, {how}:\n"
+        f"# {optima} FLOPs. The pilot's {outcome.flops:.3g} training FLOPs are {outcome.share:.0%} of "
+        f"this study's {outcome.study_flops:.3g}."
     )
     return family, prior
 
