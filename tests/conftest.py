@@ -64,3 +64,17 @@ def tiny_clip(tmp_path_factory):
     torch.manual_seed(0)
     CLIPTextModel(config).save_pretrained(path)
     return path
+
+
+@pytest.fixture
+def own_images(tmp_path):
+    """Six random 8x8 RGB PNGs in two class folders (a user's own image folder, ``root/<class>/<image>``)."""
+    import numpy as np  # lazy: only the tests of own image folders
+    from PIL import Image  # lazy: only the tests of own image folders
+
+    rng = np.random.default_rng(0)
+    for name in ("cats", "dogs"):
+        (tmp_path / "imgs" / name).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "imgs" / name / f"{i}.png")
+    return tmp_path / "imgs"

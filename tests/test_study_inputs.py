@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import re
 
-import numpy as np
-import pytest
 import yaml
-from PIL import Image
 
 from ditscale.cli import main
 from ditscale.study import load_spec, plan_study
@@ -30,17 +27,6 @@ def test_plan_of_liang2024_without_its_data_lists_what_a_run_needs(tmp_path, cap
     )
     assert "data.path is required for the 'latents' dataset" in capsys.readouterr().err
     assert not out_dir.exists()
-
-
-@pytest.fixture
-def own_images(tmp_path):
-    """Six random 8x8 RGB PNGs in two class folders."""
-    rng = np.random.default_rng(0)
-    for name in ("cats", "dogs"):
-        (tmp_path / "imgs" / name).mkdir(parents=True)
-        for i in range(3):
-            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "imgs" / name / f"{i}.png")
-    return tmp_path / "imgs"
 
 
 def _grid_misses(plan) -> list[str]:

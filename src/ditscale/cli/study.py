@@ -2,7 +2,7 @@
 
 ::
 
-    ditscale study init --data folder --path IMAGES --out SPEC.yaml
+    ditscale study init --data folder --path IMAGES --out SPEC.yaml [--pilot [--pilot-dir DIR]]
     ditscale study plan --preset quickstart [--out DIR] [--json | --csv]
     ditscale study run --preset quickstart --out DIR [--workers 2] [--launcher local|slurm] [--max-runs K]
     ditscale study predict DIR --flops 1e21 [--json]
@@ -65,6 +65,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         formatter_class=RAW,
         epilog=examples(
             "ditscale study init --data folder --path my_images --out my_study.yaml   # root/<class>/<image>",
+            "ditscale study init --data folder --path my_images --out my_study.yaml --pilot   # grids placed by a pilot",
             "ditscale study plan my_study.yaml                                         # check it: runs, cost, prior",
         ),
     )
@@ -73,6 +74,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     q.add_argument("--out", required=True, help="spec YAML file to write (refused if it exists, unless --force)")
     q.add_argument("--name", default=None, help="the study's name (default: the folder's name)")
     q.add_argument("--force", action="store_true", help="overwrite --out")
+    q.add_argument(
+        "--pilot",
+        action="store_true",
+        help="train a tiny pilot (a few sizes at the two smallest budgets) and place the rungs and prior from its losses",
+    )
+    q.add_argument(
+        "--pilot-dir", default=None, help="the pilot's folder (default: --out without .yaml, plus -pilot); it resumes"
+    )
+    q.add_argument(
+        "--workers", type=count(0, 1024), default=None, help="the pilot's worker processes (default: the spec's, 2)"
+    )
+    add_threads_argument(q, STUDY_THREADS_HELP)
+    q.add_argument("--no-progress", action="store_true", help="no progress bar for the pilot")
 
     q = sub.add_parser(
         "plan",
@@ -335,8 +349,9 @@ def _plan(args) -> int:
 
 PRIOR_MISSES = (
     "warning: the spec's prior puts every budget's optimum outside the family's ladder; a prior centred on "
-    "the ladder (the spec's exponent, the middle budget's optimum at the middle of the rungs it trains), "
-    "to paste into the spec:"
+    "the ladder (the spec's exponent, the middle budget's optimum at the middle of the rungs it trains; it "
+    "knows nothing of the data: for a folder of images `ditscale study init --data folder --path DIR --out SPEC "
+    "--pilot` measures one), to paste into the spec:"
 )
 
 
@@ -370,10 +385,37 @@ def _init(args) -> int:
     out = check_output_file(args.out, "--out")
     if out.exists() and not args.force:
         raise ConfigError(f"--out {args.out} exists; choose another file or add --force to overwrite it")
-    text = starter_spec(args.path, args.name)
+    if args.pilot:
+        text = _piloted(args, out)
+    else:
+        text = starter_spec(args.path, args.name)
     atomic_write_text(out, text)
     print(f"wrote {out}; check it with `ditscale study plan {out}`, then `ditscale study run {out} --out DIR`")
     return 0
+
+
+def _piloted(args, out) -> str:
+    """The spec text of ``study init --pilot``; the pilot's outcome printed."""
+    from ditscale.study.starter import piloted_starter_spec  # lazy: start-up (`ditscale --help` loads every command)
+
+    pilot_dir = args.pilot_dir or str(out.with_suffix("")) + "-pilot"
+    check_output_dir(pilot_dir, "--pilot-dir")
+    check_apart({"--pilot-dir": pilot_dir}, {"--path": args.path})
+    args._interrupted = lambda: STUDY_INTERRUPTED.format(pilot_dir)
+    echo = lambda m: print(m, file=sys.stderr)
+    text, pilot = piloted_starter_spec(
+        args.path,
+        args.name,
+        pilot_dir,
+        workers=args.workers,
+        threads=args.threads,
+        progress=not args.no_progress,
+        echo=echo,
+    )
+    print("\n".join(pilot.lines()))
+    for w in pilot.warnings():
+        echo(f"warning: {w}")
+    return text
 
 
 def _run(args) -> int:

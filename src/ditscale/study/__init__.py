@@ -16,7 +16,10 @@ part-way through: :func:`current_plan`), ``analyze`` (fits, backtest, prediction
 ``locks``, ``executor`` (one run, or a shared trunk and its branches: :func:`execute_task`),
 ``launchers`` (local processes or Slurm), ``run`` (the study loop: :func:`run_study`, which calls
 ``analyze`` when the study is complete), ``verify`` (train the predicted compute-optimal model at a
-budget beyond the sweep: :func:`verify_study`). Each imports only modules listed before it.
+budget beyond the sweep: :func:`verify_study`), ``placement`` (a study's prior and rungs from a
+pilot's losses, pure arithmetic), ``pilot`` (a tiny pilot run through ``run``: :func:`run_pilot`),
+``starter`` (``study init``'s spec of a folder of images, placed by a pilot with ``--pilot``). Each
+imports only modules listed before it.
 
 Planning never imports torch; ``run_study`` imports it to measure the machine's matmul peak (laws.json
 ``compute``) and when a run trains. See ``docs/studies.md``.

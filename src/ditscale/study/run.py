@@ -101,6 +101,7 @@ def run_study(
     report: bool = True,
     echo: Callable[[str], None] = print,
     threads: int | None = None,
+    measure_peak: bool = True,
 ) -> StudyOutcome:
     """Run (or continue) the study ``spec`` in ``out_dir``; see the module docstring.
 
@@ -111,10 +112,12 @@ def run_study(
         retry_failed: train again runs that failed before (``failed.json``).
         report: write laws.json and report.html once every run is finished.
         threads: torch threads of each local run (default: the cores shared by the workers).
+        measure_peak: read the machine's matmul peak for laws.json's ``study_mfu`` (False: a folder
+            that is never fitted, such as a pilot's round; wall.json then records no peak).
     """
     t0 = time.time()
     folder = prepare_folder(spec, out_dir)
-    peak = machine_matmul_peak()
+    peak = machine_matmul_peak() if measure_peak else None
     runner = make_launcher(launcher, spec.workers if workers is None else workers, slurm, folder.slurm_dir, threads)
     tally = Tally(spec.name, progress, echo)
     left = math.inf if max_runs is None else max_runs
@@ -139,7 +142,7 @@ def run_study(
     finally:
         tally.close()
         runner.close()
-    if time.time() - t0 >= SECOND_PEAK_AFTER_S:  # one short reading can be low: a long call takes another
+    if measure_peak and time.time() - t0 >= SECOND_PEAK_AFTER_S:  # one short reading can be low: take another
         peak = max((p for p in (peak, machine_matmul_peak()) if p is not None), default=None)
     return finish_study(spec, folder, tally, t0, peak, report, echo)
 

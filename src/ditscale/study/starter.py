@@ -12,6 +12,10 @@ to fit the data:
   optimizer steps as the quickstart's.
 - ``prior``: :func:`ditscale.study.prior.suggest_prior` of that draft, so the grids start inside
   the family's ladder.
+
+:func:`piloted_starter_spec` (``study init --pilot``) writes that spec, runs a pilot of it
+(:func:`ditscale.study.pilot.run_pilot`) and writes it again with the ``rungs`` and ``prior`` the
+pilot placed from its losses (:mod:`ditscale.study.placement`).
 """
 
 from __future__ import annotations
@@ -20,15 +24,24 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ditscale.config import parse_yaml
 from ditscale.data.listing import list_image_folder
-from ditscale.study.plan import ladder_sizes, planned_run
+from ditscale.study.pilot import PilotOutcome, run_pilot
+from ditscale.study.plan import ladder_sizes, plan_study
 from ditscale.study.prior import prior_line, suggest_prior
-from ditscale.study.spec import load_spec, spec_from_dict
+from ditscale.study.spec import PriorConfig, load_spec, spec_from_dict
 
 RUNGS = [[2, 64, 2], [2, 96, 3], [2, 128, 4], [2, 160, 5], [2, 192, 6], [2, 224, 7], [2, 256, 8]]  # the quickstart's
 BUDGETS = [1.6e11, 3.2e11, 6.4e11, 1.28e12, 2.56e12]  # quickstart budgets (64 tokens of 4x4x3), x2 apart
 SIDES = (32, 16, 8)  # image sides on offer: the largest not above the smallest image side found
 SIZE_PROBES = 64  # images whose headers are read for their size
+NOTES = (  # the comments above `rungs` and `prior` of a spec written without a pilot
+    "# depth 2, widths 64..256, every head 32 wide: the quickstart's ladder;",
+    (
+        "# Grid centres N_opt = coefficient x C^exponent: the default exponent (Liang et al.), the coefficient\n"
+        "# putting the middle budget's optimum at the middle of the rungs it trains (`study plan` suggests another if it misses)."
+    ),
+)
 HPARAMS = (
     "{lr: 8.0e-3, base_width: 32, width_rule: inverse, warmup_steps: 30, schedule: wsd, cooldown_frac: 0.2, "
     "cooldown_shape: 1-sqrt, min_lr_ratio: 0.0, ema_fraction: 0.1, ema_window: 0.3, batch_size: 8, grad_clip: 1.0}"
@@ -72,6 +85,8 @@ def draft(facts: FolderFacts, name: str) -> dict:
             "model": {"patch_size": patch, "block": "in_context", "conditioning": "class", "learn_sigma": False},
         },
         "budgets": BUDGETS,
+        "models_per_budget": 5,
+        "span": 6,
         "min_steps": 50,
         "hparams": {"batch_size": 8},
     }
@@ -79,23 +94,70 @@ def draft(facts: FolderFacts, name: str) -> dict:
 
 def starter_spec(path: str, name: str | None = None) -> str:
     """The commented YAML text of a starting spec for the image folder ``path`` (see the module)."""
+    facts, spec, ratio = _starter(path, name)
+    prior = suggest_prior(spec_from_dict(spec))
+    return _render(facts, spec, prior_line(prior), ratio, _use(facts, spec, prior))
+
+
+def piloted_starter_spec(path: str, name: str | None, pilot_dir: str, **options) -> tuple[str, PilotOutcome]:
+    """The starting spec of :func:`starter_spec` with its ``rungs`` and ``prior`` placed by a pilot
+    (:func:`ditscale.study.pilot.run_pilot` of that spec, in ``pilot_dir``; ``options`` go to it):
+    ``(its YAML text, the pilot's outcome)``."""
+    facts, spec, ratio = _starter(path, name)
+    prior = suggest_prior(spec_from_dict(spec))
+    text = _render(facts, spec, prior_line(prior), ratio, _use(facts, spec, prior))
+    outcome = run_pilot(spec_from_dict(parse_yaml(text, "the starting spec")), pilot_dir, **options)
+    spec["family"]["rungs"] = [list(r) for r in outcome.placement.rungs]
+    prior, notes = outcome.placement.prior, _pilot_notes(spec, outcome, pilot_dir)
+    return _render(facts, spec, prior_line(prior), ratio, _use(facts, spec, prior), notes), outcome
+
+
+def _starter(path: str, name: str | None) -> tuple[FolderFacts, dict, float]:
+    """The folder's facts, the draft spec with its budgets scaled, and the scale (this data's FLOPs
+    per image over the quickstart's, on the middle rung)."""
     facts = folder_facts(path)
     name = name or Path(path).expanduser().resolve().name or "own-data"
     spec = draft(facts, name)
     middle = len(RUNGS) // 2
     ratio = ladder_sizes(spec_from_dict(spec))[middle].macs / ladder_sizes(load_spec("quickstart"))[middle].macs
     spec["budgets"] = [float(f"{b * ratio:.3g}") for b in BUDGETS]
-    draft_spec = spec_from_dict(spec)
-    prior = suggest_prior(draft_spec)
-    smallest = ladder_sizes(draft_spec)[0]
-    images = planned_run(draft_spec, smallest, spec["budgets"][-1], 8, 0, 1.0, "prior").images
+    return facts, spec, ratio
+
+
+def _use(facts: FolderFacts, spec: dict, prior: PriorConfig) -> tuple[float, int]:
+    """``(epochs of the run that sees the most images, train images)`` of the draft ``spec`` planned
+    with ``prior``."""
+    prior_dict = {"coefficient": prior.coefficient, "exponent": prior.exponent}
+    images = max(r.images for r in plan_study(spec_from_dict({**spec, "prior": prior_dict})).runs)
     train_images = facts.images - max(1, round(0.1 * facts.images))  # the val split: 10% (data.val_fraction)
-    return _render(facts, spec, prior_line(prior), ratio, (images / max(train_images, 1), train_images))
+    return images / max(train_images, 1), train_images
 
 
-def _render(facts: FolderFacts, spec: dict, prior: str, ratio: float, use: tuple[float, int]) -> str:
+def _pilot_notes(spec: dict, outcome: PilotOutcome, pilot_dir: str) -> tuple[str, str]:
+    """The comments above ``rungs`` and ``prior`` of a piloted spec."""
+    rungs = spec["family"]["rungs"]
+    optima = ", ".join(f"N={o.n_opt:.3g} at {o.budget:.3g}" for o in outcome.placement.optima)
+    family = (
+        f"# depth {rungs[0][0]}, widths {rungs[0][1]}..{rungs[-1][1]}: the quickstart's ladder and narrower rungs, cut by\n"
+        f"  # the pilot ({pilot_dir}) to the sizes the grids of the prior below reach;"
+    )
+    if outcome.placement.exponent_source == "pilot":
+        how = "the exponent measured between its two budgets"
+    else:
+        how = "the default exponent (Liang et al.): an optimum was a bound"
+    prior = (
+        f"# Grid centres N_opt = coefficient x C^exponent through the pilot's optima, {how}:\n"
+        f"# {optima} FLOPs. The pilot's {outcome.flops:.3g} training FLOPs are {outcome.share:.0%} of "
+        f"this study's {outcome.study_flops:.3g}."
+    )
+    return family, prior
+
+
+def _render(
+    facts: FolderFacts, spec: dict, prior: str, ratio: float, use: tuple[float, int], notes: tuple[str, str] = NOTES
+) -> str:
     """The YAML text of ``spec`` with a comment on every field (``use``: epochs of the largest
-    budget's smallest model, train images)."""
+    budget's smallest model, train images; ``notes``: the comments above ``rungs`` and ``prior``)."""
     data, model, budgets = spec["data"], spec["family"]["model"], spec["budgets"]
     tokens = (data["image_size"] // model["patch_size"]) ** 2
     shown = ", ".join(facts.classes[:8]) + (", ..." if len(facts.classes) > 8 else "")
@@ -114,18 +176,17 @@ data:
   val_fraction: 0.1                 # 10% of the images (by file-name hash) held out for the validation loss
 diffusion: {{kind: flow}}             # rectified flow, velocity loss (Liang et al.)
 family:
-  # depth 2, widths 64..256, every head 32 wide: the quickstart's ladder; {tokens} tokens of
+  {notes[0]} {tokens} tokens of
   # {model["patch_size"]}x{model["patch_size"]}x3 pixel values per image. Add rungs if `study plan` warns a grid is off the ladder.
-  rungs: {json.dumps(RUNGS).replace(" ", "")}
+  rungs: {json.dumps(spec["family"]["rungs"]).replace(" ", "")}
   model: {{patch_size: {model["patch_size"]}, block: in_context, conditioning: class, learn_sigma: false}}
 # Training FLOPs (exact: 3 x forward MACs x 2 per image), 2x apart: the quickstart's budgets x {ratio:.3g}
-# (this data's FLOPs per image over the quickstart's). The largest budget's smallest model sees
+# (this data's FLOPs per image over the quickstart's). The run that sees the most images makes
 # about {use[0]:.3g} epochs of the ~{use[1]} train images.
 budgets: [{", ".join(f"{b:.3g}" for b in budgets)}]
 models_per_budget: 5                # model sizes per isoFLOP curve: two each side of the optimum
 span: 6                             # each grid spans 6x in N around the predicted optimum
-# Grid centres N_opt = coefficient x C^exponent: the default exponent (Liang et al.), the coefficient
-# putting the middle budget's optimum at the middle of the rungs it trains (`study plan` suggests another if it misses).
+{notes[1]}
 {prior}
 adaptive: false                     # every grid planned up front, so all trunks train in parallel
 share_trunks: true                  # each model trained once; each run branches off it for its own cooldown
