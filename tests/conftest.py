@@ -78,3 +78,22 @@ def own_images(tmp_path):
         for i in range(3):
             Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "imgs" / name / f"{i}.png")
     return tmp_path / "imgs"
+
+
+def refit_committed_study(data, tmp_path_factory, runs: int):
+    """A committed study folder ``data`` (no run folders) copied and analysed again as `study report`
+    does, reusing its stored bootstrap draws (their keys hash the runs and options: none is redrawn);
+    ``runs``: how many runs.csv rows are kept as recorded. Returns ``(laws, the committed laws.json)``."""
+    import json  # lazy: conftest stays light for every test file
+    import shutil  # lazy: as above
+
+    from ditscale.study.analyze import analyze_study, load_draws  # lazy: torch-free, but only these tests
+
+    out = tmp_path_factory.mktemp(data.name) / "study"
+    shutil.copytree(data, out)
+    draws = load_draws(out)
+    with pytest.warns(UserWarning, match=f"{runs} run\\(s\\) have no folder .* kept as recorded"):
+        laws = analyze_study(out, report=False, draws=draws)
+    assert draws.loaded and draws.redrawn == []
+    assert (out / "runs.csv").read_text() == (data / "runs.csv").read_text()  # nothing dropped
+    return laws, json.loads((data / "laws.json").read_text())

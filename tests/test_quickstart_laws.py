@@ -10,13 +10,12 @@ minutes; and the verification of the prediction at 10x the sweep (verify.json)."
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
+from conftest import refit_committed_study
 
 from ditscale.study import load_spec
-from ditscale.study.analyze import analyze_study, load_draws
 from ditscale.study.folder import StudyFolder
 
 DATA = Path(__file__).parent / "data" / "studies" / "quickstart"
@@ -30,14 +29,7 @@ def refit(tmp_path_factory):
     of the draws; the extrapolation refits' bootstraps are not stored and are drawn again). Every point
     fit, rule and backtest is recomputed; a fresh draw of the same seed gives the same draws (the
     schema round-trip test of test_structure.py redraws an analysis from scratch)."""
-    out = tmp_path_factory.mktemp("quickstart") / "study"
-    shutil.copytree(DATA, out)
-    draws = load_draws(out)
-    with pytest.warns(UserWarning, match="60 run\\(s\\) have no folder .* kept as recorded"):
-        laws = analyze_study(out, report=False, draws=draws)
-    assert draws.loaded and draws.redrawn == []
-    assert (out / "runs.csv").read_text() == (DATA / "runs.csv").read_text()  # nothing dropped
-    return laws, json.loads((DATA / "laws.json").read_text())
+    return refit_committed_study(DATA, tmp_path_factory, runs=60)
 
 
 def test_the_committed_study_is_the_presets_and_a_study_folder(refit):

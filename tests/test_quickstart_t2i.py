@@ -7,14 +7,12 @@ FD and per-attribute accuracies each carry a law, a backtest, a chance level and
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import pytest
+from conftest import refit_committed_study
 
 from ditscale.study import load_spec
-from ditscale.study.analyze import analyze_study, load_draws
 from ditscale.study.folder import StudyFolder
 
 DATA = Path(__file__).parent / "data" / "studies" / "quickstart-t2i"
@@ -26,13 +24,7 @@ def refit(tmp_path_factory):
     """The committed folder analysed again as `study report` does, reusing its stored bootstrap draws
     (none redrawn: runs.csv and the spec are those of the draws); every point fit, rule and backtest is
     recomputed."""
-    out = tmp_path_factory.mktemp("quickstart-t2i") / "study"
-    shutil.copytree(DATA, out)
-    draws = load_draws(out)
-    with pytest.warns(UserWarning, match="58 run\\(s\\) have no folder .* kept as recorded"):
-        laws = analyze_study(out, report=False, draws=draws)
-    assert draws.loaded and draws.redrawn == []
-    return laws, json.loads((DATA / "laws.json").read_text())
+    return refit_committed_study(DATA, tmp_path_factory, runs=58)
 
 
 def width(ci: list[float]) -> float:
