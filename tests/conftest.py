@@ -1,7 +1,8 @@
 """Suite-wide test settings.
 
 Tiny models run fastest on one thread, and on a shared 2-core machine OpenMP oversubscription can
-make them ~100x slower; tests that need more threads set them explicitly.
+make them ~100x slower; tests that need more threads set them explicitly. Bootstrap refits run
+serially for the same reason.
 """
 
 import os
@@ -12,6 +13,9 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may download during tests
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# bootstrap refits stay in the test's process: the suite's own workers already fill the cores
+# (tests/test_laws_parallel.py sets 2 where it checks the worker processes)
+os.environ.setdefault("DITSCALE_FIT_WORKERS", "1")
 # where diffusers copies an exported folder's pipeline file when loading it (trust_remote_code): not ~/.cache
 os.environ.setdefault(
     "HF_MODULES_CACHE", os.path.join(tempfile.gettempdir(), f"ditscale-tests-hf-modules-{os.getuid()}")

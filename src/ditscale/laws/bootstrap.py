@@ -51,6 +51,7 @@ deviations of the resampled values. Results are deterministic given ``seed``.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass
 
@@ -61,6 +62,7 @@ from ditscale.laws.compute_laws import LAW_FIELDS
 from ditscale.laws.envelope import fit_envelope
 from ditscale.laws.isoflop import budget_optima, edge_masks, fit_log_n_parabola, inside_grid, laws_from_optima
 from ditscale.laws.noise import log_loss_noise
+from ditscale.laws.parallel import map_tasks
 from ditscale.laws.parametric import fit_parametric, one_blas_thread
 from ditscale.laws.powerlaw import FitWarning, fit_saturating
 from ditscale.laws.runs import Runs
@@ -213,21 +215,26 @@ def _laws_of_optima(fit, budget_flops: np.ndarray, opt: dict[str, np.ndarray]):
     use, use_loss = edge_masks(usable, edge, opts["exclude_edge"])
     samples = laws_from_optima(budget_flops, opt, use, use_loss)
     sat = np.full((n, 3), np.nan)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FitWarning)
-        for i in range(n):
-            ok = use_loss[i] & np.isfinite(opt["loss"][i]) & (opt["loss"][i] > 0)
-            law = (
-                fit_saturating(budget_flops[ok], opt["loss"][i, ok], start=fit.loss_law_saturating)
-                if fit.loss_law_saturating is not None
-                else None
-            )
+    if fit.loss_law_saturating is not None:
+        ok = use_loss & np.isfinite(opt["loss"]) & (opt["loss"] > 0)
+        refit = functools.partial(_refit_saturating, fit.loss_law_saturating)
+        laws = map_tasks(refit, [(budget_flops[ok[i]], opt["loss"][i, ok[i]]) for i in range(n)])
+        for i, law in enumerate(laws):
             if law is not None:
-                sat[i] = (law.E, law.k, law.gamma)
+                sat[i] = law
     for j, f in enumerate(LAW_FIELDS["loss_law_saturating"]):
         samples[f"loss_law_saturating.{f}"] = sat[:, j]
     failed = int((use.sum(1) < 2).sum())
     return samples, failed
+
+
+def _refit_saturating(start, points: tuple[np.ndarray, np.ndarray]) -> tuple[float, float, float] | None:
+    """One resample's saturating loss law through its optima ``points`` (flops, L*), warm-started
+    from the point fit's law ``start``: ``(E, k, gamma)``, or None when it fails."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FitWarning)
+        law = fit_saturating(*points, start=start)
+    return None if law is None else (law.E, law.k, law.gamma)
 
 
 def _residual_losses(runs: Runs, fit, label: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray | None:
@@ -370,22 +377,43 @@ def _unit_counts(rng: np.random.Generator, n: int, n_units: int, strata: np.ndar
 
 def _bootstrap_each(runs, fit, n, rng, refit, strata=None):
     """Resample units (within ``strata`` if given, one label per unit) and call ``refit(weights) ->
-    values dict``; failures become NaN."""
+    values dict or None`` (a module-level function or partial: the resamples are refitted on
+    :func:`~ditscale.laws.parallel.map_tasks`' worker processes); failures (None) become NaN."""
     groups = runs.groups()
     n_units = groups.max() + 1
-    out, failed = {k: np.full(n, np.nan) for k in fit.values()}, 0
+    out = {k: np.full(n, np.nan) for k in fit.values()}
     counts = _unit_counts(rng, n, n_units, strata)
+    results = map_tasks(refit, [counts[i][groups] for i in range(n)])
+    for i, values in enumerate(results):
+        for k, v in (values or {}).items():
+            out[k][i] = v
+    return out, sum(values is None for values in results)
+
+
+def _refit_parametric(runs: Runs, delta: float, theta: np.ndarray, weights: np.ndarray) -> dict | None:
+    """One resample of Approach 3, warm-started from the point fit's ``theta``: its values, or None
+    when it fails. A resample's allocation can be NaN (alpha <= 0): no warning for that."""
+    with warnings.catch_warnings(), one_blas_thread(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", FitWarning)
+        try:
+            return fit_parametric(runs, delta=delta, weights=weights, start=theta).values()
+        except DataError:
+            return None
+
+
+def _refit_envelope(runs: Runs, options: dict, weights: np.ndarray) -> dict | None:
+    """One resample of the envelope fit (the drawn curves), or None when it fails."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FitWarning)
-        for i in range(n):
-            try:
-                values = refit(counts[i][groups])
-            except DataError:
-                failed += 1
-                continue
-            for k, v in values.items():
-                out[k][i] = v
-    return out, failed
+        try:
+            return fit_envelope(
+                runs.take(weights > 0),
+                bins_per_decade=options["bins_per_decade"],
+                min_runs_per_bin=options["min_runs_per_bin"],
+                flops_range=options["flops_range"],
+            ).values()
+        except DataError:
+            return None
 
 
 KINDS = ("case", "residual")
@@ -413,30 +441,10 @@ def bootstrap(runs: Runs, fit, n: int = 1000, seed: int = 0, kind: str = "case")
         draw = _bootstrap_isoflop_residual if kind == "residual" else _bootstrap_isoflop
         samples, failed = draw(runs, fit, n, rng)
     elif fit.method == "parametric":
-        o = fit.options
-        with one_blas_thread(), np.errstate(all="ignore"):  # a resample's allocation can be NaN (alpha <= 0)
-            samples, failed = _bootstrap_each(
-                runs,
-                fit,
-                n,
-                rng,
-                lambda w: fit_parametric(runs, delta=o["delta"], weights=w, start=fit.theta).values(),
-                strata=_unit_strata(runs),
-            )
+        refit = functools.partial(_refit_parametric, runs, fit.options["delta"], fit.theta)
+        samples, failed = _bootstrap_each(runs, fit, n, rng, refit, strata=_unit_strata(runs))
     elif fit.method == "envelope":
-        o = fit.options
-        samples, failed = _bootstrap_each(
-            runs,
-            fit,
-            n,
-            rng,
-            lambda w: fit_envelope(
-                runs.take(w > 0),
-                bins_per_decade=o["bins_per_decade"],
-                min_runs_per_bin=o["min_runs_per_bin"],
-                flops_range=o["flops_range"],
-            ).values(),
-        )
+        samples, failed = _bootstrap_each(runs, fit, n, rng, functools.partial(_refit_envelope, runs, fit.options))
     else:
         raise DataError(f"unknown fit method {fit.method!r}; use isoflop, parametric or envelope")
     return Bootstrap(method=fit.method, samples=samples, seed=seed, n_failed=failed, kind=kind)
