@@ -13,7 +13,13 @@ import pytest
 
 from ditscale.cli import main
 from ditscale.metrics.batch import ImageBatch, load_batch
-from ditscale.metrics.evaluate import evaluate_inception, evaluate_shapes
+from ditscale.metrics.evaluate import (
+    evaluate_inception,
+    evaluate_shapes,
+    named_accuracies,
+    overall_accuracy,
+    shapes_features,
+)
 from ditscale.metrics.frame import MIN_HALF, QualityFrame, floor_size, real_vs_real, shuffled, split_halves
 from ditscale.metrics.shapes_evaluator import DEFAULT_WEIGHTS
 
@@ -193,3 +199,19 @@ def test_the_inception_floor_is_evaluate_inception_of_the_two_halves(monkeypatch
     stats_only = ImageBatch(None, stats={"mu": np.zeros(5), "sigma": np.eye(5)})
     frame = evaluate_inception(samples, stats_only, model=None, frame=True).frame
     assert frame.floor is None and frame.notes[0].startswith("no real-vs-real floor: the reference holds statistics")
+
+
+def test_precomputed_reference_features_and_one_scene_prediction_give_the_same_scores(real, monkeypatch):
+    """The study's quality stage scores each model with the reference's features computed once and the
+    samples' scenes predicted once (named accuracies give the overall one): the same floats as
+    evaluate_shapes alone."""
+    ref, samples, evaluator = real
+    alone = evaluate_shapes(samples, ref, evaluator)
+    calls, predict = [], type(evaluator).predict
+    monkeypatch.setattr(type(evaluator), "predict", lambda self, *a, **k: calls.append(1) or predict(self, *a, **k))
+    features = shapes_features(evaluator, ref.images)
+    reused = evaluate_shapes(samples, ref, evaluator, reference_features=features, accuracy=False)
+    named = named_accuracies(samples, evaluator)
+    assert len(calls) == 1 and reused.accuracy is None
+    assert (reused.fd, reused.precision, reused.recall) == (alone.fd, alone.precision, alone.recall)
+    assert overall_accuracy(named) == alone.accuracy == named["accuracy_class"]

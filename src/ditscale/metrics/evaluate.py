@@ -197,8 +197,8 @@ def _inception_frame(real: dict[str, np.ndarray] | None, num_samples: int, seed:
     return QualityFrame(floor, n, {}, {}, (note,) if note else ())
 
 
-def _shapes_features(evaluator, images: np.ndarray, batch_size: int, progress: bool) -> np.ndarray:
-    """The evaluator's features float64 (N, F), a tqdm bar over batches when ``progress``."""
+def shapes_features(evaluator, images: np.ndarray, batch_size: int = 256, progress: bool = False) -> np.ndarray:
+    """The shapes evaluator's features float64 (N, F) of ``images``, a tqdm bar over batches when ``progress``."""
     from tqdm.auto import tqdm  # lazy: tqdm.auto imports asyncio (~20 ms); study start-up imports this module
 
     if batch_size < 1:
@@ -228,23 +228,35 @@ def evaluate_shapes(
     progress: bool = False,
     frame: bool = False,
     frame_seed: int = 0,
+    reference_features: np.ndarray | None = None,
+    accuracy: bool = True,
 ) -> ShapesMetrics:
     """Fréchet distance and precision/recall (k = 3) of ``samples`` against ``ref`` on the shapes evaluator's
     features, and the samples' accuracy given their labels / label_names or captions. ``evaluator=None`` loads
     the shipped :class:`~ditscale.metrics.shapes_evaluator.ShapesEvaluator` on ``device``. ``frame`` adds the
     real-vs-real floor of FD, precision and recall and the chance level and ceiling of the accuracy
-    (:func:`_shapes_frame`), drawn from ``frame_seed``."""
+    (:func:`_shapes_frame`), drawn from ``frame_seed``.
+
+    A caller scoring many sample batches against one reference passes its features once computed
+    (``reference_features``, :func:`shapes_features` of ``ref``'s images, the same floats), and one that
+    scores the accuracies itself (:func:`named_accuracies`, whose ``accuracy_all`` / ``accuracy_class`` is
+    this accuracy) passes ``accuracy=False`` (the metrics' ``accuracy`` is then None): each scene
+    prediction of 1000 images takes ~2 s on a CPU core."""
     fake_images = _images(samples, "sample batch", "the metrics need")
     real_images = _images(ref, "reference batch", "the shapes evaluator needs (stored statistics are Inception's)")
     if evaluator is None:
         from ditscale.metrics.shapes_evaluator import load_shapes_evaluator  # lazy: torch; this module loads without it
 
         evaluator = load_shapes_evaluator(device=device)
-    fake = _shapes_features(evaluator, fake_images, batch_size, progress)
-    real = _shapes_features(evaluator, real_images, batch_size, progress)
+    fake = shapes_features(evaluator, fake_images, batch_size, progress)
+    real = (
+        shapes_features(evaluator, real_images, batch_size, progress)
+        if reference_features is None
+        else reference_features
+    )
     scores = _shapes_scores(fake, real)
-    conditioned = samples.labels is not None or samples.captions is not None
-    accuracy = (
+    conditioned = accuracy and (samples.labels is not None or samples.captions is not None)
+    overall = (
         evaluator.accuracy(
             fake_images, labels=samples.labels, label_names=samples.label_names, captions=samples.captions
         )
@@ -253,7 +265,7 @@ def evaluate_shapes(
     )
     return ShapesMetrics(
         fd=scores["fd"],
-        accuracy=accuracy,
+        accuracy=overall,
         precision=scores["precision"],
         recall=scores["recall"],
         num_samples=len(fake_images),
@@ -318,6 +330,13 @@ def named_accuracies(samples: ImageBatch, evaluator) -> dict[str, float]:
     return _by_name(evaluator.attribute_accuracies(images, [_conditions(samples, kind)])[0], kind)
 
 
+def overall_accuracy(named: dict[str, float]) -> float | None:
+    """The fraction of samples right on every attribute their conditions name, from
+    :func:`named_accuracies` (its ``accuracy_all`` or ``accuracy_class``: the value of
+    :meth:`ShapesEvaluator.accuracy`); None for unconditioned samples."""
+    return named.get("accuracy_all", named.get("accuracy_class"))
+
+
 def reference_frame(
     ref: ImageBatch, num_samples: int, kind: str | None, evaluator, *, batch_size: int = 256, seed: int = 0
 ) -> QualityFrame:
@@ -330,7 +349,7 @@ def reference_frame(
       conditions randomly permuted (:func:`ditscale.metrics.frame.shuffled`); ceiling: with their own.
     """
     images = _images(ref, "reference batch", "the frame needs")
-    real = _shapes_features(evaluator, images, batch_size, False)
+    real = shapes_features(evaluator, images, batch_size, False)
     floor, n, note = real_vs_real(len(real), num_samples, lambda a, b: _shapes_scores(real[a], real[b]), seed)
     chance: dict[str, float | None] = {}
     ceiling: dict[str, float | None] = {}

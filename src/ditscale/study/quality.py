@@ -53,7 +53,9 @@ from ditscale.metrics.evaluate import (
     evaluate_inception,
     evaluate_shapes,
     named_accuracies,
+    overall_accuracy,
     reference_frame,
+    shapes_features,
 )
 from ditscale.study.folder import StudyFolder, read_csv, write_csv
 from ditscale.study.spec import QualityConfig, StudySpec
@@ -248,11 +250,12 @@ def _score_jobs(
             f"({cfg.evaluator} evaluator, {scorer.device})"
         )
         reference = _reference(spec, files, settings_sha(cfg, spec.data), progress)
+        features = _reference_features(reference, net, cfg, progress)
     for n, i in enumerate(todo):
         job, t0 = jobs[i], time.time()
         samples = _sample_run(folder, job, scorer.device, progress)
         t1 = time.time()
-        scores = _score(samples, reference, net, job.cfg, scorer.device, progress)
+        scores = _score(samples, reference, features, net, job.cfg, scorer.device, progress)
         scores.update(settings_sha=job.sha, sample_s=round(t1 - t0, 2), eval_s=round(time.time() - t1, 2))
         atomic_write_json(job.scores, scores)
         scored[i] = scores
@@ -351,10 +354,22 @@ def _evaluator(cfg: QualityConfig, device: str):
     return load_fid_inception(cfg.inception, device=device)
 
 
-def _score(samples, reference, evaluator, cfg: QualityConfig, device: str, progress: bool) -> dict:
+def _reference_features(reference, evaluator, cfg: QualityConfig, progress: bool):
+    """The shapes evaluator's features of the reference, computed once for every model the stage scores
+    (None for the Inception evaluator, whose reference statistics are computed per call)."""
+    return shapes_features(evaluator, reference.images, progress=progress) if cfg.evaluator == "shapes" else None
+
+
+def _score(samples, reference, features, evaluator, cfg: QualityConfig, device: str, progress: bool) -> dict:
+    """The scores of one model's ``samples``: FD, precision, recall and the accuracies, against the
+    ``reference`` batch (its shapes evaluator ``features``, :func:`_reference_features`). The scenes of
+    the samples are predicted once: the overall accuracy is ``named_accuracies``' own (same floats)."""
     if cfg.evaluator == "shapes":
-        scores = evaluate_shapes(samples, reference, evaluator, device=device, progress=progress).to_dict()
-        return {**scores, **named_accuracies(samples, evaluator)}
+        named = named_accuracies(samples, evaluator)
+        metrics = evaluate_shapes(
+            samples, reference, evaluator, device=device, progress=progress, reference_features=features, accuracy=False
+        )
+        return {**metrics.to_dict(), "accuracy": overall_accuracy(named), **named}
     return evaluate_inception(samples, reference, evaluator, device=device, progress=progress).to_dict()
 
 
