@@ -100,11 +100,6 @@ def load_study_spec(out_dir: str | Path) -> StudySpec:
     return StudyFolder(out_dir).read_spec()
 
 
-def load_runs(out_dir: str | Path, *, budgets: list[float] | None = None):
-    """The study's ``runs.csv`` as a :class:`ditscale.laws.Runs` (optionally only some budgets)."""
-    return StudyFolder(out_dir).read_runs(budgets)
-
-
 # -- family members for "nearest model" ------------------------------------------------------------
 def family_members(
     spec: StudySpec, up_to_params: float = 0.0, base=None
