@@ -53,8 +53,9 @@ def test_refit_equals_the_measured_laws(refit):
 def test_goal_one_bars_as_measured(refit):
     """Span >= 30x and both Approach 2 exponent intervals <= 0.25 wide (met); the N_opt exponent's
     interval includes 0 (the optimum barely moves over 32x of compute on one-shape images); the
-    extrapolation goals of issue 21 are missed (pinned); 15 min 22 s from a fresh clone on the idle
-    machine (goal 15 minutes: missed by 22 s, pinned as measured)."""
+    extrapolation goals of issue 21 are missed (pinned); 16 min 49 s from a fresh clone on the idle
+    machine in the afternoon (goal 15 minutes: missed, pinned as measured; the same runs took 15 min
+    22 s with slower fits in the morning, docs/studies.md)."""
     laws, measured = refit
     budgets = [b["flops"] for b in laws["budgets"]]
     assert max(budgets) / min(budgets) >= 30
@@ -65,7 +66,7 @@ def test_goal_one_bars_as_measured(refit):
     assert max(r["factor"] for r in rows) >= 4 and len(rows) == 21
     assert max(abs(r["relative_error"]) for r in rows if r["factor"] <= 4.01) > 0.2  # goal 2%: missed
     wall = measured["wall_time"]  # study_s: training, then sampling and scoring; analysis_s: the fits
-    assert 15 * 60 < wall["study_s"] + wall["analysis_s"] < 16 * 60
+    assert 16 * 60 < wall["study_s"] + wall["analysis_s"] < 17 * 60
 
 
 def test_every_quality_metric_carries_its_frame(refit):
