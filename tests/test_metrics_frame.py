@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from ditscale.cli import main
+from ditscale.errors import ConfigError
 from ditscale.metrics.batch import ImageBatch, load_batch
 from ditscale.metrics.evaluate import (
     evaluate_inception,
@@ -215,3 +216,5 @@ def test_precomputed_reference_features_and_one_scene_prediction_give_the_same_s
     assert len(calls) == 1 and reused.accuracy is None
     assert (reused.fd, reused.precision, reused.recall) == (alone.fd, alone.precision, alone.recall)
     assert overall_accuracy(named) == alone.accuracy == named["accuracy_class"]
+    with pytest.raises(ConfigError, match="reference_features hold 199 rows for a reference of 200"):
+        evaluate_shapes(samples, ref, evaluator, reference_features=features[:-1])

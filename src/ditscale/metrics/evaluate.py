@@ -244,6 +244,11 @@ def evaluate_shapes(
     prediction of 1000 images takes ~2 s on a CPU core."""
     fake_images = _images(samples, "sample batch", "the metrics need")
     real_images = _images(ref, "reference batch", "the shapes evaluator needs (stored statistics are Inception's)")
+    if reference_features is not None and len(reference_features) != len(real_images):
+        raise ConfigError(
+            f"reference_features hold {len(reference_features)} rows for a reference of {len(real_images)} images; "
+            "pass shapes_features of this reference's images"
+        )
     if evaluator is None:
         from ditscale.metrics.shapes_evaluator import load_shapes_evaluator  # lazy: torch; this module loads without it
 
