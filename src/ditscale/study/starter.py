@@ -95,8 +95,7 @@ def draft(facts: FolderFacts, name: str) -> dict:
 def starter_spec(path: str, name: str | None = None) -> str:
     """The commented YAML text of a starting spec for the image folder ``path`` (see the module)."""
     facts, spec, ratio = _starter(path, name)
-    prior = suggest_prior(spec_from_dict(spec))
-    return _render(facts, spec, prior_line(prior), ratio, _use(facts, spec, prior))
+    return _text(facts, spec, ratio, suggest_prior(spec_from_dict(spec)))
 
 
 def piloted_starter_spec(path: str, name: str | None, pilot_dir: str, **options) -> tuple[str, PilotOutcome]:
@@ -104,12 +103,17 @@ def piloted_starter_spec(path: str, name: str | None, pilot_dir: str, **options)
     (:func:`ditscale.study.pilot.run_pilot` of that spec, in ``pilot_dir``; ``options`` go to it):
     ``(its YAML text, the pilot's outcome)``."""
     facts, spec, ratio = _starter(path, name)
-    prior = suggest_prior(spec_from_dict(spec))
-    text = _render(facts, spec, prior_line(prior), ratio, _use(facts, spec, prior))
+    text = _text(facts, spec, ratio, suggest_prior(spec_from_dict(spec)))
     outcome = run_pilot(spec_from_dict(parse_yaml(text, "the starting spec")), pilot_dir, **options)
     spec["family"]["rungs"] = [list(r) for r in outcome.placement.rungs]
-    prior, notes = outcome.placement.prior, _pilot_notes(spec, outcome, pilot_dir)
-    return _render(facts, spec, prior_line(prior), ratio, _use(facts, spec, prior), notes), outcome
+    notes = _pilot_notes(spec, outcome, pilot_dir)
+    return _text(facts, spec, ratio, outcome.placement.prior, notes), outcome
+
+
+def _text(facts: FolderFacts, spec: dict, ratio: float, prior: PriorConfig, notes: tuple[str, str] = NOTES) -> str:
+    """The YAML text of the draft ``spec`` with ``prior`` (:func:`_render`, its use of the data from
+    :func:`_use`)."""
+    return _render(facts, spec, prior_line(prior), ratio, _use(facts, spec, prior), notes)
 
 
 def _starter(path: str, name: str | None) -> tuple[FolderFacts, dict, float]:
