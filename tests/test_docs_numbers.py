@@ -3,8 +3,10 @@ scripts/quickstart_table.py, never typed by hand (issue 13)."""
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ LAWS = ROOT / "tests" / "data" / "studies" / "quickstart" / "laws.json"
 def _script(name: str = "quickstart_table"):
     spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # a dataclass of the script looks its module up there
     spec.loader.exec_module(module)
     return module
 
@@ -94,3 +97,26 @@ def test_the_trunk_bootstrap_figures_docs_quote(monkeypatch, capsys):
     assert "params_law.exponent      trunk-level (seed 0): [0.111, 0.306]" in out
     docs = (ROOT / "docs" / "studies.md").read_text()
     assert "[0.107-0.111, 0.305-0.309]" in docs and "run-level [0.099, 0.343]" in docs
+
+
+def test_recipe_checks_reproduce_the_committed_runs(tmp_path):
+    """scripts/recipe_checks.py trains the run the quickstart would (its plan's builders), alone: at
+    lr x1 and seed 0 it gives the committed runs.csv loss bit for bit, the basis of the single-run
+    tables in docs/studies.md ("What bends the top of the sweep"); another lr gives another loss."""
+    script = _script("recipe_checks")
+    rows = {r["run_id"]: r for r in csv.DictReader((STUDIES / "quickstart" / "runs.csv").open())}
+    same = script.train_check("quickstart", [], str(tmp_path), script.Check.parse("1.6e11:64"))
+    assert same["loss"] == float(rows["c1.6e11-d2w64h2-s0"]["loss"]) == same["loss_ema"]
+    assert same["steps"] == int(rows["c1.6e11-d2w64h2-s0"]["steps"]) and same["loss_raw"] < same["loss_ema"]
+    seed1 = script.train_check("quickstart", [], str(tmp_path), script.Check.parse("1.6e11:64:1:1"))
+    assert seed1["loss"] == float(rows["c1.6e11-d2w64h2-s1"]["loss"])  # the study's seed replicate
+    cfg, run = script.check_config("quickstart", [], script.Check.parse("1.6e11:64:2"))
+    assert cfg.optim.lr == 2 * 8e-3 and cfg.optim.width_rule == "inverse"  # x2 before the width rule
+    assert run.steps == same["steps"] and run.lr == 8e-3 * 32 / 64
+    with pytest.raises(SystemExit, match="is not C:W"):
+        script.Check.parse("1.6e11")
+    with pytest.raises(SystemExit, match="no rung of width 48"):
+        script.train_check("quickstart", [], str(tmp_path), script.Check.parse("1.6e11:48"))
+    docs = (ROOT / "docs" / "studies.md").read_text()
+    assert "| 5.12e12 (1x) | 6,302 | 0.2091 | 0.2105 |" in docs  # runs.csv's 0.20905 at seed 0
+    assert f"{float(rows['c5.12e12-d2w96h3-s0']['loss']):.4f}" == "0.2091"
