@@ -39,11 +39,16 @@ class Check:
     @classmethod
     def parse(cls, text: str) -> Check:
         parts = text.split(":")
-        if not 2 <= len(parts) <= 4:
-            raise SystemExit(f"recipe_checks: error: run {text!r} is not C:W[:MULT[:SEED]], e.g. 5.12e12:96:2:1")
-        mult = float(parts[2]) if len(parts) > 2 else 1.0
-        seed = int(parts[3]) if len(parts) > 3 else 0
-        return cls(float(parts[0]), int(parts[1]), mult, seed)
+        try:
+            if not 2 <= len(parts) <= 4:
+                raise ValueError
+            mult = float(parts[2]) if len(parts) > 2 else 1.0
+            seed = int(parts[3]) if len(parts) > 3 else 0
+            return cls(float(parts[0]), int(parts[1]), mult, seed)
+        except ValueError:
+            raise SystemExit(
+                f"recipe_checks: error: run {text!r} is not C:W[:MULT[:SEED]], e.g. 5.12e12:96:2:1"
+            ) from None
 
     @property
     def name(self) -> str:
@@ -63,7 +68,7 @@ def check_config(spec_name: str, overrides: list[str], check: Check):
     if not sizes:
         raise SystemExit(f"recipe_checks: error: no rung of width {check.width} in the study's family")
     batch = spec.hparams.batch_for(check.flops, spec.budgets[0])
-    run = planned_run(spec, sizes[0], check.flops, batch, check.seed, 1.0, "prior")
+    run = planned_run(spec, sizes[0], check.flops, batch, check.seed, 1.0, "prior")  # no grid: n_opt unused
     data = train_config(
         spec, run.rung, budget=check.flops, batch_size=batch, steps=run.steps, seed=check.seed
     ).to_dict()

@@ -102,7 +102,8 @@ def test_the_trunk_bootstrap_figures_docs_quote(monkeypatch, capsys):
 def test_recipe_checks_reproduce_the_committed_runs(tmp_path):
     """scripts/recipe_checks.py trains the run the quickstart would (its plan's builders), alone: at
     lr x1 and seed 0 it gives the committed runs.csv loss bit for bit, the basis of the single-run
-    tables in docs/studies.md ("What bends the top of the sweep"); another lr gives another loss."""
+    tables in docs/studies.md ("What bends the top of the sweep"); MULT scales the lr the width rule
+    starts from; bad input is one line."""
     script = _script("recipe_checks")
     rows = {r["run_id"]: r for r in csv.DictReader((STUDIES / "quickstart" / "runs.csv").open())}
     same = script.train_check("quickstart", [], str(tmp_path), script.Check.parse("1.6e11:64"))
@@ -113,8 +114,9 @@ def test_recipe_checks_reproduce_the_committed_runs(tmp_path):
     cfg, run = script.check_config("quickstart", [], script.Check.parse("1.6e11:64:2"))
     assert cfg.optim.lr == 2 * 8e-3 and cfg.optim.width_rule == "inverse"  # x2 before the width rule
     assert run.steps == same["steps"] and run.lr == 8e-3 * 32 / 64
-    with pytest.raises(SystemExit, match="is not C:W"):
-        script.Check.parse("1.6e11")
+    for bad in ("1.6e11", "1.6e11:sixty-four", "1.6e11:64:2:1:0"):
+        with pytest.raises(SystemExit, match="is not C:W"):
+            script.Check.parse(bad)
     with pytest.raises(SystemExit, match="no rung of width 48"):
         script.train_check("quickstart", [], str(tmp_path), script.Check.parse("1.6e11:48"))
     docs = (ROOT / "docs" / "studies.md").read_text()
