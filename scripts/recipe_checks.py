@@ -60,7 +60,7 @@ def check_config(spec_name: str, overrides: list[str], check: Check):
     ``check.width`` at ``check.flops``, with its peak lr times ``check.mult`` and its seed."""
     from ditscale.config import from_dict
     from ditscale.study import load_spec
-    from ditscale.study.plan import ladder_sizes, planned_run, train_config
+    from ditscale.study.plan import ladder_sizes, planned_run, run_config
     from ditscale.train.config import TrainConfig
 
     spec = load_spec(spec_name, overrides)
@@ -69,9 +69,7 @@ def check_config(spec_name: str, overrides: list[str], check: Check):
         raise SystemExit(f"recipe_checks: error: no rung of width {check.width} in the study's family")
     batch = spec.hparams.batch_for(check.flops, spec.budgets[0])
     run = planned_run(spec, sizes[0], check.flops, batch, check.seed, 1.0, "prior")  # no grid: n_opt unused
-    data = train_config(
-        spec, run.rung, budget=check.flops, batch_size=batch, steps=run.steps, seed=check.seed
-    ).to_dict()
+    data = run_config(spec, run).to_dict()
     data["optim"]["lr"] *= check.mult
     data["val"]["both"] = True  # the EMA's loss and the raw weights'
     return from_dict(TrainConfig, data, where="check config"), run

@@ -315,6 +315,12 @@ def train_config(
     return from_dict(TrainConfig, data, where="run config")
 
 
+def run_config(spec: StudySpec, run: PlannedRun) -> TrainConfig:
+    """The :class:`~ditscale.train.TrainConfig` a planned ``run`` of ``spec`` trains with (its rung,
+    budget, batch, steps and seed through :func:`train_config`)."""
+    return train_config(spec, run.rung, budget=run.budget, batch_size=run.batch_size, steps=run.steps, seed=run.seed)
+
+
 @dataclass(frozen=True)
 class RungSize:
     """A rung with its resolved DiTConfig, parameter counts and forward MACs per image."""

@@ -30,7 +30,7 @@ from ditscale.study.executor import RunTask, TrunkTask, config_sha, execute_run 
 from ditscale.study.folder import RUNS_CSV_COLUMNS, StudyFolder  # noqa: F401
 from ditscale.study.launchers import make_launcher
 from ditscale.study.locks import RunLock
-from ditscale.study.plan import PlannedRun, interval_warning, train_config
+from ditscale.study.plan import PlannedRun, interval_warning, run_config
 from ditscale.study.quality import run_quality
 from ditscale.study.replan import all_runs, current_plan, folder_plan
 from ditscale.study.spec import StudySpec
@@ -65,9 +65,7 @@ class StudyOutcome:
 
 def task_for(spec: StudySpec, out_dir: str | Path, run: PlannedRun, threads: int = 1) -> RunTask:
     """The :class:`RunTask` of a planned run of study folder ``out_dir`` (``threads`` 0: leave torch's)."""
-    cfg = train_config(
-        spec, run.rung, budget=run.budget, batch_size=run.batch_size, steps=run.steps, seed=run.seed
-    ).to_dict()
+    cfg = run_config(spec, run).to_dict()
     return RunTask(
         run_id=run.run_id,
         run_dir=str(StudyFolder(out_dir).run(run.run_id).root),

@@ -51,7 +51,7 @@ from ditscale.study.analyze import family_members, study_prediction
 from ditscale.study.executor import RunTask, config_sha
 from ditscale.study.folder import StudyFolder, StudyRunDir
 from ditscale.study.launchers import make_launcher
-from ditscale.study.plan import PlannedRun, RungSize, base_model_config, planned_run, rung_config, train_config
+from ditscale.study.plan import PlannedRun, RungSize, base_model_config, planned_run, run_config, rung_config
 from ditscale.study.run import Tally, trunk_tasks
 from ditscale.study.spec import StudySpec
 
@@ -173,10 +173,7 @@ def verify_tasks(out_dir: str | Path, plan: VerifyPlan, threads: int = 1) -> lis
     changed spec) is refused with a one-line :class:`ConfigError`."""
     tasks = []
     for run in plan.runs:
-        cfg = train_config(
-            plan.spec, run.rung, budget=run.budget, batch_size=run.batch_size, steps=run.steps, seed=run.seed
-        )
-        cfg_dict = cfg.to_dict()
+        cfg_dict = run_config(plan.spec, run).to_dict()
         task = RunTask(
             run.run_id, str(verify_dir(out_dir) / run.run_id), cfg_dict, config_sha(cfg_dict), run.flops_exact, threads
         )
