@@ -59,11 +59,15 @@ def check_config(spec_name: str, overrides: list[str], check: Check):
     """``(TrainConfig, PlannedRun)`` of one :class:`Check`: the run ``spec`` plans for the rung of
     ``check.width`` at ``check.flops``, with its peak lr times ``check.mult`` and its seed."""
     from ditscale.config import from_dict
+    from ditscale.errors import DitscaleError
     from ditscale.study import load_spec
     from ditscale.study.plan import ladder_sizes, planned_run, run_config
     from ditscale.train.config import TrainConfig
 
-    spec = load_spec(spec_name, overrides)
+    try:
+        spec = load_spec(spec_name, overrides)
+    except DitscaleError as err:  # a bad spec or override: its one line, no traceback
+        raise SystemExit(f"recipe_checks: error: {err}") from None
     sizes = [s for s in ladder_sizes(spec) if s.rung[1] == check.width]
     if not sizes:
         raise SystemExit(f"recipe_checks: error: no rung of width {check.width} in the study's family")

@@ -119,6 +119,10 @@ def test_recipe_checks_reproduce_the_committed_runs(tmp_path):
             script.Check.parse(bad)
     with pytest.raises(SystemExit, match="no rung of width 48"):
         script.train_check("quickstart", [], str(tmp_path), script.Check.parse("1.6e11:48"))
+    with pytest.raises(SystemExit, match="recipe_checks: error: models_per_budget is 5 but the family has only 3"):
+        script.check_config(
+            "quickstart", ["family.rungs=[[4,64,2],[4,96,3],[4,128,4]]"], script.Check.parse("1.6e11:64")
+        )
     docs = (ROOT / "docs" / "studies.md").read_text()
     assert "| 5.12e12 (1x) | 6,302 | 0.2091 | 0.2105 |" in docs  # runs.csv's 0.20905 at seed 0
     assert f"{float(rows['c5.12e12-d2w96h3-s0']['loss']):.4f}" == "0.2091"
