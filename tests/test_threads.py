@@ -83,3 +83,15 @@ def test_ctrl_c_before_any_checkpoint_says_nothing_was_saved(tmp_path, monkeypat
     err = _train_interrupted(tmp_path, monkeypatch, capsys, after_save=False)
     assert "ditscale: interrupted; nothing was saved: no checkpoint in" in err
     assert "the first comes at step 2" in err and "starts from step 0" in err
+
+
+def test_a_word_encoder_run_is_sized_before_it_is_built(tmp_path, capsys):
+    """`ditscale train tiny-text` (README) picks its threads and plans from the word encoder's sizes,
+    known before the encoder is built; only a frozen encoder's width must be declared to plan."""
+    assert main(["train", "tiny-text", "--plan"]) == 0
+    assert "block cross_attn, conditioning text" in capsys.readouterr().out
+    out = tmp_path / "tt"
+    assert main(["train", "tiny-text", "--out", str(out), "--max-steps", "2", *MICRO, "model.block=cross_attn"]) == 0
+    assert torch.get_num_threads() == 1  # a small model on CPU
+    assert main(["train", "tiny-text", "text_encoder=some/encoder", "--plan"]) == 2
+    assert "conditions on a frozen text encoder; give its width and tokens" in capsys.readouterr().err

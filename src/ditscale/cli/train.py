@@ -11,7 +11,7 @@ from ditscale.cli.args import OneLineParser, add_threads_argument, count, exampl
 from ditscale.errors import ConfigError
 from ditscale.flops import param_counts
 from ditscale.io import check_apart, check_output_dir
-from ditscale.train.config import load_train_config
+from ditscale.train.config import load_train_config, word_encoder_sizes
 from ditscale.train.plan import plan_text, plan_training
 from ditscale.train.rundir import RunDir
 from ditscale.train.threads import choose_threads
@@ -119,7 +119,20 @@ def _threads(args: argparse.Namespace, cfg) -> int:
     import torch  # lazy: torch (`train --plan` and --help run without it)
 
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    return choose_threads(args.threads, param_counts(cfg.model).total, device)
+    return choose_threads(args.threads, param_counts(_sized_model(cfg)).total, device)
+
+
+def _sized_model(cfg) -> dict:
+    """The run's ``model`` section with its text width and tokens, for the thread default: a word
+    encoder's are known before it is built; a frozen encoder's only once it is loaded, so it counts as
+    64 wide and 1 token (its cross-attention inputs are a small part of any DiT's parameters)."""
+    model = dict(cfg.model)
+    if cfg.text_encoder:
+        sizes = word_encoder_sizes(model) if cfg.text_encoder == "word" else {"context_dim": 64, "max_length": 1}
+        model.setdefault("conditioning", "text")
+        model.setdefault("context_dim", sizes["context_dim"])
+        model.setdefault("context_len", sizes["max_length"])
+    return model
 
 
 def overrides_from_args(args: argparse.Namespace) -> list[str]:

@@ -17,11 +17,7 @@ import torch
 
 from ditscale.data import text as T
 from ditscale.errors import ConfigError
-from ditscale.train.config import TrainConfig
-
-# Sizes of the small word encoder trained with the model (``text_encoder: word``); a model that declares
-# ``context_dim`` / ``context_len`` gets an encoder of that width and length (word_encoder_sizes).
-WORD_ENCODER = {"context_dim": 64, "max_length": 16, "num_layers": 1, "num_heads": 4}
+from ditscale.train.config import WORD_ENCODER, TrainConfig, word_encoder_sizes  # noqa: F401  (re-exported)
 
 EncodeFn = Callable[[list[str]], tuple[torch.Tensor, torch.Tensor]]
 
@@ -44,16 +40,6 @@ def build_text_encoder(cfg: TrainConfig, has_captions: bool, cache_dir: str, dev
         torch.manual_seed(cfg.seed + 1)
         return T.WordTextEncoder(tokenizer, **word_encoder_sizes(cfg.model)).to(device)
     return T.HFTextEncoder(cfg.text_encoder, cache_dir=cache_dir, device=device)
-
-
-def word_encoder_sizes(model: dict[str, Any]) -> dict[str, int]:
-    """:data:`WORD_ENCODER`, with the width and the caption length (tokens) the run's ``model`` section
-    declares as ``context_dim`` / ``context_len``: the DiT and its encoder must agree on both (longer
-    captions, e.g. several-object shapes scenes, need more than 16 tokens)."""
-    sizes = dict(WORD_ENCODER)
-    sizes["context_dim"] = int(model.get("context_dim", sizes["context_dim"]))
-    sizes["max_length"] = int(model.get("context_len", sizes["max_length"]))
-    return sizes
 
 
 def is_trainable(text) -> bool:

@@ -294,7 +294,8 @@ class TrainConfig:
         ``learn_sigma`` from the diffusion
         process (True only for gaussian with learned variance); with a text encoder ``text``
         (``.context_dim``, ``.max_length``) ``conditioning`` defaults to "text" and
-        ``context_dim``/``context_len`` to the encoder's.
+        ``context_dim``/``context_len`` to the encoder's, which for ``text_encoder: word`` are known
+        without building it (:func:`word_encoder_sizes`).
         """
         spec = dict(self.model)
         name = spec.pop("name", None)
@@ -312,10 +313,30 @@ class TrainConfig:
             spec.setdefault("conditioning", "text")
             spec.setdefault("context_dim", int(text.context_dim))
             spec.setdefault("context_len", int(text.max_length))
+        elif self.text_encoder == "word":  # its sizes are known before it is built: planning and --threads
+            sizes = word_encoder_sizes(self.model)
+            spec.setdefault("conditioning", "text")
+            spec.setdefault("context_dim", sizes["context_dim"])
+            spec.setdefault("context_len", sizes["max_length"])
         return resolve_config(name, **spec) if name else resolve_config(spec)
 
 
 _DIT_FIELDS = tuple(f.name for f in dataclasses.fields(DiTConfig))
+
+
+# Sizes of the small word encoder trained with the model (``text_encoder: word``); a model that declares
+# ``context_dim`` / ``context_len`` gets an encoder of that width and length (word_encoder_sizes).
+WORD_ENCODER = {"context_dim": 64, "max_length": 16, "num_layers": 1, "num_heads": 4}
+
+
+def word_encoder_sizes(model: dict[str, Any]) -> dict[str, int]:
+    """:data:`WORD_ENCODER`, with the width and the caption length (tokens) the run's ``model`` section
+    declares as ``context_dim`` / ``context_len``: the DiT and its encoder must agree on both (longer
+    captions, e.g. several-object shapes scenes, need more than 16 tokens)."""
+    sizes = dict(WORD_ENCODER)
+    sizes["context_dim"] = int(model.get("context_dim", sizes["context_dim"]))
+    sizes["max_length"] = int(model.get("context_len", sizes["max_length"]))
+    return sizes
 
 
 def preset_names() -> list[str]:
