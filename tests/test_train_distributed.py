@@ -39,6 +39,9 @@ def test_shard_bounds_and_data_order():
     assert sorted(i for _, i in order.items(0, 5)) == [0, 1, 2, 3, 4]
     assert [i for _, i in order.items(0, 10)] == [i for _, i in DataOrder(5, 0).items(0, 10)]  # deterministic
     assert DataOrder(None, 0).items(7, 3) == [(0, 7), (0, 8), (0, 9)]  # infinite: sequential
+    # data.stream_offset: the run's position p is global position offset + p, on either kind of data
+    assert DataOrder(None, 0, offset=100).items(7, 3) == [(0, 107), (0, 108), (0, 109)]
+    assert DataOrder(5, 0, offset=3).items(0, 7) == DataOrder(5, 0).items(3, 7)  # epochs chained the same way
     assert step_seed(0, 1) != step_seed(0, 2) and step_seed(0, 1) == step_seed(0, 1)
 
 

@@ -16,6 +16,9 @@ from ditscale.errors import ConfigError
 DATASET_NAMES = ("shapes", "digits", "folder", "captions", "latents")
 INFINITE_DATASETS = ("shapes",)  # procedural: items are generated on demand, there are no epochs
 SPLITS = ("train", "val")
+# The largest data.stream_offset + 1: half of the shapes stream's 2**31 items, so a run that starts
+# anywhere below it can still read 2**30 images.
+MAX_STREAM_OFFSET = 2**30
 
 
 # ---------------------------------------------------------------------------------------- config
@@ -45,6 +48,12 @@ class DataConfig:
         shapes_objects: most objects in one "shapes" image; each image has 1..shapes_objects of
             them (uniform), on distinct cells of the 3x3 grid. 1 (the default) is the original
             single-object data, item for item.
+        stream_offset: where a training run starts reading its train split, in images: step 0's first
+            image is global position ``stream_offset`` of the order :mod:`ditscale.train.data_order`
+            defines (for "shapes", item ``stream_offset`` of the infinite stream; for a finite dataset,
+            that many images into its seeded epochs). The val split is untouched, so runs that read
+            different train images are still scored on the same validation images (``seed`` changes
+            both). 0 is every earlier run's stream; a study's ``streams: per_trunk`` sets it per trunk.
     """
 
     name: str = "shapes"
@@ -59,6 +68,7 @@ class DataConfig:
     val_fraction: float = 0.1
     shapes_label: str = "kind"
     shapes_objects: int = 1
+    stream_offset: int = 0
 
     def __post_init__(self) -> None:
         if self.name not in DATASET_NAMES:
@@ -77,6 +87,11 @@ class DataConfig:
             raise ConfigError(f"data.shapes_objects must be in 1..{MAX_OBJECTS}, got {self.shapes_objects}")
         if self.num_workers < 0 or self.seed < 0:
             raise ConfigError("data.num_workers and data.seed must be non-negative")
+        if not 0 <= self.stream_offset < MAX_STREAM_OFFSET:
+            raise ConfigError(
+                f"data.stream_offset must be in [0, 2**30), got {self.stream_offset}: it is the train stream's "
+                "first image position"
+            )
         if self.name == "shapes" and self.channels != 3:
             raise ConfigError(f"the shapes dataset is RGB; set data.channels=3 (got {self.channels})")
         if self.name == "folder" and self.captions:

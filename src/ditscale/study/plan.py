@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import io
 import math
 import re
@@ -23,7 +24,7 @@ import typing
 from dataclasses import asdict, dataclass, fields
 
 from ditscale.config import from_dict
-from ditscale.data.config import DataConfig, DataInfo
+from ditscale.data.config import MAX_STREAM_OFFSET, DataConfig, DataInfo
 from ditscale.errors import DataError
 from ditscale.flops import (
     ParamCounts,
@@ -301,10 +302,13 @@ def train_config(
         extra["ema_decay"] = hp.ema_decay_for(steps)
     if hp.ema_window is not None:
         extra["ema_start"] = hp.ema_start_for(steps)
+    data_fields = dict(spec.data) if data is None else asdict(data)
+    if spec.streams == "per_trunk":
+        data_fields["stream_offset"] = stream_offset(rung, batch_size, seed)
     data = {
         "model": {**spec.family.model, "depth": d, "hidden_size": w, "num_heads": h},
         "diffusion": dict(spec.diffusion),
-        "data": dict(spec.data) if data is None else asdict(data),
+        "data": data_fields,
         "optim": hp.optim_for(steps),
         "batch_size": batch_size,
         "flops": float(budget),
@@ -313,6 +317,15 @@ def train_config(
         **extra,
     }
     return from_dict(TrainConfig, data, where="run config")
+
+
+def stream_offset(rung: Rung, batch_size: int, seed: int) -> int:
+    """``data.stream_offset`` of a trunk under ``streams: per_trunk``: a hash of what the runs of one
+    trunk share (rung, batch, seed), below :data:`~ditscale.data.config.MAX_STREAM_OFFSET`. Two trunks
+    start ~2**30 / (number of trunks) images apart on average; a quickstart trunk reads under 10**6."""
+    d, w, h = rung
+    digest = hashlib.sha256(f"stream d{d} w{w} h{h} b{batch_size} s{seed}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") % MAX_STREAM_OFFSET
 
 
 def run_config(spec: StudySpec, run: PlannedRun) -> TrainConfig:

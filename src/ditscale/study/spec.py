@@ -32,11 +32,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ditscale.config import apply_overrides, from_dict, load_preset_or_yaml, to_dict
+from ditscale.data.config import INFINITE_DATASETS
 from ditscale.errors import ConfigError
 from ditscale.laws import FitConfig
 from ditscale.models.config import DiTConfig
 from ditscale.train.config import CooldownShape, OptimConfig, Schedule, TrainConfig, ValConfig, WidthRule
 from ditscale.train.schedules import SHAREABLE_SCHEDULES
+
+STREAMS = ("shared", "per_trunk")  # which train images the runs of a study read (StudySpec.streams)
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets" / "study"
 
@@ -359,6 +362,12 @@ class StudySpec:
         share_trunks: train each model once as a trunk that the runs of several budgets branch off
             (:mod:`ditscale.train.trunk`; exact for "constant" and "wsd" schedules with
             ``hparams.warmup_steps``); runs.csv is the same as with independent runs.
+        streams: which train images each run reads: "shared" (every run from the start of the same
+            stream, as one training run would) or "per_trunk" (procedural data only: each trunk (rung,
+            batch, seed) from its own place in the infinite stream, ``data.stream_offset`` =
+            :func:`ditscale.study.plan.stream_offset`; validation images stay shared). With "shared",
+            a fluctuation of the stream is common to every model and budget and seed replicates differ
+            only in initialisation and noise; "per_trunk" makes each model's draw of the data its own.
         target_flops: budget, FLOPs, that reports extrapolate to.
         quality: :class:`QualityConfig`: sample and score the models after training (None: no quality).
     """
@@ -382,6 +391,7 @@ class StudySpec:
     laws: FitConfig = field(default_factory=FitConfig)
     workers: int = 1
     share_trunks: bool = False
+    streams: str = "shared"
     target_flops: float = 1e21
     quality: QualityConfig | None = None
 
@@ -444,6 +454,21 @@ class StudySpec:
         if self.seed in self.repeat.seeds and self.repeat.budgets:
             raise ConfigError(f"repeat.seeds contains the study seed {self.seed}; give other seeds")
         self._check_trunks()
+        self._check_streams()
+
+    def _check_streams(self) -> None:
+        """``streams``: "shared", or "per_trunk" on procedural data with no fixed ``data.stream_offset``."""
+        if self.streams not in STREAMS:
+            raise ConfigError(f"streams must be one of {', '.join(STREAMS)}, got {self.streams!r}")
+        if self.streams == "shared":
+            return
+        if self.data.get("name", "shapes") not in INFINITE_DATASETS:
+            raise ConfigError(
+                f"streams: per_trunk needs procedural data ({', '.join(INFINITE_DATASETS)}); the "
+                f"{self.data.get('name')!r} dataset is finite: use streams: shared"
+            )
+        if "stream_offset" in self.data:
+            raise ConfigError("streams: per_trunk sets data.stream_offset for each trunk; leave it out of data")
 
     def _check_trunks(self) -> None:
         """share_trunks needs a schedule whose lr before the cooldown ignores the run's length."""

@@ -1,7 +1,8 @@
 """Which images a training step sees, and the seeded draws of every step.
 
 Step ``step`` (0-based) of a run with global batch ``B`` reads the global image positions
-``[step * B, step * B + b)`` (``b`` = that step's batch, the last one may be smaller). A position
+``offset + [step * B, step * B + b)`` (``b`` = that step's batch, the last one may be smaller;
+``offset`` = ``data.stream_offset``, 0 unless a run starts elsewhere in the stream). A position
 maps to ``(epoch, dataset index)``: through a fresh permutation per (seed, epoch) for a finite
 dataset, or directly ``(0, position)`` for an infinite one (``dataset.infinite``, procedural data).
 Rank r of W reads the rows :func:`~ditscale.train.distributed.shard_bounds` of each global batch.
@@ -33,17 +34,19 @@ def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
 
 
 class DataOrder:
-    """Maps a global image position to ``(epoch, index)``: a fresh permutation per (seed, epoch) of a
-    finite dataset of ``length`` items, or ``(0, position)`` when ``length`` is None (infinite data)."""
+    """Maps a run's image position to ``(epoch, index)``: position ``p`` is global position
+    ``offset + p``, which a finite dataset of ``length`` items reads through a fresh permutation per
+    (seed, epoch), and an infinite one (``length`` None) as ``(0, offset + p)``."""
 
-    def __init__(self, length: int | None, seed: int):
-        self.length, self.seed = length, seed
+    def __init__(self, length: int | None, seed: int, offset: int = 0):
+        self.length, self.seed, self.offset = length, seed, offset
         self._perm: tuple[int, torch.Tensor] | None = None
 
     @classmethod
-    def for_dataset(cls, dataset, seed: int) -> "DataOrder":
-        """The order of ``dataset``: sequential when it declares itself ``infinite``."""
-        return cls(None if dataset.infinite else len(dataset), seed)
+    def for_dataset(cls, dataset, seed: int, offset: int = 0) -> "DataOrder":
+        """The order of ``dataset`` from global position ``offset``: sequential when it declares itself
+        ``infinite``."""
+        return cls(None if dataset.infinite else len(dataset), seed, offset)
 
     def permutation(self, epoch: int) -> torch.Tensor:
         if self._perm is None or self._perm[0] != epoch:
@@ -51,11 +54,12 @@ class DataOrder:
         return self._perm[1]
 
     def items(self, start: int, count: int) -> list[tuple[int, int]]:
-        """(epoch, dataset index) of positions ``[start, start + count)``."""
+        """(epoch, dataset index) of the run's positions ``[start, start + count)``."""
+        first = self.offset + start
         if self.length is None:
-            return [(0, p) for p in range(start, start + count)]
+            return [(0, p) for p in range(first, first + count)]
         out = []
-        for p in range(start, start + count):
+        for p in range(first, first + count):
             epoch, i = divmod(p, self.length)
             out.append((epoch, int(self.permutation(epoch)[i])))
         return out

@@ -291,7 +291,7 @@ def build_run(cfg: TrainConfig, out: RunDir, info: DistInfo, device: torch.devic
         info=info,
         device=device,
         dataset=dataset,
-        order=DataOrder.for_dataset(dataset, cfg.seed),
+        order=DataOrder.for_dataset(dataset, cfg.seed, cfg.data_config().stream_offset),
         diffusion=diffusion,
         model_config=mcfg,
         length=length,

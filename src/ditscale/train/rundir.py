@@ -55,7 +55,7 @@ RESUME_SAFE_KEYS = (
 # Keys added to TrainConfig after run folders were first written, with the value an older
 # config.yaml (which lacks them) means. At that value they are left out of comparisons and hashes,
 # so runs and studies written before the key existed still resume.
-LATER_KEYS = {"ema_start": 0, "optim.cooldown_shape": "linear", "cpu_bf16": False}
+LATER_KEYS = {"ema_start": 0, "optim.cooldown_shape": "linear", "cpu_bf16": False, "data.stream_offset": 0}
 
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
