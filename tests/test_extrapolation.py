@@ -186,3 +186,25 @@ def test_a_fixed_loss_law_has_no_rule(tmp_path):
     assert [r.relative_error for r in ext.of_record] == [r.relative_error for r in a3]
     assert [r.predicted_n_opt for r in ext.of_record] == [r.predicted_n_opt for r in power]
     assert [r.predicted_n_opt for r in a3] != [r.predicted_n_opt for r in power]
+
+
+STREAMS = Path(__file__).parent / "data" / "studies" / "quickstart-streams"
+
+
+def test_refits_with_too_few_optima_add_no_rows_and_say_so(tmp_path):
+    """The quickstart on per-trunk image streams (tests/data/studies/quickstart-streams): the optima of
+    its six smallest budgets lie below its smallest model, so without the 3 or more largest of the
+    fitted budgets fewer than 2 usable optima are left. The inner rule scores the refits it can make
+    and the backtests at every distance keep K = 1-3, each skipped K one warning line (both raised
+    before, stopping the whole analysis)."""
+    folder = StudyFolder(tmp_path / "s")
+    folder.create()
+    folder.write_spec(load_spec(str(STREAMS / "spec.yaml"), ["laws.bootstrap=20"]))
+    (tmp_path / "s" / "runs.csv").write_bytes((STREAMS / "runs.csv").read_bytes())
+    study = fit_study(tmp_path / "s")
+    assert [x.fitted_max_flops for x in study.rule.inputs] == [2.56e12, 1.81e12, 1.81e12]  # j = 1, 2 of 3
+    assert study.rule.chosen == "power"
+    ext = extrapolation_study(study)
+    assert sorted({r.fitted_max_flops for r in ext.of_record}) == [1.81e12, 2.56e12, 3.62e12]  # K = 1, 2, 3
+    assert len(ext.of_record) == 6 and len(ext.skipped) == 3
+    assert ext.skipped[0].startswith("the backtest without the 4 largest budgets has no rows: only 1 budget(s)")

@@ -645,7 +645,7 @@ def study_laws(folder: StudyFolder, study: StudyFit, draws: DrawStore, *, starte
     ext = extrapolation_study(study)
     prediction = _prediction(study, spec.target_flops, par)
     prediction = dataclasses.replace(prediction, measured_error=measured_error(ext.rows, prediction.extrapolation))
-    warns = [*study.warnings, *(e.message for e in prediction.exponents if e.message)]
+    warns = [*study.warnings, *(e.message for e in prediction.exponents if e.message), *ext.skipped]
     warns += [degenerate_warning(f.name, f.degenerate) for f in prediction.forms if f.degenerate]
     wanted = wanted_form(spec.laws.loss_law, study.rule)
     if {prediction.loss_law, *(row.loss_law for row in bt.rows)} != {wanted}:

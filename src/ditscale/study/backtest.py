@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ditscale.errors import DataError
 from ditscale.laws import FitConfig, Runs, fit_runs, predict
 from ditscale.laws.draws import DrawStore
 from ditscale.laws.fit import LOSS_LAWS
@@ -125,7 +126,7 @@ LOSS_LAW_RULE = (
     "bootstrap) without the j largest of the m fitted budgets and predict their L* (actual: the isoFLOP fit "
     "of the fitted budgets); score = mean |relative error| over those rows; the lowest score wins, scores "
     "within 1e-6 of it tie and go to power, saturating, parametric in that order; power when m < 5 or no "
-    "form was scored"
+    "form was scored; an inner refit whose budgets hold fewer than 2 usable optima adds no rows"
 )
 
 
@@ -141,7 +142,10 @@ def loss_law_rule(fitted: Runs, cfg: FitConfig, to_6nd: float = 1.0) -> LossLawR
         own = fit_runs(fitted, point)[0]
         for j in range(1, min(INNER_HOLDOUT, len(budgets) - INNER_MIN_FITTED) + 1):
             sub, held = holdout_split(fitted, j, cfg.budget_rtol)
-            errors = _inner_errors(sub, held, own, point, to_6nd)
+            try:
+                errors = _inner_errors(sub, held, own, point, to_6nd)
+            except DataError:  # too few usable optima left (e.g. the smaller budgets' at the grid's edge)
+                continue
             inputs += [
                 RuleInput(fitted_max_flops=float(budgets[-j - 1]), flops=float(c), relative_errors=errors[i])
                 for i, c in enumerate(held)
@@ -189,12 +193,14 @@ class Extrapolation:
     """:func:`extrapolation_study`'s result: every refit's rows by every form (``rows``), the rows of
     each refit's form of record (``of_record``) and, under ``laws.loss_law: auto``, each refit's
     :class:`~ditscale.laws.results.LossLawRule` (``rules``; () otherwise) and, under ``laws.off_rungs:
-    drop``, each refit's off-rung rule (``rung_rules``; () otherwise)."""
+    drop``, each refit's off-rung rule (``rung_rules``; () otherwise); ``skipped``: one line per refit
+    that could not be fitted (too few budgets with a usable optimum), which laws.json's warnings carry."""
 
     rows: tuple[ExtrapolationRow, ...]
     of_record: tuple[ExtrapolationRow, ...]
     rules: tuple[LossLawRule, ...]
     rung_rules: tuple[RungRule, ...] = ()
+    skipped: tuple[str, ...] = ()
 
 
 def extrapolation_study(study: StudyFit) -> Extrapolation:
@@ -211,20 +217,24 @@ def extrapolation_study(study: StudyFit) -> Extrapolation:
     cfg = study.spec.laws
     budgets = study.runs.budgets(cfg.budget_rtol)[1]
     cfgs = tuple(dataclasses.replace(cfg, bootstrap=min(cfg.resamples, n)) for n in EXTRAPOLATION_RESAMPLES.values())
-    rows, of_record, rules, rung_rules = [], [], [], []
+    rows, of_record, rules, rung_rules, skipped = [], [], [], [], []
     for k in range(1, len(budgets) - EXTRAPOLATION_MIN_FITTED + 1):
         with quiet():
             sub, held = holdout_split(study.runs if study.all_runs is None else study.all_runs, k, cfg.budget_rtol)
             sub, rungs = refit_rungs(sub, cfg)
         rung_rules += [rungs] if rungs is not None else []
         fitted_max = float(budgets[-k - 1])
-        forms = _refit_forms(study, sub, held, cfgs)[0]
+        try:
+            forms = _refit_forms(study, sub, held, cfgs)[0]
+        except DataError as err:  # e.g. the refit's budgets hold fewer than 2 usable optima: no rows at this K
+            skipped.append(f"the backtest without the {k} largest budgets has no rows: {err}")
+            continue
         rule = loss_law_rule(sub, cfg, study.to_6nd) if cfg.loss_law == "auto" else None
         rules += [rule] if rule is not None else []
         law = form_of_record(cfg.loss_law, forms, rule)
         rows += [_extrapolation_row(row, form, fitted_max) for form, form_rows in forms.items() for row in form_rows]
         of_record += [_extrapolation_row(_record_row(i, forms, law), law, fitted_max) for i in range(len(held))]
-    return Extrapolation(tuple(rows), tuple(of_record), tuple(rules), tuple(rung_rules))
+    return Extrapolation(tuple(rows), tuple(of_record), tuple(rules), tuple(rung_rules), tuple(skipped))
 
 
 def _extrapolation_row(row: BacktestSummary, form: str, fitted_max: float) -> ExtrapolationRow:
