@@ -5,7 +5,8 @@ named by ``--study`` (``quickstart``, the default, or ``quickstart-t2i``), the s
 the markers ``<!-- {study}-table -->`` and ``<!-- /{study}-table -->``, the details (fitted laws,
 noise, checks, the prediction) in ``<!-- {study}-details -->``, the backtests at every distance
 (``scripts/extrapolation_table.py``) in ``<!-- {study}-extrapolation -->``, the top budget's sample
-quality against its chance levels and floors in ``<!-- {study}-quality -->`` (docs/quality.md) and,
+quality against its chance levels and floors in ``<!-- {study}-quality -->`` and its quality law in
+``<!-- {study}-quality-law -->`` (docs/quality.md) and,
 when the study was verified (``verify*.json`` beside laws.json or in its ``verify/`` folder, each
 with its ``predict*.json``, ``study predict --flops C --json`` at the same C, for every form's
 prediction), the verifications in ``<!-- {study}-verify -->``; ``tests/test_docs_numbers.py`` checks
@@ -368,6 +369,46 @@ def _yes(ok: bool) -> str:
     return "yes" if ok else "**no**"
 
 
+def quality_law(laws: LawsSummary) -> str:
+    """The quality law of each budget's best model beside the paper's: the law in compute, its backtest,
+    the law in loss with its rank correlation, the prediction, and the first and last budget's scores."""
+    q = laws.quality
+    if not q:
+        return "(this study has no quality stage)"
+    law, bt, vs, pred, pts = q.law, q.backtest, q.vs_loss, q.prediction, q.points
+    floor = (laws.quality_metrics or {}).get(q.metric)
+    lines = [
+        "| | this study (90% bootstrap interval) | Liang et al. 2026 |",
+        "| --- | --- | --- |",
+        f"| metric | {q.metric.upper()} on the shapes evaluator's features, each budget's best model | "
+        "FID-50K (Inception), ImageNet 256 |",
+        f"| quality = a C^b, compute-optimal models | b = {est(law.exponent, law.interval('exponent'))}, "
+        f"a = {g(law.coefficient)} | b = **{q.paper.exponent}**, a = {g(q.paper.coefficient, 5)} |",
+    ]
+    if bt:
+        lines.append(
+            f"| backtest at {g(bt.flops)} FLOPs (refit on {bt.fitted_budgets} budgets) | predicted "
+            f"{est(bt.predicted, bt.predicted_ci90, digits=0, bold=False)}, actual {bt.actual:.0f}: "
+            f"**{pct(bt.relative_error)}**, {inside(bt.actual, bt.predicted_ci90)} the interval | - |"
+        )
+    if vs is not None:
+        lines.append(
+            f"| quality vs loss | {q.metric.upper()} = {vs.coefficient:.0f} L^{vs.exponent:.2f} "
+            f"[{vs.interval('exponent')[0]:.2f}, {vs.interval('exponent')[1]:.2f}]; Spearman rank correlation "
+            f'**{vs.spearman:.2f}** over the {len(pts)} models | "the loss trend matches generation performance" |'
+        )
+    if pred is not None:
+        lines.append(
+            f"| prediction at {g(pred.flops)} FLOPs | {q.metric.upper()} {est(pred.value, pred.ci90, digits=0, bold=False)} | - |"
+        )
+    first, last = min(pts, key=lambda p: p.flops), max(pts, key=lambda p: p.flops)
+    tail = f" (real-vs-real at the same count: {floor.floor:.1f})" if floor and floor.floor else ""
+    lines.append(
+        f"| {q.metric.upper()} of the smallest / largest budget's model | {first.quality:.0f} / {last.quality:.0f}{tail} | - |"
+    )
+    return "\n".join(lines)
+
+
 def replace_block(text: str, name: str, body: str, where: str) -> str:
     """``text`` with its ``<!-- name -->`` ... ``<!-- /name -->`` block's body replaced by ``body``."""
     start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
@@ -388,6 +429,7 @@ def rendered(laws: dict | LawsSummary, verified: list[dict] | None = None, study
         "extrapolation": extrapolation(laws),
         "verify": verify(verified),
         "quality": recognisable(laws),
+        "quality-law": quality_law(laws),
     }
     return {f"{study}-{block}": body for block, body in bodies.items()}
 

@@ -27,7 +27,7 @@ STUDIES = ROOT / "tests" / "data" / "studies"
 DOC_BLOCKS = [  # (study, doc, its blocks written from that study's committed laws.json)
     ("quickstart", "README.md", ["table", "extrapolation"]),
     ("quickstart", "docs/studies.md", ["table", "details", "extrapolation", "verify"]),
-    ("quickstart", "docs/quality.md", ["quality"]),
+    ("quickstart", "docs/quality.md", ["quality", "quality-law"]),
     ("quickstart-t2i", "README.md", ["table"]),
     ("quickstart-t2i", "docs/studies.md", ["table", "details", "extrapolation"]),
     ("quickstart-t2i", "docs/quality.md", ["quality"]),

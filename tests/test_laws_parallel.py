@@ -54,3 +54,23 @@ def test_fit_workers_reads_the_environment(monkeypatch):
         monkeypatch.setenv(WORKERS_ENV, bad)
         with pytest.raises(ConfigError, match=WORKERS_ENV):
             fit_workers()
+
+
+UNGUARDED = "from ditscale.laws.parallel import map_tasks\nprint(sum(map_tasks(abs, list(range(-40, 0)), workers=2)))\n"
+
+
+def test_a_script_without_a_main_guard_gets_one_line_that_says_so(tmp_path):
+    """docs/laws.md's snippet run as a plain script: every worker imports the script again and dies;
+    the caller gets what happened and both ways out, the guarded script the sum."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "fit.py"
+    script.write_text(UNGUARDED)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    last = next(line for line in proc.stderr.splitlines() if line.startswith("ditscale.errors.DitscaleError: "))
+    assert proc.returncode == 1 and 'must do it under `if __name__ == "__main__":`' in last
+    assert f"Set {WORKERS_ENV}=1 to fit in this process" in last
+    script.write_text(UNGUARDED.replace("print(", 'if __name__ == "__main__":\n    print('))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.strip() == "820"

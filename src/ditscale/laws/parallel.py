@@ -22,7 +22,7 @@ import multiprocessing
 import os
 from typing import Callable, Sequence, TypeVar
 
-from ditscale.errors import ConfigError
+from ditscale.errors import ConfigError, DitscaleError
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -66,5 +66,12 @@ def map_tasks(fn: Callable[[T], R], items: Sequence[T], workers: int | None = No
     if workers <= 1:
         return [fn(x) for x in items]
     chunk = max(1, math.ceil(len(items) / (workers * CHUNKS_PER_WORKER)))
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=_context()) as pool:
-        return list(pool.map(fn, items, chunksize=chunk))
+    try:
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=_context()) as pool:
+            return list(pool.map(fn, items, chunksize=chunk))
+    except concurrent.futures.process.BrokenProcessPool:
+        raise DitscaleError(
+            "a worker process of the bootstrap refits died: each worker imports the main script, so a "
+            'script that fits laws must do it under `if __name__ == "__main__":`; or it ran out of memory. '
+            f"Set {WORKERS_ENV}=1 to fit in this process"
+        ) from None
