@@ -11,7 +11,7 @@ from ditscale.cli.args import OneLineParser, add_threads_argument, count, exampl
 from ditscale.errors import ConfigError
 from ditscale.flops import param_counts
 from ditscale.io import check_apart, check_output_dir
-from ditscale.train.config import load_train_config, word_encoder_sizes
+from ditscale.train.config import load_train_config
 from ditscale.train.plan import plan_text, plan_training
 from ditscale.train.rundir import RunDir
 from ditscale.train.threads import choose_threads
@@ -126,13 +126,8 @@ def _sized_model(cfg) -> dict:
     """The run's ``model`` section with its text width and tokens, for the thread default: a word
     encoder's are known before it is built; a frozen encoder's only once it is loaded, so it counts as
     64 wide and 1 token (its cross-attention inputs are a small part of any DiT's parameters)."""
-    model = dict(cfg.model)
-    if cfg.text_encoder:
-        sizes = word_encoder_sizes(model) if cfg.text_encoder == "word" else {"context_dim": 64, "max_length": 1}
-        model.setdefault("conditioning", "text")
-        model.setdefault("context_dim", sizes["context_dim"])
-        model.setdefault("context_len", sizes["max_length"])
-    return model
+    frozen = {"conditioning": "text", "context_dim": 64, "context_len": 1} if cfg.text_encoder else {}
+    return {**frozen, **cfg.word_text_sizes(), **cfg.model}
 
 
 def overrides_from_args(args: argparse.Namespace) -> list[str]:

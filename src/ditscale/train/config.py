@@ -313,12 +313,18 @@ class TrainConfig:
             spec.setdefault("conditioning", "text")
             spec.setdefault("context_dim", int(text.context_dim))
             spec.setdefault("context_len", int(text.max_length))
-        elif self.text_encoder == "word":  # its sizes are known before it is built: planning and --threads
-            sizes = word_encoder_sizes(self.model)
-            spec.setdefault("conditioning", "text")
-            spec.setdefault("context_dim", sizes["context_dim"])
-            spec.setdefault("context_len", sizes["max_length"])
+        else:  # a word encoder's sizes are known before it is built: planning and --threads
+            spec = {**self.word_text_sizes(), **spec}
         return resolve_config(name, **spec) if name else resolve_config(spec)
+
+    def word_text_sizes(self) -> dict[str, Any]:
+        """What ``model`` takes from ``text_encoder: word`` before the encoder is built: conditioning
+        "text" and the encoder's width and tokens (:func:`word_encoder_sizes`); {} for any other run
+        (a frozen encoder's sizes are known once it is loaded)."""
+        if self.text_encoder != "word":
+            return {}
+        sizes = word_encoder_sizes(self.model)
+        return {"conditioning": "text", "context_dim": sizes["context_dim"], "context_len": sizes["max_length"]}
 
 
 _DIT_FIELDS = tuple(f.name for f in dataclasses.fields(DiTConfig))
