@@ -126,3 +126,30 @@ def test_recipe_checks_reproduce_the_committed_runs(tmp_path):
     docs = (ROOT / "docs" / "studies.md").read_text()
     assert "| 5.12e12 (1x) | 6,302 | 0.2091 | 0.2105 |" in docs  # runs.csv's 0.20905 at seed 0
     assert f"{float(rows['c5.12e12-d2w96h3-s0']['loss']):.4f}" == "0.2091"
+
+
+def test_the_per_trunk_streams_pilot_is_quoted_from_its_files():
+    """docs/studies.md ("Image streams per trunk") against the pilot's committed laws.json and verify.json."""
+    folder = STUDIES / "quickstart-streams"
+    laws = json.loads((folder / "laws.json").read_text())
+    verify = json.loads((folder / "verify.json").read_text())
+    docs = (ROOT / "docs" / "studies.md").read_text()
+    n, d = laws["params_law"], laws["tokens_law"]
+    assert (
+        f"N_opt exponent {n['exponent']:.3f} [{n['ci90']['exponent'][0]:.3f}, {n['ci90']['exponent'][1]:.3f}]" in docs
+    )
+    assert (
+        f"D_opt exponent\n  {d['exponent']:.3f} [{d['ci90']['exponent'][0]:.3f}, {d['ci90']['exponent'][1]:.3f}]"
+        in docs
+    )
+    assert laws["loss_law_rule"]["chosen"] == verify["loss_law"] == "power"
+    errors = [r["relative_error"] for r in laws["extrapolation_of_record"]]
+    assert len(errors) == 6 and all(abs(e) > 0.02 for e in errors)
+    assert f"{100 * max(errors):.1f}% to\n  {100 * min(errors):.1f}%" in docs
+    assert sum(r["within_ci90"] for r in laws["extrapolation_of_record"]) == 1
+    low, high = verify["predicted_ci90"]
+    assert (
+        f"{verify['actual_loss']:.4f} against the predicted {verify['predicted_loss']:.4f} [{low:.4f}, {high:.4f}]"
+        in docs
+    )
+    assert f"**{100 * verify['relative_error']:+.1f}%**" in docs and verify["within_ci90"]
