@@ -17,7 +17,7 @@ import torch
 
 from ditscale.data import text as T
 from ditscale.errors import ConfigError
-from ditscale.train.config import WORD_ENCODER, TrainConfig, word_encoder_sizes  # noqa: F401  (re-exported)
+from ditscale.train.config import WORD_ENCODER, TrainConfig, word_encoder_sizes
 
 EncodeFn = Callable[[list[str]], tuple[torch.Tensor, torch.Tensor]]
 

@@ -257,8 +257,9 @@ class Run:
 
 def build_run(cfg: TrainConfig, out: RunDir, info: DistInfo, device: torch.device) -> Run:
     """Data, text encoder, model (seeded by ``cfg.seed``), its DDP/FSDP wrapping, EMA, diffusion and AdamW."""
-    data_info = dataset_info(cfg.data_config())
-    dataset = build_dataset(cfg.data_config(), "train")
+    data = cfg.data_config()
+    data_info = dataset_info(data)
+    dataset = build_dataset(data, "train")
     cache = os.environ.get("DITSCALE_TEXT_CACHE") or str(out.text_cache)
     text = build_text_encoder(cfg, data_info.has_captions, cache, device)
     mcfg = cfg.model_config(text=text, info=data_info)
@@ -291,7 +292,7 @@ def build_run(cfg: TrainConfig, out: RunDir, info: DistInfo, device: torch.devic
         info=info,
         device=device,
         dataset=dataset,
-        order=DataOrder.for_dataset(dataset, cfg.seed, cfg.data_config().stream_offset),
+        order=DataOrder.for_dataset(dataset, cfg.seed, data.stream_offset),
         diffusion=diffusion,
         model_config=mcfg,
         length=length,

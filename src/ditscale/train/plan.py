@@ -93,7 +93,7 @@ def plan_training(
     :data:`~ditscale.flops.DEFAULT_MFU`, one node of 8 GPUs)."""
     if nodes < 1 or gpus_per_node < 1:
         raise ConfigError(f"--nodes and --gpus-per-node must be >= 1, got {nodes} and {gpus_per_node}")
-    if cfg.text_encoder not in (None, "", "word") and not {"context_dim", "context_len"} <= set(cfg.model):
+    if cfg.text_encoder and not {"context_dim", "context_len"} <= {*cfg.model, *cfg.word_text_sizes()}:
         raise ConfigError(
             "this run conditions on a frozen text encoder; give its width and tokens as model.context_dim "
             "and model.context_len to plan it"
