@@ -116,8 +116,8 @@ def main() -> None:
         f"{info['device']}, torch {info['torch']} (CUDA {info['cuda']}), {info['sms']} SMs, "
         f"{info['memory_gib']:.1f} GiB"
     )
-    print(f"| dtype | n | median ms | median TFLOP/s | best TFLOP/s | rel. error vs fp64 |")
-    print(f"|---|---:|---:|---:|---:|---:|")
+    print("| dtype | n | median ms | median TFLOP/s | best TFLOP/s | rel. error vs fp64 |")
+    print("|---|---:|---:|---:|---:|---:|")
     for r in rows:
         print(
             f"| {r['dtype']} | {r['n']} | {r['median_ms']:.3f} | {r['median_tflops']:.1f} | {r['best_tflops']:.1f} | "

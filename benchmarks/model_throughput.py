@@ -166,8 +166,8 @@ def main() -> None:
         f"device {args.device}, {args.dtype}, {torch.get_num_threads()} threads; "
         f"measured matmul peak {peak / 1e9:.1f} GFLOP/s"
     )
-    print(f"| config | fwd GMACs/img | batch | images/s | model GFLOP/s | fraction of peak |")
-    print(f"|---|---:|---:|---:|---:|---:|")
+    print("| config | fwd GMACs/img | batch | images/s | model GFLOP/s | fraction of peak |")
+    print("|---|---:|---:|---:|---:|---:|")
     for r in rows:
         print(
             f"| {r['config']} | {r['forward_gmacs']:.3f} | {r['batch_size']} | {r['images_per_s']:.1f} | "

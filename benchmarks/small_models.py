@@ -58,7 +58,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import interleaved_times, load_average, matmul_peak, median  # noqa: E402
+from common import load_average, matmul_peak, median  # noqa: E402
 
 from ditscale.diffusion import create_diffusion  # noqa: E402
 from ditscale.flops import forward_macs  # noqa: E402

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import torch
 
-from ditscale.config import apply_overrides, to_dict
 from ditscale.diffusion import create_diffusion
 from ditscale.flops import forward_macs
 from ditscale.models import create_model

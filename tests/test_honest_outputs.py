@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 
 from ditscale.cli import main
 from ditscale.laws.degenerate import DEGENERATE_DECADES, form_degenerate

@@ -8,7 +8,6 @@ nearest its optimum, so sizes repeat across budgets as in a study; 1% multiplica
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from pathlib import Path
 
 import numpy as np

@@ -849,7 +849,6 @@ def test_cli_num_samples_errors(model, tmp_path, capsys):
 
 # under torchrun: 2 CPU processes write the file 1 process writes -----------------------------------
 def _torchrun(*args, cwd):
-    import os
     import socket
     import subprocess
     import sys

@@ -12,8 +12,9 @@ everything else needs torch and is imported on first use, so reading a run's dif
 torch-free.
 """
 
-from ditscale.diffusion.config import DiffusionConfig, resolve_diffusion_config
-from ditscale.diffusion.protocol import Diffusion
+from ditscale.diffusion.config import DiffusionConfig as DiffusionConfig
+from ditscale.diffusion.config import resolve_diffusion_config as resolve_diffusion_config
+from ditscale.diffusion.protocol import Diffusion as Diffusion
 
 # public name -> the submodule that defines it (imported lazily: torch)
 _LAZY = {

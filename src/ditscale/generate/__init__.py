@@ -28,7 +28,11 @@ The grid functions are imported eagerly (numpy and PIL only: a grid needs no tor
 needs torch and is imported on first use, as in :mod:`ditscale.diffusion`.
 """
 
-from ditscale.generate.grid import CAPTION_PX, MAX_GRID_PIXELS, grid_shape, make_grid, save_grid
+from ditscale.generate.grid import CAPTION_PX as CAPTION_PX
+from ditscale.generate.grid import MAX_GRID_PIXELS as MAX_GRID_PIXELS
+from ditscale.generate.grid import grid_shape as grid_shape
+from ditscale.generate.grid import make_grid as make_grid
+from ditscale.generate.grid import save_grid as save_grid
 
 # public name -> the submodule that defines it (imported on first use: torch)
 _LAZY = {
