@@ -76,7 +76,7 @@ def scoring(rounds: int, scratch: Path) -> dict[str, list[float]]:
     from ditscale.data.config import DataConfig
     from ditscale.generate import save_dataset_npz
     from ditscale.metrics.batch import load_batch
-    from ditscale.metrics.evaluate import evaluate_shapes, named_accuracies, overall_accuracy, shapes_features
+    from ditscale.metrics.evaluate import evaluate_shapes, named_accuracies, shapes_features
     from ditscale.metrics.shapes_evaluator import load_shapes_evaluator
 
     data = DataConfig(name="shapes", image_size=32, captions=True)
@@ -90,9 +90,7 @@ def scoring(rounds: int, scratch: Path) -> dict[str, list[float]]:
         out["before"] = {**evaluate_shapes(samples, ref, net).to_dict(), **named_accuracies(samples, net)}
 
     def after():
-        named = named_accuracies(samples, net)
-        metrics = evaluate_shapes(samples, ref, net, reference_features=features, accuracy=False)
-        out["after"] = {**metrics.to_dict(), "accuracy": overall_accuracy(named), **named}
+        out["after"] = evaluate_shapes(samples, ref, net, reference_features=features).to_dict()
 
     times = interleaved_times({"before": before, "after": after}, rounds=3 * rounds, warmup=1)
     if out["before"] != out["after"]:

@@ -16,6 +16,7 @@ from ditscale.metrics.batch import first_images, load_batch, npz_keys, save_batc
 from ditscale.metrics.evaluate import evaluate_shapes
 
 SHAPES_KEYS = ["fd", "accuracy", "precision", "recall", "num_samples"]
+CAPTION_KEYS = [f"accuracy_{a}" for a in ("all", "shape", "colour", "size", "count", "position", "background")]
 INCEPTION_KEYS = ["fid", "sfid", "inception_score", "precision", "recall", "num_samples"]
 FRAME_KEYS = ["chance", "ceiling", "floor", "floor_images", "frame_notes"]
 
@@ -35,6 +36,9 @@ class FakeShapesEvaluator:
 
     def accuracies(self, images, conditions):
         return [self.accuracy(images, **c) for c in conditions]
+
+    def attribute_accuracies(self, images, conditions):
+        return [{"all": self.accuracy(images, **c)} for c in conditions]
 
 
 def fake_inception_features(model, images, *, batch_size=50, mode="adm", device="cpu", progress=False):
@@ -72,10 +76,10 @@ def test_shapes_is_the_default_and_prints_one_json_object(batches, fakes, capsys
     code, out, err = run_eval(capsys, samples, "--ref", ref, "--json")
     assert code == 0 and err == ""
     got = json.loads(out)
-    assert list(got) == SHAPES_KEYS + FRAME_KEYS  # the scores' keys first, unchanged
+    assert list(got) == SHAPES_KEYS + ["accuracy_class"] + FRAME_KEYS  # the scores' keys first, then the named
     expected = evaluate_shapes(load_batch(samples), load_batch(ref), FakeShapesEvaluator()).to_dict()
-    assert {k: got[k] for k in SHAPES_KEYS} == pytest.approx(expected)
-    assert got["accuracy"] == pytest.approx(5 / 9) and got["num_samples"] == 9
+    assert {k: got[k] for k in SHAPES_KEYS + ["accuracy_class"]} == pytest.approx(expected)
+    assert got["accuracy"] == got["accuracy_class"] == pytest.approx(5 / 9) and got["num_samples"] == 9
     # 12 reference images hold no two halves of 10 or more: no floor; the reference has no labels: no chance
     assert got["floor"] is None and got["floor_images"] is None
     assert got["chance"] == got["ceiling"] == {"accuracy": None}
@@ -181,7 +185,7 @@ def test_json_frame_on_real_exported_batches(tmp_path, capsys):
     capsys.readouterr()  # the exports' "wrote ..." lines
     code, out, _ = run_eval(capsys, str(tmp_path / "real.npz"), "--ref", str(tmp_path / "ref.npz"), "--json")
     got = json.loads(out)
-    assert code == 0 and list(got) == SHAPES_KEYS + FRAME_KEYS and got["floor_images"] == 60
+    assert code == 0 and list(got) == SHAPES_KEYS + CAPTION_KEYS + FRAME_KEYS and got["floor_images"] == 60
     assert sorted(got["floor"]) == ["fd", "precision", "recall"] and got["frame_notes"] == []
     assert got["floor"]["fd"] / 3 < got["fd"] < 3 * got["floor"]["fd"]
     # the exported batch carries captions: accuracy is caption accuracy, its chance the shuffled captions'
@@ -192,3 +196,12 @@ def test_json_frame_on_real_exported_batches(tmp_path, capsys):
         "(chance {:.4f}, real {:.4f})".format(got["chance"]["accuracy"], got["ceiling"]["accuracy"])
     )
     assert rows["FD (shapes features)"].endswith("(real-vs-real {:.4f} at 60 images)".format(got["floor"]["fd"]))
+    # each attribute the captions name: real images score it, shuffled captions far less often (count: one
+    # shape per image, so any caption's count is right); the table shows it under the overall row
+    assert got["accuracy_all"] == got["accuracy"] and got["chance"]["accuracy_all"] == got["chance"]["accuracy"]
+    for name in CAPTION_KEYS[1:]:
+        chance, real = got["chance"][name], got["ceiling"][name]
+        assert got[name] > 0.9 and real > 0.9 and (chance < 0.5 or name == "accuracy_count"), name
+        row = rows[name.replace("accuracy_", "")]
+        assert row == "{:.4f}     (chance {:.4f}, real {:.4f})".format(got[name], chance, real), name
+    assert list(rows)[1:8] == ["accuracy", "shape", "colour", "size", "count", "position", "background"]

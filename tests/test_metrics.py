@@ -355,6 +355,9 @@ class FakeShapesEvaluator:
         self.accuracy_calls.append((len(images), labels, label_names, captions))
         return float(np.mean(np.asarray(labels) == 0))
 
+    def attribute_accuracies(self, images, conditions):
+        return [{"all": self.accuracy(images, **c)} for c in conditions]
+
 
 def test_evaluate_shapes_wires_features_to_fd_precision_recall_and_accuracy():
     fake_ims, real_ims = images(9, seed=1), images(12, seed=2) // 2  # unlike sets: precision != recall
@@ -367,7 +370,7 @@ def test_evaluate_shapes_wires_features_to_fd_precision_recall_and_accuracy():
     assert got.precision != got.recall
     assert got.accuracy == pytest.approx(5 / 9) and got.num_samples == 9
     assert evaluator.accuracy_calls[0][2] == ("a", "b", "c")
-    assert list(got.to_dict()) == ["fd", "accuracy", "precision", "recall", "num_samples"]
+    assert list(got.to_dict()) == ["fd", "accuracy", "precision", "recall", "num_samples", "accuracy_class"]
     unlabelled = evaluate_shapes(ImageBatch(fake_ims), ImageBatch(real_ims), evaluator)
     assert unlabelled.accuracy is None and len(evaluator.accuracy_calls) == 1
     assert unlabelled.fd == pytest.approx(got.fd)
@@ -458,7 +461,7 @@ def test_evaluate_shapes_end_to_end_with_a_random_weight_evaluator():
     evaluator = ShapesEvaluator(ShapesNet())
     samples = ImageBatch(images(6, size=16, seed=10), labels=np.array([0, 1, 2, 3, 4, 5]))
     got = evaluate_shapes(samples, samples, evaluator)
-    assert list(got.to_dict()) == ["fd", "accuracy", "precision", "recall", "num_samples"]
+    assert list(got.to_dict()) == ["fd", "accuracy", "precision", "recall", "num_samples", "accuracy_class"]
     assert abs(got.fd) < 1e-8 and (got.precision, got.recall) == (1.0, 1.0) and got.num_samples == 6
     assert 0.0 <= got.accuracy <= 1.0
     grey = np.repeat(np.arange(0, 200, 40, dtype=np.uint8), 24 * 24 * 3).reshape(5, 24, 24, 3)  # other size

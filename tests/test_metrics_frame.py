@@ -211,10 +211,13 @@ def test_precomputed_reference_features_and_one_scene_prediction_give_the_same_s
     calls, predict = [], type(evaluator).predict
     monkeypatch.setattr(type(evaluator), "predict", lambda self, *a, **k: calls.append(1) or predict(self, *a, **k))
     features = shapes_features(evaluator, ref.images)
-    reused = evaluate_shapes(samples, ref, evaluator, reference_features=features, accuracy=False)
-    named = named_accuracies(samples, evaluator)
-    assert len(calls) == 1 and reused.accuracy is None
+    reused = evaluate_shapes(samples, ref, evaluator, reference_features=features)
+    assert len(calls) == 1  # the samples' scenes, once for every accuracy
     assert (reused.fd, reused.precision, reused.recall) == (alone.fd, alone.precision, alone.recall)
-    assert overall_accuracy(named) == alone.accuracy == named["accuracy_class"]
+    assert reused.named == alone.named == named_accuracies(samples, evaluator) and list(reused.named) == [
+        "accuracy_class"
+    ]
+    assert reused.accuracy == alone.accuracy == overall_accuracy(reused.named) == reused.named["accuracy_class"]
+    assert alone.accuracy == evaluator.accuracy(samples.images, labels=samples.labels, label_names=samples.label_names)
     with pytest.raises(ConfigError, match="reference_features hold 199 rows for a reference of 200"):
         evaluate_shapes(samples, ref, evaluator, reference_features=features[:-1])

@@ -4,7 +4,9 @@ SAMPLES and REF are ADM-format ``.npz`` batches (``arr_0`` uint8 (N, H, W, 3); a
 only its Inception statistics ``mu, sigma, mu_s, sigma_s``) or folders of images. Two evaluators:
 
 - ``shapes`` (default): the shipped shapes evaluator (no download): Fréchet distance, precision/recall
-  and the accuracy of class labels or captions stored with the samples (``labels``/``label_names``/``captions``);
+  and the accuracy of class labels or captions stored with the samples (``labels``/``label_names``/``captions``):
+  overall and, for captions, per attribute (shape, colour, size, count, position, background; JSON keys
+  ``accuracy_<attribute>``, as a study's quality.csv names them);
 - ``inception`` (chosen by ``--inception FILE``): ADM's FID, sFID, Inception Score and precision/recall
   with pytorch-fid's FID-Inception weights (``pt_inception-2015-12-05-6726825d.pth``, never downloaded).
 
@@ -49,6 +51,13 @@ ROW_NAMES = MappingProxyType(
         "num_samples": "samples",
     }
 )
+# the named accuracies that equal "accuracy" (all of a caption's attributes right; a label's class)
+OVERALL_ALIASES = ("accuracy_all", "accuracy_class")
+
+
+def row_name(key: str) -> str:
+    """The table's name of JSON key ``key``: ROW_NAMES', or "  shape" for a named accuracy ("accuracy_shape")."""
+    return ROW_NAMES.get(key) or ("  " + key.removeprefix("accuracy_") if key.startswith("accuracy_") else key)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -142,11 +151,18 @@ def choose_evaluator(args: argparse.Namespace) -> str:
 def format_table(scores: dict[str, Any], frame=None) -> str:
     """The scores as aligned rows, each beside its frame (a :class:`~ditscale.metrics.frame.QualityFrame`),
     then the frame's notes; None shows as "n/a"."""
+    keys = []  # each named accuracy under the overall one; its aliases ("accuracy_all") are that row
+    for key in scores:
+        if not key.startswith("accuracy_"):
+            keys.append(key)
+        if key == "accuracy":
+            keys += [k for k in scores if k.startswith("accuracy_") and k not in OVERALL_ALIASES]
     lines = []
-    for key, value in scores.items():
+    for key in keys:
+        value = scores[key]
         text = "n/a" if value is None else f"{value:,}" if isinstance(value, int) else f"{value:.4f}"
         beside = frame.beside(key) if frame is not None and value is not None else ""
-        lines.append(f"{ROW_NAMES.get(key, key):<22} {text:<10} {beside}".rstrip())
+        lines.append(f"{row_name(key):<22} {text:<10} {beside}".rstrip())
     notes = frame.notes if frame is not None else ()
     return "\n".join(lines + [f"note: {note}" for note in notes])
 

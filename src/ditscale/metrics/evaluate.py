@@ -61,18 +61,24 @@ class InceptionMetrics:
 class ShapesMetrics:
     """The shapes evaluator's metrics: Fréchet distance of its features (lower is better), accuracy (the
     fraction of samples showing their class or caption; None without labels or captions), precision and
-    recall in [0, 1], the number of samples evaluated, and their frame (None unless asked for)."""
+    recall in [0, 1], the number of samples evaluated, each accuracy the conditions name (``named``,
+    :func:`named_accuracies`: ``accuracy_all`` and ``accuracy_<attribute>`` for captions,
+    ``accuracy_class`` for labels; {} unconditioned) and their frame (None unless asked for)."""
 
     fd: float
     accuracy: float | None
     precision: float
     recall: float
     num_samples: int
+    named: dict[str, float] = dataclasses.field(default_factory=dict)
     frame: QualityFrame | None = None
 
     def scores(self) -> dict[str, Any]:
-        """{"fd", "accuracy", "precision", "recall", "num_samples"}."""
-        return _scores(self)
+        """{"fd", "accuracy", "precision", "recall", "num_samples"} and the named accuracies (flat keys, as a
+        study's quality.csv names them)."""
+        scores = _scores(self)
+        named = scores.pop("named")
+        return {**scores, **named}
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready :meth:`scores`, and with a frame its keys (:meth:`QualityFrame.to_dict`)."""
@@ -229,19 +235,17 @@ def evaluate_shapes(
     frame: bool = False,
     frame_seed: int = 0,
     reference_features: np.ndarray | None = None,
-    accuracy: bool = True,
 ) -> ShapesMetrics:
     """Fréchet distance and precision/recall (k = 3) of ``samples`` against ``ref`` on the shapes evaluator's
-    features, and the samples' accuracy given their labels / label_names or captions. ``evaluator=None`` loads
-    the shipped :class:`~ditscale.metrics.shapes_evaluator.ShapesEvaluator` on ``device``. ``frame`` adds the
-    real-vs-real floor of FD, precision and recall and the chance level and ceiling of the accuracy
+    features, and the samples' accuracies given their labels / label_names or captions: overall and each
+    attribute the conditions name (:func:`named_accuracies`, the scenes predicted once; the overall
+    accuracy is its ``accuracy_all`` / ``accuracy_class``). ``evaluator=None`` loads the shipped
+    :class:`~ditscale.metrics.shapes_evaluator.ShapesEvaluator` on ``device``. ``frame`` adds the
+    real-vs-real floor of FD, precision and recall and the chance level and ceiling of each accuracy
     (:func:`_shapes_frame`), drawn from ``frame_seed``.
 
     A caller scoring many sample batches against one reference passes its features once computed
-    (``reference_features``, :func:`shapes_features` of ``ref``'s images, the same floats), and one that
-    scores the accuracies itself (:func:`named_accuracies`, whose ``accuracy_all`` / ``accuracy_class`` is
-    this accuracy) passes ``accuracy=False`` (the metrics' ``accuracy`` is then None): each scene
-    prediction of 1000 images takes ~2 s on a CPU core."""
+    (``reference_features``, :func:`shapes_features` of ``ref``'s images, the same floats)."""
     fake_images = _images(samples, "sample batch", "the metrics need")
     real_images = _images(ref, "reference batch", "the shapes evaluator needs (stored statistics are Inception's)")
     if reference_features is not None and len(reference_features) != len(real_images):
@@ -260,20 +264,14 @@ def evaluate_shapes(
         else reference_features
     )
     scores = _shapes_scores(fake, real)
-    conditioned = accuracy and (samples.labels is not None or samples.captions is not None)
-    overall = (
-        evaluator.accuracy(
-            fake_images, labels=samples.labels, label_names=samples.label_names, captions=samples.captions
-        )
-        if conditioned
-        else None
-    )
+    named = named_accuracies(samples, evaluator)
     return ShapesMetrics(
         fd=scores["fd"],
-        accuracy=overall,
+        accuracy=overall_accuracy(named),
         precision=scores["precision"],
         recall=scores["recall"],
         num_samples=len(fake_images),
+        named=named,
         frame=_shapes_frame(evaluator, samples, ref, real, frame_seed) if frame else None,
     )
 
@@ -362,24 +360,33 @@ def reference_frame(
     if kind is not None and (ref.captions if kind == "captions" else ref.labels) is None:
         notes.append(f"no chance level: the samples carry {kind} but the reference has none; export one that has")
     elif kind is not None:
-        own = _conditions(ref, kind)
-        key = "captions" if kind == "captions" else "labels"
-        random, true = evaluator.attribute_accuracies(images, [{**own, key: shuffled(own[key], seed)}, own])
-        chance, ceiling = _by_name(random, kind), _by_name(true, kind)
+        chance, ceiling = _chance_and_ceiling(evaluator, images, _conditions(ref, kind), kind, seed)
     return QualityFrame(floor, n, chance, ceiling, tuple(notes))
 
 
+def _chance_and_ceiling(evaluator, images: np.ndarray, own: dict[str, Any], kind: str, seed: int):
+    """({name: chance}, {name: ceiling}) of each :func:`named_accuracies` name: the accuracies of real
+    ``images`` under their conditions ``own`` (of ``kind``) randomly permuted, and as they are (the
+    scenes predicted once)."""
+    key = "captions" if kind == "captions" else "labels"
+    random, true = evaluator.attribute_accuracies(images, [{**own, key: shuffled(own[key], seed)}, own])
+    return _by_name(random, kind), _by_name(true, kind)
+
+
 def _shapes_frame(evaluator, samples: ImageBatch, ref: ImageBatch, real: np.ndarray, seed: int) -> QualityFrame:
-    """Floor: :func:`_shapes_scores` of two halves of the reference's features ``real``. Chance and ceiling:
-    the accuracy of all the reference's images under its conditions shuffled, and as they are."""
+    """Floor: :func:`_shapes_scores` of two halves of the reference's features ``real``. Chance and ceiling
+    of the overall accuracy and of each named one (:func:`_chance_and_ceiling`): the accuracies of all the
+    reference's images under its conditions shuffled, and as they are."""
     floor, n, floor_note = real_vs_real(
         len(real), len(samples.images), lambda a, b: _shapes_scores(real[a], real[b]), seed
     )
     conditions, chance_note = _reference_conditions(samples, ref)
-    chance = ceiling = None
+    chance: dict[str, float | None] = {"accuracy": None}
+    ceiling: dict[str, float | None] = {"accuracy": None}
     if conditions is not None:
-        key = "captions" if "captions" in conditions else "labels"
-        random = {**conditions, key: shuffled(conditions[key], seed)}
-        chance, ceiling = evaluator.accuracies(ref.images, [random, conditions])
+        kind = "captions" if "captions" in conditions else "labels"
+        named_chance, named_ceiling = _chance_and_ceiling(evaluator, ref.images, conditions, kind, seed)
+        chance = {"accuracy": overall_accuracy(named_chance), **named_chance}
+        ceiling = {"accuracy": overall_accuracy(named_ceiling), **named_ceiling}
     notes = tuple(note for note in (floor_note, chance_note) if note)
-    return QualityFrame(floor, n, {"accuracy": chance}, {"accuracy": ceiling}, notes)
+    return QualityFrame(floor, n, chance, ceiling, notes)

@@ -52,8 +52,6 @@ from ditscale.metrics.evaluate import (
     CAPTION_ACCURACIES,
     evaluate_inception,
     evaluate_shapes,
-    named_accuracies,
-    overall_accuracy,
     reference_frame,
     shapes_features,
 )
@@ -362,14 +360,13 @@ def _reference_features(reference, evaluator, cfg: QualityConfig, progress: bool
 
 def _score(samples, reference, features, evaluator, cfg: QualityConfig, device: str, progress: bool) -> dict:
     """The scores of one model's ``samples``: FD, precision, recall and the accuracies, against the
-    ``reference`` batch (its shapes evaluator ``features``, :func:`_reference_features`). The scenes of
-    the samples are predicted once: the overall accuracy is ``named_accuracies``' own (same floats)."""
+    ``reference`` batch (its shapes evaluator ``features``, :func:`_reference_features`): every accuracy
+    the conditions name, from one prediction of the samples' scenes (:func:`evaluate_shapes`)."""
     if cfg.evaluator == "shapes":
-        named = named_accuracies(samples, evaluator)
         metrics = evaluate_shapes(
-            samples, reference, evaluator, device=device, progress=progress, reference_features=features, accuracy=False
+            samples, reference, evaluator, device=device, progress=progress, reference_features=features
         )
-        return {**metrics.to_dict(), "accuracy": overall_accuracy(named), **named}
+        return metrics.to_dict()
     return evaluate_inception(samples, reference, evaluator, device=device, progress=progress).to_dict()
 
 
