@@ -3,6 +3,8 @@ plans from the declared shapes with the missing inputs listed, `study init`, the
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 
 import yaml
@@ -12,6 +14,11 @@ from ditscale.study import load_spec, plan_study
 
 
 def test_plan_of_liang2024_without_its_data_lists_what_a_run_needs(tmp_path, capsys):
+    assert main(["study", "plan", "--preset", "liang2024", "--csv"]) == 0
+    csv_out, csv_err = capsys.readouterr()
+    rows = list(csv.DictReader(io.StringIO(csv_out)))  # --csv: stdout is the CSV alone, the inputs go to stderr
+    assert len(rows) == 30 and all(r["run_id"] and float(r["flops_exact"]) > 0 for r in rows)
+    assert "inputs a real run needs (4 missing" in csv_err and "inputs" not in csv_out
     assert main(["study", "plan", "--preset", "liang2024"]) == 0
     out = capsys.readouterr().out
     assert "30 runs, 5.5e+19 training FLOPs in all" in out  # 6 budgets x 5 models, from 32x32x4 latents

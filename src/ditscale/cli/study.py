@@ -339,7 +339,7 @@ def _plan(args) -> int:
             f"add --slurm-partition P if your cluster needs one):\n  {command}"
         )
     if not args.json:
-        _print_inputs(inputs)
+        _print_inputs(inputs, sys.stderr if args.csv else sys.stdout)  # --csv: stdout holds the CSV alone
         for w in warnings:
             print(f"warning: {w}", file=sys.stderr)
         if prior:
@@ -367,16 +367,17 @@ def _plan_inputs(spec):
     return inputs, (prior_line(suggest_prior(spec)) if prior_misses_ladder(spec) else None)
 
 
-def _print_inputs(inputs) -> None:
-    """The inputs a real run needs, each ready, missing or unchecked (stdout, after the plan)."""
+def _print_inputs(inputs, file) -> None:
+    """The inputs a real run needs, each ready, missing or unchecked (to ``file``, after the plan)."""
     if not inputs:
         return
     missing = sum(i.status == "missing" for i in inputs)
     print(
-        f"\ninputs a real run needs ({missing} missing{'; this plan counts the declared shapes' if missing else ''}):"
+        f"\ninputs a real run needs ({missing} missing{'; this plan counts the declared shapes' if missing else ''}):",
+        file=file,
     )
     for i in inputs:
-        print(f"  {i.line()}")
+        print(f"  {i.line()}", file=file)
 
 
 def _init(args) -> int:
