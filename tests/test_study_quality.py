@@ -7,11 +7,14 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from ditscale.cli import main
 from ditscale.errors import ConfigError, DataError
 from ditscale.flops import forward_macs
 from ditscale.study import run_study, spec_from_dict
@@ -153,3 +156,16 @@ def test_a_damaged_quality_steps_csv_is_a_one_line_error(tmp_path):
     with pytest.raises(DataError, match="quality_steps.csv is damaged .*run `ditscale study quality-steps` again"):
         steps_points(tmp_path)
     assert steps_points(tmp_path / "none") == []
+
+
+def test_quality_steps_refuses_runs_without_weights_before_writing_anything(tmp_path, capsys):
+    """A study folder without its run folders (the committed quickstart: runs.csv and laws.json only):
+    quality-steps names the first run it cannot sample, before exporting a reference or scoring anything."""
+    out = tmp_path / "qs"
+    shutil.copytree(Path(__file__).parent / "data" / "studies" / "quickstart", out)
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    with pytest.warns(UserWarning, match="60 run.s. have no folder"):
+        assert main(["study", "quality-steps", str(out), "--steps", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "run c1.6e11-d2w64h2-s0 has no checkpoint with EMA weights to sample" in err and len(err.splitlines()) == 1
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before

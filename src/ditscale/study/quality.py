@@ -225,6 +225,7 @@ def run_quality(
     sha = settings_sha(cfg, spec.data)
     runs = chosen_runs(folder.read_runs_rows(), spec)
     jobs = [_Job(r, cfg, sha, files.samples(r["run_id"]), files.scores(r["run_id"]), r["run_id"]) for r in runs]
+    _check_samplable(folder, jobs, cfg.metric)
     scorer = _Scorer(cfg)
     if cfg.evaluator == "shapes" and files.read_frame(sha) is None:
         _write_frame(spec, files, sha, scorer.net(), progress)
@@ -259,6 +260,15 @@ def _score_jobs(
         scored[i] = scores
         echo(f"quality: {n + 1}/{len(todo)} {job.label}: {cfg.metric} {scores[cfg.metric]:.4g}")
     return scored, len(todo)
+
+
+def _check_samplable(folder: StudyFolder, jobs: list[_Job], metric: str) -> None:
+    """Refuse, before any file is written, to score a job whose samples must still be drawn from a run
+    without EMA weights (:func:`_ema_weights`); jobs already scored, or drawn, with their settings pass."""
+    for job in jobs:
+        drawn = job.samples.is_file() and _read_stamp(job.samples.with_suffix(".sha")) == job.sha.encode()
+        if not drawn and _read_stamped(job.scores, job.sha, metric) is None:
+            _ema_weights(folder.run(job.run["run_id"]).root)
 
 
 def _read_stamped(path: Path, sha: str, metric: str) -> dict | None:
@@ -384,16 +394,8 @@ def _draw(run_dir: Path, path: Path, cfg: QualityConfig, device: str, progress: 
     from ditscale.diffusion import create_diffusion  # lazy: torch; study stays torch-free
     from ditscale.generate import sample_npz  # lazy: torch; study stays torch-free
     from ditscale.models.io import load_model, read_metadata  # lazy: torch; study stays torch-free
-    from ditscale.train.checkpoint import latest_checkpoint  # lazy: torch; study stays torch-free
 
-    run = RunDir(run_dir)
-    found = latest_checkpoint(run.checkpoints)
-    if found is None or not (found[0] / "ema.safetensors").is_file():
-        raise DataError(
-            f"run {run_dir.name} has no checkpoint with EMA weights to sample; train it again "
-            "(delete its folder and run `ditscale study run` again)"
-        )
-    weights = found[0] / "ema.safetensors"
+    run, weights = RunDir(run_dir), _ema_weights(run_dir)
     model, meta = load_model(weights, map_location=device), read_metadata(weights)
     config = run.read_result()["config"]  # the run finished: its result.json is there (runs.csv row)
     data = from_dict(DataConfig, config["data"], where="data")
@@ -413,6 +415,19 @@ def _draw(run_dir: Path, path: Path, cfg: QualityConfig, device: str, progress: 
         progress=progress,
         **_prompts(run, weights, model.config, data, cfg.num_samples, device),
     )
+
+
+def _ema_weights(run_dir: Path) -> Path:
+    """The EMA weights of the newest checkpoint of the run in ``run_dir``; a one-line DataError without."""
+    from ditscale.train.checkpoint import latest_checkpoint  # lazy: torch; study stays torch-free
+
+    found = latest_checkpoint(RunDir(run_dir).checkpoints)
+    if found is None or not (found[0] / "ema.safetensors").is_file():
+        raise DataError(
+            f"run {run_dir.name} has no checkpoint with EMA weights to sample; train it again "
+            "(delete its folder and run `ditscale study run` again)"
+        )
+    return found[0] / "ema.safetensors"
 
 
 def _prompts(run: RunDir, weights: Path, model_config, data: DataConfig, num: int, device: str) -> dict:
@@ -510,6 +525,7 @@ def run_quality_steps(
     jobs = [_steps_job(files, spec, run, k) for run in runs for k in sorted(set(steps))]
     for job in jobs:
         model_calls(job.cfg, job.cfg.steps)  # refuse a sampler whose calls are not counted before any work
+    _check_samplable(folder, jobs, base.metric)
     scored, new = _score_jobs(spec, folder, jobs, _Scorer(base), progress, echo)
     rows = [_steps_row(folder, job, scores) for job, scores in zip(jobs, scored)]
     write_csv(files.steps_csv, STEPS_CSV_COLUMNS, rows)
