@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -478,6 +479,30 @@ def test_laws_json_refuses_what_the_schema_does_not_know(tmp_path):
         message = str(err.value)
         assert "\n" not in message and words in message and str(path) in message, message
         assert f"run `ditscale study report {path.parent}` to rewrite it" in message, message
+
+
+# The layout of docs/design.md ---------------------------------------------------------------------
+def layout_sections(text: str) -> dict[str, str]:
+    """docs/design.md's Layout block as {area: its lines}: an area's line starts ``  area/`` and runs to
+    the next one."""
+    block = text.split("## Layout", 1)[1].split("```", 2)[1]
+    parts = re.split(r"\n  ([a-z_]+)/ ", "\n" + block)
+    return dict(zip(parts[1::2], parts[2::2]))
+
+
+def test_design_layout_names_every_module():
+    """Every module of every area (a package of src/ditscale) is named in its area's lines of the Layout
+    block, so the contract page does not fall behind the code (a walk-through found 16 missing)."""
+    sections = layout_sections((SRC.parent / "docs" / "design.md").read_text())
+    areas = sorted(p.name for p in (SRC / "ditscale").iterdir() if (p / "__init__.py").is_file())
+    assert sorted(sections) == areas
+    missing = [
+        f"{area}/{path.stem}"
+        for area in sections
+        for path in sorted((SRC / "ditscale" / area).glob("*.py"))
+        if path.stem not in ("__init__", "__main__") and not re.search(rf"\b{path.stem}\b", sections[area])
+    ]
+    assert missing == [], f"docs/design.md's Layout does not name: {missing}"
 
 
 # One formatter ----------------------------------------------------------------------------------
