@@ -12,6 +12,7 @@ import shutil
 import pytest
 
 from ditscale.cli import main
+from ditscale.errors import DataError
 from ditscale.study import run_study, spec_from_dict
 from ditscale.study.executor import RunTask, config_sha, execute_run
 from ditscale.study.plan import train_config
@@ -87,6 +88,9 @@ def test_verify_one_size_against_the_prediction_and_its_run(study, tmp_path, cap
     cfg = train_config(spec, rung, budget=C, batch_size=8, steps=size["steps"], seed=0).to_dict()
     assert json.loads((study / "verify" / size["run_id"] / "study.json").read_text())["config_sha"] == config_sha(cfg)
     assert json.loads((study / "verify" / "verify.json").read_text()) == v
+    assert json.loads((study / "verify" / "verify-8e8.json").read_text()) == v  # kept per C
+    shown = cli_json(capsys, "predict", str(study), "--flops", str(C))[0]["verifications"]
+    assert shown == [v]
     # it branched off a copy of the study's trunk of that model, and equals the run trained alone
     trunk = json.loads((study / "verify" / "trunks" / f"d1w{rung[1]}h{rung[2]}-b8-s0" / "trunk.json").read_text())
     assert size["run_id"] in trunk["shared_flops"] and tree_bytes(study / "trunks") == trunks
@@ -137,3 +141,38 @@ def test_one_line_errors(study, tmp_path, capsys):
     assert main(["study", "verify", str(study), "--flops", "1e15", "--max-hours", "1"]) == 2
     err = capsys.readouterr().err.splitlines()
     assert "above --max-hours 1" in err[-1] and not list((study / "verify").glob("c1e15*"))
+
+
+def test_predict_lists_every_kept_verification_and_warns_on_a_damaged_one(tmp_path, capsys):
+    """The committed quickstart's two verifications (10x, 20x) as a study's verify/ folder would keep them:
+    `study predict` prints each (prediction of record, trained loss, error, interval) and --json carries
+    them; a damaged record is one warning and the rest still print."""
+    from pathlib import Path
+
+    from ditscale.study.verify import Verification, read_verifications
+
+    data = Path(__file__).parent / "data" / "studies" / "quickstart"
+    out = tmp_path / "qs"
+    shutil.copytree(data, out)
+    (out / "verify").mkdir()
+    shutil.copy(data / "verify.json", out / "verify" / "verify-5.12e13.json")
+    shutil.copy(data / "verify-20x.json", out / "verify" / "verify.json")  # from before per-C files: still read
+    ten, twenty = (json.loads((data / name).read_text()) for name in ("verify.json", "verify-20x.json"))
+    got, damaged = read_verifications(out)
+    assert [v.to_dict() for v in got] == [ten, twenty] and [v.factor for v in got] == [10.0, 20.0] and damaged == []
+    assert main(["study", "predict", str(out), "--flops", "5.12e13"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    at10 = next(line for line in lines if line.startswith("    at 5.12e+13 FLOPs"))
+    assert "(10x the largest budget): predicted 0.1716  90% [0.1423, 0.2089] (isoFLOP saturating law)" in at10
+    assert (
+        "trained d2-w128-h4 0.1437: error +19.4%, inside the 90% interval; best of 3 sizes: d2-w192-h6 0.1395" in at10
+    )
+    assert any(line.startswith("    at 1.024e+14 FLOPs (20x the largest budget)") for line in lines)
+    (out / "verify" / "verify-5.12e13.json").write_text('{"flops": 5.12e13}')
+    assert main(["study", "predict", str(out), "--flops", "5.12e13", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["verifications"] == [twenty]  # the others still show
+    assert "verify-5.12e13.json is not a verification written by `ditscale study verify`" in captured.err
+    for bad in ([1, 2], {**ten, "extra": 1}, {**ten, "sizes": [1]}, {**ten, "predicted_ci90": [1]}):
+        with pytest.raises(DataError, match="not a verification"):
+            Verification.from_dict(bad, "f.json")

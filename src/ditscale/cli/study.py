@@ -552,11 +552,44 @@ def _predict(args) -> int:
     spec = load_study_spec(args.dir) if args.flops is None else None  # --flops is checked before the folder
     flops = args.flops if args.flops is not None else spec.target_flops
     pred = study_prediction(args.dir, flops, spec=spec)
+    verified = _verifications(args.dir)
     if args.json:
-        print(json.dumps(pred.to_dict(), indent=2))
+        print(json.dumps({**pred.to_dict(), "verifications": [v.to_dict() for v in verified]}, indent=2))
         return 0
     _print_prediction(pred)
+    _print_verifications(verified, args.dir)
     return 0
+
+
+def _verifications(out_dir) -> list:
+    """The study's verifications (``study verify``'s kept answers); a damaged one is a warning, not an
+    error: it does not change the prediction."""
+    from ditscale.study.verify import read_verifications  # lazy: CLI start-up (the study loop)
+
+    verified, damaged = read_verifications(out_dir)
+    for line in damaged:
+        print(f"warning: {line}", file=sys.stderr)
+    return verified
+
+
+def _print_verifications(verified, out_dir) -> None:
+    """Each prediction of this study that was checked by training it (``study verify``): the prediction
+    of record then, the trained loss, the error and whether the interval held; which size was best."""
+    from ditscale.laws.fit import loss_law_name  # lazy: start-up (`ditscale --help` loads every command)
+
+    if verified:
+        print(f"  verified by training (`ditscale study verify`, {out_dir}/verify):")
+    for v in verified:
+        near = next(s for s in v.sizes if s.role == "n_opt")
+        best = min(v.sizes, key=lambda s: (s.loss, s.params))
+        inside = {True: "inside", False: "outside", None: "no"}[v.within_ci90]
+        form = f" ({loss_law_name(v.loss_law)})" if v.loss_law else ""
+        print(
+            f"    at {v.flops:.4g} FLOPs ({v.factor:.3g}x the largest budget): predicted {v.predicted_loss:.4f}"
+            f"{_interval(v.predicted_ci90, '.4f')}{form}, trained {near.name} {v.actual_loss:.4f}: error "
+            f"{v.relative_error:+.1%}, {inside} the 90% interval"
+            + (f"; best of {len(v.sizes)} sizes: {best.name} {best.loss:.4f}" if len(v.sizes) > 1 else "")
+        )
 
 
 def _print_prediction(pred) -> None:

@@ -24,6 +24,8 @@ Layout, inside the study folder::
                          result.json, study.json); a killed verify resumes from its checkpoints
     verify/trunks/       copies of the study's trunks that verification runs branch off (resumable)
     verify/verify.json   the answer (:class:`Verification`), written atomically when every size is done
+    verify/verify-<C>.json  the same answer kept per budget C (e.g. ``verify-5.12e13.json``): every
+                         verification of the study, which ``study predict`` lists (:func:`read_verifications`)
 
 Units: C in training FLOPs (exact convention); ``params`` non-embedding parameters (the law's N);
 ``factor = C / the study's largest budget``; ``relative_error = (predicted - actual) / actual`` with
@@ -43,7 +45,7 @@ from pathlib import Path
 
 from ditscale.errors import ConfigError, DataError, TrainingError
 from ditscale.flops import fmt_flops, forward_macs, param_counts
-from ditscale.io import atomic_write_json
+from ditscale.io import atomic_write_json, read_json
 from ditscale.laws.fit import loss_law_name
 from ditscale.laws.predict import nearest_model
 from ditscale.laws.results import LawsSummary, PredictionSummary
@@ -56,7 +58,8 @@ from ditscale.study.run import Tally, trunk_tasks
 from ditscale.study.spec import StudySpec
 
 VERIFY_DIR = "verify"  # inside the study folder
-VERIFY_JSON = "verify.json"  # inside VERIFY_DIR
+VERIFY_JSON = "verify.json"  # inside VERIFY_DIR: the latest answer
+VERIFY_AT = "verify-{}.json"  # inside VERIFY_DIR: the answer at each C (fmt_flops), kept
 # The target of each trained size, as a multiple of the predicted N_opt.
 ROLES = {"n_opt": 1.0, "half": 0.5, "double": 2.0}
 # z of a two-sided 90% band: two sizes whose log losses differ by less than SEED_BAND x sqrt(2) x the
@@ -296,6 +299,28 @@ class Verification:
         out["sizes"] = [dataclasses.asdict(s) for s in self.sizes]
         return out
 
+    @classmethod
+    def from_dict(cls, data, where: str) -> Verification:
+        """The :meth:`to_dict` of a verification, read back; anything else (a missing or unknown key, a
+        value of the wrong shape) is a one-line DataError naming ``where``."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        size_fields = {f.name for f in dataclasses.fields(VerifySize)}
+        try:
+            if set(data) != fields or not all(set(s) == size_fields for s in data["sizes"]):
+                raise ValueError("keys")
+            pair = lambda x: None if x is None else (float(x[0]), float(x[1]))  # noqa: E731
+            return cls(
+                **{
+                    **data,
+                    "predicted_ci90": pair(data["predicted_ci90"]),
+                    "predicted_n_opt_ci90": pair(data["predicted_n_opt_ci90"]),
+                    "sizes": tuple(VerifySize(**s) for s in data["sizes"]),
+                    "notes": tuple(str(n) for n in data["notes"] or ()),
+                }
+            )
+        except (TypeError, ValueError, KeyError, IndexError):
+            raise DataError(f"{where} is not a verification written by `ditscale study verify`; run it again") from None
+
 
 def verification(out_dir: str | Path, plan: VerifyPlan) -> Verification:
     """The answer of ``plan`` from its finished runs (each ``DIR/verify/<run_id>/result.json``)."""
@@ -383,8 +408,29 @@ def verify_study(
     workers = plan.spec.workers if workers is None else workers
     _train(out_dir, plan, min(workers, len(plan.runs)), progress, echo, threads)
     answer = verification(out_dir, plan)
+    atomic_write_json(verify_dir(out_dir) / VERIFY_AT.format(fmt_flops(flops)), answer.to_dict())
     atomic_write_json(verify_dir(out_dir) / VERIFY_JSON, answer.to_dict())
     return answer
+
+
+def read_verifications(out_dir: str | Path) -> tuple[list[Verification], list[str]]:
+    """Every verification of the study in ``out_dir`` (``DIR/verify/verify-<C>.json``, and a
+    ``verify.json`` from before those were kept when its C has none), ascending in C, and one line for
+    each file that cannot be read (the others are still returned)."""
+    folder = verify_dir(out_dir)
+    found, damaged = {}, []
+    for path in sorted(folder.glob(VERIFY_AT.format("*"))) + [folder / VERIFY_JSON]:
+        if not path.is_file():
+            continue
+        try:
+            answer = Verification.from_dict(read_json(path), str(path))
+        except (OSError, ValueError) as err:
+            damaged.append(f"{path} cannot be read ({err}); run `ditscale study verify` at its --flops again")
+        except DataError as err:
+            damaged.append(str(err))
+        else:
+            found.setdefault(answer.flops, answer)
+    return [found[c] for c in sorted(found)], damaged
 
 
 def _train(
