@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -83,6 +84,19 @@ def test_the_table_reads_what_the_study_measured():
     assert text.count("| d2-w") == len(v["sizes"]) == 3 and "(best)" in text
     assert "saturating law" in text and "isoFLOP power law" in text  # every form at the same C
     assert table.verify(None).startswith("not verified yet")
+
+
+def test_a_study_folders_kept_verifications_count_once(tmp_path):
+    """A study folder's verify/ keeps each answer as verify-<C>.json and the latest again as verify.json:
+    the script shows one verification per C."""
+    table = _script()
+    (tmp_path / "verify").mkdir()
+    shutil.copy(LAWS, tmp_path / "laws.json")
+    for name in ("verify-5.12e13.json", "verify.json"):
+        shutil.copy(LAWS.parent / "verify.json", tmp_path / "verify" / name)
+    shutil.copy(LAWS.parent / "verify-20x.json", tmp_path / "verify" / "verify-1.02e14.json")
+    found = table.verification_files(tmp_path / "laws.json")
+    assert [f["verify"]["factor"] for f in found] == [10.0, 20.0]
 
 
 def test_the_trunk_bootstrap_figures_docs_quote(monkeypatch, capsys):
