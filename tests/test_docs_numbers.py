@@ -30,7 +30,7 @@ DOC_BLOCKS = [  # (study, doc, its blocks written from that study's committed la
     ("quickstart", "docs/studies.md", ["table", "details", "extrapolation", "verify"]),
     ("quickstart", "docs/quality.md", ["quality", "quality-law"]),
     ("quickstart-t2i", "README.md", ["table"]),
-    ("quickstart-t2i", "docs/studies.md", ["table", "details", "extrapolation"]),
+    ("quickstart-t2i", "docs/studies.md", ["table", "details", "extrapolation", "verify"]),
     ("quickstart-t2i", "docs/quality.md", ["quality"]),
 ]
 
