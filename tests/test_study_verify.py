@@ -173,6 +173,11 @@ def test_predict_lists_every_kept_verification_and_warns_on_a_damaged_one(tmp_pa
     captured = capsys.readouterr()
     assert json.loads(captured.out)["verifications"] == [twenty]  # the others still show
     assert "verify-5.12e13.json is not a verification written by `ditscale study verify`" in captured.err
-    for bad in ([1, 2], {**ten, "extra": 1}, {**ten, "sizes": [1]}, {**ten, "predicted_ci90": [1]}):
+    wrong = (
+        {**ten, "actual_loss": "abc"},
+        {**ten, "within_ci90": "yes"},
+        {**ten, "sizes": [{**ten["sizes"][0], "loss": None}]},
+    )
+    for bad in ([1, 2], {**ten, "extra": 1}, {**ten, "sizes": [1]}, {**ten, "predicted_ci90": [1]}, *wrong):
         with pytest.raises(DataError, match="not a verification"):
             Verification.from_dict(bad, "f.json")

@@ -301,25 +301,53 @@ class Verification:
 
     @classmethod
     def from_dict(cls, data, where: str) -> Verification:
-        """The :meth:`to_dict` of a verification, read back; anything else (a missing or unknown key, a
-        value of the wrong shape) is a one-line DataError naming ``where``."""
-        fields = {f.name for f in dataclasses.fields(cls)}
-        size_fields = {f.name for f in dataclasses.fields(VerifySize)}
+        """The :meth:`to_dict` of a verification, read back, each value of its field's type; anything else
+        (a missing or unknown key, a value of the wrong kind) is a one-line DataError naming ``where``."""
         try:
-            if set(data) != fields or not all(set(s) == size_fields for s in data["sizes"]):
+            if set(data) != {f.name for f in dataclasses.fields(cls)}:
                 raise ValueError("keys")
-            pair = lambda x: None if x is None else (float(x[0]), float(x[1]))  # noqa: E731
-            return cls(
-                **{
-                    **data,
-                    "predicted_ci90": pair(data["predicted_ci90"]),
-                    "predicted_n_opt_ci90": pair(data["predicted_n_opt_ci90"]),
-                    "sizes": tuple(VerifySize(**s) for s in data["sizes"]),
-                    "notes": tuple(str(n) for n in data["notes"] or ()),
-                }
-            )
+            return cls(**{k: _READ[k](v) for k, v in data.items()})
         except (TypeError, ValueError, KeyError, IndexError):
             raise DataError(f"{where} is not a verification written by `ditscale study verify`; run it again") from None
+
+
+def _optional(read: Callable) -> Callable:
+    return lambda x: None if x is None else read(x)
+
+
+def _pair(x) -> tuple[float, float]:
+    low, high = x
+    return float(low), float(high)
+
+
+def _truth(x) -> bool:
+    if not isinstance(x, bool):
+        raise TypeError("not a boolean")
+    return x
+
+
+def _read_size(s: dict) -> VerifySize:
+    if set(s) != set(_SIZE_READ):
+        raise ValueError("keys")
+    return VerifySize(**{k: _SIZE_READ[k](v) for k, v in s.items()})
+
+
+# How each field of a verification file is read back (Verification.from_dict).
+_SIZE_READ = {"params": int, "loss": float, "name": str, "run_id": str, "role": str, "params_total": int}
+_SIZE_READ |= {"steps": int, "images": int, "flops": float}
+_READ = {
+    **dict.fromkeys(["flops", "factor", "predicted_loss", "actual_loss", "relative_error"], float),
+    **dict.fromkeys(["predicted_n_opt", "largest_budget", "n_opt_gap"], float),
+    "predicted_ci90": _optional(_pair),
+    "predicted_n_opt_ci90": _optional(_pair),
+    "within_ci90": _optional(_truth),
+    "within_seed_noise": _optional(_truth),
+    "sizes": lambda sizes: tuple(_read_size(s) for s in sizes),
+    "best_params": int,
+    "loss_law": _optional(str),
+    "seed_spread": _optional(float),
+    "notes": lambda notes: tuple(str(n) for n in notes or ()),
+}
 
 
 def verification(out_dir: str | Path, plan: VerifyPlan) -> Verification:
