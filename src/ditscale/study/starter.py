@@ -171,10 +171,10 @@ def _render(
 # The settings are the quickstart preset's (tuned on a 2-core CPU, docs/studies.md), fitted to this data.
 # Check each line, then:  ditscale study plan THIS.yaml          (the runs and their cost, nothing trained)
 #                         ditscale study run THIS.yaml --out runs/{spec["name"]}
-name: {json.dumps(spec["name"])}
+name: {json.dumps(spec["name"]):<30}# the study's name: laws.json, the report, the default runs/ folder
 data:
   name: folder                      # an ImageNet-layout folder: root/<class>/<image>; class names become labels
-  path: {json.dumps(data["path"])}
+  path: {json.dumps(data["path"]):<28}# the folder of class sub-folders (relative to where you run ditscale)
   image_size: {data["image_size"]:<22}# images are resized and centre-cropped to this side (pixels)
   channels: 3                       # RGB (1: grey)
   val_fraction: 0.1                 # 10% of the images (by file-name hash) held out for the validation loss
@@ -183,7 +183,7 @@ family:
   {notes[0]} {tokens} tokens of
   # {model["patch_size"]}x{model["patch_size"]}x3 pixel values per image. Add rungs if `study plan` warns a grid is off the ladder.
   rungs: {json.dumps(spec["family"]["rungs"]).replace(" ", "")}
-  model: {{patch_size: {model["patch_size"]}, block: in_context, conditioning: class, learn_sigma: false}}
+  model: {{patch_size: {model["patch_size"]}, block: in_context, conditioning: class, learn_sigma: false}}  # Liang et al.'s in-context blocks
 # Training FLOPs (exact: 3 x forward MACs x 2 per image), 2x apart: the quickstart's budgets x {ratio:.3g}
 # (this data's FLOPs per image over the quickstart's). The run that sees the most images makes
 # about {use[0]:.3g} epochs of the ~{use[1]} train images.
@@ -203,8 +203,8 @@ laws:                               # the quickstart's fits (docs/laws.md)
   exclude_edge: allocation          # a budget whose optimum lies beyond its smallest model fits no N_opt law
   bootstrap_kind: residual          # intervals from resampled parabola residuals (calibrated on simulated sweeps)
 val: {{num_images: 256, num_timesteps: 8, batch_size: 256, buckets: 4, weights: ema, both: false}}   # the first 256 val images (fewer if the split is smaller), fixed noise
-train: {{log_every: 50}}
-seed: 0
+train: {{log_every: 50}}              # a progress line every 50 steps in each run's train.log
+seed: 0                             # every run's training seed: its initialisation and each step's random draws
 repeat: {{budgets: 1, seeds: [1]}}    # the smallest budget's grid again with seed 1: the noise floor of the intervals
 holdout: 1                          # the backtest refits without the largest budget and predicts it
 workers: 2                          # parallel training processes, one thread each
