@@ -126,6 +126,13 @@ def test_verify_three_sizes_reuses_the_n_opt_run(study, capsys):
         assert s["loss"] == res["val_loss"] and res["flops_exact"] <= C
     kept = {k: t for k, t in result_mtimes(study).items() if k in before}
     assert kept == before  # a size trained before is not trained again
+    # the text answer (nothing left to train): the prediction, each size, where the answer is kept
+    assert main(["study", "verify", str(study), "--flops", str(C), "--sizes", "3", "--no-progress"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "verified at C = 8e+08 training FLOPs, 2x the largest budget (4e+08):"
+    assert f"error {100 * v['relative_error']:+.2f}%" in out[2]
+    assert [line.split()[1] for line in out if line.startswith("    d1-")] == ["(half", "(n_opt", "(double)"]
+    assert out[-1] == f"  {study / 'verify' / 'verify-8e8.json'} (and verify.json beside it: the latest)"
 
 
 def test_one_line_errors(study, tmp_path, capsys):

@@ -747,7 +747,9 @@ def _print_verification(v, out_dir) -> None:
         )
     for n in v.notes:
         print(f"note: {n}", file=sys.stderr)
-    print(f"  {out_dir}/verify/verify.json")
+    from ditscale.study.verify import verify_file  # lazy: CLI start-up (the study loop)
+
+    print(f"  {verify_file(out_dir, v.flops)} (and verify.json beside it: the latest)")
 
 
 def _report(args) -> int:

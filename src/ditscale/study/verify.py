@@ -101,6 +101,11 @@ def verify_dir(out_dir: str | Path) -> Path:
     return Path(out_dir) / VERIFY_DIR
 
 
+def verify_file(out_dir: str | Path, flops: float) -> Path:
+    """``DIR/verify/verify-<C>.json``: the kept answer of the verification at ``flops`` FLOPs."""
+    return verify_dir(out_dir) / VERIFY_AT.format(fmt_flops(flops))
+
+
 def plan_verification(out_dir: str | Path, flops: float, sizes: int = 1) -> VerifyPlan:
     """What ``study verify`` trains at ``flops`` FLOPs (it trains nothing; one-line errors for a study
     that is not finished and fitted, or a C below its largest budget). A run shorter than the spec's
@@ -436,7 +441,7 @@ def verify_study(
     workers = plan.spec.workers if workers is None else workers
     _train(out_dir, plan, min(workers, len(plan.runs)), progress, echo, threads)
     answer = verification(out_dir, plan)
-    atomic_write_json(verify_dir(out_dir) / VERIFY_AT.format(fmt_flops(flops)), answer.to_dict())
+    atomic_write_json(verify_file(out_dir, flops), answer.to_dict())
     atomic_write_json(verify_dir(out_dir) / VERIFY_JSON, answer.to_dict())
     return answer
 
