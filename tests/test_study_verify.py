@@ -91,6 +91,10 @@ def test_verify_one_size_against_the_prediction_and_its_run(study, tmp_path, cap
     assert json.loads((study / "verify" / "verify-8e8.json").read_text()) == v  # kept per C
     shown = cli_json(capsys, "predict", str(study), "--flops", str(C))[0]["verifications"]
     assert shown == [v]
+    # the report draws it: a star at (C, the trained loss) on the loss panel, named in the figure's caption
+    assert main(["study", "report", str(study)]) == 0
+    capsys.readouterr()
+    assert "purple stars: the loss of the model trained there by `study verify`" in (study / "report.html").read_text()
     # it branched off a copy of the study's trunk of that model, and equals the run trained alone
     trunk = json.loads((study / "verify" / "trunks" / f"d1w{rung[1]}h{rung[2]}-b8-s0" / "trunk.json").read_text())
     assert size["run_id"] in trunk["shared_flops"] and tree_bytes(study / "trunks") == trunks
@@ -156,7 +160,7 @@ def test_predict_lists_every_kept_verification_and_warns_on_a_damaged_one(tmp_pa
     them; a damaged record is one warning and the rest still print."""
     from pathlib import Path
 
-    from ditscale.study.verify import Verification, read_verifications
+    from ditscale.study.verified import Verification, read_verifications
 
     data = Path(__file__).parent / "data" / "studies" / "quickstart"
     out = tmp_path / "qs"

@@ -564,7 +564,7 @@ def _predict(args) -> int:
 def _verifications(out_dir) -> list:
     """The study's verifications (``study verify``'s kept answers); a damaged one is a warning, not an
     error: it does not change the prediction."""
-    from ditscale.study.verify import read_verifications  # lazy: CLI start-up (the study loop)
+    from ditscale.study.verified import read_verifications  # lazy: CLI start-up
 
     verified, damaged = read_verifications(out_dir)
     for line in damaged:
@@ -747,7 +747,7 @@ def _print_verification(v, out_dir) -> None:
         )
     for n in v.notes:
         print(f"note: {n}", file=sys.stderr)
-    from ditscale.study.verify import verify_file  # lazy: CLI start-up (the study loop)
+    from ditscale.study.verified import verify_file  # lazy: CLI start-up
 
     print(f"  {verify_file(out_dir, v.flops)} (and verify.json beside it: the latest)")
 

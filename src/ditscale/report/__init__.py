@@ -41,6 +41,7 @@ def write_report(
     samples: list | None = None,
     metric_points: dict | None = None,
     steps_points: list | None = None,
+    verified: list[tuple[float, float]] | None = None,
 ) -> Path:
     """Figures and ``report.html`` of the study in ``out_dir``; returns the HTML path.
 
@@ -50,7 +51,9 @@ def write_report(
     name when laws.json lacks them; ``samples``: ``(label, uint8 images (N, H, W, 3))`` rows of the
     sample grid (one per budget; a third item, the prompts, captions each cell); ``metric_points``: each
     quality metric's scored models (``{name: [QualityPoint]}``) for the accuracy figure; ``steps_points``:
-    ``quality_steps.csv``'s rows (:func:`~ditscale.report.quality.steps_figure`) for the sampling-compute figure.
+    ``quality_steps.csv``'s rows (:func:`~ditscale.report.quality.steps_figure`) for the sampling-compute figure;
+    ``verified``: ``(C in FLOPs, loss)`` of each model ``study verify`` trained at its predicted N_opt,
+    drawn on the loss panel beside the extrapolation.
     """
     out_dir = Path(out_dir)
     view = LawsSummary.of(laws)
@@ -62,9 +65,10 @@ def write_report(
             "with the backtest prediction (red diamond, 90% interval)",
         ),
         (
-            laws_figure(view, out_dir / "laws.png", boot=boot, target_flops=target),
+            laws_figure(view, out_dir / "laws.png", boot=boot, target_flops=target, verified=verified),
             "compute-optimal N, D and loss vs compute, 90% bootstrap bands, backtest refit (dashed), "
-            "extrapolation to the target budget (orange)",
+            "extrapolation to the target budget (orange)"
+            + ("; purple stars: the loss of the model trained there by `study verify`" if verified else ""),
         ),
         (
             residuals_figure(runs, view, out_dir / "residuals.png"),

@@ -190,15 +190,23 @@ LAW_PANELS = [
 ]
 
 
-def laws_figure(laws: "dict | LawsSummary", path: str | Path, *, boot=None, target_flops: float | None = None) -> Path:
+def laws_figure(
+    laws: "dict | LawsSummary",
+    path: str | Path,
+    *,
+    boot=None,
+    target_flops: float | None = None,
+    verified: list[tuple[float, float]] | None = None,
+) -> Path:
     """N_opt, D_opt and L_opt vs C (log axes) with fits, bands and the extrapolation; returns ``path``.
 
-    ``laws``: laws.json's dict or view; ``boot``: the fit's bootstrap (bands; None draws none)."""
+    ``laws``: laws.json's dict or view; ``boot``: the fit's bootstrap (bands; None draws none);
+    ``verified``: ``(C, loss)`` of models trained beyond the sweep (``study verify``), starred on the loss panel."""
     plt = pyplot()
     view = LawsSummary.of(laws)
     budgets = [b for b in view.budgets if not b.degenerate]
     cs = np.array([b.flops for b in budgets])
-    hi = max(cs.max(), target_flops or 0)
+    hi = max(cs.max(), target_flops or 0, *(c for c, _ in verified or ()))
     grid = np.logspace(np.log10(cs.min() / 1.5), np.log10(hi * 1.5), 200)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), dpi=110)
     for ax, (law, key, ylabel) in zip(axes, LAW_PANELS):
@@ -221,6 +229,16 @@ def laws_figure(laws: "dict | LawsSummary", path: str | Path, *, boot=None, targ
                     label=f"predicted, {loss_law_name(row.loss_law)} ({row.relative_error:+.1%})",
                 )
             by = f" ({loss_law_name(view.prediction.loss_law)})" if view.prediction is not None else ""
+            for c, loss in verified or ():
+                ax.plot(
+                    [c],
+                    [loss],
+                    "*",
+                    color="tab:purple",
+                    ms=11,
+                    zorder=7,
+                    label=f"trained at {fmt_flops(c)}: {loss:.3g}",
+                )
         est = getattr(view.prediction, key) if view.prediction is not None else None
         if target_flops and est is not None and est.value is not None:
             ax.errorbar(

@@ -91,6 +91,7 @@ from ditscale.study.fitted import StudyFit, form_of_record, parametric_fit, quie
 from ditscale.study.folder import StudyFolder
 from ditscale.study.plan import base_model_config, rung_config
 from ditscale.study.quality import metric_points, quality_frame, quality_points, sample_rows, steps_points
+from ditscale.study.verified import read_verifications
 from ditscale.study.rungs import rung_summary, rungs_of_record
 from ditscale.study.spec import PAPER_LAWS, StudySpec
 
@@ -620,6 +621,7 @@ def analyze_study(
             samples=sample_rows(folder.root),
             metric_points=metric_points(folder.root, study.spec.family.model.get("conditioning", "class")),
             steps_points=steps_points(folder.root),
+            verified=[(v.flops, v.actual_loss) for v in read_verifications(folder.root)[0]],
         )
     return laws.to_dict()
 
