@@ -704,6 +704,7 @@ def _print_comparison(comp) -> None:
 
 
 def _verify(args) -> int:
+    from ditscale.study.analyze import analyze_study, load_draws  # lazy: CLI start-up (scipy, matplotlib)
     from ditscale.study.verify import verify_study  # lazy: CLI start-up (scipy, the study loop)
 
     args._interrupted = lambda: STUDY_INTERRUPTED.format(f"{args.dir}/verify")
@@ -717,10 +718,12 @@ def _verify(args) -> int:
         echo=lambda m: print(m, file=sys.stderr),
         threads=args.threads,
     )
+    analyze_study(args.dir, draws=load_draws(args.dir))  # the report stars the trained loss (stored draws)
     if args.json:
         print(json.dumps(answer.to_dict(), indent=2))
         return 0
     _print_verification(answer, args.dir)
+    print(f"  {args.dir}/report.html (redrawn: the trained loss starred on laws.png's loss panel)")
     return 0
 
 
