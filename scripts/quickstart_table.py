@@ -27,6 +27,7 @@ import re
 from pathlib import Path
 
 from ditscale.laws.results import LawsSummary, PredictionSummary
+from ditscale.study.verified import read_verifications
 
 
 # -- formatting -----------------------------------------------------------------------------------
@@ -304,22 +305,21 @@ def _one_verification(v: dict, pred: dict | None) -> str:
 
 def verification_files(laws_path: str | Path) -> list[dict]:
     """``[{"verify": ..., "predict": ...}]`` of every ``verify*.json`` beside ``laws_path`` (a committed
-    study: ``verify.json``, ``verify-20x.json``, ... each with its ``predict*.json`` of the same suffix)
-    or in its study folder's ``verify/`` (where ``study verify`` keeps ``verify-<C>.json`` per C and the
-    latest again as ``verify.json``: one verification per C), in order of distance; [] when the study was
-    not verified."""
+    study: ``verify.json``, ``verify-20x.json``, ... each with its ``predict*.json`` of the same suffix),
+    else ``[{"verify": ...}]`` of the study folder's own verifications (``verify/``, read by
+    :func:`~ditscale.study.verified.read_verifications`: one per C), in order of distance; [] when the
+    study was not verified."""
     here = Path(laws_path).parent
-    out = {}
-    for folder in (here, here / "verify"):
-        for path in sorted(folder.glob("verify*.json")):
-            found = {"verify": json.loads(path.read_text())}
-            predict = path.with_name(path.name.replace("verify", "predict", 1))
-            if predict.is_file():
-                found["predict"] = json.loads(predict.read_text())
-            out.setdefault(found["verify"]["flops"], found)
-        if out:
-            break
-    return sorted(out.values(), key=lambda f: f["verify"]["factor"])
+    out = []
+    for path in sorted(here.glob("verify*.json")):
+        found = {"verify": json.loads(path.read_text())}
+        predict = path.with_name(path.name.replace("verify", "predict", 1))
+        if predict.is_file():
+            found["predict"] = json.loads(predict.read_text())
+        out.append(found)
+    if not out:
+        out = [{"verify": v.to_dict()} for v in read_verifications(here)[0]]
+    return sorted(out, key=lambda f: f["verify"]["factor"])
 
 
 # -- recognisable samples (issue 22, goal 3) ----------------------------------------------------------

@@ -575,15 +575,12 @@ def _verifications(out_dir) -> list:
 def _print_verifications(verified, out_dir) -> None:
     """Each prediction of this study that was checked by training it (``study verify``): the prediction
     of record then, the trained loss, the error and whether the interval held; which size was best."""
-    from ditscale.laws.fit import loss_law_name  # lazy: start-up (`ditscale --help` loads every command)
-
     if verified:
         print(f"  verified by training (`ditscale study verify`, {out_dir}/verify):")
     for v in verified:
         near = next(s for s in v.sizes if s.role == "n_opt")
         best = min(v.sizes, key=lambda s: (s.loss, s.params))
-        inside = {True: "inside", False: "outside", None: "no"}[v.within_ci90]
-        form = f" ({loss_law_name(v.loss_law)})" if v.loss_law else ""
+        inside, form = _verdict(v)
         print(
             f"    at {v.flops:.4g} FLOPs ({v.factor:.3g}x the largest budget): predicted {v.predicted_loss:.4f}"
             f"{_interval(v.predicted_ci90, '.4f')}{form}, trained {near.name} {v.actual_loss:.4f}: error "
@@ -727,12 +724,18 @@ def _verify(args) -> int:
     return 0
 
 
-def _print_verification(v, out_dir) -> None:
-    """``study verify``'s text: the prediction against the trained model, and each size's loss."""
+def _verdict(v) -> tuple[str, str]:
+    """A verification's interval word ("inside", "outside", "no") and its form of record, " (name)"."""
     from ditscale.laws.fit import loss_law_name  # lazy: start-up (`ditscale --help` loads every command)
 
-    form = f" ({loss_law_name(v.loss_law)})" if v.loss_law else ""
     inside = {True: "inside", False: "outside", None: "no"}[v.within_ci90]
+    return inside, f" ({loss_law_name(v.loss_law)})" if v.loss_law else ""
+
+
+def _print_verification(v, out_dir) -> None:
+    """``study verify``'s text: the prediction against the trained model, and each size's loss."""
+
+    inside, form = _verdict(v)
     print(f"verified at C = {v.flops:.4g} training FLOPs, {v.factor:.3g}x the largest budget ({v.largest_budget:.4g}):")
     print(f"  predicted L_opt {v.predicted_loss:.4f}{_interval(v.predicted_ci90, '.4f')}{form}")
     print(f"  actual loss     {v.actual_loss:.4f}, error {v.relative_error:+.2%}, {inside} the 90% interval")
