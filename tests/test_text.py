@@ -7,7 +7,7 @@ import torch
 
 from ditscale.data import DataConfig, build_dataset
 from ditscale.data.text import HFTextEncoder, WordTextEncoder, WordTokenizer, split_words
-from ditscale.errors import CheckpointError
+from ditscale.errors import CheckpointError, ConfigError
 
 
 def test_word_tokenizer(tmp_path):
@@ -56,6 +56,43 @@ def test_word_text_encoder_shapes_mask_and_gradients():
     emb.square().mean().backward()
     assert enc.tok_emb.weight.grad[tok.ids["green"]].abs().sum() > 0
     assert enc.tok_emb.weight.grad[tok.ids["purple"]].abs().sum() == 0  # unused word, no gradient
+
+
+def test_default_word_encoder_passes_every_word_to_the_dit():
+    """The default encoder (no layers) hands the DiT each word's own embedding at its position, so no
+    word can be drowned: a one-layer encoder whose residual stream has grown (as it does in training,
+    docs/training.md) scales one word's share of its output down by the growth."""
+    torch.manual_seed(0)
+    tok = WordTokenizer.for_shapes()
+    enc = WordTextEncoder(tok)
+    assert enc.layers is None and enc.norm is None and sorted(enc.state_dict()) == ["pos_emb", "tok_emb.weight"]
+    circle, square = (
+        "a large red circle at the center on a white background",
+        "a large red square at the center on a white background",
+    )
+    emb, _ = enc.encode([circle, square])
+    ids = tok.encode([circle], 16)[0][0]
+    torch.testing.assert_close(emb[0, :11], enc.tok_emb.weight[ids[:11]] + enc.pos_emb[0, :11])
+    diff = (emb[0] - emb[1]).norm(dim=-1)
+    assert diff[3] > 0 and (diff[torch.arange(16) != 3] == 0).all()  # only the shape word's row moves
+    torch.testing.assert_close(
+        diff[3], (enc.tok_emb.weight[tok.ids["circle"]] - enc.tok_emb.weight[tok.ids["square"]]).norm()
+    )
+
+    layered = WordTextEncoder(tok, num_layers=1)
+    with torch.no_grad():
+        layered.tok_emb.weight.mul_(200)  # trained embeddings have norm ~5 (init std 0.02 x sqrt(64) = 0.16)
+        before = (layered.encode([circle])[0] - layered.encode([square])[0]).norm()
+        layered.layers.layers[0].linear2.bias.add_(torch.randn(64) * 125)  # a residual stream of norm ~1000
+        after = (layered.encode([circle])[0] - layered.encode([square])[0]).norm()
+    assert after < before / 10
+
+
+def test_word_encoder_sizes_are_checked():
+    with pytest.raises(ConfigError, match="num_layers must be >= 0"):
+        WordTextEncoder(WordTokenizer.for_shapes(), num_layers=-1)
+    with pytest.raises(ConfigError, match="context_dim divisible by num_heads"):
+        WordTextEncoder(WordTokenizer.for_shapes(), context_dim=30, num_heads=4)
 
 
 def test_hf_encoder_cache_hit_skips_the_model(tiny_clip, tmp_path):

@@ -49,7 +49,14 @@ def is_trainable(text) -> bool:
 
 def word_encoder_spec(text) -> dict[str, Any]:
     """The metadata that rebuilds a trained word encoder (sizes and vocabulary) at sampling time."""
-    sizes = {**WORD_ENCODER, "context_dim": int(text.context_dim), "max_length": int(text.max_length)}
+    layers = 0 if text.layers is None else len(text.layers.layers)
+    heads = text.layers.layers[0].self_attn.num_heads if layers else WORD_ENCODER["num_heads"]
+    sizes = {
+        "context_dim": int(text.context_dim),
+        "max_length": int(text.max_length),
+        "num_layers": layers,
+        "num_heads": heads,
+    }
     return {"text_encoder": "word", **sizes, "vocab": text.tokenizer.vocab}
 
 

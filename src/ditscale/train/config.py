@@ -332,7 +332,7 @@ _DIT_FIELDS = tuple(f.name for f in dataclasses.fields(DiTConfig))
 
 # Sizes of the small word encoder trained with the model (``text_encoder: word``); a model that declares
 # ``context_dim`` / ``context_len`` gets an encoder of that width and length (word_encoder_sizes).
-WORD_ENCODER = {"context_dim": 64, "max_length": 16, "num_layers": 1, "num_heads": 4}
+WORD_ENCODER = {"context_dim": 64, "max_length": 16, "num_layers": 0, "num_heads": 4}  # no layers: see WordTextEncoder
 
 
 def word_encoder_sizes(model: dict[str, Any]) -> dict[str, int]:
