@@ -26,8 +26,8 @@ import math
 import re
 from pathlib import Path
 
-from ditscale.laws.results import LawsSummary, PredictionSummary
-from ditscale.study.verified import read_verifications
+from ditscale.laws.results import LawsSummary
+from ditscale.study.verified import PredictAnswer, read_verifications
 
 
 # -- formatting -----------------------------------------------------------------------------------
@@ -286,7 +286,7 @@ def _one_verification(v: dict, pred: dict | None) -> str:
         f"- law of record: **{pct(v['relative_error'])}** against the model nearest N_opt, {verdict} its 90% interval",
     ]
     if pred:
-        p = PredictionSummary.from_dict(pred)
+        p = PredictAnswer.from_dict(pred, "predict.json").prediction
         forms = []
         for f in p.forms or ():
             lo, hi = f.loss_opt.ci90 or (math.nan, math.nan)

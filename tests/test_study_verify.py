@@ -159,7 +159,7 @@ def test_predict_lists_every_kept_verification_and_warns_on_a_damaged_one(tmp_pa
     them; a damaged record is one warning and the rest still print."""
     from pathlib import Path
 
-    from ditscale.study.verified import Verification, read_verifications
+    from ditscale.study.verified import PredictAnswer, Verification, read_verifications
 
     data = Path(__file__).parent / "data" / "studies" / "quickstart"
     out = tmp_path / "qs"
@@ -181,8 +181,16 @@ def test_predict_lists_every_kept_verification_and_warns_on_a_damaged_one(tmp_pa
     (out / "verify" / "verify-5.12e13.json").write_text('{"flops": 5.12e13}')
     assert main(["study", "predict", str(out), "--flops", "5.12e13", "--json"]) == 0
     captured = capsys.readouterr()
-    assert json.loads(captured.out)["verifications"] == [twenty]  # the others still show
+    answer = json.loads(captured.out)
+    assert answer["verifications"] == [twenty]  # the others still show
     assert "verify-5.12e13.json is not a verification written by `ditscale study verify`" in captured.err
+    read = PredictAnswer.from_dict(answer, "p.json")  # --json reads back as what wrote it
+    assert read.to_dict() == answer and read.verifications[0].factor == 20.0 and read.prediction.flops == 5.12e13
+    older = json.loads((data / "predict.json").read_text())  # written before predict listed verifications
+    assert "verifications" not in older and PredictAnswer.from_dict(older, "p.json").verifications == ()
+    for bad, words in (({**answer, "extra": 1}, "unknown key 'extra'"), ({**answer, "verifications": {}}, "a list")):
+        with pytest.raises(DataError, match=words):
+            PredictAnswer.from_dict(bad, "p.json")
     wrong = (
         {**ten, "actual_loss": "abc"},
         {**ten, "within_ci90": "yes"},

@@ -548,13 +548,14 @@ def _print_n_opt_backtest(row, label: str = "N_opt") -> None:
 
 def _predict(args) -> int:
     from ditscale.study.analyze import load_study_spec, study_prediction  # lazy: CLI start-up (scipy)
+    from ditscale.study.verified import PredictAnswer  # lazy: CLI start-up
 
     spec = load_study_spec(args.dir) if args.flops is None else None  # --flops is checked before the folder
     flops = args.flops if args.flops is not None else spec.target_flops
     pred = study_prediction(args.dir, flops, spec=spec)
     verified = _verifications(args.dir)
     if args.json:
-        print(json.dumps({**pred.to_dict(), "verifications": [v.to_dict() for v in verified]}, indent=2))
+        print(json.dumps(PredictAnswer(pred, tuple(verified)).to_dict(), indent=2))
         return 0
     _print_prediction(pred)
     _print_verifications(verified, args.dir)

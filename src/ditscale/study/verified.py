@@ -9,7 +9,8 @@ A verification trains a study's predicted compute-optimal model at a budget C be
     verify/verify.json      the latest answer again (the file of the first version of ``study verify``)
 
 :func:`read_verifications` reads them all back, strictly (:meth:`Verification.from_dict`), for
-``study predict`` and the report. Pure Python: no torch, no study loop.
+``study predict`` and the report; :class:`PredictAnswer` is ``study predict --json``, the prediction
+with them. Pure Python: no torch, no study loop.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 from ditscale.errors import DataError
 from ditscale.flops import fmt_flops
 from ditscale.io import read_json
+from ditscale.laws.results import PredictionSummary
 
 VERIFY_DIR = "verify"  # inside the study folder
 VERIFY_JSON = "verify.json"  # inside VERIFY_DIR: the latest answer
@@ -164,3 +166,29 @@ def read_verifications(out_dir: str | Path) -> tuple[list[Verification], list[st
         else:
             found.setdefault(answer.flops, answer)
     return [found[c] for c in sorted(found)], damaged
+
+
+@dataclass(frozen=True)
+class PredictAnswer:
+    """``ditscale study predict DIR --json``: the study's prediction (the keys of
+    :class:`~ditscale.laws.results.PredictionSummary`, at the top level) plus ``verifications``, the
+    :class:`Verification` of every C the study trained (:func:`read_verifications`). The CLI writes it
+    with :meth:`to_dict`; scripts read it back with :meth:`from_dict`. A file written before ``predict``
+    listed the verifications has no ``verifications`` key and reads as having none."""
+
+    prediction: PredictionSummary
+    verifications: tuple[Verification, ...]
+
+    def to_dict(self) -> dict:
+        return {**self.prediction.to_dict(), "verifications": [v.to_dict() for v in self.verifications]}
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str) -> PredictAnswer:
+        """Strict: the prediction's keys as :meth:`PredictionSummary.from_dict` reads them, each
+        verification as :meth:`Verification.from_dict` does; a one-line DataError names ``where``."""
+        rest = dict(data)
+        listed = rest.pop("verifications", [])
+        if not isinstance(listed, list):
+            raise DataError(f"{where}: 'verifications' must be a list of `study verify` answers")
+        found = tuple(Verification.from_dict(v, f"{where} (verification {i})") for i, v in enumerate(listed))
+        return cls(PredictionSummary.from_dict(rest, where=where), found)
