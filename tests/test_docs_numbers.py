@@ -62,9 +62,9 @@ def test_the_goal_table_judges_each_score_against_its_frame():
     assert rows["quickstart-t2i:accuracy_shape"][4:] == [
         ">= 2x chance, given the position",
         "**no**",
-        "0.175 / 0.183 |",
+        "0.171 / 0.183 |",
     ]
-    assert rows["quickstart-t2i:accuracy_colour"][5:] == ["yes", "0.336 / 0.113 |"]
+    assert rows["quickstart-t2i:accuracy_colour"][5:] == ["yes", "0.374 / 0.113 |"]
     assert rows["quickstart-t2i:accuracy_position"][4:] == ["-", "-", "- |"]
 
 

@@ -51,23 +51,21 @@ def test_refit_equals_the_measured_laws(refit):
 
 
 def test_goal_one_bars_as_measured(refit):
-    """Span >= 30x and both Approach 2 exponent intervals <= 0.25 wide (met); the N_opt exponent's
-    interval includes 0 (the optimum barely moves over 32x of compute on one-shape images); the
-    extrapolation goals of issue 21 are missed (pinned); 16 min 49 s from a fresh clone on the idle
-    machine in the afternoon (goal 15 minutes: missed, pinned as measured; the same runs took 15 min
-    22 s with slower fits in the morning, and 14 min 28 s with the same code on a faster hour later
-    that day, not committed: docs/studies.md)."""
+    """Span >= 30x and both Approach 2 exponent intervals <= 0.25 wide, the N_opt interval excluding 0
+    (met); the extrapolation goals of issue 21 are missed (pinned); 13 min 29 s from a fresh clone on
+    the idle machine (goal 15 minutes: met; the first study, whose word encoder had a layer, took 14
+    min 28 s to 16 min 49 s: docs/studies.md)."""
     laws, measured = refit
     budgets = [b["flops"] for b in laws["budgets"]]
     assert max(budgets) / min(budgets) >= 30
     n, d = laws["params_law"]["ci90"]["exponent"], laws["tokens_law"]["ci90"]["exponent"]
     assert width(n) <= 0.25 and width(d) <= 0.25
-    assert n[0] < 0 < n[1] and d[0] > 0.5  # N_opt unresolved: data, not size, takes the extra compute
+    assert 0 < n[0] and d[0] > 0.5  # the optimum grows with compute; data takes most of it
     rows = laws["extrapolation_of_record"]
     assert max(r["factor"] for r in rows) >= 4 and len(rows) == 21
     assert max(abs(r["relative_error"]) for r in rows if r["factor"] <= 4.01) > 0.2  # goal 2%: missed
     wall = measured["wall_time"]  # study_s: training, then sampling and scoring; analysis_s: the fits
-    assert 16 * 60 < wall["study_s"] + wall["analysis_s"] < 17 * 60
+    assert 13 * 60 < wall["study_s"] + wall["analysis_s"] < 14 * 60
 
 
 def test_every_quality_metric_carries_its_frame(refit):
@@ -88,8 +86,8 @@ def test_every_quality_metric_carries_its_frame(refit):
 
 def test_recognisable_samples_as_measured(refit):
     """Issue 22's goal 3 on the T2I quickstart, missed and pinned: the top budget's best model puts a
-    blob of the prompted colour in the prompted cell (colour 3x its chance given the position), but
-    its shape is chance given the position, and its FD is 24x the real-vs-real floor (goal 10x)."""
+    blob of the prompted colour in the prompted cell (colour 3.3x its chance given the position), but
+    its shape is chance given the position, and its FD is 14x the real-vs-real floor (goal 10x)."""
     metrics = refit[0]["quality_metrics"]
     position, shape, colour = (metrics[f"accuracy_{a}"] for a in ("position", "shape", "colour"))
     given = {
