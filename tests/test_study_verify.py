@@ -188,7 +188,11 @@ def test_predict_lists_every_kept_verification_and_warns_on_a_damaged_one(tmp_pa
     assert read.to_dict() == answer and read.verifications[0].factor == 20.0 and read.prediction.flops == 5.12e13
     older = json.loads((data / "predict.json").read_text())  # written before predict listed verifications
     assert "verifications" not in older and PredictAnswer.from_dict(older, "p.json").verifications == ()
-    for bad, words in (({**answer, "extra": 1}, "unknown key 'extra'"), ({**answer, "verifications": {}}, "a list")):
+    for bad, words in (
+        ({**answer, "extra": 1}, "unknown key 'extra'"),
+        ({**answer, "verifications": {}}, "a list"),
+        ([answer], "not an answer of `ditscale study predict --json`"),
+    ):
         with pytest.raises(DataError, match=words):
             PredictAnswer.from_dict(bad, "p.json")
     wrong = (

@@ -186,6 +186,8 @@ class PredictAnswer:
     def from_dict(cls, data: dict, where: str) -> PredictAnswer:
         """Strict: the prediction's keys as :meth:`PredictionSummary.from_dict` reads them, each
         verification as :meth:`Verification.from_dict` does; a one-line DataError names ``where``."""
+        if not isinstance(data, dict):
+            raise DataError(f"{where} is not an answer of `ditscale study predict --json`; run it again")
         rest = dict(data)
         listed = rest.pop("verifications", [])
         if not isinstance(listed, list):
