@@ -130,3 +130,35 @@ def test_hf_encoder_t5_uses_encoder_only(tmp_path, tiny_clip):
 def test_hf_encoder_missing_model_is_a_one_line_error(tmp_path):
     with pytest.raises(CheckpointError, match="text encoder '.*nothing' could not be loaded"):
         HFTextEncoder(tmp_path / "nothing")
+
+
+def test_word_encoder_probe_reads_a_trained_text_run(tmp_path, monkeypatch, capsys):
+    """scripts/word_encoder_probe.py (docs/training.md's table) on a text run trained 3 steps: each
+    attribute's words move the encoder's output and the DiT's; the default encoder has no residual
+    stream to report, a one-layer one does."""
+    import importlib.util
+    from pathlib import Path
+
+    from ditscale.train import load_train_config, train
+    from ditscale.train.config import WORD_ENCODER
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "word_encoder_probe.py"
+    spec = importlib.util.spec_from_file_location("word_encoder_probe", path)
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    micro = ["model.hidden_size=32", "model.depth=1", "model.num_heads=2", "batch_size=4", "max_steps=3"]
+    micro += ["val.every=0", "ckpt_every=0", "optim.warmup_steps=1"]
+    for layers in (0, 1):
+        monkeypatch.setitem(WORD_ENCODER, "num_layers", layers)
+        train(load_train_config("tiny-text", micro), tmp_path / f"run{layers}", progress=False)
+        got = probe.probe(probe.newest_checkpoint(tmp_path / f"run{layers}"))
+        for attribute in ("shape", "colour", "size", "position"):
+            assert got[f"{attribute}_enc"] > 0 and got[f"{attribute}_dit"] > 0, (layers, attribute)
+        assert (got["stream"] != got["stream"]) == (layers == 0)  # NaN without layers
+        assert got["stream"] != got["stream"] or got["stream"] > 0
+    monkeypatch.setattr("sys.argv", ["word_encoder_probe.py", str(tmp_path / "run0")])
+    probe.main()
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("| run | shape_enc | colour_enc") and out[2].startswith("| run0 | ")
+    with pytest.raises(SystemExit, match="holds no checkpoint"):
+        probe.newest_checkpoint(tmp_path)
