@@ -27,8 +27,9 @@ import torch
 from ditscale.data.shapes import render
 from ditscale.data.shapes_grammar import COLOR_NAMES, KINDS, SIZE_NAMES
 from ditscale.data.text import load_word_encoder
-from ditscale.models.dit import create_model
-from ditscale.models.io import load_state_dict_file, read_metadata
+from ditscale.errors import CheckpointError
+from ditscale.models.io import load_model, resolve_weights, text_encoder_beside
+from ditscale.train.rundir import RunDir
 
 BASE = {"size": "large", "color": "red", "kind": "square", "position": "center", "background": "white"}
 WORDS = {"shape": ("kind", KINDS), "colour": ("color", COLOR_NAMES[:6]), "size": ("size", SIZE_NAMES)}
@@ -40,22 +41,20 @@ def caption(**change) -> str:
     return f"a {a['size']} {a['color']} {a['kind']} at the {a['position']} on a {a['background']} background"
 
 
-def newest_checkpoint(path: Path) -> Path:
-    if (path / "ema.safetensors").is_file():
-        return path
-    found = sorted((path / "checkpoints").glob("step_*"))
-    if not found:
-        raise SystemExit(f"word_encoder_probe: error: {path} holds no checkpoint; pass a run folder or a checkpoint")
-    return found[-1]
+def ema_weights(path: Path) -> Path:
+    """The EMA DiT weights of a run folder's newest checkpoint, or of a checkpoint folder (as `ditscale sample`)."""
+    try:
+        return resolve_weights(path, run_checkpoints=lambda folder: RunDir(folder).checkpoint_folders()).path
+    except CheckpointError as err:
+        raise SystemExit(f"word_encoder_probe: error: {err}") from None
 
 
 @torch.no_grad()
-def probe(ckpt: Path) -> dict[str, float]:
-    """``{attribute}_enc``, ``{attribute}_dit`` (mean output differences) and ``stream`` of one checkpoint."""
-    encoder = load_word_encoder(ckpt / "text_encoder_ema.safetensors")
-    meta = read_metadata(ckpt / "ema.safetensors")
-    net = create_model(meta["model"]).eval()
-    net.load_state_dict(load_state_dict_file(ckpt / "ema.safetensors"))
+def probe(weights: Path) -> dict[str, float]:
+    """``{attribute}_enc``, ``{attribute}_dit`` (mean output differences) and ``stream`` of one model's
+    EMA ``weights`` and the EMA word encoder beside them."""
+    encoder = load_word_encoder(text_encoder_beside(weights))
+    net = load_model(weights)
     side = net.config.input_size
     x0 = torch.from_numpy(render({**BASE, "cx": 0.5, "cy": 0.5, "r": 0.22}, side))[None]
     xt = 0.5 * x0 + 0.5 * torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
@@ -82,7 +81,7 @@ def main() -> None:
     print("| run | " + " | ".join(names) + " | stream |")
     print("|---" * (len(names) + 2) + "|")
     for run in args.runs:
-        got = probe(newest_checkpoint(run))
+        got = probe(ema_weights(run))
         print(f"| {run.name} | " + " | ".join(f"{got[n]:.3f}" for n in names) + f" | {got['stream']:.0f} |")
 
 

@@ -21,8 +21,8 @@ from ditscale.generate.export import CUSTOM_LOAD, export_model, load_export_sour
 from ditscale.generate.sample import sample_latents
 from ditscale.models.dit import DiT
 from ditscale.models.io import METADATA_KEY, load_model, save_model
-from ditscale.train.conditioning import WORD_ENCODER, word_encoder_spec
-from ditscale.train.config import load_train_config, preset_names
+from ditscale.train.conditioning import word_encoder_spec
+from ditscale.train.config import WORD_ENCODER, load_train_config, preset_names
 
 diffusers = pytest.importorskip("diffusers")
 

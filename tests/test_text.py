@@ -151,7 +151,7 @@ def test_word_encoder_probe_reads_a_trained_text_run(tmp_path, monkeypatch, caps
     for layers in (0, 1):
         monkeypatch.setitem(WORD_ENCODER, "num_layers", layers)
         train(load_train_config("tiny-text", micro), tmp_path / f"run{layers}", progress=False)
-        got = probe.probe(probe.newest_checkpoint(tmp_path / f"run{layers}"))
+        got = probe.probe(probe.ema_weights(tmp_path / f"run{layers}"))
         for attribute in ("shape", "colour", "size", "position"):
             assert got[f"{attribute}_enc"] > 0 and got[f"{attribute}_dit"] > 0, (layers, attribute)
         assert (got["stream"] != got["stream"]) == (layers == 0)  # NaN without layers
@@ -160,5 +160,5 @@ def test_word_encoder_probe_reads_a_trained_text_run(tmp_path, monkeypatch, caps
     probe.main()
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("| run | shape_enc | colour_enc") and out[2].startswith("| run0 | ")
-    with pytest.raises(SystemExit, match="holds no checkpoint"):
-        probe.newest_checkpoint(tmp_path)
+    with pytest.raises(SystemExit, match="pass a weights file, a checkpoint folder or a run folder"):
+        probe.ema_weights(tmp_path)

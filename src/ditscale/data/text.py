@@ -148,6 +148,7 @@ class WordTextEncoder(nn.Module):
                 "num_layers must be >= 0 and context_dim divisible by num_heads"
             )
         self.tokenizer, self.context_dim, self.max_length = tokenizer, context_dim, max_length
+        self.num_layers, self.num_heads = num_layers, num_heads  # its sizes, as its file's metadata records them
         self.tok_emb = nn.Embedding(len(tokenizer), context_dim)
         self.pos_emb = nn.Parameter(torch.zeros(1, max_length, context_dim))
         self.layers = self.norm = None

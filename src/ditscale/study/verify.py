@@ -23,9 +23,8 @@ Layout, inside the study folder::
     verify/<run_id>/     one study run folder per size (config.yaml, checkpoints/, train.log,
                          result.json, study.json); a killed verify resumes from its checkpoints
     verify/trunks/       copies of the study's trunks that verification runs branch off (resumable)
-    verify/verify.json   the answer (:class:`Verification`), written atomically when every size is done
-    verify/verify-<C>.json  the same answer kept per budget C (e.g. ``verify-5.12e13.json``): every
-                         verification of the study, which ``study predict`` lists (:func:`read_verifications`)
+    verify/verify*.json  the answer, written atomically when every size is done (its files, record and
+                         reader: :mod:`ditscale.study.verified`)
 
 Units: C in training FLOPs (exact convention); ``params`` non-embedding parameters (the law's N);
 ``factor = C / the study's largest budget``; ``relative_error = (predicted - actual) / actual`` with

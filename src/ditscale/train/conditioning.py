@@ -17,7 +17,7 @@ import torch
 
 from ditscale.data import text as T
 from ditscale.errors import ConfigError
-from ditscale.train.config import WORD_ENCODER, TrainConfig, word_encoder_sizes
+from ditscale.train.config import TrainConfig, word_encoder_sizes
 
 EncodeFn = Callable[[list[str]], tuple[torch.Tensor, torch.Tensor]]
 
@@ -49,14 +49,7 @@ def is_trainable(text) -> bool:
 
 def word_encoder_spec(text) -> dict[str, Any]:
     """The metadata that rebuilds a trained word encoder (sizes and vocabulary) at sampling time."""
-    layers = 0 if text.layers is None else len(text.layers.layers)
-    heads = text.layers.layers[0].self_attn.num_heads if layers else WORD_ENCODER["num_heads"]
-    sizes = {
-        "context_dim": int(text.context_dim),
-        "max_length": int(text.max_length),
-        "num_layers": layers,
-        "num_heads": heads,
-    }
+    sizes = {k: int(getattr(text, k)) for k in T.WORD_SIZES}
     return {"text_encoder": "word", **sizes, "vocab": text.tokenizer.vocab}
 
 
