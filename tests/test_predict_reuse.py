@@ -21,10 +21,11 @@ from ditscale.cli import main
 from ditscale.io import atomic_write_json, atomic_write_npz, atomic_write_text
 from ditscale.laws.draws import DrawStore
 from ditscale.study import load_spec
-from ditscale.study.analyze import analyze_study, compare_studies, draws_path, predict_study
+from ditscale.study.analyze import analyze_study, compare_studies, draws_path, predict_study, study_prediction
 from ditscale.study.folder import StudyFolder
 
 DATA = Path(__file__).parent / "data" / "studies" / "quickstart-p2"
+COMMITTED = Path(__file__).parent / "data" / "studies"  # the two quickstarts as run (read, never written)
 bootstrap_module = importlib.import_module("ditscale.laws.bootstrap")  # the package's `bootstrap` is the function
 
 
@@ -103,6 +104,23 @@ def test_compare_with_itself_is_exactly_zero(study, no_resampling):
     exp = next(d for d in comp["differences"] if d["name"] == "params_law.exponent")
     assert exp["a_ci90"] == laws["params_law"]["ci90"]["exponent"]
     assert comp["loss_a"] == comp["loss_b"] and comp["notes"] == []
+
+
+def test_compare_gives_each_studys_loss_of_record_as_predict_does(no_resampling, capsys):
+    # The committed quickstarts chose different loss forms of record (saturating; Approach 3):
+    # compare's loss at C is the one predict gives, not the isoFLOP power law of either.
+    qs, t2i = COMMITTED / "quickstart", COMMITTED / "quickstart-t2i"
+    comp = compare_studies(qs, t2i, flops=1e13)
+    assert (comp["loss_a_law"], comp["loss_b_law"]) == ("saturating", "parametric")
+    for side, folder in (("a", qs), ("b", t2i)):
+        pred = study_prediction(folder, 1e13, with_backtest=False)
+        assert comp[f"loss_{side}"] == pred.loss_opt.to_dict() and comp[f"loss_{side}_law"] == pred.loss_law
+        power = next(f for f in pred.forms if f.form == "power").loss_opt.value
+        assert abs(comp[f"loss_{side}"]["value"] / power - 1) > 0.05  # the power law's answer differs here
+    assert main(["study", "compare", str(qs), str(t2i), "--flops", "1e13"]) == 0
+    out = capsys.readouterr().out
+    assert "A: 0.1979  90% [0.1842, 0.2154] (isoFLOP saturating law)" in out
+    assert "B: 0.1256  90% [0.1111, 0.1304] (Approach 3 L(N, D))" in out
 
 
 def test_cli_predict_prints_every_form_without_redrawing(study, no_resampling, capsys):

@@ -683,6 +683,7 @@ def _compare(args) -> int:
 
 def _print_comparison(comp) -> None:
     """``study compare``'s text: one row per shared value (A, B, A - B with intervals), then the losses."""
+    from ditscale.laws.fit import loss_law_name  # lazy: start-up (`ditscale --help` loads every command)
 
     def cell(value: float, interval, sign: str = "") -> str:
         text = f"{value:{sign}.4g}"
@@ -695,8 +696,9 @@ def _print_comparison(comp) -> None:
         a, b, diff = cell(d.a, d.a_ci90), cell(d.b, d.b_ci90), cell(d.difference, d.ci90, "+")
         print(f"{d.name:28s} {a:>30s} {b:>30s} {diff:>32s}  {res}")
     if comp.flops is not None:
-        for k, est in (("A", comp.loss_a), ("B", comp.loss_b)):
-            print(f"loss at {comp.flops:.3g} FLOPs, {k}: {est.value:.4f}{_interval(est.ci90, '.4f')}")
+        for k, est, law in (("A", comp.loss_a, comp.loss_a_law), ("B", comp.loss_b, comp.loss_b_law)):
+            form = loss_law_name(law)
+            print(f"loss at {comp.flops:.3g} FLOPs, {k}: {est.value:.4f}{_interval(est.ci90, '.4f')} ({form})")
     for n in comp.notes:
         print(f"note: {n}", file=sys.stderr)
 

@@ -865,12 +865,16 @@ class StudyRef(Record):
 @dataclass(frozen=True, kw_only=True)
 class ComparisonSummary(Record):
     """Two studies side by side (``study compare --json``): the differences of every shared value, and
-    both studies' L_opt at ``flops`` (FLOPs; None without ``--flops``)."""
+    both studies' L_opt at ``flops`` (FLOPs; None without ``--flops``), each from its own loss form of
+    record (``loss_a_law``, ``loss_b_law``: "power", "saturating" or "parametric"), the value ``study
+    predict`` gives."""
 
     differences: tuple[DifferenceSummary, ...]
     flops: float | None
     loss_a: EstimateSummary | None
     loss_b: EstimateSummary | None
+    loss_a_law: str | None
+    loss_b_law: str | None
     a: StudyRef
     b: StudyRef
     notes: tuple[str, ...]

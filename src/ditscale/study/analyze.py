@@ -709,8 +709,9 @@ def study_comparison(
 ) -> ComparisonSummary:
     """Both studies' laws side by side: each coefficient/exponent with its interval, the difference
     a - b with its 90% interval and whether it is resolved (the interval excludes 0), and the loss
-    each predicts at ``flops`` FLOPs. ``spec_a``/``spec_b``: the studies' specs when the caller has
-    them (else read from each folder's spec.yaml).
+    each predicts at ``flops`` FLOPs from its own loss form of record (the value ``study predict``
+    gives). ``spec_a``/``spec_b``: the studies' specs when the caller has them (else read from each
+    folder's spec.yaml).
 
     Each study's intervals are its stored ones (``bootstrap.npz``; redrawn, with a line in
     ``notes``, when they do not match). Draws drawn from the same runs with the same options (a
@@ -719,26 +720,43 @@ def study_comparison(
     bootstrapped with the same seed are not paired draw for draw (same seed and design would
     correlate their resamples and narrow the difference's interval).
     """
+    if flops is not None and not (flops > 0 and math.isfinite(flops)):
+        raise ConfigError(f"--flops must be a positive number of training FLOPs, got {flops}")
     spec_a = spec_a or load_study_spec(dir_a)
     spec_b = spec_b or load_study_spec(dir_b)
     draws_a, draws_b = load_draws(dir_a), load_draws(dir_b)
     a, b = fit_study(dir_a, spec_a, draws=draws_a), fit_study(dir_b, spec_b, draws=draws_b)
     same = _isoflop_key(a.runs, spec_a) == _isoflop_key(b.runs, spec_b)
     with quiet():  # heavy-tailed bootstrap coefficients overflow
-        comp = compare(a.fit, a.boot, b.fit, b.boot if same else _shifted(b.boot), flops=flops)
+        comp = compare(a.fit, a.boot, b.fit, b.boot if same else _shifted(b.boot))
     ci = lambda boot, name: None if boot is None else boot.ci90(name)  # noqa: E731
+    law_a, loss_a = _loss_of_record(a, draws_a, flops) if flops is not None else (None, None)
+    law_b, loss_b = _loss_of_record(b, draws_b, flops) if flops is not None else (None, None)
     return ComparisonSummary(
         differences=tuple(
             DifferenceSummary(**d.to_dict(), a_ci90=ci(a.boot, d.name), b_ci90=ci(b.boot, d.name))
             for d in comp.differences
         ),
-        flops=comp.flops,
-        loss_a=None if comp.loss_a is None else EstimateSummary(**comp.loss_a.to_dict()),
-        loss_b=None if comp.loss_b is None else EstimateSummary(**comp.loss_b.to_dict()),
+        flops=None if flops is None else float(flops),
+        loss_a=loss_a,
+        loss_b=loss_b,
+        loss_a_law=law_a,
+        loss_b_law=law_b,
         a=StudyRef(dir=str(dir_a), study=spec_a.name),
         b=StudyRef(dir=str(dir_b), study=spec_b.name),
         notes=tuple(n for n in (draws_note(dir_a, draws_a), draws_note(dir_b, draws_b)) if n),
     )
+
+
+def _loss_of_record(study: StudyFit, draws: DrawStore, flops: float) -> tuple[str, EstimateSummary]:
+    """``(form, L_opt)`` at ``flops`` FLOPs from the study's loss form of record: the value and interval
+    ``study predict`` gives (Approach 3 is fitted only when it is the form asked for)."""
+    laws = study.spec.laws
+    wanted = wanted_form(laws.loss_law, study.rule)
+    parametric = parametric_fit(study.runs, laws, draws) if wanted == "parametric" else None
+    forms = prediction_forms(study.fit, study.boot, parametric, flops, study.to_6nd)
+    law = form_of_record(laws.loss_law, (f.form for f in forms), study.rule)
+    return law, next(f.loss_opt for f in forms if f.form == law)
 
 
 def _isoflop_key(runs: Runs, spec: StudySpec) -> str:
