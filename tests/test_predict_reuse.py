@@ -20,6 +20,7 @@ import pytest
 from ditscale.cli import main
 from ditscale.io import atomic_write_json, atomic_write_npz, atomic_write_text
 from ditscale.laws.draws import DrawStore
+from ditscale.laws.results import ComparisonSummary
 from ditscale.study import load_spec
 from ditscale.study.analyze import analyze_study, compare_studies, draws_path, predict_study, study_prediction
 from ditscale.study.folder import StudyFolder
@@ -117,6 +118,9 @@ def test_compare_gives_each_studys_loss_of_record_as_predict_does(no_resampling,
         assert comp[f"loss_{side}"] == pred.loss_opt.to_dict() and comp[f"loss_{side}_law"] == pred.loss_law
         power = next(f for f in pred.forms if f.form == "power").loss_opt.value
         assert abs(comp[f"loss_{side}"]["value"] / power - 1) > 0.05  # the power law's answer differs here
+    old = {k: v for k, v in comp.items() if k not in ("loss_a_law", "loss_b_law")}  # written before the forms
+    assert ComparisonSummary.from_dict(old).loss_a_law is None
+    assert ComparisonSummary.from_dict(comp).to_dict() == comp
     assert main(["study", "compare", str(qs), str(t2i), "--flops", "1e13"]) == 0
     out = capsys.readouterr().out
     assert "A: 0.1979  90% [0.1842, 0.2154] (isoFLOP saturating law)" in out

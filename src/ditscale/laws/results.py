@@ -873,8 +873,8 @@ class ComparisonSummary(Record):
     flops: float | None
     loss_a: EstimateSummary | None
     loss_b: EstimateSummary | None
-    loss_a_law: str | None
-    loss_b_law: str | None
+    loss_a_law: str | None = absent()  # absent in JSON written before the forms were named, or without --flops
+    loss_b_law: str | None = absent()
     a: StudyRef
     b: StudyRef
     notes: tuple[str, ...]
