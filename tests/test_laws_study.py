@@ -268,6 +268,27 @@ def test_report_draws_approach_3_loss_curve(laws):
     assert line.get_ydata()[0] > line.get_ydata()[1] > laws["parametric"]["E"]
 
 
+def test_report_draws_the_saturating_law_of_record_through_its_prediction():
+    """The committed quickstart's law of record is the saturating form: the L_opt panel draws it,
+    names it the law of record, and the curve meets the orange target point (predict's L_opt)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ditscale.report.figures import _draw_approach3_loss, _draw_saturating_loss
+
+    view = LawsSummary.read(Path(__file__).parent / "data" / "studies" / "quickstart" / "laws.json")
+    assert view.loss_law_of_record == "saturating"
+    fig, ax = plt.subplots()
+    _draw_saturating_loss(ax, view, np.array([1e11, view.prediction.flops]))
+    _draw_approach3_loss(ax, view, np.array([1e11, view.prediction.flops]))
+    saturating, approach3 = ax.get_lines()
+    plt.close(fig)
+    assert saturating.get_label().endswith("(law of record)") and "law of record" not in approach3.get_label()
+    assert saturating.get_ydata()[1] == pytest.approx(view.prediction.loss_opt.value, rel=1e-9)
+
+
 def test_an_analysis_reads_runs_csv_once(tmp_path, monkeypatch):
     """``analyze_study`` (fit, backtests, laws.json and the report) reads runs.csv once, through the
     folder's checked reader, and passes its rows down (StudyFit.rows) to everything else that needs them."""

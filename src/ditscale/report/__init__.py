@@ -67,7 +67,8 @@ def write_report(
         (
             laws_figure(view, out_dir / "laws.png", boot=boot, target_flops=target, verified=verified),
             "compute-optimal N, D and loss vs compute, 90% bootstrap bands, backtest refit (dashed), "
-            "extrapolation to the target budget (orange)"
+            "extrapolation to the target budget (orange); the loss panel draws every fitted loss form "
+            "(power law blue, saturating green, Approach 3 red dash-dot), its legend naming the law of record"
             + ("; purple stars: the loss of the model trained there by `study verify`" if verified else ""),
         ),
         (

@@ -214,6 +214,7 @@ def laws_figure(
         _draw_optima(ax, budgets, key)
         by = ""
         if key == "loss_opt":
+            _draw_saturating_loss(ax, view, grid)
             _draw_approach3_loss(ax, view, grid)
             for row in view.backtest:
                 yerr = error_bar(row.predicted_loss, row.predicted_ci90)
@@ -268,7 +269,10 @@ def _draw_law(ax, view: LawsSummary, law: str, grid: np.ndarray, boot) -> None:
     """The fitted power law over ``grid``, its bootstrap band, and the backtest refit (dashed)."""
     fit = view.law(law)
     y = fit.coefficient * grid**fit.exponent
-    ax.plot(grid, y, color="tab:blue", lw=1.8, label=f"fit, all budgets: {fit.coefficient:.3g} C^{fit.exponent:.3f}")
+    record = _of_record(view, "power") if law == "loss_law" else ""
+    ax.plot(
+        grid, y, color="tab:blue", lw=1.8, label=f"fit, all budgets: {fit.coefficient:.3g} C^{fit.exponent:.3f}{record}"
+    )
     band = _band(boot, law, grid)
     if band is not None:
         ax.fill_between(grid, band[0], band[1], color="tab:blue", alpha=0.18, lw=0, label="90% bootstrap band")
@@ -284,6 +288,25 @@ def _draw_law(ax, view: LawsSummary, law: str, grid: np.ndarray, boot) -> None:
         )
 
 
+def _of_record(view: LawsSummary, form: str) -> str:
+    """ " (law of record)" when ``form`` is the study's loss form of record (laws.json), else ""."""
+    return " (law of record)" if view.loss_law_of_record == form else ""
+
+
+def _draw_saturating_loss(ax, view: LawsSummary, grid: np.ndarray) -> None:
+    """The saturating loss law ``E + k C^-gamma`` over ``grid``; nothing when it was not fitted."""
+    sat = view.loss_law_saturating
+    if sat is None:
+        return
+    ax.plot(
+        grid,
+        sat.E + sat.k * grid ** (-sat.gamma),
+        color=FORM_COLOURS["saturating"],
+        lw=1.6,
+        label=f"saturating: {sat.E:.3g} + {sat.k:.3g} C^-{sat.gamma:.3f}{_of_record(view, 'saturating')}",
+    )
+
+
 def _draw_approach3_loss(ax, view: LawsSummary, grid: np.ndarray) -> None:
     """Approach 3's compute-optimal loss ``L(N_opt(C), D_opt(C))`` over ``grid`` (exact FLOPs, converted
     to 6ND FLOPs as its prediction was); nothing without Approach 3 or its prediction."""
@@ -295,7 +318,8 @@ def _draw_approach3_loss(ax, view: LawsSummary, grid: np.ndarray) -> None:
     values.update(allocation(values))
     with np.errstate(all="ignore"):
         loss = ParametricFit.optimum(values, grid * (pred.flops_6nd / pred.flops))[2]
-    ax.plot(grid, loss, color="tab:green", lw=1.6, label=f"Approach 3 L(N_opt, D_opt), floor E = {par.E:.3g}")
+    label = f"Approach 3 L(N_opt, D_opt), floor E = {par.E:.3g}{_of_record(view, 'parametric')}"
+    ax.plot(grid, loss, color=FORM_COLOURS["parametric"], lw=1.6, ls="-.", label=label)
 
 
 def _draw_optima(ax, budgets: list[BudgetSummary], key: str) -> None:
