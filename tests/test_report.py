@@ -101,3 +101,29 @@ def test_figures_and_html(tmp_path):
     assert "warning: an example warning" in html
     laws["backtest"][0]["relative_error"] = -0.031
     assert "<span class='bad'>-3.10%</span>" in render_html(laws, figs, title="t")
+
+
+@pytest.mark.parametrize(
+    ("lo", "hi", "expected"),
+    [
+        (1.6e11, 5.12e12, ["2e11", "5e11", "1e12", "2e12", "5e12"]),  # 1.5 decades: decades, 2 and 5
+        (0.21, 0.4, ["0.3", "0.4"]),  # under half a decade: every tick
+        (1.6e11, 5.12e13, ["1e12", "1e13"]),  # 2.5 decades: the decades alone
+    ],
+)
+def test_short_log_axes_get_brief_labels_that_do_not_run_together(lo, hi, expected):
+    from ditscale.report.figures import compact_log_axis, compact_number, pyplot
+
+    plt = pyplot()
+    fig, ax = plt.subplots()
+    ax.plot([lo, hi], [1, 2])
+    ax.set_xscale("log")
+    ax.set_xlim(lo, hi)
+    compact_log_axis(plt, ax.xaxis)
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.get_xticklabels(minor=False) + ax.get_xticklabels(minor=True)]
+    ticks = list(ax.get_xticks(minor=False)) + list(ax.get_xticks(minor=True))
+    plt.close(fig)
+    shown = sorted((t, s) for t, s in zip(ticks, labels) if s and lo <= t <= hi)
+    assert [s for _, s in shown] == expected
+    assert [compact_number(v) for v in (2e11, 1e-4, 0.25, 50.0, 0.0)] == ["2e11", "1e-4", "0.25", "50", ""]

@@ -51,6 +51,32 @@ def percent_formatter(plt):
     return fmt
 
 
+def compact_number(value: float) -> str:
+    """A short tick label: ``0.2``, ``50``, ``2e11`` (no ``+`` or leading zero in the exponent)."""
+    if not value > 0:
+        return ""
+    if 1e-3 <= value < 1e4:
+        return f"{value:g}"
+    mantissa, exponent = f"{value:.0e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def compact_log_axis(plt, axis) -> None:
+    """Brief labels on a log ``axis`` (``ax.xaxis``): every decade, and inside the decades 2 and 5
+    when it spans under two decades, every tick under half a decade. matplotlib's own labels on a
+    short log axis write each minor tick in full (``2x10^11 3x10^11 ...``) and run into each other."""
+
+    def minor(value: float, _) -> str:
+        lo, hi = sorted(axis.get_view_interval())
+        decades = np.log10(hi / lo) if lo > 0 else np.inf
+        mantissa = round(value / 10 ** np.floor(np.log10(value)), 6) if value > 0 else 0.0
+        shown = decades < 0.5 or (decades < 2 and mantissa in (2.0, 5.0))
+        return compact_number(value) if shown else ""
+
+    axis.set_major_formatter(plt.FuncFormatter(lambda value, _: compact_number(value)))
+    axis.set_minor_formatter(plt.FuncFormatter(minor))
+
+
 def save_figure(plt, fig, path) -> Path:
     """Lay out ``fig``, write it to ``path`` and close it (every report figure ends so); returns the path."""
     fig.tight_layout()

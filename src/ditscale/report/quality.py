@@ -24,7 +24,7 @@ import numpy as np
 
 from ditscale.flops import fmt_flops
 from ditscale.laws.results import LawsSummary, QualityMetricSummary, QualitySummary
-from ditscale.report.figures import error_bar, pyplot, save_figure
+from ditscale.report.figures import compact_log_axis, error_bar, pyplot, save_figure
 
 
 def quality_figure(laws: LawsSummary, path: str | Path, target_flops: float | None = None) -> Path:
@@ -100,6 +100,8 @@ def _quality_vs_compute(ax, q: QualitySummary, target_flops: float | None) -> No
         )
     ax.set_xscale("log")
     ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):
+        compact_log_axis(pyplot(), axis)
     ax.set_xlabel("C, training FLOPs")
     ax.set_ylabel(q.metric or "quality")
     ax.set_title(f"{q.metric} of the compute-optimal models (paper: FID ∝ C^{q.paper.exponent})")
@@ -125,6 +127,8 @@ def _quality_vs_loss(ax, q: QualitySummary) -> None:
         ax.legend(fontsize=7, frameon=False)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):
+        compact_log_axis(pyplot(), axis)
     ax.set_xlabel("validation loss")
     ax.set_ylabel(q.metric or "quality")
     ax.set_title("quality vs loss (colour: budget)")
@@ -154,6 +158,7 @@ def accuracy_figure(metrics: dict[str, QualityMetricSummary], points: dict[str, 
             if m.chance is not None:
                 ax.axhline(m.chance, color=colour, ls=":", lw=1)
     left.set_xscale("log")
+    compact_log_axis(plt, left.xaxis)
     left.set_xlabel("C, training FLOPs")
     left.set_title("accuracy of the compute-optimal models (dotted: chance)")
     right.set_xlabel("validation loss")
@@ -172,7 +177,7 @@ def steps_figure(points: list, path: str | Path) -> Path:
     ``params``, ``steps``, ``sampling_flops``, ``value`` and ``metric``
     (:class:`ditscale.study.quality.StepsPoint`); returns ``path``."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.4), dpi=120)
+    fig, ax = plt.subplots(figsize=(9.5, 4.4), dpi=120)
     models = sorted({(p.params, p.budget, p.run_id) for p in points})
     colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.9, len(models)))
     for (params, budget, run_id), colour in zip(models, colours):
@@ -185,11 +190,13 @@ def steps_figure(points: list, path: str | Path) -> Path:
             )
     ax.set_xscale("log")
     ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):
+        compact_log_axis(plt, axis)
     ax.set_xlabel("sampling FLOPs per image (forward FLOPs x model calls)")
     ax.set_ylabel(points[0].metric)
     ax.set_title("sampling compute vs model compute (numbers: sampler steps)")
     ax.grid(True, which="both", alpha=0.25)
-    ax.legend(fontsize=7, frameon=False)
+    ax.legend(fontsize=7, frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside: lines cross
     return save_figure(plt, fig, path)
 
 
