@@ -8,11 +8,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 
 from ditscale.cli import main
 from ditscale.laws.degenerate import DEGENERATE_DECADES, form_degenerate
 from ditscale.laws.predict import extrapolation_warning, forms_disagreement
-from ditscale.laws.results import EstimateSummary, FormSummary, LawsSummary
+from ditscale.laws.results import EstimateSummary, FormSummary, LawsSummary, LossLawRule
 from ditscale.study import load_spec, spec_from_dict
 from ditscale.study.plan import interval_warning
 
@@ -57,6 +59,31 @@ def test_degenerate_rule_on_the_committed_and_the_issues_fits():
     (wide,) = form_degenerate("parametric", {**values, "E": 0.1}, ci, 0.2)
     assert wide == "A's 90% interval [1.4e+07, 4.6e+24] spans 17.5 decades (more than 10): the data do not fix it"
     assert DEGENERATE_DECADES == 10
+    # the T2I quickstart's Approach 3: a floor above a loss its runs reached (E 0.122, runs down to 0.106)
+    t2i = LawsSummary.read(STUDIES / "quickstart-t2i" / "laws.json").parametric
+    above = form_degenerate("parametric", {k: getattr(t2i, k) for k in values}, None, 0.1058)
+    assert above == (
+        "E = 0.122 lies above the smallest loss fitted, 0.106: the form cannot reach a loss the runs already reached",
+    )
+    assert form_degenerate("saturating", {"E": 0.1057, "k": 3.0, "gamma": 0.1}, None, 0.1058) == ()
+
+
+def test_the_auto_rule_never_chooses_a_degenerate_form():
+    """The T2I quickstart: on the budgets the rule sees (all but the largest) Approach 3 scored best (11%
+    against the power law's 24%) but its floor lies above a measured loss and the saturating floor sits
+    at 0: both are listed as not eligible, and the power law is of record; the class quickstart's rule
+    has nothing to exclude and keeps the saturating law."""
+    from ditscale.study.analyze import fit_study
+
+    with pytest.warns(UserWarning, match="kept as recorded"):
+        t2i, qs = fit_study(STUDIES / "quickstart-t2i"), fit_study(STUDIES / "quickstart")
+    rule = t2i.rule
+    assert min(rule.scores, key=rule.scores.get) == "parametric" and rule.chosen == "power"
+    assert set(rule.excluded) == {"saturating", "parametric"}
+    assert rule.excluded["parametric"][0].startswith("E = 0.125 lies above the smallest loss fitted, 0.115")
+    assert rule.excluded["saturating"][0].startswith("E = 9.1e-19 is at its bound 0")
+    assert qs.rule.excluded is None and qs.rule.chosen == "saturating"
+    assert LossLawRule.from_dict(rule.to_dict()) == rule and "excluded" not in qs.rule.to_dict()
 
 
 def test_committed_laws_json_still_load_and_round_trip_exactly():

@@ -108,23 +108,23 @@ def test_compare_with_itself_is_exactly_zero(study, no_resampling):
 
 
 def test_compare_gives_each_studys_loss_of_record_as_predict_does(no_resampling, capsys):
-    # The committed quickstarts chose different loss forms of record (saturating; Approach 3):
-    # compare's loss at C is the one predict gives, not the isoFLOP power law of either.
+    # The committed quickstarts' forms of record differ (saturating; the power law, the T2I study's
+    # other forms being degenerate): compare's loss at C is the one predict gives, each its own form.
     qs, t2i = COMMITTED / "quickstart", COMMITTED / "quickstart-t2i"
     comp = compare_studies(qs, t2i, flops=1e13)
-    assert (comp["loss_a_law"], comp["loss_b_law"]) == ("saturating", "parametric")
+    assert (comp["loss_a_law"], comp["loss_b_law"]) == ("saturating", "power")
     for side, folder in (("a", qs), ("b", t2i)):
         pred = study_prediction(folder, 1e13, with_backtest=False)
         assert comp[f"loss_{side}"] == pred.loss_opt.to_dict() and comp[f"loss_{side}_law"] == pred.loss_law
-        power = next(f for f in pred.forms if f.form == "power").loss_opt.value
-        assert abs(comp[f"loss_{side}"]["value"] / power - 1) > 0.05  # the power law's answer differs here
+    power = next(f for f in study_prediction(qs, 1e13, with_backtest=False).forms if f.form == "power")
+    assert abs(comp["loss_a"]["value"] / power.loss_opt.value - 1) > 0.05  # the power law's answer differs there
     old = {k: v for k, v in comp.items() if k not in ("loss_a_law", "loss_b_law")}  # written before the forms
     assert ComparisonSummary.from_dict(old).loss_a_law is None
     assert ComparisonSummary.from_dict(comp).to_dict() == comp
     assert main(["study", "compare", str(qs), str(t2i), "--flops", "1e13"]) == 0
     out = capsys.readouterr().out
     assert "A: 0.1979  90% [0.1842, 0.2154] (isoFLOP saturating law)" in out
-    assert "B: 0.1256  90% [0.1111, 0.1304] (Approach 3 L(N, D))" in out
+    assert "B: 0.1168  90% [0.0915, 0.1558] (isoFLOP power law)" in out
 
 
 def test_cli_predict_prints_every_form_without_redrawing(study, no_resampling, capsys):

@@ -6,6 +6,9 @@ The rule (:func:`form_degenerate`), per loss form of :data:`ditscale.laws.fit.LO
 - **at a bound**: a loss floor ``E`` below :data:`BOUND_RTOL` (1e-6) of the smallest fitted loss
   (the saturating law's ``E >= 0`` bound; Approach 3 fits ``log E``, whose bound is ``E -> 0``),
   or an exponent (``gamma``, ``alpha``, ``beta``) at or below 1e-6 (their bound 0: no decay);
+- **a floor above the data**: ``E`` above the smallest fitted loss, a loss the runs already reached
+  and the form cannot (its loss never falls below ``E``): its predictions past the sweep lie above
+  what was measured inside it;
 - **unresolved**: the 90% bootstrap interval of a positive parameter (``E``, the saturating law's
   ``k``, Approach 3's ``A`` and ``B``, the power law's coefficient) spans more than
   :data:`DEGENERATE_DECADES` (10) decades, ``log10(hi / lo)`` (a lower end at 0 spans infinitely many).
@@ -59,6 +62,11 @@ def form_degenerate(
             out.append(
                 f"{name} = {values[name]:.2g} is at its bound 0 (below {BOUND_RTOL:g} of the smallest loss "
                 f"{smallest_loss:.3g}): no loss floor was fitted"
+            )
+        elif values[name] > smallest_loss:
+            out.append(
+                f"{name} = {values[name]:.3g} lies above the smallest loss fitted, {smallest_loss:.3g}: the form "
+                f"cannot reach a loss the runs already reached"
             )
     for name in exponents:
         if values[name] <= BOUND_RTOL:

@@ -376,12 +376,15 @@ class LossLawRule(Record):
     """How ``laws.loss_law: auto`` chose the loss form of record from the fitted budgets alone (those up
     to ``fitted_max_flops``): the ``rule`` in words, its ``inputs`` (the inner backtest's rows),
     each form's ``score`` (mean |relative error| of its inputs; a form that failed to fit in any
-    inner refit is not scored) and the form ``chosen``."""
+    inner refit is not scored), the forms ``excluded`` from the choice, each with why its point fit
+    to the fitted budgets is degenerate (:mod:`ditscale.laws.degenerate`; absent when none was), and
+    the form ``chosen``."""
 
     rule: str
     fitted_max_flops: float
     inputs: tuple[RuleInput, ...]
     scores: dict[str, float]
+    excluded: dict[str, tuple[str, ...]] | None = absent()
     chosen: str
 
 

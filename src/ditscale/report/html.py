@@ -273,10 +273,14 @@ def _extrapolation_section(view: LawsSummary) -> list[str]:
 
 def _rule_section(rule: LossLawRule) -> list[str]:
     """How ``laws.loss_law: auto`` chose the form of record: the rule, each form's score, the choice."""
-    rows = [
-        [html.escape(loss_law_name(f)), f"{score:.3%}", "chosen" if f == rule.chosen else ""]
-        for f, score in rule.scores.items()
-    ]
+    excluded = rule.excluded or {}
+
+    def verdict(form: str) -> str:
+        if form in excluded:
+            return "not eligible: " + html.escape("; ".join(excluded[form]))
+        return "chosen" if form == rule.chosen else ""
+
+    rows = [[html.escape(loss_law_name(f)), f"{score:.3%}", verdict(f)] for f, score in rule.scores.items()]
     return [
         "<h2>The loss law of record, by rule</h2>",
         f"<p>{html.escape(rule.rule)}. Fitted budgets up to {_num(rule.fitted_max_flops, '.3g')} FLOPs; "

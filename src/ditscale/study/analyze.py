@@ -43,7 +43,7 @@ from ditscale.flops import tokens_per_image as flops_tokens_per_image
 from ditscale.io import atomic_write_npz, check_npz, sha256_json
 from ditscale.laws import Bootstrap, FitConfig, Runs, compare, fit_runs, predict
 from ditscale.laws.checks import isoflop_checks, loss_bend
-from ditscale.laws.degenerate import degenerate_warning, form_degenerate
+from ditscale.laws.degenerate import degenerate_warning
 from ditscale.laws.draws import DrawStore, draws_key
 from ditscale.laws.extrapolation import measured_error
 from ditscale.laws.fit import LOSS_LAW_NAMES
@@ -87,7 +87,7 @@ from ditscale.laws.results import (
 from ditscale.laws.runs import runs_from_rows
 from ditscale.study.backtest import backtest_study, extrapolation_study, record_rule
 from ditscale.study.epochs import prediction_epochs, study_train_images
-from ditscale.study.fitted import StudyFit, form_of_record, parametric_fit, quiet, wanted_form
+from ditscale.study.fitted import StudyFit, form_degeneracy, form_of_record, parametric_fit, quiet, wanted_form
 from ditscale.study.folder import StudyFolder
 from ditscale.study.plan import base_model_config, rung_config
 from ditscale.study.quality import metric_points, quality_frame, quality_points, sample_rows, steps_points
@@ -425,21 +425,6 @@ def prediction_forms(
         )
         for form, p in preds.items()
     )
-
-
-def form_degeneracy(form: str, fit, boot, parametric, smallest_loss: float) -> tuple[str, ...]:
-    """Why loss ``form``'s fit is degenerate (:func:`ditscale.laws.degenerate.form_degenerate`), from the
-    isoFLOP ``fit`` and its ``boot`` (power, saturating) or Approach 3's ``parametric`` ``(fit, boot)``."""
-    if form == "parametric":
-        pfit, pboot = parametric
-        names = ("E", "A", "B", "alpha", "beta")
-        values, prefix, boot = pfit.values(), "", pboot
-    else:
-        law = "loss_law" if form == "power" else "loss_law_saturating"
-        names = ("coefficient", "exponent") if form == "power" else ("E", "k", "gamma")
-        values, prefix = {n: getattr(getattr(fit, law), n) for n in names}, f"{law}."
-    ci90 = None if boot is None else {n: boot.ci90(prefix + n) for n in names}
-    return form_degenerate(form, values, ci90, smallest_loss)
 
 
 def exponent_checks(fit, boot, parametric) -> tuple[ExponentSummary, ...]:

@@ -25,7 +25,7 @@ from ditscale.laws.fit import LOSS_LAWS
 from ditscale.laws.predict import backtest_rows, holdout_split
 from ditscale.laws.results import BacktestSummary, ExtrapolationRow, FitSummary, LossLawRule, RuleInput
 from ditscale.laws.rungs import RungRule
-from ditscale.study.fitted import StudyFit, form_of_record, parametric_fit, quiet
+from ditscale.study.fitted import StudyFit, form_degeneracy, form_of_record, parametric_fit, quiet
 from ditscale.study.rungs import refit_rungs
 
 
@@ -126,7 +126,9 @@ LOSS_LAW_RULE = (
     "bootstrap) without the j largest of the m fitted budgets and predict their L* (actual: the isoFLOP fit "
     "of the fitted budgets); score = mean |relative error| over those rows; the lowest score wins, scores "
     "within 1e-6 of it tie and go to power, saturating, parametric in that order; power when m < 5 or no "
-    "form was scored; an inner refit whose budgets hold fewer than 2 usable optima adds no rows"
+    "form was scored; an inner refit whose budgets hold fewer than 2 usable optima adds no rows; a form whose "
+    "point fit to the m fitted budgets is degenerate at a bound (a floor at 0 or above the smallest fitted "
+    "loss, an exponent at 0) is scored but cannot be chosen"
 )
 
 
@@ -140,6 +142,7 @@ def loss_law_rule(fitted: Runs, cfg: FitConfig, to_6nd: float = 1.0) -> LossLawR
     inputs = []
     with quiet():
         own = fit_runs(fitted, point)[0]
+        excluded = degenerate_forms(own, parametric_fit(fitted, point), float(np.min(fitted.loss)))
         for j in range(1, min(INNER_HOLDOUT, len(budgets) - INNER_MIN_FITTED) + 1):
             sub, held = holdout_split(fitted, j, cfg.budget_rtol)
             try:
@@ -152,11 +155,30 @@ def loss_law_rule(fitted: Runs, cfg: FitConfig, to_6nd: float = 1.0) -> LossLawR
             ]
     scored = [f for f in LOSS_LAWS if inputs and all(f in x.relative_errors for x in inputs)]
     scores = {f: float(np.mean([abs(x.relative_errors[f]) for x in inputs])) for f in scored}
-    best = min(scores.values(), default=0.0)
-    chosen = next((f for f in scores if scores[f] <= best + RULE_TIE), "power")  # scores: in LOSS_LAWS order
+    eligible = {f: score for f, score in scores.items() if f not in excluded}
+    best = min(eligible.values(), default=0.0)
+    chosen = next((f for f in eligible if eligible[f] <= best + RULE_TIE), "power")  # in LOSS_LAWS order
     return LossLawRule(
-        rule=LOSS_LAW_RULE, fitted_max_flops=float(budgets[-1]), inputs=tuple(inputs), scores=scores, chosen=chosen
+        rule=LOSS_LAW_RULE,
+        fitted_max_flops=float(budgets[-1]),
+        inputs=tuple(inputs),
+        scores=scores,
+        excluded=excluded or None,
+        chosen=chosen,
     )
+
+
+def degenerate_forms(own, parametric, smallest_loss: float) -> dict[str, tuple[str, ...]]:
+    """The forms whose point fit is degenerate at a bound (:func:`~ditscale.study.fitted.form_degeneracy`
+    without intervals), each with its reasons: the isoFLOP fit ``own``'s saturating law and Approach 3's
+    ``parametric`` ``(fit, None)`` (None when it did not fit); ``smallest_loss``: the smallest loss those
+    runs reached. The power law ``e C^f`` has no bound to sit at: it is never among them."""
+    found = {}
+    if own.loss_law_saturating is not None:
+        found["saturating"] = form_degeneracy("saturating", own, None, None, smallest_loss)
+    if parametric is not None:
+        found["parametric"] = form_degeneracy("parametric", None, None, (parametric[0], None), smallest_loss)
+    return {form: reasons for form, reasons in found.items() if reasons}
 
 
 def _inner_errors(sub: Runs, held, own, point: FitConfig, to_6nd: float) -> list[dict[str, float]]:

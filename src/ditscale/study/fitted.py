@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from ditscale.errors import DataError
 from ditscale.laws import Bootstrap, FitConfig, IsoflopFit, Runs, bootstrap, fit_parametric
 from ditscale.laws.checks import Check
+from ditscale.laws.degenerate import form_degenerate
 from ditscale.laws.draws import DrawStore
 from ditscale.laws.residuals import ResidualStructure
 from ditscale.laws.results import LossLawRule
@@ -46,6 +47,21 @@ def wanted_form(wanted: str, rule: LossLawRule | None) -> str:
     if wanted != "auto":
         return wanted
     return "power" if rule is None else rule.chosen
+
+
+def form_degeneracy(form: str, fit, boot, parametric, smallest_loss: float) -> tuple[str, ...]:
+    """Why loss ``form``'s fit is degenerate (:func:`ditscale.laws.degenerate.form_degenerate`), from the
+    isoFLOP ``fit`` and its ``boot`` (power, saturating) or Approach 3's ``parametric`` ``(fit, boot)``."""
+    if form == "parametric":
+        pfit, pboot = parametric
+        names = ("E", "A", "B", "alpha", "beta")
+        values, prefix, boot = pfit.values(), "", pboot
+    else:
+        law = "loss_law" if form == "power" else "loss_law_saturating"
+        names = ("coefficient", "exponent") if form == "power" else ("E", "k", "gamma")
+        values, prefix = {n: getattr(getattr(fit, law), n) for n in names}, f"{law}."
+    ci90 = None if boot is None else {n: boot.ci90(prefix + n) for n in names}
+    return form_degenerate(form, values, ci90, smallest_loss)
 
 
 # -- the study's fits -------------------------------------------------------------------------------
