@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from ditscale.data.shapes import render
+from ditscale.data.shapes import caption_of, render
 from ditscale.data.shapes_grammar import COLOR_NAMES, KINDS, SIZE_NAMES
 from ditscale.data.text import load_word_encoder
 from ditscale.errors import CheckpointError
@@ -37,8 +37,8 @@ WORDS["position"] = ("position", ("center", "top left", "bottom", "right"))
 
 
 def caption(**change) -> str:
-    a = {**BASE, **change}
-    return f"a {a['size']} {a['color']} {a['kind']} at the {a['position']} on a {a['background']} background"
+    """The base scene's caption with ``change``d attributes (the data's own wording)."""
+    return caption_of({**BASE, **change})
 
 
 def ema_weights(path: Path) -> Path:

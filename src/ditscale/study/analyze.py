@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ditscale.errors import ConfigError, DataError
+from ditscale.errors import DataError
 from ditscale.flops import param_counts
 from ditscale.flops import tokens_per_image as flops_tokens_per_image
 from ditscale.io import atomic_write_npz, check_npz, sha256_json
@@ -87,7 +87,15 @@ from ditscale.laws.results import (
 from ditscale.laws.runs import runs_from_rows
 from ditscale.study.backtest import backtest_study, extrapolation_study, record_rule
 from ditscale.study.epochs import prediction_epochs, study_train_images
-from ditscale.study.fitted import StudyFit, form_degeneracy, form_of_record, parametric_fit, quiet, wanted_form
+from ditscale.study.fitted import (
+    StudyFit,
+    check_target_flops,
+    form_degeneracy,
+    loss_of_record,
+    parametric_fit,
+    quiet,
+    wanted_form,
+)
 from ditscale.study.folder import StudyFolder
 from ditscale.study.plan import base_model_config, rung_config
 from ditscale.study.quality import metric_points, quality_frame, quality_points, sample_rows, steps_points
@@ -298,8 +306,7 @@ def study_prediction(
     when already fitted; ``draws``: the bootstrap draws to use and keep (default: ``DIR/bootstrap.npz``'s,
     reporting redraws in ``notes``).
     """
-    if not (flops > 0 and math.isfinite(flops)):
-        raise ConfigError(f"--flops must be a positive number of training FLOPs, got {flops}")
+    check_target_flops(flops)
     spec = spec or load_study_spec(out_dir)
     stored = draws is None
     draws = load_draws(out_dir) if stored else draws
@@ -334,7 +341,7 @@ def _prediction(
     members = family_members(spec, float(fit.params_law(flops)), base)
     pred = predict(fit, flops, boot=boot, tokens_per_image=tpi, family=[(m[0], m[1]) for m in members])
     forms = prediction_forms(fit, boot, parametric, flops, study.to_6nd, float(np.min(study.runs.loss)))
-    law = form_of_record(spec.laws.loss_law, (f.form for f in forms), study.rule)
+    law, loss_opt = loss_of_record(spec.laws.loss_law, forms, study.rule)
     exponents = exponent_checks(fit, boot, parametric)
     nearest = _nearest(spec, base, members, pred.nearest[0], pred.n_opt.value)
     warns = [*study.warnings, *(e.message for e in exponents if e.message)]
@@ -349,7 +356,7 @@ def _prediction(
     warns += [epochs_warn] if epochs_warn else []
     return dataclasses.replace(
         plain,
-        loss_opt=next(f.loss_opt for f in forms if f.form == law),
+        loss_opt=loss_opt,
         nearest=nearest,
         warnings=tuple(warns),
         tokens_per_image=tpi,
@@ -705,8 +712,8 @@ def study_comparison(
     bootstrapped with the same seed are not paired draw for draw (same seed and design would
     correlate their resamples and narrow the difference's interval).
     """
-    if flops is not None and not (flops > 0 and math.isfinite(flops)):
-        raise ConfigError(f"--flops must be a positive number of training FLOPs, got {flops}")
+    if flops is not None:
+        check_target_flops(flops)
     spec_a = spec_a or load_study_spec(dir_a)
     spec_b = spec_b or load_study_spec(dir_b)
     draws_a, draws_b = load_draws(dir_a), load_draws(dir_b)
@@ -739,9 +746,9 @@ def _loss_of_record(study: StudyFit, draws: DrawStore, flops: float) -> tuple[st
     laws = study.spec.laws
     wanted = wanted_form(laws.loss_law, study.rule)
     parametric = parametric_fit(study.runs, laws, draws) if wanted == "parametric" else None
-    forms = prediction_forms(study.fit, study.boot, parametric, flops, study.to_6nd)
-    law = form_of_record(laws.loss_law, (f.form for f in forms), study.rule)
-    return law, next(f.loss_opt for f in forms if f.form == law)
+    return loss_of_record(
+        laws.loss_law, prediction_forms(study.fit, study.boot, parametric, flops, study.to_6nd), study.rule
+    )
 
 
 def _isoflop_key(runs: Runs, spec: StudySpec) -> str:

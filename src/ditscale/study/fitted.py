@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from ditscale.errors import DataError
+from ditscale.errors import ConfigError, DataError
 from ditscale.laws import Bootstrap, FitConfig, IsoflopFit, Runs, bootstrap, fit_parametric
 from ditscale.laws.checks import Check
 from ditscale.laws.degenerate import form_degenerate
@@ -47,6 +47,19 @@ def wanted_form(wanted: str, rule: LossLawRule | None) -> str:
     if wanted != "auto":
         return wanted
     return "power" if rule is None else rule.chosen
+
+
+def loss_of_record(wanted: str, forms, rule: LossLawRule | None = None):
+    """``(form, L_opt)``: the form of record among ``forms`` (rows with ``form`` and ``loss_opt``, e.g.
+    :func:`~ditscale.study.analyze.prediction_forms`; :func:`form_of_record`) and its loss."""
+    law = form_of_record(wanted, (f.form for f in forms), rule)
+    return law, next(f.loss_opt for f in forms if f.form == law)
+
+
+def check_target_flops(flops: float) -> None:
+    """A one-line error unless ``flops`` (a target budget in training FLOPs) is positive and finite."""
+    if not (flops > 0 and math.isfinite(flops)):
+        raise ConfigError(f"--flops must be a positive number of training FLOPs, got {flops}")
 
 
 def form_degeneracy(form: str, fit, boot, parametric, smallest_loss: float) -> tuple[str, ...]:

@@ -49,6 +49,7 @@ from ditscale.laws.predict import nearest_model
 from ditscale.laws.results import LawsSummary, PredictionSummary
 from ditscale.study.analyze import family_members, study_prediction
 from ditscale.study.executor import RunTask, config_sha
+from ditscale.study.fitted import check_target_flops
 from ditscale.study.folder import StudyFolder, StudyRunDir
 from ditscale.study.launchers import make_launcher
 from ditscale.study.plan import PlannedRun, RungSize, base_model_config, planned_run, run_config, rung_config
@@ -98,8 +99,7 @@ def plan_verification(out_dir: str | Path, flops: float, sizes: int = 1) -> Veri
     ``min_steps`` (which the study would have dropped) is kept and named in the notes."""
     if sizes not in (1, 3):
         raise ConfigError(f"--sizes must be 1 or 3, got {sizes}")
-    if not (flops > 0 and math.isfinite(flops)):
-        raise ConfigError(f"--flops must be a positive number of training FLOPs, got {flops}")
+    check_target_flops(flops)
     folder = StudyFolder(out_dir)
     spec = folder.read_spec()
     if not folder.laws_json.is_file():
