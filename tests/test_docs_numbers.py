@@ -115,16 +115,21 @@ def test_the_trunk_bootstrap_figures_docs_quote(monkeypatch, capsys):
 
 def test_recipe_checks_reproduce_the_committed_runs(tmp_path):
     """scripts/recipe_checks.py trains the run the quickstart would (its plan's builders), alone: at
-    lr x1 and seed 0 it gives the committed runs.csv loss bit for bit, the basis of the single-run
-    tables in docs/studies.md ("What bends the top of the sweep"); MULT scales the lr the width rule
-    starts from; bad input is one line."""
+    lr x1 and seed 0 it gives the committed runs.csv loss, the basis of the single-run tables in
+    docs/studies.md ("What bends the top of the sweep"); MULT scales the lr the width rule starts
+    from; bad input is one line. Bit for bit on the machine that trained the study; on another CPU
+    the BLAS kernels round differently, and 329 steps drift by ~3e-8 relative (seen on an AMD EPYC
+    against the committed file), so the committed loss is matched to 1e-6 (that training repeats bit
+    for bit on one machine is checked in test_train_resume.py and test_study_trunks.py)."""
     script = _script("recipe_checks")
     rows = {r["run_id"]: r for r in csv.DictReader((STUDIES / "quickstart" / "runs.csv").open())}
     same = script.train_check("quickstart", [], str(tmp_path), script.Check.parse("1.6e11:64"))
-    assert same["loss"] == float(rows["c1.6e11-d2w64h2-s0"]["loss"]) == same["loss_ema"]
+    assert same["loss"] == pytest.approx(float(rows["c1.6e11-d2w64h2-s0"]["loss"]), rel=1e-6)
+    assert same["loss"] == same["loss_ema"]
     assert same["steps"] == int(rows["c1.6e11-d2w64h2-s0"]["steps"]) and same["loss_raw"] < same["loss_ema"]
     seed1 = script.train_check("quickstart", [], str(tmp_path), script.Check.parse("1.6e11:64:1:1"))
-    assert seed1["loss"] == float(rows["c1.6e11-d2w64h2-s1"]["loss"])  # the study's seed replicate
+    assert seed1["loss"] == pytest.approx(float(rows["c1.6e11-d2w64h2-s1"]["loss"]), rel=1e-6)  # the seed replicate
+    assert abs(seed1["loss"] / same["loss"] - 1) > 1e-3  # another seed is another run, far outside 1e-6
     cfg, run = script.check_config("quickstart", [], script.Check.parse("1.6e11:64:2"))
     assert cfg.optim.lr == 2 * 8e-3 and cfg.optim.width_rule == "inverse"  # x2 before the width rule
     assert run.steps == same["steps"] and run.lr == 8e-3 * 32 / 64

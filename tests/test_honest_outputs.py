@@ -6,6 +6,7 @@ fitting code; the quickstart's own refit is checked in tests/test_quickstart_law
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -81,7 +82,8 @@ def test_the_auto_rule_never_chooses_a_degenerate_form():
     assert min(rule.scores, key=rule.scores.get) == "parametric" and rule.chosen == "power"
     assert set(rule.excluded) == {"saturating", "parametric"}
     assert rule.excluded["parametric"][0].startswith("E = 0.125 lies above the smallest loss fitted, 0.115")
-    assert rule.excluded["saturating"][0].startswith("E = 9.1e-19 is at its bound 0")
+    # the floor's value at its bound is solver noise (9.1e-19 where the study ran, 6.3e-25 on another CPU)
+    assert re.match(r"E = \d\.\de-(1\d|2\d) is at its bound 0 ", rule.excluded["saturating"][0])
     assert qs.rule.excluded is None and qs.rule.chosen == "saturating"
     assert LossLawRule.from_dict(rule.to_dict()) == rule and "excluded" not in qs.rule.to_dict()
 

@@ -199,17 +199,24 @@ def quickstart_subset() -> Runs:
 
 
 def test_default_solver_reaches_the_global_optimum_where_the_grid_starts_stop():
+    """The grid's best starts stop in a local minimum (1.06e-3) on these rows; the default keeps varpro's
+    optimum and says so. Where the 20th start goes is rounding: on the machine that wrote this test all
+    20 stopped there, on an AMD EPYC the 20th reaches the optimum; the best 10 stop there on both."""
     runs = quickstart_subset()
     assert len(runs) == 24
     with pytest.warns(FitWarning, match=r"the lbfgs-grid start stopped in a local minimum \(objective 0.001055\)"):
-        fit = fit_parametric(runs)
-    # varpro's optimum, the one 4500 L-BFGS-B starts also reach (docs/laws.md); the grid's top 20 stop at 1.06e-3
+        fit = fit_parametric(runs, top_k=10)
+    # varpro's optimum, the one 4500 L-BFGS-B starts also reach (docs/laws.md)
     assert fit.objective == pytest.approx(1.2310e-4, rel=1e-3) and fit.objective <= 1.3e-4
-    assert fit.options["method"] == "varpro" and fit.options["starts"] == 21
+    assert fit.options["method"] == "varpro" and fit.options["starts"] == 11
     assert fit.options["objectives"]["lbfgs-grid"] == pytest.approx(1.0553e-3, rel=1e-3)
     assert fit.options["objectives"]["varpro"] == fit.objective
     assert 0.2 < fit.alpha < 0.35 and 0.4 < fit.beta < 0.6  # the local minimum has alpha 1.50
     assert 5e4 < fit.n_opt_law(3.62e12) < 1e6  # the sizes fitted span 1.0e5-4.0e5; the local minimum says 187
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FitWarning)  # whether the top 20 stop depends on the CPU (above)
+        default = fit_parametric(runs)
+    assert default.objective == pytest.approx(fit.objective, rel=1e-6) and default.options["starts"] == 21
 
 
 def test_default_solver_is_the_grid_fit_where_both_agree(chinchilla):

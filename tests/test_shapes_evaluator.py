@@ -183,7 +183,9 @@ def test_fd_separates_real_from_noisy_and_grows_with_corruption(evaluator, two_r
 def test_features_of_any_size_and_batching(evaluator):
     images, _, _ = render_real_batch(10, image_size=48, max_objects=2)
     whole = evaluator.features(images)
-    np.testing.assert_allclose(evaluator.features(images, batch_size=3), whole, rtol=1e-5, atol=1e-6)
+    # batch size changes the conv kernels' summation order: float32 rounding of features up to ~10
+    # (2e-6 absolute on an AMD EPYC), far below any difference a score would see
+    np.testing.assert_allclose(evaluator.features(images, batch_size=3), whole, rtol=1e-5, atol=1e-5)
     assert evaluator.features(images[:0]).shape == (0, FEATURE_DIM)
 
 
