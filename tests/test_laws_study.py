@@ -142,6 +142,34 @@ def test_loss_law_falls_back_with_a_warning(tmp_path, monkeypatch):
     assert any(w.startswith("laws.loss_law is 'parametric' but Approach 3 did not converge") for w in out["warnings"])
 
 
+def test_each_approach_3_point_fit_is_made_once(monkeypatch):
+    """An analysis fits Approach 3 to one set of runs many times (each backtest refit and its rule's
+    inner refits): the first fit is kept, by the runs' N, D, loss, weights and the options."""
+    from ditscale.laws import FitConfig, fit_parametric
+    from ditscale.laws.runs import Runs
+    from ditscale.study import fitted
+
+    calls = []
+
+    def counted(runs, **options):
+        calls.append(len(runs))
+        return fit_parametric(runs, **options)
+
+    monkeypatch.setattr(fitted, "fit_parametric", counted)
+    rng = np.random.default_rng(0)
+    n, d = np.repeat([1e5, 2e5, 4e5], 3), np.tile([1e8, 3e8, 1e9], 3)
+    loss = (0.1 + 300 / n**0.3 + 2000 / d**0.3) * (1 + 0.002 * rng.standard_normal(9))
+    runs = Runs(flops=6 * n * d, params=n, tokens=d, loss=loss)
+    cfg = FitConfig(bootstrap=0)
+    first, again = fitted.parametric_fit(runs, cfg), fitted.parametric_fit(runs, cfg)
+    assert again[0] is first[0] and calls == [9]
+    other = Runs(flops=runs.flops, params=n, tokens=d, loss=loss * 1.01)
+    weighted = Runs(flops=runs.flops, params=n, tokens=d, loss=loss, weight=np.full(9, 2.0))
+    assert fitted.parametric_fit(other, cfg)[0].E != first[0].E and fitted.parametric_fit(weighted, cfg)
+    assert fitted.parametric_fit(runs, FitConfig(bootstrap=0, top_k=5))
+    assert calls == [9, 9, 9, 9]  # another loss, other weights, other options: each fitted
+
+
 def test_laws_json_has_checks_in_both_forms(laws):
     laws, _ = laws
     (check,) = laws["checks"]

@@ -6,11 +6,14 @@ silenced (:func:`quiet`). :mod:`ditscale.study.backtest` and :mod:`ditscale.stud
 
 from __future__ import annotations
 
+import hashlib
 import math
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+
+import numpy as np
 
 from ditscale.errors import ConfigError, DataError
 from ditscale.laws import Bootstrap, FitConfig, IsoflopFit, Runs, bootstrap, fit_parametric
@@ -105,12 +108,38 @@ class StudyFit:
 
 
 # -- Approach 3 -------------------------------------------------------------------------------------
+# Point fits already made in this process, by what they depend on (:func:`_point_key`). An analysis fits
+# Approach 3 to the same runs several times: each backtest refit at every distance, and the loss-law rule
+# of that refit, which fits those runs again and then the runs of the next refits (its inner backtest);
+# the fit is deterministic, so each is made once (the T2I quickstart's analysis: 33 fits, 12 distinct).
+_POINT_FITS: dict[tuple, object] = {}
+_POINT_FITS_KEPT = 256  # each a frozen ParametricFit of a few hundred bytes
+
+
+def _point_key(runs: Runs, options: dict) -> str:
+    """What :func:`fit_parametric` reads: N, D, loss, the weights, and its options."""
+    digest = hashlib.sha256(repr(sorted(options.items())).encode())
+    for column in (runs.params, runs.tokens, runs.loss, runs.weight):
+        digest.update(b"-" if column is None else np.ascontiguousarray(column, dtype=np.float64).tobytes())
+    return digest.hexdigest()
+
+
+def _fit_parametric_once(runs: Runs, options: dict):
+    """:func:`fit_parametric` of ``runs``, made once per process (:data:`_POINT_FITS`); errors are not kept."""
+    key = (fit_parametric, _point_key(runs, options))  # the function too: a test may replace it
+    if key not in _POINT_FITS:
+        if len(_POINT_FITS) >= _POINT_FITS_KEPT:
+            _POINT_FITS.clear()
+        _POINT_FITS[key] = fit_parametric(runs, **options)
+    return _POINT_FITS[key]
+
+
 def parametric_fit(runs: Runs, cfg: FitConfig, draws: DrawStore | None = None):
     """Approach 3 fitted to ``runs`` and bootstrapped per ``cfg`` (reusing ``draws``): ``(fit,
     Bootstrap or None)``, or None when the fit fails or is not finite."""
     try:
         with quiet():
-            fit = fit_parametric(runs, **cfg.parametric_options())
+            fit = _fit_parametric_once(runs, cfg.parametric_options())
     except (DataError, ValueError, FloatingPointError):
         return None
     if not all(math.isfinite(getattr(fit, k)) for k in ("E", "A", "B", "alpha", "beta")):
