@@ -287,6 +287,7 @@ def test_strict_load_names_the_offending_key(tmp_path):
         ({"block": "in_context"}, DIFFUSION, "only adaLN-Zero blocks"),
         ({"learn_sigma": False}, {"kind": "flow"}, "rectified-flow model"),
         ({"class_dropout_prob": 0.0}, DIFFUSION, "this model has no null class"),
+        ({"out_conv": 4}, DIFFUSION, "this model has an output conv head"),
     ],
 )
 def test_models_dit_pipeline_cannot_sample_export_a_ditscale_pipeline(tmp_path, capsys, overrides, diffusion, why):

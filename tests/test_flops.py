@@ -144,6 +144,7 @@ PARAM_COMPONENT = [  # parameter-name fragment -> ParamCounts component (first m
     ("t_embedder.", "t_embedder"),
     ("y_embedder.", "y_embedder"),
     ("final_layer.linear.", "final_linear"),
+    ("out_conv.", "out_conv"),
     ("adaLN_modulation", "modulation"),
     ("cross_attn.", "cross_attn"),
     (".attn.", "attn"),
@@ -156,7 +157,7 @@ SMALL = dict(input_size=8, patch_size=2, hidden_size=32, depth=2, num_heads=2, n
 CASES = [(b, c) for b in ("adaln_zero", "adaln", "cross_attn", "in_context") for c in ("class", "text", "none")]
 
 
-@pytest.mark.parametrize("block,cond", CASES + [("adaln_zero", "odd"), ("in_context", "odd")])
+@pytest.mark.parametrize("block,cond", CASES + [("adaln_zero", "odd"), ("in_context", "odd"), ("in_context", "conv")])
 def test_matches_torch_model(block, cond):
     torch = pytest.importorskip("torch")
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -167,6 +168,8 @@ def test_matches_torch_model(block, cond):
     kw = dict(SMALL, block=block, conditioning=cond)
     if cond == "text":
         kw.update(context_dim=12, context_len=5)
+    if cond == "conv":  # the output conv head on a text model (learned sigma: 8 output channels)
+        kw.update(conditioning="text", context_dim=12, context_len=5, out_conv=6)
     if cond == "odd":  # patch 4, MLP ratio 2.5, no learned sigma, 3 input channels, no null class
         kw.update(
             conditioning="class", patch_size=4, mlp_ratio=2.5, learn_sigma=False, in_channels=3, class_dropout_prob=0.0

@@ -214,6 +214,40 @@ def test_forward_matches_reference_restatement():
     torch.testing.assert_close(ours, ref, rtol=0, atol=1e-5)
 
 
+def test_output_conv_head_starts_as_dit_and_reaches_across_patch_borders():
+    """``out_conv``: the other weights draw what they draw without the head, the model still starts
+    at output 0, and once trained a pixel's output depends on its neighbouring patch's token."""
+    torch.manual_seed(0)
+    plain = create_model(tiny(**TEXT, block="in_context"))
+    torch.manual_seed(0)
+    head = create_model(tiny(**TEXT, block="in_context", out_conv=5))
+    plain_sd, head_sd = plain.state_dict(), head.state_dict()
+    assert sorted(set(head_sd) - set(plain_sd)) == [f"out_conv.conv{i}.{k}" for i in (1, 2) for k in ("bias", "weight")]
+    assert all(torch.equal(plain_sd[k], head_sd[k]) for k in plain_sd)
+    assert (
+        head_sd["out_conv.conv1.weight"].shape == (5, 8, 3, 3)
+        and torch.count_nonzero(head_sd["out_conv.conv2.weight"]) == 0
+    )
+    x, t, ctx = torch.randn(2, 4, 8, 8), torch.tensor([3.0, 700.0]), torch.randn(2, 5, 12)
+    assert torch.count_nonzero(head.eval()(x, t, context=ctx)) == 0
+
+    model = randomized(tiny(**TEXT, block="in_context", out_conv=5), seed=3)
+    no_head = randomized(tiny(**TEXT, block="in_context"), seed=3)
+    no_head.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("out_conv.")})
+    with torch.no_grad():
+        linear = no_head(x, t, context=ctx)
+        ours = model(x, t, context=ctx)
+        want = linear + model.out_conv.conv2(F.gelu(model.out_conv.conv1(linear)))
+    torch.testing.assert_close(ours, want, rtol=0, atol=1e-6)
+    # patch 2: pixel column 1 is the last of token column 0; through the head it sees column 2
+    tokens = torch.randn(1, 16, 32, requires_grad=True)
+    img = model.out_conv(model.unpatchify(model.final_layer(tokens, None)))
+    (grad,) = torch.autograd.grad(img[0, :, 0, 1].sum(), tokens)
+    assert grad[0, 1].abs().sum() > 0  # token (row 0, column 1) reaches pixel (0, 1) only through the conv
+    with pytest.raises(ConfigError, match="out_conv must be >= 0"):
+        tiny(out_conv=-1)
+
+
 # ------------------------------------------------------------------------------------------------
 # Classifier-free guidance
 # ------------------------------------------------------------------------------------------------

@@ -65,7 +65,8 @@ class MacBreakdown:
         mlp: fc1 and fc2 over the image tokens.
         modulation: adaLN linears (blocks and final layer), applied once per image to c.
         embed: patch-embedding conv, timestep MLP (256 -> d -> d) and the text context embedder.
-        final: final linear decoder (d -> p * p * out_channels per token).
+        final: final linear decoder (d -> p * p * out_channels per token), and the optional
+            output conv head (two 3x3 convs, out_channels -> out_conv -> out_channels per pixel).
         conditioning: cross-attention layers (cross_attn), or the extra cost of the condition
             tokens carried through every block (in_context).
         norm: LayerNorms, one op per input element (not a matmul; needed to reproduce the DiT paper).
@@ -111,10 +112,12 @@ class ParamCounts:
         non_embedding: the N of 6ND: ``total`` minus the input embeddings and the output
             projection, i.e. minus ``patch_embed``, ``pos_embed``, ``t_embedder``, ``y_embedder``,
             ``context_embedder`` and ``final_linear``. What remains is the transformer blocks
-            (attention, MLP, adaLN modulation, cross-attention, LayerNorm affines) and the final
-            layer's adaLN modulation / LayerNorm.
+            (attention, MLP, adaLN modulation, cross-attention, LayerNorm affines), the final
+            layer's adaLN modulation / LayerNorm, and the output conv head (a computing layer, not
+            a projection between the token width and the data).
         components: name -> count; names: patch_embed, pos_embed, t_embedder, y_embedder,
-            context_embedder, attn, mlp, modulation, cross_attn, norm, final_linear (zeros omitted).
+            context_embedder, attn, mlp, modulation, cross_attn, norm, final_linear, out_conv
+            (zeros omitted).
     """
 
     total: int
@@ -155,7 +158,7 @@ def forward_macs(config: Any) -> MacBreakdown:
     embed = T * cfg.in_channels * p * p * d + FREQUENCY_EMBEDDING_SIZE * d + d * d
     if cfg.conditioning == "text":
         embed += cfg.context_len * cfg.context_dim * d
-    final = T * d * p * p * cfg.out_channels
+    final = T * d * p * p * cfg.out_channels + cfg.input_size**2 * 9 * 2 * cfg.out_channels * cfg.out_conv
 
     modulation = conditioning = 0
     norms_per_block, norm_tokens = 2, T
@@ -203,6 +206,7 @@ def param_counts(config: Any) -> ParamCounts:
         "cross_attn": 0,
         "norm": 0,
         "final_linear": d * pp_out + pp_out,
+        "out_conv": 9 * 2 * cfg.out_channels * cfg.out_conv + cfg.out_conv + cfg.out_channels if cfg.out_conv else 0,
     }
     if cfg.block in ADALN_CHUNKS:  # non-affine LayerNorms; adaLN linears in the blocks and the final layer
         k = ADALN_CHUNKS[cfg.block]

@@ -66,6 +66,10 @@ class DiTConfig:
         context_dim: width of the text-token embeddings fed to the model (text conditioning).
         context_len: maximum number of text tokens (used for FLOP accounting and in-context tokens).
         gradient_checkpointing: recompute block activations in backward to save memory.
+        out_conv: hidden channels of a residual convolutional head on the unpatchified output
+            (U-ViT, Bao et al. 2023: a 3x3 conv after the linear decoder, so neighbouring patches can
+            agree at their borders): ``x + conv3x3(gelu(conv3x3(x)))``, the last conv zeroed so the
+            model starts as DiT does. 0 (default): none, DiT's linear decoder alone.
     """
 
     input_size: int = 32
@@ -83,6 +87,7 @@ class DiTConfig:
     context_dim: int = 0
     context_len: int = 0
     gradient_checkpointing: bool = False
+    out_conv: int = 0
 
     def __post_init__(self) -> None:
         for name in ("input_size", "patch_size", "in_channels", "hidden_size", "depth", "num_heads"):
@@ -115,6 +120,10 @@ class DiTConfig:
             )
         if not 0.0 <= self.class_dropout_prob < 1.0:
             raise ConfigError(f"class_dropout_prob must be in [0, 1), got {self.class_dropout_prob}")
+        if self.out_conv < 0:
+            raise ConfigError(
+                f"out_conv must be >= 0 (hidden channels of the output conv head; 0 = none), got {self.out_conv}"
+            )
         if self.mlp_ratio <= 0:
             raise ConfigError(f"mlp_ratio must be positive, got {self.mlp_ratio}")
 

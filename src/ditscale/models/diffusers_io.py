@@ -128,6 +128,8 @@ def unsupported_reason(config: DiTConfig, diffusion: dict[str, Any] | None = Non
         )
     if config.mlp_ratio != 4.0:
         return f"diffusers' DiTTransformer2DModel fixes the MLP ratio at 4; this model has {config.mlp_ratio}"
+    if config.out_conv:
+        return "diffusers' DiTTransformer2DModel ends in its linear decoder; this model has an output conv head"
     if diffusion is None:
         return None
     if diffusion.get("kind", "gaussian") != "gaussian":

@@ -12,6 +12,9 @@ Designs (``DiTConfig.block``):
 - ``in_context``: the condition tokens are prepended to the image tokens, go through plain pre-LN
   blocks, and are removed before the final layer.
 
+Any design may end in a residual 3x3 conv head on the unpatchified output (``DiTConfig.out_conv``,
+U-ViT's extra conv; off by default, and zero-initialised so the model still starts at output 0).
+
 For the class-conditional adaLN-Zero model the state_dict keys, shapes and initialisation equal
 facebookresearch/DiT ``models.py``, so official checkpoints (``DiT-XL-2-256x256.pt``) load with
 ``strict=True``.
@@ -281,6 +284,24 @@ class FinalLayer(nn.Module):
         return self.linear(x)
 
 
+class OutConv(nn.Module):
+    """Residual 3x3 conv head on the unpatchified output (U-ViT's conv after the linear decoder):
+    each pixel sees its neighbours across patch borders, which the per-token linear cannot. First
+    conv xavier-uniform, last conv zeroed: the residual starts as the identity."""
+
+    def __init__(self, channels: int, hidden: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, hidden, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv2d(hidden, channels, kernel_size=3, padding=1)
+        nn.init.xavier_uniform_(self.conv1.weight)
+        nn.init.zeros_(self.conv1.bias)
+        nn.init.zeros_(self.conv2.weight)  # the residual starts as the identity: DiT's output 0 at init
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.gelu(self.conv1(x)))  # (N, C, H, W)
+
+
 # ------------------------------------------------------------------------------------------------
 # The model
 # ------------------------------------------------------------------------------------------------
@@ -332,6 +353,8 @@ class DiT(nn.Module):
             d, cfg.patch_size, cfg.out_channels, adaptive=cfg.block in ("adaln_zero", "adaln")
         )
         self.initialize_weights()
+        # Built after DiT's init, so every other weight draws the same numbers as without the head.
+        self.out_conv = OutConv(cfg.out_channels, cfg.out_conv) if cfg.out_conv else None
 
     @property
     def out_channels(self) -> int:
@@ -460,7 +483,8 @@ class DiT(nn.Module):
         for block in self.blocks:
             x = checkpoint(block, x, *args, use_reentrant=False) if use_ckpt else block(x, *args)
         x = self.final_layer(x[:, num_cond:], c)  # (N, T, p*p*out_channels)
-        return self.unpatchify(x)
+        x = self.unpatchify(x)  # (N, out_channels, H, W)
+        return x if self.out_conv is None else self.out_conv(x)  # (N, out_channels, H, W)
 
     def _condition(self, y, context, context_mask, force_drop_ids):
         """Condition tokens (N, L, D) beside the timestep and their keep-mask (N, L) (None: all kept;
