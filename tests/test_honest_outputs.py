@@ -47,7 +47,7 @@ def test_degenerate_rule_on_the_committed_and_the_issues_fits():
     par = qs.parametric
     values = {k: getattr(par, k) for k in ("E", "A", "B", "alpha", "beta")}
     (reason,) = form_degenerate("parametric", values, par.ci90, smallest)
-    assert reason.startswith("E = 3.9e-10 is at its bound 0")
+    assert re.match(r"E = [1-9]\.\de-10 is at its bound 0 ", reason)  # 3.5e-10 here: its value at the bound is noise
     sat = qs.loss_law_saturating  # E 0.139 [0.042, 0.21], k's interval 6.0 decades: a fit
     assert form_degenerate("saturating", {"E": sat.E, "k": sat.k, "gamma": sat.gamma}, sat.ci90, smallest) == ()
     p2 = LawsSummary.read(STUDIES / "quickstart-p2" / "laws.json")  # the widest committed interval: k, 7.6 decades

@@ -60,7 +60,10 @@ def test_analysis_stores_every_draw(study):
     with np.load(draws_path(out), allow_pickle=False) as arrays:
         store = DrawStore.from_arrays(arrays)
     kinds = sorted(kind for kind, _ in store.entries.values())
-    assert kinds == ["isoflop", "isoflop", "parametric", "parametric"]  # full fits and backtest refits
+    refits = len({r["fitted_max_flops"] for r in laws["extrapolation"]})  # the backtests at every distance
+    # the fit of all budgets, the backtest of record's refit (the same runs and resamples as the K = 1 refit
+    # of the backtests at every distance: one entry) and the K = 2 .. 6 refits
+    assert refits == 6 and kinds == ["isoflop"] * 7 + ["parametric"] * 7
     boots = [b for _, b in store.entries.values()]
     assert {b.n_resamples for b in boots} == {100} and {b.seed for b in boots} == {0}
     iso = next(

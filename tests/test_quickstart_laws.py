@@ -26,7 +26,7 @@ def refit(tmp_path_factory):
     """The committed study folder (spec, plan, runs.csv, wall.json, quality.csv, stored draws, laws.json;
     no run folders) analysed again as `study report` does, reusing its stored bootstrap draws (their keys
     hash the runs and options they were drawn from: none is redrawn, so runs.csv and the spec are those
-    of the draws; the extrapolation refits' bootstraps are not stored and are drawn again). Every point
+    of the draws, the extrapolation refits' bootstraps included). Every point
     fit, rule and backtest is recomputed; a fresh draw of the same seed gives the same draws (the
     schema round-trip test of test_structure.py redraws an analysis from scratch)."""
     return refit_committed_study(DATA, tmp_path_factory, runs=60)
@@ -41,14 +41,15 @@ def test_the_committed_study_is_the_presets_and_a_study_folder(refit):
     assert_refit_matches(laws["quality"], measured["quality"], "quality")
     assert any(w.startswith("compute kept from") for w in laws["warnings"])
     # the prediction is the committed one, with what issue 23 added: each form's degenerate flag (Approach
-    # 3's floor E = 3.9e-10 sits at its bound 0), the nearest model's outside_ladder, and their warnings
+    # 3's floor E = 3.5e-10 sits at its bound 0; 3.9e-10 before a reanalysis on another CPU: its value at
+    # the bound is solver noise), the nearest model's outside_ladder, and their warnings
     assert_refit_matches(laws["prediction"], measured["prediction"], "prediction")
     degenerate = {f["form"]: f["degenerate"] for f in measured["prediction"]["forms"]}
     assert degenerate["power"] == [] and degenerate["saturating"] == []
-    assert [r.split(" is at")[0] for r in degenerate["parametric"]] == ["E = 3.9e-10"]
+    assert [r.split(" is at")[0] for r in degenerate["parametric"]] == ["E = 3.5e-10"]
     assert measured["prediction"]["nearest"]["outside_ladder"] is False
     warned = measured["prediction"]["warnings"]
-    assert any(w.startswith("Approach 3 L(N, D) is degenerate: E = 3.9e-10 is at its bound 0") for w in warned)
+    assert any(w.startswith("Approach 3 L(N, D) is degenerate: E = 3.5e-10 is at its bound 0") for w in warned)
     for what in ("N_opt", "L_opt"):
         assert any(w.startswith(f"the loss forms disagree on {what} at C = 5e+13 FLOPs beyond") for w in warned)
 
@@ -155,7 +156,7 @@ def test_the_refit_comparison_can_fail():
     same = json.loads(json.dumps(measured))
     same["quality"]["saturating"]["E"] = 1e-20
     for form in same["prediction"]["forms"]:
-        form["degenerate"] = [d.replace("3.9e-10", "6.3e-25") for d in form["degenerate"]]
+        form["degenerate"] = [d.replace("3.5e-10", "6.3e-25") for d in form["degenerate"]]
     row = next(r for r in same["extrapolation"] if r["form"] == "parametric")
     row["predicted_n_opt_ci90"] = [v * 1.2 for v in row["predicted_n_opt_ci90"]]
     row["n_opt_within_ci90"] = row["predicted_n_opt_ci90"][0] <= row["actual_n_opt"] <= row["predicted_n_opt_ci90"][1]

@@ -636,7 +636,7 @@ def study_laws(folder: StudyFolder, study: StudyFit, draws: DrawStore, *, starte
     parametric = parametric_summary(par, study.runs, spec.laws, spec.target_flops, tokens_per_image(spec), study.to_6nd)
     if parametric is not None:
         parametric = dataclasses.replace(parametric, backtest=bt.parametric)
-    ext = extrapolation_study(study)
+    ext = extrapolation_study(study, draws)
     prediction = _prediction(study, spec.target_flops, par)
     prediction = dataclasses.replace(prediction, measured_error=measured_error(ext.rows, prediction.extrapolation))
     warns = [*study.warnings, *(e.message for e in prediction.exponents if e.message), *ext.skipped]

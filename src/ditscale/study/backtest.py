@@ -206,7 +206,9 @@ def record_rule(runs: Runs, holdout: int, cfg: FitConfig, to_6nd: float) -> Loss
 EXTRAPOLATION_MIN_FITTED = 5  # refit without the K largest budgets, K = 1, 2, ... while 5 stay fitted
 # the refits' bootstrap resamples (at most the spec's), fewer than the study's own to bound the cost: the
 # quickstart's 6 refits took 18 s (11 s with 50 for Approach 3) on a busy 2-core machine where the rest of
-# its analysis took 34-44 s; Approach 3's bootstrap is most of it. Not stored in bootstrap.npz.
+# its analysis took 34-44 s; Approach 3's bootstrap is most of it. Stored in bootstrap.npz with the
+# study's own draws, so a reanalysis reuses them: the same intervals on any CPU (Approach 3's, drawn
+# again on another CPU, moved by up to 21%: docs/laws.md), and no redraw.
 EXTRAPOLATION_RESAMPLES = {"isoflop": 100, "parametric": 100}
 
 
@@ -225,10 +227,10 @@ class Extrapolation:
     skipped: tuple[str, ...] = ()
 
 
-def extrapolation_study(study: StudyFit) -> Extrapolation:
+def extrapolation_study(study: StudyFit, draws: DrawStore | None = None) -> Extrapolation:
     """Backtests at every distance: for K = 1, 2, ... while at least :data:`EXTRAPOLATION_MIN_FITTED`
     budgets stay fitted, every form refitted without the K largest budgets (:func:`_refit_forms`,
-    bootstraps of :data:`EXTRAPOLATION_RESAMPLES`, not stored) predicts each held-out budget,
+    bootstraps of :data:`EXTRAPOLATION_RESAMPLES`, reused from and kept in ``draws``) predicts each held-out budget,
     ``factor`` = its FLOPs over the largest fitted budget; each form's rows carry its own N_opt (the
     isoFLOP refit's for power and saturating, Approach 3's own). The rows of record take the loss of
     each refit's form of record (:func:`form_of_record`; under "auto" :func:`loss_law_rule` on that
@@ -247,7 +249,7 @@ def extrapolation_study(study: StudyFit) -> Extrapolation:
         rung_rules += [rungs] if rungs is not None else []
         fitted_max = float(budgets[-k - 1])
         try:
-            forms = _refit_forms(study, sub, held, cfgs)[0]
+            forms = _refit_forms(study, sub, held, cfgs, None, draws)[0]
         except DataError as err:  # e.g. the refit's budgets hold fewer than 2 usable optima: no rows at this K
             skipped.append(f"the backtest without the {k} largest budgets has no rows: {err}")
             continue
