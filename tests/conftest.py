@@ -103,14 +103,13 @@ def refit_committed_study(data, tmp_path_factory, runs: int):
     return laws, json.loads((data / "laws.json").read_text())
 
 
-# A refit of a committed study on another CPU: how close it must come to the laws.json written where
-# the study ran. Measured on an AMD EPYC (AVX2) against files written on the development machine: point
-# fits agree to 9e-7 relative, floors at their bound 0 differ in solver noise (1e-10 against 1e-20),
-# and Approach 3's bootstrap intervals at the backtest rows differ by up to 21% (its multi-start fit of
-# each draw can land in another optimum), so those are held to 30% and their within-interval flags to
-# their own interval; the losing solver's objective in a parametric fit's ``options.objectives`` (1.5e-3
-# apart) is held to 1%, the kept one exactly; everything else is compared exactly.
-REFIT_REL, REFIT_ABS, APPROACH3_INTERVAL_REL = 1e-5, 1e-8, 0.3
+# A refit of a committed study on another CPU: how close it must come to the laws.json written where the
+# study ran. Measured on an AMD EPYC without AVX-512 against files written on the development machine
+# (with it): point fits agree to 9e-7 relative, floors at their bound 0 come out as other tiny numbers
+# (1e-20 for 1e-10), and the losing solver's objective of a parametric fit (its ``options.objectives``)
+# by 1.5e-3; every interval comes from the folder's stored draws, so it repeats. Hence: numbers to 1e-5
+# relative or 1e-8 absolute, numbers below 1e-6 in texts read as zero, the losing objective to 1%.
+REFIT_REL, REFIT_ABS = 1e-5, 1e-8
 _TINY_NUMBER = __import__("re").compile(r"\d(?:\.\d+)?e-(?:0?[7-9]|[1-9]\d)")  # |x| < 1e-6, as printed
 
 
@@ -119,18 +118,10 @@ def assert_refit_matches(mine, measured, where: str = "laws") -> None:
     tolerances above; the first difference is named by its path."""
     if isinstance(measured, dict) and isinstance(mine, dict):
         assert mine.keys() == measured.keys(), f"{where}: keys {sorted(mine.keys() ^ measured.keys())} differ"
-        loose = measured.get("form") == "parametric" and "predicted_n_opt_ci90" in measured
         for key, value in measured.items():
-            if loose and key in ("predicted_ci90", "predicted_n_opt_ci90"):
-                assert mine[key] == pytest.approx(value, rel=APPROACH3_INTERVAL_REL), f"{where}.{key}"
-            elif key == "objectives" and isinstance(value, dict):  # both solvers' objectives: the lower one kept
+            if key == "objectives" and isinstance(value, dict):  # both solvers' objectives: the lower one kept
                 assert min(mine[key].values()) == pytest.approx(min(value.values()), rel=REFIT_REL), f"{where}.{key}"
                 assert mine[key] == pytest.approx(value, rel=0.01), f"{where}.{key}"
-            elif loose and key in ("within_ci90", "n_opt_within_ci90"):
-                ci, actual = (("predicted_ci90", "actual_loss"), ("predicted_n_opt_ci90", "actual_n_opt"))[
-                    key != "within_ci90"
-                ]
-                assert mine[key] == (mine[ci][0] <= mine[actual] <= mine[ci][1]), f"{where}.{key}"
             else:
                 assert_refit_matches(mine[key], value, f"{where}.{key}")
     elif isinstance(measured, list) and isinstance(mine, list):

@@ -119,8 +119,9 @@ def test_recipe_checks_reproduce_the_committed_runs(tmp_path):
     docs/studies.md ("What bends the top of the sweep"); MULT scales the lr the width rule starts
     from; bad input is one line. Bit for bit on the machine that trained the study; on another CPU
     the BLAS kernels round differently, and 329 steps drift by ~3e-8 relative (seen on an AMD EPYC
-    against the committed file), so the committed loss is matched to 1e-6 (that training repeats bit
-    for bit on one machine is checked in test_train_resume.py and test_study_trunks.py)."""
+    without AVX-512 against the committed file), so the committed loss is matched to 1e-6 (that
+    training repeats bit for bit on one machine is checked in test_train_resume.py and
+    test_study_trunks.py)."""
     script = _script("recipe_checks")
     rows = {r["run_id"]: r for r in csv.DictReader((STUDIES / "quickstart" / "runs.csv").open())}
     same = script.train_check("quickstart", [], str(tmp_path), script.Check.parse("1.6e11:64"))

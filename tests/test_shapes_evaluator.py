@@ -184,7 +184,7 @@ def test_features_of_any_size_and_batching(evaluator):
     images, _, _ = render_real_batch(10, image_size=48, max_objects=2)
     whole = evaluator.features(images)
     # batch size changes the conv kernels' summation order: float32 rounding of features up to ~10
-    # (2e-6 absolute on an AMD EPYC), far below any difference a score would see
+    # (2e-6 absolute on an AMD EPYC without AVX-512), far below any difference a score would see
     np.testing.assert_allclose(evaluator.features(images, batch_size=3), whole, rtol=1e-5, atol=1e-5)
     assert evaluator.features(images[:0]).shape == (0, FEATURE_DIM)
 
