@@ -199,9 +199,10 @@ def quickstart_subset() -> Runs:
 
 
 def test_default_solver_reaches_the_global_optimum_where_the_grid_starts_stop():
-    """The grid's best starts stop in a local minimum (1.06e-3) on these rows; the default keeps varpro's
-    optimum and says so. Where the 20th start goes is rounding: on the machine that wrote this test all
-    20 stopped there, on an AMD EPYC without AVX-512 the 20th reaches the optimum; the best 10 stop there on both."""
+    """The grid's best starts stop in a local minimum (1.06e-3) on these rows; the default keeps
+    varpro's optimum and says so. Where the 20th start goes is rounding: on the machine that wrote this
+    test all 20 stopped there, on an AMD EPYC without AVX-512 the 20th reaches the optimum; the best
+    10 stop there on both."""
     runs = quickstart_subset()
     assert len(runs) == 24
     with pytest.warns(FitWarning, match=r"the lbfgs-grid start stopped in a local minimum \(objective 0.001055\)"):

@@ -239,11 +239,14 @@ def test_output_conv_head_starts_as_dit_and_reaches_across_patch_borders():
         ours = model(x, t, context=ctx)
         want = linear + model.out_conv.conv2(F.gelu(model.out_conv.conv1(linear)))
     torch.testing.assert_close(ours, want, rtol=0, atol=1e-6)
-    # patch 2: pixel column 1 is the last of token column 0; through the head it sees column 2
+    # patch 2: pixel (0, 1) is drawn by token (row 0, column 0); its 3x3 neighbourhood reaches pixel
+    # column 2, drawn by token (row 0, column 1): with the head that token moves the pixel, without it not
     tokens = torch.randn(1, 16, 32, requires_grad=True)
-    img = model.out_conv(model.unpatchify(model.final_layer(tokens, None)))
-    (grad,) = torch.autograd.grad(img[0, :, 0, 1].sum(), tokens)
-    assert grad[0, 1].abs().sum() > 0  # token (row 0, column 1) reaches pixel (0, 1) only through the conv
+    for net, reaches in ((model, True), (no_head, False)):
+        img = net.unpatchify(net.final_layer(tokens, None))
+        img = net.out_conv(img) if net.out_conv is not None else img
+        (grad,) = torch.autograd.grad(img[0, :, 0, 1].sum(), tokens)
+        assert bool(grad[0, 1].abs().sum() > 0) is reaches and grad[0, 0].abs().sum() > 0
     with pytest.raises(ConfigError, match="out_conv must be >= 0"):
         tiny(out_conv=-1)
 

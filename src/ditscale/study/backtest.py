@@ -230,10 +230,10 @@ class Extrapolation:
 def extrapolation_study(study: StudyFit, draws: DrawStore | None = None) -> Extrapolation:
     """Backtests at every distance: for K = 1, 2, ... while at least :data:`EXTRAPOLATION_MIN_FITTED`
     budgets stay fitted, every form refitted without the K largest budgets (:func:`_refit_forms`,
-    bootstraps of :data:`EXTRAPOLATION_RESAMPLES`, reused from and kept in ``draws``) predicts each held-out budget,
-    ``factor`` = its FLOPs over the largest fitted budget; each form's rows carry its own N_opt (the
-    isoFLOP refit's for power and saturating, Approach 3's own). The rows of record take the loss of
-    each refit's form of record (:func:`form_of_record`; under "auto" :func:`loss_law_rule` on that
+    bootstraps of :data:`EXTRAPOLATION_RESAMPLES`, reused from and kept in ``draws`` when given)
+    predicts each held-out budget, ``factor`` = its FLOPs over the largest fitted budget; each form's
+    rows carry its own N_opt (the isoFLOP refit's for power and saturating, Approach 3's own). The
+    rows of record take the loss of each refit's form of record (:func:`form_of_record`; under "auto" :func:`loss_law_rule` on that
     refit's fitted budgets) and N_opt from the isoFLOP refit, as the backtest of record
     (:func:`_record_row`) and the prediction do. Under ``laws.off_rungs: drop`` each refit leaves out
     the off rungs of its own fitted budgets (:func:`~ditscale.study.rungs.refit_rungs`, from all the

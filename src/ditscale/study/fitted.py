@@ -111,7 +111,7 @@ class StudyFit:
 # Point fits already made in this process, by what they depend on (:func:`_point_key`). An analysis fits
 # Approach 3 to the same runs several times: each backtest refit at every distance, and the loss-law rule
 # of that refit, which fits those runs again and then the runs of the next refits (its inner backtest);
-# the fit is deterministic, so each is made once (the T2I quickstart's analysis: 33 fits, 12 distinct).
+# the fit is deterministic, so each is made once (the T2I quickstart's analysis: 33 fits, 8 distinct).
 _POINT_FITS: dict[tuple, object] = {}
 _POINT_FITS_KEPT = 256  # each a frozen ParametricFit of a few hundred bytes
 
