@@ -207,8 +207,8 @@ EXTRAPOLATION_MIN_FITTED = 5  # refit without the K largest budgets, K = 1, 2, .
 # the refits' bootstrap resamples (at most the spec's), fewer than the study's own to bound the cost: the
 # quickstart's 6 refits took 18 s (11 s with 50 for Approach 3) on a busy 2-core machine where the rest of
 # its analysis took 34-44 s; Approach 3's bootstrap is most of it. Stored in bootstrap.npz with the
-# study's own draws, so a reanalysis reuses them: the same intervals on any CPU (Approach 3's, drawn
-# again on another CPU, moved by up to 21%: docs/laws.md), and no redraw.
+# study's own draws, so an analysis given the stored draws reuses them: the same intervals on any CPU
+# (Approach 3's, drawn again on another CPU, moved by up to 21%: docs/laws.md), and no redraw.
 EXTRAPOLATION_RESAMPLES = {"isoflop": 100, "parametric": 100}
 
 
