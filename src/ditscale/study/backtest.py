@@ -233,8 +233,8 @@ def extrapolation_study(study: StudyFit, draws: DrawStore | None = None) -> Extr
     bootstraps of :data:`EXTRAPOLATION_RESAMPLES`, reused from and kept in ``draws`` when given)
     predicts each held-out budget, ``factor`` = its FLOPs over the largest fitted budget; each form's
     rows carry its own N_opt (the isoFLOP refit's for power and saturating, Approach 3's own). The
-    rows of record take the loss of each refit's form of record (:func:`form_of_record`; under "auto" :func:`loss_law_rule` on that
-    refit's fitted budgets) and N_opt from the isoFLOP refit, as the backtest of record
+    rows of record take the loss of each refit's form of record (:func:`form_of_record`; under
+    "auto" :func:`loss_law_rule` on that refit's fitted budgets) and N_opt from the isoFLOP refit, as the backtest of record
     (:func:`_record_row`) and the prediction do. Under ``laws.off_rungs: drop`` each refit leaves out
     the off rungs of its own fitted budgets (:func:`~ditscale.study.rungs.refit_rungs`, from all the
     study's runs); the actual L* and N* stay those of the study's fit."""

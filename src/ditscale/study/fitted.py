@@ -6,20 +6,17 @@ silenced (:func:`quiet`). :mod:`ditscale.study.backtest` and :mod:`ditscale.stud
 
 from __future__ import annotations
 
-import hashlib
 import math
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import numpy as np
-
 from ditscale.errors import ConfigError, DataError
 from ditscale.laws import Bootstrap, FitConfig, IsoflopFit, Runs, bootstrap, fit_parametric
 from ditscale.laws.checks import Check
 from ditscale.laws.degenerate import form_degenerate
-from ditscale.laws.draws import DrawStore
+from ditscale.laws.draws import DrawStore, runs_digest
 from ditscale.laws.residuals import ResidualStructure
 from ditscale.laws.results import LossLawRule
 from ditscale.laws.rungs import RungRule
@@ -108,25 +105,17 @@ class StudyFit:
 
 
 # -- Approach 3 -------------------------------------------------------------------------------------
-# Point fits already made in this process, by what they depend on (:func:`_point_key`). An analysis fits
-# Approach 3 to the same runs several times: each backtest refit at every distance, and the loss-law rule
+# Point fits already made in this process, by the runs (:func:`~ditscale.laws.draws.runs_digest`, the
+# draws' key), the options and the function. An analysis fits Approach 3 to the same runs several times: each backtest refit at every distance, and the loss-law rule
 # of that refit, which fits those runs again and then the runs of the next refits (its inner backtest);
 # the fit is deterministic, so each is made once (the T2I quickstart's analysis: 33 fits, 8 distinct).
 _POINT_FITS: dict[tuple, object] = {}
 _POINT_FITS_KEPT = 256  # each a frozen ParametricFit of a few hundred bytes
 
 
-def _point_key(runs: Runs, options: dict) -> str:
-    """What :func:`fit_parametric` reads: N, D, loss, the weights, and its options."""
-    digest = hashlib.sha256(repr(sorted(options.items())).encode())
-    for column in (runs.params, runs.tokens, runs.loss, runs.weight):
-        digest.update(b"-" if column is None else np.ascontiguousarray(column, dtype=np.float64).tobytes())
-    return digest.hexdigest()
-
-
 def _fit_parametric_once(runs: Runs, options: dict):
     """:func:`fit_parametric` of ``runs``, made once per process (:data:`_POINT_FITS`); errors are not kept."""
-    key = (fit_parametric, _point_key(runs, options))  # the function too: a test may replace it
+    key = (fit_parametric, runs_digest(runs), repr(sorted(options.items())))  # a test may replace the function
     if key not in _POINT_FITS:
         if len(_POINT_FITS) >= _POINT_FITS_KEPT:
             _POINT_FITS.clear()
