@@ -85,8 +85,8 @@ def own_images(tmp_path):
 
 
 def refit_committed_study(data, tmp_path_factory, runs: int):
-    """A committed study folder ``data`` (no run folders) copied and analysed again as `study report`
-    does, reusing its stored bootstrap draws (their keys hash the runs and options: none is redrawn);
+    """A committed study folder ``data`` (no run folders) copied and analysed again as `study report
+    --reuse-draws` does, reusing its stored bootstrap draws (their keys hash the runs and options: none is redrawn);
     ``runs``: how many runs.csv rows are kept as recorded. Returns ``(laws, the committed laws.json)``."""
     import json  # lazy: conftest stays light for every test file
     import shutil  # lazy: as above

@@ -143,6 +143,28 @@ def test_cli_predict_prints_every_form_without_redrawing(study, no_resampling, c
     assert "note:" not in captured.err
 
 
+def test_report_reuse_draws_keeps_the_intervals_and_drops_stale_draws(tmp_path, study, no_resampling, capsys):
+    """`study report --reuse-draws` refits without drawing (every resampling raises here), writes the
+    intervals laws.json had, and keeps only the draws this analysis used: a stale entry (draws of runs
+    no longer in the study) is dropped from bootstrap.npz."""
+    out, laws = study
+    copy = tmp_path / "qs"
+    shutil.copytree(out, copy)
+    with np.load(draws_path(copy), allow_pickle=False) as arrays:
+        store = DrawStore.from_arrays(arrays)
+    kept = list(store.entries)
+    store.entries["f" * 64] = store.entries[kept[0]]  # as if drawn from an older runs.csv
+    atomic_write_npz(draws_path(copy), store.to_arrays())
+    assert main(["study", "report", str(copy), "--reuse-draws"]) == 0
+    assert "note:" not in capsys.readouterr().err
+    again = json.loads((copy / "laws.json").read_text())
+    for key in ("params_law", "tokens_law", "loss_law", "prediction", "backtest", "extrapolation", "parametric"):
+        assert again[key] == laws[key], key
+    with np.load(draws_path(copy), allow_pickle=False) as arrays:
+        assert list(DrawStore.from_arrays(arrays).entries) == kept
+    assert (copy / "report.html").is_file()
+
+
 def test_changed_runs_are_redrawn_and_said_so(tmp_path, study):
     out, laws = study
     shutil.copytree(out, tmp_path / "qs")

@@ -246,9 +246,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         epilog=examples(
             "ditscale study report runs/qs           # refit and redraw (e.g. after changing laws options)",
             "ditscale study report runs/liang2024    # rewrites laws.json, the figures and report.html",
+            "ditscale study report runs/qs --reuse-draws   # keep bootstrap.npz's draws: the same intervals on any CPU",
         ),
     )
     q.add_argument("dir", help="study folder")
+    q.add_argument(
+        "--reuse-draws",
+        action="store_true",
+        help="reuse the bootstrap draws stored in DIR/bootstrap.npz where they were drawn from the same "
+        "runs.csv rows and laws options (the same intervals on any CPU, and faster); by default every "
+        "bootstrap is drawn afresh",
+    )
 
     q = sub.add_parser(
         "quality-steps",
@@ -762,10 +770,14 @@ def _print_verification(v, out_dir) -> None:
 
 
 def _report(args) -> int:
-    from ditscale.study.analyze import analyze_study  # lazy: start-up (`ditscale --help` loads every command)
+    from ditscale.study.analyze import analyze_study, draws_note, load_draws  # lazy: start-up (scipy, matplotlib)
 
-    laws = analyze_study(args.dir)
+    draws = load_draws(args.dir) if args.reuse_draws else None
+    laws = analyze_study(args.dir, draws=draws)
     _print_laws_summary(laws, args.dir)
+    note = draws_note(args.dir, draws, stored=True) if draws is not None else None
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     return 0
 
 

@@ -65,6 +65,7 @@ class DrawStore:
         loaded: the store was read from a file (so a redraw is news worth a line).
         redrawn: kinds that had to be drawn because no stored entry matched.
         unreadable: why the file could not be used (empty when it was read or is missing).
+        used: keys asked for since the store was made (drawn or reused), for :meth:`only_used`.
     """
 
     entries: dict[str, tuple[str, Bootstrap]] = field(default_factory=dict)
@@ -72,6 +73,7 @@ class DrawStore:
     redrawn: list[str] = field(default_factory=list)
     messages: dict[str, list[str]] = field(default_factory=dict)
     unreadable: str = ""
+    used: set[str] = field(default_factory=set)
 
     def bootstrap(
         self, kind: str, runs: Runs, fit, options: dict, n: int, seed: int, bootstrap_kind: str = "case"
@@ -87,9 +89,17 @@ class DrawStore:
             self.entries[key] = (kind, boot)
             self.messages[key] = [str(w.message) for w in caught if issubclass(w.category, FitWarning)]
             self.redrawn.append(kind)
+        self.used.add(key)
         for message in self.messages.get(key, ()):
             warnings.warn(message, FitWarning, stacklevel=2)
         return self.entries[key][1]
+
+    def only_used(self) -> DrawStore:
+        """The entries asked for since the store was made, in their order: what an analysis keeps, so
+        draws of runs or options no longer in the study do not pile up in the file."""
+        entries = {k: v for k, v in self.entries.items() if k in self.used}
+        messages = {k: v for k, v in self.messages.items() if k in self.used}
+        return DrawStore(entries, self.loaded, list(self.redrawn), messages, self.unreadable, set(self.used))
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The ``.npz`` arrays: ``meta`` (JSON: per entry its key, kind, method, names, seed, resamples,

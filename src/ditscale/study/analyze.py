@@ -167,18 +167,18 @@ def write_draws(out_dir: str | Path, draws: DrawStore) -> Path:
     return atomic_write_npz(draws_path(out_dir), draws.to_arrays())
 
 
-def draws_note(out_dir: str | Path, draws: DrawStore) -> str | None:
-    """One line saying that bootstraps were redrawn, and why (None when every draw was reused)."""
+def draws_note(out_dir: str | Path, draws: DrawStore, *, stored: bool = False) -> str | None:
+    """One line saying that bootstraps were redrawn, and why (None when every draw was reused).
+    ``stored``: the caller has written the new draws to the file (a report), so the line says so
+    instead of how to store them."""
     if not draws.redrawn:
         return None
     path = draws_path(out_dir)
     why = "was drawn from other runs.csv rows or laws options" if draws.loaded else "is missing"
     if draws.unreadable:
         why = f"is unreadable ({draws.unreadable})"
-    return (
-        f"bootstrap redrawn ({', '.join(dict.fromkeys(draws.redrawn))}): {path} {why}; "
-        f"`ditscale study report {out_dir}` stores the draws again"
-    )
+    then = "the new draws are stored there" if stored else f"`ditscale study report {out_dir}` stores the draws again"
+    return f"bootstrap redrawn ({', '.join(dict.fromkeys(draws.redrawn))}): {path} {why}; {then}"
 
 
 # -- the form of record's fallback ----------------------------------------------------------------
@@ -594,12 +594,13 @@ def analyze_study(
     :meth:`~ditscale.laws.results.LawsSummary.to_dict`, with the bootstrap draws in ``bootstrap.npz``)
     and, with ``report``, ``report.html``; return laws.json's dict. ``draws``: bootstraps to reuse where
     their keys match (the runs and options they were drawn from, e.g. :func:`load_draws`); by default a
-    report redraws every bootstrap, and stores them for predict and compare."""
+    report redraws every bootstrap, and stores them for predict and compare (only the draws this
+    analysis used: those of other runs or options are dropped)."""
     folder = StudyFolder(out_dir)
     draws = DrawStore() if draws is None else draws
     study = fit_study(folder.root, spec or folder.read_spec(), draws=draws)
     laws = study_laws(folder, study, draws, started=time.monotonic())
-    write_draws(folder.root, draws)
+    write_draws(folder.root, draws.only_used())  # draws of other runs or options are dropped
     folder.write_laws(laws.to_dict())
     if report:
         from ditscale.report import write_report  # lazy: matplotlib (CLI start-up)
