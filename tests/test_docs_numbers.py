@@ -173,3 +173,41 @@ def test_the_per_trunk_streams_pilot_is_quoted_from_its_files():
         in docs
     )
     assert f"**{100 * verify['relative_error']:+.1f}%**" in docs and verify["within_ci90"]
+
+
+def test_the_other_cpu_draw_is_quoted_from_its_files():
+    """docs/studies.md ("The same command on another CPU") and README.md against the committed
+    quickstart-other-cpu folder: run drift, wall time, the rule's near ties and the rows of record."""
+    folder, committed = STUDIES / "quickstart-other-cpu", STUDIES / "quickstart"
+    laws = json.loads((folder / "laws.json").read_text())
+    base = json.loads((committed / "laws.json").read_text())
+    docs = " ".join((ROOT / "docs" / "studies.md").read_text().split())
+    readme = " ".join((ROOT / "README.md").read_text().split())
+
+    def losses(path):
+        with open(path / "runs.csv", newline="") as fh:
+            return {r["run_id"]: float(r["loss"]) for r in csv.DictReader(fh)}
+
+    a, b = losses(committed), losses(folder)
+    drift = sorted(abs(b[k] / a[k] - 1) for k in a)
+    assert len(drift) == 60 and f"{100 * drift[-1]:.2f}%" == "0.53%"
+    assert f"by {100 * drift[30]:.3f}% (median) and at most 0.53%" in docs and "at most 0.53%" in readme
+    minutes, seconds = divmod(round(laws["wall_time"]["study_s"] + laws["wall_time"]["analysis_s"]), 60)
+    assert f"**{minutes} min {seconds} s**" in docs and f"took {minutes} min {seconds} s there" in readme
+    assert f"`study_mfu` {laws['compute']['study_mfu']:.2f}" in docs
+    assert f"is {100 * laws['backtest'][0]['relative_error']:+.2f}% (the committed" in docs
+    rules = {r["fitted_max_flops"]: r for r in laws["extrapolation_rules"]}
+    old_rules = {r["fitted_max_flops"]: r for r in base["extrapolation_rules"]}
+    assert [r["chosen"] for r in laws["extrapolation_rules"]].count("power") == 2
+    for c in (1.81e12, 1.28e12):
+        assert rules[c]["chosen"] == "power" and old_rules[c]["chosen"] == "saturating"
+    ties = [f"{rules[c]['scores']['power']:.4f}" for c in (1.81e12, 1.28e12)]
+    assert f"{ties[0]} (power) against {rules[1.81e12]['scores']['saturating']:.4f}" in docs
+    assert f"{ties[1]} against {rules[1.28e12]['scores']['saturating']:.4f}" in docs
+    rec = laws["extrapolation_of_record"]
+    assert sum(abs(r["relative_error"]) <= 0.02 for r in rec) == 6 and len(rec) == 21
+    assert sum(r["within_ci90"] for r in rec) == 17 and sum(r["n_opt_within_ci90"] for r in rec) == 21
+    assert "hold **6 of 21** within 2% (17 inside their 90% interval, N_opt 21 of 21)" in docs
+    assert "6 of 21 rows of record within 2%" in readme
+    sat = [r for r in laws["extrapolation"] if r["form"] == "saturating"]
+    assert sum(abs(r["relative_error"]) <= 0.02 for r in sat) == 10 and all(r["within_ci90"] for r in sat)
