@@ -211,3 +211,26 @@ def test_the_other_cpu_draw_is_quoted_from_its_files():
     assert "6 of 21 rows of record within 2%" in readme
     sat = [r for r in laws["extrapolation"] if r["form"] == "saturating"]
     assert sum(abs(r["relative_error"]) <= 0.02 for r in sat) == 10 and all(r["within_ci90"] for r in sat)
+
+
+def test_the_rule_margins_in_the_docs_are_the_committed_studies():
+    """docs/laws.md ("How clearly the rule chose") and docs/studies.md quote rule_margin of the committed
+    studies' recorded inner rows."""
+    from ditscale.laws.results import LawsSummary
+    from ditscale.study.backtest import rule_margin
+
+    laws = LawsSummary.read(STUDIES / "quickstart" / "laws.json")
+    streams = LawsSummary.read(STUDIES / "quickstart-streams" / "laws.json")
+    refits = {r.fitted_max_flops: rule_margin(r) for r in laws.extrapolation_rules}
+    record, k3, k4 = rule_margin(laws.loss_law_rule), refits[1.81e12], refits[1.28e12]
+    docs = " ".join((ROOT / "docs" / "laws.md").read_text().split())
+    studies = " ".join((ROOT / "docs" / "studies.md").read_text().split())
+    assert f"at all {record.rows} inner rows, t = {record.t:.2g})" in docs and record.rows == 6
+    assert f"near ties (t = {k3.t:.2g} and {k4.t:.2g})" in docs
+    assert (
+        f"(paired t = {k3.t:.2g} and {k4.t:.2g} over 6 inner rows, where its rule of record has {record.t:.2g}"
+        in studies
+    )
+    s = rule_margin(streams.loss_law_rule)
+    assert f"near tie (t = {s.t:.2g} over {s.rows} rows)" in docs and not s.resolved
+

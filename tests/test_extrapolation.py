@@ -21,11 +21,12 @@ from ditscale.laws.predict import backtest
 from ditscale.laws.results import ExtrapolationRow, LawsSummary
 from ditscale.report import extrapolation_figure, render_html
 from ditscale.study import load_spec
-from ditscale.study.analyze import analyze_study, fit_study
-from ditscale.study.backtest import backtest_study, extrapolation_study
+from ditscale.study.analyze import analyze_study, fit_study, near_tie_warning
+from ditscale.study.backtest import backtest_study, extrapolation_study, rule_margin
 from ditscale.study.folder import StudyFolder
 
 DATA = Path(__file__).parent / "data" / "studies" / "quickstart-p2"
+STUDIES = Path(__file__).parent / "data" / "studies"
 HELD_OUT = 5.12e12  # the quickstart's largest budget: its backtest of record holds it out
 
 
@@ -204,7 +205,38 @@ def test_refits_with_too_few_optima_add_no_rows_and_say_so(tmp_path):
     study = fit_study(tmp_path / "s")
     assert [x.fitted_max_flops for x in study.rule.inputs] == [2.56e12, 1.81e12, 1.81e12]  # j = 1, 2 of 3
     assert study.rule.chosen == "power"
+    margin = rule_margin(study.rule)  # power over saturating on 3 rows, by a near tie
+    assert (margin.runner_up, margin.rows, margin.resolved) == ("saturating", 3, False) and 0 < margin.t < 1
     ext = extrapolation_study(study)
     assert sorted({r.fitted_max_flops for r in ext.of_record}) == [1.81e12, 2.56e12, 3.62e12]  # K = 1, 2, 3
     assert len(ext.of_record) == 6 and len(ext.skipped) == 3
     assert ext.skipped[0].startswith("the backtest without the 4 largest budgets has no rows: only 1 budget(s)")
+
+
+def test_rule_margin_tells_a_resolved_choice_from_a_near_tie():
+    """The committed quickstart's rule of record beat the power law at all 6 of its inner rows (paired t
+    4.3: resolved), but its refits without the 3 and 4 largest budgets chose the saturating law by
+    near ties, which the same study on another CPU (runs within 0.53%) tipped to the power law. The
+    T2I study's rule had no rival (the other forms degenerate). A near tie warns with both forms'
+    L_opt, a resolved choice does not."""
+    laws = LawsSummary.read(STUDIES / "quickstart" / "laws.json")
+    other = LawsSummary.read(STUDIES / "quickstart-other-cpu" / "laws.json")
+    t2i = LawsSummary.read(STUDIES / "quickstart-t2i" / "laws.json")
+    record = rule_margin(laws.loss_law_rule)
+    assert (record.chosen, record.runner_up, record.rows, record.resolved) == ("saturating", "power", 6, True)
+    assert record.t == pytest.approx(4.29, abs=0.01) and record.gap == pytest.approx(0.0253, abs=1e-4)
+    refits = {r.fitted_max_flops: r for r in laws.extrapolation_rules}
+    tipped = {r.fitted_max_flops: r for r in other.extrapolation_rules}
+    for c in (1.81e12, 1.28e12):
+        here, there = rule_margin(refits[c]), rule_margin(tipped[c])
+        assert (here.chosen, there.chosen) == ("saturating", "power") and not (here.resolved or there.resolved)
+    one_row = rule_margin(refits[6.4e11])
+    assert one_row.rows == 1 and one_row.t is None and not one_row.resolved  # one row cannot resolve
+    assert rule_margin(t2i.loss_law_rule) is None  # saturating and Approach 3 excluded: no rival
+    forms = laws.prediction.forms
+    assert near_tie_warning(laws.loss_law_rule, forms, "saturating", 5e13) is None
+    line = near_tie_warning(refits[1.81e12], forms, "saturating", 5e13)
+    sat, power = (next(f.loss_opt.value for f in forms if f.form == k) for k in ("saturating", "power"))
+    assert line.startswith("the loss form of record, the isoFLOP saturating law, won the inner backtest")
+    assert "near tie (paired t = 0.27 over 6 inner row(s)" in line and f"L_opt {sat:.4g} and {power:.4g}" in line
+    assert near_tie_warning(refits[1.81e12], forms, "power", 5e13) is None  # a fallback has its own warning

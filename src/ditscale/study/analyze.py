@@ -72,6 +72,7 @@ from ditscale.laws.results import (
     FormSummary,
     LawsSummary,
     LossBendSummary,
+    LossLawRule,
     NearestModel,
     NoiseSummary,
     ParametricSummary,
@@ -85,7 +86,7 @@ from ditscale.laws.results import (
     WallTime,
 )
 from ditscale.laws.runs import runs_from_rows
-from ditscale.study.backtest import backtest_study, extrapolation_study, record_rule
+from ditscale.study.backtest import backtest_study, extrapolation_study, record_rule, rule_margin
 from ditscale.study.epochs import prediction_epochs, study_train_images
 from ditscale.study.fitted import (
     StudyFit,
@@ -346,6 +347,7 @@ def _prediction(
     nearest = _nearest(spec, base, members, pred.nearest[0], pred.n_opt.value)
     warns = [*study.warnings, *(e.message for e in exponents if e.message)]
     warns += _prediction_warnings(pred, forms, law, nearest)
+    warns += [w for w in (near_tie_warning(study.rule, forms, law, flops),) if w]
     below = below_sweep_warning(pred.flops, smallest_budget(study.fit))
     warns += [below] if below else []
     if law != wanted_form(spec.laws.loss_law, study.rule):
@@ -387,6 +389,27 @@ def _prediction_warnings(pred, forms: tuple[FormSummary, ...], law: str, nearest
             f"model {nearest.name} ({nearest.params:.3g} non-embedding params); add rungs that reach it"
         )
     return out
+
+
+def near_tie_warning(rule: LossLawRule | None, forms: tuple[FormSummary, ...], law: str, flops: float) -> str | None:
+    """One line when the ``laws.loss_law: auto`` ``rule`` chose the form of record ``law`` by a margin its
+    inner rows cannot resolve (:func:`~ditscale.study.backtest.rule_margin`), with both forms' L_opt at
+    ``flops`` from ``forms``: the choice between them is then part of the prediction's uncertainty.
+    None when the rule resolved its choice, had no rival, its form is not the one of record (a
+    fallback, which has its own warning), or the two forms predict the same loss."""
+    margin = rule_margin(rule)
+    losses = {f.form: f.loss_opt.value for f in forms}
+    if margin is None or margin.resolved or margin.chosen != law or margin.runner_up not in losses:
+        return None
+    if math.isclose(losses[law], losses[margin.runner_up], rel_tol=1e-6):  # e.g. a saturating floor at 0
+        return None
+    how = f"paired t = {margin.t:.2g} over {margin.rows}" if margin.t is not None else f"over {margin.rows}"
+    return (
+        f"the loss form of record, {form_phrase(law)}, won the inner backtest that chose it over "
+        f"{form_phrase(margin.runner_up)} by a near tie ({how} inner row(s); a resolved choice needs t >= 2 "
+        f"over 3 or more): at C = {flops:.3g} FLOPs they give L_opt {losses[law]:.4g} and "
+        f"{losses[margin.runner_up]:.4g}; read the spread between them as part of the uncertainty"
+    )
 
 
 def _nearest(spec: StudySpec, base, members, name: str, n_opt: float) -> NearestModel:

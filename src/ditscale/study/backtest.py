@@ -168,6 +168,43 @@ def loss_law_rule(fitted: Runs, cfg: FitConfig, to_6nd: float = 1.0) -> LossLawR
     )
 
 
+RULE_RESOLVED_T = 2.0  # the chosen form's paired lead over the runner-up, in standard errors, to call it resolved
+RULE_RESOLVED_ROWS = 3  # ... over at least this many inner rows (fewer cannot resolve a choice)
+
+
+@dataclass(frozen=True)
+class RuleMargin:
+    """How clearly :func:`loss_law_rule` chose: the chosen form against the ``runner_up`` (the best other
+    form it could have chosen) over the ``rows`` inner rows both were scored on. With d_i = |e_i(runner-up)|
+    - |e_i(chosen)| per row, ``gap`` = mean d and ``t`` = gap / (sd(d) / sqrt(rows)), a paired t (None with
+    fewer than 2 rows or no spread). ``resolved``: t >= :data:`RULE_RESOLVED_T` over at least
+    :data:`RULE_RESOLVED_ROWS` rows. The rows share budgets (nested refits), so t overstates the evidence:
+    a near tie by this screen is a near tie, a resolved choice may still be luck."""
+
+    chosen: str
+    runner_up: str
+    rows: int
+    gap: float
+    t: float | None
+    resolved: bool
+
+
+def rule_margin(rule: LossLawRule | None) -> RuleMargin | None:
+    """The :class:`RuleMargin` of ``rule`` (None without a rule, without inner rows, when its chosen form
+    was not scored, or when no other form could have been chosen)."""
+    if rule is None or not rule.inputs or rule.chosen not in rule.scores:
+        return None
+    rivals = [f for f in rule.scores if f != rule.chosen and f not in (rule.excluded or {})]
+    if not rivals:
+        return None
+    runner_up = min(rivals, key=lambda f: rule.scores[f])
+    d = np.array([abs(x.relative_errors[runner_up]) - abs(x.relative_errors[rule.chosen]) for x in rule.inputs])
+    se = float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+    t = float(np.mean(d)) / se if se > 0 else None
+    resolved = t is not None and t >= RULE_RESOLVED_T and len(d) >= RULE_RESOLVED_ROWS
+    return RuleMargin(rule.chosen, runner_up, len(d), float(np.mean(d)), t, resolved)
+
+
 def degenerate_forms(own, parametric, smallest_loss: float) -> dict[str, tuple[str, ...]]:
     """The forms whose point fit is degenerate at a bound (:func:`~ditscale.study.fitted.form_degeneracy`
     without intervals), each with its reasons: the isoFLOP fit ``own``'s saturating law and Approach 3's
