@@ -234,3 +234,35 @@ def test_the_rule_margins_in_the_docs_are_the_committed_studies():
     s = rule_margin(streams.loss_law_rule)
     assert f"near tie (t = {s.t:.2g} over {s.rows} rows)" in docs and not s.resolved
 
+
+def test_the_t2i_other_cpu_draw_is_quoted_from_its_files():
+    """docs/studies.md and README.md against the committed quickstart-t2i-other-cpu folder."""
+    folder, committed = STUDIES / "quickstart-t2i-other-cpu", STUDIES / "quickstart-t2i"
+    laws = json.loads((folder / "laws.json").read_text())
+    docs = " ".join((ROOT / "docs" / "studies.md").read_text().split())
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    losses = []
+    for path in (committed, folder):
+        with open(path / "runs.csv", newline="") as fh:
+            losses.append({r["run_id"]: float(r["loss"]) for r in csv.DictReader(fh)})
+    drift = sorted(abs(losses[1][k] / losses[0][k] - 1) for k in losses[0])
+    assert f"by {100 * drift[len(drift) // 2]:.3f}% (median) and at most {100 * drift[-1]:.1f}%" in docs
+    minutes, seconds = divmod(round(laws["wall_time"]["study_s"] + laws["wall_time"]["analysis_s"]), 60)
+    assert f"took **{minutes} min {seconds} s** by the study's own account" in docs
+    assert f"{minutes} min {seconds} s: past the 15 minutes there" in readme and minutes * 60 + seconds > 900
+    assert (
+        f"`study_mfu` {laws['compute']['study_mfu']:.2f} of the {laws['compute']['matmul_peak_flops'] / 1e9:.0f} GFLOP/s"
+        in docs
+    )
+    n, d = laws["params_law"], laws["tokens_law"]
+    assert f"N_opt {n['exponent']:.3f} [{n['ci90']['exponent'][0]:.3f}, {n['ci90']['exponent'][1]:.3f}]" in docs
+    assert f"D_opt {d['exponent']:.3f} [{d['ci90']['exponent'][0]:.3f}, {d['ci90']['exponent'][1]:.3f}]" in docs
+    assert f"its backtest of record is {100 * laws['backtest'][0]['relative_error']:+.2f}%" in docs
+    rec = laws["extrapolation_of_record"]
+    within, inside = sum(abs(r["relative_error"]) <= 0.02 for r in rec), sum(r["within_ci90"] for r in rec)
+    assert f"hold {within} of 21 within 2% and {inside} inside their 90% interval" in docs
+    assert sum(r["n_opt_within_ci90"] for r in rec) == 21
+    assert f"top model's FD is {laws['quality_metrics']['fd']['best_value']:.0f}" in docs
+    other = json.loads((STUDIES / "quickstart-other-cpu" / "laws.json").read_text())["wall_time"]
+    m2, s2 = divmod(round(other["study_s"] + other["analysis_s"]), 60)
+    assert f"took {m2} min {s2} s and {minutes} min {seconds} s" in readme
