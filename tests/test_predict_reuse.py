@@ -22,7 +22,14 @@ from ditscale.io import atomic_write_json, atomic_write_npz, atomic_write_text
 from ditscale.laws.draws import DrawStore
 from ditscale.laws.results import ComparisonSummary
 from ditscale.study import load_spec
-from ditscale.study.analyze import analyze_study, compare_studies, draws_path, predict_study, study_prediction
+from ditscale.study.analyze import (
+    analyze_study,
+    compare_studies,
+    draws_note,
+    draws_path,
+    predict_study,
+    study_prediction,
+)
 from ditscale.study.folder import StudyFolder
 
 DATA = Path(__file__).parent / "data" / "studies" / "quickstart-p2"
@@ -163,6 +170,11 @@ def test_report_reuse_draws_keeps_the_intervals_and_drops_stale_draws(tmp_path, 
     with np.load(draws_path(copy), allow_pickle=False) as arrays:
         assert list(DrawStore.from_arrays(arrays).entries) == kept
     assert (copy / "report.html").is_file()
+    redrawn = DrawStore(loaded=True, redrawn=["isoflop"])  # what a report that had to redraw says
+    assert draws_note(copy, redrawn, stored=True).endswith(
+        "other runs.csv rows or laws options; the new draws are stored there"
+    )
+    assert draws_note(copy, redrawn).endswith(f"`ditscale study report {copy}` stores the draws again")
 
 
 def test_changed_runs_are_redrawn_and_said_so(tmp_path, study):
