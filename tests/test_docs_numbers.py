@@ -173,6 +173,8 @@ def test_the_per_trunk_streams_pilot_is_quoted_from_its_files():
         in docs
     )
     assert f"**{100 * verify['relative_error']:+.1f}%**" in docs and verify["within_ci90"]
+    assert f"lands within {100 * abs(actual / same - 1):.2f}% of this study's" in readme
+    assert f"misses it by {100 * verify['relative_error']:+.1f}% again" in readme
 
 
 def test_the_other_cpu_draw_is_quoted_from_its_files():
@@ -211,6 +213,26 @@ def test_the_other_cpu_draw_is_quoted_from_its_files():
     assert "6 of 21 rows of record within 2%" in readme
     sat = [r for r in laws["extrapolation"] if r["form"] == "saturating"]
     assert sum(abs(r["relative_error"]) <= 0.02 for r in sat) == 10 and all(r["within_ci90"] for r in sat)
+    pred = json.loads((folder / "predict.json").read_text())
+    verify = json.loads((folder / "verify.json").read_text())
+    forms = {f["form"]: f["loss_opt"] for f in pred["forms"]}
+    actual = verify["actual_loss"]
+    assert verify["predicted_loss"] == forms["saturating"]["value"] and verify["loss_law"] == "saturating"
+    for form in ("saturating", "power"):
+        low, high = forms[form]["ci90"]
+        assert f"{forms[form]['value']:.4f} [{low:.4f}, {high:.4f}]" in docs
+    assert f"**{actual:.4f}**" in docs and f"{forms['parametric']['value']:.4f} (Approach 3)" in docs
+    base = json.loads((committed / "verify.json").read_text())
+    same = next(s["loss"] for s in base["sizes"] if s["params"] == verify["sizes"][0]["params"])
+    assert f"within {100 * abs(actual / same - 1):.2f}% of the same model" in docs and f"({same:.4f})" in docs
+    assert f"**{100 * verify['relative_error']:+.1f}%**" in docs and verify["within_ci90"]
+    assert f"lands within {100 * abs(actual / same - 1):.2f}% of this study's" in readme
+    assert f"misses it by {100 * verify['relative_error']:+.1f}% again" in readme
+    assert f"under-predicts it by {100 * (forms['power']['value'] / actual - 1):+.1f}%, each just inside" in docs
+    assert all(forms[f]["ci90"][0] <= actual <= forms[f]["ci90"][1] for f in ("power", "saturating"))
+    mean = (forms["power"]["value"] * forms["saturating"]["value"]) ** 0.5
+    assert forms["power"]["value"] < actual < forms["saturating"]["value"]  # hypothesis (a)
+    assert f"geometric mean, {mean:.4f}" in docs and f"failed ({100 * (mean / actual - 1):+.1f}%)" in docs
 
 
 def test_the_rule_margins_in_the_docs_are_the_committed_studies():
