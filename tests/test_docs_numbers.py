@@ -285,6 +285,10 @@ def test_the_t2i_other_cpu_draw_is_quoted_from_its_files():
     assert f"hold {within} of 21 within 2% and {inside} inside their 90% interval" in docs
     assert sum(r["n_opt_within_ci90"] for r in rec) == 21
     assert f"top model's FD is {laws['quality_metrics']['fd']['best_value']:.0f}" in docs
+    qm, frame = laws["quality_metrics"], json.loads((committed / "quality" / "frame.json").read_text())
+    given = qm["accuracy_shape"]["best_value"] / qm["accuracy_position"]["best_value"]  # 0.114 / 0.631
+    chance = frame["chance"]["accuracy_shape"] / frame["chance"]["accuracy_position"]  # 0.183
+    assert "its shape given the position stays at chance" in docs and given < 1.1 * chance
     other = json.loads((STUDIES / "quickstart-other-cpu" / "laws.json").read_text())["wall_time"]
     m2, s2 = divmod(round(other["study_s"] + other["analysis_s"]), 60)
     assert f"took {m2} min {s2} s and {minutes} min {seconds} s" in readme
