@@ -220,8 +220,8 @@ def test_the_other_cpu_draw_is_quoted_from_its_files():
         low, high = forms[form]["ci90"]
         assert f"{forms[form]['value']:.4f} [{low:.4f}, {high:.4f}]" in docs
     assert f"**{actual:.4f}**" in docs and f"{forms['parametric']['value']:.4f} (Approach 3)" in docs
-    base = json.loads((committed / "verify.json").read_text())
-    same = next(s["loss"] for s in base["sizes"] if s["params"] == verify["sizes"][0]["params"])
+    base_verify = json.loads((committed / "verify.json").read_text())
+    same = next(s["loss"] for s in base_verify["sizes"] if s["params"] == verify["sizes"][0]["params"])
     assert f"within {100 * abs(actual / same - 1):.2f}% of the same model" in docs and f"({same:.4f})" in docs
     assert f"**{100 * verify['relative_error']:+.1f}%**" in docs and verify["within_ci90"]
     assert f"lands within {100 * abs(actual / same - 1):.2f}% of this study's" in readme
