@@ -6,6 +6,7 @@ serially for the same reason.
 """
 
 import os
+import re
 import tempfile
 
 import pytest
@@ -86,8 +87,8 @@ def own_images(tmp_path):
 
 def refit_committed_study(data, tmp_path_factory, runs: int):
     """A committed study folder ``data`` (no run folders) copied and analysed again as `study report
-    --reuse-draws` does, reusing its stored bootstrap draws (their keys hash the runs and options: none is redrawn);
-    ``runs``: how many runs.csv rows are kept as recorded. Returns ``(laws, the committed laws.json)``."""
+    --reuse-draws` does, reusing its stored bootstrap draws (their keys hash the runs and options: none
+    is redrawn); ``runs``: how many runs.csv rows are kept as recorded. Returns ``(laws, the committed laws.json)``."""
     import json  # lazy: conftest stays light for every test file
     import shutil  # lazy: as above
 
@@ -110,7 +111,7 @@ def refit_committed_study(data, tmp_path_factory, runs: int):
 # by 1.5e-3; every interval comes from the folder's stored draws, so it repeats. Hence: numbers to 1e-5
 # relative or 1e-8 absolute, numbers below 1e-6 in texts read as zero, the losing objective to 1%.
 REFIT_REL, REFIT_ABS = 1e-5, 1e-8
-_TINY_NUMBER = __import__("re").compile(r"\d(?:\.\d+)?e-(?:0?[7-9]|[1-9]\d)")  # |x| < 1e-6, as printed
+_TINY_NUMBER = re.compile(r"\d(?:\.\d+)?e-(?:0?[7-9]|[1-9]\d)")  # |x| < 1e-6, as printed
 
 
 def assert_refit_matches(mine, measured, where: str = "laws") -> None:

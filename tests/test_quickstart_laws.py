@@ -24,10 +24,10 @@ DATA = Path(__file__).parent / "data" / "studies" / "quickstart"
 @pytest.fixture(scope="module")
 def refit(tmp_path_factory):
     """The committed study folder (spec, plan, runs.csv, wall.json, quality.csv, stored draws, laws.json;
-    no run folders) analysed again as `study report --reuse-draws` does, reusing its stored bootstrap draws (their keys
-    hash the runs and options they were drawn from: none is redrawn, so runs.csv and the spec are those
-    of the draws, the extrapolation refits' bootstraps included). Every point
-    fit, rule and backtest is recomputed; a fresh draw of the same seed gives the same draws (the
+    no run folders) analysed again as `study report --reuse-draws` does, reusing its stored bootstrap
+    draws (their keys hash the runs and options they were drawn from: none is redrawn, so runs.csv and
+    the spec are those of the draws, the extrapolation refits' bootstraps included). Every point fit,
+    rule and backtest is recomputed; a fresh draw of the same seed gives the same draws (the
     schema round-trip test of test_structure.py redraws an analysis from scratch)."""
     return refit_committed_study(DATA, tmp_path_factory, runs=60)
 

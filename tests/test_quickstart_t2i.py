@@ -21,9 +21,9 @@ ATTRIBUTES = ("shape", "colour", "size", "count", "position", "background")
 
 @pytest.fixture(scope="module")
 def refit(tmp_path_factory):
-    """The committed folder analysed again as `study report --reuse-draws` does, reusing its stored bootstrap draws
-    (none redrawn: runs.csv and the spec are those of the draws); every point fit, rule and backtest is
-    recomputed."""
+    """The committed folder analysed again as `study report --reuse-draws` does, reusing its stored
+    bootstrap draws (none redrawn: runs.csv and the spec are those of the draws); every point fit, rule
+    and backtest is recomputed."""
     return refit_committed_study(DATA, tmp_path_factory, runs=58)
 
 

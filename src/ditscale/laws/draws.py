@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -99,7 +99,7 @@ class DrawStore:
         draws of runs or options no longer in the study do not pile up in the file."""
         entries = {k: v for k, v in self.entries.items() if k in self.used}
         messages = {k: v for k, v in self.messages.items() if k in self.used}
-        return DrawStore(entries, self.loaded, list(self.redrawn), messages, self.unreadable, set(self.used))
+        return replace(self, entries=entries, messages=messages)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The ``.npz`` arrays: ``meta`` (JSON: per entry its key, kind, method, names, seed, resamples,

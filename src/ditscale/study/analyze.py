@@ -346,8 +346,7 @@ def _prediction(
     exponents = exponent_checks(fit, boot, parametric)
     nearest = _nearest(spec, base, members, pred.nearest[0], pred.n_opt.value)
     warns = [*study.warnings, *(e.message for e in exponents if e.message)]
-    warns += _prediction_warnings(pred, forms, law, nearest)
-    warns += [w for w in (near_tie_warning(study.rule, forms, law, flops),) if w]
+    warns += _prediction_warnings(pred, forms, law, nearest, study.rule)
     below = below_sweep_warning(pred.flops, smallest_budget(study.fit))
     warns += [below] if below else []
     if law != wanted_form(spec.laws.loss_law, study.rule):
@@ -376,9 +375,12 @@ def _prediction(
 LADDER_SLACK = 2.0  # N_opt more than 2x from its nearest family model (beyond a rung step) lies outside the ladder
 
 
-def _prediction_warnings(pred, forms: tuple[FormSummary, ...], law: str, nearest: NearestModel) -> list[str]:
+def _prediction_warnings(
+    pred, forms: tuple[FormSummary, ...], law: str, nearest: NearestModel, rule: LossLawRule | None
+) -> list[str]:
     """A prediction's own warnings: the distance (naming the form of record, :func:`extrapolation_warning`),
-    the degenerate forms, the forms that disagree beyond their intervals, and an N_opt outside the family."""
+    the degenerate forms, the forms that disagree beyond their intervals, an N_opt outside the family, and
+    a form of record that ``rule`` chose by a near tie (:func:`near_tie_warning`)."""
     out = [w for w in (extrapolation_warning(pred.flops, pred.largest_budget, form=form_phrase(law)),) if w]
     out += [degenerate_warning(f.name, f.degenerate) for f in forms if f.degenerate]
     out += forms_disagreement(pred.flops, forms)
@@ -388,7 +390,7 @@ def _prediction_warnings(pred, forms: tuple[FormSummary, ...], law: str, nearest
             f"N_opt = {pred.n_opt.value:.3g} params lies outside the family's ladder: {ratio:.2g}x its nearest "
             f"model {nearest.name} ({nearest.params:.3g} non-embedding params); add rungs that reach it"
         )
-    return out
+    return out + [w for w in (near_tie_warning(rule, forms, law, pred.flops),) if w]
 
 
 def near_tie_warning(rule: LossLawRule | None, forms: tuple[FormSummary, ...], law: str, flops: float) -> str | None:

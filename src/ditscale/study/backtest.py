@@ -271,10 +271,11 @@ def extrapolation_study(study: StudyFit, draws: DrawStore | None = None) -> Extr
     predicts each held-out budget, ``factor`` = its FLOPs over the largest fitted budget; each form's
     rows carry its own N_opt (the isoFLOP refit's for power and saturating, Approach 3's own). The
     rows of record take the loss of each refit's form of record (:func:`form_of_record`; under
-    "auto" :func:`loss_law_rule` on that refit's fitted budgets) and N_opt from the isoFLOP refit, as the backtest of record
-    (:func:`_record_row`) and the prediction do. Under ``laws.off_rungs: drop`` each refit leaves out
-    the off rungs of its own fitted budgets (:func:`~ditscale.study.rungs.refit_rungs`, from all the
-    study's runs); the actual L* and N* stay those of the study's fit."""
+    "auto" :func:`loss_law_rule` on that refit's fitted budgets) and N_opt from the isoFLOP refit,
+    as the backtest of record (:func:`_record_row`) and the prediction do. Under ``laws.off_rungs:
+    drop`` each refit leaves out the off rungs of its own fitted budgets
+    (:func:`~ditscale.study.rungs.refit_rungs`, from all the study's runs); the actual L* and N* stay
+    those of the study's fit."""
     cfg = study.spec.laws
     budgets = study.runs.budgets(cfg.budget_rtol)[1]
     cfgs = tuple(dataclasses.replace(cfg, bootstrap=min(cfg.resamples, n)) for n in EXTRAPOLATION_RESAMPLES.values())
@@ -286,7 +287,7 @@ def extrapolation_study(study: StudyFit, draws: DrawStore | None = None) -> Extr
         rung_rules += [rungs] if rungs is not None else []
         fitted_max = float(budgets[-k - 1])
         try:
-            forms = _refit_forms(study, sub, held, cfgs, None, draws)[0]
+            forms = _refit_forms(study, sub, held, cfgs, draws=draws)[0]
         except DataError as err:  # e.g. the refit's budgets hold fewer than 2 usable optima: no rows at this K
             skipped.append(f"the backtest without the {k} largest budgets has no rows: {err}")
             continue

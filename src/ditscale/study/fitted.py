@@ -106,9 +106,10 @@ class StudyFit:
 
 # -- Approach 3 -------------------------------------------------------------------------------------
 # Point fits already made in this process, by the runs (:func:`~ditscale.laws.draws.runs_digest`, the
-# draws' key), the options and the function. An analysis fits Approach 3 to the same runs several times: each backtest refit at every distance, and the loss-law rule
-# of that refit, which fits those runs again and then the runs of the next refits (its inner backtest);
-# the fit is deterministic, so each is made once (the T2I quickstart's analysis: 33 fits, 8 distinct).
+# draws' key), the options and the function. An analysis fits Approach 3 to the same runs several
+# times: each backtest refit at every distance, and the loss-law rule of that refit, which fits those
+# runs again and then the runs of the next refits (its inner backtest); the fit is deterministic, so
+# each is made once (the T2I quickstart's analysis: 33 fits, 8 distinct).
 _POINT_FITS: dict[tuple, object] = {}
 _POINT_FITS_KEPT = 256  # each a frozen ParametricFit of a few hundred bytes
 
