@@ -595,6 +595,19 @@ def test_patch_embed_matmul_equals_convolution(shape, patch):
         torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5, msg=what)
 
 
+def test_allocator_set_for_cpu_devices_only(monkeypatch):
+    from ditscale.metrics.shapes_evaluator import load_shapes_evaluator
+
+    calls = []
+    monkeypatch.setattr(kernels, "retain_freed_memory", lambda: calls.append(1) or True)
+    assert kernels.retain_freed_memory_on("cpu") is True
+    assert kernels.retain_freed_memory_on(torch.device("cuda", 0)) is False
+    assert kernels.retain_freed_memory_on("meta") is False
+    assert calls == [1]
+    load_shapes_evaluator()  # the evaluators' loaders set it for their batches
+    assert calls == [1, 1]
+
+
 def test_first_explicit_attention_call_sets_the_allocator_once(monkeypatch):
     calls = []
     monkeypatch.setattr(kernels, "retain_freed_memory", lambda: calls.append(1) or True)

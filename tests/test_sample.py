@@ -616,6 +616,15 @@ def _npz_arrays(path):
         return {key: data[key] for key in data.files}
 
 
+def test_sample_npz_sets_the_allocator_on_cpu(model, diffusion, tmp_path, monkeypatch):
+    from ditscale.models import kernels
+
+    calls = []
+    monkeypatch.setattr(kernels, "retain_freed_memory", lambda: calls.append(1) or True)
+    sample_npz(model, diffusion, tmp_path / "a.npz", **{**NPZ_OPTS, "num_samples": 1})
+    assert calls == [1]  # once per call: large batches reuse freed memory (docs/benchmarks.md)
+
+
 @pytest.fixture(scope="module")
 def reference_npz(model, diffusion, tmp_path_factory):
     """The 7-image batch written in one uninterrupted call by one process."""

@@ -40,6 +40,7 @@ from ditscale.generate.sample import (
     sampler_and_steps,
 )
 from ditscale.io import atomic_write_json, atomic_write_npz
+from ditscale.models.kernels import retain_freed_memory_on
 
 BATCH_KEYS = ("arr_0", "labels", "label_names", "captions")  # the arrays of a batch file, in file order
 SAMPLES_FORMAT = "ditscale-samples"  # the "format" of FILE.parts/plan.json
@@ -432,6 +433,7 @@ def sample_npz(
         model, num_samples, chunk_size, batch_size, seed, rank, world_size, captions, encode_captions, label_names
     )
     label_names = label_names if model.config.conditioning == "class" else None  # names go with labels
+    retain_freed_memory_on(device)  # large batches: reuse freed memory instead of page-faulting it in per call
     sampling = _sampling(model, diffusion, sampler, steps, cfg_scale, guided_channels, vae, device)
     captions = None if captions is None else list(captions)
     job = _Chunks(model, diffusion, num_samples, chunk_size, seed, batch_size, sampling, captions, encode_captions)

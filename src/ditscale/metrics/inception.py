@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from ditscale.errors import CheckpointError, ConfigError
 from ditscale.io import atomic_path
 from ditscale.models.io import load_state_dict_file
+from ditscale.models.kernels import retain_freed_memory_on
 
 INPUT_SIZE = 299  # the graph resizes every image to 299x299
 POOL_DIM = 2048
@@ -424,6 +425,7 @@ def load_fid_inception(path: str | Path, device: str | torch.device = "cpu") -> 
     Returns the model in eval mode on ``device``, parameters frozen.
     """
     p = Path(path)
+    retain_freed_memory_on(device)  # Inception's activations: reuse freed memory instead of page-faulting it in
     if not p.is_file():
         raise CheckpointError(f"Inception weights {str(p)!r} do not exist; download {WEIGHTS_FILE} from {WEIGHTS_URL}")
     state = load_state_dict_file(p)  # weights_only torch.load; CheckpointError for unreadable or unsafe files

@@ -41,6 +41,7 @@ from ditscale.data.shapes_grammar import COLOR_NAMES, KINDS, POSITIONS, SIZE_NAM
 from ditscale.errors import CheckpointError, ConfigError
 from ditscale.generate import to_uint8
 from ditscale.io import atomic_path
+from ditscale.models.kernels import retain_freed_memory_on
 
 INPUT_SIZE = 32  # every image is resized to 32x32 before the network
 FEATURE_DIM = 192  # width of features()
@@ -375,6 +376,7 @@ def load_shapes_evaluator(path: str | Path | None = None, device: str | torch.de
 
     Raises :class:`CheckpointError` when the file is missing, corrupt or not a shapes evaluator.
     """
+    retain_freed_memory_on(device)  # batches of 256 images: reuse freed memory instead of page-faulting it in
     if path is None:
         return _load_default(str(device))
     return _load(Path(path), device)
