@@ -30,7 +30,8 @@ MICRO = {
     "repeat": {},
     "laws": {"bootstrap": 100},
     "quality": QUALITY,
-}  # the micro study of test_study_run.py, one budget more, with a quality stage
+    "workers": 2,
+}  # the micro study of test_study_run.py, one budget more, with a quality stage, on 2 worker processes
 
 
 def scored_mtimes(out) -> dict[str, int]:
@@ -74,6 +75,12 @@ def test_each_budgets_optimal_model_is_scored_and_fitted(study):
     assert q["prediction"]["flops"] == 1e10 and q["paper"]["exponent"] == -0.234
     html = (out / "report.html").read_text()
     assert "Sample quality" in html and (out / "quality.png").is_file() and (out / "samples.png").is_file()
+    # the top budget (the adaptive study's last stage) finished while the pool was up: a worker scored its
+    # model before runs.csv was written, the stage in this process the rest; the stage's time counts both
+    written = (out / "runs.csv").stat().st_mtime_ns
+    early = {k for k, t in scored_mtimes(out).items() if t < written}
+    assert early == {rows[-1]["run_id"]}
+    assert 0 < json.loads((out / "wall.json").read_text())["calls"][0]["quality_s"] < outcome.wall_s
 
 
 def check_quality_steps(out) -> None:
@@ -114,12 +121,21 @@ def test_rerun_redoes_nothing_new_settings_redo_the_scores_and_quality_steps_swe
     before = scored_mtimes(out)
     outcome = run_study(spec_from_dict(MICRO), out, progress=False, echo=lambda m: None)
     assert outcome.trained == [] and scored_mtimes(out) == before
-    # one score lost (e.g. a kill between sampling and scoring): only that model is scored again
+    # one score lost (e.g. a kill between sampling and scoring): only that model is scored again; the one a
+    # worker sampled and scored while the runs trained, drawn and scored again here, has the same scores
     lost = sorted(before)[1]
     (out / "quality" / "scores" / f"{lost}.json").unlink()
+    early = sorted(before, key=lambda k: before[k])[0]
+    scores = json.loads((out / "quality" / "scores" / f"{early}.json").read_text())
+    (out / "quality" / "scores" / f"{early}.json").unlink()
+    (out / "quality" / "samples" / f"{early}.npz").unlink()
     run_study(spec_from_dict(MICRO), out, progress=False, echo=lambda m: None)
     after = scored_mtimes(out)
-    assert {k for k in before if after[k] != before[k]} == {lost}
+    assert {k for k in before if after[k] != before[k]} == {lost, early}
+    again = json.loads((out / "quality" / "scores" / f"{early}.json").read_text())
+    assert {k: v for k, v in again.items() if not k.endswith("_s")} == {
+        k: v for k, v in scores.items() if not k.endswith("_s")
+    }
     html = (out / "report.html").read_text()  # that run's new report draws quality_steps.csv too
     assert "sampling compute vs model compute" in html and (out / "quality_steps.png").is_file()
     # other sampling settings: every model is sampled and scored again

@@ -1,10 +1,12 @@
-"""Execute one task of a study: a run, or a shared trunk and the runs that branch off it.
+"""Execute one task of a study: a run, a shared trunk and the runs that branch off it, or the
+sampling and scoring of a finished budget's chosen model while other runs train.
 
 A :class:`RunTask` is all a worker needs (picklable: launchers send it to other processes and
 hosts): the run's folder, its TrainConfig as a dict, the config's hash and the torch threads to use.
 A :class:`TrunkTask` holds the RunTasks of the runs of one model that share a trunk
-(``share_trunks``, :mod:`ditscale.train.trunk`). Torch and the training loop are imported only
-when something actually trains. :func:`execute_task` runs either.
+(``share_trunks``, :mod:`ditscale.train.trunk`). A :class:`~ditscale.study.quality.QualityTask` is one model of the quality
+stage (:class:`ditscale.study.quality.EarlyScoring`). Torch and the training loop are imported only
+when something actually trains. :func:`execute_task` runs any of them.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from ditscale.config import from_dict
 from ditscale.errors import DitscaleError
 from ditscale.study.folder import StudyRunDir
 from ditscale.study.locks import RunLock
+from ditscale.study.quality import QualityTask, score_one
 from ditscale.train.config import TrainConfig
 from ditscale.train.rundir import weight_relevant
 
@@ -53,9 +56,23 @@ class TrunkTask:
         return f"trunk {self.trunk_id}"
 
 
-def execute_task(task: RunTask | TrunkTask) -> str | dict[str, str]:
-    """Execute a run (its outcome) or a trunk (``{run_id: outcome}`` of its branches)."""
+def execute_task(task: RunTask | TrunkTask | QualityTask) -> str | dict[str, str]:
+    """Execute a run (its outcome), a trunk (``{run_id: outcome}`` of its branches) or a quality task
+    ("scored", or "failed: ..." where the quality stage will try again)."""
+    if isinstance(task, QualityTask):
+        return _score(task)
     return execute_trunk(task) if isinstance(task, TrunkTask) else execute_run(task)
+
+
+def _score(task: QualityTask) -> str:
+    if task.threads > 0:
+        import torch  # lazy: torch only in a process that works
+
+        torch.set_num_threads(task.threads)
+    try:
+        return score_one(task.study_dir, task.run)
+    except DitscaleError as err:
+        return f"failed: {err}"
 
 
 def config_sha(config: dict) -> str:

@@ -1,6 +1,7 @@
 """Where a study's runs execute: local worker processes or Slurm jobs through submitit.
 
-A launcher gets a list of tasks (:class:`~ditscale.study.executor.RunTask` or ``TrunkTask``) and
+A launcher gets a list of tasks (:class:`~ditscale.study.executor.RunTask` or ``TrunkTask``; locally
+also the ``QualityTask`` objects ``more()`` hands it while the training runs) and
 calls ``on_done(task, outcome)`` as each finishes, where ``outcome`` is what
 :func:`ditscale.study.executor.execute_task` returned: "trained", "done", "busy" or
 "failed: <message>" for a run, ``{run_id: outcome}`` for a trunk (a failed trunk job: one string).
@@ -102,7 +103,17 @@ class LocalLauncher:
             )
         return self._pool
 
-    def run(self, tasks: list[RunTask], on_done: Callable[[RunTask, str], None]) -> None:
+    def run(
+        self,
+        tasks: list[RunTask],
+        on_done: Callable[[RunTask, str], None],
+        more: Callable[[], list] | None = None,
+        poll_s: float = 5.0,
+    ) -> None:
+        """Execute ``tasks``, calling ``on_done(task, outcome)`` as each finishes. ``more()``, asked every
+        ``poll_s`` seconds and after each task while any is running, returns tasks to queue behind them
+        (the quality jobs of finished budgets: :class:`~ditscale.study.quality.EarlyScoring`); with no
+        worker processes it is not asked (nothing could run beside the training)."""
         if self.workers == 0:
             for task in tasks:
                 on_done(task, _local_entry(task))
@@ -111,14 +122,18 @@ class LocalLauncher:
         futures = {pool.submit(_local_entry, t): t for t in tasks}
         broken = False
         try:
-            for fut in cf.as_completed(futures):
-                task = futures[fut]
-                try:
-                    outcome = fut.result()
-                except Exception as err:  # a crashed worker process (BrokenProcessPool) or an unexpected bug
-                    broken |= isinstance(err, BrokenProcessPool)
-                    outcome = f"failed: {type(err).__name__}: {err}"
-                on_done(task, outcome)
+            while futures:
+                done, _ = cf.wait(futures, timeout=poll_s if more else None, return_when=cf.FIRST_COMPLETED)
+                for fut in done:
+                    task = futures.pop(fut)
+                    try:
+                        outcome = fut.result()
+                    except Exception as err:  # a crashed worker process (BrokenProcessPool) or an unexpected bug
+                        broken |= isinstance(err, BrokenProcessPool)
+                        outcome = f"failed: {type(err).__name__}: {err}"
+                    on_done(task, outcome)
+                if more is not None and not broken:
+                    futures.update({pool.submit(_local_entry, t): t for t in more()})
             if broken:  # a worker died (e.g. killed): the next call starts a fresh pool
                 self.close(wait=False)
         except BaseException:
@@ -200,7 +215,10 @@ class SlurmLauncher:
         ex.update_parameters(**params)
         return ex
 
-    def run(self, tasks: list[RunTask], on_done: Callable[[RunTask, str], None]) -> None:
+    def run(
+        self, tasks: list[RunTask], on_done: Callable[[RunTask, str], None], more: Callable[[], list] | None = None
+    ) -> None:
+        """Submit ``tasks`` and wait for them; ``more`` is not asked (the quality stage runs after training)."""
         if not tasks:
             return
         ex = self.executor()

@@ -30,6 +30,7 @@ same settings is never made again, one made with other settings is redone.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -44,7 +45,7 @@ import numpy as np
 from ditscale.config import from_dict
 from ditscale.data.config import DataConfig
 from ditscale.data.info import class_names
-from ditscale.errors import ConfigError, DataError
+from ditscale.errors import ConfigError, DataError, DitscaleError
 from ditscale.flops import fmt_flops, forward_flops
 from ditscale.io import atomic_write_json, atomic_write_text, parse_json, read_bytes
 from ditscale.metrics.batch import load_batch
@@ -227,8 +228,7 @@ def run_quality(
     jobs = [_Job(r, cfg, sha, files.samples(r["run_id"]), files.scores(r["run_id"]), r["run_id"]) for r in runs]
     _check_samplable(folder, jobs, cfg.metric)
     scorer = _Scorer(cfg)
-    if cfg.evaluator == "shapes" and files.read_frame(sha) is None:
-        _write_frame(spec, files, sha, scorer.net(), progress)
+    _write_frame_once(spec, files, sha, scorer, progress)
     scored, new = _score_jobs(spec, folder, jobs, scorer, progress, echo)
     files.write_csv([_csv_row(run, scores, cfg) for run, scores in zip(runs, scored)])
     return new
@@ -251,15 +251,20 @@ def _score_jobs(
         reference = _reference(spec, files, settings_sha(cfg, spec.data), progress)
         features = _reference_features(reference, net, cfg, progress)
     for n, i in enumerate(todo):
-        job, t0 = jobs[i], time.time()
-        samples = _sample_run(folder, job, scorer.device, progress)
-        t1 = time.time()
-        scores = _score(samples, reference, features, net, job.cfg, scorer.device, progress)
-        scores.update(settings_sha=job.sha, sample_s=round(t1 - t0, 2), eval_s=round(time.time() - t1, 2))
-        atomic_write_json(job.scores, scores)
-        scored[i] = scores
-        echo(f"quality: {n + 1}/{len(todo)} {job.label}: {cfg.metric} {scores[cfg.metric]:.4g}")
+        scored[i] = _score_job(folder, jobs[i], scorer, reference, features, progress)
+        echo(f"quality: {n + 1}/{len(todo)} {jobs[i].label}: {cfg.metric} {scored[i][cfg.metric]:.4g}")
     return scored, len(todo)
+
+
+def _score_job(folder: StudyFolder, job: _Job, scorer: _Scorer, reference, features, progress: bool) -> dict:
+    """Sample (unless drawn with the job's settings) and score one job; its score file written atomically."""
+    t0 = time.time()
+    samples = _sample_run(folder, job, scorer.device, progress)
+    t1 = time.time()
+    scores = _score(samples, reference, features, scorer.net(), job.cfg, scorer.device, progress)
+    scores.update(settings_sha=job.sha, sample_s=round(t1 - t0, 2), eval_s=round(time.time() - t1, 2))
+    atomic_write_json(job.scores, scores)
+    return scores
 
 
 def _check_samplable(folder: StudyFolder, jobs: list[_Job], metric: str) -> None:
@@ -306,6 +311,12 @@ def _reference(spec: StudySpec, files: QualityFiles, sha: str, progress: bool):
             progress=progress,
         )
     return load_batch(path)
+
+
+def _write_frame_once(spec: StudySpec, files: QualityFiles, sha: str, scorer: _Scorer, progress: bool) -> None:
+    """frame.json (shapes evaluator) unless it was made with settings ``sha``."""
+    if spec.quality.evaluator == "shapes" and files.read_frame(sha) is None:
+        _write_frame(spec, files, sha, scorer.net(), progress)
 
 
 def _write_frame(spec: StudySpec, files: QualityFiles, sha: str, evaluator, progress: bool) -> None:
@@ -448,6 +459,99 @@ def _prompts(run: RunDir, weights: Path, model_config, data: DataConfig, num: in
         progress=False,
     )
     return {"captions": dataset_captions(data, num, split="val"), "encode_captions": encoder.encode}
+
+
+# -- scoring while the last runs train -----------------------------------------------------------------
+@dataclass(frozen=True)
+class QualityTask:
+    """Sample and score the chosen model ``run`` (its runs.csv row, ``optimal`` set) of the study in
+    ``study_dir`` with the quality stage's settings (:func:`score_one`), in a worker process with
+    ``threads`` torch threads (:func:`ditscale.study.executor.execute_task`)."""
+
+    study_dir: str
+    run: dict
+    threads: int = 1
+
+    @property
+    def run_id(self) -> str:
+        return f"quality {self.run['run_id']}"
+
+
+class EarlyScoring:
+    """The quality jobs of the budgets whose runs have all finished while others still train.
+
+    Local studies with worker processes submit them to the same pool (``more`` of
+    :meth:`ditscale.study.launchers.LocalLauncher.run`): a worker that would idle at the end of the
+    training (the last trunk's cooldowns train one after another on one worker) samples and scores the
+    finished budgets' chosen models instead, with the same files and settings as the quality stage,
+    which then finds them scored and does the rest. A budget is finished when every planned run of
+    the study seed has its result (:func:`chosen_runs` then picks the same runs as the stage). The
+    reference batch and frame.json are written here, in the study's process, before the first job."""
+
+    def __init__(self, spec: StudySpec, folder: StudyFolder, planned: list, threads: int, echo: Callable = print):
+        self.spec, self.folder, self.threads, self.echo = spec, folder, threads, echo
+        self.sha = settings_sha(spec.quality, spec.data)
+        self.pending: dict[float, list] = {}
+        for run in planned:
+            if run.seed == spec.seed:
+                self.pending.setdefault(run.budget, []).append(run)
+
+    def more(self) -> list:
+        """Tasks (:class:`QualityTask`) for the budgets finished since the last
+        call, their chosen models not yet scored with the stage's settings. An error (e.g. the data of
+        the reference cannot be read) is echoed once and ends the early scoring, never the training:
+        the quality stage meets it again and says what to do."""
+        try:
+            return self._more()
+        except DitscaleError as err:
+            self.echo(f"warning: quality: not scoring while the runs train ({err})")
+            self.pending.clear()
+            return []
+
+    def _more(self) -> list:
+        files, rows = QualityFiles(self.folder), []
+        for budget, runs in list(self.pending.items()):
+            finished = self.folder.finished_rows(runs)
+            if len(finished) == len(runs):
+                del self.pending[budget]
+                rows += [
+                    r
+                    for r in chosen_runs(finished, self.spec)
+                    if files.read_scores(r["run_id"], self.sha, self.spec.quality.metric) is None
+                ]
+        if rows:
+            self._prepare(files)
+        return [QualityTask(str(self.folder.root), row, self.threads) for row in rows]
+
+    def _prepare(self, files: QualityFiles) -> None:
+        """The reference batch and frame.json, which every job reads (written once, here)."""
+        _reference(self.spec, files, self.sha, progress=False)
+        _write_frame_once(self.spec, files, self.sha, _Scorer(self.spec.quality), progress=False)
+
+
+def score_one(study_dir: str, run: dict) -> str:
+    """Sample and score the chosen model ``run`` (its runs.csv row, ``optimal`` set) of the study in
+    ``study_dir`` with the quality stage's settings, in a worker process (:class:`EarlyScoring`): its
+    score file, as the stage would write it. Returns "scored"."""
+    folder = StudyFolder(study_dir)
+    spec = folder.read_spec()
+    files, cfg = QualityFiles(folder), spec.quality
+    sha = settings_sha(cfg, spec.data)
+    job = _Job(run, cfg, sha, files.samples(run["run_id"]), files.scores(run["run_id"]), run["run_id"])
+    _check_samplable(folder, [job], cfg.metric)
+    scorer, reference, features = _worker_scoring(study_dir, sha)
+    _score_job(folder, job, scorer, reference, features, progress=False)
+    return "scored"
+
+
+@functools.lru_cache(maxsize=1)
+def _worker_scoring(study_dir: str, sha: str):
+    """The scorer, the reference batch the study's process wrote and its evaluator features: made once
+    per worker process, study and settings ``sha`` (a worker scores several models)."""
+    folder = StudyFolder(study_dir)
+    cfg = folder.read_spec().quality
+    scorer, reference = _Scorer(cfg), load_batch(QualityFiles(folder).reference)
+    return scorer, reference, _reference_features(reference, scorer.net(), cfg, progress=False)
 
 
 # -- sampling compute vs model compute (`ditscale study quality-steps`) ------------------------------

@@ -31,7 +31,7 @@ from ditscale.study.folder import RUNS_CSV_COLUMNS, StudyFolder  # noqa: F401
 from ditscale.study.launchers import make_launcher
 from ditscale.study.locks import RunLock
 from ditscale.study.plan import PlannedRun, interval_warning, run_config
-from ditscale.study.quality import run_quality
+from ditscale.study.quality import EarlyScoring, QualityTask, run_quality
 from ditscale.study.replan import all_runs, current_plan, folder_plan
 from ditscale.study.spec import StudySpec
 from ditscale.train.rundir import RunDir
@@ -118,6 +118,7 @@ def run_study(
     peak = machine_matmul_peak() if measure_peak else None
     runner = make_launcher(launcher, spec.workers if workers is None else workers, slurm, folder.slurm_dir, threads)
     tally = Tally(spec.name, progress, echo)
+    finished = Finished(tally, echo)
     left = math.inf if max_runs is None else max_runs
     if interval_warning(spec):
         echo(f"warning: {interval_warning(spec)}")
@@ -132,7 +133,9 @@ def run_study(
             left -= sum(len(_run_ids(t)) for t in tasks)
             if tasks:
                 tally.submit(tasks)
-                runner.run(tasks, tally.on_done)
+                last = i + 1 == len(stages) and len(tasks) == len(pending)  # the call trains to the end
+                early = EarlyScoring(spec, folder, runs, runner.threads, echo) if last and spec.quality else None
+                runner.run(tasks, finished, more=early.more if early else None)
             if left <= 0 or len(tasks) < len(pending):  # --max-runs reached
                 break
             if i + 1 < len(stages):  # (adaptive) the next budget is centred on this stage's results: wait for them
@@ -142,7 +145,7 @@ def run_study(
         runner.close()
     if measure_peak and time.time() - t0 >= SECOND_PEAK_AFTER_S:  # one short reading can be low: take another
         peak = max((p for p in (peak, machine_matmul_peak()) if p is not None), default=None)
-    return finish_study(spec, folder, tally, t0, peak, report, echo)
+    return finish_study(spec, folder, tally, t0, peak, report, echo, finished.quality_tail_s())
 
 
 def machine_matmul_peak() -> float | None:
@@ -365,8 +368,12 @@ def finish_study(
     peak: float | None,
     report: bool,
     echo: Callable[[str], None],
+    scored_after_training_s: float = 0.0,
 ) -> StudyOutcome:
-    """Write ``runs.csv`` and ``wall.json``; fit and report once every run is finished."""
+    """Write ``runs.csv`` and ``wall.json``; fit and report once every run is finished.
+
+    ``scored_after_training_s``: seconds the workers went on scoring models after the last run had
+    trained (:class:`~ditscale.study.quality.EarlyScoring`), counted in the quality stage's time."""
     frozen = folder.read_plan()
     planned = all_runs(frozen)
     rows = folder.finished_rows(planned)
@@ -378,7 +385,7 @@ def finish_study(
     try:
         scored = _quality_stage(spec, folder, complete, tally.progress, echo)
     finally:  # this call's wall time is kept even when the quality stage fails
-        quality_s = time.time() - t_quality if complete and spec.quality is not None else 0.0
+        quality_s = time.time() - t_quality + scored_after_training_s if complete and spec.quality is not None else 0.0
         folder.add_wall(time.time() - t0, peak, quality_s)
     laws = None
     if complete and report and (tally.trained or scored or not folder.laws_json.exists()):
@@ -415,6 +422,29 @@ def _quality_stage(
 
 
 # -- what happened to each run, and the progress bar ----------------------------------------------
+class Finished:
+    """``on_done`` of the launcher: a run's or trunk's outcome goes to the tally; a quality task's
+    (:class:`~ditscale.study.quality.QualityTask`) failure is echoed as a warning (the quality stage
+    tries it again). Remembers when the last of each finished, to split the wall time."""
+
+    def __init__(self, tally: "Tally", echo: Callable[[str], None]):
+        self.tally, self.echo = tally, echo
+        self.trained_at = self.scored_at = 0.0
+
+    def __call__(self, task, outcome: str | dict[str, str]) -> None:
+        if isinstance(task, QualityTask):
+            self.scored_at = time.time()
+            if outcome != "scored":
+                self.echo(f"warning: {task.run_id}: {outcome}; the quality stage scores it again")
+            return
+        self.trained_at = time.time()
+        self.tally.on_done(task, outcome)
+
+    def quality_tail_s(self) -> float:
+        """Seconds from the last run trained to the last model scored after it (0 when none was)."""
+        return max(0.0, self.scored_at - self.trained_at) if self.trained_at else 0.0
+
+
 class Tally:
     """The runs trained, skipped, failed and taken by others, and a tqdm bar that advances by
     each run's FLOPs (so the ETA weighs runs by their cost) and counts runs."""
