@@ -290,3 +290,63 @@ def test_the_t2i_other_cpu_draw_is_quoted_from_its_files():
     other = json.loads((STUDIES / "quickstart-other-cpu" / "laws.json").read_text())["wall_time"]
     m2, s2 = divmod(round(other["study_s"] + other["analysis_s"]), 60)
     assert f"took {m2} min {s2} s and {minutes} min {seconds} s" in readme
+
+
+def _same_but_timings(folder):
+    """The rerun in ``folder/rerun`` against ``folder``: runs.csv's rows but for wall_s and cpu_s, and every
+    key of laws.json but the timings and the provenance; the rerun's laws.json."""
+    rows = []
+    for path in (folder, folder / "rerun"):
+        with open(path / "runs.csv", newline="") as fh:
+            rows.append([{k: v for k, v in r.items() if k not in ("wall_s", "cpu_s")} for r in csv.DictReader(fh)])
+    assert rows[0] == rows[1] and len(rows[0]) in (58, 60)
+    old, new = (json.loads((p / "laws.json").read_text()) for p in (folder, folder / "rerun"))
+    timing = {"wall_time", "compute", "provenance", "warnings"}
+    assert old.keys() == new.keys() and all(old[k] == new[k] for k in old if k not in timing)
+    assert new["provenance"]["git_commit"].startswith("0cda100") and not new["provenance"]["git_dirty"]
+    return old, new
+
+
+def test_the_reruns_with_scoring_on_idle_workers_are_quoted_from_their_files():
+    """docs/studies.md and README.md against quickstart-other-cpu/rerun and quickstart-t2i-other-cpu/rerun: the
+    same runs and laws, the wall times and the quality stage's seconds after the last run."""
+    docs = " ".join((ROOT / "docs" / "studies.md").read_text().split())
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    times = []
+    for name, runs in (("quickstart-other-cpu", 60), ("quickstart-t2i-other-cpu", 58)):
+        old, new = _same_but_timings(STUDIES / name)
+        wall = new["wall_time"]
+        minutes, seconds = divmod(round(wall["study_s"] + wall["analysis_s"]), 60)
+        times.append(f"{minutes} min {seconds} s")
+        assert f"**{minutes} min {seconds} s** by the study's own account" in docs or (
+            f"in **{minutes} min {seconds} s** by the study's account" in docs
+        )
+        before, after = round(old["compute"]["quality_s"]), round(new["compute"]["quality_s"])
+        assert f"from {before} s to {after} s" in docs and after < before / 1.9
+    assert f"the same commands took {times[0]} and {times[1]} there" in readme
+    cls = json.loads((STUDIES / "quickstart-other-cpu" / "rerun" / "laws.json").read_text())
+    assert f"`study_mfu` {cls['compute']['study_mfu']:.2f}. On this CPU the 15-minute bar is now met, by 40 s" in docs
+    assert round(cls["wall_time"]["study_s"] + cls["wall_time"]["analysis_s"]) == 900 - 40
+    t2i = json.loads((STUDIES / "quickstart-t2i-other-cpu" / "rerun" / "laws.json").read_text())
+    assert round(t2i["wall_time"]["study_s"] + t2i["wall_time"]["analysis_s"]) == 900 + 56
+    assert "on this draw the bar is missed by 56 s" in docs
+    trained = {
+        name: [
+            round(json.loads((STUDIES / name / p / "laws.json").read_text())["compute"]["study_s"])
+            for p in ("", "rerun")
+        ]
+        for name in ("quickstart-other-cpu", "quickstart-t2i-other-cpu")
+    }
+    assert "training took {} s against {} s here".format(*trained["quickstart-other-cpu"]) in docs
+    assert "and {1} s to the last run against {0} s".format(*trained["quickstart-t2i-other-cpu"]) in docs
+    cpu = []
+    for path in (STUDIES / "quickstart-t2i-other-cpu", STUDIES / "quickstart-t2i-other-cpu" / "rerun"):
+        with open(path / "runs.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        cpu.append(
+            (sum(float(r["cpu_s"]) for r in rows), sum(float(r["cpu_s"]) for r in rows if r["hidden_size"] == "64"))
+        )
+    (old_all, old_64), (new_all, new_64) = cpu
+    assert f"the same runs took {new_all:.0f} CPU seconds against {old_all:.0f}" in docs
+    assert f"{100 * (new_64 / old_64 - 1):.0f}% more)" in docs
+    assert f"runs took {100 * (new_all / old_all - 1):.0f}% more CPU time that hour" in readme

@@ -1,6 +1,8 @@
 """The quality stage of a study: sample the chosen models, score them, write ``quality.csv``.
 
-Runs after training when the spec has a ``quality`` section (:class:`~ditscale.study.spec.QualityConfig`).
+Runs after training when the spec has a ``quality`` section (:class:`~ditscale.study.spec.QualityConfig`);
+on local worker processes each finished budget's model is already sampled and scored on a worker
+the training leaves idle (:class:`EarlyScoring`), and the stage does the rest.
 Files in the study folder::
 
     quality/reference.npz        the reference batch: num_samples images of the study's data (val split)

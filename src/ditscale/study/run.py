@@ -1,4 +1,4 @@
-"""Run a study: plan each stage, train every run once, write ``runs.csv``, fit, report.
+"""Run a study: plan each stage, train every run once, write ``runs.csv``, score, fit, report.
 
 The study folder's layout is :mod:`ditscale.study.folder`; one run is executed by
 :mod:`ditscale.study.executor`, through a launcher (:mod:`ditscale.study.launchers`).
@@ -9,7 +9,9 @@ runs not done. Budgets run from the smallest up: with ``adaptive`` the two small
 (centred on the prior), every later budget is centred from the budgets done
 (:func:`ditscale.study.replan.fit_so_far`). The design depends on results only: a later budget is
 planned once every run of the smaller budgets has a result (or failed for good); runs that other
-processes hold are waited for (:func:`wait_for_held`), never planned around.
+processes hold are waited for (:func:`wait_for_held`), never planned around. With a ``quality``
+section, the models of budgets that have finished are sampled and scored by local workers that the
+last runs leave idle (:class:`~ditscale.study.quality.EarlyScoring`), the rest by the quality stage.
 """
 
 from __future__ import annotations
