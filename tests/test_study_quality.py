@@ -40,13 +40,13 @@ def scored_mtimes(out) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    out = tmp_path_factory.mktemp("quality") / "micro"
-    outcome = run_study(spec_from_dict(MICRO), out, progress=False, echo=lambda m: None)
-    return out, outcome
+    out, messages = tmp_path_factory.mktemp("quality") / "micro", []
+    outcome = run_study(spec_from_dict(MICRO), out, progress=False, echo=messages.append)
+    return out, outcome, messages
 
 
 def test_each_budgets_optimal_model_is_scored_and_fitted(study):
-    out, outcome = study
+    out, outcome, messages = study
     assert outcome.complete
     runs = list(csv.DictReader(open(out / "runs.csv")))
     rows = list(csv.DictReader(open(out / "quality.csv")))
@@ -80,6 +80,8 @@ def test_each_budgets_optimal_model_is_scored_and_fitted(study):
     written = (out / "runs.csv").stat().st_mtime_ns
     early = {k for k, t in scored_mtimes(out).items() if t < written}
     assert early == {rows[-1]["run_id"]}
+    top = json.loads((out / "quality" / "scores" / f"{rows[-1]['run_id']}.json").read_text())
+    assert f"quality: {rows[-1]['run_id']}: fd {top['fd']:.4g} (on a worker)" in messages
     assert 0 < json.loads((out / "wall.json").read_text())["calls"][0]["quality_s"] < outcome.wall_s
 
 
@@ -116,7 +118,7 @@ def check_quality_steps(out) -> None:
 
 
 def test_rerun_redoes_nothing_new_settings_redo_the_scores_and_quality_steps_sweeps(study, tmp_path):
-    out, _ = study
+    out = study[0]
     check_quality_steps(out)
     before = scored_mtimes(out)
     outcome = run_study(spec_from_dict(MICRO), out, progress=False, echo=lambda m: None)

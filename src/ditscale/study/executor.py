@@ -58,7 +58,7 @@ class TrunkTask:
 
 def execute_task(task: RunTask | TrunkTask | QualityTask) -> str | dict[str, str]:
     """Execute a run (its outcome), a trunk (``{run_id: outcome}`` of its branches) or a quality task
-    ("scored", or "failed: ..." where the quality stage will try again)."""
+    ("scored: METRIC VALUE", or "failed: ..." where the quality stage will try again)."""
     if isinstance(task, QualityTask):
         return _score(task)
     return execute_trunk(task) if isinstance(task, TrunkTask) else execute_run(task)

@@ -534,7 +534,7 @@ class EarlyScoring:
 def score_one(study_dir: str, run: dict) -> str:
     """Sample and score the chosen model ``run`` (its runs.csv row, ``optimal`` set) of the study in
     ``study_dir`` with the quality stage's settings, in a worker process (:class:`EarlyScoring`): its
-    score file, as the stage would write it. Returns "scored"."""
+    score file, as the stage would write it. Returns "scored: METRIC VALUE" (e.g. "scored: fd 1410")."""
     folder = StudyFolder(study_dir)
     spec = folder.read_spec()
     files, cfg = QualityFiles(folder), spec.quality
@@ -542,8 +542,8 @@ def score_one(study_dir: str, run: dict) -> str:
     job = _Job(run, cfg, sha, files.samples(run["run_id"]), files.scores(run["run_id"]), run["run_id"])
     _check_samplable(folder, [job], cfg.metric)
     scorer, reference, features = _worker_scoring(study_dir, sha)
-    _score_job(folder, job, scorer, reference, features, progress=False)
-    return "scored"
+    scores = _score_job(folder, job, scorer, reference, features, progress=False)
+    return f"scored: {cfg.metric} {scores[cfg.metric]:.4g}"
 
 
 @functools.lru_cache(maxsize=1)

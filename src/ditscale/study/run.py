@@ -426,8 +426,8 @@ def _quality_stage(
 # -- what happened to each run, and the progress bar ----------------------------------------------
 class Finished:
     """``on_done`` of the launcher: a run's or trunk's outcome goes to the tally; a quality task's
-    (:class:`~ditscale.study.quality.QualityTask`) failure is echoed as a warning (the quality stage
-    tries it again). Remembers when the last of each finished, to split the wall time."""
+    (:class:`~ditscale.study.quality.QualityTask`) score is echoed, or its failure as a warning (the
+    quality stage tries it again). Remembers when the last of each finished, to split the wall time."""
 
     def __init__(self, tally: "Tally", echo: Callable[[str], None]):
         self.tally, self.echo = tally, echo
@@ -436,7 +436,9 @@ class Finished:
     def __call__(self, task, outcome: str | dict[str, str]) -> None:
         if isinstance(task, QualityTask):
             self.scored_at = time.time()
-            if outcome != "scored":
+            if isinstance(outcome, str) and outcome.startswith("scored: "):
+                self.echo(f"quality: {task.run['run_id']}: {outcome.removeprefix('scored: ')} (on a worker)")
+            else:
                 self.echo(f"warning: {task.run_id}: {outcome}; the quality stage scores it again")
             return
         self.trained_at = time.time()
