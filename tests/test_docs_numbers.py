@@ -292,18 +292,18 @@ def test_the_t2i_other_cpu_draw_is_quoted_from_its_files():
     assert f"took {m2} min {s2} s and {minutes} min {seconds} s" in readme
 
 
-def _same_but_timings(folder):
-    """The rerun in ``folder/rerun`` against ``folder``: runs.csv's rows but for wall_s and cpu_s, and every
-    key of laws.json but the timings and the provenance; the rerun's laws.json."""
+def _same_but_timings(folder, rerun="rerun", commit="0cda100"):
+    """The rerun in ``folder/rerun`` (from ``commit``) against ``folder``: runs.csv's rows but for wall_s and
+    cpu_s, and every key of laws.json but the timings and the provenance; both laws.json."""
     rows = []
-    for path in (folder, folder / "rerun"):
+    for path in (folder, folder / rerun):
         with open(path / "runs.csv", newline="") as fh:
             rows.append([{k: v for k, v in r.items() if k not in ("wall_s", "cpu_s")} for r in csv.DictReader(fh)])
     assert rows[0] == rows[1] and len(rows[0]) in (58, 60)
-    old, new = (json.loads((p / "laws.json").read_text()) for p in (folder, folder / "rerun"))
+    old, new = (json.loads((p / "laws.json").read_text()) for p in (folder, folder / rerun))
     timing = {"wall_time", "compute", "provenance", "warnings"}
     assert old.keys() == new.keys() and all(old[k] == new[k] for k in old if k not in timing)
-    assert new["provenance"]["git_commit"].startswith("0cda100") and not new["provenance"]["git_dirty"]
+    assert new["provenance"]["git_commit"].startswith(commit) and not new["provenance"]["git_dirty"]
     return old, new
 
 
@@ -330,6 +330,16 @@ def test_the_reruns_with_scoring_on_idle_workers_are_quoted_from_their_files():
     t2i = json.loads((STUDIES / "quickstart-t2i-other-cpu" / "rerun" / "laws.json").read_text())
     assert round(t2i["wall_time"]["study_s"] + t2i["wall_time"]["analysis_s"]) == 900 + 56
     assert "on this draw the bar is missed by 56 s" in docs
+    _, second = _same_but_timings(STUDIES / "quickstart-t2i-other-cpu", "rerun-2", "420c4d1")
+    wall, compute = second["wall_time"], second["compute"]
+    minutes, seconds = divmod(round(wall["study_s"] + wall["analysis_s"]), 60)
+    assert f"**{minutes} min {seconds} s** by the study's account" in docs
+    assert round(wall["study_s"] + wall["analysis_s"]) == 900 + 6  # "missed by 6 s"
+    with open(STUDIES / "quickstart-t2i-other-cpu" / "rerun-2" / "runs.csv", newline="") as fh:
+        cpu_s = sum(float(r["cpu_s"]) for r in csv.DictReader(fh))
+    assert f"{cpu_s:.0f} CPU seconds, {compute['study_s']:.0f} s to the last run," in docs
+    assert f"{compute['quality_s']:.0f} s of scoring after it): missed by 6 s" in docs
+    assert f"a second T2I draw took {minutes} min {seconds} s" in readme
     trained = {
         name: [
             round(json.loads((STUDIES / name / p / "laws.json").read_text())["compute"]["study_s"])

@@ -499,10 +499,10 @@ class EarlyScoring:
                 self.pending.setdefault(run.budget, []).append(run)
 
     def more(self) -> list:
-        """Tasks (:class:`QualityTask`) for the budgets finished since the last
-        call, their chosen models not yet scored with the stage's settings. An error (e.g. the data of
-        the reference cannot be read) is echoed once and ends the early scoring, never the training:
-        the quality stage meets it again and says what to do."""
+        """Tasks (:class:`QualityTask`) for the budgets finished since the last call, their chosen models
+        not yet scored with the stage's settings. An error (e.g. the data of the reference cannot be
+        read) is echoed once and ends the early scoring, never the training: the quality stage meets it
+        again and says what to do."""
         try:
             return self._more()
         except DitscaleError as err:
