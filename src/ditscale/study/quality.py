@@ -204,6 +204,11 @@ class _Job:
     label: str
 
 
+def _stage_job(files: QualityFiles, cfg: QualityConfig, sha: str, run: dict) -> _Job:
+    """The quality stage's job of ``run`` (a runs.csv row): its own samples and score files."""
+    return _Job(run, cfg, sha, files.samples(run["run_id"]), files.scores(run["run_id"]), run["run_id"])
+
+
 class _Scorer:
     """Where the stage samples and scores, and the scoring network, loaded on first use."""
 
@@ -227,7 +232,7 @@ def run_quality(
     files, cfg = QualityFiles(folder), spec.quality
     sha = settings_sha(cfg, spec.data)
     runs = chosen_runs(folder.read_runs_rows(), spec)
-    jobs = [_Job(r, cfg, sha, files.samples(r["run_id"]), files.scores(r["run_id"]), r["run_id"]) for r in runs]
+    jobs = [_stage_job(files, cfg, sha, r) for r in runs]
     _check_samplable(folder, jobs, cfg.metric)
     scorer = _Scorer(cfg)
     _write_frame_once(spec, files, sha, scorer, progress)
@@ -492,7 +497,7 @@ class EarlyScoring:
 
     def __init__(self, spec: StudySpec, folder: StudyFolder, planned: list, threads: int, echo: Callable = print):
         self.spec, self.folder, self.threads, self.echo = spec, folder, threads, echo
-        self.sha = settings_sha(spec.quality, spec.data)
+        self.sha, self.prepared = settings_sha(spec.quality, spec.data), False
         self.pending: dict[float, list] = {}
         for run in planned:
             if run.seed == spec.seed:
@@ -521,14 +526,11 @@ class EarlyScoring:
                     for r in chosen_runs(finished, self.spec)
                     if files.read_scores(r["run_id"], self.sha, self.spec.quality.metric) is None
                 ]
-        if rows:
-            self._prepare(files)
+        if rows and not self.prepared:  # the reference batch and frame.json, which every job reads
+            _reference(self.spec, files, self.sha, progress=False)
+            _write_frame_once(self.spec, files, self.sha, _Scorer(self.spec.quality), progress=False)
+            self.prepared = True
         return [QualityTask(str(self.folder.root), row, self.threads) for row in rows]
-
-    def _prepare(self, files: QualityFiles) -> None:
-        """The reference batch and frame.json, which every job reads (written once, here)."""
-        _reference(self.spec, files, self.sha, progress=False)
-        _write_frame_once(self.spec, files, self.sha, _Scorer(self.spec.quality), progress=False)
 
 
 def score_one(study_dir: str, run: dict) -> str:
@@ -539,7 +541,7 @@ def score_one(study_dir: str, run: dict) -> str:
     spec = folder.read_spec()
     files, cfg = QualityFiles(folder), spec.quality
     sha = settings_sha(cfg, spec.data)
-    job = _Job(run, cfg, sha, files.samples(run["run_id"]), files.scores(run["run_id"]), run["run_id"])
+    job = _stage_job(files, cfg, sha, run)
     _check_samplable(folder, [job], cfg.metric)
     scorer, reference, features = _worker_scoring(study_dir, sha)
     scores = _score_job(folder, job, scorer, reference, features, progress=False)
