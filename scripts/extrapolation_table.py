@@ -5,7 +5,9 @@ while at least 5 budgets stay fitted), held-out budget and loss form. This scrip
 ``factor`` (held-out C / largest fitted C; factors within 10% share a row,
 :func:`ditscale.study.analyze.error_by_factor`) and prints, per form, the median and range of the L*
 error, how many actual L* fell inside their 90% interval, and the totals within 2%; the law of
-record's rows (``extrapolation_of_record``) get their own column, with N_opt's interval hits::
+record's rows (``extrapolation_of_record``) get their own column, with N_opt's interval hits, and the
+last column frames them: what a right law of record would score there, its L* scattered as the
+study's scatter about it (:func:`ditscale.laws.extrapolation.noise_floor`)::
 
     python scripts/extrapolation_table.py runs/quickstart/laws.json
 """
@@ -17,7 +19,8 @@ import statistics
 
 from ditscale.laws.fit import LOSS_LAW_NAMES, LOSS_LAWS
 from ditscale.laws.results import ExtrapolationRow, FactorError, LawsSummary
-from ditscale.laws.extrapolation import error_by_factor
+from ditscale.laws.extrapolation import FLOOR_GOAL_FACTOR, FloorBand, NoiseFloor, error_by_factor, study_noise_floor
+from ditscale.study.backtest import EXTRAPOLATION_MIN_FITTED
 
 
 def cell(e: FactorError | None) -> str:
@@ -48,6 +51,29 @@ def record_cell(rows: list[ExtrapolationRow]) -> str:
     )
 
 
+def floor_cell(band: FloorBand | None) -> str:
+    """``95% within 2%, 90% of errors in [-1.6, +1.7]`` (a right form's expected score at one distance)."""
+    if band is None:
+        return "-"
+    return f"{100 * band.within_2pct:.0f}% within 2%, 90% in [{100 * band.low:+.1f}, {100 * band.high:+.1f}]"
+
+
+def floor_sentence(floor: NoiseFloor | None, record: tuple[ExtrapolationRow, ...]) -> str:
+    """The frame of the rows of record: how many a right form would hold within 2%, and how often all
+    of them up to 4x; "" without a floor."""
+    if floor is None:
+        return ""
+    expected = sum(b.within_2pct * b.rows for b in floor.bands)
+    measured = sum(abs(r.relative_error) <= 0.02 for r in record)
+    return (
+        f"\n\nNoise alone: a right {LOSS_LAW_NAMES[floor.form]} (the law of record), whose L* scatter about "
+        f"it as this study's do (sd {100 * floor.sigma:.2f}% of the loss over {floor.budgets} budgets), "
+        f"holds {expected:.1f} of {sum(b.rows for b in floor.bands)} rows within 2% on average "
+        f"(measured: {measured}), and every row up to {FLOOR_GOAL_FACTOR:.0f}x within 2% in "
+        f"{100 * floor.all_within:.0f}% of {floor.draws} draws (`noise_floor`, docs/laws.md)."
+    )
+
+
 def table(laws: LawsSummary) -> str:
     """The markdown table and its totals line (a note when the file has no ``extrapolation``)."""
     rows = laws.extrapolation or ()
@@ -55,19 +81,24 @@ def table(laws: LawsSummary) -> str:
         return "no backtests at every distance in this laws.json (older than the key, or fewer than 6 budgets)"
     forms = [f for f in LOSS_LAWS if any(r.form == f for r in rows)]
     record = laws.extrapolation_of_record or ()
+    floor = study_noise_floor(laws, EXTRAPOLATION_MIN_FITTED)
+    bands = {} if floor is None else {b.factor: b for b in floor.bands}
     lines = [
         "| extrapolation (held-out C / largest fitted C) | "
         + " | ".join(f"{LOSS_LAW_NAMES[f]}, L* error" for f in forms)
-        + " | law of record |",
-        "|---" * (len(forms) + 2) + "|",
+        + " | law of record | noise alone: a right law of record |",
+        "|---" * (len(forms) + 3) + "|",
     ]
     for factor, errors in error_by_factor(rows).items():
         by_form = {e.form: e for e in errors}
         at = [r for r in record if abs(r.factor / factor - 1) <= 0.1]
         n = max(e.rows for e in errors)
         cells = [cell(by_form.get(f)) for f in forms]
+        band = next((b for f, b in bands.items() if abs(f / factor - 1) <= 0.1), None)
         lines.append(
-            f"| {factor:.3g}x ({n} prediction{'s' * (n != 1)}) | " + " | ".join(cells) + f" | {record_cell(at)} |"
+            f"| {factor:.3g}x ({n} prediction{'s' * (n != 1)}) | "
+            + " | ".join(cells)
+            + f" | {record_cell(at)} | {floor_cell(band)} |"
         )
     totals = []
     for f in forms:
@@ -75,7 +106,7 @@ def table(laws: LawsSummary) -> str:
         within = sum(abs(r.relative_error) <= 0.02 for r in mine)
         hits = sum(r.within_ci90 is True for r in mine)
         totals.append(f"{LOSS_LAW_NAMES[f]} {within} of {len(mine)} within 2% ({hits} inside their 90% interval)")
-    return "\n".join(lines) + "\n\nWithin 2%: " + "; ".join(totals) + "."
+    return "\n".join(lines) + "\n\nWithin 2%: " + "; ".join(totals) + "." + floor_sentence(floor, record)
 
 
 def main(argv: list[str] | None = None) -> int:

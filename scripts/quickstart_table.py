@@ -26,6 +26,7 @@ import math
 import re
 from pathlib import Path
 
+from ditscale.laws.extrapolation import floor_at, loss_law_points
 from ditscale.laws.results import LawsSummary
 from ditscale.study.verified import PredictAnswer, read_verifications
 
@@ -252,17 +253,41 @@ def extrapolation(laws: LawsSummary) -> str:
     return module.table(laws)
 
 
-def verify(found: list[dict] | None) -> str:
+def verify(found: list[dict] | None, laws: LawsSummary | None = None) -> str:
     """The verifications of the prediction (:func:`verification_files`: each ``found[i]["verify"]``, in
-    order of distance): each trained size against the loss law of record, and every form's prediction
-    at the same C (``found[i]["predict"]``, ``study predict --json``)."""
+    order of distance): each trained size against the loss law of record, every form's prediction at
+    the same C (``found[i]["predict"]``, ``study predict --json``) and, with the study's ``laws``, what
+    noise alone would cost a right law of record at that distance."""
     if not found:
         return "not verified yet (no verify.json beside laws.json)"
-    return "\n\n".join(_one_verification(f["verify"], f.get("predict")) for f in found)
+    return "\n\n".join(_one_verification(f["verify"], f.get("predict"), laws) for f in found)
 
 
-def _one_verification(v: dict, pred: dict | None) -> str:
-    """One ``study verify`` answer ``v`` (with ``study predict``'s ``pred`` at the same C) in markdown."""
+def _floor_line(v: dict, laws: LawsSummary | None) -> list[str]:
+    """The 5-95% band of a right law of record's prediction at ``v``'s distance, its L* scattered as the
+    study's (:func:`~ditscale.laws.extrapolation.noise_floor`), and whether the miss lies inside it."""
+    if laws is None or laws.loss_law_of_record != v["loss_law"]:
+        return []
+    band = floor_at(*loss_law_points(laws), v["loss_law"], v["factor"], actual_sd=v.get("seed_spread") or 0.0)
+    if band is None:
+        return []
+    lo, hi = band.low, band.high
+    run = (
+        f", checked against one run with the study's seed spread (sd {100 * band.actual_sd:.1f}%)"
+        if band.actual_sd
+        else ""
+    )
+    verdict = "inside it: noise" if lo <= v["relative_error"] <= hi else "outside it: the form's own miss, not noise"
+    return [
+        f"- noise alone: a right {FORM_NAMES[band.form]} whose L* scatter about it as the study's do (sd "
+        f"{100 * band.sigma:.2f}%){run}, misses this C by [{pct(lo)}, {pct(hi)}] in 90% of {band.draws} draws; "
+        f"the miss of {pct(v['relative_error'])} lies {verdict}"
+    ]
+
+
+def _one_verification(v: dict, pred: dict | None, laws: LawsSummary | None = None) -> str:
+    """One ``study verify`` answer ``v`` (with ``study predict``'s ``pred`` at the same C, and the
+    study's ``laws`` for the noise frame) in markdown."""
     ci = v["predicted_ci90"]
     lines = [
         f"`ditscale study verify DIR --flops {g(v['flops'])} --sizes {len(v['sizes'])}` "
@@ -284,6 +309,7 @@ def _one_verification(v: dict, pred: dict | None) -> str:
     lines += [
         "",
         f"- law of record: **{pct(v['relative_error'])}** against the model nearest N_opt, {verdict} its 90% interval",
+        *_floor_line(v, laws),
     ]
     if pred:
         p = PredictAnswer.from_dict(pred, "predict.json").prediction
@@ -429,7 +455,7 @@ def rendered(laws: dict | LawsSummary, verified: list[dict] | None = None, study
         "table": render(laws),
         "details": details(laws),
         "extrapolation": extrapolation(laws),
-        "verify": verify(verified),
+        "verify": verify(verified, laws),
         "quality": recognisable(laws),
         "quality-law": quality_law(laws),
     }

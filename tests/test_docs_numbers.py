@@ -360,3 +360,31 @@ def test_the_reruns_with_scoring_on_idle_workers_are_quoted_from_their_files():
     assert f"the same runs took {new_all:.0f} CPU seconds against {old_all:.0f}" in docs
     assert f"{100 * (new_64 / old_64 - 1):.0f}% more)" in docs
     assert f"runs took {100 * (new_all / old_all - 1):.0f}% more CPU time that hour" in readme
+
+
+def test_the_noise_frame_quoted_in_prose_is_the_committed_studys():
+    """README.md and docs/laws.md quote the quickstart's noise frame (issue 21): the L* scatter about the
+    law of record, the rows a right law holds within 2%, how often all up to 4x are, and the 10x band."""
+    from ditscale.laws.extrapolation import floor_at, loss_law_points, study_noise_floor
+    from ditscale.laws.results import LawsSummary
+    from ditscale.study.backtest import EXTRAPOLATION_MIN_FITTED
+
+    laws = LawsSummary.read(LAWS)
+    floor = study_noise_floor(laws, EXTRAPOLATION_MIN_FITTED)
+    band = floor_at(*loss_law_points(laws), laws.loss_law_of_record, 10.0, actual_sd=laws.noise.seed_spread)
+    expected = sum(b.within_2pct * b.rows for b in floor.bands)
+    readme, laws_md = (" ".join((ROOT / doc).read_text().split()) for doc in ("README.md", "docs/laws.md"))
+    for quote in (
+        f"({100 * floor.sigma:.2f}% of the loss)",
+        f"{expected:.1f} of the 21 within 2%",
+        f"every row up to 4x in only {100 * floor.all_within:.0f}% of draws",
+        f"the {100 * band.low:+.1f}% to {100 * band.high:+.1f}% that noise alone",
+    ):
+        assert quote in readme, quote
+    for quote in (
+        f"L* within {100 * floor.sigma:.2f}% of it",
+        f"{expected:.1f} of the 21 rows within 2%",
+        f"all 18 rows up to 4x in {100 * floor.all_within:.0f}% of draws",
+        f"misses by {100 * band.low:+.1f}% to {100 * band.high:+.1f}% in 90% of draws",
+    ):
+        assert quote in laws_md, quote
