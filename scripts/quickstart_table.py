@@ -268,7 +268,8 @@ def _floor_line(v: dict, laws: LawsSummary | None) -> list[str]:
     study's (:func:`~ditscale.laws.extrapolation.noise_floor`), and whether the miss lies inside it."""
     if laws is None or laws.loss_law_of_record != v["loss_law"]:
         return []
-    band = floor_at(*loss_law_points(laws), v["loss_law"], v["factor"], actual_sd=v.get("seed_spread") or 0.0)
+    points = loss_law_points(laws.budgets, laws.options.get("exclude_edge"))
+    band = floor_at(*points, v["loss_law"], v["factor"], actual_sd=v.get("seed_spread") or 0.0)
     if band is None:
         return []
     lo, hi = band.low, band.high

@@ -8,6 +8,7 @@ from the fitted budgets alone, so altering the held-out budget's losses cannot m
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -135,6 +136,22 @@ def test_predict_prints_the_measured_error_at_its_distance(study, capsys):
     assert "measured backtest error at 4x (this C is 3.91x the largest budget, the nearest distance measured)" in text
     assert "isoFLOP power law        -4.5% [-8.8%, +2.2%] (3 rows;" in text
     assert "Approach 3 L(N, D)       +12.5% [+12.4%, +14.0%] (3 rows; 0 inside the 90% interval, 0 within 2%)" in text
+
+
+def test_predict_frames_its_distance_with_the_noise_a_right_law_would_give(study, capsys):
+    """``study predict`` (not laws.json) adds the band a right law of record would miss its C by, its
+    L* scattered as the study's and checked against one run with the study's seed spread."""
+    out, laws = study
+    assert laws.prediction.noise_floor is None  # laws.json keeps its schema
+    assert main(["study", "predict", str(out), "--flops", "2e13", "--json"]) == 0
+    frame = json.loads(capsys.readouterr().out)["noise_floor"]
+    points = loss_law_points(laws.budgets, laws.options.get("exclude_edge"))
+    expected = floor_at(*points, frame["form"], 2e13 / points[0][-1], actual_sd=laws.noise.seed_spread)
+    assert frame == expected.to_dict() and frame["form"] == laws.prediction.loss_law
+    assert frame["low"] < -0.02 and frame["high"] > 0.02 and frame["actual_sd"] == laws.noise.seed_spread
+    assert main(["study", "predict", str(out), "--flops", "2e13"]) == 0
+    text = capsys.readouterr().out
+    assert f"misses this C by [{frame['low']:+.1%}, {frame['high']:+.1%}] against one run" in text
 
 
 def test_report_draws_error_against_distance(study, tmp_path):
@@ -298,7 +315,7 @@ def test_the_committed_quickstarts_miss_at_10x_is_its_form_not_noise():
     """docs/studies.md: the saturating law of record's L* scatter 0.57% about it; a right law of that
     form, checked against one run, misses 10x by ~5% at most, where the verified run missed by +19.4%."""
     laws = LawsSummary.read(STUDIES / "quickstart" / "laws.json")
-    flops, loss = loss_law_points(laws)
+    flops, loss = loss_law_points(laws.budgets, laws.options.get("exclude_edge"))
     band = floor_at(flops, loss, laws.loss_law_of_record, 10.0, actual_sd=laws.noise.seed_spread, draws=100)
     assert band.form == "saturating" and round(band.sigma, 4) == 0.0057
     assert -0.07 < band.low < -0.03 and 0.03 < band.high < 0.07

@@ -638,6 +638,7 @@ def _print_prediction(pred) -> None:
         )
     _print_backtest(pred.backtest)
     _print_measured_error(pred.measured_error, pred.loss_law)
+    _print_noise_floor(pred.noise_floor)
     for w in pred.warnings:
         print(f"warning: {w}", file=sys.stderr)
     for n in pred.notes:
@@ -664,6 +665,21 @@ def _print_measured_error(measured, of_record: str | None) -> None:
             f"{e.within_ci90} inside the 90% interval, {e.within_2pct} within 2%)"
             + ("  <- this prediction's form" if e.form == of_record else "")
         )
+
+
+def _print_noise_floor(frame) -> None:
+    """What noise alone would cost this prediction if its form is right (``study predict``'s
+    ``noise_floor``): the 90% band of its error against one run."""
+    from ditscale.laws.fit import loss_law_name  # lazy: start-up
+
+    if frame is None:
+        return
+    run = f" against one run (seed spread {frame.actual_sd:.1%})" if frame.actual_sd else ""
+    print(
+        f"  noise alone: a right {loss_law_name(frame.form)} whose L* scatter as this study's do "
+        f"(sd {frame.sigma:.2%}) misses this C by [{frame.low:+.1%}, {frame.high:+.1%}]{run} in 90% of "
+        f"{frame.draws} draws; a verified miss far outside it is the form's, not noise"
+    )
 
 
 def _print_forms(forms) -> None:

@@ -24,7 +24,7 @@ import numpy as np
 
 from ditscale.laws.fit import LOSS_LAWS
 from ditscale.laws.powerlaw import fit_power_law, fit_saturating
-from ditscale.laws.results import ExtrapolationRow, FactorError, LawsSummary, MeasuredError
+from ditscale.laws.results import ExtrapolationRow, FactorError, FloorAt, LawsSummary, MeasuredError
 
 FACTOR_RTOL = 0.1  # factors within 10% of their neighbour are one distance (budgets placed sqrt(2) apart)
 
@@ -166,22 +166,6 @@ def noise_floor(
     return NoiseFloor(form, sigma, len(flops), draws, _bands(factors, errors), all_within)
 
 
-@dataclass(frozen=True)
-class FloorAt:
-    """A right law's prediction at ``factor`` times the largest budget (:func:`floor_at`): the 5-95%
-    band (``low``, ``high``) of its relative error over ``draws`` draws whose L* scatter by ``sigma``
-    (sd of log L*), as :class:`NoiseFloor` draws them, against the true law there scattered by
-    ``actual_sd`` (0: the law itself; a study's seed spread: one trained run, as ``study verify``'s)."""
-
-    form: str
-    factor: float
-    sigma: float
-    actual_sd: float
-    draws: int
-    low: float
-    high: float
-
-
 def floor_at(
     flops: np.ndarray,
     loss_opt: np.ndarray,
@@ -207,7 +191,15 @@ def floor_at(
         actual = law(target) * np.exp(actual_sd * rng.standard_normal(draws))
     errors = np.array([f(target) / a - 1 for f, a in zip(fits, actual) if f is not None])
     low, high = np.quantile(errors, [0.05, 0.95])
-    return FloorAt(form, float(factor), sigma, float(actual_sd), draws, float(low), float(high))
+    return FloorAt(
+        form=form,
+        factor=float(factor),
+        sigma=sigma,
+        actual_sd=float(actual_sd),
+        draws=draws,
+        low=float(low),
+        high=float(high),
+    )
 
 
 def _draw_errors(fit, flops: np.ndarray, drawn: np.ndarray, pairs: list[tuple[int, int]]) -> np.ndarray:
@@ -236,18 +228,20 @@ def _bands(factors: np.ndarray, errors: np.ndarray) -> tuple[FloorBand, ...]:
     return tuple(out)
 
 
-def loss_law_points(laws: LawsSummary) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """``(flops, loss_opt)`` of the budgets a study's L_opt law fits (laws.json: usable optima; edge
-    ones too unless ``exclude_edge`` is true), ascending."""
-    leave_edge = laws.options.get("exclude_edge") is True
-    kept = [b for b in laws.budgets if b.loss_opt is not None and not b.degenerate and not (leave_edge and b.edge)]
+def loss_law_points(budgets, exclude_edge) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``(flops, loss_opt)`` of the ``budgets`` (a fit's :class:`~ditscale.laws.isoflop.BudgetOptimum`
+    or laws.json's :class:`~ditscale.laws.results.BudgetSummary`, ascending) that the L_opt law fits:
+    usable optima, edge ones too unless ``exclude_edge`` is true."""
+    usable = lambda b: b.loss_opt is not None and math.isfinite(b.loss_opt) and not b.degenerate  # noqa: E731
+    kept = [b for b in budgets if usable(b) and not (exclude_edge is True and b.edge)]
     return tuple(b.flops for b in kept), tuple(b.loss_opt for b in kept)
 
 
 def study_noise_floor(laws: LawsSummary, min_fitted: int, draws: int = FLOOR_DRAWS) -> NoiseFloor | None:
     """:func:`noise_floor` of a study's laws.json under its law of record (None for Approach 3), kept
     for the process (the docs' tables ask for the same one several times)."""
-    return _kept_floor(*loss_law_points(laws), laws.loss_law_of_record, min_fitted, draws)
+    points = loss_law_points(laws.budgets, laws.options.get("exclude_edge"))
+    return _kept_floor(*points, laws.loss_law_of_record, min_fitted, draws)
 
 
 @functools.lru_cache(maxsize=8)

@@ -462,6 +462,23 @@ class MeasuredError(Record):
 
 
 @dataclass(frozen=True, kw_only=True)
+class FloorAt(Record):
+    """What noise alone costs a prediction at ``factor`` times the largest budget if its ``form`` is
+    right (:func:`ditscale.laws.extrapolation.floor_at`): the 5-95% band (``low``, ``high``) of its
+    relative error over ``draws`` draws whose L* scatter about the law by ``sigma`` (sd of log L*, as
+    the study's do), against the law there scattered by ``actual_sd`` (0: the law itself; a study's
+    seed spread: one trained run, as ``study verify`` checks it). A miss far outside it is the form's."""
+
+    form: str
+    factor: float
+    sigma: float
+    actual_sd: float
+    draws: int
+    low: float
+    high: float
+
+
+@dataclass(frozen=True, kw_only=True)
 class FormSummary(Record):
     """One fitted loss form at the prediction's target: ``form`` (the ``laws.loss_law`` that names it:
     power, saturating, parametric), its name, and its N_opt (params) and L_opt with their intervals.
@@ -550,6 +567,7 @@ class PredictionSummary(Record):
     backtest: tuple[BacktestSummary, ...] | None = absent()
     notes: tuple[str, ...] | None = absent()
     measured_error: MeasuredError | None = absent()
+    noise_floor: FloorAt | None = absent()
     train_images: int | None = absent()
     epochs_opt: EstimateSummary | None = absent()
 

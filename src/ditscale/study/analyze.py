@@ -45,7 +45,7 @@ from ditscale.laws import Bootstrap, FitConfig, Runs, compare, fit_runs, predict
 from ditscale.laws.checks import isoflop_checks, loss_bend
 from ditscale.laws.degenerate import degenerate_warning
 from ditscale.laws.draws import DrawStore, draws_key
-from ditscale.laws.extrapolation import measured_error
+from ditscale.laws.extrapolation import floor_at, loss_law_points, measured_error
 from ditscale.laws.fit import LOSS_LAW_NAMES
 from ditscale.laws.noise import noise_summary  # noqa: F401  (laws.json "noise"; also public here)
 from ditscale.laws.predict import (
@@ -69,6 +69,7 @@ from ditscale.laws.results import (
     ExponentSummary,
     ExtrapolationRow,
     FitSummary,
+    FloorAt,
     FormSummary,
     LawsSummary,
     LossBendSummary,
@@ -302,7 +303,8 @@ def study_prediction(
     unless ``with_backtest`` is False); ``warnings`` (the fit's, the exponents' and, past 100x, the
     extrapolation's); ``notes`` (one line when a bootstrap was redrawn); ``measured_error`` (the
     study's measured backtest error nearest this distance, every form's, from ``DIR/laws.json``'s
-    ``extrapolation`` when it has one). ``spec``: the study's spec
+    ``extrapolation`` when it has one); ``noise_floor`` (what noise alone would cost this prediction
+    if its form is right, against one run: :func:`_noise_frame`). ``spec``: the study's spec
     when the caller has it (else read from ``DIR/spec.yaml``); ``fitted``: :func:`fit_study`'s result
     when already fitted; ``draws``: the bootstrap draws to use and keep (default: ``DIR/bootstrap.npz``'s,
     reporting redraws in ``notes``).
@@ -316,7 +318,21 @@ def study_prediction(
     out = _prediction(study, flops, parametric_fit(study.runs, spec.laws, draws), backtest)
     note = draws_note(out_dir, draws) if stored else None
     measured = measured_error(_stored_extrapolation(out_dir), out.extrapolation)
-    return dataclasses.replace(out, notes=(note,) if note else (), measured_error=measured)
+    frame = _noise_frame(study, out)
+    return dataclasses.replace(out, notes=(note,) if note else (), measured_error=measured, noise_floor=frame)
+
+
+def _noise_frame(study: StudyFit, pred: PredictionSummary) -> FloorAt | None:
+    """What noise alone would cost the prediction ``pred`` of ``study`` if its loss form is right, checked
+    against one run with the study's seed spread (:func:`~ditscale.laws.extrapolation.floor_at`; None
+    below the largest budget, for Approach 3, or with too few budgets)."""
+    if pred.extrapolation is None or pred.extrapolation < 1 or pred.loss_law is None:
+        return None
+    points = loss_law_points(study.fit.budgets, study.spec.laws.exclude_edge)
+    if not points[0]:
+        return None
+    spread = noise_summary(study.runs)["seed_spread"] or 0.0
+    return floor_at(*points, pred.loss_law, pred.flops / points[0][-1], actual_sd=spread)
 
 
 def _stored_extrapolation(out_dir: str | Path) -> tuple[ExtrapolationRow, ...] | None:
