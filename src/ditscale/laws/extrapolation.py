@@ -210,7 +210,8 @@ def _draw_errors(fit, flops: np.ndarray, drawn: np.ndarray, pairs: list[tuple[in
 
 
 def _bands(factors: np.ndarray, errors: np.ndarray) -> tuple[FloorBand, ...]:
-    """The draws' ``errors`` (draws x rows) grouped by distance as :func:`error_by_factor` groups rows."""
+    """The draws' ``errors`` (draws x rows) grouped by distance as :func:`error_by_factor` groups rows
+    (a distance whose refits all failed has no band)."""
     order = np.argsort(factors, kind="stable")
     groups: list[list[int]] = []
     for j in order:
@@ -222,6 +223,8 @@ def _bands(factors: np.ndarray, errors: np.ndarray) -> tuple[FloorBand, ...]:
     for group in groups:
         e = errors[:, group].reshape(-1)
         e = e[np.isfinite(e)]
+        if not e.size:  # every refit at this distance failed to fit: no band
+            continue
         factor = float(np.exp(np.mean(np.log(factors[group]))))
         low, high = (float(q) for q in np.quantile(e, [0.05, 0.95]))
         out.append(FloorBand(factor, len(group), float(np.mean(np.abs(e) <= 0.02)), low, high))
