@@ -67,7 +67,8 @@ def floor_sentence(floor: NoiseFloor | None, record: tuple[ExtrapolationRow, ...
     measured = sum(abs(r.relative_error) <= 0.02 for r in record)
     return (
         f"\n\nNoise alone: a right {LOSS_LAW_NAMES[floor.form]} (the law of record), whose L* scatter about "
-        f"it as this study's do (sd {100 * floor.sigma:.2f}% of the loss over {floor.budgets} budgets), "
+        f"it as this study's do (sd {100 * floor.sigma:.2f}% of the loss over {floor.budgets} budgets; a form "
+        f"that bends away from its L* counts that misfit as scatter), "
         f"holds {expected:.1f} of {sum(b.rows for b in floor.bands)} rows within 2% on average "
         f"(measured: {measured}), and every row up to {FLOOR_GOAL_FACTOR:.0f}x within 2% in "
         f"{100 * floor.all_within:.0f}% of {floor.draws} draws (`noise_floor`, docs/laws.md)."
