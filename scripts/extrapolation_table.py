@@ -20,7 +20,6 @@ import statistics
 from ditscale.laws.fit import LOSS_LAW_NAMES, LOSS_LAWS
 from ditscale.laws.results import ExtrapolationRow, FactorError, LawsSummary
 from ditscale.laws.extrapolation import FLOOR_GOAL_FACTOR, FloorBand, NoiseFloor, error_by_factor, study_noise_floor
-from ditscale.study.backtest import EXTRAPOLATION_MIN_FITTED
 
 
 def cell(e: FactorError | None) -> str:
@@ -82,7 +81,7 @@ def table(laws: LawsSummary) -> str:
         return "no backtests at every distance in this laws.json (older than the key, or fewer than 6 budgets)"
     forms = [f for f in LOSS_LAWS if any(r.form == f for r in rows)]
     record = laws.extrapolation_of_record or ()
-    floor = study_noise_floor(laws, EXTRAPOLATION_MIN_FITTED)
+    floor = study_noise_floor(laws)
     bands = {} if floor is None else {b.factor: b for b in floor.bands}
     lines = [
         "| extrapolation (held-out C / largest fitted C) | "

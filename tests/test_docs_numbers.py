@@ -367,10 +367,9 @@ def test_the_noise_frame_quoted_in_prose_is_the_committed_studys():
     law of record, the rows a right law holds within 2%, how often all up to 4x are, and the 10x band."""
     from ditscale.laws.extrapolation import floor_at, loss_law_points, study_noise_floor
     from ditscale.laws.results import LawsSummary
-    from ditscale.study.backtest import EXTRAPOLATION_MIN_FITTED
 
     laws = LawsSummary.read(LAWS)
-    floor = study_noise_floor(laws, EXTRAPOLATION_MIN_FITTED)
+    floor = study_noise_floor(laws)
     points = loss_law_points(laws.budgets, laws.options.get("exclude_edge"))
     band = floor_at(*points, laws.loss_law_of_record, 10.0, actual_sd=laws.noise.seed_spread)
     expected = sum(b.within_2pct * b.rows for b in floor.bands)

@@ -18,7 +18,14 @@ import pytest
 from ditscale.cli import main
 from ditscale.errors import ConfigError
 from ditscale.laws import FitConfig
-from ditscale.laws.extrapolation import error_by_factor, floor_at, loss_law_points, measured_error, noise_floor
+from ditscale.laws.extrapolation import (
+    error_by_factor,
+    floor_at,
+    loss_law_points,
+    measured_error,
+    noise_floor,
+    study_noise_floor,
+)
 from ditscale.laws.powerlaw import SaturatingLaw
 from ditscale.laws.predict import backtest
 from ditscale.laws.results import ExtrapolationRow, LawsSummary
@@ -161,6 +168,10 @@ def test_report_draws_error_against_distance(study, tmp_path):
     page = render_html(laws, [], title="t")
     assert "Backtests at every distance" in page and "The loss law of record, by rule" in page
     assert "5.66x" in page and page.count("in 90%") == 3 * 6 + 1  # 6 distances x 3 forms, and the header
+    floor = study_noise_floor(laws)  # the frame beside each distance: a right law of record's band
+    assert "noise alone: a right law of record" in page and f"(sd {floor.sigma:.2%}; 200 draws" in page
+    for b in floor.bands:
+        assert f"[{b.low:+.1%}, {b.high:+.1%}], {b.within_2pct:.0%} within 2%" in page
 
 
 # -- goal 3: the form of record sees only the fitted budgets ---------------------------------------

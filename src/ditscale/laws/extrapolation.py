@@ -27,6 +27,7 @@ from ditscale.laws.powerlaw import fit_power_law, fit_saturating
 from ditscale.laws.results import ExtrapolationRow, FactorError, FloorAt, LawsSummary, MeasuredError
 
 FACTOR_RTOL = 0.1  # factors within 10% of their neighbour are one distance (budgets placed sqrt(2) apart)
+EXTRAPOLATION_MIN_FITTED = 5  # refit without the K largest budgets, K = 1, 2, ... while 5 stay fitted
 
 
 def error_by_factor(
@@ -240,9 +241,12 @@ def loss_law_points(budgets, exclude_edge) -> tuple[tuple[float, ...], tuple[flo
     return tuple(b.flops for b in kept), tuple(b.loss_opt for b in kept)
 
 
-def study_noise_floor(laws: LawsSummary, min_fitted: int, draws: int = FLOOR_DRAWS) -> NoiseFloor | None:
-    """:func:`noise_floor` of a study's laws.json under its law of record (None for Approach 3), kept
-    for the process (the docs' tables ask for the same one several times)."""
+def study_noise_floor(
+    laws: LawsSummary, min_fitted: int = EXTRAPOLATION_MIN_FITTED, draws: int = FLOOR_DRAWS
+) -> NoiseFloor | None:
+    """:func:`noise_floor` of a study's laws.json under its law of record (None for Approach 3), with the
+    study's own backtest distances by default; kept for the process (the report and the docs' tables
+    ask for the same one several times)."""
     points = loss_law_points(laws.budgets, laws.options.get("exclude_edge"))
     return _kept_floor(*points, laws.loss_law_of_record, min_fitted, draws)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ditscale.flops import fmt_flops
-from ditscale.laws.extrapolation import error_by_factor
+from ditscale.laws.extrapolation import error_by_factor, study_noise_floor
 from ditscale.laws.fit import LOSS_LAWS, loss_law_name
 from ditscale.laws.isoflop import fit_log_n_parabola
 from ditscale.laws.parametric import ParametricFit, allocation
@@ -423,12 +423,26 @@ FORM_COLOURS = {"power": "tab:blue", "saturating": "tab:green", "parametric": "t
 
 
 def extrapolation_figure(laws: "dict | LawsSummary", path: str | Path) -> Path:
-    """Relative L* error vs extrapolation factor, every form (laws.json's ``extrapolation``); returns ``path``."""
+    """Relative L* error vs extrapolation factor, every form (laws.json's ``extrapolation``), over the
+    band a right law of record would give at each distance, its L* scattered as the study's
+    (:func:`~ditscale.laws.extrapolation.noise_floor`); returns ``path``."""
     plt = pyplot()
     view = LawsSummary.of(laws)
     rows = view.extrapolation or ()
     fig, ax = plt.subplots(figsize=(7.5, 4.2), dpi=120)
     ax.axhspan(-0.02, 0.02, color="grey", alpha=0.15, lw=0, label="within 2%")
+    floor = study_noise_floor(view) if rows else None
+    if floor is not None and floor.bands:  # the frame: what noise alone gives a right law of record
+        f = [b.factor for b in floor.bands]
+        ax.fill_between(
+            f,
+            [b.low for b in floor.bands],
+            [b.high for b in floor.bands],
+            color=FORM_COLOURS[floor.form],
+            alpha=0.12,
+            lw=0,
+            label=f"noise alone: a right {loss_law_name(floor.form)} (90%, L* sd {floor.sigma:.2%})",
+        )
     groups = error_by_factor(rows)
     for i, form in enumerate(f for f in LOSS_LAWS if any(r.form == f for r in rows)):
         mine = [r for r in rows if r.form == form]

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 from ditscale.io import atomic_write_text
-from ditscale.laws.extrapolation import error_by_factor
+from ditscale.laws.extrapolation import error_by_factor, study_noise_floor
 from ditscale.laws.fit import LOSS_LAWS, loss_law_name
 from ditscale.laws.results import (
     BacktestSummary,
@@ -244,10 +244,13 @@ def _backtest_section(
 
 def _extrapolation_section(view: LawsSummary) -> list[str]:
     """The backtests at every distance by factor: each form's median L* error [range], how many actual
-    L* lie inside their 90% interval, and the law of record's N_opt interval hits."""
+    L* lie inside their 90% interval, the law of record's N_opt interval hits, and the frame: what a
+    right law of record would give there (:func:`~ditscale.laws.extrapolation.noise_floor`)."""
     rows_all = view.extrapolation or ()
     forms = [f for f in LOSS_LAWS if any(r.form == f for r in rows_all)]
     record = view.extrapolation_of_record or ()
+    floor = study_noise_floor(view)
+    bands = {} if floor is None else {b.factor: b for b in floor.bands}
     rows = []
     for factor, errors in error_by_factor(rows_all).items():
         by_form = {e.form: e for e in errors}
@@ -260,14 +263,24 @@ def _extrapolation_section(view: LawsSummary) -> list[str]:
             f"{by_form[f].within_ci90}/{by_form[f].rows} in 90%"
             for f in forms
         ]
-        rows.append([f"{factor:.3g}x", str(max(e.rows for e in errors)), *cells, f"{n_hits}/{len(at)}"])
+        band = next((b for f, b in bands.items() if abs(f / factor - 1) <= 0.1), None)
+        noise = "–" if band is None else f"[{band.low:+.1%}, {band.high:+.1%}], {band.within_2pct:.0%} within 2%"
+        rows.append([f"{factor:.3g}x", str(max(e.rows for e in errors)), *cells, f"{n_hits}/{len(at)}", noise])
     head = ["held-out C / largest fitted C", "rows", *(html.escape(loss_law_name(f)) for f in forms)]
+    frame = (
+        ""
+        if floor is None
+        else f" Last column, the frame: the 90% band of the error a right {html.escape(loss_law_name(floor.form))} "
+        f"would show there, and its share of rows within 2%, its L* scattered about it as this study's do (sd "
+        f"{floor.sigma:.2%}; {floor.draws} draws; a form's misfit counts as scatter): an error far outside it "
+        "is the form's, not noise."
+    )
     return [
         "<h2>Backtests at every distance</h2>",
         "<p>The K largest budgets left out (K = 1, 2, ... while 5 budgets stay fitted); every form refitted "
         "predicts each held-out budget's L*: median error [range] and how many actual L* lie inside the "
-        "prediction's 90% interval; last column: the law of record's N_opt inside its 90% interval.</p>",
-        _table([*head, "N_opt in 90% (of record)"], rows),
+        "prediction's 90% interval; then the law of record's N_opt inside its 90% interval." + frame + "</p>",
+        _table([*head, "N_opt in 90% (of record)", "noise alone: a right law of record"], rows),
     ]
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from ditscale.errors import DataError
 from ditscale.laws import FitConfig, Runs, fit_runs, predict
 from ditscale.laws.draws import DrawStore
+from ditscale.laws.extrapolation import EXTRAPOLATION_MIN_FITTED
 from ditscale.laws.fit import LOSS_LAWS
 from ditscale.laws.predict import backtest_rows, holdout_split
 from ditscale.laws.results import BacktestSummary, ExtrapolationRow, FitSummary, LossLawRule, RuleInput
@@ -240,7 +241,6 @@ def record_rule(runs: Runs, holdout: int, cfg: FitConfig, to_6nd: float) -> Loss
 
 
 # -- backtests at every distance ---------------------------------------------------------------------
-EXTRAPOLATION_MIN_FITTED = 5  # refit without the K largest budgets, K = 1, 2, ... while 5 stay fitted
 # the refits' bootstrap resamples (at most the spec's), fewer than the study's own to bound the cost: the
 # quickstart's 6 refits took 18 s (11 s with 50 for Approach 3) on a busy 2-core machine where the rest of
 # its analysis took 34-44 s; Approach 3's bootstrap is most of it. Stored in bootstrap.npz with the
