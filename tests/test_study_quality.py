@@ -18,6 +18,7 @@ from ditscale.cli import main
 from ditscale.errors import ConfigError, DataError
 from ditscale.flops import forward_macs
 from ditscale.study import run_study, spec_from_dict
+from ditscale.study.analyze import analyze_study
 from ditscale.study.quality import QualityFiles, chosen_runs, model_calls, run_quality_steps, steps_points
 from ditscale.study.folder import StudyFolder
 from test_study_run import MICRO as RUN_MICRO
@@ -83,6 +84,26 @@ def test_each_budgets_optimal_model_is_scored_and_fitted(study):
     top = json.loads((out / "quality" / "scores" / f"{rows[-1]['run_id']}.json").read_text())
     assert f"quality: {rows[-1]['run_id']}: fd {top['fd']:.4g} (on a worker)" in messages
     assert 0 < json.loads((out / "wall.json").read_text())["calls"][0]["quality_s"] < outcome.wall_s
+
+
+def test_the_laws_fitted_beside_the_last_scoring_are_the_analysis_own(study, tmp_path):
+    """Once every run had trained, the loss laws were fitted in a thread while a worker scored the top
+    budget's model (FitAhead); the analysis reused them: laws.json and bootstrap.npz equal a fresh
+    analysis of the same folder, bit for bit (timings and the folder's path aside)."""
+    out, _, messages = study
+    assert "laws: every run has trained; fitting the loss laws while the last models are scored" in messages
+    assert not any("fitting the laws beside the scoring failed" in m for m in messages)
+    again = tmp_path / "again"
+    shutil.copytree(out, again)
+    fresh = analyze_study(again, report=False)
+    kept = json.loads((out / "laws.json").read_text())
+    for laws in (fresh, kept):
+        laws["wall_time"].pop("analysis_s")
+        laws["warnings"] = [w.replace(str(again), str(out)) for w in laws["warnings"]]
+    assert fresh == kept
+    with np.load(out / "bootstrap.npz") as a, np.load(again / "bootstrap.npz") as b:
+        assert sorted(a.files) == sorted(b.files)
+        assert all(np.array_equal(a[k], b[k], equal_nan=a[k].dtype.kind == "f") for k in a.files)
 
 
 def check_quality_steps(out) -> None:

@@ -245,10 +245,19 @@ def study_noise_floor(
     laws: LawsSummary, min_fitted: int = EXTRAPOLATION_MIN_FITTED, draws: int = FLOOR_DRAWS
 ) -> NoiseFloor | None:
     """:func:`noise_floor` of a study's laws.json under its law of record (None for Approach 3), with the
-    study's own backtest distances by default; kept for the process (the report and the docs' tables
-    ask for the same one several times)."""
-    points = loss_law_points(laws.budgets, laws.options.get("exclude_edge"))
-    return _kept_floor(*points, laws.loss_law_of_record, min_fitted, draws)
+    study's own backtest distances by default (:func:`budgets_noise_floor`)."""
+    return budgets_noise_floor(
+        laws.budgets, laws.options.get("exclude_edge"), laws.loss_law_of_record, min_fitted, draws
+    )
+
+
+def budgets_noise_floor(
+    budgets, exclude_edge, form: str, min_fitted: int = EXTRAPOLATION_MIN_FITTED, draws: int = FLOOR_DRAWS
+) -> NoiseFloor | None:
+    """:func:`noise_floor` of the ``budgets`` the L_opt law fits (:func:`loss_law_points`) under
+    ``form``; kept for the process (the report, the docs' tables and a fit made ahead of the analysis
+    ask for the same one)."""
+    return _kept_floor(*loss_law_points(budgets, exclude_edge), form, min_fitted, draws)
 
 
 @functools.lru_cache(maxsize=8)

@@ -45,7 +45,7 @@ from ditscale.laws import Bootstrap, FitConfig, Runs, compare, fit_runs, predict
 from ditscale.laws.checks import isoflop_checks, loss_bend
 from ditscale.laws.degenerate import degenerate_warning
 from ditscale.laws.draws import DrawStore, draws_key
-from ditscale.laws.extrapolation import floor_at, loss_law_points, measured_error
+from ditscale.laws.extrapolation import budgets_noise_floor, floor_at, loss_law_points, measured_error
 from ditscale.laws.fit import LOSS_LAW_NAMES
 from ditscale.laws.noise import noise_summary  # noqa: F401  (laws.json "noise"; also public here)
 from ditscale.laws.predict import (
@@ -629,18 +629,26 @@ def provenance(spec: StudySpec) -> ProvenanceSummary:
 
 # -- the analysis -----------------------------------------------------------------------------------
 def analyze_study(
-    out_dir: str | Path, spec: StudySpec | None = None, *, report: bool = True, draws: DrawStore | None = None
+    out_dir: str | Path,
+    spec: StudySpec | None = None,
+    *,
+    report: bool = True,
+    draws: DrawStore | None = None,
+    started: float | None = None,
 ) -> dict:
     """Fit the finished study in ``out_dir`` (:func:`study_laws`); write ``laws.json`` (its
     :meth:`~ditscale.laws.results.LawsSummary.to_dict`, with the bootstrap draws in ``bootstrap.npz``)
     and, with ``report``, ``report.html``; return laws.json's dict. ``draws``: bootstraps to reuse where
     their keys match (the runs and options they were drawn from, e.g. :func:`load_draws`); by default a
     report redraws every bootstrap, and stores them for predict and compare (only the draws this
-    analysis used: those of other runs or options are dropped)."""
+    analysis used: those of other runs or options are dropped). ``started``: the ``time.monotonic()``
+    that laws.json's ``analysis_s`` counts from (default: now; ``study run`` gives the moment it began
+    waiting for the fits made ahead)."""
+    started = time.monotonic() if started is None else started
     folder = StudyFolder(out_dir)
     draws = DrawStore() if draws is None else draws
     study = fit_study(folder.root, spec or folder.read_spec(), draws=draws)
-    laws = study_laws(folder, study, draws, started=time.monotonic())
+    laws = study_laws(folder, study, draws, started=started)
     write_draws(folder.root, draws.only_used())  # draws of other runs or options are dropped
     folder.write_laws(laws.to_dict())
     if report:
@@ -658,6 +666,20 @@ def analyze_study(
             verified=[(v.flops, v.actual_loss) for v in read_verifications(folder.root)[0]],
         )
     return laws.to_dict()
+
+
+def prefit_study(out_dir: str | Path, spec: StudySpec, draws: DrawStore) -> None:
+    """The loss-law fits of :func:`analyze_study` made ahead of it, for a study whose runs have all
+    trained: every bootstrap drawn into ``draws``, Approach 3's point fits into this process's cache and
+    the noise frame of the form of record (:func:`~ditscale.laws.extrapolation.budgets_noise_floor`), so
+    that ``analyze_study(out_dir, spec, draws=draws)`` then reuses them: the same numbers as fitting them
+    there (the fits are deterministic on one machine). Sample quality enters none of them, so ``study
+    run`` makes them while its workers score the last models."""
+    study = fit_study(out_dir, spec, draws=draws)
+    backtest_study(study, draws=draws)
+    parametric_fit(study.runs, spec.laws, draws)
+    extrapolation_study(study, draws)
+    budgets_noise_floor(study.fit.budgets, spec.laws.exclude_edge, wanted_form(spec.laws.loss_law, study.rule))
 
 
 def study_laws(folder: StudyFolder, study: StudyFit, draws: DrawStore, *, started: float) -> LawsSummary:

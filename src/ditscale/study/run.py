@@ -11,13 +11,16 @@ runs not done. Budgets run from the smallest up: with ``adaptive`` the two small
 planned once every run of the smaller budgets has a result (or failed for good); runs that other
 processes hold are waited for (:func:`wait_for_held`), never planned around. With a ``quality``
 section, the models of budgets that have finished are sampled and scored by local workers that the
-last runs leave idle (:class:`~ditscale.study.quality.EarlyScoring`), the rest by the quality stage.
+last runs leave idle (:class:`~ditscale.study.quality.EarlyScoring`), the rest by the quality stage;
+once every run has trained, the loss laws are fitted in this process while the workers score the last
+models (:class:`FitAhead`), and the analysis reuses those fits.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -27,7 +30,8 @@ from tqdm import tqdm
 from ditscale.config import from_dict
 from ditscale.data import DataConfig, dataset_info
 from ditscale.errors import ConfigError, DataError
-from ditscale.study.analyze import analyze_study
+from ditscale.laws.draws import DrawStore
+from ditscale.study.analyze import analyze_study, prefit_study
 from ditscale.study.executor import RunTask, TrunkTask, config_sha, execute_run  # noqa: F401  (public here too)
 from ditscale.study.folder import RUNS_CSV_COLUMNS, StudyFolder  # noqa: F401
 from ditscale.study.launchers import make_launcher
@@ -118,6 +122,7 @@ def run_study(
     t0 = time.time()
     folder = prepare_folder(spec, out_dir)
     peak = machine_matmul_peak() if measure_peak else None
+    ahead = FitAhead(spec, folder, echo) if report and spec.quality else None
     runner = make_launcher(launcher, spec.workers if workers is None else workers, slurm, folder.slurm_dir, threads)
     tally = Tally(spec.name, progress, echo)
     finished = Finished(tally, echo)
@@ -136,8 +141,7 @@ def run_study(
             if tasks:
                 tally.submit(tasks)
                 last = i + 1 == len(stages) and len(tasks) == len(pending)  # the call trains to the end
-                early = EarlyScoring(spec, folder, runs, runner.threads, echo) if last and spec.quality else None
-                runner.run(tasks, finished, more=early.more if early else None)
+                runner.run(tasks, finished, more=_more(spec, folder, runs, runner, finished, ahead) if last else None)
             if left <= 0 or len(tasks) < len(pending):  # --max-runs reached
                 break
             if i + 1 < len(stages):  # (adaptive) the next budget is centred on this stage's results: wait for them
@@ -147,7 +151,7 @@ def run_study(
         runner.close()
     if measure_peak and time.time() - t0 >= SECOND_PEAK_AFTER_S:  # one short reading can be low: take another
         peak = max((p for p in (peak, machine_matmul_peak()) if p is not None), default=None)
-    return finish_study(spec, folder, tally, t0, peak, report, echo, finished.quality_tail_s())
+    return finish_study(spec, folder, tally, t0, peak, report, echo, finished.quality_tail_s(), ahead)
 
 
 def machine_matmul_peak() -> float | None:
@@ -371,11 +375,14 @@ def finish_study(
     report: bool,
     echo: Callable[[str], None],
     scored_after_training_s: float = 0.0,
+    ahead: "FitAhead | None" = None,
 ) -> StudyOutcome:
     """Write ``runs.csv`` and ``wall.json``; fit and report once every run is finished.
 
     ``scored_after_training_s``: seconds the workers went on scoring models after the last run had
-    trained (:class:`~ditscale.study.quality.EarlyScoring`), counted in the quality stage's time."""
+    trained (:class:`~ditscale.study.quality.EarlyScoring`), counted in the quality stage's time;
+    ``ahead``: the loss-law fits made while they scored (:class:`FitAhead`), which the analysis waits
+    for (its seconds count from then) and reuses."""
     frozen = folder.read_plan()
     planned = all_runs(frozen)
     rows = folder.finished_rows(planned)
@@ -390,8 +397,9 @@ def finish_study(
         quality_s = time.time() - t_quality + scored_after_training_s if complete and spec.quality is not None else 0.0
         folder.add_wall(time.time() - t0, peak, quality_s)
     laws = None
+    fitting, draws = time.monotonic(), ahead.draws() if ahead is not None else None
     if complete and report and (tally.trained or scored or not folder.laws_json.exists()):
-        laws = analyze_study(folder.root, spec)
+        laws = analyze_study(folder.root, spec, draws=draws, started=fitting)
     elif complete and folder.laws_json.exists():
         laws = _read_or_refit_laws(spec, folder, report, echo)
     elif not complete:
@@ -421,6 +429,70 @@ def _quality_stage(
     if not complete or spec.quality is None:
         return 0
     return run_quality(spec, folder.root, progress=progress, echo=echo)
+
+
+# -- the loss laws fitted while the last models are scored -----------------------------------------
+class FitAhead:
+    """Fits the loss laws in a thread of this process once every run of the study has trained, while
+    the workers score the last models (:func:`~ditscale.study.analyze.prefit_study`: the bootstraps,
+    Approach 3 and the noise frame, none of which sample quality enters); at the end of the training
+    one worker scores the top budget's model and the other core would idle. :meth:`draws` hands the
+    analysis what was drawn, so it reuses the fits instead of making them again (the same numbers).
+    A fit that fails here is echoed once and left to the analysis, which meets it again."""
+
+    def __init__(self, spec: StudySpec, folder: StudyFolder, echo: Callable[[str], None]):
+        self.spec, self.folder, self.echo = spec, folder, echo
+        self.store: DrawStore | None = None
+        self.thread: threading.Thread | None = None
+        self.asked = False
+
+    def start(self) -> None:
+        """Start the fits if every planned run has its result (asked once, when the training is over)."""
+        if self.asked:
+            return
+        self.asked = True
+        frozen = self.folder.read_plan()
+        rows = self.folder.finished_rows(all_runs(frozen))
+        if len(folder_plan(self.spec, self.folder, frozen, rows).runs) != len(rows):
+            return  # runs failed or left for another call: the analysis waits for them
+        self.folder.write_runs_csv(rows)
+        self.echo("laws: every run has trained; fitting the loss laws while the last models are scored")
+        self.store = DrawStore()
+        self.thread = threading.Thread(target=self._fit, name="ditscale-fit-ahead", daemon=True)
+        self.thread.start()
+
+    def _fit(self) -> None:
+        try:
+            prefit_study(self.folder.root, self.spec, self.store)
+        except Exception as err:  # the analysis fits again and reports it there
+            self.store = None
+            self.echo(
+                f"warning: fitting the laws beside the scoring failed ({type(err).__name__}: {err}); fitting after it"
+            )
+
+    def draws(self) -> DrawStore | None:
+        """The draws made ahead once the fits are done (None when none started or they failed)."""
+        if self.thread is None:
+            return None
+        self.thread.join()
+        return self.store
+
+
+def _more(spec: StudySpec, folder: StudyFolder, runs: list, runner, finished: "Finished", ahead) -> Callable | None:
+    """The launcher's ``more`` for the stage that trains the study to the end (None without a quality
+    section): the quality jobs of its finished budgets (:class:`~ditscale.study.quality.EarlyScoring`)
+    and, once its training tasks have all finished, the fits made ``ahead`` (:class:`FitAhead`)."""
+    if spec.quality is None:
+        return None
+    early, tally = EarlyScoring(spec, folder, runs, runner.threads, finished.echo), finished.tally
+
+    def more() -> list:
+        found = early.more()
+        if ahead is not None and tally.done >= tally.submitted:  # every run submitted has its outcome
+            ahead.start()
+        return found
+
+    return more
 
 
 # -- what happened to each run, and the progress bar ----------------------------------------------
