@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from ditscale.errors import ConfigError
 from ditscale.laws import fit_isoflop, fit_parametric
 from ditscale.laws.bootstrap import bootstrap
-from ditscale.laws.parallel import WORKERS_ENV, fit_workers, map_tasks
+from ditscale.laws.parallel import WORKERS_ENV, at_most, fit_workers, map_tasks
 from ditscale.laws.simulate import QUICKSTART_LAW, simulated_sweep
 
 
@@ -54,6 +55,21 @@ def test_fit_workers_reads_the_environment(monkeypatch):
         monkeypatch.setenv(WORKERS_ENV, bad)
         with pytest.raises(ConfigError, match=WORKERS_ENV):
             fit_workers()
+
+
+def test_at_most_caps_one_thread_only(monkeypatch):
+    """The fits made beside the scoring (study run's FitAhead) run serially in their thread; another
+    thread keeps every worker, and the cap goes when the block ends."""
+    monkeypatch.setenv(WORKERS_ENV, "3")
+    seen = {}
+    with at_most(1):
+        seen["capped"] = fit_workers()
+        other = threading.Thread(target=lambda: seen.update(other=fit_workers()))
+        other.start()
+        other.join()
+        with at_most(5):
+            seen["looser"] = fit_workers()  # a cap never raises the configured number
+    assert seen == {"capped": 1, "other": 3, "looser": 3} and fit_workers() == 3
 
 
 UNGUARDED = "from ditscale.laws.parallel import map_tasks\nprint(sum(map_tasks(abs, list(range(-40, 0)), workers=2)))\n"

@@ -10,16 +10,20 @@ Workers are started by ``forkserver`` (forked from a clean server process that i
 module's numerical dependencies, never from a parent that holds torch's or a progress bar's
 threads), or ``spawn`` where forkserver is missing. ``DITSCALE_FIT_WORKERS`` sets their number
 (``1``: the serial loop in this process); the default is the CPUs this process may use, at most
-:data:`MAX_WORKERS`. Small jobs (fewer than :data:`MIN_TASKS_PER_WORKER` tasks per worker) stay serial:
-starting the workers would cost more than it saves.
+:data:`MAX_WORKERS`; :func:`at_most` caps them for one thread (fits made beside other work). Small
+jobs (fewer than :data:`MIN_TASKS_PER_WORKER` tasks per worker) stay serial: starting the workers
+would cost more than it saves.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import math
 import multiprocessing
 import os
+import threading
+from collections.abc import Iterator
 from typing import Callable, Sequence, TypeVar
 
 from ditscale.errors import ConfigError, DitscaleError
@@ -32,11 +36,30 @@ MAX_WORKERS = 8  # more rarely pays: a study's analysis holds a few hundred refi
 MIN_TASKS_PER_WORKER = 8  # below this the worker start-up (~0.1 s each) outweighs the refits
 CHUNKS_PER_WORKER = 4  # tasks go out in chunks; 4 per worker evens out refits of unequal length
 PRELOAD = ["ditscale.laws.bootstrap"]  # what the fork server imports once (numpy, scipy, the fits)
+_CAP = threading.local()  # at_most's cap, per thread
 
 
 def fit_workers() -> int:
     """The worker processes for bootstrap refits: ``$DITSCALE_FIT_WORKERS``, else this process's
-    CPUs (at most :data:`MAX_WORKERS`)."""
+    CPUs (at most :data:`MAX_WORKERS`), and at most this thread's :func:`at_most` cap."""
+    cap = getattr(_CAP, "workers", None)
+    return _configured_workers() if cap is None else min(cap, _configured_workers())
+
+
+@contextlib.contextmanager
+def at_most(workers: int) -> Iterator[None]:
+    """Fit with at most ``workers`` processes in this thread while the block runs (``1``: serially,
+    in this thread): fits made beside other work use only the cores it leaves (the results are the
+    same on any number of workers)."""
+    before = getattr(_CAP, "workers", None)
+    _CAP.workers = workers
+    try:
+        yield
+    finally:
+        _CAP.workers = before
+
+
+def _configured_workers() -> int:
     raw = os.environ.get(WORKERS_ENV, "").strip()
     if raw:
         if not raw.isdigit() or int(raw) < 1:

@@ -31,6 +31,7 @@ from ditscale.config import from_dict
 from ditscale.data import DataConfig, dataset_info
 from ditscale.errors import ConfigError, DataError
 from ditscale.laws.draws import DrawStore
+from ditscale.laws.parallel import at_most
 from ditscale.study.analyze import analyze_study, prefit_study
 from ditscale.study.executor import RunTask, TrunkTask, config_sha, execute_run  # noqa: F401  (public here too)
 from ditscale.study.folder import RUNS_CSV_COLUMNS, StudyFolder  # noqa: F401
@@ -436,7 +437,9 @@ class FitAhead:
     """Fits the loss laws in a thread of this process once every run of the study has trained, while
     the workers score the last models (:func:`~ditscale.study.analyze.prefit_study`: the bootstraps,
     Approach 3 and the noise frame, none of which sample quality enters); at the end of the training
-    one worker scores the top budget's model and the other core would idle. :meth:`draws` hands the
+    one worker scores the top budget's model and the other core would idle, so the refits run
+    serially here (:func:`~ditscale.laws.parallel.at_most` 1) rather than on a pool that would slow
+    the scoring. :meth:`draws` hands the
     analysis what was drawn, so it reuses the fits instead of making them again (the same numbers).
     A fit that fails here is echoed once and left to the analysis, which meets it again."""
 
@@ -463,7 +466,8 @@ class FitAhead:
 
     def _fit(self) -> None:
         try:
-            prefit_study(self.folder.root, self.spec, self.store)
+            with at_most(1):  # the one core the scoring worker leaves: serial refits in this thread
+                prefit_study(self.folder.root, self.spec, self.store)
         except Exception as err:  # the analysis fits again and reports it there
             self.store = None
             self.echo(
