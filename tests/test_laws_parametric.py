@@ -199,20 +199,21 @@ def quickstart_subset() -> Runs:
 
 
 def test_default_solver_reaches_the_global_optimum_where_the_grid_starts_stop():
-    """The grid's best starts stop in a local minimum (1.06e-3) on these rows; the default keeps
-    varpro's optimum and says so. Where the 20th start goes is rounding: on the machine that wrote this
-    test all 20 stopped there, on an AMD EPYC without AVX-512 the 20th reaches the optimum; the best
-    10 stop there on both."""
+    """The grid's best starts stop in a local minimum on these rows; the default keeps varpro's optimum
+    and says so. Which local minimum is rounding: on the machine that wrote this test all 20 starts
+    stopped at 1.0553e-3 (alpha 1.50); on an AMD EPYC without AVX-512 the 20th reached the optimum; on
+    an AVX-512 EPYC with numpy 2.4.6 and scipy 1.17.1 the best 10 stop at 3.05e-3 (alpha at its bound 2)
+    and the best 20 at 1.0553e-3. Every one of them is at least 8x varpro's optimum."""
     runs = quickstart_subset()
     assert len(runs) == 24
-    with pytest.warns(FitWarning, match=r"the lbfgs-grid start stopped in a local minimum \(objective 0.001055\)"):
+    with pytest.warns(FitWarning, match=r"the lbfgs-grid start stopped in a local minimum \(objective 0\.00\d+\)"):
         fit = fit_parametric(runs, top_k=10)
     # varpro's optimum, the one 4500 L-BFGS-B starts also reach (docs/laws.md)
     assert fit.objective == pytest.approx(1.2310e-4, rel=1e-3) and fit.objective <= 1.3e-4
     assert fit.options["method"] == "varpro" and fit.options["starts"] == 11
-    assert fit.options["objectives"]["lbfgs-grid"] == pytest.approx(1.0553e-3, rel=1e-3)
+    assert fit.options["objectives"]["lbfgs-grid"] > 8 * fit.objective  # a local minimum, far above
     assert fit.options["objectives"]["varpro"] == fit.objective
-    assert 0.2 < fit.alpha < 0.35 and 0.4 < fit.beta < 0.6  # the local minimum has alpha 1.50
+    assert 0.2 < fit.alpha < 0.35 and 0.4 < fit.beta < 0.6  # the local minima have alpha 1.50 or 2
     assert 5e4 < fit.n_opt_law(3.62e12) < 1e6  # the sizes fitted span 1.0e5-4.0e5; the local minimum says 187
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FitWarning)  # whether the top 20 stop depends on the CPU (above)

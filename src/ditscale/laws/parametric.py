@@ -21,7 +21,8 @@ above is refined, all five parameters together, by the same L-BFGS-B.
 ``method="best"`` (the default) runs both: L-BFGS-B from lbfgs-grid's ``top_k`` grid starts and from
 varpro's best cell, and keeps the lower objective. Either alone can stop in a local minimum (on 24
 runs of the quickstart, widths 64-128 at budgets 6.4e11-3.62e12 FLOPs, the grid starts stop at
-1.06e-3 with alpha 1.50 where varpro reaches 1.23e-4 with alpha 0.28). The two objectives are
+1.06e-3 with alpha 1.50, or at 3.05e-3 by another CPU's rounding, where varpro reaches 1.23e-4 with
+alpha 0.28). The two objectives are
 recorded (``options["objectives"]``) and ``options["method"]`` names the start that won. They agree
 within ``AGREE_RTOL`` = 1e-3 of the lower one, plus ``AGREE_ATOL`` = 5e-13 per run (a log-loss residual
 of 1e-6: noise-free data); one optimum reached from two starts agrees to 1e-12 or better. Then
