@@ -362,6 +362,86 @@ def test_the_reruns_with_scoring_on_idle_workers_are_quoted_from_their_files():
     assert f"runs took {100 * (new_all / old_all - 1):.0f}% more CPU time that hour" in readme
 
 
+def test_the_third_t2i_draw_with_the_laws_fitted_ahead_is_quoted_from_its_files():
+    """docs/studies.md and README.md against quickstart-t2i-other-cpu/rerun-3 (from 7f58a97, FitAhead): the same
+    runs and laws as the first draw, its wall time under the bar, and its CPU time against the second draw's."""
+    docs = " ".join((ROOT / "docs" / "studies.md").read_text().split())
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    folder = STUDIES / "quickstart-t2i-other-cpu"
+    _, third = _same_but_timings(folder, "rerun-3", "7f58a97")
+    wall, compute = third["wall_time"], third["compute"]
+    total = round(wall["study_s"] + wall["analysis_s"])
+    assert total < 900 and f"**{total // 60} min {total % 60} s** by the study's account" in docs
+    assert (
+        f"a third, on a faster hour and with the laws fitted while the last models were scored, {total // 60} min {total % 60} s"
+        in readme
+    )
+    cpu = []
+    for rerun in ("rerun-2", "rerun-3"):
+        with open(folder / rerun / "runs.csv", newline="") as fh:
+            cpu.append(sum(float(r["cpu_s"]) for r in csv.DictReader(fh)))
+    assert f"{cpu[1]:.0f} CPU seconds, {compute['study_s']:.0f} s to the last run," in docs
+    assert f"{compute['quality_s']:.0f} s of scoring after it, {wall['analysis_s']:.0f} s of fits beyond that" in docs
+    assert f"took {100 * (1 - cpu[1] / cpu[0]):.0f}% less CPU time than in the second draw" in docs
+
+
+def _numbers(x):
+    """Every float leaf of a laws.json value, in order."""
+    if isinstance(x, dict):
+        return [v for k in sorted(x) for v in _numbers(x[k])]
+    if isinstance(x, list):
+        return [v for item in x for v in _numbers(item)]
+    return [x] if isinstance(x, float) else []
+
+
+def _off(a, b) -> float:
+    """The largest relative difference between the float leaves of ``a`` and ``b`` (same shape)."""
+    x, y = _numbers(a), _numbers(b)
+    assert len(x) == len(y)
+    return max((abs(u - v) / max(abs(u), abs(v), 1e-300) for u, v in zip(x, y)), default=0.0)
+
+
+def test_the_t2i_rerun_of_the_current_code_is_quoted_from_its_files():
+    """docs/studies.md and README.md against quickstart-t2i/rerun (a fresh clone of 7f58a97 on the study's own
+    CPU): the same runs bit for bit, the laws as quoted (every point fit and the isoFLOP intervals to 1e-6,
+    the same rows of record, Approach 3's redrawn intervals within 18%), the wall time and its parts."""
+    docs = " ".join((ROOT / "docs" / "studies.md").read_text().split())
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    folder = STUDIES / "quickstart-t2i"
+    rows = []
+    for path in (folder, folder / "rerun"):
+        with open(path / "runs.csv", newline="") as fh:
+            rows.append(list(csv.DictReader(fh)))
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in ("wall_s", "cpu_s")} for r in rs]  # noqa: E731
+    assert strip(rows[0]) == strip(rows[1]) and len(rows[0]) == 58
+    old, new = (json.loads((p / "laws.json").read_text()) for p in (folder, folder / "rerun"))
+    assert new["provenance"]["git_commit"].startswith("7f58a97") and not new["provenance"]["git_dirty"]
+    assert max(_off(old[k], new[k]) for k in ("params_law", "tokens_law", "loss_law", "budgets")) < 1e-7
+    isoflop = lambda laws: [r for r in laws["extrapolation"] if r["form"] != "parametric"]  # noqa: E731
+    assert _off(isoflop(old), isoflop(new)) < 1e-6
+    assert max(abs(old["parametric"][k] / new["parametric"][k] - 1) for k in ("E", "A", "B", "alpha", "beta")) < 1e-6
+    assert 0.1 < _off(old["extrapolation"], new["extrapolation"]) < 0.18
+    for key in ("relative_error", "within_ci90", "n_opt_within_ci90"):
+        hits = [
+            [abs(r[key]) <= 0.02 if key == "relative_error" else r[key] for r in laws["extrapolation_of_record"]]
+            for laws in (old, new)
+        ]
+        assert hits[0] == hits[1]
+    wall, compute = new["wall_time"], new["compute"]
+    total = round(wall["study_s"] + wall["analysis_s"])
+    assert f"in **{total // 60} min {total % 60} s** by the study's account" in docs
+    assert f"and {total // 60} min {total % 60} s from a fresh clone of today's code" in readme
+    cpu = [sum(float(r["cpu_s"]) for r in rs) for rs in rows]
+    trained = [round(laws["compute"]["study_s"]) for laws in (old, new)]
+    assert (
+        f"{cpu[1]:.0f} CPU seconds of runs against {cpu[0]:.0f}, {trained[1]} s to the last run against {trained[0]},"
+        in docs
+    )
+    then = round(old["compute"]["quality_s"]), round(old["wall_time"]["analysis_s"])
+    assert f"{compute['quality_s']:.0f} s of scoring after it (6 models; {then[0]} s for all 11 then)" in docs
+    assert f"and {wall['analysis_s']:.1f} s of fits beyond that ({then[1]} s then)" in docs
+
+
 def test_the_noise_frame_quoted_in_prose_is_the_committed_studys():
     """README.md and docs/laws.md quote the quickstart's noise frame (issue 21): the L* scatter about the
     law of record, the rows a right law holds within 2%, how often all up to 4x are, and the 10x band."""
