@@ -82,7 +82,6 @@ def table(laws: LawsSummary) -> str:
     forms = [f for f in LOSS_LAWS if any(r.form == f for r in rows)]
     record = laws.extrapolation_of_record or ()
     floor = study_noise_floor(laws)
-    bands = {} if floor is None else {b.factor: b for b in floor.bands}
     lines = [
         "| extrapolation (held-out C / largest fitted C) | "
         + " | ".join(f"{LOSS_LAW_NAMES[f]}, L* error" for f in forms)
@@ -94,7 +93,7 @@ def table(laws: LawsSummary) -> str:
         at = [r for r in record if abs(r.factor / factor - 1) <= 0.1]
         n = max(e.rows for e in errors)
         cells = [cell(by_form.get(f)) for f in forms]
-        band = next((b for f, b in bands.items() if abs(f / factor - 1) <= 0.1), None)
+        band = None if floor is None else floor.band_at(factor)
         lines.append(
             f"| {factor:.3g}x ({n} prediction{'s' * (n != 1)}) | "
             + " | ".join(cells)

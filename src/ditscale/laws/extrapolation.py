@@ -36,15 +36,9 @@ def error_by_factor(
     """The extrapolation ``rows`` grouped by distance: factors within ``rtol`` of their neighbour
     share a group (keyed by its geometric-mean factor, ascending), each form's
     :class:`~ditscale.laws.results.FactorError` there (forms in :data:`LOSS_LAWS` order)."""
-    rows = sorted(rows, key=lambda r: r.factor)
-    groups: list[list[ExtrapolationRow]] = []
-    for row in rows:
-        if groups and row.factor <= groups[-1][-1].factor * (1 + rtol):
-            groups[-1].append(row)
-        else:
-            groups.append([row])
+    rows = list(rows)
     out = {}
-    for group in groups:
+    for group in ([rows[j] for j in g] for g in factor_groups([r.factor for r in rows], rtol)):
         factor = float(np.exp(np.mean([math.log(r.factor) for r in group])))
         out[factor] = tuple(
             _factor_error(form, factor, [r for r in group if r.form == form])
@@ -52,6 +46,19 @@ def error_by_factor(
             if any(r.form == form for r in group)
         )
     return out
+
+
+def factor_groups(factors, rtol: float = FACTOR_RTOL) -> list[list[int]]:
+    """The indices of ``factors`` grouped by distance, ascending: a factor within ``rtol`` of the
+    previous one (in sorted order) joins its group (one home for the grouping of
+    :func:`error_by_factor` and :func:`noise_floor`'s bands)."""
+    groups: list[list[int]] = []
+    for j in sorted(range(len(factors)), key=lambda j: factors[j]):  # stable: ties keep their order
+        if groups and factors[j] <= factors[groups[-1][-1]] * (1 + rtol):
+            groups[-1].append(j)
+        else:
+            groups.append([j])
+    return groups
 
 
 def _factor_error(form: str, factor: float, rows: list[ExtrapolationRow]) -> FactorError:
@@ -123,6 +130,10 @@ class NoiseFloor:
     draws: int
     bands: tuple[FloorBand, ...]
     all_within: float
+
+    def band_at(self, factor: float) -> FloorBand | None:
+        """The band at the distance ``factor`` (within :data:`FACTOR_RTOL` of it), None where there is none."""
+        return next((b for b in self.bands if abs(b.factor / factor - 1) <= FACTOR_RTOL), None)
 
 
 def _right_law(flops: np.ndarray, loss_opt: np.ndarray, form: str, min_fitted: int = 1):
@@ -213,15 +224,8 @@ def _draw_errors(fit, flops: np.ndarray, drawn: np.ndarray, pairs: list[tuple[in
 def _bands(factors: np.ndarray, errors: np.ndarray) -> tuple[FloorBand, ...]:
     """The draws' ``errors`` (draws x rows) grouped by distance as :func:`error_by_factor` groups rows
     (a distance whose refits all failed has no band)."""
-    order = np.argsort(factors, kind="stable")
-    groups: list[list[int]] = []
-    for j in order:
-        if groups and factors[j] <= factors[groups[-1][-1]] * (1 + FACTOR_RTOL):
-            groups[-1].append(j)
-        else:
-            groups.append([j])
     out = []
-    for group in groups:
+    for group in factor_groups(factors):
         e = errors[:, group].reshape(-1)
         e = e[np.isfinite(e)]
         if not e.size:  # every refit at this distance failed to fit: no band

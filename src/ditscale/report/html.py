@@ -250,7 +250,6 @@ def _extrapolation_section(view: LawsSummary) -> list[str]:
     forms = [f for f in LOSS_LAWS if any(r.form == f for r in rows_all)]
     record = view.extrapolation_of_record or ()
     floor = study_noise_floor(view)
-    bands = {} if floor is None else {b.factor: b for b in floor.bands}
     rows = []
     for factor, errors in error_by_factor(rows_all).items():
         by_form = {e.form: e for e in errors}
@@ -263,7 +262,7 @@ def _extrapolation_section(view: LawsSummary) -> list[str]:
             f"{by_form[f].within_ci90}/{by_form[f].rows} in 90%"
             for f in forms
         ]
-        band = next((b for f, b in bands.items() if abs(f / factor - 1) <= 0.1), None)
+        band = None if floor is None else floor.band_at(factor)
         noise = "–" if band is None else f"[{band.low:+.1%}, {band.high:+.1%}], {band.within_2pct:.0%} within 2%"
         rows.append([f"{factor:.3g}x", str(max(e.rows for e in errors)), *cells, f"{n_hits}/{len(at)}", noise])
     head = ["held-out C / largest fitted C", "rows", *(html.escape(loss_law_name(f)) for f in forms)]
