@@ -479,3 +479,48 @@ def test_the_noise_frame_quoted_in_prose_is_the_committed_studys():
         f"misses by {100 * band.low:+.1f}% to {100 * band.high:+.1f}% in 90% of draws",
     ):
         assert quote in laws_md, quote
+
+
+def test_the_t2i_frontier_run_is_quoted_from_its_files():
+    """docs/quality.md ("How much compute draws a shape") is scripts/frontier_table.py's table of the
+    committed frontier run; its compute column is the run's own count, and its verdict follows goal 3."""
+    frontier, quick = _script("frontier_table"), _script()
+    text = (ROOT / "docs" / "quality.md").read_text()
+    assert quick.replace_block(text, "t2i-frontier", frontier.table(), "docs/quality.md") == text, (
+        "docs/quality.md: run `python scripts/frontier_table.py --write docs/quality.md`"
+    )
+    folder = frontier.FOLDER
+    result = json.loads((folder / "result.json").read_text())
+    logged = {m["step"]: m["flops"] for m in map(json.loads, (folder / "metrics.jsonl").open()) if "val_loss" in m}
+    scored = frontier.scores()
+    assert all(step % result["config"]["ckpt_every"] == 0 and step <= result["steps"] for step, _ in scored)
+    for step in {step for step, _ in scored} & set(logged):
+        assert logged[step] == step * result["config"]["batch_size"] * result["flops_per_image"]
+    frame = json.loads(frontier.FRAME.read_text())
+    chance, floor = frame["chance"], frame["floor"]["fd"]
+    at_40x = scored[5000, 1.0]  # the image bar met long before the shape's
+    assert at_40x["fd"] <= 10 * floor and not frontier.meets_goal(at_40x, chance, floor)
+    assert frontier.given_position(at_40x, "shape") < 2 * frontier.given_position(chance, "shape")
+    last = scored[max(scored)[0], 1.0]
+    assert frontier.meets_goal(last, chance, floor)
+    blob = dict(last, accuracy_shape=chance["accuracy_shape"] / chance["accuracy_position"] * last["accuracy_position"])
+    assert not frontier.meets_goal(blob, chance, floor)  # the same samples with the shape at its chance
+    first = min(step for (step, cfg), sc in scored.items() if cfg == 1 and frontier.meets_goal(sc, chance, floor))
+    prose = " ".join(text.split())
+    per_step = result["config"]["batch_size"] * result["flops_per_image"]
+    for step, head in ((first, "the first checkpoint meeting every bar ("), (max(scored)[0], "")):
+        sc = scored[step, 1.0]
+        shape = frontier.given_position(sc, "shape")
+        if head:
+            quoted = (
+                f"{head}{step:,} steps, {step * result['config']['batch_size']:,} images, "
+                f"{step * per_step:.3g} FLOPs; shape given the position {shape:.3f}, FD {sc['fd']:.1f}, "
+                f"{sc['fd'] / floor:.1f}x the floor)"
+            )
+        else:
+            ratio = shape / frontier.given_position(chance, "shape")
+            quoted = (
+                f"At {step * per_step / frontier.TOP_BUDGET:.0f}x ({step:,} steps) the shape given the position is "
+                f"{shape:.3f}, {ratio:.1f}x its chance, and the FD {sc['fd']:.1f}, {sc['fd'] / floor:.1f}x the floor"
+            )
+        assert quoted.replace("e+", "e") in prose, quoted
