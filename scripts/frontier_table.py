@@ -56,14 +56,17 @@ def meets_goal(score: dict, chance: dict, floor: float) -> bool:
 
 
 def table(folder: Path = FOLDER, frame_path: Path = FRAME) -> str:
+    """The docs' table: a row per scored batch (training compute from the run's own count per image,
+    the logged EMA validation loss where one was logged, each score beside its frame) and the verdict
+    of PREREG.md's rule (the first checkpoint meeting every bar without guidance)."""
     frame = json.loads(frame_path.read_text())
     chance, floor = frame["chance"], frame["floor"]["fd"]
     found = scores(folder)
     val = {
         m["step"]: m["val_loss_ema"] for m in map(json.loads, (folder / "metrics.jsonl").open()) if "val_loss_ema" in m
     }
-    per_image = json.loads((folder / "result.json").read_text())["flops_per_image"]
-    batch = json.loads((folder / "result.json").read_text())["config"]["batch_size"]
+    result = json.loads((folder / "result.json").read_text())
+    per_image, batch = result["flops_per_image"], result["config"]["batch_size"]
     head = [
         "steps (images)",
         "training FLOPs (x the top budget)",
