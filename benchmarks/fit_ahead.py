@@ -15,9 +15,9 @@ scores and the stored draws removed), for each K of ``--models``:
 
 - ``after``: the models scored on a pool of 2 spawned workers, then ``analyze_study`` (its fits on a
   pool of fit workers: the analysis as it ran before ``FitAhead``);
-- ``beside``: the workers score while ``prefit_study`` fits in a thread with one fit worker
-  (``at_most(1)``: ``FitAhead`` as it runs), then ``analyze_study`` reuses the draws;
-- ``beside-pool`` (with ``--pool``): the same with a pool of fit workers in the thread.
+- ``beside``: the workers score while ``prefit_study`` fits in this process with one fit worker
+  (``at_most(1)``: what ``FitAhead``'s thread runs), then ``analyze_study`` reuses the draws;
+- ``beside-pool`` (with ``--pool``): the same with a pool of fit workers.
 
 Every variant's laws.json must equal the others' in every key but the timings and the copy's path, and
 the scores but their timings must be the same (checked, the script fails otherwise). The matmul peak
@@ -34,7 +34,6 @@ import multiprocessing as mp
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -87,10 +86,8 @@ def tail(study: Path, runs: list[dict], scratch: Path, variant: str) -> tuple[fl
         list(pool.map(abs, [1, 2]))  # the workers started (as the study's pool is) before the clock
         t0 = time.perf_counter()
         scoring = [pool.submit(execute_task, QualityTask(str(copy), run, threads=1)) for run in runs]
-        if variant != "after":
-            fit = threading.Thread(target=_prefit, args=(copy, store, 1 if variant == "beside" else 8))
-            fit.start()
-            fit.join()
+        if variant != "after":  # here, while the pool scores (FitAhead's thread runs the same call)
+            _prefit(copy, store, 1 if variant == "beside" else 8)
         outcomes = [f.result() for f in scoring]
     if not all(o.startswith("scored: ") for o in outcomes):
         sys.exit(f"scoring failed on {copy}: {outcomes}")

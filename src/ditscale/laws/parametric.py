@@ -22,12 +22,11 @@ above is refined, all five parameters together, by the same L-BFGS-B.
 varpro's best cell, and keeps the lower objective. Either alone can stop in a local minimum (on 24
 runs of the quickstart, widths 64-128 at budgets 6.4e11-3.62e12 FLOPs, the grid starts stop at
 1.06e-3 with alpha 1.50, or at 3.05e-3 by another CPU's rounding, where varpro reaches 1.23e-4 with
-alpha 0.28). The two objectives are
-recorded (``options["objectives"]``) and ``options["method"]`` names the start that won. They agree
-within ``AGREE_RTOL`` = 1e-3 of the lower one, plus ``AGREE_ATOL`` = 5e-13 per run (a log-loss residual
-of 1e-6: noise-free data); one optimum reached from two starts agrees to 1e-12 or better. Then
-lbfgs-grid's optimum is kept, so a fit on which both agree is lbfgs-grid's to the last digit. When
-they disagree the fit says so in one line (a :class:`~ditscale.laws.powerlaw.FitWarning`).
+alpha 0.28). The two objectives are recorded (``options["objectives"]``) and ``options["method"]``
+names the start that won. They agree within ``AGREE_RTOL`` = 1e-3 of the lower one, plus
+``AGREE_ATOL`` = 5e-13 per run (a log-loss residual of 1e-6: noise-free data); one optimum reached
+from two starts agrees to 1e-12 or better. Then lbfgs-grid's optimum is kept, so a fit on which both
+agree is lbfgs-grid's to the last digit. When they disagree the fit says so in one line (a :class:`~ditscale.laws.powerlaw.FitWarning`).
 
 N is parameters, D tokens; the compute-optimal allocation assumes C = 6 N D (FLOPs).
 """
