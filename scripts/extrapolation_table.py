@@ -19,7 +19,14 @@ import statistics
 
 from ditscale.laws.fit import LOSS_LAW_NAMES, LOSS_LAWS
 from ditscale.laws.results import ExtrapolationRow, FactorError, LawsSummary
-from ditscale.laws.extrapolation import FLOOR_GOAL_FACTOR, FloorBand, NoiseFloor, error_by_factor, study_noise_floor
+from ditscale.laws.extrapolation import (
+    FLOOR_GOAL_FACTOR,
+    FloorBand,
+    NoiseFloor,
+    at_distance,
+    error_by_factor,
+    study_noise_floor,
+)
 
 
 def cell(e: FactorError | None) -> str:
@@ -90,7 +97,7 @@ def table(laws: LawsSummary) -> str:
     ]
     for factor, errors in error_by_factor(rows).items():
         by_form = {e.form: e for e in errors}
-        at = [r for r in record if abs(r.factor / factor - 1) <= 0.1]
+        at = at_distance(factor, record)
         n = max(e.rows for e in errors)
         cells = [cell(by_form.get(f)) for f in forms]
         band = None if floor is None else floor.band_at(factor)

@@ -19,6 +19,7 @@ from ditscale.cli import main
 from ditscale.errors import ConfigError
 from ditscale.laws import FitConfig
 from ditscale.laws.extrapolation import (
+    at_distance,
     error_by_factor,
     floor_at,
     loss_law_points,
@@ -132,6 +133,9 @@ def test_error_by_factor_groups_distances_and_counts_hits():
     at10 = measured_error(tuple(rows), 10.0)
     assert at10.measured_factor == 4.0 and at10.beyond is True
     assert measured_error((), 3.0) is None
+    # the rows at a group's distance are the group's: what the report and the tables count hits over
+    assert at_distance(near, rows) == rows[:3] and at_distance(far, rows) == rows[3:]
+    assert at_distance(2.0, rows) == []
 
 
 def test_predict_prints_the_measured_error_at_its_distance(study, capsys):

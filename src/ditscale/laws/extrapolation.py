@@ -48,6 +48,12 @@ def error_by_factor(
     return out
 
 
+def at_distance(factor: float, rows: Iterable) -> list:
+    """The ``rows`` (anything with a ``factor``: backtest rows, noise bands) at the distance ``factor``:
+    within :data:`FACTOR_RTOL` of it, as :func:`error_by_factor` groups them."""
+    return [r for r in rows if abs(r.factor / factor - 1) <= FACTOR_RTOL]
+
+
 def factor_groups(factors, rtol: float = FACTOR_RTOL) -> list[list[int]]:
     """The indices of ``factors`` grouped by distance, ascending: a factor within ``rtol`` of the
     previous one (in sorted order) joins its group (one home for the grouping of
@@ -133,7 +139,7 @@ class NoiseFloor:
 
     def band_at(self, factor: float) -> FloorBand | None:
         """The band at the distance ``factor`` (within :data:`FACTOR_RTOL` of it), None where there is none."""
-        return next((b for b in self.bands if abs(b.factor / factor - 1) <= FACTOR_RTOL), None)
+        return next(iter(at_distance(factor, self.bands)), None)
 
 
 def _right_law(flops: np.ndarray, loss_opt: np.ndarray, form: str, min_fitted: int = 1):

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 from ditscale.io import atomic_write_text
-from ditscale.laws.extrapolation import error_by_factor, study_noise_floor
+from ditscale.laws.extrapolation import at_distance, error_by_factor, study_noise_floor
 from ditscale.laws.fit import LOSS_LAWS, loss_law_name
 from ditscale.laws.results import (
     BacktestSummary,
@@ -253,7 +253,7 @@ def _extrapolation_section(view: LawsSummary) -> list[str]:
     rows = []
     for factor, errors in error_by_factor(rows_all).items():
         by_form = {e.form: e for e in errors}
-        at = [r for r in record if abs(r.factor / factor - 1) <= 0.1]
+        at = at_distance(factor, record)
         n_hits = sum(r.n_opt_within_ci90 is True for r in at)
         cells = [
             "–"
