@@ -1,21 +1,26 @@
-"""How much compute draws a prompted shape: the T2I frontier run behind docs/quality.md (issue 22, goal 3).
+"""How much compute draws a shape: the frontier runs behind docs/quality.md (issue 22, goal 3).
 
-One run of the ``tiny`` presets' recipe (depth 6, width 128, x0 prediction, logit-normal times,
+Two runs of the ``tiny`` presets' recipe (depth 6, width 128, x0 prediction, logit-normal times,
 batch 64, lr 3e-3, EMA 0.995; constant lr after warmup, so each checkpoint's EMA weights are a
-model) on the T2I quickstart's data and conditioning (32 px, one captioned shape, in-context
-blocks, the word encoder), scored at its checkpoints as the quality stage scores a study's best
-models: 1000 samples prompted with the captions of val items 0-999, 25 Euler steps, against 1000
-real images with those captions (``ditscale eval --json``). Its folder,
-``tests/data/pilots/t2i-frontier/``, holds the config, ``PREREG.md`` (the question and the
-frontier rule, written before it trained), ``metrics.jsonl``, ``result.json`` and
-``scores/step{K}-cfg{S}.json``; the chance levels and the real-vs-real floor at 1000 images are
-the T2I quickstart's (``tests/data/studies/quickstart-t2i/quality/frame.json``: the same data, the
-same reference images). This script writes the table between ``<!-- t2i-frontier -->`` markers
-(``tests/test_docs_numbers.py`` checks it) and draws the sample grid from the run's sample batches::
+model), one on each quickstart's data and conditioning, scored at their checkpoints as the quality
+stage scores a study's best models (1000 samples, 25 Euler steps, against the study's 1000 real
+reference images, ``ditscale eval --json``):
 
-    python scripts/frontier_table.py                           # print the table
+- ``t2i``: the T2I quickstart's (32 px, one captioned shape, in-context blocks, the word encoder),
+  prompted with the captions of val items 0-999;
+- ``class``: the class quickstart's (32 px, 1-4 shapes, the label the top shape's kind, in-context
+  blocks), 1000 samples of uniform random classes.
+
+Each folder, ``tests/data/pilots/{t2i,class}-frontier/``, holds the config, ``PREREG.md`` (the
+question and the frontier rule, written before it trained), ``metrics.jsonl``, ``result.json`` and
+``scores/step{K}-cfg{S}.json``; the chance levels and the real-vs-real floor at 1000 images are
+the quickstart study's (``tests/data/studies/<study>/quality/frame.json``: the same data, the same
+reference images). This script writes each run's table between ``<!-- {t2i,class}-frontier -->``
+markers (``tests/test_docs_numbers.py`` checks them) and draws a run's sample grid from its batches::
+
+    python scripts/frontier_table.py                           # print the tables
     python scripts/frontier_table.py --write docs/quality.md
-    python scripts/frontier_table.py --grid DIR/samples/step10000-cfg1.npz ... --out docs/img/t2i-frontier-samples.png
+    python scripts/frontier_table.py --run class --grid DIR/samples/step12500-cfg1.npz ... --out FILE.png
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import importlib.util
 import json
 import re
 from pathlib import Path
+from typing import NamedTuple
 
 
 def _sibling(name: str):
@@ -37,21 +43,43 @@ def _sibling(name: str):
 
 QUICKSTART_TABLE = _sibling("quickstart_table")  # the goal's accuracies and the docs' block writer live there
 ROOT = Path(__file__).resolve().parents[1]
-FOLDER = ROOT / "tests" / "data" / "pilots" / "t2i-frontier"
-FRAME = ROOT / "tests" / "data" / "studies" / "quickstart-t2i" / "quality" / "frame.json"
-TOP_BUDGET = 5.12e12  # training FLOPs of the T2I quickstart's largest budget
+TOP_BUDGET = 5.12e12  # training FLOPs of each quickstart's largest budget
 NAME = re.compile(r"step(\d+)-cfg([\d.]+)")  # a scored batch: its checkpoint's step, its guidance scale
 # The attributes scored only where the prompted cell is found occupied (quickstart_table's, in the table's
 # order), and those of them goal 3 asks at least 2x their chance for (given the position); FD <= 10x the floor.
 GIVEN_POSITION = ("colour", "size", "shape")
 assert {f"accuracy_{a}" for a in GIVEN_POSITION} == set(QUICKSTART_TABLE.ATTRIBUTES_GIVEN_POSITION)
 GOALS = tuple(a for a in GIVEN_POSITION if f"accuracy_{a}" in QUICKSTART_TABLE.GOAL_ACCURACIES)
+assert "accuracy_class" in QUICKSTART_TABLE.GOAL_ACCURACIES  # the class quickstart's bar
 
 
-def scores(folder: Path = FOLDER) -> dict[tuple[int, float], dict]:
-    """``{(step, cfg scale): ditscale eval --json}`` of every scored checkpoint."""
+class Frontier(NamedTuple):
+    """One frontier run: its folder, the study whose frame judges it, its docs block."""
+
+    name: str  # "t2i" or "class"; the docs block is "<name>-frontier"
+    study: str  # the quickstart study under tests/data/studies/ (its quality/frame.json)
+
+    @property
+    def folder(self) -> Path:
+        return ROOT / "tests" / "data" / "pilots" / f"{self.name}-frontier"
+
+    @property
+    def frame(self) -> dict:
+        return json.loads((ROOT / "tests" / "data" / "studies" / self.study / "quality" / "frame.json").read_text())
+
+    @property
+    def block(self) -> str:
+        return f"{self.name}-frontier"
+
+
+RUNS = {"t2i": Frontier("t2i", "quickstart-t2i"), "class": Frontier("class", "quickstart")}
+T2I = RUNS["t2i"]
+
+
+def scores(run: Frontier = T2I) -> dict[tuple[int, float], dict]:
+    """``{(step, cfg scale): ditscale eval --json}`` of every scored checkpoint of ``run``."""
     found = {}
-    for path in sorted((folder / "scores").glob("step*-cfg*.json")):
+    for path in sorted((run.folder / "scores").glob("step*-cfg*.json")):
         step, cfg = NAME.fullmatch(path.stem).groups()
         found[int(step), float(cfg)] = json.loads(path.read_text())
     return found
@@ -63,32 +91,52 @@ def given_position(score: dict, attribute: str) -> float:
 
 
 def meets_goal(score: dict, chance: dict, floor: float) -> bool:
-    """Goal 3's bars: FD within 10x the floor, colour and shape at least 2x their chance given the position."""
-    return score["fd"] <= 10 * floor and all(given_position(score, a) >= 2 * given_position(chance, a) for a in GOALS)
+    """Goal 3's bars: FD within 10x the floor, and the label followed: class accuracy at least 2x its
+    chance (class models), or colour and shape at least 2x their chance given the position (captions)."""
+    if "accuracy_class" in chance:
+        follows = score["accuracy_class"] >= 2 * chance["accuracy_class"]
+    else:
+        follows = all(given_position(score, a) >= 2 * given_position(chance, a) for a in GOALS)
+    return score["fd"] <= 10 * floor and follows
 
 
-def table(folder: Path = FOLDER, frame_path: Path = FRAME) -> str:
-    """The docs' table: a row per scored batch (training compute from the run's own count per image,
+def _score_columns(frame: dict) -> list[tuple[str, object]]:
+    """(heading, score -> cell) of the scores a run's table shows beside its FD, each with its frame."""
+    chance = frame["chance"]
+    if "accuracy_class" in chance:
+        real = frame["floor"]
+        return [
+            (f"class accuracy (chance {chance['accuracy_class']:.3f})", lambda s: f"{s['accuracy_class']:.3f}"),
+            (f"precision (real {real['precision']:.3f})", lambda s: f"{s['precision']:.3f}"),
+            (f"recall (real {real['recall']:.3f})", lambda s: f"{s['recall']:.3f}"),
+        ]
+    position = [(f"position (chance {chance['accuracy_position']:.3f})", lambda s: f"{s['accuracy_position']:.3f}")]
+    return position + [
+        (
+            f"{a} given the position (chance {given_position(chance, a):.3f})",
+            lambda s, a=a: f"{given_position(s, a):.3f}",
+        )
+        for a in GIVEN_POSITION
+    ]
+
+
+def table(run: Frontier = T2I) -> str:
+    """A run's docs table: a row per scored batch (training compute from the run's own count per image,
     the logged EMA validation loss where one was logged, each score beside its frame) and the verdict
     of PREREG.md's rule (the first checkpoint meeting every bar without guidance)."""
-    frame = json.loads(frame_path.read_text())
+    frame = run.frame
     chance, floor = frame["chance"], frame["floor"]["fd"]
-    found = scores(folder)
+    found = scores(run)
     val = {
-        m["step"]: m["val_loss_ema"] for m in map(json.loads, (folder / "metrics.jsonl").open()) if "val_loss_ema" in m
+        m["step"]: m["val_loss_ema"]
+        for m in map(json.loads, (run.folder / "metrics.jsonl").open())
+        if "val_loss_ema" in m
     }
-    result = json.loads((folder / "result.json").read_text())
+    result = json.loads((run.folder / "result.json").read_text())
     per_image, batch = result["flops_per_image"], result["config"]["batch_size"]
-    head = [
-        "steps (images)",
-        "training FLOPs (x the top budget)",
-        "val loss (EMA)",
-        "guidance",
-        f"FD (x the floor {floor:.1f})",
-        f"position (chance {chance['accuracy_position']:.3f})",
-        *(f"{a} given the position (chance {given_position(chance, a):.3f})" for a in GIVEN_POSITION),
-        "goal 3 met",
-    ]
+    columns = _score_columns(frame)
+    head = ["steps (images)", "training FLOPs (x the top budget)", "val loss (EMA)", "guidance"]
+    head += [f"FD (x the floor {floor:.1f})", *(h for h, _ in columns), "goal 3 met"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (step, cfg), s in sorted(found.items()):
         flops = step * batch * per_image
@@ -97,8 +145,7 @@ def table(folder: Path = FOLDER, frame_path: Path = FRAME) -> str:
         lines.append(
             f"| {step:,} ({step * batch:,}) | {compute} ({flops / TOP_BUDGET:.0f}x) | {loss} | "
             f"{'none' if cfg == 1 else f'{cfg:g}'} | {s['fd']:.1f} ({s['fd'] / floor:.1f}x) | "
-            f"{s['accuracy_position']:.3f} | "
-            + " | ".join(f"{given_position(s, a):.3f}" for a in GIVEN_POSITION)
+            + " | ".join(cell(s) for _, cell in columns)
             + f" | {'yes' if meets_goal(s, chance, floor) else 'no'} |"
         )
     first = [k for k, s in sorted(found.items()) if k[1] == 1 and meets_goal(s, chance, floor)]
@@ -112,14 +159,15 @@ def table(folder: Path = FOLDER, frame_path: Path = FRAME) -> str:
     return "\n".join(lines) + "\n\n" + verdict
 
 
-def grid(npz_paths: list[Path], out: Path, folder: Path = FOLDER, per_row: int = 6) -> Path:
-    """One captioned row of each batch's first ``per_row`` samples; a batch named ``step{K}-cfg{S}``
-    is labelled with its checkpoint's steps and training compute."""
+def grid(npz_paths: list[Path], out: Path, run: Frontier = T2I, per_row: int = 6) -> Path:
+    """One row of each batch's first ``per_row`` samples, each cell captioned with its prompt (or its
+    class's name); a batch named ``step{K}-cfg{S}`` is labelled with its checkpoint's steps and
+    training compute."""
     import numpy as np
 
     from ditscale.report.quality import samples_figure
 
-    result = json.loads((folder / "result.json").read_text())
+    result = json.loads((run.folder / "result.json").read_text())
     per_step = result["config"]["batch_size"] * result["flops_per_image"]
     rows = []
     for path in npz_paths:
@@ -131,31 +179,34 @@ def grid(npz_paths: list[Path], out: Path, folder: Path = FOLDER, per_row: int =
             label = f"{step:,} steps\n{step * per_step / TOP_BUDGET:.0f}x the top budget" + (
                 f"\ncfg {cfg:g}" if cfg != 1 else ""
             )
-        rows.append((label, z["arr_0"][:per_row], [str(c) for c in z["captions"][:per_row]]))
+        prompts = z["captions"] if "captions" in z else z["label_names"][z["labels"]]
+        rows.append((label, z["arr_0"][:per_row], [str(c) for c in prompts[:per_row]]))
     return samples_figure(rows, out, per_row=per_row)
 
 
-def write(doc: Path, body: str) -> None:
-    """``doc`` with its ``<!-- t2i-frontier -->`` block's body replaced (quickstart_table's replace_block)."""
-    doc.write_text(QUICKSTART_TABLE.replace_block(doc.read_text(), "t2i-frontier", body, str(doc)))
+def write(doc: Path, run: Frontier, body: str) -> None:
+    """``doc`` with ``run``'s block's body replaced (quickstart_table's replace_block)."""
+    doc.write_text(QUICKSTART_TABLE.replace_block(doc.read_text(), run.block, body, str(doc)))
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--write", type=Path, nargs="*", default=[], help="docs to rewrite the block of")
-    p.add_argument("--grid", type=Path, nargs="*", default=[], help="sample batches (.npz with captions)")
+    p.add_argument("--run", choices=sorted(RUNS), help="one run only (default: every run; --grid: t2i)")
+    p.add_argument("--write", type=Path, nargs="*", default=[], help="docs to rewrite the blocks of")
+    p.add_argument("--grid", type=Path, nargs="*", default=[], help="sample batches (.npz)")
     p.add_argument("--out", type=Path, help="the grid's PNG")
     args = p.parse_args()
     if args.grid:
         if args.out is None:
             raise SystemExit("frontier_table: --grid needs --out FILE.png")
-        print(f"wrote {grid(args.grid, args.out)}")
+        print(f"wrote {grid(args.grid, args.out, RUNS[args.run or 't2i'])}")
         return
-    body = table()
-    for doc in args.write:
-        write(doc, body)
-    if not args.write:
-        print(body)
+    for run in [RUNS[args.run]] if args.run else RUNS.values():
+        body = table(run)
+        for doc in args.write:
+            write(doc, run, body)
+        if not args.write:
+            print(f"{run.block}:\n{body}\n")
 
 
 if __name__ == "__main__":

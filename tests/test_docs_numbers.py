@@ -481,22 +481,32 @@ def test_the_noise_frame_quoted_in_prose_is_the_committed_studys():
         assert quote in laws_md, quote
 
 
-def test_the_t2i_frontier_run_is_quoted_from_its_files():
-    """docs/quality.md ("How much compute draws a shape") is scripts/frontier_table.py's table of the
-    committed frontier run; its compute column is the run's own count, and its verdict follows goal 3."""
+def _frontier_run(name: str):
+    """The frontier script, the run, its scores and result.json, after checking that docs/quality.md's
+    block is the script's table of the committed run and that its compute column is the run's own
+    count (the logged FLOPs at every scored step that logged them)."""
     frontier, quick = _script("frontier_table"), _script()
+    run = frontier.RUNS[name]
     text = (ROOT / "docs" / "quality.md").read_text()
-    assert quick.replace_block(text, "t2i-frontier", frontier.table(), "docs/quality.md") == text, (
+    assert quick.replace_block(text, run.block, frontier.table(run), "docs/quality.md") == text, (
         "docs/quality.md: run `python scripts/frontier_table.py --write docs/quality.md`"
     )
-    folder = frontier.FOLDER
-    result = json.loads((folder / "result.json").read_text())
-    logged = {m["step"]: m["flops"] for m in map(json.loads, (folder / "metrics.jsonl").open()) if "val_loss" in m}
-    scored = frontier.scores()
+    result = json.loads((run.folder / "result.json").read_text())
+    logged = {m["step"]: m["flops"] for m in map(json.loads, (run.folder / "metrics.jsonl").open()) if "val_loss" in m}
+    scored = frontier.scores(run)
     assert all(step % result["config"]["ckpt_every"] == 0 and step <= result["steps"] for step, _ in scored)
-    for step in {step for step, _ in scored} & set(logged):
+    checked = {step for step, _ in scored} & set(logged)
+    assert checked
+    for step in checked:
         assert logged[step] == step * result["config"]["batch_size"] * result["flops_per_image"]
-    frame = json.loads(frontier.FRAME.read_text())
+    return frontier, run, scored, result, " ".join(text.split())
+
+
+def test_the_t2i_frontier_run_is_quoted_from_its_files():
+    """docs/quality.md ("How much compute draws a shape") is scripts/frontier_table.py's table of the
+    committed T2I frontier run; its compute column is the run's own count, and its verdict follows goal 3."""
+    frontier, run, scored, result, prose = _frontier_run("t2i")
+    frame = run.frame
     chance, floor = frame["chance"], frame["floor"]["fd"]
     at_40x = scored[5000, 1.0]  # the image bar met long before the shape's
     assert at_40x["fd"] <= 10 * floor and not frontier.meets_goal(at_40x, chance, floor)
@@ -506,7 +516,6 @@ def test_the_t2i_frontier_run_is_quoted_from_its_files():
     blob = dict(last, accuracy_shape=chance["accuracy_shape"] / chance["accuracy_position"] * last["accuracy_position"])
     assert not frontier.meets_goal(blob, chance, floor)  # the same samples with the shape at its chance
     first = min(step for (step, cfg), sc in scored.items() if cfg == 1 and frontier.meets_goal(sc, chance, floor))
-    prose = " ".join(text.split())
     per_step = result["config"]["batch_size"] * result["flops_per_image"]
     for step, head in ((first, "the first checkpoint meeting every bar ("), (max(scored)[0], "")):
         sc = scored[step, 1.0]
@@ -524,3 +533,54 @@ def test_the_t2i_frontier_run_is_quoted_from_its_files():
                 f"{shape:.3f}, {ratio:.1f}x its chance, and the FD {sc['fd']:.1f}, {sc['fd'] / floor:.1f}x the floor"
             )
         assert quoted.replace("e+", "e") in prose, quoted
+
+
+def test_the_class_frontier_run_is_quoted_from_its_files():
+    """docs/quality.md's class frontier table is the script's table of the committed run, judged by the
+    class bar (class accuracy >= 2x its chance, FD <= 10x the floor), and the prose quotes its files."""
+    frontier, run, scored, result, prose = _frontier_run("class")
+    frame = run.frame
+    chance, floor = frame["chance"], frame["floor"]["fd"]
+    assert "accuracy_class" in chance and not any("accuracy_shape" in sc for sc in scored.values())
+    plain = {step: sc for (step, cfg), sc in scored.items() if cfg == 1}
+    assert max(plain) == result["steps"] == 12500  # as far as PREREG.md fixed before it trained
+    assert all(sc["fd"] <= 10 * floor for sc in plain.values())  # the image bar from the first checkpoint
+    assert not any(frontier.meets_goal(sc, chance, floor) for sc in scored.values())
+    last = plain[max(plain)]
+    assert frontier.meets_goal(dict(last, accuracy_class=2 * chance["accuracy_class"]), chance, floor)
+    assert not frontier.meets_goal(dict(last, accuracy_class=1.0, fd=10.01 * floor), chance, floor)
+    per_step = result["config"]["batch_size"] * result["flops_per_image"]
+    peak = max(plain, key=lambda step: plain[step]["accuracy_class"])
+    first, guided = plain[min(plain)], scored[max(plain), 2.0]
+    later = [sc["precision"] for step, sc in plain.items() if step > min(plain)]
+    val = {
+        m["step"]: m["val_loss_ema"]
+        for m in map(json.loads, (run.folder / "metrics.jsonl").open())
+        if "val_loss_ema" in m
+    }
+
+    def x(step: int) -> str:
+        return f"{step * per_step / frontier.TOP_BUDGET:.0f}x"
+
+    quotes = [
+        f"({first['fd']:.1f}, {first['fd'] / floor:.1f}x, at {x(min(plain))} the top budget) and falls to "
+        f"{last['fd']:.1f} ({last['fd'] / floor:.1f}x) at {x(max(plain))}",
+        f"({first['precision']:.2f} at {x(min(plain))}, {min(later):.2f}-{max(later):.2f} after, "
+        f"against {frame['floor']['precision']:.3f})",
+        f"({last['recall']:.3f} against {frame['floor']['recall']:.3f} at {x(max(plain))})",
+        f"({val[min(plain)]:.4f} at {x(min(plain))}, {val[max(plain)]:.4f} at {x(max(plain))}",
+        f"peaks at {plain[peak]['accuracy_class']:.3f} ({plain[peak]['accuracy_class'] / chance['accuracy_class']:.2f}x "
+        f"its chance) at {x(peak)} and falls back to {last['accuracy_class']:.3f} "
+        f"({last['accuracy_class'] / chance['accuracy_class']:.2f}x) at {x(max(plain))}, where guidance 2 gives "
+        f"{guided['accuracy_class']:.3f}; the bar is {2 * chance['accuracy_class']:.2f}",
+        f"more than the {result['wall_time_s']:,.0f} s",
+        f"{result['images'] / result['wall_time_s']:.0f} images per second on average",
+        f"{result['flops_per_image'] / 1e9:.3f} GFLOP",
+    ]
+    for quote in quotes:
+        assert quote in prose, quote
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert (
+        f"(class accuracy {last['accuracy_class']:.3f} against its chance {chance['accuracy_class']:.3f}; "
+        f"FD {last['fd'] / floor:.1f}x the floor;" in readme
+    )
