@@ -15,8 +15,11 @@ Each folder, ``tests/data/pilots/{t2i,class}-frontier/``, holds the config, ``PR
 question and the frontier rule, written before it trained), ``metrics.jsonl``, ``result.json`` and
 ``scores/step{K}-cfg{S}.json``; the chance levels and the real-vs-real floor at 1000 images are
 the quickstart study's (``tests/data/studies/<study>/quality/frame.json``: the same data, the same
-reference images). This script writes each run's table between ``<!-- {t2i,class}-frontier -->``
-markers (``tests/test_docs_numbers.py`` checks them) and draws a run's sample grid from its batches::
+reference images). An ablation arm (:data:`ARMS`; ``t2i-v``: the T2I run with velocity prediction
+instead of x0, ``tests/data/pilots/t2i-v-frontier/``) changes one setting of a run and is set beside
+it at the steps it scored. This script writes each table between ``<!-- {t2i,class,t2i-v}-frontier
+-->`` markers (``tests/test_docs_numbers.py`` checks them) and draws a run's sample grid from its
+batches::
 
     python scripts/frontier_table.py                           # print the tables
     python scripts/frontier_table.py --write docs/quality.md
@@ -74,6 +77,9 @@ class Frontier(NamedTuple):
 
 RUNS = {"t2i": Frontier("t2i", "quickstart-t2i"), "class": Frontier("class", "quickstart")}
 T2I = RUNS["t2i"]
+# Ablation arms: a frontier run with one setting changed, scored at some of its checkpoints; its docs block
+# (the arm's name + "-frontier") sets it beside its base run at the same steps.
+ARMS = {"t2i-v": (Frontier("t2i-v", "quickstart-t2i"), T2I)}
 
 
 def scores(run: Frontier = T2I) -> dict[tuple[int, float], dict]:
@@ -83,6 +89,17 @@ def scores(run: Frontier = T2I) -> dict[tuple[int, float], dict]:
         step, cfg = NAME.fullmatch(path.stem).groups()
         found[int(step), float(cfg)] = json.loads(path.read_text())
     return found
+
+
+def result(run: Frontier) -> dict:
+    """The run's ``result.json`` (its config, steps, training FLOPs per image)."""
+    return json.loads((run.folder / "result.json").read_text())
+
+
+def ema_val_loss(run: Frontier) -> dict[int, float]:
+    """``{step: validation loss of the EMA weights}`` where the run logged one."""
+    metrics = map(json.loads, (run.folder / "metrics.jsonl").open())
+    return {m["step"]: m["val_loss_ema"] for m in metrics if "val_loss_ema" in m}
 
 
 def given_position(score: dict, attribute: str) -> float:
@@ -127,13 +144,8 @@ def table(run: Frontier = T2I) -> str:
     frame = run.frame
     chance, floor = frame["chance"], frame["floor"]["fd"]
     found = scores(run)
-    val = {
-        m["step"]: m["val_loss_ema"]
-        for m in map(json.loads, (run.folder / "metrics.jsonl").open())
-        if "val_loss_ema" in m
-    }
-    result = json.loads((run.folder / "result.json").read_text())
-    per_image, batch = result["flops_per_image"], result["config"]["batch_size"]
+    val, done = ema_val_loss(run), result(run)
+    per_image, batch = done["flops_per_image"], done["config"]["batch_size"]
     columns = _score_columns(frame)
     head = ["steps (images)", "training FLOPs (x the top budget)", "val loss (EMA)", "guidance"]
     head += [f"FD (x the floor {floor:.1f})", *(h for h, _ in columns), "goal 3 met"]
@@ -159,6 +171,46 @@ def table(run: Frontier = T2I) -> str:
     return "\n".join(lines) + "\n\n" + verdict
 
 
+def changed(arm: Frontier, base: Frontier) -> dict[str, tuple]:
+    """``{section.key: (base's value, arm's value)}`` of the training config keys the arm changed."""
+    a, b = result(arm)["config"], result(base)["config"]
+    return {
+        f"{section}.{key}": (b[section].get(key), a[section].get(key))
+        for section in ("model", "diffusion", "data", "optim")
+        for key in sorted(set(a[section]) | set(b[section]))
+        if a[section].get(key) != b[section].get(key)
+    }
+
+
+def shape_sd(score: dict) -> float:
+    """The binomial sd of the shape given the position: over the samples whose position was right."""
+    p, n = given_position(score, "shape"), score["accuracy_position"] * score["num_samples"]
+    return (p * (1 - p) / n) ** 0.5
+
+
+def arm_table(arm: Frontier, base: Frontier) -> str:
+    """The arm's scored checkpoints (no guidance) beside its base run's at the same steps: EMA validation
+    loss, FD, position, colour and shape given the position (with its binomial sd, :func:`shape_sd`)."""
+    ((key, (was, now)),) = changed(arm, base).items()  # one setting changed, or it is no ablation
+    frame, arms, bases = arm.frame, scores(arm), scores(base)
+    chance, floor = frame["chance"], frame["floor"]["fd"]
+    per_step = result(arm)["config"]["batch_size"] * result(arm)["flops_per_image"]
+    head = ["steps (x the top budget)", key, "val loss (EMA)", f"FD (x the floor {floor:.1f})"]
+    head += [f"position (chance {chance['accuracy_position']:.3f})"]
+    head += [f"{a} given the position (chance {given_position(chance, a):.3f})" for a in ("colour", "shape")]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for step in sorted(step for step, cfg in arms if cfg == 1):
+        for run, value, s in ((base, was, bases[step, 1.0]), (arm, now, arms[step, 1.0])):
+            val = ema_val_loss(run)
+            lines.append(
+                f"| {step:,} ({step * per_step / TOP_BUDGET:.0f}x) | {value} | "
+                + (f"{val[step]:.4f}" if step in val else "-")
+                + f" | {s['fd']:.1f} ({s['fd'] / floor:.1f}x) | {s['accuracy_position']:.3f} | "
+                f"{given_position(s, 'colour'):.3f} | {given_position(s, 'shape'):.3f} ± {shape_sd(s):.3f} |"
+            )
+    return "\n".join(lines)
+
+
 def grid(npz_paths: list[Path], out: Path, run: Frontier = T2I, per_row: int = 6) -> Path:
     """One row of each batch's first ``per_row`` samples, each cell captioned with its prompt (or its
     class's name); a batch named ``step{K}-cfg{S}`` is labelled with its checkpoint's steps and
@@ -167,8 +219,8 @@ def grid(npz_paths: list[Path], out: Path, run: Frontier = T2I, per_row: int = 6
 
     from ditscale.report.quality import samples_figure
 
-    result = json.loads((run.folder / "result.json").read_text())
-    per_step = result["config"]["batch_size"] * result["flops_per_image"]
+    done = result(run)
+    per_step = done["config"]["batch_size"] * done["flops_per_image"]
     rows = []
     for path in npz_paths:
         z = np.load(path)
@@ -201,8 +253,9 @@ def main() -> None:
             raise SystemExit("frontier_table: --grid needs --out FILE.png")
         print(f"wrote {grid(args.grid, args.out, RUNS[args.run or 't2i'])}")
         return
-    for run in [RUNS[args.run]] if args.run else RUNS.values():
-        body = table(run)
+    blocks = [(run, table(run)) for run in ([RUNS[args.run]] if args.run else RUNS.values())]
+    blocks += [(arm, arm_table(arm, base)) for arm, base in ARMS.values() if not args.run]
+    for run, body in blocks:
         for doc in args.write:
             write(doc, run, body)
         if not args.write:

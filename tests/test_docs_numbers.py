@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -491,7 +492,7 @@ def _frontier_run(name: str):
     assert quick.replace_block(text, run.block, frontier.table(run), "docs/quality.md") == text, (
         "docs/quality.md: run `python scripts/frontier_table.py --write docs/quality.md`"
     )
-    result = json.loads((run.folder / "result.json").read_text())
+    result = frontier.result(run)
     logged = {m["step"]: m["flops"] for m in map(json.loads, (run.folder / "metrics.jsonl").open()) if "val_loss" in m}
     scored = frontier.scores(run)
     assert all(step % result["config"]["ckpt_every"] == 0 and step <= result["steps"] for step, _ in scored)
@@ -553,11 +554,7 @@ def test_the_class_frontier_run_is_quoted_from_its_files():
     peak = max(plain, key=lambda step: plain[step]["accuracy_class"])
     first, guided = plain[min(plain)], scored[max(plain), 2.0]
     later = [sc["precision"] for step, sc in plain.items() if step > min(plain)]
-    val = {
-        m["step"]: m["val_loss_ema"]
-        for m in map(json.loads, (run.folder / "metrics.jsonl").open())
-        if "val_loss_ema" in m
-    }
+    val = frontier.ema_val_loss(run)
 
     def x(step: int) -> str:
         return f"{step * per_step / frontier.TOP_BUDGET:.0f}x"
@@ -584,3 +581,31 @@ def test_the_class_frontier_run_is_quoted_from_its_files():
         f"(class accuracy {last['accuracy_class']:.3f} against its chance {chance['accuracy_class']:.3f}; "
         f"FD {last['fd'] / floor:.1f}x the floor;" in readme
     )
+
+
+def test_the_velocity_arm_of_the_t2i_frontier_run_is_quoted_from_its_files():
+    """The arm changes one setting of the T2I frontier run (x0 -> velocity prediction); docs/quality.md's
+    block is the script's table of both at the arm's scored steps, and the prose's verdict is PREREG.md's
+    rule applied to the committed scores (no difference one run resolves at 40x)."""
+    frontier, _, scored, _, prose = _frontier_run("t2i")
+    arm, base = frontier.ARMS["t2i-v"]
+    text = (ROOT / "docs" / "quality.md").read_text()
+    assert _script().replace_block(text, arm.block, frontier.arm_table(arm, base), "docs/quality.md") == text
+    assert frontier.changed(arm, base) == {"diffusion.flow_predict": ("x0", "v")}
+    mine = frontier.scores(arm)
+    assert set(mine) == {(2500, 1.0), (5000, 1.0)} and frontier.result(arm)["steps"] == 5000
+    x0, v = scored[5000, 1.0], mine[5000, 1.0]
+    shape_x0, shape_v = frontier.given_position(x0, "shape"), frontier.given_position(v, "shape")
+    sd = math.hypot(frontier.shape_sd(x0), frontier.shape_sd(v))
+    assert round(shape_x0 - 2 * 0.019, 3) == 0.194 and sd == pytest.approx(0.019, abs=1e-3)  # PREREG.md's bounds
+    assert 0.194 < shape_v < 0.270  # the rule's "between"
+    val_x0, val_v = frontier.ema_val_loss(base)[5000], frontier.ema_val_loss(arm)[5000]
+    quotes = [
+        f"the answer is between: {shape_v:.3f} against {shape_x0:.3f}, FD {v['fd']:.1f} against {x0['fd']:.1f}",
+        f"(position {mine[2500, 1.0]['accuracy_position']:.3f} against {scored[2500, 1.0]['accuracy_position']:.3f} "
+        "at 20x)",
+        f"({val_v:.4f} against {val_x0:.4f} at 40x:",
+        f"about {frontier.result(arm)['wall_time_s'] / 60:.0f} minutes of the 2 cores",
+    ]
+    for quote in quotes:
+        assert quote in prose, quote
