@@ -96,6 +96,16 @@ def result(run: Frontier) -> dict:
     return json.loads((run.folder / "result.json").read_text())
 
 
+def flops_per_step(run: Frontier) -> float:
+    """Training FLOPs of one step: the batch times the run's own count per image."""
+    done = result(run)
+    return done["config"]["batch_size"] * done["flops_per_image"]
+
+
+def _fd_cell(score: dict, floor: float) -> str:
+    return f"{score['fd']:.1f} ({score['fd'] / floor:.1f}x)"
+
+
 def ema_val_loss(run: Frontier) -> dict[int, float]:
     """``{step: validation loss of the EMA weights}`` where the run logged one."""
     metrics = map(json.loads, (run.folder / "metrics.jsonl").open())
@@ -144,19 +154,18 @@ def table(run: Frontier = T2I) -> str:
     frame = run.frame
     chance, floor = frame["chance"], frame["floor"]["fd"]
     found = scores(run)
-    val, done = ema_val_loss(run), result(run)
-    per_image, batch = done["flops_per_image"], done["config"]["batch_size"]
+    val, per_step, batch = ema_val_loss(run), flops_per_step(run), result(run)["config"]["batch_size"]
     columns = _score_columns(frame)
     head = ["steps (images)", "training FLOPs (x the top budget)", "val loss (EMA)", "guidance"]
     head += [f"FD (x the floor {floor:.1f})", *(h for h, _ in columns), "goal 3 met"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (step, cfg), s in sorted(found.items()):
-        flops = step * batch * per_image
+        flops = step * per_step
         loss = f"{val[step]:.4f}" if step in val else "-"
         compute = f"{flops:.3g}".replace("e+", "e")
         lines.append(
             f"| {step:,} ({step * batch:,}) | {compute} ({flops / TOP_BUDGET:.0f}x) | {loss} | "
-            f"{'none' if cfg == 1 else f'{cfg:g}'} | {s['fd']:.1f} ({s['fd'] / floor:.1f}x) | "
+            f"{'none' if cfg == 1 else f'{cfg:g}'} | {_fd_cell(s, floor)} | "
             + " | ".join(cell(s) for _, cell in columns)
             + f" | {'yes' if meets_goal(s, chance, floor) else 'no'} |"
         )
@@ -166,7 +175,7 @@ def table(run: Frontier = T2I) -> str:
         f"First checkpoint meeting every bar without guidance (the rule of PREREG.md): step {first[0][0]:,}."
         if first
         else f"No checkpoint meets every bar without guidance (the rule of PREREG.md) up to step {last:,} "
-        f"({last * batch * per_image / TOP_BUDGET:.0f}x the top budget)."
+        f"({last * per_step / TOP_BUDGET:.0f}x the top budget)."
     )
     return "\n".join(lines) + "\n\n" + verdict
 
@@ -194,18 +203,17 @@ def arm_table(arm: Frontier, base: Frontier) -> str:
     ((key, (was, now)),) = changed(arm, base).items()  # one setting changed, or it is no ablation
     frame, arms, bases = arm.frame, scores(arm), scores(base)
     chance, floor = frame["chance"], frame["floor"]["fd"]
-    per_step = result(arm)["config"]["batch_size"] * result(arm)["flops_per_image"]
+    per_step, val = flops_per_step(arm), {base: ema_val_loss(base), arm: ema_val_loss(arm)}
     head = ["steps (x the top budget)", key, "val loss (EMA)", f"FD (x the floor {floor:.1f})"]
     head += [f"position (chance {chance['accuracy_position']:.3f})"]
     head += [f"{a} given the position (chance {given_position(chance, a):.3f})" for a in ("colour", "shape")]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for step in sorted(step for step, cfg in arms if cfg == 1):
         for run, value, s in ((base, was, bases[step, 1.0]), (arm, now, arms[step, 1.0])):
-            val = ema_val_loss(run)
+            loss = f"{val[run][step]:.4f}" if step in val[run] else "-"
             lines.append(
-                f"| {step:,} ({step * per_step / TOP_BUDGET:.0f}x) | {value} | "
-                + (f"{val[step]:.4f}" if step in val else "-")
-                + f" | {s['fd']:.1f} ({s['fd'] / floor:.1f}x) | {s['accuracy_position']:.3f} | "
+                f"| {step:,} ({step * per_step / TOP_BUDGET:.0f}x) | {value} | {loss} | {_fd_cell(s, floor)} | "
+                f"{s['accuracy_position']:.3f} | "
                 f"{given_position(s, 'colour'):.3f} | {given_position(s, 'shape'):.3f} ± {shape_sd(s):.3f} |"
             )
     return "\n".join(lines)
@@ -219,8 +227,7 @@ def grid(npz_paths: list[Path], out: Path, run: Frontier = T2I, per_row: int = 6
 
     from ditscale.report.quality import samples_figure
 
-    done = result(run)
-    per_step = done["config"]["batch_size"] * done["flops_per_image"]
+    per_step = flops_per_step(run)
     rows = []
     for path in npz_paths:
         z = np.load(path)

@@ -26,7 +26,8 @@ alpha 0.28). The two objectives are recorded (``options["objectives"]``) and ``o
 names the start that won. They agree within ``AGREE_RTOL`` = 1e-3 of the lower one, plus
 ``AGREE_ATOL`` = 5e-13 per run (a log-loss residual of 1e-6: noise-free data); one optimum reached
 from two starts agrees to 1e-12 or better. Then lbfgs-grid's optimum is kept, so a fit on which both
-agree is lbfgs-grid's to the last digit. When they disagree the fit says so in one line (a :class:`~ditscale.laws.powerlaw.FitWarning`).
+agree is lbfgs-grid's to the last digit. When they disagree the fit says so in one line (a
+:class:`~ditscale.laws.powerlaw.FitWarning`).
 
 N is parameters, D tokens; the compute-optimal allocation assumes C = 6 N D (FLOPs).
 """
