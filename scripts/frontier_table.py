@@ -16,14 +16,16 @@ question and the frontier rule, written before it trained), ``metrics.jsonl``, `
 ``scores/step{K}-cfg{S}.json``; the chance levels and the real-vs-real floor at 1000 images are
 the quickstart study's (``tests/data/studies/<study>/quality/frame.json``: the same data, the same
 reference images). An ablation arm (:data:`ARMS`; ``t2i-v``: the T2I run with velocity prediction
-instead of x0, ``tests/data/pilots/t2i-v-frontier/``) changes one setting of a run and is set beside
-it at the steps it scored. This script writes each table between ``<!-- {t2i,class,t2i-v}-frontier
+instead of x0; ``t2i-depth2``: with depth 2 instead of 6, trained to the same compute; each in
+``tests/data/pilots/<arm>-frontier/``) changes one setting of a run and is set beside it at equal
+training compute. This script writes each table between ``<!-- {t2i,class,t2i-v,t2i-depth2}-frontier
 -->`` markers (``tests/test_docs_numbers.py`` checks them) and draws a run's sample grid from its
 batches::
 
     python scripts/frontier_table.py                           # print the tables
     python scripts/frontier_table.py --write docs/quality.md
     python scripts/frontier_table.py --run class --grid DIR/samples/step12500-cfg1.npz ... --out FILE.png
+    python scripts/frontier_table.py --grid t2i=A/step7000-cfg1.npz t2i-depth2=B/step20500-cfg1.npz --out FILE.png
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import re
 from pathlib import Path
 from typing import NamedTuple
@@ -78,8 +81,8 @@ class Frontier(NamedTuple):
 RUNS = {"t2i": Frontier("t2i", "quickstart-t2i"), "class": Frontier("class", "quickstart")}
 T2I = RUNS["t2i"]
 # Ablation arms: a frontier run with one setting changed, scored at some of its checkpoints; its docs block
-# (the arm's name + "-frontier") sets it beside its base run at the same steps.
-ARMS = {"t2i-v": (Frontier("t2i-v", "quickstart-t2i"), T2I)}
+# (the arm's name + "-frontier") sets each beside its base run's checkpoint of the nearest training compute.
+ARMS = {name: (Frontier(name, "quickstart-t2i"), T2I) for name in ("t2i-v", "t2i-depth2")}
 
 
 def scores(run: Frontier = T2I) -> dict[tuple[int, float], dict]:
@@ -197,49 +200,67 @@ def shape_sd(score: dict) -> float:
     return (p * (1 - p) / n) ** 0.5
 
 
+def nearest_in_compute(flops: float, steps: list[int], per_step: float) -> int:
+    """The step of ``steps`` whose training FLOPs (``per_step`` each) lie nearest ``flops``, in log."""
+    return min(steps, key=lambda step: abs(math.log(step * per_step / flops)))
+
+
 def arm_table(arm: Frontier, base: Frontier) -> str:
-    """The arm's scored checkpoints (no guidance) beside its base run's at the same steps: EMA validation
-    loss, FD, position, colour and shape given the position (with its binomial sd, :func:`shape_sd`)."""
+    """The arm's scored checkpoints (no guidance) and, for each, its base run's scored checkpoint nearest in
+    training compute (the same step when a step costs the same), one row each in order of compute: EMA
+    validation loss, FD, position, colour and shape given the position (with its binomial sd, :func:`shape_sd`),
+    and whether goal 3's bars are met (:func:`meets_goal`)."""
     ((key, (was, now)),) = changed(arm, base).items()  # one setting changed, or it is no ablation
     frame, arms, bases = arm.frame, scores(arm), scores(base)
     chance, floor = frame["chance"], frame["floor"]["fd"]
-    per_step, val = flops_per_step(arm), {base: ema_val_loss(base), arm: ema_val_loss(arm)}
+    per_step = {base: flops_per_step(base), arm: flops_per_step(arm)}
+    val = {base: ema_val_loss(base), arm: ema_val_loss(arm)}
+    base_steps = [step for step, cfg in bases if cfg == 1]
     head = ["steps (x the top budget)", key, "val loss (EMA)", f"FD (x the floor {floor:.1f})"]
     head += [f"position (chance {chance['accuracy_position']:.3f})"]
     head += [f"{a} given the position (chance {given_position(chance, a):.3f})" for a in ("colour", "shape")]
+    head += ["goal 3 met"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for step in sorted(step for step, cfg in arms if cfg == 1):
-        for run, value, s in ((base, was, bases[step, 1.0]), (arm, now, arms[step, 1.0])):
-            loss = f"{val[run][step]:.4f}" if step in val[run] else "-"
-            lines.append(
-                f"| {step:,} ({step * per_step / TOP_BUDGET:.0f}x) | {value} | {loss} | {_fd_cell(s, floor)} | "
-                f"{s['accuracy_position']:.3f} | "
-                f"{given_position(s, 'colour'):.3f} | {given_position(s, 'shape'):.3f} ± {shape_sd(s):.3f} |"
-            )
+    mine = [step for step, cfg in arms if cfg == 1]
+    rows = {(0, step) for step in mine}  # (0: the arm, 1: its base; a step), each shown once
+    rows |= {(1, nearest_in_compute(step * per_step[arm], base_steps, per_step[base])) for step in mine}
+    for side, step in sorted(rows, key=lambda r: (r[1] * per_step[(arm, base)[r[0]]], -r[0])):
+        run, value, s = (arm, now, arms[step, 1.0]) if side == 0 else (base, was, bases[step, 1.0])
+        loss = f"{val[run][step]:.4f}" if step in val[run] else "-"
+        lines.append(
+            f"| {step:,} ({step * per_step[run] / TOP_BUDGET:.0f}x) | {value} | {loss} | {_fd_cell(s, floor)} | "
+            f"{s['accuracy_position']:.3f} | "
+            f"{given_position(s, 'colour'):.3f} | {given_position(s, 'shape'):.3f} ± {shape_sd(s):.3f} | "
+            f"{'yes' if meets_goal(s, chance, floor) else 'no'} |"
+        )
     return "\n".join(lines)
 
 
-def grid(npz_paths: list[Path], out: Path, run: Frontier = T2I, per_row: int = 6) -> Path:
-    """One row of each batch's first ``per_row`` samples, each cell captioned with its prompt (or its
-    class's name); a batch named ``step{K}-cfg{S}`` is labelled with its checkpoint's steps and
-    training compute."""
+def batch_label(path: Path, run: Frontier, named: bool = False) -> str:
+    """A grid row's label: a batch named ``step{K}-cfg{S}`` gets its checkpoint's steps and training
+    compute (and its guidance scale, if any), headed by the run's name when ``named``."""
+    found = NAME.fullmatch(path.stem)
+    if not found:
+        return path.stem
+    step, cfg = int(found[1]), float(found[2])
+    label = f"{step:,} steps\n{step * flops_per_step(run) / TOP_BUDGET:.0f}x the top budget"
+    label += f"\ncfg {cfg:g}" if cfg != 1 else ""
+    return f"{run.name}\n{label}" if named else label
+
+
+def grid(batches: list[tuple[Path, Frontier]], out: Path, per_row: int = 6) -> Path:
+    """One row of each (batch, its run)'s first ``per_row`` samples, each cell captioned with its prompt
+    (or its class's name) and each row labelled by :func:`batch_label` (named when runs are mixed)."""
     import numpy as np
 
     from ditscale.report.quality import samples_figure
 
-    per_step = flops_per_step(run)
+    named = len({run for _, run in batches}) > 1
     rows = []
-    for path in npz_paths:
+    for path, run in batches:
         z = np.load(path)
-        name = NAME.fullmatch(path.stem)
-        label = path.stem
-        if name:
-            step, cfg = int(name[1]), float(name[2])
-            label = f"{step:,} steps\n{step * per_step / TOP_BUDGET:.0f}x the top budget" + (
-                f"\ncfg {cfg:g}" if cfg != 1 else ""
-            )
         prompts = z["captions"] if "captions" in z else z["label_names"][z["labels"]]
-        rows.append((label, z["arr_0"][:per_row], [str(c) for c in prompts[:per_row]]))
+        rows.append((batch_label(path, run, named), z["arr_0"][:per_row], [str(c) for c in prompts[:per_row]]))
     return samples_figure(rows, out, per_row=per_row)
 
 
@@ -250,18 +271,25 @@ def write(doc: Path, run: Frontier, body: str) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--run", choices=sorted(RUNS), help="one run only (default: every run; --grid: t2i)")
+    p.add_argument("--run", choices=[*RUNS, *ARMS], help="one run or arm only (default: every one; --grid: t2i)")
     p.add_argument("--write", type=Path, nargs="*", default=[], help="docs to rewrite the blocks of")
-    p.add_argument("--grid", type=Path, nargs="*", default=[], help="sample batches (.npz)")
+    p.add_argument("--grid", nargs="*", default=[], help="sample batches (.npz), each PATH or RUN=PATH")
     p.add_argument("--out", type=Path, help="the grid's PNG")
     args = p.parse_args()
     if args.grid:
         if args.out is None:
             raise SystemExit("frontier_table: --grid needs --out FILE.png")
-        print(f"wrote {grid(args.grid, args.out, RUNS[args.run or 't2i'])}")
+        every = {**RUNS, **{name: arm for name, (arm, _) in ARMS.items()}}
+        batches = []
+        for spec in args.grid:  # PATH, or RUN=PATH to set runs side by side
+            name, _, path = spec.partition("=") if "=" in spec else (args.run or "t2i", "", spec)
+            if name not in every:
+                raise SystemExit(f"frontier_table: unknown run {name!r} in {spec}; use one of {', '.join(every)}")
+            batches.append((Path(path), every[name]))
+        print(f"wrote {grid(batches, args.out)}")
         return
-    blocks = [(run, table(run)) for run in ([RUNS[args.run]] if args.run else RUNS.values())]
-    blocks += [(arm, arm_table(arm, base)) for arm, base in ARMS.values() if not args.run]
+    blocks = [(run, table(run)) for name, run in RUNS.items() if args.run in (None, name)]
+    blocks += [(arm, arm_table(arm, base)) for name, (arm, base) in ARMS.items() if args.run in (None, name)]
     for run, body in blocks:
         for doc in args.write:
             write(doc, run, body)

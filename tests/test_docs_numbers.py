@@ -609,3 +609,51 @@ def test_the_velocity_arm_of_the_t2i_frontier_run_is_quoted_from_its_files():
     ]
     for quote in quotes:
         assert quote in prose, quote
+
+
+def test_the_depth_arm_of_the_t2i_frontier_run_is_quoted_from_its_files():
+    """The second arm changes the T2I frontier run's depth (6 -> 2) and trains to its compute; docs/quality.md's
+    block is the script's table (each arm checkpoint beside the base's nearest in compute), and the prose's
+    verdicts are PREREG.md's two rules applied to the committed scores."""
+    frontier, _, scored, result, prose = _frontier_run("t2i")
+    arm, base = frontier.ARMS["t2i-depth2"]
+    text = (ROOT / "docs" / "quality.md").read_text()
+    assert _script().replace_block(text, arm.block, frontier.arm_table(arm, base), "docs/quality.md") == text
+    assert frontier.changed(arm, base) == {"model.depth": (6, 2)}
+    mine, done = frontier.scores(arm), frontier.result(arm)
+    assert done["steps"] == 20500 and {(7500, 1.0), (15000, 1.0), (20500, 1.0)} <= set(mine)  # PREREG.md's three
+    per_arm, per_base = frontier.flops_per_step(arm), frontier.flops_per_step(base)
+    base_steps = [step for step, cfg in scored if cfg == 1]
+    chance, floor = arm.frame["chance"], arm.frame["floor"]["fd"]
+    for step, theirs, gap in ((15000, 5000, 0.019), (20500, 7000, -0.006)):  # PREREG.md: +1.9% and -0.6% compute
+        assert frontier.nearest_in_compute(step * per_arm, base_steps, per_base) == theirs
+        assert step * per_arm / (theirs * per_base) - 1 == pytest.approx(gap, abs=1e-3)
+    shape = {step: frontier.given_position(sc, "shape") for (step, cfg), sc in mine.items() if cfg == 1}
+    assert shape[15000] >= 0.270  # rule 1: depth 2 draws the shape better per FLOP at 40x
+    assert frontier.meets_goal(mine[20500, 1.0], chance, floor)  # rule 2's first case at 56x
+    first = min(step for step in shape if frontier.meets_goal(mine[step, 1.0], chance, floor))
+    before = max(step for step in shape if step < first)
+    val, at, rate = frontier.ema_val_loss(arm), mine[first, 1.0], done["images"] / done["wall_time_s"]
+    assert done["config"]["batch_size"] == 64 and val[7000] > val[6000]  # the one spike the prose names
+    quotes = [
+        f"d2-w128-h4 ({done['params_non_embedding']:,} non-embedding parameters against "
+        f"{result['params_non_embedding'] / 1e6:.2f}M)",
+        f"({done['flops_per_image'] / 1e9:.3f} GFLOP against {result['flops_per_image'] / 1e9:.3f})",
+        f"{result['flops_per_image'] / done['flops_per_image']:.2f}x fewer",
+        f"about {done['wall_time_s'] / 60:.0f} minutes of the 2 cores at {rate:.0f} images per second",
+        f"{shape[15000]:.3f} against the depth-6 run's {frontier.given_position(scored[5000, 1.0], 'shape'):.3f}",
+        f"({shape[20500]:.3f} against {frontier.given_position(scored[7000, 1.0], 'shape'):.3f}; FD "
+        f"{mine[20500, 1.0]['fd']:.1f}, {mine[20500, 1.0]['fd'] / floor:.1f}x the floor, against "
+        f"{scored[7000, 1.0]['fd']:.1f})",
+        f"first meets every bar at **{first * per_arm / frontier.TOP_BUDGET:.0f}x** the top budget ({first:,} steps, "
+        f"{first * 64:,} images, {first * per_arm:.3g} FLOPs; shape given the position {shape[first]:.3f}, FD "
+        f"{at['fd']:.1f}, {at['fd'] / floor:.1f}x the floor)",
+        f"at {before:,} steps ({before * per_arm / frontier.TOP_BUDGET:.0f}x) it misses by a little "
+        f"({shape[before]:.3f} against the bar {2 * frontier.given_position(chance, 'shape'):.3f})",
+        f"validation loss is {val[15000]:.4f} against {frontier.ema_val_loss(base)[5000]:.4f}",
+        f"validation loss {val[7000]:.4f} at 7,000 steps against {val[6000]:.4f} at 6,000",
+        f"it needs {first * per_arm / frontier.TOP_BUDGET:.0f}x: {first:,} steps, about "
+        f"{first * 64 / rate / 60:.0f} minutes",
+    ]
+    for quote in quotes:
+        assert quote.replace("e+", "e") in prose, quote
