@@ -657,3 +657,15 @@ def test_the_depth_arm_of_the_t2i_frontier_run_is_quoted_from_its_files():
     ]
     for quote in quotes:
         assert quote.replace("e+", "e") in prose, quote
+
+
+def test_a_frontier_grid_labels_each_row_with_its_own_runs_compute():
+    """Rows of two runs in one grid (the depth arm beside its base): each batch's compute is its own run's
+    steps times its run's FLOPs per step, and the run is named only when runs are mixed."""
+    frontier = _script("frontier_table")
+    arm, base = frontier.ARMS["t2i-depth2"]
+    assert frontier.batch_label(Path("samples/step20500-cfg1.npz"), arm) == "20,500 steps\n56x the top budget"
+    named = frontier.batch_label(Path("step7000-cfg2.npz"), base, named=True)
+    assert named == "t2i\n7,000 steps\n56x the top budget\ncfg 2"
+    assert frontier.batch_label(Path("step7500-cfg1.npz"), arm) == "7,500 steps\n20x the top budget"
+    assert frontier.batch_label(Path("ref.npz"), base) == "ref"  # not a checkpoint's batch: its name
