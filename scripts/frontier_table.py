@@ -222,10 +222,10 @@ def arm_table(arm: Frontier, base: Frontier) -> str:
     head += ["goal 3 met"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     mine = [step for step, cfg in arms if cfg == 1]
-    rows = {(0, step) for step in mine}  # (0: the arm, 1: its base; a step), each shown once
-    rows |= {(1, nearest_in_compute(step * per_step[arm], base_steps, per_step[base])) for step in mine}
-    for side, step in sorted(rows, key=lambda r: (r[1] * per_step[(arm, base)[r[0]]], -r[0])):
-        run, value, s = (arm, now, arms[step, 1.0]) if side == 0 else (base, was, bases[step, 1.0])
+    rows = {(arm, step) for step in mine}  # a base checkpoint nearest two of the arm's is shown once
+    rows |= {(base, nearest_in_compute(step * per_step[arm], base_steps, per_step[base])) for step in mine}
+    for run, step in sorted(rows, key=lambda r: (r[1] * per_step[r[0]], r[0] == arm)):  # the base first at a tie
+        value, s = (now, arms[step, 1.0]) if run == arm else (was, bases[step, 1.0])
         loss = f"{val[run][step]:.4f}" if step in val[run] else "-"
         lines.append(
             f"| {step:,} ({step * per_step[run] / TOP_BUDGET:.0f}x) | {value} | {loss} | {_fd_cell(s, floor)} | "

@@ -669,3 +669,59 @@ def test_a_frontier_grid_labels_each_row_with_its_own_runs_compute():
     assert named == "t2i\n7,000 steps\n56x the top budget\ncfg 2"
     assert frontier.batch_label(Path("step7500-cfg1.npz"), arm) == "7,500 steps\n20x the top budget"
     assert frontier.batch_label(Path("ref.npz"), base) == "ref"  # not a checkpoint's batch: its name
+
+
+def test_the_t2i_studys_own_recipe_at_20x_is_quoted_from_its_files():
+    """The T2I study verified at 20x (predict-20x.json written before verify-20x.json trained) and its model's
+    samples scored as the frontier runs' (tests/data/pilots/t2i-study-20x/): PREREG.md's rule applied to the
+    score, and every number docs/quality.md, docs/studies.md and README.md quote recomputed from the files."""
+    frontier = _script("frontier_table")
+    arm, _ = frontier.ARMS["t2i-depth2"]
+    study, pilot = STUDIES / "quickstart-t2i", ROOT / "tests" / "data" / "pilots" / "t2i-study-20x"
+    v, pred = (json.loads((study / f"{name}-20x.json").read_text()) for name in ("verify", "predict"))
+    ten = {f["form"]: f["loss_opt"]["value"] for f in json.loads((study / "predict.json").read_text())["forms"]}
+    score, done = (json.loads((pilot / f"{name}.json").read_text()) for name in ("score", "result"))
+    (size,) = v["sizes"]
+    assert v["factor"] == 20 and size["name"] == "d2-w128-h4" and size["steps"] == done["steps"] == 58890
+    assert size["loss"] == v["actual_loss"] == done["val_loss"] and v["loss_law"] == pred["loss_law"] == "power"
+    assert v["predicted_loss"] == pred["loss_opt"]["value"] and not v["within_ci90"]
+    ten_actual = json.loads((study / "verify.json").read_text())["actual_loss"]
+    frame, mine = arm.frame, frontier.scores(arm)
+    chance, floor = frame["chance"], frame["floor"]["fd"]
+    shape, at_20x = frontier.given_position(score, "shape"), mine[7500, 1.0]
+    assert shape <= 0.366 and not frontier.meets_goal(score, chance, floor)  # PREREG.md: the second case
+    assert frontier.meets_goal(at_20x, chance, floor)
+    lo, hi = v["predicted_ci90"]
+    quality = " ".join((ROOT / "docs" / "quality.md").read_text().split())
+    studies = " ".join((ROOT / "docs" / "studies.md").read_text().split())
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    given = [frontier.given_position(s, a) for s in (score, at_20x) for a in ("colour", "size")]
+    for quote in (
+        f"{size['steps']:,} steps, {size['images']:,} images, {size['flops']:.3g} FLOPs".replace("e+", "e"),
+        f"shape given the position **{shape:.3f} ± {frontier.shape_sd(score):.3f}** against its chance "
+        f"{frontier.given_position(chance, 'shape'):.3f} (the arm at 20x: {frontier.given_position(at_20x, 'shape'):.3f})",
+        f"FD {score['fd']:.1f} ({score['fd'] / floor:.1f}x the floor; the arm {at_20x['fd']:.1f})",
+        f"colour ({given[0]:.3f}), size ({given[1]:.3f}) and position ({score['accuracy_position']:.3f})",
+        f"by the arm ({given[2]:.3f}, {given[3]:.3f}, {at_20x['accuracy_position']:.3f})",
+        f"validation loss is lower: {v['actual_loss']:.4f}, against the arm's "
+        f"{frontier.ema_val_loss(arm)[8000]:.4f} at 22x",
+    ):
+        assert quote in quality, quote
+    minutes, seconds = divmod(round(done["wall_time_s"]), 60)
+    for quote in (
+        f"({minutes} min {seconds} s on the 2 cores)",
+        f"reaches {v['actual_loss']:.4f} against the power law's {v['predicted_loss']:.4f} [{lo:.4f}, {hi:.4f}]: "
+        f"**{100 * v['relative_error']:+.0f}%**",
+        f"falls another {100 * (1 - v['actual_loss'] / ten_actual):.0f}% ({ten_actual:.4f} to {v['actual_loss']:.4f}) "
+        f"where the law of record says {100 * (1 - v['predicted_loss'] / ten['power']):.0f}% ({ten['power']:.4f} to "
+        f"{v['predicted_loss']:.4f})",
+        f"(shape given the position {shape:.3f} against its chance {frontier.given_position(chance, 'shape'):.3f})",
+    ):
+        assert quote in studies, quote
+    rate = frontier.result(arm)["images"] / frontier.result(arm)["wall_time_s"]
+    for quote in (
+        f"at 20x, {v['actual_loss']:.4f} against {v['predicted_loss']:.4f}: {100 * v['relative_error']:+.0f}%",
+        f"drew the shape at its chance ({shape:.3f} against {frontier.given_position(chance, 'shape'):.3f})",
+        f"they pass from 20x (about {7500 * 64 / rate / 60:.0f} minutes for the one model)",
+    ):
+        assert quote in readme, quote
