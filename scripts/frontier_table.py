@@ -205,21 +205,38 @@ def nearest_in_compute(flops: float, steps: list[int], per_step: float) -> int:
     return min(steps, key=lambda step: abs(math.log(step * per_step / flops)))
 
 
+def _arm_columns(frame: dict) -> list[tuple[str, object]]:
+    """(heading, score -> cell) of an arm table's scores: the class run's (:func:`_score_columns`), or the
+    caption runs' position, colour and shape given the position (the shape with its binomial sd)."""
+    chance = frame["chance"]
+    if "accuracy_class" in chance:
+        return _score_columns(frame)
+    return [
+        (f"position (chance {chance['accuracy_position']:.3f})", lambda s: f"{s['accuracy_position']:.3f}"),
+        (
+            f"colour given the position (chance {given_position(chance, 'colour'):.3f})",
+            lambda s: f"{given_position(s, 'colour'):.3f}",
+        ),
+        (
+            f"shape given the position (chance {given_position(chance, 'shape'):.3f})",
+            lambda s: f"{given_position(s, 'shape'):.3f} ± {shape_sd(s):.3f}",
+        ),
+    ]
+
+
 def arm_table(arm: Frontier, base: Frontier) -> str:
     """The arm's scored checkpoints (no guidance) and, for each, its base run's scored checkpoint nearest in
     training compute (the same step when a step costs the same), one row each in order of compute: EMA
-    validation loss, FD, position, colour and shape given the position (with its binomial sd, :func:`shape_sd`),
-    and whether goal 3's bars are met (:func:`meets_goal`)."""
+    validation loss, FD, the scores of :func:`_arm_columns` and whether goal 3's bars are met (:func:`meets_goal`)."""
     ((key, (was, now)),) = changed(arm, base).items()  # one setting changed, or it is no ablation
     frame, arms, bases = arm.frame, scores(arm), scores(base)
     chance, floor = frame["chance"], frame["floor"]["fd"]
     per_step = {base: flops_per_step(base), arm: flops_per_step(arm)}
     val = {base: ema_val_loss(base), arm: ema_val_loss(arm)}
     base_steps = [step for step, cfg in bases if cfg == 1]
+    columns = _arm_columns(frame)
     head = ["steps (x the top budget)", key, "val loss (EMA)", f"FD (x the floor {floor:.1f})"]
-    head += [f"position (chance {chance['accuracy_position']:.3f})"]
-    head += [f"{a} given the position (chance {given_position(chance, a):.3f})" for a in ("colour", "shape")]
-    head += ["goal 3 met"]
+    head += [h for h, _ in columns] + ["goal 3 met"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     mine = [step for step, cfg in arms if cfg == 1]
     rows = {(arm, step) for step in mine}  # a base checkpoint nearest two of the arm's is shown once
@@ -229,9 +246,8 @@ def arm_table(arm: Frontier, base: Frontier) -> str:
         loss = f"{val[run][step]:.4f}" if step in val[run] else "-"
         lines.append(
             f"| {step:,} ({step * per_step[run] / TOP_BUDGET:.0f}x) | {value} | {loss} | {_fd_cell(s, floor)} | "
-            f"{s['accuracy_position']:.3f} | "
-            f"{given_position(s, 'colour'):.3f} | {given_position(s, 'shape'):.3f} ± {shape_sd(s):.3f} | "
-            f"{'yes' if meets_goal(s, chance, floor) else 'no'} |"
+            + " | ".join(cell(s) for _, cell in columns)
+            + f" | {'yes' if meets_goal(s, chance, floor) else 'no'} |"
         )
     return "\n".join(lines)
 
