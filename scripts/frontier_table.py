@@ -16,10 +16,10 @@ question and the frontier rule, written before it trained), ``metrics.jsonl``, `
 ``scores/step{K}-cfg{S}.json``; the chance levels and the real-vs-real floor at 1000 images are
 the quickstart study's (``tests/data/studies/<study>/quality/frame.json``: the same data, the same
 reference images). An ablation arm (:data:`ARMS`; ``t2i-v``: the T2I run with velocity prediction
-instead of x0; ``t2i-depth2``: with depth 2 instead of 6, trained to the same compute; each in
-``tests/data/pilots/<arm>-frontier/``) changes one setting of a run and is set beside it at equal
-training compute. This script writes each table between ``<!-- {t2i,class,t2i-v,t2i-depth2}-frontier
--->`` markers (``tests/test_docs_numbers.py`` checks them) and draws a run's sample grid from its
+instead of x0; ``t2i-depth2`` and ``class-depth2``: with depth 2 instead of 6, trained to the same
+compute; each in ``tests/data/pilots/<arm>-frontier/``) changes one setting of a run and is set
+beside it at equal training compute. This script writes each table between ``<!--
+{t2i,class,t2i-v,t2i-depth2,class-depth2}-frontier -->`` markers (``tests/test_docs_numbers.py`` checks them) and draws a run's sample grid from its
 batches::
 
     python scripts/frontier_table.py                           # print the tables
@@ -83,6 +83,7 @@ T2I = RUNS["t2i"]
 # Ablation arms: a frontier run with one setting changed, scored at some of its checkpoints; its docs block
 # (the arm's name + "-frontier") sets each beside its base run's checkpoint of the nearest training compute.
 ARMS = {name: (Frontier(name, "quickstart-t2i"), T2I) for name in ("t2i-v", "t2i-depth2")}
+ARMS["class-depth2"] = (Frontier("class-depth2", "quickstart"), RUNS["class"])
 
 
 def scores(run: Frontier = T2I) -> dict[tuple[int, float], dict]:

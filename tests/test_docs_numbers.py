@@ -721,7 +721,71 @@ def test_the_t2i_studys_own_recipe_at_20x_is_quoted_from_its_files():
     rate = frontier.result(arm)["images"] / frontier.result(arm)["wall_time_s"]
     for quote in (
         f"at 20x, {v['actual_loss']:.4f} against {v['predicted_loss']:.4f}: {100 * v['relative_error']:+.0f}%",
-        f"drew the shape at its chance ({shape:.3f} against {frontier.given_position(chance, 'shape'):.3f})",
+        f"drew the shape at its chance ({shape:.3f} against {frontier.given_position(chance, 'shape'):.3f};",
         f"they pass from 20x (about {7500 * 64 / rate / 60:.0f} minutes for the one model)",
     ):
         assert quote in readme, quote
+
+
+def test_the_depth_twin_of_the_class_frontier_run_is_quoted_from_its_files():
+    """The class run with depth 2 (one setting), 9,000 steps = 20x: docs/quality.md's block is the script's
+    table beside the depth-6 run's nearest checkpoints, and its verdict is PREREG.md's rule (between)."""
+    frontier, run, scored, result, prose = _frontier_run("class")
+    arm, base = frontier.ARMS["class-depth2"]
+    text = (ROOT / "docs" / "quality.md").read_text()
+    assert _script().replace_block(text, arm.block, frontier.arm_table(arm, base), "docs/quality.md") == text
+    assert frontier.changed(arm, base) == {"model.depth": (6, 2)} and base == run
+    mine, done = frontier.scores(arm), frontier.result(arm)
+    assert set(mine) == {(4500, 1.0), (9000, 1.0)} and done["steps"] == 9000
+    per_arm, per_base = frontier.flops_per_step(arm), frontier.flops_per_step(base)
+    assert frontier.nearest_in_compute(9000 * per_arm, [s for s, _ in scored], per_base) == 3000
+    accuracy, theirs = mine[9000, 1.0]["accuracy_class"], scored[3000, 1.0]["accuracy_class"]
+    assert round(theirs + 2 * 0.022, 3) == 0.483 and 0.395 < accuracy < 0.483  # PREREG.md: between
+    assert not frontier.meets_goal(mine[9000, 1.0], arm.frame["chance"], arm.frame["floor"]["fd"])
+    val = (frontier.ema_val_loss(arm)[9000], frontier.ema_val_loss(base)[3000])
+    quotes = [
+        f"({done['flops_per_image'] / 1e9:.3f} GFLOP per training image, "
+        f"{result['flops_per_image'] / done['flops_per_image']:.2f}x fewer)",
+        f"the other core: {done['wall_time_s'] / 60:.0f} minutes)",
+        f"between, {accuracy:.3f}. The lower validation loss ({val[0]:.4f} against {val[1]:.4f})",
+        f"against the depth-6 run's {theirs:.3f} at {3000 * per_base / frontier.TOP_BUDGET:.0f}x",
+    ]
+    assert done["torch_threads"] == 1
+    for quote in quotes:
+        assert quote in prose, quote
+
+
+def test_the_time_sampling_arm_of_the_t2i_studys_recipe_is_quoted_from_its_files():
+    """The T2I study's run at 20x with logit-normal times (one setting): the run recipe_checks trained is the
+    study's verified run but for the times, and docs/quality.md quotes its score by PREREG.md's rule (it helps,
+    not enough)."""
+    frontier = _script("frontier_table")
+    arm, _ = frontier.ARMS["t2i-depth2"]
+    pilots = ROOT / "tests" / "data" / "pilots"
+    check, done, score = (
+        json.loads((pilots / "t2i-study-20x-logit" / f"{name}.json").read_text())
+        for name in ("check", "result", "score")
+    )
+    uniform, uniform_score = (
+        json.loads((pilots / "t2i-study-20x" / f"{n}.json").read_text()) for n in ("result", "score")
+    )
+    mine, theirs = done["config"], uniform["config"]
+    assert {k: v for k, v in mine["diffusion"].items() if theirs["diffusion"].get(k) != v} == {
+        "time_sampling": "logit_normal"
+    }
+    assert mine["model"] == theirs["model"] and mine["optim"] == theirs["optim"] and mine["data"] == theirs["data"]
+    assert done["steps"] == uniform["steps"] == check["steps"] == 58890 and check["loss"] == done["val_loss"]
+    chance, floor = arm.frame["chance"], arm.frame["floor"]["fd"]
+    shape = frontier.given_position(score, "shape")
+    assert not frontier.meets_goal(score, chance, floor) and shape >= 0.240  # PREREG.md: the middle case
+    prose = " ".join((ROOT / "docs" / "quality.md").read_text().split())
+    for quote in (
+        f"the study trains, alone, on one thread: {done['wall_time_s'] / 60:.0f} minutes)",
+        f"**{shape:.3f} ± {frontier.shape_sd(score):.3f}**, FD {score['fd']:.1f} ({score['fd'] / floor:.1f}x the "
+        f"floor; uniform times {uniform_score['fd']:.1f})",
+        f"colour {frontier.given_position(score, 'colour'):.3f} and size {frontier.given_position(score, 'size'):.3f}",
+        f"validation loss of {done['val_loss']:.4f} (uniform times {uniform['val_loss']:.4f}:",
+    ):
+        assert quote in prose, quote
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert f"with the `tiny` recipe's logit-normal times alone, {shape:.3f})" in readme
