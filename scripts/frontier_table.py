@@ -62,7 +62,7 @@ assert "accuracy_class" in QUICKSTART_TABLE.GOAL_ACCURACIES  # the class quickst
 class Frontier(NamedTuple):
     """One frontier run: its folder, the study whose frame judges it, its docs block."""
 
-    name: str  # "t2i" or "class"; the docs block is "<name>-frontier"
+    name: str  # "t2i", "class" or an arm's (ARMS); the folder and docs block are "<name>-frontier"
     study: str  # the quickstart study under tests/data/studies/ (its quality/frame.json)
 
     @property
@@ -131,8 +131,10 @@ def meets_goal(score: dict, chance: dict, floor: float) -> bool:
     return score["fd"] <= 10 * floor and follows
 
 
-def _score_columns(frame: dict) -> list[tuple[str, object]]:
-    """(heading, score -> cell) of the scores a run's table shows beside its FD, each with its frame."""
+def _score_columns(frame: dict, given: tuple[str, ...] = GIVEN_POSITION, with_sd: bool = False):
+    """(heading, score -> cell) of the scores a table shows beside its FD, each with its frame: the class
+    run's class accuracy, precision and recall, or the caption runs' position and the ``given`` attributes
+    given the position (the shape with its binomial sd, :func:`shape_sd`, when ``with_sd``)."""
     chance = frame["chance"]
     if "accuracy_class" in chance:
         real = frame["floor"]
@@ -141,13 +143,14 @@ def _score_columns(frame: dict) -> list[tuple[str, object]]:
             (f"precision (real {real['precision']:.3f})", lambda s: f"{s['precision']:.3f}"),
             (f"recall (real {real['recall']:.3f})", lambda s: f"{s['recall']:.3f}"),
         ]
+
+    def cell(s: dict, a: str) -> str:
+        sd = f" ± {shape_sd(s):.3f}" if with_sd and a == "shape" else ""
+        return f"{given_position(s, a):.3f}{sd}"
+
     position = [(f"position (chance {chance['accuracy_position']:.3f})", lambda s: f"{s['accuracy_position']:.3f}")]
     return position + [
-        (
-            f"{a} given the position (chance {given_position(chance, a):.3f})",
-            lambda s, a=a: f"{given_position(s, a):.3f}",
-        )
-        for a in GIVEN_POSITION
+        (f"{a} given the position (chance {given_position(chance, a):.3f})", lambda s, a=a: cell(s, a)) for a in given
     ]
 
 
@@ -206,36 +209,18 @@ def nearest_in_compute(flops: float, steps: list[int], per_step: float) -> int:
     return min(steps, key=lambda step: abs(math.log(step * per_step / flops)))
 
 
-def _arm_columns(frame: dict) -> list[tuple[str, object]]:
-    """(heading, score -> cell) of an arm table's scores: the class run's (:func:`_score_columns`), or the
-    caption runs' position, colour and shape given the position (the shape with its binomial sd)."""
-    chance = frame["chance"]
-    if "accuracy_class" in chance:
-        return _score_columns(frame)
-    return [
-        (f"position (chance {chance['accuracy_position']:.3f})", lambda s: f"{s['accuracy_position']:.3f}"),
-        (
-            f"colour given the position (chance {given_position(chance, 'colour'):.3f})",
-            lambda s: f"{given_position(s, 'colour'):.3f}",
-        ),
-        (
-            f"shape given the position (chance {given_position(chance, 'shape'):.3f})",
-            lambda s: f"{given_position(s, 'shape'):.3f} ± {shape_sd(s):.3f}",
-        ),
-    ]
-
-
 def arm_table(arm: Frontier, base: Frontier) -> str:
     """The arm's scored checkpoints (no guidance) and, for each, its base run's scored checkpoint nearest in
     training compute (the same step when a step costs the same), one row each in order of compute: EMA
-    validation loss, FD, the scores of :func:`_arm_columns` and whether goal 3's bars are met (:func:`meets_goal`)."""
+    validation loss, FD, the scores of :func:`_score_columns` (colour and shape given the position, the shape
+    with its sd) and whether goal 3's bars are met (:func:`meets_goal`)."""
     ((key, (was, now)),) = changed(arm, base).items()  # one setting changed, or it is no ablation
     frame, arms, bases = arm.frame, scores(arm), scores(base)
     chance, floor = frame["chance"], frame["floor"]["fd"]
     per_step = {base: flops_per_step(base), arm: flops_per_step(arm)}
     val = {base: ema_val_loss(base), arm: ema_val_loss(arm)}
     base_steps = [step for step, cfg in bases if cfg == 1]
-    columns = _arm_columns(frame)
+    columns = _score_columns(frame, ("colour", "shape"), with_sd=True)
     head = ["steps (x the top budget)", key, "val loss (EMA)", f"FD (x the floor {floor:.1f})"]
     head += [h for h, _ in columns] + ["goal 3 met"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

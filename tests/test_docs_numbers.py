@@ -503,6 +503,14 @@ def _frontier_run(name: str):
     return frontier, run, scored, result, " ".join(text.split())
 
 
+def _arm(frontier, name: str):
+    """The arm ``name`` and its base run, after checking that docs/quality.md's block is the script's table."""
+    arm, base = frontier.ARMS[name]
+    text = (ROOT / "docs" / "quality.md").read_text()
+    assert _script().replace_block(text, arm.block, frontier.arm_table(arm, base), "docs/quality.md") == text
+    return arm, base
+
+
 def test_the_t2i_frontier_run_is_quoted_from_its_files():
     """docs/quality.md ("How much compute draws a shape") is scripts/frontier_table.py's table of the
     committed T2I frontier run; its compute column is the run's own count, and its verdict follows goal 3."""
@@ -588,9 +596,7 @@ def test_the_velocity_arm_of_the_t2i_frontier_run_is_quoted_from_its_files():
     block is the script's table of both at the arm's scored steps, and the prose's verdict is PREREG.md's
     rule applied to the committed scores (no difference one run resolves at 40x)."""
     frontier, _, scored, _, prose = _frontier_run("t2i")
-    arm, base = frontier.ARMS["t2i-v"]
-    text = (ROOT / "docs" / "quality.md").read_text()
-    assert _script().replace_block(text, arm.block, frontier.arm_table(arm, base), "docs/quality.md") == text
+    arm, base = _arm(frontier, "t2i-v")
     assert frontier.changed(arm, base) == {"diffusion.flow_predict": ("x0", "v")}
     mine = frontier.scores(arm)
     assert set(mine) == {(2500, 1.0), (5000, 1.0)} and frontier.result(arm)["steps"] == 5000
@@ -616,9 +622,7 @@ def test_the_depth_arm_of_the_t2i_frontier_run_is_quoted_from_its_files():
     block is the script's table (each arm checkpoint beside the base's nearest in compute), and the prose's
     verdicts are PREREG.md's two rules applied to the committed scores."""
     frontier, _, scored, result, prose = _frontier_run("t2i")
-    arm, base = frontier.ARMS["t2i-depth2"]
-    text = (ROOT / "docs" / "quality.md").read_text()
-    assert _script().replace_block(text, arm.block, frontier.arm_table(arm, base), "docs/quality.md") == text
+    arm, base = _arm(frontier, "t2i-depth2")
     assert frontier.changed(arm, base) == {"model.depth": (6, 2)}
     mine, done = frontier.scores(arm), frontier.result(arm)
     assert done["steps"] == 20500 and {(7500, 1.0), (15000, 1.0), (20500, 1.0)} <= set(mine)  # PREREG.md's three
@@ -718,7 +722,8 @@ def test_the_t2i_studys_own_recipe_at_20x_is_quoted_from_its_files():
         f"(shape given the position {shape:.3f} against its chance {frontier.given_position(chance, 'shape'):.3f})",
     ):
         assert quote in studies, quote
-    rate = frontier.result(arm)["images"] / frontier.result(arm)["wall_time_s"]
+    trained = frontier.result(arm)
+    rate = trained["images"] / trained["wall_time_s"]
     for quote in (
         f"at 20x, {v['actual_loss']:.4f} against {v['predicted_loss']:.4f}: {100 * v['relative_error']:+.0f}%",
         f"drew the shape at its chance ({shape:.3f} against {frontier.given_position(chance, 'shape'):.3f};",
@@ -731,9 +736,7 @@ def test_the_depth_twin_of_the_class_frontier_run_is_quoted_from_its_files():
     """The class run with depth 2 (one setting), 9,000 steps = 20x: docs/quality.md's block is the script's
     table beside the depth-6 run's nearest checkpoints, and its verdict is PREREG.md's rule (between)."""
     frontier, run, scored, result, prose = _frontier_run("class")
-    arm, base = frontier.ARMS["class-depth2"]
-    text = (ROOT / "docs" / "quality.md").read_text()
-    assert _script().replace_block(text, arm.block, frontier.arm_table(arm, base), "docs/quality.md") == text
+    arm, base = _arm(frontier, "class-depth2")
     assert frontier.changed(arm, base) == {"model.depth": (6, 2)} and base == run
     mine, done = frontier.scores(arm), frontier.result(arm)
     assert set(mine) == {(4500, 1.0), (9000, 1.0)} and done["steps"] == 9000
