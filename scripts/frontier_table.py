@@ -18,12 +18,16 @@ the quickstart study's (``tests/data/studies/<study>/quality/frame.json``: the s
 reference images). An ablation arm (:data:`ARMS`; ``t2i-v``: the T2I run with velocity prediction
 instead of x0; ``t2i-depth2`` and ``class-depth2``: with depth 2 instead of 6, trained to the same
 compute; each in ``tests/data/pilots/<arm>-frontier/``) changes one setting of a run and is set
-beside it at equal training compute. This script writes each table between ``<!--
-{t2i,class,t2i-v,t2i-depth2,class-depth2}-frontier -->`` markers (``tests/test_docs_numbers.py`` checks them) and draws a run's sample grid from its
-batches::
+beside it at equal training compute. The recipe table (:data:`RECIPE_RUNS`) sets the T2I study's own
+run at 20x the top budget beside its arms (the study's recipe with one or two settings changed, each
+trained by ``scripts/recipe_checks.py``) and the depth-2 arm's checkpoint at 20x, with each run's recipe.
+This script writes each table between ``<!-- {t2i,class,t2i-v,t2i-depth2,class-depth2}-frontier -->``
+and ``<!-- t2i-recipe-arms -->`` markers (``tests/test_docs_numbers.py`` checks them) and draws a run's
+sample grid from its batches::
 
     python scripts/frontier_table.py                           # print the tables
     python scripts/frontier_table.py --write docs/quality.md
+    python scripts/frontier_table.py --run t2i-recipe-arms      # the recipe table only
     python scripts/frontier_table.py --run class --grid DIR/samples/step12500-cfg1.npz ... --out FILE.png
     python scripts/frontier_table.py --grid t2i=A/step7000-cfg1.npz t2i-depth2=B/step20500-cfg1.npz --out FILE.png
 """
@@ -124,11 +128,12 @@ def given_position(score: dict, attribute: str) -> float:
 def meets_goal(score: dict, chance: dict, floor: float) -> bool:
     """Goal 3's bars: FD within 10x the floor, and the label followed: class accuracy at least 2x its
     chance (class models), or colour and shape at least 2x their chance given the position (captions)."""
+    times = QUICKSTART_TABLE.CHANCE_TIMES
     if "accuracy_class" in chance:
-        follows = score["accuracy_class"] >= 2 * chance["accuracy_class"]
+        follows = score["accuracy_class"] >= times * chance["accuracy_class"]
     else:
-        follows = all(given_position(score, a) >= 2 * given_position(chance, a) for a in GOALS)
-    return score["fd"] <= 10 * floor and follows
+        follows = all(given_position(score, a) >= times * given_position(chance, a) for a in GOALS)
+    return score["fd"] <= QUICKSTART_TABLE.FLOOR_TIMES * floor and follows
 
 
 def _score_columns(frame: dict, given: tuple[str, ...] = GIVEN_POSITION, with_sd: bool = False):
@@ -238,6 +243,86 @@ def arm_table(arm: Frontier, base: Frontier) -> str:
     return "\n".join(lines)
 
 
+class RecipeRun(NamedTuple):
+    """One run of the T2I study's recipe comparison at 20x the top budget: its folder under
+    ``tests/data/pilots/`` and the scored batch of its weights there (``score.json``: its last checkpoint's)."""
+
+    name: str
+    scored: str = "score.json"
+
+    @property
+    def folder(self) -> Path:
+        return ROOT / "tests" / "data" / "pilots" / self.name
+
+
+RECIPE = "t2i-recipe-arms"  # the recipe table's name (--run) and docs block
+# The T2I study's own run at 20x (study verify), its arms (recipe_checks with --set changes; each PREREG.md),
+# and the `tiny` recipe's depth-2 arm at its first checkpoint past 20x, the settings that draw the shape there.
+RECIPE_RUNS = (
+    RecipeRun("t2i-study-20x"),
+    RecipeRun("t2i-study-20x-logit"),
+    RecipeRun("t2i-study-20x-logit-b64"),
+    RecipeRun("t2i-study-20x-logit-const"),
+    RecipeRun("t2i-depth2-frontier", "scores/step7500-cfg1.json"),
+)
+
+
+def recipe(config: dict) -> list[str]:
+    """The cells of a run's recipe: the flow target, the times, the batch, the peak lr (after the width
+    rule), the lr schedule, the EMA (decay, first step averaged) and the warmup."""
+    from ditscale.config import from_dict
+    from ditscale.train.config import OptimConfig
+    from ditscale.train.schedules import peak_lr
+
+    optim, diffusion = from_dict(OptimConfig, config["optim"], where="optim"), config["diffusion"]
+    lr = peak_lr(optim, config["model"]["hidden_size"])
+    schedule = (
+        f"wsd (cooldown {optim.cooldown_frac:g}, {optim.cooldown_shape})" if optim.schedule == "wsd" else optim.schedule
+    )
+    return [
+        diffusion.get("flow_predict", "v"),
+        diffusion.get("time_sampling", "uniform"),
+        str(config["batch_size"]),
+        f"{lr:.3g}",
+        schedule,
+        f"{config['ema_decay']:.5g} from step {config.get('ema_start', 0):,}",
+        str(optim.warmup_steps),
+    ]
+
+
+def recipe_table() -> str:
+    """:data:`RECIPE_RUNS`, a row each: the recipe (:func:`recipe`), the steps and their training compute,
+    the EMA validation loss at the scored step where one was logged, the FD and the scores of
+    :func:`_score_columns` (colour and shape given the position, the shape with its sd), and goal 3."""
+    frame = T2I.frame
+    chance, floor = frame["chance"], frame["floor"]["fd"]
+    columns = _score_columns(frame, ("colour", "shape"), with_sd=True)
+    head = ["run", "target", "times", "batch", "peak lr", "lr schedule", "EMA", "warmup steps"]
+    head += ["steps (x the top budget)", "val loss (EMA)", f"FD (x the floor {floor:.1f})"]
+    head += [h for h, _ in columns] + ["goal 3 met"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for run in RECIPE_RUNS:
+        done = json.loads((run.folder / "result.json").read_text())
+        s = json.loads((run.folder / run.scored).read_text())
+        found = NAME.fullmatch(Path(run.scored).stem)
+        if found:  # a checkpoint of a longer run: its step, and the EMA loss logged there (if any)
+            step = int(found[1])
+            val = {m["step"]: m.get("val_loss_ema") for m in map(json.loads, (run.folder / "metrics.jsonl").open())}
+            loss = val.get(step)
+        else:
+            step, loss = done["steps"], done["val_loss_ema"]
+        flops = step * done["config"]["batch_size"] * done["flops_per_image"]
+        lines.append(
+            f"| {run.name} | "
+            + " | ".join(recipe(done["config"]))
+            + f" | {step:,} ({flops / TOP_BUDGET:.0f}x) | {'-' if loss is None else f'{loss:.4f}'} | "
+            + f"{_fd_cell(s, floor)} | "
+            + " | ".join(cell(s) for _, cell in columns)
+            + f" | {'yes' if meets_goal(s, chance, floor) else 'no'} |"
+        )
+    return "\n".join(lines)
+
+
 def batch_label(path: Path, run: Frontier, named: bool = False) -> str:
     """A grid row's label: a batch named ``step{K}-cfg{S}`` gets its checkpoint's steps and training
     compute (and its guidance scale, if any), headed by the run's name when ``named``."""
@@ -266,14 +351,18 @@ def grid(batches: list[tuple[Path, Frontier]], out: Path, per_row: int = 6) -> P
     return samples_figure(rows, out, per_row=per_row)
 
 
-def write(doc: Path, run: Frontier, body: str) -> None:
-    """``doc`` with ``run``'s block's body replaced (quickstart_table's replace_block)."""
-    doc.write_text(QUICKSTART_TABLE.replace_block(doc.read_text(), run.block, body, str(doc)))
+def write(doc: Path, block: str, body: str) -> None:
+    """``doc`` with the body of its ``block`` replaced (quickstart_table's replace_block)."""
+    doc.write_text(QUICKSTART_TABLE.replace_block(doc.read_text(), block, body, str(doc)))
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--run", choices=[*RUNS, *ARMS], help="one run or arm only (default: every one; --grid: t2i)")
+    p.add_argument(
+        "--run",
+        choices=[*RUNS, *ARMS, RECIPE],
+        help="one run, arm or the recipe table only (default: all; --grid: t2i)",
+    )
     p.add_argument("--write", type=Path, nargs="*", default=[], help="docs to rewrite the blocks of")
     p.add_argument("--grid", nargs="*", default=[], help="sample batches (.npz), each PATH or RUN=PATH")
     p.add_argument("--out", type=Path, help="the grid's PNG")
@@ -290,13 +379,14 @@ def main() -> None:
             batches.append((Path(path), every[name]))
         print(f"wrote {grid(batches, args.out)}")
         return
-    blocks = [(run, table(run)) for name, run in RUNS.items() if args.run in (None, name)]
-    blocks += [(arm, arm_table(arm, base)) for name, (arm, base) in ARMS.items() if args.run in (None, name)]
-    for run, body in blocks:
+    blocks = [(run.block, table(run)) for name, run in RUNS.items() if args.run in (None, name)]
+    blocks += [(arm.block, arm_table(arm, base)) for name, (arm, base) in ARMS.items() if args.run in (None, name)]
+    blocks += [(RECIPE, recipe_table())] if args.run in (None, RECIPE) else []
+    for block, body in blocks:
         for doc in args.write:
-            write(doc, run, body)
+            write(doc, block, body)
         if not args.write:
-            print(f"{run.block}:\n{body}\n")
+            print(f"{block}:\n{body}\n")
 
 
 if __name__ == "__main__":

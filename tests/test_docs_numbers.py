@@ -792,3 +792,62 @@ def test_the_time_sampling_arm_of_the_t2i_studys_recipe_is_quoted_from_its_files
         assert quote in prose, quote
     readme = " ".join((ROOT / "README.md").read_text().split())
     assert f"with the `tiny` recipe's logit-normal times alone, {shape:.3f})" in readme
+
+
+def _flat(config: dict, prefix: str = "") -> dict:
+    """A run config's keys as ``section.key``."""
+    out = {}
+    for key, value in config.items():
+        out.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
+
+
+def _recipe_arm(name: str) -> tuple[dict, dict, dict]:
+    """``check.json`` (recipe_checks' line), ``result.json`` and ``score.json`` of a recipe arm's folder."""
+    folder = ROOT / "tests" / "data" / "pilots" / name
+    return tuple(json.loads((folder / f"{part}.json").read_text()) for part in ("check", "result", "score"))
+
+
+def test_the_recipe_arms_of_the_t2i_studys_run_at_20x_are_quoted_from_their_files():
+    """The arms on top of the times arm (the T2I study's run at 20x with logit-normal times): each changes what
+    its PREREG.md says and nothing else (the EMA's decay and start follow the steps), trains the same FLOPs, and
+    its verdict is PREREG.md's rule; docs/quality.md's recipe table is the script's."""
+    frontier = _script("frontier_table")
+    text = (ROOT / "docs" / "quality.md").read_text()
+    assert _script().replace_block(text, frontier.RECIPE, frontier.recipe_table(), "docs/quality.md") == text
+    assert [run.name for run in frontier.RECIPE_RUNS[:2]] == ["t2i-study-20x", "t2i-study-20x-logit"]
+    _, times, times_score = _recipe_arm("t2i-study-20x-logit")
+    base, shape = _flat(times["config"]), frontier.given_position(times_score, "shape")
+    arms = {name: _recipe_arm(name) for name in ("t2i-study-20x-logit-b64", "t2i-study-20x-logit-const")}
+    diffs = {}
+    for name, (check, done, score) in arms.items():
+        mine = _flat(done["config"])
+        diffs[name] = {k: (base.get(k), mine.get(k)) for k in set(base) | set(mine) if base.get(k) != mine.get(k)}
+        steps = done["steps"]
+        assert check["steps"] == steps and check["loss"] == done["val_loss"] and done["torch_threads"] == 1
+        assert math.isclose(steps * done["config"]["batch_size"] * done["flops_per_image"], 1.024e14, rel_tol=2e-4)
+        if done["config"]["ema_decay"] != 0.995:  # the study's EMA: the last 10% of the steps, within the last 30%
+            assert done["config"]["ema_decay"] == 1 - 1 / (0.1 * steps)
+            assert done["config"]["ema_start"] == steps - round(0.3 * steps)
+    b64, const = diffs["t2i-study-20x-logit-b64"], diffs["t2i-study-20x-logit-const"]
+    assert set(b64) == {"batch_size", "optim.lr", "ckpt_every", "ema_decay", "ema_start"}
+    assert b64["batch_size"] == (8, 64) and b64["optim.lr"] == (0.008, 0.012)  # 3e-3 at width 128
+    assert const == {
+        "optim.schedule": ("wsd", "constant"),
+        "ema_decay": (base["ema_decay"], 0.995),
+        "ema_start": (base["ema_start"], 0),
+    }
+    frame = frontier.T2I.frame
+    chance, floor = frame["chance"], frame["floor"]["fd"]
+    found = {name: frontier.given_position(score, "shape") for name, (_, _, score) in arms.items()}
+    assert not any(frontier.meets_goal(score, chance, floor) for _, _, score in arms.values())
+    assert round(shape - 0.040, 3) == 0.248 and round(shape + 0.040, 3) == 0.328  # PREREG.md's bounds
+    assert found["t2i-study-20x-logit-b64"] <= 0.248  # the batch (with its lr) hurts
+    assert 0.248 < found["t2i-study-20x-logit-const"] < 0.328  # no difference one run resolves
+    prose = " ".join(text.split())
+    for name, (_, done, score) in arms.items():
+        quote = f"**{found[name]:.3f} ± {frontier.shape_sd(score):.3f}** (FD {score['fd']:.1f}, val loss {done['val_loss']:.4f})"
+        assert quote in prose, quote
+    (_, b64_done, _), (_, const_done, _) = arms.values()
+    assert f"{b64_done['steps']:,} steps, {b64_done['wall_time_s'] / 60:.0f} minutes)" in prose
+    assert f"train.ema_decay=0.995`: {const_done['wall_time_s'] / 60:.0f} minutes)" in prose
