@@ -114,7 +114,7 @@ def _fd_cell(score: dict, floor: float) -> str:
     return f"{score['fd']:.1f} ({score['fd'] / floor:.1f}x)"
 
 
-def ema_val_loss(run: Frontier) -> dict[int, float]:
+def ema_val_loss(run: Frontier | RecipeRun) -> dict[int, float]:
     """``{step: validation loss of the EMA weights}`` where the run logged one."""
     metrics = map(json.loads, (run.folder / "metrics.jsonl").open())
     return {m["step"]: m["val_loss_ema"] for m in metrics if "val_loss_ema" in m}
@@ -267,6 +267,17 @@ RECIPE_RUNS = (
 )
 
 
+def scored(run: RecipeRun) -> tuple[dict, dict, int, float | None]:
+    """``(result.json, the scored batch's eval, its step, the EMA validation loss there)``: a run's last step
+    and final loss, or a longer run's checkpoint and the loss logged at it (None if none was)."""
+    done = json.loads((run.folder / "result.json").read_text())
+    score = json.loads((run.folder / run.scored).read_text())
+    found = NAME.fullmatch(Path(run.scored).stem)
+    if found:
+        return done, score, int(found[1]), ema_val_loss(run).get(int(found[1]))
+    return done, score, done["steps"], done["val_loss_ema"]
+
+
 def recipe(config: dict) -> list[str]:
     """The cells of a run's recipe: the flow target, the times, the batch, the peak lr (after the width
     rule), the lr schedule, the EMA (decay, first step averaged) and the warmup."""
@@ -302,15 +313,7 @@ def recipe_table() -> str:
     head += [h for h, _ in columns] + ["goal 3 met"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for run in RECIPE_RUNS:
-        done = json.loads((run.folder / "result.json").read_text())
-        s = json.loads((run.folder / run.scored).read_text())
-        found = NAME.fullmatch(Path(run.scored).stem)
-        if found:  # a checkpoint of a longer run: its step, and the EMA loss logged there (if any)
-            step = int(found[1])
-            val = {m["step"]: m.get("val_loss_ema") for m in map(json.loads, (run.folder / "metrics.jsonl").open())}
-            loss = val.get(step)
-        else:
-            step, loss = done["steps"], done["val_loss_ema"]
+        done, s, step, loss = scored(run)
         flops = step * done["config"]["batch_size"] * done["flops_per_image"]
         lines.append(
             f"| {run.name} | "
