@@ -261,8 +261,10 @@ RECIPE = "t2i-recipe-arms"  # the recipe table's name (--run) and docs block
 RECIPE_RUNS = (
     RecipeRun("t2i-study-20x"),
     RecipeRun("t2i-study-20x-logit"),
+    RecipeRun("t2i-study-20x-logit-seed1"),
     RecipeRun("t2i-study-20x-logit-b64"),
     RecipeRun("t2i-study-20x-logit-const"),
+    RecipeRun("t2i-study-20x-logit-x0"),
     RecipeRun("t2i-depth2-frontier", "scores/step7500-cfg1.json"),
 )
 
@@ -280,7 +282,7 @@ def scored(run: RecipeRun) -> tuple[dict, dict, int, float | None]:
 
 def recipe(config: dict) -> list[str]:
     """The cells of a run's recipe: the flow target, the times, the batch, the peak lr (after the width
-    rule), the lr schedule, the EMA (decay, first step averaged) and the warmup."""
+    rule), the lr schedule, the EMA (decay, first step averaged), the warmup and the training seed."""
     from ditscale.config import from_dict
     from ditscale.train.config import OptimConfig
     from ditscale.train.schedules import peak_lr
@@ -298,6 +300,7 @@ def recipe(config: dict) -> list[str]:
         schedule,
         f"{config['ema_decay']:.5g} from step {config.get('ema_start', 0):,}",
         str(optim.warmup_steps),
+        str(config["seed"]),
     ]
 
 
@@ -308,7 +311,7 @@ def recipe_table() -> str:
     frame = T2I.frame
     chance, floor = frame["chance"], frame["floor"]["fd"]
     columns = _score_columns(frame, ("colour", "shape"), with_sd=True)
-    head = ["run", "target", "times", "batch", "peak lr", "lr schedule", "EMA", "warmup steps"]
+    head = ["run", "target", "times", "batch", "peak lr", "lr schedule", "EMA", "warmup steps", "seed"]
     head += ["steps (x the top budget)", "val loss (EMA)", f"FD (x the floor {floor:.1f})"]
     head += [h for h, _ in columns] + ["goal 3 met"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

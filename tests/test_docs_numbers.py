@@ -818,7 +818,8 @@ def test_the_recipe_arms_of_the_t2i_studys_run_at_20x_are_quoted_from_their_file
     assert [run.name for run in frontier.RECIPE_RUNS[:2]] == ["t2i-study-20x", "t2i-study-20x-logit"]
     _, times, times_score = _recipe_arm("t2i-study-20x-logit")
     base, shape = _flat(times["config"]), frontier.given_position(times_score, "shape")
-    arms = {name: _recipe_arm(name) for name in ("t2i-study-20x-logit-b64", "t2i-study-20x-logit-const")}
+    names = ("t2i-study-20x-logit-b64", "t2i-study-20x-logit-const", "t2i-study-20x-logit-x0")
+    arms = {name: _recipe_arm(name) for name in (*names, "t2i-study-20x-logit-seed1")}
     diffs = {}
     for name, (check, done, score) in arms.items():
         mine = _flat(done["config"])
@@ -830,6 +831,8 @@ def test_the_recipe_arms_of_the_t2i_studys_run_at_20x_are_quoted_from_their_file
             assert done["config"]["ema_decay"] == 1 - 1 / (0.1 * steps)
             assert done["config"]["ema_start"] == steps - round(0.3 * steps)
     b64, const = diffs["t2i-study-20x-logit-b64"], diffs["t2i-study-20x-logit-const"]
+    assert diffs["t2i-study-20x-logit-seed1"] == {"seed": (0, 1)}
+    assert diffs["t2i-study-20x-logit-x0"] == {"diffusion.flow_predict": (None, "x0")}  # None: the default v
     assert set(b64) == {"batch_size", "optim.lr", "ckpt_every", "ema_decay", "ema_start"}
     assert b64["batch_size"] == (8, 64) and b64["optim.lr"] == (0.008, 0.012)  # 3e-3 at width 128
     assert const == {
@@ -844,10 +847,15 @@ def test_the_recipe_arms_of_the_t2i_studys_run_at_20x_are_quoted_from_their_file
     assert round(shape - 0.040, 3) == 0.248 and round(shape + 0.040, 3) == 0.328  # PREREG.md's bounds
     assert found["t2i-study-20x-logit-b64"] <= 0.248  # the batch (with its lr) hurts
     assert 0.248 < found["t2i-study-20x-logit-const"] < 0.328  # no difference one run resolves
+    assert 0.248 < found["t2i-study-20x-logit-x0"] < 0.328  # no difference either
+    spread = abs(found["t2i-study-20x-logit-seed1"] - shape)
+    assert spread <= 0.040  # the seed's PREREG.md: the evaluator's sd frames the single-run verdicts
     prose = " ".join(text.split())
     for name, (_, done, score) in arms.items():
         quote = f"**{found[name]:.3f} ± {frontier.shape_sd(score):.3f}** (FD {score['fd']:.1f}, val loss {done['val_loss']:.4f})"
         assert quote in prose, quote
-    (_, b64_done, _), (_, const_done, _) = arms.values()
+    assert f"two training seeds differ by {spread:.3f}" in prose
+    (_, b64_done, _), (_, const_done, _), (_, x0_done, _), (_, seed_done, _) = arms.values()
+    assert f"({x0_done['wall_time_s'] / 60:.0f} and {seed_done['wall_time_s'] / 60:.0f} minutes, side by side)" in prose
     assert f"{b64_done['steps']:,} steps, {b64_done['wall_time_s'] / 60:.0f} minutes)" in prose
     assert f"train.ema_decay=0.995`: {const_done['wall_time_s'] / 60:.0f} minutes)" in prose
