@@ -818,7 +818,12 @@ def test_the_recipe_arms_of_the_t2i_studys_run_at_20x_are_quoted_from_their_file
     assert [run.name for run in frontier.RECIPE_RUNS[:2]] == ["t2i-study-20x", "t2i-study-20x-logit"]
     _, times, times_score = _recipe_arm("t2i-study-20x-logit")
     base, shape = _flat(times["config"]), frontier.given_position(times_score, "shape")
-    names = ("t2i-study-20x-logit-b64", "t2i-study-20x-logit-const", "t2i-study-20x-logit-x0")
+    names = (
+        "t2i-study-20x-logit-b64",
+        "t2i-study-20x-logit-const",
+        "t2i-study-20x-logit-x0",
+        "t2i-study-20x-logit-b64-const",
+    )
     arms = {name: _recipe_arm(name) for name in (*names, "t2i-study-20x-logit-seed1")}
     diffs = {}
     for name, (check, done, score) in arms.items():
@@ -831,6 +836,13 @@ def test_the_recipe_arms_of_the_t2i_studys_run_at_20x_are_quoted_from_their_file
             assert done["config"]["ema_decay"] == 1 - 1 / (0.1 * steps)
             assert done["config"]["ema_start"] == steps - round(0.3 * steps)
     b64, const = diffs["t2i-study-20x-logit-b64"], diffs["t2i-study-20x-logit-const"]
+    both = diffs["t2i-study-20x-logit-b64-const"]
+    assert both == {
+        **b64,
+        "optim.schedule": const["optim.schedule"],
+        "ema_decay": const["ema_decay"],
+        "ema_start": const["ema_start"],
+    }
     assert diffs["t2i-study-20x-logit-seed1"] == {"seed": (0, 1)}
     assert diffs["t2i-study-20x-logit-x0"] == {"diffusion.flow_predict": (None, "x0")}  # None: the default v
     assert set(b64) == {"batch_size", "optim.lr", "ckpt_every", "ema_decay", "ema_start"}
@@ -848,6 +860,7 @@ def test_the_recipe_arms_of_the_t2i_studys_run_at_20x_are_quoted_from_their_file
     assert found["t2i-study-20x-logit-b64"] <= 0.248  # the batch (with its lr) hurts
     assert 0.248 < found["t2i-study-20x-logit-const"] < 0.328  # no difference one run resolves
     assert 0.248 < found["t2i-study-20x-logit-x0"] < 0.328  # no difference either
+    assert found["t2i-study-20x-logit-b64-const"] <= 0.248  # the batch and the schedule together hurt
     spread = abs(found["t2i-study-20x-logit-seed1"] - shape)
     assert spread <= 0.040  # the seed's PREREG.md: the evaluator's sd frames the single-run verdicts
     prose = " ".join(text.split())
@@ -855,7 +868,8 @@ def test_the_recipe_arms_of_the_t2i_studys_run_at_20x_are_quoted_from_their_file
         quote = f"**{found[name]:.3f} ± {frontier.shape_sd(score):.3f}** (FD {score['fd']:.1f}, val loss {done['val_loss']:.4f})"
         assert quote in prose, quote
     assert f"two training seeds differ by {spread:.3f}" in prose
-    (_, b64_done, _), (_, const_done, _), (_, x0_done, _), (_, seed_done, _) = arms.values()
+    (_, b64_done, _), (_, const_done, _), (_, x0_done, _), (_, both_done, _), (_, seed_done, _) = arms.values()
+    assert f"one thread, alone: {both_done['wall_time_s'] / 60:.0f} minutes)" in prose
     assert f"({x0_done['wall_time_s'] / 60:.0f} and {seed_done['wall_time_s'] / 60:.0f} minutes, side by side)" in prose
     assert f"{b64_done['steps']:,} steps, {b64_done['wall_time_s'] / 60:.0f} minutes)" in prose
     assert f"train.ema_decay=0.995`: {const_done['wall_time_s'] / 60:.0f} minutes)" in prose
