@@ -266,6 +266,7 @@ RECIPE_RUNS = (
     RecipeRun("t2i-study-20x-logit-const"),
     RecipeRun("t2i-study-20x-logit-x0"),
     RecipeRun("t2i-study-20x-logit-b64-const"),
+    RecipeRun("t2i-study-20x-logit-b64-const-x0"),
     RecipeRun("t2i-depth2-frontier", "scores/step7500-cfg1.json"),
 )
 

@@ -791,7 +791,7 @@ def test_the_time_sampling_arm_of_the_t2i_studys_recipe_is_quoted_from_its_files
     ):
         assert quote in prose, quote
     readme = " ".join((ROOT / "README.md").read_text().split())
-    assert f"with the `tiny` recipe's logit-normal times alone, {shape:.3f})" in readme
+    assert f"with the `tiny` recipe's logit-normal times alone, {shape:.3f};" in readme
 
 
 def _flat(config: dict, prefix: str = "") -> dict:
@@ -861,6 +861,18 @@ def test_the_recipe_arms_of_the_t2i_studys_run_at_20x_are_quoted_from_their_file
     assert 0.248 < found["t2i-study-20x-logit-const"] < 0.328  # no difference one run resolves
     assert 0.248 < found["t2i-study-20x-logit-x0"] < 0.328  # no difference either
     assert found["t2i-study-20x-logit-b64-const"] <= 0.248  # the batch and the schedule together hurt
+    # ... and with the x0 target too (ditscale train, two threads, on that run's config plus flow_predict: x0):
+    # against its 0.244, between 0.204 and 0.284, no difference one run resolves (its PREREG.md)
+    folder = ROOT / "tests" / "data" / "pilots" / "t2i-study-20x-logit-b64-const-x0"
+    last, last_score = (json.loads((folder / f"{part}.json").read_text()) for part in ("result", "score"))
+    _, both, _ = arms["t2i-study-20x-logit-b64-const"]
+    mine, theirs = _flat(last["config"]), _flat(both["config"])
+    assert {k: (theirs.get(k), v) for k, v in mine.items() if theirs.get(k) != v} == {
+        "diffusion.flow_predict": (None, "x0")
+    }
+    assert set(theirs) <= set(mine) and last["steps"] == both["steps"] and last["torch_threads"] == 2
+    last_shape = frontier.given_position(last_score, "shape")
+    assert 0.204 < last_shape < 0.284 and not frontier.meets_goal(last_score, chance, floor)
     spread = abs(found["t2i-study-20x-logit-seed1"] - shape)
     assert spread <= 0.040  # the seed's PREREG.md: the evaluator's sd frames the single-run verdicts
     prose = " ".join(text.split())
@@ -870,6 +882,15 @@ def test_the_recipe_arms_of_the_t2i_studys_run_at_20x_are_quoted_from_their_file
     assert f"two training seeds differ by {spread:.3f}" in prose
     (_, b64_done, _), (_, const_done, _), (_, x0_done, _), (_, both_done, _), (_, seed_done, _) = arms.values()
     assert f"one thread, alone: {both_done['wall_time_s'] / 60:.0f} minutes)" in prose
+    quote = (
+        f"**{last_shape:.3f} ± {frontier.shape_sd(last_score):.3f}** (FD {last_score['fd']:.1f}; two threads, "
+        f"{last['wall_time_s'] / 60:.0f} minutes)"
+    )
+    assert quote in prose, quote
+    shapes = [found[name] for name in names] + [last_shape]  # every arm on top of the times but the seed
+    span = f"{min(shapes):.2f}-{max(shapes):.2f}"
+    assert f"one at a time or together, leave the shape at {span}," in prose
+    assert f"one at a time or together, {span})" in " ".join((ROOT / "README.md").read_text().split())
     assert f"({x0_done['wall_time_s'] / 60:.0f} and {seed_done['wall_time_s'] / 60:.0f} minutes, side by side)" in prose
     assert f"{b64_done['steps']:,} steps, {b64_done['wall_time_s'] / 60:.0f} minutes)" in prose
     assert f"train.ema_decay=0.995`: {const_done['wall_time_s'] / 60:.0f} minutes)" in prose
