@@ -803,94 +803,104 @@ def _flat(config: dict, prefix: str = "") -> dict:
 
 
 def _recipe_arm(name: str) -> tuple[dict, dict, dict]:
-    """``check.json`` (recipe_checks' line), ``result.json`` and ``score.json`` of a recipe arm's folder."""
+    """``check.json`` (recipe_checks' line; ``{}`` where ``ditscale train`` trained it), ``result.json`` and
+    ``score.json`` of a recipe arm's folder."""
     folder = ROOT / "tests" / "data" / "pilots" / name
-    return tuple(json.loads((folder / f"{part}.json").read_text()) for part in ("check", "result", "score"))
-
-
-def test_the_recipe_arms_of_the_t2i_studys_run_at_20x_are_quoted_from_their_files():
-    """The arms on top of the times arm (the T2I study's run at 20x with logit-normal times): each changes what
-    its PREREG.md says and nothing else (the EMA's decay and start follow the steps), trains the same FLOPs, and
-    its verdict is PREREG.md's rule; docs/quality.md's recipe table is the script's."""
-    frontier = _script("frontier_table")
-    text = (ROOT / "docs" / "quality.md").read_text()
-    assert _script().replace_block(text, frontier.RECIPE, frontier.recipe_table(), "docs/quality.md") == text
-    assert [run.name for run in frontier.RECIPE_RUNS[:2]] == ["t2i-study-20x", "t2i-study-20x-logit"]
-    _, times, times_score = _recipe_arm("t2i-study-20x-logit")
-    base, shape = _flat(times["config"]), frontier.given_position(times_score, "shape")
-    names = (
-        "t2i-study-20x-logit-b64",
-        "t2i-study-20x-logit-const",
-        "t2i-study-20x-logit-x0",
-        "t2i-study-20x-logit-b64-const",
+    check = folder / "check.json"
+    return (
+        json.loads(check.read_text()) if check.exists() else {},
+        *(json.loads((folder / f"{part}.json").read_text()) for part in ("result", "score")),
     )
-    arms = {name: _recipe_arm(name) for name in (*names, "t2i-study-20x-logit-seed1")}
-    diffs = {}
-    for name, (check, done, score) in arms.items():
-        mine = _flat(done["config"])
-        diffs[name] = {k: (base.get(k), mine.get(k)) for k in set(base) | set(mine) if base.get(k) != mine.get(k)}
-        steps = done["steps"]
-        assert check["steps"] == steps and check["loss"] == done["val_loss"] and done["torch_threads"] == 1
-        assert math.isclose(steps * done["config"]["batch_size"] * done["flops_per_image"], 1.024e14, rel_tol=2e-4)
-        if done["config"]["ema_decay"] != 0.995:  # the study's EMA: the last 10% of the steps, within the last 30%
-            assert done["config"]["ema_decay"] == 1 - 1 / (0.1 * steps)
-            assert done["config"]["ema_start"] == steps - round(0.3 * steps)
-    b64, const = diffs["t2i-study-20x-logit-b64"], diffs["t2i-study-20x-logit-const"]
-    both = diffs["t2i-study-20x-logit-b64-const"]
-    assert both == {
-        **b64,
-        "optim.schedule": const["optim.schedule"],
-        "ema_decay": const["ema_decay"],
-        "ema_start": const["ema_start"],
-    }
-    assert diffs["t2i-study-20x-logit-seed1"] == {"seed": (0, 1)}
-    assert diffs["t2i-study-20x-logit-x0"] == {"diffusion.flow_predict": (None, "x0")}  # None: the default v
+
+
+# The arms on top of the times arm (the T2I study's run at 20x with logit-normal times), in the recipe table's
+# order; the last was trained by `ditscale train` on the one before it's config plus the x0 target.
+RECIPE_ARMS = ("seed1", "b64", "const", "x0", "b64-const", "b64-const-x0")
+
+
+def _recipe_arms() -> tuple[float, dict[str, tuple[dict, dict, dict]]]:
+    """The times arm's shape given the position and ``{arm: _recipe_arm}`` of :data:`RECIPE_ARMS`."""
+    _, _, times_score = _recipe_arm("t2i-study-20x-logit")
+    shape = _script("frontier_table").given_position(times_score, "shape")
+    return shape, {arm: _recipe_arm(f"t2i-study-20x-logit-{arm}") for arm in RECIPE_ARMS}
+
+
+def _changed(base: dict, run: dict) -> dict:
+    """``{section.key: (base's, run's)}`` of the config keys two runs' result.json differ in."""
+    a, b = _flat(base["config"]), _flat(run["config"])
+    return {k: (a.get(k), b.get(k)) for k in set(a) | set(b) if a.get(k) != b.get(k)}
+
+
+def test_each_recipe_arm_changes_what_its_prereg_says_and_trains_the_same_flops():
+    """Each arm changes its PREREG.md's settings and nothing else (the study's EMA decay and start follow the
+    steps), trains the times arm's 1.024e14 FLOPs, and its check line is its run's."""
+    _, times, _ = _recipe_arm("t2i-study-20x-logit")
+    _, arms = _recipe_arms()
+    for arm, (check, done, _) in arms.items():
+        steps, config = done["steps"], done["config"]
+        assert math.isclose(steps * config["batch_size"] * done["flops_per_image"], 1.024e14, rel_tol=2e-4)
+        assert not check or (check["steps"] == steps and check["loss"] == done["val_loss"])
+        assert done["torch_threads"] == (2 if arm == "b64-const-x0" else 1)
+        if config["ema_decay"] != 0.995:  # the study's EMA: the last 10% of the steps, within the last 30%
+            assert config["ema_decay"] == 1 - 1 / (0.1 * steps) and config["ema_start"] == steps - round(0.3 * steps)
+    diffs = {arm: _changed(times, done) for arm, (_, done, _) in arms.items()}
+    b64, const = diffs["b64"], diffs["const"]
     assert set(b64) == {"batch_size", "optim.lr", "ckpt_every", "ema_decay", "ema_start"}
     assert b64["batch_size"] == (8, 64) and b64["optim.lr"] == (0.008, 0.012)  # 3e-3 at width 128
     assert const == {
         "optim.schedule": ("wsd", "constant"),
-        "ema_decay": (base["ema_decay"], 0.995),
-        "ema_start": (base["ema_start"], 0),
+        "ema_decay": (times["config"]["ema_decay"], 0.995),
+        "ema_start": (times["config"]["ema_start"], 0),
     }
+    assert diffs["b64-const"] == {**b64, **const}
+    assert diffs["seed1"] == {"seed": (0, 1)}
+    assert diffs["x0"] == {"diffusion.flow_predict": (None, "x0")}  # None: the default, v
+    assert _changed(arms["b64-const"][1], arms["b64-const-x0"][1]) == {"diffusion.flow_predict": (None, "x0")}
+
+
+def test_each_recipe_arms_verdict_follows_its_prereg_rule():
+    """Shape given the position against the times arm's (+-0.040: 2 sd of a difference), or for the last run
+    against the run it extends; no arm meets goal 3; two training seeds lie within the rules' 0.040."""
+    frontier = _script("frontier_table")
+    shape, arms = _recipe_arms()
+    found = {arm: frontier.given_position(score, "shape") for arm, (_, _, score) in arms.items()}
     frame = frontier.T2I.frame
-    chance, floor = frame["chance"], frame["floor"]["fd"]
-    found = {name: frontier.given_position(score, "shape") for name, (_, _, score) in arms.items()}
-    assert not any(frontier.meets_goal(score, chance, floor) for _, _, score in arms.values())
+    assert not any(frontier.meets_goal(score, frame["chance"], frame["floor"]["fd"]) for *_, score in arms.values())
     assert round(shape - 0.040, 3) == 0.248 and round(shape + 0.040, 3) == 0.328  # PREREG.md's bounds
-    assert found["t2i-study-20x-logit-b64"] <= 0.248  # the batch (with its lr) hurts
-    assert 0.248 < found["t2i-study-20x-logit-const"] < 0.328  # no difference one run resolves
-    assert 0.248 < found["t2i-study-20x-logit-x0"] < 0.328  # no difference either
-    assert found["t2i-study-20x-logit-b64-const"] <= 0.248  # the batch and the schedule together hurt
-    # ... and with the x0 target too (ditscale train, two threads, on that run's config plus flow_predict: x0):
-    # against its 0.244, between 0.204 and 0.284, no difference one run resolves (its PREREG.md)
-    folder = ROOT / "tests" / "data" / "pilots" / "t2i-study-20x-logit-b64-const-x0"
-    last, last_score = (json.loads((folder / f"{part}.json").read_text()) for part in ("result", "score"))
-    _, both, _ = arms["t2i-study-20x-logit-b64-const"]
-    mine, theirs = _flat(last["config"]), _flat(both["config"])
-    assert {k: (theirs.get(k), v) for k, v in mine.items() if theirs.get(k) != v} == {
-        "diffusion.flow_predict": (None, "x0")
-    }
-    assert set(theirs) <= set(mine) and last["steps"] == both["steps"] and last["torch_threads"] == 2
-    last_shape = frontier.given_position(last_score, "shape")
-    assert 0.204 < last_shape < 0.284 and not frontier.meets_goal(last_score, chance, floor)
-    spread = abs(found["t2i-study-20x-logit-seed1"] - shape)
-    assert spread <= 0.040  # the seed's PREREG.md: the evaluator's sd frames the single-run verdicts
+    assert found["b64"] <= 0.248 and found["b64-const"] <= 0.248  # the batch hurts, alone and with the schedule
+    assert 0.248 < found["const"] < 0.328 and 0.248 < found["x0"] < 0.328  # no difference one run resolves
+    assert 0.204 < found["b64-const-x0"] < 0.284  # against b64-const's 0.244: no difference one run resolves
+    assert round(found["b64-const"] - 0.040, 3) == 0.204
+    assert abs(found["seed1"] - shape) <= 0.040  # the seed's PREREG.md: the evaluator's sd frames the verdicts
+
+
+def test_the_recipe_arms_are_quoted_from_their_files():
+    """docs/quality.md's recipe table is the script's; each arm's shape, FD, loss and minutes are quoted from
+    its files, and the README's span of the arms on top of the times is theirs."""
+    frontier = _script("frontier_table")
+    text = (ROOT / "docs" / "quality.md").read_text()
+    assert _script().replace_block(text, frontier.RECIPE, frontier.recipe_table(), "docs/quality.md") == text
+    assert [run.name for run in frontier.RECIPE_RUNS[1:-1]] == [
+        f"t2i-study-20x-logit{'-' + arm if arm else ''}" for arm in ("", *RECIPE_ARMS)
+    ]
+    shape, arms = _recipe_arms()
     prose = " ".join(text.split())
-    for name, (_, done, score) in arms.items():
-        quote = f"**{found[name]:.3f} ± {frontier.shape_sd(score):.3f}** (FD {score['fd']:.1f}, val loss {done['val_loss']:.4f})"
+    found, minutes = {}, {}
+    for arm, (_, done, score) in arms.items():
+        found[arm], minutes[arm] = frontier.given_position(score, "shape"), done["wall_time_s"] / 60
+        cell = f"**{found[arm]:.3f} ± {frontier.shape_sd(score):.3f}** (FD {score['fd']:.1f}"
+        quote = cell + (f"; two threads, {minutes[arm]:.0f} minutes)" if arm == "b64-const-x0" else ", val loss ")
         assert quote in prose, quote
-    assert f"two training seeds differ by {spread:.3f}" in prose
-    (_, b64_done, _), (_, const_done, _), (_, x0_done, _), (_, both_done, _), (_, seed_done, _) = arms.values()
-    assert f"one thread, alone: {both_done['wall_time_s'] / 60:.0f} minutes)" in prose
-    quote = (
-        f"**{last_shape:.3f} ± {frontier.shape_sd(last_score):.3f}** (FD {last_score['fd']:.1f}; two threads, "
-        f"{last['wall_time_s'] / 60:.0f} minutes)"
-    )
-    assert quote in prose, quote
-    shapes = [found[name] for name in names] + [last_shape]  # every arm on top of the times but the seed
-    span = f"{min(shapes):.2f}-{max(shapes):.2f}"
+        assert arm == "b64-const-x0" or f"{cell}, val loss {done['val_loss']:.4f})" in prose
+    for quote in (
+        f"two training seeds differ by {abs(found['seed1'] - shape):.3f}",
+        f"{arms['b64'][1]['steps']:,} steps, {minutes['b64']:.0f} minutes)",
+        f"train.ema_decay=0.995`: {minutes['const']:.0f} minutes)",
+        f"({minutes['x0']:.0f} and {minutes['seed1']:.0f} minutes, side by side)",
+        f"one thread, alone: {minutes['b64-const']:.0f} minutes)",
+    ):
+        assert quote in prose, quote
+    span = [found[arm] for arm in RECIPE_ARMS if arm != "seed1"]
+    span = f"{min(span):.2f}-{max(span):.2f}"
     assert f"one at a time or together, leave the shape at {span}," in prose
     assert f"one at a time or together, {span})" in " ".join((ROOT / "README.md").read_text().split())
-    assert f"({x0_done['wall_time_s'] / 60:.0f} and {seed_done['wall_time_s'] / 60:.0f} minutes, side by side)" in prose
-    assert f"{b64_done['steps']:,} steps, {b64_done['wall_time_s'] / 60:.0f} minutes)" in prose
-    assert f"train.ema_decay=0.995`: {const_done['wall_time_s'] / 60:.0f} minutes)" in prose
