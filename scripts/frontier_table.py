@@ -53,6 +53,7 @@ def _sibling(name: str):
 
 QUICKSTART_TABLE = _sibling("quickstart_table")  # the goal's accuracies and the docs' block writer live there
 ROOT = Path(__file__).resolve().parents[1]
+PILOTS = ROOT / "tests" / "data" / "pilots"  # every measured run's folder
 TOP_BUDGET = 5.12e12  # training FLOPs of each quickstart's largest budget
 NAME = re.compile(r"step(\d+)-cfg([\d.]+)")  # a scored batch: its checkpoint's step, its guidance scale
 # The attributes scored only where the prompted cell is found occupied (quickstart_table's, in the table's
@@ -71,7 +72,7 @@ class Frontier(NamedTuple):
 
     @property
     def folder(self) -> Path:
-        return ROOT / "tests" / "data" / "pilots" / f"{self.name}-frontier"
+        return PILOTS / f"{self.name}-frontier"
 
     @property
     def frame(self) -> dict:
@@ -159,6 +160,12 @@ def _score_columns(frame: dict, given: tuple[str, ...] = GIVEN_POSITION, with_sd
     ]
 
 
+def _score_cells(score: dict, columns: list, chance: dict, floor: float) -> str:
+    """A row's last cells: the FD beside its floor, the ``columns`` of :func:`_score_columns`, goal 3 met."""
+    cells = [_fd_cell(score, floor), *(cell(score) for _, cell in columns)]
+    return " | ".join(cells) + f" | {'yes' if meets_goal(score, chance, floor) else 'no'} |"
+
+
 def table(run: Frontier = T2I) -> str:
     """A run's docs table: a row per scored batch (training compute from the run's own count per image,
     the logged EMA validation loss where one was logged, each score beside its frame) and the verdict
@@ -177,9 +184,7 @@ def table(run: Frontier = T2I) -> str:
         compute = f"{flops:.3g}".replace("e+", "e")
         lines.append(
             f"| {step:,} ({step * batch:,}) | {compute} ({flops / TOP_BUDGET:.0f}x) | {loss} | "
-            f"{'none' if cfg == 1 else f'{cfg:g}'} | {_fd_cell(s, floor)} | "
-            + " | ".join(cell(s) for _, cell in columns)
-            + f" | {'yes' if meets_goal(s, chance, floor) else 'no'} |"
+            f"{'none' if cfg == 1 else f'{cfg:g}'} | {_score_cells(s, columns, chance, floor)}"
         )
     first = [k for k, s in sorted(found.items()) if k[1] == 1 and meets_goal(s, chance, floor)]
     last = max(step for step, _ in found)
@@ -236,9 +241,8 @@ def arm_table(arm: Frontier, base: Frontier) -> str:
         value, s = (now, arms[step, 1.0]) if run == arm else (was, bases[step, 1.0])
         loss = f"{val[run][step]:.4f}" if step in val[run] else "-"
         lines.append(
-            f"| {step:,} ({step * per_step[run] / TOP_BUDGET:.0f}x) | {value} | {loss} | {_fd_cell(s, floor)} | "
-            + " | ".join(cell(s) for _, cell in columns)
-            + f" | {'yes' if meets_goal(s, chance, floor) else 'no'} |"
+            f"| {step:,} ({step * per_step[run] / TOP_BUDGET:.0f}x) | {value} | {loss} | "
+            + _score_cells(s, columns, chance, floor)
         )
     return "\n".join(lines)
 
@@ -252,7 +256,7 @@ class RecipeRun(NamedTuple):
 
     @property
     def folder(self) -> Path:
-        return ROOT / "tests" / "data" / "pilots" / self.name
+        return PILOTS / self.name
 
 
 RECIPE = "t2i-recipe-arms"  # the recipe table's name (--run) and docs block
@@ -286,17 +290,19 @@ def recipe(config: dict) -> list[str]:
     """The cells of a run's recipe: the flow target, the times, the batch, the peak lr (after the width
     rule), the lr schedule, the EMA (decay, first step averaged), the warmup and the training seed."""
     from ditscale.config import from_dict
+    from ditscale.diffusion.config import DiffusionConfig
     from ditscale.train.config import OptimConfig
     from ditscale.train.schedules import peak_lr
 
-    optim, diffusion = from_dict(OptimConfig, config["optim"], where="optim"), config["diffusion"]
+    optim = from_dict(OptimConfig, config["optim"], where="optim")
+    diffusion = from_dict(DiffusionConfig, config["diffusion"], where="diffusion")  # its defaults: v, uniform
     lr = peak_lr(optim, config["model"]["hidden_size"])
     schedule = (
         f"wsd (cooldown {optim.cooldown_frac:g}, {optim.cooldown_shape})" if optim.schedule == "wsd" else optim.schedule
     )
     return [
-        diffusion.get("flow_predict", "v"),
-        diffusion.get("time_sampling", "uniform"),
+        diffusion.flow_predict,
+        diffusion.time_sampling,
         str(config["batch_size"]),
         f"{lr:.3g}",
         schedule,
@@ -324,9 +330,7 @@ def recipe_table() -> str:
             f"| {run.name} | "
             + " | ".join(recipe(done["config"]))
             + f" | {step:,} ({flops / TOP_BUDGET:.0f}x) | {'-' if loss is None else f'{loss:.4f}'} | "
-            + f"{_fd_cell(s, floor)} | "
-            + " | ".join(cell(s) for _, cell in columns)
-            + f" | {'yes' if meets_goal(s, chance, floor) else 'no'} |"
+            + _score_cells(s, columns, chance, floor)
         )
     return "\n".join(lines)
 
