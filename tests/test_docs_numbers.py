@@ -764,14 +764,8 @@ def test_the_time_sampling_arm_of_the_t2i_studys_recipe_is_quoted_from_its_files
     not enough)."""
     frontier = _script("frontier_table")
     arm, _ = frontier.ARMS["t2i-depth2"]
-    pilots = ROOT / "tests" / "data" / "pilots"
-    check, done, score = (
-        json.loads((pilots / "t2i-study-20x-logit" / f"{name}.json").read_text())
-        for name in ("check", "result", "score")
-    )
-    uniform, uniform_score = (
-        json.loads((pilots / "t2i-study-20x" / f"{n}.json").read_text()) for n in ("result", "score")
-    )
+    check, done, score = _recipe_arm("t2i-study-20x-logit")
+    _, uniform, uniform_score = _recipe_arm("t2i-study-20x")  # study verify's run: no check.json
     mine, theirs = done["config"], uniform["config"]
     assert {k: v for k, v in mine["diffusion"].items() if theirs["diffusion"].get(k) != v} == {
         "time_sampling": "logit_normal"
