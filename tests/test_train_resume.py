@@ -2,9 +2,11 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
+import warnings
 
 import pytest
 import torch
@@ -85,3 +87,31 @@ def test_sigkill_resume_is_bit_identical(tmp_path):
         torch.set_num_threads(threads)
     assert result["steps"] == 40
     assert_identical(final_tensors(ref), final_tensors(out))
+
+
+def test_a_resume_on_another_thread_count_says_it_is_not_bit_identical(tmp_path):
+    """Each checkpoint records its torch threads: a CPU matmul sums in another order on another count
+    (docs/training.md), so a resume there warns and names the --threads that keeps the run bit-identical."""
+    cfg = load_train_config("tiny", [*SMALL, "max_steps=4", "ckpt_every=2"])
+    checkpoints, threads = tmp_path / "checkpoints", torch.get_num_threads()
+
+    def resume_from_step_2(n: int) -> list[str]:
+        shutil.rmtree(checkpoints / "step_00000004")
+        (tmp_path / "result.json").unlink()
+        torch.set_num_threads(n)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert train(cfg, tmp_path, progress=False)["steps"] == 4
+        return [str(w.message) for w in caught if "torch threads" in str(w.message)]
+
+    try:
+        torch.set_num_threads(1)
+        train(cfg, tmp_path, progress=False)
+        assert json.loads((checkpoints / "step_00000002" / "state.json").read_text())["torch_threads"] == 1
+        assert resume_from_step_2(1) == []
+        (said,) = resume_from_step_2(2)
+        assert said.startswith("resuming step_00000002 on 2 torch threads, written on 1: ")
+        assert said.endswith("pass --threads 1 for that")
+        assert json.loads((checkpoints / "step_00000004" / "state.json").read_text())["torch_threads"] == 2
+    finally:
+        torch.set_num_threads(threads)

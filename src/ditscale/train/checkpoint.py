@@ -235,15 +235,30 @@ def load_tensors(path: str | Path, stem: str, device: str | torch.device = "cpu"
 # A training run's full state ---------------------------------------------------------------------
 def run_state(config: dict, length, step: int, sums, **extra: Any) -> dict[str, Any]:
     """The JSON part of a run's checkpoint after ``step`` steps: its config (dict), data position and
-    counters (from its ``RunLength``), loss sums (``LossSums``), and ``extra`` keys (a trunk's)."""
+    counters (from its ``RunLength``), loss sums (``LossSums``), the torch threads it ran on (a CPU
+    matmul's summation order, hence its last bits, depends on them) and ``extra`` keys (a trunk's)."""
     counters = length.counters(step)
     return {
         "config": config,
         "data_position": counters["images"],
         "accumulators": dict(sums.__dict__),
         "counters": counters,
+        "torch_threads": torch.get_num_threads(),
         **extra,
     }
+
+
+def warn_thread_change(path: Path, state: dict) -> None:
+    """Warn when a run resumes on another number of torch threads than its checkpoint was written on:
+    a CPU run is bit-identical only at one thread count (its matrix products sum in another order at
+    another, a last-bit difference that training then grows to about a seed's spread)."""
+    then, now = state.get("torch_threads"), torch.get_num_threads()  # None: written before it was recorded
+    if then is not None and then != now:
+        warnings.warn(
+            f"resuming {path.name} on {now} torch threads, written on {then}: the run goes on deterministically "
+            f"but not bit-identical to an uninterrupted one; pass --threads {then} for that",
+            stacklevel=3,
+        )
 
 
 def full_state_dicts(trainable: torch.nn.Module, opt: torch.optim.Optimizer):
@@ -377,4 +392,5 @@ def load_training(path: str | Path, state: dict, trainable, ema, opt, *, joint: 
     osd = unflatten_optimizer_state(load_tensors(path, "optimizer"), state["optimizer"])
     set_optimizer_state_dict(trainable, opt, osd, options=StateDictOptions(full_state_dict=True))
     set_rng_state(state.get("rng", {}))
+    warn_thread_change(path, state)
     return int(state["step"])
