@@ -21,13 +21,16 @@ compute; each in ``tests/data/pilots/<arm>-frontier/``) changes one setting of a
 beside it at equal training compute. The recipe table (:data:`RECIPE_RUNS`) sets the T2I study's own
 run at 20x the top budget beside its arms (the study's recipe with one or two settings changed, each
 trained by ``scripts/recipe_checks.py``) and the depth-2 arm's checkpoint at 20x, with each run's recipe.
-This script writes each table between ``<!-- {t2i,class,t2i-v,t2i-depth2,class-depth2}-frontier -->``
-and ``<!-- t2i-recipe-arms -->`` markers (``tests/test_docs_numbers.py`` checks them) and draws a run's
-sample grid from its batches::
+The replicate table (:data:`REPLICATE_RUNS`) sets the depth-2 arm beside a second training seed and the
+study's 30-step warmup, every 500 steps around 20x, with the verdicts of their PREREG.md's two rules.
+This script writes each table between ``<!-- {t2i,class,t2i-v,t2i-depth2,class-depth2}-frontier -->``,
+``<!-- t2i-recipe-arms -->`` and ``<!-- t2i-depth2-replicates -->`` markers (``tests/test_docs_numbers.py``
+checks them) and draws a run's sample grid from its batches::
 
     python scripts/frontier_table.py                           # print the tables
     python scripts/frontier_table.py --write docs/quality.md
     python scripts/frontier_table.py --run t2i-recipe-arms      # the recipe table only
+    python scripts/frontier_table.py --run t2i-depth2-replicates  # the replicate table only
     python scripts/frontier_table.py --run class --grid DIR/samples/step12500-cfg1.npz ... --out FILE.png
     python scripts/frontier_table.py --grid t2i=A/step7000-cfg1.npz t2i-depth2=B/step20500-cfg1.npz --out FILE.png
 """
@@ -197,10 +200,15 @@ def table(run: Frontier = T2I) -> str:
     return "\n".join(lines) + "\n\n" + verdict
 
 
+TRAINING_KEYS = ("batch_size", "ema_decay", "ema_start", "seed")  # a config's top-level keys that train differently
+
+
 def changed(arm: Frontier, base: Frontier) -> dict[str, tuple]:
-    """``{section.key: (base's value, arm's value)}`` of the training config keys the arm changed."""
+    """``{key: (base's value, arm's value)}`` of the training config keys the arm changed: ``section.key`` of
+    the model, diffusion, data and optim sections, and the top-level :data:`TRAINING_KEYS`."""
     a, b = result(arm)["config"], result(base)["config"]
-    return {
+    found = {key: (b.get(key), a.get(key)) for key in TRAINING_KEYS if a.get(key) != b.get(key)}
+    return found | {
         f"{section}.{key}": (b[section].get(key), a[section].get(key))
         for section in ("model", "diffusion", "data", "optim")
         for key in sorted(set(a[section]) | set(b[section]))
@@ -245,6 +253,133 @@ def arm_table(arm: Frontier, base: Frontier) -> str:
             + _score_cells(s, columns, chance, floor)
         )
     return "\n".join(lines)
+
+
+REPLICATES = "t2i-depth2-replicates"  # the replicate table's name (--run) and docs block
+# The depth-2 arm and its replicates (one PREREG.md in each replicate's folder; the rules written before they
+# trained): training seed 1, the study recipe's 30-step warmup, and (its addendum) seed 2, each scored every 500
+# steps over REPLICATE_STEPS, and seed 1 further every 1,000 to 15,000. Rule 1: seed 1's checkpoint
+# REPLICATE_AT (the arm's 20x pass) meets every bar. Rule 2: the warmup matters if the mean over WINDOW of
+# (arm - warmup run) exceeds WARMUP_EFFECT and twice that of (arm - seed 1) in size.
+REPLICATE_RUNS = tuple(
+    Frontier(name, "quickstart-t2i")
+    for name in ("t2i-depth2", "t2i-depth2-seed1", "t2i-depth2-warmup30", "t2i-depth2-seed2")
+)
+REPLICATE_STEPS = range(5000, 8501, 500)
+REPLICATE_LAST = 15000  # the table's last step (seed 1's continuation; the arm's second PREREG checkpoint)
+REPLICATE_AT = 7500
+WINDOW = range(6500, 8501, 500)
+WARMUP_EFFECT = 0.04
+
+
+class Replicates(NamedTuple):
+    """The replicates' rules applied to their scores (shape given the position, per step)."""
+
+    shape: dict[str, dict[int, float]]  # {run name: {step: shape given the position}} over REPLICATE_STEPS
+    passes: dict[str, list[int]]  # {run name: its steps of REPLICATE_STEPS meeting every goal-3 bar}
+    first: dict[str, int | None]  # {run name: its first scored step from 5,000 meeting every bar (None: none)}
+    last: dict[str, int]  # {run name: its last scored step the table shows}
+    seed_replicates: bool  # rule 1: seed 1 meets every bar at REPLICATE_AT
+    both_from: int | None  # the first step of REPLICATE_STEPS at which seeds 0 and 1 meet every bar
+    d_warmup: float  # mean over WINDOW of the arm's shape minus the warmup run's
+    d_seed: float  # the same against seed 1's
+    warmup_matters: bool  # rule 2
+
+
+def replicate_scores(run: Frontier) -> dict[int, dict]:
+    """``{step: eval}`` of the run's checkpoints the replicate table shows (no guidance, 5,000-15,000)."""
+    return {k: s for (k, cfg), s in scores(run).items() if cfg == 1 and REPLICATE_STEPS[0] <= k <= REPLICATE_LAST}
+
+
+def replicates() -> Replicates:
+    """:data:`REPLICATE_RUNS`' scores and the two rules of their PREREG.md (:class:`Replicates`)."""
+    frame = T2I.frame
+    arm, seed, warmup, _ = (run.name for run in REPLICATE_RUNS)
+    found = {run.name: replicate_scores(run) for run in REPLICATE_RUNS}
+    ok = {
+        name: [k for k, s in sorted(f.items()) if meets_goal(s, frame["chance"], frame["floor"]["fd"])]
+        for name, f in found.items()
+    }
+    shape = {name: {k: given_position(found[name][k], "shape") for k in REPLICATE_STEPS} for name in found}
+    passes = {name: [k for k in ok[name] if k in REPLICATE_STEPS] for name in found}
+    both = [k for k in passes[arm] if k in passes[seed]]
+    d_w, d_s = (sum(shape[arm][k] - shape[other][k] for k in WINDOW) / len(WINDOW) for other in (warmup, seed))
+    return Replicates(
+        shape,
+        passes,
+        {name: (ok[name] or [None])[0] for name in found},
+        {name: max(f) for name, f in found.items()},
+        REPLICATE_AT in passes[seed],
+        both[0] if both else None,
+        d_w,
+        d_s,
+        abs(d_w) > WARMUP_EFFECT and abs(d_w) > 2 * abs(d_s),
+    )
+
+
+def replicate_table() -> str:
+    """:data:`REPLICATE_RUNS`' checkpoints from 5,000 to :data:`REPLICATE_LAST` steps, a row each in order of
+    steps (what the run changed from the arm, the EMA validation loss where logged, FD, the scores of
+    :func:`_score_columns`, goal 3), then the verdicts of the two rules and each run's first pass."""
+    frame = T2I.frame
+    chance, floor = frame["chance"], frame["floor"]["fd"]
+    columns = _score_columns(frame, ("colour", "shape"), with_sd=True)
+    arm, *others = REPLICATE_RUNS
+    differs = {arm: "- (the arm)"} | {
+        run: ", ".join(f"{key} {now}" for key, (_, now) in changed(run, arm).items()) for run in others
+    }
+    per_step = flops_per_step(arm)
+    head = [
+        "steps (x the top budget)",
+        "run",
+        "changed from the arm",
+        "val loss (EMA)",
+        f"FD (x the floor {floor:.1f})",
+    ]
+    head += [h for h, _ in columns] + ["goal 3 met"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    found = {run: replicate_scores(run) for run in REPLICATE_RUNS}
+    val = {run: ema_val_loss(run) for run in REPLICATE_RUNS}
+    for step, i in sorted((step, i) for i, run in enumerate(REPLICATE_RUNS) for step in found[run]):
+        run = REPLICATE_RUNS[i]
+        loss = val[run].get(step)
+        lines.append(
+            f"| {step:,} ({step * per_step / TOP_BUDGET:.1f}x) | {run.name} | {differs[run]} | "
+            f"{'-' if loss is None else f'{loss:.4f}'} | " + _score_cells(found[run][step], columns, chance, floor)
+        )
+    return "\n".join(lines) + "\n\n" + replicate_verdicts(replicates(), per_step)
+
+
+def replicate_verdicts(r: Replicates, per_step: float) -> str:
+    """The two rules' verdicts and each run's first pass, as the docs state them (``per_step``: the runs'
+    training FLOPs per step)."""
+    seed, warmup = (run.name for run in REPLICATE_RUNS[1:3])
+
+    def x(step: int) -> str:
+        return f"{step:,} steps ({step * per_step / TOP_BUDGET:.1f}x)"
+
+    if r.seed_replicates:
+        rule1 = f"{seed} meets every bar at {x(REPLICATE_AT)}: the 20x pass replicates on a second seed."
+    else:
+        rule1 = f"{seed} misses a bar at {x(REPLICATE_AT)}; " + (
+            f"seeds 0 and 1 both meet every bar first at {x(r.both_from)}."
+            if r.both_from
+            else f"no checkpoint up to {x(REPLICATE_STEPS[-1])} meets every bar in both seeds."
+        )
+    which = "100 steps (the arm's)" if r.d_warmup > 0 else "30 steps"
+    rule2 = (
+        f"over {WINDOW[0]:,}-{WINDOW[-1]:,} steps the arm's shape given the position lies {r.d_warmup:+.3f} from "
+        f"{warmup}'s and {r.d_seed:+.3f} from {seed}'s: "
+        + (
+            f"the warmup matters; {which} draw the shape better."
+            if r.warmup_matters
+            else "no warmup effect beyond what a second seed moves."
+        )
+    )
+    first = "; ".join(
+        f"{name} {x(step)}" if step else f"{name} none by {x(r.last[name])}" for name, step in r.first.items()
+    )
+    return f"- Rule 1: {rule1}\n- Rule 2: {rule2}\n- First checkpoint meeting every bar (from 5,000 steps): {first}."
 
 
 class RecipeRun(NamedTuple):
@@ -372,8 +507,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
         "--run",
-        choices=[*RUNS, *ARMS, RECIPE],
-        help="one run, arm or the recipe table only (default: all; --grid: t2i)",
+        choices=[*RUNS, *ARMS, RECIPE, REPLICATES],
+        help="one run, arm, the recipe or the replicate table only (default: all; --grid: t2i)",
     )
     p.add_argument("--write", type=Path, nargs="*", default=[], help="docs to rewrite the blocks of")
     p.add_argument("--grid", nargs="*", default=[], help="sample batches (.npz), each PATH or RUN=PATH")
@@ -382,7 +517,7 @@ def main() -> None:
     if args.grid:
         if args.out is None:
             raise SystemExit("frontier_table: --grid needs --out FILE.png")
-        every = {**RUNS, **{name: arm for name, (arm, _) in ARMS.items()}}
+        every = {**RUNS, **{name: arm for name, (arm, _) in ARMS.items()}, **{r.name: r for r in REPLICATE_RUNS}}
         batches = []
         for spec in args.grid:  # PATH, or RUN=PATH to set runs side by side
             name, _, path = spec.partition("=") if "=" in spec else (args.run or "t2i", "", spec)
@@ -394,6 +529,7 @@ def main() -> None:
     blocks = [(run.block, table(run)) for name, run in RUNS.items() if args.run in (None, name)]
     blocks += [(arm.block, arm_table(arm, base)) for name, (arm, base) in ARMS.items() if args.run in (None, name)]
     blocks += [(RECIPE, recipe_table())] if args.run in (None, RECIPE) else []
+    blocks += [(REPLICATES, replicate_table())] if args.run in (None, REPLICATES) else []
     for block, body in blocks:
         for doc in args.write:
             write(doc, block, body)

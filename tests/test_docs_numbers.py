@@ -724,10 +724,14 @@ def test_the_t2i_studys_own_recipe_at_20x_is_quoted_from_its_files():
         assert quote in studies, quote
     trained = frontier.result(arm)
     rate = trained["images"] / trained["wall_time_s"]
+    seeds = frontier.replicates().first  # the first checkpoint meeting every bar, per replicate
+    lo_steps, hi_steps = min(seeds.values()), max(seeds.values())
+    lo, hi = (steps * frontier.flops_per_step(arm) / frontier.TOP_BUDGET for steps in (lo_steps, hi_steps))
     for quote in (
         f"at 20x, {v['actual_loss']:.4f} against {v['predicted_loss']:.4f}: {100 * v['relative_error']:+.0f}%",
         f"drew the shape at its chance ({shape:.3f} against {frontier.given_position(chance, 'shape'):.3f};",
-        f"they pass from 20x (about {7500 * 64 / rate / 60:.0f} minutes for the one model)",
+        f"they pass from {lo:.0f}-{hi:.0f}x over three training seeds (about {lo_steps * 64 / rate / 60:.0f}-"
+        f"{hi_steps * 64 / rate / 60:.0f} minutes for the one model)",
     ):
         assert quote in readme, quote
 
@@ -898,3 +902,147 @@ def test_the_recipe_arms_are_quoted_from_their_files():
     span = f"{min(span):.2f}-{max(span):.2f}"
     assert f"one at a time or together, leave the shape at {span}," in prose
     assert f"one at a time or together, {span})" in " ".join((ROOT / "README.md").read_text().split())
+
+
+def test_each_replicate_of_the_depth_arm_changes_what_its_prereg_says():
+    """The depth-2 arm's replicates (one PREREG.md in every folder) change its seed or its warmup and nothing
+    else, train its size on one thread (seed 1 to 15,000 steps, by its addendum; the others 8,500), and every
+    run is scored at every step the rules read (seed 1 also every 1,000 steps from 9,000 to 15,000)."""
+    frontier = _script("frontier_table")
+    arm, seed, warmup, seed2 = frontier.REPLICATE_RUNS
+    assert arm == frontier.ARMS["t2i-depth2"][0]
+    assert frontier.changed(seed, arm) == {"seed": (0, 1)} and frontier.changed(seed2, arm) == {"seed": (0, 2)}
+    assert frontier.changed(warmup, arm) == {"optim.warmup_steps": (100, 30)}
+    prereg = (seed.folder / "PREREG.md").read_text()
+    assert "before either run trained" in prereg and "## Addendum (written at 22:48 UTC" in prereg
+    for run, steps in ((seed, 15000), (warmup, 8500), (seed2, 8500)):
+        assert (run.folder / "PREREG.md").read_text() == prereg
+        done = frontier.result(run)
+        assert done["steps"] == steps and done["torch_threads"] == 1
+        assert frontier.flops_per_step(run) == frontier.flops_per_step(arm)
+    for run in frontier.REPLICATE_RUNS:
+        assert {(step, 1.0) for step in frontier.REPLICATE_STEPS} <= set(frontier.scores(run))
+    assert {(step, 1.0) for step in range(9000, 15001, 1000)} <= set(frontier.scores(seed))
+    assert list(frontier.WINDOW) == [6500, 7000, 7500, 8000, 8500] and frontier.REPLICATE_AT == 7500
+
+
+def test_the_replicates_verdicts_follow_their_prereg_rules():
+    """Both rules recomputed from the score files (the bars: FD <= 10x the floor, colour and shape given the
+    position >= 2x their chance), and docs/quality.md's block is the script's table with those verdicts."""
+    frontier = _script("frontier_table")
+    frame = frontier.T2I.frame
+    chance, floor = frame["chance"], frame["floor"]["fd"]
+
+    def given(score: dict, attribute: str) -> float:
+        return score[f"accuracy_{attribute}"] / score["accuracy_position"]
+
+    def passes(score: dict) -> bool:
+        return score["fd"] <= 10 * floor and all(given(score, a) >= 2 * given(chance, a) for a in ("colour", "shape"))
+
+    tails = ("", "-seed1", "-warmup30", "-seed2")
+    folders = [ROOT / "tests" / "data" / "pilots" / f"t2i-depth2{tail}-frontier" for tail in tails]
+    score = [
+        {
+            k: json.loads(p.read_text())
+            for p in f.glob("scores/step*-cfg1.json")
+            if 5000 <= (k := int(p.stem[4:-5])) <= 15000
+        }
+        for f in folders
+    ]
+    arm, seed, warmup, _ = ({k: given(s, "shape") for k, s in run.items()} for run in score)
+    window, steps = range(6500, 8501, 500), range(5000, 8501, 500)
+    d_w = sum(arm[k] - warmup[k] for k in window) / 5
+    d_s = sum(arm[k] - seed[k] for k in window) / 5
+    both = [k for k in steps if passes(score[0][k]) and passes(score[1][k])]
+    r = frontier.replicates()
+    assert r.seed_replicates == passes(score[1][7500]) and r.both_from == (both[0] if both else None)
+    assert r.d_warmup == pytest.approx(d_w) and r.d_seed == pytest.approx(d_s)
+    assert r.warmup_matters == (abs(d_w) > 0.04 and abs(d_w) > 2 * abs(d_s))
+    names = [run.name for run in frontier.REPLICATE_RUNS]
+    assert r.passes == {name: [k for k in steps if passes(s[k])] for name, s in zip(names, score)}
+    assert r.first == {name: min((k for k in s if passes(s[k])), default=None) for name, s in zip(names, score)}
+    text = (ROOT / "docs" / "quality.md").read_text()
+    body = frontier.replicate_table()
+    assert _script().replace_block(text, frontier.REPLICATES, body, "docs/quality.md") == text
+    assert body.count("\n| ") == sum(map(len, score))  # after the heading and its rule, a row per run and step
+
+
+def test_the_replicates_are_quoted_from_their_files():
+    """Every number the replicates' prose quotes (docs/quality.md, README.md, docs/training.md) is recomputed
+    from their scores, logs and results, and the arm's own first pass (now at 6,500 steps) is the table's."""
+    frontier = _script("frontier_table")
+    arm, seed, warmup, seed2 = frontier.REPLICATE_RUNS
+    r, per_step = frontier.replicates(), frontier.flops_per_step(arm)
+    found = {run.name: frontier.replicate_scores(run) for run in frontier.REPLICATE_RUNS}
+    shape = {name: {k: frontier.given_position(s, "shape") for k, s in f.items()} for name, f in found.items()}
+    x = {name: step * per_step / frontier.TOP_BUDGET for name, step in r.first.items()}
+    a, s1, w, s2 = (run.name for run in frontier.REPLICATE_RUNS)
+    at_20x = [shape[name][7500] for name in shape]
+    sd = sum(frontier.shape_sd(found[name][7500]) for name in found) / len(found)
+    done = frontier.result(arm)
+    rate = done["images"] / done["wall_time_s"]
+    val = {name: frontier.ema_val_loss(run) for name, run in zip(shape, frontier.REPLICATE_RUNS)}
+    lowest = min(val, key=lambda name: val[name][8000])
+    last_arm = json.loads((frontier.PILOTS / "t2i-study-20x-logit-b64-const-x0" / "score.json").read_text())
+    assert lowest == s2 and max(shape, key=lambda name: shape[name][8000]) == a
+    assert (
+        r.first[a] < 7500
+        and 7000 not in r.passes[a]
+        and all(k in r.passes[a] for k in frontier.REPLICATE_STEPS if k >= 7500)
+    )
+    quality = " ".join((ROOT / "docs" / "quality.md").read_text().split())
+    for quote in (
+        f"one core each, {frontier.result(warmup)['wall_time_s'] / 60:.0f} minutes)",
+        f"Seed 1 draws {shape[s1][7500]:.3f} at 20x against the arm's {shape[a][7500]:.3f} and meets every bar "
+        f"first at **{x[s1]:.0f}x** ({r.first[s1]:,} steps; about {r.first[s1] * 64 / rate / 60:.0f} minutes",
+        f"seed 2 meets them first at {x[s2]:.0f}x ({r.first[s2]:,} steps, {shape[s2][r.first[s2]]:.3f})",
+        f"The warmup-30 run lies {r.d_warmup:.3f} below the arm over 6,500-8,500 steps where seed 1 lies "
+        f"{r.d_seed:.3f} below",
+        f"from **{x[a]:.0f}-{x[s1]:.0f}x** the top budget over three seeds (seed 0 from {x[a]:.0f}x, at every "
+        f"checkpoint from 20x; seed 2 {x[s2]:.0f}x; seed 1 {x[s1]:.0f}x; the warmup-30 run {x[w]:.0f}x)",
+        f"spans {min(at_20x):.3f}-{max(at_20x):.3f}, a spread of {max(at_20x) - min(at_20x):.3f}, about "
+        f"{(max(at_20x) - min(at_20x)) / sd:.0f} times one score's sd",
+        f"{shape[w][7500]:.3f} at 7,500 steps against that run's {frontier.given_position(last_arm, 'shape'):.3f} "
+        f"at 7,362",
+        f"seed 2's is the lowest ({val[s2][8000]:.4f}) while the arm draws the shape best ({shape[a][8000]:.3f} "
+        f"against seed 2's {shape[s2][8000]:.3f})",
+        f"misses again at 7,000 steps ({shape[a][7000]:.3f})",
+        f"two more seeds of the arm need {x[s2]:.0f}x and {x[s1]:.0f}x",
+        f"and {x[s2]:.0f}x and {x[s1]:.0f}x in two more",
+        f"{x[a]:.0f}-{x[s1]:.0f}x with the study's depth 2 over three seeds",
+        f"({x[a]:.0f}-{x[s1]:.0f}x at depth 2, three seeds)",
+    ):
+        assert quote in quality, quote
+    training = " ".join((ROOT / "docs" / "training.md").read_text().split())
+    quote = (
+        f"{shape[w][7500]:.3f} of the time at 7,500 steps and {frontier.given_position(last_arm, 'shape'):.3f} at 7,362"
+    )
+    assert quote in training, quote
+
+
+def test_the_thread_count_drift_docs_training_quotes_is_the_two_runs_logs():
+    """docs/training.md's 1-vs-2-thread losses are the warmup replicate's log (1 thread) and the last recipe
+    arm's (2 threads): the same training (model, target, times, batch, peak lr, schedule, EMA, warmup, seed)."""
+    frontier = _script("frontier_table")
+    one, two = frontier.REPLICATE_RUNS[2], frontier.RecipeRun("t2i-study-20x-logit-b64-const-x0")
+    configs = [json.loads((run.folder / "result.json").read_text()) for run in (one, two)]
+    assert [c["torch_threads"] for c in configs] == [1, 2]
+    assert frontier.recipe(configs[0]["config"]) == frontier.recipe(configs[1]["config"])
+    assert configs[0]["model_config"] == configs[1]["model_config"]
+    for key in ("data", "text_encoder", "diffusion"):
+        assert configs[0]["config"][key] == configs[1]["config"][key], key
+    loss = [
+        {
+            m["step"]: m["train_loss"]
+            for m in map(json.loads, (run.folder / "metrics.jsonl").open())
+            if "train_loss" in m
+        }
+        for run in (one, two)
+    ]
+    assert loss[0][50] != loss[1][50] and abs(loss[0][50] - loss[1][50]) < 1e-7  # the last bits, at first
+    quote = (
+        f"logs a training loss of {loss[0][50]:.10f} at step 50 on 1 thread against {loss[1][50]:.10f} on 2 "
+        f"(a CPU matmul sums in another order on another thread count), {loss[0][100]:.4f} against "
+        f"{loss[1][100]:.4f} at step 100"
+    )
+    assert quote in " ".join((ROOT / "docs" / "training.md").read_text().split()), quote
