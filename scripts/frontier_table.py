@@ -21,8 +21,8 @@ compute; each in ``tests/data/pilots/<arm>-frontier/``) changes one setting of a
 beside it at equal training compute. The recipe table (:data:`RECIPE_RUNS`) sets the T2I study's own
 run at 20x the top budget beside its arms (the study's recipe with one or two settings changed, each
 trained by ``scripts/recipe_checks.py``) and the depth-2 arm's checkpoint at 20x, with each run's recipe.
-The replicate table (:data:`REPLICATE_RUNS`) sets the depth-2 arm beside a second training seed and the
-study's 30-step warmup, every 500 steps around 20x, with the verdicts of their PREREG.md's two rules.
+The replicate table (:data:`REPLICATE_RUNS`) sets the depth-2 arm beside training seeds 1 and 2 and the
+study's 30-step warmup, every 500 steps around 20x (seed 1 on to 41x), with their PREREG.md's verdicts.
 This script writes each table between ``<!-- {t2i,class,t2i-v,t2i-depth2,class-depth2}-frontier -->``,
 ``<!-- t2i-recipe-arms -->`` and ``<!-- t2i-depth2-replicates -->`` markers (``tests/test_docs_numbers.py``
 checks them) and draws a run's sample grid from its batches::
