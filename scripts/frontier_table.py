@@ -396,7 +396,7 @@ class RecipeRun(NamedTuple):
 
 RECIPE = "t2i-recipe-arms"  # the recipe table's name (--run) and docs block
 # The T2I study's own run at 20x (study verify), its arms (recipe_checks with --set changes; each PREREG.md),
-# and the `tiny` recipe's depth-2 arm at its first checkpoint past 20x, the settings that draw the shape there.
+# the two batch-64 arms again with training seed 1, and the `tiny` recipe's depth-2 arm at its checkpoint at 20x.
 RECIPE_RUNS = (
     RecipeRun("t2i-study-20x"),
     RecipeRun("t2i-study-20x-logit"),
@@ -406,6 +406,8 @@ RECIPE_RUNS = (
     RecipeRun("t2i-study-20x-logit-x0"),
     RecipeRun("t2i-study-20x-logit-b64-const"),
     RecipeRun("t2i-study-20x-logit-b64-const-x0"),
+    RecipeRun("t2i-study-20x-logit-b64-seed1"),
+    RecipeRun("t2i-study-20x-logit-b64-const-seed1"),
     RecipeRun("t2i-depth2-frontier", "scores/step7500-cfg1.json"),
 )
 
