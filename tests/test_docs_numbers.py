@@ -994,7 +994,7 @@ def test_the_replicates_are_quoted_from_their_files():
     """Every number the replicates' prose quotes (docs/quality.md, README.md, docs/training.md) is recomputed
     from their scores, logs and results, and the arm's own first pass (now at 6,500 steps) is the table's."""
     frontier = _script("frontier_table")
-    arm, seed, warmup, seed2 = frontier.REPLICATE_RUNS
+    arm, _, warmup, _ = frontier.REPLICATE_RUNS
     r, per_step = frontier.replicates(), frontier.flops_per_step(arm)
     found = {run.name: frontier.replicate_scores(run) for run in frontier.REPLICATE_RUNS}
     shape = {name: {k: frontier.given_position(s, "shape") for k, s in f.items()} for name, f in found.items()}
