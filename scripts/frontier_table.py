@@ -163,6 +163,11 @@ def _score_columns(frame: dict, given: tuple[str, ...] = GIVEN_POSITION, with_sd
     ]
 
 
+def _heading(head: list[str]) -> list[str]:
+    """A Markdown table's first two lines: the column headings and the rule under them."""
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+
 def _score_cells(score: dict, columns: list, chance: dict, floor: float) -> str:
     """A row's last cells: the FD beside its floor, the ``columns`` of :func:`_score_columns`, goal 3 met."""
     cells = [_fd_cell(score, floor), *(cell(score) for _, cell in columns)]
@@ -180,7 +185,7 @@ def table(run: Frontier = T2I) -> str:
     columns = _score_columns(frame)
     head = ["steps (images)", "training FLOPs (x the top budget)", "val loss (EMA)", "guidance"]
     head += [f"FD (x the floor {floor:.1f})", *(h for h, _ in columns), "goal 3 met"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = _heading(head)
     for (step, cfg), s in sorted(found.items()):
         flops = step * per_step
         loss = f"{val[step]:.4f}" if step in val else "-"
@@ -241,7 +246,7 @@ def arm_table(arm: Frontier, base: Frontier) -> str:
     columns = _score_columns(frame, ("colour", "shape"), with_sd=True)
     head = ["steps (x the top budget)", key, "val loss (EMA)", f"FD (x the floor {floor:.1f})"]
     head += [h for h, _ in columns] + ["goal 3 met"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = _heading(head)
     mine = [step for step, cfg in arms if cfg == 1]
     rows = {(arm, step) for step in mine}  # a base checkpoint nearest two of the arm's is shown once
     rows |= {(base, nearest_in_compute(step * per_step[arm], base_steps, per_step[base])) for step in mine}
@@ -291,11 +296,12 @@ def replicate_scores(run: Frontier) -> dict[int, dict]:
     return {k: s for (k, cfg), s in scores(run).items() if cfg == 1 and REPLICATE_STEPS[0] <= k <= REPLICATE_LAST}
 
 
-def replicates() -> Replicates:
-    """:data:`REPLICATE_RUNS`' scores and the two rules of their PREREG.md (:class:`Replicates`)."""
+def replicates(found: dict[str, dict[int, dict]] | None = None) -> Replicates:
+    """:data:`REPLICATE_RUNS`' scores (``found``: ``{run name: replicate_scores(run)}``, read here if None) and
+    the two rules of their PREREG.md (:class:`Replicates`)."""
     frame = T2I.frame
     arm, seed, warmup, _ = (run.name for run in REPLICATE_RUNS)
-    found = {run.name: replicate_scores(run) for run in REPLICATE_RUNS}
+    found = found or {run.name: replicate_scores(run) for run in REPLICATE_RUNS}
     ok = {
         name: [k for k, s in sorted(f.items()) if meets_goal(s, frame["chance"], frame["floor"]["fd"])]
         for name, f in found.items()
@@ -337,17 +343,17 @@ def replicate_table() -> str:
         f"FD (x the floor {floor:.1f})",
     ]
     head += [h for h, _ in columns] + ["goal 3 met"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    found = {run: replicate_scores(run) for run in REPLICATE_RUNS}
+    lines = _heading(head)
+    found = {run.name: replicate_scores(run) for run in REPLICATE_RUNS}
     val = {run: ema_val_loss(run) for run in REPLICATE_RUNS}
-    for step, i in sorted((step, i) for i, run in enumerate(REPLICATE_RUNS) for step in found[run]):
+    for step, i in sorted((step, i) for i, run in enumerate(REPLICATE_RUNS) for step in found[run.name]):
         run = REPLICATE_RUNS[i]
         loss = val[run].get(step)
         lines.append(
             f"| {step:,} ({step * per_step / TOP_BUDGET:.1f}x) | {run.name} | {differs[run]} | "
-            f"{'-' if loss is None else f'{loss:.4f}'} | " + _score_cells(found[run][step], columns, chance, floor)
+            f"{'-' if loss is None else f'{loss:.4f}'} | " + _score_cells(found[run.name][step], columns, chance, floor)
         )
-    return "\n".join(lines) + "\n\n" + replicate_verdicts(replicates(), per_step)
+    return "\n".join(lines) + "\n\n" + replicate_verdicts(replicates(found), per_step)
 
 
 def replicate_verdicts(r: Replicates, per_step: float) -> str:
@@ -459,7 +465,7 @@ def recipe_table() -> str:
     head = ["run", "target", "times", "batch", "peak lr", "lr schedule", "EMA", "warmup steps", "seed"]
     head += ["steps (x the top budget)", "val loss (EMA)", f"FD (x the floor {floor:.1f})"]
     head += [h for h, _ in columns] + ["goal 3 met"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = _heading(head)
     for run in RECIPE_RUNS:
         done, s, step, loss = scored(run)
         flops = step * done["config"]["batch_size"] * done["flops_per_image"]
