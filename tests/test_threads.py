@@ -6,12 +6,14 @@ nothing was saved yet."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from conftest import MICRO_MODEL
 
 import ditscale.train.checkpoint as ckpt
-from ditscale.cli import build_parser, main
+from ditscale.cli import _one_line_warning, build_parser, main
 from ditscale.study.launchers import make_launcher, threads_per_worker
 
 MICRO = [
@@ -49,6 +51,29 @@ def test_study_threads_override_the_workers_share(tmp_path):
     assert make_launcher("local", 2, None, tmp_path).threads == threads_per_worker(2)
     assert make_launcher("local", 2, None, tmp_path, threads=1).threads == 1
     assert make_launcher("local", 0, None, tmp_path, threads=3).threads == 3  # in this process too
+
+
+def test_a_study_worker_warns_in_the_commands_one_line_format(tmp_path, monkeypatch, capfd):
+    """A spawned worker's warning (e.g. a resume on another thread count) reads as the parent's: the
+    CLI sets its one-line format in the parent, and the workers take it from there."""
+    monkeypatch.setattr(warnings, "formatwarning", _one_line_warning)
+    launcher = make_launcher("local", 1, None, tmp_path, threads=1)
+    try:
+        launcher._ensure_pool().submit(warnings.warn, "an example from a worker").result()
+    finally:
+        launcher.close()
+    err = capfd.readouterr().err
+    assert "ditscale: warning: an example from a worker\n" in err
+    assert "UserWarning" not in err  # not Python's two-line default
+
+
+def test_a_format_a_worker_cannot_import_leaves_the_default(tmp_path, monkeypatch):
+    monkeypatch.setattr(warnings, "formatwarning", lambda message, *rest: f"{message}\n")
+    from ditscale.study.launchers import _parent_formatwarning
+
+    assert _parent_formatwarning() is None
+    monkeypatch.setattr(warnings, "formatwarning", _one_line_warning)
+    assert _parent_formatwarning() is _one_line_warning
 
 
 def _train_interrupted(tmp_path, monkeypatch, capsys, after_save: bool) -> str:

@@ -30,6 +30,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -46,9 +47,19 @@ def threads_per_worker(workers: int) -> int:
     return max(1, available_cores() // max(1, workers))
 
 
-def _init_worker(threads: int, parent: int) -> None:
+def _init_worker(threads: int, parent: int, formatwarning: Callable | None) -> None:
     os.environ["OMP_NUM_THREADS"] = str(threads)  # read by torch when the first run imports it
+    if formatwarning is not None:  # a worker's warnings read as the parent's (the CLI: one line each)
+        warnings.formatwarning = formatwarning
     die_with_parent(parent)
+
+
+def _parent_formatwarning() -> Callable | None:
+    """The parent's warning format, when a spawned worker can import it by name (a module-level
+    function; a lambda or closure is not picklable: the worker then keeps Python's default)."""
+    fmt = warnings.formatwarning
+    qualname = getattr(fmt, "__qualname__", "")
+    return fmt if getattr(fmt, "__module__", None) and qualname and "<" not in qualname else None
 
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -99,7 +110,10 @@ class LocalLauncher:
         if self._pool is None:
             ctx = multiprocessing.get_context("spawn")
             self._pool = cf.ProcessPoolExecutor(
-                self.workers, mp_context=ctx, initializer=_init_worker, initargs=(self.threads, os.getpid())
+                self.workers,
+                mp_context=ctx,
+                initializer=_init_worker,
+                initargs=(self.threads, os.getpid(), _parent_formatwarning()),
             )
         return self._pool
 
