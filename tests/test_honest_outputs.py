@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -177,3 +178,22 @@ def test_the_quickstart_plan_is_a_cpu_study(capsys):
     assert "--slurm" not in out and "run it on Slurm" not in out
     assert main(["study", "plan", "--preset", "quickstart", "--gpu", "A100"]) == 0
     assert "run it on Slurm" in capsys.readouterr().out
+
+
+# -- every warning line starts the same way ----------------------------------------------------------
+@pytest.mark.filterwarnings("ignore:.*have no folder")  # the committed study keeps runs.csv, not the runs
+def test_every_command_starts_its_warning_lines_alike(tmp_path, capsys):
+    """A plan's, a study's and a fit's warnings (the commands' own lines and Python warnings through
+    the CLI's format) all read ``ditscale: warning: ...``, as errors read ``ditscale: error: ...``."""
+    study = tmp_path / "quickstart"
+    shutil.copytree(STUDIES / "quickstart", study, ignore=shutil.ignore_patterns("rerun", "quality"))
+    commands = (
+        ["study", "plan", "--preset", "quickstart"],  # the prior's optimum below the ladder (plan warnings)
+        ["study", "predict", str(study), "--flops", "1e13"],  # off-centre grids, edge optima (laws warnings)
+        ["fit", "isoflop", str(study / "runs.csv")],  # the same, raised as Python warnings
+    )
+    for argv in commands:
+        assert main(argv) == 0
+        lines = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+        assert len(lines) >= 3, argv
+        assert all(line.startswith("ditscale: warning: ") for line in lines), (argv, lines)

@@ -1,11 +1,15 @@
-"""User-facing errors.
+"""User-facing errors and warnings.
 
 Every error a user can cause (bad config, bad checkpoint, bad data, bad CSV) is raised as a
 :class:`DitscaleError` whose message is one line: what was wrong, and what to do. The CLI prints
-that line and exits with status 2, without a traceback.
+that line and exits with status 2, without a traceback. A warning is one line too, and every
+command prints it after :data:`WARNING` (Python's warnings through the CLI's format, the
+commands' and a study's own lines alike).
 """
 
 from __future__ import annotations
+
+WARNING = "ditscale: warning:"  # the start of every warning line (as errors start "ditscale: error:")
 
 
 class DitscaleError(Exception):

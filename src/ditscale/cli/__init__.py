@@ -23,7 +23,7 @@ from types import MappingProxyType
 
 from ditscale import __version__
 from ditscale.cli.args import OneLineParser
-from ditscale.errors import DitscaleError
+from ditscale.errors import WARNING, DitscaleError
 from ditscale.io import is_no_space, no_space_error
 
 # command name -> (module, one-line help); read-only, as every table of cli/ (tests/test_structure.py)
@@ -69,7 +69,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 def _one_line_warning(message, *_args, **_kwargs) -> str:
     """Warnings as the commands' other messages: ``ditscale: warning: ...``, one line, no source line."""
-    return f"ditscale: warning: {message}\n"
+    return f"{WARNING} {message}\n"
 
 
 def _interrupted_note(args: argparse.Namespace) -> str:

@@ -31,7 +31,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ditscale.cli.args import add_threads_argument, count, device, examples
-from ditscale.errors import ConfigError
+from ditscale.errors import WARNING, ConfigError
 from ditscale.io import check_apart, check_output_file
 from ditscale.train.threads import set_threads
 
@@ -184,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     mismatch = size_mismatch(samples, ref)
     if mismatch:
-        print(f"warning: {mismatch}", file=sys.stderr)
+        print(f"{WARNING} {mismatch}", file=sys.stderr)
     if evaluator == "inception":
         from ditscale.metrics.inception import load_fid_inception  # lazy: torch
 

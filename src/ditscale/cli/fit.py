@@ -14,6 +14,7 @@ import sys
 import warnings
 
 from ditscale.cli.args import count, examples, finite_float, seed
+from ditscale.errors import WARNING
 from ditscale.io import atomic_write_json, check_apart, check_output_file
 
 # Resamples beyond this add no precision to a 90% interval (its Monte Carlo error is already ~0.3%)
@@ -202,7 +203,7 @@ def _print_warnings(messages) -> None:
     for msg in messages:
         if msg not in seen:
             seen.add(msg)
-            print(f"ditscale: warning: {msg}", file=sys.stderr)
+            print(f"{WARNING} {msg}", file=sys.stderr)
 
 
 def _print_text(fit, boot, pred, rows, k) -> None:

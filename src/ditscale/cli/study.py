@@ -22,7 +22,7 @@ import json
 import sys
 
 from ditscale.cli.args import add_threads_argument, count, examples, finite_float
-from ditscale.errors import ConfigError
+from ditscale.errors import WARNING, ConfigError
 from ditscale.io import atomic_write_text, check_apart, check_output_dir, check_output_file
 
 RAW = argparse.RawDescriptionHelpFormatter  # keeps the examples' layout
@@ -349,14 +349,14 @@ def _plan(args) -> int:
     if not args.json:
         _print_inputs(inputs, sys.stderr if args.csv else sys.stdout)  # --csv: stdout holds the CSV alone
         for w in warnings:
-            print(f"warning: {w}", file=sys.stderr)
+            print(f"{WARNING} {w}", file=sys.stderr)
         if prior:
             print(f"{PRIOR_MISSES}\n{prior}", file=sys.stderr)
     return 0
 
 
 PRIOR_MISSES = (
-    "warning: the spec's prior puts every budget's optimum outside the family's ladder; a prior centred on "
+    f"{WARNING} the spec's prior puts every budget's optimum outside the family's ladder; a prior centred on "
     "the ladder (the spec's exponent, the middle budget's optimum at the middle of the rungs it trains; it "
     "knows nothing of the data: for a folder of images `ditscale study init --data folder --path DIR --out SPEC "
     "--pilot` measures one), to paste into the spec:"
@@ -423,7 +423,7 @@ def _piloted(args, out) -> str:
     )
     print("\n".join(pilot.lines()))
     for w in pilot.warnings():
-        echo(f"warning: {w}")
+        echo(f"{WARNING} {w}")
     return text
 
 
@@ -502,7 +502,7 @@ def _print_laws_summary(laws, out_dir) -> None:
             print(f"  {e.message}")
     for w in dict.fromkeys((*view.warnings, *(view.prediction.warnings if view.prediction else ()))):
         if w not in shown:
-            print(f"warning: {w}", file=sys.stderr)
+            print(f"{WARNING} {w}", file=sys.stderr)
     print(f"  report: {out_dir}/report.html")
 
 
@@ -577,7 +577,7 @@ def _verifications(out_dir) -> list:
 
     verified, damaged = read_verifications(out_dir)
     for line in damaged:
-        print(f"warning: {line}", file=sys.stderr)
+        print(f"{WARNING} {line}", file=sys.stderr)
     return verified
 
 
@@ -640,7 +640,7 @@ def _print_prediction(pred) -> None:
     _print_measured_error(pred.measured_error, pred.loss_law)
     _print_noise_floor(pred.noise_floor)
     for w in pred.warnings:
-        print(f"warning: {w}", file=sys.stderr)
+        print(f"{WARNING} {w}", file=sys.stderr)
     for n in pred.notes:
         print(f"note: {n}", file=sys.stderr)
 

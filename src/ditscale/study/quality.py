@@ -47,7 +47,7 @@ import numpy as np
 from ditscale.config import from_dict
 from ditscale.data.config import DataConfig
 from ditscale.data.info import class_names
-from ditscale.errors import ConfigError, DataError, DitscaleError
+from ditscale.errors import WARNING, ConfigError, DataError, DitscaleError
 from ditscale.flops import fmt_flops, forward_flops
 from ditscale.io import atomic_write_json, atomic_write_text, parse_json, read_bytes
 from ditscale.metrics.batch import load_batch
@@ -511,7 +511,7 @@ class EarlyScoring:
         try:
             return self._more()
         except DitscaleError as err:
-            self.echo(f"warning: quality: not scoring while the runs train ({err})")
+            self.echo(f"{WARNING} quality: not scoring while the runs train ({err})")
             self.pending.clear()
             return []
 

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from ditscale.config import from_dict
 from ditscale.data import DataConfig, dataset_info
-from ditscale.errors import ConfigError, DataError
+from ditscale.errors import WARNING, ConfigError, DataError
 from ditscale.laws.draws import DrawStore
 from ditscale.laws.parallel import at_most
 from ditscale.study.analyze import analyze_study, prefit_study
@@ -129,7 +129,7 @@ def run_study(
     finished = Finished(tally, echo)
     left = math.inf if max_runs is None else max_runs
     if interval_warning(spec):
-        echo(f"warning: {interval_warning(spec)}")
+        echo(f"{WARNING} {interval_warning(spec)}")
     try:
         stages = _stages(spec)
         for i, stage in enumerate(stages):
@@ -253,7 +253,7 @@ def plan_stage(
     plan = folder_plan(spec, folder, frozen)
     for w in plan.warnings:
         if w.budget in stage:
-            echo(f"warning: {w}")
+            echo(f"{WARNING} {w}")
     runs = [r for r in plan.runs if r.budget in stage]
     keep = [r for b in spec.budgets for r in frozen.get(b, [])] + [r for r in runs if r.budget not in frozen]
     keep.sort(key=lambda r: (r.budget, r.params_non_embedding, r.seed))
@@ -415,10 +415,10 @@ def _read_or_refit_laws(spec: StudySpec, folder: StudyFolder, report: bool, echo
     try:
         return folder.read_laws()
     except DataError as err:
-        echo(f"warning: {err}")
+        echo(f"{WARNING} {err}")
         if not report:
             return None
-    echo(f"warning: rebuilding {folder.laws_json} from the runs")
+    echo(f"{WARNING} rebuilding {folder.laws_json} from the runs")
     return analyze_study(folder.root, spec)
 
 
@@ -471,7 +471,7 @@ class FitAhead:
         except Exception as err:  # the analysis fits again and reports it there
             self.store = None
             self.echo(
-                f"warning: fitting the laws beside the scoring failed ({type(err).__name__}: {err}); fitting after it"
+                f"{WARNING} fitting the laws beside the scoring failed ({type(err).__name__}: {err}); fitting after it"
             )
 
     def draws(self) -> DrawStore | None:
@@ -515,7 +515,7 @@ class Finished:
             if isinstance(outcome, str) and outcome.startswith("scored: "):
                 self.echo(f"quality: {task.run['run_id']}: {outcome.removeprefix('scored: ')} (on a worker)")
             else:
-                self.echo(f"warning: {task.run_id}: {outcome}; the quality stage scores it again")
+                self.echo(f"{WARNING} {task.run_id}: {outcome}; the quality stage scores it again")
             return
         self.trained_at = time.time()
         self.tally.on_done(task, outcome)
@@ -582,7 +582,7 @@ class Tally:
             self.busy.append(run_id)
         else:
             self.failed.append(run_id)
-            self.echo(f"warning: run {run_id} {outcome}")
+            self.echo(f"{WARNING} run {run_id} {outcome}")
 
     def _label(self) -> str:
         return f"study {self.name}: {self.done}/{self.submitted} runs"
