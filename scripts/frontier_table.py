@@ -21,7 +21,7 @@ compute; each in ``tests/data/pilots/<arm>-frontier/``) changes one setting of a
 beside it at equal training compute. The recipe table (:data:`RECIPE_RUNS`) sets the T2I study's own
 run at 20x the top budget beside its arms (the study's recipe with one or two settings changed, each
 trained by ``scripts/recipe_checks.py``) and the depth-2 arm's checkpoint at 20x, with each run's recipe.
-The replicate table (:data:`REPLICATE_RUNS`) sets the depth-2 arm beside training seeds 1 and 2 and the
+The replicate table (:data:`REPLICATE_RUNS`) sets the depth-2 arm beside training seeds 1 to 4 and the
 study's 30-step warmup, every 500 steps around 20x (seed 1 on to 41x), with their PREREG.md's verdicts.
 This script writes each table between ``<!-- {t2i,class,t2i-v,t2i-depth2,class-depth2}-frontier -->``,
 ``<!-- t2i-recipe-arms -->`` and ``<!-- t2i-depth2-replicates -->`` markers (``tests/test_docs_numbers.py``
@@ -265,10 +265,18 @@ REPLICATES = "t2i-depth2-replicates"  # the replicate table's name (--run) and d
 # trained): training seed 1, the study recipe's 30-step warmup, and (its addendum) seed 2, each scored every 500
 # steps over REPLICATE_STEPS, and seed 1 further every 1,000 to 15,000. Rule 1: seed 1's checkpoint
 # REPLICATE_AT (the arm's 20x pass) meets every bar. Rule 2: the warmup matters if the mean over WINDOW of
-# (arm - warmup run) exceeds WARMUP_EFFECT and twice that of (arm - seed 1) in size.
+# (arm - warmup run) exceeds WARMUP_EFFECT and twice that of (arm - seed 1) in size. Seeds 3 and 4 (their own
+# PREREG.md, before they trained) count the seeds passing at REPLICATE_AT and at 23x, and their spread at 20x.
 REPLICATE_RUNS = tuple(
     Frontier(name, "quickstart-t2i")
-    for name in ("t2i-depth2", "t2i-depth2-seed1", "t2i-depth2-warmup30", "t2i-depth2-seed2")
+    for name in (
+        "t2i-depth2",
+        "t2i-depth2-seed1",
+        "t2i-depth2-warmup30",
+        "t2i-depth2-seed2",
+        "t2i-depth2-seed3",
+        "t2i-depth2-seed4",
+    )
 )
 REPLICATE_STEPS = range(5000, 8501, 500)
 REPLICATE_LAST = 15000  # the table's last step (seed 1's continuation; the arm's second PREREG checkpoint)
@@ -289,6 +297,12 @@ class Replicates(NamedTuple):
     d_warmup: float  # mean over WINDOW of the arm's shape minus the warmup run's
     d_seed: float  # the same against seed 1's
     warmup_matters: bool  # rule 2
+    seeds: tuple[str, ...]  # the runs that differ from the arm in the training seed alone, and the arm
+    from_on: dict[str, int | None]  # {run name: the first scored step from which every later one meets every bar}
+    k20: int  # seeds meeting every bar at REPLICATE_AT (20x)
+    k23: int  # seeds meeting every bar at the last of REPLICATE_STEPS (23x)
+    seed_shape: tuple[float, float, float]  # the seeds' shape given the position at REPLICATE_AT: mean, sd, and the
+    # mean binomial sd of one score (shape_sd): the spread between seeds beside the evaluator's own
 
 
 def replicate_scores(run: Frontier) -> dict[int, dict]:
@@ -300,8 +314,9 @@ def replicates(found: dict[str, dict[int, dict]] | None = None) -> Replicates:
     """:data:`REPLICATE_RUNS`' scores (``found``: ``{run name: replicate_scores(run)}``, read here if None) and
     the two rules of their PREREG.md (:class:`Replicates`)."""
     frame = T2I.frame
-    arm, seed, warmup, _ = (run.name for run in REPLICATE_RUNS)
+    arm, seed, warmup = (run.name for run in REPLICATE_RUNS[:3])
     found = found or {run.name: replicate_scores(run) for run in REPLICATE_RUNS}
+    seeds = tuple(run.name for run in REPLICATE_RUNS if set(changed(run, REPLICATE_RUNS[0])) <= {"seed"})
     ok = {
         name: [k for k, s in sorted(f.items()) if meets_goal(s, frame["chance"], frame["floor"]["fd"])]
         for name, f in found.items()
@@ -310,6 +325,8 @@ def replicates(found: dict[str, dict[int, dict]] | None = None) -> Replicates:
     passes = {name: [k for k in ok[name] if k in REPLICATE_STEPS] for name in found}
     both = [k for k in passes[arm] if k in passes[seed]]
     d_w, d_s = (sum(shape[arm][k] - shape[other][k] for k in WINDOW) / len(WINDOW) for other in (warmup, seed))
+    at = [shape[name][REPLICATE_AT] for name in seeds]
+    mean = sum(at) / len(at)
     return Replicates(
         shape,
         passes,
@@ -320,7 +337,26 @@ def replicates(found: dict[str, dict[int, dict]] | None = None) -> Replicates:
         d_w,
         d_s,
         abs(d_w) > WARMUP_EFFECT and abs(d_w) > 2 * abs(d_s),
+        seeds,
+        {name: _passes_from(sorted(f), ok[name]) for name, f in found.items()},
+        sum(REPLICATE_AT in passes[name] for name in seeds),
+        sum(REPLICATE_STEPS[-1] in passes[name] for name in seeds),
+        (
+            mean,
+            (sum((a - mean) ** 2 for a in at) / (len(at) - 1)) ** 0.5,
+            sum(shape_sd(found[name][REPLICATE_AT]) for name in seeds) / len(seeds),
+        ),
     )
+
+
+def _passes_from(steps: list[int], passing: list[int]) -> int | None:
+    """The first of the scored ``steps`` from which every later one is in ``passing`` (None: the last is not)."""
+    first = None
+    for step in reversed(steps):
+        if step not in passing:
+            break
+        first = step
+    return first
 
 
 def replicate_table() -> str:
@@ -382,10 +418,24 @@ def replicate_verdicts(r: Replicates, per_step: float) -> str:
             else "no warmup effect beyond what a second seed moves."
         )
     )
-    first = "; ".join(
-        f"{name} {x(step)}" if step else f"{name} none by {x(r.last[name])}" for name, step in r.first.items()
+
+    def first(name: str) -> str:
+        step, since = r.first[name], r.from_on[name]
+        if step is None:
+            return f"{name} none by {x(r.last[name])}"
+        return f"{name} {x(step)}" + ("" if since == step else f", at every one from {since:,}")
+
+    n, (mean, sd, score_sd) = len(r.seeds), r.seed_shape
+    seeds = (
+        f"- The seeds ({', '.join(r.seeds)}; the rules of the PREREG.md of seeds 3 and 4): {r.k20} of {n} meet every bar at "
+        f"{x(REPLICATE_AT)} and {r.k23} of {n} at {x(REPLICATE_STEPS[-1])}; their shape given the position at "
+        f"{x(REPLICATE_AT)} is {mean:.3f} on average, sd {sd:.3f} between seeds (one score's sd {score_sd:.3f})."
     )
-    return f"- Rule 1: {rule1}\n- Rule 2: {rule2}\n- First checkpoint meeting every bar (from 5,000 steps): {first}."
+    firsts = "; ".join(map(first, r.first))
+    return (
+        f"- Rule 1: {rule1}\n- Rule 2: {rule2}\n{seeds}\n"
+        f"- First checkpoint meeting every bar (from 5,000 steps): {firsts}."
+    )
 
 
 class RecipeRun(NamedTuple):

@@ -8,12 +8,14 @@ import importlib.util
 import json
 import math
 import shutil
+import statistics
 import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+WORDS = ("no", "one", "two", "three", "four", "five", "six")  # small counts as the prose spells them
 LAWS = ROOT / "tests" / "data" / "studies" / "quickstart" / "laws.json"
 
 
@@ -724,14 +726,17 @@ def test_the_t2i_studys_own_recipe_at_20x_is_quoted_from_its_files():
         assert quote in studies, quote
     trained = frontier.result(arm)
     rate = trained["images"] / trained["wall_time_s"]
-    seeds = frontier.replicates().first  # the first checkpoint meeting every bar, per replicate
-    lo_steps, hi_steps = min(seeds.values()), max(seeds.values())
-    lo, hi = (steps * frontier.flops_per_step(arm) / frontier.TOP_BUDGET for steps in (lo_steps, hi_steps))
+    r = frontier.replicates()
+    passed = [step for step in r.first.values() if step is not None]  # each replicate's first pass, if any
+    lo, hi = (steps * frontier.flops_per_step(arm) / frontier.TOP_BUDGET for steps in (min(passed), max(passed)))
+    last = frontier.REPLICATE_STEPS[-1]
+    assert sum(r.first[name] is None for name in r.seeds) == 1  # "one seed not by 23x"
     for quote in (
         f"at 20x, {v['actual_loss']:.4f} against {v['predicted_loss']:.4f}: {100 * v['relative_error']:+.0f}%",
         f"drew the shape at its chance ({shape:.3f} against {frontier.given_position(chance, 'shape'):.3f};",
-        f"they pass from {lo:.0f}-{hi:.0f}x over three training seeds (about {lo_steps * 64 / rate / 60:.0f}-"
-        f"{hi_steps * 64 / rate / 60:.0f} minutes for the one model)",
+        f"they pass by 20x in {WORDS[r.k20]} training seed of {WORDS[len(r.seeds)]} and by 23x in {WORDS[r.k23]} "
+        f"(first passes from {lo:.0f}x to {hi:.0f}x, one seed not by 23x; about {last * 64 / rate / 60:.0f} minutes "
+        "for the one model at 23x)",
     ):
         assert quote in readme, quote
 
@@ -932,9 +937,10 @@ def test_each_replicate_of_the_depth_arm_changes_what_its_prereg_says():
     else, train its size on one thread (seed 1 to 15,000 steps, by its addendum; the others 8,500), and every
     run is scored at every step the rules read (seed 1 also every 1,000 steps from 9,000 to 15,000)."""
     frontier = _script("frontier_table")
-    arm, seed, warmup, seed2 = frontier.REPLICATE_RUNS
+    arm, seed, warmup, seed2, seed3, seed4 = frontier.REPLICATE_RUNS
     assert arm == frontier.ARMS["t2i-depth2"][0]
-    assert frontier.changed(seed, arm) == {"seed": (0, 1)} and frontier.changed(seed2, arm) == {"seed": (0, 2)}
+    for n, run in ((1, seed), (2, seed2), (3, seed3), (4, seed4)):
+        assert frontier.changed(run, arm) == {"seed": (0, n)}
     assert frontier.changed(warmup, arm) == {"optim.warmup_steps": (100, 30)}
     prereg = (seed.folder / "PREREG.md").read_text()
     assert "before either run trained" in prereg and "## Addendum (written at 22:48 UTC" in prereg
@@ -942,6 +948,12 @@ def test_each_replicate_of_the_depth_arm_changes_what_its_prereg_says():
         assert (run.folder / "PREREG.md").read_text() == prereg
         done = frontier.result(run)
         assert done["steps"] == steps and done["torch_threads"] == 1
+        assert frontier.flops_per_step(run) == frontier.flops_per_step(arm)
+    later = (seed3.folder / "PREREG.md").read_text()  # seeds 3 and 4: one PREREG.md, written before they trained
+    assert "before either run trained" in later and (seed4.folder / "PREREG.md").read_text() == later
+    for run in (seed3, seed4):
+        done = frontier.result(run)
+        assert done["steps"] == 8500 and done["torch_threads"] == 1
         assert frontier.flops_per_step(run) == frontier.flops_per_step(arm)
     for run in frontier.REPLICATE_RUNS:
         assert {(step, 1.0) for step in frontier.REPLICATE_STEPS} <= set(frontier.scores(run))
@@ -962,7 +974,7 @@ def test_the_replicates_verdicts_follow_their_prereg_rules():
     def passes(score: dict) -> bool:
         return score["fd"] <= 10 * floor and all(given(score, a) >= 2 * given(chance, a) for a in ("colour", "shape"))
 
-    tails = ("", "-seed1", "-warmup30", "-seed2")
+    tails = ("", "-seed1", "-warmup30", "-seed2", "-seed3", "-seed4")
     folders = [ROOT / "tests" / "data" / "pilots" / f"t2i-depth2{tail}-frontier" for tail in tails]
     score = [
         {
@@ -972,7 +984,7 @@ def test_the_replicates_verdicts_follow_their_prereg_rules():
         }
         for f in folders
     ]
-    arm, seed, warmup, _ = ({k: given(s, "shape") for k, s in run.items()} for run in score)
+    arm, seed, warmup, *_ = ({k: given(s, "shape") for k, s in run.items()} for run in score)
     window, steps = range(6500, 8501, 500), range(5000, 8501, 500)
     d_w = sum(arm[k] - warmup[k] for k in window) / 5
     d_s = sum(arm[k] - seed[k] for k in window) / 5
@@ -984,6 +996,15 @@ def test_the_replicates_verdicts_follow_their_prereg_rules():
     names = [run.name for run in frontier.REPLICATE_RUNS]
     assert r.passes == {name: [k for k in steps if passes(s[k])] for name, s in zip(names, score)}
     assert r.first == {name: min((k for k in s if passes(s[k])), default=None) for name, s in zip(names, score)}
+    # the seeds' rules (the later PREREG.md): the seed runs are the arm and the runs named -seedN
+    seeds = [i for i, tail in enumerate(tails) if tail in ("", *(f"-seed{n}" for n in range(1, 10)))]
+    assert r.seeds == tuple(names[i] for i in seeds)
+    assert r.k20 == sum(passes(score[i][7500]) for i in seeds) and r.k23 == sum(passes(score[i][8500]) for i in seeds)
+    at = [given(score[i][7500], "shape") for i in seeds]
+    assert r.seed_shape[:2] == pytest.approx((statistics.mean(at), statistics.stdev(at)))
+    for name, s in zip(names, score):
+        after = [k for k in sorted(s) if all(passes(s[j]) for j in s if j >= k)]
+        assert r.from_on[name] == (after[0] if after else None)
     text = (ROOT / "docs" / "quality.md").read_text()
     body = frontier.replicate_table()
     assert _script().replace_block(text, frontier.REPLICATES, body, "docs/quality.md") == text
@@ -994,12 +1015,16 @@ def test_the_replicates_are_quoted_from_their_files():
     """Every number the replicates' prose quotes (docs/quality.md, README.md, docs/training.md) is recomputed
     from their scores, logs and results, and the arm's own first pass (now at 6,500 steps) is the table's."""
     frontier = _script("frontier_table")
-    arm, _, warmup, _ = frontier.REPLICATE_RUNS
+    arm, _, warmup, *_ = frontier.REPLICATE_RUNS
     r, per_step = frontier.replicates(), frontier.flops_per_step(arm)
     found = {run.name: frontier.replicate_scores(run) for run in frontier.REPLICATE_RUNS}
     shape = {name: {k: frontier.given_position(s, "shape") for k, s in f.items()} for name, f in found.items()}
-    x = {name: step * per_step / frontier.TOP_BUDGET for name, step in r.first.items()}
-    a, s1, w, s2 = (run.name for run in frontier.REPLICATE_RUNS)
+    x = {name: step * per_step / frontier.TOP_BUDGET for name, step in r.first.items() if step is not None}
+    a, s1, w, s2, s3, s4 = (run.name for run in frontier.REPLICATE_RUNS)
+    assert (r.first[s3], r.first[s4]) == (r.first[s2], None)  # the prose: "seeds 2 and 3 23x", "seed 4 not by"
+    mean, spread, score_sd = r.seed_shape
+    last = frontier.REPLICATE_STEPS[-1] * per_step / frontier.TOP_BUDGET
+    seeds = f"{WORDS[r.k20]} training seed of {WORDS[len(r.seeds)]}"
     at_20x = [shape[name][7500] for name in shape]
     sd = sum(frontier.shape_sd(found[name][7500]) for name in found) / len(found)
     done = frontier.result(arm)
@@ -1016,24 +1041,29 @@ def test_the_replicates_are_quoted_from_their_files():
     quality = " ".join((ROOT / "docs" / "quality.md").read_text().split())
     for quote in (
         f"one core each, {frontier.result(warmup)['wall_time_s'] / 60:.0f} minutes)",
+        f"as seed 2, {max(frontier.result(run)['wall_time_s'] for run in frontier.REPLICATE_RUNS[4:]) / 60:.0f} "
+        "minutes side by side)",
         f"Seed 1 draws {shape[s1][7500]:.3f} at 20x against the arm's {shape[a][7500]:.3f} and meets every bar "
         f"first at **{x[s1]:.0f}x** ({r.first[s1]:,} steps; about {r.first[s1] * 64 / rate / 60:.0f} minutes",
         f"seed 2 meets them first at {x[s2]:.0f}x ({r.first[s2]:,} steps, {shape[s2][r.first[s2]]:.3f})",
         f"The warmup-30 run lies {r.d_warmup:.3f} below the arm over 6,500-8,500 steps where seed 1 lies "
         f"{r.d_seed:.3f} below",
-        f"from **{x[a]:.0f}-{x[s1]:.0f}x** the top budget over three seeds (seed 0 from {x[a]:.0f}x, at every "
-        f"checkpoint from 20x; seed 2 {x[s2]:.0f}x; seed 1 {x[s1]:.0f}x; the warmup-30 run {x[w]:.0f}x)",
-        f"spans {min(at_20x):.3f}-{max(at_20x):.3f}, a spread of {max(at_20x) - min(at_20x):.3f}, about "
+        f"meets every bar at 20x in **{r.k20} of {len(r.seeds)}** and at 23x in **{r.k23} of {len(r.seeds)}** (first "
+        f"passes: seed 0 {x[a]:.0f}x, at every checkpoint from {r.from_on[a] * per_step / frontier.TOP_BUDGET:.0f}x; seeds 2 and 3 {x[s2]:.0f}x; "
+        f"seed 1 {x[s1]:.0f}x; seed 4 not by {last:.0f}x, where its rule stopped it; the warmup-30 run {x[w]:.0f}x)",
+        f"the five seeds' shape given the position averages {mean:.3f}, sd {spread:.3f} between seeds, "
+        f"{WORDS[round(spread / score_sd)]} times one score's sd ({score_sd:.3f}); the six runs span "
+        f"{min(at_20x):.3f}-{max(at_20x):.3f}, a spread of {max(at_20x) - min(at_20x):.3f}, about "
         f"{(max(at_20x) - min(at_20x)) / sd:.0f} times one score's sd",
         f"{shape[w][7500]:.3f} at 7,500 steps against that run's {frontier.given_position(last_arm, 'shape'):.3f} "
         f"at 7,362",
         f"seed 2's is the lowest ({val[s2][8000]:.4f}) while the arm draws the shape best ({shape[a][8000]:.3f} "
         f"against seed 2's {shape[s2][8000]:.3f})",
         f"misses again at 7,000 steps ({shape[a][7000]:.3f})",
-        f"two more seeds of the arm need {x[s2]:.0f}x and {x[s1]:.0f}x",
-        f"and {x[s2]:.0f}x and {x[s1]:.0f}x in two more",
-        f"{x[a]:.0f}-{x[s1]:.0f}x with the study's depth 2 over three seeds",
-        f"({x[a]:.0f}-{x[s1]:.0f}x at depth 2, three seeds)",
+        f"of four more seeds of the arm, two need {x[s2]:.0f}x, one {x[s1]:.0f}x, and one does not pass by {last:.0f}x",
+        f"{x[s2]:.0f}x in two more, {x[s1]:.0f}x in a fourth, and not by {last:.0f}x in a fifth",
+        f"with the study's depth 2, 20x in {seeds} and 23x in {WORDS[r.k23]}, not by {last:.0f}x in the fifth",
+        f"(at depth 2 from 20x in {seeds}, 23x in {WORDS[r.k23]})",
     ):
         assert quote in quality, quote
     training = " ".join((ROOT / "docs" / "training.md").read_text().split())
