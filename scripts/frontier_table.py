@@ -42,6 +42,7 @@ import importlib.util
 import json
 import math
 import re
+import statistics
 from pathlib import Path
 from typing import NamedTuple
 
@@ -312,7 +313,7 @@ def replicate_scores(run: Frontier) -> dict[int, dict]:
 
 def replicates(found: dict[str, dict[int, dict]] | None = None) -> Replicates:
     """:data:`REPLICATE_RUNS`' scores (``found``: ``{run name: replicate_scores(run)}``, read here if None) and
-    the two rules of their PREREG.md (:class:`Replicates`)."""
+    the rules of their PREREG.md files: seed 1 and the warmup's two, then the seeds' count (:class:`Replicates`)."""
     frame = T2I.frame
     arm, seed, warmup = (run.name for run in REPLICATE_RUNS[:3])
     found = found or {run.name: replicate_scores(run) for run in REPLICATE_RUNS}
@@ -326,7 +327,6 @@ def replicates(found: dict[str, dict[int, dict]] | None = None) -> Replicates:
     both = [k for k in passes[arm] if k in passes[seed]]
     d_w, d_s = (sum(shape[arm][k] - shape[other][k] for k in WINDOW) / len(WINDOW) for other in (warmup, seed))
     at = [shape[name][REPLICATE_AT] for name in seeds]
-    mean = sum(at) / len(at)
     return Replicates(
         shape,
         passes,
@@ -342,9 +342,9 @@ def replicates(found: dict[str, dict[int, dict]] | None = None) -> Replicates:
         sum(REPLICATE_AT in passes[name] for name in seeds),
         sum(REPLICATE_STEPS[-1] in passes[name] for name in seeds),
         (
-            mean,
-            (sum((a - mean) ** 2 for a in at) / (len(at) - 1)) ** 0.5,
-            sum(shape_sd(found[name][REPLICATE_AT]) for name in seeds) / len(seeds),
+            statistics.mean(at),
+            statistics.stdev(at),
+            statistics.mean(shape_sd(found[name][REPLICATE_AT]) for name in seeds),
         ),
     )
 
