@@ -427,8 +427,8 @@ def replicate_verdicts(r: Replicates, per_step: float) -> str:
 
     n, (mean, sd, score_sd) = len(r.seeds), r.seed_shape
     seeds = (
-        f"- The seeds ({', '.join(r.seeds)}; the rules of the PREREG.md of seeds 3 and 4): {r.k20} of {n} meet every bar at "
-        f"{x(REPLICATE_AT)} and {r.k23} of {n} at {x(REPLICATE_STEPS[-1])}; their shape given the position at "
+        f"- The seeds ({', '.join(r.seeds)}; the rules of the PREREG.md of seeds 3 and 4): "
+        f"{r.k20} of {n} meet every bar at {x(REPLICATE_AT)} and {r.k23} of {n} at {x(REPLICATE_STEPS[-1])}; their shape given the position at "
         f"{x(REPLICATE_AT)} is {mean:.3f} on average, sd {sd:.3f} between seeds (one score's sd {score_sd:.3f})."
     )
     firsts = "; ".join(map(first, r.first))

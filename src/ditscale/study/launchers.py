@@ -27,6 +27,7 @@ import dataclasses
 from concurrent.futures.process import BrokenProcessPool
 import multiprocessing
 import os
+import pickle
 import signal
 import threading
 import time
@@ -55,11 +56,13 @@ def _init_worker(threads: int, parent: int, formatwarning: Callable | None) -> N
 
 
 def _parent_formatwarning() -> Callable | None:
-    """The parent's warning format, when a spawned worker can import it by name (a module-level
-    function; a lambda or closure is not picklable: the worker then keeps Python's default)."""
-    fmt = warnings.formatwarning
-    qualname = getattr(fmt, "__qualname__", "")
-    return fmt if getattr(fmt, "__module__", None) and qualname and "<" not in qualname else None
+    """The parent's warning format, when a spawned worker can receive it (pickled by name: a module-level
+    function; a lambda or closure cannot be, and the worker then keeps Python's default)."""
+    try:
+        pickle.dumps(warnings.formatwarning)
+    except (pickle.PicklingError, AttributeError, TypeError):
+        return None
+    return warnings.formatwarning
 
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
